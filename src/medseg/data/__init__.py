@@ -1,0 +1,1 @@
+"""Datasets, readers/writers, splits, transforms and the synthesizer."""
