@@ -197,3 +197,18 @@ def pad_to(array: np.ndarray, size: tuple[int, int], value: float | str = 0) -> 
         padded[..., pad[-2][0] : pad[-2][0] + h, pad[-1][0] : pad[-1][0] + w] = out
         return padded
     return np.pad(out, pad, mode="constant", constant_values=value)
+
+
+def write_png_pairs(out_dir: str | Path, images: np.ndarray, labels: np.ndarray, *, first_index: int = 0) -> int:
+    """Write (N, H, W) uint8 images and labels as ``images/pair_00000.png`` + ``masks/pair_00000.png``
+    (class indices), the generic folder layout every command reads with ``--data``."""
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    for i, (im, lb) in enumerate(zip(images, labels)):
+        name = f"pair_{first_index + i:05d}.png"
+        Image.fromarray(np.asarray(im, dtype=np.uint8)).save(out_dir / "images" / name)
+        Image.fromarray(np.asarray(lb, dtype=np.uint8)).save(out_dir / "masks" / name)
+    return len(images)

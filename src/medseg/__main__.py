@@ -1,0 +1,3 @@
+from medseg.cli import app
+
+app()

@@ -1,0 +1,229 @@
+"""The `medseg` command line (Typer).
+
+    medseg data synth OUT.h5 [--pommier | --n-pairs N] [--crops DIR | --metaphase IMG]
+    medseg data info PATH
+    medseg train CONFIG [--fold K] [--data PATH] [--set key=value ...]
+    medseg cv CONFIG [--folds 0,1,...] [--data PATH]         all folds, then the held-out test report
+    medseg evaluate RUN [--data PATH] [--tta]
+    medseg predict MODEL IMAGE... -o OUT [--tta]
+    medseg models
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medseg.errors import MedsegError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="medseg: medical image segmentation with the U-Net family.")
+data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and convert data.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(code=2)
+
+
+def _config(config: Path, data: Optional[str], name: Optional[str], epochs: Optional[int], sets: List[str],
+            device: Optional[str]) -> dict:
+    from medseg.config import load_config, set_dotted, validate
+
+    cfg = load_config(config)
+    if data:
+        cfg["data"]["path"] = data
+    if name:
+        cfg["name"] = name
+    if epochs:
+        cfg["train"]["epochs"] = epochs
+    if device:
+        cfg["train"]["device"] = device
+    for item in sets:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set needs key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        set_dotted(cfg, key.strip(), value)
+    return validate(cfg)
+
+
+DataOpt = typer.Option(None, "--data", help="HDF5 file (Pommier layout), images/+masks/ folder, or synth:demo / synth:pommier.")
+SetOpt = typer.Option([], "--set", help="Override a config value, e.g. --set train.batch_size=32 (repeatable).")
+
+
+@data_app.command("synth")
+def data_synth(
+    output: Path = typer.Argument(..., help="HDF5 file to write (Pommier layout: dataset_1, N x H x W x 2)."),
+    crops: Optional[Path] = typer.Option(None, help="Folder of single-chromosome crops (PNG/TIFF)."),
+    metaphase: Optional[Path] = typer.Option(None, help="A metaphase image; chromosomes are found by thresholding."),
+    n_pairs: Optional[int] = typer.Option(None, "--n-pairs", help="Number of overlapping pairs (default: every pair once)."),
+    pommier: bool = typer.Option(False, "--pommier", help="The published size: 13,434 pairs of 94 x 93."),
+    n_chromosomes: int = typer.Option(48, help="Size of the generated chromosome library (no --crops/--metaphase)."),
+    seed: int = typer.Option(0),
+):
+    """Synthesize overlapping chromosome pairs the way Pommier made the published set."""
+    from medseg.data.synth import run_synth
+
+    try:
+        summary = run_synth(output, crops_dir=crops, metaphase=metaphase, n_pairs=n_pairs, pommier=pommier,
+                            n_chromosomes=n_chromosomes, seed=seed)
+    except (MedsegError, ValueError, OSError) as exc:
+        _fail(exc)
+    console.print_json(json.dumps(summary, default=str))
+
+
+@data_app.command("info")
+def data_info(path: Path, stray_labels: str = typer.Option("nearest", help="reject | background | nearest")):
+    """Read a dataset and report its size, label counts and any stray label values."""
+    import numpy as np
+
+    from medseg.config import DEFAULTS
+    from medseg.data.datasets import load_data
+
+    cfg = {**DEFAULTS["data"], "path": str(path), "stray_labels": stray_labels, "size": None}
+    try:
+        data = load_data(cfg, 4)
+    except (MedsegError, ValueError, OSError) as exc:
+        _fail(exc)
+    values, counts = np.unique(data.labels, return_counts=True)
+    table = Table(title=str(path))
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("images", str(len(data)))
+    table.add_row("shape", str(data.images.shape[1:]))
+    table.add_row("label pixels", ", ".join(f"{v}: {c}" for v, c in zip(values, counts)))
+    table.add_row("synthesized", str(data.synthesized))
+    for note in data.notes:
+        table.add_row("note", note)
+    Console().print(table)
+
+
+@data_app.command("export")
+def data_export(
+    path: Path = typer.Argument(..., help="HDF5 file in the Pommier layout."),
+    out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into (the generic folder layout)."),
+    count: Optional[int] = typer.Option(None, help="Number of pairs to export (default: all)."),
+    start: int = typer.Option(0, help="Index of the first pair."),
+    stray_labels: str = typer.Option("nearest", help="reject | background | nearest"),
+):
+    """Write pairs of a Pommier-layout HDF5 as PNG images and class-index masks (same file names)."""
+    from medseg.data.pommier import read_pommier_h5, write_png_pairs
+
+    try:
+        images, labels, report = read_pommier_h5(path, stray_labels=stray_labels)
+        stop = len(images) if count is None else min(len(images), start + count)
+        written = write_png_pairs(out, images[start:stop], labels[start:stop], first_index=start)
+    except (MedsegError, ValueError, OSError) as exc:
+        _fail(exc)
+    console.print(f"wrote {written} image/mask pairs to {out}/images and {out}/masks ({report.summary()})")
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/chromosomes/unet.yaml"),
+    fold: int = typer.Option(0, help="Cross-validation fold to train."),
+    data: Optional[str] = DataOpt,
+    name: Optional[str] = typer.Option(None, help="Run name (default: the config's name)."),
+    epochs: Optional[int] = typer.Option(None, help="Override train.epochs."),
+    sets: List[str] = SetOpt,
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
+    restart: bool = typer.Option(False, help="Start over instead of resuming an interrupted run."),
+):
+    """Train one fold. An interrupted run resumes from its last epoch."""
+    from medseg.training.run import train_fold
+
+    try:
+        cfg = _config(config, data, name, epochs, sets, device)
+        summary = train_fold(cfg, fold, restart=restart)
+    except MedsegError as exc:
+        _fail(exc)
+    console.print_json(json.dumps(summary, default=str))
+
+
+@app.command()
+def cv(
+    config: Path = typer.Argument(...),
+    folds: Optional[str] = typer.Option(None, help="Comma-separated folds (default: all)."),
+    data: Optional[str] = DataOpt,
+    name: Optional[str] = typer.Option(None),
+    epochs: Optional[int] = typer.Option(None),
+    sets: List[str] = SetOpt,
+    device: Optional[str] = typer.Option(None),
+    restart: bool = typer.Option(False),
+    evaluate: bool = typer.Option(True, help="Score every fold on the held-out test set afterwards."),
+    tta: bool = typer.Option(False, help="Test-time augmentation in the evaluation."),
+):
+    """Cross-validation: train every fold, then evaluate them on the held-out test set."""
+    from medseg.evaluation.evaluate import evaluate_run
+    from medseg.training.run import cross_validate, run_dir_for
+
+    try:
+        cfg = _config(config, data, name, epochs, sets, device)
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+        cross_validate(cfg, folds=fold_list, restart=restart)
+        if evaluate:
+            report = evaluate_run(run_dir_for(cfg), tta=tta, folds=fold_list, device=cfg["train"]["device"])
+            console.print(f"report: {report}")
+    except MedsegError as exc:
+        _fail(exc)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="Run directory (runs/NAME) or one fold directory."),
+    data: Optional[str] = DataOpt,
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (flips, 90° rotations)."),
+    folds: Optional[str] = typer.Option(None),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default RUN/evaluation)."),
+    device: str = typer.Option("auto"),
+    limit_test: Optional[int] = typer.Option(None, help="Score only the first N test images (quick look)."),
+):
+    """Write report.md, metrics.json and figures for a trained run, with the papers' numbers beside ours."""
+    from medseg.evaluation.evaluate import evaluate_run
+
+    try:
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+        report = evaluate_run(run, data=data, tta=tta, folds=fold_list, device=device, out_dir=out, limit_test=limit_test)
+    except MedsegError as exc:
+        _fail(exc)
+    console.print(f"report: {report}")
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Run directory (fold ensemble) or one fold directory."),
+    images: List[Path] = typer.Argument(..., help="PNG/TIFF images."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    tta: bool = typer.Option(False, help="Test-time augmentation."),
+    device: str = typer.Option("auto"),
+):
+    """Segment your own images: label map, overlay, and each whole chromosome as its own mask and cut-out."""
+    from medseg.inference.image import predict_image_file
+    from medseg.inference.predictor import Predictor
+
+    try:
+        predictor = Predictor.from_path(model, device=device, tta=tta)
+        for path in images:
+            summary = predict_image_file(predictor, path, out)
+            console.print(f"{path} → {out}  " + ", ".join(f"{k}: {v} px" for k, v in summary["classes"].items()))
+    except MedsegError as exc:
+        _fail(exc)
+
+
+@app.command()
+def models():
+    """List the registered architectures."""
+    from medseg.models import available_models
+
+    for name in available_models():
+        typer.echo(name)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,160 @@
+"""Experiment configuration: YAML files under ``configs/``, merged over defaults, validated, saved in each run.
+
+A config is plain data (nnU-Net's "plans" idea): the run directory keeps the exact config that produced
+it, so every number in a report traces back to a command. Unknown keys are errors, which catches typos
+such as ``batchsize`` silently doing nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medseg.errors import ConfigError
+
+CHROMOSOME_CLASSES = ["background", "chromosome_alpha", "chromosome_beta", "overlap"]
+
+DEFAULTS: dict[str, Any] = {
+    "name": "experiment",
+    "task": {
+        "mode": "multiclass",  # multiclass (softmax, exclusive classes) | multilabel (sigmoid)
+        "class_names": CHROMOSOME_CLASSES,
+        # Named unions of classes evaluated as extra structures and written by `predict` as whole objects:
+        # ARMS Net's "complete chromosome" IoU and the karyotyping cut-outs.
+        "derived": {"chromosome_alpha_whole": [1, 3], "chromosome_beta_whole": [2, 3]},
+        "primary_metric": "overlap",  # class whose IoU heads reports and box plots
+        "spatial_dims": 2,
+    },
+    "data": {
+        # An HDF5 file in the Pommier layout, a folder (images/ + masks/), or "synth:demo" / "synth:pommier"
+        # for the project's own synthesized sets (made on first use, no download).
+        "path": "synth:demo",
+        "format": "auto",  # auto | pommier | folder
+        "h5_key": "dataset_1",
+        "size": [128, 128],  # the papers pad 94x93 to 128x128
+        "image_pad_value": "border",  # number, or "border" (median of each image's border)
+        "stray_labels": "nearest",  # reject | background | nearest — the real file has a few label-4 pixels
+        "mask_values": None,  # folder masks: stored grey values of classes 0..C-1, in order
+        "limit": None,  # use only the first N images (quick runs)
+        "synth_pairs": 1500,  # size of the synth:demo set
+        "synth_seed": 0,
+    },
+    "splits": {"test_fraction": 0.2, "n_folds": 5, "seed": 0, "protocol": "random", "file": None},
+    "model": {"name": "unet", "depth": 4, "base_channels": 64, "norm": "batch"},
+    "loss": [{"name": "ce"}],
+    "train": {
+        "epochs": 300,
+        "batch_size": 8,
+        "lr": 1.0e-3,
+        "weight_decay": 0.0,
+        "scheduler": {"factor": 0.5, "patience": 3, "min_lr": 1.0e-7},
+        "early_stopping": {"patience": 9, "min_delta": 0.0},
+        "seed": 0,
+        "amp": True,  # CUDA only
+        "channels_last": True,  # CUDA only
+        "num_workers": 0,
+        "device": "auto",
+        "max_batches_per_epoch": None,  # cap for quick CPU runs
+        "val_max_batches": None,
+        "deterministic": False,
+    },
+    "augment": {"flip_prob": 0.0, "rot90_prob": 0.0},
+    "evaluate": {"tta": False, "batch_size": 32, "hausdorff": True},
+    "output": {"root": "runs"},
+}
+
+
+def deep_merge(base: dict, override: dict, path: str = "", strict: bool = True) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        where = f"{path}{key}"
+        if strict and key not in base:
+            raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(base))})")
+        # Free-form mappings (model kwargs, derived structures) are replaced or merged without key checks.
+        free = where in ("model", "task.derived") or where.startswith("model.")
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out[key] = deep_merge(base[key], value, where + ".", strict=strict and not free)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def validate(cfg: dict) -> dict:
+    task = cfg["task"]
+    if task["mode"] not in ("multiclass", "multilabel"):
+        raise ConfigError(f"task.mode must be multiclass or multilabel, got {task['mode']!r}")
+    n = len(task["class_names"])
+    if n < 2 and task["mode"] == "multiclass":
+        raise ConfigError("a multiclass task needs at least 2 classes (background included)")
+    for name, members in (task.get("derived") or {}).items():
+        bad = [m for m in members if not 0 <= int(m) < n]
+        if bad:
+            raise ConfigError(f"task.derived.{name} names classes {bad} outside 0..{n - 1}")
+    if task["primary_metric"] not in task["class_names"] and task["primary_metric"] not in (task.get("derived") or {}):
+        raise ConfigError(f"task.primary_metric {task['primary_metric']!r} is not a class or derived structure")
+    tr = cfg["train"]
+    if int(tr["batch_size"]) < 1 or int(tr["epochs"]) < 1 or float(tr["lr"]) <= 0:
+        raise ConfigError("train.batch_size and train.epochs must be >= 1 and train.lr > 0")
+    if cfg["data"]["stray_labels"] not in ("reject", "background", "nearest"):
+        raise ConfigError("data.stray_labels must be reject, background or nearest")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Defaults ← YAML file (``_base_: other.yaml`` chains allowed) ← overrides."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        cfg = deep_merge(cfg, _read_yaml_chain(Path(path)))
+    if overrides:
+        cfg = deep_merge(cfg, overrides)
+    return validate(cfg)
+
+
+def _read_yaml_chain(path: Path, seen: tuple = ()) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: _base_ chain loops")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping")
+    base = data.pop("_base_", None)
+    if base:
+        parent = _read_yaml_chain((path.parent / base), seen + (path.resolve(),))
+        merged = deep_merge(copy.deepcopy(DEFAULTS), parent)
+        return _overlay(merged, data)
+    return data
+
+
+def _overlay(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = _overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def set_dotted(cfg: dict, dotted: str, value: Any) -> None:
+    """Apply ``--set train.epochs=3`` style overrides (value parsed as YAML)."""
+    keys = dotted.split(".")
+    node = cfg
+    for k in keys[:-1]:
+        if k not in node or not isinstance(node[k], dict):
+            raise ConfigError(f"unknown config key '{dotted}'")
+        node = node[k]
+    free = keys[0] == "model"
+    if keys[-1] not in node and not free:
+        raise ConfigError(f"unknown config key '{dotted}'")
+    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def save_config(cfg: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    tmp.replace(path)

@@ -1,0 +1,472 @@
+"""The generic 2D dataset: a folder of images and a folder of masks with the same file names.
+
+Layout::
+
+    data/
+      images/   img_01.tif  img_02.tif  ...
+      masks/    img_01.png  img_02.png  ...     (or labels/)
+
+An image and its mask are paired by file stem; the extension may differ (``img_01.tif`` <-> ``img_01.png``).
+Files are PNG or TIFF, 8- or 16-bit (float TIFF images too), grey. Colour images are converted to grey
+(ITU-R 601 luma, as Pillow's ``convert("L")``); colour masks are accepted only when all colour channels are
+equal, because a colour-coded mask has no unambiguous class order.
+
+Masks hold class indices ``0..num_classes-1``. Binary masks stored as 0/255 (or 0/65535, or 0/1) are read
+as {0, 1} when ``num_classes == 2``. Any other grey coding is mapped with ``mask_values``: the stored
+grey values of the classes in class order, e.g. ``[0, 85, 170, 255]`` -> classes 0..3. A value that is
+neither a class index nor in ``mask_values`` is never dropped or thresholded silently: the reader raises
+:class:`~medseg.errors.DataValidationError` naming the file, the offending values and the allowed ones.
+
+Intensities are scaled by the range of the stored dtype (uint8 / 255, uint16 / 65535), not per image,
+so that the same tissue keeps the same value from one image to the next.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.pommier import pad_to
+from medseg.errors import DataValidationError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+MASK_DIR_NAMES = ("masks", "labels")
+_MAX_LISTED = 10
+# ITU-R 601-2 luma, the weights Pillow's convert("L") uses.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def _read_raw(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a PNG/TIFF as stored. Returns the array, (H, W) or (H, W, C), and for a palette image the
+    (H, W, 3) colours its indices stand for (else None). Raises DataValidationError for missing,
+    unreadable or corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError(path, "file not found" if not path.exists() else "not a file")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        arr, colours = _read_tiff(path), None
+    else:
+        arr, colours = _read_pil(path)
+    if not arr.dtype.isnative:  # big-endian TIFF / PNG "I;16B": native order, so uint16 stays uint16
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr, colours
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            n_pages = len(tif.pages)
+            if n_pages == 0:
+                raise DataValidationError(path, "TIFF file holds no image")
+            if n_pages > 1:
+                raise DataValidationError(
+                    path, f"TIFF file holds {n_pages} pages (a stack); expected one 2D image per file"
+                )
+            page = tif.pages[0]
+            arr = page.asarray()
+            separate = int(getattr(page, "planarconfig", 1)) == 2  # PLANARCONFIG.SEPARATE: (C, H, W)
+    except DataValidationError:
+        raise
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ... on bad files
+        raise DataValidationError(
+            path, f"cannot be read as a TIFF image; the file may be corrupt or not a TIFF ({type(exc).__name__}: {exc})"
+        ) from exc
+    arr = np.asarray(arr)
+    if separate and arr.ndim == 3:
+        arr = np.moveaxis(arr, 0, -1)
+    # (1, H, W) or (H, W, 1): a single plane stored with an extra axis.
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def _read_pil(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            n_frames = getattr(img, "n_frames", 1)
+            if n_frames > 1:
+                raise DataValidationError(
+                    path, f"image file holds {n_frames} frames; expected one 2D image per file"
+                )
+            img.load()
+            mode = img.mode
+            if mode == "P":
+                # Palette image: the indices (for masks they are the class indices) and, for the image
+                # reader, the colours they stand for.
+                return np.array(img), np.asarray(img.convert("RGB"))
+            if mode in ("CMYK", "YCbCr", "LAB", "HSV", "PA"):
+                img = img.convert("RGBA" if mode == "PA" else "RGB")
+            arr = np.array(img)
+    except DataValidationError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataValidationError(
+            path, f"cannot be read as a PNG/TIFF image; the file may be corrupt or not an image ({type(exc).__name__}: {exc})"
+        ) from exc
+    if mode == "1":
+        arr = arr.astype(np.uint8)  # bilevel: 0/1
+    elif mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
+        arr = arr.astype(np.uint16)  # 16-bit grey opened as 32-bit int by some Pillow versions
+    return arr, None
+
+
+def _to_grey(arr: np.ndarray) -> np.ndarray:
+    """(H, W, 3|4) colour -> (H, W) grey in the same dtype (alpha dropped); (H, W, 2) grey+alpha -> grey."""
+    if arr.shape[-1] == 2:
+        return np.ascontiguousarray(arr[..., 0])
+    rgb = arr[..., :3].astype(np.float64)
+    grey = rgb @ _LUMA
+    if np.issubdtype(arr.dtype, np.integer):
+        info = np.iinfo(arr.dtype)
+        return np.clip(np.rint(grey), info.min, info.max).astype(arr.dtype)
+    return grey.astype(arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32)
+
+
+def _check_2d(path: Path, arr: np.ndarray, what: str) -> None:
+    if arr.ndim != 2:
+        raise DataValidationError(
+            path, f"{what} has shape {arr.shape}; expected a 2D grey image (H x W) or an RGB/RGBA image"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise DataValidationError(path, f"{what} is empty (shape {arr.shape})")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read one PNG or TIFF image as a 2D array in its stored dtype (uint8, uint16, float, ...).
+
+    Colour images (RGB, RGBA, palette) are converted to grey with the ITU-R 601 luma weights, keeping the
+    dtype; an alpha channel is dropped. Raises :class:`DataValidationError` naming the file when it is
+    missing, unreadable, corrupt, a multi-page stack or not a 2D image.
+    """
+    path = Path(path)
+    arr, palette_colours = _read_raw(path)
+    if palette_colours is not None:
+        arr = palette_colours
+    if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
+        arr = _to_grey(arr)
+    _check_2d(path, arr, "image")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    if arr.dtype.kind not in "uif":
+        raise DataValidationError(path, f"image has dtype {arr.dtype}; expected integer or float pixels")
+    return np.ascontiguousarray(arr)
+
+
+def normalize_intensity(image: np.ndarray) -> np.ndarray:
+    """Scale an image to float32 in [0, 1].
+
+    * uint8 is divided by 255 and uint16 by 65535: the range of the dtype, **not** each image's own
+      min/max, so that intensities stay comparable between images (a dark image stays dark). A 12-bit
+      camera image stored as uint16 therefore lies in [0, 4095/65535]; that is intended.
+    * bool becomes 0/1.
+    * Float images (and other integer dtypes, whose range says nothing about the data) are min-max
+      scaled per image; a constant image becomes all zeros.
+
+    Raises ``ValueError`` for NaN or infinite values.
+    """
+    image = np.asarray(image)
+    if image.dtype == bool:
+        return image.astype(np.float32)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / np.float32(255.0)
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / np.float32(65535.0)
+    if image.dtype.kind not in "uif":
+        raise ValueError(f"cannot normalise an image of dtype {image.dtype}")
+    x = image.astype(np.float64)
+    if x.size == 0:
+        return x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("image holds NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if hi <= lo:
+        return np.zeros(image.shape, dtype=np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def _describe_values(values: np.ndarray, counts: np.ndarray, limit: int = 20) -> str:
+    parts = [f"{_fmt(v)} ({int(c)} px)" for v, c in zip(values[:limit], counts[:limit])]
+    more = f" and {len(values) - limit} more" if len(values) > limit else ""
+    return ", ".join(parts) + more
+
+
+def _fmt(v) -> str:
+    f = float(v)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def read_mask(
+    path: str | Path, num_classes: int, *, mask_values: Sequence[int] | None = None
+) -> np.ndarray:
+    """Read one mask as a 2D uint8 array of class indices ``0..num_classes-1``.
+
+    * ``mask_values`` given: stored grey value ``mask_values[k]`` becomes class ``k``
+      (e.g. ``[0, 85, 170, 255]`` -> 0..3); it must hold ``num_classes`` distinct values.
+    * otherwise, with ``num_classes == 2``: a binary mask stored as 0/255, 0/65535 or 0/1 becomes {0, 1};
+    * otherwise values ``0..num_classes-1`` are kept as class indices.
+
+    Palette PNGs are read as their palette indices. Colour masks are accepted only when R, G and B are
+    equal everywhere. Any other value raises :class:`DataValidationError` naming the file, the offending
+    values (with pixel counts) and the allowed ones.
+    """
+    path = Path(path)
+    if not 2 <= num_classes <= 256:
+        raise ValueError(f"num_classes must be between 2 and 256 (uint8 labels), got {num_classes}")
+    lut_values: list[int] | None = None
+    if mask_values is not None:
+        lut_values = [int(v) for v in mask_values]
+        if len(lut_values) != num_classes:
+            raise ValueError(
+                f"mask_values lists {len(lut_values)} values {lut_values} but num_classes is {num_classes}; "
+                "give one stored value per class, in class order"
+            )
+        if len(set(lut_values)) != len(lut_values):
+            raise ValueError(f"mask_values {lut_values} repeats a value; each class needs its own value")
+
+    arr, _ = _read_raw(path)  # palette masks: the indices are the stored values
+    if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
+        if arr.shape[-1] == 2:  # grey + alpha
+            arr = arr[..., 0]
+        else:
+            rgb = arr[..., :3]
+            differ = (rgb[..., 0] != rgb[..., 1]) | (rgb[..., 0] != rgb[..., 2])
+            if differ.any():
+                y, x = np.argwhere(differ)[0]
+                raise DataValidationError(
+                    path,
+                    f"colour mask: the R, G, B channels differ at {int(differ.sum())} pixels "
+                    f"(e.g. pixel y={y}, x={x} is {tuple(int(c) for c in rgb[y, x])}). Masks must be grey "
+                    "class indices (or grey values mapped with mask_values); convert colour-coded masks "
+                    "to class indices first.",
+                )
+            arr = rgb[..., 0]
+    _check_2d(path, arr, "mask")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
+            raise DataValidationError(
+                path, f"mask has dtype {arr.dtype} with non-integer values; masks must hold integer labels"
+            )
+    elif arr.dtype.kind not in "ui":
+        raise DataValidationError(path, f"mask has dtype {arr.dtype}; expected integer labels")
+
+    values, inverse, counts = np.unique(arr, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(arr.shape)
+    vset = {float(v) for v in values}
+
+    if lut_values is not None:
+        allowed = lut_values
+        index = {float(v): k for k, v in enumerate(lut_values)}
+        unknown = np.array([float(v) not in index for v in values])
+        if unknown.any():
+            raise DataValidationError(
+                path,
+                f"mask values not in mask_values: {_describe_values(values[unknown], counts[unknown])}; "
+                f"allowed values: {allowed} (class 0..{num_classes - 1} in that order)",
+            )
+        classes = np.array([index[float(v)] for v in values], dtype=np.uint8)
+        return classes[inverse]
+
+    if num_classes == 2:
+        for hi in (1.0, 255.0, 65535.0):
+            if vset <= {0.0, hi}:
+                return (arr == hi).astype(np.uint8) if hi != 1.0 else arr.astype(np.uint8)
+    unknown = (values < 0) | (values >= num_classes)
+    if unknown.any():
+        binary = " (or 0/255, 0/65535 for a binary mask)" if num_classes == 2 else ""
+        raise DataValidationError(
+            path,
+            f"mask values that are not class indices: {_describe_values(values[unknown], counts[unknown])}; "
+            f"allowed values: 0..{num_classes - 1}{binary}. If the mask stores classes as other grey "
+            "values, pass mask_values (one stored value per class, in class order, e.g. [0, 85, 170, 255]).",
+        )
+    return arr.astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------- pairing
+
+
+@dataclass
+class FolderPairs:
+    """Image/mask files paired by stem, sorted by name."""
+
+    images: list[Path]
+    masks: list[Path]
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def _list_images(folder: Path, what: str) -> dict[str, Path]:
+    folder = Path(folder)
+    if not folder.exists():
+        raise DataValidationError(folder, f"{what} folder not found")
+    if not folder.is_dir():
+        raise DataValidationError(folder, f"{what} path is not a folder")
+    by_stem: dict[str, Path] = {}
+    other: Counter[str] = Counter()
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file():
+            continue
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            other[p.suffix.lower() or "(no extension)"] += 1
+            continue
+        if p.stem in by_stem:
+            raise DataValidationError(
+                folder,
+                f"two {what} files share the name '{p.stem}': {by_stem[p.stem].name} and {p.name}; "
+                "keep one file per name",
+            )
+        by_stem[p.stem] = p
+    if not by_stem:
+        found = ", ".join(f"{n} {ext}" for ext, n in other.most_common()) if other else "nothing"
+        raise DataValidationError(
+            folder, f"no {what} files (PNG or TIFF: {', '.join(IMAGE_SUFFIXES)}) in this folder; found {found}"
+        )
+    return by_stem
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    return shown + (f" (and {len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
+
+
+def pair_files(images_dir: str | Path, masks_dir: str | Path) -> FolderPairs:
+    """Pair every image in ``images_dir`` with the mask of the same stem in ``masks_dir``.
+
+    Only PNG/TIFF files are considered; hidden files and sub-folders are ignored. An image without a
+    mask, a mask without an image, an empty folder or two files of one stem in a folder raise
+    :class:`DataValidationError` naming (up to 10 of) the files concerned.
+    """
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    images = _list_images(images_dir, "image")
+    masks = _list_images(masks_dir, "mask")
+    no_mask = sorted(set(images) - set(masks))
+    no_image = sorted(set(masks) - set(images))
+    if no_mask or no_image:
+        problems = []
+        if no_mask:
+            problems.append(
+                f"{len(no_mask)} image(s) in {images_dir} have no mask in {masks_dir}: "
+                + _listing([images[s].name for s in no_mask])
+            )
+        if no_image:
+            problems.append(
+                f"{len(no_image)} mask(s) in {masks_dir} have no image in {images_dir}: "
+                + _listing([masks[s].name for s in no_image])
+            )
+        raise DataValidationError(
+            masks_dir if no_mask else images_dir,
+            "; ".join(problems) + ". A mask must have the same file name as its image (the extension may differ).",
+        )
+    names = sorted(images)
+    return FolderPairs(images=[images[n] for n in names], masks=[masks[n] for n in names], names=names)
+
+
+def resolve_folder(path: str | Path) -> tuple[Path, Path]:
+    """For a dataset given as one folder, return its ``images/`` and ``masks/`` (or ``labels/``) sub-folders.
+
+    Sub-folder names are matched case-insensitively. Raises :class:`DataValidationError` describing the
+    expected layout when they are missing or ambiguous.
+    """
+    path = Path(path)
+    layout = (
+        "expected a folder holding an 'images/' sub-folder and a 'masks/' (or 'labels/') sub-folder, "
+        "with each mask named like its image (e.g. images/img_01.tif and masks/img_01.png)"
+    )
+    if not path.exists():
+        raise DataValidationError(path, f"data folder not found; {layout}")
+    if not path.is_dir():
+        raise DataValidationError(path, f"not a folder; {layout}")
+    subdirs = {p.name.lower(): p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    images = subdirs.get("images")
+    masks = [subdirs[n] for n in MASK_DIR_NAMES if n in subdirs]
+    if images is None or not masks:
+        found = ", ".join(sorted(p.name + "/" for p in subdirs.values())) or "no sub-folders"
+        missing = " and ".join(
+            ([] if images is not None else ["'images/'"]) + ([] if masks else ["'masks/' (or 'labels/')"])
+        )
+        raise DataValidationError(path, f"no {missing} sub-folder; {layout}. Found: {found}")
+    if len(masks) > 1:
+        raise DataValidationError(
+            path, f"both {masks[0].name}/ and {masks[1].name}/ are present; keep one mask folder ({layout})"
+        )
+    return images, masks[0]
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_folder_dataset(
+    images_dir: str | Path,
+    masks_dir: str | Path,
+    *,
+    num_classes: int,
+    size: tuple[int, int] | None = None,
+    mask_values: Sequence[int] | None = None,
+    pad_value: float | str = "border",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Load a folder dataset into memory.
+
+    Returns ``images`` float32 (N, H, W) in [0, 1] (see :func:`normalize_intensity`), ``labels`` uint8
+    (N, H, W) and the pair ``names`` (file stems, sorted). An image and its mask must have the same shape.
+    With ``size`` every pair is padded all round (or centre-cropped) to ``size`` with
+    :func:`medseg.data.pommier.pad_to`: images with ``pad_value`` (a number in the normalised [0, 1]
+    scale, or ``"border"``, the median of each image's border), masks with 0 (background). Without
+    ``size`` all images must share one shape.
+    """
+    pairs = pair_files(images_dir, masks_dir)
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for img_path, mask_path in zip(pairs.images, pairs.masks):
+        raw = read_image(img_path)
+        mask = read_mask(mask_path, num_classes, mask_values=mask_values)
+        if raw.shape != mask.shape:
+            raise DataValidationError(
+                img_path,
+                f"image is {raw.shape[0]}x{raw.shape[1]} (HxW) but its mask {mask_path} is "
+                f"{mask.shape[0]}x{mask.shape[1]}; an image and its mask must have the same shape",
+            )
+        try:
+            image = normalize_intensity(raw)
+        except ValueError as exc:
+            raise DataValidationError(img_path, str(exc)) from exc
+        if size is not None:
+            image = pad_to(image, tuple(size), pad_value)
+            mask = pad_to(mask, tuple(size), 0)
+        images.append(image)
+        labels.append(mask)
+    if size is None:
+        shapes: dict[tuple[int, ...], list[str]] = {}
+        for path, image in zip(pairs.images, images):
+            shapes.setdefault(image.shape, []).append(path.name)
+        if len(shapes) > 1:
+            listed = "; ".join(
+                f"{s[0]}x{s[1]}: {len(files)} file(s), e.g. {', '.join(files[:3])}"
+                for s, files in sorted(shapes.items(), key=lambda kv: -len(kv[1]))
+            )
+            raise DataValidationError(
+                Path(images_dir),
+                f"images have {len(shapes)} different shapes (HxW) — {listed}. Pass size=(H, W) "
+                "(CLI: --size) to pad or centre-crop them all to one size.",
+            )
+    return (
+        np.stack(images).astype(np.float32, copy=False),
+        np.stack(labels).astype(np.uint8, copy=False),
+        list(pairs.names),
+    )

@@ -1,0 +1,90 @@
+"""Run trained models on images: fold ensembles and optional test-time augmentation (TTA).
+
+A "model" is a fold directory (``model.json`` + ``model.safetensors``) or a run directory holding
+``fold_*``; with several folds the softmax/sigmoid probabilities are averaged (nnU-Net's ensembling).
+TTA averages the probabilities over flips and 90° rotations (Saleh et al.'s U-Net + TTA).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from medseg.errors import DataValidationError
+from medseg.training.checkpoint import MODEL_META, load_model
+from medseg.training.trainer import resolve_device
+
+
+def model_dirs(path: str | Path, folds: Sequence[int] | None = None) -> list[Path]:
+    path = Path(path)
+    if (path / MODEL_META).is_file():
+        return [path]
+    found = sorted(p for p in path.glob("fold_*") if (p / MODEL_META).is_file())
+    if folds is not None:
+        found = [p for p in found if int(p.name.split("_")[1]) in set(folds)]
+    if not found:
+        raise DataValidationError(path, "no trained model here (expected model.json, or fold_*/model.json)")
+    return found
+
+
+def _tta_ops(spatial_dims: int):
+    """Pairs (forward, inverse) acting on the spatial axes of (B, C, *S) tensors."""
+    ops = [(lambda x: x, lambda x: x)]
+    axes = list(range(2, 2 + spatial_dims))
+    for a in axes:
+        ops.append((lambda x, a=a: x.flip(a), lambda x, a=a: x.flip(a)))
+    if spatial_dims == 2:
+        for k in (1, 2, 3):
+            ops.append((lambda x, k=k: torch.rot90(x, k, (2, 3)), lambda x, k=k: torch.rot90(x, -k, (2, 3))))
+    return ops
+
+
+class Predictor:
+    def __init__(self, models: Sequence[nn.Module], meta: dict, *, device: str | torch.device = "auto", tta: bool = False,
+                 batch_size: int = 32):
+        self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        self.models = [m.to(self.device).eval() for m in models]
+        self.meta = meta
+        self.mode = meta["task"]["mode"]
+        self.class_names = list(meta["task"]["class_names"])
+        self.spatial_dims = int(meta["task"].get("spatial_dims", 2))
+        self.tta = tta
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_path(cls, path: str | Path, *, folds: Sequence[int] | None = None, device="auto", tta: bool = False,
+                  batch_size: int = 32) -> "Predictor":
+        loaded = [load_model(d) for d in model_dirs(path, folds)]
+        return cls([m for m, _ in loaded], loaded[0][1], device=device, tta=tta, batch_size=batch_size)
+
+    @torch.inference_mode()
+    def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """images (N, *S) float in [0, 1] → probabilities (N, C, *S) float32."""
+        x_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
+        if x_all.ndim != self.spatial_dims + 1:
+            raise ValueError(f"expected (N, *spatial) images with {self.spatial_dims} spatial axes, got {tuple(x_all.shape)}")
+        out = []
+        ops = _tta_ops(self.spatial_dims) if self.tta else _tta_ops(self.spatial_dims)[:1]
+        for start in range(0, len(x_all), self.batch_size):
+            x = x_all[start : start + self.batch_size, None].to(self.device)
+            acc = None
+            for model in self.models:
+                for fwd, inv in ops:
+                    logits = inv(model(fwd(x))).float()
+                    p = logits.softmax(1) if self.mode == "multiclass" else logits.sigmoid()
+                    acc = p if acc is None else acc + p
+            out.append((acc / (len(self.models) * len(ops))).cpu().numpy())
+        return np.concatenate(out, axis=0)
+
+    def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
+        if self.mode == "multiclass":
+            return proba.argmax(1).astype(np.uint8)
+        return proba > 0.5
+
+    def predict(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(N, *S) → label maps (N, *S) uint8 (multiclass) or masks (N, C, *S) bool (multilabel)."""
+        return self.labels_from_proba(self.predict_proba(images))

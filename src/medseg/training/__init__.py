@@ -1,0 +1,1 @@
+"""Training: one loop (:class:`~medseg.training.trainer.Trainer`) for every task; variants override a step."""

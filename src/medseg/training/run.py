@@ -1,0 +1,59 @@
+"""From a config to trained folds: data, saved split, one Trainer per fold (`medseg train`, `medseg cv`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from medseg.data.datasets import SegmentationData, load_data
+from medseg.data.splits import fold_indices, load_or_create_splits
+from medseg.training.checkpoint import dump_json
+
+
+def run_dir_for(cfg: dict) -> Path:
+    return Path(cfg["output"]["root"]) / cfg["name"]
+
+
+def splits_for(cfg: dict, data: SegmentationData) -> tuple[dict, Path]:
+    """The split every model trained on this data shares, saved as JSON (keyed by the data's content hash)."""
+    sp = cfg["splits"]
+    if sp.get("file"):
+        path = Path(sp["file"])
+    else:
+        tag = f"{data.fingerprint}_n{len(data)}_{sp['protocol']}_t{sp['test_fraction']}_k{sp['n_folds']}_s{sp['seed']}"
+        path = Path(cfg["output"]["root"]) / "splits" / f"{tag}.json"
+    splits = load_or_create_splits(path, len(data), test_fraction=float(sp["test_fraction"]), n_folds=int(sp["n_folds"]),
+                                   seed=int(sp["seed"]), protocol=sp["protocol"])
+    return splits, path
+
+
+def trainer_class(cfg: dict):
+    """The trainer a config asks for (later variants register here)."""
+    from medseg.training.trainer import Trainer
+
+    return Trainer
+
+
+def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, restart: bool = False,
+               progress: bool = True) -> dict:
+    data = data if data is not None else load_data(cfg["data"], len(cfg["task"]["class_names"]))
+    for note in data.notes:
+        tqdm.write(f"note: {note}")
+    splits, split_path = splits_for(cfg, data)
+    train_idx, val_idx, test_idx = fold_indices(splits, fold)
+    run_root = run_dir_for(cfg)
+    run_root.mkdir(parents=True, exist_ok=True)
+    dump_json({"splits_file": str(split_path.resolve()), "data": data.source, "fingerprint": data.fingerprint,
+               "synthesized": data.synthesized, "n_images": len(data), "notes": data.notes,
+               "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)}, run_root / "data.json")
+    trainer = trainer_class(cfg)(cfg, run_root / f"fold_{fold}", data, train_idx, val_idx, fold=fold, progress=progress)
+    tqdm.write(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val / {len(test_idx)} held-out test images "
+               f"on {trainer.device}; split {split_path}")
+    return trainer.fit(restart=restart)
+
+
+def cross_validate(cfg: dict, *, folds: list[int] | None = None, restart: bool = False, progress: bool = True) -> list[dict]:
+    data = load_data(cfg["data"], len(cfg["task"]["class_names"]))
+    folds = list(range(int(cfg["splits"]["n_folds"]))) if folds is None else folds
+    return [train_fold(cfg, k, data=data, restart=restart, progress=progress) for k in folds]

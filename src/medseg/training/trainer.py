@@ -1,0 +1,274 @@
+"""The one training loop of medseg.
+
+2D and 3D, softmax and sigmoid tasks all run through :class:`Trainer`; variants (adversarial, noisy-label)
+subclass it and override :meth:`Trainer.train_step` (and :meth:`Trainer.extra_modules` for more networks)
+rather than copying the loop — the nnU-Net v2 pattern.
+
+Per epoch: train (Adam, AMP + channels-last on CUDA), validate (loss and per-class IoU/Dice), step
+ReduceLROnPlateau on the validation loss (factor 0.5, patience 3), keep the best weights, write
+``history.csv``/``history.json`` and the resumable state; stop early after ``patience`` (9) epochs without
+a better validation loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from medseg.config import save_config
+from medseg.data.datasets import SegmentationData, SegmentationDataset
+from medseg.data.transforms import build_train_transform
+from medseg.losses import build_loss
+from medseg.metrics import SegmentationMetrics
+from medseg.models import build_model
+from medseg.training.checkpoint import dump_json, load_training_state, save_model, save_training_state
+from medseg.training.early_stopping import EarlyStopping
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def model_kwargs(cfg: dict) -> dict:
+    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
+    kwargs.setdefault("in_channels", 1)
+    kwargs.setdefault("out_channels", len(cfg["task"]["class_names"]))
+    kwargs.setdefault("spatial_dims", cfg["task"]["spatial_dims"])
+    return kwargs
+
+
+def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict:
+    """What ``model.json`` records: enough to rebuild the model and feed it like in training."""
+    meta = {
+        "model": {"name": cfg["model"]["name"], "kwargs": model_kwargs(cfg)},
+        "task": cfg["task"],
+        "preprocessing": {"size": cfg["data"]["size"], "image_pad_value": cfg["data"]["image_pad_value"],
+                          "intensity": "dtype range to [0, 1] (uint8 / 255, uint16 / 65535)"},
+    }
+    if data is not None:
+        meta["data"] = {"source": data.source, "fingerprint": data.fingerprint, "synthesized": data.synthesized,
+                        "n_images": len(data)}
+    meta.update(extra)
+    return meta
+
+
+class Trainer:
+    """Train one fold. ``run_dir`` receives config, history, best model and the resumable state."""
+
+    def __init__(self, cfg: dict, run_dir: Path, data: SegmentationData, train_idx, val_idx, *, fold: int = 0,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.data = data
+        self.fold = fold
+        self.progress = progress
+        tr = cfg["train"]
+        self.device = resolve_device(tr["device"])
+        self.mode = cfg["task"]["mode"]
+        self.class_names = list(cfg["task"]["class_names"])
+        seed_everything(int(tr["seed"]) + fold, bool(tr["deterministic"]))
+
+        self.model = self.build_model().to(self.device)
+        self.channels_last = bool(tr["channels_last"]) and self.device.type == "cuda" and cfg["task"]["spatial_dims"] == 2
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = build_loss(cfg["loss"], self.mode).to(self.device)
+        self.optimizers = self.build_optimizers()
+        self.optimizer = self.optimizers["model"]
+        sch = tr["scheduler"]
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=float(sch["factor"]), patience=int(sch["patience"]),
+            min_lr=float(sch["min_lr"]))
+        es = tr["early_stopping"]
+        self.early = EarlyStopping(patience=int(es["patience"]), min_delta=float(es["min_delta"]))
+        self.amp_dtype = None
+        if bool(tr["amp"]) and self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+        self.train_set = SegmentationDataset(data, train_idx, build_train_transform(cfg["augment"], cfg["task"]["spatial_dims"]))
+        self.val_set = SegmentationDataset(data, val_idx)
+        self.history: list[dict] = []
+        self.start_epoch = 0
+
+    # -- pieces a variant may override -------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        return build_model(self.cfg["model"]["name"], **model_kwargs(self.cfg))
+
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        tr = self.cfg["train"]
+        return {"model": torch.optim.Adam(self.model.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))}
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Further networks trained alongside (a discriminator, a quality-awareness module)."""
+        return {}
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        image = batch["image"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return image, batch["label"].to(self.device, non_blocking=True)
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        image, label = self.to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            logits = self.model(image)
+        loss = self.loss_fn(logits, label)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {"loss": float(loss.detach())}
+
+    def predict_labels(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.mode == "multiclass":
+            return logits.argmax(1)
+        return logits > 0
+
+    # -- the loop -----------------------------------------------------------------------------------------
+    def loader(self, dataset, shuffle: bool, epoch: int = 0) -> DataLoader:
+        tr = self.cfg["train"]
+        gen = torch.Generator().manual_seed(int(tr["seed"]) * 100_003 + self.fold * 1009 + epoch)
+        batch = int(tr["batch_size"]) if shuffle else max(int(tr["batch_size"]), int(self.cfg["evaluate"]["batch_size"]))
+        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=gen, num_workers=int(tr["num_workers"]),
+                          pin_memory=self.device.type == "cuda", drop_last=False)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        for m in self.extra_modules().values():
+            m.train()
+        limit = self.cfg["train"]["max_batches_per_epoch"]
+        loader = self.loader(self.train_set, shuffle=True, epoch=epoch)
+        total = len(loader) if not limit else min(len(loader), int(limit))
+        sums: dict[str, float] = {}
+        n = 0
+        bar = tqdm(loader, total=total, desc=f"fold {self.fold} epoch {epoch + 1}", leave=False, disable=None if self.progress else True)
+        for i, batch in enumerate(bar):
+            if i >= total:
+                break
+            out = self.train_step(batch)
+            if not math.isfinite(out["loss"]):
+                raise FloatingPointError(f"training loss became {out['loss']} at epoch {epoch + 1}, batch {i}")
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n += 1
+            bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
+        return {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
+
+    @torch.inference_mode()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        metrics = SegmentationMetrics(self.class_names, mode=self.mode, derived=self.cfg["task"].get("derived"), hausdorff=False)
+        limit = self.cfg["train"]["val_max_batches"]
+        loss_sum, count = 0.0, 0
+        for i, batch in enumerate(self.loader(self.val_set, shuffle=False)):
+            if limit and i >= int(limit):
+                break
+            image, label = self.to_device(batch)
+            with self.autocast():
+                logits = self.model(image)
+            loss_sum += float(self.loss_fn(logits, label)) * len(image)
+            count += len(image)
+            metrics.update(self.predict_labels(logits).cpu(), label.cpu())
+        agg = metrics.aggregate()
+        row = {"val_loss": loss_sum / max(count, 1)}
+        for name, vals in agg["per_class"].items():
+            row[f"val_iou/{name}"] = vals["iou"]
+            row[f"val_dice/{name}"] = vals["dice"]
+        return row
+
+    def resume(self) -> bool:
+        state = load_training_state(self.run_dir, self.model, self.optimizers, self.extra_modules())
+        if state is None:
+            return False
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.early.load_state_dict(state["early_stopping"])
+        self.history = state["history"]
+        self.start_epoch = int(state["epoch"]) + 1
+        return True
+
+    def save_state(self, epoch: int, finished: bool = False) -> None:
+        save_training_state(self.run_dir, self.model, self.optimizers,
+                            {"epoch": epoch, "fold": self.fold, "finished": finished,
+                             "scheduler": self.scheduler.state_dict(), "early_stopping": self.early.state_dict(),
+                             "history": self.history}, self.extra_modules())
+
+    def write_history(self) -> None:
+        dump_json(self.history, self.run_dir / "history.json")
+        if not self.history:
+            return
+        keys = list(dict.fromkeys(k for row in self.history for k in row))
+        tmp = self.run_dir / ".history.csv.tmp"
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.history)
+        tmp.replace(self.run_dir / "history.csv")
+
+    def fit(self, *, restart: bool = False) -> dict:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        epochs = int(self.cfg["train"]["epochs"])
+        if not restart and self.resume():
+            if self.early.should_stop or self.start_epoch >= epochs:
+                tqdm.write(f"fold {self.fold}: already finished ({self.run_dir}); pass --restart to train again")
+                return self.summary()
+            tqdm.write(f"fold {self.fold}: resuming after epoch {self.start_epoch} from {self.run_dir}")
+        primary = self.cfg["task"]["primary_metric"]
+        for epoch in range(self.start_epoch, epochs):
+            seed_everything(int(self.cfg["train"]["seed"]) * 1000 + self.fold * 100 + epoch)
+            t0 = time.perf_counter()
+            row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            row.update(self.train_epoch(epoch))
+            row.update(self.validate())
+            row["time_s"] = round(time.perf_counter() - t0, 3)
+            improved = self.early.step(row["val_loss"], epoch + 1)
+            self.scheduler.step(row["val_loss"])
+            self.history.append(row)
+            if improved:
+                save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
+                                                                  best_val_loss=row["val_loss"]))
+            stop = self.early.should_stop or epoch + 1 == epochs
+            self.save_state(epoch, finished=stop)
+            self.write_history()
+            if self.progress:
+                tqdm.write(f"fold {self.fold} epoch {epoch + 1}/{epochs}  train {row['train_loss']:.4f}  "
+                           f"val {row['val_loss']:.4f}  IoU[{primary}] {100 * row.get(f'val_iou/{primary}', float('nan')):.2f}  "
+                           f"lr {row['lr']:.1e}  {row['time_s']:.1f}s{'  *best' if improved else ''}")
+            if self.early.should_stop:
+                tqdm.write(f"fold {self.fold}: early stop after epoch {epoch + 1} (best {self.early.best_epoch})")
+                break
+        return self.summary()
+
+    def summary(self) -> dict:
+        best = next((r for r in self.history if r["epoch"] == self.early.best_epoch), {})
+        out = {"fold": self.fold, "run_dir": str(self.run_dir), "epochs_run": len(self.history),
+               "best_epoch": self.early.best_epoch, "best_val": best}
+        dump_json(out, self.run_dir / "summary.json")
+        return out
