@@ -134,6 +134,21 @@ def read_pommier_h5(
     return images, labels, report
 
 
+def give_default_mode(path: Path) -> None:
+    """Give a file made by mkstemp (0600) the permissions an ordinary new file gets (0666 & ~umask)."""
+    umask = None
+    try:  # Linux: read it without touching it (os.umask would briefly change it for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+    except OSError:
+        pass
+    if umask is None:
+        umask = os.umask(0o022)
+        os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_pommier_h5(
     path: str | Path, images: np.ndarray, labels: np.ndarray, *, key: str = POMMIER_KEY, compression_level: int = 9
 ) -> Path:
@@ -152,6 +167,7 @@ def write_pommier_h5(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    give_default_mode(Path(tmp))
     try:
         with h5py.File(tmp, "w") as f:
             f.create_dataset(
