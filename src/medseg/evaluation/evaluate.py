@@ -40,6 +40,8 @@ def model_family(model_cfg: dict) -> str:
 def _mean_tree(trees: list):
     """Element-wise mean of nested dicts of numbers (folds → one summary); sd alongside under '<key>_sd'."""
     first = trees[0]
+    if all(t == first for t in trees):
+        return first  # counts and settings shared by every fold stay as they are (ints stay ints)
     if isinstance(first, dict):
         out = {}
         for k in first:
@@ -105,16 +107,15 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     summary = _mean_tree(fold_aggs)
     summary["n_folds"] = len(dirs)
     summary["ensemble"] = ens_metrics.aggregate()
+    summary["per_fold"] = fold_aggs
 
     model = predictors[0].models[0]
     size = tuple(images.shape[1:])
     dev = predictors[0].device
     efficiency = {"params": count_parameters(model), "input": list(size)}
-    cpu = time_inference(model.to("cpu"), (1, 1, *size), device="cpu", warmup=2, runs=10)
-    efficiency["cpu_ms_per_image"] = cpu.get("ms_per_image_median", cpu.get("ms_per_image"))
+    efficiency["cpu_ms_per_image"] = time_inference(model, (1, *size), device="cpu", warmup=2, runs=10)["ms_per_image_median"]
     if dev.type == "cuda":
-        gpu = time_inference(model.to(dev), (1, 1, *size), device=dev, warmup=10, runs=100)
-        efficiency["gpu_ms_per_image"] = gpu.get("ms_per_image_median", gpu.get("ms_per_image"))
+        efficiency["gpu_ms_per_image"] = time_inference(model, (1, *size), device=dev, warmup=10, runs=100)["ms_per_image_median"]
         efficiency["gpu"] = torch.cuda.get_device_name(dev)
 
     note = ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
@@ -126,8 +127,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         fold_values=fold_values, histories=histories, references=reference_rows(model_family(cfg["model"])),
         efficiency=efficiency, data_note=note,
         extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(test_idx)), "tta": tta,
-               "folds": [d.name for d in dirs], "model": cfg["model"], "notes": data_obj.notes,
-               "fold_metrics": fold_aggs},
+               "folds": [d.name for d in dirs], "model": cfg["model"], "notes": data_obj.notes},
     )
     out = Path(out_dir) if out_dir else run_dir / "evaluation"
     return write_report(out, result)

@@ -1,0 +1,474 @@
+"""Segmentation metrics for exclusive (multi-class) and overlapping (multi-label) structures, 2D or 3D.
+
+Definitions (one image, one structure; ``P`` = predicted mask, ``G`` = true mask, counts in pixels/voxels):
+
+* IoU ``|P∩G| / |P∪G|`` (AMFL Eq. 10, RSE Eq. 9, ARMS Eq. 3), Dice ``2|P∩G| / (|P|+|G|)`` (AMFL Eq. 9),
+  precision ``TP/(TP+FP)`` (Eq. 11), recall ``TP/(TP+FN)`` (Eq. 12), FNR ``FN/(TP+FN)`` (Eq. 13),
+  FPR ``FP/(FP+TN)`` (Eq. 14).
+* Hausdorff distance (AMFL Eq. 15): ``max(sup_{x∈G} inf_{y∈P} d(x,y), sup_{y∈P} inf_{x∈G} d(x,y))`` with
+  Euclidean ``d`` in spacing units (pixels when no spacing is given). Eq. 15 takes the sup/inf over **all
+  points of the two sets**, and that is the default here (``points="all"``). MONAI's
+  ``HausdorffDistanceMetric`` and most challenge code use only the **surface points** (mask minus its
+  erosion); ``points="surface"`` gives that definition and equals MONAI's value. The two coincide whenever
+  the farthest point lies on a boundary (e.g. disjoint convex shapes) and differ when one set lies inside
+  the other: a prediction inside the truth has all-point distance 0 from prediction to truth but a positive
+  surface distance. ``percentile=q`` replaces each directed maximum by the q-th percentile of that
+  direction's point distances (MONAI's convention: the larger of the two directed percentiles); with
+  ``points="all"`` the percentile runs over all points of each set, so it is smaller than the surface HD95.
+* ``pixel_accuracy`` (AMFL Eq. 8): ``Σ_i P_ii / Σ_ij P_ij`` of the image's multi-class confusion matrix. In
+  multi-label mode a pixel counts as correct when all of its channels are correct.
+* ``foreground_accuracy`` (RSE Eq. 10, ARMS Eq. 4): ``(TP+TN)/ALL`` with foreground = any non-background class
+  (any channel set, in multi-label mode) against background.
+* ``derived_accuracy``: mean over the derived structures of their binary accuracy ``(TP+TN)/ALL`` -- ARMS Net's
+  "average accuracy of two complete chromosomes" when the derived structures are the complete chromosomes
+  ``{"chromosome_alpha_whole": [1, 3], "chromosome_beta_whole": [2, 3]}``.
+
+Empty-mask policy (never NaN, never dropped from a mean). A structure absent from both the truth and the
+prediction was handled perfectly; a structure present in only one of them is a miss (or a false detection),
+and every score that is undefined because of the empty side takes its **worst** value:
+
+============================  =========  =========  =======  ==========  =======  ==============
+case                          IoU, Dice  precision  recall   FNR         FPR      Hausdorff
+============================  =========  =========  =======  ==========  =======  ==============
+both empty                    1          1          1        0           0        0
+truth empty, prediction not   0          0          0        1           > 0      image diagonal
+prediction empty, truth not   0          0          0        1           0        image diagonal
+both non-empty                formula    formula    formula  1 - recall  formula  Eq. 15
+============================  =========  =========  =======  ==========  =======  ==============
+
+In words: both empty -> perfect (nothing to find, nothing found); exactly one empty -> IoU = Dice =
+precision = recall = 0 (a 0/0 there counts as a failure, not as "undefined"), Hausdorff = image diagonal.
+
+The image diagonal is the largest distance two pixel centres of the image can have,
+``sqrt(Σ ((n_i - 1) * spacing_i)^2)`` (179.6 px for 128 x 128). FNR is always ``1 - recall``; FPR is 0 when
+the image has no negative pixels (nothing can be a false positive). Means over images therefore count every
+miss. MONAI differs: ``DiceMetric``/``MeanIoU`` with ``ignore_empty=True`` give NaN for an empty truth,
+``compute_confusion_matrix_metric`` gives NaN for 0/0, and its Hausdorff gives ``inf`` (with a warning) when
+one side is empty -- values a ``nanmean`` then silently drops. With ``ignore_empty=False`` MONAI's Dice/IoU
+agree with the table above.
+
+MONAI is not called inside this module: per-image confusion counts come from one ``np.bincount`` (the same
+numbers as ``monai.metrics.get_confusion_matrix`` without building one-hot tensors), and the Hausdorff
+definition and empty handling differ as said. ``tests/metrics/test_segmentation.py`` checks the values
+against MONAI where the definitions match.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "BASE_METRICS",
+    "SegmentationMetrics",
+    "binary_stats",
+    "confusion_matrix",
+    "hausdorff_distance",
+    "image_diagonal",
+    "scores_from_counts",
+]
+
+#: per-structure scores, in the order the report shows them
+BASE_METRICS = ("iou", "dice", "precision", "recall", "fnr", "fpr")
+
+HausdorffPoints = Literal["all", "surface"]
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """A numpy view of a torch tensor (any device) or array-like."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _as_bool_mask(x: Any, what: str) -> np.ndarray:
+    a = _to_numpy(x)
+    if a.dtype == bool:
+        return a
+    if not np.isin(a, (0, 1)).all():
+        raise ValueError(
+            f"{what} must be a binary mask (bool or 0/1); got values {np.unique(a)[:8].tolist()}... "
+            "Threshold probabilities (or take the argmax of logits) before computing metrics."
+        )
+    return a.astype(bool)
+
+
+def confusion_matrix(pred: Any, target: Any, num_classes: int) -> np.ndarray:
+    """``(C, C)`` int64 confusion matrix of two label maps: rows = truth, columns = prediction.
+
+    ``pred`` and ``target`` are integer label maps of the same shape (any number of dimensions, torch or
+    numpy). Labels outside ``0..num_classes-1`` raise ``ValueError`` instead of being dropped.
+    """
+    p = _to_numpy(pred)
+    t = _to_numpy(target)
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape}")
+    p = p.astype(np.int64, copy=False).ravel()
+    t = t.astype(np.int64, copy=False).ravel()
+    _check_labels(p, num_classes, "pred")
+    _check_labels(t, num_classes, "target")
+    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _check_labels(a: np.ndarray, num_classes: int, what: str) -> None:
+    if a.size and (a.min() < 0 or a.max() >= num_classes):
+        bad = np.unique(a[(a < 0) | (a >= num_classes)])
+        raise ValueError(
+            f"{what} holds label values {bad[:8].tolist()} outside 0..{num_classes - 1} "
+            f"(num_classes={num_classes}); pass label maps, not logits or one-hot tensors"
+        )
+
+
+def binary_stats(pred_mask: Any, true_mask: Any) -> dict[str, int]:
+    """``{"tp", "fp", "fn", "tn"}`` pixel counts of one binary prediction against one binary truth."""
+    p = _as_bool_mask(pred_mask, "pred_mask")
+    g = _as_bool_mask(true_mask, "true_mask")
+    if p.shape != g.shape:
+        raise ValueError(f"pred_mask and true_mask shapes differ: {p.shape} vs {g.shape}")
+    tp = int(np.count_nonzero(p & g))
+    fp = int(np.count_nonzero(p & ~g))
+    fn = int(np.count_nonzero(~p & g))
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": int(p.size - tp - fp - fn)}
+
+
+def scores_from_counts(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, np.ndarray]:
+    """IoU, Dice, precision, recall, FNR, FPR and binary accuracy from counts (scalars or arrays).
+
+    Applies the module's empty-mask policy: 1 (0 for FNR) when truth and prediction are both empty, the
+    worst value when exactly one is empty, never NaN.
+    """
+    tp, fp, fn, tn = (np.asarray(v, dtype=np.float64) for v in (tp, fp, fn, tn))
+    true_n = tp + fn
+    pred_n = tp + fp
+    both_empty = (true_n == 0) & (pred_n == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(both_empty, 1.0, tp / (tp + fp + fn))
+        dice = np.where(both_empty, 1.0, 2 * tp / (2 * tp + fp + fn))
+        precision = np.where(pred_n > 0, tp / pred_n, np.where(both_empty, 1.0, 0.0))
+        recall = np.where(true_n > 0, tp / true_n, np.where(both_empty, 1.0, 0.0))
+        negatives = fp + tn
+        fpr = np.where(negatives > 0, fp / negatives, 0.0)
+        total = tp + fp + fn + tn
+        accuracy = np.where(total > 0, (tp + tn) / total, 1.0)
+    return {
+        "iou": iou,
+        "dice": dice,
+        "precision": precision,
+        "recall": recall,
+        "fnr": 1.0 - recall,
+        "fpr": fpr,
+        "accuracy": accuracy,
+    }
+
+
+def image_diagonal(shape: Sequence[int], spacing: Sequence[float] | None = None) -> float:
+    """Largest distance between two pixel centres of an image of ``shape``, in spacing units."""
+    sp = _spacing_for(len(shape), spacing)
+    return float(math.sqrt(sum(((n - 1) * s) ** 2 for n, s in zip(shape, sp, strict=True))))
+
+
+def _spacing_for(ndim: int, spacing: Sequence[float] | float | None) -> tuple[float, ...]:
+    if spacing is None:
+        return (1.0,) * ndim
+    if np.isscalar(spacing):
+        return (float(spacing),) * ndim  # type: ignore[arg-type]
+    sp = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+    if len(sp) != ndim:
+        raise ValueError(f"spacing {sp} has {len(sp)} values for {ndim} spatial dimensions")
+    if any(s <= 0 for s in sp):
+        raise ValueError(f"spacing values must be positive, got {sp}")
+    return sp
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    """Boundary points: the mask minus its erosion by the cross-shaped element (MONAI's ``get_mask_edges``)."""
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def hausdorff_distance(
+    pred_mask: Any,
+    true_mask: Any,
+    spacing: Sequence[float] | float | None = None,
+    percentile: float | None = None,
+    *,
+    points: HausdorffPoints = "all",
+) -> float:
+    """Symmetric Euclidean Hausdorff distance between two binary masks, in spacing units (AMFL Eq. 15).
+
+    ``points="all"`` (default, Eq. 15) measures over all points of both sets; ``points="surface"`` over their
+    boundary points only, as MONAI does. ``percentile`` (0..100) replaces each directed maximum by that
+    percentile. Empty masks follow the module policy: 0 when both are empty, the image diagonal when one is.
+    Computed with ``scipy.ndimage.distance_transform_edt`` on the bounding box of the union, so a 128 x 128
+    image takes well under a millisecond.
+    """
+    p = _as_bool_mask(pred_mask, "pred_mask")
+    g = _as_bool_mask(true_mask, "true_mask")
+    if p.shape != g.shape:
+        raise ValueError(f"pred_mask and true_mask shapes differ: {p.shape} vs {g.shape}")
+    if points not in ("all", "surface"):
+        raise ValueError(f"points must be 'all' or 'surface', got {points!r}")
+    if percentile is not None and not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must lie in [0, 100], got {percentile}")
+    sp = _spacing_for(p.ndim, spacing)
+    p_any, g_any = bool(p.any()), bool(g.any())
+    if not p_any and not g_any:
+        return 0.0
+    if not p_any or not g_any:
+        return image_diagonal(p.shape, sp)
+    # Crop to the bounding box of the union: every point of both sets lies inside, so the nearest point of
+    # one set to a point of the other is inside too and the distances are unchanged.
+    union = p | g
+    box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in np.nonzero(union))
+    p, g = p[box], g[box]
+    if points == "surface":
+        p, g = _surface(p), _surface(g)
+    d_pg = ndimage.distance_transform_edt(~g, sampling=sp)[p]  # each point of P to the nearest of G
+    d_gp = ndimage.distance_transform_edt(~p, sampling=sp)[g]
+    if percentile is None:
+        return float(max(d_pg.max(), d_gp.max()))
+    return float(max(np.percentile(d_pg, percentile), np.percentile(d_gp, percentile)))
+
+
+class SegmentationMetrics:
+    """Accumulates per-image metrics over batches and reduces them (see the module docstring).
+
+    ``class_names`` names the classes (multi-class: label values ``0..C-1``, class 0 = background) or the
+    channels (multi-label: every channel is a foreground structure; background = no channel set).
+    ``include_background`` (multi-class only) lists class 0 in ``per_class`` and in the ``mean``; by default
+    the mean runs over the non-background classes. ``derived`` adds named unions of classes (channels)
+    evaluated as extra binary structures, e.g. ARMS Net's complete chromosomes
+    ``{"chromosome_alpha_whole": [1, 3], "chromosome_beta_whole": [2, 3]}``; they appear in ``per_class``
+    but not in ``mean``. ``spacing`` gives the pixel/voxel size per spatial axis for Hausdorff distances.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        *,
+        mode: str = "multiclass",
+        include_background: bool = False,
+        derived: dict[str, Sequence[int]] | None = None,
+        hausdorff: bool = True,
+        spacing: Sequence[float] | None = None,
+        hausdorff_percentile: float | None = None,
+        hausdorff_points: HausdorffPoints = "all",
+    ) -> None:
+        if mode not in ("multiclass", "multilabel"):
+            raise ValueError(f"mode must be 'multiclass' or 'multilabel', got {mode!r}")
+        self.class_names = [str(n) for n in class_names]
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"class names must be unique: {self.class_names}")
+        n = len(self.class_names)
+        if mode == "multiclass" and n < 2:
+            raise ValueError("multiclass mode needs at least two classes (background and one structure)")
+        if mode == "multilabel" and n < 1:
+            raise ValueError("multilabel mode needs at least one channel")
+        self.mode = mode
+        self.include_background = bool(include_background)
+        self.derived: dict[str, tuple[int, ...]] = {}
+        for name, idx in (derived or {}).items():
+            idx_t = tuple(int(i) for i in idx)
+            if name in self.class_names or name in self.derived:
+                raise ValueError(f"derived structure name {name!r} clashes with a class name")
+            if not idx_t or any(i < 0 or i >= n for i in idx_t):
+                raise ValueError(f"derived structure {name!r} has indices {list(idx_t)} outside 0..{n - 1}")
+            if mode == "multiclass" and 0 in idx_t:
+                raise ValueError(f"derived structure {name!r} includes the background class 0")
+            self.derived[str(name)] = idx_t
+        self.hausdorff = bool(hausdorff)
+        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        self.hausdorff_percentile = hausdorff_percentile
+        if hausdorff_points not in ("all", "surface"):
+            raise ValueError(f"hausdorff_points must be 'all' or 'surface', got {hausdorff_points!r}")
+        self.hausdorff_points = hausdorff_points
+        # structures evaluated: base classes (channels) then derived unions
+        if mode == "multiclass":
+            first = 0 if self.include_background else 1
+            self._base = list(range(first, n))
+        else:
+            self._base = list(range(n))
+        self.structure_names = [self.class_names[i] for i in self._base] + list(self.derived)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget every image seen so far."""
+        self._counts: list[np.ndarray] = []  # per batch: (B, S, 4) tp, fp, fn, tn
+        self._hd: list[np.ndarray] = []  # per batch: (B, S)
+        self._pixel_acc: list[np.ndarray] = []
+        self._fg_acc: list[np.ndarray] = []
+        self._cm = np.zeros((len(self.class_names),) * 2, dtype=np.int64) if self.mode == "multiclass" else None
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    # ----------------------------------------------------------------- update
+    def update(self, pred: Any, target: Any) -> None:
+        """Add a batch. Multi-class: integer label maps ``(B, *spatial)``; multi-label: binary ``(B, C, *spatial)``."""
+        p = _to_numpy(pred)
+        t = _to_numpy(target)
+        if p.shape != t.shape:
+            raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape}")
+        if self.mode == "multiclass":
+            if p.ndim < 3:
+                raise ValueError(
+                    f"multiclass update expects label maps (B, *spatial) with at least 2 spatial dims, got shape "
+                    f"{p.shape}; add a batch dimension"
+                )
+            floats = [a for a in (p, t) if a.dtype.kind == "f"]
+            if any(not np.all(np.mod(a, 1) == 0) for a in floats):
+                raise ValueError("multiclass pred/target must be integer label maps (take the argmax of logits)")
+            counts, masks_p, masks_t, pix, fg = self._multiclass_batch(p.astype(np.int64), t.astype(np.int64))
+        else:
+            c = len(self.class_names)
+            if p.ndim < 4 or p.shape[1] != c:
+                raise ValueError(
+                    f"multilabel update expects binary masks (B, {c}, *spatial), got shape {p.shape}"
+                )
+            counts, masks_p, masks_t, pix, fg = self._multilabel_batch(
+                _as_bool_mask(p, "pred"), _as_bool_mask(t, "target")
+            )
+        spatial = masks_p.shape[2:]
+        if self.spacing is not None and len(self.spacing) != len(spatial):
+            raise ValueError(f"spacing {self.spacing} has {len(self.spacing)} values for spatial shape {spatial}")
+        b, s = counts.shape[:2]
+        hd = np.full((b, s), np.nan)
+        if self.hausdorff:
+            for i in range(b):
+                for j in range(s):
+                    hd[i, j] = hausdorff_distance(
+                        masks_p[i, j],
+                        masks_t[i, j],
+                        spacing=self.spacing,
+                        percentile=self.hausdorff_percentile,
+                        points=self.hausdorff_points,
+                    )
+        self._counts.append(counts)
+        self._hd.append(hd)
+        self._pixel_acc.append(pix)
+        self._fg_acc.append(fg)
+        self._n += b
+
+    def _multiclass_batch(self, p: np.ndarray, t: np.ndarray):
+        n = len(self.class_names)
+        _check_labels(p, n, "pred")
+        _check_labels(t, n, "target")
+        b = p.shape[0]
+        flat = (np.arange(b)[:, None] * n * n + t.reshape(b, -1) * n + p.reshape(b, -1)).ravel()
+        cms = np.bincount(flat, minlength=b * n * n).reshape(b, n, n)  # (B, truth, pred)
+        self._cm += cms.sum(axis=0)
+        total = cms.sum(axis=(1, 2))
+        sets = [(i,) for i in self._base] + list(self.derived.values())
+        counts = np.empty((b, len(sets), 4), dtype=np.int64)
+        for j, members in enumerate(sets):
+            inside = np.zeros(n, dtype=bool)
+            inside[list(members)] = True
+            tp = cms[:, inside][:, :, inside].sum(axis=(1, 2))
+            fn = cms[:, inside][:, :, ~inside].sum(axis=(1, 2))
+            fp = cms[:, ~inside][:, :, inside].sum(axis=(1, 2))
+            counts[:, j] = np.stack([tp, fp, fn, total - tp - fp - fn], axis=1)
+        pixel_acc = np.trace(cms, axis1=1, axis2=2) / total
+        fg_tp = cms[:, 1:, 1:].sum(axis=(1, 2))
+        fg_acc = (fg_tp + cms[:, 0, 0]) / total
+        if self.hausdorff:
+            masks_p = np.stack([np.isin(p, m) for m in sets], axis=1)
+            masks_t = np.stack([np.isin(t, m) for m in sets], axis=1)
+        else:  # only the shape is used
+            masks_p = masks_t = np.zeros((b, len(sets)) + (1,) * (p.ndim - 1), dtype=bool)
+        return counts, masks_p, masks_t, pixel_acc, fg_acc
+
+    def _multilabel_batch(self, p: np.ndarray, t: np.ndarray):
+        b = p.shape[0]
+        masks_p = [p[:, i] for i in self._base] + [p[:, list(m)].any(axis=1) for m in self.derived.values()]
+        masks_t = [t[:, i] for i in self._base] + [t[:, list(m)].any(axis=1) for m in self.derived.values()]
+        mp = np.stack(masks_p, axis=1)
+        mt = np.stack(masks_t, axis=1)
+        axes = tuple(range(2, mp.ndim))
+        tp = np.count_nonzero(mp & mt, axis=axes)
+        fp = np.count_nonzero(mp & ~mt, axis=axes)
+        fn = np.count_nonzero(~mp & mt, axis=axes)
+        total = int(np.prod(mp.shape[2:]))
+        counts = np.stack([tp, fp, fn, total - tp - fp - fn], axis=2).astype(np.int64)
+        pixel_acc = np.all(p == t, axis=1).reshape(b, -1).mean(axis=1)
+        fg_acc = (p.any(axis=1) == t.any(axis=1)).reshape(b, -1).mean(axis=1)
+        return counts, mp, mt, pixel_acc, fg_acc
+
+    # ----------------------------------------------------------------- reduce
+    def _stacked(self):
+        if self._n == 0:
+            raise ValueError("SegmentationMetrics has no images: call update() before per_image()/aggregate()")
+        counts = np.concatenate(self._counts, axis=0).astype(np.float64)
+        hd = np.concatenate(self._hd, axis=0)
+        scores = scores_from_counts(counts[..., 0], counts[..., 1], counts[..., 2], counts[..., 3])
+        return counts, hd, scores, np.concatenate(self._pixel_acc), np.concatenate(self._fg_acc)
+
+    def confusion(self) -> np.ndarray:
+        """Summed multi-class confusion matrix ``(C, C)`` over all images (rows = truth)."""
+        if self._cm is None:
+            raise ValueError("a confusion matrix is defined for multiclass mode only")
+        return self._cm.copy()
+
+    def per_image(self) -> list[dict]:
+        """One flat row per image: ``index``, ``<metric>/<structure>``, ``n_true/<structure>``, accuracies."""
+        counts, hd, scores, pix, fg = self._stacked()
+        derived_idx = [self.structure_names.index(n) for n in self.derived]
+        rows = []
+        for i in range(self._n):
+            row: dict[str, Any] = {"index": i}
+            for j, name in enumerate(self.structure_names):
+                for m in BASE_METRICS:
+                    row[f"{m}/{name}"] = float(scores[m][i, j])
+                if self.hausdorff:
+                    row[f"hausdorff/{name}"] = float(hd[i, j])
+                row[f"n_true/{name}"] = int(counts[i, j, 0] + counts[i, j, 2])
+                row[f"n_pred/{name}"] = int(counts[i, j, 0] + counts[i, j, 1])
+            row["pixel_accuracy"] = float(pix[i])
+            row["foreground_accuracy"] = float(fg[i])
+            if derived_idx:
+                row["derived_accuracy"] = float(np.mean(scores["accuracy"][i, derived_idx]))
+            rows.append(row)
+        return rows
+
+    def aggregate(self) -> dict:
+        """Means over images (and pooled IoU/Dice) per structure, accuracies and the class mean; JSON-ready."""
+        counts, hd, scores, pix, fg = self._stacked()
+        per_class: dict[str, dict[str, Any]] = {}
+        summed = counts.sum(axis=0)
+        pooled = scores_from_counts(summed[:, 0], summed[:, 1], summed[:, 2], summed[:, 3])
+        for j, name in enumerate(self.structure_names):
+            entry: dict[str, Any] = {m: float(scores[m][:, j].mean()) for m in BASE_METRICS}
+            if self.hausdorff:
+                entry["hausdorff"] = float(hd[:, j].mean())
+            entry["iou_pooled"] = float(pooled["iou"][j])
+            entry["dice_pooled"] = float(pooled["dice"][j])
+            entry["accuracy"] = float(scores["accuracy"][:, j].mean())
+            entry["n_images_present"] = int(np.count_nonzero(counts[:, j, 0] + counts[:, j, 2]))
+            if name in self.derived:
+                entry["members"] = [self.class_names[k] for k in self.derived[name]]
+            per_class[name] = entry
+        base_names = [self.class_names[i] for i in self._base]
+        mean_keys = list(BASE_METRICS) + (["hausdorff"] if self.hausdorff else []) + ["iou_pooled", "dice_pooled"]
+        out: dict[str, Any] = {
+            "n_images": int(self._n),
+            "mode": self.mode,
+            "per_class": per_class,
+            "pixel_accuracy": float(pix.mean()),
+            "foreground_accuracy": float(fg.mean()),
+            "mean": {k: float(np.mean([per_class[n][k] for n in base_names])) for k in mean_keys},
+            "mean_over": base_names,
+        }
+        if self.derived:
+            idx = [self.structure_names.index(n) for n in self.derived]
+            out["derived_accuracy"] = float(scores["accuracy"][:, idx].mean())
+        if self.hausdorff:
+            out["hausdorff_points"] = self.hausdorff_points
+            out["hausdorff_percentile"] = self.hausdorff_percentile
+            out["spacing"] = list(self.spacing) if self.spacing is not None else None
+        if self._cm is not None:
+            out["confusion_matrix"] = self._cm.tolist()
+        return out
