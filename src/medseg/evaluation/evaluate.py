@@ -41,7 +41,7 @@ def _mean_tree(trees: list):
     """Element-wise mean of nested dicts of numbers (folds → one summary); sd alongside under '<key>_sd'."""
     first = trees[0]
     if all(t == first for t in trees):
-        return first  # counts and settings shared by every fold stay as they are (ints stay ints)
+        return copy.deepcopy(first)  # values shared by every fold stay as they are (ints stay ints)
     if isinstance(first, dict):
         out = {}
         for k in first:
