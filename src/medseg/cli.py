@@ -217,6 +217,27 @@ def predict(
 
 
 @app.command()
+def reproduce(
+    spec: Path = typer.Argument(..., help="Table spec, e.g. configs/tables/rse_unet_table4.yaml"),
+    quick: bool = typer.Option(False, "--quick", help="Reduced CPU mode: small synthesized set, few epochs, narrow nets, fold 0."),
+    data: Optional[str] = DataOpt,
+    folds: Optional[str] = typer.Option(None, help="Comma-separated folds (default: all; --quick: 0)."),
+    device: Optional[str] = typer.Option(None),
+    out: Path = typer.Option(Path("runs/tables"), "--out", "-o", help="Where the table's runs and report go."),
+    restart: bool = typer.Option(False),
+):
+    """Reproduce one of the papers' tables: train/evaluate every row, report ours beside the published numbers."""
+    from medseg.evaluation.tables import reproduce_table
+
+    try:
+        fold_list = [int(f) for f in folds.split(",")] if folds else None
+        report = reproduce_table(spec, quick=quick, data=data, folds=fold_list, device=device, output_root=out, restart=restart)
+    except MedsegError as exc:
+        _fail(exc)
+    console.print(f"report: {report}")
+
+
+@app.command()
 def models():
     """List the registered architectures."""
     from medseg.models import available_models

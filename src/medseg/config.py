@@ -51,7 +51,8 @@ DEFAULTS: dict[str, Any] = {
         "lr": 1.0e-3,
         "weight_decay": 0.0,
         "scheduler": {"factor": 0.5, "patience": 3, "min_lr": 1.0e-7},
-        "early_stopping": {"patience": 9, "min_delta": 0.0},
+        # monitor: a history column, lower is better (val_loss; train_loss/train_g_loss as AMFL stops on training loss)
+        "early_stopping": {"patience": 9, "min_delta": 0.0, "monitor": "val_loss"},
         "seed": 0,
         "amp": True,  # CUDA only
         "channels_last": True,  # CUDA only
@@ -61,6 +62,10 @@ DEFAULTS: dict[str, Any] = {
         "val_max_batches": None,
         "deterministic": False,
     },
+    # Adversarial training (AMFL §II-B/C): LSGAN against a discriminator on (image, segmentation) pairs.
+    "adversarial": {"enabled": False, "lambda_seg": 10.0, "lr": 2.0e-4, "betas": [0.5, 0.999],
+                    "discriminator": {"name": "patchgan", "channels": [64, 128, 256, 512], "strides": [2, 2, 2, 1, 1],
+                                      "padding": 2, "norm": "none", "sigmoid": True}},
     "augment": {"flip_prob": 0.0, "rot90_prob": 0.0},
     "evaluate": {"tta": False, "batch_size": 32, "hausdorff": True},
     "output": {"root": "runs"},
@@ -73,9 +78,15 @@ def deep_merge(base: dict, override: dict, path: str = "", strict: bool = True) 
         where = f"{path}{key}"
         if strict and key not in base:
             raise ConfigError(f"unknown config key '{where}' (known: {', '.join(sorted(base))})")
-        # Free-form mappings (model kwargs, derived structures) are replaced or merged without key checks.
-        free = where in ("model", "task.derived") or where.startswith("model.")
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
+        # Free-form mappings are not checked key by key: derived structures are replaced whole, and a model
+        # section naming another architecture replaces the defaults (they are the U-Net's settings).
+        free = where == "model" or where.startswith("model.")
+        replace_whole = where == "task.derived" or (
+            where == "model" and isinstance(value, dict) and isinstance(base.get(key), dict)
+            and value.get("name", base[key].get("name")) != base[key].get("name"))
+        if replace_whole:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
             out[key] = deep_merge(base[key], value, where + ".", strict=strict and not free)
         else:
             out[key] = copy.deepcopy(value)
@@ -127,16 +138,8 @@ def _read_yaml_chain(path: Path, seen: tuple = ()) -> dict:
     base = data.pop("_base_", None)
     if base:
         parent = _read_yaml_chain((path.parent / base), seen + (path.resolve(),))
-        merged = deep_merge(copy.deepcopy(DEFAULTS), parent)
-        return _overlay(merged, data)
+        return deep_merge(parent, data, strict=False)
     return data
-
-
-def _overlay(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        out[k] = _overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def set_dotted(cfg: dict, dotted: str, value: Any) -> None:
@@ -150,7 +153,18 @@ def set_dotted(cfg: dict, dotted: str, value: Any) -> None:
     free = keys[0] == "model"
     if keys[-1] not in node and not free:
         raise ConfigError(f"unknown config key '{dotted}'")
-    node[keys[-1]] = yaml.safe_load(value) if isinstance(value, str) else value
+    node[keys[-1]] = parse_value(value) if isinstance(value, str) else value
+
+
+def parse_value(text: str):
+    """YAML parsing, plus the floats YAML 1.1 leaves as strings (``1e-4``)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def save_config(cfg: dict, path: Path) -> None:

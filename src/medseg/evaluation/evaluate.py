@@ -55,6 +55,14 @@ def _mean_tree(trees: list):
     return first
 
 
+def references_for(model_cfg: dict) -> list[dict]:
+    """The papers' rows for this model family; none for an architecture the papers do not report."""
+    try:
+        return reference_rows(model_family(model_cfg))
+    except ValueError:
+        return []
+
+
 def read_run_config(run_dir: Path) -> dict:
     for cand in [run_dir / "config.yaml", *sorted(run_dir.glob("fold_*/config.yaml"))]:
         if cand.is_file():
@@ -124,7 +132,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         run_name=cfg["name"], class_names=class_names, metrics=summary, per_image=ens_metrics.per_image(),
         images=images, labels=labels, preds=ensemble,
         confusion=confusion_matrix(ensemble, labels, len(class_names)) if cfg["task"]["mode"] == "multiclass" else None,
-        fold_values=fold_values, histories=histories, references=reference_rows(model_family(cfg["model"])),
+        fold_values=fold_values, histories=histories, references=references_for(cfg["model"]),
         efficiency=efficiency, data_note=note,
         extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(test_idx)), "tta": tta,
                "folds": [d.name for d in dirs], "model": cfg["model"], "notes": data_obj.notes},

@@ -125,10 +125,16 @@ class FocalLoss(SegLoss):
         use_softmax = (mode == "multiclass") if use_softmax is None else use_softmax
         if use_softmax and mode == "multilabel":
             raise ConfigError("focal loss with use_softmax needs exclusive classes (mode multiclass)")
-        self.focal = MonaiFocalLoss(gamma=gamma, alpha=alpha, use_softmax=use_softmax, reduction="mean")
+        self.use_softmax = use_softmax
+        self.focal = MonaiFocalLoss(gamma=gamma, alpha=alpha, use_softmax=use_softmax, reduction="none")
 
     def compute(self, logits, target):
-        return self.focal(logits, self.dense_target(logits, target))
+        per_class = self.focal(logits, self.dense_target(logits, target))
+        if self.use_softmax:
+            # Only the true class's entry is non-zero: sum over classes, mean over pixels, so that
+            # γ = 0, α = None gives exactly the cross-entropy (RSE-UNet §2.6), not CE / C.
+            return per_class.sum(1).mean()
+        return per_class.mean()  # binary form: the mean over every class map, like BCE
 
 
 class CompositeLoss(nn.Module):

@@ -92,7 +92,10 @@ def load_model(directory: Path, device: str | torch.device = "cpu") -> tuple[nn.
         state = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises its own error types
         raise DataValidationError(weights, f"cannot read the weights ({exc})") from exc
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same names, other shapes: weights of a different configuration
+        raise DataValidationError(weights, f"weights do not fit the architecture in model.json ({exc})") from exc
     if missing or unexpected:
         raise DataValidationError(weights, f"weights do not fit the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(device).eval(), meta

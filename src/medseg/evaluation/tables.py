@@ -1,0 +1,242 @@
+"""`medseg reproduce configs/tables/<paper>_<table>.yaml`: one command per published table.
+
+A table spec lists rows, each an experiment config (plus overrides) and the published row it is compared
+with. ``kind: train`` rows are trained (cross-validation folds) and evaluated on the held-out test set;
+``kind: efficiency`` rows are only built and timed (AMFL Table IV). The result is ``report.md`` with our
+numbers beside the paper's (in the paper's own metric definitions), ``table.json`` (an ``overlap_iou``
+field per model, the device, date and command) and a figure.
+
+``--quick`` runs a reduced mode (a small synthesized set, few epochs, narrow networks, fold 0 only) so the
+whole chain runs on a CPU in minutes and CI can exercise it; its numbers say only that the chain works.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import json
+import platform
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from medseg.config import load_config, set_dotted, validate
+from medseg.errors import ConfigError
+from medseg.evaluation.paper_numbers import PAPERS, rows_from
+from medseg.metrics.efficiency import count_parameters, time_inference
+from medseg.training.checkpoint import dump_json
+
+# Which of our aggregate numbers each paper's columns mean (see paper_numbers for the definitions).
+PAPER_COLUMNS = {
+    "rse_unet": ["overlap_iou", "alpha_iou", "beta_iou", "accuracy", "time_ms"],
+    "arms_net": ["overlap_iou", "alpha_iou", "beta_iou", "accuracy", "time_ms"],
+    "amfl": ["accuracy", "dice", "mean_iou", "recall", "precision", "fnr", "fpr", "hausdorff"],
+}
+COLUMN_TITLES = {"overlap_iou": "overlap IoU", "alpha_iou": "α IoU", "beta_iou": "β IoU", "accuracy": "Acc",
+                 "time_ms": "ms/img", "mean_iou": "IoU", "dice": "Dice", "recall": "Recall", "precision": "Precision",
+                 "fnr": "FNR", "fpr": "FPR", "hausdorff": "Hausdorff", "params": "params (M)",
+                 "time_ms_cpu": "CPU ms/img", "gpu_ms": "GPU ms/img"}
+
+
+def ours_in_paper_terms(metrics: dict, efficiency: dict, paper: str) -> dict:
+    """Our aggregate metrics (fractions) → the paper's columns (percent), by the paper's definitions."""
+    pc = metrics["per_class"]
+    pct = lambda v: None if v is None else 100.0 * float(v)  # noqa: E731
+    out = {"overlap_iou": pct(pc.get("overlap", {}).get("iou")), "params": efficiency.get("params"),
+           "time_ms": efficiency.get("gpu_ms_per_image"), "time_ms_cpu": efficiency.get("cpu_ms_per_image")}
+    if paper == "arms_net":
+        out.update(alpha_iou=pct(pc.get("chromosome_alpha_whole", {}).get("iou")),
+                   beta_iou=pct(pc.get("chromosome_beta_whole", {}).get("iou")),
+                   accuracy=pct(metrics.get("derived_accuracy")))
+    else:
+        out.update(alpha_iou=pct(pc.get("chromosome_alpha", {}).get("iou")),
+                   beta_iou=pct(pc.get("chromosome_beta", {}).get("iou")),
+                   accuracy=pct(metrics.get("foreground_accuracy" if paper == "rse_unet" else "pixel_accuracy")))
+    if paper == "amfl":
+        mean = metrics.get("mean", {})
+        out.update(mean_iou=pct(mean.get("iou")), dice=pct(mean.get("dice")), recall=pct(mean.get("recall")),
+                   precision=pct(mean.get("precision")), fnr=pct(mean.get("fnr")), fpr=pct(mean.get("fpr")),
+                   hausdorff=mean.get("hausdorff"))
+    return out
+
+
+def load_spec(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: table spec not found")
+    spec = yaml.safe_load(path.read_text()) or {}
+    for key in ("title", "paper", "table", "rows"):
+        if key not in spec:
+            raise ConfigError(f"{path}: table spec needs '{key}'")
+    if spec["paper"] not in PAPERS:
+        raise ConfigError(f"{path}: unknown paper {spec['paper']!r}; known: {', '.join(PAPERS)}")
+    spec.setdefault("kind", "train")
+    spec["_dir"] = path.parent
+    spec["_path"] = path
+    return spec
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def row_config(spec: dict, row: dict, *, quick: bool, data: str | None, output_root: Path) -> dict:
+    cfg = load_config(spec["_dir"] / row["config"])
+    sets = list(spec.get("set", [])) + list(row.get("set", []))
+    if quick:
+        sets += list(spec.get("quick", {}).get("set", [])) + list(row.get("quick_set", []))
+    for item in sets:
+        key, value = item.split("=", 1)
+        set_dotted(cfg, key.strip(), value)
+    if data:
+        cfg["data"]["path"] = data
+    cfg["name"] = slug(row["label"])
+    cfg["output"]["root"] = str(output_root)
+    return validate(cfg)
+
+
+def published_row(spec: dict, row: dict) -> dict | None:
+    name = row.get("reference")
+    if not name:
+        return None
+    table = str(row.get("reference_table", spec["table"]))
+    for r in rows_from(spec["paper"], table):
+        if r["method"] == name and (row.get("reference_variant") is None or r["variant"] == row["reference_variant"]):
+            return r
+    raise ConfigError(f"{spec['_path']}: no published row {name!r} in {spec['paper']} Table {table}")
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float | None:
+    """Rank agreement of our ordering with the paper's (1 = same order, -1 = reversed)."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if len(pairs) < 2:
+        return None
+    conc = disc = 0
+    for i in range(len(pairs)):
+        for j in range(i + 1, len(pairs)):
+            s = np.sign(pairs[i][0] - pairs[j][0]) * np.sign(pairs[i][1] - pairs[j][1])
+            conc += s > 0
+            disc += s < 0
+    return float((conc - disc) / max(conc + disc, 1))
+
+
+def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | None = None,
+                    folds: list[int] | None = None, device: str | None = None, output_root: str | Path = "runs/tables",
+                    restart: bool = False, progress: bool = True) -> Path:
+    from medseg.evaluation.evaluate import evaluate_run
+    from medseg.models import build_model
+    from medseg.training.run import cross_validate
+    from medseg.training.trainer import model_kwargs
+
+    spec = load_spec(spec_path)
+    paper = spec["paper"]
+    table_dir = Path(output_root) / f"{paper}_table{slug(str(spec['table']))}{'_quick' if quick else ''}"
+    table_dir.mkdir(parents=True, exist_ok=True)
+    if folds is None and quick:
+        folds = [0]
+    results = []
+    for row in tqdm(spec["rows"], desc=spec["title"], disable=None if progress else True):
+        cfg = row_config(spec, row, quick=quick, data=data, output_root=table_dir)
+        if device:
+            cfg["train"]["device"] = device
+        ref = published_row(spec, row)
+        entry = {"label": row["label"], "model": cfg["model"], "config": str(row["config"]), "published": ref}
+        if spec["kind"] == "efficiency":
+            model = build_model(cfg["model"]["name"], **model_kwargs(cfg))
+            size = tuple(cfg["data"]["size"])
+            eff = {"params": count_parameters(model),
+                   "cpu_ms_per_image": time_inference(model, (1, *size), device="cpu", warmup=2,
+                                                      runs=3 if quick else 20)["ms_per_image_median"]}
+            if torch.cuda.is_available():
+                eff["gpu_ms_per_image"] = time_inference(model, (1, *size), device="cuda", warmup=10, runs=100)["ms_per_image_median"]
+            entry["ours"] = {"params": eff["params"], "time_ms": eff.get("gpu_ms_per_image"), "time_ms_cpu": eff["cpu_ms_per_image"]}
+        else:
+            cross_validate(cfg, folds=folds, restart=restart, progress=progress)
+            report = evaluate_run(table_dir / cfg["name"], tta=bool(row.get("tta", False)), folds=folds,
+                                  device=cfg["train"]["device"], progress=progress)
+            payload = json.loads((report.parent / "metrics.json").read_text())
+            entry["ours"] = ours_in_paper_terms(payload["metrics"], payload.get("efficiency", {}), paper)
+            entry["overlap_iou"] = entry["ours"]["overlap_iou"]
+            entry["report"] = str(report)
+            entry["data_note"] = payload.get("data_note", "")
+        results.append(entry)
+    return write_table_report(table_dir, spec, results, quick=quick)
+
+
+def _fmt(v, key: str) -> str:
+    if v is None:
+        return "—"
+    if key == "params":
+        return f"{v / 1e6:.2f}"
+    if key in ("hausdorff", "time_ms", "time_ms_cpu"):
+        return f"{v:.2f}"
+    return f"{v:.2f}"
+
+
+def write_table_report(table_dir: Path, spec: dict, results: list[dict], *, quick: bool) -> Path:
+    paper = spec["paper"]
+    cols = ["params", "time_ms", "time_ms_cpu"] if spec["kind"] == "efficiency" else PAPER_COLUMNS[paper]
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
+    lines = [f"# {spec['title']}", ""]
+    if quick:
+        lines += ["**Quick mode: a small synthesized set, few epochs, narrow networks, one fold. These numbers only show "
+                  "that the chain runs; the full run (without --quick, on a GPU) is the reproduction.**", ""]
+    notes = {r.get("data_note") for r in results if r.get("data_note")}
+    lines += [f"**{n}**" for n in notes] + ([""] if notes else [])
+    lines += [f"Paper: {PAPERS[paper]['title']} ({PAPERS[paper]['short']}), Table {spec['table']}. "
+              f"Device: {device}. Values in % unless stated; ours in the paper's own definitions.", ""]
+    head = ["row"] + [f"{COLUMN_TITLES.get(c, c)} ours" for c in cols] + [f"{COLUMN_TITLES.get(c, c)} paper" for c in cols]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        ours = [_fmt(r["ours"].get(c), c) for c in cols]
+        pub = [_fmt((r["published"] or {}).get(c), c) for c in cols]
+        lines.append("| " + " | ".join([r["label"], *ours, *pub]) + " |")
+    lines.append("")
+    key = "params" if spec["kind"] == "efficiency" else cols[0] if paper == "amfl" else "overlap_iou"
+    tau = kendall_tau([r["ours"].get(key) for r in results], [(r["published"] or {}).get(key) for r in results])
+    if tau is not None:
+        lines += [f"Ordering of the rows by {COLUMN_TITLES.get(key, key)}: Kendall τ = {tau:.2f} between ours and "
+                  "the paper (1 = same order).", ""]
+    fig = _draw(table_dir, results, key)
+    if fig:
+        lines += [f"![{key}]({fig.name})", ""]
+    lines += ["Per-row reports: " + ", ".join(f"[{r['label']}]({Path(r['report']).relative_to(table_dir)})"
+                                               for r in results if r.get("report")), ""] if any(r.get("report") for r in results) else []
+    command = "medseg reproduce " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "reproduce" else "medseg reproduce " + str(spec["_path"])
+    payload = {"table": f"{PAPERS[paper]['short']} Table {spec['table']}", "title": spec["title"], "quick": quick,
+               "device": device, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+               "command": command, "kendall_tau": tau, "results": results}
+    dump_json(payload, table_dir / "table.json")
+    report = table_dir / "report.md"
+    tmp = table_dir / ".report.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(report)
+    return report
+
+
+def _draw(table_dir: Path, results: list[dict], key: str) -> Path | None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ours = [r["ours"].get(key) for r in results]
+    pub = [(r["published"] or {}).get(key) for r in results]
+    if all(v is None for v in ours):
+        return None
+    fig = Figure(figsize=(max(6, 1.1 * len(results)), 4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(111)
+    x = np.arange(len(results))
+    ax.bar(x - 0.2, [v if v is not None else 0 for v in ours], 0.4, label="ours")
+    ax.bar(x + 0.2, [v if v is not None else 0 for v in pub], 0.4, label="paper")
+    ax.set_xticks(x, [r["label"] for r in results], rotation=30, ha="right")
+    ax.set_ylabel(COLUMN_TITLES.get(key, key))
+    ax.legend()
+    fig.tight_layout()
+    path = table_dir / f"{key}.png"
+    fig.savefig(path)
+    return path
