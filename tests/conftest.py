@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from medseg.config import load_config
 from medseg.data.datasets import SegmentationData
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_intra_op_thread():
+    """The tests' tensors are tiny: one thread avoids OpenMP overhead and contention on 2-core machines
+    (seen here: small convs up to 100× slower with 2 threads competing with other processes)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_toy_pairs(n: int = 48, size: int = 32, seed: int = 0) -> SegmentationData:

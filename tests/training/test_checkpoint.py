@@ -39,14 +39,6 @@ def _trained_model(seed: int = 0, **kwargs) -> UNet:
     return model.eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one intra-op thread avoids OpenMP spin-waiting when other processes load the
-    2-core machine (which made each tiny conv ~100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

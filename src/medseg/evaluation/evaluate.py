@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from medseg.config import load_config

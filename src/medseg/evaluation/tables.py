@@ -12,7 +12,6 @@ whole chain runs on a CPU in minutes and CI can exercise it; its numbers say onl
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import platform

@@ -10,6 +10,8 @@ from medseg.losses.segmentation import (
     build_loss,
     register_loss,
 )
+from medseg.losses import lovasz  # noqa: F401,E402  (registers lovasz)
+from medseg.losses import weighted  # noqa: F401,E402  (registers as_wbce, wbce, weighted_dice)
 
 __all__ = ["BCELoss", "CompositeLoss", "CrossEntropyLoss", "DiceLoss", "FocalLoss", "available_losses", "build_loss",
            "register_loss"]

@@ -7,7 +7,7 @@ computes in float32 even under autocast: soft-Dice sums overflow in fp16.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

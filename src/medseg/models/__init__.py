@@ -2,6 +2,15 @@
 
 from medseg.models.registry import available_models, build_model, register_model
 from medseg.models import unet  # noqa: F401  (registers the U-Net family)
+from medseg.models import rse_unet  # noqa: F401  (registers rse_unet)
+from medseg.models import nested_unet, patchgan  # noqa: F401  (registers nested_unet, patchgan)
+from medseg.models import arms_net, cenet  # noqa: F401  (registers arms_net, unet_r/pr/ar/dar/aar, cenet)
+from medseg.models import attention_unet  # noqa: F401  (registers attention_unet)
+from medseg.models import r2unet  # noqa: F401  (registers r2unet, r2attunet)
+from medseg.models import segnet  # noqa: F401  (registers segnet)
+from medseg.models import deeplabv3plus  # noqa: F401  (registers deeplabv3plus)
+from medseg.models import enet  # noqa: F401  (registers enet)
+from medseg.models import bisenetv2  # noqa: F401  (registers bisenetv2)
 from medseg.models.unet import UNet
 
 __all__ = ["UNet", "available_models", "build_model", "register_model"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medseg.models.blocks import DoubleConv, SegmentationNet, UpSample, make_pool, stage_channels
+from medseg.models.blocks import DoubleConv, EncoderDecoderNet, UpSample, make_pool
 from medseg.models.registry import register_model
 from monai.networks.layers.factories import Conv
 
@@ -48,7 +48,7 @@ class UNetDecoder(nn.Module):
         self.ups = nn.ModuleList()
         self.convs = nn.ModuleList()
         for deep, skip in zip(channels[:0:-1], channels[-2::-1]):
-            self.ups.append(UpSample(deep, skip, spatial_dims=spatial_dims, mode=upsample))
+            self.ups.append(UpSample(deep, skip, spatial_dims=spatial_dims, mode=upsample, norm=norm, act=act))
             self.convs.append(DoubleConv(2 * skip, skip, spatial_dims=spatial_dims, norm=norm, act=act))
 
     def forward(self, feats: list[torch.Tensor], skips: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -60,7 +60,7 @@ class UNetDecoder(nn.Module):
 
 
 @register_model("unet")
-class UNet(SegmentationNet):
+class UNet(EncoderDecoderNet):
     """U-Net for C-class logits.
 
     Args:
@@ -80,18 +80,10 @@ class UNet(SegmentationNet):
                  base_channels: int = 64, norm: str = "batch", act: str = "relu", upsample: str = "transpose",
                  dropout: float = 0.0, max_channels: int | None = None):
         super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth (number of poolings) must be >= 1, got {depth}")
-        self.spatial_dims = spatial_dims
-        self.divisor = 2**depth
-        channels = stage_channels(base_channels, depth, max_channels=max_channels)
-        self.channels = channels
+        channels = self.init_stages(spatial_dims, depth, base_channels, max_channels)
         self.encoder = UNetEncoder(in_channels, channels, spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout)
         self.decoder = UNetDecoder(channels, spatial_dims=spatial_dims, norm=norm, act=act, upsample=upsample)
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.decoder(self.encoder(x)))
 
 
 @register_model("sim_unet")

@@ -32,6 +32,10 @@ def trainer_class(cfg: dict):
     """The trainer a config asks for (later variants register here)."""
     from medseg.training.trainer import Trainer
 
+    if (cfg.get("adversarial") or {}).get("enabled"):
+        from medseg.training.adversarial import AdversarialTrainer
+
+        return AdversarialTrainer
     return Trainer
 
 

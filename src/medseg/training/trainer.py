@@ -248,7 +248,7 @@ class Trainer:
             row.update(self.train_epoch(epoch))
             row.update(self.validate())
             row["time_s"] = round(time.perf_counter() - t0, 3)
-            improved = self.early.step(row["val_loss"], epoch + 1)
+            improved = self.early.step(row[self.cfg["train"]["early_stopping"].get("monitor", "val_loss")], epoch + 1)
             self.scheduler.step(row["val_loss"])
             self.history.append(row)
             if improved:
