@@ -131,10 +131,10 @@ def test_as_wbce_rejects_bad_options():
 
 def test_wbce_hand_values():
     logits = torch.zeros(1, 4, 2, 2)  # p = 0.5, each term ln 2; 4 positive and 12 negative terms
-    _close(WeightedBCE(weight=2.0)(logits, TARGET), LN2 / 16 * (4 + 12 * 2))  # negatives × 2
-    _close(WeightedBCE(weight=2.0, weight_on="positive")(logits, TARGET), LN2 / 16 * (4 * 2 + 12))
+    _close(WeightedBCE(w=2.0)(logits, TARGET), LN2 / 16 * (4 + 12 * 2))  # negatives × 2
+    _close(WeightedBCE(w=2.0, weight_on="positive")(logits, TARGET), LN2 / 16 * (4 * 2 + 12))
     # per-class weights 1..4 on the negatives: 2·1 + 3·2 + 4·3 + 3·4 = 32
-    _close(WeightedBCE(weight=[1, 2, 3, 4])(logits, TARGET), LN2 / 16 * (4 + 32))
+    _close(WeightedBCE(w=[1, 2, 3, 4])(logits, TARGET), LN2 / 16 * (4 + 32))
 
 
 @pytest.mark.parametrize("placement", ["negative", "positive"])
@@ -142,7 +142,7 @@ def test_wbce_with_weight_one_is_bce(placement):
     torch.manual_seed(2)
     logits = torch.randn(2, 4, 8, 8)
     target = torch.randint(0, 4, (2, 8, 8))
-    _close(WeightedBCE(weight=1.0, weight_on=placement)(logits, target), float(BCELoss()(logits, target)), 1e-5)
+    _close(WeightedBCE(w=1.0, weight_on=placement)(logits, target), float(BCELoss()(logits, target)), 1e-5)
 
 
 def test_wbce_positive_placement_is_pos_weight_bce():
@@ -150,14 +150,14 @@ def test_wbce_positive_placement_is_pos_weight_bce():
     logits = torch.randn(2, 4, 8, 8)
     target = torch.randint(0, 4, (2, 8, 8))
     expected = BCELoss(pos_weight=[1.5] * 4)(logits, target)
-    _close(WeightedBCE(weight=1.5, weight_on="positive")(logits, target), float(expected), 1e-5)
+    _close(WeightedBCE(w=1.5, weight_on="positive")(logits, target), float(expected), 1e-5)
 
 
 def test_wbce_checks_weights():
     with pytest.raises(ConfigError):
-        WeightedBCE(weight=-1.0)
+        WeightedBCE(w=-1.0)
     with pytest.raises(ConfigError):
-        WeightedBCE(weight=[1.0, 2.0])(torch.zeros(1, 4, 2, 2), TARGET)
+        WeightedBCE(w=[1.0, 2.0])(torch.zeros(1, 4, 2, 2), TARGET)
 
 
 # ---------------------------------------------------------------------------------------- Weight-Dice
@@ -218,3 +218,11 @@ def test_weight_ce_is_ce_with_class_weights():
     expected = (-math.log(0.7) - math.log(0.4) - 2 * math.log(0.6) - 4 * math.log(0.25)) / 8
     _close(CrossEntropyLoss(class_weights=[1, 2, 3, 4])(P_LOGITS, TARGET), expected, 1e-5)
     _close(build_loss({"name": "ce", "class_weights": [1, 2, 3, 4]})(P_LOGITS, TARGET), expected, 1e-5)
+
+
+def test_wbce_w_in_config_is_not_the_term_weight():
+    # In a loss list, `weight` scales the term; wBCE's own weight is `w` (ARMS Table 4's wBCE(1.1)…(3.0)).
+    logits = torch.zeros(1, 4, 2, 2)
+    composite = build_loss([{"name": "wbce", "w": 2.0}])
+    assert composite.weights == [1.0]
+    _close(composite(logits, TARGET), float(WeightedBCE(w=2.0)(logits, TARGET)))

@@ -142,9 +142,10 @@ def _arms(table: str, method: str, family: str, iou, a, b, acc, time=None, **ext
     )
 
 
-def _amfl2(method: str, family: str, acc, dice, iou, recall, precision, fnr, fpr, hd, **extra) -> dict[str, Any]:
+def _amfl2(method: str, family: str, acc, dice, iou, recall, precision, fnr, fpr, hd, table: str = "II",
+           **extra) -> dict[str, Any]:
     return _row(
-        "amfl", "II", method, family,
+        "amfl", table, method, family,
         accuracy=acc, dice=dice, mean_iou=iou, recall=recall, precision=precision, fnr=fnr, fpr=fpr,
         hausdorff=hd, accuracy_definition="pixel_accuracy", input_size=128,
         note="'IoU' etc. are AMFL's average scores over classes (class set not stated); baselines use CE loss",
@@ -192,6 +193,31 @@ PAPER_ROWS: tuple[dict[str, Any], ...] = (
     _arms("3", "UNet (AAR) 3L", "arms_net_ablation", 99.12, 99.59, 99.79, 99.9923, 3.9, variant="3L"),
     _arms("3", "UNet (AAR) 4L", "arms_net_ablation", 99.22, 99.70, 99.85, 99.9943, 4.6, variant="4L"),
     _arms("3", "UNet (AAR) 5L", "arms_net_ablation", 98.60, 99.64, 99.82, 99.9932, 4.8, variant="5L"),
+    # ---------------- ARMS Net Table 4: UNet(AAR) 4L, batch size and loss (mean (var) of overlap IoU)
+    _arms("4", "BCE_bs8", "arms_net_ablation", 98.37, None, None, None, variant="BCE_bs8",
+          note="overlap IoU = mean of the test set (98.37, var 0.41); training set 99.43 (var 0.25)"),
+    _arms("4", "BCE_bs16", "arms_net_ablation", 98.98, None, None, None, variant="BCE_bs16",
+          note="overlap IoU = mean of the test set (98.98, var 0.39); training set 99.48 (var 0.28)"),
+    _arms("4", "BCE_bs32", "arms_net_ablation", 99.09, None, None, None, variant="BCE_bs32",
+          note="overlap IoU = mean of the test set (99.09, var 0.29); training set 99.63 (var 0.18)"),
+    _arms("4", "BCE_bs64", "arms_net_ablation", 99.01, None, None, None, variant="BCE_bs64",
+          note="overlap IoU = mean of the test set (99.01, var 0.31); training set 99.56 (var 0.21)"),
+    _arms("4", "wBCE (1.1)_bs32", "arms_net_ablation", 99.15, None, None, None, variant="wBCE (1.1)_bs32",
+          note="overlap IoU = mean of the test set (99.15, var 0.39); training set 99.53 (var 0.25)"),
+    _arms("4", "wBCE (1.2)_bs32", "arms_net_ablation", 99.12, None, None, None, variant="wBCE (1.2)_bs32",
+          note="overlap IoU = mean of the test set (99.12, var 0.38); training set 99.57 (var 0.23)"),
+    _arms("4", "wBCE (1.3)_bs32", "arms_net_ablation", 99.1, None, None, None, variant="wBCE (1.3)_bs32",
+          note="overlap IoU = mean of the test set (99.1, var 0.32); training set 99.57 (var 0.26)"),
+    _arms("4", "wBCE (1.4)_bs32", "arms_net_ablation", 99.02, None, None, None, variant="wBCE (1.4)_bs32",
+          note="overlap IoU = mean of the test set (99.02, var 0.31); training set 99.52 (var 0.24)"),
+    _arms("4", "wBCE (1.5)_bs32", "arms_net_ablation", 99.04, None, None, None, variant="wBCE (1.5)_bs32",
+          note="overlap IoU = mean of the test set (99.04, var 0.5); training set 99.45 (var 0.25)"),
+    _arms("4", "wBCE (2.0)_bs32", "arms_net_ablation", 99.01, None, None, None, variant="wBCE (2.0)_bs32",
+          note="overlap IoU = mean of the test set (99.01, var 0.44); training set 99.55 (var 0.18)"),
+    _arms("4", "wBCE (3.0)_bs32", "arms_net_ablation", 98.73, None, None, None, variant="wBCE (3.0)_bs32",
+          note="overlap IoU = mean of the test set (98.73, var 0.55); training set 99.44 (var 0.23)"),
+    _arms("4", "AS_wBCE_bs32", "arms_net_ablation", 99.29, None, None, None, variant="AS_wBCE_bs32",
+          note="overlap IoU = mean of the test set (99.29, var 0.27); training set 99.33 (var 0.24)"),
     # ---------------- ARMS Net Table 5: nine networks (input size, IoU, α, β, Accuracy, Time ms)
     _arms("5", "UNet", "unet", 96.38, 98.38, 99.16, 99.9690, 3.8, note="4 pooling layers, BCE loss"),
     _arms("5", "UNet (R)", "arms_net_ablation", 96.77, 98.85, 99.41, 99.9780, 4.0, variant="Res Path"),
@@ -229,6 +255,17 @@ PAPER_ROWS: tuple[dict[str, Any], ...] = (
     _amfl2(
         "AMFL (Lovász-Softmax)", "amfl", 99.9776, 98.6048, 97.5974, 98.655, 98.7267, 1.345, 0.0227, 0.8252
     ),
+    # ---------------- AMFL Table V: with and without the GAN, five objectives
+    _amfl2("NestedUNet with Dice", "nested_unet", 99.9457, 97.3146, 95.596, 97.4631, 97.3846, 2.5369, 0.0701, 1.1617, table="V", variant="NestedUNet with Dice"),
+    _amfl2("NestedUNet with Weight-Dice", "nested_unet", 99.9434, 97.1637, 95.2851, 97.3318, 97.3021, 2.6682, 0.0929, 1.2242, table="V", variant="NestedUNet with Weight-Dice"),
+    _amfl2("NestedUNet with CE", "nested_unet", 99.9625, 97.967, 96.6473, 98.0266, 98.0809, 1.9734, 0.0341, 0.9518, table="V", variant="NestedUNet with CE"),
+    _amfl2("NestedUNet Weight-CE", "nested_unet", 99.9529, 97.7494, 96.063, 98.4318, 97.303, 1.5682, 0.0256, 1.2219, table="V", variant="NestedUNet Weight-CE"),
+    _amfl2("NestedUNet with Lovász -Softmax", "nested_unet", 99.9714, 98.2898, 97.1699, 98.3459, 98.3993, 1.6541, 0.0326, 0.9036, table="V", variant="NestedUNet with Lovász -Softmax"),
+    _amfl2("AMFL with Dice", "amfl", 99.967, 98.2422, 97.0882, 98.228, 98.4479, 1.772, 0.0335, 0.9166, table="V", variant="AMFL with Dice"),
+    _amfl2("AMFL with Weight-Dice", "amfl", 99.9699, 98.3117, 97.1692, 98.3524, 98.4454, 1.6476, 0.0381, 0.9366, table="V", variant="AMFL with Weight-Dice"),
+    _amfl2("AMFL with CE", "amfl", 99.9735, 98.4012, 97.3453, 98.3788, 98.6395, 1.6212, 0.0266, 0.8388, table="V", variant="AMFL with CE"),
+    _amfl2("AMFL with Weight-CE", "amfl", 99.9699, 98.4557, 97.3259, 98.7066, 98.3769, 1.2934, 0.0175, 0.9988, table="V", variant="AMFL with Weight-CE"),
+    _amfl2("AMFL with Lovász -Softmax", "amfl", 99.9776, 98.6048, 97.5974, 98.655, 98.7267, 1.345, 0.0227, 0.8252, table="V", variant="AMFL with Lovász -Softmax"),
     # ---------------- AMFL Table III: per-class average IoU (class 1, 2, 3) and accuracy
     _row(
         "amfl", "III", "Hu et al. [20] [21]", "sim_unet",

@@ -134,19 +134,20 @@ class AdaptiveSmoothWeightedBCE(_WeightedBCEBase):
 
 @register_loss("wbce")
 class WeightedBCE(_WeightedBCEBase):
-    """ARMS Net Table 4's wBCE(w): Eq. 1 with a fixed ``weight`` (one value, or one per class).
+    """ARMS Net Table 4's wBCE(w): Eq. 1 with a fixed ``w`` (one value, or one per class).
 
     ``weight_on="negative"`` (default, the same place as AS_wBCE's w) or ``"positive"`` (Eq. 1 as typeset;
-    equals ``bce`` with ``pos_weight``). ``weight=1`` is plain BCE either way.
+    equals ``bce`` with ``pos_weight``). ``w=1`` is plain BCE either way. (Named ``w`` as in the paper:
+    ``weight`` in a loss config is the term's weight in a sum of losses.)
     """
 
-    def __init__(self, mode: str = "multiclass", weight: float | Sequence[float] = 1.0, weight_on: str = "negative",
+    def __init__(self, mode: str = "multiclass", w: float | Sequence[float] = 1.0, weight_on: str = "negative",
                  probabilities: str = "sigmoid"):
         super().__init__(mode, weight_on, probabilities)
-        w = torch.tensor(weight, dtype=torch.float32).reshape(-1)
-        if (w < 0).any():
-            raise ConfigError(f"weight must be >= 0, got {weight}")
-        self.register_buffer("weight", w)
+        weights = torch.tensor(w, dtype=torch.float32).reshape(-1)
+        if (weights < 0).any():
+            raise ConfigError(f"w must be >= 0, got {w}")
+        self.register_buffer("weight", weights)
 
     def class_weights(self, y: torch.Tensor) -> torch.Tensor:
         if self.weight.numel() not in (1, y.shape[1]):

@@ -1,0 +1,79 @@
+"""Every paper-table spec resolves: its rows' configs load and build, and each names a published row."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medseg.evaluation.tables import kendall_tau, load_spec, ours_in_paper_terms, published_row, row_config, reproduce_table
+from medseg.models import build_model
+from medseg.training.trainer import model_kwargs
+
+SPECS = sorted(Path("configs/tables").glob("*.yaml"))
+
+
+def test_there_is_a_spec_per_paper_table():
+    names = {p.stem for p in SPECS}
+    assert {"rse_unet_table3", "rse_unet_table4", "rse_unet_table5", "arms_net_table3", "arms_net_table4",
+            "arms_net_table5", "amfl_table2", "amfl_table4", "amfl_table5"} <= names
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=lambda p: p.stem)
+def test_spec_rows_build_and_have_published_rows(spec_path, tmp_path):
+    spec = load_spec(spec_path)
+    for row in spec["rows"]:
+        ref = published_row(spec, row)
+        assert ref is not None and ref["paper"] == spec["paper"], row["label"]
+        cfg = row_config(spec, row, quick=spec["kind"] == "train", data=None, output_root=tmp_path)
+        if spec["kind"] == "train":
+            # quick mode must narrow every network enough to train on a CPU in CI
+            model = build_model(cfg["model"]["name"], **model_kwargs(cfg))
+            n = sum(p.numel() for p in model.parameters())
+            assert n < 3_000_000, f"{row['label']}: {n} parameters in quick mode"
+
+
+def test_ours_in_paper_terms_uses_each_papers_definitions():
+    metrics = {"per_class": {"overlap": {"iou": 0.9}, "chromosome_alpha": {"iou": 0.8}, "chromosome_beta": {"iou": 0.7},
+                             "chromosome_alpha_whole": {"iou": 0.95}, "chromosome_beta_whole": {"iou": 0.85}},
+               "foreground_accuracy": 0.99, "derived_accuracy": 0.995, "pixel_accuracy": 0.98,
+               "mean": {"iou": 0.8, "dice": 0.88, "recall": 0.9, "precision": 0.87, "fnr": 0.1, "fpr": 0.01, "hausdorff": 2.0}}
+    rse = ours_in_paper_terms(metrics, {}, "rse_unet")
+    arms = ours_in_paper_terms(metrics, {}, "arms_net")
+    amfl = ours_in_paper_terms(metrics, {}, "amfl")
+    assert rse["alpha_iou"] == pytest.approx(80.0) and rse["accuracy"] == pytest.approx(99.0)
+    assert arms["alpha_iou"] == pytest.approx(95.0) and arms["accuracy"] == pytest.approx(99.5)
+    assert amfl["mean_iou"] == pytest.approx(80.0) and amfl["hausdorff"] == 2.0 and amfl["accuracy"] == pytest.approx(98.0)
+
+
+def test_kendall_tau():
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == 1.0
+    assert kendall_tau([3, 2, 1], [10, 20, 30]) == -1.0
+    # pairs: (1,2) concordant, (1,3) concordant, (2,3) discordant → (2 - 1) / 3
+    assert kendall_tau([1, 3, 2], [10, 20, 30]) == pytest.approx(1 / 3)
+
+
+def test_quick_reproduction_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "mini.yaml"
+    root = Path.cwd() / "configs" / "chromosomes"
+    spec.write_text(f"""
+title: "mini RSE Table 4"
+paper: rse_unet
+table: "4"
+quick:
+  set: [data.path=synth:demo, data.synth_pairs=40, train.epochs=1, train.max_batches_per_epoch=2,
+        train.val_max_batches=1, "data.size=[64,64]"]
+rows:
+  - {{label: U-Net, config: {root}/unet.yaml, reference: "U-Net [13]", quick_set: [model.base_channels=4, model.depth=2]}}
+  - {{label: Saleh TTA, config: {root}/unet_3l.yaml, reference: "Saleh et al. [15]", tta: true,
+     quick_set: [model.base_channels=4]}}
+""")
+    report = reproduce_table(spec, quick=True, output_root=tmp_path / "tables", progress=False)
+    text = report.read_text()
+    assert "Quick mode" in text and "95.52" in text and "95.12" in text
+    table = json.loads((report.parent / "table.json").read_text())
+    assert [r["label"] for r in table["results"]] == ["U-Net", "Saleh TTA"]
+    for r in table["results"]:
+        assert 0.0 <= r["overlap_iou"] <= 100.0
+    assert table["quick"] is True and table["device"]
+    assert (report.parent / "overlap_iou.png").stat().st_size > 1000
