@@ -5,7 +5,7 @@
 # (medseg need not be installed). Do NOT source scripts/setup_env.sh here: it pins the CPU build of torch.
 # MONAI must be importable; if it is not, a wheel in $MEDSEG_WHEELS (default <repo>/.whl, git-ignored)
 # is installed to /tmp/medseg-site, e.g. one fetched beforehand with
-#   python3 -m pip download --no-deps --only-binary=:all: -d .whl monai==1.6.1
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl monai==1.6.1 pydicom nibabel
 # Results: benchmarks/results/bench_unet_cuda.json. If $OUT is set (a remote runner that collects a
 # folder), the log and the result files are copied there too.
 set -euo pipefail
@@ -19,7 +19,7 @@ if ! "$PY" -c "import monai" 2>/dev/null; then
   WHEELS="${MEDSEG_WHEELS:-$ROOT/.whl}"
   if compgen -G "$WHEELS/monai-*.whl" >/dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/medseg-site \
-      "$WHEELS"/monai-*.whl
+      "$WHEELS"/*.whl
     export PYTHONPATH="$PYTHONPATH:/tmp/medseg-site"
   else
     echo "gpu_all.sh: monai is not importable and there is no $WHEELS/monai-*.whl to install" >&2
@@ -47,8 +47,19 @@ STAMP="$(mktemp)"  # result files newer than this are this run's
 #    with --device cpu,cuda).
 "$PY" benchmarks/bench_unet.py --device cuda "$@" 2>&1 | tee -a "$LOG" || status=$?
 
-# 2. Full-scale training on the GPU (the lead adds it), e.g.:
-# "$PY" -m medseg train configs/chromosomes/unet.yaml --fold 0 --set train.device=cuda 2>&1 | tee -a "$LOG" || status=$?
+# 2. Full-scale training of the standard 4-pooling U-Net (64…1024, batch 8, Adam 1e-3, plateau ×0.5/3,
+#    early stopping 9) on the full-size synthesized Pommier-procedure set (13,434 pairs, made on the fly),
+#    fold 0 of the papers' split, scored on the held-out 20 % test set; recorded with an overlap_iou field.
+#    FOLDS=0,1,2,3,4 for the whole cross-validation. Add --data LowRes_13434_overlapping_pairs.h5 for the real set.
+export MEDSEG_HOME="${MEDSEG_HOME:-$ROOT/.medseg-home}"
+"$PY" -m medseg cv configs/chromosomes/unet.yaml --folds "${FOLDS:-0}" --name unet_pommier_fullscale \
+  --set output.root=runs --device cuda 2>&1 | tee -a "$LOG" || status=$?
+"$PY" benchmarks/record_run.py runs/unet_pommier_fullscale --out "$RESULTS/unet_pommier_fullscale_gpu.json" \
+  --command "bash benchmarks/gpu_all.sh (medseg cv configs/chromosomes/unet.yaml --folds ${FOLDS:-0} --device cuda)" \
+  2>&1 | tee -a "$LOG" || status=$?
+
+# 3. The papers' tables (long: each row is a full training). One table at a time, fold 0, e.g.:
+#    "$PY" -m medseg reproduce configs/tables/arms_net_table5.yaml --folds 0 --device cuda --out runs/tables
 
 if [ -n "${OUT:-}" ]; then
   find "$RESULTS" -maxdepth 1 -name '*.json' -newer "$STAMP" -exec cp {} "$OUT"/ \;
