@@ -124,6 +124,51 @@ def data_export(
     console.print(f"wrote {written} image/mask pairs to {out}/images and {out}/masks ({report.summary()})")
 
 
+@data_app.command("convert")
+def data_convert(
+    inputs: List[Path] = typer.Argument(..., help="DICOM series folders or zips (or roots, with --scan)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    fmt: str = typer.Option("hdf5", "--format", help="hdf5 | nifti"),
+    workers: Optional[int] = typer.Option(None, help="Parallel series (default: CPU count)."),
+    require_ct: bool = typer.Option(False, "--require-ct", help="Refuse series whose modality is not CT."),
+    scan: bool = typer.Option(False, help="Find every series under the given folders."),
+):
+    """Convert DICOM series to HDF5 or NIfTI ahead of training (geometry kept); reports seconds per series."""
+    from medseg.data.volume_io import run_convert
+
+    try:
+        summary = run_convert(inputs, out, fmt, workers, require_modality="CT" if require_ct else None, scan=scan)
+    except (MedsegError, ValueError, OSError) as exc:
+        _fail(exc)
+    for r in summary["results"]:
+        if r.get("error"):
+            console.print(f"[red]failed[/] {r['input']}: {r['error']}")
+    console.print(f"converted {summary['converted']}, failed {summary['failed']}, "
+                  f"{summary['seconds_per_series']:.2f} s per series")
+    if summary["failed"]:
+        raise typer.Exit(code=1)
+
+
+@data_app.command("phantom")
+def data_phantom(
+    out: Path = typer.Argument(..., help="Folder for the phantom cases."),
+    n: int = typer.Option(4, help="Number of cases."),
+    formats: str = typer.Option("dicom,nifti,hdf5", help="Comma-separated: dicom, nifti, hdf5."),
+    shape: str = typer.Option("72,256,256", help="D,H,W voxels."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False),
+):
+    """Write CT-like phantom volumes with a target label (synthetic demo data, not clinical)."""
+    from medseg.data.phantom import write_phantom
+
+    try:
+        cases = write_phantom(out, n=n, formats=tuple(f.strip() for f in formats.split(",")),
+                              shape=tuple(int(v) for v in shape.split(",")), seed=seed, overwrite=overwrite)
+    except (MedsegError, ValueError, OSError) as exc:
+        _fail(exc)
+    console.print(f"wrote {len(cases)} phantom cases to {out} (synthetic demo data, not clinical)")
+
+
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/chromosomes/unet.yaml"),

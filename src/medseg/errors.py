@@ -18,6 +18,10 @@ class DataValidationError(MedsegError, ValueError):
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{problem}")
 
+    def __reduce__(self):
+        # Rebuild from (path, problem) so the error survives process pools (medseg data convert).
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigError(MedsegError, ValueError):
     """A configuration that names an unknown component or holds an invalid value."""
