@@ -104,10 +104,11 @@ def published_row(spec: dict, row: dict) -> dict | None:
     if not name:
         return None
     table = str(row.get("reference_table", spec["table"]))
-    for r in rows_from(spec["paper"], table):
+    paper = row.get("reference_paper", spec["paper"])  # e.g. a cross-paper comparison by overlap IoU
+    for r in rows_from(paper, table):
         if r["method"] == name and (row.get("reference_variant") is None or r["variant"] == row["reference_variant"]):
             return r
-    raise ConfigError(f"{spec['_path']}: no published row {name!r} in {spec['paper']} Table {table}")
+    raise ConfigError(f"{spec['_path']}: no published row {name!r} in {paper} Table {table}")
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float | None:
