@@ -41,7 +41,14 @@ DEFAULTS: dict[str, Any] = {
         "limit": None,  # use only the first N images (quick runs)
         "synth_pairs": 1500,  # size of the synth:demo set
         "synth_seed": 0,
+        # 3D: train on random patches [D, H, W] instead of whole volumes (medseg.data.transforms3d); null = whole.
+        "patch_size": None,
+        "patch_pos_fraction": None,  # null: patch centre uniform; p: in the target with probability p
     },
+    # 3D CT preprocessing (CTV thesis §2.1, medseg.data.transforms3d.preprocess_volume): clip to
+    # [clip_min, clip_max], map to [0, 1], resample to `depth` slices (linear in z) and size_xy in x/y.
+    "preprocess": {"clip_min": 0.0, "clip_max": 1600.0, "normalize": "range", "depth": 72, "size_xy": [256, 256],
+                   "depth_mode": "trilinear", "align_corners": False},
     "splits": {"test_fraction": 0.2, "n_folds": 5, "seed": 0, "protocol": "random", "file": None},
     "model": {"name": "unet", "depth": 4, "base_channels": 64, "norm": "batch"},
     "loss": [{"name": "ce"}],
@@ -66,8 +73,30 @@ DEFAULTS: dict[str, Any] = {
     "adversarial": {"enabled": False, "lambda_seg": 10.0, "lr": 2.0e-4, "betas": [0.5, 0.999],
                     "discriminator": {"name": "patchgan", "channels": [64, 128, 256, 512], "strides": [2, 2, 2, 1, 1],
                                       "padding": 2, "norm": "none", "sigmoid": True}},
-    "augment": {"flip_prob": 0.0, "rot90_prob": 0.0},
-    "evaluate": {"tta": False, "batch_size": 32, "hausdorff": True},
+    # Training on noisy labels (thesis ch. 3, medseg/training/noisy_labels.py). `enabled` simulates annotation
+    # noise on each fold's TRAINING samples only (never validation/test); qam/ocm pick the NoisyLabelTrainer
+    # and work with or without simulated noise.
+    "noisy_labels": {
+        "enabled": False,
+        "fraction": 0.0,  # share of the fold's training samples corrupted (Table 3.1: 0, 0.25, 0.5, 0.75)
+        "dilate_range": [1, 8],  # n ~ uniform integer in [lo, hi] px, for dilation and shrinking (Table 3.1: 1-8, 5-13)
+        "mode": "both",  # dilate | erode | both (each corrupted sample dilated or eroded with probability ½)
+        "structures": "classes",  # classes (each foreground class) | derived (task.derived unions: whole chromosomes)
+        "seed": 0,
+        # Quality awareness module (§3.2.2): VGG-shaped Φ(image ⊕ label) → score, softmax over the batch.
+        "qam": {"enabled": False, "lr": 1.0e-4, "channels": [64, 128, 256, 512, 512], "convs": [2, 2, 3, 3, 3],
+                "norm": "none"},
+        "ocm": {"enabled": False, "lambda": 2.0},  # overfitting control (§3.2.3): λ·tanh on the scores
+    },
+    "augment": {"flip_prob": 0.0, "rot90_prob": 0.0,
+                # 3D volumes (task.spatial_dims 3) only, CTV thesis §2.1: rotation <= 10°, x/y/z flips, shifts
+                # <= 8 voxels, Gaussian noise of variance 0.001 (medseg.data.transforms3d).
+                "volume": {"enabled": True, "rotate_deg": 10.0, "rotate_axes": "axial", "shift_voxels": 8.0,
+                           "affine_prob": 1.0, "flip_axes": [0, 1, 2], "flip_prob": 0.5, "noise_var": 0.001,
+                           "noise_prob": 1.0, "padding_mode": "zeros"}},
+    "evaluate": {"tta": False, "batch_size": 32, "hausdorff": True,
+                 # 3D: sliding-window inference with this roi (null: whole volumes), Gaussian blending.
+                 "sliding_window": {"roi_size": None, "overlap": 0.5, "sw_batch_size": 1, "mode": "gaussian"}},
     "output": {"root": "runs"},
 }
 

@@ -11,7 +11,15 @@ from typing import Callable
 from monai.transforms import Compose, RandFlipd, RandRotate90d
 
 
-def build_train_transform(aug_cfg: dict, spatial_dims: int = 2) -> Callable | None:
+def build_train_transform(aug_cfg: dict, spatial_dims: int = 2, cfg: dict | None = None) -> Callable | None:
+    """The training transform. 3D (``spatial_dims == 3``): the CTV thesis pipeline of
+    :func:`medseg.data.transforms3d.build_train_transform_3d` from ``aug_cfg["volume"]`` — and, when the whole
+    config ``cfg`` is given, ``data.patch_size`` patches (the 2D keys ``flip_prob``/``rot90_prob`` are not
+    used there: set ``augment.volume`` instead)."""
+    if spatial_dims == 3:
+        from medseg.data.transforms3d import build_train_transform_3d
+
+        return build_train_transform_3d(cfg if cfg is not None else {"augment": aug_cfg})
     flip = float(aug_cfg.get("flip_prob", 0.0))
     rot = float(aug_cfg.get("rot90_prob", 0.0))
     if flip <= 0 and rot <= 0:

@@ -45,7 +45,7 @@ def _tta_ops(spatial_dims: int):
 
 class Predictor:
     def __init__(self, models: Sequence[nn.Module], meta: dict, *, device: str | torch.device = "auto", tta: bool = False,
-                 batch_size: int = 32):
+                 batch_size: int = 32, sliding_window: dict | None = None):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.models = [m.to(self.device).eval() for m in models]
         self.meta = meta
@@ -54,12 +54,33 @@ class Predictor:
         self.spatial_dims = int(meta["task"].get("spatial_dims", 2))
         self.tta = tta
         self.batch_size = batch_size
+        # 3D: sliding-window inference when a roi size is given here or recorded in model.json (evaluate or
+        # preprocessing section); None: whole volumes.
+        self.sliding_window = None
+        if self.spatial_dims == 3:
+            from medseg.data.transforms3d import sliding_window_settings
+
+            recorded = ((meta.get("evaluate") or {}).get("sliding_window")
+                        or (meta.get("preprocessing") or {}).get("sliding_window"))
+            self.sliding_window = sliding_window_settings(sliding_window if sliding_window is not None else recorded)
 
     @classmethod
     def from_path(cls, path: str | Path, *, folds: Sequence[int] | None = None, device="auto", tta: bool = False,
-                  batch_size: int = 32) -> "Predictor":
+                  batch_size: int = 32, sliding_window: dict | None = None) -> "Predictor":
         loaded = [load_model(d) for d in model_dirs(path, folds)]
-        return cls([m for m, _ in loaded], loaded[0][1], device=device, tta=tta, batch_size=batch_size)
+        return cls([m for m, _ in loaded], loaded[0][1], device=device, tta=tta, batch_size=batch_size,
+                   sliding_window=sliding_window)
+
+    def _logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Logits of one model; 3D with a roi: MONAI sliding windows run on the model's device and are
+        stitched on the CPU (Gaussian weights), so a volume larger than the device memory fits."""
+        if self.sliding_window is None:
+            return model(x)
+        from monai.inferers import sliding_window_inference
+
+        sw = self.sliding_window
+        return sliding_window_inference(x.cpu(), sw["roi_size"], sw["sw_batch_size"], model, overlap=sw["overlap"],
+                                        mode=sw["mode"], sw_device=self.device, device="cpu")
 
     @torch.inference_mode()
     def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -70,11 +91,12 @@ class Predictor:
         out = []
         ops = _tta_ops(self.spatial_dims) if self.tta else _tta_ops(self.spatial_dims)[:1]
         for start in range(0, len(x_all), self.batch_size):
-            x = x_all[start : start + self.batch_size, None].to(self.device)
+            x = x_all[start : start + self.batch_size, None]
+            x = x if self.sliding_window is not None else x.to(self.device)
             acc = None
             for model in self.models:
                 for fwd, inv in ops:
-                    logits = inv(model(fwd(x))).float()
+                    logits = inv(self._logits(model, fwd(x))).float()
                     p = logits.softmax(1) if self.mode == "multiclass" else logits.sigmoid()
                     acc = p if acc is None else acc + p
             out.append((acc / (len(self.models) * len(ops))).cpu().numpy())

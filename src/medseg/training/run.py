@@ -32,10 +32,19 @@ def trainer_class(cfg: dict):
     """The trainer a config asks for (later variants register here)."""
     from medseg.training.trainer import Trainer
 
+    qam = ((cfg.get("noisy_labels") or {}).get("qam") or {}).get("enabled")
     if (cfg.get("adversarial") or {}).get("enabled"):
+        if qam:
+            from medseg.errors import ConfigError
+
+            raise ConfigError("adversarial and noisy_labels.qam cannot be combined (each has its own trainer)")
         from medseg.training.adversarial import AdversarialTrainer
 
         return AdversarialTrainer
+    if qam:
+        from medseg.training.noisy_labels import NoisyLabelTrainer
+
+        return NoisyLabelTrainer
     return Trainer
 
 
@@ -48,10 +57,21 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
     train_idx, val_idx, test_idx = fold_indices(splits, fold)
     run_root = run_dir_for(cfg)
     run_root.mkdir(parents=True, exist_ok=True)
-    dump_json({"splits_file": str(split_path.resolve()), "data": data.source, "fingerprint": data.fingerprint,
-               "synthesized": data.synthesized, "n_images": len(data), "notes": data.notes,
-               "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)}, run_root / "data.json")
+    info = {"splits_file": str(split_path.resolve()), "data": data.source, "fingerprint": data.fingerprint,
+            "synthesized": data.synthesized, "n_images": len(data), "notes": data.notes,
+            "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)}
+    noise = None
+    if (cfg.get("noisy_labels") or {}).get("enabled"):
+        # Simulated annotation noise on this fold's TRAINING samples only; val/test labels stay clean.
+        from medseg.training.noisy_labels import apply_label_noise, merge_noise_report
+
+        data, noise = apply_label_noise(cfg, data, train_idx, fold, progress=progress)
+        tqdm.write(f"note: {data.notes[-1]}")
+        info["label_noise"] = merge_noise_report(run_root / "data.json", noise)
+    dump_json(info, run_root / "data.json")
     trainer = trainer_class(cfg)(cfg, run_root / f"fold_{fold}", data, train_idx, val_idx, fold=fold, progress=progress)
+    if noise is not None:
+        trainer.label_noise = noise
     tqdm.write(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val / {len(test_idx)} held-out test images "
                f"on {trainer.device}; split {split_path}")
     return trainer.fit(restart=restart)
