@@ -24,6 +24,7 @@ from medseg.models.ctv_unet3d import (
     THESIS_CHANNELS,
     CTVStage,
     CTVUNet3D,
+    PerPassBatchNorm,
     count_parameters,
     refinement_loss,
     step_weights,
@@ -191,6 +192,31 @@ def test_step_weights_and_refinement_loss():
     assert seen == [False, False, False]
 
 
+@pytest.mark.parametrize("pass_norm", ["per_pass", "shared"])
+def test_batch_norm_statistics_per_pass(pass_norm):
+    torch.manual_seed(0)
+    model = CTVUNet3D(1, 1, channels=[2, 3, 4], recurrent=True, pass_norm=pass_norm)
+    norms = [m for m in model.modules() if isinstance(m, (PerPassBatchNorm, nn.modules.batchnorm._BatchNorm))]
+    # 3 encoder + 1 bridge + 3 decoder stages, 2 norms each
+    assert len(norms) == 14 and all(isinstance(m, PerPassBatchNorm) == (pass_norm == "per_pass") for m in norms)
+    for m in norms:
+        m.momentum = None  # cumulative average: after one batch the running statistics are that batch's
+    x = torch.randn(2, 1, 16, 16, 16) + 0.5
+    with torch.no_grad():
+        train = model.train()(x, return_steps=True)
+        evald = model.eval()(x, return_steps=True)
+    diff = [float((a - b).abs().max()) for a, b in zip(train, evald)]
+    if pass_norm == "per_pass":
+        # eval uses each pass's own statistics: the same output up to the unbiased-variance factor n/(n−1)
+        # of the running variance (n = 2·2³ = 16 values per channel at the bottom). Measured max 0.006.
+        assert max(diff) < 0.02
+        assert norms[0].running_mean.shape == (3, norms[0].weight.numel())
+        assert not torch.allclose(norms[0].running_mean[0], norms[0].running_mean[1])  # the passes differ
+    else:
+        assert max(diff) > 0.1  # one set of statistics averaged over unlike passes (measured 0.56)
+    assert count_parameters(model) == count_parameters(CTVUNet3D(1, 1, channels=[2, 3, 4], recurrent=True))
+
+
 def test_plain_forward_in_training_warns_about_the_last_pass():
     model = CTVUNet3D(1, 1, channels=[2, 3], recurrent=True, loss_steps="weighted").train()
     with pytest.warns(UserWarning, match="last"):
@@ -289,6 +315,11 @@ def test_recurrent_loss_trainer_step(tmp_path):
     trainer.train_set.transform = build_train_transform(cfg["augment"], 3, cfg=cfg)
     summary = trainer.fit()
     assert summary["epochs_run"] == 2 and np.isfinite(summary["best_val"]["val_loss"])
+    # the per-pass batch-norm statistics go through the checkpoint
+    pred = Predictor.from_path(tmp_path / "fold_0", device="cpu")
+    saved = pred.models[0].core.encoder[0].body[0][1]
+    assert isinstance(saved, PerPassBatchNorm) and saved.num_batches_tracked.tolist() != [0, 0]
+    assert pred.predict_proba(toy_3d_data().images[:1]).shape == (1, 1, 8, 16, 16)
 
 
 # --- sliding-window inference ---------------------------------------------------------------------------

@@ -43,6 +43,13 @@ Choices where the thesis is silent or ambiguous (each an option):
   ``out_channels`` extra input channels (zeros at the first pass), with gradients flowing through the
   passes (``detach_feedback=False``). The thesis gives no number of passes: ``recurrent_steps`` = 3
   (Mosinska et al.'s choice). Inference runs the same passes and returns the last one.
+* Batch norm under recurrence (``pass_norm``): the weights are shared by the passes, but their inputs are
+  not alike (pass 1 sees an all-zero prediction, the later ones a probability map), and one set of running
+  averages mixes them. Measured on the phantom demo after 96 steps: with shared averages the eval-mode
+  passes 1/2/3 marked 18 % / 86 % / 95 % of the volume (Dice 0.10 / 0.02 / 0.02) while the same weights with
+  batch statistics marked 4 % (Dice 0.38 / 0.41 / 0.42). ``per_pass`` (default) keeps the running
+  statistics per pass with one shared affine transform (:class:`PerPassBatchNorm`, after Cooijmans et
+  al. 2017): training is unchanged, parameters too (only buffers are added); ``shared`` is the plain reading.
 * Which passes the loss sees (``loss_steps``): the thesis calls the addition a *recurrent loss function*
   ("循环损失函数") after Mosinska et al., whose loss sums the loss of every pass with weight k / Z
   (Z = 1 + … + K, later passes weigh more): ``weighted`` (default). ``all`` weights every pass 1/K,
@@ -57,6 +64,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
 from torch import nn
 
@@ -150,6 +158,54 @@ class UNet3DCore(nn.Module):
         return self.head(x)
 
 
+class PerPassBatchNorm(nn.Module):
+    """Batch norm with running statistics kept per refinement pass and one shared affine transform.
+
+    Training normalises with the batch's statistics, exactly as a plain batch norm; only the running
+    averages used at inference are separate per pass (as in Cooijmans et al., "Recurrent Batch
+    Normalization", ICLR 2017, which keeps statistics per time step). The passes see different inputs — the
+    first an all-zero prediction, the later ones the network's own — so one set of averages mixes them and
+    the refined passes drift in eval mode. Set :attr:`pass_index` before each pass.
+    """
+
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, passes: int):
+        super().__init__()
+        c = bn.num_features
+        self.eps, self.momentum, self.passes = bn.eps, bn.momentum, int(passes)
+        self.weight = nn.Parameter(bn.weight.detach().clone())
+        self.bias = nn.Parameter(bn.bias.detach().clone())
+        self.register_buffer("running_mean", torch.zeros(passes, c))
+        self.register_buffer("running_var", torch.ones(passes, c))
+        self.register_buffer("num_batches_tracked", torch.zeros(passes, dtype=torch.long))
+        self.pass_index = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.pass_index
+        factor = 0.0
+        if self.training:
+            self.num_batches_tracked[k] += 1
+            factor = 1.0 / float(self.num_batches_tracked[k]) if self.momentum is None else self.momentum
+        # the row views are updated in place by batch_norm in training mode
+        return F.batch_norm(x, self.running_mean[k], self.running_var[k], self.weight, self.bias, self.training,
+                            factor, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()}, passes={self.passes}, eps={self.eps}, momentum={self.momentum}"
+
+
+def _per_pass_norms(module: nn.Module, passes: int) -> list[PerPassBatchNorm]:
+    """Replace every batch norm under ``module`` by a :class:`PerPassBatchNorm`; return them."""
+    out = []
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            new = PerPassBatchNorm(child, passes)
+            setattr(module, name, new)
+            out.append(new)
+        else:
+            out += _per_pass_norms(child, passes)
+    return out
+
+
 def step_weights(steps: int, loss_steps: str) -> list[float]:
     """Loss weight of each refinement pass: ``weighted`` k / Z with Z = K(K+1)/2 (K = 3: 1/6, 2/6, 3/6),
     ``all`` 1/K each, ``last`` (0, …, 0, 1)."""
@@ -179,7 +235,9 @@ class CTVUNet3D(SegmentationNet):
         residual, se: the Table 2.1 additions. se_reduction: SE ratio r (16).
         recurrent: the recurrent refinement; recurrent_steps: passes K (3); loss_steps: ``weighted``
             (Mosinska's k/Z, default), ``all`` or ``last``; feedback: ``sigmoid`` (default), ``softmax`` or
-            ``logits``; detach_feedback: stop gradients between passes (default False).
+            ``logits``; detach_feedback: stop gradients between passes (default False); pass_norm:
+            ``per_pass`` (default) keeps batch-norm running statistics per pass (:class:`PerPassBatchNorm`),
+            ``shared`` one set for all passes.
         order: ``conv_act_norm`` (thesis text order, default) or ``conv_norm_act``.
         norm, act: ``batch`` and ``elu`` (thesis); upsample: ``transpose`` (default), ``bilinear``, ``nearest``
             (interpolation + 1×1 conv) or ``upconv``.
@@ -192,8 +250,8 @@ class CTVUNet3D(SegmentationNet):
                  channels: Sequence[int] = THESIS_CHANNELS, depth: int | None = None, bridge_channels: int | None = None,
                  residual: bool = False, se: bool = False, se_reduction: int = 16, recurrent: bool = False,
                  recurrent_steps: int = 3, loss_steps: str = "weighted", feedback: str = "sigmoid",
-                 detach_feedback: bool = False, order: str = "conv_act_norm", norm: str = "batch", act: str = "elu",
-                 upsample: str = "transpose"):
+                 detach_feedback: bool = False, pass_norm: str = "per_pass", order: str = "conv_act_norm",
+                 norm: str = "batch", act: str = "elu", upsample: str = "transpose"):
         super().__init__()
         channels = [int(c) for c in channels]
         if not channels or min(channels) < 1:
@@ -205,6 +263,8 @@ class CTVUNet3D(SegmentationNet):
             raise ValueError(f"unknown conv module order {order!r}; use {' or '.join(ORDERS)}")
         if feedback not in FEEDBACK:
             raise ValueError(f"unknown feedback {feedback!r}; use one of {', '.join(FEEDBACK)}")
+        if pass_norm not in ("per_pass", "shared"):
+            raise ValueError(f"pass_norm must be per_pass or shared, got {pass_norm!r}")
         if int(recurrent_steps) < 1:
             raise ValueError(f"recurrent_steps must be >= 1, got {recurrent_steps}")
         step_weights(int(recurrent_steps), loss_steps)  # checks loss_steps
@@ -222,6 +282,9 @@ class CTVUNet3D(SegmentationNet):
         self.core = UNet3DCore(core_in, out_channels, channels, int(bridge_channels or channels[-1]),
                                spatial_dims=spatial_dims, upsample=upsample, residual=residual, se=se,
                                se_reduction=se_reduction, order=order, norm=norm, act=act)
+        self.pass_norm = pass_norm
+        self._pass_norms = (_per_pass_norms(self.core, self.steps) if self.recurrent and pass_norm == "per_pass"
+                            else [])
 
     def step_weights(self) -> list[float]:
         """The loss weight of each pass (one pass, weight 1, without recurrence)."""
@@ -238,7 +301,9 @@ class CTVUNet3D(SegmentationNet):
             return self.core(x)
         prev = x.new_zeros((x.shape[0], self.out_channels, *x.shape[2:]))  # the all-zero first "prediction"
         outs = []
-        for _ in range(self.steps):
+        for k in range(self.steps):
+            for bn in self._pass_norms:
+                bn.pass_index = k
             logits = self.core(torch.cat([x, prev], dim=1))
             outs.append(logits)
             prev = self._feed(logits)
@@ -284,6 +349,7 @@ __all__ = [
     "THESIS_CHANNELS",
     "CTVStage",
     "CTVUNet3D",
+    "PerPassBatchNorm",
     "UNet3DCore",
     "conv_module",
     "count_parameters",
