@@ -136,6 +136,11 @@ def read_pommier_h5(
 
 def give_default_mode(path: Path) -> None:
     """Give a file made by mkstemp (0600) the permissions an ordinary new file gets (0666 & ~umask)."""
+    os.chmod(path, default_file_mode())
+
+
+def default_file_mode() -> int:
+    """The mode an ordinary new file gets (0666 & ~umask)."""
     umask = None
     try:  # Linux: read it without touching it (os.umask would briefly change it for every thread)
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -146,7 +151,7 @@ def give_default_mode(path: Path) -> None:
     if umask is None:
         umask = os.umask(0o022)
         os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    return 0o666 & ~umask
 
 
 def write_pommier_h5(

@@ -61,6 +61,7 @@ from typing import Literal
 
 import numpy as np
 
+from medseg.data.pommier import default_file_mode
 from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
 
@@ -106,17 +107,7 @@ def _temp_sibling(path: Path, suffix: str = "") -> Path:
 
 def _file_mode() -> int:
     """The mode an ordinary new file gets (0666 & ~umask); mkstemp-like temporaries start at 0600."""
-    umask = None
-    try:  # Linux: read it without touching it (os.umask would briefly change it for every thread)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                umask = int(line.split()[1], 8)
-    except OSError:
-        pass
-    if umask is None:
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
+    return default_file_mode()
 
 
 def _suffix_of(path: Path) -> str:
