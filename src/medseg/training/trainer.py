@@ -31,6 +31,7 @@ from medseg.data.transforms import build_train_transform
 from medseg.losses import build_loss
 from medseg.metrics import SegmentationMetrics
 from medseg.models import build_model
+from medseg.models.ctv_unet3d import refinement_loss
 from medseg.training.checkpoint import dump_json, load_training_state, save_model, save_training_state
 from medseg.training.early_stopping import EarlyStopping
 
@@ -107,7 +108,7 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
-        self.train_set = SegmentationDataset(data, train_idx, build_train_transform(cfg["augment"], cfg["task"]["spatial_dims"]))
+        self.train_set = SegmentationDataset(data, train_idx, build_train_transform(cfg["augment"], cfg["task"]["spatial_dims"], cfg=cfg))
         self.val_set = SegmentationDataset(data, val_idx)
         self.history: list[dict] = []
         self.start_epoch = 0
@@ -139,8 +140,8 @@ class Trainer:
         image, label = self.to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            logits = self.model(image)
-        loss = self.loss_fn(logits, label)
+            # Recurrent-refinement models are trained on every pass (CTV thesis §2.2); others: loss(model(x)).
+            loss, _ = refinement_loss(self.model, self.loss_fn, image, label)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
