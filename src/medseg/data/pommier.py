@@ -90,6 +90,16 @@ def fix_stray_labels(
     return fixed, report
 
 
+def open_hdf5(path: Path) -> h5py.File:
+    """Open an HDF5 file for reading; a missing or unreadable file is a DataValidationError naming it."""
+    if not path.is_file():
+        raise DataValidationError(path, "file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DataValidationError(path, f"not a readable HDF5 file ({exc})") from exc
+
+
 def read_pommier_h5(
     path: str | Path,
     *,
@@ -103,13 +113,7 @@ def read_pommier_h5(
     Raises :class:`DataValidationError` naming the file for anything that is not the published layout.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(path, "file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataValidationError(path, f"not a readable HDF5 file ({exc})") from exc
-    with f:
+    with open_hdf5(path) as f:
         if key not in f:
             keys = ", ".join(sorted(f.keys())) or "none"
             raise DataValidationError(path, f"no dataset '{key}' (datasets present: {keys})")

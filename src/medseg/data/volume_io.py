@@ -61,7 +61,7 @@ from typing import Literal
 
 import numpy as np
 
-from medseg.data.pommier import default_file_mode
+from medseg.data.pommier import default_file_mode, open_hdf5
 from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
 
@@ -786,13 +786,7 @@ def read_hdf5_volume(path: str | Path, key: str = "image") -> Volume:
     import h5py
 
     path = Path(path)
-    if not path.exists():
-        raise DataValidationError(path, "not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DataValidationError(path, f"not a readable HDF5 file: {exc}") from exc
-    with f:
+    with open_hdf5(path) as f:
         if key not in f or not isinstance(f[key], h5py.Dataset):
             raise DataValidationError(path, f"no dataset {key!r}; datasets here: {sorted(_h5_datasets(f))}")
         d = f[key]
