@@ -243,17 +243,26 @@ def evaluate_cmd(
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Run directory (fold ensemble) or one fold directory."),
-    images: List[Path] = typer.Argument(..., help="PNG/TIFF images."),
+    images: List[Path] = typer.Argument(..., help="PNG/TIFF images (2D models) or volumes: NIfTI, HDF5, DICOM folder/zip (3D)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     tta: bool = typer.Option(False, help="Test-time augmentation."),
     device: str = typer.Option("auto"),
 ):
-    """Segment your own images: label map, overlay, and each whole chromosome as its own mask and cut-out."""
+    """Segment your own images (label map, overlay, each whole chromosome as mask and cut-out) or CT volumes
+    (label in the input's format and geometry + per-class volumes in ml)."""
     from medseg.inference.image import predict_image_file
     from medseg.inference.predictor import Predictor
 
     try:
         predictor = Predictor.from_path(model, device=device, tta=tta)
+        if predictor.spatial_dims == 3:
+            from medseg.inference.volume import predict_volume_file
+
+            for path in images:
+                summary = predict_volume_file(predictor, path, out)
+                console.print(f"{path} → {summary['label_file']}  "
+                              + ", ".join(f"{k}: {v} ml" for k, v in summary["volume_ml"].items()))
+            return
         for path in images:
             summary = predict_image_file(predictor, path, out)
             console.print(f"{path} → {out}  " + ", ".join(f"{k}: {v} px" for k, v in summary["classes"].items()))

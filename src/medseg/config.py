@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
         # 3D: train on random patches [D, H, W] instead of whole volumes (medseg.data.transforms3d); null = whole.
         "patch_size": None,
         "patch_pos_fraction": None,  # null: patch centre uniform; p: in the target with probability p
+        # 3D: `data.path: synth:phantom` writes this many CT-like phantom cases (DEMO DATA) once under
+        # $MEDSEG_HOME/synth; shape (z, y, x) voxels, spacing (z, y, x) mm (medseg.data.phantom).
+        "phantom": {"n": 12, "shape": [24, 96, 96], "spacing": [3.0, 1.0, 1.0], "seed": 0},
+        # 3D: regular expression whose first group is the patient id in a case name; splits keep a patient's
+        # series together. null: every case is its own patient.
+        "patient_pattern": None,
     },
     # 3D CT preprocessing (CTV thesis §2.1, medseg.data.transforms3d.preprocess_volume): clip to
     # [clip_min, clip_max], map to [0, 1], resample to `depth` slices (linear in z) and size_xy in x/y.

@@ -65,7 +65,16 @@ def test_table_sizes():
         ("rse_unet", "3"): 3, ("rse_unet", "4"): 7, ("rse_unet", "5"): 7,
         ("arms_net", "3"): 3, ("arms_net", "4"): 12, ("arms_net", "5"): 9, ("arms_net", "6"): 6,
         ("amfl", "II"): 11, ("amfl", "III"): 3, ("amfl", "IV"): 11, ("amfl", "V"): 10,
+        ("ctv_thesis", "2.1"): 5, ("ctv_thesis", "3.1"): 22,
     }
+
+
+def test_ctv_thesis_rows_exact():
+    t21 = rows_from("ctv_thesis", "2.1")
+    assert [r["dice"] for r in t21] == [74.7, 75.3, 75.5, 75.7, 76.3]  # Dice ratio 0.747 … 0.763, in %
+    t31 = rows_from("ctv_thesis", "3.1")
+    worst = _one(t31, method="qam (75 %, 5-13 px)")
+    assert worst["dice"] == 63.6 and "clavicle 0.366" in worst["note"]
 
 
 def test_reference_rows_unet_and_aliases():
@@ -89,7 +98,7 @@ def test_rows_have_one_key_set_and_sane_units():
     keys = set(PAPER_ROWS[0])
     for r in PAPER_ROWS:
         assert set(r) == keys
-        assert r["source"].startswith(("RSE-UNet, Table", "ARMS Net, Table", "AMFL, Table"))
+        assert r["source"].startswith(("RSE-UNet, Table", "ARMS Net, Table", "AMFL, Table", "CTV thesis, Table"))
         for k in ("overlap_iou", "alpha_iou", "beta_iou", "accuracy", "mean_iou", "dice", "precision", "recall"):
             assert r[k] is None or 0 < r[k] <= 100, (r["source"], r["method"], k)
         if r["alpha_iou"] is not None:
@@ -115,8 +124,12 @@ def test_numbers_appear_in_the_paper_texts():
         p: (_papers_dir() / f"{stem}-overlapping-chromosomes.txt").read_text(encoding="utf-8")
         for p, stem in files.items()
     }
+    texts["ctv_thesis"] = (_papers_dir() / "ctv-delineation-system-thesis.txt").read_text(encoding="utf-8")
     token = re.compile(r"\d+(?:\.\d+)?")
     for r in PAPER_ROWS:
+        if r["paper"] == "ctv_thesis":  # Dice ratio printed as a fraction, ours in %
+            assert any(f"{r['dice'] / 100:.3f}" in line for line in texts["ctv_thesis"].splitlines()), r["method"]
+            continue
         values = [r[k] for k in METRIC_KEYS if r[k] is not None and k != "params"]
         lines = texts[r["paper"]].splitlines()
         line_numbers = [{float(t) for t in token.findall(line)} for line in lines]

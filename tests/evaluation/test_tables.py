@@ -77,3 +77,35 @@ rows:
         assert 0.0 <= r["overlap_iou"] <= 100.0
     assert table["quick"] is True and table["device"]
     assert (report.parent / "overlap_iou.png").stat().st_size > 1000
+
+
+def test_ctv_table_2_1_quick_on_the_phantom_by_patient_folds(tmp_path, monkeypatch):
+    """Table 2.1's chain in 3D: phantom volumes → 3-fold CV by patient (no test set, as the thesis) →
+    each fold scored on its validation cases → Dice beside the thesis' Dice ratio."""
+    monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
+    full = load_spec(Path("configs/tables/ctv_table2_1.yaml"))
+    spec = tmp_path / "mini.yaml"
+    root = Path.cwd() / "configs" / "ctv"
+    quick = "\n".join(f"    - {s}" for s in full["set"] + full["quick"]["set"])
+    spec.write_text(f"""
+title: "mini CTV Table 2.1"
+paper: ctv_thesis
+table: "2.1"
+quick:
+  set:
+{quick}
+rows:
+  - {{label: UNet, config: {root}/table2_1_unet.yaml, reference: UNet}}
+  - {{label: full, config: {root}/table2_1_unet_res_se_recurrent_dice.yaml,
+     reference: UNet + residual + SE + recurrent loss + Dice loss, set: [model.se_reduction=2]}}
+""")
+    report = reproduce_table(spec, quick=True, output_root=tmp_path / "tables", progress=False)
+    text = report.read_text()
+    assert "74.70" in text and "76.30" in text and "DEMO DATA" in text
+    table = json.loads((report.parent / "table.json").read_text())
+    for r in table["results"]:
+        assert 0.0 <= r["ours"]["dice"] <= 100.0
+    metrics = json.loads((report.parent / "unet" / "evaluation" / "metrics.json").read_text())
+    assert metrics["extra"]["evaluated_on"].startswith("each fold's validation set")
+    assert metrics["metrics"]["n_images"] == 2  # 6 phantom patients, 3 folds: 2 validation cases in fold 0
+    assert (report.parent / "unet" / "evaluation" / "figures" / "overlays.png").stat().st_size > 1000

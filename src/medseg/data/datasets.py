@@ -30,7 +30,10 @@ class SegmentationData:
     source: str
     synthesized: bool = False
     notes: list[str] = field(default_factory=list)
-    original_shape: tuple[int, int] | None = None
+    original_shape: tuple[int, ...] | None = None
+    # Patient id of each item (3D volumes: splits are made by patient); None: every item is its own patient.
+    groups: list[str] | None = None
+    volume_info: dict | None = None  # 3D: each case's original shape and spacing before preprocessing
 
     def __len__(self) -> int:
         return len(self.images)

@@ -256,6 +256,22 @@ def load_or_create_splits(path: str | Path, n: int, **kwargs: Any) -> dict:
     return splits
 
 
+def expand_patient_splits(splits: dict, patients: list[str], groups: list[str]) -> dict:
+    """A split made over ``patients`` (indices into that list) → the same split over the cases, where case
+    ``i`` belongs to patient ``groups[i]``: every case goes where its patient went."""
+    cases_of: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        cases_of.setdefault(g, []).append(i)
+
+    def expand(idx):
+        return sorted(i for p in idx for i in cases_of[patients[int(p)]])
+
+    out = dict(splits, n=len(groups), test=expand(splits["test"]),
+               folds=[{"train": expand(f["train"]), "val": expand(f["val"])} for f in splits["folds"]])
+    out["patients"] = list(patients)
+    return out
+
+
 def fold_indices(splits: dict, fold: int) -> tuple[list[int], list[int], list[int]]:
     """Return ``(train, val, test)`` index lists of fold ``fold`` (0-based)."""
     folds = splits["folds"]

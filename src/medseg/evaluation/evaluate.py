@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medseg.config import load_config
-from medseg.data.datasets import load_data
+from medseg.data.volumes import load_any_data
 from medseg.errors import DataValidationError
 from medseg.evaluation.paper_numbers import reference_rows
 from medseg.evaluation.report import EvaluationResult, write_report
@@ -79,10 +79,13 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         cfg["data"]["path"] = data
     tta = bool(cfg["evaluate"]["tta"]) if tta is None else tta
     dirs = model_dirs(run_dir, folds)
-    data_obj = load_data(cfg["data"], len(cfg["task"]["class_names"]))
+    data_obj = load_any_data(cfg, progress)
     splits, split_path = splits_for(cfg, data_obj)
     _, _, test_idx = fold_indices(splits, 0)
-    test_idx = np.asarray(test_idx[:limit_test] if limit_test else test_idx)
+    test_idx = np.asarray(test_idx[:limit_test] if limit_test else test_idx, dtype=np.int64)
+    # No held-out test set (splits.test_fraction 0: the CTV thesis reports the mean over its 3 folds'
+    # validation sets): each fold is scored on its own validation cases and no ensemble is formed.
+    cv_validation = len(test_idx) == 0
     images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
     class_names = list(cfg["task"]["class_names"])
     primary = cfg["task"]["primary_metric"]
@@ -93,8 +96,12 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     for d in tqdm(dirs, desc="evaluating folds", disable=not progress):
         pred = Predictor.from_path(d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]))
         predictors.append(pred)
+        if cv_validation:
+            _, val_idx, _ = fold_indices(splits, int(d.name.split("_")[1]) if d.name.startswith("fold_") else 0)
+            test_idx = np.asarray(val_idx[:limit_test] if limit_test else val_idx, dtype=np.int64)
+            images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
         proba = pred.predict_proba(images)
-        probs_sum = proba if probs_sum is None else probs_sum + proba
+        probs_sum = proba if (probs_sum is None or cv_validation) else probs_sum + proba
         m = SegmentationMetrics(class_names, mode=cfg["task"]["mode"], derived=derived, hausdorff=bool(cfg["evaluate"]["hausdorff"]))
         m.update(pred.labels_from_proba(proba), labels)
         agg = m.aggregate()
@@ -108,12 +115,13 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             histories[d.name] = json.loads(hist.read_text())
         dump_json(agg, d / "test_metrics.json")
 
-    ensemble = predictors[0].labels_from_proba(probs_sum / len(dirs))
+    ensemble = predictors[0].labels_from_proba(probs_sum if cv_validation else probs_sum / len(dirs))
     ens_metrics = SegmentationMetrics(class_names, mode=cfg["task"]["mode"], derived=derived, hausdorff=bool(cfg["evaluate"]["hausdorff"]))
     ens_metrics.update(ensemble, labels)
     summary = _mean_tree(fold_aggs)
     summary["n_folds"] = len(dirs)
-    summary["ensemble"] = ens_metrics.aggregate()
+    if not cv_validation:
+        summary["ensemble"] = ens_metrics.aggregate()
     summary["per_fold"] = fold_aggs
 
     model = predictors[0].models[0]
@@ -125,8 +133,14 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         efficiency["gpu_ms_per_image"] = time_inference(model, (1, *size), device=dev, warmup=10, runs=100)["ms_per_image_median"]
         efficiency["gpu"] = torch.cuda.get_device_name(dev)
 
-    note = ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
-            "compare the shape of the results with the papers, not the digits." if data_obj.synthesized else "")
+    if not data_obj.synthesized:
+        note = ""
+    elif int(cfg["task"].get("spatial_dims", 2)) == 3:
+        note = ("Synthetic CT-like phantom (medseg.data.phantom): DEMO DATA, not clinical — these numbers show the "
+                "pipeline works, not what the model would reach on patients. Volumes are scored on the preprocessed grid.")
+    else:
+        note = ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
+                "compare the shape of the results with the papers, not the digits.")
     result = EvaluationResult(
         run_name=cfg["name"], class_names=class_names, metrics=summary, per_image=ens_metrics.per_image(),
         images=images, labels=labels, preds=ensemble,
@@ -134,6 +148,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         fold_values=fold_values, histories=histories, references=references_for(cfg["model"]),
         efficiency=efficiency, data_note=note,
         extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(test_idx)), "tta": tta,
+               "evaluated_on": "each fold's validation set (no held-out test set)" if cv_validation else "held-out test set",
                "folds": [d.name for d in dirs], "model": cfg["model"], "notes": data_obj.notes},
     )
     out = Path(out_dir) if out_dir else run_dir / "evaluation"

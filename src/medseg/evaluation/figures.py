@@ -93,6 +93,32 @@ def select_by_overlap(
     return chosen
 
 
+def as_label_slices(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str],
+                    multilabel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    """Make volumes and multilabel masks drawable by :func:`overlay_examples`: multilabel (N, C, ...) masks
+    become label maps (class c+1 where mask c is set; later classes over earlier ones, 0 = background) and
+    3D cases become their axial slice with the most true foreground. Returns images, labels, preds,
+    class names and a caption per case (which slice)."""
+    images, labels, preds = np.asarray(images), np.asarray(labels), np.asarray(preds)
+    names = list(class_names)
+    if multilabel:
+        def to_map(m):
+            out = np.zeros(m.shape[:1] + m.shape[2:], dtype=np.uint8)
+            for c in range(m.shape[1]):
+                out[np.asarray(m[:, c]) > 0] = c + 1
+            return out
+
+        labels, preds, names = to_map(labels), to_map(preds), ["background", *names]
+    captions = ["" for _ in range(len(images))]
+    if images.ndim == 4:  # (N, D, H, W) volumes
+        picks = [(int(np.argmax((lab > 0).reshape(lab.shape[0], -1).sum(1)))) for lab in labels]
+        captions = [f"slice {z + 1}/{images.shape[1]}" for z in picks]
+        images = np.stack([img[z] for img, z in zip(images, picks)])
+        labels = np.stack([lab[z] for lab, z in zip(labels, picks)])
+        preds = np.stack([pre[z] for pre, z in zip(preds, picks)])
+    return images, labels, preds, names, captions
+
+
 def overlay_examples(
     images: np.ndarray,
     labels: np.ndarray,

@@ -234,7 +234,21 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[s
             problems.append(f"{name}: {type(exc).__name__}: {exc}")
             warnings.warn(f"figure {name} not drawn: {exc}", RuntimeWarning, stacklevel=3)
 
-    if result.images is not None and result.labels is not None and result.preds is not None:
+    multilabel = result.labels is not None and result.preds is not None and result.labels.ndim == result.images.ndim + 1 \
+        if result.images is not None else False
+    if result.images is not None and (multilabel or result.images.ndim == 4) and result.preds is not None:
+        # Volumes / multilabel masks: the axial slice with the most target of a few cases.
+        imgs, labs, preds, names, where = figures.as_label_slices(result.images, result.labels, result.preds,
+                                                                   result.class_names, multilabel)
+        pick = list(range(min(3, len(imgs))))
+        attempt(
+            "overlays.png",
+            "Examples: image | ground truth | prediction | errors",
+            lambda p: figures.overlay_examples(imgs, labs, preds, names, p, indices=pick),
+            lambda idx: "Cases " + ", ".join(f"#{i} ({where[i]})" for i in idx) + " — each at its slice with the most "
+            "true foreground. Errors yellow.",
+        )
+    elif result.images is not None and result.labels is not None and result.preds is not None:
         attempt(
             "overlays.png",
             "Examples: image | ground truth | prediction | errors",
@@ -289,54 +303,55 @@ def _markdown(
         L += [f"**{result.data_note}**", ""]
     n = m.get("n_images")
     L += [
-        f"Held-out test set: {n if n is not None else DASH} images; classes: "
+        f"{result.extra.get('evaluated_on', 'held-out test set').capitalize()}: {n if n is not None else DASH} images; classes: "
         + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names))
         + ". Values in % (two decimals) except Hausdorff distances (pixels, or spacing units).",
         "",
     ]
 
-    # ---- headline
-    L += ["## Ours vs the papers", ""]
-    header = ["row", "overlap IoU", "α IoU", "β IoU", "accuracy", "mean IoU", "α/β IoU is", "accuracy is", "source"]
-    rows = []
-    for r in _ours_rows(result, roles):
-        rows.append(
-            [r["label"], _pct(r["overlap_iou"]), _pct(r["alpha_iou"]), _pct(r["beta_iou"]), _pct(r["accuracy"]),
-             _pct(r["mean_iou"]), _AB_SHORT[r["alpha_beta_definition"]], _ACC_SHORT[r["accuracy_definition"]],
-             "this run"]
-        )
-    headline_refs = [
-        ref
-        for ref in result.references
-        if any(_num(ref.get(k)) is not None for k in ("overlap_iou", "alpha_iou", "beta_iou", "accuracy", "mean_iou"))
-    ]
-    for ref in headline_refs:
-        rows.append(
-            [str(ref.get("method", DASH)), _published(ref.get("overlap_iou")), _published(ref.get("alpha_iou")),
-             _published(ref.get("beta_iou")), _published(ref.get("accuracy")), _published(ref.get("mean_iou")),
-             _AB_SHORT.get(ref.get("alpha_beta_definition"), str(ref.get("alpha_beta_definition"))),
-             _ACC_SHORT.get(ref.get("accuracy_definition"), str(ref.get("accuracy_definition"))),
-             str(ref.get("source", DASH))]
-        )
-    L += _table(header, rows)
-    L += [
-        "",
-        "Our three rows are the same predictions scored with each paper's definitions: α/β IoU of the "
-        f"non-overlap regions ({ALPHA_BETA_DEFINITIONS[NON_OVERLAP]}) or of the complete chromosomes "
-        f"({ALPHA_BETA_DEFINITIONS[COMPLETE]}); accuracy as {ACCURACY_DEFINITIONS['foreground_accuracy']}, "
-        f"{ACCURACY_DEFINITIONS['derived_accuracy']}, or {ACCURACY_DEFINITIONS['pixel_accuracy']}. "
-        "Ours are means over test images; mean IoU is over the non-background classes (AMFL does not say which "
-        "classes its average covers). Published numbers are shown unrounded, as the papers print them.",
-    ]
-    if not headline_refs:
-        L += ["", "_No reference rows were given for this run._"]
-    notes = [f"{ref.get('source')}, {ref.get('method')}: {ref['note']}" for ref in headline_refs if ref.get("note")]
-    if notes:
-        L += ["", "Notes on the published rows:", ""] + [f"- {t}" for t in notes]
-    missing = [r for r, v in roles.items() if v is None]
-    if missing:
-        L += ["", f"_Not available in these metrics: {', '.join(missing)} (shown as {DASH})._"]
-    L.append("")
+    # ---- headline (the chromosome papers' definitions: only for a task with an overlap class)
+    if roles.get("overlap") is not None:
+        L += ["## Ours vs the papers", ""]
+        header = ["row", "overlap IoU", "α IoU", "β IoU", "accuracy", "mean IoU", "α/β IoU is", "accuracy is", "source"]
+        rows = []
+        for r in _ours_rows(result, roles):
+            rows.append(
+                [r["label"], _pct(r["overlap_iou"]), _pct(r["alpha_iou"]), _pct(r["beta_iou"]), _pct(r["accuracy"]),
+                 _pct(r["mean_iou"]), _AB_SHORT[r["alpha_beta_definition"]], _ACC_SHORT[r["accuracy_definition"]],
+                 "this run"]
+            )
+        headline_refs = [
+            ref
+            for ref in result.references
+            if any(_num(ref.get(k)) is not None for k in ("overlap_iou", "alpha_iou", "beta_iou", "accuracy", "mean_iou"))
+        ]
+        for ref in headline_refs:
+            rows.append(
+                [str(ref.get("method", DASH)), _published(ref.get("overlap_iou")), _published(ref.get("alpha_iou")),
+                 _published(ref.get("beta_iou")), _published(ref.get("accuracy")), _published(ref.get("mean_iou")),
+                 _AB_SHORT.get(ref.get("alpha_beta_definition"), str(ref.get("alpha_beta_definition"))),
+                 _ACC_SHORT.get(ref.get("accuracy_definition"), str(ref.get("accuracy_definition"))),
+                 str(ref.get("source", DASH))]
+            )
+        L += _table(header, rows)
+        L += [
+            "",
+            "Our three rows are the same predictions scored with each paper's definitions: α/β IoU of the "
+            f"non-overlap regions ({ALPHA_BETA_DEFINITIONS[NON_OVERLAP]}) or of the complete chromosomes "
+            f"({ALPHA_BETA_DEFINITIONS[COMPLETE]}); accuracy as {ACCURACY_DEFINITIONS['foreground_accuracy']}, "
+            f"{ACCURACY_DEFINITIONS['derived_accuracy']}, or {ACCURACY_DEFINITIONS['pixel_accuracy']}. "
+            "Ours are means over test images; mean IoU is over the non-background classes (AMFL does not say which "
+            "classes its average covers). Published numbers are shown unrounded, as the papers print them.",
+        ]
+        if not headline_refs:
+            L += ["", "_No reference rows were given for this run._"]
+        notes = [f"{ref.get('source')}, {ref.get('method')}: {ref['note']}" for ref in headline_refs if ref.get("note")]
+        if notes:
+            L += ["", "Notes on the published rows:", ""] + [f"- {t}" for t in notes]
+        missing = [r for r, v in roles.items() if v is None]
+        if missing:
+            L += ["", f"_Not available in these metrics: {', '.join(missing)} (shown as {DASH})._"]
+        L.append("")
 
     # ---- per-class table
     L += ["## Per-class metrics (test set)", ""]

@@ -35,6 +35,7 @@ PAPER_COLUMNS = {
     "rse_unet": ["overlap_iou", "alpha_iou", "beta_iou", "accuracy", "time_ms"],
     "arms_net": ["overlap_iou", "alpha_iou", "beta_iou", "accuracy", "time_ms"],
     "amfl": ["accuracy", "dice", "mean_iou", "recall", "precision", "fnr", "fpr", "hausdorff"],
+    "ctv_thesis": ["dice"],  # the Dice ratio (mean over the structures), the thesis' only column
 }
 COLUMN_TITLES = {"overlap_iou": "overlap IoU", "alpha_iou": "α IoU", "beta_iou": "β IoU", "accuracy": "Acc",
                  "time_ms": "ms/img", "mean_iou": "IoU", "dice": "Dice", "recall": "Recall", "precision": "Precision",
@@ -56,6 +57,9 @@ def ours_in_paper_terms(metrics: dict, efficiency: dict, paper: str) -> dict:
         out.update(alpha_iou=pct(pc.get("chromosome_alpha", {}).get("iou")),
                    beta_iou=pct(pc.get("chromosome_beta", {}).get("iou")),
                    accuracy=pct(metrics.get("foreground_accuracy" if paper == "rse_unet" else "pixel_accuracy")))
+    if paper == "ctv_thesis":
+        out.update(dice=pct(metrics.get("mean", {}).get("dice")),
+                   hausdorff=metrics.get("mean", {}).get("hausdorff"))
     if paper == "amfl":
         mean = metrics.get("mean", {})
         out.update(mean_iou=pct(mean.get("iou")), dice=pct(mean.get("dice")), recall=pct(mean.get("recall")),
@@ -197,7 +201,7 @@ def write_table_report(table_dir: Path, spec: dict, results: list[dict], *, quic
         pub = [_fmt((r["published"] or {}).get(c), c) for c in cols]
         lines.append("| " + " | ".join([r["label"], *ours, *pub]) + " |")
     lines.append("")
-    key = "params" if spec["kind"] == "efficiency" else cols[0] if paper == "amfl" else "overlap_iou"
+    key = "params" if spec["kind"] == "efficiency" else cols[0] if paper in ("amfl", "ctv_thesis") else "overlap_iou"
     tau = kendall_tau([r["ours"].get(key) for r in results], [(r["published"] or {}).get(key) for r in results])
     if tau is not None:
         lines += [f"Ordering of the rows by {COLUMN_TITLES.get(key, key)}: Kendall τ = {tau:.2f} between ours and "

@@ -105,71 +105,8 @@ __all__ = [
 
 NOISE_OPS = ("dilate", "erode")
 NOISE_MODES = ("dilate", "erode", "both")
-THESIS = "shared/papers/ctv-delineation-system-thesis.txt"
-
-# --------------------------------------------------------------------------------------------------------
-# Table 3.1 of the thesis, copied exactly (lines 364–389 of shared/papers/ctv-delineation-system-thesis.txt)
-# --------------------------------------------------------------------------------------------------------
-_T31_CONFIGS = "configs/noisy"
-
-
-def _t31(line, fraction, n_range, method, lung, heart, clavicle, mean, config):
-    return {"line": line, "fraction": fraction, "n_range": n_range, "method": method,
-            "values": {"lung": lung, "heart": heart, "clavicle": clavicle, "mean": mean},
-            "config": None if config is None else f"{_T31_CONFIGS}/{config}.yaml"}
-
-
-THESIS_TABLE_3_1 = {
-    "source": THESIS,
-    "lines": (364, 389),
-    "caption": "表 3.1 OCM 和 QAM 作用下的噪声标注分割结果 (segmentation with noisy labels under QAM and OCM)",
-    "dataset": "JSRT, 247 chest radiographs resized to 256×256, 165 train / 82 test (line 360)",
-    # Columns: 肺部 / 心脏 / 锁骨 / 平均 分割 (lung, heart, clavicle, mean). Line 360 names the three
-    # annotations 肋骨 (ribs), 肺部, 心脏; the table's 锁骨 (clavicle) is JSRT's (SCR's) third structure.
-    "columns": ("lung", "heart", "clavicle", "mean"),
-    # The metric is the Dice ratio: line 393 / Fig. 3.3 ("类均值分割准确率", "Dice Ratio").
-    "metric": "dice",
-    # Rows: noise fraction (噪声占比) × noise range in pixels (噪声程度) × method (试验方法). 基础方法 = the
-    # base method (U-Net + binary cross-entropy, §3.2.1). InvertedNet [31] is a published reference on clean
-    # labels, not reproduced. The text (line 362) gives the low range as 0-8; the table prints 1-8.
-    # Training settings (line 362): QAM lr 1e-4, λ = 2, batch 32.
-    "rows": [
-        _t31(367, 0.0, None, "invertednet", 0.972, 0.935, 0.902, 0.936, None),
-        _t31(368, 0.0, None, "base", 0.943, 0.941, 0.862, 0.915, "clean_base"),
-        _t31(369, 0.0, None, "qam", 0.939, 0.923, 0.831, 0.898, "clean_qam"),
-        _t31(370, 0.0, None, "qam_ocm", 0.941, 0.940, 0.852, 0.911, "clean_qam_ocm"),
-        _t31(372, 0.25, (1, 8), "base", 0.868, 0.888, 0.538, 0.765, "p25_n1to8_base"),
-        _t31(373, 0.25, (1, 8), "qam", 0.925, 0.926, 0.748, 0.866, "p25_n1to8_qam"),
-        _t31(374, 0.25, (1, 8), "qam_ocm", 0.936, 0.925, 0.823, 0.895, "p25_n1to8_qam_ocm"),
-        _t31(375, 0.50, (1, 8), "base", 0.873, 0.884, 0.539, 0.765, "p50_n1to8_base"),
-        _t31(376, 0.50, (1, 8), "qam", 0.922, 0.925, 0.726, 0.857, "p50_n1to8_qam"),
-        _t31(377, 0.50, (1, 8), "qam_ocm", 0.936, 0.929, 0.828, 0.895, "p50_n1to8_qam_ocm"),
-        _t31(378, 0.75, (1, 8), "base", 0.820, 0.828, 0.512, 0.720, "p75_n1to8_base"),
-        _t31(379, 0.75, (1, 8), "qam", 0.898, 0.825, 0.536, 0.753, "p75_n1to8_qam"),
-        _t31(380, 0.75, (1, 8), "qam_ocm", 0.937, 0.939, 0.809, 0.895, "p75_n1to8_qam_ocm"),
-        _t31(381, 0.25, (5, 13), "base", 0.865, 0.857, 0.422, 0.715, "p25_n5to13_base"),
-        _t31(382, 0.25, (5, 13), "qam", 0.893, 0.835, 0.615, 0.781, "p25_n5to13_qam"),
-        _t31(383, 0.25, (5, 13), "qam_ocm", 0.935, 0.935, 0.801, 0.890, "p25_n5to13_qam_ocm"),
-        _t31(384, 0.50, (5, 13), "base", 0.755, 0.807, 0.393, 0.652, "p50_n5to13_base"),
-        _t31(385, 0.50, (5, 13), "qam", 0.828, 0.853, 0.491, 0.714, "p50_n5to13_qam"),
-        _t31(386, 0.50, (5, 13), "qam_ocm", 0.942, 0.942, 0.853, 0.912, "p50_n5to13_qam_ocm"),
-        _t31(387, 0.75, (5, 13), "base", 0.745, 0.738, 0.381, 0.621, "p75_n5to13_base"),
-        _t31(388, 0.75, (5, 13), "qam", 0.770, 0.772, 0.366, 0.636, "p75_n5to13_qam"),
-        _t31(389, 0.75, (5, 13), "qam_ocm", 0.938, 0.937, 0.801, 0.892, "p75_n5to13_qam_ocm"),
-    ],
-    "notes": [
-        ("line 404 says QAM without OCM drops on the clavicle 'from 0.862 to 0.366' (75 %, 5-13 px); 0.862 is the "
-         "base method's clean clavicle Dice (line 368), QAM's own clean value is 0.831 (line 369)"),
-        "line 362 gives the low noise range as 0-8, the table 1-8",
-        ("two printed means are not the mean of their row's three values: line 377 prints 0.895 for "
-         "(0.936 + 0.929 + 0.828) / 3 = 0.898, line 385 prints 0.714 for (0.828 + 0.853 + 0.491) / 3 = 0.724; "
-         "kept as printed"),
-        "line 360 lists the annotations as ribs (肋骨), lungs and heart; the table's columns are lung, heart, clavicle",
-    ],
-    # The chromosome study (configs/noisy/) keeps the rows and reports the Dice of the chromosome classes
-    # (α, β, overlap and their mean) in place of lung, heart and clavicle.
-    "study_columns": ("chromosome_alpha", "chromosome_beta", "overlap", "mean"),
-}
+# The thesis' Table 3.1 lives with the other papers' published numbers.
+from medseg.evaluation.paper_numbers import CTV_THESIS_FILE as THESIS, THESIS_TABLE_3_1  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------------

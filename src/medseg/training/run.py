@@ -6,8 +6,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from medseg.data.datasets import SegmentationData, load_data
-from medseg.data.splits import fold_indices, load_or_create_splits
+from medseg.data.datasets import SegmentationData
+from medseg.data.volumes import load_any_data
+from medseg.data.splits import expand_patient_splits, fold_indices, load_or_create_splits
 from medseg.training.checkpoint import dump_json
 
 
@@ -21,10 +22,17 @@ def splits_for(cfg: dict, data: SegmentationData) -> tuple[dict, Path]:
     if sp.get("file"):
         path = Path(sp["file"])
     else:
-        tag = f"{data.fingerprint}_n{len(data)}_{sp['protocol']}_t{sp['test_fraction']}_k{sp['n_folds']}_s{sp['seed']}"
+        unit = "p" if data.groups is not None else "n"
+        tag = f"{data.fingerprint}_{unit}{len(set(data.groups)) if data.groups is not None else len(data)}_{sp['protocol']}_t{sp['test_fraction']}_k{sp['n_folds']}_s{sp['seed']}"
         path = Path(cfg["output"]["root"]) / "splits" / f"{tag}.json"
-    splits = load_or_create_splits(path, len(data), test_fraction=float(sp["test_fraction"]), n_folds=int(sp["n_folds"]),
+    # Volumes are split by patient: the split file holds indices of the sorted unique patients, expanded to
+    # their cases here, so no patient's series lands on both sides.
+    patients = sorted(set(data.groups)) if data.groups is not None else None
+    n_units = len(patients) if patients is not None else len(data)
+    splits = load_or_create_splits(path, n_units, test_fraction=float(sp["test_fraction"]), n_folds=int(sp["n_folds"]),
                                    seed=int(sp["seed"]), protocol=sp["protocol"])
+    if patients is not None:
+        splits = expand_patient_splits(splits, patients, data.groups)
     return splits, path
 
 
@@ -50,7 +58,7 @@ def trainer_class(cfg: dict):
 
 def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, restart: bool = False,
                progress: bool = True) -> dict:
-    data = data if data is not None else load_data(cfg["data"], len(cfg["task"]["class_names"]))
+    data = data if data is not None else load_any_data(cfg, progress)
     for note in data.notes:
         tqdm.write(f"note: {note}")
     splits, split_path = splits_for(cfg, data)
@@ -78,6 +86,6 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
 
 
 def cross_validate(cfg: dict, *, folds: list[int] | None = None, restart: bool = False, progress: bool = True) -> list[dict]:
-    data = load_data(cfg["data"], len(cfg["task"]["class_names"]))
+    data = load_any_data(cfg, progress)
     folds = list(range(int(cfg["splits"]["n_folds"]))) if folds is None else folds
     return [train_fold(cfg, k, data=data, restart=restart, progress=progress) for k in folds]

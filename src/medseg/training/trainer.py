@@ -67,6 +67,13 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
         "preprocessing": {"size": cfg["data"]["size"], "image_pad_value": cfg["data"]["image_pad_value"],
                           "intensity": "dtype range to [0, 1] (uint8 / 255, uint16 / 65535)"},
     }
+    if int(cfg["task"].get("spatial_dims", 2)) == 3:
+        # Volumes are fed clipped, normalised and resampled (transforms3d.preprocess_volume) and predicted with
+        # the sliding window of `evaluate`: record both so a served model preprocesses exactly like training.
+        from medseg.data.transforms3d import preprocess_settings, sliding_window_settings
+
+        meta["preprocessing"] = {"volume": preprocess_settings(cfg)}
+        meta["evaluate"] = {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window"))}
     if data is not None:
         meta["data"] = {"source": data.source, "fingerprint": data.fingerprint, "synthesized": data.synthesized,
                         "n_images": len(data)}
