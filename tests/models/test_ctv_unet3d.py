@@ -367,3 +367,18 @@ def test_sliding_window_from_model_json_and_2d_unchanged():
     meta2d = {"task": {"mode": "multilabel", "class_names": ["a"], "spatial_dims": 2},
               "evaluate": {"sliding_window": {"roi_size": [8, 8]}}}
     assert Predictor([nn.Conv2d(1, 1, 1)], meta2d, device="cpu").sliding_window is None
+
+
+def test_validation_uses_the_sliding_window_when_a_roi_is_set(tmp_path):
+    cfg = tiny_cfg()
+    cfg["evaluate"]["sliding_window"] = {"roi_size": [8, 8, 8], "overlap": 0.0, "sw_batch_size": 1, "mode": "constant"}
+    data = toy_3d_data()
+    trainer = Trainer(cfg, tmp_path / "fold_0", data, [0, 1, 2], [3], progress=False)
+    calls = []
+    trainer.model.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    row = trainer.validate()
+    # (8, 16, 16) in 8³ windows without overlap: four windows, never the whole volume
+    assert calls == [(1, 1, 8, 8, 8)] * 4 and np.isfinite(row["val_loss"])
+    cfg["evaluate"]["sliding_window"]["roi_size"] = None
+    whole = Trainer(cfg, tmp_path / "fold_1", data, [0, 1, 2], [3], progress=False)
+    assert whole.sliding_window is None

@@ -115,6 +115,13 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
+        # 3D with a roi in `evaluate.sliding_window`: validate like inference, window by window, so volumes
+        # larger than the patches (or the device memory) can be validated.
+        self.sliding_window = None
+        if int(cfg["task"].get("spatial_dims", 2)) == 3:
+            from medseg.data.transforms3d import sliding_window_settings
+
+            self.sliding_window = sliding_window_settings(cfg["evaluate"].get("sliding_window"))
         self.train_set = SegmentationDataset(data, train_idx, build_train_transform(cfg["augment"], cfg["task"]["spatial_dims"], cfg=cfg))
         self.val_set = SegmentationDataset(data, val_idx)
         self.history: list[dict] = []
@@ -153,6 +160,16 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return {"loss": float(loss.detach())}
+
+    def eval_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits for validation: the whole input, or MONAI sliding windows (3D with a roi)."""
+        if self.sliding_window is None:
+            return self.model(image)
+        from monai.inferers import sliding_window_inference
+
+        sw = self.sliding_window
+        return sliding_window_inference(image, sw["roi_size"], sw["sw_batch_size"], self.model, overlap=sw["overlap"],
+                                        mode=sw["mode"])
 
     def predict_labels(self, logits: torch.Tensor) -> torch.Tensor:
         if self.mode == "multiclass":
@@ -200,7 +217,7 @@ class Trainer:
                 break
             image, label = self.to_device(batch)
             with self.autocast():
-                logits = self.model(image)
+                logits = self.eval_logits(image)
             loss_sum += float(self.loss_fn(logits, label)) * len(image)
             count += len(image)
             metrics.update(self.predict_labels(logits).cpu(), label.cpu())
