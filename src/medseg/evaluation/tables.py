@@ -88,11 +88,13 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def row_config(spec: dict, row: dict, *, quick: bool, data: str | None, output_root: Path) -> dict:
+def row_config(spec: dict, row: dict, *, quick: bool, data: str | None, output_root: Path,
+               overrides: list[str] | None = None) -> dict:
     cfg = load_config(spec["_dir"] / row["config"])
     sets = list(spec.get("set", [])) + list(row.get("set", []))
     if quick:
         sets += list(spec.get("quick", {}).get("set", [])) + list(row.get("quick_set", []))
+    sets += list(overrides or [])  # the command line's --set, over every row
     for item in sets:
         key, value = item.split("=", 1)
         set_dotted(cfg, key.strip(), value)
@@ -131,7 +133,7 @@ def kendall_tau(a: list[float], b: list[float]) -> float | None:
 
 def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | None = None,
                     folds: list[int] | None = None, device: str | None = None, output_root: str | Path = "runs/tables",
-                    restart: bool = False, progress: bool = True) -> Path:
+                    restart: bool = False, progress: bool = True, overrides: list[str] | None = None) -> Path:
     from medseg.evaluation.evaluate import evaluate_run
     from medseg.models import build_model
     from medseg.training.run import cross_validate
@@ -145,7 +147,7 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
         folds = [0]
     results = []
     for row in tqdm(spec["rows"], desc=spec["title"], disable=None if progress else True):
-        cfg = row_config(spec, row, quick=quick, data=data, output_root=table_dir)
+        cfg = row_config(spec, row, quick=quick, data=data, output_root=table_dir, overrides=overrides)
         if device:
             cfg["train"]["device"] = device
         ref = published_row(spec, row)
