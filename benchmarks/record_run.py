@@ -66,18 +66,21 @@ def main(argv: list[str] | None = None) -> Path:
         "foreground_accuracy": pct(m.get("foreground_accuracy")),
         "derived_accuracy": pct(m.get("derived_accuracy")),
         "pixel_accuracy": pct(m.get("pixel_accuracy")),
+        "mean_dice": pct(m.get("mean", {}).get("dice")),  # the CTV thesis' Dice ratio (mean over structures)
+        "mean_iou": pct(m.get("mean", {}).get("iou")),
         "per_class": {k: {kk: v.get(kk) for kk in ("iou", "dice", "precision", "recall", "hausdorff")} for k, v in pc.items()},
         "efficiency": payload.get("efficiency"),
         "training": history,
         "paper_rows": [{k: r.get(k) for k in ("source", "method", "overlap_iou", "alpha_iou", "beta_iou", "accuracy",
-                                              "alpha_beta_definition")} for r in payload.get("references", [])],
+                                              "dice", "alpha_beta_definition")} for r in payload.get("references", [])],
     }
     out = args.out or Path("benchmarks/results") / f"{args.run.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out)
-    print(f"{out}: overlap IoU {result['overlap_iou']}  α {result['alpha_iou_whole']}  β {result['beta_iou_whole']} (whole)")
+    print(f"{out}: overlap IoU {result['overlap_iou']}  α {result['alpha_iou_whole']}  β {result['beta_iou_whole']} (whole)"
+          f"  mean Dice {result['mean_dice']}")
     return out
 
 
