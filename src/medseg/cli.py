@@ -24,6 +24,8 @@ from medseg.errors import MedsegError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="medseg: medical image segmentation with the U-Net family.")
 data_app = typer.Typer(no_args_is_help=True, help="Make, inspect and convert data.")
 app.add_typer(data_app, name="data")
+users_app = typer.Typer(no_args_is_help=True, help="Accounts of the web server (medseg serve).")
+app.add_typer(users_app, name="users")
 console = Console(stderr=True)
 
 
@@ -279,13 +281,15 @@ def reproduce(
     device: Optional[str] = typer.Option(None),
     out: Path = typer.Option(Path("runs/tables"), "--out", "-o", help="Where the table's runs and report go."),
     restart: bool = typer.Option(False),
+    sets: List[str] = typer.Option([], "--set", help="key=value over every row's config (repeatable)."),
 ):
     """Reproduce one of the papers' tables: train/evaluate every row, report ours beside the published numbers."""
     from medseg.evaluation.tables import reproduce_table
 
     try:
         fold_list = [int(f) for f in folds.split(",")] if folds else None
-        report = reproduce_table(spec, quick=quick, data=data, folds=fold_list, device=device, output_root=out, restart=restart)
+        report = reproduce_table(spec, quick=quick, data=data, folds=fold_list, device=device, output_root=out, restart=restart,
+                                 overrides=sets)
     except MedsegError as exc:
         _fail(exc)
     console.print(f"report: {report}")
@@ -298,6 +302,82 @@ def models():
 
     for name in available_models():
         typer.echo(name)
+
+
+HomeOpt = typer.Option(None, "--home", help="Where the server keeps its database and studies (default $MEDSEG_HOME).")
+
+
+@users_app.command("add")
+def users_add(
+    name: str = typer.Argument(..., help="User name (letters, digits, _ . @ -)."),
+    admin: bool = typer.Option(False, "--admin", help="May create users through the API."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from standard input."),
+    home: Optional[Path] = HomeOpt,
+):
+    """Create a user of the web server (the password is prompted for unless --password-stdin)."""
+    import sys
+
+    from medseg.server.auth import AuthError, create_user
+    from medseg.server.db import Database
+    from medseg.server.settings import ServerSettings
+
+    settings = ServerSettings(home=home) if home else ServerSettings()
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(Database(settings.db_path), name, password, is_admin=admin)
+    except AuthError as exc:
+        _fail(exc)
+    console.print(f"created {'administrator' if user.is_admin else 'user'} {user.username} in {settings.db_path}")
+
+
+@users_app.command("list")
+def users_list(home: Optional[Path] = HomeOpt):
+    """List the users of the web server."""
+    from medseg.server.db import Database
+    from medseg.server.settings import ServerSettings
+
+    settings = ServerSettings(home=home) if home else ServerSettings()
+    table = Table("user", "admin", "studies", "created")
+    for u in Database(settings.db_path).users():
+        table.add_row(u["username"], "yes" if u["is_admin"] else "", str(u["n_studies"]), u["created_at"])
+    Console().print(table)
+
+
+@app.command()
+def serve(
+    model: List[Path] = typer.Option([], "--model", help="A trained run or fold directory (repeatable)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port."),
+    home: Optional[Path] = HomeOpt,
+    max_upload_mb: int = typer.Option(1024, help="Largest upload in MiB (413 beyond)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+):
+    """Run the web server: upload a study, automatic segmentation, slice viewer, downloads."""
+    import uvicorn
+
+    from medseg.server.app import create_app, lock_home
+    from medseg.server.settings import MiB, ServerSettings
+
+    settings = ServerSettings(models=list(model), max_upload_bytes=max_upload_mb * MiB, device=device,
+                              **({"home": home} if home else {}))
+    try:
+        lock = lock_home(settings)  # noqa: F841 - held until the process ends
+        web = create_app(settings)
+    except MedsegError as exc:
+        _fail(exc)
+    registry = web.state.registry
+    for entry in registry.entries.values():
+        note = "  (demo model trained on synthetic data — not a clinical model)" if entry.demo else ""
+        console.print(f"model {entry.id}: {entry.version}, {entry.spatial_dims}D, {entry.path}{note}")
+    if not registry.entries:
+        console.print("[yellow]no model given (--model RUN_DIR): uploads will be refused[/]")
+    if not web.state.db.users():
+        console.print("[yellow]no user yet: create one with 'medseg users add NAME'[/]")
+    console.print(f"data in {settings.root}; open http://{host}:{port}/")
+    uvicorn.run(web, host=host, port=port, log_level="info")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,436 @@
+"""The web application: the JSON API under ``/api`` and the one-page viewer at ``/``.
+
+The thesis' system (chapter 4) had one page for one user: an upload overwrote the previous study and its
+result, and segmentation ran inside the request. This keeps its workflow — upload → automatic
+segmentation → slice viewer → download — with accounts, studies that stay until deleted, any number of
+results per study (each naming its input's hash and its model's version), a queue with a worker, and checks
+that refuse a bad upload with the file and the problem named.
+
+Every route that touches a study or a result looks it up together with the signed-in user's id
+(:mod:`medseg.server.db`), so another user's study answers 404 exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+import medseg
+from medseg.errors import MedsegError
+from medseg.server import auth, exports, storage
+from medseg.server.auth import User, admin_user, current_user
+from medseg.server.db import Database
+from medseg.server.jobs import Worker
+from medseg.server.registry import DEMO_NOTE, ModelRegistry, colour_hex
+from medseg.server.settings import ServerSettings
+from medseg.server.slices import slice_file
+from medseg.server.upload import UploadRefused, receive_upload
+
+log = logging.getLogger("medseg.server")
+STATIC = Path(__file__).parent / "static"
+IMMUTABLE = "private, max-age=31536000, immutable"  # a result's files never change: new runs get new ids
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+
+
+# ------------------------------------------------------------------------------------------------ schemas
+
+
+class LoginBody(BaseModel):
+    username: str
+    password: str
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    is_admin: bool
+
+
+class LoginOut(BaseModel):
+    token: str = Field(description="Also set as the HttpOnly cookie; send as 'Authorization: Bearer <token>'")
+    user: UserOut
+    expires_in: int = Field(description="Seconds until the session ends")
+
+
+class NewUserBody(BaseModel):
+    username: str
+    password: str
+    is_admin: bool = False
+
+
+class RerunBody(BaseModel):
+    model: str = Field(description="A model id from GET /api/models")
+
+
+class ClassOut(BaseModel):
+    value: int
+    name: str
+    colour: str
+
+
+class ModelOut(BaseModel):
+    id: str
+    name: str
+    version: str
+    spatial_dims: int
+    mode: str
+    folds: int
+    classes: list[ClassOut]
+    demo: bool
+    demo_note: str | None = None
+    demo_reason: str | None = None
+
+
+class ResultOut(BaseModel):
+    id: str
+    study_id: str
+    model: dict
+    input_sha256: str
+    status: str = Field(description="queued | running | done | failed")
+    progress: float
+    error: str | None = None
+    attempts: int
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    n_slices: int | None = None
+    classes: list[ClassOut] = []
+    summary: dict | None = None
+    slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference)")
+    downloads: dict[str, str] = Field(description="Format → URL, once done")
+
+
+class StudyOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    input_format: str
+    input_files: list[str]
+    input_sha256: str
+    input_bytes: int
+    shape: list[int]
+    spacing: list[float] | None = None
+    modality: str | None = None
+    window: dict
+    created_at: str
+    reference_file: str | None = None
+    has_reference: bool
+    status: str | None = Field(None, description="Status of the latest result")
+    progress: float | None = None
+    results: list[ResultOut]
+
+
+class HealthOut(BaseModel):
+    status: str
+    version: str
+    models: int
+    jobs: dict[str, int]
+
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["files"],
+    "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "One PNG/TIFF image, NIfTI or HDF5 volume or zipped DICOM series, or the files "
+                                 "of one DICOM series"},
+        "reference": {"type": "string", "format": "binary",
+                      "description": "Optional reference label on the same grid (PNG/TIFF, NIfTI, HDF5)"},
+        "model": {"type": "string", "description": "Model id (GET /api/models); optional with one model"},
+    }}}}}}
+
+
+# ------------------------------------------------------------------------------------------------ JSON views
+
+
+def result_json(result: dict, study: dict) -> dict:
+    done = result["status"] == "done"
+    summary = result.get("summary") if done else None
+    classes = [{"value": c["value"], "name": c["name"], "colour": colour_hex(c["value"])}
+               for c in (summary or {}).get("classes", [])]
+    formats = exports.formats_for(study["kind"], study["input_format"]) if done else []
+    base = f"/api/results/{result['id']}"
+    return {
+        "id": result["id"], "study_id": result["study_id"],
+        "model": {"id": result["model_id"], "name": result["model_name"], "version": result["model_version"],
+                  "demo": bool(result["model_demo"]), "demo_note": DEMO_NOTE if result["model_demo"] else None},
+        "input_sha256": result["input_sha256"], "status": result["status"], "progress": result["progress"],
+        "error": result["error"] if result["status"] == "failed" else None, "attempts": result["attempts"],
+        "created_at": result["created_at"], "started_at": result["started_at"],
+        "finished_at": result["finished_at"], "n_slices": result["n_slices"], "classes": classes,
+        "summary": summary, "slice_url": base + "/slices/{k}/{kind}.png",
+        "downloads": {f: f"{base}/download/{f}" for f in formats},
+    }
+
+
+def study_json(db: Database, study: dict) -> dict:
+    results = [result_json(r, study) for r in db.results_of(study["id"])]
+    latest = results[-1] if results else None
+    return {**storage.study_json_fields(study), "results": results,
+            "status": latest["status"] if latest else None, "progress": latest["progress"] if latest else None}
+
+
+# ------------------------------------------------------------------------------------------------ the app
+
+
+def lock_home(settings: ServerSettings):
+    """Hold an exclusive lock on ``server/server.lock`` for as long as the returned file stays open.
+
+    One server per home: start-up empties ``tmp`` and re-queues ``running`` jobs, which would break a second
+    server working on the same folder. Returns None where file locks are not available (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return None
+    settings.make_dirs()
+    handle = open(settings.root / "server.lock", "a+")  # noqa: SIM115 - held open for the server's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise MedsegError(f"another medseg server is using {settings.root}; stop it or give another --home") from None
+    return handle
+
+
+def create_app(settings: ServerSettings | None = None, *, start_worker: bool = True) -> FastAPI:
+    """The application over ``settings.home``. Start-up removes what a killed server left half-written and
+    resumes (or fails) its interrupted jobs; the worker thread starts with the app's lifespan unless
+    ``start_worker`` is False (tests run jobs with ``app.state.worker.run_pending()``)."""
+    settings = settings or ServerSettings()
+    settings.make_dirs()
+    db = Database(settings.db_path)
+    registry = ModelRegistry(settings.models, settings.device)
+    worker = Worker(db, settings, registry)
+    removed = storage.cleanup(settings, db)
+    recovered = worker.recover()
+    if any(removed.values()) or any(recovered.values()):
+        log.warning("start-up: removed %s; interrupted jobs %s", removed, recovered)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if start_worker:
+            worker.start()
+        yield
+        worker.stop()
+
+    app = FastAPI(title="medseg", version=medseg.__version__, lifespan=lifespan,
+                  description="Upload a CT volume or an image, get an automatic segmentation, view it slice by "
+                              "slice and download it (label in the input's format, DICOM-SEG, summary). Sign in "
+                              "with POST /api/login; send the token as 'Authorization: Bearer <token>'.")
+    app.state.settings, app.state.db, app.state.registry, app.state.worker = settings, db, registry, worker
+
+    @app.middleware("http")
+    async def headers_and_origin(request: Request, call_next):
+        # Defence in depth beside the SameSite cookie: a state-changing request from another site is refused.
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and \
+                urlsplit(origin).netloc != request.headers.get("host"):
+            return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
+        response = await call_next(request)
+        if not request.url.path.startswith(("/docs", "/redoc")):
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    @app.exception_handler(UploadRefused)
+    async def refused(request: Request, exc: UploadRefused):
+        return JSONResponse({"detail": str(exc), "file": exc.file, "problem": exc.problem}, status_code=exc.status)
+
+    # ------------------------------------------------------------------------------------- page
+
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    def signed_in(request: Request) -> User | None:
+        return auth.user_for_token(db, auth.request_token(request))
+
+    @app.get("/", include_in_schema=False)
+    def index(request: Request):
+        return page() if signed_in(request) else RedirectResponse("/login", status_code=303)
+
+    @app.get("/login", include_in_schema=False)
+    def login_page(request: Request):
+        return RedirectResponse("/", status_code=303) if signed_in(request) else page()
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(status_code=204)  # no icon, and no 404 in the browser console
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # ------------------------------------------------------------------------------------- auth
+
+    @app.post("/api/login", response_model=LoginOut, tags=["auth"])
+    def login(body: LoginBody, response: Response):
+        user = auth.authenticate(db, body.username, body.password)
+        if user is None:
+            raise HTTPException(401, "wrong user name or password")
+        token, lifetime = auth.new_session(db, user, settings.session_hours)
+        response.set_cookie(auth.COOKIE, token, max_age=lifetime, httponly=True, samesite="lax",
+                            secure=settings.cookie_secure, path="/")
+        return {"token": token, "user": user.public(), "expires_in": lifetime}
+
+    @app.post("/api/logout", status_code=204, tags=["auth"])
+    def logout(request: Request):
+        token = auth.request_token(request)
+        if token:
+            auth.end_session(db, token)
+        response = Response(status_code=204)
+        response.delete_cookie(auth.COOKIE, path="/", httponly=True, samesite="lax")
+        return response
+
+    @app.get("/api/me", response_model=UserOut, tags=["auth"])
+    def me(user: User = Depends(current_user)):
+        return user.public()
+
+    @app.get("/api/users", response_model=list[UserOut], tags=["auth"])
+    def list_users(_: User = Depends(admin_user)):
+        return [{"id": u["id"], "username": u["username"], "is_admin": bool(u["is_admin"])} for u in db.users()]
+
+    @app.post("/api/users", response_model=UserOut, status_code=201, tags=["auth"])
+    def add_user(body: NewUserBody, _: User = Depends(admin_user)):
+        try:
+            return auth.create_user(db, body.username, body.password, is_admin=body.is_admin).public()
+        except auth.AuthError as exc:
+            raise HTTPException(409 if "already exists" in str(exc) else 400, str(exc)) from exc
+
+    # ------------------------------------------------------------------------------------- models, health
+
+    @app.get("/api/models", response_model=list[ModelOut], tags=["models"])
+    def models(_: User = Depends(current_user)):
+        return registry.public()
+
+    @app.get("/api/health", response_model=HealthOut, tags=["health"])
+    def health():
+        return {"status": "ok", "version": medseg.__version__, "models": len(registry.entries),
+                "jobs": db.queue_counts()}
+
+    # ------------------------------------------------------------------------------------- studies
+
+    def model_or_400(model_id: str | None):
+        if not model_id:
+            if len(registry.entries) == 1:
+                return next(iter(registry.entries.values()))
+            raise UploadRefused(400, "choose a model (form field 'model'); GET /api/models lists them"
+                                if registry.entries else
+                                "this server offers no model: start it with medseg serve --model RUN_DIR")
+        entry = registry.get(model_id)
+        if entry is None:
+            raise UploadRefused(400, f"unknown model {model_id!r}; available: {', '.join(registry.entries) or 'none'}")
+        return entry
+
+    def own_study(study_id: str, user: User) -> dict:
+        study = db.study(study_id, user.id)
+        if study is None:
+            raise HTTPException(404, "no such study")
+        return study
+
+    @app.post("/api/studies", response_model=StudyOut, status_code=201, tags=["studies"],
+              openapi_extra=UPLOAD_BODY)
+    async def upload(request: Request, user: User = Depends(current_user)):
+        staging = settings.tmp_dir / f"upload-{storage.new_id()}"
+        staging.mkdir(parents=True)
+        try:
+            received = await receive_upload(request, staging, max_bytes=settings.max_upload_bytes,
+                                            max_files=settings.max_files)
+            entry = model_or_400(received.fields.get("model"))
+            study_id = await run_in_threadpool(storage.store_upload, db, settings, user.id, entry, received, staging)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # moved away on success; removed on any failure
+        worker.notify()
+        return study_json(db, own_study(study_id, user))
+
+    @app.get("/api/studies", response_model=list[StudyOut], tags=["studies"])
+    def list_studies(user: User = Depends(current_user)):
+        return [study_json(db, s) for s in db.studies(user.id)]
+
+    @app.get("/api/studies/{study_id}", response_model=StudyOut, tags=["studies"])
+    def get_study(study_id: str, user: User = Depends(current_user)):
+        return study_json(db, own_study(study_id, user))
+
+    @app.delete("/api/studies/{study_id}", status_code=204, tags=["studies"])
+    def delete_study(study_id: str, user: User = Depends(current_user)):
+        own_study(study_id, user)
+        db.delete_study(study_id, user.id)  # rows first: a running job then finds nothing to publish into
+        storage.discard(settings, storage.study_paths(settings, study_id).root)
+        return Response(status_code=204)
+
+    @app.post("/api/studies/{study_id}/rerun", response_model=ResultOut, status_code=201, tags=["studies"])
+    def rerun(study_id: str, body: RerunBody, user: User = Depends(current_user)):
+        study = own_study(study_id, user)
+        entry = model_or_400(body.model)
+        if (entry.spatial_dims == 2) != (study["kind"] == "2d"):
+            raise UploadRefused(422, f"model {entry.id!r} segments {'2D images' if entry.spatial_dims == 2 else 'volumes'}"
+                                     f"; this study is {'a 2D image' if study['kind'] == '2d' else 'a volume'}",
+                                study["name"])
+        row = storage.new_result(study_id, study["input_sha256"], entry)
+        db.add_result(row)
+        worker.notify()
+        return result_json(db.result(row["id"], user.id), study)
+
+    # ------------------------------------------------------------------------------------- results
+
+    def own_result(result_id: str, user: User) -> dict:
+        result = db.result(result_id, user.id)
+        if result is None:
+            raise HTTPException(404, "no such result")
+        return result
+
+    def ready(result: dict) -> None:
+        if result["status"] != "done":
+            raise HTTPException(409, f"the result is {result['status']}, not done"
+                                     + (f": {result['error']}" if result["error"] and result["status"] == "failed" else ""))
+
+    @app.get("/api/results/{result_id}", response_model=ResultOut, tags=["results"])
+    def get_result(result_id: str, user: User = Depends(current_user)):
+        result = own_result(result_id, user)
+        return result_json(result, own_study(result["study_id"], user))
+
+    @app.get("/api/results/{result_id}/slices/{k}/{kind}.png", tags=["results"],
+             responses={200: {"content": {"image/png": {}}}}, response_class=FileResponse)
+    def slice_png(result_id: str, k: int, kind: str, user: User = Depends(current_user)):
+        """Slice ``k`` (0-based): ``image`` grey, ``label`` the prediction layer (RGBA), ``reference`` (RGBA)."""
+        result = own_result(result_id, user)
+        if kind not in ("image", "label", "reference"):
+            raise HTTPException(404, "kind is image, label or reference")
+        ready(result)
+        if not 0 <= k < (result["n_slices"] or 0):
+            raise HTTPException(404, f"slice {k} is out of range 0..{(result['n_slices'] or 1) - 1}")
+        paths = storage.study_paths(settings, result["study_id"])
+        if kind == "reference" and not result["study_reference_file"]:
+            raise HTTPException(404, "this study has no reference")
+        folder = {"image": paths.image_slices, "reference": paths.reference_slices,
+                  "label": paths.result(result_id) / "slices"}[kind]
+        path = slice_file(folder, k)
+        if not path.is_file():
+            raise HTTPException(404, "slice file missing")
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
+
+    @app.get("/api/results/{result_id}/download/{fmt}", tags=["results"], response_class=FileResponse)
+    def download(result_id: str, fmt: str, user: User = Depends(current_user)):
+        """``fmt``: nifti | hdf5 | png | dicom-seg | summary.json | summary.csv (404 where the input's format
+        has no such output, 409 while the job is not done)."""
+        result = own_result(result_id, user)
+        if fmt not in exports.formats_for(result["study_kind"], result["study_input_format"]):
+            raise HTTPException(404, f"no {fmt!r} download for a {result['study_input_format']} study")
+        ready(result)
+        path = storage.study_paths(settings, result["study_id"]).result(result_id) / exports.DOWNLOADS[fmt]
+        if not path.is_file():
+            raise HTTPException(404, "file missing")
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", result["study_name"]).split(".")[0][:60] or "study"
+        return FileResponse(path, media_type=exports.MEDIA_TYPES[fmt],
+                            filename=f"{stem}_{result['model_id']}_{exports.DOWNLOADS[fmt]}",
+                            headers={"Cache-Control": IMMUTABLE})
+
+    return app

@@ -1,0 +1,238 @@
+"""The segmentation worker: one thread started with the app, one job at a time, never inside a request.
+
+Why a thread and one job at a time: a U-Net on a CPU already uses every core it is given, so two jobs at
+once would only each run at half speed; ``torch_threads`` leaves a core to the web server so slice
+requests stay fast while a job runs. The queue is the ``results`` table itself, so it survives restarts:
+
+* a job is claimed atomically (``queued`` → ``running``, ``attempts`` + 1);
+* its files are written into a folder under ``server/tmp`` and renamed into the study's ``results/<id>``
+  only when all are complete, then the row is marked ``done`` — a killed job never leaves half a result;
+* at start-up, a job left ``running`` by a killed server is queued again if it had been started once, and
+  marked ``failed`` (with a message saying so) if it was already a retry, so a job that kills the server
+  cannot do so forever; a failed study can be re-run with ``POST /api/studies/{id}/rerun``.
+
+Tests call :meth:`Worker.run_pending` instead of starting the thread, so every job runs deterministically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import medseg
+from medseg.data.folder import normalize_intensity
+from medseg.data.volume import Volume
+from medseg.errors import DataValidationError
+from medseg.inference.image import predict_arrays
+from medseg.inference.volume import class_names_of_labels, predict_volume
+from medseg.server import exports, slices
+from medseg.server.db import Database, now_iso
+from medseg.server.registry import DEMO_NOTE, ModelRegistry
+from medseg.server.settings import ServerSettings
+from medseg.server.storage import (
+    StudyPaths,
+    new_id,
+    read_input,
+    read_reference,
+    study_paths,
+)
+
+log = logging.getLogger("medseg.server")
+
+RESTARTED_NOTE = "resumed after a server restart"
+GAVE_UP = ("the server stopped twice while this job ran, so it was not started a third time; "
+           "re-run the study (perhaps with another model)")
+
+
+class _Progress:
+    """Writes progress to the database, at most every 2 %, so polling pages see it move."""
+
+    def __init__(self, db: Database, result_id: str):
+        self.db, self.result_id, self.last = db, result_id, -1.0
+
+    def __call__(self, fraction: float) -> None:
+        fraction = float(min(max(fraction, 0.0), 1.0))
+        if fraction - self.last >= 0.02 or fraction >= 1.0:
+            self.db.set_progress(self.result_id, fraction)
+            self.last = fraction
+
+
+def _label_values(predicted: np.ndarray) -> np.ndarray:
+    """A 2D prediction as one label map: multilabel masks (C, H, W) become value c + 1 where class c is
+    present (the first class where several are), as :func:`~medseg.inference.volume.label_map` does for
+    volumes."""
+    if predicted.ndim == 3:
+        return np.where(predicted.any(0), predicted.argmax(0) + 1, 0).astype(np.uint8)
+    return predicted.astype(np.uint8)
+
+
+class Worker:
+    def __init__(self, db: Database, settings: ServerSettings, registry: ModelRegistry):
+        self.db, self.settings, self.registry = db, settings, registry
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    def recover(self) -> dict:
+        """Jobs a killed server left ``running``: resumed once, failed after that."""
+        out = {"resumed": 0, "failed": 0}
+        for row in self.db.running():
+            if row["attempts"] <= 1:
+                self.db.requeue(row["id"], RESTARTED_NOTE)
+                out["resumed"] += 1
+            else:
+                self.db.fail(row["id"], GAVE_UP)
+                out["failed"] += 1
+        return out
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="medseg-worker", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current job (a job still running then is resumed at the next start)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        if self.settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(int(self.settings.torch_threads))
+        while not self._stop.is_set():
+            try:
+                ran = self.run_next()
+            except Exception:  # the database itself failed: keep the thread alive and retry later
+                log.exception("worker: could not take a job")
+                ran = False
+            if not ran:
+                self._wake.wait(self.settings.poll_seconds)
+                self._wake.clear()
+
+    def run_pending(self, limit: int | None = None) -> int:
+        """Run queued jobs here, in this thread, until none is left (or ``limit``); returns how many ran."""
+        n = 0
+        while (limit is None or n < limit) and self.run_next():
+            n += 1
+        return n
+
+    def run_next(self) -> bool:
+        job = self.db.claim_next()
+        if job is None:
+            return False
+        self.run_job(job)
+        return True
+
+    # ------------------------------------------------------------------------------------- one job
+
+    def run_job(self, job: dict) -> None:
+        study = self.db.study_any_owner(job["study_id"])
+        paths = study_paths(self.settings, job["study_id"])
+        work = self.settings.tmp_dir / f"job-{job['id']}-{new_id()}"
+        t0 = time.perf_counter()
+        try:
+            if study is None:
+                return  # deleted while queued (its rows went with it)
+            work.mkdir(parents=True)
+            summary, n_slices = self._segment(job, study, paths, work)
+            summary["seconds"] = round(time.perf_counter() - t0, 3)
+            exports.write_summary(summary, work / "result")
+            if not self._publish(job, paths, work):
+                return
+            self.db.finish(job["id"], n_slices, summary)
+            log.info("job %s done in %.1f s", job["id"], time.perf_counter() - t0)
+        except Exception as exc:
+            log.warning("job %s failed", job["id"], exc_info=not isinstance(exc, DataValidationError))
+            self.db.fail(job["id"], self._message(exc, paths))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _message(self, exc: Exception, paths: StudyPaths) -> str:
+        text = str(exc) if isinstance(exc, DataValidationError) else f"{type(exc).__name__}: {exc}"
+        for folder in (paths.input, paths.root, self.settings.tmp_dir, self.settings.root):
+            text = text.replace(f"{folder}/", "").replace(str(folder), "")
+        return text
+
+    def _segment(self, job: dict, study: dict, paths: StudyPaths, work: Path) -> tuple[dict, int]:
+        entry = self.registry.get(job["model_id"])
+        if entry is None:
+            raise RuntimeError(f"model {job['model_id']!r} ({job['model_version']}) is not offered by this server "
+                               "any more (it was started without that --model); re-run with another model")
+        progress = _Progress(self.db, job["id"])
+        progress(0.02)
+        predictor = self.registry.predictor(entry)
+        image = read_input(paths.input, study["input_format"], study["input_files"],
+                           max_zip_bytes=self.settings.max_unzipped_bytes)
+        progress(0.1)
+        names = class_names_of_labels(predictor)
+        volume = image if isinstance(image, Volume) else None
+        if volume is None:
+            labels = _label_values(predict_arrays(predictor, normalize_intensity(image)))[None]
+            grey = image[None]
+            progress(0.7)
+        else:
+            label_volume, _ = predict_volume(predictor, volume, progress=lambda f: progress(0.1 + 0.65 * f))
+            labels, grey = label_volume.array, volume.array
+        if labels.size and int(labels.max()) >= len(names):
+            raise RuntimeError(f"the model wrote label {int(labels.max())} but names only {len(names)} values")
+
+        out = work / "result"
+        out.mkdir()
+        exports.write_labels(labels, out, kind=study["kind"], input_format=study["input_format"], volume=volume)
+        if study["input_format"] == "dicom":
+            sources = exports.dicom_sources(paths.input, study["input_files"], work / "dicom",
+                                            self.settings.max_unzipped_bytes)
+            exports.write_dicom_seg(labels, volume, sources, names, entry.name, entry.version,
+                                    out / exports.DOWNLOADS["dicom-seg"])
+        progress(0.8)
+        n_slices = slices.write_label_slices(labels, out / "slices")
+        reference = read_reference(paths) if study["reference_file"] else None
+        if not paths.image_slices.is_dir():
+            slices.write_image_slices(grey, study["window"], work / "image-slices")
+        if reference is not None and not paths.reference_slices.is_dir():
+            slices.write_label_slices(reference, work / "reference-slices")
+        progress(0.95)
+
+        summary = exports.summarize(labels, names, study["spacing"], study["kind"], reference)
+        summary.update({
+            "study": {"id": study["id"], "name": study["name"], "input_format": study["input_format"],
+                      "input_files": study["input_files"], "input_sha256": study["input_sha256"],
+                      "reference_file": study["reference_file"]},
+            "result": {"id": job["id"], "created_at": job["created_at"], "finished_at": now_iso()},
+            "model": {"id": entry.id, "name": entry.name, "version": entry.version, "demo": entry.demo,
+                      "note": DEMO_NOTE if entry.demo else None},
+            "input_sha256": study["input_sha256"], "model_version": entry.version,
+            "generator": f"medseg {medseg.__version__}",
+        })
+        return summary, n_slices
+
+    def _publish(self, job: dict, paths: StudyPaths, work: Path) -> bool:
+        """Rename the finished files into the study; False (nothing kept) if the study or result is gone."""
+        if self.db.result_any_owner(job["id"]) is None or not paths.root.is_dir():
+            return False
+        for made, target in ((work / "image-slices", paths.image_slices),
+                             (work / "reference-slices", paths.reference_slices)):
+            if made.is_dir() and not target.exists():
+                target.parent.mkdir(exist_ok=True)
+                os.replace(made, target)
+        target = paths.result(job["id"])
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():  # a resumed job whose first run got this far
+            shutil.rmtree(target)
+        os.replace(work / "result", target)
+        return True

@@ -1,0 +1,154 @@
+"""The models a server offers: trained medseg run or fold directories given to ``medseg serve --model``.
+
+Each gets a stable id (from its folder name), a *version* (architecture + short sha256 of its weight
+files, so a result names exactly which weights made it even after a folder is retrained), its spatial
+dimensions (a 2D model cannot take a volume, nor a 3D model an image) and a *demo* flag: a model trained on
+synthesized or phantom data is marked so the page can say plainly that it is not a clinical model.
+Weights are loaded on first use, by the worker, and kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from medseg.errors import DataValidationError
+from medseg.inference.image import CLASS_COLOURS
+from medseg.inference.predictor import Predictor, model_dirs
+from medseg.training.checkpoint import MODEL_WEIGHTS, read_model_meta
+
+DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
+_DEMO_WORDS = ("phantom", "demo")
+
+
+def label_names(meta: dict) -> list[str]:
+    """Names of the label values a model writes (index = value), as ``class_names_of_labels`` gives them:
+    multilabel models get a "background" 0 in front of their classes."""
+    names = list(meta["task"]["class_names"])
+    return names if meta["task"].get("mode", "multiclass") == "multiclass" else ["background", *names]
+
+
+def colour_hex(value: int) -> str:
+    r, g, b = (int(c) for c in CLASS_COLOURS[value % len(CLASS_COLOURS)])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _synthesized(directory: Path, meta: dict) -> str | None:
+    """Why ``directory``'s model counts as a demo model, or None."""
+    data = meta.get("data") or {}
+    if data.get("synthesized"):
+        return "model.json: data.synthesized is true"
+    if str(data.get("source", "")).startswith("synth:"):
+        return f"model.json: trained on {data['source']}"
+    config = directory / "config.yaml"
+    if config.is_file():
+        try:
+            cfg = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            cfg = {}
+        path = str(((cfg.get("data") or {}).get("path")) or "")
+        if path.startswith("synth:") or "phantom" in path.lower():
+            return f"config.yaml: data.path is {path}"
+    for name in (directory.name, directory.parent.name):
+        if any(w in name.lower() for w in _DEMO_WORDS):
+            return f"the model folder is called {name!r}"
+    return None
+
+
+@dataclass
+class ModelEntry:
+    id: str
+    path: Path
+    meta: dict
+    version: str
+    sha256: str
+    demo_reason: str | None
+    n_folds: int
+    _predictor: Predictor | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("model", {}).get("name", "model"))
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.meta["task"].get("spatial_dims", 2))
+
+    @property
+    def demo(self) -> bool:
+        return self.demo_reason is not None
+
+    @property
+    def labels(self) -> list[str]:
+        return label_names(self.meta)
+
+    def public(self) -> dict:
+        return {
+            "id": self.id, "name": self.name, "version": self.version, "spatial_dims": self.spatial_dims,
+            "mode": self.meta["task"].get("mode", "multiclass"), "folds": self.n_folds,
+            "classes": [{"value": v, "name": n, "colour": colour_hex(v)} for v, n in enumerate(self.labels)],
+            "demo": self.demo, "demo_note": DEMO_NOTE if self.demo else None, "demo_reason": self.demo_reason,
+        }
+
+
+class ModelRegistry:
+    def __init__(self, paths: list[Path], device: str = "auto"):
+        self.device = device
+        self._lock = threading.Lock()
+        self.entries: dict[str, ModelEntry] = {}
+        for path in paths:
+            entry = self._describe(Path(path))
+            self.entries[entry.id] = entry
+
+    def _describe(self, path: Path) -> ModelEntry:
+        dirs = model_dirs(path)  # raises DataValidationError naming the folder when nothing is there
+        meta = read_model_meta(dirs[0])
+        if "task" not in meta or "class_names" not in meta["task"]:
+            raise DataValidationError(dirs[0] / "model.json", "no task.class_names: not a medseg model")
+        shas = []
+        for d in dirs:
+            weights = d / MODEL_WEIGHTS
+            if not weights.is_file():
+                raise DataValidationError(weights, "missing: the model has no weights")
+            shas.append(_sha256_file(weights))
+        sha = shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
+        described = [(d, read_model_meta(d)) for d in dirs] + ([] if path in dirs else [(path, meta)])
+        reasons = [r for d, m in described if (r := _synthesized(d, m))]
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.resolve().name).strip("-.") or "model"
+        if re.fullmatch(r"fold_\d+", base):
+            base = f"{path.resolve().parent.name}-{base}"
+        model_id, k = base, 2
+        while model_id in self.entries:
+            model_id, k = f"{base}-{k}", k + 1
+        name = str(meta.get("model", {}).get("name", "model"))
+        return ModelEntry(model_id, path, meta, f"{name}-{sha[:12]}", sha, reasons[0] if reasons else None, len(dirs))
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        return self.entries.get(model_id)
+
+    def public(self) -> list[dict]:
+        return [e.public() for e in self.entries.values()]
+
+    @property
+    def any_demo(self) -> bool:
+        return any(e.demo for e in self.entries.values())
+
+    def predictor(self, entry: ModelEntry) -> Predictor:
+        """Loaded once, on first use (the worker thread), and kept."""
+        with self._lock:
+            if entry._predictor is None:
+                entry._predictor = Predictor.from_path(entry.path, device=self.device)
+            return entry._predictor

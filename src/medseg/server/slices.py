@@ -1,0 +1,82 @@
+"""Slice images for the viewer, made once when a job finishes (thesis §4.6.2: cut and saved right after the
+segmentation, so showing a slice is only sending three small files, never reading the volume).
+
+For each axial slice ``k`` there are PNGs of the original in grey (windowed), of the prediction as an RGBA
+layer (class colours, transparent background) and of the reference, if one was uploaded, likewise. The
+grey window is a CT soft-tissue window (W 400, L 40) when the values are Hounsfield units, otherwise the
+0.5-99.5 percentiles of the image (8-bit images are shown as stored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medseg.inference.image import CLASS_COLOURS
+
+CT_WINDOW = {"kind": "CT soft tissue (W 400, L 40)", "low": -160.0, "high": 240.0}
+_PNG = {"compress_level": 3}  # small enough for the wire, quick enough to write a few hundred of
+
+
+def looks_like_hu(array: np.ndarray, modality: str | None) -> bool:
+    """CT by its modality; with no modality recorded (a NIfTI from elsewhere), integer values reaching down
+    to air (≤ -500) and up to soft tissue (≥ 100) are taken as Hounsfield units."""
+    if modality:
+        return modality.upper() == "CT"
+    if array.size == 0 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        return False
+    sample = array[:, ::4, ::4] if array.ndim == 3 else array
+    return bool(float(sample.min()) <= -500 and float(sample.max()) >= 100)
+
+
+def display_window(array: np.ndarray, modality: str | None = None) -> dict:
+    """How grey values are mapped to 0..255 for display: {kind, low, high}."""
+    if looks_like_hu(array, modality):
+        return dict(CT_WINDOW)
+    if array.dtype == np.uint8:
+        return {"kind": "as stored (8-bit)", "low": 0.0, "high": 255.0}
+    sample = array[:, ::2, ::2] if array.ndim == 3 else array
+    sample = sample[np.isfinite(sample)] if np.issubdtype(sample.dtype, np.floating) else sample
+    if sample.size == 0:
+        return {"kind": "percentile 0.5-99.5", "low": 0.0, "high": 1.0}
+    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
+    if high <= low:
+        high = low + 1.0
+    return {"kind": "percentile 0.5-99.5", "low": low, "high": high}
+
+
+def grey_u8(image: np.ndarray, window: dict) -> np.ndarray:
+    low, high = float(window["low"]), float(window["high"])
+    scaled = (np.asarray(image, dtype=np.float32) - low) * (255.0 / (high - low))
+    return np.nan_to_num(np.clip(scaled, 0, 255), nan=0.0).astype(np.uint8)
+
+
+def label_rgba(labels: np.ndarray) -> np.ndarray:
+    """(H, W) label values → (H, W, 4): the class colour, opaque on foreground, transparent on background."""
+    labels = np.asarray(labels)
+    rgba = np.zeros((*labels.shape, 4), np.uint8)
+    rgba[..., :3] = CLASS_COLOURS[labels % len(CLASS_COLOURS)]
+    rgba[..., 3] = np.where(labels > 0, 255, 0)
+    return rgba
+
+
+def slice_file(folder: Path, k: int) -> Path:
+    return Path(folder) / f"{k:04d}.png"
+
+
+def write_image_slices(array: np.ndarray, window: dict, folder: Path) -> int:
+    """Grey PNG per slice of a (D, H, W) array into ``folder``; returns D."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(array.shape[0]):
+        Image.fromarray(grey_u8(array[k], window)).save(slice_file(folder, k), **_PNG)
+    return int(array.shape[0])
+
+
+def write_label_slices(labels: np.ndarray, folder: Path) -> int:
+    """RGBA PNG per slice of a (D, H, W) label map into ``folder``; returns D."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(labels.shape[0]):
+        Image.fromarray(label_rgba(labels[k])).save(slice_file(folder, k), **_PNG)
+    return int(labels.shape[0])

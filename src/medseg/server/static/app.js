@@ -1,0 +1,422 @@
+// medseg web page: sign-in, upload, study list with job progress (polled), slice viewer, downloads.
+// Plain JavaScript, no build step and nothing loaded from elsewhere (the server's CSP allows only 'self').
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  models: [],
+  studies: new Map(),   // id -> study JSON
+  viewer: null,         // {study, result, k, n}
+  timer: null,          // autoplay interval
+  poll: null,
+};
+const ACTIVE = new Set(["queued", "running"]);
+const PLAY_MS = 250;
+
+// ---------------------------------------------------------------------------------------------- API
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  if (response.status === 401 && location.pathname !== "/login") {
+    location.assign("/login");
+    throw new Error("not signed in");
+  }
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      const body = await response.json();
+      if (body && body.detail) message = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+function show(el, visible) { el.hidden = !visible; }
+
+function setError(el, message) {
+  el.textContent = message || "";
+  show(el, Boolean(message));
+}
+
+// ---------------------------------------------------------------------------------------------- sign-in
+
+function initLogin() {
+  show($("login-view"), true);
+  $("username").focus();
+  $("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    setError($("login-error"), "");
+    $("login-button").disabled = true;
+    try {
+      await api("/api/login", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ username: $("username").value.trim(), password: $("password").value }),
+      });
+      location.assign("/");
+    } catch (err) {
+      setError($("login-error"), err.message);
+      $("password").select();
+    } finally {
+      $("login-button").disabled = false;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- main page
+
+async function initMain() {
+  const me = await api("/api/me");
+  $("whoami").textContent = me.username + (me.is_admin ? " (admin)" : "");
+  show($("account"), true);
+  show($("main-view"), true);
+  $("logout").addEventListener("click", async () => {
+    try { await api("/api/logout", { method: "POST" }); } finally { location.assign("/login"); }
+  });
+  state.models = await api("/api/models");
+  renderModels();
+  $("upload-form").addEventListener("submit", upload);
+  initViewerControls();
+  await refreshStudies();
+}
+
+function renderModels() {
+  const select = $("model-select");
+  select.replaceChildren();
+  for (const m of state.models) {
+    const option = document.createElement("option");
+    option.value = m.id;
+    option.textContent = `${m.id} — ${m.name}, ${m.spatial_dims}D${m.demo ? " (demo)" : ""}`;
+    select.append(option);
+  }
+  if (!state.models.length) {
+    const option = document.createElement("option");
+    option.textContent = "no model offered by this server";
+    option.disabled = true;
+    select.append(option);
+    $("upload-button").disabled = true;
+  }
+  const demos = state.models.filter((m) => m.demo);
+  show($("demo-banner"), demos.length > 0);
+  $("demo-models").textContent = demos.length ? ` (${demos.map((m) => m.id).join(", ")})` : "";
+}
+
+function upload(event) {
+  event.preventDefault();
+  const files = $("upload-file").files;
+  setError($("upload-error"), "");
+  if (!files.length) {
+    setError($("upload-error"), "Choose an image, a volume or the files of a DICOM series first.");
+    return;
+  }
+  const form = new FormData();
+  for (const f of files) form.append("files", f, f.name);
+  const ref = $("reference-file").files[0];
+  if (ref) form.append("reference", ref, ref.name);
+  form.append("model", $("model-select").value);
+  // XMLHttpRequest rather than fetch: it reports upload progress for large volumes.
+  const xhr = new XMLHttpRequest();
+  const bar = $("upload-progress");
+  xhr.open("POST", "/api/studies");
+  xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = Math.round((100 * e.loaded) / e.total); };
+  xhr.onloadend = async () => {
+    show(bar, false);
+    $("upload-button").disabled = false;
+    if (xhr.status === 201) {
+      $("upload-form").reset();
+      renderModels();
+      await refreshStudies();
+      return;
+    }
+    let message = `upload failed (${xhr.status || "network error"})`;
+    try { message = JSON.parse(xhr.responseText).detail || message; } catch (_) { /* keep */ }
+    if (xhr.status === 401) location.assign("/login");
+    setError($("upload-error"), message);
+  };
+  bar.value = 0;
+  show(bar, true);
+  $("upload-button").disabled = true;
+  xhr.send(form);
+}
+
+// ---------------------------------------------------------------------------------------------- studies
+
+function latestDone(study) {
+  return [...study.results].reverse().find((r) => r.status === "done") || null;
+}
+
+function statusText(study) {
+  if (!study.status) return "";
+  return `${study.status} ${Math.round(100 * (study.progress || 0))}%`;
+}
+
+function studyItem(study) {
+  const li = document.createElement("li");
+  li.className = "study";
+  li.dataset.id = study.id;
+  li.innerHTML = `
+    <div class="study-main">
+      <span class="name"></span>
+      <span class="meta"></span>
+      <span class="job-error error"></span>
+    </div>
+    <span class="status"></span>
+    <div class="study-actions">
+      <button type="button" class="open">Open</button>
+      <button type="button" class="rerun" title="Segment again with the model chosen above (earlier results are kept)">Re-run</button>
+      <button type="button" class="delete" title="Delete the study, its files and all its results">Delete</button>
+    </div>`;
+  li.querySelector(".open").addEventListener("click", () => openStudy(li.dataset.id));
+  li.querySelector(".rerun").addEventListener("click", () => rerun(li.dataset.id, li));
+  li.querySelector(".delete").addEventListener("click", () => removeStudy(li.dataset.id, li));
+  return li;
+}
+
+function updateItem(li, study) {
+  const latest = study.results[study.results.length - 1];
+  li.querySelector(".name").textContent = study.name;
+  const shape = study.kind === "2d" ? `${study.shape[1]}×${study.shape[2]} image` : `${study.shape.join("×")} volume`;
+  const model = latest ? `${latest.model.id}${latest.model.demo ? " (demo)" : ""}` : "";
+  li.querySelector(".meta").textContent =
+    `${shape} · ${study.input_format}${study.has_reference ? " + reference" : ""} · ${model} · ` +
+    `${study.results.length} result${study.results.length === 1 ? "" : "s"} · ${new Date(study.created_at).toLocaleString()}`;
+  const status = li.querySelector(".status");
+  status.textContent = statusText(study);
+  status.dataset.status = study.status || "";
+  li.dataset.status = study.status || "";
+  const err = latest && latest.status === "failed" ? latest.error : "";
+  const errEl = li.querySelector(".job-error");
+  if (!li.dataset.actionError) errEl.textContent = err || "";
+  li.querySelector(".open").disabled = !latestDone(study);
+}
+
+async function refreshStudies() {
+  clearTimeout(state.poll);
+  let studies = [];
+  try {
+    studies = await api("/api/studies");
+  } catch (err) {
+    state.poll = setTimeout(refreshStudies, 5000);
+    return;
+  }
+  const list = $("studies");
+  const seen = new Set();
+  studies.forEach((study, index) => {
+    seen.add(study.id);
+    state.studies.set(study.id, study);
+    let li = list.querySelector(`.study[data-id="${CSS.escape(study.id)}"]`);
+    if (!li) li = studyItem(study);
+    if (list.children[index] !== li) list.insertBefore(li, list.children[index] || null);
+    updateItem(li, study);
+  });
+  for (const li of [...list.querySelectorAll(".study")]) {
+    if (!seen.has(li.dataset.id)) { li.remove(); state.studies.delete(li.dataset.id); }
+  }
+  show($("studies-empty"), studies.length === 0);
+  if (state.viewer) {
+    const study = state.studies.get(state.viewer.study.id);
+    if (!study) closeViewer();
+    else { state.viewer.study = study; renderResultChoices(); }
+  }
+  const busy = studies.some((s) => s.results.some((r) => ACTIVE.has(r.status)));
+  state.poll = setTimeout(refreshStudies, busy ? 1000 : 10000);
+}
+
+async function rerun(id, li) {
+  li.dataset.actionError = "";
+  try {
+    await api(`/api/studies/${encodeURIComponent(id)}/rerun`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ model: $("model-select").value }),
+    });
+  } catch (err) {
+    li.dataset.actionError = "1";
+    li.querySelector(".job-error").textContent = err.message;
+    return;
+  }
+  await refreshStudies();
+}
+
+async function removeStudy(id, li) {
+  li.querySelector(".delete").disabled = true;
+  try {
+    await api(`/api/studies/${encodeURIComponent(id)}`, { method: "DELETE" });
+    li.remove();
+    state.studies.delete(id);
+    if (state.viewer && state.viewer.study.id === id) closeViewer();
+    show($("studies-empty"), state.studies.size === 0);
+  } catch (err) {
+    li.querySelector(".delete").disabled = false;
+    li.dataset.actionError = "1";
+    li.querySelector(".job-error").textContent = err.message;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- viewer
+
+function openStudy(id, resultId) {
+  const study = state.studies.get(id);
+  if (!study) return;
+  const result = (resultId && study.results.find((r) => r.id === resultId)) || latestDone(study);
+  if (!result) return;
+  stopPlay();
+  state.viewer = { study, result, k: 0, n: result.n_slices || 1 };
+  $("viewer-title").textContent = study.name;
+  renderResultChoices();
+  show($("viewer-demo"), result.model.demo);
+  const hasRef = study.has_reference;
+  show($("reference-panel"), hasRef);
+  show($("img-reference"), hasRef);
+  const slider = $("slice-slider");
+  slider.max = String(state.viewer.n);
+  slider.disabled = state.viewer.n < 2;
+  const [, h, w] = study.shape;
+  const [, sy, sx] = study.spacing || [1, 1, 1];
+  for (const stack of document.querySelectorAll("#viewer .stack")) stack.style.aspectRatio = `${w * sx} / ${h * sy}`;
+  renderLegend(result);
+  renderDownloads(study, result);
+  $("viewer-info").textContent =
+    `Model ${result.model.id} (version ${result.model.version}) · input sha256 ${study.input_sha256.slice(0, 16)}… · ` +
+    `window: ${study.window.kind}` + (result.summary ? " · " + volumeText(result.summary) : "");
+  show($("viewer"), true);
+  showSlice(0);
+  $("viewer").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+function volumeText(summary) {
+  return summary.classes.map((c) => {
+    const size = c.volume_ml !== undefined ? `${c.volume_ml.toFixed(2)} ml`
+      : c.area_mm2 != null ? `${c.area_mm2.toFixed(1)} mm²` : `${c.pixels} px`;
+    return `${c.name} ${size}` + (c.dice !== undefined ? ` (Dice ${c.dice.toFixed(3)})` : "");
+  }).join(", ");
+}
+
+function renderResultChoices() {
+  const v = state.viewer;
+  const select = $("result-select");
+  select.replaceChildren();
+  v.study.results.forEach((r, i) => {
+    const option = document.createElement("option");
+    option.value = r.id;
+    option.textContent = `#${i + 1} ${r.model.id} — ${r.status}${r.status === "running" ? " " + Math.round(100 * r.progress) + "%" : ""}`;
+    option.disabled = r.status !== "done";
+    option.selected = r.id === v.result.id;
+    select.append(option);
+  });
+}
+
+function renderLegend(result) {
+  const legend = $("legend");
+  legend.replaceChildren();
+  for (const c of result.classes) {
+    const li = document.createElement("li");
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.backgroundColor = c.colour;
+    const name = document.createElement("span");
+    name.textContent = c.name;
+    li.append(swatch, name);
+    legend.append(li);
+  }
+}
+
+function renderDownloads(study, result) {
+  const d = result.downloads;
+  const label = d.png || (study.input_format === "hdf5" ? d.hdf5 : d.nifti);
+  const labelLink = $("download-label");
+  labelLink.href = label;
+  labelLink.textContent = `Label (${d.png ? "PNG" : study.input_format === "hdf5" ? "HDF5" : "NIfTI"})`;
+  const seg = $("download-dicom-seg");
+  show(seg, Boolean(d["dicom-seg"]));
+  seg.href = d["dicom-seg"] || "#";
+  $("download-summary").href = d["summary.json"];
+  $("download-summary-csv").href = d["summary.csv"];
+}
+
+function sliceUrl(kind, k) {
+  return state.viewer.result.slice_url.replace("{k}", String(k)).replace("{kind}", kind);
+}
+
+function showSlice(k) {
+  const v = state.viewer;
+  if (!v) return;
+  v.k = Math.min(Math.max(k, 0), v.n - 1);
+  const image = sliceUrl("image", v.k);
+  $("img-original").src = image;
+  $("img-overlay-base").src = image;
+  $("img-overlay").src = sliceUrl("label", v.k);
+  if (v.study.has_reference) {
+    $("img-reference-base").src = image;
+    $("img-reference").src = sliceUrl("reference", v.k);
+  }
+  $("slice-slider").value = String(v.k + 1);
+  $("slice-index").textContent = `${v.k + 1} / ${v.n}`;
+  // warm the browser cache with the next slice so stepping and playing do not wait for the network
+  const next = (v.k + 1) % v.n;
+  for (const kind of v.study.has_reference ? ["image", "label", "reference"] : ["image", "label"]) {
+    new Image().src = sliceUrl(kind, next);
+  }
+}
+
+function step(delta, wrap = false) {
+  const v = state.viewer;
+  if (!v) return;
+  const k = wrap ? (v.k + delta + v.n) % v.n : v.k + delta;
+  showSlice(k);
+}
+
+function stopPlay() {
+  clearInterval(state.timer);
+  state.timer = null;
+  $("autoplay").setAttribute("aria-pressed", "false");
+  $("autoplay").textContent = "Play";
+}
+
+function togglePlay() {
+  if (state.timer) { stopPlay(); return; }
+  if (!state.viewer) return;
+  state.timer = setInterval(() => step(1, true), PLAY_MS);
+  $("autoplay").setAttribute("aria-pressed", "true");
+  $("autoplay").textContent = "Pause";
+}
+
+function closeViewer() {
+  stopPlay();
+  state.viewer = null;
+  show($("viewer"), false);
+}
+
+function applyOpacity() {
+  const value = Number($("opacity").value) / 100;
+  $("img-overlay").style.opacity = String(value);
+  $("img-reference").style.opacity = String(value);
+}
+
+function initViewerControls() {
+  $("slice-slider").addEventListener("input", (e) => showSlice(Number(e.target.value) - 1));
+  $("autoplay").addEventListener("click", togglePlay);
+  $("opacity").addEventListener("input", applyOpacity);
+  applyOpacity();
+  $("result-select").addEventListener("change", (e) => openStudy(state.viewer.study.id, e.target.value));
+  document.addEventListener("keydown", (e) => {
+    if (!state.viewer || $("viewer").hidden || e.altKey || e.ctrlKey || e.metaKey) return;
+    const t = e.target;
+    // keys typed into a form field, or handled by a focused slider itself, are not slice steps
+    if (t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    const moves = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1 };
+    if (e.key in moves) step(moves[e.key]);
+    else if (e.key === "Home") showSlice(0);
+    else if (e.key === "End") showSlice(state.viewer.n - 1);
+    else return;
+    e.preventDefault();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- start
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (location.pathname === "/login") initLogin();
+  else initMain().catch((err) => { if (err.message !== "not signed in") console.error(err); });
+});

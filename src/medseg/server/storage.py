@@ -1,0 +1,392 @@
+"""Studies on disk: checking an upload before anything is queued, storing it whole or not at all, reading it
+back for a job, and deleting it.
+
+An upload is received into its own staging folder under ``server/tmp`` (:mod:`medseg.server.upload`),
+then checked here by reading it completely once, with medseg's own readers, so a file that cannot be
+segmented is refused at once with the file and the problem named (and shown on the page), instead of
+failing later in the queue. Only when every check has passed is the staging folder renamed into
+``server/studies/<id>`` (one atomic rename on one file system) and only then are the database rows
+written; a failure at any point removes the staging folder. A crash between rename and insert leaves a
+folder without a row, which :func:`cleanup` removes at the next start.
+
+Status codes of a refusal: 415 for a file type that is not taken at all (by its name), 422 for a file of a
+known type whose content cannot be used (corrupt, no image, wrong dimensions, unsupported pixel data,
+unsafe or oversized zip, a model of the other dimensionality), 400 for a malformed request.
+
+Zips are checked before anything is extracted (member count, total declared size, compression ratio,
+absolute or ``..`` member names with the volume reader's ``_safe_member``) and then read by the volume
+reader, whose ``_extract_zip`` copies at most the declared bytes. NIfTI and HDF5 images are checked for
+their voxel count from the header before their data are decompressed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medseg.data.folder import normalize_intensity, read_image, read_mask
+from medseg.data.volume import Volume
+from medseg.data.volume_io import (
+    _label_uint8,
+    _safe_member,
+    read_dicom_series,
+    read_volume,
+    write_label_like,
+)
+from medseg.errors import DataValidationError
+from medseg.server.db import Database, now_iso
+from medseg.server.registry import ModelEntry
+from medseg.server.settings import MiB, ServerSettings
+from medseg.server.slices import display_window
+from medseg.server.upload import Received, ReceivedFile, UploadRefused
+
+IMAGE_2D = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
+REFERENCE_2D = "reference.png"  # the reference as label values, whatever coding it was uploaded in
+REFERENCE_3D = "reference.nii.gz"
+ACCEPTED = "PNG/TIFF images, NIfTI (.nii, .nii.gz), HDF5 (.h5, .hdf5), or a DICOM series (a .zip or the .dcm files)"
+_ZIP_RATIO_FROM = 16 * MiB  # below this, a high compression ratio is harmless
+
+
+# ------------------------------------------------------------------------------------------------ layout
+
+
+@dataclass(frozen=True)
+class StudyPaths:
+    """``studies/<id>/``: input/ (as uploaded), reference/ (as label values), slices/image and
+    slices/reference (shared by all results), results/<result id>/ (labels, exports, slices/)."""
+
+    root: Path
+    input: Path
+    reference: Path
+    image_slices: Path
+    reference_slices: Path
+
+    def result(self, result_id: str) -> Path:
+        return self.root / "results" / result_id
+
+
+def study_paths(settings: ServerSettings, study_id: str) -> StudyPaths:
+    root = settings.studies_dir / study_id
+    slices = root / "slices"
+    return StudyPaths(root, root / "input", root / "reference", slices / "image", slices / "reference")
+
+
+def new_id() -> str:
+    """Random, so ids say nothing about how many studies exist or whose they are."""
+    return secrets.token_hex(8)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def input_format_of(name: str, path: Path) -> str | None:
+    """png | tiff | nifti | hdf5 | zip | dicom, by the name (and the DICOM preamble), or None."""
+    lower = name.lower()
+    if lower.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if lower.endswith((".h5", ".hdf5")):
+        return "hdf5"
+    suffix = Path(lower).suffix
+    if suffix in IMAGE_2D:
+        return IMAGE_2D[suffix]
+    if suffix == ".zip":
+        return "zip"
+    if suffix in (".dcm", ".dicom", "") or _has_dicom_preamble(path):
+        return "dicom"
+    return None
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def read_input(input_dir: Path, input_format: str, files: list[str], *, max_zip_bytes: int) -> np.ndarray | Volume:
+    """A stored input as medseg reads it: a 2D array as stored (PNG/TIFF) or a Volume."""
+    paths = [input_dir / f for f in files]
+    if input_format in ("png", "tiff"):
+        return read_image(paths[0])
+    if input_format in ("nifti", "hdf5"):
+        return read_volume(paths[0])
+    if len(paths) == 1 and input_format_of(files[0], paths[0]) == "zip":
+        return read_dicom_series(paths[0], max_zip_bytes=max_zip_bytes)
+    return read_dicom_series(paths)
+
+
+def read_reference(paths: StudyPaths) -> np.ndarray:
+    """The stored reference as (D, H, W) uint8 label values (2D: D = 1)."""
+    png = paths.reference / REFERENCE_2D
+    if png.is_file():
+        return read_image(png).astype(np.uint8)[None]
+    return read_volume(paths.reference / REFERENCE_3D).array.astype(np.uint8)
+
+
+def _check_zip(path: Path, shown: str, settings: ServerSettings) -> None:
+    """Refuse unsafe or oversized archives before a byte is extracted (the reader re-checks while copying)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UploadRefused(422, f"not a readable zip archive ({exc})", shown) from exc
+    if len(infos) > settings.max_zip_members:
+        raise UploadRefused(422, f"the archive has {len(infos):,} members, more than the limit of "
+                                 f"{settings.max_zip_members:,}", shown)
+    for info in infos:
+        if not _safe_member(info.filename):
+            raise UploadRefused(422, f"refusing the archive: member {info.filename!r} has an absolute path or '..' "
+                                     "(path traversal)", shown)
+    declared = sum(i.file_size for i in infos)
+    packed = sum(i.compress_size for i in infos)
+    if declared > settings.max_unzipped_bytes:
+        raise UploadRefused(422, f"refusing the archive: it unpacks to {declared:,} bytes, more than the limit of "
+                                 f"{settings.max_unzipped_bytes:,} (zip-bomb guard)", shown)
+    for size, compressed, what in [(declared, packed, "the archive"),
+                                   *((i.file_size, i.compress_size, f"member {i.filename!r}") for i in infos)]:
+        if size > _ZIP_RATIO_FROM and size > settings.max_zip_ratio * max(compressed, 1):
+            raise UploadRefused(422, f"refusing the archive: {what} is compressed {size / max(compressed, 1):,.0f} "
+                                     f"to 1 (more than {settings.max_zip_ratio:g} to 1: a zip bomb?)", shown)
+
+
+def _check_header_size(path: Path, fmt: str, shown: str, settings: ServerSettings) -> None:
+    """The voxel count from a NIfTI header or an HDF5 dataset's shape, before any data are decompressed.
+    Unreadable files pass here and are named by the full read that follows."""
+    shape = None
+    try:
+        if fmt == "nifti":
+            import nibabel as nib
+
+            shape = nib.load(str(path)).shape
+        elif fmt == "hdf5":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                key = "image" if "image" in f else "label"
+                if key in f and isinstance(f[key], h5py.Dataset):
+                    shape = f[key].shape
+    except Exception:  # noqa: BLE001 - the full read that follows names the problem
+        return
+    if shape is not None and int(np.prod(shape, dtype=np.int64)) > settings.max_voxels:
+        raise UploadRefused(422, f"the image has {int(np.prod(shape, dtype=np.int64)):,} voxels {tuple(shape)}, more "
+                                 f"than the limit of {settings.max_voxels:,}", shown)
+
+
+# ------------------------------------------------------------------------------------------------ storing
+
+
+class _Staged:
+    """Translates errors raised while reading staged files into refusals that name the client's file."""
+
+    def __init__(self, staging: Path, received: Received):
+        self.staging = staging
+        self.names = {f.path: f.filename for f in received.files}
+        inputs = received.of("files")
+        if len(inputs) > 1:
+            self.names[staging / "input"] = f"DICOM series ({len(inputs)} files)"
+
+    def refusal(self, exc: Exception, default: str | None) -> UploadRefused:
+        if isinstance(exc, UploadRefused):
+            return exc
+        if isinstance(exc, DataValidationError):
+            shown = self.names.get(exc.path, exc.path.name if exc.path is not None else default)
+            problem = exc.problem
+        else:
+            shown, problem = default, f"cannot be read ({type(exc).__name__}: {exc})"
+        for folder in (self.staging / "input", self.staging / "reference-upload", self.staging):
+            problem = problem.replace(f"{folder}/", "").replace(str(folder), "")
+        return UploadRefused(422, problem, shown)
+
+
+def _input_format(inputs: list[ReceivedFile]) -> str:
+    formats = [input_format_of(f.filename, f.path) for f in inputs]
+    if len(inputs) == 1:
+        if formats[0] is None:
+            raise UploadRefused(415, f"unsupported file type; give {ACCEPTED}", inputs[0].filename)
+        return "dicom" if formats[0] == "zip" else formats[0]
+    for f, fmt in zip(inputs, formats, strict=True):
+        if fmt != "dicom":
+            raise UploadRefused(415 if fmt is None else 400,
+                                "several files are read as one DICOM series, and this is not a DICOM file; upload "
+                                "one image or volume per study", f.filename)
+    return "dicom"
+
+
+def _content_hash(inputs: list[ReceivedFile]) -> str:
+    """sha256 of the uploaded bytes; for several files, of their sorted "sha256  name" lines (sha256sum's
+    format), so the same series uploaded in another order has the same hash."""
+    if len(inputs) == 1:
+        return inputs[0].sha256
+    lines = sorted(f"{f.sha256}  {f.filename}\n" for f in inputs)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, model: ModelEntry,
+                     staging: Path) -> None:
+    """Check the reference label against the image's grid and store it as label values (PNG / NIfTI on the
+    image's geometry), so every later result compares against the same values."""
+    fmt = input_format_of(ref.filename, ref.path)
+    out = staging / "reference"
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "2d":
+        if fmt not in ("png", "tiff"):
+            raise UploadRefused(415, "the reference of a 2D image must be a PNG/TIFF label image", ref.filename)
+        labels = read_mask(ref.path, max(2, len(model.labels)))
+        if labels.shape != image.shape:
+            raise UploadRefused(422, f"the reference is {labels.shape[0]}×{labels.shape[1]} pixels, the image "
+                                     f"{image.shape[0]}×{image.shape[1]}: not the same grid", ref.filename)
+        from PIL import Image
+
+        Image.fromarray(labels).save(out / REFERENCE_2D)
+        return
+    if fmt not in ("nifti", "hdf5"):
+        raise UploadRefused(415, "the reference of a volume must be a NIfTI (.nii, .nii.gz) or HDF5 (.h5) label",
+                            ref.filename)
+    key = None
+    if fmt == "hdf5":
+        import h5py
+
+        with h5py.File(ref.path, "r") as f:
+            key = "label" if "label" in f else None
+    ref_volume = read_volume(ref.path, key=key)
+    if ref_volume.shape != image.shape:
+        raise UploadRefused(422, f"the reference has shape {ref_volume.shape}, the image {image.shape}: not the same "
+                                 "grid", ref.filename)
+    if not np.allclose(ref_volume.spacing, image.spacing, rtol=1e-3, atol=1e-4):
+        raise UploadRefused(422, f"the reference's voxel spacing {tuple(round(s, 4) for s in ref_volume.spacing)} mm "
+                                 f"differs from the image's {tuple(round(s, 4) for s in image.spacing)} mm",
+                            ref.filename)
+    write_label_like(_label_uint8(ref_volume.array, ref.path), image, out / REFERENCE_3D)
+
+
+def store_upload(db: Database, settings: ServerSettings, user_id: int, model: ModelEntry, received: Received,
+                 staging: Path) -> str:
+    """Check the staged upload, move it into place, insert the study and its queued result; the study id.
+
+    Raises :class:`UploadRefused`; the caller removes ``staging`` in every case.
+    """
+    inputs, refs = received.of("files"), received.of("reference")
+    if not inputs:
+        raise UploadRefused(400, "no file uploaded: send the image or volume in the form field 'files'")
+    if len(refs) > 1:
+        raise UploadRefused(400, "send at most one reference label file")
+    fmt = _input_format(inputs)
+    kind = "2d" if fmt in ("png", "tiff") else "3d"
+    shown = inputs[0].filename if len(inputs) == 1 else f"DICOM series ({len(inputs)} files)"
+    if (model.spatial_dims == 2) != (kind == "2d"):
+        what = "a 2D image" if kind == "2d" else "a volume"
+        wants = "2D images" if model.spatial_dims == 2 else "3D volumes"
+        raise UploadRefused(422, f"{what} cannot be segmented by model {model.id!r}, which segments {wants}; "
+                                 "choose another model", shown)
+    staged = _Staged(staging, received)
+    try:
+        if fmt == "dicom" and len(inputs) == 1 and input_format_of(inputs[0].filename, inputs[0].path) == "zip":
+            _check_zip(inputs[0].path, shown, settings)
+        if fmt in ("nifti", "hdf5"):
+            _check_header_size(inputs[0].path, fmt, shown, settings)
+        files = [f.path.name for f in inputs]
+        image = read_input(staging / "input", fmt, files, max_zip_bytes=settings.max_unzipped_bytes)
+        array = image.array if isinstance(image, Volume) else image
+        if array.size > settings.max_voxels:
+            raise UploadRefused(422, f"the image has {array.size:,} voxels, more than the limit of "
+                                     f"{settings.max_voxels:,}", shown)
+        if array.size == 0:
+            raise UploadRefused(422, f"the image is empty (shape {array.shape})", shown)
+        if kind == "2d":
+            normalize_intensity(array)  # refuses NaN/inf now rather than in the queue
+        elif np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+            raise UploadRefused(422, "the volume holds NaN or infinite values", shown)
+    except Exception as exc:
+        raise staged.refusal(exc, shown) from exc
+    if refs:
+        try:
+            _store_reference(refs[0], kind, image, model, staging)
+        except Exception as exc:
+            raise staged.refusal(exc, refs[0].filename) from exc
+    shutil.rmtree(staging / "reference-upload", ignore_errors=True)
+
+    modality = image.modality if isinstance(image, Volume) else None
+    if len(inputs) > 1:  # loose DICOM files: the series' own description says more than a file name
+        described = image.meta.get("SeriesDescription") or inputs[0].filename
+        shown = f"{described} ({len(inputs)} DICOM files)"
+    study_id = new_id()
+    sha = _content_hash(inputs)
+    study = {
+        "id": study_id, "user_id": user_id, "name": shown,
+        "kind": kind, "input_format": fmt, "input_files": files, "input_sha256": sha,
+        "input_bytes": sum(f.size for f in inputs), "reference_file": refs[0].filename if refs else None,
+        "shape": list(image.shape) if isinstance(image, Volume) else [1, *array.shape],
+        "spacing": list(image.spacing) if isinstance(image, Volume) else None,
+        "window": display_window(array, modality), "modality": modality, "created_at": now_iso(),
+    }
+    target = study_paths(settings, study_id).root
+    staging.rename(target)
+    try:
+        db.add_study(study, new_result(study_id, sha, model))
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return study_id
+
+
+def new_result(study_id: str, input_sha256: str, model: ModelEntry) -> dict:
+    """A queued result (job) row for ``model`` on a study."""
+    return {"id": new_id(), "study_id": study_id, "model_id": model.id, "model_name": model.name,
+            "model_version": model.version, "model_demo": int(model.demo), "input_sha256": input_sha256,
+            "status": "queued", "progress": 0.0, "attempts": 0, "created_at": now_iso()}
+
+
+# ------------------------------------------------------------------------------------------------ removing
+
+
+def discard(settings: ServerSettings, path: Path) -> None:
+    """Remove a folder: renamed into tmp first (atomic), so no reader sees it half deleted."""
+    if not path.exists():
+        return
+    trash = settings.tmp_dir / f"deleted-{new_id()}"
+    try:
+        path.rename(trash)
+    except OSError:
+        trash = path
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def cleanup(settings: ServerSettings, db: Database) -> dict:
+    """At start-up: empty tmp (uploads and jobs a killed server left), remove study and result folders that
+    have no database row. Returns what was removed, for the log."""
+    removed = {"tmp": 0, "studies": 0, "results": 0}
+    for p in settings.tmp_dir.iterdir():
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        removed["tmp"] += 1
+    known = db.study_ids()
+    for p in settings.studies_dir.iterdir():
+        if p.name not in known:
+            shutil.rmtree(p, ignore_errors=True)
+            removed["studies"] += 1
+            continue
+        results = p / "results"
+        if results.is_dir():
+            ids = {r["id"] for r in db.results_of(p.name)}
+            for r in results.iterdir():
+                if r.name not in ids:
+                    shutil.rmtree(r, ignore_errors=True)
+                    removed["results"] += 1
+    return removed
+
+
+def study_json_fields(study: dict) -> dict:
+    """The study's columns as the API shows them (no user id, no file system paths)."""
+    keys = ("id", "name", "kind", "input_format", "input_files", "input_sha256", "input_bytes", "shape", "spacing",
+            "modality", "window", "created_at")
+    out = {k: study[k] for k in keys}
+    out["reference_file"] = study["reference_file"]
+    out["has_reference"] = study["reference_file"] is not None
+    return out
