@@ -68,7 +68,7 @@ if [ "${CTV:-1}" = "1" ]; then
     2>&1 | tee -a "$LOG" || status=$?
   "$PY" -m medseg reproduce configs/tables/ctv_table3_1.yaml --folds 0 --device cuda --out runs/tables \
     2>&1 | tee -a "$LOG" || status=$?
-  for t in runs/tables/ctv_thesis_table2_1 runs/tables/ctv_thesis_table3_1; do
+  for t in runs/tables/ctv_table2_1_thesis runs/tables/ctv_table3_1; do
     [ -f "$t/table.json" ] && cp "$t/table.json" "$RESULTS/$(basename "$t")_gpu.json"
   done
 fi

@@ -141,7 +141,8 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
 
     spec = load_spec(spec_path)
     paper = spec["paper"]
-    table_dir = Path(output_root) / f"{paper}_table{slug(str(spec['table']))}{'_quick' if quick else ''}"
+    # One folder per spec file: two specs of one published table (e.g. 2D and 3D) never share runs.
+    table_dir = Path(output_root) / f"{Path(spec['_path']).stem}{'_quick' if quick else ''}"
     table_dir.mkdir(parents=True, exist_ok=True)
     if folds is None and quick:
         folds = [0]
