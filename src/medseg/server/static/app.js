@@ -124,8 +124,10 @@ function upload(event) {
     show(bar, false);
     $("upload-button").disabled = false;
     if (xhr.status === 201) {
+      // Clear the chosen files but keep the chosen model: the next upload and "Re-run" use it.
+      const chosen = $("model-select").value;
       $("upload-form").reset();
-      renderModels();
+      $("model-select").value = chosen;
       await refreshStudies();
       return;
     }

@@ -1,0 +1,358 @@
+"""The web system end to end: a real ``medseg serve`` driven through a real headless Chromium (Playwright).
+
+Sign-in, upload through the page, the job's progress until done, the slice viewer (keys, slider, autoplay,
+opacity, legend), downloads opened with nibabel / pydicom, a refused upload, a 2D image, sign-out and
+another user's view. Fixtures (server, browser, inputs) are in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+try:
+    from playwright.sync_api import Page, expect
+except ImportError:  # conftest's chromium_executable fails (or skips) every test with a clear message
+    Page = expect = None
+
+JOB_TIMEOUT_MS = 60_000
+MODEL_3D, MODEL_2D = "phantom_ct", "chromo2d"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def sign_in(page: Page, user: str, password: str) -> None:
+    page.goto("/login")
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#login-button")
+    expect(page.locator("#main-view")).to_be_visible()
+    expect(page.locator("#whoami")).to_have_text(user)
+
+
+def study_ids(page: Page) -> list[str]:
+    return page.locator("#studies .study").evaluate_all("items => items.map((li) => li.dataset.id)")
+
+
+def upload(page: Page, *files: Path, model: str) -> str:
+    """Upload through the form; returns the new study's id once its job is done (``.open`` enabled)."""
+    before = set(study_ids(page))
+    page.set_input_files("#upload-file", [str(f) for f in files])
+    page.select_option("#model-select", model)
+    page.click("#upload-button")
+    expect(page.locator("#studies .study")).to_have_count(len(before) + 1)
+    (new,) = set(study_ids(page)) - before
+    item = study(page, new)
+    expect(item.locator(".status")).to_have_text("done 100%", timeout=JOB_TIMEOUT_MS)
+    expect(item.locator(".open")).to_be_enabled()
+    expect(page.locator("#upload-error")).to_be_hidden()
+    return new
+
+
+def study(page: Page, study_id: str):
+    return page.locator(f'#studies .study[data-id="{study_id}"]')
+
+
+def open_viewer(page: Page, study_id: str, n: int) -> None:
+    if page.locator("#autoplay").get_attribute("aria-pressed") == "true":
+        page.click("#autoplay")
+    study(page, study_id).locator(".open").click()
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#slice-index")).to_have_text(f"1 / {n}")
+
+
+def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def image_loaded(page: Page, selector: str) -> int:
+    """The image's naturalWidth once it has loaded (0 while loading or broken)."""
+    return page.locator(selector).evaluate("(img) => (img.complete ? img.naturalWidth : 0)")
+
+
+def expect_slice(page: Page, k: int, n: int) -> None:
+    """Index text "k+1 / n", slider at k+1, and the three images of slice k (0-based) loaded."""
+    expect(page.locator("#slice-index")).to_have_text(f"{k + 1} / {n}")
+    expect(page.locator("#slice-slider")).to_have_value(str(k + 1))
+    for selector, kind in (("#img-original", "image"), ("#img-overlay-base", "image"), ("#img-overlay", "label")):
+        expect(page.locator(selector)).to_have_attribute("src", re.compile(rf"/slices/{k}/{kind}\.png$"))
+        wait_until(lambda s=selector: image_loaded(page, s) > 0, what=f"{selector} of slice {k} to load")
+
+
+def download(page: Page, selector: str, folder: Path) -> Path:
+    with page.expect_download() as info:
+        page.click(selector)
+    d = info.value
+    assert d.failure() is None, d.failure()
+    path = folder / d.suggested_filename
+    d.save_as(path)
+    return path
+
+
+def model_classes(page: Page, model_id: str) -> list[str]:
+    models = page.request.get("/api/models").json()
+    (model,) = [m for m in models if m["id"] == model_id]
+    return [c["name"] for c in model["classes"] if c["value"] != 0]
+
+
+# ---------------------------------------------------------------------------------------------- alice's page
+
+
+@pytest.fixture(scope="module")
+def alice(chromium_browser, live_server):
+    """One page signed in as alice for the module; ``page.errors`` collects uncaught script errors."""
+    context = chromium_browser.new_context(base_url=live_server.url, accept_downloads=True,
+                                           viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    sign_in(page, "alice", live_server.password)
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def nifti_study(alice, inputs) -> str:
+    """The phantom NIfTI volume uploaded through the page and segmented with the 3D model."""
+    return upload(alice, inputs["nifti"], model=MODEL_3D)
+
+
+@pytest.fixture
+def viewer(alice, nifti_study, inputs) -> Page:
+    """alice's page with the NIfTI study open at its first slice."""
+    open_viewer(alice, nifti_study, inputs["n_slices"])
+    return alice
+
+
+# ---------------------------------------------------------------------------------------------- tests
+
+
+def test_sign_in_refuses_a_wrong_password_then_shows_the_main_view(new_page, live_server):
+    page = new_page()
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login$"))  # signed out: the page sends us to sign in
+    page.fill("#username", "alice")
+    page.fill("#password", "not the password")
+    page.click("#login-button")
+    expect(page.locator("#login-error")).to_be_visible()
+    expect(page.locator("#login-error")).to_contain_text("wrong user name or password")
+    expect(page.locator("#main-view")).to_be_hidden()
+
+    page.fill("#password", live_server.password)
+    page.click("#login-button")
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator("#main-view")).to_be_visible()
+    expect(page.locator("#login-view")).to_be_hidden()
+    expect(page.locator("#whoami")).to_have_text("alice")
+    # a model trained on phantom data is flagged on the page, and both models are offered
+    expect(page.locator("#demo-banner")).to_be_visible()
+    expect(page.locator("#demo-banner")).to_contain_text(MODEL_3D)
+    expect(page.locator("#model-select option")).to_have_count(2)
+
+
+def test_upload_runs_the_job_and_the_viewer_opens_at_the_first_slice(alice, nifti_study, inputs):
+    n = inputs["n_slices"]
+    item = study(alice, nifti_study)
+    expect(item.locator(".name")).to_have_text(inputs["nifti"].name)
+    expect(item.locator(".meta")).to_contain_text("12×64×64 volume")
+    expect(item.locator(".meta")).to_contain_text(MODEL_3D)
+    expect(alice.locator("#studies-empty")).to_be_hidden()
+    open_viewer(alice, nifti_study, n)
+    expect(alice.locator("#viewer-title")).to_have_text(inputs["nifti"].name)
+    expect(alice.locator("#slice-slider")).to_have_attribute("max", str(n))
+    expect(alice.locator("#viewer-demo")).to_be_visible()
+    expect(alice.locator("#img-reference")).to_be_hidden()  # no reference uploaded
+    expect(alice.locator("#reference-panel")).to_be_hidden()
+    expect_slice(alice, 0, n)
+    assert image_loaded(alice, "#img-original") == inputs["shape"][2]  # the slice PNG has the volume's width
+
+
+def test_keys_and_slider_step_through_the_slices(viewer, inputs):
+    page, n = viewer, inputs["n_slices"]
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    expect_slice(page, 2, n)
+    page.keyboard.press("ArrowLeft")
+    expect_slice(page, 1, n)
+    page.keyboard.press("ArrowUp")
+    expect_slice(page, 2, n)
+    page.keyboard.press("ArrowDown")
+    expect_slice(page, 1, n)
+    page.keyboard.press("End")
+    expect_slice(page, n - 1, n)
+    page.keyboard.press("ArrowRight")  # no wrap when stepping by hand
+    expect_slice(page, n - 1, n)
+    page.keyboard.press("Home")
+    expect_slice(page, 0, n)
+    page.keyboard.press("ArrowLeft")
+    expect_slice(page, 0, n)
+
+    page.locator("#slice-slider").fill("5")
+    expect_slice(page, 4, n)
+
+    # keys typed into a form field are not slice steps
+    page.locator("#opacity").focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("End")
+    expect(page.locator("#slice-index")).to_have_text(f"5 / {n}")
+    page.locator("#model-select").focus()
+    page.keyboard.press("Home")
+    expect(page.locator("#slice-index")).to_have_text(f"5 / {n}")
+    page.locator("#viewer-title").click()  # focus back on the page
+    page.keyboard.press("ArrowRight")
+    expect_slice(page, 5, n)
+    page.locator("#opacity").fill("60")  # End in the focused range moved it
+
+
+def test_autoplay_advances_wraps_and_stops(viewer, inputs):
+    page, n = viewer, inputs["n_slices"]
+    play, index = page.locator("#autoplay"), page.locator("#slice-index")
+    expect(play).to_have_attribute("aria-pressed", "false")
+    play.click()
+    expect(play).to_have_attribute("aria-pressed", "true")
+    expect(index).not_to_have_text(f"1 / {n}", timeout=1000)  # 250 ms a slice
+    play.click()
+    expect(play).to_have_attribute("aria-pressed", "false")
+    stopped = index.text_content()
+    page.wait_for_timeout(600)
+    assert index.text_content() == stopped, "autoplay went on after it was stopped"
+
+    page.keyboard.press("End")
+    expect(index).to_have_text(f"{n} / {n}")
+    play.click()
+    expect(index).to_have_text(re.compile(rf"^[1-3] / {n}$"), timeout=1500)  # wrapped to the start
+    play.click()
+    expect(play).to_have_attribute("aria-pressed", "false")
+
+
+def test_opacity_and_legend(viewer, inputs, artifacts_dir):
+    page, n = viewer, inputs["n_slices"]
+    overlay = page.locator("#img-overlay")
+    expect(page.locator("#opacity")).to_have_value("60")
+    expect(overlay).to_have_css("opacity", "0.6")
+    page.locator("#opacity").fill("20")
+    expect(overlay).to_have_css("opacity", "0.2")
+    page.locator("#opacity").fill("100")
+    expect(overlay).to_have_css("opacity", "1")
+    page.locator("#opacity").fill("60")
+    expect(overlay).to_have_css("opacity", "0.6")
+
+    names = model_classes(page, MODEL_3D)
+    assert names == ["ctv"]
+    items = page.locator("#legend li")
+    expect(items).to_have_text(names)
+    swatch = items.first.locator(".swatch")
+    assert swatch.evaluate("(el) => getComputedStyle(el).backgroundColor") not in ("", "rgba(0, 0, 0, 0)")
+
+    # the viewer, as the CI keeps it (test artifact); keys act once the focus leaves the range input
+    page.keyboard.press("End")
+    expect(page.locator("#slice-index")).to_have_text(f"1 / {n}")
+    page.locator("#viewer-title").click()
+    page.keyboard.press("End")
+    expect_slice(page, n - 1, n)
+    shot = artifacts_dir / "viewer.png"
+    shot.unlink(missing_ok=True)
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000, f"{shot} is only {shot.stat().st_size} bytes"
+    with Image.open(shot) as img:
+        assert img.format == "PNG" and img.width == 1280 and img.height >= 800
+        grey = np.asarray(img.convert("L"))
+    assert grey.std() > 20, "the screenshot is (almost) one colour"
+
+
+def test_download_label_nifti_matches_the_input(viewer, inputs, tmp_path):
+    page = viewer
+    expect(page.locator("#download-label")).to_have_text("Label (NIfTI)")
+    expect(page.locator("#download-dicom-seg")).to_be_hidden()  # only for a DICOM input
+    path = download(page, "#download-label", tmp_path)
+    assert path.name.endswith(".nii.gz"), path.name
+    label, source = nib.load(path), nib.load(inputs["nifti"])
+    assert label.shape == source.shape
+    np.testing.assert_allclose(label.affine, source.affine, atol=1e-4)
+    values = np.unique(np.asarray(label.dataobj))
+    assert set(values.tolist()) <= {0, 1} and 1 in values  # the tiny model marks (nearly) everything
+
+    summary = download(page, "#download-summary", tmp_path)
+    assert summary.suffix == ".json" and '"ctv"' in summary.read_text()
+
+
+def test_dicom_zip_upload_offers_a_dicom_seg(alice, inputs, tmp_path):
+    n = inputs["n_slices"]
+    study_id = upload(alice, inputs["dicom_zip"], model=MODEL_3D)
+    expect(study(alice, study_id).locator(".meta")).to_contain_text("dicom")
+    open_viewer(alice, study_id, n)
+    expect_slice(alice, 0, n)
+    seg_link = alice.locator("#download-dicom-seg")
+    expect(seg_link).to_be_visible()
+    path = download(alice, "#download-dicom-seg", tmp_path)
+    seg = pydicom.dcmread(path)
+    assert seg.Modality == "SEG"
+    assert int(seg.NumberOfFrames) >= 1
+    source = pydicom.dcmread(min(inputs["dicom_dir"].iterdir()), stop_before_pixels=True)
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert seg.SegmentSequence[0].SegmentLabel == "ctv"
+    expect(alice.locator("#download-label")).to_have_text("Label (NIfTI)")
+
+
+def test_a_bad_upload_names_the_file_and_adds_no_study(alice, nifti_study, inputs):
+    before = study_ids(alice)
+    alice.set_input_files("#upload-file", str(inputs["bad"]))
+    alice.select_option("#model-select", MODEL_3D)
+    alice.click("#upload-button")
+    error = alice.locator("#upload-error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("scan.nii.gz")
+    expect(alice.locator("#upload-button")).to_be_enabled()
+    assert study_ids(alice) == before
+    assert len(alice.request.get("/api/studies").json()) == len(before)
+
+
+
+def test_a_2d_image_is_a_one_slice_study(alice, inputs):
+    study_id = upload(alice, inputs["png"], model=MODEL_2D)
+    expect(study(alice, study_id).locator(".meta")).to_contain_text("40×48 image")
+    open_viewer(alice, study_id, 1)
+    expect_slice(alice, 0, 1)
+    expect(alice.locator("#slice-slider")).to_be_disabled()
+    assert image_loaded(alice, "#img-original") == 48
+    alice.keyboard.press("ArrowRight")
+    expect(alice.locator("#slice-index")).to_have_text("1 / 1")
+    expect(alice.locator("#download-label")).to_have_text("Label (PNG)")
+    expect(alice.locator("#legend li")).to_have_text(model_classes(alice, MODEL_2D))
+
+
+def test_sign_out_and_another_user_sees_none_of_it(new_page, live_server, nifti_study):
+    page = new_page()
+    sign_in(page, "alice", live_server.password)
+    expect(study(page, nifti_study)).to_be_visible()
+    page.click("#logout")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    expect(page.locator("#login-view")).to_be_visible()
+    assert page.request.get("/api/studies").status == 401  # the session is over, not just the page
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+
+    sign_in(page, "bob", live_server.password)
+    expect(page.locator("#studies-empty")).to_be_visible()
+    expect(page.locator("#studies .study")).to_have_count(0)
+    assert page.request.get("/api/studies").json() == []
+    assert page.request.get(f"/api/studies/{nifti_study}").status == 404
+
+
+def test_the_page_raised_no_script_errors(alice):
+    assert alice.errors == []
