@@ -59,7 +59,9 @@ def ours_in_paper_terms(metrics: dict, efficiency: dict, paper: str) -> dict:
                    accuracy=pct(metrics.get("foreground_accuracy" if paper == "rse_unet" else "pixel_accuracy")))
     if paper == "ctv_thesis":
         out.update(dice=pct(metrics.get("mean", {}).get("dice")),
-                   hausdorff=metrics.get("mean", {}).get("hausdorff"))
+                   hausdorff=metrics.get("mean", {}).get("hausdorff"),
+                   # the thesis prints each structure's Dice beside the mean (Table 3.1): ours per class
+                   per_structure={name: pct(v.get("dice")) for name, v in pc.items() if "members" not in v})
     if paper == "amfl":
         mean = metrics.get("mean", {})
         out.update(mean_iou=pct(mean.get("iou")), dice=pct(mean.get("dice")), recall=pct(mean.get("recall")),
@@ -197,12 +199,18 @@ def write_table_report(table_dir: Path, spec: dict, results: list[dict], *, quic
     lines += [f"**{n}**" for n in notes] + ([""] if notes else [])
     lines += [f"Paper: {PAPERS[paper]['title']} ({PAPERS[paper]['short']}), Table {spec['table']}. "
               f"Device: {device}. Values in % unless stated; ours in the paper's own definitions.", ""]
+    structures = any(r["ours"].get("per_structure") and len(r["ours"]["per_structure"]) > 1 for r in results)
     head = ["row"] + [f"{COLUMN_TITLES.get(c, c)} ours" for c in cols] + [f"{COLUMN_TITLES.get(c, c)} paper" for c in cols]
+    head += ["per structure, ours", "paper's note"] if structures else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         ours = [_fmt(r["ours"].get(c), c) for c in cols]
         pub = [_fmt((r["published"] or {}).get(c), c) for c in cols]
-        lines.append("| " + " | ".join([r["label"], *ours, *pub]) + " |")
+        extra = []
+        if structures:
+            extra = [", ".join(f"{k} {_fmt(v, 'dice')}" for k, v in (r["ours"].get("per_structure") or {}).items()),
+                     str((r["published"] or {}).get("note") or "—")]
+        lines.append("| " + " | ".join([r["label"], *ours, *pub, *extra]) + " |")
     lines.append("")
     key = "params" if spec["kind"] == "efficiency" else cols[0] if paper in ("amfl", "ctv_thesis") else "overlap_iou"
     tau = kendall_tau([r["ours"].get(key) for r in results], [(r["published"] or {}).get(key) for r in results])
