@@ -13,6 +13,9 @@ if [ "$(id -u)" != "0" ]; then
   fi
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
-echo "install_browser: $(chromium --version 2>/dev/null || echo 'chromium installed')"
+# A failed install is reported, not fatal: the other tests still run and the browser tests say what is missing.
+if $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; then
+  echo "install_browser: $(chromium --version 2>/dev/null || echo 'chromium installed')"
+else
+  echo "install_browser: apt-get could not install chromium; the browser tests will fail" >&2
+fi
