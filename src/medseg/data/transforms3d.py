@@ -386,6 +386,16 @@ def sliding_window_settings(section: dict | None) -> dict | None:
     return {"roi_size": roi, "overlap": float(s["overlap"]), "sw_batch_size": int(s["sw_batch_size"]), "mode": s["mode"]}
 
 
+def sliding_window_logits(model, x: torch.Tensor, settings: dict, *, sw_device=None, device=None) -> torch.Tensor:
+    """``model``'s logits on ``x`` (B, C, D, H, W) stitched from MONAI sliding windows of ``settings``
+    (:func:`sliding_window_settings`); ``sw_device`` runs the windows, ``device`` holds the stitched output."""
+    from monai.inferers import sliding_window_inference
+
+    return sliding_window_inference(x, settings["roi_size"], settings["sw_batch_size"], model,
+                                    overlap=settings["overlap"], mode=settings["mode"], sw_device=sw_device,
+                                    device=device)
+
+
 __all__ = [
     "VolumeTrainTransform",
     "augment_settings",
@@ -401,5 +411,6 @@ __all__ = [
     "resampled_geometry",
     "resize_volume",
     "restore_shape",
+    "sliding_window_logits",
     "sliding_window_settings",
 ]

@@ -33,24 +33,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medseg.data.datasets import SegmentationData
+from medseg.data.volume_io import _HDF5_SUFFIXES as _H5
+from medseg.data.volume_io import _NIFTI_SUFFIXES as _NIFTI
+from medseg.data.volume_io import _strip_suffix as _stem
+from medseg.data.volume_io import _suffix_of
 from medseg.errors import ConfigError, DataValidationError
 from medseg.paths import medseg_home
 
-_NIFTI = (".nii.gz", ".nii")
-_H5 = (".h5", ".hdf5")
-
 
 def _suffix(path: Path) -> str | None:
-    name = path.name.lower()
-    for s in (*_NIFTI, *_H5):
-        if name.endswith(s):
-            return s
-    return None
-
-
-def _stem(path: Path) -> str:
-    s = _suffix(path)
-    return path.name[: -len(s)] if s else path.stem
+    """The NIfTI / HDF5 suffix of a volume file, None for any other file."""
+    s = _suffix_of(path)
+    return s if s in _NIFTI + _H5 else None
 
 
 def phantom_dir(settings: dict) -> Path:

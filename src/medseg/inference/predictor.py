@@ -76,11 +76,9 @@ class Predictor:
         stitched on the CPU (Gaussian weights), so a volume larger than the device memory fits."""
         if self.sliding_window is None:
             return model(x)
-        from monai.inferers import sliding_window_inference
+        from medseg.data.transforms3d import sliding_window_logits
 
-        sw = self.sliding_window
-        return sliding_window_inference(x.cpu(), sw["roi_size"], sw["sw_batch_size"], model, overlap=sw["overlap"],
-                                        mode=sw["mode"], sw_device=self.device, device="cpu")
+        return sliding_window_logits(model, x.cpu(), self.sliding_window, sw_device=self.device, device="cpu")
 
     @torch.inference_mode()
     def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:

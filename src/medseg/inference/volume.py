@@ -38,11 +38,16 @@ def label_map(predictor: Predictor, proba: np.ndarray) -> np.ndarray:
     return np.where(above.any(0), best, 0).astype(np.uint8)
 
 
+def label_names(meta: dict) -> list[str]:
+    """Names of the label values a model (its ``model.json``) writes, index = value: a multiclass model's
+    classes; a multilabel model's classes behind a "background" 0 (:func:`label_map`)."""
+    names = list(meta["task"]["class_names"])
+    return names if meta["task"].get("mode", "multiclass") == "multiclass" else ["background", *names]
+
+
 def class_names_of_labels(predictor: Predictor) -> list[str]:
     """Names of the values :func:`label_map` writes, index = value (0 = background)."""
-    if predictor.mode == "multiclass":
-        return list(predictor.class_names)
-    return ["background", *predictor.class_names]
+    return label_names(predictor.meta)
 
 
 def predict_volume(predictor: Predictor, volume: Volume, *, progress: Callable[[float], None] | None = None
@@ -102,5 +107,5 @@ def predict_volume_file(predictor: Predictor, path: Path, out_dir: Path) -> dict
     return summary
 
 
-__all__ = ["class_names_of_labels", "class_volumes_ml", "label_map", "predict_volume", "predict_volume_file",
+__all__ = ["class_names_of_labels", "class_volumes_ml", "label_map", "label_names", "predict_volume", "predict_volume_file",
            "volume_settings"]

@@ -20,17 +20,11 @@ import yaml
 from medseg.errors import DataValidationError
 from medseg.inference.image import CLASS_COLOURS
 from medseg.inference.predictor import Predictor, model_dirs
+from medseg.inference.volume import label_names
 from medseg.training.checkpoint import MODEL_WEIGHTS, read_model_meta
 
 DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
 _DEMO_WORDS = ("phantom", "demo")
-
-
-def label_names(meta: dict) -> list[str]:
-    """Names of the label values a model writes (index = value), as ``class_names_of_labels`` gives them:
-    multilabel models get a "background" 0 in front of their classes."""
-    names = list(meta["task"]["class_names"])
-    return names if meta["task"].get("mode", "multiclass") == "multiclass" else ["background", *names]
 
 
 def colour_hex(value: int) -> str:

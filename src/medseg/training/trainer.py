@@ -165,11 +165,9 @@ class Trainer:
         """Logits for validation: the whole input, or MONAI sliding windows (3D with a roi)."""
         if self.sliding_window is None:
             return self.model(image)
-        from monai.inferers import sliding_window_inference
+        from medseg.data.transforms3d import sliding_window_logits
 
-        sw = self.sliding_window
-        return sliding_window_inference(image, sw["roi_size"], sw["sw_batch_size"], self.model, overlap=sw["overlap"],
-                                        mode=sw["mode"])
+        return sliding_window_logits(self.model, image, self.sliding_window)
 
     def predict_labels(self, logits: torch.Tensor) -> torch.Tensor:
         if self.mode == "multiclass":
