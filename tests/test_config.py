@@ -206,7 +206,7 @@ def test_configs_are_found():
 
 def _build(cfg: dict) -> torch.nn.Module:
     kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    return build_model(cfg["model"]["name"], in_channels=1, out_channels=len(cfg["task"]["class_names"]), **kwargs)
+    return build_model(cfg["model"]["name"], trust_code=True, in_channels=1, out_channels=len(cfg["task"]["class_names"]), **kwargs)
 
 
 @pytest.mark.parametrize("path", ALL_YAML, ids=[str(p.relative_to(CONFIGS)) for p in ALL_YAML])

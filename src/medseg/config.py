@@ -8,6 +8,7 @@ such as ``batchsize`` silently doing nothing.
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,66 @@ def deep_merge(base: dict, override: dict, path: str = "", strict: bool = True) 
     return out
 
 
+def _kind(value: Any) -> str | None:
+    """The type a config value must keep when it is overridden: numbers stay numbers, flags stay flags."""
+    if isinstance(value, bool):
+        return "a boolean (true/false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return None
+
+
+def _fits(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
+
+
+# Keys whose default is a string but which also take a number (data.image_pad_value: "border" or a value).
+_STRING_OR_NUMBER = {"data.image_pad_value"}
+# Keys without which nothing can run: null is refused for them (elsewhere null means "not set").
+_REQUIRED = {"task.mode", "task.class_names", "task.primary_metric", "task.spatial_dims", "data.path",
+             "data.stray_labels", "train.epochs", "train.batch_size", "train.lr"}
+
+
+def check_types(cfg: dict, defaults: dict = DEFAULTS, path: str = "") -> None:
+    """Every value whose default is a number, flag, string or list keeps that type (``None`` always allowed),
+    so ``--set train.epochs=abc`` fails here, naming the key, instead of deep in training. Free-form sections
+    (``model``: each architecture has its own settings; ``loss``: a list of terms) are not checked."""
+    for key, default in defaults.items():
+        where = f"{path}{key}"
+        if where in ("model", "loss", "task.derived") or key not in cfg:
+            continue
+        value = cfg[key]
+        if value is None and where in _REQUIRED:
+            raise ConfigError(f"config key '{where}' must be set ({_kind(default)}), got null")
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{where}' must be a mapping, got {value!r}")
+            check_types(value, default, where + ".")
+        elif value is not None and default is not None and not _fits(value, default) and not (
+                where in _STRING_OR_NUMBER and isinstance(value, (int, float))):
+            raise ConfigError(f"config key '{where}' must be {_kind(default)}, got {value!r}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{where}' must be a finite number, got {value!r}")
+
+
 def validate(cfg: dict) -> dict:
+    check_types(cfg)
     task = cfg["task"]
     if task["mode"] not in ("multiclass", "multilabel"):
         raise ConfigError(f"task.mode must be multiclass or multilabel, got {task['mode']!r}")
@@ -160,6 +220,11 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
 
 
 def _read_yaml_chain(path: Path, seen: tuple = ()) -> dict:
+    if path.is_dir():
+        saved = [p for p in [path / "config.yaml", *sorted(path.glob("fold_*/config.yaml"))] if p.is_file()]
+        hint = f"; this looks like a run folder, whose config is {saved[0]}" if saved else ""
+        raise ConfigError(f"{path}: is a folder, not a config file (give a YAML such as "
+                          f"configs/chromosomes/unet.yaml{hint})")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     if path.resolve() in seen:
@@ -188,7 +253,13 @@ def set_dotted(cfg: dict, dotted: str, value: Any) -> None:
     free = keys[0] == "model"
     if keys[-1] not in node and not free:
         raise ConfigError(f"unknown config key '{dotted}'")
-    node[keys[-1]] = parse_value(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        try:
+            value = parse_value(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {dotted}: the value {value!r} is not valid YAML "
+                              f"({' '.join(str(exc).split())})") from exc
+    node[keys[-1]] = value
 
 
 def parse_value(text: str):

@@ -440,3 +440,60 @@ def test_corrupt_file_in_dataset_is_named(tmp_path):
     (masks_dir / "img_01.png").write_bytes(np.random.default_rng(3).bytes(300))
     with pytest.raises(DataValidationError, match="img_01.png.*corrupt"):
         load_folder_dataset(images_dir, masks_dir, num_classes=2)
+
+
+# ------------------------------------------------------------------------------ sizes and values up front
+
+
+def test_huge_png_is_refused_from_its_header(tmp_path, monkeypatch):
+    """(PNGs whose header lies about their size, with almost no data, are in tests/fuzz.)"""
+    path = tmp_path / "huge.png"
+    Image.new("L", (3000, 2000)).save(path)  # 9 kB of zeros on disk, 6 megapixels declared
+    monkeypatch.setenv("MEDSEG_MAX_VOXELS", str(2**20))
+    with pytest.raises(DataValidationError, match=r"huge\.png: image of 6,000,000 voxels \(2000, 3000\) exceeds"):
+        read_image(path)
+    with pytest.raises(DataValidationError, match=r"mask of 6,000,000 voxels"):
+        read_mask(path, 2)
+    monkeypatch.delenv("MEDSEG_MAX_VOXELS")
+    with pytest.raises(DataValidationError, match=r"huge\.png: image of 6,000,000 voxels .* limit of 1,000 voxels"):
+        read_image(path, max_voxels=1000)
+    assert read_image(path).shape == (2000, 3000)
+
+
+def test_image_shape_reads_the_header_only(tmp_path):
+    from medseg.data.folder import image_shape
+
+    Image.new("L", (300, 200)).save(tmp_path / "h.png")
+    assert image_shape(tmp_path / "h.png") == (200, 300)
+    assert image_shape(_tif(tmp_path / "t.tif", np.zeros((7, 9), np.uint16))) == (7, 9)
+    with pytest.raises(DataValidationError, match="not a file|not found"):
+        image_shape(tmp_path / "missing.png")
+
+
+def test_huge_tiff_is_refused_before_decoding(tmp_path):
+    path = _tif(tmp_path / "big.tif", np.zeros((64, 64), np.uint8))
+    with pytest.raises(DataValidationError, match=r"big\.tif: image of 4,096 voxels \(64, 64\) exceeds the limit of 100"):
+        read_image(path, max_voxels=100)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_nan_or_inf_float_tiff_is_refused_naming_the_file(tmp_path, value):
+    arr = np.ones((6, 5), np.float32)
+    arr[2, 3] = value
+    arr[4, 1] = value
+    with pytest.raises(DataValidationError, match=r"nan\.tif: image holds 2 NaN or infinite value\(s\) of 30"):
+        read_image(_tif(tmp_path / "nan.tif", arr))
+
+
+def test_complex_tiff_is_refused(tmp_path):
+    with pytest.raises(DataValidationError, match=r"c\.tif: .*complex"):
+        read_image(_tif(tmp_path / "c.tif", np.ones((4, 4), np.complex64)))
+
+
+def test_folder_dataset_larger_than_the_memory_limit_is_refused_early(tmp_path, monkeypatch):
+    images_dir, masks_dir, _, _ = _dataset(tmp_path, n=3, shape=(12, 10))
+    monkeypatch.setenv("MEDSEG_MAX_DATASET_BYTES", "1000")  # 3 × 120 px × 5 bytes = 1800
+    with pytest.raises(DataValidationError, match=r"images: the 3 images of this folder .* would take"):
+        load_folder_dataset(images_dir, masks_dir, num_classes=2)
+    monkeypatch.setenv("MEDSEG_MAX_DATASET_BYTES", "2000")
+    assert load_folder_dataset(images_dir, masks_dir, num_classes=2)[0].shape == (3, 12, 10)

@@ -387,3 +387,48 @@ def test_write_png_pairs_round_trip(tmp_path):
         with Image.open(tmp_path / "png" / "masks" / name) as im:
             assert im.mode == "L"
             np.testing.assert_array_equal(np.asarray(im), labels[k])
+
+
+# ------------------------------------------------------------------------------ corrupt and oversized files
+
+
+def test_corrupt_metadata_is_a_data_error_naming_the_file(tmp_path):
+    images, labels = _sample(2)
+    good = write_pommier_h5(tmp_path / "good.h5", images, labels)
+    data = bytearray(good.read_bytes())
+    for signature in (b"HEAP", b"SNOD", b"TREE"):
+        i = data.find(signature)
+        if i < 0:
+            continue
+        bad = tmp_path / f"bad_{signature.decode()}.h5"
+        broken = bytearray(data)
+        broken[i:i + 4] = b"XXXX"
+        bad.write_bytes(bytes(broken))
+        with pytest.raises(DataValidationError) as info:
+            read_pommier_h5(bad)
+        assert "\n" not in _assert_names_file(info.value, bad)
+
+
+def test_image_and_dataset_limits_are_checked_from_the_shape(tmp_path, monkeypatch):
+    images, labels = _sample(3)
+    path = write_pommier_h5(tmp_path / "p.h5", images, labels)
+    with pytest.raises(DataValidationError) as info:
+        read_pommier_h5(path, max_voxels=1000)
+    assert "8,742 voxels (94, 93)" in _assert_names_file(info.value, path)
+    monkeypatch.setenv("MEDSEG_MAX_DATASET_BYTES", "10000")
+    with pytest.raises(DataValidationError) as info:
+        read_pommier_h5(path)
+    assert "would take" in _assert_names_file(info.value, path)
+
+
+def test_load_data_checks_the_float_copy_against_the_memory_limit(tmp_path, monkeypatch):
+    from medseg.config import DEFAULTS
+    from medseg.data.datasets import load_data
+
+    images, labels = _sample(3)
+    path = write_pommier_h5(tmp_path / "p.h5", images, labels)
+    cfg = {**DEFAULTS["data"], "path": str(path), "size": [128, 128], "stray_labels": "reject"}
+    monkeypatch.setenv("MEDSEG_MAX_DATASET_BYTES", str(3 * 94 * 93 * 2 + 10))  # the file fits, 3 × 128² × 5 does not
+    with pytest.raises(DataValidationError) as info:
+        load_data(cfg, 4)
+    assert "3 images of 128x128" in _assert_names_file(info.value, path)

@@ -425,3 +425,304 @@ def test_gantry_tilt_warns_and_keeps_the_normal(tmp_path):
         vol = read_dicom_series(folder)
     assert vol.spacing[0] == pytest.approx(2.5)
     np.testing.assert_allclose(vol.direction, np.eye(3))
+
+
+# ------------------------------------------------------------------------------ no silent slice loss
+
+
+def _one_line_naming(exc: DataValidationError, *names: str) -> str:
+    msg = str(exc)
+    assert "\n" not in msg
+    for name in names:
+        assert name in msg, (name, msg)
+    return msg
+
+
+@pytest.mark.parametrize("which", [0, 3, 7])  # first, middle, last slice in position order
+@pytest.mark.parametrize("damage", ["empty", "truncated", "header only", "zeros"])
+def test_a_damaged_slice_anywhere_is_an_error_naming_it(tmp_path, which, damage):
+    names = [f"s{k}.dcm" for k in range(8)]
+    _hand_series(tmp_path / "s", n=8, rows=40, cols=40, names=names)  # 3200 bytes of pixels: deferred
+    victim = tmp_path / "s" / names[which]
+    data = victim.read_bytes()
+    victim.write_bytes({"empty": b"", "truncated": data[:-100], "header only": data[:400],
+                        "zeros": bytes(len(data))}[damage])
+    with pytest.raises(DataValidationError) as e:
+        read_dicom_series(tmp_path / "s")
+    _one_line_naming(e.value, names[which], str(tmp_path / "s"))
+
+
+def test_truncated_last_slice_in_a_zip_and_a_file_list_is_named(tmp_path):
+    names = [f"s{k}.dcm" for k in range(4)]
+    _hand_series(tmp_path / "s", n=4, rows=40, cols=40, names=names)
+    last = tmp_path / "s" / "s3.dcm"
+    last.write_bytes(last.read_bytes()[:-1])
+    zpath = tmp_path / "s.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for n in names:
+            zf.write(tmp_path / "s" / n, f"series/{n}")
+    with pytest.raises(DataValidationError, match="truncated") as e:
+        read_dicom_series(zpath)
+    _one_line_naming(e.value, "series/s3.dcm", "s.zip")
+    with pytest.raises(DataValidationError) as e:
+        read_dicom_series(sorted((tmp_path / "s").iterdir()))
+    _one_line_naming(e.value, "s3.dcm")
+
+
+def test_no_suffix_files_are_read_by_content(tmp_path):
+    """PACS exports name slices IM000001 without a suffix: read by content; a README or LICENSE is skipped
+    and listed; a no-suffix file that is empty or starts with zeros is a damaged slice."""
+    raw = _hand_series(tmp_path / "s", n=3, names=["IM000001", "IM000002", "1.2.840.99.3"])
+    (tmp_path / "s" / "README").write_text("exported by a PACS\n")
+    (tmp_path / "s" / "notes.txt").write_text("hello")
+    (tmp_path / "s" / ".DS_Store").write_bytes(bytes(64))
+    (tmp_path / "s" / "__MACOSX").mkdir()
+    (tmp_path / "s" / "__MACOSX" / "IM000001").write_bytes(bytes(10))
+    vol = read_dicom_series(tmp_path / "s")
+    np.testing.assert_array_equal(vol.array, raw.astype(np.int32) * 2 - 1024)
+    assert vol.meta["skipped_files"] == 4
+    assert sorted(vol.meta["skipped_names"]) == [".DS_Store", "README", "__MACOSX/IM000001", "notes.txt"]
+    (tmp_path / "s" / "IM000004").write_bytes(b"")
+    with pytest.raises(DataValidationError, match="IM000004: is empty"):
+        read_dicom_series(tmp_path / "s")
+    (tmp_path / "s" / "IM000004").write_bytes(bytes(300))
+    with pytest.raises(DataValidationError, match="IM000004: starts with zero bytes"):
+        read_dicom_series(tmp_path / "s")
+
+
+def test_zeros_named_dcm_are_refused_without_parsing(tmp_path, monkeypatch):
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("pydicom.dcmread must not be called for bytes that are not DICOM")
+
+    monkeypatch.setattr(pydicom, "dcmread", no_parsing)
+    zeros = tmp_path / "zeros.dcm"
+    zeros.write_bytes(bytes(2**20))
+    with pytest.raises(DataValidationError, match="not a readable DICOM file") as e:
+        read_dicom_series(zeros)
+    _one_line_naming(e.value, "zeros.dcm")
+    marker = tmp_path / "marker.dcm"  # the 'DICM' marker, then nothing DICOM
+    marker.write_bytes(bytes(128) + b"DICM" + bytes(2**20))
+    with pytest.raises(DataValidationError, match="marker.dcm: has the 'DICM' marker but no DICOM element"):
+        read_dicom_series(tmp_path)
+
+
+def test_dicom_file_too_large_for_the_budget_is_refused_by_its_size(tmp_path, monkeypatch):
+    _hand_series(tmp_path / "s", n=2, rows=40, cols=40, names=["a.dcm", "b.dcm"])
+    monkeypatch.setenv("MEDSEG_MAX_VOXELS", "10")
+    monkeypatch.setattr("medseg.data.limits._DICOM_HEADER_BYTES", 1000)
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: pytest.fail("parsed a file refused by its size"))
+    with pytest.raises(DataValidationError, match=r"a\.dcm: is [\d,]+ bytes, more than any image"):
+        read_dicom_series(tmp_path / "s")
+
+
+def _patch_tag(path: Path, old: bytes, new: bytes) -> None:
+    data = path.read_bytes()
+    assert data.count(old) == 1 and len(new) <= len(old)
+    path.write_bytes(data.replace(old, new.ljust(len(old))))
+
+
+@pytest.mark.parametrize("old, new, tag", [
+    (b"12.5000\\-7.2500\\-35.0000", b"abc", "ImagePositionPatient"),
+    (b"12.5000\\-7.2500\\-35.0000", b"1\\2", "ImagePositionPatient"),
+    (b"12.5000\\-7.2500\\-35.0000", b"nan\\0\\0", "ImagePositionPatient"),
+    (b"0.7\\0.8", b"x\\y", "PixelSpacing"),
+    (b"-1024.0", b"HU", "RescaleIntercept"),
+])
+def test_bad_numeric_tags_name_the_file_and_the_tag(tmp_path, old, new, tag):
+    _hand_series(tmp_path / "s", n=3, names=["a.dcm", "b.dcm", "c.dcm"])
+    target = next(p for p in sorted((tmp_path / "s").iterdir()) if old in p.read_bytes()) if tag == "ImagePositionPatient" \
+        else tmp_path / "s" / "b.dcm"
+    _patch_tag(target, old, new)
+    with pytest.raises(DataValidationError) as e:
+        read_dicom_series(tmp_path / "s")
+    _one_line_naming(e.value, target.name, tag)
+
+
+def test_huge_rows_and_columns_are_refused_from_the_header(tmp_path):
+    _hand_series(tmp_path / "s", n=2, names=["a.dcm", "b.dcm"])
+    for f in (tmp_path / "s").iterdir():
+        ds = pydicom.dcmread(f)
+        ds.Rows = ds.Columns = 60000  # the pixel data do not match: nothing may be allocated before the check
+        ds.save_as(f)
+    with pytest.raises(DataValidationError, match=r"3,600,000,000 voxels .* exceeds the limit") as e:
+        read_dicom_series(tmp_path / "s")
+    _one_line_naming(e.value, "a.dcm")
+    # a series within each slice's budget but over it in all
+    _hand_series(tmp_path / "t", n=5, rows=20, cols=20)
+    with pytest.raises(DataValidationError, match=r"the series of 2,000 voxels \(5, 20, 20\) exceeds the limit of 1,000"):
+        read_dicom_series(tmp_path / "t", max_voxels=1000)
+
+
+def test_a_gap_is_refused_naming_both_neighbours_or_filled_on_request(tmp_path):
+    _hand_series(tmp_path / "s", n=8, skip=(4, 5), names=[f"s{k}.dcm" for k in range(8)])
+    with pytest.raises(DataValidationError) as e:
+        read_dicom_series(tmp_path / "s")
+    msg = _one_line_naming(e.value, "s3.dcm", "s6.dcm", "gap of 7.500 mm", "2 slice(s) missing", "allow_gaps")
+    assert "-32.500" in msg and "-25.000" in msg
+    with pytest.warns(UserWarning, match=r"2 missing slice\(s\) between s3\.dcm and s6\.dcm"):
+        vol = read_dicom_series(tmp_path / "s", allow_gaps=True)
+    assert vol.shape == (8, 5, 6) and vol.spacing[0] == pytest.approx(2.5)
+    assert vol.origin == pytest.approx((12.5, -7.25, -40.0))
+    minimum = vol.array[[0, 1, 2, 3, 6, 7]].min()
+    assert (vol.array[4:6] == minimum).all() and minimum == -1024
+    assert vol.meta["gaps"] == [{"after": "s3.dcm", "before": "s6.dcm", "after_mm": -32.5, "before_mm": -25.0,
+                                 "gap_mm": 7.5, "slices_filled": 2}]
+    assert vol.meta["files"][4:6] == ["", ""] and vol.meta["files"][6] == "s6.dcm"
+    assert len(vol.meta["sop_instance_uids"]) == 8
+
+
+def test_irregular_spacing_is_refused_even_with_allow_gaps(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    for k, z in enumerate([0.0, 2.5, 5.0, 7.5, 11.25, 13.75]):  # 3.75 mm: one and a half slices
+        _hand_slice(folder / f"{k}.dcm", np.zeros((5, 6)), (0, 0, z), series_uid="9")
+    with pytest.raises(DataValidationError, match=r"irregular slice spacing.*3\.dcm.*4\.dcm|3\.dcm.*4\.dcm.*irregular"):
+        read_dicom_series(folder, allow_gaps=True)
+
+
+def test_convert_with_allow_gaps_and_nothing_left_behind_on_failure(tmp_path):
+    _hand_series(tmp_path / "in" / "gap", n=6, skip=(2,))
+    out = tmp_path / "out"
+    failed = run_convert([tmp_path / "in" / "gap"], out, "nifti", workers=1, progress=False)
+    assert failed["failed"] == 1 and "1 slice(s) missing" in failed["results"][0]["error"]
+    assert list(out.iterdir()) == []
+    with pytest.warns(UserWarning, match="missing slice"):
+        done = run_convert([tmp_path / "in" / "gap"], out, "nifti", workers=1, allow_gaps=True, progress=False)
+    assert done["converted"] == 1 and done["results"][0]["gaps"][0]["slices_filled"] == 1
+    assert read_volume(done["results"][0]["output"]).shape == (6, 5, 6)
+
+
+def test_truncated_rtstruct_is_skipped_but_truncated_image_is_not(tmp_path):
+    _hand_series(tmp_path / "s", n=3, names=["a.dcm", "b.dcm", "c.dcm"])
+    ds = pydicom.dcmread(tmp_path / "s" / "a.dcm")
+    for kw in ("Rows", "Columns", "PixelData"):
+        delattr(ds, kw)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"  # RT Structure Set
+    ds.SeriesInstanceUID = "1.2.3.99"  # an RTSTRUCT has a series of its own
+    ds.save_as(tmp_path / "s" / "rt.dcm")
+    assert read_dicom_series(tmp_path / "s").meta["skipped_names"] == ["rt.dcm"]
+    ds.SeriesInstanceUID = "1.2.3.4"  # one without an image in the image series: a damaged slice
+    ds.save_as(tmp_path / "s" / "rt.dcm")
+    with pytest.raises(DataValidationError, match=r"rt\.dcm: no Rows/Columns in an object of the image series"):
+        read_dicom_series(tmp_path / "s")
+    (tmp_path / "s" / "rt.dcm").unlink()
+    c = tmp_path / "s" / "c.dcm"
+    data = c.read_bytes()
+    c.write_bytes(data[: data.index(b"(\x00\x02\x00US")])  # cut at an element: before SamplesPerPixel, Rows...
+    with pytest.raises(DataValidationError, match=r"c\.dcm: no Rows/Columns \(a CT Image Storage object\)"):
+        read_dicom_series(tmp_path / "s")
+    c.write_bytes(data[: data.index(b"MONOCHROME2") + 4])  # cut inside a value
+    with pytest.raises(DataValidationError, match=r"c\.dcm: truncated: PhotometricInterpretation declares 12 bytes"):
+        read_dicom_series(tmp_path / "s")
+
+
+# ---------------------------------------------------------------------------------- zips, one policy
+
+
+def test_zip_member_compressed_beyond_the_ratio_is_refused_by_the_cli_reader(tmp_path):
+    zpath = tmp_path / "ratio.zip"
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("big.dcm", bytes(20 * 2**20))
+    with pytest.raises(DataValidationError, match=r"ratio\.zip: refusing the archive: .* is compressed 1,029 to 1 .*zip bomb"):
+        read_volume(zpath)
+    assert not list(tmp_path.glob("medseg-zip-*"))
+
+
+def test_damaged_zip_member_is_named(tmp_path):
+    _hand_series(tmp_path / "s", n=2, names=["a.dcm", "b.dcm"])
+    zpath = tmp_path / "s.zip"
+    with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted((tmp_path / "s").iterdir()):
+            zf.write(f, f.name)
+    data = bytearray(zpath.read_bytes())
+    start = data.index(b"b.dcm") + 5 + 20  # inside b.dcm's compressed bytes
+    data[start:start + 40] = bytes(40)
+    zpath.write_bytes(bytes(data))
+    with pytest.raises(DataValidationError, match=r"s\.zip: member 'b\.dcm' cannot be extracted"):
+        read_dicom_series(zpath)
+
+
+# ----------------------------------------------------------------------- NIfTI and HDF5: refused up front
+
+
+def _nifti(path: Path, array: np.ndarray, affine=None) -> Path:
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", ["complex", "nan", "inf", "empty"])
+def test_nifti_values_that_cannot_be_used_are_refused(tmp_path, case):
+    array = {"complex": np.ones((3, 4, 5), np.complex64), "nan": np.full((3, 4, 5), np.nan, np.float32),
+             "inf": np.full((3, 4, 5), np.inf, np.float32), "empty": np.zeros((0, 4, 5), np.float32)}[case]
+    path = _nifti(tmp_path / f"{case}.nii.gz", array)
+    with pytest.raises(DataValidationError) as e:
+        read_volume(path)
+    msg = _one_line_naming(e.value, f"{case}.nii.gz")
+    assert {"complex": "complex values", "nan": "60 NaN or infinite", "inf": "NaN or infinite",
+            "empty": "empty"}[case] in msg
+
+
+@pytest.mark.parametrize("pixdim", [(0.0, 1.0, 1.0), (1.0, -1.0, 1.0), (1.0, 1.0, float("nan"))])
+def test_nifti_zero_negative_or_nan_voxel_size_is_refused(tmp_path, pixdim):
+    import struct
+
+    img = nib.Nifti1Image(np.zeros((4, 5, 6), np.int16), None)
+    img.header.set_qform(None, code=0)
+    img.header.set_sform(None, code=0)
+    path = tmp_path / "bad.nii"
+    nib.save(img, str(path))
+    data = bytearray(path.read_bytes())
+    data[80:92] = struct.pack("<3f", *pixdim)  # pixdim[1:4]: nibabel would set 0 and -1 to 1 when loading
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataValidationError, match=r"bad\.nii: .*(pixdim|spacing)"):
+        read_nifti(path)
+
+
+def test_nifti_huge_header_dims_are_refused_before_reading(tmp_path, monkeypatch):
+    path = _nifti(tmp_path / "big.nii", np.zeros((4, 5, 6), np.int16))
+    data = bytearray(path.read_bytes())
+    import struct
+
+    data[42:48] = struct.pack("<3h", 30000, 30000, 30000)  # dim[1:4]; the file holds 120 values
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataValidationError, match=r"big\.nii: the NIfTI image of 27,000,000,000,000 voxels"):
+        read_volume(path)
+
+
+def test_hdf5_bad_spacing_attribute_and_corrupt_metadata(tmp_path):
+    import h5py
+
+    path = write_hdf5_volume(_volume(), tmp_path / "v.h5")
+    with h5py.File(path, "a") as f:
+        f["image"].attrs["spacing"] = "abc"
+    with pytest.raises(DataValidationError, match=r"v\.h5: attribute 'spacing' of 'image' is 'abc', not numbers"):
+        read_volume(path)
+    good = write_hdf5_volume(_volume(), tmp_path / "good.h5")
+    data = bytearray(good.read_bytes())
+    i = data.index(b"HEAP")
+    data[i:i + 4] = b"XXXX"
+    bad = tmp_path / "heap.h5"
+    bad.write_bytes(bytes(data))
+    for reader in (read_volume, read_hdf5_volume, lambda p: read_hdf5_volume(p, "label")):
+        with pytest.raises(DataValidationError, match="heap signature") as e:
+            reader(bad)
+        _one_line_naming(e.value, "heap.h5")
+
+
+def test_hdf5_nan_and_voxel_budget(tmp_path):
+    vol = Volume(np.zeros((4, 5, 6), np.float32))
+    vol.array[1, 2, 3] = np.nan
+    path = write_hdf5_volume(vol, tmp_path / "nan.h5")
+    with pytest.raises(DataValidationError, match=r"nan\.h5: dataset 'image' holds 1 NaN or infinite value\(s\) of 120"):
+        read_volume(path)
+    with pytest.raises(DataValidationError, match=r"dataset 'image' of 120 voxels \(4, 5, 6\) exceeds the limit of 100"):
+        read_volume(path, max_voxels=100)
+
+
+def test_hdf5_strings_are_stored_in_the_object_header(tmp_path):
+    """libhdf5 can loop forever reading a damaged global heap (where variable-length strings live): the
+    writer keeps its strings fixed-length, so a file written here never needs that heap."""
+    path = write_hdf5_volume(_volume(), tmp_path / "v.h5", label=np.ones((6, 10, 12), np.uint8))
+    assert b"GCOL" not in path.read_bytes()
+    back = read_volume(path)
+    assert back.modality == "CT" and back.meta["format"] == "hdf5"

@@ -110,3 +110,19 @@ def test_splits_for_volume_data_are_by_patient(tmp_path):
     assert "_p3_" in path.name and json.loads(path.read_text())["n"] == 3
     for fold in splits["folds"]:
         assert not {data.groups[i] for i in fold["val"]} & {data.groups[i] for i in fold["train"]}
+
+
+def test_volume_set_larger_than_the_memory_limit_is_refused_after_the_first_case(tmp_path, monkeypatch):
+    write_phantom(tmp_path / "ph", n=3, formats=("hdf5",), shape=(6, 24, 24), progress=False)
+    monkeypatch.setenv("MEDSEG_MAX_DATASET_BYTES", "5000")  # 3 × (8·16·16 float32 + 8·16·16 uint8) = 15,360
+    with pytest.raises(DataValidationError, match=r"ph: 3 preprocessed volumes of \(8, 16, 16\) would take"):
+        load_volume_data(_cfg(tmp_path / "ph", tmp_path), progress=False)
+
+
+def test_a_corrupt_volume_in_a_set_is_named(tmp_path):
+    write_phantom(tmp_path / "ph", n=2, formats=("hdf5",), shape=(6, 24, 24), progress=False)
+    victim = sorted((tmp_path / "ph").rglob("*.h5"))[1]
+    victim.write_bytes(victim.read_bytes()[:600])
+    with pytest.raises(DataValidationError) as e:
+        load_volume_data(_cfg(tmp_path / "ph", tmp_path), progress=False)
+    assert victim.name in str(e.value) and "\n" not in str(e.value)

@@ -192,26 +192,53 @@ def tiny_module(tmp_path, monkeypatch):
 
 
 def test_build_model_from_dotted_path(tiny_module):
-    model = build_model(f"{tiny_module}:TinyNet", in_channels=1, out_channels=5, width=7)
+    model = build_model(f"{tiny_module}:TinyNet", trust_code=True, in_channels=1, out_channels=5, width=7)
     assert type(model).__name__ == "TinyNet"
     assert model.width == 7
     out = model(torch.randn(1, 1, 9, 11))
     assert out.shape == (1, 5, 9, 11)
 
 
+def test_dotted_path_without_trust_code_is_refused_before_importing(tiny_module, monkeypatch):
+    import importlib
+
+    imported = []
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a: imported.append(name))
+    with pytest.raises(ConfigError, match="--trust-code") as info:
+        build_model("os:system", command="echo pwned")
+    assert "'os:system'" in str(info.value)
+    assert imported == [] or all(n.startswith("medseg") for n in imported)
+
+
+@pytest.mark.parametrize("kwargs, problem", [
+    ({"base_channels": 10**9}, "outside"), ({"base_channels": float("nan")}, "finite"),
+    ({"norm": {"__class__": "x"}}, "type dict"), ({"depth": list(range(1000))}, "list of 1000"),
+])
+def test_model_settings_are_plain_bounded_values(kwargs, problem):
+    with pytest.raises(ConfigError, match=problem):
+        build_model("unet", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"base_channels": -3}, {"spatial_dims": 5}, {"depth": 60000}])
+def test_settings_a_constructor_cannot_build_are_config_errors(kwargs):
+    for name in ("unet", "rse_unet", "ctv_unet3d"):
+        with pytest.raises(ConfigError, match="does not take these settings"):
+            build_model(name, **kwargs)
+
+
 def test_dotted_path_with_missing_attribute_is_config_error(tiny_module):
     with pytest.raises(ConfigError, match="NoSuchNet"):
-        build_model(f"{tiny_module}:NoSuchNet")
+        build_model(f"{tiny_module}:NoSuchNet", trust_code=True)
 
 
 def test_dotted_path_with_missing_module_is_config_error():
     with pytest.raises(ConfigError, match="medseg_no_such_module_xyz"):
-        build_model("medseg_no_such_module_xyz:Net")
+        build_model("medseg_no_such_module_xyz:Net", trust_code=True)
 
 
 def test_dotted_path_with_bad_kwargs_is_config_error(tiny_module):
     with pytest.raises(ConfigError, match="TinyNet") as info:
-        build_model(f"{tiny_module}:TinyNet", depth=3)
+        build_model(f"{tiny_module}:TinyNet", trust_code=True, depth=3)
     assert "depth" in str(info.value)
 
 

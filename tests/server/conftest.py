@@ -126,6 +126,11 @@ class Server:
     def run_jobs(self) -> int:
         return self.app.state.worker.run_pending()
 
+    def assert_nothing_stored(self) -> None:
+        """No staging folder, no study folder, no row: what every refused upload must leave."""
+        assert list(self.settings.tmp_dir.iterdir()) == [] and list(self.settings.studies_dir.iterdir()) == []
+        assert self.db.all("SELECT id FROM studies") == [] and self.db.all("SELECT id FROM results") == []
+
     def restart(self) -> Server:
         """A new app over the same home, as after a server restart."""
         return Server(self.settings)
@@ -138,10 +143,12 @@ def server(settings) -> Server:
 
 @pytest.fixture
 def make_server(tmp_path, model_dirs):
-    """Another server with its own home: ``make_server(models=["ct_full"], ...)`` (model names of model_dirs)."""
+    """Another server with its own home: ``make_server(models=["ct_full"], ...)`` (model names of model_dirs, or
+    paths of other model folders)."""
 
     def make(models=("ct_full",), start_worker: bool = False, **changes) -> Server:
-        return Server(ServerSettings(home=tmp_path / "other-home", models=[model_dirs[m] for m in models],
+        paths = [model_dirs[m] if isinstance(m, str) else m for m in models]
+        return Server(ServerSettings(home=tmp_path / "other-home", models=paths,
                                      torch_threads=None, device="cpu", **changes), start_worker=start_worker)
 
     return make

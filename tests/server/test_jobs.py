@@ -34,11 +34,11 @@ def test_job_runs_in_the_worker_not_in_the_request(server, phantom):
 def test_several_uploads_queue_and_run_in_order(server, phantom):
     h = server.user("alice")
     ids = [server.upload(h, phantom[k]).json()["id"] for k in ("nifti", "hdf5", "dicom_zip")]
-    counts = server.client.get("/api/health").json()["jobs"]
+    counts = server.client.get("/api/health", headers=h).json()["jobs"]
     assert counts["queued"] == 3 and counts["running"] == 0
     assert server.run_jobs() == 3
     assert [_study(server, h, i)["status"] for i in ids] == ["done"] * 3
-    assert server.client.get("/api/health").json()["jobs"]["done"] == 3
+    assert server.client.get("/api/health", headers=h).json()["jobs"]["done"] == 3
 
 
 def test_rerun_with_another_model_keeps_the_first_result(server, phantom):

@@ -242,8 +242,9 @@ def test_models_health_and_openapi(server):
     assert [c["name"] for c in models["ct_full"]["classes"]] == ["background", "ctv"]
     assert re.fullmatch(r"ctv_unet3d-[0-9a-f]{12}", models["ct_full"]["version"])
     assert "path" not in models["ct_full"]
-    health = server.client.get("/api/health").json()
+    health = server.client.get("/api/health", headers=h).json()
     assert health["status"] == "ok" and health["models"] == 3
+    assert models["ct_full"]["modality"] == "CT" and models["chromo2d"]["modality"] is None
     spec = server.client.get("/openapi.json").json()
     for path in ["/api/login", "/api/logout", "/api/me", "/api/models", "/api/studies", "/api/studies/{study_id}",
                  "/api/studies/{study_id}/rerun", "/api/results/{result_id}/slices/{k}/{kind}.png",
@@ -271,7 +272,7 @@ def test_demo_flag_from_model_json(tmp_path, model_dirs):
 CONTRACT_IDS = ["username", "password", "login-button", "login-error", "demo-banner", "upload-file", "reference-file",
                 "model-select", "upload-button", "upload-error", "studies", "viewer", "slice-index", "slice-slider",
                 "img-original", "img-overlay", "img-reference", "autoplay", "opacity", "legend", "download-label",
-                "download-dicom-seg", "download-summary", "logout"]
+                "download-dicom-seg", "download-summary", "logout", "viewer-warnings"]
 
 
 def test_page_contract_and_nothing_external():

@@ -39,9 +39,7 @@ def asgi_post(app, path: str, headers: dict, chunks: list[bytes]) -> int:
 
 
 def assert_nothing_stored(server):
-    assert list(server.settings.tmp_dir.iterdir()) == []
-    assert list(server.settings.studies_dir.iterdir()) == []
-    assert server.db.all("SELECT id FROM studies") == [] and server.db.all("SELECT id FROM results") == []
+    server.assert_nothing_stored()
 
 
 @pytest.mark.parametrize("key", ["nifti", "hdf5", "dicom_zip"])
@@ -252,3 +250,20 @@ def test_chunked_upload_is_stored_whole(server, phantom):
     assert study["input_sha256"] == hashlib.sha256(data).hexdigest()
     stored = server.settings.studies_dir / study["id"] / "input" / "case.nii.gz"
     assert stored.read_bytes() == data
+
+
+def test_an_hdf5_upload_is_read_in_a_child_process_with_a_time_limit(make_server, phantom, monkeypatch):
+    """libhdf5 can loop forever on some damaged files: the upload is read first in a child process that is
+    killed after ``hdf5_probe_seconds`` (here a limit no child can meet: Python alone takes longer to start)."""
+    import subprocess
+
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(k["timeout"]) or real_run(*a, **k))
+    server = make_server(hdf5_probe_seconds=0.01)
+    h = server.user("alice")
+    r = server.upload(h, phantom["hdf5"])
+    assert r.status_code == 422, r.text
+    assert r.json()["file"] == phantom["hdf5"].name and "did not finish within 0.01 s" in r.json()["problem"]
+    assert calls == [0.01]
+    server.assert_nothing_stored()

@@ -26,7 +26,7 @@ KWARGS = {"in_channels": 1, "out_channels": 4, "depth": 2, "base_channels": 4, "
 
 
 def _meta(**kwargs) -> dict:
-    return {"model": {"name": "unet", "kwargs": {**KWARGS, **kwargs}}, "task": {"mode": "multiclass"},
+    return {"model": {"name": "unet", "kwargs": {**KWARGS, **kwargs}}, "task": {"mode": "multiclass", "class_names": ["bg", "a", "b", "ab"]},
             "preprocessing": {"size": [32, 32]}}
 
 
@@ -88,7 +88,7 @@ def test_model_json_has_the_architecture(tmp_path):
     assert meta["model"]["kwargs"] == KWARGS
     assert meta["medseg_version"] == medseg.__version__
     assert meta["weights"] == MODEL_WEIGHTS
-    assert meta["task"] == {"mode": "multiclass"}
+    assert meta["task"] == _meta()["task"]
     assert read_model_meta(tmp_path) == meta
     # The weights file is plain safetensors holding the full state dict.
     tensors = load_file(str(tmp_path / MODEL_WEIGHTS))

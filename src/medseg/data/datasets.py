@@ -1,7 +1,9 @@
 """One path from a config's ``data`` section to tensors: load → pad → in-memory dataset → transforms.
 
 The whole chromosome set is small (13,434 × 128 × 128 bytes ≈ 220 MB as uint8), so it is held in memory
-as uint8 and converted per batch; a generic 2D folder set goes through the same class.
+as uint8 and converted per batch; a generic 2D folder set goes through the same class. Because it is held
+whole, its size is checked before it is converted: each image against the voxel budget, the whole set
+against the memory limit (:mod:`medseg.data.limits`), with a message naming the file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medseg.data.limits import check_dataset_bytes
 from medseg.data.pommier import pad_to, read_pommier_h5
 from medseg.errors import DataValidationError
 from medseg.paths import medseg_home
@@ -103,6 +106,9 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
         if limit:
             images, labels = images[: int(limit)], labels[: int(limit)]
         original = images.shape[1:]
+        pixels = int(np.prod(size)) if size else int(np.prod(original))
+        check_dataset_bytes(path, len(images) * pixels * (np.dtype(np.float32).itemsize + 1),
+                            what=f"{len(images):,} images of {'x'.join(map(str, size or original))} (float32 + labels)")
         if size:
             images = pad_to(images, size, data_cfg["image_pad_value"])
             labels = pad_to(labels, size, 0)

@@ -19,18 +19,29 @@ neither a class index nor in ``mask_values`` is never dropped or thresholded sil
 
 Intensities are scaled by the range of the stored dtype (uint8 / 255, uint16 / 65535), not per image,
 so that the same tissue keeps the same value from one image to the next.
+
+Size and values are checked before they can hurt: the image's height × width is read from the header
+(PIL's ``Image.open`` reads only the header; tifffile's page tags) and checked against the voxel budget of
+:mod:`medseg.data.limits` before any pixel is decoded (a 62 KB PNG may declare 8000 × 8000 pixels); a
+loaded data set is checked against the memory limit as it grows. Pillow's own decompression-bomb guard
+(about 179 megapixels) still applies above that. NaN/inf, complex and non-numeric pixels are refused
+naming the file (:func:`medseg.data.volume.check_values`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from medseg.data.limits import check_dataset_bytes, check_voxels, exception_text
 from medseg.data.pommier import pad_to
+from medseg.data.volume import check_values
 from medseg.errors import DataValidationError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -43,43 +54,98 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 # --------------------------------------------------------------------------------------------- reading
 
 
-def _read_raw(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a PNG/TIFF as stored. Returns the array, (H, W) or (H, W, C), and for a palette image the
-    (H, W, 3) colours its indices stand for (else None). Raises DataValidationError for missing,
-    unreadable or corrupt files."""
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff")
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Any error of the decoder inside the block becomes a DataValidationError naming the file. Pillow and
+    tifffile raise many types on bad bytes (OSError, SyntaxError, ValueError, struct.error, zlib.error,
+    TiffFileError, EOFError, IndexError, ...); none of them should reach the user as a traceback."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the voxel budget decides
+            yield
+    except DataValidationError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DataValidationError(path, f"refused by Pillow's decompression-bomb guard ({exception_text(exc)})") from exc
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        kind = "a TIFF image; the file may be corrupt or not a TIFF" if _is_tiff(path) else \
+            "a PNG/TIFF image; the file may be corrupt or not an image"
+        raise DataValidationError(path, f"cannot be read as {kind} ({exception_text(exc)})") from exc
+
+
+def _tiff_first_page(path: Path, tif):
+    """The one page of a single-image TIFF (a stack or an empty file is refused)."""
+    n_pages = len(tif.pages)
+    if n_pages == 0:
+        raise DataValidationError(path, "TIFF file holds no image")
+    if n_pages > 1:
+        raise DataValidationError(path, f"TIFF file holds {n_pages} pages (a stack); expected one 2D image per file")
+    return tif.pages[0]
+
+
+def _tiff_shape(page) -> tuple[int, ...]:
+    """Height × width (× depth for a volumetric page) from a TIFF page's tags, whatever its samples."""
+    depth = int(getattr(page, "imagedepth", 1) or 1)
+    return (int(page.imagelength), int(page.imagewidth)) + ((depth,) if depth > 1 else ())
+
+
+def _pil_shape(img) -> tuple[int, int]:
+    width, height = img.size
+    return int(height), int(width)
+
+
+def image_shape(path: str | Path) -> tuple[int, ...]:
+    """The (H, W) a PNG/TIFF header declares, read without decoding a pixel (for size checks, e.g. the
+    server's before it reads an upload). Raises DataValidationError for a missing or unreadable file."""
+    import tifffile
+    from PIL import Image
+
+    path = _existing_file(path)
+    with _decoding(path):
+        if _is_tiff(path):
+            with tifffile.TiffFile(path) as tif:
+                return _tiff_shape(_tiff_first_page(path, tif))
+        with Image.open(path) as img:
+            return _pil_shape(img)
+
+
+def _existing_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(path, "file not found" if not path.exists() else "not a file")
-    if path.suffix.lower() in (".tif", ".tiff"):
-        arr, colours = _read_tiff(path), None
-    else:
-        arr, colours = _read_pil(path)
+    return path
+
+
+def _read_raw(path: Path, what: str, max_voxels: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a PNG/TIFF as stored. Returns the array, (H, W) or (H, W, C), and for a palette image the
+    (H, W, 3) colours its indices stand for (else None). Raises DataValidationError for missing,
+    unreadable, corrupt or oversized files and for non-numeric or non-finite pixels."""
+    path = _existing_file(path)
+    with _decoding(path):
+        if _is_tiff(path):
+            arr, colours = _read_tiff(path, what, max_voxels), None
+        else:
+            arr, colours = _read_pil(path, what, max_voxels)
+    check_values(path, arr, what)
     if not arr.dtype.isnative:  # big-endian TIFF / PNG "I;16B": native order, so uint16 stays uint16
         arr = arr.astype(arr.dtype.newbyteorder("="))
     return arr, colours
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, what: str, max_voxels: int | None) -> np.ndarray:
     import tifffile
 
-    try:
-        with tifffile.TiffFile(path) as tif:
-            n_pages = len(tif.pages)
-            if n_pages == 0:
-                raise DataValidationError(path, "TIFF file holds no image")
-            if n_pages > 1:
-                raise DataValidationError(
-                    path, f"TIFF file holds {n_pages} pages (a stack); expected one 2D image per file"
-                )
-            page = tif.pages[0]
-            arr = page.asarray()
-            separate = int(getattr(page, "planarconfig", 1)) == 2  # PLANARCONFIG.SEPARATE: (C, H, W)
-    except DataValidationError:
-        raise
-    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, ... on bad files
-        raise DataValidationError(
-            path, f"cannot be read as a TIFF image; the file may be corrupt or not a TIFF ({type(exc).__name__}: {exc})"
-        ) from exc
+    with tifffile.TiffFile(path) as tif:
+        page = _tiff_first_page(path, tif)
+        check_voxels(path, _tiff_shape(page), what, max_voxels)
+        arr = page.asarray()
+        separate = int(getattr(page, "planarconfig", 1)) == 2  # PLANARCONFIG.SEPARATE: (C, H, W)
     arr = np.asarray(arr)
     if separate and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
@@ -91,31 +157,23 @@ def _read_tiff(path: Path) -> np.ndarray:
     return arr
 
 
-def _read_pil(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    from PIL import Image, UnidentifiedImageError
+def _read_pil(path: Path, what: str, max_voxels: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            n_frames = getattr(img, "n_frames", 1)
-            if n_frames > 1:
-                raise DataValidationError(
-                    path, f"image file holds {n_frames} frames; expected one 2D image per file"
-                )
-            img.load()
-            mode = img.mode
-            if mode == "P":
-                # Palette image: the indices (for masks they are the class indices) and, for the image
-                # reader, the colours they stand for.
-                return np.array(img), np.asarray(img.convert("RGB"))
-            if mode in ("CMYK", "YCbCr", "LAB", "HSV", "PA"):
-                img = img.convert("RGBA" if mode == "PA" else "RGB")
-            arr = np.array(img)
-    except DataValidationError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataValidationError(
-            path, f"cannot be read as a PNG/TIFF image; the file may be corrupt or not an image ({type(exc).__name__}: {exc})"
-        ) from exc
+    with Image.open(path) as img:  # reads the header only: the size is known, nothing is decoded yet
+        check_voxels(path, _pil_shape(img), what, max_voxels)
+        n_frames = getattr(img, "n_frames", 1)
+        if n_frames > 1:
+            raise DataValidationError(path, f"image file holds {n_frames} frames; expected one 2D image per file")
+        img.load()
+        mode = img.mode
+        if mode == "P":
+            # Palette image: the indices (for masks they are the class indices) and, for the image
+            # reader, the colours they stand for.
+            return np.array(img), np.asarray(img.convert("RGB"))
+        if mode in ("CMYK", "YCbCr", "LAB", "HSV", "PA"):
+            img = img.convert("RGBA" if mode == "PA" else "RGB")
+        arr = np.array(img)
     if mode == "1":
         arr = arr.astype(np.uint8)  # bilevel: 0/1
     elif mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
@@ -144,15 +202,17 @@ def _check_2d(path: Path, arr: np.ndarray, what: str) -> None:
         raise DataValidationError(path, f"{what} is empty (shape {arr.shape})")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, *, max_voxels: int | None = None) -> np.ndarray:
     """Read one PNG or TIFF image as a 2D array in its stored dtype (uint8, uint16, float, ...).
 
     Colour images (RGB, RGBA, palette) are converted to grey with the ITU-R 601 luma weights, keeping the
     dtype; an alpha channel is dropped. Raises :class:`DataValidationError` naming the file when it is
-    missing, unreadable, corrupt, a multi-page stack or not a 2D image.
+    missing, unreadable, corrupt, a multi-page stack, not a 2D image, holds NaN/inf or non-numeric
+    pixels, or declares more pixels than the voxel budget (``max_voxels``, default
+    ``$MEDSEG_MAX_VOXELS`` or 2**27; checked from the header, before decoding).
     """
     path = Path(path)
-    arr, palette_colours = _read_raw(path)
+    arr, palette_colours = _read_raw(path, "image", max_voxels)
     if palette_colours is not None:
         arr = palette_colours
     if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
@@ -160,8 +220,6 @@ def read_image(path: str | Path) -> np.ndarray:
     _check_2d(path, arr, "image")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
-    if arr.dtype.kind not in "uif":
-        raise DataValidationError(path, f"image has dtype {arr.dtype}; expected integer or float pixels")
     return np.ascontiguousarray(arr)
 
 
@@ -209,7 +267,7 @@ def _fmt(v) -> str:
 
 
 def read_mask(
-    path: str | Path, num_classes: int, *, mask_values: Sequence[int] | None = None
+    path: str | Path, num_classes: int, *, mask_values: Sequence[int] | None = None, max_voxels: int | None = None
 ) -> np.ndarray:
     """Read one mask as a 2D uint8 array of class indices ``0..num_classes-1``.
 
@@ -236,7 +294,7 @@ def read_mask(
         if len(set(lut_values)) != len(lut_values):
             raise ValueError(f"mask_values {lut_values} repeats a value; each class needs its own value")
 
-    arr, _ = _read_raw(path)  # palette masks: the indices are the stored values
+    arr, _ = _read_raw(path, "mask", max_voxels)  # palette masks: the indices are the stored values
     if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
         if arr.shape[-1] == 2:  # grey + alpha
             arr = arr[..., 0]
@@ -433,9 +491,14 @@ def load_folder_dataset(
     pairs = pair_files(images_dir, masks_dir)
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
+    held = 0  # bytes of the normalised images and masks so far: the data set is held in memory whole
     for img_path, mask_path in zip(pairs.images, pairs.masks):
         raw = read_image(img_path)
         mask = read_mask(mask_path, num_classes, mask_values=mask_values)
+        pixels = int(np.prod(size)) if size is not None else raw.size
+        held += pixels * (np.dtype(np.float32).itemsize + 1)
+        check_dataset_bytes(Path(images_dir), held * len(pairs) // (len(images) + 1),
+                            what=f"the {len(pairs)} images of this folder (estimated from the first {len(images) + 1})")
         if raw.shape != mask.shape:
             raise DataValidationError(
                 img_path,

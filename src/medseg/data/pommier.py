@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,6 +25,7 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
+from medseg.data.limits import check_dataset_bytes, check_voxels, exception_text
 from medseg.errors import DataValidationError
 
 POMMIER_KEY = "dataset_1"
@@ -90,14 +93,37 @@ def fix_stray_labels(
     return fixed, report
 
 
-def open_hdf5(path: Path) -> h5py.File:
-    """Open an HDF5 file for reading; a missing or unreadable file is a DataValidationError naming it."""
+# What h5py raises on a corrupt file, depending on where the damage is: OSError ("bad local heap signature",
+# "bad object header version number", "file signature not found"), KeyError (a link to a missing object),
+# RuntimeError, ValueError, TypeError (an attribute or dtype it cannot map).
+_HDF5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError, OverflowError, EOFError)
+
+
+@contextmanager
+def hdf5_errors(path: Path, what: str = "") -> Iterator[None]:
+    """Turn any error h5py raises inside the block into a DataValidationError naming ``path`` (our own
+    DataValidationErrors pass unchanged). Every HDF5 access of medseg's readers runs inside one: metadata
+    are read lazily, so a corrupt file can fail on opening, on ``in``, on visiting, on an attribute or on
+    the data."""
+    try:
+        yield
+    except DataValidationError:
+        raise
+    except _HDF5_ERRORS as exc:
+        where = f"{what} " if what else ""
+        raise DataValidationError(path, f"{where}cannot be read: not a readable HDF5 file, or a corrupt one "
+                                        f"({exception_text(exc)})") from exc
+
+
+@contextmanager
+def open_hdf5(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 file open for reading, all of whose use in the ``with`` block is guarded by
+    :func:`hdf5_errors`; a missing file is a DataValidationError naming it."""
+    path = Path(path)
     if not path.is_file():
         raise DataValidationError(path, "file not found")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise DataValidationError(path, f"not a readable HDF5 file ({exc})") from exc
+    with hdf5_errors(path), h5py.File(path, "r") as f:
+        yield f
 
 
 def read_pommier_h5(
@@ -106,11 +132,15 @@ def read_pommier_h5(
     key: str = POMMIER_KEY,
     num_classes: int = 4,
     stray_labels: StrayPolicy = "reject",
+    max_voxels: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, LabelReport]:
     """Read a Pommier-layout HDF5 file.
 
     Returns ``images`` (N, H, W) uint8, ``labels`` (N, H, W) uint8 and a :class:`LabelReport`.
-    Raises :class:`DataValidationError` naming the file for anything that is not the published layout.
+    Raises :class:`DataValidationError` naming the file for anything that is not the published layout,
+    for a corrupt file, for an image larger than the voxel budget (``max_voxels``, see
+    :mod:`medseg.data.limits`) and for a dataset larger than the memory limit — both from the dataset's
+    shape, before it is read.
     """
     path = Path(path)
     with open_hdf5(path) as f:
@@ -128,10 +158,10 @@ def read_pommier_h5(
             raise DataValidationError(path, f"dataset '{key}' has dtype {ds.dtype}; expected uint8")
         if ds.shape[0] == 0:
             raise DataValidationError(path, f"dataset '{key}' holds no images")
-        try:
+        check_voxels(path, ds.shape[1:3], what=f"each image of dataset '{key}'", max_voxels=max_voxels)
+        check_dataset_bytes(path, ds.size * ds.dtype.itemsize, what=f"dataset '{key}' {ds.shape}")
+        with hdf5_errors(path, f"dataset '{key}'"):
             data = ds[...]
-        except OSError as exc:
-            raise DataValidationError(path, f"dataset '{key}' cannot be read, the file may be corrupt ({exc})") from exc
     images = np.ascontiguousarray(data[..., 0])
     labels = np.ascontiguousarray(data[..., 1])
     labels, report = fix_stray_labels(labels, num_classes, stray_labels, path)

@@ -18,6 +18,10 @@ tasks (class c = label value c + 1, value 0 is background) or (N, D, H, W) class
 ``multiclass``. Metrics computed on these arrays are on the preprocessed grid (as in the thesis, which
 evaluated its 72 × 256 × 256 volumes); ``medseg predict`` maps predictions back to each input's grid.
 
+Every volume is checked by its reader (voxel budget from the header, finite values, usable geometry) and
+the preprocessed set, held in memory whole, against the memory limit of :mod:`medseg.data.limits` once
+the first case shows how large each one is: before the rest is read.
+
 Splits are by patient (the thesis' 3-fold cross-validation by patient): ``SegmentationData.groups`` holds
 each case's patient id — by default the case itself; ``data.patient_pattern`` (a regular expression
 whose first group is the patient id, matched against the case name) groups several series of one patient.
@@ -33,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medseg.data.datasets import SegmentationData
+from medseg.data.limits import check_dataset_bytes
 from medseg.data.volume_io import _HDF5_SUFFIXES as _H5
 from medseg.data.volume_io import _NIFTI_SUFFIXES as _NIFTI
 from medseg.data.volume_io import _strip_suffix as _stem
@@ -196,6 +201,9 @@ def load_volume_data(cfg: dict, progress: bool = True) -> SegmentationData:
             raise DataValidationError(where, f"label grid {lab.shape} differs from its image's {img.shape} ({img_path.name})")
         images.append(preprocess_volume(img.array, cfg))
         labels.append(preprocess_label(_label_channels(lab.array, mode, n_classes, where), cfg))
+        if len(images) == 1:
+            check_dataset_bytes(folder, len(pairs) * (images[0].nbytes + labels[0].nbytes),
+                                what=f"{len(pairs)} preprocessed volumes of {images[0].shape}")
         names.append(case)
         shapes.append(list(img.shape))
         spacings.append(list(img.spacing))

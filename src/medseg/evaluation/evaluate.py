@@ -71,7 +71,8 @@ def read_run_config(run_dir: Path) -> dict:
 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | None = None,
                  folds: Sequence[int] | None = None, device: str = "auto", out_dir: str | Path | None = None,
-                 limit_test: int | None = None, progress: bool = True) -> Path:
+                 limit_test: int | None = None, progress: bool = True, trust_code: bool = False) -> Path:
+    """``trust_code``: allow a model.json that names code outside medseg (see medseg.models.registry)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     if data is not None:
@@ -94,7 +95,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     fold_aggs, fold_values, histories, probs_sum = [], {}, {}, None
     predictors = []
     for d in tqdm(dirs, desc="evaluating folds", disable=not progress):
-        pred = Predictor.from_path(d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]))
+        pred = Predictor.from_path(d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]),
+                                   trust_code=trust_code)
         predictors.append(pred)
         if cv_validation:
             _, val_idx, _ = fold_indices(splits, int(d.name.split("_")[1]) if d.name.startswith("fold_") else 0)

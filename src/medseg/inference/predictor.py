@@ -19,6 +19,10 @@ from medseg.training.checkpoint import MODEL_META, load_model
 from medseg.training.trainer import resolve_device
 
 
+# 2D images larger than this (either side) are segmented in tiles of this size (see Predictor._logits).
+TILE_2D = (1024, 1024)
+
+
 def model_dirs(path: str | Path, folds: Sequence[int] | None = None) -> list[Path]:
     path = Path(path)
     if (path / MODEL_META).is_file():
@@ -66,19 +70,26 @@ class Predictor:
 
     @classmethod
     def from_path(cls, path: str | Path, *, folds: Sequence[int] | None = None, device="auto", tta: bool = False,
-                  batch_size: int = 32, sliding_window: dict | None = None) -> "Predictor":
-        loaded = [load_model(d) for d in model_dirs(path, folds)]
+                  batch_size: int = 32, sliding_window: dict | None = None, trust_code: bool = False) -> "Predictor":
+        """Load a fold or run folder. ``trust_code``: allow a model.json naming code outside medseg's registry
+        (importing it runs it); without it such a folder is refused with a ConfigError-like message."""
+        loaded = [load_model(d, trust_code=trust_code) for d in model_dirs(path, folds)]
         return cls([m for m, _ in loaded], loaded[0][1], device=device, tta=tta, batch_size=batch_size,
                    sliding_window=sliding_window)
 
     def _logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Logits of one model; 3D with a roi: MONAI sliding windows run on the model's device and are
-        stitched on the CPU (Gaussian weights), so a volume larger than the device memory fits."""
-        if self.sliding_window is None:
-            return model(x)
+        stitched on the CPU (Gaussian weights), so a volume larger than the device memory fits. A 2D image
+        larger than :data:`TILE_2D` is segmented the same way in tiles of that size: a fully convolutional
+        net on a whole 10,000² image would need tens of GB of activations, a tile needs a fixed amount."""
         from medseg.data.transforms3d import sliding_window_logits
 
-        return sliding_window_logits(model, x.cpu(), self.sliding_window, sw_device=self.device, device="cpu")
+        settings = self.sliding_window
+        if settings is None and self.spatial_dims == 2 and any(s > t for s, t in zip(x.shape[2:], TILE_2D)):
+            settings = {"roi_size": list(TILE_2D), "overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"}
+        if settings is None:
+            return model(x.to(self.device))
+        return sliding_window_logits(model, x.cpu(), settings, sw_device=self.device, device="cpu")
 
     @torch.inference_mode()
     def predict_proba(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -90,7 +101,6 @@ class Predictor:
         ops = _tta_ops(self.spatial_dims) if self.tta else _tta_ops(self.spatial_dims)[:1]
         for start in range(0, len(x_all), self.batch_size):
             x = x_all[start : start + self.batch_size, None]
-            x = x if self.sliding_window is not None else x.to(self.device)
             acc = None
             for model in self.models:
                 for fwd, inv in ops:

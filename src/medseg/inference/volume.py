@@ -80,15 +80,16 @@ def class_volumes_ml(labels: np.ndarray, spacing, names: list[str]) -> dict[str,
     return {name: round(float(counts[v]) * voxel_ml, 3) for v, name in enumerate(names) if v > 0}
 
 
-def predict_volume_file(predictor: Predictor, path: Path, out_dir: Path) -> dict:
+def predict_volume_file(predictor: Predictor, path: Path, out_dir: Path, *, allow_gaps: bool = False) -> dict:
     """``medseg predict`` for one volume (NIfTI, HDF5, DICOM folder or zip): writes ``<case>_label`` in the
-    input's format and geometry (NIfTI for DICOM input) and ``<case>_summary.json`` (per-class ml)."""
+    input's format and geometry (NIfTI for DICOM input) and ``<case>_summary.json`` (per-class ml).
+    ``allow_gaps``: a DICOM series with whole slices missing is filled and reported instead of refused."""
     import json
 
     from medseg.data.volume_io import _strip_suffix, read_volume, write_label_like
 
     path = Path(path)
-    volume = read_volume(path)
+    volume = read_volume(path, allow_gaps=allow_gaps)
     labels, _ = predict_volume(predictor, volume)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

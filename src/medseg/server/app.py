@@ -69,6 +69,15 @@ class NewUserBody(BaseModel):
     is_admin: bool = False
 
 
+class PasswordChangeBody(BaseModel):
+    current_password: str
+    new_password: str = Field(description=f"At least {auth.MIN_PASSWORD} characters")
+
+
+class PasswordBody(BaseModel):
+    password: str = Field(description=f"At least {auth.MIN_PASSWORD} characters")
+
+
 class RerunBody(BaseModel):
     model: str = Field(description="A model id from GET /api/models")
 
@@ -90,6 +99,8 @@ class ModelOut(BaseModel):
     demo: bool
     demo_note: str | None = None
     demo_reason: str | None = None
+    modality: str | None = Field(None, description="The modality the model needs (an input recording another is "
+                                                   "refused), or null when its model.json says nothing")
 
 
 class ResultOut(BaseModel):
@@ -107,6 +118,8 @@ class ResultOut(BaseModel):
     n_slices: int | None = None
     classes: list[ClassOut] = []
     summary: dict | None = None
+    warnings: list[str] = Field([], description="What to check about this result (e.g. an input that records no "
+                                                "modality for a CT model); once done")
     slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference)")
     downloads: dict[str, str] = Field(description="Format → URL, once done")
 
@@ -133,9 +146,9 @@ class StudyOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
-    version: str
-    models: int
-    jobs: dict[str, int]
+    version: str  # public anyway in /openapi.json
+    models: int | None = Field(None, description="Signed-in callers only")
+    jobs: dict[str, int] | None = Field(None, description="Results per status, all users; signed-in callers only")
 
 
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -168,7 +181,8 @@ def result_json(result: dict, study: dict) -> dict:
         "error": result["error"] if result["status"] == "failed" else None, "attempts": result["attempts"],
         "created_at": result["created_at"], "started_at": result["started_at"],
         "finished_at": result["finished_at"], "n_slices": result["n_slices"], "classes": classes,
-        "summary": summary, "slice_url": base + "/slices/{k}/{kind}.png",
+        "summary": summary, "warnings": (summary or {}).get("warnings") or [],
+        "slice_url": base + "/slices/{k}/{kind}.png",
         "downloads": {f: f"{base}/download/{f}" for f in formats},
     }
 
@@ -209,7 +223,7 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     settings = settings or ServerSettings()
     settings.make_dirs()
     db = Database(settings.db_path)
-    registry = ModelRegistry(settings.models, settings.device)
+    registry = ModelRegistry(settings.models, settings.device, trust_code=settings.trust_code)
     worker = Worker(db, settings, registry)
     removed = storage.cleanup(settings, db)
     recovered = worker.recover()
@@ -227,7 +241,10 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
                   description="Upload a CT volume or an image, get an automatic segmentation, view it slice by "
                               "slice and download it (label in the input's format, DICOM-SEG, summary). Sign in "
                               "with POST /api/login; send the token as 'Authorization: Bearer <token>'.")
+    throttle = auth.SignInThrottle(settings.login_failures_per_user, settings.login_failures_per_address,
+                                   settings.login_window_s, settings.login_backoff_s, settings.login_backoff_max_s)
     app.state.settings, app.state.db, app.state.registry, app.state.worker = settings, db, registry, worker
+    app.state.throttle = throttle
 
     @app.middleware("http")
     async def headers_and_origin(request: Request, call_next):
@@ -271,9 +288,13 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
 
     # ------------------------------------------------------------------------------------- auth
 
-    @app.post("/api/login", response_model=LoginOut, tags=["auth"])
-    def login(body: LoginBody, response: Response):
-        user = auth.authenticate(db, body.username, body.password)
+    def client_address(request: Request) -> str | None:
+        return request.client.host if request.client else None
+
+    @app.post("/api/login", response_model=LoginOut, tags=["auth"],
+              responses={429: {"description": "Too many failed sign-ins: wait the Retry-After seconds"}})
+    def login(body: LoginBody, request: Request, response: Response):
+        user = auth.authenticate_throttled(db, throttle, body.username, body.password, client_address(request))
         if user is None:
             raise HTTPException(401, "wrong user name or password")
         token, lifetime = auth.new_session(db, user, settings.session_hours)
@@ -294,16 +315,44 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     def me(user: User = Depends(current_user)):
         return user.public()
 
+    @app.post("/api/me/password", status_code=204, tags=["auth"])
+    def change_password(body: PasswordChangeBody, request: Request, user: User = Depends(current_user)):
+        """Change your own password; your other sessions end (this one stays). A wrong current password is
+        403 and counts as a failed sign-in."""
+        if auth.authenticate_throttled(db, throttle, user.username, body.current_password,
+                                       client_address(request)) is None:
+            raise HTTPException(403, "the current password is wrong")
+        set_password(user.username, body.new_password, request)
+        return Response(status_code=204)
+
+    def set_password(username: str, password: str, request: Request) -> None:
+        with auth.as_http():
+            auth.set_password(db, username, password, keep_token=auth.request_token(request))
+
     @app.get("/api/users", response_model=list[UserOut], tags=["auth"])
     def list_users(_: User = Depends(admin_user)):
         return [{"id": u["id"], "username": u["username"], "is_admin": bool(u["is_admin"])} for u in db.users()]
 
     @app.post("/api/users", response_model=UserOut, status_code=201, tags=["auth"])
     def add_user(body: NewUserBody, _: User = Depends(admin_user)):
-        try:
+        with auth.as_http():
             return auth.create_user(db, body.username, body.password, is_admin=body.is_admin).public()
-        except auth.AuthError as exc:
-            raise HTTPException(409 if "already exists" in str(exc) else 400, str(exc)) from exc
+
+    @app.put("/api/users/{username}/password", status_code=204, tags=["auth"])
+    def reset_password(username: str, body: PasswordBody, request: Request, _: User = Depends(admin_user)):
+        """Set a user's password (administrators): all of that user's sessions end, and a sign-in lock on the
+        account is lifted."""
+        set_password(username, body.password, request)
+        throttle.succeeded(username)
+        return Response(status_code=204)
+
+    @app.delete("/api/users/{username}", status_code=204, tags=["auth"])
+    def remove_user(username: str, _: User = Depends(admin_user)):
+        """Remove a user with their sessions, studies and results, files included (administrators; 409 for
+        the last administrator)."""
+        with auth.as_http():
+            storage.remove_user(db, settings, username)
+        return Response(status_code=204)
 
     # ------------------------------------------------------------------------------------- models, health
 
@@ -311,10 +360,14 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     def models(_: User = Depends(current_user)):
         return registry.public()
 
-    @app.get("/api/health", response_model=HealthOut, tags=["health"])
-    def health():
-        return {"status": "ok", "version": medseg.__version__, "models": len(registry.entries),
-                "jobs": db.queue_counts()}
+    @app.get("/api/health", response_model=HealthOut, response_model_exclude_none=True, tags=["health"])
+    def health(request: Request):
+        """Anyone: ``{"status": "ok", "version"}``; a signed-in caller also gets the model and job counts,
+        which say how busy the server is and are nobody else's business."""
+        out = {"status": "ok", "version": medseg.__version__}
+        if signed_in(request):
+            out.update(models=len(registry.entries), jobs=db.queue_counts())
+        return out
 
     # ------------------------------------------------------------------------------------- studies
 
@@ -374,6 +427,7 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
             raise UploadRefused(422, f"model {entry.id!r} segments {'2D images' if entry.spatial_dims == 2 else 'volumes'}"
                                      f"; this study is {'a 2D image' if study['kind'] == '2d' else 'a volume'}",
                                 study["name"])
+        storage.check_modality(entry, study["modality"], study["name"])
         row = storage.new_result(study_id, study["input_sha256"], entry)
         db.add_result(row)
         worker.notify()

@@ -2,23 +2,31 @@
 
 Passwords are hashed with scrypt (memory-hard, in the standard library) and a random salt per user, and
 compared in constant time; an unknown user name costs the same scrypt call, so response times do not say
-which names exist. A session is a random token given to the browser as an HttpOnly, SameSite=Lax cookie
-(scripts send it as ``Authorization: Bearer <token>``); the database keeps only its sha256 and an expiry, so
-signing out or expiry ends it on the server, and a copy of the database holds no usable token.
+which names exist, and failed sign-ins back off (:class:`SignInThrottle`: 429 with ``Retry-After``). A
+session is a random token given to the browser as an HttpOnly, SameSite=Lax cookie (scripts send it as
+``Authorization: Bearer <token>``); the database keeps only its sha256 and an expiry, so signing out, expiry,
+a password change or the user's removal ends it on the server, and a copy of the database holds no usable
+token.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 import sqlite3
+import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
+from medseg.errors import MedsegError
 from medseg.server.db import Database
 
 COOKIE = "medseg_session"
@@ -28,8 +36,30 @@ _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 _DUMMY_HASH: str | None = None
 
 
-class AuthError(ValueError):
-    """A user that cannot be created as asked (name taken or malformed, password too short)."""
+class AuthError(MedsegError, ValueError):
+    """A user that cannot be created or changed as asked; ``status`` is the API's answer (400: malformed
+    name, password too short)."""
+
+    status = 400
+
+
+class UnknownUser(AuthError):
+    status = 404
+
+
+class AuthConflict(AuthError):
+    """The name is taken, or the change would leave the server without an administrator."""
+
+    status = 409
+
+
+@contextmanager
+def as_http() -> Iterator[None]:
+    """For the API: an :class:`AuthError` raised within becomes the answer its ``status`` names."""
+    try:
+        yield
+    except AuthError as exc:
+        raise HTTPException(exc.status, str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -65,16 +95,29 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest.hex(), hash_hex)
 
 
+def _check_password(password: str) -> None:
+    """The one rule for every new password (create, change, reset)."""
+    if len(password or "") < MIN_PASSWORD:
+        raise AuthError(f"the password must have at least {MIN_PASSWORD} characters")
+
+
 def create_user(db: Database, username: str, password: str, *, is_admin: bool = False) -> User:
     if not _USERNAME.match(username or ""):
         raise AuthError(f"user name {username!r} is not allowed: 1-64 letters, digits and _ . @ -, "
                         "starting with a letter or digit")
-    if len(password or "") < MIN_PASSWORD:
-        raise AuthError(f"the password must have at least {MIN_PASSWORD} characters")
+    _check_password(password)
     try:
         return User.from_row(db.add_user(username, hash_password(password), is_admin))
     except sqlite3.IntegrityError as exc:
-        raise AuthError(f"user {username!r} already exists") from exc
+        raise AuthConflict(f"user {username!r} already exists") from exc
+
+
+def user_named(db: Database, username: str) -> dict:
+    """The user's row, or :class:`UnknownUser`."""
+    row = db.user_by_name(username or "")
+    if row is None:
+        raise UnknownUser(f"no user {username!r}")
+    return row
 
 
 def authenticate(db: Database, username: str, password: str) -> User | None:
@@ -85,6 +128,118 @@ def authenticate(db: Database, username: str, password: str) -> User | None:
         verify_password(password or "", _DUMMY_HASH)  # same cost as a real check
         return None
     return User.from_row(row) if verify_password(password or "", row["password_hash"]) else None
+
+
+def authenticate_throttled(db: Database, throttle: SignInThrottle, username: str, password: str,
+                           address: str | None) -> User | None:
+    """:func:`authenticate` behind ``throttle``: HTTP 429 with ``Retry-After`` while the account or the
+    address is locked (asked first: no scrypt call, no answer about the password); a failure is counted,
+    a success clears the account's failures."""
+    wait = throttle.retry_after(username, address)
+    if wait:
+        raise HTTPException(status_code=429, headers={"Retry-After": str(wait)},
+                            detail=f"too many failed sign-ins for this account or from this address: "
+                                   f"try again in {wait} s")
+    user = authenticate(db, username, password)
+    if user is None:
+        throttle.failed(username, address)
+    else:
+        throttle.succeeded(username)
+    return user
+
+
+def set_password(db: Database, username: str, password: str, *, keep_token: str | None = None) -> User:
+    """Give ``username`` a new password (the same rule as :func:`create_user`) and end all their sessions
+    except ``keep_token``'s (the one that asked, when users change their own)."""
+    _check_password(password)
+    row = user_named(db, username)
+    db.set_password_hash(row["id"], hash_password(password), _token_hash(keep_token) if keep_token else None)
+    return User.from_row(row)
+
+
+def remove_user(db: Database, username: str) -> tuple[User, list[str]]:
+    """Delete the user's rows (sessions, studies, results); returns the user and the ids of their studies,
+    whose folders the caller removes. The last administrator cannot be removed, so the server is never
+    left without anyone who can manage it."""
+    row = user_named(db, username)
+    study_ids = db.delete_user(row["id"])
+    if study_ids is None:
+        raise AuthConflict(f"{row['username']!r} is the last administrator; make another one first "
+                           "(medseg users add NAME --admin)")
+    return User.from_row(row), study_ids
+
+
+class SignInThrottle:
+    """Back-off for failed sign-ins, per account name and per client address.
+
+    Each key keeps the times of its failures within a sliding window. From the ``limit``-th failure on the
+    key is locked: for ``backoff`` seconds, doubling with every further failure, capped at ``backoff_max``.
+    The route asks :meth:`retry_after` *before* checking the password, so a locked account costs no scrypt
+    call and answers 429 whatever the password: the lock cannot be used to test passwords. Unknown names
+    count like real ones (nothing tells which exist). A success clears the account's failures, not the
+    address's: an attacker with one valid account must not be able to reset the address counter with it.
+
+    In memory, under a lock: the server is one process (uvicorn with one worker; :func:`~medseg.server.app.
+    lock_home` allows one server per home), so this sees every attempt; a restart forgets the counts, which
+    an attacker cannot cause. Behind a reverse proxy every client has the proxy's address: raise the
+    per-address limit there (0 switches it off) rather than trusting a forwarded header.
+    """
+
+    def __init__(self, per_user: int, per_address: int, window: float, backoff: float, backoff_max: float,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000):
+        self.limits = {"user": per_user, "address": per_address}
+        self.window, self.backoff, self.backoff_max = window, backoff, backoff_max
+        self.clock, self.max_keys = clock, max_keys
+        self._failures: dict[str, deque[float]] = {}
+        self._locked_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _keys(username: str, address: str | None) -> dict[str, str]:
+        """Kind → key; names are case-insensitive like the users table, and cut so a long one costs nothing."""
+        return {"user": "user:" + (username or "").lower()[:128], "address": f"address:{address or '?'}"}
+
+    def retry_after(self, username: str, address: str | None) -> int:
+        """Whole seconds until a sign-in as ``username`` from ``address`` may be tried again (0: now)."""
+        now = self.clock()
+        with self._lock:
+            until = max(self._locked_until.get(key, 0.0) for key in self._keys(username, address).values())
+        return math.ceil(until - now) if until > now else 0
+
+    def failed(self, username: str, address: str | None) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._failures) >= self.max_keys:
+                self._forget_old(now)
+            for kind, key in self._keys(username, address).items():
+                limit = self.limits[kind]
+                if limit <= 0:
+                    continue
+                times = self._failures.setdefault(key, deque())
+                while times and times[0] <= now - self.window:
+                    times.popleft()
+                times.append(now)
+                if len(times) >= limit:
+                    delay = min(self.backoff * 2 ** (len(times) - limit), self.backoff_max)
+                    self._locked_until[key] = max(self._locked_until.get(key, 0.0), now + delay)
+
+    def succeeded(self, username: str) -> None:
+        """The account's failures and lock are forgotten (an admin's password reset calls this too)."""
+        key = self._keys(username, None)["user"]
+        with self._lock:
+            self._failures.pop(key, None)
+            self._locked_until.pop(key, None)
+
+    def _forget_old(self, now: float) -> None:
+        """Bound the memory a spray of made-up names can take: keys with no recent failure go first, then,
+        if that is not enough, the oldest keys (their back-off is lost: a bounded server beats a full one)."""
+        for key in [k for k, t in self._locked_until.items() if t <= now]:
+            del self._locked_until[key]
+        for key in [k for k, t in self._failures.items() if not t or t[-1] <= now - self.window]:
+            del self._failures[key]
+        for key in list(self._failures)[:max(0, len(self._failures) - self.max_keys // 2)]:
+            del self._failures[key]
+            self._locked_until.pop(key, None)
 
 
 def _token_hash(token: str) -> str:

@@ -137,6 +137,24 @@ class Database:
         return self.all("SELECT u.*, (SELECT COUNT(*) FROM studies s WHERE s.user_id = u.id) AS n_studies "
                         "FROM users u ORDER BY u.username")
 
+    def set_password_hash(self, user_id: int, password_hash: str, keep_session: str | None = None) -> None:
+        """New hash and, in the same transaction, the end of every session of the user but ``keep_session``
+        (a token hash): whoever knew the old password is signed out everywhere."""
+        with self.connect() as con:
+            con.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+            con.execute("DELETE FROM sessions WHERE user_id = ? AND token_hash IS NOT ?", (user_id, keep_session))
+
+    def delete_user(self, user_id: int) -> list[str] | None:
+        """Remove the user with their sessions, studies and results (the rows; the caller removes the study
+        folders, whose ids this returns). None, and nothing removed, when the user is the last administrator:
+        the check and the delete are one statement, so two removals at once cannot leave none."""
+        with self.connect() as con:
+            ids = [r["id"] for r in con.execute("SELECT id FROM studies WHERE user_id = ?", (user_id,))]
+            removed = con.execute(
+                "DELETE FROM users WHERE id = ? AND (is_admin = 0 OR "
+                "(SELECT COUNT(*) FROM users WHERE is_admin = 1) > 1)", (user_id,)).rowcount
+            return ids if removed else None
+
     # ------------------------------------------------------------------------------------- sessions
 
     def add_session(self, token_hash: str, user_id: int, created: float, expires: float) -> None:

@@ -37,11 +37,14 @@ from medseg.server.registry import DEMO_NOTE, ModelRegistry
 from medseg.server.settings import ServerSettings
 from medseg.server.storage import (
     StudyPaths,
+    check_modality,
+    modality_warnings,
     new_id,
     read_input,
     read_reference,
     study_paths,
 )
+from medseg.server.upload import UploadRefused
 
 log = logging.getLogger("medseg.server")
 
@@ -163,7 +166,8 @@ class Worker:
             shutil.rmtree(work, ignore_errors=True)
 
     def _message(self, exc: Exception, paths: StudyPaths) -> str:
-        text = str(exc) if isinstance(exc, DataValidationError) else f"{type(exc).__name__}: {exc}"
+        known = isinstance(exc, DataValidationError | UploadRefused)  # their message is for the user as it is
+        text = str(exc) if known else f"{type(exc).__name__}: {exc}"
         for folder in (paths.input, paths.root, self.settings.tmp_dir, self.settings.root):
             text = text.replace(f"{folder}/", "").replace(str(folder), "")
         return text
@@ -176,11 +180,13 @@ class Worker:
         progress = _Progress(self.db, job["id"])
         progress(0.02)
         predictor = self.registry.predictor(entry)
-        image = read_input(paths.input, study["input_format"], study["input_files"],
-                           max_zip_bytes=self.settings.max_unzipped_bytes)
+        image = read_input(paths.input, study["input_format"], study["input_files"], self.settings)
         progress(0.1)
         names = class_names_of_labels(predictor)
         volume = image if isinstance(image, Volume) else None
+        # checked at upload and re-run too; here for a model that was swapped under its id by a restart
+        check_modality(entry, volume.modality if volume is not None else None, study["name"])
+        warnings = modality_warnings(entry, image)
         if volume is None:
             labels = _label_values(predict_arrays(predictor, normalize_intensity(image)))[None]
             grey = image[None]
@@ -217,7 +223,7 @@ class Worker:
             "model": {"id": entry.id, "name": entry.name, "version": entry.version, "demo": entry.demo,
                       "note": DEMO_NOTE if entry.demo else None},
             "input_sha256": study["input_sha256"], "model_version": entry.version,
-            "generator": f"medseg {medseg.__version__}",
+            "generator": f"medseg {medseg.__version__}", "warnings": warnings,
         })
         return summary, n_slices
 

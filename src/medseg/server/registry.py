@@ -21,7 +21,7 @@ from medseg.errors import DataValidationError
 from medseg.inference.image import CLASS_COLOURS
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.inference.volume import label_names
-from medseg.training.checkpoint import MODEL_WEIGHTS, read_model_meta
+from medseg.training.checkpoint import MODEL_WEIGHTS, check_model_meta, read_model_meta
 
 DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
 _DEMO_WORDS = ("phantom", "demo")
@@ -62,6 +62,25 @@ def _synthesized(directory: Path, meta: dict) -> str | None:
     return None
 
 
+def needed_modality(meta: dict) -> tuple[str | None, str]:
+    """The modality a model needs (upper case, or None when its model.json says nothing) and why.
+
+    An explicit ``modality`` (in ``task``, ``preprocessing`` or ``preprocessing.volume``) is taken as it is.
+    Otherwise a 3D model whose preprocessing clips to a fixed window and maps it to [0, 1]
+    (``normalize: range``) needs CT: a fixed intensity window only means the same tissue in every scan when
+    the values are calibrated, as CT numbers are and MR or PET intensities are not."""
+    pre = meta.get("preprocessing") or {}
+    volume = pre.get("volume") or {}
+    for where, section in (("task", meta.get("task") or {}), ("preprocessing", pre),
+                           ("preprocessing.volume", volume)):
+        if section.get("modality"):
+            return str(section["modality"]).upper(), f"model.json: {where}.modality"
+    if volume.get("normalize") == "range" and None not in (volume.get("clip_min"), volume.get("clip_max")):
+        return "CT", (f"model.json: trained on intensities clipped to the fixed window "
+                      f"[{volume['clip_min']}, {volume['clip_max']}]")
+    return None, "model.json records no modality"
+
+
 @dataclass
 class ModelEntry:
     id: str
@@ -89,18 +108,27 @@ class ModelEntry:
     def labels(self) -> list[str]:
         return label_names(self.meta)
 
+    @property
+    def modality(self) -> tuple[str | None, str]:
+        """(modality, why): see :func:`needed_modality`."""
+        return needed_modality(self.meta)
+
     def public(self) -> dict:
         return {
             "id": self.id, "name": self.name, "version": self.version, "spatial_dims": self.spatial_dims,
             "mode": self.meta["task"].get("mode", "multiclass"), "folds": self.n_folds,
             "classes": [{"value": v, "name": n, "colour": colour_hex(v)} for v, n in enumerate(self.labels)],
             "demo": self.demo, "demo_note": DEMO_NOTE if self.demo else None, "demo_reason": self.demo_reason,
+            "modality": self.modality[0],
         }
 
 
 class ModelRegistry:
-    def __init__(self, paths: list[Path], device: str = "auto"):
+    def __init__(self, paths: list[Path], device: str = "auto", *, trust_code: bool = False):
+        """``trust_code``: the operator's --trust-code; without it a model.json naming code outside medseg's
+        registry is refused here, at start-up, before anything is imported."""
         self.device = device
+        self.trust_code = trust_code
         self._lock = threading.Lock()
         self.entries: dict[str, ModelEntry] = {}
         for path in paths:
@@ -110,10 +138,9 @@ class ModelRegistry:
     def _describe(self, path: Path) -> ModelEntry:
         dirs = model_dirs(path)  # raises DataValidationError naming the folder when nothing is there
         meta = read_model_meta(dirs[0])
-        if "task" not in meta or "class_names" not in meta["task"]:
-            raise DataValidationError(dirs[0] / "model.json", "no task.class_names: not a medseg model")
         shas = []
         for d in dirs:
+            check_model_meta(d, read_model_meta(d), trust_code=self.trust_code)
             weights = d / MODEL_WEIGHTS
             if not weights.is_file():
                 raise DataValidationError(weights, "missing: the model has no weights")
@@ -144,5 +171,5 @@ class ModelRegistry:
         """Loaded once, on first use (the worker thread), and kept."""
         with self._lock:
             if entry._predictor is None:
-                entry._predictor = Predictor.from_path(entry.path, device=self.device)
+                entry._predictor = Predictor.from_path(entry.path, device=self.device, trust_code=self.trust_code)
             return entry._predictor

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.data.volume_io import MAX_ZIP_BYTES
+from medseg.data.limits import ZipPolicy, voxel_budget
 from medseg.paths import medseg_home
 
 GiB = 2**30
@@ -36,16 +36,30 @@ class ServerSettings:
     home: Path = field(default_factory=medseg_home)
     models: list[Path] = field(default_factory=list)  # run or fold directories, as given to --model
     max_upload_bytes: int = 1 * GiB  # the whole request body; beyond it: 413 and the partial files removed
-    max_unzipped_bytes: int = MAX_ZIP_BYTES  # declared uncompressed size of a zip's members (zip-bomb guard)
-    max_zip_ratio: float = 100.0  # uncompressed / compressed, checked once a zip unpacks to more than 16 MiB
-    max_zip_members: int = 20_000
+    # zip limits: the defaults of the one ZipPolicy the volume reader applies too (medseg.data.limits)
+    max_unzipped_bytes: int = ZipPolicy.max_bytes  # declared uncompressed size of a zip's members (zip-bomb guard)
+    max_zip_ratio: float = ZipPolicy.max_ratio  # uncompressed / compressed, checked once a zip unpacks to > 16 MiB
+    max_zip_members: int = ZipPolicy.max_members
     max_files: int = 5_000  # files in one upload (a DICOM series as loose files)
-    max_voxels: int = 2**29  # 512 x 512 x 2048: refuse larger images before decoding them
+    # refuse larger images from their headers, before decoding: $MEDSEG_MAX_VOXELS, else 2**27 (512³)
+    max_voxels: int = field(default_factory=voxel_budget)
+    # an uploaded HDF5 file is first read in a child process killed after this long (storage._probe_hdf5)
+    hdf5_probe_seconds: float = 60.0
     session_hours: float = 12.0
     cookie_secure: bool = False  # True behind HTTPS; off for the default http://127.0.0.1
     torch_threads: int | None = field(default_factory=_default_torch_threads)
     device: str = "auto"
+    # Models whose model.json names code outside medseg's registry ("package.module:Class") are refused
+    # unless the operator starts the server with --trust-code: a model folder is data, not a program.
+    trust_code: bool = False
     poll_seconds: float = 1.0  # how often an idle worker looks for queued jobs it was not told about
+    # Sign-in back-off (auth.SignInThrottle): after this many failures within the window, per account name
+    # and per client address (0 = no limit), 429 for `login_backoff_s`, doubling with each further failure.
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 20
+    login_window_s: float = 900.0
+    login_backoff_s: float = 15.0
+    login_backoff_max_s: float = 900.0
 
     # where things are, derived from ``home`` (see the module docstring)
     root: Path = field(init=False)

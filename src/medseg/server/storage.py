@@ -11,20 +11,32 @@ folder without a row, which :func:`cleanup` removes at the next start.
 
 Status codes of a refusal: 415 for a file type that is not taken at all (by its name), 422 for a file of a
 known type whose content cannot be used (corrupt, no image, wrong dimensions, unsupported pixel data,
-unsafe or oversized zip, a model of the other dimensionality), 400 for a malformed request.
+unsafe or oversized zip, a model of the other dimensionality or modality), 400 for a malformed request.
 
-Zips are checked before anything is extracted (member count, total declared size, compression ratio,
-absolute or ``..`` member names with the volume reader's ``_safe_member``) and then read by the volume
-reader, whose ``_extract_zip`` copies at most the declared bytes. NIfTI and HDF5 images are checked for
-their voxel count from the header before their data are decompressed.
+Modality: a model that needs CT (its model.json says so, or it was trained on intensities clipped to a
+fixed window: :func:`~medseg.server.registry.needed_modality`) refuses an input that records another
+modality (DICOM Modality, or the modality a NIfTI/HDF5 written by medseg keeps) with 422 naming both,
+at upload and at re-run: its numbers would be fed through a window meant for CT values and the
+delineation would look plausible and be wrong. An input that records no modality is accepted, since most
+NIfTI files do not, with a warning in the result (``summary.warnings``, shown on the page); so is an
+input to a 3D model that records nothing, when the values do not look like Hounsfield units.
+
+Zips are checked before anything is extracted with the one zip policy of medseg
+(:func:`medseg.data.limits.check_zip`: member count, total declared size, compression ratio, absolute or
+``..`` member names) and then read by the volume reader, whose ``_extract_zip`` copies at most the declared
+bytes. PNG/TIFF, NIfTI and HDF5 images are checked for their voxel count from the header before their data
+are decompressed (DICOM by its reader, on the headers). HDF5 files are read once in a child process with a
+time limit first (:func:`_probe_hdf5`): libhdf5 can loop forever on some damaged files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shutil
-import zipfile
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,25 +44,26 @@ import numpy as np
 
 from medseg.data.folder import normalize_intensity, read_image, read_mask
 from medseg.data.volume import Volume
+from medseg.data.limits import ZipPolicy, check_voxels, check_zip
 from medseg.data.volume_io import (
     _label_uint8,
-    _safe_member,
+    header_shape,
     read_dicom_series,
     read_volume,
     write_label_like,
 )
 from medseg.errors import DataValidationError
+from medseg.server import auth
 from medseg.server.db import Database, now_iso
 from medseg.server.registry import ModelEntry
-from medseg.server.settings import MiB, ServerSettings
-from medseg.server.slices import display_window
+from medseg.server.settings import ServerSettings
+from medseg.server.slices import display_window, looks_like_hu
 from medseg.server.upload import Received, ReceivedFile, UploadRefused
 
 IMAGE_2D = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
 REFERENCE_2D = "reference.png"  # the reference as label values, whatever coding it was uploaded in
 REFERENCE_3D = "reference.nii.gz"
 ACCEPTED = "PNG/TIFF images, NIfTI (.nii, .nii.gz), HDF5 (.h5, .hdf5), or a DICOM series (a .zip or the .dcm files)"
-_ZIP_RATIO_FROM = 16 * MiB  # below this, a high compression ratio is harmless
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -111,16 +124,19 @@ def _has_dicom_preamble(path: Path) -> bool:
         return False
 
 
-def read_input(input_dir: Path, input_format: str, files: list[str], *, max_zip_bytes: int) -> np.ndarray | Volume:
-    """A stored input as medseg reads it: a 2D array as stored (PNG/TIFF) or a Volume."""
+def read_input(input_dir: Path, input_format: str, files: list[str],
+               settings: ServerSettings) -> np.ndarray | Volume:
+    """A stored input as medseg reads it: a 2D array as stored (PNG/TIFF) or a Volume. The readers check
+    this server's voxel budget on the headers, before decoding, and its zip policy."""
     paths = [input_dir / f for f in files]
+    budget = {"max_voxels": settings.max_voxels}
     if input_format in ("png", "tiff"):
-        return read_image(paths[0])
+        return read_image(paths[0], **budget)
     if input_format in ("nifti", "hdf5"):
-        return read_volume(paths[0])
+        return read_volume(paths[0], **budget)
     if len(paths) == 1 and input_format_of(files[0], paths[0]) == "zip":
-        return read_dicom_series(paths[0], max_zip_bytes=max_zip_bytes)
-    return read_dicom_series(paths)
+        return read_dicom_series(paths[0], zip_policy=zip_policy(settings), **budget)
+    return read_dicom_series(paths, **budget)
 
 
 def read_reference(paths: StudyPaths) -> np.ndarray:
@@ -131,53 +147,56 @@ def read_reference(paths: StudyPaths) -> np.ndarray:
     return read_volume(paths.reference / REFERENCE_3D).array.astype(np.uint8)
 
 
+def zip_policy(settings: ServerSettings) -> ZipPolicy:
+    """The zip policy of this server: the volume reader's :class:`~medseg.data.limits.ZipPolicy` with the
+    limits of ``settings`` (pass it to ``read_dicom_series(zip_policy=...)`` too, so both apply the same)."""
+    return ZipPolicy(max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio,
+                     max_members=settings.max_zip_members)
+
+
 def _check_zip(path: Path, shown: str, settings: ServerSettings) -> None:
-    """Refuse unsafe or oversized archives before a byte is extracted (the reader re-checks while copying)."""
+    """Refuse unsafe or oversized archives before a byte is extracted, with the same check the volume reader
+    applies to every zip (:func:`medseg.data.limits.check_zip`; the reader re-checks while copying)."""
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise UploadRefused(422, f"not a readable zip archive ({exc})", shown) from exc
-    if len(infos) > settings.max_zip_members:
-        raise UploadRefused(422, f"the archive has {len(infos):,} members, more than the limit of "
-                                 f"{settings.max_zip_members:,}", shown)
-    for info in infos:
-        if not _safe_member(info.filename):
-            raise UploadRefused(422, f"refusing the archive: member {info.filename!r} has an absolute path or '..' "
-                                     "(path traversal)", shown)
-    declared = sum(i.file_size for i in infos)
-    packed = sum(i.compress_size for i in infos)
-    if declared > settings.max_unzipped_bytes:
-        raise UploadRefused(422, f"refusing the archive: it unpacks to {declared:,} bytes, more than the limit of "
-                                 f"{settings.max_unzipped_bytes:,} (zip-bomb guard)", shown)
-    for size, compressed, what in [(declared, packed, "the archive"),
-                                   *((i.file_size, i.compress_size, f"member {i.filename!r}") for i in infos)]:
-        if size > _ZIP_RATIO_FROM and size > settings.max_zip_ratio * max(compressed, 1):
-            raise UploadRefused(422, f"refusing the archive: {what} is compressed {size / max(compressed, 1):,.0f} "
-                                     f"to 1 (more than {settings.max_zip_ratio:g} to 1: a zip bomb?)", shown)
+        check_zip(path, zip_policy(settings))
+    except DataValidationError as exc:
+        raise UploadRefused(422, exc.problem, shown) from exc
+
+
+def _probe_hdf5(path: Path, shown: str, settings: ServerSettings) -> None:
+    """Read an uploaded HDF5 file once in a child process with a time limit before this process touches it.
+
+    libhdf5 can loop forever on some damaged files (seen: a corrupt global heap under a variable-length
+    string attribute makes reading that attribute spin, libhdf5 2.0 / h5py 3.16) without raising; in the
+    server's process that would hang the request and then the worker for every user. The child is killed
+    after ``settings.hdf5_probe_seconds``. Its other failures are left to the read that follows here, which
+    names the problem (the same code on the same bytes: it fails the same way, without hanging)."""
+    code = ("import sys; from medseg.data.volume_io import read_volume; "
+            "read_volume(sys.argv[1], max_voxels=int(sys.argv[2]))")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        subprocess.run([sys.executable, "-c", code, str(path), str(settings.max_voxels)], capture_output=True,
+                       timeout=settings.hdf5_probe_seconds, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise UploadRefused(422, f"reading the HDF5 file did not finish within {settings.hdf5_probe_seconds:g} s: "
+                                 "its metadata are damaged so that the HDF5 library loops", shown) from None
 
 
 def _check_header_size(path: Path, fmt: str, shown: str, settings: ServerSettings) -> None:
-    """The voxel count from a NIfTI header or an HDF5 dataset's shape, before any data are decompressed.
-    Unreadable files pass here and are named by the full read that follows."""
-    shape = None
-    try:
-        if fmt == "nifti":
-            import nibabel as nib
-
-            shape = nib.load(str(path)).shape
-        elif fmt == "hdf5":
-            import h5py
-
-            with h5py.File(path, "r") as f:
-                key = "image" if "image" in f else "label"
-                if key in f and isinstance(f[key], h5py.Dataset):
-                    shape = f[key].shape
-    except Exception:  # noqa: BLE001 - the full read that follows names the problem
+    """The voxel count a PNG/TIFF, NIfTI or HDF5 header declares (:func:`medseg.data.volume_io.header_shape`,
+    the shape the readers check themselves) against this server's ``max_voxels``, before any data are
+    decompressed. DICOM series are checked by their reader, on the headers (give it ``max_voxels``).
+    Unreadable headers pass here and are named by the full read that follows."""
+    if fmt not in ("png", "tiff", "nifti", "hdf5"):
         return
-    if shape is not None and int(np.prod(shape, dtype=np.int64)) > settings.max_voxels:
-        raise UploadRefused(422, f"the image has {int(np.prod(shape, dtype=np.int64)):,} voxels {tuple(shape)}, more "
-                                 f"than the limit of {settings.max_voxels:,}", shown)
+    try:
+        shape = header_shape(path, fmt)
+    except DataValidationError:
+        return
+    try:
+        check_voxels(path, shape, "the image", settings.max_voxels)
+    except DataValidationError as exc:
+        raise UploadRefused(422, exc.problem, shown) from exc
 
 
 # ------------------------------------------------------------------------------------------------ storing
@@ -190,15 +209,19 @@ class _Staged:
         self.staging = staging
         self.names = {f.path: f.filename for f in received.files}
         inputs = received.of("files")
-        if len(inputs) > 1:
-            self.names[staging / "input"] = f"DICOM series ({len(inputs)} files)"
+        if inputs:  # the readers name the folder for an error of the series as a whole
+            self.names[staging / "input"] = inputs[0].filename if len(inputs) == 1 else \
+                f"DICOM series ({len(inputs)} files)"
 
     def refusal(self, exc: Exception, default: str | None) -> UploadRefused:
         if isinstance(exc, UploadRefused):
             return exc
         if isinstance(exc, DataValidationError):
-            shown = self.names.get(exc.path, exc.path.name if exc.path is not None else default)
-            problem = exc.problem
+            path, problem = exc.path, exc.problem
+            name, sep, rest = problem.partition(": ")
+            if sep and path is not None and path / name in self.names:  # the series reader names the slice
+                path, problem = path / name, rest
+            shown = self.names.get(path, path.name if path is not None else default)
         else:
             shown, problem = default, f"cannot be read ({type(exc).__name__}: {exc})"
         for folder in (self.staging / "input", self.staging / "reference-upload", self.staging):
@@ -230,7 +253,7 @@ def _content_hash(inputs: list[ReceivedFile]) -> str:
 
 
 def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, model: ModelEntry,
-                     staging: Path) -> None:
+                     staging: Path, settings: ServerSettings) -> None:
     """Check the reference label against the image's grid and store it as label values (PNG / NIfTI on the
     image's geometry), so every later result compares against the same values."""
     fmt = input_format_of(ref.filename, ref.path)
@@ -252,11 +275,12 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
                             ref.filename)
     key = None
     if fmt == "hdf5":
-        import h5py
+        from medseg.data.pommier import open_hdf5
 
-        with h5py.File(ref.path, "r") as f:
+        _probe_hdf5(ref.path, ref.filename, settings)
+        with open_hdf5(ref.path) as f:
             key = "label" if "label" in f else None
-    ref_volume = read_volume(ref.path, key=key)
+    ref_volume = read_volume(ref.path, key=key, max_voxels=settings.max_voxels)
     if ref_volume.shape != image.shape:
         raise UploadRefused(422, f"the reference has shape {ref_volume.shape}, the image {image.shape}: not the same "
                                  "grid", ref.filename)
@@ -265,6 +289,31 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
                                  f"differs from the image's {tuple(round(s, 4) for s in image.spacing)} mm",
                             ref.filename)
     write_label_like(_label_uint8(ref_volume.array, ref.path), image, out / REFERENCE_3D)
+
+
+def check_modality(model: ModelEntry, modality: str | None, shown: str) -> None:
+    """422 when the input records a modality other than the one ``model`` needs (module docstring)."""
+    needed, why = model.modality
+    if needed and modality and modality.upper() != needed:
+        raise UploadRefused(422, f"the input's modality is {modality}, but model {model.id!r} needs {needed} "
+                                 f"({why}); choose another model", shown)
+
+
+def modality_warnings(model: ModelEntry, image: np.ndarray | Volume) -> list[str]:
+    """What the result should say about a volume whose modality is not known to suit ``model``."""
+    if not isinstance(image, Volume) or model.spatial_dims != 3:
+        return []
+    needed, why = model.modality
+    array = image.array
+    not_hu = "" if looks_like_hu(array, image.modality) else \
+        f"its values ({float(array.min()):g} to {float(array.max()):g}) do not look like CT Hounsfield units"
+    if needed and not image.modality:
+        return [f"the input records no modality, and model {model.id!r} needs {needed} ({why}): check that it is "
+                f"{needed}" + (f"; {not_hu}" if needed == "CT" and not_hu else "")]
+    if not needed and not_hu:
+        return [f"model {model.id!r} does not record which modality it was trained on, and "
+                + (f"the input is {image.modality}, not CT" if image.modality else not_hu) + ": check the result"]
+    return []
 
 
 def store_upload(db: Database, settings: ServerSettings, user_id: int, model: ModelEntry, received: Received,
@@ -290,10 +339,12 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
     try:
         if fmt == "dicom" and len(inputs) == 1 and input_format_of(inputs[0].filename, inputs[0].path) == "zip":
             _check_zip(inputs[0].path, shown, settings)
-        if fmt in ("nifti", "hdf5"):
+        if len(inputs) == 1:
             _check_header_size(inputs[0].path, fmt, shown, settings)
+        if fmt == "hdf5":
+            _probe_hdf5(inputs[0].path, shown, settings)
         files = [f.path.name for f in inputs]
-        image = read_input(staging / "input", fmt, files, max_zip_bytes=settings.max_unzipped_bytes)
+        image = read_input(staging / "input", fmt, files, settings)
         array = image.array if isinstance(image, Volume) else image
         if array.size > settings.max_voxels:
             raise UploadRefused(422, f"the image has {array.size:,} voxels, more than the limit of "
@@ -306,14 +357,15 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
             raise UploadRefused(422, "the volume holds NaN or infinite values", shown)
     except Exception as exc:
         raise staged.refusal(exc, shown) from exc
+    modality = image.modality if isinstance(image, Volume) else None
+    check_modality(model, modality, shown)
     if refs:
         try:
-            _store_reference(refs[0], kind, image, model, staging)
+            _store_reference(refs[0], kind, image, model, staging, settings)
         except Exception as exc:
             raise staged.refusal(exc, refs[0].filename) from exc
     shutil.rmtree(staging / "reference-upload", ignore_errors=True)
 
-    modality = image.modality if isinstance(image, Volume) else None
     if len(inputs) > 1:  # loose DICOM files: the series' own description says more than a file name
         described = image.meta.get("SeriesDescription") or inputs[0].filename
         shown = f"{described} ({len(inputs)} DICOM files)"
@@ -357,6 +409,15 @@ def discard(settings: ServerSettings, path: Path) -> None:
     except OSError:
         trash = path
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def remove_user(db: Database, settings: ServerSettings, username: str) -> tuple[auth.User, int]:
+    """Remove a user: their rows first (:func:`auth.remove_user`: sessions, studies, results; a job then
+    finds nothing to publish into), then their study folders. Returns the user and how many studies went."""
+    user, study_ids = auth.remove_user(db, username)
+    for study_id in study_ids:
+        discard(settings, study_paths(settings, study_id).root)
+    return user, len(study_ids)
 
 
 def cleanup(settings: ServerSettings, db: Database) -> dict:

@@ -55,18 +55,23 @@ class Received:
         return [f for f in self.files if f.field == field_name]
 
 
+MAX_SHOWN_NAME = 255  # longer client names are cut: they are echoed in messages and stored as the study's name
+
+
 def client_filename(raw: str) -> str:
-    """The base name of what the client sent (browsers may send a path), without control characters."""
+    """The base name of what the client sent (browsers may send a path), without control characters, at most
+    ``MAX_SHOWN_NAME`` characters (the end kept, so the extension still tells the type)."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
-    return name or "unnamed"
+    return (name if len(name) <= MAX_SHOWN_NAME else "…" + name[-(MAX_SHOWN_NAME - 1):]) or "unnamed"
 
 
 def safe_filename(name: str) -> str:
-    """A name that is safe on any file system: ASCII letters, digits, '.', '_' and '-', never '.' or '..'."""
+    """A name that is safe on any file system: ASCII letters, digits, '.', '_' and '-', never '.' or '..'; at
+    most 120 characters, cut at the start so that the extension (which the readers go by) stays."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._") or "file"
-    return cleaned[:120]
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._")
+    return cleaned[-120:].lstrip("._") or "file"
 
 
 class _Receiver:

@@ -57,7 +57,8 @@ class AdversarialTrainer(Trainer):
         spec = dict(self.cfg["adversarial"]["discriminator"])
         name = spec.pop("name")
         in_channels = int(model_kwargs(self.cfg)["in_channels"]) + len(self.class_names)
-        return build_model(name, in_channels=in_channels, spatial_dims=self.cfg["task"]["spatial_dims"], **spec)
+        return build_model(name, trust_code=True, in_channels=in_channels, spatial_dims=self.cfg["task"]["spatial_dims"],
+                           **spec)  # the user's own config
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         # Called by Trainer.__init__ after the generator is built and seeded: D is built here, on the same seed.

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from medseg.config import save_config
 from medseg.data.datasets import SegmentationData, SegmentationDataset
 from medseg.data.transforms import build_train_transform
+from medseg.errors import ConfigError, DataValidationError
 from medseg.losses import build_loss
 from medseg.metrics import SegmentationMetrics
 from medseg.models import build_model
@@ -37,9 +38,16 @@ from medseg.training.early_stopping import EarlyStopping
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" → CUDA when there is one, else the CPU; a name this machine cannot use is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA GPU (use auto or cpu)")
+    return device
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -129,7 +137,7 @@ class Trainer:
 
     # -- pieces a variant may override -------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return build_model(self.cfg["model"]["name"], **model_kwargs(self.cfg))
+        return build_model(self.cfg["model"]["name"], trust_code=True, **model_kwargs(self.cfg))  # the user's own config
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         tr = self.cfg["train"]
@@ -230,10 +238,14 @@ class Trainer:
         state = load_training_state(self.run_dir, self.model, self.optimizers, self.extra_modules())
         if state is None:
             return False
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.early.load_state_dict(state["early_stopping"])
-        self.history = state["history"]
-        self.start_epoch = int(state["epoch"]) + 1
+        try:
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.early.load_state_dict(state["early_stopping"])
+            self.history = list(state["history"])
+            self.start_epoch = int(state["epoch"]) + 1
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataValidationError(self.run_dir / "last_state.json", f"the saved training state is damaged (no "
+                                      f"valid {exc}); resume is impossible: start this fold over with --restart") from exc
         return True
 
     def save_state(self, epoch: int, finished: bool = False) -> None:

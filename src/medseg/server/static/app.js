@@ -148,6 +148,11 @@ function latestDone(study) {
   return [...study.results].reverse().find((r) => r.status === "done") || null;
 }
 
+// A result's warnings (e.g. an input that records no modality for a CT model), one per line.
+function warningText(result) {
+  return result && result.warnings ? result.warnings.map((w) => `⚠ ${w}`).join("\n") : "";
+}
+
 function statusText(study) {
   if (!study.status) return "";
   return `${study.status} ${Math.round(100 * (study.progress || 0))}%`;
@@ -161,6 +166,7 @@ function studyItem(study) {
     <div class="study-main">
       <span class="name"></span>
       <span class="meta"></span>
+      <span class="job-warning warning"></span>
       <span class="job-error error"></span>
     </div>
     <span class="status"></span>
@@ -190,6 +196,8 @@ function updateItem(li, study) {
   const err = latest && latest.status === "failed" ? latest.error : "";
   const errEl = li.querySelector(".job-error");
   if (!li.dataset.actionError) errEl.textContent = err || "";
+  const done = latestDone(study);
+  li.querySelector(".job-warning").textContent = warningText(done);
   li.querySelector(".open").disabled = !latestDone(study);
 }
 
@@ -268,6 +276,8 @@ function openStudy(id, resultId) {
   $("viewer-title").textContent = study.name;
   renderResultChoices();
   show($("viewer-demo"), result.model.demo);
+  $("viewer-warnings").textContent = warningText(result);
+  show($("viewer-warnings"), Boolean(warningText(result)));
   const hasRef = study.has_reference;
   show($("reference-panel"), hasRef);
   show($("img-reference"), hasRef);
