@@ -206,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{case:18s} " + (f"{r['status']}  peak {r['peak_rss_mib']:8.1f} MiB  cpu {r['cpu_s']:7.2f} s  "
                                 f"{r.get('job') or r.get('problem')}" if "status" in r else "CRASHED"), flush=True)
     payload = {"benchmark": "bench_limits", "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-               "command": shlex.join([Path(sys.executable).name, *sys.argv]), "host": host_info(),
+               "command": shlex.join([Path(sys.executable).name, *sys.argv]), "host": host_info([]),
                "device": "cpu (1 torch thread)", "results": results}
     if args.out:
-        write_json_atomic(args.out, payload)
+        write_json_atomic(payload, args.out)
     return 0
 
 

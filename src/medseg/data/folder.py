@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.limits import check_dataset_bytes, check_voxels, exception_text
+from medseg.data.limits import check_dataset_bytes, check_voxels, exception_text, voxel_budget
 from medseg.data.pommier import pad_to
 from medseg.data.volume import check_values
 from medseg.errors import DataValidationError
@@ -72,7 +72,10 @@ def _decoding(path: Path) -> Iterator[None]:
     except DataValidationError:
         raise
     except Image.DecompressionBombError as exc:
-        raise DataValidationError(path, f"refused by Pillow's decompression-bomb guard ({exception_text(exc)})") from exc
+        # Pillow refuses above 2 × Image.MAX_IMAGE_PIXELS (179 M) before medseg sees the size; with the default
+        # budget (134 M voxels) such an image is over the budget too, so say it in the budget's words.
+        raise DataValidationError(path, f"the image's header declares more pixels than the limit of "
+                                        f"{voxel_budget():,} voxels allows (Pillow: {exception_text(exc)})") from exc
     except Exception as exc:  # noqa: BLE001 - see the docstring
         kind = "a TIFF image; the file may be corrupt or not a TIFF" if _is_tiff(path) else \
             "a PNG/TIFF image; the file may be corrupt or not an image"

@@ -222,7 +222,7 @@ def write_phantom(
     Every file is written atomically and the manifest last. Returns the manifest's case entries.
     This is the body of ``medseg data phantom OUT_DIR [--n N] [--shape D H W] [--formats ...] [--seed S]``.
     """
-    from tqdm.auto import tqdm
+    from medseg.progress import Progress
 
     from medseg.data.volume_io import write_dicom_series, write_hdf5_volume, write_label_like, write_nifti
 
@@ -234,7 +234,7 @@ def write_phantom(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = []
-    for i in tqdm(range(n), desc="phantom", unit="case", disable=not progress):
+    for i in Progress(range(n), desc="phantom", unit="case", disable=not progress):
         name = f"case_{i:03d}"
         img, lab = make_phantom(shape, spacing, seed=seed + i)
         files: dict[str, str] = {}

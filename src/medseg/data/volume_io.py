@@ -1385,7 +1385,7 @@ def convert_series(
     ``output`` None (nothing is left in ``out_dir`` for it), unless ``fail_fast`` re-raises the first failure.
     ``allow_gaps``: fill whole missing slices of DICOM series (see the module docstring) instead of failing.
     """
-    from tqdm.auto import tqdm
+    from medseg.progress import Progress
 
     if fmt not in ("hdf5", "nifti"):
         raise ValueError(f"fmt must be 'hdf5' or 'nifti', got {fmt!r}")
@@ -1408,7 +1408,7 @@ def convert_series(
         results[i] = result
         bar.update()
 
-    bar = tqdm(total=len(jobs), desc="convert", unit="series", disable=not progress)
+    bar = Progress(total=len(jobs), desc="convert", unit="series", disable=not progress)
     try:
         if workers <= 1:
             for i, (inp, out) in enumerate(jobs):

@@ -34,7 +34,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from medseg.data.datasets import SegmentationData
 from medseg.data.limits import check_dataset_bytes
@@ -43,6 +42,7 @@ from medseg.data.volume_io import _NIFTI_SUFFIXES as _NIFTI
 from medseg.data.volume_io import _strip_suffix as _stem
 from medseg.data.volume_io import _suffix_of
 from medseg.errors import ConfigError, DataValidationError
+from medseg.progress import Progress
 from medseg.paths import medseg_home
 
 
@@ -194,7 +194,7 @@ def load_volume_data(cfg: dict, progress: bool = True) -> SegmentationData:
         pairs = pairs[: int(data_cfg["limit"])]
     mode, n_classes = cfg["task"]["mode"], len(cfg["task"]["class_names"])
     images, labels, names, shapes, spacings = [], [], [], [], []
-    for case, img_path, lab_path, kind in tqdm(pairs, desc="reading volumes", unit="case", disable=not progress):
+    for case, img_path, lab_path, kind in Progress(pairs, desc="reading volumes", unit="case", disable=not progress):
         img, lab = _read_pair(img_path, lab_path, kind)
         where = lab_path or img_path
         if lab.shape != img.shape:

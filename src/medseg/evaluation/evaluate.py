@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from medseg.progress import Progress
 
 from medseg.config import load_config
 from medseg.data.volumes import load_any_data
@@ -94,7 +94,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
 
     fold_aggs, fold_values, histories, probs_sum = [], {}, {}, None
     predictors = []
-    for d in tqdm(dirs, desc="evaluating folds", disable=not progress):
+    for d in Progress(dirs, desc="evaluating folds", disable=not progress):
         pred = Predictor.from_path(d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]),
                                    trust_code=trust_code)
         predictors.append(pred)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from tqdm.auto import tqdm
+from medseg.progress import Progress
 
 from medseg.config import load_config, set_dotted, validate
 from medseg.errors import ConfigError
@@ -149,7 +149,7 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
     if folds is None and quick:
         folds = [0]
     results = []
-    for row in tqdm(spec["rows"], desc=spec["title"], disable=None if progress else True):
+    for row in Progress(spec["rows"], desc=spec["title"], disable=not progress):
         cfg = row_config(spec, row, quick=quick, data=data, output_root=table_dir, overrides=overrides)
         if device:
             cfg["train"]["device"] = device

@@ -77,11 +77,11 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
 from scipy import ndimage
 from torch import nn
-from tqdm.auto import tqdm
 
 from medseg.errors import ConfigError, DataValidationError
 from medseg.losses.segmentation import one_hot
 from medseg.models.blocks import ConvNormAct
+from medseg.progress import Progress
 from medseg.training.trainer import Trainer, model_kwargs
 
 __all__ = [
@@ -234,7 +234,7 @@ def simulate_label_noise(labels: np.ndarray, indices: Sequence[int], *, fraction
     chosen = np.sort(rng.choice(indices, size=k, replace=False)) if k else np.zeros(0, np.int64)
     out = labels.copy()
     records = []
-    for idx in tqdm(chosen, desc="simulating label noise", unit="sample", leave=False, disable=not progress):
+    for idx in Progress(chosen, desc="simulating label noise", unit="sample", leave=False, disable=not progress):
         op = NOISE_OPS[int(rng.integers(2))] if mode == "both" else mode
         n = int(rng.integers(lo, hi + 1))
         out[idx] = perturb_label(labels[idx], op, n, task_mode=task_mode, structures=structures, num_classes=num_classes)

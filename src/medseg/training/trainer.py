@@ -33,6 +33,7 @@ from medseg.losses import build_loss
 from medseg.metrics import SegmentationMetrics
 from medseg.models import build_model
 from medseg.models.ctv_unet3d import refinement_loss
+from medseg.progress import Progress
 from medseg.training.checkpoint import dump_json, load_training_state, save_model, save_training_state
 from medseg.training.early_stopping import EarlyStopping
 
@@ -199,7 +200,8 @@ class Trainer:
         total = len(loader) if not limit else min(len(loader), int(limit))
         sums: dict[str, float] = {}
         n = 0
-        bar = tqdm(loader, total=total, desc=f"fold {self.fold} epoch {epoch + 1}", leave=False, disable=None if self.progress else True)
+        bar = Progress(loader, total=total, desc=f"fold {self.fold} epoch {epoch + 1}", leave=False,
+                       disable=not self.progress)
         for i, batch in enumerate(bar):
             if i >= total:
                 break
