@@ -131,3 +131,22 @@ def test_unknown_config_key_is_an_error(workdir):
 def test_models_lists_unet():
     r = run("models")
     assert r.exit_code == 0 and "unet" in r.output.split()
+
+
+def test_a_volume_given_to_a_2d_model_says_so(trained, workdir):
+    """Used to say the file "may be corrupt"; the dimensionality is named before anything is read."""
+    volume = workdir / "ct.nii.gz"
+    volume.write_bytes(b"whatever: not read")
+    r = run("predict", trained, volume, "-o", workdir / "pred_vol")
+    assert r.exit_code == 2
+    assert "ct.nii.gz: this is a NIfTI volume (3D)" in r.output and "segments 2D images" in r.output
+    assert not (workdir / "pred_vol").exists()
+
+
+def test_train_prints_one_summary_line(trained, pairs, workdir):
+    r = run("train", "configs/chromosomes/demo.yaml", "--data", pairs, "--epochs", 3, "--name", "cli_run",
+            "--set", f"output.root={workdir / 'runs'}", *TINY)
+    assert r.exit_code == 0, r.output
+    [line] = [line for line in r.output.splitlines() if line.startswith("fold 0: best epoch ")]
+    assert "IoU[overlap]" in line and str(trained) in line
+    assert "{" not in r.output  # no JSON dump

@@ -18,20 +18,90 @@ exit code 2, in :class:`_MedsegGroup` — one handler for every command.
 from __future__ import annotations
 
 import errno
-import json
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from medseg.errors import MedsegError
 
 
-class _MedsegGroup(TyperGroup):
+def _metavar(param) -> str:
+    """argparse's metavar: the parameter's name in capitals (MODEL; --n-pairs N_PAIRS) unless it has its own."""
+    if param.metavar:
+        return param.metavar
+    if param.param_type_name == "argument":
+        return param.name.upper()
+    long = [o for o in param.opts if o.startswith("--")]
+    return (long or param.opts)[0].lstrip("-").replace("-", "_").upper()
+
+
+class _HelpCommand(TyperCommand):
+    """``--help`` as argparse writes it (nnU-Net's commands): ``Usage: medseg predict [OPTIONS] MODEL IMAGE...``,
+    arguments as MODEL / IMAGE..., options as ``-o, --out DIR``: Typer's type tags (``<path>``, ``<int>``) and
+    its ``{model}`` placeholders are replaced by each parameter's metavar (:func:`_metavar`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # errors then name the same MODEL / N_PAIRS as the help
+            if param.metavar is None and not getattr(param, "is_flag", False) and not getattr(param, "count", False):
+                param.metavar = _metavar(param)
+
+    @staticmethod
+    def _argument_name(param) -> str:
+        return param.metavar + ("..." if param.nargs != 1 else "")
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = self._argument_name(param)
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx, formatter) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append((self._argument_name(param), param.help or ""))
+            else:
+                options.append(record)  # with a metavar set, Typer writes "-o, --out DIR"
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class _HelpGroup(TyperGroup):
+    """A command group whose commands write argparse-style help (:class:`_HelpCommand`); the command list gives
+    each command's first sentence whole (wrapped), not cut at the terminal width."""
+
+    def format_commands(self, ctx, formatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+class _HelpTyper(typer.Typer):
+    """typer.Typer whose commands are :class:`_HelpCommand` unless a command names its own class."""
+
+    def command(self, name=None, *, cls=None, **kwargs):
+        return super().command(name, cls=cls or _HelpCommand, **kwargs)
+
+
+class _MedsegGroup(_HelpGroup):
     """The one top-level handler: medseg's own errors (and the OS's: permission denied, disk full) become one
     line on stderr and exit code 2 wherever they are raised; a traceback is left only for real bugs.
     Warnings become one ``warning:`` line each instead of Python's two-line form with a source line."""
@@ -54,14 +124,16 @@ class _MedsegGroup(TyperGroup):
 
 
 # rich_markup_mode=None: click's plain messages, which are never hard-wrapped (rich's error panels are).
-app = typer.Typer(cls=_MedsegGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="medseg: medical image segmentation with the U-Net family.")
-data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Make, inspect and convert data.")
+app = _HelpTyper(cls=_MedsegGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                 help="medseg: medical image segmentation with the U-Net family.")
+data_app = _HelpTyper(cls=_HelpGroup, no_args_is_help=True, rich_markup_mode=None, help="Make, inspect and convert data.")
 app.add_typer(data_app, name="data")
-users_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Accounts of the web server (medseg serve).")
+users_app = _HelpTyper(cls=_HelpGroup, no_args_is_help=True, rich_markup_mode=None,
+                       help="Accounts of the web server (medseg serve).")
 app.add_typer(users_app, name="users")
 # soft_wrap: a message stays one line whatever the terminal width (logs and pipes see 80 columns).
-console = Console(stderr=True, soft_wrap=True)
+# markup and highlighting off: messages hold paths and "IoU[overlap]", which rich would read as markup.
+console = Console(stderr=True, soft_wrap=True, markup=False)
 
 
 def one_line(exc: BaseException | str) -> str:
@@ -70,12 +142,12 @@ def one_line(exc: BaseException | str) -> str:
 
 
 def _fail(exc: BaseException | str) -> NoReturn:
-    console.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False)
+    console.print(Text.assemble(("error:", "bold red"), " ", one_line(exc)))
     raise typer.Exit(code=2)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    console.print(f"[yellow]warning:[/] {escape(one_line(message))}", highlight=False)
+    console.print(Text.assemble(("warning:", "yellow"), " ", one_line(message)))
 
 
 def _int_list(text: Optional[str], option: str) -> Optional[list[int]]:
@@ -117,30 +189,40 @@ def _config(config: Path, data: Optional[str], name: Optional[str], epochs: Opti
     return validate(cfg)
 
 
-DataOpt = typer.Option(None, "--data", help="HDF5 file (Pommier layout), images/+masks/ folder, or synth:demo / synth:pommier.")
-SetOpt = typer.Option([], "--set", help="Override a config value, e.g. --set train.batch_size=32 (repeatable).")
+DEVICE_HELP = "auto (CUDA if available, else CPU), cpu, cuda, cuda:1"
+DataOpt = typer.Option(None, "--data", metavar="PATH", help="HDF5 file (Pommier layout), images/+masks/ folder, or synth:demo / synth:pommier.")
+SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a config value, e.g. --set train.batch_size=32 (repeatable).")
+StrayLabelsOpt = typer.Option("nearest", "--stray-labels", metavar="MODE", help="Label values outside the "
+                               "classes: reject the file, make them background, or give each the label of the "
+                               "nearest valid pixel (nearest).")
 
 
 @data_app.command("synth")
 def data_synth(
     output: Path = typer.Argument(..., help="HDF5 file to write (Pommier layout: dataset_1, N x H x W x 2)."),
-    crops: Optional[Path] = typer.Option(None, help="Folder of single-chromosome crops (PNG/TIFF)."),
-    metaphase: Optional[Path] = typer.Option(None, help="A metaphase image; chromosomes are found by thresholding."),
-    n_pairs: Optional[int] = typer.Option(None, "--n-pairs", help="Number of overlapping pairs (default: every pair once)."),
+    crops: Optional[Path] = typer.Option(None, metavar="DIR", help="Folder of single-chromosome crops (PNG/TIFF)."),
+    metaphase: Optional[Path] = typer.Option(None, metavar="IMAGE", help="A metaphase image; chromosomes are found by thresholding."),
+    n_pairs: Optional[int] = typer.Option(None, "--n-pairs", metavar="N", help="Number of overlapping pairs (default: every pair once)."),
     pommier: bool = typer.Option(False, "--pommier", help="The published size: 13,434 pairs of 94 x 93."),
-    n_chromosomes: int = typer.Option(48, help="Size of the generated chromosome library (no --crops/--metaphase)."),
-    seed: int = typer.Option(0),
+    n_chromosomes: int = typer.Option(48, metavar="N", help="Size of the generated chromosome library (no --crops/--metaphase)."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same pairs."),
 ):
     """Synthesize overlapping chromosome pairs the way Pommier made the published set."""
     from medseg.data.synth import run_synth
 
     summary = run_synth(output, crops_dir=crops, metaphase=metaphase, n_pairs=n_pairs, pommier=pommier,
                         n_chromosomes=n_chromosomes, seed=seed)
-    console.print_json(json.dumps(summary, default=str))
+    # The provenance (every chromosome, every pair) is in the JSON file beside the data; one line here.
+    overlap = summary["overlap_px"]
+    console.print(f"wrote {summary['n_images']:,} synthesized pairs of {summary['shape'][0]}×{summary['shape'][1]} "
+                  f"to {summary['output']} (overlap {overlap['min']}–{overlap['max']} px, median {overlap['median']:g}; "
+                  f"{summary['seconds']:.1f} s); provenance: {summary['json']}"
+                  + (f", preview: {summary['preview']}" if summary.get("preview") else ""))
 
 
 @data_app.command("info")
-def data_info(path: Path, stray_labels: str = typer.Option("nearest", help="reject | background | nearest")):
+def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout) or images/+masks/ folder."),
+              stray_labels: str = StrayLabelsOpt):
     """Read a dataset and report its size, label counts and any stray label values."""
     import numpy as np
 
@@ -166,9 +248,9 @@ def data_info(path: Path, stray_labels: str = typer.Option("nearest", help="reje
 def data_export(
     path: Path = typer.Argument(..., help="HDF5 file in the Pommier layout."),
     out: Path = typer.Argument(..., help="Folder to write images/ and masks/ into (the generic folder layout)."),
-    count: Optional[int] = typer.Option(None, help="Number of pairs to export (default: all)."),
-    start: int = typer.Option(0, help="Index of the first pair."),
-    stray_labels: str = typer.Option("nearest", help="reject | background | nearest"),
+    count: Optional[int] = typer.Option(None, metavar="N", help="Number of pairs to export (default: all)."),
+    start: int = typer.Option(0, metavar="N", help="Index of the first pair to export."),
+    stray_labels: str = StrayLabelsOpt,
 ):
     """Write pairs of a Pommier-layout HDF5 as PNG images and class-index masks (same file names)."""
     from medseg.data.pommier import read_pommier_h5, write_png_pairs
@@ -182,11 +264,11 @@ def data_export(
 @data_app.command("convert")
 def data_convert(
     inputs: List[Path] = typer.Argument(..., help="DICOM series folders or zips (or roots, with --scan)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    fmt: str = typer.Option("hdf5", "--format", help="hdf5 | nifti"),
-    workers: Optional[int] = typer.Option(None, help="Parallel series (default: CPU count)."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder."),
+    fmt: str = typer.Option("hdf5", "--format", help="Output format: hdf5 or nifti."),
+    workers: Optional[int] = typer.Option(None, metavar="N", help="Series converted in parallel (default: CPU count)."),
     require_ct: bool = typer.Option(False, "--require-ct", help="Refuse series whose modality is not CT."),
-    scan: bool = typer.Option(False, help="Find every series under the given folders."),
+    scan: bool = typer.Option(False, "--scan", help="Find every series under the given folders."),
     allow_gaps: bool = AllowGapsOpt,
 ):
     """Convert DICOM series to HDF5 or NIfTI ahead of training (geometry kept); reports seconds per series."""
@@ -196,7 +278,7 @@ def data_convert(
                           allow_gaps=allow_gaps)
     for r in summary["results"]:
         if r.get("error"):
-            console.print(f"[red]failed[/] {escape(str(r['input']))}: {escape(one_line(r['error']))}", highlight=False)
+            console.print(Text.assemble(("failed", "red"), f" {r['input']}: {one_line(r['error'])}"))
     per_series = summary["seconds_per_series"]
     console.print(f"converted {summary['converted']}, failed {summary['failed']}"
                   + (f", {per_series:.2f} s per series" if per_series is not None else ""))
@@ -207,11 +289,13 @@ def data_convert(
 @data_app.command("phantom")
 def data_phantom(
     out: Path = typer.Argument(..., help="Folder for the phantom cases."),
-    n: int = typer.Option(4, help="Number of cases."),
-    formats: str = typer.Option("dicom,nifti,hdf5", help="Comma-separated: dicom, nifti, hdf5."),
-    shape: str = typer.Option("72,256,256", help="D,H,W voxels."),
-    seed: int = typer.Option(0),
-    overwrite: bool = typer.Option(False),
+    n: int = typer.Option(4, metavar="N", help="Number of cases."),
+    formats: str = typer.Option("dicom,nifti,hdf5", metavar="LIST", help="Comma-separated: dicom, nifti, hdf5."),
+    shape: str = typer.Option("72,256,256", metavar="D,H,W", help="Volume size in voxels."),
+    seed: int = typer.Option(0, help="Random seed of the first case (case k has seed + k): moves and resizes the "
+                             "target and the organs."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace cases already in OUT (else an existing "
+                                   "DICOM series is an error)."),
 ):
     """Write CT-like phantom volumes with a target label (synthetic demo data, not clinical)."""
     from medseg.data.phantom import write_phantom
@@ -224,34 +308,39 @@ def data_phantom(
 @app.command()
 def train(
     config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/chromosomes/unet.yaml"),
-    fold: int = typer.Option(0, help="Cross-validation fold to train."),
+    fold: int = typer.Option(0, metavar="K", help="Cross-validation fold to train."),
     data: Optional[str] = DataOpt,
     name: Optional[str] = typer.Option(None, help="Run name (default: the config's name)."),
-    epochs: Optional[int] = typer.Option(None, help="Override train.epochs."),
+    epochs: Optional[int] = typer.Option(None, metavar="N", help="Number of epochs (overrides train.epochs)."),
     sets: List[str] = SetOpt,
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:1 ..."),
-    restart: bool = typer.Option(False, help="Start over instead of resuming an interrupted run."),
+    device: Optional[str] = typer.Option(None, help=f"{DEVICE_HELP} (default: the config's train.device)."),
+    restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an interrupted run."),
 ):
     """Train one fold. An interrupted run resumes from its last epoch."""
     from medseg.training.run import train_fold
 
     cfg = _config(config, data, name, epochs, sets, device)
     summary = train_fold(cfg, fold, restart=restart)
-    console.print_json(json.dumps(summary, default=str))
+    best, primary = summary["best_val"], cfg["task"]["primary_metric"]
+    iou = best.get(f"val_iou/{primary}")
+    console.print(f"fold {summary['fold']}: best epoch {summary['best_epoch']} of {summary['epochs_run']}"
+                  + (f" (val loss {best['val_loss']:.4f}" if "val_loss" in best else " (")
+                  + (f", IoU[{primary}] {100 * iou:.1f} %)" if iou is not None else ")")
+                  + f"; model and history in {summary['run_dir']}")
 
 
 @app.command()
 def cv(
-    config: Path = typer.Argument(...),
-    folds: Optional[str] = typer.Option(None, help="Comma-separated folds (default: all)."),
+    config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/chromosomes/unet.yaml"),
+    folds: Optional[str] = typer.Option(None, metavar="K,...", help="Comma-separated folds to train (default: all)."),
     data: Optional[str] = DataOpt,
-    name: Optional[str] = typer.Option(None),
-    epochs: Optional[int] = typer.Option(None),
+    name: Optional[str] = typer.Option(None, help="Run name (default: the config's name)."),
+    epochs: Optional[int] = typer.Option(None, metavar="N", help="Number of epochs per fold (overrides train.epochs)."),
     sets: List[str] = SetOpt,
-    device: Optional[str] = typer.Option(None),
-    restart: bool = typer.Option(False),
+    device: Optional[str] = typer.Option(None, help=f"{DEVICE_HELP} (default: the config's train.device)."),
+    restart: bool = typer.Option(False, "--restart", help="Start every fold over instead of resuming interrupted ones."),
     evaluate: bool = typer.Option(True, help="Score every fold on the held-out test set afterwards."),
-    tta: bool = typer.Option(False, help="Test-time augmentation in the evaluation."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips, 90° rotations) in the evaluation."),
 ):
     """Cross-validation: train every fold, then evaluate them on the held-out test set."""
     from medseg.evaluation.evaluate import evaluate_run
@@ -269,11 +358,13 @@ def cv(
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="Run directory (runs/NAME) or one fold directory."),
     data: Optional[str] = DataOpt,
-    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (flips, 90° rotations)."),
-    folds: Optional[str] = typer.Option(None),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default RUN/evaluation)."),
-    device: str = typer.Option("auto"),
-    limit_test: Optional[int] = typer.Option(None, help="Score only the first N test images (quick look)."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (flips, 90° rotations) "
+                                       "or not (default: the run's evaluate.tta)."),
+    folds: Optional[str] = typer.Option(None, metavar="K,...", help="Comma-separated folds to evaluate (default: "
+                                        "every trained fold)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR", help="Report folder (default RUN/evaluation)."),
+    device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
+    limit_test: Optional[int] = typer.Option(None, metavar="N", help="Score only the first N test images (quick look)."),
     trust_code: bool = TrustCodeOpt,
 ):
     """Write report.md, metrics.json and figures for a trained run, with the papers' numbers beside ours."""
@@ -287,19 +378,21 @@ def evaluate_cmd(
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Run directory (fold ensemble) or one fold directory."),
-    images: List[Path] = typer.Argument(..., help="PNG/TIFF images (2D models) or volumes: NIfTI, HDF5, DICOM folder/zip (3D)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    tta: bool = typer.Option(False, help="Test-time augmentation."),
-    device: str = typer.Option("auto"),
+    images: List[Path] = typer.Argument(..., metavar="IMAGE", help="PNG/TIFF images (2D models) or volumes: NIfTI, HDF5, DICOM folder/zip (3D)."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips, 90° rotations)."),
+    device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
     trust_code: bool = TrustCodeOpt,
     allow_gaps: bool = AllowGapsOpt,
 ):
     """Segment your own images (label map, overlay, each whole chromosome as mask and cut-out) or CT volumes
     (label in the input's format and geometry + per-class volumes in ml)."""
     from medseg.inference.image import predict_image_file
-    from medseg.inference.predictor import Predictor
+    from medseg.inference.predictor import Predictor, check_input_kind
 
     predictor = Predictor.from_path(model, device=device, tta=tta, trust_code=trust_code)
+    for path in images:
+        check_input_kind(path, predictor.spatial_dims, f"model {model}")
     if predictor.spatial_dims == 3:
         from medseg.inference.volume import predict_volume_file
 
@@ -318,11 +411,12 @@ def reproduce(
     spec: Path = typer.Argument(..., help="Table spec, e.g. configs/tables/rse_unet_table4.yaml"),
     quick: bool = typer.Option(False, "--quick", help="Reduced CPU mode: small synthesized set, few epochs, narrow nets, fold 0."),
     data: Optional[str] = DataOpt,
-    folds: Optional[str] = typer.Option(None, help="Comma-separated folds (default: all; --quick: 0)."),
-    device: Optional[str] = typer.Option(None),
-    out: Path = typer.Option(Path("runs/tables"), "--out", "-o", help="Where the table's runs and report go."),
-    restart: bool = typer.Option(False),
-    sets: List[str] = typer.Option([], "--set", help="key=value over every row's config (repeatable)."),
+    folds: Optional[str] = typer.Option(None, metavar="K,...", help="Comma-separated folds (default: all; --quick: 0)."),
+    device: Optional[str] = typer.Option(None, help=f"{DEVICE_HELP} (default: each config's train.device)."),
+    out: Path = typer.Option(Path("runs/tables"), "--out", "-o", metavar="DIR", help="Where the table's runs and report go."),
+    restart: bool = typer.Option(False, "--restart", help="Start every row's runs over instead of resuming them."),
+    sets: List[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                   help="Override a config value of every row, e.g. --set train.epochs=3 (repeatable)."),
 ):
     """Reproduce one of the papers' tables: train/evaluate every row, report ours beside the published numbers."""
     from medseg.evaluation.tables import reproduce_table
@@ -341,7 +435,7 @@ def models():
         typer.echo(name)
 
 
-HomeOpt = typer.Option(None, "--home", help="Where the server keeps its database and studies (default $MEDSEG_HOME).")
+HomeOpt = typer.Option(None, "--home", metavar="DIR", help="Where the server keeps its database and studies (default $MEDSEG_HOME).")
 
 
 PasswordStdinOpt = typer.Option(False, "--password-stdin", help="Read the password from standard input.")
@@ -426,12 +520,12 @@ def users_remove(
 
 @app.command()
 def serve(
-    model: List[Path] = typer.Option([], "--model", help="A trained run or fold directory (repeatable)."),
+    model: List[Path] = typer.Option([], "--model", metavar="RUN", help="A trained run or fold directory (repeatable)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port."),
+    port: int = typer.Option(8000, help="Port to listen on."),
     home: Optional[Path] = HomeOpt,
-    max_upload_mb: int = typer.Option(1024, help="Largest upload in MiB (413 beyond)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda ..."),
+    max_upload_mb: int = typer.Option(1024, metavar="MIB", help="Largest upload in MiB (413 beyond)."),
+    device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Serve models whose model.json names code outside "
                                     "medseg's registry (importing it runs it). Off: such models are refused at start."),
 ):
@@ -450,9 +544,9 @@ def serve(
         note = "  (demo model trained on synthetic data — not a clinical model)" if entry.demo else ""
         console.print(f"model {entry.id}: {entry.version}, {entry.spatial_dims}D, {entry.path}{note}")
     if not registry.entries:
-        console.print("[yellow]no model given (--model RUN_DIR): uploads will be refused[/]")
+        console.print("no model given (--model RUN_DIR): uploads will be refused", style="yellow")
     if not web.state.db.users():
-        console.print("[yellow]no user yet: create one with 'medseg users add NAME'[/]")
+        console.print("no user yet: create one with 'medseg users add NAME'", style="yellow")
     console.print(f"data in {settings.root}; open http://{host}:{port}/")
     uvicorn.run(web, host=host, port=port, log_level="info")
 

@@ -17,6 +17,8 @@ import pydicom
 import pytest
 from PIL import Image
 
+from medseg.palette import class_rgb
+
 try:
     from playwright.sync_api import Page, expect
 except ImportError:  # conftest's chromium_executable fails (or skips) every test with a clear message
@@ -323,17 +325,60 @@ def test_a_bad_upload_names_the_file_and_adds_no_study(alice, nifti_study, input
 
 
 
-def test_a_2d_image_is_a_one_slice_study(alice, inputs):
-    study_id = upload(alice, inputs["png"], model=MODEL_2D)
-    expect(study(alice, study_id).locator(".meta")).to_contain_text("40×48 image")
-    open_viewer(alice, study_id, 1)
+@pytest.fixture(scope="module")
+def png_study(alice, inputs) -> str:
+    """The 40×48 PNG uploaded through the page and segmented with the 2D model."""
+    return upload(alice, inputs["png"], model=MODEL_2D)
+
+
+SLICE_CONTROLS = ("#autoplay", "#slice-slider", "#slice-index")
+
+
+def test_a_2d_image_is_a_one_slice_study(alice, png_study, inputs):
+    expect(study(alice, png_study).locator(".meta")).to_contain_text("40×48 image")
+    open_viewer(alice, png_study, 1)
     expect_slice(alice, 0, 1)
-    expect(alice.locator("#slice-slider")).to_be_disabled()
+    # one image: nothing to play or step through, so no Play button, no slider and no "1 / 1"
+    for selector in SLICE_CONTROLS:
+        expect(alice.locator(selector)).to_be_hidden()
+    expect(alice.locator("#opacity")).to_be_visible()
     assert image_loaded(alice, "#img-original") == 48
     alice.keyboard.press("ArrowRight")
     expect(alice.locator("#slice-index")).to_have_text("1 / 1")
     expect(alice.locator("#download-label")).to_have_text("Label (PNG)")
     expect(alice.locator("#legend li")).to_have_text(model_classes(alice, MODEL_2D))
+    # the legend's colours are the one palette's (medseg.palette), as in every figure: α red, β green, overlap blue
+    swatches = alice.locator("#legend .swatch").evaluate_all("els => els.map((el) => getComputedStyle(el).backgroundColor)")
+    assert swatches == ["rgb({}, {}, {})".format(*class_rgb(k)) for k in range(1, len(swatches) + 1)]
+    assert swatches[:3] == ["rgb(230, 40, 40)", "rgb(40, 200, 40)", "rgb(40, 90, 255)"]
+
+
+def test_a_study_row_opens_on_a_click_or_enter(alice, nifti_study, png_study, inputs):
+    page, n = alice, inputs["n_slices"]
+    open_viewer(page, png_study, 1)
+    # a click anywhere on the row (here its name and its status), not only on "Open"
+    study(page, nifti_study).locator(".name").click()
+    expect(page.locator("#viewer-title")).to_have_text(inputs["nifti"].name)
+    expect(page.locator("#slice-index")).to_have_text(f"1 / {n}")
+    for selector in SLICE_CONTROLS:  # a volume has them back
+        expect(page.locator(selector)).to_be_visible()
+    study(page, png_study).locator(".status").click()
+    expect(page.locator("#viewer-title")).to_have_text(inputs["png"].name)
+    for selector in SLICE_CONTROLS:
+        expect(page.locator(selector)).to_be_hidden()
+
+    # keyboard: the row is focusable and Enter opens it
+    row = study(page, nifti_study)
+    expect(row).to_have_attribute("tabindex", "0")
+    row.focus()
+    expect(row).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#viewer-title")).to_have_text(inputs["nifti"].name)
+    expect_slice(page, 0, n)
+
+    # and the "Open" button still opens
+    study(page, png_study).locator(".open").click()
+    expect(page.locator("#viewer-title")).to_have_text(inputs["png"].name)
 
 
 def test_sign_out_and_another_user_sees_none_of_it(new_page, live_server, nifti_study):

@@ -50,8 +50,9 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from medseg.data.pommier import POMMIER_SHAPE, give_default_mode, write_pommier_h5
+from medseg.data.pommier import POMMIER_CLASSES, POMMIER_SHAPE, give_default_mode, write_pommier_h5
 from medseg.errors import DataValidationError
+from medseg.palette import colourize, legend_handles
 
 __all__ = [
     "ChromosomeCrop",
@@ -688,9 +689,9 @@ def synthesize_pairs(
     stats: dict = dict.fromkeys(counters, 0)
     saturated = 0
 
-    from tqdm.auto import tqdm
+    from medseg.progress import Progress
 
-    bar = tqdm(total=target, desc="synthesizing pairs", unit="pair", disable=not progress, leave=False)
+    bar = Progress(total=target, desc="synthesizing pairs", unit="pair", disable=not progress, leave=False)
     kept = 0
     try:
         while kept < target:
@@ -741,9 +742,6 @@ def synthesize_pairs(
 # Preview, provenance and the command body
 # --------------------------------------------------------------------------------------------------------
 
-_LABEL_COLOURS = ((0.0, 0.0, 0.0), (0.90, 0.25, 0.20), (0.20, 0.55, 0.95), (1.0, 0.85, 0.15))
-
-
 def save_preview(
     path: str | Path, images: np.ndarray, labels: np.ndarray, *, n: int = 12, title: str = "",
     overlap_px: np.ndarray | None = None,
@@ -751,12 +749,11 @@ def save_preview(
     """Save a grid of ``n`` examples (image beside its coloured label map) as a PNG, atomically.
 
     Examples are picked at evenly spaced quantiles of the overlap size, from the smallest to the largest,
-    so the preview shows the range of the set. Colours: alpha red, beta blue, overlap yellow.
+    so the preview shows the range of the set. Colours and legend from :mod:`medseg.palette`, as in every
+    figure: background black, alpha red, beta green, overlap blue.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
     path = Path(path)
     if overlap_px is None:
@@ -768,7 +765,6 @@ def save_preview(
     rows = int(math.ceil(len(picks) / per_row))
     fig = Figure(figsize=(2.0 * 2 * per_row, 2.1 * rows + 0.6), dpi=100)
     FigureCanvasAgg(fig)
-    cmap = ListedColormap(_LABEL_COLOURS)
     for k, idx in enumerate(picks):
         r, c = divmod(k, per_row)
         ax = fig.add_subplot(rows, 2 * per_row, r * 2 * per_row + 2 * c + 1)
@@ -776,12 +772,12 @@ def save_preview(
         ax.set_title(f"#{idx}", fontsize=8)
         ax.axis("off")
         ax = fig.add_subplot(rows, 2 * per_row, r * 2 * per_row + 2 * c + 2)
-        ax.imshow(labels[idx], cmap=cmap, vmin=0, vmax=3, interpolation="nearest")
+        ax.imshow(colourize(labels[idx]), interpolation="nearest")
         ax.set_title(f"overlap {int(overlap_px[idx])} px", fontsize=8)
         ax.axis("off")
     fig.legend(
-        handles=[Patch(color=col, label=lab) for col, lab in zip(_LABEL_COLOURS[1:], ("alpha", "beta", "overlap"))],
-        loc="lower center", ncol=3, fontsize=8, frameon=False,
+        handles=legend_handles(POMMIER_CLASSES), loc="lower center", ncol=len(POMMIER_CLASSES), fontsize=8,
+        frameon=False,
     )  # fmt: skip
     if title:
         fig.suptitle(title, fontsize=9)

@@ -1,8 +1,9 @@
 """Report figures (PNG): example overlays, confusion matrix, per-fold box plot, training curves.
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through ``pyplot``, so
-no global backend or figure state is touched and nothing needs a display. Class colours follow AMFL's
-convention: background black, chromosome α red, β green, overlap blue (further classes take tab10 colours).
+no global backend or figure state is touched and nothing needs a display. Class colours and the legend come
+from :mod:`medseg.palette` (AMFL's convention: background black, α red, β green, overlap blue), the same as
+in the data preview, ``medseg predict``'s overlays and the web viewer.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+
+from medseg.palette import ERROR_RGB, colourize, legend_handles
 
 __all__ = [
-    "CLASS_COLORS",
-    "class_colors",
     "confusion_matrix_figure",
     "fold_boxplot",
     "label_to_rgb",
@@ -28,23 +28,13 @@ __all__ = [
 ]
 
 DPI = 120
-#: background black, α red, β green, overlap blue (AMFL Section III-A)
-CLASS_COLORS = ((0.0, 0.0, 0.0), (0.90, 0.10, 0.10), (0.10, 0.75, 0.15), (0.15, 0.35, 0.95))
-_EXTRA = ((1.0, 0.6, 0.0), (0.6, 0.3, 0.8), (0.0, 0.8, 0.8), (0.9, 0.9, 0.1), (0.55, 0.35, 0.2), (1.0, 0.4, 0.7))
-_ERROR_COLOR = (1.0, 0.85, 0.0)  # yellow: wrongly labelled pixel
+_ERROR_COLOR = tuple(c / 255 for c in ERROR_RGB)  # yellow: wrongly labelled pixel
 _CORRECT_FG = (0.35, 0.35, 0.35)  # grey: correctly labelled chromosome pixel
 
 
-def class_colors(n: int) -> list[tuple[float, float, float]]:
-    """RGB colours of ``n`` classes: AMFL's four, then further distinct colours."""
-    base = list(CLASS_COLORS) + list(_EXTRA)
-    return [base[i % len(base)] for i in range(n)]
-
-
 def label_to_rgb(label: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(H, W)`` label map to an ``(H, W, 3)`` float RGB image in the class colours."""
-    lut = np.asarray(class_colors(n_classes), dtype=np.float32)
-    return lut[np.clip(np.asarray(label, dtype=np.int64), 0, n_classes - 1)]
+    """``(H, W)`` label map to an ``(H, W, 3)`` uint8 RGB image in the class colours of :mod:`medseg.palette`."""
+    return colourize(np.clip(np.asarray(label, dtype=np.int64), 0, n_classes - 1))
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -167,9 +157,7 @@ def overlay_examples(
         for a in axes[r]:
             a.set_xticks([])
             a.set_yticks([])
-    colors = class_colors(n_classes)
-    handles = [Patch(facecolor=c, edgecolor="0.5", label=n) for c, n in zip(colors, class_names, strict=True)]
-    handles.append(Patch(facecolor=_ERROR_COLOR, edgecolor="0.5", label="error"))
+    handles = legend_handles(class_names, error=True)
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.subplots_adjust(bottom=0.5 / (len(idx) * 2.35 + 0.5) + 0.02, hspace=0.25, wspace=0.05)
     _save(fig, path)

@@ -18,14 +18,7 @@ from PIL import Image
 from medseg.data.folder import normalize_intensity, read_image
 from medseg.data.pommier import pad_to
 from medseg.inference.predictor import Predictor
-
-# Background black, α red, β green, overlap blue (AMFL's colours); further classes from a qualitative map.
-CLASS_COLOURS = np.array([[0, 0, 0], [230, 40, 40], [40, 200, 40], [40, 90, 255], [255, 200, 0], [200, 0, 200],
-                          [0, 200, 200], [255, 128, 0], [128, 128, 128], [128, 0, 0]], dtype=np.uint8)
-
-
-def colourize(labels: np.ndarray) -> np.ndarray:
-    return CLASS_COLOURS[labels % len(CLASS_COLOURS)]
+from medseg.palette import colourize  # the one class palette (background black, α red, β green, overlap blue)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:

@@ -27,11 +27,12 @@ from starlette.concurrency import run_in_threadpool
 
 import medseg
 from medseg.errors import MedsegError
+from medseg.palette import class_hex
 from medseg.server import auth, exports, storage
 from medseg.server.auth import User, admin_user, current_user
 from medseg.server.db import Database
 from medseg.server.jobs import Worker
-from medseg.server.registry import DEMO_NOTE, ModelRegistry, colour_hex
+from medseg.server.registry import DEMO_NOTE, ModelRegistry
 from medseg.server.settings import ServerSettings
 from medseg.server.slices import slice_file
 from medseg.server.upload import UploadRefused, receive_upload
@@ -169,7 +170,7 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 def result_json(result: dict, study: dict) -> dict:
     done = result["status"] == "done"
     summary = result.get("summary") if done else None
-    classes = [{"value": c["value"], "name": c["name"], "colour": colour_hex(c["value"])}
+    classes = [{"value": c["value"], "name": c["name"], "colour": class_hex(c["value"])}
                for c in (summary or {}).get("classes", [])]
     formats = exports.formats_for(study["kind"], study["input_format"]) if done else []
     base = f"/api/results/{result['id']}"

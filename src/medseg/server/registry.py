@@ -18,18 +18,13 @@ from pathlib import Path
 import yaml
 
 from medseg.errors import DataValidationError
-from medseg.inference.image import CLASS_COLOURS
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.inference.volume import label_names
+from medseg.palette import class_hex
 from medseg.training.checkpoint import MODEL_WEIGHTS, check_model_meta, read_model_meta
 
 DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
 _DEMO_WORDS = ("phantom", "demo")
-
-
-def colour_hex(value: int) -> str:
-    r, g, b = (int(c) for c in CLASS_COLOURS[value % len(CLASS_COLOURS)])
-    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _sha256_file(path: Path) -> str:
@@ -117,7 +112,7 @@ class ModelEntry:
         return {
             "id": self.id, "name": self.name, "version": self.version, "spatial_dims": self.spatial_dims,
             "mode": self.meta["task"].get("mode", "multiclass"), "folds": self.n_folds,
-            "classes": [{"value": v, "name": n, "colour": colour_hex(v)} for v, n in enumerate(self.labels)],
+            "classes": [{"value": v, "name": n, "colour": class_hex(v)} for v, n in enumerate(self.labels)],
             "demo": self.demo, "demo_note": DEMO_NOTE if self.demo else None, "demo_reason": self.demo_reason,
             "modality": self.modality[0],
         }

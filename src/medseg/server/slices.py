@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medseg.inference.image import CLASS_COLOURS
+from medseg.palette import colourize
 
 CT_WINDOW = {"kind": "CT soft tissue (W 400, L 40)", "low": -160.0, "high": 240.0}
 _PNG = {"compress_level": 3}  # small enough for the wire, quick enough to write a few hundred of
@@ -57,7 +57,7 @@ def label_rgba(labels: np.ndarray) -> np.ndarray:
     """(H, W) label values → (H, W, 4): the class colour, opaque on foreground, transparent on background."""
     labels = np.asarray(labels)
     rgba = np.zeros((*labels.shape, 4), np.uint8)
-    rgba[..., :3] = CLASS_COLOURS[labels % len(CLASS_COLOURS)]
+    rgba[..., :3] = colourize(labels)
     rgba[..., 3] = np.where(labels > 0, 255, 0)
     return rgba
 

@@ -176,6 +176,18 @@ function studyItem(study) {
       <button type="button" class="delete" title="Delete the study, its files and all its results">Delete</button>
     </div>`;
   li.querySelector(".open").addEventListener("click", () => openStudy(li.dataset.id));
+  // The whole row opens the study too (mouse, or Enter / Space on the focused row); its buttons and any
+  // text being selected in it keep their own meaning.
+  li.addEventListener("click", (e) => {
+    if (e.target.closest("button, a, input, select, textarea")) return;
+    if (String(window.getSelection ? window.getSelection() : "")) return;
+    openStudy(li.dataset.id);
+  });
+  li.addEventListener("keydown", (e) => {
+    if (e.target !== li || (e.key !== "Enter" && e.key !== " ")) return;
+    e.preventDefault();
+    openStudy(li.dataset.id);
+  });
   li.querySelector(".rerun").addEventListener("click", () => rerun(li.dataset.id, li));
   li.querySelector(".delete").addEventListener("click", () => removeStudy(li.dataset.id, li));
   return li;
@@ -198,7 +210,11 @@ function updateItem(li, study) {
   if (!li.dataset.actionError) errEl.textContent = err || "";
   const done = latestDone(study);
   li.querySelector(".job-warning").textContent = warningText(done);
-  li.querySelector(".open").disabled = !latestDone(study);
+  const openable = Boolean(done);
+  li.querySelector(".open").disabled = !openable;
+  li.classList.toggle("openable", openable);
+  li.tabIndex = openable ? 0 : -1;
+  li.title = openable ? "Open in the viewer" : "";
 }
 
 async function refreshStudies() {
@@ -284,6 +300,8 @@ function openStudy(id, resultId) {
   const slider = $("slice-slider");
   slider.max = String(state.viewer.n);
   slider.disabled = state.viewer.n < 2;
+  // a single 2D image has no slices to step through or play: no Play button, slider or "1 / 1"
+  for (const id of ["autoplay", "slice-slider", "slice-index"]) show($(id), state.viewer.n > 1);
   const [, h, w] = study.shape;
   const [, sy, sx] = study.spacing || [1, 1, 1];
   for (const stack of document.querySelectorAll("#viewer .stack")) stack.style.aspectRatio = `${w * sx} / ${h * sy}`;
