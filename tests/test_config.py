@@ -232,7 +232,7 @@ def test_expected_depths_of_the_shipped_configs():
     assert depth["unet_3l.yaml"] == 3
     assert depth["unet.yaml"] == 4
     assert depth["unet_5l.yaml"] == 5
-    assert load_config(CONFIGS / "chromosomes" / "demo.yaml")["model"]["base_channels"] == 16
+    assert load_config(CONFIGS / "chromosomes" / "demo.yaml")["model"]["base_channels"] == 8
 
 
 # ----------------------------------------------------------------------------- custom model via config

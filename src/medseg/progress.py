@@ -67,6 +67,14 @@ class Progress(tqdm):
             self._printed_n = self.n
         return True
 
+    def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+        # In a log, a postfix change (the running loss, every batch) must not print a line of its own: it
+        # shows in the next periodic line.
+        super().set_postfix(ordered_dict, refresh=refresh and not self._plain, **kwargs)
+
+    def set_description(self, desc=None, refresh=True):
+        super().set_description(desc, refresh=refresh and not self._plain)
+
     def close(self):
         if self._plain and not self.disable and self._printed_n != self.n:
             self.display()  # the last state, once
