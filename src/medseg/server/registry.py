@@ -21,7 +21,7 @@ from medseg.errors import DataValidationError
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.inference.volume import label_names
 from medseg.palette import class_hex
-from medseg.training.checkpoint import MODEL_WEIGHTS, check_model_meta, read_model_meta
+from medseg.training.checkpoint import check_model_meta, read_model_meta
 
 DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
 _DEMO_WORDS = ("phantom", "demo")
@@ -132,16 +132,16 @@ class ModelRegistry:
 
     def _describe(self, path: Path) -> ModelEntry:
         dirs = model_dirs(path)  # raises DataValidationError naming the folder when nothing is there
-        meta = read_model_meta(dirs[0])
+        metas = [read_model_meta(d) for d in dirs]  # each model.json read once
+        meta = metas[0]
         shas = []
-        for d in dirs:
-            check_model_meta(d, read_model_meta(d), trust_code=self.trust_code)
-            weights = d / MODEL_WEIGHTS
+        for d, m in zip(dirs, metas, strict=True):
+            weights = check_model_meta(d, m, trust_code=self.trust_code)  # the file model.json names
             if not weights.is_file():
                 raise DataValidationError(weights, "missing: the model has no weights")
             shas.append(_sha256_file(weights))
         sha = shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
-        described = [(d, read_model_meta(d)) for d in dirs] + ([] if path in dirs else [(path, meta)])
+        described = list(zip(dirs, metas)) + ([] if path in dirs else [(path, meta)])
         reasons = [r for d, m in described if (r := _synthesized(d, m))]
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.resolve().name).strip("-.") or "model"
         if re.fullmatch(r"fold_\d+", base):
