@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.folder import normalize_intensity, read_image, read_mask
+from medseg.data.folder import read_image, read_mask
 from medseg.data.volume import Volume
 from medseg.data.limits import ZipPolicy, check_voxels, check_zip
 from medseg.data.volume_io import (
@@ -345,16 +345,9 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
             _probe_hdf5(inputs[0].path, shown, settings)
         files = [f.path.name for f in inputs]
         image = read_input(staging / "input", fmt, files, settings)
+        # Size (against settings.max_voxels, from the header), emptiness and NaN/inf are refused by the readers
+        # themselves (medseg.data.limits, medseg.data.volume.validate_volume / check_values).
         array = image.array if isinstance(image, Volume) else image
-        if array.size > settings.max_voxels:
-            raise UploadRefused(422, f"the image has {array.size:,} voxels, more than the limit of "
-                                     f"{settings.max_voxels:,}", shown)
-        if array.size == 0:
-            raise UploadRefused(422, f"the image is empty (shape {array.shape})", shown)
-        if kind == "2d":
-            normalize_intensity(array)  # refuses NaN/inf now rather than in the queue
-        elif np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-            raise UploadRefused(422, "the volume holds NaN or infinite values", shown)
     except Exception as exc:
         raise staged.refusal(exc, shown) from exc
     modality = image.modality if isinstance(image, Volume) else None
