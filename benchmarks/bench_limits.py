@@ -117,8 +117,8 @@ def make_models(root: Path) -> dict[str, Path]:
 
     from medseg.config import load_config
     from medseg.models import build_model
-    from medseg.training.checkpoint import save_model
-    from medseg.training.trainer import model_kwargs, model_meta
+    from medseg.artifact import save_model
+    from medseg.artifact import model_kwargs, model_meta
 
     overrides = {
         "chromo2d": {"data": {"size": [32, 32]}, "model": {"name": "unet", "depth": 2, "base_channels": 4}},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -59,3 +61,47 @@ def tiny_cfg(tmp_path):
         "evaluate": {"batch_size": 16},
         "output": {"root": str(tmp_path / "runs")},
     })
+
+
+def make_toy_volumes(n: int = 4, shape=(8, 16, 16), seed: int = 0) -> SegmentationData:
+    """Binary 3D toy task: a bright 3×5×5 box (the target) in faint noise, one channel of labels."""
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, *shape), dtype=np.float32) * 0.2
+    labels = np.zeros((n, 1, *shape), np.uint8)
+    for i in range(n):
+        z, y, x = rng.integers(2, 5), rng.integers(3, 9), rng.integers(3, 9)
+        labels[i, 0, z:z + 3, y:y + 5, x:x + 5] = 1
+    images += labels[:, 0] * 0.7
+    return SegmentationData(images, labels, [f"vol{i}" for i in range(n)], "toy3d", synthesized=True)
+
+
+@pytest.fixture
+def toy_volumes() -> SegmentationData:
+    return make_toy_volumes()
+
+
+@pytest.fixture
+def no_pickle(monkeypatch):
+    """Make every pickle / torch.save / torch.load entry point fail loudly."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("pickle-based serialisation used")
+
+    for mod, name in [(pickle, "dump"), (pickle, "dumps"), (pickle, "load"), (pickle, "loads"),
+                      (torch, "save"), (torch, "load")]:
+        monkeypatch.setattr(mod, name, forbidden)
+
+
+@pytest.fixture
+def only_safetensors_and_json():
+    """A check that a folder holds only .safetensors/.json files and no temporary leftovers; returns the names."""
+
+    def check(directory) -> list[str]:
+        names = sorted(p.name for p in directory.iterdir())
+        assert names, "nothing written"
+        assert all(n.endswith((".safetensors", ".json")) for n in names), names
+        assert not any(n.startswith(".") for n in names), names  # no temporary files left behind
+        return names
+
+    return check
+

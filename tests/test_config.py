@@ -49,7 +49,8 @@ def test_yaml_override_merges(tmp_path):
     assert cfg["train"]["batch_size"] == 4
     assert cfg["data"]["size"] == [96, 96]
     assert cfg["train"]["epochs"] == 300  # siblings of the overridden key survive
-    assert cfg["train"]["scheduler"] == {"factor": 0.5, "patience": 3, "min_lr": 1.0e-7}
+    assert cfg["train"]["scheduler"] == {"name": "plateau", "factor": 0.5, "patience": 3, "min_lr": 1.0e-7,
+                                         "warmup_epochs": 0}
     assert cfg["data"]["h5_key"] == "dataset_1"
 
 
@@ -61,7 +62,8 @@ def test_overrides_argument_wins_over_file(tmp_path):
 
 def test_nested_dict_override_keeps_other_nested_keys(tmp_path):
     path = _yaml(tmp_path / "c.yaml", {"train": {"scheduler": {"patience": 7}}})
-    assert load_config(path)["train"]["scheduler"] == {"factor": 0.5, "patience": 7, "min_lr": 1.0e-7}
+    assert load_config(path)["train"]["scheduler"] == {"name": "plateau", "factor": 0.5, "patience": 7,
+                                                       "min_lr": 1.0e-7, "warmup_epochs": 0}
 
 
 @pytest.mark.parametrize("override,key_path", [

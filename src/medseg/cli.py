@@ -10,6 +10,7 @@
     medseg serve [--model RUN ...] [--trust-code]
     medseg users add|list|passwd|remove
     medseg models
+    medseg config show CONFIG [--set key=value ...]          the resolved config, each value's source
 
 Errors: medseg's own (and the operating system's) become one ``error:`` line naming the file and the problem,
 exit code 2, in :class:`_MedsegGroup` — one handler for every command.
@@ -131,6 +132,9 @@ app.add_typer(data_app, name="data")
 users_app = _HelpTyper(cls=_HelpGroup, no_args_is_help=True, rich_markup_mode=None,
                        help="Accounts of the web server (medseg serve).")
 app.add_typer(users_app, name="users")
+config_app = _HelpTyper(cls=_HelpGroup, no_args_is_help=True, rich_markup_mode=None,
+                        help="Inspect experiment configs (the YAML files under configs/).")
+app.add_typer(config_app, name="config")
 # soft_wrap: a message stays one line whatever the terminal width (logs and pipes see 80 columns).
 # markup and highlighting off: messages hold paths and "IoU[overlap]", which rich would read as markup.
 console = Console(stderr=True, soft_wrap=True, markup=False)
@@ -181,12 +185,20 @@ def _config(config: Path, data: Optional[str], name: Optional[str], epochs: Opti
         cfg["train"]["epochs"] = epochs
     if device:
         cfg["train"]["device"] = device
+    for key, value in _set_items(sets):
+        set_dotted(cfg, key, value)
+    return validate(cfg)
+
+
+def _set_items(sets: List[str]) -> list[tuple[str, str]]:
+    """``--set key=value`` options as (key, value text) pairs; a usage error for an item without ``=``."""
+    items = []
     for item in sets:
         if "=" not in item:
             raise typer.BadParameter(f"--set needs key=value, got {item!r}")
         key, value = item.split("=", 1)
-        set_dotted(cfg, key.strip(), value)
-    return validate(cfg)
+        items.append((key.strip(), value))
+    return items
 
 
 DEVICE_HELP = "auto (CUDA if available, else CPU), cpu, cuda, cuda:1"
@@ -344,7 +356,8 @@ def cv(
 ):
     """Cross-validation: train every fold, then evaluate them on the held-out test set."""
     from medseg.evaluation.evaluate import evaluate_run
-    from medseg.training.run import cross_validate, run_dir_for
+    from medseg.data.runs import run_dir_for
+    from medseg.training.run import cross_validate
 
     cfg = _config(config, data, name, epochs, sets, device)
     fold_list = _int_list(folds, "--folds")
@@ -419,7 +432,7 @@ def reproduce(
                                    help="Override a config value of every row, e.g. --set train.epochs=3 (repeatable)."),
 ):
     """Reproduce one of the papers' tables: train/evaluate every row, report ours beside the published numbers."""
-    from medseg.evaluation.tables import reproduce_table
+    from medseg.experiments.tables import reproduce_table
 
     report = reproduce_table(spec, quick=quick, data=data, folds=_int_list(folds, "--folds"), device=device, output_root=out, restart=restart,
                              overrides=sets)
@@ -433,6 +446,18 @@ def models():
 
     for name in available_models():
         typer.echo(name)
+
+
+@config_app.command("show")
+def config_show(
+    config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/chromosomes/unet.yaml"),
+    sets: List[str] = SetOpt,
+):
+    """Print the resolved config as YAML (defaults, the _base_ chain, CONFIG, --set), each value's source at
+    the end of its line: default, the YAML file that set it, or --set."""
+    from medseg.config import format_config, resolve_config
+
+    typer.echo(format_config(resolve_config(config, sets=_set_items(sets))), nl=False)
 
 
 HomeOpt = typer.Option(None, "--home", metavar="DIR", help="Where the server keeps its database and studies (default $MEDSEG_HOME).")

@@ -1,5 +1,5 @@
-"""One voxel budget, one memory limit for whole data sets and one zip policy (medseg.data.limits), shared by
-the CLI readers and the server."""
+"""One voxel budget, one memory limit for whole data sets (medseg.data.limits) and one zip policy
+(medseg.data.safe_zip), shared by the CLI readers and the server."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ import pytest
 
 from medseg.data.limits import (
     DEFAULT_MAX_VOXELS,
-    ZipPolicy,
     check_dataset_bytes,
     check_voxels,
-    check_zip,
     exception_text,
     voxel_budget,
 )
+from medseg.data.safe_zip import ZipPolicy, check_zip
 from medseg.errors import DataValidationError
 
 
@@ -93,13 +92,13 @@ def test_a_highly_compressed_member_below_16_mib_is_fine(tmp_path):
 
 def test_server_refuses_with_the_same_policy(tmp_path):
     from medseg.server.settings import ServerSettings
-    from medseg.server.storage import _check_header_size, _check_zip
+    from medseg.server.storage import check_header_size, check_upload_zip
     from medseg.server.upload import UploadRefused
 
     settings = ServerSettings(home=tmp_path / "home", max_zip_members=2)
     path = _zip(tmp_path / "three.zip", {"a": b"", "b": b"", "c": b""})
     with pytest.raises(UploadRefused) as e:
-        _check_zip(path, "three.zip", settings)
+        check_upload_zip(path, "three.zip", settings)
     with pytest.raises(DataValidationError) as same:
         check_zip(path, ZipPolicy(max_members=2))
     assert e.value.status == 422 and e.value.problem == same.value.problem
@@ -112,7 +111,7 @@ def test_server_refuses_with_the_same_policy(tmp_path):
     png.write_bytes(buf.getvalue())
     settings.max_voxels = 1000
     with pytest.raises(UploadRefused, match="1,200 voxels"):
-        _check_header_size(png, "png", "x.png", settings)
+        check_header_size(png, "png", "x.png", settings)
     settings.max_voxels = 1200
-    _check_header_size(png, "png", "x.png", settings)
-    _check_header_size(tmp_path / "three.zip", "nifti", "three.zip", settings)  # unreadable: the full read says why
+    check_header_size(png, "png", "x.png", settings)
+    check_header_size(tmp_path / "three.zip", "nifti", "three.zip", settings)  # unreadable: the full read says why

@@ -17,8 +17,8 @@ from medseg.data.transforms3d import (
     preprocess_settings,
     preprocess_volume,
     restore_shape,
-    sliding_window_settings,
 )
+from medseg.artifact import sliding_window_settings
 from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DataValidationError
 
@@ -122,7 +122,7 @@ def test_bad_volumes_name_the_file():
         preprocess_volume(bad)
     with pytest.raises(ConfigError, match="clip_min"):
         preprocess_settings({"preprocess": {"clip_min": 2000}})
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match="unknown config key 'preprocess.clipmax' — did you mean preprocess.clip_max"):
         preprocess_settings({"preprocess": {"clipmax": 1}})
 
 
@@ -261,12 +261,13 @@ def test_multiclass_label_without_channel():
 
 
 def test_hook_in_build_train_transform_and_config_errors():
-    assert build_train_transform({"flip_prob": 0.0, "volume": {**OFF, "enabled": False}}, 3) is None
-    t = build_train_transform({"volume": {**OFF, "flip_prob": 1.0, "flip_axes": [2]}}, 3)
+    assert build_train_transform({"task": {"spatial_dims": 3},
+                                  "augment": {"flip_prob": 0.0, "volume": {**OFF, "enabled": False}}}) is None
+    t = build_train_transform({"task": {"spatial_dims": 3}, "augment": {"volume": {**OFF, "flip_prob": 1.0, "flip_axes": [2]}}})
     img = np.arange(8, dtype=np.float32).reshape(1, 1, 8)
     assert t(sample(img, img[None].astype(np.uint8)))["image"][0, 0, 0, 0] == 7.0
     with pytest.raises(ConfigError, match="2D setting"):
-        build_train_transform({"flip_prob": 0.5}, 3)
+        build_train_transform({"task": {"spatial_dims": 3}, "augment": {"flip_prob": 0.5}})
     with pytest.raises(ConfigError, match="patch_size"):
         build_train_transform_3d({"data": {"patch_size": [8, 8]}})
     with pytest.raises(ConfigError, match="probability"):

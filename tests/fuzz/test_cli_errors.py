@@ -82,7 +82,7 @@ def test_a_bad_device_is_a_config_error(tmp_path):
     line = error_line(runner.invoke(app, ["predict", str(tmp_path), "x.png", "-o", str(tmp_path / "o"),
                                           "--device", "quantum"]))
     assert "no trained model here" in line  # the folder is checked first; the device below
-    from medseg.training.trainer import resolve_device
+    from medseg.artifact import resolve_device
 
     with pytest.raises(ConfigError, match="unknown device 'quantum'"):
         resolve_device("quantum")

@@ -21,7 +21,7 @@ from medseg.cli import app
 from medseg.errors import DataValidationError
 from medseg.inference.predictor import Predictor
 from medseg.models import UNet
-from medseg.training.checkpoint import MODEL_META, MODEL_WEIGHTS, load_model, save_model
+from medseg.artifact import MODEL_META, MODEL_WEIGHTS, load_model, save_model
 
 runner = CliRunner()
 KWARGS = {"in_channels": 1, "out_channels": 4, "depth": 2, "base_channels": 4, "norm": "batch", "spatial_dims": 2}

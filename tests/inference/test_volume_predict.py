@@ -13,8 +13,7 @@ from medseg.data.volume_io import read_volume
 from medseg.inference.predictor import Predictor
 from medseg.inference.volume import class_volumes_ml, label_map, predict_volume, predict_volume_file
 from medseg.models import build_model
-from medseg.training.checkpoint import save_model
-from medseg.training.trainer import model_kwargs, model_meta
+from medseg.artifact import model_kwargs, model_meta, save_model
 
 
 def _cfg():

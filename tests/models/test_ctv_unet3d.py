@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 from medseg.config import load_config
-from medseg.data.datasets import SegmentationData
 from medseg.data.transforms import build_train_transform
 from medseg.inference.predictor import Predictor
 from medseg.losses import build_loss
@@ -25,11 +24,11 @@ from medseg.models.ctv_unet3d import (
     CTVStage,
     CTVUNet3D,
     PerPassBatchNorm,
-    count_parameters,
-    refinement_loss,
     step_weights,
 )
-from medseg.training.trainer import Trainer, model_kwargs
+from medseg.metrics import count_parameters
+from medseg.artifact import model_kwargs
+from medseg.training.trainer import Trainer
 
 TINY = [2, 2, 3, 3, 4]  # five stages, as the thesis, at toy widths
 CONFIGS = sorted(glob.glob(str(Path(__file__).resolve().parents[2] / "configs" / "ctv" / "*.yaml")))
@@ -159,7 +158,7 @@ def test_recurrent_steps_feed_back_the_prediction():
     assert inputs == [1]  # no recurrence: one pass, image only
 
 
-def test_step_weights_and_refinement_loss():
+def test_step_weights_and_training_loss_hook():
     assert step_weights(3, "weighted") == pytest.approx([1 / 6, 2 / 6, 3 / 6])  # k / (1 + 2 + 3)
     assert step_weights(3, "all") == pytest.approx([1 / 3] * 3)
     assert step_weights(3, "last") == [0.0, 0.0, 1.0]
@@ -172,7 +171,7 @@ def test_step_weights_and_refinement_loss():
     x = torch.randn(1, 1, 16, 16, 16)
     y = (torch.rand(1, 1, 16, 16, 16) > 0.5).long()
     torch.manual_seed(1)
-    loss, last = refinement_loss(model, loss_fn, x, y)
+    loss, last = model.training_loss(loss_fn, x, y)
     assert last.shape == (1, 1, 16, 16, 16)
     torch.manual_seed(1)
     with torch.no_grad():
@@ -250,17 +249,6 @@ def test_table2_1_rows_add_one_module_each():
 # --- 3D training with the Trainer --------------------------------------------------------------------------
 
 
-def toy_3d_data(n=4, shape=(8, 16, 16), seed=0):
-    rng = np.random.default_rng(seed)
-    images = rng.random((n, *shape), dtype=np.float32) * 0.2
-    labels = np.zeros((n, 1, *shape), np.uint8)
-    for i in range(n):
-        z, y, x = rng.integers(2, 5), rng.integers(3, 9), rng.integers(3, 9)
-        labels[i, 0, z:z + 3, y:y + 5, x:x + 5] = 1
-    images += labels[:, 0] * 0.7
-    return SegmentationData(images, labels, [f"vol{i}" for i in range(n)], "toy3d", synthesized=True)
-
-
 def tiny_cfg(**model):
     return load_config(None, {
         "name": "ctv_toy",
@@ -276,24 +264,25 @@ def tiny_cfg(**model):
 
 
 class RefinementTrainer(Trainer):
-    """What a trainer step for the recurrent loss looks like (refinement_loss instead of loss_fn(model(x)))."""
+    """A custom trainer step that asks the model for its own training loss (the hook every trainer uses)."""
 
     def train_step(self, batch):
         image, label = self.to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss, _ = refinement_loss(self.model, self.loss_fn, image, label)
+        loss, _ = self.model.training_loss(self.loss_fn, image, label)
         loss.backward()
         self.optimizer.step()
         return {"loss": float(loss.detach())}
 
 
-def test_trainer_runs_two_epochs_on_3d(tmp_path):
+def test_trainer_runs_two_epochs_on_3d(tmp_path, toy_volumes):
     cfg = tiny_cfg()
-    data = toy_3d_data()
+    data = toy_volumes
     trainer = Trainer(cfg, tmp_path / "fold_0", data, [0, 1, 2], [3], progress=False)
-    # Patches need the whole config (data.patch_size) in the transform: the Trainer should build it with
-    # build_train_transform(cfg["augment"], spatial_dims, cfg=cfg); set here until it does.
-    trainer.train_set.transform = build_train_transform(cfg["augment"], 3, cfg=cfg)
+    # Patches need the whole config (data.patch_size) in the transform: the Trainer builds it with
+    # build_train_transform(cfg), the config given once.
+    assert trainer.train_set.transform is not None
+    trainer.train_set.transform = build_train_transform(cfg)
     # patches of the training volumes, whole validation volumes
     sample = trainer.train_set[0]
     assert sample["image"].shape == (1, 8, 8, 8) and sample["label"].shape == (1, 8, 8, 8)
@@ -309,17 +298,17 @@ def test_trainer_runs_two_epochs_on_3d(tmp_path):
     assert proba.shape == (1, 1, 8, 16, 16) and 0 <= proba.min() and proba.max() <= 1
 
 
-def test_recurrent_loss_trainer_step(tmp_path):
+def test_recurrent_loss_trainer_step(tmp_path, toy_volumes):
     cfg = tiny_cfg(recurrent=True, recurrent_steps=2)
-    trainer = RefinementTrainer(cfg, tmp_path / "fold_0", toy_3d_data(), [0, 1, 2], [3], progress=False)
-    trainer.train_set.transform = build_train_transform(cfg["augment"], 3, cfg=cfg)
+    trainer = RefinementTrainer(cfg, tmp_path / "fold_0", toy_volumes, [0, 1, 2], [3], progress=False)
+    trainer.train_set.transform = build_train_transform(cfg)
     summary = trainer.fit()
     assert summary["epochs_run"] == 2 and np.isfinite(summary["best_val"]["val_loss"])
     # the per-pass batch-norm statistics go through the checkpoint
     pred = Predictor.from_path(tmp_path / "fold_0", device="cpu")
     saved = pred.models[0].core.encoder[0].body[0][1]
     assert isinstance(saved, PerPassBatchNorm) and saved.num_batches_tracked.tolist() != [0, 0]
-    assert pred.predict_proba(toy_3d_data().images[:1]).shape == (1, 1, 8, 16, 16)
+    assert pred.predict_proba(toy_volumes.images[:1]).shape == (1, 1, 8, 16, 16)
 
 
 # --- sliding-window inference ---------------------------------------------------------------------------
@@ -369,10 +358,10 @@ def test_sliding_window_from_model_json_and_2d_unchanged():
     assert Predictor([nn.Conv2d(1, 1, 1)], meta2d, device="cpu").sliding_window is None
 
 
-def test_validation_uses_the_sliding_window_when_a_roi_is_set(tmp_path):
+def test_validation_uses_the_sliding_window_when_a_roi_is_set(tmp_path, toy_volumes):
     cfg = tiny_cfg()
     cfg["evaluate"]["sliding_window"] = {"roi_size": [8, 8, 8], "overlap": 0.0, "sw_batch_size": 1, "mode": "constant"}
-    data = toy_3d_data()
+    data = toy_volumes
     trainer = Trainer(cfg, tmp_path / "fold_0", data, [0, 1, 2], [3], progress=False)
     calls = []
     trainer.model.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))

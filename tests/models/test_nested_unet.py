@@ -4,7 +4,7 @@ import torch
 from medseg.config import load_config
 from medseg.models import build_model
 from medseg.models.nested_unet import NestedUNet
-from medseg.training.trainer import model_kwargs
+from medseg.artifact import model_kwargs
 
 
 def n_params(model) -> int:

@@ -16,7 +16,7 @@ from medseg.losses.segmentation import build_loss
 from medseg.models import UNet, available_models, build_model
 from medseg.models.blocks import DoubleConv, SpatialAttention, SqueezeExcitation
 from medseg.models.rse_unet import MDPAC, AttentionResPath, AttentionResPathBlock, ResSEBlock, RSEUNet
-from medseg.training.trainer import model_kwargs
+from medseg.artifact import model_kwargs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "chromosomes"
 SMALL = {"base_channels": 8}

@@ -20,8 +20,7 @@ from medseg.models import build_model
 from medseg.server import auth
 from medseg.server.app import create_app
 from medseg.server.settings import ServerSettings
-from medseg.training.checkpoint import save_model
-from medseg.training.trainer import model_kwargs, model_meta
+from medseg.artifact import model_kwargs, model_meta, save_model
 
 PASSWORD = "correct horse battery"
 SHAPE = (8, 32, 32)

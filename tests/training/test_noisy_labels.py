@@ -11,24 +11,22 @@ import torch
 from safetensors.torch import load_file
 from scipy import ndimage
 
-from medseg.config import load_config
+from medseg.config import load_config, validate
 from medseg.data.datasets import SegmentationData
 from medseg.errors import ConfigError
 from medseg.training import run as run_mod
-from medseg.training.noisy_labels import (
-    THESIS_TABLE_3_1,
-    NoisyLabelTrainer,
-    QualityAwarenessModule,
+from medseg.data.label_noise import (
     apply_label_noise,
     ball,
-    check_noise_config,
     dilate_mask,
     erode_mask,
-    per_sample_loss,
     perturb_label,
-    quality_weights,
     simulate_label_noise,
 )
+from medseg.evaluation.paper_numbers import THESIS_TABLE_3_1
+from medseg.losses.segmentation import per_sample_loss
+from medseg.models.quality_awareness import QualityAwarenessModule, quality_weights
+from medseg.training.noisy_labels import NoisyLabelTrainer
 from medseg.training.run import train_fold, trainer_class
 from medseg.training.trainer import Trainer
 
@@ -189,20 +187,21 @@ def test_simulator_modes_ranges_and_3d():
 
 
 def test_noise_config_is_checked(tiny_cfg):
+    # one place checks the section: the config schema, when a config is loaded or validated
     cfg = copy.deepcopy(tiny_cfg)
     cfg["noisy_labels"]["dilate_range"] = [3]
     with pytest.raises(ConfigError, match="dilate_range"):
-        check_noise_config(cfg)
+        validate(cfg)
     cfg = copy.deepcopy(tiny_cfg)
     cfg["noisy_labels"]["mode"] = "shrink"
     with pytest.raises(ConfigError, match="mode"):
-        check_noise_config(cfg)
+        validate(cfg)
     cfg = copy.deepcopy(tiny_cfg)
-    cfg["noisy_labels"]["structures"] = "derived"  # α {1,3}, β {2,3}: codes the 4 classes
-    check_noise_config(cfg)
+    cfg["noisy_labels"].update(enabled=True, structures="derived")  # α {1,3}, β {2,3}: codes the 4 classes
+    validate(cfg)
     cfg["task"]["derived"] = {"alpha_whole": [1, 3]}
     with pytest.raises(ConfigError, match="task.derived"):
-        check_noise_config(cfg)
+        validate(cfg)
 
 
 def _captured_train_fold(cfg, data, monkeypatch, fold=0):
@@ -319,12 +318,12 @@ def test_config_selects_the_noisy_label_trainer(tiny_cfg):
     assert trainer_class(cfg) is NoisyLabelTrainer
     cfg["adversarial"]["enabled"] = True
     with pytest.raises(ConfigError, match="cannot be combined"):
-        trainer_class(cfg)
+        validate(cfg)  # refused when the config is loaded, before any trainer is chosen
 
 
-def test_batch_size_one_is_refused(tiny_cfg, toy_data, tmp_path):
+def test_batch_size_one_is_refused(tiny_cfg):
     with pytest.raises(ConfigError, match="batch_size"):
-        NoisyLabelTrainer(qam_cfg(tiny_cfg, batch_size=1), tmp_path / "b", toy_data, TRAIN, VAL, progress=False)
+        validate(qam_cfg(tiny_cfg, batch_size=1))
 
 
 def test_step_minimises_the_qam_weighted_loss_and_updates_both_networks(tiny_cfg, toy_data, tmp_path):
@@ -468,4 +467,3 @@ def test_study_configs_match_the_table_rows(row):
     assert cfg["loss"] == [{"name": "bce"}] and cfg["model"]["name"] == "unet"  # §3.2.1: U-Net + binary CE
     assert len(cfg["task"]["class_names"]) == 4 and cfg["task"]["spatial_dims"] == 2
     assert trainer_class(cfg) is (Trainer if row["method"] == "base" else NoisyLabelTrainer)
-    check_noise_config(cfg)

@@ -18,9 +18,10 @@ Collections (the Pommier HDF5 ``dataset_1`` of N images, an image folder, a fold
 memory whole; each image is checked against the voxel budget and the whole set's bytes against
 :func:`dataset_bytes_limit` (half of the physical memory, ``MEDSEG_MAX_DATASET_BYTES`` to override).
 
-Zips follow one :class:`ZipPolicy` (total declared uncompressed size, compression ratio above 16 MiB,
-member count, safe member names), checked by :func:`check_zip` from the central directory before anything
-is extracted — by the volume reader (``medseg data convert``, ``medseg predict``) and by the server alike.
+Zips follow one :class:`~medseg.data.safe_zip.ZipPolicy` (total declared uncompressed size, compression
+ratio above 16 MiB, member count, safe member names), checked from the central directory before anything
+is extracted — by the volume reader (``medseg data convert``, ``medseg predict``) and by the server alike:
+see :mod:`medseg.data.safe_zip`.
 
 All refusals are :class:`~medseg.errors.DataValidationError` with a one-line message naming the file.
 """
@@ -29,10 +30,8 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from medseg.errors import DataValidationError
 
@@ -40,17 +39,12 @@ __all__ = [
     "DEFAULT_MAX_VOXELS",
     "MAX_DATASET_BYTES_ENV",
     "MAX_VOXELS_ENV",
-    "MAX_ZIP_BYTES",
-    "ZipPolicy",
     "check_dataset_bytes",
     "check_voxels",
-    "check_zip",
-    "check_zip_members",
     "dataset_bytes_limit",
     "exception_text",
     "max_dicom_file_bytes",
     "printable",
-    "safe_member_name",
     "voxel_budget",
 ]
 
@@ -58,7 +52,6 @@ MiB = 2**20
 DEFAULT_MAX_VOXELS = 2**27  # 512 × 512 × 512
 MAX_VOXELS_ENV = "MEDSEG_MAX_VOXELS"
 MAX_DATASET_BYTES_ENV = "MEDSEG_MAX_DATASET_BYTES"
-MAX_ZIP_BYTES = 4 * 2**30  # 4 GiB of declared uncompressed content: a CT series is rarely above 1 GiB
 # A DICOM file holds at most max_voxels values of at most 8 bytes (Double Float Pixel Data), plus a header:
 # anything larger is refused by its size on disk before it is parsed.
 _DICOM_BYTES_PER_VOXEL = 8
@@ -149,64 +142,3 @@ def check_dataset_bytes(path: str | Path | None, nbytes: int, what: str = "the d
             path, f"{what} would take {nbytes / 2**30:,.2f} GiB in memory, more than the limit of "
                   f"{limit / 2**30:,.2f} GiB (half of this machine's memory, or {MAX_DATASET_BYTES_ENV}); "
                   "use a subset (data.limit) or a smaller size")
-
-
-# ------------------------------------------------------------------------------------------------ zips
-
-
-@dataclass(frozen=True)
-class ZipPolicy:
-    """What an archive may hold: ``max_bytes`` declared uncompressed in all, ``max_ratio`` uncompressed /
-    compressed for the archive and for each member once they unpack to more than ``ratio_from`` bytes
-    (a CT slice compresses 2–5 to 1, a bomb 1000 to 1), ``max_members`` entries."""
-
-    max_bytes: int = MAX_ZIP_BYTES
-    max_ratio: float = 100.0
-    max_members: int = 20_000
-    ratio_from: int = 16 * MiB
-
-
-def safe_member_name(name: str) -> bool:
-    """False for absolute member names (``/x``, ``C:x``) and names with a ``..`` part (path traversal)."""
-    norm = name.replace("\\", "/")
-    if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
-        return False
-    return ".." not in PurePosixPath(norm).parts
-
-
-def check_zip_members(path: str | Path, infos: Sequence[zipfile.ZipInfo], policy: ZipPolicy | None = None) -> None:
-    """Refuse an archive whose central directory (``infos``) breaks ``policy``: too many members, unsafe
-    names, too many bytes declared, or a compression ratio only a zip bomb has."""
-    policy = policy or ZipPolicy()
-    if len(infos) > policy.max_members:
-        raise DataValidationError(path, f"refusing the archive: it has {len(infos):,} members, more than the limit "
-                                        f"of {policy.max_members:,}")
-    for info in infos:
-        if not safe_member_name(info.filename):
-            raise DataValidationError(path, f"refusing the archive: member {info.filename!r} has an absolute path or "
-                                            "'..' (path traversal); re-create the zip with relative member names")
-    declared = sum(i.file_size for i in infos)
-    if declared > policy.max_bytes:
-        raise DataValidationError(path, f"refusing the archive: it unpacks to {declared:,} bytes, more than the "
-                                        f"limit of {policy.max_bytes:,} bytes (zip-bomb guard)")
-    packed = sum(i.compress_size for i in infos)
-    for size, compressed, what in [(declared, packed, "the archive"),
-                                   *((i.file_size, i.compress_size, f"member {i.filename!r}") for i in infos)]:
-        if size > policy.ratio_from and size > policy.max_ratio * max(compressed, 1):
-            raise DataValidationError(path, f"refusing the archive: {what} is compressed "
-                                            f"{size / max(compressed, 1):,.0f} to 1 (more than "
-                                            f"{policy.max_ratio:g} to 1: a zip bomb?)")
-
-
-def check_zip(path: str | Path, policy: ZipPolicy | None = None) -> list[zipfile.ZipInfo]:
-    """Open ``path`` as a zip and check its central directory against ``policy``; its members.
-
-    Nothing is extracted: a refusal costs the reading of the directory only.
-    """
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise DataValidationError(path, f"not a readable zip archive ({exception_text(exc)})") from exc
-    check_zip_members(path, infos, policy)
-    return infos

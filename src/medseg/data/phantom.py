@@ -224,7 +224,10 @@ def write_phantom(
     """
     from medseg.progress import Progress
 
-    from medseg.data.volume_io import write_dicom_series, write_hdf5_volume, write_label_like, write_nifti
+    from medseg.data.dicom_io import write_dicom_series
+    from medseg.data.hdf5_io import write_hdf5_volume
+    from medseg.data.nifti_io import write_nifti
+    from medseg.data.volume_io import write_label_like
 
     unknown = set(formats) - {"dicom", "nifti", "hdf5"}
     if unknown or not formats:

@@ -9,14 +9,15 @@ with those removed (and is sometimes cropped to 88 x 88). Both are read here.
 Stray label values are never dropped silently: :func:`read_pommier_h5` counts them and, according to
 ``stray_labels``, rejects the file, maps them to background, or gives each the label of its nearest
 valid pixel.
+
+The file is read through :func:`medseg.data.hdf5_io.open_hdf5`, so a corrupt one is a DataValidationError
+naming it, whatever h5py raises.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,9 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from medseg.data.limits import check_dataset_bytes, check_voxels, exception_text
+from medseg.data.hdf5_io import hdf5_errors, open_hdf5
+from medseg.data.limits import check_dataset_bytes, check_voxels
+from medseg.data.writing import default_file_mode
 from medseg.errors import DataValidationError
 
 POMMIER_KEY = "dataset_1"
@@ -93,39 +96,6 @@ def fix_stray_labels(
     return fixed, report
 
 
-# What h5py raises on a corrupt file, depending on where the damage is: OSError ("bad local heap signature",
-# "bad object header version number", "file signature not found"), KeyError (a link to a missing object),
-# RuntimeError, ValueError, TypeError (an attribute or dtype it cannot map).
-_HDF5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError, IndexError, OverflowError, EOFError)
-
-
-@contextmanager
-def hdf5_errors(path: Path, what: str = "") -> Iterator[None]:
-    """Turn any error h5py raises inside the block into a DataValidationError naming ``path`` (our own
-    DataValidationErrors pass unchanged). Every HDF5 access of medseg's readers runs inside one: metadata
-    are read lazily, so a corrupt file can fail on opening, on ``in``, on visiting, on an attribute or on
-    the data."""
-    try:
-        yield
-    except DataValidationError:
-        raise
-    except _HDF5_ERRORS as exc:
-        where = f"{what} " if what else ""
-        raise DataValidationError(path, f"{where}cannot be read: not a readable HDF5 file, or a corrupt one "
-                                        f"({exception_text(exc)})") from exc
-
-
-@contextmanager
-def open_hdf5(path: Path) -> Iterator[h5py.File]:
-    """An HDF5 file open for reading, all of whose use in the ``with`` block is guarded by
-    :func:`hdf5_errors`; a missing file is a DataValidationError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(path, "file not found")
-    with hdf5_errors(path), h5py.File(path, "r") as f:
-        yield f
-
-
 def read_pommier_h5(
     path: str | Path,
     *,
@@ -171,21 +141,6 @@ def read_pommier_h5(
 def give_default_mode(path: Path) -> None:
     """Give a file made by mkstemp (0600) the permissions an ordinary new file gets (0666 & ~umask)."""
     os.chmod(path, default_file_mode())
-
-
-def default_file_mode() -> int:
-    """The mode an ordinary new file gets (0666 & ~umask)."""
-    umask = None
-    try:  # Linux: read it without touching it (os.umask would briefly change it for every thread)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                umask = int(line.split()[1], 8)
-    except OSError:
-        pass
-    if umask is None:
-        umask = os.umask(0o022)
-        os.umask(umask)
-    return 0o666 & ~umask
 
 
 def write_pommier_h5(

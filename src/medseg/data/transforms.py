@@ -11,17 +11,20 @@ from typing import Callable
 from monai.transforms import Compose, RandFlipd, RandRotate90d
 
 
-def build_train_transform(aug_cfg: dict, spatial_dims: int = 2, cfg: dict | None = None) -> Callable | None:
-    """The training transform. 3D (``spatial_dims == 3``): the CTV thesis pipeline of
-    :func:`medseg.data.transforms3d.build_train_transform_3d` from ``aug_cfg["volume"]`` — and, when the whole
-    config ``cfg`` is given, ``data.patch_size`` patches (the 2D keys ``flip_prob``/``rot90_prob`` are not
-    used there: set ``augment.volume`` instead)."""
+def build_train_transform(cfg: dict) -> Callable | None:
+    """The training transform of a validated config (:func:`medseg.config.load_config`), given once.
+
+    2D: ``augment.flip_prob`` / ``augment.rot90_prob``. 3D (``task.spatial_dims: 3``): the CTV thesis pipeline
+    of :func:`medseg.data.transforms3d.build_train_transform_3d` from ``augment.volume`` and ``data.patch_size``
+    patches (the 2D keys are not used there: set ``augment.volume`` instead)."""
+    spatial_dims = int(cfg["task"]["spatial_dims"])
     if spatial_dims == 3:
         from medseg.data.transforms3d import build_train_transform_3d
 
-        return build_train_transform_3d(cfg if cfg is not None else {"augment": aug_cfg})
-    flip = float(aug_cfg.get("flip_prob", 0.0))
-    rot = float(aug_cfg.get("rot90_prob", 0.0))
+        return build_train_transform_3d(cfg)
+    aug_cfg = cfg["augment"]
+    flip = float(aug_cfg["flip_prob"])
+    rot = float(aug_cfg["rot90_prob"])
     if flip <= 0 and rot <= 0:
         return None
     keys = ["image", "label"]

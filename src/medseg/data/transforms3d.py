@@ -1,7 +1,7 @@
 """Preprocessing, augmentation and patch sampling for 3D CT volumes (the CTV thesis, §2.1).
 
 Thesis §2.1 ("数据集与预处理"), followed number for number; every value is a config option whose default
-is the thesis' value (``preprocess`` and ``augment.volume`` in :data:`medseg.config.DEFAULTS`):
+is the thesis' value (``preprocess`` and ``augment.volume`` in :mod:`medseg.config_schema`):
 
 Preprocessing (:func:`preprocess_volume`, :func:`preprocess_label`):
 
@@ -51,7 +51,6 @@ draws the same augmentations again (bit-exact resume).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,7 +70,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from medseg.config import DEFAULTS
+from medseg.config import section_settings
 from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DataValidationError
 
@@ -82,71 +81,35 @@ KEYS = ("image", "label")
 
 
 def _section(cfg: dict | None, *path: str) -> dict:
-    """``DEFAULTS[path]`` with ``cfg[path]`` merged over it; ``cfg`` may be a whole config or None."""
-    out = copy.deepcopy(DEFAULTS)
-    for key in path:
-        out = out[key]
+    """The ``path`` section of ``cfg`` (a whole config, or None for the defaults) as a plain dict.
+
+    No defaults or checks of its own: the section goes through its schema model
+    (:func:`medseg.config.section_settings`), which returns a config from :func:`medseg.config.load_config`
+    unchanged and completes and checks a section given alone (a saved model.json's preprocessing, a
+    hand-written dict) with the same defaults and checks as ``load_config``.
+    """
     node = cfg
     for key in path:
         node = node.get(key) if isinstance(node, dict) else None
-    if node:
-        unknown = sorted(set(node) - set(out))
-        if unknown:
-            raise ConfigError(f"unknown key(s) {unknown} in {'.'.join(path)} (known: {', '.join(sorted(out))})")
-        out.update(node)
-    return out
+    return section_settings(".".join(path), node)
 
 
 def preprocess_settings(cfg: dict | None = None) -> dict:
-    """The ``preprocess`` section of ``cfg`` (a whole config) over the thesis defaults, checked."""
-    s = _section(cfg, "preprocess")
-    lo, hi = s["clip_min"], s["clip_max"]
-    if lo is not None and hi is not None and not float(lo) < float(hi):
-        raise ConfigError(f"preprocess.clip_min ({lo}) must be below preprocess.clip_max ({hi})")
-    if s["normalize"] not in ("range", "minmax", "none"):
-        raise ConfigError(f"preprocess.normalize must be range, minmax or none, got {s['normalize']!r}")
-    if s["normalize"] == "range" and (lo is None or hi is None):
-        raise ConfigError("preprocess.normalize: range needs both clip_min and clip_max (the window mapped to 0..1)")
-    if s["depth"] is not None and int(s["depth"]) < 1:
-        raise ConfigError(f"preprocess.depth must be a number of slices >= 1 or null, got {s['depth']!r}")
-    if s["size_xy"] is not None and (len(s["size_xy"]) != 2 or min(int(v) for v in s["size_xy"]) < 1):
-        raise ConfigError(f"preprocess.size_xy must be [H, W] or null, got {s['size_xy']!r}")
-    if s["depth_mode"] not in ("trilinear", "nearest", "area"):
-        raise ConfigError(f"preprocess.depth_mode must be trilinear, nearest or area, got {s['depth_mode']!r}")
-    return s
+    """The ``preprocess`` section of ``cfg`` (a whole config; None: the thesis defaults)."""
+    return _section(cfg, "preprocess")
 
 
 def augment_settings(cfg: dict | None = None) -> dict:
-    """The ``augment.volume`` section of ``cfg`` over the thesis defaults, checked."""
-    s = _section(cfg, "augment", "volume")
-    for key in ("flip_prob", "affine_prob", "noise_prob"):
-        if not 0.0 <= float(s[key]) <= 1.0:
-            raise ConfigError(f"augment.volume.{key} must be a probability in [0, 1], got {s[key]!r}")
-    for key in ("rotate_deg", "shift_voxels", "noise_var"):
-        if float(s[key]) < 0:
-            raise ConfigError(f"augment.volume.{key} must be >= 0, got {s[key]!r}")
-    if s["rotate_axes"] not in ("axial", "all"):
-        raise ConfigError(f"augment.volume.rotate_axes must be axial or all, got {s['rotate_axes']!r}")
-    if any(int(a) not in (0, 1, 2) for a in s["flip_axes"]):
-        raise ConfigError(f"augment.volume.flip_axes are array axes 0 (z), 1 (y), 2 (x); got {s['flip_axes']!r}")
-    if s["padding_mode"] not in ("zeros", "border", "reflection"):
-        raise ConfigError(f"augment.volume.padding_mode must be zeros, border or reflection, got {s['padding_mode']!r}")
-    return s
+    """The ``augment.volume`` section of ``cfg`` (None: the thesis defaults)."""
+    return _section(cfg, "augment", "volume")
 
 
 def patch_settings(cfg: dict | None) -> tuple[tuple[int, int, int] | None, float | None]:
-    """``(data.patch_size, data.patch_pos_fraction)`` of a config, checked."""
-    data = (cfg or {}).get("data") or {}
-    size, pos = data.get("patch_size"), data.get("patch_pos_fraction")
-    if size is None:
-        if pos is not None:
-            raise ConfigError("data.patch_pos_fraction needs data.patch_size")
-        return None, None
-    if len(size) != 3 or min(int(v) for v in size) < 1:
-        raise ConfigError(f"data.patch_size must be [D, H, W] voxels, got {size!r}")
-    if pos is not None and not 0.0 <= float(pos) <= 1.0:
-        raise ConfigError(f"data.patch_pos_fraction must be in [0, 1] or null, got {pos!r}")
-    return tuple(int(v) for v in size), None if pos is None else float(pos)
+    """``(data.patch_size, data.patch_pos_fraction)`` of a config (checked by the schema: size [D, H, W],
+    fraction in [0, 1], a fraction only with a size)."""
+    data = _section(cfg, "data")
+    size, pos = data["patch_size"], data["patch_pos_fraction"]
+    return (None if size is None else tuple(int(v) for v in size)), (None if pos is None else float(pos))
 
 
 # --- preprocessing --------------------------------------------------------------------------------------
@@ -371,31 +334,6 @@ def build_train_transform_3d(cfg: dict | None) -> VolumeTrainTransform | None:
     return VolumeTrainTransform(ts) if ts else None
 
 
-def sliding_window_settings(section: dict | None) -> dict | None:
-    """``evaluate.sliding_window`` checked; None when no ``roi_size`` is set (whole-volume inference)."""
-    if not section or section.get("roi_size") is None:
-        return None
-    s = {**DEFAULTS["evaluate"]["sliding_window"], **section}
-    roi = [int(v) for v in s["roi_size"]]
-    if min(roi) < 1:
-        raise ConfigError(f"sliding_window.roi_size must be positive voxel counts, got {s['roi_size']!r}")
-    if not 0 <= float(s["overlap"]) < 1:
-        raise ConfigError(f"sliding_window.overlap must be in [0, 1), got {s['overlap']!r}")
-    if s["mode"] not in ("gaussian", "constant"):
-        raise ConfigError(f"sliding_window.mode must be gaussian or constant, got {s['mode']!r}")
-    return {"roi_size": roi, "overlap": float(s["overlap"]), "sw_batch_size": int(s["sw_batch_size"]), "mode": s["mode"]}
-
-
-def sliding_window_logits(model, x: torch.Tensor, settings: dict, *, sw_device=None, device=None) -> torch.Tensor:
-    """``model``'s logits on ``x`` (B, C, D, H, W) stitched from MONAI sliding windows of ``settings``
-    (:func:`sliding_window_settings`); ``sw_device`` runs the windows, ``device`` holds the stitched output."""
-    from monai.inferers import sliding_window_inference
-
-    return sliding_window_inference(x, settings["roi_size"], settings["sw_batch_size"], model,
-                                    overlap=settings["overlap"], mode=settings["mode"], sw_device=sw_device,
-                                    device=device)
-
-
 __all__ = [
     "VolumeTrainTransform",
     "augment_settings",
@@ -411,6 +349,4 @@ __all__ = [
     "resampled_geometry",
     "resize_volume",
     "restore_shape",
-    "sliding_window_logits",
-    "sliding_window_settings",
 ]

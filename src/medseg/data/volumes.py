@@ -36,11 +36,10 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.datasets import SegmentationData
+from medseg.data.hdf5_io import HDF5_SUFFIXES
 from medseg.data.limits import check_dataset_bytes
-from medseg.data.volume_io import _HDF5_SUFFIXES as _H5
-from medseg.data.volume_io import _NIFTI_SUFFIXES as _NIFTI
-from medseg.data.volume_io import _strip_suffix as _stem
-from medseg.data.volume_io import _suffix_of
+from medseg.data.nifti_io import NIFTI_SUFFIXES
+from medseg.data.volume_io import strip_suffix, suffix_of
 from medseg.errors import ConfigError, DataValidationError
 from medseg.progress import Progress
 from medseg.paths import medseg_home
@@ -48,8 +47,8 @@ from medseg.paths import medseg_home
 
 def _suffix(path: Path) -> str | None:
     """The NIfTI / HDF5 suffix of a volume file, None for any other file."""
-    s = _suffix_of(path)
-    return s if s in _NIFTI + _H5 else None
+    s = suffix_of(path)
+    return s if s in NIFTI_SUFFIXES + HDF5_SUFFIXES else None
 
 
 def phantom_dir(settings: dict) -> Path:
@@ -93,12 +92,12 @@ def _folder_pairs(folder: Path) -> list[tuple[str, Path, Path | None, str]]:
     for img_name, lab_name in (("images", "labels"), ("imagesTr", "labelsTr")):
         images_dir, labels_dir = folder / img_name, folder / lab_name
         if images_dir.is_dir() and labels_dir.is_dir():
-            labels = {_stem(p): p for p in labels_dir.iterdir() if _suffix(p)}
+            labels = {strip_suffix(p): p for p in labels_dir.iterdir() if _suffix(p)}
             pairs, missing = [], []
             for p in sorted(images_dir.iterdir()):
                 if not _suffix(p):
                     continue
-                stem = _stem(p)
+                stem = strip_suffix(p)
                 case = re.sub(r"_0000$", "", stem)  # nnU-Net's channel suffix
                 lab = labels.get(stem) or labels.get(case)
                 if lab is None:
@@ -110,14 +109,15 @@ def _folder_pairs(folder: Path) -> list[tuple[str, Path, Path | None, str]]:
             return pairs
     pairs = []
     for p in sorted(folder.iterdir()):
-        stem = _stem(p)
-        if _suffix(p) in _NIFTI and stem.endswith("_image"):
+        stem = strip_suffix(p)
+        if _suffix(p) in NIFTI_SUFFIXES and stem.endswith("_image"):
             case = stem[: -len("_image")]
-            lab = next((folder / f"{case}_label{s}" for s in _NIFTI if (folder / f"{case}_label{s}").is_file()), None)
+            lab = next((folder / f"{case}_label{s}" for s in NIFTI_SUFFIXES if (folder / f"{case}_label{s}").is_file()),
+                       None)
             if lab is None:
                 raise DataValidationError(p, f"no {case}_label.nii.gz beside it")
             pairs.append((case, p, lab, "file"))
-        elif _suffix(p) in _H5:
+        elif _suffix(p) in HDF5_SUFFIXES:
             pairs.append((stem, p, None, "h5"))
     return pairs
 
@@ -136,7 +136,8 @@ def volume_pairs(folder: Path) -> list[tuple[str, Path, Path | None, str]]:
 
 
 def _read_pair(image_path: Path, label_path: Path | None, kind: str):
-    from medseg.data.volume_io import read_hdf5_volume, read_volume
+    from medseg.data.hdf5_io import read_hdf5_volume
+    from medseg.data.volume_io import read_volume
 
     if kind == "h5":
         return read_hdf5_volume(image_path, "image"), read_hdf5_volume(image_path, "label")

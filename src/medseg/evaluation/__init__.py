@@ -1,4 +1,8 @@
-"""Evaluation reports: published reference numbers, figures and the Markdown/JSON report writer."""
+"""Evaluation reports: published reference numbers, figures and the Markdown/JSON report writer.
+
+The published numbers are data (``configs/tables/published/*.yaml``, read by
+:mod:`medseg.evaluation.paper_numbers` on first use), so importing this package reads no file.
+"""
 
 from medseg.evaluation.figures import (
     confusion_matrix_figure,
@@ -7,12 +11,11 @@ from medseg.evaluation.figures import (
     select_by_overlap,
     training_curves,
 )
-from medseg.evaluation.paper_numbers import PAPER_ROWS, PAPERS, families, reference_rows, rows_from
+from medseg.evaluation.paper_numbers import PAPERS, families, reference_rows, rows_from
 from medseg.evaluation.report import EvaluationResult, fold_summary, write_report
 
 __all__ = [
     "PAPERS",
-    "PAPER_ROWS",
     "EvaluationResult",
     "confusion_matrix_figure",
     "families",

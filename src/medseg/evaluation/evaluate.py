@@ -3,6 +3,15 @@
 The papers report 5-fold cross-validation scored on one held-out test set (RSE-UNet §3.2, ARMS Net §4.1):
 each fold's model predicts the test set; the headline is the mean over folds (± sd), and the box plot shows
 each fold's per-image overlap IoU. Overlays and the confusion matrix use the fold ensemble.
+
+Without a held-out test set (``splits.test_fraction: 0``, the CTV thesis' 3-fold cross-validation) every
+fold's model is scored on its own validation cases instead: the headline is still the mean over folds, and
+the per-image rows (each with its fold), the overlays, the confusion matrix (summed over folds) and
+``n_test`` cover the validation cases of every fold evaluated, not just the last one.
+
+Hausdorff distances of volumes are in mm on the grid that was scored: the preprocessed grid, whose voxel
+size follows from each case's original shape and spacing (:func:`evaluated_spacings`). 2D images carry no
+spacing, so their distances are in pixels; ``metrics["hausdorff_unit"]`` says which.
 """
 
 from __future__ import annotations
@@ -21,11 +30,12 @@ from medseg.errors import DataValidationError
 from medseg.evaluation.paper_numbers import reference_rows
 from medseg.evaluation.report import EvaluationResult, write_report
 from medseg.inference.predictor import Predictor, model_dirs
-from medseg.metrics import SegmentationMetrics, confusion_matrix
+from medseg.metrics import SegmentationMetrics
 from medseg.metrics.efficiency import count_parameters, time_inference
-from medseg.training.checkpoint import dump_json
-from medseg.training.run import splits_for
+from medseg.artifact import dump_json
+from medseg.data.runs import splits_for
 from medseg.data.splits import fold_indices
+from medseg.data.datasets import SegmentationData
 
 
 def model_family(model_cfg: dict) -> str:
@@ -69,6 +79,42 @@ def read_run_config(run_dir: Path) -> dict:
     raise DataValidationError(run_dir, "no config.yaml found; is this a medseg run directory?")
 
 
+def evaluated_spacings(cfg: dict, data: SegmentationData) -> list[tuple[float, ...]] | None:
+    """Voxel size (z, y, x, mm) of every case on the grid the metrics see, or None when unknown (2D images).
+
+    Volumes are resampled to one grid by :func:`~medseg.data.transforms3d.preprocess_volume`, which keeps each
+    case's extent: the new spacing is the one :func:`~medseg.data.transforms3d.resampled_geometry` gives for
+    the case's original shape and spacing (``data.volume_info``) and the preprocessed shape.
+    """
+    info = data.volume_info or {}
+    shapes, spacings = info.get("original_shapes"), info.get("spacings")
+    if int(cfg["task"].get("spatial_dims", 2)) != 3 or not shapes or not spacings or len(spacings) != len(data):
+        return None
+    from medseg.data.transforms3d import preprocess_settings, resampled_geometry
+    from medseg.data.volume import Volume
+
+    align = bool(preprocess_settings(cfg)["align_corners"])
+    grid = tuple(int(v) for v in data.images.shape[1:])
+    out = []
+    for shape, spacing in zip(shapes, spacings, strict=True):
+        # only the shape and spacing matter: a read-only zero-stride array stands in for the voxels
+        stand_in = Volume(np.broadcast_to(np.uint8(0), tuple(int(v) for v in shape)), tuple(spacing))
+        out.append(tuple(float(v) for v in resampled_geometry(stand_in, grid, align)["spacing"]))
+    return out
+
+
+def _fold_number(pred: Predictor, d: Path) -> int:
+    fold = pred.meta.get("fold")
+    if isinstance(fold, int) and not isinstance(fold, bool):
+        return fold
+    return int(d.name.split("_")[1]) if d.name.startswith("fold_") else 0
+
+
+def _new_metrics(cfg: dict, class_names: list[str]) -> SegmentationMetrics:
+    return SegmentationMetrics(class_names, mode=cfg["task"]["mode"], derived=cfg["task"].get("derived"),
+                               hausdorff=bool(cfg["evaluate"]["hausdorff"]))
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | None = None,
                  folds: Sequence[int] | None = None, device: str = "auto", out_dir: str | Path | None = None,
                  limit_test: int | None = None, progress: bool = True, trust_code: bool = False) -> Path:
@@ -87,27 +133,46 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     # No held-out test set (splits.test_fraction 0: the CTV thesis reports the mean over its 3 folds'
     # validation sets): each fold is scored on its own validation cases and no ensemble is formed.
     cv_validation = len(test_idx) == 0
-    images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
+    spacings = evaluated_spacings(cfg, data_obj)
     class_names = list(cfg["task"]["class_names"])
     primary = cfg["task"]["primary_metric"]
-    derived = cfg["task"].get("derived")
+    multiclass = cfg["task"]["mode"] == "multiclass"
+
+    def spacing_of(idx: np.ndarray):
+        return None if spacings is None else [spacings[int(i)] for i in idx]
 
     fold_aggs, fold_values, histories, probs_sum = [], {}, {}, None
     predictors = []
+    cv_rows, cv_idx, cv_preds = [], [], []  # cross-validation: each fold's validation cases, in fold order
+    confusion = np.zeros((len(class_names),) * 2, dtype=np.int64) if multiclass else None
     for d in Progress(dirs, desc="evaluating folds", disable=not progress):
         pred = Predictor.from_path(d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]),
                                    trust_code=trust_code)
         predictors.append(pred)
+        idx = test_idx
         if cv_validation:
-            _, val_idx, _ = fold_indices(splits, int(d.name.split("_")[1]) if d.name.startswith("fold_") else 0)
-            test_idx = np.asarray(val_idx[:limit_test] if limit_test else val_idx, dtype=np.int64)
-            images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
-        proba = pred.predict_proba(images)
-        probs_sum = proba if (probs_sum is None or cv_validation) else probs_sum + proba
-        m = SegmentationMetrics(class_names, mode=cfg["task"]["mode"], derived=derived, hausdorff=bool(cfg["evaluate"]["hausdorff"]))
-        m.update(pred.labels_from_proba(proba), labels)
+            _, val_idx, _ = fold_indices(splits, _fold_number(pred, d))
+            idx = np.asarray(val_idx[:limit_test] if limit_test else val_idx, dtype=np.int64)
+        labels = data_obj.labels[idx]
+        proba = pred.predict_proba(data_obj.images[idx])
+        m = _new_metrics(cfg, class_names)
+        if cv_validation:
+            fold_pred = pred.labels_from_proba(proba)
+            del proba
+            m.update(fold_pred, labels, spacing=spacing_of(idx))
+            if confusion is not None:
+                confusion += m.confusion()
+            for row, i in zip(m.per_image(), idx.tolist(), strict=True):
+                row.update({"fold": d.name, "case_index": int(i), "case": data_obj.names[int(i)]})
+                cv_rows.append(row)
+            cv_idx.append(idx)
+            cv_preds.append(fold_pred)
+        else:
+            probs_sum = proba if probs_sum is None else probs_sum + proba
+            m.update(pred.labels_from_proba(proba), labels, spacing=spacing_of(idx))
         agg = m.aggregate()
         agg["fold"] = d.name
+        agg["n_cases"] = int(len(idx))
         fold_aggs.append(agg)
         fold_values[d.name] = [row.get(f"iou/{primary}") for row in m.per_image()]
         hist = d / "history.json"
@@ -117,14 +182,38 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             histories[d.name] = json.loads(hist.read_text())
         dump_json(agg, d / "test_metrics.json")
 
-    ensemble = predictors[0].labels_from_proba(probs_sum if cv_validation else probs_sum / len(dirs))
-    ens_metrics = SegmentationMetrics(class_names, mode=cfg["task"]["mode"], derived=derived, hausdorff=bool(cfg["evaluate"]["hausdorff"]))
-    ens_metrics.update(ensemble, labels)
     summary = _mean_tree(fold_aggs)
     summary["n_folds"] = len(dirs)
-    if not cv_validation:
-        summary["ensemble"] = ens_metrics.aggregate()
     summary["per_fold"] = fold_aggs
+    if cv_validation:
+        # Every fold's validation cases together, in case order: rows (with their fold), overlays, confusion
+        # matrix (summed over folds above) and n. When the folds cover the whole set (the usual case) the
+        # images and labels are the data's own arrays, not a second copy of every volume.
+        order = np.argsort(np.concatenate(cv_idx), kind="stable")
+        eval_idx = np.concatenate(cv_idx)[order]
+        per_image = [{**cv_rows[k], "index": pos} for pos, k in enumerate(order.tolist())]  # index: overlay position
+        if np.array_equal(eval_idx, np.arange(len(data_obj))):
+            images, labels = data_obj.images, data_obj.labels
+        else:
+            images, labels = data_obj.images[eval_idx], data_obj.labels[eval_idx]
+        preds = np.concatenate(cv_preds)[order]
+        del cv_preds
+        summary["n_cases"] = int(len(eval_idx))
+        summary.pop("n_cases_sd", None)
+    else:
+        eval_idx = test_idx
+        images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
+        preds = predictors[0].labels_from_proba(probs_sum / len(dirs))
+        ens_metrics = _new_metrics(cfg, class_names)
+        ens_metrics.update(preds, labels, spacing=spacing_of(test_idx))
+        summary["ensemble"] = ens_metrics.aggregate()
+        per_image = ens_metrics.per_image()
+        confusion = ens_metrics.confusion() if multiclass else None
+    if confusion is not None:  # not a fold's matrix (what the mean over folds would keep): the one drawn
+        summary["confusion_matrix"] = confusion.tolist()
+    if spacings is not None and summary.get("hausdorff_unit") is not None:
+        distinct = {spacings[int(i)] for i in eval_idx}
+        summary["spacing"] = list(distinct.pop()) if len(distinct) == 1 else "per image"
 
     model = predictors[0].models[0]
     size = tuple(images.shape[1:])
@@ -143,14 +232,15 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     else:
         note = ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
                 "compare the shape of the results with the papers, not the digits.")
+    evaluated_on = ("cross-validation: each fold's model on its own validation fold (no held-out test set)"
+                    if cv_validation else "held-out test set")
     result = EvaluationResult(
-        run_name=cfg["name"], class_names=class_names, metrics=summary, per_image=ens_metrics.per_image(),
-        images=images, labels=labels, preds=ensemble,
-        confusion=confusion_matrix(ensemble, labels, len(class_names)) if cfg["task"]["mode"] == "multiclass" else None,
+        run_name=cfg["name"], class_names=class_names, metrics=summary, per_image=per_image,
+        images=images, labels=labels, preds=preds, confusion=confusion,
         fold_values=fold_values, histories=histories, references=references_for(cfg["model"]),
-        efficiency=efficiency, data_note=note,
-        extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(test_idx)), "tta": tta,
-               "evaluated_on": "each fold's validation set (no held-out test set)" if cv_validation else "held-out test set",
+        efficiency=efficiency, data_note=note, cross_validation=cv_validation,
+        extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(eval_idx)), "tta": tta,
+               "evaluated_on": evaluated_on,
                "folds": [d.name for d in dirs], "model": cfg["model"], "notes": data_obj.notes},
     )
     out = Path(out_dir) if out_dir else run_dir / "evaluation"

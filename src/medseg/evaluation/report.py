@@ -37,7 +37,7 @@ class EvaluationResult:
 
     run_name: str
     class_names: list[str]
-    metrics: dict  # SegmentationMetrics.aggregate() of the held-out test set
+    metrics: dict  # SegmentationMetrics.aggregate() of the held-out test set (or the mean over folds)
     per_image: list[dict]
     images: np.ndarray | None = None  # (N, H, W) test images for the overlays
     labels: np.ndarray | None = None  # (N, H, W) true label maps
@@ -50,6 +50,9 @@ class EvaluationResult:
     data_note: str = ""  # e.g. "synthesized Pommier-procedure data, not the real set"
     extra: dict = field(default_factory=dict)
     fold_metric: str = "overlap IoU"  # what fold_values hold
+    # True: no held-out test set; each fold's model was scored on its own validation fold (cross-validation)
+    # and per_image / images / labels / preds / confusion cover the validation cases of every fold.
+    cross_validation: bool = False
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -214,6 +217,28 @@ _ACC_SHORT = {
 }
 
 
+def _scored_on(result: EvaluationResult) -> str:
+    """What the numbers were measured on, for titles: "test set" or "validation folds"."""
+    return "validation folds" if result.cross_validation else "test set"
+
+
+def _hd_unit(result: EvaluationResult) -> str:
+    """The unit of the Hausdorff distances: "mm" when the metrics had a spacing, else "px" (pixels/voxels)."""
+    unit = result.metrics.get("hausdorff_unit")
+    if unit is None:
+        unit = "px" if result.metrics.get("spacing") is None else "spacing units"
+    return str(unit)
+
+
+def _fold_of(result: EvaluationResult, i: int, sep: str | None = None) -> str:
+    """' (fold_k)' (or sep + 'fold_k') for overlay image ``i`` when the per-image rows name folds, else ""."""
+    row = result.per_image[i] if 0 <= i < len(result.per_image) else {}
+    fold = row.get("fold") if isinstance(row, Mapping) else None
+    if fold is None:
+        return ""
+    return f" ({fold})" if sep is None else f"{sep}{fold}"
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -245,7 +270,8 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[s
             "overlays.png",
             "Examples: image | ground truth | prediction | errors",
             lambda p: figures.overlay_examples(imgs, labs, preds, names, p, indices=pick),
-            lambda idx: "Cases " + ", ".join(f"#{i} ({where[i]})" for i in idx) + " — each at its slice with the most "
+            lambda idx: ("Validation cases " if result.cross_validation else "Cases ")
+            + ", ".join(f"#{i} ({where[i]}{_fold_of(result, i, ', ')})" for i in idx) + " — each at its slice with the most "
             "true foreground. Errors yellow.",
         )
     elif result.images is not None and result.labels is not None and result.preds is not None:
@@ -253,7 +279,8 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[s
             "overlays.png",
             "Examples: image | ground truth | prediction | errors",
             lambda p: figures.overlay_examples(result.images, result.labels, result.preds, result.class_names, p),
-            lambda idx: "Test images " + ", ".join(f"#{i}" for i in idx)
+            lambda idx: ("Validation images " if result.cross_validation else "Test images ")
+            + ", ".join(f"#{i}{_fold_of(result, i)}" for i in idx)
             + " (small, medium and large true overlap: 10th/50th/90th percentile of overlap area). "
             "Colours: background black, α red, β green, overlap blue; errors yellow.",
         )
@@ -263,9 +290,10 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[s
     if cm is not None:
         attempt(
             "confusion_matrix.png",
-            "Confusion matrix (test set)",
+            f"Confusion matrix ({_scored_on(result)})",
             lambda p: figures.confusion_matrix_figure(cm, result.class_names, p, normalize=True),
-            lambda _: "Rows = true class, columns = predicted class, each row as % of its true pixels (AMFL Fig. 5).",
+            lambda _: "Rows = true class, columns = predicted class, each row as % of its true pixels (AMFL Fig. 5)."
+            + (" Summed over the validation cases of every fold." if result.cross_validation else ""),
         )
     if result.fold_values:
         attempt(
@@ -276,7 +304,9 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[s
                 p,
                 ylabel=f"{result.fold_metric} (%)",
             ),
-            lambda _: f"Per-image {result.fold_metric} of each fold's model on the held-out test images (as ARMS Fig. 6).",
+            lambda _: f"Per-image {result.fold_metric} of each fold's model on "
+            + ("its own validation cases (cross-validation, no held-out test set)." if result.cross_validation
+               else "the held-out test images (as ARMS Fig. 6)."),
         )
     if result.histories:
         attempt(
@@ -302,10 +332,22 @@ def _markdown(
     if result.data_note:
         L += [f"**{result.data_note}**", ""]
     n = m.get("n_images")
+    hd_unit = _hd_unit(result)
+    hd_words = {"mm": "in mm", "px": "in pixels, no spacing known"}.get(hd_unit, f"in {hd_unit}")
+    if result.cross_validation:
+        n_cases = m.get("n_cases", len(result.per_image) or None)
+        L += [
+            f"**Cross-validation on the validation folds** (no held-out test set): each fold's model is scored on "
+            f"its own validation cases, {n_cases if n_cases is not None else DASH} cases over "
+            f"{m.get('n_folds', len(result.fold_values)) or DASH} folds. Metric tables show the mean over the folds; "
+            "per-image rows, overlays and the confusion matrix cover every fold's validation cases.",
+            "",
+        ]
     L += [
-        f"{result.extra.get('evaluated_on', 'held-out test set').capitalize()}: {n if n is not None else DASH} images; classes: "
+        f"{result.extra.get('evaluated_on', 'held-out test set').capitalize()}: "
+        f"{n if n is not None else DASH} images{' per fold (mean)' if result.cross_validation else ''}; classes: "
         + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names))
-        + ". Values in % (two decimals) except Hausdorff distances (pixels, or spacing units).",
+        + f". Values in % (two decimals) except Hausdorff distances ({hd_words}).",
         "",
     ]
 
@@ -340,7 +382,9 @@ def _markdown(
             f"non-overlap regions ({ALPHA_BETA_DEFINITIONS[NON_OVERLAP]}) or of the complete chromosomes "
             f"({ALPHA_BETA_DEFINITIONS[COMPLETE]}); accuracy as {ACCURACY_DEFINITIONS['foreground_accuracy']}, "
             f"{ACCURACY_DEFINITIONS['derived_accuracy']}, or {ACCURACY_DEFINITIONS['pixel_accuracy']}. "
-            "Ours are means over test images; mean IoU is over the non-background classes (AMFL does not say which "
+            "Ours are means over "
+            + ("each fold's validation images, then over the folds" if result.cross_validation else "test images")
+            + "; mean IoU is over the non-background classes (AMFL does not say which "
             "classes its average covers). Published numbers are shown unrounded, as the papers print them.",
         ]
         if not headline_refs:
@@ -354,9 +398,9 @@ def _markdown(
         L.append("")
 
     # ---- per-class table
-    L += ["## Per-class metrics (test set)", ""]
+    L += [f"## Per-class metrics ({_scored_on(result)})", ""]
     has_hd = any("hausdorff" in v for v in per_class.values())
-    header = ["structure", "IoU", "Dice", "precision", "recall", "FNR", "FPR", "Hausdorff", "pooled IoU",
+    header = ["structure", "IoU", "Dice", "precision", "recall", "FNR", "FPR", f"Hausdorff ({hd_unit})", "pooled IoU",
               "pooled Dice", "images with it"]
     rows = []
     for name, v in per_class.items():
@@ -378,9 +422,13 @@ def _markdown(
     hd_kind = m.get("hausdorff_points", "all")
     L += [
         "",
-        "Means over images; pooled = from the confusion counts summed over all images. FPR with four decimals. "
+        ("Means over each fold's validation images, then over the folds; pooled = from the confusion counts summed "
+         "over a fold's images (then averaged over the folds). " if result.cross_validation else
+         "Means over images; pooled = from the confusion counts summed over all images. ")
+        + "FPR with four decimals. "
         f"Hausdorff over {'all points of the sets (AMFL Eq. 15)' if hd_kind == 'all' else 'surface points'}"
         + (f", {m['hausdorff_percentile']}th percentile" if m.get("hausdorff_percentile") is not None else "")
+        + f", in {'mm on the scored grid' if hd_unit == 'mm' else hd_words.removeprefix('in ')}"
         + ". An empty truth or prediction scores 1 (Hausdorff 0) when both are empty and the worst value "
         "(0, or the image diagonal) when only one is, so misses count in every mean.",
         "",

@@ -31,7 +31,8 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
 
 
 def predict_arrays(predictor: Predictor, image: np.ndarray) -> np.ndarray:
-    """One (H, W) float image → (H, W) label map, padded like in training when it is smaller."""
+    """One (H, W) float image → (H, W) label map ((C, H, W) binary maps for a multilabel model), padded like in
+    training when it is smaller and cropped back on the last two axes."""
     pre = predictor.meta.get("preprocessing", {})
     size = pre.get("size")
     h, w = image.shape
@@ -40,7 +41,7 @@ def predict_arrays(predictor: Predictor, image: np.ndarray) -> np.ndarray:
         padded = pad_to(image, (th, tw), pre.get("image_pad_value", 0))
         top, left = (th - h) // 2, (tw - w) // 2
         labels = predictor.predict(padded[None])[0]
-        return labels[top : top + h, left : left + w]
+        return labels[..., top : top + h, left : left + w]
     return predictor.predict(image[None])[0]
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from medseg.artifact import MODEL_META, load_model, resolve_device, sliding_window_settings
 from medseg.errors import DataValidationError
-from medseg.training.checkpoint import MODEL_META, load_model
-from medseg.training.trainer import resolve_device
+from medseg.inference.sliding_window import sliding_window_logits
 
 
 # 2D images larger than this (either side) are segmented in tiles of this size (see Predictor._logits).
@@ -94,8 +94,6 @@ class Predictor:
         # preprocessing section); None: whole volumes.
         self.sliding_window = None
         if self.spatial_dims == 3:
-            from medseg.data.transforms3d import sliding_window_settings
-
             recorded = ((meta.get("evaluate") or {}).get("sliding_window")
                         or (meta.get("preprocessing") or {}).get("sliding_window"))
             self.sliding_window = sliding_window_settings(sliding_window if sliding_window is not None else recorded)
@@ -114,8 +112,6 @@ class Predictor:
         stitched on the CPU (Gaussian weights), so a volume larger than the device memory fits. A 2D image
         larger than :data:`TILE_2D` is segmented the same way in tiles of that size: a fully convolutional
         net on a whole 10,000² image would need tens of GB of activations, a tile needs a fixed amount."""
-        from medseg.data.transforms3d import sliding_window_logits
-
         settings = self.sliding_window
         if settings is None and self.spatial_dims == 2 and any(s > t for s, t in zip(x.shape[2:], TILE_2D)):
             settings = {"roi_size": list(TILE_2D), "overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"}

@@ -86,14 +86,14 @@ def predict_volume_file(predictor: Predictor, path: Path, out_dir: Path, *, allo
     ``allow_gaps``: a DICOM series with whole slices missing is filled and reported instead of refused."""
     import json
 
-    from medseg.data.volume_io import _strip_suffix, read_volume, write_label_like
+    from medseg.data.volume_io import read_volume, strip_suffix, write_label_like
 
     path = Path(path)
     volume = read_volume(path, allow_gaps=allow_gaps)
     labels, _ = predict_volume(predictor, volume)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = _strip_suffix(path) if path.is_file() else path.name
+    stem = strip_suffix(path) if path.is_file() else path.name
     fmt = volume.meta.get("format")
     suffix = ".h5" if fmt == "hdf5" else ".nii.gz"
     written = write_label_like(labels.array, volume, out_dir / f"{stem}_label{suffix}")

@@ -173,3 +173,12 @@ def build_loss(spec: str | dict | Sequence[dict], mode: str = "multiclass") -> C
         weights.append(weight)
         names.append(name if name not in names else f"{name}_{len(names)}")
     return CompositeLoss(losses, weights, names)
+
+def per_sample_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(B,) the configured loss evaluated on each sample of the batch alone (Eq. 3-2's L_i).
+
+    Works for every registered loss (each sees a batch of one); a loss that pools over the batch (Dice with
+    ``batch: true``) therefore becomes per-image here. For mean-reduced losses on equal-sized samples (CE,
+    BCE) the mean of the L_i equals the batch loss.
+    """
+    return torch.stack([loss_fn(logits[i : i + 1], target[i : i + 1]) for i in range(logits.shape[0])])

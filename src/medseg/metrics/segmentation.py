@@ -242,7 +242,10 @@ class SegmentationMetrics:
     the mean runs over the non-background classes. ``derived`` adds named unions of classes (channels)
     evaluated as extra binary structures, e.g. ARMS Net's complete chromosomes
     ``{"chromosome_alpha_whole": [1, 3], "chromosome_beta_whole": [2, 3]}``; they appear in ``per_class``
-    but not in ``mean``. ``spacing`` gives the pixel/voxel size per spatial axis for Hausdorff distances.
+    but not in ``mean``. ``spacing`` gives the pixel/voxel size per spatial axis for Hausdorff distances;
+    ``update(..., spacing=...)`` gives it per batch or per image instead (volumes of one set rarely share a
+    voxel size). Hausdorff distances are in ``spacing_unit`` (default ``"mm"``) when a spacing is known and in
+    pixels/voxels (``"px"``) when not; ``aggregate()`` says which under ``hausdorff_unit``.
     """
 
     def __init__(
@@ -256,6 +259,7 @@ class SegmentationMetrics:
         spacing: Sequence[float] | None = None,
         hausdorff_percentile: float | None = None,
         hausdorff_points: HausdorffPoints = "all",
+        spacing_unit: str = "mm",
     ) -> None:
         if mode not in ("multiclass", "multilabel"):
             raise ValueError(f"mode must be 'multiclass' or 'multilabel', got {mode!r}")
@@ -280,7 +284,8 @@ class SegmentationMetrics:
                 raise ValueError(f"derived structure {name!r} includes the background class 0")
             self.derived[str(name)] = idx_t
         self.hausdorff = bool(hausdorff)
-        self.spacing = None if spacing is None else tuple(float(s) for s in spacing)
+        self.spacing = None if spacing is None else _spacing_for(len(tuple(spacing)), spacing)
+        self.spacing_unit = str(spacing_unit)
         self.hausdorff_percentile = hausdorff_percentile
         if hausdorff_points not in ("all", "surface"):
             raise ValueError(f"hausdorff_points must be 'all' or 'surface', got {hausdorff_points!r}")
@@ -302,14 +307,20 @@ class SegmentationMetrics:
         self._pixel_acc: list[np.ndarray] = []
         self._fg_acc: list[np.ndarray] = []
         self._cm = np.zeros((len(self.class_names),) * 2, dtype=np.int64) if self.mode == "multiclass" else None
+        self._spacings: list[tuple[float, ...] | None] = []  # per image: the spacing its distances used
         self._n = 0
 
     def __len__(self) -> int:
         return self._n
 
     # ----------------------------------------------------------------- update
-    def update(self, pred: Any, target: Any) -> None:
-        """Add a batch. Multi-class: integer label maps ``(B, *spatial)``; multi-label: binary ``(B, C, *spatial)``."""
+    def update(self, pred: Any, target: Any, spacing: Any = None) -> None:
+        """Add a batch. Multi-class: integer label maps ``(B, *spatial)``; multi-label: binary ``(B, C, *spatial)``.
+
+        ``spacing`` (optional) overrides the constructor's for this batch: one spacing for every image
+        (``(sz, sy, sx)``) or one per image (``(B, ndim)``). A set is measured either all with spacings or
+        all without (mixing units in one mean is refused).
+        """
         p = _to_numpy(pred)
         t = _to_numpy(target)
         if p.shape != t.shape:
@@ -323,6 +334,7 @@ class SegmentationMetrics:
             floats = [a for a in (p, t) if a.dtype.kind == "f"]
             if any(not np.all(np.mod(a, 1) == 0) for a in floats):
                 raise ValueError("multiclass pred/target must be integer label maps (take the argmax of logits)")
+            spacings = self._batch_spacings(spacing, p.shape[0], p.shape[1:])  # checked before any state changes
             counts, masks_p, masks_t, pix, fg = self._multiclass_batch(p.astype(np.int64), t.astype(np.int64))
         else:
             c = len(self.class_names)
@@ -330,12 +342,10 @@ class SegmentationMetrics:
                 raise ValueError(
                     f"multilabel update expects binary masks (B, {c}, *spatial), got shape {p.shape}"
                 )
+            spacings = self._batch_spacings(spacing, p.shape[0], p.shape[2:])
             counts, masks_p, masks_t, pix, fg = self._multilabel_batch(
                 _as_bool_mask(p, "pred"), _as_bool_mask(t, "target")
             )
-        spatial = masks_p.shape[2:]
-        if self.spacing is not None and len(self.spacing) != len(spatial):
-            raise ValueError(f"spacing {self.spacing} has {len(self.spacing)} values for spatial shape {spatial}")
         b, s = counts.shape[:2]
         hd = np.full((b, s), np.nan)
         if self.hausdorff:
@@ -344,7 +354,7 @@ class SegmentationMetrics:
                     hd[i, j] = hausdorff_distance(
                         masks_p[i, j],
                         masks_t[i, j],
-                        spacing=self.spacing,
+                        spacing=spacings[i],
                         percentile=self.hausdorff_percentile,
                         points=self.hausdorff_points,
                     )
@@ -352,7 +362,38 @@ class SegmentationMetrics:
         self._hd.append(hd)
         self._pixel_acc.append(pix)
         self._fg_acc.append(fg)
+        self._spacings.extend(spacings)
         self._n += b
+
+    def _batch_spacings(self, spacing: Any, b: int, spatial: tuple) -> list[tuple[float, ...] | None]:
+        """One spacing (or None) per image of a batch, checked against the spatial rank."""
+        ndim = len(spatial)
+        if spacing is None:
+            if self.spacing is not None and len(self.spacing) != ndim:
+                raise ValueError(f"spacing {self.spacing} has {len(self.spacing)} values for spatial shape {spatial}")
+            out: list[tuple[float, ...] | None] = [self.spacing] * b
+        else:
+            arr = np.asarray(spacing, dtype=np.float64)
+            if arr.ndim == 0:
+                arr = np.full(ndim, float(arr))
+            if arr.ndim == 1:
+                arr = np.broadcast_to(arr, (b, arr.shape[0]))
+            if arr.ndim != 2 or arr.shape[0] != b:
+                raise ValueError(f"spacing must be one spacing or one per image ({b}), got shape {arr.shape}")
+            if arr.shape[1] != ndim:
+                raise ValueError(f"spacing has {arr.shape[1]} values for spatial shape {spatial}")
+            out = [_spacing_for(ndim, row) for row in arr.tolist()]
+        known = {sp is not None for sp in [*self._spacings, *out]}
+        if len(known) > 1:
+            raise ValueError("some images were given a spacing and others not: Hausdorff distances would mix "
+                             f"{self.spacing_unit} and pixels in one mean")
+        return out
+
+    @property
+    def hausdorff_unit(self) -> str:
+        """The unit of the Hausdorff distances: ``spacing_unit`` when spacings were known, else ``"px"``."""
+        known = self._spacings[0] is not None if self._spacings else self.spacing is not None
+        return self.spacing_unit if known else "px"
 
     def _multiclass_batch(self, p: np.ndarray, t: np.ndarray):
         n = len(self.class_names)
@@ -427,6 +468,10 @@ class SegmentationMetrics:
                     row[f"hausdorff/{name}"] = float(hd[i, j])
                 row[f"n_true/{name}"] = int(counts[i, j, 0] + counts[i, j, 2])
                 row[f"n_pred/{name}"] = int(counts[i, j, 0] + counts[i, j, 1])
+            if self.hausdorff:
+                row["hausdorff_unit"] = self.hausdorff_unit
+                if self._spacings[i] is not None:
+                    row["spacing"] = list(self._spacings[i])
             row["pixel_accuracy"] = float(pix[i])
             row["foreground_accuracy"] = float(fg[i])
             if derived_idx:
@@ -468,7 +513,9 @@ class SegmentationMetrics:
         if self.hausdorff:
             out["hausdorff_points"] = self.hausdorff_points
             out["hausdorff_percentile"] = self.hausdorff_percentile
-            out["spacing"] = list(self.spacing) if self.spacing is not None else None
+            out["hausdorff_unit"] = self.hausdorff_unit
+            distinct = {sp for sp in self._spacings if sp is not None}
+            out["spacing"] = list(distinct.pop()) if len(distinct) == 1 else ("per image" if distinct else None)
         if self._cm is not None:
             out["confusion_matrix"] = self._cm.tolist()
         return out

@@ -7,7 +7,7 @@ a block is the same code for chromosome images (2D) and CT volumes (3D).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,18 @@ def stage_channels(base_channels: int, depth: int, multiplier: float = 2.0, max_
     return [min(c, max_channels) for c in chans] if max_channels else chans
 
 
+def training_loss(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                  image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, logits)`` of a training step for any model: its ``training_loss`` hook when it has one
+    (every :class:`SegmentationNet`; a ``torch.compile`` wrapper is looked through), else
+    ``loss_fn(model(image), target)`` for a plain ``nn.Module``."""
+    hook = getattr(getattr(model, "_orig_mod", model), "training_loss", None)
+    if callable(hook):
+        return hook(loss_fn, image, target)
+    logits = model(image)
+    return loss_fn(logits, target), logits
+
+
 class SegmentationNet(nn.Module):
     """Base of every medseg network: logits for C classes at the input's size.
 
@@ -125,6 +137,18 @@ class SegmentationNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def training_loss(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image: torch.Tensor,
+                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` of one training step: ``loss_fn(self(image), target)`` and the logits.
+
+        The hook through which a model owns what is special about its training loss (a loss over several
+        refinement passes, deep supervision): every trainer calls :func:`training_loss` and never checks
+        the model's type. ``loss_fn`` may return a scalar or per-sample losses (B,); an override must
+        combine its terms linearly so both work.
+        """
+        logits = self(image)
+        return loss_fn(logits, target), logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]

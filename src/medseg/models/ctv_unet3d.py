@@ -53,9 +53,10 @@ Choices where the thesis is silent or ambiguous (each an option):
 * Which passes the loss sees (``loss_steps``): the thesis calls the addition a *recurrent loss function*
   ("循环损失函数") after Mosinska et al., whose loss sums the loss of every pass with weight k / Z
   (Z = 1 + … + K, later passes weigh more): ``weighted`` (default). ``all`` weights every pass 1/K,
-  ``last`` only the final pass. The per-pass loss needs the per-pass logits: :func:`refinement_loss` (used
-  by a trainer step) computes it; a plain ``model(x)`` returns only the last pass's logits, so the plain
-  :class:`~medseg.training.trainer.Trainer` trains the last pass (a warning says so once).
+  ``last`` only the final pass. The per-pass loss needs the per-pass logits: the model's
+  :meth:`CTVUNet3D.training_loss` hook computes it, and every trainer (plain, noisy-label, adversarial) calls
+  that hook, so every pass is trained. A plain ``model(x)`` returns only the last pass's logits: a custom loop
+  that puts its loss on ``model(x)`` in training mode trains the last pass only (a warning says so once).
 """
 
 from __future__ import annotations
@@ -316,33 +317,29 @@ class CTVUNet3D(SegmentationNet):
         if self.training and self.recurrent and self.loss_steps != "last" and not self._warned:
             warnings.warn(f"CTVUNet3D(loss_steps={self.loss_steps!r}): model(x) returns only the last of "
                           f"{self.steps} passes, so a loss on it trains the last pass only; use "
-                          f"medseg.models.ctv_unet3d.refinement_loss (or loss_steps='last')", stacklevel=2)
+                          f"model.training_loss(loss_fn, x, y) (or loss_steps='last')", stacklevel=2)
             self._warned = True
         return steps[-1]
 
+    def training_loss(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image: torch.Tensor,
+                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Σ_k w_k · loss_fn(logits_k, target)`` over the refinement passes (weights :meth:`step_weights`)
+        and the last pass's logits; without recurrence ``loss_fn(model(image), target)``.
 
-def refinement_loss(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                    image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Σ_k w_k · loss_fn(logits_k, target)`` over the refinement passes (weights :meth:`CTVUNet3D.step_weights`)
-    and the last pass's logits; any other model: ``loss_fn(model(image), target)``.
-
-    A trainer step for :class:`CTVUNet3D` calls this instead of ``loss_fn(model(image), target)``.
-    """
-    if not isinstance(model, CTVUNet3D) or not model.recurrent:
-        logits = model(image)
-        return loss_fn(logits, target), logits
-    steps = model(image, return_steps=True)
-    total = None
-    for w, logits in zip(model.step_weights(), steps):
-        if w == 0:
-            continue
-        term = w * loss_fn(logits, target)
-        total = term if total is None else total + term
-    return total, steps[-1]
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+        Every trainer (plain, noisy-label with QAM, adversarial) calls this hook through
+        :func:`medseg.models.blocks.training_loss`, so all passes are trained whatever the trainer.
+        ``loss_fn`` may return per-sample losses (B,): the weighted sum keeps that shape.
+        """
+        if not self.recurrent:
+            return super().training_loss(loss_fn, image, target)
+        steps = self(image, return_steps=True)
+        total = None
+        for w, logits in zip(self.step_weights(), steps):
+            if w == 0:
+                continue
+            term = w * loss_fn(logits, target)
+            total = term if total is None else total + term
+        return total, steps[-1]
 
 
 __all__ = [
@@ -352,7 +349,5 @@ __all__ = [
     "PerPassBatchNorm",
     "UNet3DCore",
     "conv_module",
-    "count_parameters",
-    "refinement_loss",
     "step_weights",
 ]

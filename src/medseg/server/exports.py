@@ -18,7 +18,6 @@ import csv
 import io
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,9 @@ from PIL import Image
 
 import medseg
 from medseg.data.volume import Volume
-from medseg.data.volume_io import _extract_zip, write_label_like
+from medseg.data.dicom_headers import may_be_dicom
+from medseg.data.safe_zip import extract_zip, is_zip
+from medseg.data.volume_io import write_label_like
 from medseg.errors import DataValidationError
 from medseg.metrics.segmentation import binary_stats, scores_from_counts
 
@@ -74,11 +75,11 @@ def write_labels(labels: np.ndarray, folder: Path, *, kind: str, input_format: s
 
 def dicom_sources(input_dir: Path, files: list[str], work: Path, max_zip_bytes: int) -> list[Path]:
     """The uploaded series' files on disk: loose files as stored, a zip extracted into ``work`` with the
-    volume reader's own zip-safe extraction."""
+    volume reader's own zip-safe extraction (:func:`medseg.data.safe_zip.extract_zip`)."""
     paths = [input_dir / f for f in files]
-    if len(paths) == 1 and zipfile.is_zipfile(paths[0]):
+    if len(paths) == 1 and is_zip(paths[0]):
         work.mkdir(parents=True, exist_ok=True)
-        return [p for p, _ in _extract_zip(paths[0], work, max_zip_bytes)]
+        return [p for p, _ in extract_zip(paths[0], work, max_zip_bytes, keep=may_be_dicom)]
     return paths
 
 

@@ -29,8 +29,8 @@ import medseg
 from medseg.data.folder import normalize_intensity
 from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
-from medseg.inference.image import predict_arrays
-from medseg.inference.volume import class_names_of_labels, predict_volume
+from medseg.data.pommier import pad_to
+from medseg.inference.volume import class_names_of_labels, label_map, predict_volume
 from medseg.server import exports, slices
 from medseg.server.db import Database, now_iso
 from medseg.server.registry import DEMO_NOTE, ModelRegistry
@@ -66,13 +66,23 @@ class _Progress:
             self.last = fraction
 
 
-def _label_values(predicted: np.ndarray) -> np.ndarray:
-    """A 2D prediction as one label map: multilabel masks (C, H, W) become value c + 1 where class c is
-    present (the first class where several are), as :func:`~medseg.inference.volume.label_map` does for
-    volumes."""
-    if predicted.ndim == 3:
-        return np.where(predicted.any(0), predicted.argmax(0) + 1, 0).astype(np.uint8)
-    return predicted.astype(np.uint8)
+def _label_values(predictor, image: np.ndarray) -> np.ndarray:
+    """One 2D image (H, W) in [0, 1] as one uint8 label map (H, W), chosen from the class probabilities by
+    :func:`~medseg.inference.volume.label_map`, as for volumes: the most probable class (argmax) for a
+    multiclass model; for a multilabel model value c + 1 for the most probable class c among those above 0.5
+    (where several are present, the one with the highest probability, not the first), 0 where none is.
+    The image is padded like in training when it is smaller than the model's input, and cropped back."""
+    pre = predictor.meta.get("preprocessing", {})
+    size = pre.get("size")
+    h, w = image.shape
+    if size and (h < size[0] or w < size[1]):
+        th, tw = max(h, size[0]), max(w, size[1])
+        top, left = (th - h) // 2, (tw - w) // 2
+        padded = pad_to(image, (th, tw), pre.get("image_pad_value", 0))
+        proba = predictor.predict_proba(padded[None])[0][:, top : top + h, left : left + w]
+    else:
+        proba = predictor.predict_proba(image[None])[0]
+    return label_map(predictor, proba)
 
 
 class Worker:
@@ -188,7 +198,7 @@ class Worker:
         check_modality(entry, volume.modality if volume is not None else None, study["name"])
         warnings = modality_warnings(entry, image)
         if volume is None:
-            labels = _label_values(predict_arrays(predictor, normalize_intensity(image)))[None]
+            labels = _label_values(predictor, normalize_intensity(image))[None]
             grey = image[None]
             progress(0.7)
         else:

@@ -21,7 +21,7 @@ from medseg.errors import DataValidationError
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.inference.volume import label_names
 from medseg.palette import class_hex
-from medseg.training.checkpoint import check_model_meta, read_model_meta
+from medseg.artifact import check_model_meta, read_model_meta
 
 DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
 _DEMO_WORDS = ("phantom", "demo")

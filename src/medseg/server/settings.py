@@ -19,7 +19,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.data.limits import ZipPolicy, voxel_budget
+from medseg.data.limits import voxel_budget
+from medseg.data.safe_zip import ZipPolicy
 from medseg.paths import medseg_home
 
 GiB = 2**30
@@ -36,7 +37,7 @@ class ServerSettings:
     home: Path = field(default_factory=medseg_home)
     models: list[Path] = field(default_factory=list)  # run or fold directories, as given to --model
     max_upload_bytes: int = 1 * GiB  # the whole request body; beyond it: 413 and the partial files removed
-    # zip limits: the defaults of the one ZipPolicy the volume reader applies too (medseg.data.limits)
+    # zip limits: the defaults of the one ZipPolicy the volume reader applies too (medseg.data.safe_zip)
     max_unzipped_bytes: int = ZipPolicy.max_bytes  # declared uncompressed size of a zip's members (zip-bomb guard)
     max_zip_ratio: float = ZipPolicy.max_ratio  # uncompressed / compressed, checked once a zip unpacks to > 16 MiB
     max_zip_members: int = ZipPolicy.max_members

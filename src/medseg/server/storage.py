@@ -22,8 +22,8 @@ NIfTI files do not, with a warning in the result (``summary.warnings``, shown on
 input to a 3D model that records nothing, when the values do not look like Hounsfield units.
 
 Zips are checked before anything is extracted with the one zip policy of medseg
-(:func:`medseg.data.limits.check_zip`: member count, total declared size, compression ratio, absolute or
-``..`` member names) and then read by the volume reader, whose ``_extract_zip`` copies at most the declared
+(:func:`medseg.data.safe_zip.check_zip`: member count, total declared size, compression ratio, absolute or
+``..`` member names) and then read by the volume reader, whose ``extract_zip`` copies at most the declared
 bytes. PNG/TIFF, NIfTI and HDF5 images are checked for their voxel count from the header before their data
 are decompressed (DICOM by its reader, on the headers). HDF5 files are read once in a child process with a
 time limit first (:func:`_probe_hdf5`): libhdf5 can loop forever on some damaged files.
@@ -44,14 +44,11 @@ import numpy as np
 
 from medseg.data.folder import read_image, read_mask
 from medseg.data.volume import Volume
-from medseg.data.limits import ZipPolicy, check_voxels, check_zip
-from medseg.data.volume_io import (
-    _label_uint8,
-    header_shape,
-    read_dicom_series,
-    read_volume,
-    write_label_like,
-)
+from medseg.data.dicom_io import read_dicom_series
+from medseg.data.limits import check_voxels
+from medseg.data.safe_zip import ZipPolicy, check_zip
+from medseg.data.volume_io import header_shape, read_volume, write_label_like
+from medseg.data.writing import label_uint8
 from medseg.errors import DataValidationError
 from medseg.server import auth
 from medseg.server.db import Database, now_iso
@@ -148,15 +145,15 @@ def read_reference(paths: StudyPaths) -> np.ndarray:
 
 
 def zip_policy(settings: ServerSettings) -> ZipPolicy:
-    """The zip policy of this server: the volume reader's :class:`~medseg.data.limits.ZipPolicy` with the
+    """The zip policy of this server: the volume reader's :class:`~medseg.data.safe_zip.ZipPolicy` with the
     limits of ``settings`` (pass it to ``read_dicom_series(zip_policy=...)`` too, so both apply the same)."""
     return ZipPolicy(max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio,
                      max_members=settings.max_zip_members)
 
 
-def _check_zip(path: Path, shown: str, settings: ServerSettings) -> None:
+def check_upload_zip(path: Path, shown: str, settings: ServerSettings) -> None:
     """Refuse unsafe or oversized archives before a byte is extracted, with the same check the volume reader
-    applies to every zip (:func:`medseg.data.limits.check_zip`; the reader re-checks while copying)."""
+    applies to every zip (:func:`medseg.data.safe_zip.check_zip`; the reader re-checks while copying)."""
     try:
         check_zip(path, zip_policy(settings))
     except DataValidationError as exc:
@@ -182,7 +179,7 @@ def _probe_hdf5(path: Path, shown: str, settings: ServerSettings) -> None:
                                  "its metadata are damaged so that the HDF5 library loops", shown) from None
 
 
-def _check_header_size(path: Path, fmt: str, shown: str, settings: ServerSettings) -> None:
+def check_header_size(path: Path, fmt: str, shown: str, settings: ServerSettings) -> None:
     """The voxel count a PNG/TIFF, NIfTI or HDF5 header declares (:func:`medseg.data.volume_io.header_shape`,
     the shape the readers check themselves) against this server's ``max_voxels``, before any data are
     decompressed. DICOM series are checked by their reader, on the headers (give it ``max_voxels``).
@@ -275,7 +272,7 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
                             ref.filename)
     key = None
     if fmt == "hdf5":
-        from medseg.data.pommier import open_hdf5
+        from medseg.data.hdf5_io import open_hdf5
 
         _probe_hdf5(ref.path, ref.filename, settings)
         with open_hdf5(ref.path) as f:
@@ -288,7 +285,7 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
         raise UploadRefused(422, f"the reference's voxel spacing {tuple(round(s, 4) for s in ref_volume.spacing)} mm "
                                  f"differs from the image's {tuple(round(s, 4) for s in image.spacing)} mm",
                             ref.filename)
-    write_label_like(_label_uint8(ref_volume.array, ref.path), image, out / REFERENCE_3D)
+    write_label_like(label_uint8(ref_volume.array, ref.path), image, out / REFERENCE_3D)
 
 
 def check_modality(model: ModelEntry, modality: str | None, shown: str) -> None:
@@ -338,9 +335,9 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
     staged = _Staged(staging, received)
     try:
         if fmt == "dicom" and len(inputs) == 1 and input_format_of(inputs[0].filename, inputs[0].path) == "zip":
-            _check_zip(inputs[0].path, shown, settings)
+            check_upload_zip(inputs[0].path, shown, settings)
         if len(inputs) == 1:
-            _check_header_size(inputs[0].path, fmt, shown, settings)
+            check_header_size(inputs[0].path, fmt, shown, settings)
         if fmt == "hdf5":
             _probe_hdf5(inputs[0].path, shown, settings)
         files = [f.path.name for f in inputs]

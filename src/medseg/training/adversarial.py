@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from medseg.losses.segmentation import one_hot
-from medseg.models import build_model
-from medseg.training.trainer import Trainer, model_kwargs
+from medseg.artifact import model_kwargs
+from medseg.models import build_model, training_loss
+from medseg.training.trainer import Trainer
 
 
 def lsgan_d_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
@@ -89,7 +90,8 @@ class AdversarialTrainer(Trainer):
         image, label = self.to_device(batch)
         disc, opt_d, opt_g = self.discriminator, self.optimizers["disc"], self.optimizers["model"]
         with self.autocast():
-            logits = self.model(image)
+            # The model's own training loss (all refinement passes of a recurrent model); logits of the last pass.
+            seg, logits = training_loss(self.model, self.loss_fn, image, label)
         fake = self.segmentation_map(logits)
         real = self.real_map(label, logits.shape[1])
 
@@ -111,7 +113,6 @@ class AdversarialTrainer(Trainer):
         with self.autocast():
             d_fake_for_g = disc(image, fake)
         g_adv = lsgan_g_loss(d_fake_for_g)
-        seg = self.loss_fn(logits, label)
         g_loss = g_adv + self.lambda_seg * seg
         self.scaler.scale(g_loss).backward()
         self.scaler.step(opt_g)

@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from medseg.artifact.files import dump_json
 from medseg.data.datasets import SegmentationData
+from medseg.data.runs import run_dir_for, splits_for
+from medseg.data.splits import fold_indices
 from medseg.data.volumes import load_any_data
-from medseg.data.splits import expand_patient_splits, fold_indices, load_or_create_splits
-from medseg.training.checkpoint import dump_json
-
-
-def run_dir_for(cfg: dict) -> Path:
-    return Path(cfg["output"]["root"]) / cfg["name"]
-
-
-def splits_for(cfg: dict, data: SegmentationData) -> tuple[dict, Path]:
-    """The split every model trained on this data shares, saved as JSON (keyed by the data's content hash)."""
-    sp = cfg["splits"]
-    if sp.get("file"):
-        path = Path(sp["file"])
-    else:
-        unit = "p" if data.groups is not None else "n"
-        tag = f"{data.fingerprint}_{unit}{len(set(data.groups)) if data.groups is not None else len(data)}_{sp['protocol']}_t{sp['test_fraction']}_k{sp['n_folds']}_s{sp['seed']}"
-        path = Path(cfg["output"]["root"]) / "splits" / f"{tag}.json"
-    # Volumes are split by patient: the split file holds indices of the sorted unique patients, expanded to
-    # their cases here, so no patient's series lands on both sides.
-    patients = sorted(set(data.groups)) if data.groups is not None else None
-    n_units = len(patients) if patients is not None else len(data)
-    splits = load_or_create_splits(path, n_units, test_fraction=float(sp["test_fraction"]), n_folds=int(sp["n_folds"]),
-                                   seed=int(sp["seed"]), protocol=sp["protocol"])
-    if patients is not None:
-        splits = expand_patient_splits(splits, patients, data.groups)
-    return splits, path
 
 
 def trainer_class(cfg: dict):
@@ -41,11 +17,8 @@ def trainer_class(cfg: dict):
     from medseg.training.trainer import Trainer
 
     qam = ((cfg.get("noisy_labels") or {}).get("qam") or {}).get("enabled")
+    # adversarial + qam together is refused when the config is loaded (medseg.config_schema)
     if (cfg.get("adversarial") or {}).get("enabled"):
-        if qam:
-            from medseg.errors import ConfigError
-
-            raise ConfigError("adversarial and noisy_labels.qam cannot be combined (each has its own trainer)")
         from medseg.training.adversarial import AdversarialTrainer
 
         return AdversarialTrainer
@@ -71,7 +44,7 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
     noise = None
     if (cfg.get("noisy_labels") or {}).get("enabled"):
         # Simulated annotation noise on this fold's TRAINING samples only; val/test labels stay clean.
-        from medseg.training.noisy_labels import apply_label_noise, merge_noise_report
+        from medseg.data.label_noise import apply_label_noise, merge_noise_report
 
         data, noise = apply_label_noise(cfg, data, train_idx, fold, progress=progress)
         tqdm.write(f"note: {data.notes[-1]}")

@@ -25,30 +25,44 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from medseg.artifact import dump_json, model_kwargs, model_meta, resolve_device, save_model, sliding_window_settings
 from medseg.config import save_config
 from medseg.data.datasets import SegmentationData, SegmentationDataset
 from medseg.data.transforms import build_train_transform
 from medseg.errors import ConfigError, DataValidationError
+from medseg.inference.sliding_window import sliding_window_logits
 from medseg.losses import build_loss
 from medseg.metrics import SegmentationMetrics
-from medseg.models import build_model
-from medseg.models.ctv_unet3d import refinement_loss
+from medseg.models import build_model, training_loss
 from medseg.progress import Progress
-from medseg.training.checkpoint import dump_json, load_training_state, save_model, save_training_state
+from medseg.training.checkpoint import load_training_state, save_training_state
 from medseg.training.early_stopping import EarlyStopping
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" → CUDA when there is one, else the CPU; a name this machine cannot use is a ConfigError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but this machine has no CUDA GPU (use auto or cpu)")
-    return device
+def build_scheduler(optimizer: torch.optim.Optimizer, sch: dict, epochs: int):
+    """The learning-rate schedule of ``train.scheduler``, stepped once an epoch.
+
+    ``plateau`` (default, the papers): halve (``factor``) after ``patience`` epochs without a better validation
+    loss. ``cosine``: linear warm-up over ``warmup_epochs``, then cosine decay from ``lr`` to ``min_lr`` at the
+    last epoch — for fixed short budgets (the demo), where a plateau rule reacts too late.
+    """
+    name = sch.get("name", "plateau")
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=float(sch["factor"]),
+                                                          patience=int(sch["patience"]), min_lr=float(sch["min_lr"]))
+    if name != "cosine":
+        raise ConfigError(f"train.scheduler.name: unknown schedule {name!r} (use plateau or cosine)")
+    warmup = max(int(sch.get("warmup_epochs", 0)), 0)
+    floor = float(sch["min_lr"]) / float(optimizer.param_groups[0]["lr"])
+
+    def factor(epoch: int) -> float:
+        if epoch < warmup:
+            return (epoch + 1) / (warmup + 1)
+        span = max(epochs - warmup - 1, 1)
+        progress = min((epoch - warmup) / span, 1.0)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -58,36 +72,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def model_kwargs(cfg: dict) -> dict:
-    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    kwargs.setdefault("in_channels", 1)
-    kwargs.setdefault("out_channels", len(cfg["task"]["class_names"]))
-    kwargs.setdefault("spatial_dims", cfg["task"]["spatial_dims"])
-    return kwargs
-
-
-def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict:
-    """What ``model.json`` records: enough to rebuild the model and feed it like in training."""
-    meta = {
-        "model": {"name": cfg["model"]["name"], "kwargs": model_kwargs(cfg)},
-        "task": cfg["task"],
-        "preprocessing": {"size": cfg["data"]["size"], "image_pad_value": cfg["data"]["image_pad_value"],
-                          "intensity": "dtype range to [0, 1] (uint8 / 255, uint16 / 65535)"},
-    }
-    if int(cfg["task"].get("spatial_dims", 2)) == 3:
-        # Volumes are fed clipped, normalised and resampled (transforms3d.preprocess_volume) and predicted with
-        # the sliding window of `evaluate`: record both so a served model preprocesses exactly like training.
-        from medseg.data.transforms3d import preprocess_settings, sliding_window_settings
-
-        meta["preprocessing"] = {"volume": preprocess_settings(cfg)}
-        meta["evaluate"] = {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window"))}
-    if data is not None:
-        meta["data"] = {"source": data.source, "fingerprint": data.fingerprint, "synthesized": data.synthesized,
-                        "n_images": len(data)}
-    meta.update(extra)
-    return meta
 
 
 class Trainer:
@@ -113,10 +97,7 @@ class Trainer:
         self.loss_fn = build_loss(cfg["loss"], self.mode).to(self.device)
         self.optimizers = self.build_optimizers()
         self.optimizer = self.optimizers["model"]
-        sch = tr["scheduler"]
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="min", factor=float(sch["factor"]), patience=int(sch["patience"]),
-            min_lr=float(sch["min_lr"]))
+        self.scheduler = build_scheduler(self.optimizer, tr["scheduler"], int(tr["epochs"]))
         es = tr["early_stopping"]
         self.early = EarlyStopping(patience=int(es["patience"]), min_delta=float(es["min_delta"]))
         self.amp_dtype = None
@@ -128,10 +109,8 @@ class Trainer:
         # larger than the patches (or the device memory) can be validated.
         self.sliding_window = None
         if int(cfg["task"].get("spatial_dims", 2)) == 3:
-            from medseg.data.transforms3d import sliding_window_settings
-
             self.sliding_window = sliding_window_settings(cfg["evaluate"].get("sliding_window"))
-        self.train_set = SegmentationDataset(data, train_idx, build_train_transform(cfg["augment"], cfg["task"]["spatial_dims"], cfg=cfg))
+        self.train_set = SegmentationDataset(data, train_idx, build_train_transform(cfg))
         self.val_set = SegmentationDataset(data, val_idx)
         self.history: list[dict] = []
         self.start_epoch = 0
@@ -163,8 +142,8 @@ class Trainer:
         image, label = self.to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            # Recurrent-refinement models are trained on every pass (CTV thesis §2.2); others: loss(model(x)).
-            loss, _ = refinement_loss(self.model, self.loss_fn, image, label)
+            # The model's own training loss (every refinement pass of a recurrent CTV model, §2.2).
+            loss, _ = training_loss(self.model, self.loss_fn, image, label)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -174,8 +153,6 @@ class Trainer:
         """Logits for validation: the whole input, or MONAI sliding windows (3D with a roi)."""
         if self.sliding_window is None:
             return self.model(image)
-        from medseg.data.transforms3d import sliding_window_logits
-
         return sliding_window_logits(self.model, image, self.sliding_window)
 
     def predict_labels(self, logits: torch.Tensor) -> torch.Tensor:
@@ -286,7 +263,10 @@ class Trainer:
             row.update(self.validate())
             row["time_s"] = round(time.perf_counter() - t0, 3)
             improved = self.early.step(row[self.cfg["train"]["early_stopping"].get("monitor", "val_loss")], epoch + 1)
-            self.scheduler.step(row["val_loss"])
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(row["val_loss"])
+            else:
+                self.scheduler.step()
             self.history.append(row)
             if improved:
                 save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,

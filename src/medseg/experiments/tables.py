@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from medseg.progress import Progress
 
+from medseg.artifact import dump_json, model_kwargs
 from medseg.config import load_config, set_dotted, validate
 from medseg.errors import ConfigError
 from medseg.evaluation.paper_numbers import PAPERS, rows_from
 from medseg.metrics.efficiency import count_parameters, time_inference
-from medseg.training.checkpoint import dump_json
+from medseg.progress import Progress
 
 # Which of our aggregate numbers each paper's columns mean (see paper_numbers for the definitions).
 PAPER_COLUMNS = {
@@ -120,17 +120,16 @@ def published_row(spec: dict, row: dict) -> dict | None:
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float | None:
-    """Rank agreement of our ordering with the paper's (1 = same order, -1 = reversed)."""
+    """Rank agreement of our ordering with the paper's: Kendall's τ-b (``scipy.stats.kendalltau``), which
+    accounts for ties (1 = same order, -1 = reversed); None with fewer than two comparable rows or when one
+    side is all ties."""
+    from scipy.stats import kendalltau
+
     pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
     if len(pairs) < 2:
         return None
-    conc = disc = 0
-    for i in range(len(pairs)):
-        for j in range(i + 1, len(pairs)):
-            s = np.sign(pairs[i][0] - pairs[j][0]) * np.sign(pairs[i][1] - pairs[j][1])
-            conc += s > 0
-            disc += s < 0
-    return float((conc - disc) / max(conc + disc, 1))
+    tau = kendalltau([x for x, _ in pairs], [y for _, y in pairs], variant="b").statistic
+    return None if tau is None or not np.isfinite(tau) else float(tau)
 
 
 def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | None = None,
@@ -139,7 +138,6 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
     from medseg.evaluation.evaluate import evaluate_run
     from medseg.models import build_model
     from medseg.training.run import cross_validate
-    from medseg.training.trainer import model_kwargs
 
     spec = load_spec(spec_path)
     paper = spec["paper"]
@@ -216,7 +214,7 @@ def write_table_report(table_dir: Path, spec: dict, results: list[dict], *, quic
     key = "params" if spec["kind"] == "efficiency" else cols[0] if paper in ("amfl", "ctv_thesis") else "overlap_iou"
     tau = kendall_tau([r["ours"].get(key) for r in results], [(r["published"] or {}).get(key) for r in results])
     if tau is not None:
-        lines += [f"Ordering of the rows by {COLUMN_TITLES.get(key, key)}: Kendall τ = {tau:.2f} between ours and "
+        lines += [f"Ordering of the rows by {COLUMN_TITLES.get(key, key)}: Kendall τ-b = {tau:.2f} between ours and "
                   "the paper (1 = same order).", ""]
     fig = _draw(table_dir, results, key)
     if fig:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from medseg.evaluation.tables import kendall_tau, load_spec, ours_in_paper_terms, published_row, row_config, reproduce_table
+from medseg.experiments.tables import kendall_tau, load_spec, ours_in_paper_terms, published_row, row_config, reproduce_table
 from medseg.models import build_model
-from medseg.training.trainer import model_kwargs
+from medseg.artifact import model_kwargs
 
 SPECS = sorted(Path("configs/tables").glob("*.yaml"))
 
@@ -50,6 +50,10 @@ def test_kendall_tau():
     assert kendall_tau([3, 2, 1], [10, 20, 30]) == -1.0
     # pairs: (1,2) concordant, (1,3) concordant, (2,3) discordant → (2 - 1) / 3
     assert kendall_tau([1, 3, 2], [10, 20, 30]) == pytest.approx(1 / 3)
+    # Ties: Kendall's tau-b (2 concordant pairs, 1 tied in a: 2 / sqrt(2 * 3)); the old count (Goodman-Kruskal
+    # gamma) said 1.0, a perfect agreement the data does not show.
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / 6**0.5)
+    assert kendall_tau([1, 1, 1], [1, 2, 3]) is None
 
 
 def test_quick_reproduction_end_to_end(tmp_path, monkeypatch):
@@ -106,6 +110,6 @@ rows:
     for r in table["results"]:
         assert 0.0 <= r["ours"]["dice"] <= 100.0
     metrics = json.loads((report.parent / "unet" / "evaluation" / "metrics.json").read_text())
-    assert metrics["extra"]["evaluated_on"].startswith("each fold's validation set")
+    assert "each fold's model on its own validation fold" in metrics["extra"]["evaluated_on"]
     assert metrics["metrics"]["n_images"] == 2  # 6 phantom patients, 3 folds: 2 validation cases in fold 0
     assert (report.parent / "unet" / "evaluation" / "figures" / "overlays.png").stat().st_size > 1000

@@ -1,0 +1,57 @@
+"""What ``model.json`` records about a config: the architecture's settings and how to feed the model.
+
+Training writes it (:func:`model_meta`); inference reads the same keys back, so both live here, below both.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from medseg.config import section_settings
+
+if TYPE_CHECKING:  # only for the annotation; the data layer is never needed to describe a model
+    from medseg.data.datasets import SegmentationData
+
+
+def model_kwargs(cfg: dict) -> dict:
+    """The architecture's constructor settings: the ``model`` section plus in/out channels and dimensions."""
+    kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
+    kwargs.setdefault("in_channels", 1)
+    kwargs.setdefault("out_channels", len(cfg["task"]["class_names"]))
+    kwargs.setdefault("spatial_dims", cfg["task"]["spatial_dims"])
+    return kwargs
+
+
+def sliding_window_settings(section: dict | None) -> dict | None:
+    """``evaluate.sliding_window`` (from a config, a model.json or a caller) checked by the config schema and
+    completed with its defaults; None when no ``roi_size`` is set (whole-volume inference)."""
+    if not section or section.get("roi_size") is None:
+        return None
+    s = section_settings("evaluate.sliding_window", section)
+    return {"roi_size": [int(v) for v in s["roi_size"]], "overlap": float(s["overlap"]),
+            "sw_batch_size": int(s["sw_batch_size"]), "mode": s["mode"]}
+
+
+def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict:
+    """What ``model.json`` records: enough to rebuild the model and feed it like in training."""
+    meta = {
+        "model": {"name": cfg["model"]["name"], "kwargs": model_kwargs(cfg)},
+        "task": cfg["task"],
+        "preprocessing": {"size": cfg["data"]["size"], "image_pad_value": cfg["data"]["image_pad_value"],
+                          "intensity": "dtype range to [0, 1] (uint8 / 255, uint16 / 65535)"},
+    }
+    if int(cfg["task"].get("spatial_dims", 2)) == 3:
+        # Volumes are fed clipped, normalised and resampled (transforms3d.preprocess_volume) and predicted with
+        # the sliding window of `evaluate`: record both so a served model preprocesses exactly like training.
+        from medseg.data.transforms3d import preprocess_settings
+
+        meta["preprocessing"] = {"volume": preprocess_settings(cfg)}
+        meta["evaluate"] = {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window"))}
+    if data is not None:
+        meta["data"] = {"source": data.source, "fingerprint": data.fingerprint, "synthesized": data.synthesized,
+                        "n_images": len(data)}
+    meta.update(extra)
+    return meta
+
+
+__all__ = ["model_kwargs", "model_meta", "sliding_window_settings"]
