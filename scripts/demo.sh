@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The embedded-default demo, no data, no download, no GPU. Measured (issue 10): 6 min 13 s on 2 cores (load 1.6 at start), 9 min user CPU
+# The embedded-default demo, no data, no download, no GPU. Measured (issue 10): 5 min 55 s on 2 idle cores, 8.7 min user CPU
 # (set-up excluded; before: 70 min on a busy 2-core machine, 56 min of CPU time).
 #  1. 2D: synthesize overlapping chromosomes → train a small U-Net → evaluate on the held-out test split →
 #     predict on images;
