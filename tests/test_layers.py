@@ -6,7 +6,7 @@ its layer nor upward):
 0. ``errors``, ``paths``, ``palette``, ``progress`` — leaves
 1. ``config_schema`` (the typed schema), then ``config`` (loading, sources)
 2. ``data``, ``models``, ``losses``, ``metrics``
-3. ``artifact`` — the model folder (model.json + safetensors), device resolution
+3. ``artifact`` — the model folder (model.json + safetensors), device resolution; ``planning`` (`medseg plan`)
 4. ``inference``
 5. ``evaluation``, ``training``
 6. ``server``, ``experiments`` (``medseg reproduce``: trains and evaluates)
@@ -31,7 +31,7 @@ LAYERS = [
     {"config_schema"},
     {"config"},
     {"data", "models", "losses", "metrics"},
-    {"artifact"},
+    {"artifact", "planning"},
     {"inference"},
     {"evaluation", "training"},
     {"server", "experiments"},

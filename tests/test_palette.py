@@ -12,7 +12,16 @@ import pytest
 from PIL import Image
 
 from medseg.config import CHROMOSOME_CLASSES
-from medseg.palette import CLASS_RGB, ERROR_RGB, class_hex, colourize, legend_handles
+from medseg.palette import (
+    CLASS_RGB,
+    ERROR_RGB,
+    channel_colours,
+    class_colours,
+    class_hex,
+    class_rgb,
+    colourize,
+    legend_handles,
+)
 
 AMFL = {0: (0, 0, 0), 1: (230, 40, 40), 2: (40, 200, 40), 3: (40, 90, 255)}  # black, α red, β green, overlap blue
 STATIC = Path(__file__).resolve().parents[1] / "src" / "medseg" / "server" / "static"
@@ -127,3 +136,60 @@ def test_no_module_defines_class_colours_of_its_own(module):
     source = inspect.getsource(importlib.import_module(module))
     assert "ListedColormap" not in source
     assert not re.search(r"^_?(CLASS|LABEL)_COLOU?RS\s*=", source, re.MULTILINE), f"{module} defines its own colours"
+
+
+# ------------------------------------------------------------------ any number of classes (issue 12)
+@pytest.mark.parametrize("n", [2, 3, 12, 25, 64])
+def test_distinct_colours_for_any_number_of_classes(n):
+    colours = class_colours(n)
+    rgb = {tuple(c) for c in colours.tolist()}
+    assert len(rgb) == n  # every class its own colour, no wrap-around
+    assert tuple(colours[0].tolist()) == (0, 0, 0)  # background black
+    assert tuple(ERROR_RGB) not in rgb  # the error colour stays no class's
+    assert (0, 0, 0) not in {tuple(c) for c in colours[1:].tolist()}
+    for k in range(n):  # one palette: every function gives class k the same colour
+        assert class_rgb(k) == tuple(colours[k].tolist())
+        assert class_hex(k) == "#{:02x}{:02x}{:02x}".format(*colours[k].tolist())
+
+
+def test_twelve_classes_are_drawn_and_named_in_distinct_colours():
+    labels = np.arange(12).reshape(3, 4)
+    rgb = colourize(labels)
+    assert len({tuple(c) for c in rgb.reshape(-1, 3).tolist()}) == 12
+    assert tuple(rgb[2, 2].tolist()) != (0, 0, 0)  # class 10 is not black like the background (it was)
+    names = [f"class_{k}" for k in range(12)]
+    handles = legend_handles(names)
+    assert [h.get_label() for h in handles] == names
+    assert len({tuple(round(255 * v) for v in h.get_facecolor()[:3]) for h in handles}) == 12
+
+
+def test_a_class_keeps_its_colour_whatever_the_number_of_classes():
+    np.testing.assert_array_equal(class_colours(30)[:4], class_colours(4))
+    np.testing.assert_array_equal(class_colours(4), [AMFL[k] for k in range(4)])  # the chromosome task
+
+
+def test_background_elsewhere_or_none():
+    no_bg = class_colours(3, background=None)
+    assert (0, 0, 0) not in {tuple(c) for c in no_bg.tolist()}
+    assert tuple(no_bg[0].tolist()) == AMFL[1]  # every class is a structure: class 0 takes the first colour
+    bg2 = class_colours(4, background=2)
+    assert tuple(bg2[2].tolist()) == (0, 0, 0) and [tuple(c) for c in bg2[[0, 1, 3]].tolist()] == [AMFL[1], AMFL[2], AMFL[3]]
+    np.testing.assert_array_equal(colourize(np.array([0, 1, 2, 3]), background=2), bg2)
+    assert class_hex(0, background=None) == "#e62828"
+    labels = [h.get_label() for h in legend_handles(["a", "b", "bg"], background=False, background_index=2)]
+    assert labels == ["a", "b"]
+
+
+def test_multilabel_channels_take_the_foreground_colours():
+    np.testing.assert_array_equal(channel_colours(3), class_colours(4)[1:])  # channel c = class c + 1
+    handles = legend_handles(["gtv", "ctv"], multilabel=True)
+    assert [tuple(round(255 * v) for v in h.get_facecolor()[:3]) for h in handles] == [AMFL[1], AMFL[2]]
+
+
+def test_bad_labels_and_background_are_refused():
+    with pytest.raises(ValueError, match=">= 0"):
+        colourize(np.array([[0, -1]]))
+    with pytest.raises(ValueError, match="background"):
+        class_colours(3, background=-1)
+    with pytest.raises(ValueError, match="integer"):
+        colourize(np.array([0.5]))

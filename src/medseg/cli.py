@@ -1,9 +1,11 @@
 """The `medseg` command line (Typer).
 
     medseg data synth OUT.h5 [--pommier | --n-pairs N] [--crops DIR | --metaphase IMG]
-    medseg data info PATH
+    medseg data info PATH [--classes a,b | --n-classes N] [--mask-values 0,255]
     medseg data convert SERIES... -o OUT [--format hdf5|nifti] [--allow-gaps]
+    medseg plan DATA [-o CONFIG.yaml] [--classes a,b,c] [--budget-gb G] [--set key=value ...]
     medseg train CONFIG [--fold K] [--data PATH] [--set key=value ...] [--restart]
+    medseg train DATA [--classes a,b,c] [--budget-gb G] [--set key=value ...]   planned on the fly (medseg plan)
     medseg cv CONFIG [--folds 0,1,...] [--data PATH]         all folds, then the held-out test report
     medseg evaluate RUN [--data PATH] [--tta] [--trust-code]
     medseg predict MODEL IMAGE... -o OUT [--tta] [--allow-gaps] [--trust-code]
@@ -201,6 +203,35 @@ def _set_items(sets: List[str]) -> list[tuple[str, str]]:
     return items
 
 
+def _planned_config(data_arg: str, data: Optional[str], name: Optional[str], epochs: Optional[int],
+                    sets: List[str], device: Optional[str], classes: Optional[str],
+                    budget_gb: Optional[float]) -> dict:
+    """``medseg train DATA``: plan a config for DATA, apply the options, print the decisions and keep the
+    plan (plan.yaml, plan.json) in the run folder."""
+    import json
+
+    from medseg.data.runs import run_dir_for
+    from medseg.planning import apply_sets, write_plan
+
+    if data:
+        raise typer.BadParameter(f"--data is for a YAML config; {data_arg} is the data already")
+    extra: list[tuple[str, object]] = []
+    if name:  # written as YAML strings, so that a name like "2024" stays a string
+        extra.append(("name", json.dumps(name)))
+    if epochs:  # a number of epochs instead of the planned step budget
+        extra += [("train.iterations", None), ("train.epochs", epochs)]
+    if device:
+        extra.append(("train.device", json.dumps(device)))
+    cfg, decisions, fp, settings = _plan_data(data_arg, classes, budget_gb, device, sets)
+    cfg, decisions = apply_sets(cfg, decisions, extra)
+    _print_decisions(decisions, f"plan for {data_arg}")
+    run_dir = run_dir_for(cfg)
+    yaml_path, json_path = write_plan(cfg, decisions, run_dir / "plan.yaml", fingerprint=fp,
+                                      json_path=run_dir / "plan.json", settings=settings)
+    console.print(f"plan: {yaml_path}, fingerprint: {json_path}")
+    return cfg
+
+
 DEVICE_HELP = "auto (CUDA if available, else CPU), cpu, cuda, cuda:1"
 DataOpt = typer.Option(None, "--data", metavar="PATH", help="HDF5 file (Pommier layout), images/+masks/ folder, or synth:demo / synth:pommier.")
 SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a config value, e.g. --set train.batch_size=32 (repeatable).")
@@ -234,26 +265,106 @@ def data_synth(
 
 @data_app.command("info")
 def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout) or images/+masks/ folder."),
-              stray_labels: str = StrayLabelsOpt):
-    """Read a dataset and report its size, label counts and any stray label values."""
+              stray_labels: str = StrayLabelsOpt,
+              classes: Optional[str] = typer.Option(None, "--classes", metavar="NAME,NAME,...", help="Class names in "
+                                                    "class order (task.class_names); default: the Pommier file's 4 "
+                                                    "classes for HDF5, and for a folder what its masks suggest."),
+              n_classes: Optional[int] = typer.Option(None, "--n-classes", metavar="N", help="Number of classes, "
+                                                      "when their names do not matter."),
+              mask_values: Optional[str] = typer.Option(None, "--mask-values", metavar="V,V,...", help="Folder "
+                                                        "masks: the stored value of each class, in class order "
+                                                        "(data.mask_values), e.g. 0,255.")):
+    """Read a dataset and report its size and label counts. For a folder: the distinct mask values found (with
+    pixels and files) and the data.mask_values / task.class_names that read them, whatever the classes."""
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    if names is not None and (not all(names) or len(set(names)) != len(names)):
+        raise typer.BadParameter(f"--classes takes distinct comma-separated names, got {classes!r}")
+    values = _int_list(mask_values, "--mask-values")
+    counts = {k: v for k, v in (("--classes", len(names) if names else None), ("--n-classes", n_classes),
+                                 ("--mask-values", len(values) if values else None)) if v is not None}
+    if len(set(counts.values())) > 1:
+        raise typer.BadParameter("these disagree on the number of classes: "
+                                 + ", ".join(f"{k} gives {v}" for k, v in counts.items()))
+    n = next(iter(counts.values()), None)
+    if n is not None and not 2 <= n <= 256:
+        raise typer.BadParameter(f"a task has 2 to 256 classes, got {n}")
+    if path.is_dir():
+        _folder_info(path, names, n, values)
+        return
+    if values is not None:
+        raise typer.BadParameter("--mask-values applies to image folders (PNG/TIFF masks), not to an HDF5 file")
     import numpy as np
 
     from medseg.config import DEFAULTS
     from medseg.data.datasets import load_data
 
     cfg = {**DEFAULTS["data"], "path": str(path), "stray_labels": stray_labels, "size": None}
-    data = load_data(cfg, 4)
-    values, counts = np.unique(data.labels, return_counts=True)
+    data = load_data(cfg, n or 4)
+    found, counted = np.unique(data.labels, return_counts=True)
+    label = (lambda v: f"{v} {names[v]}") if names else str
     table = Table(title=str(path))
     table.add_column("field")
     table.add_column("value")
     table.add_row("images", str(len(data)))
     table.add_row("shape", str(data.images.shape[1:]))
-    table.add_row("label pixels", ", ".join(f"{v}: {c}" for v, c in zip(values, counts)))
+    table.add_row("label pixels", ", ".join(f"{label(int(v))}: {c}" for v, c in zip(found, counted)))
     table.add_row("synthesized", str(data.synthesized))
     for note in data.notes:
         table.add_row("note", note)
-    Console().print(table)
+    Console(markup=False).print(table)
+
+
+def _folder_info(path: Path, names: Optional[list[str]], n: Optional[int], values: Optional[list[int]]) -> None:
+    """`medseg data info FOLDER`: pairs, image sizes (from the headers), the masks' distinct values and, for the
+    classes given or suggested, pixels per class, values that are no class, and the config to set."""
+    from collections import Counter
+
+    from medseg.data.folder import image_shape, pair_files, resolve_folder, suggest_mask_settings, survey_masks
+
+    images_dir, masks_dir = resolve_folder(path)
+    pairs = pair_files(images_dir, masks_dir)
+    sizes = Counter(tuple(image_shape(p)[:2]) for p in pairs.images)
+    survey = survey_masks(pairs.masks)
+    table = Table(title=str(path))
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("images", f"{len(pairs)} image/mask pairs ({images_dir.name}/ + {masks_dir.name}/)")
+    table.add_row("image sizes", ", ".join(f"{h}x{w}: {k}" for (h, w), k in sizes.most_common(8))
+                  + (f" and {len(sizes) - 8} more sizes" if len(sizes) > 8 else "")
+                  + (" (different sizes: data.size [H, W] pads or crops them to one, null keeps each)"
+                     if len(sizes) > 1 else ""))
+    shown = [f"{_value_text(v)}: {px:,} px in {nf} file(s)" for v, px, nf in
+             zip(survey.values.tolist(), survey.pixels.tolist(), survey.files.tolist())]
+    table.add_row("mask values", f"{len(shown)} distinct: " + "; ".join(shown[:20])
+                  + (f"; and {len(shown) - 20} more" if len(shown) > 20 else ""))
+    suggestion = suggest_mask_settings(survey.values.tolist(), n, names)
+    use_values = values if values is not None else suggestion["mask_values"]
+    k = n if n is not None else len(suggestion["class_names"])
+    class_names = names or suggestion["class_names"]
+    pixels, stray = survey.classes(k, use_values)
+    how = "--mask-values" if values is not None else "the suggested data.mask_values" if use_values else "class indices"
+    table.add_row("classes", f"as {how}: " + "; ".join(f"{c} {class_names[c]}: {int(px):,} px"
+                                                        for c, px in enumerate(pixels)))
+    if stray:
+        table.add_row("not a class", "; ".join(
+            f"{_value_text(v)} in {len(files)} file(s), e.g. {', '.join(files[:3])}" for v, files in sorted(stray.items()))
+            + " — training would refuse these masks")
+    suggested = suggestion["class_names"]
+    table.add_row("suggested config", f"data.mask_values: {_flow(suggestion['mask_values'])}; task.class_names: "
+                  f"{_flow(suggested)}; task.background: 0; task.derived: {{}}; task.primary_metric: "
+                  f"{suggested[1] if len(suggested) > 1 else suggested[0]} ({suggestion['note']})")
+    Console(markup=False).print(table)
+
+
+def _value_text(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(v)
+
+
+def _flow(value) -> str:
+    """A value as one line of YAML flow style: ``[0, 255]``, ``[background, tumour]``, ``null``."""
+    if value is None:
+        return "null"
+    return "[" + ", ".join(str(v) for v in value) + "]"
 
 
 @data_app.command("export")
@@ -271,6 +382,23 @@ def data_export(
     stop = len(images) if count is None else min(len(images), start + count)
     written = write_png_pairs(out, images[start:stop], labels[start:stop], first_index=start)
     console.print(f"wrote {written} image/mask pairs to {out}/images and {out}/masks ({report.summary()})")
+
+
+@data_app.command("mfish")
+def data_mfish(
+    src: Path = typer.Argument(..., help="The M-FISH set: one sub-folder per slide, each metaphase a ...D.tif (DAPI) and ...K.tif (karyotype) pair."),
+    out: Path = typer.Argument(..., help="Folder to write images/, masks/ (background 0, chromosome 1, overlap 2)."),
+    limit: Optional[int] = typer.Option(None, metavar="N", help="Convert only the first N metaphases."),
+):
+    """Real M-FISH metaphases as a 3-class folder set (background / chromosome / overlap), licence copied."""
+    from medseg.data.mfish import write_semantic_folder
+
+    manifest = write_semantic_folder(src, out, limit=limit, progress=True)
+    px = manifest["pixels_per_class"]
+    total = max(sum(px.values()), 1)
+    console.print(f"wrote {manifest['n_images']} metaphases from {manifest['n_folders']} slides to {out} "
+                  f"(pixels: " + ", ".join(f"{k} {100 * v / total:.2f} %" for k, v in px.items())
+                  + "); split by slide: image names are <slide>__<id>")
 
 
 @data_app.command("convert")
@@ -317,9 +445,94 @@ def data_phantom(
     console.print(f"wrote {len(cases)} phantom cases to {out} (synthetic demo data, not clinical)")
 
 
+ClassesOpt = typer.Option(None, "--classes", metavar="A,B,...", help="Class names, background first, one per "
+                          "label value found (default: background, foreground / class_1, ... or dataset.json's).")
+BudgetOpt = typer.Option(None, "--budget-gb", metavar="G", help="Memory one training step may take on the device, "
+                         "in GB: sizes the patch and the batch (default 8 on CUDA, 2 on a CPU).")
+
+
+def _is_data_argument(path: Path) -> bool:
+    """Whether ``medseg train``'s first argument is data to plan from (a data folder, an HDF5 file, synth:...)
+    rather than a YAML config; a run folder (with a saved config) is left to the config loader's message."""
+    if str(path).startswith("synth:"):
+        return True
+    if path.name.lower().endswith((".yaml", ".yml")):
+        return False
+    if path.is_dir() and ((path / "config.yaml").is_file() or any(path.glob("fold_*/config.yaml"))):
+        return False
+    return True
+
+
+def _plan_device(device: Optional[str]) -> str:
+    """cpu or cuda: what a plan is sized for (``--device``, else CUDA when it is available)."""
+    if device and device != "auto":
+        return "cuda" if device.startswith("cuda") else "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _plan_data(data: str, classes: Optional[str], budget_gb: Optional[float], device: Optional[str],
+               sets: List[str], progress: bool = True):
+    """Fingerprint ``data`` and plan a config for it (``medseg plan`` and ``medseg train DATA``):
+    (config, decisions, fingerprint, settings)."""
+    from medseg.planning import apply_sets, fingerprint, plan
+
+    kind = _plan_device(device)
+    names = [c for c in classes.split(",") if c.strip()] if classes else None
+    fp = fingerprint(data, progress=progress)
+    cfg, decisions = plan(fp, memory_budget_gb=budget_gb, device=kind, class_names=names)
+    cfg, decisions = apply_sets(cfg, decisions, _set_items(sets))
+    budget = budget_gb if budget_gb is not None else ("8 (default)" if kind == "cuda" else "2 (default)")
+    return cfg, decisions, fp, {"device": kind, "memory_budget_gb": budget}
+
+
+def _print_decisions(decisions, title: str) -> None:
+    """The planner's decisions as a table on a terminal (key, value, reason); in a log or pipe one plain
+    unwrapped line each (``key = value  # reason``), so nothing is folded at 80 columns."""
+    from medseg.planning.planner import format_value
+
+    out = Console(markup=False, highlight=False)
+    if not out.is_terminal:
+        print(title)
+        for d in decisions:
+            print(f"  {d.key} = {format_value(d.value)}  # {d.reason}")
+        return
+    table = Table(title=title, show_lines=False)
+    for column in ("key", "value", "reason"):
+        table.add_column(column, overflow="fold")
+    for d in decisions:
+        table.add_row(Text(d.key), Text(format_value(d.value)), Text(d.reason))  # Text: no rich markup
+    out.print(table)
+
+
+@app.command()
+def plan(
+    data: str = typer.Argument(..., metavar="DATA", help="images/+masks/ folder (2D), folder of volumes (3D), "
+                               "Pommier-layout HDF5, or synth:demo / synth:pommier / synth:phantom."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="CONFIG", help="YAML config to write (default: "
+                                       "plan_NAME.yaml here, NAME the data's); the fingerprint goes beside it as "
+                                       "CONFIG's stem + .plan.json."),
+    classes: Optional[str] = ClassesOpt,
+    budget_gb: Optional[float] = BudgetOpt,
+    device: Optional[str] = typer.Option(None, help="Plan for cpu or cuda (default: CUDA if available)."),
+    sets: List[str] = SetOpt,
+):
+    """Configure training from the data itself (nnU-Net's planning): fingerprint DATA, choose patch,
+    network, batch, normalisation and schedule, print every decision with its reason, write the config."""
+    from medseg.planning import write_plan
+
+    cfg, decisions, fp, settings = _plan_data(data, classes, budget_gb, device, sets)
+    path = out if out is not None else Path(f"{cfg['name']}.yaml")
+    _print_decisions(decisions, f"plan for {data}")
+    yaml_path, json_path = write_plan(cfg, decisions, path, fingerprint=fp, settings=settings)
+    console.print(f"wrote {yaml_path} (fingerprint: {json_path}); train with: medseg train {yaml_path}")
+
+
 @app.command()
 def train(
-    config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/chromosomes/unet.yaml"),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment YAML, e.g. configs/chromosomes/unet.yaml; "
+                                  "or DATA (a data folder, HDF5 file or synth:...) to plan the config on the fly."),
     fold: int = typer.Option(0, metavar="K", help="Cross-validation fold to train."),
     data: Optional[str] = DataOpt,
     name: Optional[str] = typer.Option(None, help="Run name (default: the config's name)."),
@@ -327,18 +540,29 @@ def train(
     sets: List[str] = SetOpt,
     device: Optional[str] = typer.Option(None, help=f"{DEVICE_HELP} (default: the config's train.device)."),
     restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an interrupted run."),
+    classes: Optional[str] = ClassesOpt,
+    budget_gb: Optional[float] = BudgetOpt,
 ):
-    """Train one fold. An interrupted run resumes from its last epoch."""
+    """Train one fold. An interrupted run resumes from its last epoch. Given DATA instead of a config, plans
+    one first (as medseg plan) and keeps plan.yaml and plan.json in the run folder."""
     from medseg.training.run import train_fold
 
-    cfg = _config(config, data, name, epochs, sets, device)
+    if _is_data_argument(config):
+        cfg = _planned_config(str(config), data, name, epochs, sets, device, classes, budget_gb)
+    else:
+        if classes or budget_gb is not None:
+            raise typer.BadParameter("--classes and --budget-gb plan a config from DATA; with a YAML config set "
+                                     "task.class_names and the sizes in it (or with --set)")
+        cfg = _config(config, data, name, epochs, sets, device)
     summary = train_fold(cfg, fold, restart=restart)
     best, primary = summary["best_val"], cfg["task"]["primary_metric"]
     iou = best.get(f"val_iou/{primary}")
-    console.print(f"fold {summary['fold']}: best epoch {summary['best_epoch']} of {summary['epochs_run']}"
-                  + (f" (val loss {best['val_loss']:.4f}" if "val_loss" in best else " (")
-                  + (f", IoU[{primary}] {100 * iou:.1f} %)" if iou is not None else ")")
-                  + f"; model and history in {summary['run_dir']}")
+    if "val_loss" in best:
+        result = (f"best epoch {summary['best_epoch']} of {summary['epochs_run']} (val loss {best['val_loss']:.4f}"
+                  + (f", IoU[{primary}] {100 * iou:.1f} %)" if iou is not None else ")"))
+    else:  # no validation set: the last epoch's model is the one kept
+        result = f"{summary['epochs_run']} epochs, no validation set: the last model is kept"
+    console.print(f"fold {summary['fold']}: {result}; model and history in {summary['run_dir']}")
 
 
 @app.command()
@@ -380,7 +604,8 @@ def evaluate_cmd(
     limit_test: Optional[int] = typer.Option(None, metavar="N", help="Score only the first N test images (quick look)."),
     trust_code: bool = TrustCodeOpt,
 ):
-    """Write report.md, metrics.json and figures for a trained run, with the papers' numbers beside ours."""
+    """Write report.md, metrics.json and figures for a trained run, in the task's terms (per-class scores, worst
+    and best cases; the papers' numbers beside ours for the tasks they report)."""
     from medseg.evaluation.evaluate import evaluate_run
 
     report = evaluate_run(run, data=data, tta=tta, folds=_int_list(folds, "--folds"), device=device, out_dir=out,

@@ -54,7 +54,15 @@ class TaskConfig(Section):
         description="Named unions of classes evaluated as extra structures and written by `predict` as whole "
                     "objects: ARMS Net's \"complete chromosome\" IoU and the karyotyping cut-outs. Replaced whole "
                     "by a YAML file or --set, never merged key by key.")
-    primary_metric: str = Field("overlap", description="class whose IoU heads reports and box plots")
+    primary_metric: str = Field(
+        "overlap", description="class (or derived structure) whose IoU heads reports and box plots and is logged each "
+                               "epoch; must be a scored class, so not the task.background one")
+    background: int | None = Field(
+        0, description="index in task.class_names of the background class (multiclass): left out of the scored "
+                       "classes (validation and evaluation metrics, their mean, reports) and the 'foreground' of "
+                       "foreground accuracy is every other class; null: no background, every class is scored. "
+                       "multilabel: every channel is a structure and the background is where no channel is set, so "
+                       "every channel is scored; only 0 or null are accepted there.")
     spatial_dims: Literal[2, 3] = Field(2, description="2 (images) or 3 (volumes)")
 
     @model_validator(mode="after")
@@ -62,13 +70,42 @@ class TaskConfig(Section):
         n = len(self.class_names)
         if n < 2 and self.mode == "multiclass":
             raise ValueError("a multiclass task needs at least 2 classes (background included)")
+        bg = self.background
+        if self.mode == "multiclass" and bg is not None and not 0 <= bg < n:
+            raise ValueError(f"task.background is {bg} but task.class_names holds {n} classes (0..{n - 1}); give the "
+                             "index of the background class, or null when no class is background")
+        if self.mode == "multilabel" and bg not in (0, None):
+            raise ValueError(f"task.background is {bg}, but in multilabel mode every channel of task.class_names is a "
+                             "structure and the background is where no channel is set: use 0 (the default) or null")
         for name, members in (self.derived or {}).items():
             bad = [m for m in members if not 0 <= int(m) < n]
             if bad:
                 raise ValueError(f"task.derived.{name} names classes {bad} outside 0..{n - 1}")
-        if self.primary_metric not in self.class_names and self.primary_metric not in (self.derived or {}):
-            raise ValueError(f"task.primary_metric {self.primary_metric!r} is not a class or derived structure")
+            if self.mode == "multiclass" and bg is not None and bg in members:
+                raise ValueError(f"task.derived.{name} includes class {bg} ({self.class_names[bg]!r}), the "
+                                 "task.background class; a derived structure unites foreground classes only")
+        allowed = scored_class_names(self) + list(self.derived or {})
+        if self.primary_metric not in allowed:
+            why = ""
+            if self.primary_metric in self.class_names:
+                why = (f" (class {self.class_names.index(self.primary_metric)} is task.background, which is never "
+                       "scored; set task.background: null to score every class)")
+            raise ValueError(f"task.primary_metric {self.primary_metric!r} is not a class or derived structure that "
+                             f"is scored{why}; allowed: {', '.join(allowed)}")
         return self
+
+
+def scored_class_names(task: TaskConfig | dict) -> list[str]:
+    """The classes a task's metrics score, in class order: every name of ``task.class_names`` but the
+    ``task.background`` one (multiclass; all of them when it is null). Multilabel: every channel (the
+    background is where no channel is set). The rule :meth:`medseg.metrics.segmentation.SegmentationMetrics.from_task`
+    applies, checked here so that ``primary_metric`` names a class that will have a score."""
+    get = task.get if isinstance(task, dict) else lambda key, default=None: getattr(task, key, default)
+    names = [str(n) for n in get("class_names")]
+    bg = get("background", 0)
+    if get("mode", "multiclass") != "multiclass" or bg is None:
+        return names
+    return [name for k, name in enumerate(names) if k != int(bg)]
 
 
 # --- data -----------------------------------------------------------------------------------------------
@@ -90,8 +127,14 @@ class DataConfig(Section):
                       "first use, no download).")
     format: str = Field("auto", description="auto | pommier | folder")
     h5_key: str = "dataset_1"
-    size: list[int] | None = Field(default_factory=lambda: [128, 128],
-                                      description="the papers pad 94x93 to 128x128")
+    size: list[int] | None = Field(default_factory=lambda: [128, 128], description=(
+        "2D: every image padded all round (or centre-cropped, with a warning) to [H, W] when loaded; the papers "
+        "pad 94x93 to 128x128. null: full resolution, each image keeps its own size (train on data.patch_size "
+        "patches then)."))
+    normalize: Literal["range", "zscore"] = Field(
+        "range", description="2D intensities: range (the stored dtype's range to [0, 1]: uint8 / 255, uint16 / "
+                             "65535) | zscore (then per image (x - mean) / std, std floored; recorded in model.json "
+                             "and applied again by predict and the server)")
     image_pad_value: int | float | str = Field(
         "border", description="number, or \"border\" (median of each image's border)")
     stray_labels: Literal["reject", "background", "nearest"] = Field(
@@ -102,10 +145,13 @@ class DataConfig(Section):
     synth_pairs: int = Field(1500, description="size of the synth:demo set")
     synth_seed: int = 0
     patch_size: list[int] | None = Field(
-        None, description="3D: train on random patches [D, H, W] instead of whole volumes "
-                          "(medseg.data.transforms3d); null = whole.")
+        None, description="train on random patches instead of whole images: [H, W] in 2D (medseg.data.transforms, "
+                          "images smaller than a patch are padded), [D, H, W] in 3D (medseg.data.transforms3d); "
+                          "null = whole. Validation and prediction stay on whole images (by sliding window with "
+                          "evaluate.sliding_window.roi_size).")
     patch_pos_fraction: float | None = Field(
-        None, description="null: patch centre uniform; p: in the target with probability p")
+        None, description="foreground oversampling, 2D and 3D: null: patch position uniform; p: centred on a "
+                          "foreground (target) pixel with probability p")
     phantom: PhantomConfig = Field(default_factory=PhantomConfig)
     patient_pattern: str | None = Field(
         None, description="3D: regular expression whose first group is the patient id in a case name; splits "
@@ -118,6 +164,13 @@ class DataConfig(Section):
             raise ValueError(f"data.image_pad_value must be a number or \"border\", got {value!r}")  # noqa: TRY004
         return value
 
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value):
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise ValueError(f"data.size must be [H, W] pixels or null (full resolution), got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _patches(self):
         size, pos = self.patch_size, self.patch_pos_fraction
@@ -125,8 +178,8 @@ class DataConfig(Section):
             if pos is not None:
                 raise ValueError("data.patch_pos_fraction needs data.patch_size")
             return self
-        if len(size) != 3 or min(size) < 1:
-            raise ValueError(f"data.patch_size must be [D, H, W] voxels, got {size!r}")
+        if len(size) not in (2, 3) or min(size) < 1:
+            raise ValueError(f"data.patch_size must be [H, W] pixels (2D) or [D, H, W] voxels (3D), got {size!r}")
         if pos is not None and not 0.0 <= pos <= 1.0:
             raise ValueError(f"data.patch_pos_fraction must be in [0, 1] or null, got {pos!r}")
         return self
@@ -137,11 +190,20 @@ class DataConfig(Section):
 
 class PreprocessConfig(Section):
     """3D CT preprocessing (CTV thesis §2.1, medseg.data.transforms3d.preprocess_volume): clip to
-    [clip_min, clip_max], map to [0, 1], resample to `depth` slices (linear in z) and size_xy in x/y."""
+    [clip_min, clip_max], map to [0, 1] (or z-score, as nnU-Net), resample to `depth` slices (linear in z)
+    and size_xy in x/y."""
 
     clip_min: float | None = 0.0
     clip_max: float | None = 1600.0
-    normalize: Literal["range", "minmax", "none"] = "range"
+    normalize: Literal["range", "minmax", "none", "zscore"] = Field(
+        "range", description="after clipping: range (the window [clip_min, clip_max] to [0, 1], the thesis) | "
+                             "minmax (each volume's own min/max to [0, 1]) | none | zscore ((x - mean) / std with "
+                             "preprocess.mean/std — nnU-Net's CT normalisation, `medseg plan` fills them from the "
+                             "foreground statistics —, or each volume's own mean/std when they are null: MR)")
+    mean: float | None = Field(None, description="normalize: zscore: the intensity subtracted after clipping "
+                                                 "(null: each volume's own mean)")
+    std: float | None = Field(None, description="normalize: zscore: the intensity scale, > 0 (null: each volume's "
+                                                "own std)")
     depth: int | None = 72
     size_xy: list[int] | None = Field(default_factory=lambda: [256, 256])
     depth_mode: Literal["trilinear", "nearest", "area"] = "trilinear"
@@ -154,6 +216,14 @@ class PreprocessConfig(Section):
             raise ValueError(f"preprocess.clip_min ({lo}) must be below preprocess.clip_max ({hi})")
         if self.normalize == "range" and (lo is None or hi is None):
             raise ValueError("preprocess.normalize: range needs both clip_min and clip_max (the window mapped to 0..1)")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("preprocess.mean and preprocess.std go together: give both (a fixed z-score, as for CT) "
+                             "or neither (each volume's own mean and std)")
+        if self.mean is not None and self.normalize != "zscore":
+            raise ValueError(f"preprocess.mean/std are used by normalize: zscore only; normalize is "
+                             f"{self.normalize!r} (set normalize: zscore or remove mean/std)")
+        if self.std is not None and not self.std > 0:
+            raise ValueError(f"preprocess.std must be > 0 (the z-score's scale), got {self.std!r}")
         if self.depth is not None and self.depth < 1:
             raise ValueError(f"preprocess.depth must be a number of slices >= 1 or null, got {self.depth!r}")
         if self.size_xy is not None and (len(self.size_xy) != 2 or min(self.size_xy) < 1):
@@ -165,21 +235,47 @@ class PreprocessConfig(Section):
 
 
 class SplitsConfig(Section):
-    test_fraction: float = 0.2
-    n_folds: int = 5
+    """How cases are split (medseg.data.splits, medseg.data.runs.splits_for): a held-out test set of
+    test_fraction, then n_folds folds on the rest; drawn once, saved as JSON under output.root/splits and reused
+    by every run on the same data."""
+
+    test_fraction: float = Field(0.2, description="share of the cases held out as the test set, in [0, 1)")
+    n_folds: int = Field(5, description="number of folds (k-fold cross-validation on the non-test cases; with "
+                                        "val_fraction, folds of their own random validation subsets)")
     seed: int = 0
-    protocol: Literal["random", "ordered"] = "random"
-    file: str | None = Field(None, description="a splits JSON to use instead of drawing one")
+    protocol: Literal["random", "ordered"] = Field(
+        "random", description="random (seeded test set) | ordered (Hu et al.: the test set is the last "
+                              "test_fraction of the cases in natural name order: 2 before 10)")
+    val_fraction: float | None = Field(
+        None, description="null: k-fold, the validation sets of the n_folds folds partition the non-test cases | a "
+                          "number in (0, 1): each fold validates on its own random subset of that share of the "
+                          "non-test cases | 0: no validation set (train on every non-test case, keep the last "
+                          "checkpoint)")
+    file: str | None = Field(
+        None, description="a split to use instead of drawing one: a YAML/JSON of case names, {test: [name, ...], "
+                          "folds: [{val: [...], train: [...]}, ...]} (folds and train optional: without folds they "
+                          "are drawn from the non-test cases by n_folds/val_fraction/seed; names with or without "
+                          "their suffix), or a split JSON medseg wrote (indices); a path that does not exist yet "
+                          "gets a split drawn by these settings")
+
+    @field_validator("val_fraction")
+    @classmethod
+    def _val_fraction(cls, value):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"splits.val_fraction must be in [0, 1) or null (k-fold), got {value!r}")
+        return value
 
 
 # --- training -------------------------------------------------------------------------------------------
 
 
 class SchedulerConfig(Section):
-    """name: plateau (the papers: ReduceLROnPlateau on the validation loss, factor/patience) | cosine (cosine
-    decay from lr to min_lr over `epochs`, after `warmup_epochs` of linear warm-up: for short fixed budgets)"""
+    """name: plateau (the papers: ReduceLROnPlateau on the validation loss, factor/patience; on the training loss
+    when there is no validation set) | cosine (cosine decay from lr to min_lr over `epochs`, after
+    `warmup_epochs` of linear warm-up: for short fixed budgets) | poly (nnU-Net: lr·(1 − epoch/epochs)^0.9,
+    stepped once an epoch; with train.iterations the epochs are those the budget takes)"""
 
-    name: Literal["plateau", "cosine"] = "plateau"
+    name: Literal["plateau", "cosine", "poly"] = "plateau"
     factor: float = 0.5
     patience: int = 3
     min_lr: float = 1.0e-7
@@ -197,6 +293,13 @@ class EarlyStoppingConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = 300
+    iterations: int | None = Field(
+        None, description="training budget in optimizer steps (nnU-Net style); when set it overrides epochs: "
+                          "ceil(iterations / batches per epoch) epochs, the last one cut at exactly this many steps")
+    time_limit_minutes: float | None = Field(
+        None, description="wall-clock budget of one fold's training in minutes: training stops at the first batch "
+                          "past it (the epoch is then validated and saved); null: no limit. For comparisons at equal "
+                          "time; the learning-rate schedule still runs over epochs/iterations")
     batch_size: int = 8
     lr: float = 1.0e-3
     weight_decay: float = 0.0
@@ -216,6 +319,13 @@ class TrainConfig(Section):
     def _at_least_one(cls, value, info):
         if value < 1:
             raise ValueError(f"train.{info.field_name} must be >= 1, got {value!r}")
+        return value
+
+    @field_validator("iterations")
+    @classmethod
+    def _iterations(cls, value):
+        if value is not None and value < 1:
+            raise ValueError(f"train.iterations must be >= 1 optimizer steps or null, got {value!r}")
         return value
 
     @field_validator("lr")
@@ -395,9 +505,12 @@ class AugmentConfig(Section):
 
 
 class SlidingWindowConfig(Section):
-    """3D: sliding-window inference with this roi (null: whole volumes), Gaussian blending."""
+    """Validation and inference by sliding window (MONAI, blended by `mode`), 2D and 3D alike: windows of
+    roi_size ([H, W] in 2D, [D, H, W] in 3D; null: whole images/volumes) overlapping by `overlap`."""
 
-    roi_size: list[int] | None = None
+    roi_size: list[int] | None = Field(
+        None, description="[H, W] (2D) or [D, H, W] (3D) window; null: whole images or volumes (2D images larger "
+                          "than 1024 px a side are still tiled at inference)")
     overlap: float = 0.5
     sw_batch_size: int = 1
     mode: Literal["gaussian", "constant"] = "gaussian"
@@ -416,6 +529,12 @@ class EvaluateConfig(Section):
     batch_size: int = 32
     hausdorff: bool = True
     sliding_window: SlidingWindowConfig = Field(default_factory=SlidingWindowConfig)
+    references: Literal["auto", "none"] = Field(
+        "auto", description="published numbers set beside ours in the report (medseg.evaluation.paper_numbers): "
+                            "auto = the chromosome papers' rows for the model's family on the chromosome task "
+                            "(task.class_names = background, chromosome_alpha, chromosome_beta, overlap), the CTV "
+                            "thesis' rows for its model (ctv_unet3d), none for any other task | none = no "
+                            "published rows (a chromosome task's report then keeps its own rows and definitions)")
 
 
 class OutputConfig(Section):
@@ -476,6 +595,15 @@ class Config(Section):
             raise ValueError("noisy_labels.qam weighs the samples of a batch against each other: train.batch_size "
                              "must be >= 2 (thesis line 559: batch size 1 made QAM unusable; in 3D train on "
                              "batches of patches)")
+        dims = self.task.spatial_dims
+        shape_names = "[H, W] pixels" if dims == 2 else "[D, H, W] voxels"
+        patch = self.data.patch_size
+        if patch is not None and len(patch) != dims:
+            raise ValueError(f"data.patch_size must be {shape_names} for task.spatial_dims {dims}, got {patch!r}")
+        roi = self.evaluate.sliding_window.roi_size
+        if roi is not None and len(roi) != dims:
+            raise ValueError(f"evaluate.sliding_window.roi_size must be {shape_names} for task.spatial_dims {dims}, "
+                             f"got {roi!r}")
         if self.task.spatial_dims == 3:
             for key in ("flip_prob", "rot90_prob"):
                 if getattr(self.augment, key) > 0:

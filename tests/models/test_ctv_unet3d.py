@@ -348,14 +348,15 @@ def test_sliding_window_equals_whole_volume():
     assert np.abs(const - whole).mean() > 2 * err.mean()
 
 
-def test_sliding_window_from_model_json_and_2d_unchanged():
+def test_sliding_window_from_model_json_in_3d_and_2d():
     meta = {**META, "evaluate": {"sliding_window": {"roi_size": [8, 8, 8], "overlap": 0.25}}}
     p = Predictor([_conv_model(1)], meta, device="cpu")
     assert p.sliding_window == {"roi_size": [8, 8, 8], "overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"}
     assert Predictor([_conv_model(1)], META, device="cpu").sliding_window is None
     meta2d = {"task": {"mode": "multilabel", "class_names": ["a"], "spatial_dims": 2},
               "evaluate": {"sliding_window": {"roi_size": [8, 8]}}}
-    assert Predictor([nn.Conv2d(1, 1, 1)], meta2d, device="cpu").sliding_window is None
+    # issue 12: a 2D model's recorded window is used as well (tests/inference/test_sliding_window_2d.py)
+    assert Predictor([nn.Conv2d(1, 1, 1)], meta2d, device="cpu").sliding_window["roi_size"] == [8, 8]
 
 
 def test_validation_uses_the_sliding_window_when_a_roi_is_set(tmp_path, toy_volumes):

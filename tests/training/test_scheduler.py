@@ -39,5 +39,14 @@ def test_plateau_is_the_default_and_halves():
 
 
 def test_unknown_schedule_is_refused():
-    with pytest.raises(ConfigError, match="plateau or cosine"):
+    with pytest.raises(ConfigError, match="plateau, cosine or poly"):
         _lrs({"name": "step", "min_lr": 0.0}, 3)
+
+
+def test_poly_decays_as_nnunet():
+    # lr·(1 − epoch/epochs)^0.9: the full rate first, then down every epoch, never below 0 within the budget
+    lrs = _lrs({"name": "poly", "min_lr": 0.0}, 10)
+    assert lrs[0] == pytest.approx(1e-2)
+    for epoch, lr in enumerate(lrs):
+        assert lr == pytest.approx(1e-2 * (1 - epoch / 10) ** 0.9)
+    assert all(a > b > 0 for a, b in zip(lrs, lrs[1:]))

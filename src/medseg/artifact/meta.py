@@ -24,7 +24,8 @@ def model_kwargs(cfg: dict) -> dict:
 
 def sliding_window_settings(section: dict | None) -> dict | None:
     """``evaluate.sliding_window`` (from a config, a model.json or a caller) checked by the config schema and
-    completed with its defaults; None when no ``roi_size`` is set (whole-volume inference)."""
+    completed with its defaults; None when no ``roi_size`` is set (whole images or volumes). 2D and 3D alike:
+    the roi has as many values as the model has spatial axes (the whole config's check)."""
     if not section or section.get("roi_size") is None:
         return None
     s = section_settings("evaluate.sliding_window", section)
@@ -34,11 +35,18 @@ def sliding_window_settings(section: dict | None) -> dict | None:
 
 def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict:
     """What ``model.json`` records: enough to rebuild the model and feed it like in training."""
+    normalize = cfg["data"].get("normalize", "range")
+    intensity = "dtype range to [0, 1] (uint8 / 255, uint16 / 65535)"
+    if normalize == "zscore":
+        intensity += ", then per image (x - mean) / std"
     meta = {
         "model": {"name": cfg["model"]["name"], "kwargs": model_kwargs(cfg)},
         "task": cfg["task"],
+        # 2D: how an image is fed (data.size, data.normalize: medseg.data.transforms.normalize_input) and the
+        # sliding window it is validated and predicted with; the predictor reads both back from here.
         "preprocessing": {"size": cfg["data"]["size"], "image_pad_value": cfg["data"]["image_pad_value"],
-                          "intensity": "dtype range to [0, 1] (uint8 / 255, uint16 / 65535)"},
+                          "normalize": normalize, "intensity": intensity},
+        "evaluate": {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window"))},
     }
     if int(cfg["task"].get("spatial_dims", 2)) == 3:
         # Volumes are fed clipped, normalised and resampled (transforms3d.preprocess_volume) and predicted with
@@ -46,7 +54,6 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
         from medseg.data.transforms3d import preprocess_settings
 
         meta["preprocessing"] = {"volume": preprocess_settings(cfg)}
-        meta["evaluate"] = {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window"))}
     if data is not None:
         meta["data"] = {"source": data.source, "fingerprint": data.fingerprint, "synthesized": data.synthesized,
                         "n_images": len(data)}

@@ -4,14 +4,29 @@ The whole chromosome set is small (13,434 × 128 × 128 bytes ≈ 220 MB as uint
 as uint8 and converted per batch; a generic 2D folder set goes through the same class. Because it is held
 whole, its size is checked before it is converted: each image against the voxel budget, the whole set
 against the memory limit (:mod:`medseg.data.limits`), with a message naming the file.
+
+Image size (``data.size``, issue 12). With ``data.size: [H, W]`` every image is padded all round to that size
+(the papers pad 94 × 93 to 128 × 128: padding loses nothing and is silent); an image *larger* than it is
+centre-cropped, which throws pixels away for good — that is never silent: a warning (one line on the
+terminal) and a note in ``data.notes`` (which reports show) say how many images lose what share of their
+pixels and what to do instead. ``data.size: null`` keeps full resolution. Images of different sizes are then
+held on one common canvas (the largest height × the largest width, each image padded centred as
+:func:`~medseg.data.pommier.pad_to` does) with each image's own region recorded in
+:attr:`SegmentationData.boxes`; every consumer crops an image back to its box before it is used
+(:meth:`SegmentationData.item`, :class:`SegmentationDataset`, :func:`update_metrics`, and
+``Predictor.predict_proba(..., boxes=...)``), so padding is never trained on, predicted or scored. One array
+keeps every caller's ``data.images[idx]`` working, and its bytes (number of images × canvas) are what is
+checked against the memory limit, so memory stays bounded by :mod:`medseg.data.limits`; a set of very
+different sizes pays for the canvas (``data.limit`` or splitting the set helps there).
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -19,13 +34,20 @@ from torch.utils.data import Dataset
 
 from medseg.data.limits import check_dataset_bytes
 from medseg.data.pommier import pad_to, read_pommier_h5
+from medseg.data.transforms import normalize_input
 from medseg.errors import DataValidationError
 from medseg.paths import medseg_home
+
+Box = tuple[int, int, int, int]  # (top, left, height, width) of an image on the common canvas
 
 
 @dataclass
 class SegmentationData:
-    """Images (N, H, W) float32 in [0, 1], labels (N, H, W) uint8 class indices, plus provenance."""
+    """Images (N, H, W) float32 in [0, 1], labels (N, H, W) uint8 class indices, plus provenance.
+
+    ``boxes``: None when every image fills the array (the usual case); otherwise the images differ in size
+    (``data.size: null``) and each one's (top, left, height, width) region on the common (H, W) canvas —
+    use :meth:`item` / :meth:`boxes_of` rather than the raw arrays wherever the padding must not count."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -37,6 +59,7 @@ class SegmentationData:
     # Patient id of each item (3D volumes: splits are made by patient); None: every item is its own patient.
     groups: list[str] | None = None
     volume_info: dict | None = None  # 3D: each case's original shape and spacing before preprocessing
+    boxes: list[Box] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -48,6 +71,68 @@ class SegmentationData:
         h.update(str(self.labels.shape).encode())
         h.update(np.ascontiguousarray(self.labels).tobytes())
         return h.hexdigest()[:12]
+
+    def boxes_of(self, indices: Sequence[int]) -> list[Box] | None:
+        """The boxes of these items (None when every image fills the canvas)."""
+        return None if self.boxes is None else [self.boxes[int(i)] for i in indices]
+
+    def item(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image and label of item ``i`` at the image's own size (views, cropped from the canvas)."""
+        image, label = self.images[i], self.labels[i]
+        if self.boxes is None:
+            return image, label
+        return crop_box(image, self.boxes[i]), crop_box(label, self.boxes[i])
+
+
+def crop_box(array, box: Box):
+    """``array[..., top:top + h, left:left + w]``: an image, label or prediction cropped to its box."""
+    top, left, h, w = box
+    return array[..., top : top + h, left : left + w]
+
+
+def update_metrics(metrics, pred, target, *, boxes: Sequence[Box] | None = None, spacing=None) -> None:
+    """``metrics.update(pred, target, spacing)`` (a :class:`~medseg.metrics.SegmentationMetrics`) on a batch
+    held on a common canvas: with ``boxes`` (one per item, :meth:`SegmentationData.boxes_of`) each item is
+    cropped to its own image first, so the canvas padding is never scored; without them, one plain update."""
+    if boxes is None:
+        metrics.update(pred, target, spacing=spacing)
+        return
+    for k, box in enumerate(boxes):
+        one_spacing = None if spacing is None else [spacing[k]]
+        metrics.update(crop_box(pred[k : k + 1], box), crop_box(target[k : k + 1], box), spacing=one_spacing)
+
+
+def crop_warning(shapes: Sequence[tuple[int, int]], size: Sequence[int], source: str) -> str | None:
+    """The message for images that ``data.size`` centre-crops (None when none is larger than ``size``):
+    how many images, what share of the pixels is cut, and what to do instead."""
+    th, tw = int(size[0]), int(size[1])
+    total = cut = n_cut = 0
+    largest = (0, 0)
+    for h, w in shapes:
+        total += h * w
+        kept = min(h, th) * min(w, tw)
+        if kept < h * w:
+            n_cut += 1
+            cut += h * w - kept
+            largest = max(largest, (h, w), key=lambda s: s[0] * s[1])
+    if not n_cut:
+        return None
+    return (f"{source}: data.size {th}x{tw} is smaller than {n_cut} of {len(shapes)} images (largest "
+            f"{largest[0]}x{largest[1]}), which are centre-cropped to it: {100 * cut / total:.1f} % of all pixels "
+            f"({cut:,} of {total:,}) are cut away and never trained on or evaluated. Set data.size: null (full "
+            "resolution) with data.patch_size: [H, W] to train on random patches of the whole images")
+
+
+CROP_MARK = "centre-cropped to it"  # in every crop message: the loader has already shown it as a warning
+
+
+def _warn_crop(notes: list[str], shapes, size, source: str) -> None:
+    """Warn once (one ``warning:`` line from the CLI) and note in ``notes`` (reports show them) when
+    ``data.size`` crops images: losing pixels must never be silent."""
+    message = crop_warning(shapes, size, source)
+    if message is not None:
+        warnings.warn(message, UserWarning, stacklevel=3)
+        notes.append(message)
 
 
 def synth_path(kind: str, n_pairs: int, seed: int) -> Path:
@@ -91,18 +176,22 @@ def _is_synthesized(path: Path) -> bool:
 
 
 def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
+    """The 2D data set of a config's ``data`` section: a Pommier HDF5 file or an images/ + masks/ folder, sized
+    by ``data.size`` (see the module docstring: padding is silent, cropping warns, null keeps each image's
+    own size on a common canvas with :attr:`SegmentationData.boxes`)."""
     path, synthesized = resolve_data_path(data_cfg)
     fmt = data_cfg.get("format", "auto")
     if fmt == "auto":
         fmt = "folder" if path.is_dir() else "pommier"
     size = tuple(data_cfg["size"]) if data_cfg.get("size") else None
     notes: list[str] = []
+    boxes: list[Box] | None = None
+    limit = data_cfg.get("limit")
     if fmt == "pommier":
         images, labels, report = read_pommier_h5(path, key=data_cfg.get("h5_key", "dataset_1"), num_classes=num_classes,
                                                  stray_labels=data_cfg["stray_labels"])
         if report.stray_pixels:
             notes.append(f"{path.name}: {report.summary()}")
-        limit = data_cfg.get("limit")
         if limit:
             images, labels = images[: int(limit)], labels[: int(limit)]
         original = images.shape[1:]
@@ -110,42 +199,67 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
         check_dataset_bytes(path, len(images) * pixels * (np.dtype(np.float32).itemsize + 1),
                             what=f"{len(images):,} images of {'x'.join(map(str, size or original))} (float32 + labels)")
         if size:
+            _warn_crop(notes, [tuple(original)] * len(images), size, path.name)
             images = pad_to(images, size, data_cfg["image_pad_value"])
             labels = pad_to(labels, size, 0)
         images = images.astype(np.float32) / 255.0
         names = [f"{path.stem}[{i}]" for i in range(len(images))]
     elif fmt == "folder":
-        from medseg.data.folder import load_folder_dataset, resolve_folder
+        from medseg.data.folder import (
+            image_shape,
+            load_folder_dataset,
+            pair_files,
+            resolve_folder,
+        )
 
         images_dir, masks_dir = resolve_folder(path)
-        images, labels, names = load_folder_dataset(images_dir, masks_dir, num_classes=num_classes, size=size,
+        # The sizes from the headers (nothing decoded): what data.size would crop, or the common canvas.
+        shapes = [tuple(int(v) for v in image_shape(p)[:2]) for p in pair_files(images_dir, masks_dir).images]
+        used = shapes[: int(limit)] if limit else shapes
+        load_size = size
+        if size:
+            _warn_crop(notes, used, size, path.name)
+        elif len(set(shapes)) > 1:  # full resolution, images of different sizes: one canvas, boxes recorded
+            load_size = (max(h for h, _ in shapes), max(w for _, w in shapes))
+            boxes = [((load_size[0] - h) // 2, (load_size[1] - w) // 2, h, w) for h, w in used]
+            small, large = (f(used, key=lambda s: s[0] * s[1]) for f in (min, max))
+            notes.append(f"{path.name}: {len(set(used))} image sizes at full resolution (from "
+                         f"{small[0]}x{small[1]} to {large[0]}x{large[1]}), held on a "
+                         f"{load_size[0]}x{load_size[1]} canvas; each image is used and scored within its own size")
+        images, labels, names = load_folder_dataset(images_dir, masks_dir, num_classes=num_classes, size=load_size,
                                                     mask_values=data_cfg.get("mask_values"),
                                                     pad_value=data_cfg["image_pad_value"])
-        limit = data_cfg.get("limit")
         if limit:
             images, labels, names = images[: int(limit)], labels[: int(limit)], names[: int(limit)]
         original = images.shape[1:]
     else:
         raise DataValidationError(path, f"unknown data format {fmt!r}; use auto, pommier or folder")
     return SegmentationData(np.ascontiguousarray(images, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.uint8),
-                            names, str(path), synthesized, notes, tuple(original))
+                            names, str(path), synthesized, notes, tuple(original), boxes=boxes)
 
 
 class SegmentationDataset(Dataset):
-    """Samples ``{"image": (1, H, W) float, "label": (H, W) long, "index": i}`` from a subset of the data."""
+    """Samples ``{"image": (1, H, W) float, "label": (H, W) long, "index": i}`` from a subset of the data.
 
-    def __init__(self, data: SegmentationData, indices, transform: Callable | None = None):
+    Each image comes at its own size (cropped to its box when the data hold images of different sizes), fed
+    as ``normalize`` says (``data.normalize``: :func:`~medseg.data.transforms.normalize_input`, computed on the
+    whole image), then through ``transform`` (augmentation, patches)."""
+
+    def __init__(self, data: SegmentationData, indices, transform: Callable | None = None, normalize: str = "range"):
         self.data = data
         self.indices = np.asarray(indices, dtype=np.int64)
         self.transform = transform
+        self.normalize = normalize
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
         idx = int(self.indices[i])
-        sample = {"image": torch.from_numpy(self.data.images[idx][None].copy()),
-                  "label": torch.from_numpy(self.data.labels[idx].astype(np.int64))}
+        image, label = self.data.item(idx)
+        image = normalize_input(image, self.normalize)
+        sample = {"image": torch.from_numpy(np.array(image[None], dtype=np.float32)),
+                  "label": torch.from_numpy(label.astype(np.int64))}
         if self.transform is not None:
             sample = self.transform(sample)
         sample["index"] = idx

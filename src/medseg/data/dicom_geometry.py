@@ -134,7 +134,8 @@ def series_geometry(slices: list[DicomSlice], where: Path, options: SeriesOption
             k = int(round(diffs[i] / step)) - 1
             whole = k >= 1 and abs(diffs[i] - (k + 1) * step) <= tol
             if not (whole and options.allow_gaps):
-                what = (f"{k} slice(s) missing; pass allow_gaps=True (CLI: --allow-gaps) to fill them with the "
+                what = (f"{k} slice(s) missing; pass allow_gaps=True (medseg data convert / predict: --allow-gaps) "
+                        "to fill them with the "
                         "series' minimum value" if whole else "irregular slice spacing (not a whole number of "
                                                                "missing slices)")
                 raise DataValidationError(

@@ -7,6 +7,8 @@ Layout::
       masks/    img_01.png  img_02.png  ...     (or labels/)
 
 An image and its mask are paired by file stem; the extension may differ (``img_01.tif`` <-> ``img_01.png``).
+Pairs are in natural name order (``img_2`` before ``img_10``, :func:`medseg.data.splits.natural_key`), the
+order ``splits.protocol: ordered`` takes "the last cases" in.
 Files are PNG or TIFF, 8- or 16-bit (float TIFF images too), grey. Colour images are converted to grey
 (ITU-R 601 luma, as Pillow's ``convert("L")``); colour masks are accepted only when all colour channels are
 equal, because a colour-coded mask has no unambiguous class order.
@@ -26,6 +28,10 @@ Size and values are checked before they can hurt: the image's height × width is
 loaded data set is checked against the memory limit as it grows. Pillow's own decompression-bomb guard
 (about 179 megapixels) still applies above that. NaN/inf, complex and non-numeric pixels are refused
 naming the file (:func:`medseg.data.volume.check_values`).
+
+Unknown masks. :func:`survey_masks` lists the distinct values a folder's masks hold (pixels and files per
+value) without knowing the classes, and :func:`suggest_mask_settings` turns them into the ``data.mask_values``
+and ``task.class_names`` to set; ``medseg data info FOLDER`` reports both.
 """
 
 from __future__ import annotations
@@ -39,10 +45,17 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.limits import check_dataset_bytes, check_voxels, exception_text, voxel_budget
+from medseg.data.limits import (
+    check_dataset_bytes,
+    check_voxels,
+    exception_text,
+    voxel_budget,
+)
 from medseg.data.pommier import pad_to
+from medseg.data.splits import natural_key
 from medseg.data.volume import check_values
 from medseg.errors import DataValidationError
+from medseg.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 MASK_DIR_NAMES = ("masks", "labels")
@@ -297,6 +310,48 @@ def read_mask(
         if len(set(lut_values)) != len(lut_values):
             raise ValueError(f"mask_values {lut_values} repeats a value; each class needs its own value")
 
+    arr = _mask_array(path, max_voxels)
+    values, inverse, counts = np.unique(arr, return_inverse=True, return_counts=True)
+    classes = classes_of_values(values, num_classes, lut_values)
+    unknown = classes < 0
+    if unknown.any():
+        if lut_values is not None:
+            raise DataValidationError(
+                path,
+                f"mask values not in mask_values: {_describe_values(values[unknown], counts[unknown])}; "
+                f"allowed values: {lut_values} (class 0..{num_classes - 1} in that order)",
+            )
+        binary = " (or 0/255, 0/65535 for a binary mask)" if num_classes == 2 else ""
+        raise DataValidationError(
+            path,
+            f"mask values that are not class indices: {_describe_values(values[unknown], counts[unknown])}; "
+            f"allowed values: 0..{num_classes - 1}{binary}. If the mask stores classes as other grey "
+            "values, pass mask_values (one stored value per class, in class order, e.g. [0, 85, 170, 255]); "
+            "`medseg data info FOLDER` lists the values the masks hold.",
+        )
+    return classes.astype(np.uint8)[inverse.reshape(arr.shape)]
+
+
+def classes_of_values(values: np.ndarray, num_classes: int, mask_values: Sequence[int] | None = None) -> np.ndarray:
+    """The class each distinct stored value of one mask stands for (int64, -1: not a class), by
+    :func:`read_mask`'s rules: ``mask_values[k]`` → class k; else, for 2 classes, a mask of 0 and one of
+    1/255/65535 is binary; else a value is its own class index when it is in ``0..num_classes-1``."""
+    values = np.asarray(values)
+    if mask_values is not None:
+        index = {float(v): k for k, v in enumerate(mask_values)}
+        return np.array([index.get(float(v), -1) for v in values], dtype=np.int64)
+    vset = {float(v) for v in values}
+    if num_classes == 2:
+        for hi in (1.0, 255.0, 65535.0):
+            if vset <= {0.0, hi}:
+                return (values == hi).astype(np.int64)
+    inside = (values >= 0) & (values < num_classes)
+    return np.where(inside, values.astype(np.int64), np.int64(-1))
+
+
+def _mask_array(path: Path, max_voxels: int | None) -> np.ndarray:
+    """A mask file as its stored grey values, (H, W), integer (or integer-valued float); the file's checks of
+    :func:`read_mask` (colour masks must be grey, integer labels), not yet any class mapping."""
     arr, _ = _read_raw(path, "mask", max_voxels)  # palette masks: the indices are the stored values
     if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
         if arr.shape[-1] == 2:  # grey + alpha
@@ -324,38 +379,7 @@ def read_mask(
             )
     elif arr.dtype.kind not in "ui":
         raise DataValidationError(path, f"mask has dtype {arr.dtype}; expected integer labels")
-
-    values, inverse, counts = np.unique(arr, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(arr.shape)
-    vset = {float(v) for v in values}
-
-    if lut_values is not None:
-        allowed = lut_values
-        index = {float(v): k for k, v in enumerate(lut_values)}
-        unknown = np.array([float(v) not in index for v in values])
-        if unknown.any():
-            raise DataValidationError(
-                path,
-                f"mask values not in mask_values: {_describe_values(values[unknown], counts[unknown])}; "
-                f"allowed values: {allowed} (class 0..{num_classes - 1} in that order)",
-            )
-        classes = np.array([index[float(v)] for v in values], dtype=np.uint8)
-        return classes[inverse]
-
-    if num_classes == 2:
-        for hi in (1.0, 255.0, 65535.0):
-            if vset <= {0.0, hi}:
-                return (arr == hi).astype(np.uint8) if hi != 1.0 else arr.astype(np.uint8)
-    unknown = (values < 0) | (values >= num_classes)
-    if unknown.any():
-        binary = " (or 0/255, 0/65535 for a binary mask)" if num_classes == 2 else ""
-        raise DataValidationError(
-            path,
-            f"mask values that are not class indices: {_describe_values(values[unknown], counts[unknown])}; "
-            f"allowed values: 0..{num_classes - 1}{binary}. If the mask stores classes as other grey "
-            "values, pass mask_values (one stored value per class, in class order, e.g. [0, 85, 170, 255]).",
-        )
-    return arr.astype(np.uint8)
+    return arr
 
 
 # --------------------------------------------------------------------------------------------- pairing
@@ -363,7 +387,7 @@ def read_mask(
 
 @dataclass
 class FolderPairs:
-    """Image/mask files paired by stem, sorted by name."""
+    """Image/mask files paired by stem, in natural name order (``img_2`` before ``img_10``)."""
 
     images: list[Path]
     masks: list[Path]
@@ -410,6 +434,7 @@ def _listing(names: list[str]) -> str:
 def pair_files(images_dir: str | Path, masks_dir: str | Path) -> FolderPairs:
     """Pair every image in ``images_dir`` with the mask of the same stem in ``masks_dir``.
 
+    Pairs are in natural name order (:func:`medseg.data.splits.natural_key`: ``img_2`` before ``img_10``).
     Only PNG/TIFF files are considered; hidden files and sub-folders are ignored. An image without a
     mask, a mask without an image, an empty folder or two files of one stem in a folder raise
     :class:`DataValidationError` naming (up to 10 of) the files concerned.
@@ -435,7 +460,7 @@ def pair_files(images_dir: str | Path, masks_dir: str | Path) -> FolderPairs:
             masks_dir if no_mask else images_dir,
             "; ".join(problems) + ". A mask must have the same file name as its image (the extension may differ).",
         )
-    names = sorted(images)
+    names = sorted(images, key=natural_key)
     return FolderPairs(images=[images[n] for n in names], masks=[masks[n] for n in names], names=names)
 
 
@@ -485,7 +510,7 @@ def load_folder_dataset(
     """Load a folder dataset into memory.
 
     Returns ``images`` float32 (N, H, W) in [0, 1] (see :func:`normalize_intensity`), ``labels`` uint8
-    (N, H, W) and the pair ``names`` (file stems, sorted). An image and its mask must have the same shape.
+    (N, H, W) and the pair ``names`` (file stems, in natural order). An image and its mask must have the same shape.
     With ``size`` every pair is padded all round (or centre-cropped) to ``size`` with
     :func:`medseg.data.pommier.pad_to`: images with ``pad_value`` (a number in the normalised [0, 1]
     scale, or ``"border"``, the median of each image's border), masks with 0 (background). Without
@@ -528,11 +553,91 @@ def load_folder_dataset(
             )
             raise DataValidationError(
                 Path(images_dir),
-                f"images have {len(shapes)} different shapes (HxW) — {listed}. Pass size=(H, W) "
-                "(CLI: --size) to pad or centre-crop them all to one size.",
+                f"images have {len(shapes)} different shapes (HxW) — {listed}. Pass size=(H, W) to pad or "
+                "centre-crop them all to one size: in a config `data.size: [H, W]` (command line: "
+                "`--set data.size=[H,W]`), or `data.size: null` to keep each image at full resolution.",
             )
     return (
         np.stack(images).astype(np.float32, copy=False),
         np.stack(labels).astype(np.uint8, copy=False),
         list(pairs.names),
     )
+
+
+# --------------------------------------------------------------------------------------------- surveying
+
+
+@dataclass
+class MaskSurvey:
+    """The distinct stored values of a folder's masks: ``values`` (sorted), ``pixels`` and ``files`` per value,
+    and per file its own values and pixel counts (``per_file``: name → (values, counts))."""
+
+    values: np.ndarray
+    pixels: np.ndarray
+    files: np.ndarray
+    per_file: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def classes(self, num_classes: int, mask_values: Sequence[int] | None = None) -> tuple[np.ndarray, dict]:
+        """Pixels per class (``num_classes``,) under :func:`read_mask`'s rules, and the values that are not a
+        class: ``{value: [file names]}``."""
+        pixels = np.zeros(num_classes, dtype=np.int64)
+        stray: dict[float, list[str]] = {}
+        for name, (values, counts) in self.per_file.items():
+            classes = classes_of_values(values, num_classes, mask_values)
+            np.add.at(pixels, classes[classes >= 0], counts[classes >= 0])
+            for v in values[classes < 0]:
+                stray.setdefault(float(v), []).append(name)
+        return pixels, stray
+
+
+def survey_masks(mask_files: Sequence[str | Path], *, progress: bool = True) -> MaskSurvey:
+    """Read every mask (as stored: no class count needed) and count its distinct values. Raises
+    :class:`DataValidationError` naming the file for what :func:`read_mask` refuses whatever the classes
+    (unreadable, colour-coded, non-integer, over the voxel budget)."""
+    totals: dict[float, list[int]] = {}
+    per_file: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for path in Progress(list(mask_files), desc="reading masks", unit="mask", disable=not progress):
+        path = Path(path)
+        values, counts = np.unique(_mask_array(path, None), return_counts=True)
+        per_file[path.name] = (values, counts)
+        for v, c in zip(values.tolist(), counts.tolist()):
+            entry = totals.setdefault(float(v), [0, 0])
+            entry[0] += int(c)
+            entry[1] += 1
+    keys = sorted(totals)
+    return MaskSurvey(values=np.array(keys), pixels=np.array([totals[k][0] for k in keys], dtype=np.int64),
+                      files=np.array([totals[k][1] for k in keys], dtype=np.int64), per_file=per_file)
+
+
+def suggest_mask_settings(values: Sequence[float], num_classes: int | None = None,
+                          class_names: Sequence[str] | None = None) -> dict:
+    """The ``data.mask_values`` and ``task.class_names`` that read masks holding these distinct ``values``.
+
+    Values ``0..k-1`` are class indices (no ``mask_values`` needed); any other coding (e.g. 0/255, or
+    0/85/170/255) maps its sorted values to classes 0, 1, ... in order. ``num_classes``/``class_names``, when
+    given, are kept (their count must match the values found to suggest a mapping). Returns
+    ``{"mask_values": list | None, "class_names": list, "note": str}``; the note says what was assumed.
+    """
+    vals = sorted(int(v) if float(v).is_integer() else float(v) for v in values)
+    n = len(class_names) if class_names else num_classes
+    indices = bool(vals) and all(isinstance(v, int) and 0 <= v for v in vals) and (n is None or max(vals) < n)
+    if indices and (n is not None or vals == list(range(len(vals)))):
+        k = n if n is not None else len(vals)
+        names = list(class_names) if class_names else _default_names(k)
+        return {"mask_values": None, "class_names": names,
+                "note": f"the masks hold class indices {vals[0]}..{vals[-1]}: no data.mask_values needed"}
+    if n is not None and n != len(vals):
+        return {"mask_values": None, "class_names": list(class_names) if class_names else _default_names(n),
+                "note": f"the masks hold {len(vals)} distinct values but {n} classes were given: give one class per "
+                        "stored value (or fix the masks); data.mask_values lists one value per class, in class "
+                        "order"}
+    names = list(class_names) if class_names else _default_names(len(vals))
+    note = (f"the {len(vals)} stored values, in increasing order, as classes 0..{len(vals) - 1}"
+            + (" (0 first: the background)" if vals and vals[0] == 0 else "") + "; reorder to match your classes")
+    return {"mask_values": vals, "class_names": names, "note": note}
+
+
+def _default_names(k: int) -> list[str]:
+    if k == 2:
+        return ["background", "foreground"]
+    return ["background"] + [f"class_{i}" for i in range(1, k)]

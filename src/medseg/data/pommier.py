@@ -78,7 +78,8 @@ def fix_stray_labels(
         raise DataValidationError(
             path,
             f"label values outside 0..{num_classes - 1}: {report.summary()}. "
-            "Pass stray_labels='background' or 'nearest' (CLI: --stray-labels) to map them.",
+            "Set data.stray_labels to background or nearest to map them (command line: --set "
+            "data.stray_labels=nearest; medseg data info: --stray-labels nearest).",
         )
     fixed = labels.copy()
     if policy == "background":

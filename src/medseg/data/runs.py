@@ -3,38 +3,166 @@
 A run folder is ``<output.root>/<name>/`` with ``fold_<k>/`` per trained fold; the split every model trained
 on the same data shares is saved once as JSON under ``<output.root>/splits/``, keyed by the data's content
 hash, so training, evaluation and a later ``medseg cv`` all see the same cases.
+
+``splits.file`` names a split instead: a split JSON medseg wrote (used as it is, whatever ``splits.*`` say),
+a user's YAML/JSON of case names (:func:`medseg.data.splits.splits_from_names`; the indices it resolves to are
+saved under ``<output.root>/splits/`` too, keyed by the data and the file's content), or a path that does not
+exist yet, where a split drawn by ``splits.*`` is saved.
+
+Order. Cases and patients are split in natural name order (``img2`` before ``img10``, issue 12). A split
+saved before that, in plain string order, is carried over to the new order case by case (the same cases stay
+in the test set, so resumed and re-evaluated runs keep their test set) when it was drawn at random; an
+``ordered`` split, whose test set *was* the wrong "last" cases, is drawn again with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from pathlib import Path
 
+import numpy as np
+
 from medseg.data.datasets import SegmentationData
-from medseg.data.splits import expand_patient_splits, load_or_create_splits
+from medseg.data.splits import (
+    check_names,
+    expand_patient_splits,
+    file_digest,
+    is_index_split,
+    load_or_create_splits,
+    load_splits,
+    natural_key,
+    read_split_file,
+    save_splits,
+    splits_from_names,
+)
+from medseg.errors import DataValidationError
 
 
 def run_dir_for(cfg: dict) -> Path:
     return Path(cfg["output"]["root"]) / cfg["name"]
 
 
+def _params(sp: dict) -> dict:
+    """The drawing parameters of the ``splits`` section, as :func:`load_or_create_splits` takes them."""
+    out = {"test_fraction": float(sp["test_fraction"]), "n_folds": int(sp["n_folds"]), "seed": int(sp["seed"]),
+           "protocol": sp["protocol"]}
+    if sp.get("val_fraction") is not None:
+        out["val_fraction"] = float(sp["val_fraction"])
+    return out
+
+
+def _tag(sp: dict, fingerprint: str, unit: str, n_units: int) -> str:
+    vf = sp.get("val_fraction")
+    return (f"{fingerprint}_{unit}{n_units}_{sp['protocol']}_t{sp['test_fraction']}_k{sp['n_folds']}"
+            + (f"_v{vf}" if vf is not None else "") + f"_s{sp['seed']}")
+
+
 def splits_for(cfg: dict, data: SegmentationData) -> tuple[dict, Path]:
-    """The split every model trained on this data shares, saved as JSON (keyed by the data's content hash)."""
+    """The split of this config and data and the file it is saved in (see the module docstring).
+
+    Volumes are split by patient: the split holds indices of the patients in natural order, expanded here to
+    their cases, so no patient's series lands on both sides.
+    """
     sp = cfg["splits"]
-    if sp.get("file"):
-        path = Path(sp["file"])
-    else:
-        unit = "p" if data.groups is not None else "n"
-        tag = f"{data.fingerprint}_{unit}{len(set(data.groups)) if data.groups is not None else len(data)}_{sp['protocol']}_t{sp['test_fraction']}_k{sp['n_folds']}_s{sp['seed']}"
-        path = Path(cfg["output"]["root"]) / "splits" / f"{tag}.json"
-    # Volumes are split by patient: the split file holds indices of the sorted unique patients, expanded to
-    # their cases here, so no patient's series lands on both sides.
-    patients = sorted(set(data.groups)) if data.groups is not None else None
+    patients = sorted(set(data.groups), key=natural_key) if data.groups is not None else None
     n_units = len(patients) if patients is not None else len(data)
-    splits = load_or_create_splits(path, n_units, test_fraction=float(sp["test_fraction"]), n_folds=int(sp["n_folds"]),
-                                   seed=int(sp["seed"]), protocol=sp["protocol"])
+    root = Path(cfg["output"]["root"]) / "splits"
+    # patients in natural order: "p" where that is also their plain string order (as before issue 12), else "pn"
+    unit = "n" if patients is None else "p" if patients == sorted(patients) else "pn"
+    if sp.get("file") and Path(sp["file"]).exists():
+        path = Path(sp["file"])
+        content = read_split_file(path)
+        if is_index_split(content):
+            splits = load_splits(path, n=n_units)  # the file decides, whatever splits.* say
+            check_names(splits, patients if patients is not None else data.names, path)
+        else:
+            splits, path = _from_names(cfg, data, content, path, root / (
+                f"{data.fingerprint}_{unit}{n_units}_file-{file_digest(path)}_k{sp['n_folds']}"
+                + (f"_v{sp['val_fraction']}" if sp.get("val_fraction") is not None else "") + f"_s{sp['seed']}.json"))
+    else:
+        path = Path(sp["file"]) if sp.get("file") else root / f"{_tag(sp, data.fingerprint, unit, n_units)}.json"
+        if not path.exists() and not sp.get("file"):
+            _carry_over_legacy(cfg, data, path, n_units)
+        # patient splits record the patients' names (few), so a split is never applied to patients in another order
+        splits = load_or_create_splits(path, n_units, names=patients, **_params(sp))
     if patients is not None:
         splits = expand_patient_splits(splits, patients, data.groups)
     return splits, path
+
+
+def _from_names(cfg: dict, data: SegmentationData, content, source: Path, saved: Path) -> tuple[dict, Path]:
+    """A user's split of names → indices, saved at ``saved`` the first time and reused after (the folds a file
+    leaves out are drawn once; the saved file keeps them whatever a later NumPy draws)."""
+    sp = cfg["splits"]
+    limit = cfg["data"].get("limit")
+    hint = f" (data.limit is {limit}: only the first {limit} cases are loaded)" if limit else ""
+    splits = splits_from_names(content, source, data.names, groups=data.groups, n_folds=int(sp["n_folds"]),
+                               seed=int(sp["seed"]), val_fraction=sp.get("val_fraction"), hint=hint)
+    if saved.exists():
+        stored = load_splits(saved, n=splits["n"])
+        given_folds = isinstance(content, dict) and content.get("folds") is not None
+        if stored["test"] != splits["test"] or (given_folds and stored["folds"] != splits["folds"]):
+            raise DataValidationError(saved, f"this split, saved from {source}, no longer matches that file; delete "
+                                             "it to derive the split again")
+        return stored, saved
+    save_splits(splits, saved)
+    return splits, saved
+
+
+def _labels_fingerprint(labels: np.ndarray) -> str:
+    """:attr:`SegmentationData.fingerprint` of labels in another order."""
+    h = hashlib.sha1()
+    h.update(str(labels.shape).encode())
+    h.update(np.ascontiguousarray(labels).tobytes())
+    return h.hexdigest()[:12]
+
+
+def _carry_over_legacy(cfg: dict, data: SegmentationData, path: Path, n_units: int) -> None:
+    """Before issue 12 cases and patients were split in plain string order (``img10`` before ``img2``). If a
+    split of this data was saved in that order and none in the natural order yet, write it at ``path`` in the
+    natural order, with the same cases on each side; an ``ordered`` split is not carried over (its test set
+    was the wrong "last" cases) and a warning says that runs on it must be trained again."""
+    sp = cfg["splits"]
+    if data.groups is not None:
+        legacy_units = sorted(set(data.groups))
+        new_units = sorted(set(data.groups), key=natural_key)
+        fingerprint, unit = data.fingerprint, "p"  # only the patients' order changed, not the cases'
+        if legacy_units == new_units:
+            return  # the same order: the same file
+    else:
+        if not Path(data.source).is_dir():
+            return  # an HDF5 set was and is in its stored order; only image folders were sorted by name
+        names = [str(n) for n in data.names]
+        legacy_units = sorted(names)
+        new_units = names
+        if legacy_units == new_units:
+            return  # the same order: the same fingerprint, the same file
+        case_order = sorted(range(len(data)), key=lambda i: names[i])
+        fingerprint, unit = _labels_fingerprint(data.labels[case_order]), "n"
+    if len(set(legacy_units)) != len(legacy_units):
+        return
+    legacy = path.parent / f"{_tag(sp, fingerprint, unit, n_units)}.json"
+    if not legacy.exists():
+        return
+    if sp["protocol"] == "ordered":
+        warnings.warn(f"{legacy} was drawn with the cases in plain string order ('10' before '2'), so its "
+                      f"'ordered' test set was not the last cases; a new split in natural order is saved at {path}. "
+                      "Runs trained on the old split must be trained again (their test cases differ).", stacklevel=3)
+        return
+    old = load_splits(legacy, n=n_units)
+    where = {u: k for k, u in enumerate(new_units)}
+    move = [where[u] for u in legacy_units]  # legacy unit index -> natural-order index
+
+    def moved(idx: list[int]) -> list[int]:
+        return sorted(move[i] for i in idx)
+
+    carried = dict(old, test=moved(old["test"]),
+                   folds=[{"train": moved(f["train"]), "val": moved(f["val"])} for f in old["folds"]],
+                   carried_over_from=str(legacy))
+    if data.groups is not None:
+        carried["names"] = list(new_units)
+    save_splits(carried, path)
 
 
 __all__ = ["run_dir_for", "splits_for"]

@@ -133,7 +133,13 @@ def _check(arr: np.ndarray, path: Path | None, what: str, channel: bool = False)
 
 
 def clip_and_normalize(array: np.ndarray, settings: dict) -> np.ndarray:
-    """Clip to [clip_min, clip_max] and map to [0, 1] (see the module docstring), float32."""
+    """Clip to [clip_min, clip_max] and normalise (see the module docstring), float32.
+
+    ``normalize: zscore`` is nnU-Net's intensity normalisation: ``(v - mean) / std`` after clipping, with the
+    fixed ``mean``/``std`` of the settings (CT: the training set's foreground statistics, so one tissue keeps
+    one value in every volume) or, when they are null, each volume's own mean and std (MR, whose intensities
+    have no absolute scale); a constant volume becomes all zeros instead of NaN.
+    """
     x = torch.as_tensor(np.asarray(array, dtype=np.float32))
     lo, hi = settings["clip_min"], settings["clip_max"]
     mode = settings["normalize"]
@@ -144,6 +150,12 @@ def clip_and_normalize(array: np.ndarray, settings: dict) -> np.ndarray:
         x = x.clamp(min=None if lo is None else float(lo), max=None if hi is None else float(hi))
     if mode == "minmax":
         x = ScaleIntensity(minv=0.0, maxv=1.0)(x)
+    elif mode == "zscore":
+        if settings.get("mean") is not None:
+            mean, std = float(settings["mean"]), float(settings["std"])
+        else:  # each volume's own statistics, in float64 so a large volume's sum does not lose precision
+            mean, std = float(x.double().mean()), float(x.double().std(correction=0))
+        x = (x - mean) / std if std > 1e-8 else torch.zeros_like(x)
     return np.asarray(x, dtype=np.float32)
 
 
@@ -323,6 +335,8 @@ def build_train_transform_3d(cfg: dict | None) -> VolumeTrainTransform | None:
             raise ConfigError(f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
                               f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)")
     patch, pos = patch_settings(cfg)
+    if patch is not None and len(patch) != 3:  # the schema takes [H, W] too (2D patches, medseg.data.transforms)
+        raise ConfigError(f"data.patch_size must be [D, H, W] voxels for 3D volumes, got {list(patch)!r}")
     ts: list = []
     if aug["enabled"]:
         ts += augmentation_transforms(aug)

@@ -2,7 +2,10 @@
 
 The papers report 5-fold cross-validation scored on one held-out test set (RSE-UNet §3.2, ARMS Net §4.1):
 each fold's model predicts the test set; the headline is the mean over folds (± sd), and the box plot shows
-each fold's per-image overlap IoU. Overlays and the confusion matrix use the fold ensemble.
+each fold's per-image IoU of ``task.primary_metric`` (the overlap IoU on the chromosome task). Overlays and the
+confusion matrix use the fold ensemble. The report speaks the task's language (:mod:`medseg.evaluation.report`):
+the chromosome papers' terms and rows for the chromosome task only, a neutral per-class report with the worst
+and best cases for any other; :func:`references_for` picks the published rows (``evaluate.references``).
 
 Without a held-out test set (``splits.test_fraction: 0``, the CTV thesis' 3-fold cross-validation) every
 fold's model is scored on its own validation cases instead: the headline is still the mean over folds, and
@@ -28,14 +31,14 @@ from medseg.config import load_config
 from medseg.data.volumes import load_any_data
 from medseg.errors import DataValidationError
 from medseg.evaluation.paper_numbers import reference_rows
-from medseg.evaluation.report import EvaluationResult, write_report
+from medseg.evaluation.report import CHROMOSOME_PAPERS, EvaluationResult, is_chromosome_task, write_report
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.metrics import SegmentationMetrics
 from medseg.metrics.efficiency import count_parameters, time_inference
 from medseg.artifact import dump_json
 from medseg.data.runs import splits_for
 from medseg.data.splits import fold_indices
-from medseg.data.datasets import SegmentationData
+from medseg.data.datasets import SegmentationData, update_metrics
 
 
 def model_family(model_cfg: dict) -> str:
@@ -64,12 +67,24 @@ def _mean_tree(trees: list):
     return first
 
 
-def references_for(model_cfg: dict) -> list[dict]:
-    """The papers' rows for this model family; none for an architecture the papers do not report."""
+def references_for(cfg: dict) -> list[dict]:
+    """The published rows a run's report sets beside ours (``evaluate.references``).
+
+    ``auto``: the chromosome task (:func:`~medseg.evaluation.report.is_chromosome_task`) gets the chromosome
+    papers' rows for its model family (as before issue 12); any other task only rows of a paper about that
+    task, i.e. the CTV thesis' rows for its model (``ctv_unet3d``) — a U-Net trained on membranes is not
+    compared with the chromosome papers' U-Net. ``none``: no rows. An architecture no paper reports: none.
+    """
+    if cfg.get("evaluate", {}).get("references", "auto") == "none":
+        return []
+    task = cfg["task"]
     try:
-        return reference_rows(model_family(model_cfg))
+        rows = reference_rows(model_family(cfg["model"]))
     except ValueError:
         return []
+    if is_chromosome_task(task["class_names"], task.get("mode", "multiclass")):
+        return rows
+    return [r for r in rows if r.get("paper") not in CHROMOSOME_PAPERS]
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -111,8 +126,9 @@ def _fold_number(pred: Predictor, d: Path) -> int:
 
 
 def _new_metrics(cfg: dict, class_names: list[str]) -> SegmentationMetrics:
-    return SegmentationMetrics(class_names, mode=cfg["task"]["mode"], derived=cfg["task"].get("derived"),
-                               hausdorff=bool(cfg["evaluate"]["hausdorff"]))
+    # every class but task.background is scored (SegmentationMetrics.from_task)
+    return SegmentationMetrics.from_task({**cfg["task"], "class_names": class_names},
+                                         hausdorff=bool(cfg["evaluate"]["hausdorff"]))
 
 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | None = None,
@@ -154,12 +170,12 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             _, val_idx, _ = fold_indices(splits, _fold_number(pred, d))
             idx = np.asarray(val_idx[:limit_test] if limit_test else val_idx, dtype=np.int64)
         labels = data_obj.labels[idx]
-        proba = pred.predict_proba(data_obj.images[idx])
+        proba = pred.predict_proba(data_obj.images[idx], boxes=data_obj.boxes_of(idx))  # boxes: sizes differ
         m = _new_metrics(cfg, class_names)
         if cv_validation:
             fold_pred = pred.labels_from_proba(proba)
             del proba
-            m.update(fold_pred, labels, spacing=spacing_of(idx))
+            update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=spacing_of(idx))
             if confusion is not None:
                 confusion += m.confusion()
             for row, i in zip(m.per_image(), idx.tolist(), strict=True):
@@ -169,7 +185,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             cv_preds.append(fold_pred)
         else:
             probs_sum = proba if probs_sum is None else probs_sum + proba
-            m.update(pred.labels_from_proba(proba), labels, spacing=spacing_of(idx))
+            update_metrics(m, pred.labels_from_proba(proba), labels, boxes=data_obj.boxes_of(idx),
+                           spacing=spacing_of(idx))
         agg = m.aggregate()
         agg["fold"] = d.name
         agg["n_cases"] = int(len(idx))
@@ -205,9 +222,11 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
         preds = predictors[0].labels_from_proba(probs_sum / len(dirs))
         ens_metrics = _new_metrics(cfg, class_names)
-        ens_metrics.update(preds, labels, spacing=spacing_of(test_idx))
+        update_metrics(ens_metrics, preds, labels, boxes=data_obj.boxes_of(test_idx), spacing=spacing_of(test_idx))
         summary["ensemble"] = ens_metrics.aggregate()
         per_image = ens_metrics.per_image()
+        for row, i in zip(per_image, test_idx.tolist(), strict=True):  # name the cases (worst/best in reports)
+            row.update({"case_index": int(i), "case": data_obj.names[int(i)]})
         confusion = ens_metrics.confusion() if multiclass else None
     if confusion is not None:  # not a fold's matrix (what the mean over folds would keep): the one drawn
         summary["confusion_matrix"] = confusion.tolist()
@@ -229,16 +248,20 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     elif int(cfg["task"].get("spatial_dims", 2)) == 3:
         note = ("Synthetic CT-like phantom (medseg.data.phantom): DEMO DATA, not clinical — these numbers show the "
                 "pipeline works, not what the model would reach on patients. Volumes are scored on the preprocessed grid.")
-    else:
+    elif is_chromosome_task(class_names, cfg["task"]["mode"]):
         note = ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
                 "compare the shape of the results with the papers, not the digits.")
+    else:
+        note = (f"Synthesized data ({data_obj.source}): these numbers show the pipeline works, not what the "
+                "model would reach on real images.")
     evaluated_on = ("cross-validation: each fold's model on its own validation fold (no held-out test set)"
                     if cv_validation else "held-out test set")
     result = EvaluationResult(
         run_name=cfg["name"], class_names=class_names, metrics=summary, per_image=per_image,
         images=images, labels=labels, preds=preds, confusion=confusion,
-        fold_values=fold_values, histories=histories, references=references_for(cfg["model"]),
+        fold_values=fold_values, histories=histories, references=references_for(cfg),
         efficiency=efficiency, data_note=note, cross_validation=cv_validation,
+        fold_metric=f"{primary} IoU", primary=primary,
         extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(eval_idx)), "tta": tta,
                "evaluated_on": evaluated_on,
                "folds": [d.name for d in dirs], "model": cfg["model"], "notes": data_obj.notes},

@@ -2,8 +2,14 @@
 
 Figures are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas, never through ``pyplot``, so
 no global backend or figure state is touched and nothing needs a display. Class colours and the legend come
-from :mod:`medseg.palette` (AMFL's convention: background black, α red, β green, overlap blue), the same as
-in the data preview, ``medseg predict``'s overlays and the web viewer.
+from :mod:`medseg.palette` (one palette for any number of classes: background black, then red, green, blue,
+…; for the chromosome task background black, α red, β green, overlap blue), the same as in the data preview,
+``medseg predict``'s overlays and the web viewer.
+
+Overlays: the chromosome task shows images of small, medium and large overlap (:func:`overlay_examples`,
+RSE-UNet Fig. 10); every other task its worst and best cases by mean Dice (:func:`select_worst_best`,
+:func:`case_overlays`), multi-label channels each filled and outlined in its own colour, volumes at their
+slice with the most target (:func:`pick_slices`).
 """
 
 from __future__ import annotations
@@ -15,26 +21,32 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy import ndimage
 
-from medseg.palette import ERROR_RGB, colourize, legend_handles
+from medseg.palette import ERROR_RGB, channel_colours, class_colours, legend_handles
 
 __all__ = [
+    "case_overlays",
+    "channel_overlay",
     "confusion_matrix_figure",
     "fold_boxplot",
     "label_to_rgb",
     "overlay_examples",
+    "pick_slices",
     "select_by_overlap",
+    "select_worst_best",
     "training_curves",
 ]
 
 DPI = 120
 _ERROR_COLOR = tuple(c / 255 for c in ERROR_RGB)  # yellow: wrongly labelled pixel
-_CORRECT_FG = (0.35, 0.35, 0.35)  # grey: correctly labelled chromosome pixel
+_CORRECT_FG = (0.35, 0.35, 0.35)  # grey: correctly labelled foreground pixel
 
 
-def label_to_rgb(label: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(H, W)`` label map to an ``(H, W, 3)`` uint8 RGB image in the class colours of :mod:`medseg.palette`."""
-    return colourize(np.clip(np.asarray(label, dtype=np.int64), 0, n_classes - 1))
+def label_to_rgb(label: np.ndarray, n_classes: int, background: int | None = 0) -> np.ndarray:
+    """``(H, W)`` label map to an ``(H, W, 3)`` uint8 RGB image in the class colours of :mod:`medseg.palette`
+    (class ``background`` black)."""
+    return class_colours(n_classes, background)[np.clip(np.asarray(label, dtype=np.int64), 0, n_classes - 1)]
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -83,30 +95,125 @@ def select_by_overlap(
     return chosen
 
 
-def as_label_slices(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str],
-                    multilabel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
-    """Make volumes and multilabel masks drawable by :func:`overlay_examples`: multilabel (N, C, ...) masks
-    become label maps (class c+1 where mask c is set; later classes over earlier ones, 0 = background) and
-    3D cases become their axial slice with the most true foreground. Returns images, labels, preds,
-    class names and a caption per case (which slice)."""
-    images, labels, preds = np.asarray(images), np.asarray(labels), np.asarray(preds)
-    names = list(class_names)
-    if multilabel:
-        def to_map(m):
-            out = np.zeros(m.shape[:1] + m.shape[2:], dtype=np.uint8)
-            for c in range(m.shape[1]):
-                out[np.asarray(m[:, c]) > 0] = c + 1
-            return out
+def select_worst_best(scores: Sequence[float], k: int = 3) -> tuple[list[int], list[int]]:
+    """Indices of the ``k`` lowest and the ``k`` highest scores (e.g. each case's mean Dice): worst first,
+    then best first. The two lists never share a case: with fewer than ``2 k`` cases each takes half (the
+    worst list the odd one). Ties keep the cases' order; non-finite scores count as the worst."""
+    values = np.asarray(scores, dtype=np.float64)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    n = len(values)
+    if n == 0:
+        return [], []
+    order = [int(i) for i in np.argsort(values, kind="stable")]
+    n_worst = min(int(k), (n + 1) // 2)
+    n_best = min(int(k), n - n_worst)
+    worst = order[:n_worst]
+    best_order = [int(i) for i in np.argsort(-values, kind="stable")]
+    best = [i for i in best_order if i not in worst][:n_best]
+    return worst, best
 
-        labels, preds, names = to_map(labels), to_map(preds), ["background", *names]
-    captions = ["" for _ in range(len(images))]
-    if images.ndim == 4:  # (N, D, H, W) volumes
-        picks = [(int(np.argmax((lab > 0).reshape(lab.shape[0], -1).sum(1)))) for lab in labels]
-        captions = [f"slice {z + 1}/{images.shape[1]}" for z in picks]
-        images = np.stack([img[z] for img, z in zip(images, picks)])
-        labels = np.stack([lab[z] for lab, z in zip(labels, picks)])
-        preds = np.stack([pre[z] for pre, z in zip(preds, picks)])
-    return images, labels, preds, names, captions
+
+def pick_slices(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, *, multilabel: bool,
+                background: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Volumes → one drawable slice per case: the axial slice with the most true foreground (where every
+    slice has as much, the one with the most predicted foreground; failing that, the middle slice). 2D cases
+    pass through.
+
+    ``images`` (N, [D,] H, W); labels/preds (N, [D,] H, W) label maps or (N, C, [D,] H, W) multi-label masks.
+    Foreground: any channel set (multi-label), any class but ``background`` (multi-class; every class when
+    ``background`` is None). Returns images, labels, preds and a caption per case ("slice z/D" or "").
+    """
+    images, labels, preds = np.asarray(images), np.asarray(labels), np.asarray(preds)
+    spatial = labels.ndim - (2 if multilabel else 1)
+    if spatial == 2:
+        return images, labels, preds, ["" for _ in range(len(images))]
+    if spatial != 3 or images.ndim != 4:
+        raise ValueError(f"images {images.shape} and labels {labels.shape} are neither 2D cases nor volumes")
+
+    def fg(m: np.ndarray) -> np.ndarray:  # (D, H, W) or (C, D, H, W) → per-slice foreground pixel counts
+        if multilabel:
+            mask = np.asarray(m).any(axis=0)
+        elif background is None:
+            mask = np.ones(m.shape, bool)
+        else:
+            mask = np.asarray(m) != background
+        return mask.reshape(mask.shape[0], -1).sum(axis=1)
+
+    picks, captions = [], []
+    for lab, pre in zip(labels, preds, strict=True):
+        t, p = fg(lab), fg(pre)
+        z = int(np.argmax(t)) if t.max() > t.min() else int(np.argmax(p)) if p.max() > p.min() else len(t) // 2
+        picks.append(z)
+        captions.append(f"slice {z + 1}/{len(t)}")
+    axis = 1 if multilabel else 0  # the depth axis of one case's labels
+
+    def take(arr: np.ndarray) -> np.ndarray:
+        return np.stack([np.take(a, z, axis=axis) for a, z in zip(arr, picks, strict=True)])
+
+    return np.stack([img[z] for img, z in zip(images, picks, strict=True)]), take(labels), take(preds), captions
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    """An image as (H, W) grey in [0, 1]: channels-first single channel squeezed, a 1–99 % window."""
+    img = np.asarray(img, dtype=np.float64)
+    if img.ndim == 3 and img.shape[0] in (1, 3):
+        img = img[0] if img.shape[0] == 1 else img.mean(axis=0)
+    finite = img[np.isfinite(img)]
+    if finite.size == 0:
+        return np.zeros(img.shape, np.float64)
+    lo, hi = np.percentile(finite, (1, 99))
+    if hi <= lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    if hi <= lo:
+        return np.zeros(img.shape, np.float64)
+    return np.clip(np.nan_to_num((img - lo) / (hi - lo)), 0.0, 1.0)
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """The boundary pixels of a 2D mask: the mask minus its erosion."""
+    return mask & ~ndimage.binary_erosion(mask, border_value=0)
+
+
+def channel_overlay(image: np.ndarray, masks: np.ndarray, alpha: float = 0.35) -> np.ndarray:
+    """Multi-label drawing: ``(H, W)`` image in grey with every channel of ``masks`` ``(C, H, W)`` filled
+    (blended at ``alpha``) and outlined in its own colour (:func:`medseg.palette.channel_colours`), so
+    overlapping channels all stay visible. Returns (H, W, 3) uint8; each outline is the exact channel colour.
+    """
+    masks = np.asarray(masks).astype(bool)
+    rgb = np.repeat(_grey(image)[..., None], 3, axis=-1)
+    colours = channel_colours(len(masks)).astype(np.float64) / 255
+    for mask, colour in zip(masks, colours, strict=True):
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour
+    for mask, colour in zip(masks, colours, strict=True):
+        rgb[_edges(mask)] = colour
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def _error_map(wrong: np.ndarray, correct_fg: np.ndarray) -> np.ndarray:
+    err = np.zeros(wrong.shape + (3,), dtype=np.float32)
+    err[correct_fg & ~wrong] = _CORRECT_FG
+    err[wrong] = _ERROR_COLOR
+    return err
+
+
+def _grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]], handles: list,
+          path: str | Path) -> None:
+    """Rows of image | ground truth | prediction | error map, each panel with its title; legend below."""
+    fig = _new_figure(4 * 2.3, len(rows) * 2.35 + 0.5)
+    axes = fig.subplots(len(rows), 4, squeeze=False)
+    for r, (img, truth, pred, err, titles) in enumerate(rows):
+        axes[r, 0].imshow(img, cmap="gray", interpolation="nearest")
+        for a, panel in zip(axes[r, 1:], (truth, pred, err), strict=True):
+            a.imshow(panel, interpolation="nearest")
+        for a, title in zip(axes[r], titles, strict=True):
+            a.set_title(title, fontsize=8)
+            a.set_xticks([])
+            a.set_yticks([])
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    n_legend_rows = math.ceil(len(handles) / 6)
+    fig.subplots_adjust(bottom=(0.3 + 0.2 * n_legend_rows) / (len(rows) * 2.35 + 0.5) + 0.02, hspace=0.3,
+                        wspace=0.05)
+    _save(fig, path)
 
 
 def overlay_examples(
@@ -117,11 +224,13 @@ def overlay_examples(
     path: str | Path,
     indices: Sequence[int] | None = None,
 ) -> list[int]:
-    """Rows of image | ground truth | prediction | error map; returns the image indices shown.
+    """The chromosome task's overlays: rows of image | ground truth | prediction | error map; returns the
+    image indices shown.
 
     By default three images with small, medium and large true overlap (10th/50th/90th percentile of the
-    overlap area among images that have overlap). Error map: yellow = wrong label, grey = correct
-    non-background, black = correct background.
+    overlap area among images that have overlap), each titled with its overlap area and overlap IoU.
+    Error map: yellow = wrong label, grey = correct non-background, black = correct background. Other tasks
+    take :func:`case_overlays`.
     """
     images, labels, preds = np.asarray(images), np.asarray(labels), np.asarray(preds)
     if labels.shape != preds.shape or images.shape[0] != labels.shape[0]:
@@ -132,36 +241,72 @@ def overlay_examples(
     if not idx:
         raise ValueError("no images to show")
     captions = ("small", "medium", "large") if indices is None and len(idx) == 3 else None
-    fig = _new_figure(4 * 2.3, len(idx) * 2.35 + 0.5)
-    axes = fig.subplots(len(idx), 4, squeeze=False)
+    rows = []
     for r, i in enumerate(idx):
-        img, lab, pre = images[i], labels[i], preds[i]
-        if img.ndim == 3 and img.shape[0] in (1, 3):  # channels-first
-            img = img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1)
+        lab, pre = labels[i], preds[i]
         wrong = lab != pre
-        err = np.zeros(lab.shape + (3,), dtype=np.float32)
-        err[(~wrong) & (lab != 0)] = _CORRECT_FG
-        err[wrong] = _ERROR_COLOR
         t_ov, p_ov = lab == ov, pre == ov
         union = np.count_nonzero(t_ov | p_ov)
         ov_iou = np.count_nonzero(t_ov & p_ov) / union if union else 1.0
-        axes[r, 0].imshow(img, cmap="gray", interpolation="nearest")
-        axes[r, 1].imshow(label_to_rgb(lab, n_classes), interpolation="nearest")
-        axes[r, 2].imshow(label_to_rgb(pre, n_classes), interpolation="nearest")
-        axes[r, 3].imshow(err, interpolation="nearest")
         size = f"{captions[r]} overlap, " if captions else ""
-        axes[r, 0].set_title(f"#{i}: {size}{int(t_ov.sum())} px", fontsize=8)
-        axes[r, 1].set_title("ground truth", fontsize=8)
-        axes[r, 2].set_title(f"prediction (overlap IoU {100 * ov_iou:.1f}%)", fontsize=8)
-        axes[r, 3].set_title(f"errors: {int(wrong.sum())} px", fontsize=8)
-        for a in axes[r]:
-            a.set_xticks([])
-            a.set_yticks([])
-    handles = legend_handles(class_names, error=True)
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.subplots_adjust(bottom=0.5 / (len(idx) * 2.35 + 0.5) + 0.02, hspace=0.25, wspace=0.05)
-    _save(fig, path)
+        titles = (f"#{i}: {size}{int(t_ov.sum())} px", "ground truth", f"prediction (overlap IoU {100 * ov_iou:.1f}%)",
+                  f"errors: {int(wrong.sum())} px")
+        rows.append((_grey(images[i]), label_to_rgb(lab, n_classes), label_to_rgb(pre, n_classes),
+                     _error_map(wrong, lab != 0), titles))
+    _grid(rows, legend_handles(class_names, error=True), path)
     return [int(i) for i in idx]
+
+
+def case_overlays(
+    images: np.ndarray,
+    labels: np.ndarray,
+    preds: np.ndarray,
+    class_names: Sequence[str],
+    path: str | Path,
+    indices: Sequence[int],
+    titles: Sequence[str],
+    *,
+    multilabel: bool = False,
+    background: int | None = 0,
+) -> list[int]:
+    """Any task's overlays: one row per case of ``indices`` (image | ground truth | prediction | error map),
+    the first panel titled with ``titles[r]`` (e.g. "worst 1: case_7, mean Dice 41.2 %").
+
+    Multi-class: label maps in the class colours (class ``background`` black), a legend of every class.
+    Multi-label (``labels``/``preds`` (N, C, H, W) masks): the image with each channel filled and outlined
+    in its own colour (:func:`channel_overlay`), so overlapping channels all show. 2D cases only: take a
+    slice of volumes first (:func:`pick_slices`). Error map: yellow = a pixel with any class/channel wrong,
+    grey = correct foreground. Returns the indices shown.
+    """
+    images, labels, preds = np.asarray(images), np.asarray(labels), np.asarray(preds)
+    if labels.shape != preds.shape or images.shape[0] != labels.shape[0]:
+        raise ValueError(f"images {images.shape}, labels {labels.shape}, preds {preds.shape} do not match")
+    idx = [int(i) for i in indices]
+    if not idx:
+        raise ValueError("no cases to show")
+    if len(titles) != len(idx):
+        raise ValueError(f"{len(titles)} titles for {len(idx)} cases")
+    n = len(class_names)
+    if multilabel and labels.shape[1] != n:
+        raise ValueError(f"multi-label masks have {labels.shape[1]} channels for {n} class names")
+    rows = []
+    for i, title in zip(idx, titles, strict=True):
+        lab, pre = labels[i], preds[i]
+        if multilabel:
+            lab, pre = lab.astype(bool), pre.astype(bool)
+            wrong = (lab != pre).any(axis=0)
+            truth_rgb, pred_rgb = channel_overlay(images[i], lab), channel_overlay(images[i], pre)
+            fg = lab.any(axis=0)
+        else:
+            wrong = lab != pre
+            truth_rgb = label_to_rgb(lab, n, background)
+            pred_rgb = label_to_rgb(pre, n, background)
+            fg = np.ones(lab.shape, bool) if background is None else lab != background
+        rows.append((_grey(images[i]), truth_rgb, pred_rgb, _error_map(wrong, fg),
+                     (title, "ground truth", "prediction", f"errors: {int(wrong.sum())} px")))
+    handles = legend_handles(class_names, error=True, background_index=background, multilabel=multilabel)
+    _grid(rows, handles, path)
+    return idx
 
 
 def confusion_matrix_figure(

@@ -1,4 +1,14 @@
-"""Evaluation report: ``metrics.json``, figures and a Markdown ``report.md`` comparing a run with the papers.
+"""Evaluation report: ``metrics.json``, figures and a Markdown ``report.md`` in the task's own terms.
+
+The chromosome task (``task.class_names`` = :data:`~medseg.config_schema.CHROMOSOME_CLASSES`) is reported as
+the overlapping-chromosome papers report it: overlap IoU and α/β IoU in each paper's definition beside the
+published rows, overlays at small/medium/large overlap, the papers' figure and equation numbers. Every other
+task (a membrane, an organ, a CT target, multi-label or not) gets a neutral report: a per-class table of Dice,
+IoU, precision, recall and Hausdorff distance (in mm where the spacing is known) for every scored class (the
+metrics' ``mean_over``: every class but ``task.background``), its worst and best cases by mean Dice over the
+scored classes (names, numbers, overlays coloured per class with a legend; multi-label channels each filled
+and outlined in its own colour), and published numbers only where they belong to the task (the CTV thesis'
+Dice for its model), never the chromosome papers' rows or words.
 
 ``write_report`` builds everything in a temporary folder inside ``out_dir`` and then moves the files into
 place, figures first and ``report.md`` last, so a crash while drawing or writing leaves either the previous
@@ -22,13 +32,41 @@ from typing import Any
 
 import numpy as np
 
+from medseg.config_schema import CHROMOSOME_CLASSES
 from medseg.evaluation import figures
-from medseg.evaluation.paper_numbers import ACCURACY_DEFINITIONS, ALPHA_BETA_DEFINITIONS, COMPLETE, NON_OVERLAP
+from medseg.evaluation.paper_numbers import (
+    ACCURACY_DEFINITIONS,
+    ALPHA_BETA_DEFINITIONS,
+    COMPLETE,
+    NON_OVERLAP,
+    PAPERS,
+)
 
-__all__ = ["EvaluationResult", "fold_summary", "resolve_headline", "write_report"]
+__all__ = [
+    "CHROMOSOME_PAPERS",
+    "EvaluationResult",
+    "case_scores",
+    "fold_summary",
+    "is_chromosome_task",
+    "resolve_headline",
+    "scored_classes",
+    "task_references",
+    "write_report",
+]
 
 DASH = "—"
 HEADLINE_ROLES = ("overlap", "alpha", "beta", "alpha_whole", "beta_whole")
+#: the overlapping-chromosome papers (their rows and definitions belong to the chromosome task only)
+CHROMOSOME_PAPERS = frozenset(p for p in PAPERS if p != "ctv_thesis")
+N_CASES_SHOWN = 3  # worst and best cases each
+_MAX_CLASS_COLUMNS = 8  # the cases table names each class's Dice up to this many scored classes
+
+
+def is_chromosome_task(class_names: Sequence[str], mode: str = "multiclass") -> bool:
+    """True for the overlapping-chromosome task: multi-class with exactly the four classes of
+    :data:`~medseg.config_schema.CHROMOSOME_CLASSES` (background, chromosome_alpha, chromosome_beta, overlap).
+    Only this task's reports speak of α/β/overlap and set the chromosome papers beside ours."""
+    return mode == "multiclass" and [str(c) for c in class_names] == list(CHROMOSOME_CLASSES)
 
 
 @dataclass
@@ -49,10 +87,56 @@ class EvaluationResult:
     efficiency: dict = field(default_factory=dict)  # {"params", "cpu_ms", "gpu_ms"} (or *_ms_per_image) + extras
     data_note: str = ""  # e.g. "synthesized Pommier-procedure data, not the real set"
     extra: dict = field(default_factory=dict)
-    fold_metric: str = "overlap IoU"  # what fold_values hold
+    # what fold_values hold; None: "overlap IoU" for the chromosome task, "<primary> IoU" (or "IoU") otherwise
+    fold_metric: str | None = None
     # True: no held-out test set; each fold's model was scored on its own validation fold (cross-validation)
     # and per_image / images / labels / preds / confusion cover the validation cases of every fold.
     cross_validation: bool = False
+    # the chromosome task (papers' terms and rows)? None: detected from class_names (is_chromosome_task)
+    chromosome: bool | None = None
+    primary: str | None = None  # task.primary_metric: its Dice is the neutral report's training-curve metric
+
+    @property
+    def mode(self) -> str:
+        """"multiclass" or "multilabel": the metrics' mode, else read from the arrays' shapes."""
+        mode = self.metrics.get("mode") if isinstance(self.metrics, Mapping) else None
+        if mode in ("multiclass", "multilabel"):
+            return str(mode)
+        if self.images is not None and self.labels is not None and np.ndim(self.labels) == np.ndim(self.images) + 1:
+            return "multilabel"
+        return "multiclass"
+
+    @property
+    def is_chromosome(self) -> bool:
+        """Whether this report speaks the chromosome papers' language (see :func:`is_chromosome_task`)."""
+        return is_chromosome_task(self.class_names, self.mode) if self.chromosome is None else bool(self.chromosome)
+
+    @property
+    def background(self) -> int | None:
+        """Index of the background class as the metrics scored it (their ``background``: a class name or
+        None), class 0 for metrics that do not say (multi-class), None for a multi-label task."""
+        if self.mode == "multilabel":
+            return None
+        if not isinstance(self.metrics, Mapping) or "background" not in self.metrics:
+            return 0
+        name = self.metrics["background"]
+        if name is None:
+            return None
+        if isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(self.class_names):
+            return name
+        if str(name) in self.class_names:
+            return list(self.class_names).index(str(name))
+        raise ValueError(f"metrics name {name!r} as the background class, which is not one of the classes "
+                         f"{list(self.class_names)}")
+
+    @property
+    def fold_label(self) -> str:
+        """What the per-fold values are, in words."""
+        if self.fold_metric:
+            return self.fold_metric
+        if self.is_chromosome:
+            return "overlap IoU"
+        return f"{self.primary} IoU" if self.primary else "IoU"
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -245,11 +329,70 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------------------------------ task terms
+def scored_classes(result: EvaluationResult) -> list[str]:
+    """The classes the metrics scored one by one and averaged (their ``mean_over``: every class but the
+    background one), else every ``per_class`` entry that is not a derived structure."""
+    m = result.metrics
+    if isinstance(m.get("mean_over"), list) and m["mean_over"]:
+        return [str(n) for n in m["mean_over"]]
+    per_class = m.get("per_class", {})
+    return [n for n, v in per_class.items() if not (isinstance(v, Mapping) and "members" in v)]
+
+
+def case_scores(result: EvaluationResult) -> list[float | None]:
+    """Each per-image row's mean Dice over the scored classes (None where the row holds none of them)."""
+    scored = scored_classes(result)
+    out: list[float | None] = []
+    for row in result.per_image:
+        vals = [_num(row.get(f"dice/{c}")) for c in scored] if isinstance(row, Mapping) else []
+        vals = [v for v in vals if v is not None]
+        out.append(statistics.fmean(vals) if vals else None)
+    return out
+
+
+def task_references(result: EvaluationResult) -> list[dict]:
+    """The published rows this report may show: all of them for the chromosome task; for any other task only
+    rows that are not the chromosome papers' (e.g. the CTV thesis' Dice for its model)."""
+    if result.is_chromosome:
+        return list(result.references)
+    return [r for r in result.references if r.get("paper") not in CHROMOSOME_PAPERS]
+
+
+def _case_name(result: EvaluationResult, i: int) -> str:
+    row = result.per_image[i] if 0 <= i < len(result.per_image) else {}
+    name = row.get("case") if isinstance(row, Mapping) else None
+    return str(name) if name is not None else f"#{i}"
+
+
+def _worst_best(result: EvaluationResult) -> dict[str, Any] | None:
+    """The worst and best cases by mean Dice over the scored classes: {"worst": [...], "best": [...]}, each
+    entry with the case's position, name, fold (cross-validation), mean Dice and every scored class's Dice."""
+    scores = case_scores(result)
+    if not scores or all(v is None for v in scores):
+        return None
+    worst, best = figures.select_worst_best([math.nan if v is None else v for v in scores], N_CASES_SHOWN)
+    scored = scored_classes(result)
+
+    def entry(i: int) -> dict[str, Any]:
+        row = result.per_image[i]
+        e: dict[str, Any] = {"index": i, "case": _case_name(result, i), "mean_dice": scores[i],
+                             "dice": {c: _num(row.get(f"dice/{c}")) for c in scored}}
+        if row.get("fold") is not None:
+            e["fold"] = row["fold"]
+        return e
+
+    return {"score": "mean Dice over " + ", ".join(scored), "worst": [entry(i) for i in worst],
+            "best": [entry(i) for i in best]}
+
+
 # ------------------------------------------------------------------------------------------ figures
-def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+def _draw_figures(result: EvaluationResult, fig_dir: Path,
+                  cases: Mapping[str, Any] | None) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Draw the figures whose inputs are present. Returns ([(file, title, caption)], [problems])."""
     drawn: list[tuple[str, str, str]] = []
     problems: list[str] = []
+    chromosome = result.is_chromosome
 
     def attempt(name: str, title: str, fn, caption_fn) -> None:
         try:
@@ -259,22 +402,9 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[s
             problems.append(f"{name}: {type(exc).__name__}: {exc}")
             warnings.warn(f"figure {name} not drawn: {exc}", RuntimeWarning, stacklevel=3)
 
-    multilabel = result.labels is not None and result.preds is not None and result.labels.ndim == result.images.ndim + 1 \
-        if result.images is not None else False
-    if result.images is not None and (multilabel or result.images.ndim == 4) and result.preds is not None:
-        # Volumes / multilabel masks: the axial slice with the most target of a few cases.
-        imgs, labs, preds, names, where = figures.as_label_slices(result.images, result.labels, result.preds,
-                                                                   result.class_names, multilabel)
-        pick = list(range(min(3, len(imgs))))
-        attempt(
-            "overlays.png",
-            "Examples: image | ground truth | prediction | errors",
-            lambda p: figures.overlay_examples(imgs, labs, preds, names, p, indices=pick),
-            lambda idx: ("Validation cases " if result.cross_validation else "Cases ")
-            + ", ".join(f"#{i} ({where[i]}{_fold_of(result, i, ', ')})" for i in idx) + " — each at its slice with the most "
-            "true foreground. Errors yellow.",
-        )
-    elif result.images is not None and result.labels is not None and result.preds is not None:
+    have_arrays = result.images is not None and result.labels is not None and result.preds is not None
+    multilabel = result.mode == "multilabel"
+    if have_arrays and chromosome and not multilabel and np.ndim(result.images) == 3:
         attempt(
             "overlays.png",
             "Examples: image | ground truth | prediction | errors",
@@ -284,6 +414,35 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[s
             + " (small, medium and large true overlap: 10th/50th/90th percentile of overlap area). "
             "Colours: background black, α red, β green, overlap blue; errors yellow.",
         )
+    elif have_arrays and cases is not None:
+        shown = [("worst", k + 1, e) for k, e in enumerate(cases["worst"])] + \
+                [("best", k + 1, e) for k, e in enumerate(cases["best"])]
+        background = result.background
+
+        def draw(path: Path) -> list[int]:
+            idx = [e["index"] for _, _, e in shown]
+            imgs, labs, preds, where = figures.pick_slices(
+                np.asarray(result.images)[idx], np.asarray(result.labels)[idx], np.asarray(result.preds)[idx],
+                multilabel=multilabel, background=background)
+            titles = [f"{kind} {k}: {e['case']}{_fold_of(result, e['index'])}{', ' + w if w else ''}\n"
+                      f"mean Dice {_pct(e['mean_dice'], 1)} %" for (kind, k, e), w in zip(shown, where, strict=True)]
+            figures.case_overlays(imgs, labs, preds, result.class_names, path, range(len(idx)), titles,
+                                  multilabel=multilabel, background=background)
+            return idx
+
+        colours = ("each channel filled and outlined in its colour (channels may share pixels)" if multilabel
+                   else "classes in the legend's colours" + (f", {result.class_names[background]} black"
+                                                            if background is not None else ""))
+        attempt(
+            "overlays.png",
+            "Worst and best cases: image | ground truth | prediction | errors",
+            draw,
+            lambda idx: f"The {len(cases['worst'])} worst and {len(cases['best'])} best "
+            + ("validation cases" if result.cross_validation else "test cases")
+            + f" by {cases['score']}"
+            + ("; volumes at their slice with the most true foreground" if np.ndim(result.images) == 4 else "")
+            + f". Colours: {colours}; errors yellow.",
+        )
     cm = result.confusion
     if cm is None and result.metrics.get("confusion_matrix") is not None:
         cm = np.asarray(result.metrics["confusion_matrix"])
@@ -292,113 +451,112 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path) -> tuple[list[tuple[s
             "confusion_matrix.png",
             f"Confusion matrix ({_scored_on(result)})",
             lambda p: figures.confusion_matrix_figure(cm, result.class_names, p, normalize=True),
-            lambda _: "Rows = true class, columns = predicted class, each row as % of its true pixels (AMFL Fig. 5)."
+            lambda _: "Rows = true class, columns = predicted class, each row as % of its true pixels"
+            + (" (AMFL Fig. 5)." if chromosome else ".")
             + (" Summed over the validation cases of every fold." if result.cross_validation else ""),
         )
     if result.fold_values:
+        label = result.fold_label
         attempt(
             "folds.png",
-            f"Per-fold {result.fold_metric}",
+            f"Per-fold {label}",
             lambda p: figures.fold_boxplot(
-                {k: [100 * float(x) for x in v] for k, v in result.fold_values.items()},
+                {k: [100 * float(x) for x in v if _num(x) is not None] for k, v in result.fold_values.items()},
                 p,
-                ylabel=f"{result.fold_metric} (%)",
+                ylabel=f"{label} (%)",
             ),
-            lambda _: f"Per-image {result.fold_metric} of each fold's model on "
+            lambda _: f"Per-image {label} of each fold's model on "
             + ("its own validation cases (cross-validation, no held-out test set)." if result.cross_validation
-               else "the held-out test images (as ARMS Fig. 6)."),
+               else "the held-out test images" + (" (as ARMS Fig. 6)." if chromosome else ".")),
         )
     if result.histories:
+        metric = None
+        if not chromosome and result.primary:
+            recorded = {k for rows in result.histories.values() for r in rows for k in r}
+            metric = next((k for k in (f"val_dice/{result.primary}", f"val_iou/{result.primary}") if k in recorded),
+                          None)
         attempt(
             "training_curves.png",
             "Training curves",
-            lambda p: figures.training_curves(result.histories, p),
+            lambda p: figures.training_curves(result.histories, p, metric=metric),
             lambda _: "Loss (train solid, validation dashed), validation metric and learning rate per epoch.",
         )
     return drawn, problems
 
 
 # ------------------------------------------------------------------------------------------ markdown
-def _markdown(
-    result: EvaluationResult,
-    roles: Mapping[str, str | None],
-    drawn: Sequence[tuple[str, str, str]],
-    problems: Sequence[str],
-    folds: Mapping[str, Mapping[str, Any]],
-) -> str:
+def _classes_line(result: EvaluationResult, hd_words: str) -> str:
+    m = result.metrics
+    n = m.get("n_images")
+    unit = "images" if result.is_chromosome else "cases"
+    head = (f"{result.extra.get('evaluated_on', 'held-out test set').capitalize()}: "
+            f"{n if n is not None else DASH} {unit}{' per fold (mean)' if result.cross_validation else ''}; ")
+    tail = f". Values in % (two decimals) except Hausdorff distances ({hd_words})."
+    if result.is_chromosome:
+        return head + "classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names)) + tail
+    if result.mode == "multilabel":
+        return (head + "structures (multi-label channels, each scored on its own): "
+                + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names)) + tail)
+    bg = result.background
+    scored = set(scored_classes(result))
+    names = [f"{i} {c}" + (" (background, not scored)" if i == bg and c not in scored else "")
+             for i, c in enumerate(result.class_names)]
+    scope = "every class scored (no background class)" if bg is None else "scored: " + ", ".join(scored_classes(result))
+    return head + "classes: " + ", ".join(names) + f"; {scope}" + tail
+
+
+def _headline_section(result: EvaluationResult, roles: Mapping[str, str | None]) -> list[str]:
+    """The chromosome papers' comparison: our three rows in each paper's definitions and the published rows."""
+    L = ["## Ours vs the papers", ""]
+    header = ["row", "overlap IoU", "α IoU", "β IoU", "accuracy", "mean IoU", "α/β IoU is", "accuracy is", "source"]
+    rows = []
+    for r in _ours_rows(result, roles):
+        rows.append(
+            [r["label"], _pct(r["overlap_iou"]), _pct(r["alpha_iou"]), _pct(r["beta_iou"]), _pct(r["accuracy"]),
+             _pct(r["mean_iou"]), _AB_SHORT[r["alpha_beta_definition"]], _ACC_SHORT[r["accuracy_definition"]],
+             "this run"]
+        )
+    headline_refs = [
+        ref
+        for ref in result.references
+        if any(_num(ref.get(k)) is not None for k in ("overlap_iou", "alpha_iou", "beta_iou", "accuracy", "mean_iou"))
+    ]
+    for ref in headline_refs:
+        rows.append(
+            [str(ref.get("method", DASH)), _published(ref.get("overlap_iou")), _published(ref.get("alpha_iou")),
+             _published(ref.get("beta_iou")), _published(ref.get("accuracy")), _published(ref.get("mean_iou")),
+             _AB_SHORT.get(ref.get("alpha_beta_definition"), str(ref.get("alpha_beta_definition"))),
+             _ACC_SHORT.get(ref.get("accuracy_definition"), str(ref.get("accuracy_definition"))),
+             str(ref.get("source", DASH))]
+        )
+    L += _table(header, rows)
+    L += [
+        "",
+        "Our three rows are the same predictions scored with each paper's definitions: α/β IoU of the "
+        f"non-overlap regions ({ALPHA_BETA_DEFINITIONS[NON_OVERLAP]}) or of the complete chromosomes "
+        f"({ALPHA_BETA_DEFINITIONS[COMPLETE]}); accuracy as {ACCURACY_DEFINITIONS['foreground_accuracy']}, "
+        f"{ACCURACY_DEFINITIONS['derived_accuracy']}, or {ACCURACY_DEFINITIONS['pixel_accuracy']}. "
+        "Ours are means over "
+        + ("each fold's validation images, then over the folds" if result.cross_validation else "test images")
+        + "; mean IoU is over the non-background classes (AMFL does not say which "
+        "classes its average covers). Published numbers are shown unrounded, as the papers print them.",
+    ]
+    if not headline_refs:
+        L += ["", "_No reference rows were given for this run._"]
+    notes = [f"{ref.get('source')}, {ref.get('method')}: {ref['note']}" for ref in headline_refs if ref.get("note")]
+    if notes:
+        L += ["", "Notes on the published rows:", ""] + [f"- {t}" for t in notes]
+    missing = [r for r, v in roles.items() if v is None]
+    if missing:
+        L += ["", f"_Not available in these metrics: {', '.join(missing)} (shown as {DASH})._"]
+    L.append("")
+    return L
+
+
+def _chromosome_class_table(result: EvaluationResult, hd_unit: str, hd_words: str) -> list[str]:
     m = result.metrics
     per_class = m.get("per_class", {})
-    L: list[str] = [f"# Evaluation report: {result.run_name}", ""]
-    if result.data_note:
-        L += [f"**{result.data_note}**", ""]
-    n = m.get("n_images")
-    hd_unit = _hd_unit(result)
-    hd_words = {"mm": "in mm", "px": "in pixels, no spacing known"}.get(hd_unit, f"in {hd_unit}")
-    if result.cross_validation:
-        n_cases = m.get("n_cases", len(result.per_image) or None)
-        L += [
-            f"**Cross-validation on the validation folds** (no held-out test set): each fold's model is scored on "
-            f"its own validation cases, {n_cases if n_cases is not None else DASH} cases over "
-            f"{m.get('n_folds', len(result.fold_values)) or DASH} folds. Metric tables show the mean over the folds; "
-            "per-image rows, overlays and the confusion matrix cover every fold's validation cases.",
-            "",
-        ]
-    L += [
-        f"{result.extra.get('evaluated_on', 'held-out test set').capitalize()}: "
-        f"{n if n is not None else DASH} images{' per fold (mean)' if result.cross_validation else ''}; classes: "
-        + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names))
-        + f". Values in % (two decimals) except Hausdorff distances ({hd_words}).",
-        "",
-    ]
-
-    # ---- headline (the chromosome papers' definitions: only for a task with an overlap class)
-    if roles.get("overlap") is not None:
-        L += ["## Ours vs the papers", ""]
-        header = ["row", "overlap IoU", "α IoU", "β IoU", "accuracy", "mean IoU", "α/β IoU is", "accuracy is", "source"]
-        rows = []
-        for r in _ours_rows(result, roles):
-            rows.append(
-                [r["label"], _pct(r["overlap_iou"]), _pct(r["alpha_iou"]), _pct(r["beta_iou"]), _pct(r["accuracy"]),
-                 _pct(r["mean_iou"]), _AB_SHORT[r["alpha_beta_definition"]], _ACC_SHORT[r["accuracy_definition"]],
-                 "this run"]
-            )
-        headline_refs = [
-            ref
-            for ref in result.references
-            if any(_num(ref.get(k)) is not None for k in ("overlap_iou", "alpha_iou", "beta_iou", "accuracy", "mean_iou"))
-        ]
-        for ref in headline_refs:
-            rows.append(
-                [str(ref.get("method", DASH)), _published(ref.get("overlap_iou")), _published(ref.get("alpha_iou")),
-                 _published(ref.get("beta_iou")), _published(ref.get("accuracy")), _published(ref.get("mean_iou")),
-                 _AB_SHORT.get(ref.get("alpha_beta_definition"), str(ref.get("alpha_beta_definition"))),
-                 _ACC_SHORT.get(ref.get("accuracy_definition"), str(ref.get("accuracy_definition"))),
-                 str(ref.get("source", DASH))]
-            )
-        L += _table(header, rows)
-        L += [
-            "",
-            "Our three rows are the same predictions scored with each paper's definitions: α/β IoU of the "
-            f"non-overlap regions ({ALPHA_BETA_DEFINITIONS[NON_OVERLAP]}) or of the complete chromosomes "
-            f"({ALPHA_BETA_DEFINITIONS[COMPLETE]}); accuracy as {ACCURACY_DEFINITIONS['foreground_accuracy']}, "
-            f"{ACCURACY_DEFINITIONS['derived_accuracy']}, or {ACCURACY_DEFINITIONS['pixel_accuracy']}. "
-            "Ours are means over "
-            + ("each fold's validation images, then over the folds" if result.cross_validation else "test images")
-            + "; mean IoU is over the non-background classes (AMFL does not say which "
-            "classes its average covers). Published numbers are shown unrounded, as the papers print them.",
-        ]
-        if not headline_refs:
-            L += ["", "_No reference rows were given for this run._"]
-        notes = [f"{ref.get('source')}, {ref.get('method')}: {ref['note']}" for ref in headline_refs if ref.get("note")]
-        if notes:
-            L += ["", "Notes on the published rows:", ""] + [f"- {t}" for t in notes]
-        missing = [r for r, v in roles.items() if v is None]
-        if missing:
-            L += ["", f"_Not available in these metrics: {', '.join(missing)} (shown as {DASH})._"]
-        L.append("")
-
-    # ---- per-class table
-    L += [f"## Per-class metrics ({_scored_on(result)})", ""]
+    L = [f"## Per-class metrics ({_scored_on(result)})", ""]
     has_hd = any("hausdorff" in v for v in per_class.values())
     header = ["structure", "IoU", "Dice", "precision", "recall", "FNR", "FPR", f"Hausdorff ({hd_unit})", "pooled IoU",
               "pooled Dice", "images with it"]
@@ -445,10 +603,144 @@ def _markdown(
         + ".",
         "",
     ]
+    return L
+
+
+def _class_table(result: EvaluationResult, hd_unit: str, hd_words: str) -> list[str]:
+    """Any other task: Dice, IoU, precision, recall and Hausdorff of every scored class (then the derived
+    structures and the mean over the scored classes)."""
+    m = result.metrics
+    per_class = m.get("per_class", {})
+    scored = scored_classes(result)
+    derived = [n for n, v in per_class.items() if isinstance(v, Mapping) and "members" in v]
+    has_hd = any("hausdorff" in v for v in per_class.values())
+    L = [f"## Per-class metrics ({_scored_on(result)})", ""]
+    header = ["class", "Dice", "IoU", "precision", "recall", f"Hausdorff ({hd_unit})", "pooled Dice", "pooled IoU",
+              "cases with it"]
+
+    def cells(label: str, v: Mapping[str, Any], present: str) -> list[str]:
+        return [label, _pct(v.get("dice")), _pct(v.get("iou")), _pct(v.get("precision")), _pct(v.get("recall")),
+                _plain(v.get("hausdorff"), 3) if has_hd else DASH, _pct(v.get("dice_pooled")),
+                _pct(v.get("iou_pooled")), present]
+
+    rows = [cells(name, per_class.get(name, {}), str(per_class.get(name, {}).get("n_images_present", DASH)))
+            for name in scored]
+    rows += [cells(f"{name} (= {' + '.join(per_class[name]['members'])})", per_class[name],
+                   str(per_class[name].get("n_images_present", DASH))) for name in derived]
+    mean = m.get("mean", {})
+    if mean:
+        rows.append(cells(f"**mean** ({', '.join(m.get('mean_over', scored))})", mean, DASH))
+    L += _table(header, rows)
+    hd_kind = m.get("hausdorff_points", "all")
+    bg = result.background
+    L += [
+        "",
+        ("Means over each fold's validation cases, then over the folds; pooled = from the confusion counts summed "
+         "over a fold's cases (then averaged over the folds). " if result.cross_validation else
+         "Means over cases; pooled = from the confusion counts summed over all cases. ")
+        + ("Every class is scored (no background class). " if bg is None and result.mode == "multiclass" else
+           "" if bg is None else f"Class {bg} ({result.class_names[bg]}) is the background and is not scored. ")
+        + f"Hausdorff distance over {'all points of the two sets' if hd_kind == 'all' else 'the boundary points'}"
+        + (f", {m['hausdorff_percentile']}th percentile" if m.get("hausdorff_percentile") is not None else "")
+        + f", in {'mm on the scored grid' if hd_unit == 'mm' else hd_words.removeprefix('in ')}"
+        + ". An empty truth or prediction scores 1 (Hausdorff 0) when both are empty and the worst value "
+        "(0, or the image diagonal) when only one is, so misses count in every mean.",
+        "",
+    ]
+    accuracies = [(key, label) for key, label in (
+        ("pixel_accuracy", "pixel accuracy" + (" (every channel right)" if result.mode == "multilabel" else "")),
+        ("foreground_accuracy", "foreground vs background"),
+        ("derived_accuracy", "mean over the derived structures"),
+    ) if key in m]
+    if accuracies:
+        L += ["Accuracies: " + "; ".join(f"{label} {_pct(m.get(key))}" for key, label in accuracies) + ".", ""]
+    return L
+
+
+def _cases_section(result: EvaluationResult, cases: Mapping[str, Any]) -> list[str]:
+    scored = scored_classes(result)
+    per_class = len(scored) <= _MAX_CLASS_COLUMNS
+    folds = any("fold" in e for e in [*cases["worst"], *cases["best"]])
+    header = ["", "case", *(["fold"] if folds else []), "mean Dice",
+              *([f"{c} Dice" for c in scored] if per_class else ["lowest class Dice"])]
+    rows = []
+    for kind in ("worst", "best"):
+        for k, e in enumerate(cases[kind], start=1):
+            if per_class:
+                detail = [_pct(e["dice"].get(c)) for c in scored]
+            else:
+                known = {c: v for c, v in e["dice"].items() if v is not None}
+                low = min(known, key=known.get) if known else None
+                detail = [DASH if low is None else f"{low} {_pct(known[low])}"]
+            rows.append([f"{kind} {k}", e["case"], *([str(e.get("fold", DASH))] if folds else []),
+                         _pct(e["mean_dice"]), *detail])
+    L = [f"## Worst and best cases ({_scored_on(result)})", ""]
+    L += _table(header, rows)
+    drawn = result.images is not None and result.labels is not None and result.preds is not None
+    L += ["", f"Ranked by {cases['score']} (each case's own mean)."
+          + (" Their overlays are under Figures." if drawn else ""), ""]
+    return L
+
+
+def _references_section(result: EvaluationResult, refs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Published Dice of the task's own paper (e.g. the CTV thesis), beside our mean Dice."""
+    with_dice = [r for r in refs if _num(r.get("dice")) is not None]
+    if not with_dice:
+        return []
+    mean_dice = _num(result.metrics.get("mean", {}).get("dice"))
+    rows = [["**ours**", _pct(mean_dice), "this run", DASH]]
+    rows += [[str(r.get("method", DASH)), _published(r.get("dice")), str(r.get("source", DASH)),
+              str(r.get("note") or DASH)] for r in with_dice]
+    L = ["## Published numbers", ""]
+    L += _table(["row", "Dice", "source", "note"], rows)
+    L += ["", "Ours: mean Dice over " + ", ".join(scored_classes(result)) + ". Published numbers are the paper's, "
+          "on its own data, shown unrounded: a scale for ours, not a like-for-like comparison.", ""]
+    return L
+
+
+def _markdown(
+    result: EvaluationResult,
+    roles: Mapping[str, str | None] | None,
+    drawn: Sequence[tuple[str, str, str]],
+    problems: Sequence[str],
+    folds: Mapping[str, Mapping[str, Any]],
+    cases: Mapping[str, Any] | None = None,
+) -> str:
+    m = result.metrics
+    chromosome = result.is_chromosome
+    refs = task_references(result)
+    L: list[str] = [f"# Evaluation report: {result.run_name}", ""]
+    if result.data_note:
+        L += [f"**{result.data_note}**", ""]
+    hd_unit = _hd_unit(result)
+    hd_words = {"mm": "in mm", "px": "in pixels, no spacing known"}.get(hd_unit, f"in {hd_unit}")
+    if result.cross_validation:
+        n_cases = m.get("n_cases", len(result.per_image) or None)
+        L += [
+            f"**Cross-validation on the validation folds** (no held-out test set): each fold's model is scored on "
+            f"its own validation cases, {n_cases if n_cases is not None else DASH} cases over "
+            f"{m.get('n_folds', len(result.fold_values)) or DASH} folds. Metric tables show the mean over the folds; "
+            "per-image rows, overlays and the confusion matrix cover every fold's validation cases.",
+            "",
+        ]
+    L += [_classes_line(result, hd_words), ""]
+
+    # ---- headline (the chromosome papers' definitions: only for the chromosome task, or when asked for)
+    if roles is not None and roles.get("overlap") is not None:
+        L += _headline_section(result, roles)
+
+    # ---- per-class table, cases, published numbers
+    if chromosome:
+        L += _chromosome_class_table(result, hd_unit, hd_words)
+    else:
+        L += _class_table(result, hd_unit, hd_words)
+        if cases is not None:
+            L += _cases_section(result, cases)
+        L += _references_section(result, refs)
 
     # ---- efficiency
     eff_keys = ("params", "time_ms", "time_ms_cpu")
-    eff_refs = [r for r in result.references if any(_num(r.get(k)) is not None for k in eff_keys)]
+    eff_refs = [r for r in refs if any(_num(r.get(k)) is not None for k in eff_keys)]
     if result.efficiency or eff_refs:
         L += ["## Efficiency", ""]
         e = result.efficiency
@@ -476,7 +768,7 @@ def _markdown(
 
     # ---- folds
     if folds:
-        L += [f"## Per-fold summary ({result.fold_metric}, %)", ""]
+        L += [f"## Per-fold summary ({result.fold_label}, %)", ""]
         rows = []
         for fold, s in folds.items():
             mean_sd = DASH if s["mean"] is None else f"{_pct(s['mean'])} ± {_pct(s['sd'])}"
@@ -503,36 +795,44 @@ def _markdown(
 def write_report(out_dir: Path, result: EvaluationResult, *, headline: dict[str, str] | None = None) -> Path:
     """Write ``metrics.json``, ``figures/*.png`` and ``report.md`` into ``out_dir``; returns the report path.
 
+    The chromosome task (:func:`is_chromosome_task`, or ``result.chromosome``) gets the papers' comparison:
     ``headline`` maps the roles ``overlap``, ``alpha``, ``beta``, ``alpha_whole``, ``beta_whole`` to names in
-    ``result.metrics["per_class"]`` (guessed from the names when not given).
+    ``result.metrics["per_class"]`` (guessed from the names when not given). Any other task gets the neutral
+    report (per-class table, worst and best cases); a ``headline`` given for it adds the papers' comparison
+    all the same.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    roles = resolve_headline(result, headline)
+    roles = resolve_headline(result, headline) if result.is_chromosome or headline is not None else None
     folds = fold_summary(result.fold_values) if result.fold_values else {}
+    cases = None if result.is_chromosome else _worst_best(result)
     tmp = Path(tempfile.mkdtemp(prefix=".report-tmp-", dir=out_dir))
     try:
         fig_tmp = tmp / "figures"
         fig_tmp.mkdir()
-        drawn, problems = _draw_figures(result, fig_tmp)
+        drawn, problems = _draw_figures(result, fig_tmp, cases)
         payload = _jsonable(
             {
                 "run_name": result.run_name,
                 "class_names": list(result.class_names),
+                "task": {"chromosome": result.is_chromosome, "mode": result.mode,
+                         "background": None if result.background is None else result.class_names[result.background],
+                         "scored_classes": scored_classes(result)},
                 "data_note": result.data_note,
                 "headline_roles": roles,
                 "metrics": result.metrics,
                 "per_image": result.per_image,
+                "cases": cases,
                 "efficiency": result.efficiency,
-                "fold_metric": result.fold_metric,
+                "fold_metric": result.fold_label,
                 "fold_summary": folds,
-                "references": result.references,
+                "references": task_references(result),
                 "figures": [f"figures/{name}" for name, _, _ in drawn],
                 "extra": result.extra,
             }
         )
         (tmp / "metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
-        (tmp / "report.md").write_text(_markdown(result, roles, drawn, problems, folds), encoding="utf-8")
+        (tmp / "report.md").write_text(_markdown(result, roles, drawn, problems, folds, cases), encoding="utf-8")
         # move into place: figures, then metrics.json, then report.md (each os.replace is atomic)
         if drawn:
             (out_dir / "figures").mkdir(exist_ok=True)

@@ -18,7 +18,9 @@ from PIL import Image
 from medseg.data.folder import normalize_intensity, read_image
 from medseg.data.pommier import pad_to
 from medseg.inference.predictor import Predictor
-from medseg.palette import colourize  # the one class palette (background black, α red, β green, overlap blue)
+from medseg.palette import (
+    colourize,  # the one class palette (background black, α red, β green, overlap blue)
+)
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -31,8 +33,11 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
 
 
 def predict_arrays(predictor: Predictor, image: np.ndarray) -> np.ndarray:
-    """One (H, W) float image → (H, W) label map ((C, H, W) binary maps for a multilabel model), padded like in
-    training when it is smaller and cropped back on the last two axes."""
+    """One (H, W) float image in [0, 1] (:func:`~medseg.data.folder.normalize_intensity`: the dtype's range) →
+    (H, W) label map ((C, H, W) binary maps for a multilabel model), padded like in training when it is smaller
+    than the model's ``data.size`` and cropped back on the last two axes (``data.size: null``: full resolution,
+    never padded). The rest of the feeding recorded in model.json — ``data.normalize: zscore``, the sliding
+    window — is applied by :meth:`Predictor.predict_proba`, the one path the server and ``evaluate`` share."""
     pre = predictor.meta.get("preprocessing", {})
     size = pre.get("size")
     h, w = image.shape

@@ -17,8 +17,15 @@ Definitions (one image, one structure; ``P`` = predicted mask, ``G`` = true mask
   ``points="all"`` the percentile runs over all points of each set, so it is smaller than the surface HD95.
 * ``pixel_accuracy`` (AMFL Eq. 8): ``Σ_i P_ii / Σ_ij P_ij`` of the image's multi-class confusion matrix. In
   multi-label mode a pixel counts as correct when all of its channels are correct.
-* ``foreground_accuracy`` (RSE Eq. 10, ARMS Eq. 4): ``(TP+TN)/ALL`` with foreground = any non-background class
-  (any channel set, in multi-label mode) against background.
+* ``foreground_accuracy`` (RSE Eq. 10, ARMS Eq. 4): ``(TP+TN)/ALL`` with foreground = any class but the
+  background one (any channel set, in multi-label mode) against background. Not reported for a multi-class
+  task without a background class (``background=None``), where it has no meaning.
+
+Which classes are scored. The background class (``background``, class 0 by default in multi-class mode; a
+multi-label task has none: its background is where no channel is set) is left out of ``per_class`` and of
+the class mean, so a mean is not inflated by the easy background; ``background=None`` scores every class,
+``include_background=True`` scores the background class too. :attr:`SegmentationMetrics.scored_classes`
+lists the scored classes; trainers, evaluation and reports take them from there.
 * ``derived_accuracy``: mean over the derived structures of their binary accuracy ``(TP+TN)/ALL`` -- ARMS Net's
   "average accuracy of two complete chromosomes" when the derived structures are the complete chromosomes
   ``{"chromosome_alpha_whole": [1, 3], "chromosome_beta_whole": [2, 3]}``.
@@ -236,10 +243,13 @@ def hausdorff_distance(
 class SegmentationMetrics:
     """Accumulates per-image metrics over batches and reduces them (see the module docstring).
 
-    ``class_names`` names the classes (multi-class: label values ``0..C-1``, class 0 = background) or the
-    channels (multi-label: every channel is a foreground structure; background = no channel set).
-    ``include_background`` (multi-class only) lists class 0 in ``per_class`` and in the ``mean``; by default
-    the mean runs over the non-background classes. ``derived`` adds named unions of classes (channels)
+    ``class_names`` names the classes (multi-class: label values ``0..C-1``) or the channels (multi-label).
+    ``background`` is the index of the background class: ``"auto"`` (default) means class 0 in multi-class
+    mode and none in multi-label mode (every channel is a foreground structure; background = no channel set);
+    ``None`` means no background (every class is scored); an index names another class (or, multi-label, a
+    channel that is background). The background class is left out of ``per_class`` and the ``mean`` unless
+    ``include_background`` is set; :attr:`scored_classes` lists what is scored. :meth:`from_task` builds the
+    metrics of a config's ``task`` section (``task.background``). ``derived`` adds named unions of classes (channels)
     evaluated as extra binary structures, e.g. ARMS Net's complete chromosomes
     ``{"chromosome_alpha_whole": [1, 3], "chromosome_beta_whole": [2, 3]}``; they appear in ``per_class``
     but not in ``mean``. ``spacing`` gives the pixel/voxel size per spatial axis for Hausdorff distances;
@@ -253,6 +263,7 @@ class SegmentationMetrics:
         class_names: Sequence[str],
         *,
         mode: str = "multiclass",
+        background: int | None | Literal["auto"] = "auto",
         include_background: bool = False,
         derived: dict[str, Sequence[int]] | None = None,
         hausdorff: bool = True,
@@ -272,6 +283,15 @@ class SegmentationMetrics:
         if mode == "multilabel" and n < 1:
             raise ValueError("multilabel mode needs at least one channel")
         self.mode = mode
+        if isinstance(background, str) and background == "auto":
+            background = 0 if mode == "multiclass" else None
+        if background is not None:
+            if isinstance(background, bool) or not isinstance(background, (int, np.integer)) \
+                    or not 0 <= int(background) < n:
+                raise ValueError(f"background must be a class index in 0..{n - 1}, None (no background) or 'auto', "
+                                 f"got {background!r}")
+            background = int(background)
+        self.background: int | None = background
         self.include_background = bool(include_background)
         self.derived: dict[str, tuple[int, ...]] = {}
         for name, idx in (derived or {}).items():
@@ -280,8 +300,9 @@ class SegmentationMetrics:
                 raise ValueError(f"derived structure name {name!r} clashes with a class name")
             if not idx_t or any(i < 0 or i >= n for i in idx_t):
                 raise ValueError(f"derived structure {name!r} has indices {list(idx_t)} outside 0..{n - 1}")
-            if mode == "multiclass" and 0 in idx_t:
-                raise ValueError(f"derived structure {name!r} includes the background class 0")
+            if background is not None and background in idx_t:
+                raise ValueError(f"derived structure {name!r} includes the background class {background} "
+                                 f"({self.class_names[background]!r})")
             self.derived[str(name)] = idx_t
         self.hausdorff = bool(hausdorff)
         self.spacing = None if spacing is None else _spacing_for(len(tuple(spacing)), spacing)
@@ -291,13 +312,27 @@ class SegmentationMetrics:
             raise ValueError(f"hausdorff_points must be 'all' or 'surface', got {hausdorff_points!r}")
         self.hausdorff_points = hausdorff_points
         # structures evaluated: base classes (channels) then derived unions
-        if mode == "multiclass":
-            first = 0 if self.include_background else 1
-            self._base = list(range(first, n))
-        else:
-            self._base = list(range(n))
+        self._base = [i for i in range(n) if self.include_background or i != self.background]
+        if not self._base:
+            raise ValueError(f"no class left to score: {self.class_names} holds only the background class")
         self.structure_names = [self.class_names[i] for i in self._base] + list(self.derived)
         self.reset()
+
+    @classmethod
+    def from_task(cls, task: dict, **kwargs: Any) -> SegmentationMetrics:
+        """The metrics of a config's ``task`` section: its classes, mode, derived structures and background
+        (``task.background``; a multi-label task scores every channel). ``kwargs`` go to the constructor
+        (``hausdorff``, ``spacing``, ...)."""
+        mode = task.get("mode", "multiclass")
+        background = task.get("background", 0) if mode == "multiclass" else None
+        return cls(list(task["class_names"]), mode=mode, background=background, derived=task.get("derived"),
+                   **kwargs)
+
+    @property
+    def scored_classes(self) -> list[str]:
+        """The classes (channels) scored one by one and averaged in ``mean``, in class order: every class but
+        the background one (unless ``include_background``)."""
+        return [self.class_names[i] for i in self._base]
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -414,8 +449,13 @@ class SegmentationMetrics:
             fp = cms[:, ~inside][:, :, inside].sum(axis=(1, 2))
             counts[:, j] = np.stack([tp, fp, fn, total - tp - fp - fn], axis=1)
         pixel_acc = np.trace(cms, axis1=1, axis2=2) / total
-        fg_tp = cms[:, 1:, 1:].sum(axis=(1, 2))
-        fg_acc = (fg_tp + cms[:, 0, 0]) / total
+        bg = self.background
+        if bg is None:  # no background: "foreground vs background" means nothing
+            fg_acc = np.full(b, np.nan)
+        else:  # pixels where truth and prediction agree on background vs any other class
+            both_bg = cms[:, bg, bg]
+            both_fg = total - cms[:, bg, :].sum(axis=1) - cms[:, :, bg].sum(axis=1) + both_bg
+            fg_acc = (both_fg + both_bg) / total
         if self.hausdorff:
             masks_p = np.stack([np.isin(p, m) for m in sets], axis=1)
             masks_t = np.stack([np.isin(t, m) for m in sets], axis=1)
@@ -436,7 +476,8 @@ class SegmentationMetrics:
         total = int(np.prod(mp.shape[2:]))
         counts = np.stack([tp, fp, fn, total - tp - fp - fn], axis=2).astype(np.int64)
         pixel_acc = np.all(p == t, axis=1).reshape(b, -1).mean(axis=1)
-        fg_acc = (p.any(axis=1) == t.any(axis=1)).reshape(b, -1).mean(axis=1)
+        fg_channels = [i for i in range(p.shape[1]) if i != self.background]
+        fg_acc = (p[:, fg_channels].any(axis=1) == t[:, fg_channels].any(axis=1)).reshape(b, -1).mean(axis=1)
         return counts, mp, mt, pixel_acc, fg_acc
 
     # ----------------------------------------------------------------- reduce
@@ -447,6 +488,11 @@ class SegmentationMetrics:
         hd = np.concatenate(self._hd, axis=0)
         scores = scores_from_counts(counts[..., 0], counts[..., 1], counts[..., 2], counts[..., 3])
         return counts, hd, scores, np.concatenate(self._pixel_acc), np.concatenate(self._fg_acc)
+
+    @property
+    def _has_foreground_accuracy(self) -> bool:
+        # a multi-label task always has its background (no channel set); a multi-class one only when named
+        return self.mode == "multilabel" or self.background is not None
 
     def confusion(self) -> np.ndarray:
         """Summed multi-class confusion matrix ``(C, C)`` over all images (rows = truth)."""
@@ -473,7 +519,8 @@ class SegmentationMetrics:
                 if self._spacings[i] is not None:
                     row["spacing"] = list(self._spacings[i])
             row["pixel_accuracy"] = float(pix[i])
-            row["foreground_accuracy"] = float(fg[i])
+            if self._has_foreground_accuracy:
+                row["foreground_accuracy"] = float(fg[i])
             if derived_idx:
                 row["derived_accuracy"] = float(np.mean(scores["accuracy"][i, derived_idx]))
             rows.append(row)
@@ -496,17 +543,19 @@ class SegmentationMetrics:
             if name in self.derived:
                 entry["members"] = [self.class_names[k] for k in self.derived[name]]
             per_class[name] = entry
-        base_names = [self.class_names[i] for i in self._base]
+        base_names = self.scored_classes
         mean_keys = list(BASE_METRICS) + (["hausdorff"] if self.hausdorff else []) + ["iou_pooled", "dice_pooled"]
         out: dict[str, Any] = {
             "n_images": int(self._n),
             "mode": self.mode,
             "per_class": per_class,
             "pixel_accuracy": float(pix.mean()),
-            "foreground_accuracy": float(fg.mean()),
             "mean": {k: float(np.mean([per_class[n][k] for n in base_names])) for k in mean_keys},
             "mean_over": base_names,
+            "background": None if self.background is None else self.class_names[self.background],
         }
+        if self._has_foreground_accuracy:
+            out["foreground_accuracy"] = float(fg.mean())
         if self.derived:
             idx = [self.structure_names.index(n) for n in self.derived]
             out["derived_accuracy"] = float(scores["accuracy"][:, idx].mean())

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 import medseg
+from medseg.config_schema import scored_class_names
 from medseg.data.volume import Volume
 from medseg.data.dicom_headers import may_be_dicom
 from medseg.data.safe_zip import extract_zip, is_zip
@@ -84,8 +85,9 @@ def dicom_sources(input_dir: Path, files: list[str], work: Path, max_zip_bytes: 
 
 
 def write_dicom_seg(labels: np.ndarray, volume: Volume, source_files: list[Path], label_names: list[str],
-                    model_name: str, model_version: str, path: Path) -> Path:
-    """A DICOM Segmentation of ``labels`` (D, H, W) over the series ``volume`` was read from.
+                    model_name: str, model_version: str, path: Path, *, values: list[int] | None = None) -> Path:
+    """A DICOM Segmentation of ``labels`` (D, H, W) over the series ``volume`` was read from: one segment per
+    label value of ``values`` (default every value but 0; the server passes :func:`scored_values`).
 
     The source instances are put in the volume's slice order (``meta["sop_instance_uids"]``), so frame k of
     every segment is slice k; empty frames are kept, so the object has D × (number of classes) frames.
@@ -109,19 +111,19 @@ def write_dicom_seg(labels: np.ndarray, volume: Volume, source_files: list[Path]
         raise DataValidationError(None, f"cannot write DICOM-SEG: {len(missing)} of the series' instances are "
                                         "missing from the stored upload")
     sources = [by_uid[u] for u in order]
-    values = list(range(1, len(label_names)))
+    values = list(range(1, len(label_names))) if values is None else list(values)
     mask = np.stack([labels == v for v in values], axis=-1).astype(np.uint8)  # (D, H, W, segments)
     algorithm = hd.AlgorithmIdentificationSequence(name="medseg", version=model_version[:64],
                                                    family=codes.cid7162.ArtificialIntelligence,
                                                    source=f"medseg {medseg.__version__}")
     segments = [
         hd.seg.SegmentDescription(
-            segment_number=v, segment_label=label_names[v][:64],
+            segment_number=k + 1, segment_label=label_names[v][:64],
             segmented_property_category=codes.SCT.AnatomicalStructure,
             segmented_property_type=codes.SCT.Tissue,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm, tracking_uid=generate_uid(), tracking_id=label_names[v][:64])
-        for v in values]
+        for k, v in enumerate(values)]
     with warnings.catch_warnings():
         # highdicom warns about the source's patient name (e.g. a one-part "ANONYMOUS"): not ours to change
         warnings.simplefilter("ignore", UserWarning)
@@ -142,16 +144,23 @@ def write_dicom_seg(labels: np.ndarray, volume: Volume, source_files: list[Path]
 # ------------------------------------------------------------------------------------------------ summary
 
 
+def scored_values(task: dict, label_names: list[str]) -> list[int]:
+    """The label values of a model's scored classes (every class but ``task.background``, as the metrics score
+    them: :func:`medseg.config_schema.scored_class_names`), given the names of its label values."""
+    return [label_names.index(name) for name in scored_class_names(task)]
+
+
 def summarize(labels: np.ndarray, label_names: list[str], spacing: list[float] | None, kind: str,
-              reference: np.ndarray | None = None) -> dict:
-    """Per foreground class: voxels and ml (3D) or pixels and mm² (2D, None without a spacing); with a
-    reference: its voxel count and the Dice (both empty → 1, medseg's empty-mask convention)."""
+              reference: np.ndarray | None = None, values: list[int] | None = None) -> dict:
+    """Per scored class (label ``values``; default every value but 0): voxels and ml (3D) or pixels and mm² (2D,
+    None without a spacing); with a reference: its voxel count and the Dice (both empty → 1, medseg's
+    empty-mask convention)."""
     classes = []
     if kind == "3d":
         unit = float(np.prod(spacing)) / 1000.0  # ml per voxel
     else:
         unit = float(spacing[1] * spacing[2]) if spacing else None  # mm² per pixel
-    for v in range(1, len(label_names)):
+    for v in range(1, len(label_names)) if values is None else values:
         pred = labels == v
         n = int(np.count_nonzero(pred))
         row = {"value": v, "name": label_names[v]}

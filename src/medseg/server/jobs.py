@@ -193,6 +193,7 @@ class Worker:
         image = read_input(paths.input, study["input_format"], study["input_files"], self.settings)
         progress(0.1)
         names = class_names_of_labels(predictor)
+        scored = exports.scored_values(predictor.meta["task"], names)  # every class but task.background
         volume = image if isinstance(image, Volume) else None
         # checked at upload and re-run too; here for a model that was swapped under its id by a restart
         check_modality(entry, volume.modality if volume is not None else None, study["name"])
@@ -214,7 +215,7 @@ class Worker:
             sources = exports.dicom_sources(paths.input, study["input_files"], work / "dicom",
                                             self.settings.max_unzipped_bytes)
             exports.write_dicom_seg(labels, volume, sources, names, entry.name, entry.version,
-                                    out / exports.DOWNLOADS["dicom-seg"])
+                                    out / exports.DOWNLOADS["dicom-seg"], values=scored)
         progress(0.8)
         n_slices = slices.write_label_slices(labels, out / "slices")
         reference = read_reference(paths) if study["reference_file"] else None
@@ -224,7 +225,7 @@ class Worker:
             slices.write_label_slices(reference, work / "reference-slices")
         progress(0.95)
 
-        summary = exports.summarize(labels, names, study["spacing"], study["kind"], reference)
+        summary = exports.summarize(labels, names, study["spacing"], study["kind"], reference, values=scored)
         summary.update({
             "study": {"id": study["id"], "name": study["name"], "input_format": study["input_format"],
                       "input_files": study["input_files"], "input_sha256": study["input_sha256"],

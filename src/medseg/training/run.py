@@ -6,7 +6,7 @@ from __future__ import annotations
 from tqdm.auto import tqdm
 
 from medseg.artifact.files import dump_json
-from medseg.data.datasets import SegmentationData
+from medseg.data.datasets import CROP_MARK, SegmentationData
 from medseg.data.runs import run_dir_for, splits_for
 from medseg.data.splits import fold_indices
 from medseg.data.volumes import load_any_data
@@ -33,7 +33,8 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
                progress: bool = True) -> dict:
     data = data if data is not None else load_any_data(cfg, progress)
     for note in data.notes:
-        tqdm.write(f"note: {note}")
+        if CROP_MARK not in note:  # the loader has shown that one as a warning already
+            tqdm.write(f"note: {note}")
     splits, split_path = splits_for(cfg, data)
     train_idx, val_idx, test_idx = fold_indices(splits, fold)
     run_root = run_dir_for(cfg)
@@ -60,5 +61,6 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
 
 def cross_validate(cfg: dict, *, folds: list[int] | None = None, restart: bool = False, progress: bool = True) -> list[dict]:
     data = load_any_data(cfg, progress)
-    folds = list(range(int(cfg["splits"]["n_folds"]))) if folds is None else folds
+    if folds is None:  # every fold of the split (a splits.file of names may list another number than n_folds)
+        folds = list(range(len(splits_for(cfg, data)[0]["folds"])))
     return [train_fold(cfg, k, data=data, restart=restart, progress=progress) for k in folds]

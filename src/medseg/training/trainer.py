@@ -8,6 +8,19 @@ Per epoch: train (Adam, AMP + channels-last on CUDA), validate (loss and per-cla
 ReduceLROnPlateau on the validation loss (factor 0.5, patience 3), keep the best weights, write
 ``history.csv``/``history.json`` and the resumable state; stop early after ``patience`` (9) epochs without
 a better validation loss.
+
+Beyond the papers (issue 12, training on one's own data):
+
+* **Budget in optimizer steps** (``train.iterations: N``, nnU-Net's way of saying how long to train): it
+  overrides ``train.epochs``; the run takes ceil(N / batches per epoch) epochs and the last one stops after
+  exactly N steps in all. Every history row records ``steps``, the optimizer steps done so far.
+* **Validation like inference**: with ``evaluate.sliding_window.roi_size`` (2D [H, W] or 3D [D, H, W]) the
+  validation images are segmented window by window, as the predictor does, so a model trained on patches is
+  validated on whole images. Images of different sizes (``data.size: null``) are validated one at a time at
+  their own size.
+* **No validation set** (no validation indices, e.g. ``splits.val_fraction: 0``): nothing is validated; the
+  plateau schedule and early stopping follow the training loss, the model is saved after every epoch and the
+  last one is the model kept (said once when training starts).
 """
 
 from __future__ import annotations
@@ -25,7 +38,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from medseg.artifact import dump_json, model_kwargs, model_meta, resolve_device, save_model, sliding_window_settings
+from medseg.artifact import (
+    dump_json,
+    model_kwargs,
+    model_meta,
+    resolve_device,
+    save_model,
+    sliding_window_settings,
+)
 from medseg.config import save_config
 from medseg.data.datasets import SegmentationData, SegmentationDataset
 from medseg.data.transforms import build_train_transform
@@ -38,20 +58,28 @@ from medseg.progress import Progress
 from medseg.training.checkpoint import load_training_state, save_training_state
 from medseg.training.early_stopping import EarlyStopping
 
+POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler
+
 
 def build_scheduler(optimizer: torch.optim.Optimizer, sch: dict, epochs: int):
     """The learning-rate schedule of ``train.scheduler``, stepped once an epoch.
 
     ``plateau`` (default, the papers): halve (``factor``) after ``patience`` epochs without a better validation
     loss. ``cosine``: linear warm-up over ``warmup_epochs``, then cosine decay from ``lr`` to ``min_lr`` at the
-    last epoch — for fixed short budgets (the demo), where a plateau rule reacts too late.
+    last epoch — for fixed short budgets (the demo), where a plateau rule reacts too late. ``poly`` (nnU-Net):
+    ``lr·(1 − epoch/epochs)^0.9``.
     """
     name = sch.get("name", "plateau")
     if name == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=float(sch["factor"]),
                                                           patience=int(sch["patience"]), min_lr=float(sch["min_lr"]))
+    if name == "poly":
+        # nnU-Net's polynomial decay lr·(1 − t/T)^0.9, here with t = epochs done and T = all epochs (the budget
+        # of train.iterations counted in epochs): it reaches 0 only after the last epoch.
+        total = max(int(epochs), 1)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: max(1.0 - epoch / total, 0.0) ** POLY_EXPONENT)
     if name != "cosine":
-        raise ConfigError(f"train.scheduler.name: unknown schedule {name!r} (use plateau or cosine)")
+        raise ConfigError(f"train.scheduler.name: unknown schedule {name!r} (use plateau, cosine or poly)")
     warmup = max(int(sch.get("warmup_epochs", 0)), 0)
     floor = float(sch["min_lr"]) / float(optimizer.param_groups[0]["lr"])
 
@@ -97,23 +125,55 @@ class Trainer:
         self.loss_fn = build_loss(cfg["loss"], self.mode).to(self.device)
         self.optimizers = self.build_optimizers()
         self.optimizer = self.optimizers["model"]
-        self.scheduler = build_scheduler(self.optimizer, tr["scheduler"], int(tr["epochs"]))
+
+        # Validation (and model selection) like inference: MONAI sliding windows when `evaluate.sliding_window`
+        # names a roi — 2D [H, W] or 3D [D, H, W] —, so images larger than the training patches (or the device
+        # memory) are validated whole.
+        self.sliding_window = sliding_window_settings(cfg["evaluate"].get("sliding_window"))
+        spatial_dims = int(cfg["task"].get("spatial_dims", 2))
+        # 2D input normalisation (data.normalize), per whole image, exactly as the predictor applies it.
+        normalize = str(cfg["data"].get("normalize") or "range") if spatial_dims == 2 else "range"
+        self.train_set = SegmentationDataset(data, train_idx, build_train_transform(cfg), normalize=normalize)
+        self.val_set = SegmentationDataset(data, val_idx, normalize=normalize)
+        self.has_validation = len(self.val_set) > 0
+        self._check_batchable(spatial_dims)
+        # The budget: train.iterations optimizer steps (over ceil(N / steps per epoch) epochs), else train.epochs.
+        limit = tr["max_batches_per_epoch"]
+        batches = math.ceil(len(self.train_set) / int(tr["batch_size"]))
+        self.steps_per_epoch = min(batches, int(limit)) if limit else batches
+        self.iterations = None if tr.get("iterations") is None else int(tr["iterations"])
+        if self.iterations is not None:
+            if self.steps_per_epoch < 1:
+                raise DataValidationError(data.source, f"fold {fold} has no training images: train.iterations "
+                                                       f"({self.iterations}) cannot be spent")
+            self.epochs = math.ceil(self.iterations / self.steps_per_epoch)
+        else:
+            self.epochs = int(tr["epochs"])
+        self.scheduler = build_scheduler(self.optimizer, tr["scheduler"], self.epochs)
         es = tr["early_stopping"]
         self.early = EarlyStopping(patience=int(es["patience"]), min_delta=float(es["min_delta"]))
         self.amp_dtype = None
         if bool(tr["amp"]) and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-
-        # 3D with a roi in `evaluate.sliding_window`: validate like inference, window by window, so volumes
-        # larger than the patches (or the device memory) can be validated.
-        self.sliding_window = None
-        if int(cfg["task"].get("spatial_dims", 2)) == 3:
-            self.sliding_window = sliding_window_settings(cfg["evaluate"].get("sliding_window"))
-        self.train_set = SegmentationDataset(data, train_idx, build_train_transform(cfg))
-        self.val_set = SegmentationDataset(data, val_idx)
         self.history: list[dict] = []
         self.start_epoch = 0
+
+    def _check_batchable(self, spatial_dims: int) -> None:
+        """Training images of different sizes (``data.size: null``) only stack into batches as patches."""
+        boxes = self.data.boxes_of(self.train_set.indices) if spatial_dims == 2 else None
+        sizes = {tuple(b[2:]) for b in boxes} if boxes else set()
+        if len(sizes) > 1 and not self.cfg["data"].get("patch_size") and int(self.cfg["train"]["batch_size"]) > 1:
+            raise ConfigError(f"the training images have {len(sizes)} different sizes (data.size: null) and cannot be "
+                              f"stacked into batches of {self.cfg['train']['batch_size']}: set data.patch_size: [H, W] to "
+                              "train on random patches (or train.batch_size: 1, or a data.size)")
+
+    def batches_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps of epoch ``epoch`` (0-based): all of them, except the last epoch of a
+        ``train.iterations`` budget, which stops when the budget is spent."""
+        if self.iterations is None:
+            return self.steps_per_epoch
+        return max(0, min(self.steps_per_epoch, self.iterations - epoch * self.steps_per_epoch))
 
     # -- pieces a variant may override -------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -150,7 +210,7 @@ class Trainer:
         return {"loss": float(loss.detach())}
 
     def eval_logits(self, image: torch.Tensor) -> torch.Tensor:
-        """Logits for validation: the whole input, or MONAI sliding windows (3D with a roi)."""
+        """Logits for validation: the whole input, or MONAI sliding windows (a roi in evaluate.sliding_window)."""
         if self.sliding_window is None:
             return self.model(image)
         return sliding_window_logits(self.model, image, self.sliding_window)
@@ -165,6 +225,8 @@ class Trainer:
         tr = self.cfg["train"]
         gen = torch.Generator().manual_seed(int(tr["seed"]) * 100_003 + self.fold * 1009 + epoch)
         batch = int(tr["batch_size"]) if shuffle else max(int(tr["batch_size"]), int(self.cfg["evaluate"]["batch_size"]))
+        if not shuffle and self.data.boxes is not None:
+            batch = 1  # images of different sizes: validated one by one, each at its own size
         return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=gen, num_workers=int(tr["num_workers"]),
                           pin_memory=self.device.type == "cuda", drop_last=False)
 
@@ -172,15 +234,14 @@ class Trainer:
         self.model.train()
         for m in self.extra_modules().values():
             m.train()
-        limit = self.cfg["train"]["max_batches_per_epoch"]
         loader = self.loader(self.train_set, shuffle=True, epoch=epoch)
-        total = len(loader) if not limit else min(len(loader), int(limit))
+        total = min(len(loader), self.batches_in_epoch(epoch))
         sums: dict[str, float] = {}
         n = 0
         bar = Progress(loader, total=total, desc=f"fold {self.fold} epoch {epoch + 1}", leave=False,
                        disable=not self.progress)
         for i, batch in enumerate(bar):
-            if i >= total:
+            if i >= total or self.out_of_time():
                 break
             out = self.train_step(batch)
             if not math.isfinite(out["loss"]):
@@ -189,12 +250,13 @@ class Trainer:
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
+        self.epoch_steps = n
         return {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
         self.model.eval()
-        metrics = SegmentationMetrics(self.class_names, mode=self.mode, derived=self.cfg["task"].get("derived"), hausdorff=False)
+        metrics = SegmentationMetrics.from_task(self.cfg["task"], hausdorff=False)  # scores all but task.background
         limit = self.cfg["train"]["val_max_batches"]
         loss_sum, count = 0.0, 0
         for i, batch in enumerate(self.loader(self.val_set, shuffle=False)):
@@ -245,47 +307,93 @@ class Trainer:
             w.writerows(self.history)
         tmp.replace(self.run_dir / "history.csv")
 
+    def monitor_key(self) -> str:
+        """The history column early stopping watches: ``train.early_stopping.monitor``, or the training loss
+        in its place when there is no validation set to give a ``val_*`` value."""
+        monitor = self.cfg["train"]["early_stopping"].get("monitor", "val_loss")
+        return "train_loss" if not self.has_validation and monitor.startswith("val_") else monitor
+
     def fit(self, *, restart: bool = False) -> dict:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.run_dir / "config.yaml")
-        epochs = int(self.cfg["train"]["epochs"])
+        epochs = self.epochs
         if not restart and self.resume():
             if self.early.should_stop or self.start_epoch >= epochs:
                 tqdm.write(f"fold {self.fold}: already finished ({self.run_dir}); pass --restart to train again")
                 return self.summary()
             tqdm.write(f"fold {self.fold}: resuming after epoch {self.start_epoch} from {self.run_dir}")
+        if self.iterations is not None and self.progress:
+            tqdm.write(f"fold {self.fold}: train.iterations {self.iterations} = {epochs} epoch(s) of up to "
+                       f"{self.steps_per_epoch} step(s), the last one cut at the budget")
+        monitor = self.monitor_key()
+        if not self.has_validation:
+            tqdm.write(f"fold {self.fold}: no validation set: nothing is validated, the learning-rate schedule and "
+                       f"early stopping follow {monitor}, and the model is saved after every epoch — the last one "
+                       "is the model kept")
         primary = self.cfg["task"]["primary_metric"]
+        limit = self.cfg["train"].get("time_limit_minutes")
+        self.deadline = None if limit is None else time.perf_counter() + 60.0 * float(limit)
         for epoch in range(self.start_epoch, epochs):
             seed_everything(int(self.cfg["train"]["seed"]) * 1000 + self.fold * 100 + epoch)
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            self.epoch_steps = 0
             row.update(self.train_epoch(epoch))
-            row.update(self.validate())
+            if self.has_validation:
+                row.update(self.validate())
+            previous = self.history[-1].get("steps", epoch * self.steps_per_epoch) if self.history else 0
+            row["steps"] = int(previous) + int(self.epoch_steps)
             row["time_s"] = round(time.perf_counter() - t0, 3)
-            improved = self.early.step(row[self.cfg["train"]["early_stopping"].get("monitor", "val_loss")], epoch + 1)
+            improved = self.early.step(row[monitor], epoch + 1)
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(row["val_loss"])
+                self.scheduler.step(row["val_loss" if self.has_validation else "train_loss"])
             else:
                 self.scheduler.step()
             self.history.append(row)
-            if improved:
+            if self.has_validation and improved:
                 save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
                                                                   best_val_loss=row["val_loss"]))
-            stop = self.early.should_stop or epoch + 1 == epochs
+            elif not self.has_validation:  # nothing to select by: the latest weights are the model
+                save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
+                                                                  selected="last epoch (no validation set)"))
+            timed_out = self.out_of_time()
+            stop = self.early.should_stop or epoch + 1 == epochs or timed_out
             self.save_state(epoch, finished=stop)
             self.write_history()
             if self.progress:
-                tqdm.write(f"fold {self.fold} epoch {epoch + 1}/{epochs}  train {row['train_loss']:.4f}  "
-                           f"val {row['val_loss']:.4f}  IoU[{primary}] {100 * row.get(f'val_iou/{primary}', float('nan')):.2f}  "
-                           f"lr {row['lr']:.1e}  {row['time_s']:.1f}s{'  *best' if improved else ''}")
+                scores = (f"val {row['val_loss']:.4f}  IoU[{primary}] {100 * row.get(f'val_iou/{primary}', float('nan')):.2f}"
+                          if self.has_validation else "no validation")
+                tqdm.write(f"fold {self.fold} epoch {epoch + 1}/{epochs}  step {row['steps']}  train {row['train_loss']:.4f}  "
+                           f"{scores}  lr {row['lr']:.1e}  {row['time_s']:.1f}s{'  *best' if improved and self.has_validation else ''}")
             if self.early.should_stop:
                 tqdm.write(f"fold {self.fold}: early stop after epoch {epoch + 1} (best {self.early.best_epoch})")
                 break
+            if timed_out:
+                self.stopped_by_time = True
+                tqdm.write(f"fold {self.fold}: train.time_limit_minutes ({limit}) reached after epoch {epoch + 1}, "
+                           f"step {row['steps']}")
+                break
         return self.summary()
 
+    def out_of_time(self) -> bool:
+        """Past ``train.time_limit_minutes`` (counted from the start of :meth:`fit`)."""
+        deadline = getattr(self, "deadline", None)
+        return deadline is not None and time.perf_counter() > deadline
+
+    def selected_epoch(self) -> int:
+        """The epoch whose weights are ``model.safetensors``: the best validated one, or the last one trained
+        when there is no validation set."""
+        if not self.has_validation:
+            return int(self.history[-1]["epoch"]) if self.history else -1
+        return self.early.best_epoch
+
     def summary(self) -> dict:
-        best = next((r for r in self.history if r["epoch"] == self.early.best_epoch), {})
+        selected = self.selected_epoch()
+        best = next((r for r in self.history if r["epoch"] == selected), {})
         out = {"fold": self.fold, "run_dir": str(self.run_dir), "epochs_run": len(self.history),
-               "best_epoch": self.early.best_epoch, "best_val": best}
+               "best_epoch": selected, "best_val": best,
+               "steps": int(self.history[-1].get("steps", 0)) if self.history else 0,
+               "selected": "best validation" if self.has_validation else "last epoch (no validation set)",
+               "stopped_by_time_limit": bool(getattr(self, "stopped_by_time", False))}
         dump_json(out, self.run_dir / "summary.json")
         return out

@@ -1,0 +1,598 @@
+"""From a data fingerprint to a complete training config, as nnU-Net plans its experiments.
+
+:func:`plan` turns the fingerprint of :func:`medseg.planning.fingerprint.fingerprint` into a config for
+medseg's own pipeline (U-Net, CE + Dice, Adam, poly schedule) and records every choice as a
+:class:`Decision` (config key, value, reason); :func:`write_plan` writes those keys as a YAML file with each
+reason as a comment on its line (it loads with :func:`medseg.config.load_config`) and ``*.plan.json`` with
+the fingerprint. The rules, in order:
+
+* **task** — classes from the label values found (or ``--classes``; nnU-Net's ``dataset.json`` names them
+  when present), background = class 0, primary metric = the rarest foreground class (its IoU is what a
+  report leads with, and the one a planner should not lose sight of).
+* **data** — full resolution (``data.size: null``); 2D masks stored as other grey values than 0..C-1 (0/255)
+  get ``data.mask_values``; 2D intensities z-scored per image (nnU-Net's rule for everything but CT: a 12-bit
+  camera in a 16-bit PNG would otherwise use 1/16 of [0, 1]).
+* **preprocess** (3D) — CT (the files say so, or Hounsfield-like values): clip to the foreground's 0.5/99.5
+  percentiles, z-score with the foreground's mean/std (nnU-Net's CT normalisation); other modalities: each
+  volume z-scored by itself. Resampling to the median spacing: ``depth``/``size_xy`` keep the volumes' median
+  physical size, coarsened (the finer in-plane axes first, so anisotropy shrinks rather than grows) until a
+  volume fits the voxel budget and the whole set the memory limit (:mod:`medseg.data.limits`).
+* **patch and network** — the patch starts at the median image (preprocessed volume) and shrinks, the axis
+  with the largest physical extent first, until a batch of 2 fits the memory budget by
+  :func:`estimate_memory`; the U-Net pools until the thinnest patch axis is 4–8 px at the bottleneck
+  (isotropic poolings: medseg's U-Net pools every axis), each patch side a multiple of 2^depth;
+  32 base channels (16 for a CPU), capped at 512 (2D) / 320 (3D) as nnU-Net; instance norm and leaky ReLU.
+* **batch** — as many patches as the budget holds, at least 2, at most what covers 5 % of the data set's
+  voxels (nnU-Net: larger batches on small data sets only overfit faster).
+* **train** — ``train.iterations`` optimizer steps (50,000 on CUDA, 2,000 on a CPU), epochs of at most 250
+  steps (nnU-Net's), Adam 3e-3 with the poly schedule, no early stopping (the budget is run out).
+* **augment** — flips and 90° rotations in 2D (rotations only for square patches), ``augment.volume`` in 3D
+  (rotations about z only for anisotropic volumes).
+* **evaluate** — sliding window with the patch as its roi, Gaussian blending, half-overlap.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import yaml
+
+from medseg.errors import ConfigError, DataValidationError
+
+
+class Decision(NamedTuple):
+    """One choice of the planner: the config key (dotted), the value and why."""
+
+    key: str
+    value: Any
+    reason: str
+
+
+DEFAULT_BUDGET_GB = {"cuda": 8.0, "cpu": 2.0}
+DEFAULT_ITERATIONS = {"cuda": 50_000, "cpu": 2_000}
+BASE_CHANNELS = {"cuda": 32, "cpu": 16}
+MAX_CHANNELS = {2: 512, 3: 320}
+MAX_DEPTH = {2: 6, 3: 5}
+MIN_BOTTLENECK = 4  # px at the deepest stage (nnU-Net stops pooling an axis below 8, i.e. 4..8 px remain)
+MIN_BATCH = 2
+BATCH_DATASET_FRACTION = 0.05
+EPOCH_STEPS = 250
+LR = 3.0e-3
+POS_FRACTION = 0.33
+# Feature-map memory of a U-Net training step: 13 float32 maps per output channel and voxel are saved for
+# the backward pass (measured on medseg's U-Net, 2D and 3D, with torch.autograd.graph.saved_tensors_hooks),
+# about 18 with the gradients alive at the peak of the backward pass; AMP (CUDA) stores most in 16 bits.
+MAPS_PER_CHANNEL = 18
+AMP_FACTOR = 0.6
+BYTES_PER_PARAMETER = 16  # float32 weights, gradients and Adam's two moments
+HU_AIR = -500.0  # minimum intensities below this look like CT in Hounsfield units (air is -1000)
+
+
+# --- memory -----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def unet_parameters(spatial_dims: int, depth: int, base_channels: int, max_channels: int | None,
+                    out_channels: int = 2) -> int:
+    """Parameters of medseg's U-Net with these settings, counted on PyTorch's meta device (nothing allocated)."""
+    import torch
+
+    from medseg.models import build_model
+
+    with torch.device("meta"):
+        model = build_model("unet", in_channels=1, out_channels=out_channels, spatial_dims=spatial_dims, depth=depth,
+                            base_channels=base_channels, max_channels=max_channels, norm="instance", act="leakyrelu")
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def estimate_memory(patch: Sequence[int], *, depth: int, base_channels: int, max_channels: int | None,
+                    batch: int, amp: bool, out_channels: int = 2) -> int:
+    """Rough bytes of one U-Net training step on ``batch`` patches: the feature maps of every stage
+    (``MAPS_PER_CHANNEL`` float32 maps per channel and voxel, ×``AMP_FACTOR`` with AMP) plus the weights,
+    their gradients and Adam's moments. A planning estimate (within tens of percent), not a guarantee."""
+    from medseg.models.blocks import stage_channels
+
+    dims = len(patch)
+    voxels = math.prod(int(p) for p in patch)
+    channels = stage_channels(base_channels, depth, max_channels=max_channels)
+    per_voxel = sum(c / 2 ** (dims * level) for level, c in enumerate(channels))
+    activations = batch * voxels * per_voxel * MAPS_PER_CHANNEL * 4 * (AMP_FACTOR if amp else 1.0)
+    params = unet_parameters(dims, depth, base_channels, max_channels, out_channels)
+    return int(activations + params * BYTES_PER_PARAMETER)
+
+
+def depth_for(patch: Sequence[int], spatial_dims: int) -> int:
+    """Poolings for a patch: as many as keep the thinnest axis at >= 4 px (so 4–8 px at the bottleneck),
+    between 1 and 6 (2D) / 5 (3D)."""
+    smallest = min(int(p) for p in patch)
+    depth = math.floor(math.log2(max(smallest, 1) / MIN_BOTTLENECK)) if smallest >= 2 * MIN_BOTTLENECK else 1
+    return max(1, min(MAX_DEPTH[spatial_dims], depth))
+
+
+def _round_down(patch: Sequence[int], divisor: int) -> list[int]:
+    return [max(divisor, (int(p) // divisor) * divisor) for p in patch]
+
+
+def choose_patch(start: Sequence[int], spacing: Sequence[float] | None, *, base_channels: int,
+                 max_channels: int | None, budget_bytes: int, amp: bool,
+                 out_channels: int = 2) -> tuple[list[int], int, int, int]:
+    """``(patch, depth, bytes at batch 2, times shrunk)``: the largest patch from ``start`` (the median image)
+    whose batch of 2 fits ``budget_bytes``; shrinks the axis of the largest physical extent (pixels × spacing)
+    by one pooling unit at a time, each side kept a multiple of 2^depth."""
+    dims = len(start)
+    spacing = list(spacing) if spacing is not None else [1.0] * dims
+    patch = [int(p) for p in start]
+    shrunk = 0
+    while True:
+        depth = depth_for(patch, dims)
+        patch = _round_down(patch, 2**depth)
+        need = estimate_memory(patch, depth=depth, base_channels=base_channels, max_channels=max_channels,
+                               batch=MIN_BATCH, amp=amp, out_channels=out_channels)
+        if need <= budget_bytes:
+            return patch, depth, need, shrunk
+        unit = 2**depth
+        can_shrink = [i for i in range(dims) if patch[i] - unit >= 2 * MIN_BOTTLENECK]
+        if not can_shrink:
+            raise ConfigError(f"a memory budget of {budget_bytes / 2**30:.2f} GB does not hold a batch of {MIN_BATCH} "
+                              f"of even the smallest patch {patch} (about {need / 2**30:.2f} GB): give a larger "
+                              "budget (--budget-gb)")
+        axis = max(can_shrink, key=lambda i: (patch[i] * spacing[i], patch[i]))
+        patch[axis] -= unit
+        shrunk += 1
+
+
+# --- the plan ---------------------------------------------------------------------------------------------
+
+
+def _fmt_shape(shape: Sequence[float]) -> str:
+    return "×".join(f"{v:g}" for v in shape)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.3g} %"
+
+
+def _class_plan(fp: dict, class_names: Sequence[str] | None, decisions: list[Decision]) -> tuple[list[str], Decision | None]:
+    """Class names and primary metric (appended to ``decisions``); returns the class names and the
+    ``data.mask_values`` decision (None when the masks hold class indices)."""
+    values = [int(v) for v in fp["label_values"]]
+    freq = {int(k): float(v) for k, v in (fp.get("label_frequency") or {}).items()}
+    kind, dims = fp["kind"], int(fp["spatial_dims"])
+    where = fp.get("path")
+    if len(values) < 2 and kind != "pommier":
+        raise DataValidationError(where, f"the labels hold only the value(s) {values}: nothing to segment (masks "
+                                         "must mark at least one structure besides the background)")
+    stored = list(values)  # stored grey value of class k (2D folders)
+    mask_values = None
+    if kind == "pommier":
+        from medseg.data.pommier import POMMIER_CLASSES
+
+        names = list(POMMIER_CLASSES)
+        stray = [v for v in values if v >= len(names)]
+        stored = list(range(len(names)))
+        reason = "the Pommier layout's classes (0 background, 1 α, 2 β, 3 overlap)"
+        if stray:
+            reason += (f"; stray label values {stray} ({', '.join(_pct(freq.get(v, 0)) for v in stray)} of the pixels)"
+                       " get their nearest valid pixel's label (data.stray_labels: nearest)")
+    elif dims == 3:
+        top = max(values)
+        if min(values) < 0 or top > 255:
+            raise DataValidationError(where, f"label values {values[:10]} are not class indices 0..255; 3D labels "
+                                             "must hold class indices 0..C-1 (convert them first)")
+        if top > 2 * len(values) + 8:
+            raise DataValidationError(where, f"label values {values[:10]} are not class indices 0..C-1 (3D labels are "
+                                             "read as class indices; stored 0/255 or other codes must be converted)")
+        stored = list(range(top + 1))
+        names = None
+        reason = f"label values {values} found in {fp['n_sampled']} label volumes"
+        missing = sorted(set(stored) - set(values))
+        if missing:
+            reason += f"; classes {missing} never occur in them"
+    else:
+        if values == list(range(len(values))):
+            reason = f"class indices {values} found in the {fp['n_cases']} masks"
+        else:
+            mask_values = values
+            reason = f"mask grey values {values} found in the {fp['n_cases']} masks, one class each in that order"
+        names = None
+    n_classes = len(stored)
+    label_names = {int(k): v for k, v in (fp.get("label_names") or {}).items()}
+    if class_names:
+        class_names = [str(c).strip() for c in class_names]
+        if len(class_names) != n_classes:
+            raise ConfigError(f"--classes names {len(class_names)} classes ({', '.join(class_names)}) but the labels "
+                              f"hold {n_classes} (values {stored}); give one name per class, background first")
+        names, reason = class_names, reason + "; names from --classes"
+    elif names is None and label_names and all(v in label_names for v in stored):
+        names, reason = [label_names[v] for v in stored], reason + "; names from dataset.json"
+    elif names is None:
+        names = ["background"] + (["foreground"] if n_classes == 2 else [f"class_{v}" for v in stored[1:]])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"class names must differ from one another, got {names}")
+    decisions.append(Decision("task.mode", "multiclass", "one label per pixel (softmax over exclusive classes)"))
+    decisions.append(Decision("task.class_names", names, reason))
+    decisions.append(Decision("task.background", 0, f"class 0 ({names[0]}) is the background: not scored"))
+    mask_decision = None
+    if mask_values is not None:
+        mask_decision = Decision("data.mask_values", mask_values,
+                                 "masks store " + ", ".join(f"{n} as {v}" for n, v in zip(names, mask_values)))
+    foreground = [(freq.get(v, 0.0), k) for k, v in enumerate(stored) if k > 0 and freq.get(v, 0.0) > 0]
+    if foreground:
+        f, k = min(foreground)
+        others = ", ".join(f"{names[j]} {_pct(g)}" for g, j in sorted(foreground) if j != k)
+        decisions.append(Decision("task.primary_metric", names[k], f"rarest foreground class: {_pct(f)} of the "
+                                  "voxels" + (f" ({others})" if others else "")))
+    else:
+        decisions.append(Decision("task.primary_metric", names[1], "no foreground voxels counted: the first "
+                                                                   "foreground class"))
+    if kind == "pommier":
+        decisions.append(Decision("task.derived", {"chromosome_alpha_whole": [1, 3], "chromosome_beta_whole": [2, 3]},
+                                  "whole chromosomes (own region + overlap), as ARMS Net reports them"))
+    else:
+        decisions.append(Decision("task.derived", {}, "no unions of classes to report"))
+    return names, mask_decision
+
+
+def _looks_ct(fp: dict) -> tuple[bool, str]:
+    modality = (fp.get("modality") or "").upper()
+    if modality:
+        return modality == "CT", f"modality {modality}"
+    glob = (fp["intensity"][0] or {}).get("global") or {}
+    if glob and glob["min"] <= HU_AIR and str(fp.get("dtype", "")).startswith("int"):
+        return True, f"modality not recorded; values down to {glob['min']:g} look like Hounsfield units"
+    return False, "modality not recorded and the values do not look like Hounsfield units"
+
+
+def _resample_plan(fp: dict, decisions: list[Decision]) -> tuple[list[int], list[float]]:
+    """preprocess.depth / size_xy: the median physical size at the median spacing, coarsened to fit."""
+    from medseg.data.limits import dataset_bytes_limit, voxel_budget
+
+    spacing = [float(s) for s in fp["spacing"]["median"]]
+    extent = [float(e) for e in fp["spacing"]["extent_mm"]["median"]]
+    target = list(spacing)
+    n = int(fp["n_cases"])
+    max_voxels = voxel_budget()
+    max_bytes = dataset_bytes_limit()
+    shape = [max(1, round(e / s)) for e, s in zip(extent, target)]
+    coarsened = []
+    while math.prod(shape) > max_voxels or n * math.prod(shape) * 5 > max_bytes:
+        if math.prod(shape) == 1:
+            raise DataValidationError(fp.get("path"), f"{n} volumes do not fit the memory limit of "
+                                                      f"{max_bytes / 2**30:.1f} GB at any resolution")
+        finest, coarsest = min(target[1:]), max(target)
+        if finest * 1.1 < coarsest and target[0] > finest:  # in-plane first: anisotropy shrinks
+            target[1:] = [min(t * 1.1, target[0]) for t in target[1:]]
+        else:
+            target = [t * 1.1 for t in target]
+        shape = [max(1, round(e / s)) for e, s in zip(extent, target)]
+        coarsened = target
+    why = (f"median spacing {_fmt_shape(round(s, 3) for s in spacing)} mm (z, y, x), median size "
+           f"{_fmt_shape(round(e) for e in extent)} mm")
+    if coarsened:
+        why += (f"; coarsened to {_fmt_shape(round(t, 3) for t in target)} mm so a volume holds at most {max_voxels:,} "
+                f"voxels and the {n} preprocessed cases at most {max_bytes / 2**30:.1f} GB")
+    decisions.append(Decision("preprocess.depth", shape[0], f"{shape[0]} slices: " + why))
+    decisions.append(Decision("preprocess.size_xy", shape[1:], f"{_fmt_shape(shape[1:])} px in-plane: " + why))
+    return shape, target
+
+
+def _normalize_3d(fp: dict, decisions: list[Decision]) -> None:
+    ct, why = _looks_ct(fp)
+    stats = fp["intensity"][0]
+    fg = stats.get("foreground") or stats.get("global")
+    region = "foreground" if stats.get("foreground") else "all (no foreground found)"
+    if ct:
+        window = fg
+        if not fg["p00_5"] < fg["p99_5"]:  # a constant foreground gives no window: the whole volumes' then
+            window, region = stats["global"], f"all (the {region} voxels hold one value)"
+        if window["p00_5"] < window["p99_5"]:
+            decisions.append(Decision("preprocess.clip_min", round(window["p00_5"], 4),
+                                      f"{why}: the {region} voxels' 0.5th percentile (nnU-Net's CT clipping)"))
+            decisions.append(Decision("preprocess.clip_max", round(window["p99_5"], 4),
+                                      f"the {region} voxels' 99.5th percentile"))
+        else:
+            decisions.append(Decision("preprocess.clip_min", None, f"{why}; every voxel holds one value: no window"))
+            decisions.append(Decision("preprocess.clip_max", None, "no window"))
+        decisions.append(Decision("preprocess.normalize", "zscore", "CT: one fixed z-score for every volume, so a "
+                                                                    "tissue keeps its value (nnU-Net)"))
+        std = fg["std"] if fg["std"] > 1e-6 else 1.0
+        decisions.append(Decision("preprocess.mean", round(fg["mean"], 4), f"mean of the {region} voxels"))
+        decisions.append(Decision("preprocess.std", round(std, 4), f"std of the {region} voxels"))
+    else:
+        decisions.append(Decision("preprocess.clip_min", None, f"{why}: no fixed window"))
+        decisions.append(Decision("preprocess.clip_max", None, "no fixed window"))
+        decisions.append(Decision("preprocess.normalize", "zscore", "each volume by its own mean and std "
+                                                                    "(nnU-Net for non-CT: no absolute scale)"))
+        decisions.append(Decision("preprocess.mean", None, "each volume's own"))
+        decisions.append(Decision("preprocess.std", None, "each volume's own"))
+
+
+def _normalize_2d(fp: dict, decisions: list[Decision]) -> None:
+    modality = (fp.get("modality") or "").upper()
+    bits, top = fp.get("bits"), fp.get("max_value")
+    if modality == "CT":
+        decisions.append(Decision("data.normalize", "range", "CT: the stored range keeps Hounsfield units comparable"))
+        return
+    if bits == 16 and top is not None:
+        why = (f"16-bit images using 0..{top:g} of 65535: the dtype range would squeeze them into "
+               f"[0, {top / 65535:.3g}]; z-scored per image (nnU-Net for non-CT)")
+    elif bits == 8:
+        why = "8-bit images, modality not CT: z-scored per image (nnU-Net for non-CT)"
+    else:
+        why = f"{fp.get('dtype')} images, modality not CT: z-scored per image (nnU-Net for non-CT)"
+    decisions.append(Decision("data.normalize", "zscore", why))
+
+
+def _device_kind(device: str) -> str:
+    device = str(device).lower()
+    if device.startswith("cuda"):
+        return "cuda"
+    if device == "cpu":
+        return "cpu"
+    raise ConfigError(f"plan: device must be cpu or cuda, got {device!r}")
+
+
+def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu",
+         class_names: Sequence[str] | None = None, iterations: int | None = None) -> tuple[dict, list[Decision]]:
+    """A complete, validated config for the data ``fp`` describes, and the decisions that made it.
+
+    ``memory_budget_gb``: what one training step may take on the device (default 8 on CUDA, 2 on a CPU);
+    ``device``: ``cpu`` or ``cuda`` (sets the widths, AMP and the step budget); ``class_names``: one per
+    class, background first (default: from the labels); ``iterations``: optimizer steps (default 50,000 on
+    CUDA, 2,000 on a CPU).
+    """
+    from medseg.config import load_config
+
+    kind = _device_kind(device)
+    budget_gb = float(DEFAULT_BUDGET_GB[kind] if memory_budget_gb is None else memory_budget_gb)
+    if not budget_gb > 0:
+        raise ConfigError(f"plan: the memory budget must be > 0 GB, got {memory_budget_gb!r}")
+    budget = int(budget_gb * 2**30)
+    amp = kind == "cuda"
+    dims = int(fp["spatial_dims"])
+    n_cases = int(fp["n_cases"])
+    decisions: list[Decision] = []
+    source = str(fp["path"])
+    stem = Path(source.split(":", 1)[1] if source.startswith("synth:") else source).name
+    stem = re.sub(r"\.(h5|hdf5)$", "", stem, flags=re.IGNORECASE)
+    decisions.append(Decision("name", "plan_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "data"),
+                              "runs go to runs/<name>/"))
+
+    # task
+    decisions.append(Decision("task.spatial_dims", dims, f"{'volumes' if dims == 3 else 'images'} "
+                                                          f"({fp['kind']}, {n_cases} cases)"))
+    names, mask_decision = _class_plan(fp, class_names, decisions)
+
+    # data and intensities
+    decisions.append(Decision("data.path", source, "the data planned from"))
+    if mask_decision is not None:
+        decisions.append(mask_decision)
+    if fp["kind"] == "pommier" and fp.get("h5_key") not in (None, "dataset_1"):
+        decisions.append(Decision("data.h5_key", fp["h5_key"], "the file's image/label dataset"))
+    if dims == 2:
+        decisions.append(Decision("data.size", None, "full resolution: each image keeps its own size, training "
+                                                     "takes patches"))
+    spacing = None
+    if dims == 3:
+        median, spacing = _resample_plan(fp, decisions)
+        _normalize_3d(fp, decisions)
+    else:
+        median = [int(v) for v in fp["shape"]["median"]]
+        _normalize_2d(fp, decisions)
+    if min(median) < 2 * MIN_BOTTLENECK:
+        raise DataValidationError(fp.get("path"), f"the median {'volume' if dims == 3 else 'image'} is "
+                                                  f"{_fmt_shape(median)}: too small for a U-Net (at least "
+                                                  f"{2 * MIN_BOTTLENECK} px a side)")
+
+    # network, patch, batch
+    base = BASE_CHANNELS[kind]
+    max_ch = MAX_CHANNELS[dims]
+    out_channels = len(names)
+    patch, depth, need, shrunk = choose_patch(median, spacing, base_channels=base, max_channels=max_ch,
+                                              budget_bytes=budget, amp=amp, out_channels=out_channels)
+    per_sample = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=1, amp=amp,
+                                 out_channels=out_channels)
+    fixed = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=0, amp=amp,
+                            out_channels=out_channels)
+    by_memory = int((budget - fixed) // max(per_sample - fixed, 1))
+    median_voxels = math.prod(median)
+    by_data = int(BATCH_DATASET_FRACTION * n_cases * median_voxels // math.prod(patch))
+    batch = max(MIN_BATCH, min(by_memory, by_data))
+    need = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=batch, amp=amp,
+                           out_channels=out_channels)
+    bottleneck = [p // 2**depth for p in patch]
+    what = "preprocessed volume" if dims == 3 else "image"
+    patch_why = f"median {what} {_fmt_shape(median)}"
+    if shrunk:
+        patch_why += f", shrunk (largest physical extent first) to fit {budget_gb:g} GB"
+    patch_why += f"; {depth} poolings; about {need / 2**30:.2f} GB at batch {batch}"
+    decisions.append(Decision("data.patch_size", patch, patch_why))
+    decisions.append(Decision("data.patch_pos_fraction", POS_FRACTION, "a third of the patches centred on "
+                                                                       "foreground (nnU-Net's oversampling)"))
+    decisions.append(Decision("model.name", "unet", "medseg's U-Net, 2D and 3D from the same blocks"))
+    thin = min(range(dims), key=lambda i: patch[i])
+    decisions.append(Decision("model.depth", depth, f"bottleneck {_fmt_shape(bottleneck)} px: the thinnest patch "
+                                                    f"axis ({patch[thin]}) pooled to {MIN_BOTTLENECK}-"
+                                                    f"{2 * MIN_BOTTLENECK} px"))
+    decisions.append(Decision("model.base_channels", base, f"{'CUDA' if kind == 'cuda' else 'a CPU'}: "
+                                                           f"{base} (nnU-Net's 32{', halved for CPU speed' if kind == 'cpu' else ''})"))
+    decisions.append(Decision("model.max_channels", max_ch, f"nnU-Net's cap for {dims}D"))
+    decisions.append(Decision("model.norm", "instance", f"batches of {batch} patches: instance norm (nnU-Net)"))
+    decisions.append(Decision("model.act", "leakyrelu", "nnU-Net's activation"))
+    if by_data < by_memory:
+        batch_why = (f"a batch covers at most {_pct(BATCH_DATASET_FRACTION)} of the data set's voxels (nnU-Net); the "
+                     f"budget would hold {by_memory}")
+    else:
+        batch_why = f"what {budget_gb:g} GB holds at this patch (about {(per_sample - fixed) / 2**20:.0f} MB a patch)"
+    if batch == MIN_BATCH and min(by_memory, by_data) < MIN_BATCH:
+        batch_why = f"the minimum of {MIN_BATCH}: " + batch_why
+    decisions.append(Decision("train.batch_size", batch, batch_why))
+
+    # loss and training
+    decisions.append(Decision("loss", [{"name": "ce"}, {"name": "dice", "batch": True, "include_background": False}],
+                              "cross-entropy + batch soft Dice over the foreground classes (nnU-Net)"))
+    steps = int(iterations) if iterations is not None else DEFAULT_ITERATIONS[kind]
+    decisions.append(Decision("train.iterations", steps, "optimizer steps" + (
+        "" if iterations is not None else f" (default for {'CUDA' if kind == 'cuda' else 'a CPU'}; nnU-Net runs "
+                                          "250,000 on a GPU)")))
+    decisions.append(Decision("train.max_batches_per_epoch", EPOCH_STEPS, f"epochs of at most {EPOCH_STEPS} steps "
+                                                                          "(nnU-Net's): validation that often"))
+    n_epochs = math.ceil(steps / max(1, min(EPOCH_STEPS, math.ceil(0.6 * n_cases / batch))))
+    decisions.append(Decision("train.early_stopping.patience", max(n_epochs, 1),
+                              "as many epochs as the budget takes: no early stopping, the poly schedule runs out "
+                              "(the best checkpoint is still kept)"))
+    decisions.append(Decision("train.lr", LR, "Adam"))
+    decisions.append(Decision("train.scheduler.name", "poly", "lr·(1 − t/T)^0.9 (nnU-Net)"))
+
+    # augmentation and evaluation
+    if dims == 2:
+        square = patch[0] == patch[1]
+        decisions.append(Decision("augment.flip_prob", 0.5, "flips along both axes"))
+        decisions.append(Decision("augment.rot90_prob", 0.5 if square else 0.0,
+                                  "90° rotations" if square else "no 90° rotations: the patch is not square"))
+    else:
+        decisions.append(Decision("augment.volume.enabled", True, "rotation, shift, flips and noise (thesis §2.1)"))
+        anisotropic = fp["spacing"]["anisotropy"] > 3
+        decisions.append(Decision("augment.volume.rotate_axes", "axial" if anisotropic else "all",
+                                  f"anisotropy {fp['spacing']['anisotropy']:.2g}: " +
+                                  ("rotate about z only (thick slices)" if anisotropic else "rotate about every axis")))
+    decisions.append(Decision("evaluate.sliding_window.roi_size", patch, "the training patch"))
+    decisions.append(Decision("evaluate.sliding_window.overlap", 0.5, "half-overlapping windows"))
+    decisions.append(Decision("evaluate.sliding_window.mode", "gaussian", "Gaussian blending (nnU-Net)"))
+    decisions.append(Decision("evaluate.sliding_window.sw_batch_size", batch, "the training batch"))
+    if dims == 3 or not fp.get("same_shape", True):
+        decisions.append(Decision("evaluate.batch_size", 1, "whole images of different sizes: one at a time"
+                                  if dims == 2 else "whole volumes: one at a time"))
+
+    return load_config(overrides=_nest(decisions)), decisions
+
+
+# --- --set and writing ---------------------------------------------------------------------------------
+
+
+def _nest(decisions: Sequence[Decision]) -> dict:
+    out: dict = {}
+    for d in decisions:
+        node = out
+        *parents, last = d.key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = d.value
+    return out
+
+
+def _get(cfg: dict, dotted: str):
+    node = cfg
+    for k in dotted.split("."):
+        node = node[k]
+    return node
+
+
+def apply_sets(cfg: dict, decisions: list[Decision], sets: Sequence[tuple[str, Any]]) -> tuple[dict, list[Decision]]:
+    """``--set key=value`` over a planned config: the validated config and the decisions, the set keys
+    recorded as decided on the command line (a decision under a set mapping is replaced by it)."""
+    from medseg.config import set_dotted, validate
+
+    cfg = json.loads(json.dumps(cfg))  # a deep copy of plain data
+    decisions = list(decisions)
+    for key, value in sets:
+        set_dotted(cfg, key, value)
+        value = _get(cfg, key)
+        parent = next((i for i, d in enumerate(decisions) if key.startswith(d.key + ".")), None)
+        if parent is not None:
+            d = decisions[parent]
+            decisions[parent] = Decision(d.key, _get(cfg, d.key), f"{d.reason}; {key} set on the command line")
+            continue
+        decisions = [d for d in decisions if not (d.key == key or d.key.startswith(key + "."))]
+        decisions.append(Decision(key, value, "set on the command line (--set)"))
+    return validate(cfg), decisions
+
+
+def format_value(value: Any) -> str:
+    """A value as one line of YAML (lists and mappings in flow style)."""
+    text = yaml.safe_dump([value], default_flow_style=True, width=10**9, allow_unicode=True, sort_keys=False)
+    return text.strip()[1:-1]
+
+
+def _comment(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def plan_yaml(cfg: dict, decisions: Sequence[Decision], header: Sequence[str] = ()) -> str:
+    """The decided keys of ``cfg`` as YAML, grouped by section in the config's order, each with its reason
+    as an end-of-line comment."""
+    order = {k: i for i, k in enumerate(cfg)}
+    tree: dict = {}
+    reasons: dict[str, str] = {}
+    for d in sorted(decisions, key=lambda d: order.get(d.key.split(".")[0], len(order))):
+        node = tree
+        *parents, last = d.key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = _get(cfg, d.key)
+        reasons[d.key] = d.reason
+    lines = [f"# {_comment(h)}" for h in header]
+
+    def emit(node: dict, prefix: str, indent: str) -> None:
+        for key, value in node.items():
+            where = f"{prefix}{key}"
+            if where in reasons:
+                lines.append(f"{indent}{format_value(key)}: {format_value(value)}  # {_comment(reasons[where])}")
+            else:
+                lines.append(f"{indent}{format_value(key)}:")
+                emit(value, where + ".", indent + "  ")
+
+    emit(tree, "", "")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    from medseg.data.writing import atomic_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return value
+
+
+def write_plan(cfg: dict, decisions: Sequence[Decision], path: str | Path, *, fingerprint: dict | None = None,
+               json_path: str | Path | None = None, settings: dict | None = None) -> tuple[Path, Path | None]:
+    """Write the plan as a commented YAML config at ``path`` (loads with :func:`medseg.config.load_config`)
+    and, with a ``fingerprint``, the fingerprint, decisions, settings and whole config as JSON at
+    ``json_path`` (default ``<path stem>.plan.json`` beside it). Returns both paths."""
+    path = Path(path)
+    settings = dict(settings or {})
+    header = [f"planned by `medseg plan` from {cfg['data']['path']}" + (
+        f" ({fingerprint['n_cases']} cases, {fingerprint['spatial_dims']}D)" if fingerprint else ""),
+        *([", ".join(f"{k} {v}" for k, v in settings.items())] if settings else []),
+        "each key carries the reason it was chosen; keys not listed keep medseg's defaults",
+        f"train with: medseg train {path.name}"]
+    _atomic_write(path, plan_yaml(cfg, decisions, header))
+    out_json = None
+    if fingerprint is not None:
+        out_json = Path(json_path) if json_path is not None else path.with_name(path.stem + ".plan.json")
+        record = {"settings": settings, "fingerprint": fingerprint,
+                  "decisions": [{"key": d.key, "value": d.value, "reason": d.reason} for d in decisions],
+                  "config": cfg}
+        _atomic_write(out_json, json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n")
+    return path, out_json
+
+
+__all__ = ["Decision", "apply_sets", "choose_patch", "depth_for", "estimate_memory", "format_value", "plan", "plan_yaml",
+           "unet_parameters", "write_plan"]
