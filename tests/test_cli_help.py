@@ -64,7 +64,7 @@ def test_predict_help_reads_like_argparse():
     assert re.search(r"^  IMAGE\.\.\. +PNG/TIFF images", text, re.M)
     assert re.search(r"^  -o, --out DIR +Output folder", text, re.M)
     assert re.search(r"^  --device DEVICE +auto \(CUDA if available, else CPU\), cpu, cuda, cuda:1", text, re.M)
-    assert re.search(r"^  --tta +Test-time augmentation", text, re.M)  # a flag: no --no-tta, no value
+    assert re.search(r"^  --tta / --no-tta +Test-time augmentation", text, re.M)  # on/off, default the model's
 
 
 def test_a_usage_error_names_the_argument_as_the_help_does():

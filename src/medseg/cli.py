@@ -567,7 +567,8 @@ def train(
 
 @app.command()
 def cv(
-    config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/chromosomes/unet.yaml"),
+    config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment YAML, e.g. configs/chromosomes/unet.yaml; "
+                                  "or DATA (a data folder, HDF5 file or synth:...) to plan the config on the fly."),
     folds: Optional[str] = typer.Option(None, metavar="K,...", help="Comma-separated folds to train (default: all)."),
     data: Optional[str] = DataOpt,
     name: Optional[str] = typer.Option(None, help="Run name (default: the config's name)."),
@@ -577,13 +578,22 @@ def cv(
     restart: bool = typer.Option(False, "--restart", help="Start every fold over instead of resuming interrupted ones."),
     evaluate: bool = typer.Option(True, help="Score every fold on the held-out test set afterwards."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips, 90° rotations) in the evaluation."),
+    classes: Optional[str] = ClassesOpt,
+    budget_gb: Optional[float] = BudgetOpt,
 ):
-    """Cross-validation: train every fold, then evaluate them on the held-out test set."""
+    """Cross-validation: train every fold, then evaluate them on the held-out test set. Given DATA instead of a
+    config, plans one first (as medseg plan) and keeps plan.yaml and plan.json in the run folder."""
     from medseg.evaluation.evaluate import evaluate_run
     from medseg.data.runs import run_dir_for
     from medseg.training.run import cross_validate
 
-    cfg = _config(config, data, name, epochs, sets, device)
+    if _is_data_argument(config):
+        cfg = _planned_config(str(config), data, name, epochs, sets, device, classes, budget_gb)
+    else:
+        if classes or budget_gb is not None:
+            raise typer.BadParameter("--classes and --budget-gb plan a config from DATA; with a YAML config set "
+                                     "task.class_names and the sizes in it (or with --set)")
+        cfg = _config(config, data, name, epochs, sets, device)
     fold_list = _int_list(folds, "--folds")
     cross_validate(cfg, folds=fold_list, restart=restart)
     if evaluate:  # the folds were just trained from the user's own config: its code is trusted
@@ -618,7 +628,8 @@ def predict(
     model: Path = typer.Argument(..., help="Run directory (fold ensemble) or one fold directory."),
     images: List[Path] = typer.Argument(..., metavar="IMAGE", help="PNG/TIFF images (2D models) or volumes: NIfTI, HDF5, DICOM folder/zip (3D)."),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder."),
-    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips, 90° rotations)."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (flips, 90° rotations) "
+                                       "or not (default: the model's evaluate.tta; planned models mirror)."),
     device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
     trust_code: bool = TrustCodeOpt,
     allow_gaps: bool = AllowGapsOpt,

@@ -16,6 +16,7 @@ from medseg.data.phantom import make_phantom
 from medseg.data.splits import fold_indices
 from medseg.data.volume_io import write_hdf5_volume
 from medseg.data.volumes import load_volume_data
+from medseg.errors import DataValidationError
 from medseg.evaluation import evaluate as evaluate_module
 from medseg.evaluation.evaluate import evaluate_run, evaluated_spacings
 from medseg.metrics import image_diagonal
@@ -115,3 +116,16 @@ def test_volume_hausdorff_is_in_mm_on_the_preprocessed_grid(tmp_path, monkeypatc
         assert r["hausdorff/ctv"] == pytest.approx(mm)
         assert abs(mm - image_diagonal((8, 32, 32))) > 1  # differs from the value in voxels
     assert "Hausdorff (mm)" in report.read_text()
+
+
+def test_evaluate_refuses_data_that_changed_since_training(tiny_cfg, toy_data, monkeypatch):
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg["name"] = "tiny_changed"
+    cfg["splits"].update({"n_folds": 2})
+    cfg["train"].update(QUICK)
+    run_dir = _train_folds(cfg, toy_data, monkeypatch)
+    changed = copy.deepcopy(toy_data)
+    changed.labels[0, :4, :4] = 1 - changed.labels[0, :4, :4].clip(0, 1)  # one mask edited since training
+    monkeypatch.setattr(evaluate_module, "load_any_data", lambda c, progress=True: changed)
+    with pytest.raises(DataValidationError, match="not the data the run"):
+        evaluate_run(run_dir, device="cpu", progress=False)

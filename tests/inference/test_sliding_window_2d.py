@@ -137,3 +137,17 @@ def test_trainer_validates_2d_images_window_by_window(tiny_cfg, toy_data, tmp_pa
         hook.remove()
     assert seen and set(seen) == {(16, 16)}  # the 32×32 toy images are validated in 16×16 windows
     assert np.isfinite(row["val_loss"])
+
+
+def test_predictor_takes_tta_from_model_json_unless_told():
+    """evaluate.tta recorded in model.json is the prediction default (planned models mirror, as nnU-Net)."""
+    import torch
+
+    from medseg.inference.predictor import Predictor
+
+    model = torch.nn.Conv2d(1, 2, 1)
+    meta = {"task": {"mode": "multiclass", "class_names": ["bg", "fg"], "spatial_dims": 2},
+            "evaluate": {"tta": True}}
+    assert Predictor([model], meta, device="cpu", tta=None).tta is True
+    assert Predictor([model], meta, device="cpu", tta=False).tta is False
+    assert Predictor([model], {**meta, "evaluate": {}}, device="cpu", tta=None).tta is False  # older models

@@ -406,3 +406,30 @@ def test_train_on_a_data_folder_plans_on_the_fly(tmp_path):
     assert json.loads((run / "plan.json").read_text())["fingerprint"]["kind"] == "folder2d"
     refused = runner.invoke(app, ["train", str(root), "--data", str(root)])
     assert refused.exit_code == 2 and "--data is for a YAML config" in refused.output
+
+
+def test_cpu_plans_cap_the_patch_gpu_plans_take_the_median_image():
+    fp = fp_2d(n=133, shape=(517, 645), values=(0, 1, 2))  # the M-FISH metaphases' size
+    cpu, cpu_decisions = plan(fp, device="cpu")
+    gpu, _ = plan(fp, device="cuda")
+    cpu_patch, gpu_patch = cpu["data"]["patch_size"], gpu["data"]["patch_size"]
+    assert cpu_patch[0] * cpu_patch[1] <= 256 * 256 and all(p % 2 ** cpu["model"]["depth"] == 0 for p in cpu_patch)
+    assert gpu_patch[0] * gpu_patch[1] > 4 * 256 * 256  # the median image, as nnU-Net
+    why = next(d.reason for d in cpu_decisions if d.key == "data.patch_size")
+    assert "capped" in why and "CPU" in why
+    assert cpu["train"]["batch_size"] <= 4 < gpu["train"]["batch_size"]
+
+
+def test_cv_on_a_data_folder_plans_on_the_fly(tmp_path):
+    root = _folder_2d(tmp_path / "cells", n=12, size=(32, 32))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["cv", str(root), "--device", "cpu", "--set", f"output.root={runs}",
+                                 "--set", "splits.n_folds=2", "--set", "train.iterations=1",
+                                 "--set", "model.base_channels=4", "--set", "train.max_batches_per_epoch=1"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    run = runs / "plan_cells"
+    assert (run / "plan.yaml").is_file() and (run / "fold_1" / "model.safetensors").is_file()
+    assert sorted(p.name for p in run.glob("fold_*")) == ["fold_0", "fold_1"]
+    report = (run / "evaluation" / "report.md").read_text()
+    assert "foreground" in report and "chromosome" not in report.lower()  # the task's own words

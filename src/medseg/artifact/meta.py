@@ -46,7 +46,10 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
         # sliding window it is validated and predicted with; the predictor reads both back from here.
         "preprocessing": {"size": cfg["data"]["size"], "image_pad_value": cfg["data"]["image_pad_value"],
                           "normalize": normalize, "intensity": intensity},
-        "evaluate": {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window"))},
+        # evaluate.tta: whether prediction averages flipped/rotated copies by default (the planner turns it on, as
+        # nnU-Net mirrors at prediction; `medseg predict --tta/--no-tta` overrides it)
+        "evaluate": {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window")),
+                     "tta": bool(cfg["evaluate"].get("tta", False))},
     }
     if int(cfg["task"].get("spatial_dims", 2)) == 3:
         # Volumes are fed clipped, normalised and resampled (transforms3d.preprocess_volume) and predicted with

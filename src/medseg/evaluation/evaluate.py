@@ -20,6 +20,7 @@ spacing, so their distances are in pixels; ``metrics["hausdorff_unit"]`` says wh
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -125,6 +126,22 @@ def _fold_number(pred: Predictor, d: Path) -> int:
     return int(d.name.split("_")[1]) if d.name.startswith("fold_") else 0
 
 
+def check_same_data(run_dir: Path, data_obj) -> None:
+    """The data read now must be the data the run was trained on (``data.json``'s content hash): otherwise the
+    split found for it would not be the run's, and "test" cases could be training cases. ``--data`` evaluates
+    on other data deliberately (its own split)."""
+    record = run_dir / "data.json"
+    try:
+        trained_on = json.loads(record.read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return  # runs from before data.json recorded it
+    if trained_on and trained_on != data_obj.fingerprint:
+        raise DataValidationError(data_obj.source, f"these are not the data the run {run_dir} was trained on "
+                                  f"(content hash {data_obj.fingerprint}, trained on {trained_on}, {record.name}): "
+                                  "its split would not be the run's; restore the data, or pass --data to evaluate "
+                                  "on other data deliberately")
+
+
 def _new_metrics(cfg: dict, class_names: list[str]) -> SegmentationMetrics:
     # every class but task.background is scored (SegmentationMetrics.from_task)
     return SegmentationMetrics.from_task({**cfg["task"], "class_names": class_names},
@@ -143,6 +160,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     tta = bool(cfg["evaluate"]["tta"]) if tta is None else tta
     dirs = model_dirs(run_dir, folds)
     data_obj = load_any_data(cfg, progress)
+    if data is None:
+        check_same_data(run_dir, data_obj)
     splits, split_path = splits_for(cfg, data_obj)
     _, _, test_idx = fold_indices(splits, 0)
     test_idx = np.asarray(test_idx[:limit_test] if limit_test else test_idx, dtype=np.int64)

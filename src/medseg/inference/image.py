@@ -18,16 +18,19 @@ from PIL import Image
 from medseg.data.folder import normalize_intensity, read_image
 from medseg.data.pommier import pad_to
 from medseg.inference.predictor import Predictor
+from medseg.inference.volume import display_background
 from medseg.palette import (
     colourize,  # the one class palette (background black, α red, β green, overlap blue)
 )
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45, background: int | None = 0) -> np.ndarray:
+    """The grey image with every non-background label blended in its class colour (``background``: the
+    task's background class, None: every class is drawn)."""
     grey = (np.clip(image, 0, 1) * 255).astype(np.float32)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    colour = colourize(labels).astype(np.float32)
-    fg = labels > 0
+    colour = colourize(labels, background).astype(np.float32)
+    fg = labels != background if background is not None else np.ones(labels.shape, bool)
     rgb[fg] = (1 - alpha) * rgb[fg] + alpha * colour[fg]
     return rgb.clip(0, 255).astype(np.uint8)
 
@@ -67,8 +70,9 @@ def predict_image_file(predictor: Predictor, path: Path, out_dir: Path) -> dict:
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".predict-") as tmp:
         tmp = Path(tmp)
         Image.fromarray(labels.astype(np.uint8)).save(tmp / f"{stem}_labels.png")
-        Image.fromarray(colourize(labels)).save(tmp / f"{stem}_labels_color.png")
-        Image.fromarray(overlay(image, labels)).save(tmp / f"{stem}_overlay.png")
+        background = display_background(predictor.meta)
+        Image.fromarray(colourize(labels, background)).save(tmp / f"{stem}_labels_color.png")
+        Image.fromarray(overlay(image, labels, background=background)).save(tmp / f"{stem}_overlay.png")
         for c, name in enumerate(names):
             summary["classes"][name] = int((labels == c).sum())
         grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)

@@ -93,7 +93,8 @@ def _probabilities_(logits: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class Predictor:
-    def __init__(self, models: Sequence[nn.Module], meta: dict, *, device: str | torch.device = "auto", tta: bool = False,
+    def __init__(self, models: Sequence[nn.Module], meta: dict, *, device: str | torch.device = "auto",
+                 tta: bool | None = False,
                  batch_size: int = 32, sliding_window: dict | None = None):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.models = [m.to(self.device).eval() for m in models]
@@ -101,7 +102,8 @@ class Predictor:
         self.mode = meta["task"]["mode"]
         self.class_names = list(meta["task"]["class_names"])
         self.spatial_dims = int(meta["task"].get("spatial_dims", 2))
-        self.tta = tta
+        # tta None: as recorded in model.json (evaluate.tta of the training config; off for older models)
+        self.tta = bool((meta.get("evaluate") or {}).get("tta", False)) if tta is None else bool(tta)
         self.batch_size = batch_size
         # Sliding-window inference (2D and 3D) when a roi size is given here or recorded in model.json (evaluate
         # or preprocessing section); None: whole images / volumes.
@@ -113,7 +115,7 @@ class Predictor:
         self.normalize = str(pre.get("normalize") or "range") if self.spatial_dims == 2 else "range"
 
     @classmethod
-    def from_path(cls, path: str | Path, *, folds: Sequence[int] | None = None, device="auto", tta: bool = False,
+    def from_path(cls, path: str | Path, *, folds: Sequence[int] | None = None, device="auto", tta: bool | None = False,
                   batch_size: int = 32, sliding_window: dict | None = None, trust_code: bool = False) -> Predictor:
         """Load a fold or run folder. ``trust_code``: allow a model.json naming code outside medseg's registry
         (importing it runs it); without it such a folder is refused with a ConfigError-like message."""

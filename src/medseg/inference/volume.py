@@ -45,6 +45,15 @@ def label_names(meta: dict) -> list[str]:
     return names if meta["task"].get("mode", "multiclass") == "multiclass" else ["background", *names]
 
 
+def display_background(meta: dict) -> int | None:
+    """The label value drawn as background (black, transparent in the viewer) for a model's label maps: a
+    multiclass model's ``task.background`` (None: every class is drawn), a multilabel model's "no channel" 0."""
+    task = meta["task"]
+    if task.get("mode", "multiclass") != "multiclass":
+        return 0
+    return task.get("background", 0)
+
+
 def class_names_of_labels(predictor: Predictor) -> list[str]:
     """Names of the values :func:`label_map` writes, index = value (0 = background)."""
     return label_names(predictor.meta)

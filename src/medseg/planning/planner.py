@@ -66,6 +66,12 @@ BATCH_DATASET_FRACTION = 0.05
 EPOCH_STEPS = 250
 LR = 3.0e-3
 POS_FRACTION = 0.33
+# On a CPU the step time, not the memory, limits training: a patch of the median image (nnU-Net's GPU rule)
+# takes seconds a step there (517×645 M-FISH metaphases: 6.7 s for a batch of 2 on 2 cores), so a CPU plan caps
+# the patch at this many voxels (256² px, 64³ voxels) and buys more steps per minute; the sliding window
+# still predicts whole images.
+CPU_MAX_PATCH_VOXELS = {2: 256 * 256, 3: 64**3}
+CPU_MAX_BATCH = 4  # likewise: on a CPU a step's time grows with the batch; more, smaller steps learn faster
 # Feature-map memory of a U-Net training step: 13 float32 maps per output channel and voxel are saved for
 # the backward pass (measured on medseg's U-Net, 2D and 3D, with torch.autograd.graph.saved_tensors_hooks),
 # about 18 with the gradients alive at the peak of the backward pass; AMP (CUDA) stores most in 16 bits.
@@ -114,6 +120,23 @@ def depth_for(patch: Sequence[int], spatial_dims: int) -> int:
     smallest = min(int(p) for p in patch)
     depth = math.floor(math.log2(max(smallest, 1) / MIN_BOTTLENECK)) if smallest >= 2 * MIN_BOTTLENECK else 1
     return max(1, min(MAX_DEPTH[spatial_dims], depth))
+
+
+def cpu_patch_start(median: Sequence[int], spacing: Sequence[float] | None) -> tuple[list[int], bool]:
+    """The median shape shrunk until it holds at most :data:`CPU_MAX_PATCH_VOXELS` (largest physical extent
+    first, 16 px at a time, never below 16); whether it was shrunk."""
+    dims = len(median)
+    spacing = list(spacing) if spacing is not None else [1.0] * dims
+    patch = [int(v) for v in median]
+    capped = False
+    while math.prod(patch) > CPU_MAX_PATCH_VOXELS[dims]:
+        axes = [i for i in range(dims) if patch[i] > 16]
+        if not axes:
+            break
+        axis = max(axes, key=lambda i: (patch[i] * spacing[i], patch[i]))
+        patch[axis] = max(16, patch[axis] - 16)
+        capped = True
+    return patch, capped
 
 
 def _round_down(patch: Sequence[int], divisor: int) -> list[int]:
@@ -395,7 +418,8 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     base = BASE_CHANNELS[kind]
     max_ch = MAX_CHANNELS[dims]
     out_channels = len(names)
-    patch, depth, need, shrunk = choose_patch(median, spacing, base_channels=base, max_channels=max_ch,
+    start, cpu_capped = cpu_patch_start(median, spacing) if kind == "cpu" else (list(median), False)
+    patch, depth, need, shrunk = choose_patch(start, spacing, base_channels=base, max_channels=max_ch,
                                               budget_bytes=budget, amp=amp, out_channels=out_channels)
     per_sample = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=1, amp=amp,
                                  out_channels=out_channels)
@@ -405,11 +429,17 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     median_voxels = math.prod(median)
     by_data = int(BATCH_DATASET_FRACTION * n_cases * median_voxels // math.prod(patch))
     batch = max(MIN_BATCH, min(by_memory, by_data))
+    cpu_batch_capped = kind == "cpu" and batch > CPU_MAX_BATCH
+    if cpu_batch_capped:
+        batch = CPU_MAX_BATCH
     need = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=batch, amp=amp,
                            out_channels=out_channels)
     bottleneck = [p // 2**depth for p in patch]
     what = "preprocessed volume" if dims == 3 else "image"
     patch_why = f"median {what} {_fmt_shape(median)}"
+    if cpu_capped:
+        patch_why += (f", capped at {CPU_MAX_PATCH_VOXELS[dims]:,} voxels for a CPU (step time, not memory, limits "
+                      f"training there; --device cuda plans the GPU patch)")
     if shrunk:
         patch_why += f", shrunk (largest physical extent first) to fit {budget_gb:g} GB"
     patch_why += f"; {depth} poolings; about {need / 2**30:.2f} GB at batch {batch}"
@@ -431,6 +461,9 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
                      f"budget would hold {by_memory}")
     else:
         batch_why = f"what {budget_gb:g} GB holds at this patch (about {(per_sample - fixed) / 2**20:.0f} MB a patch)"
+    if cpu_batch_capped:
+        batch_why = (f"a CPU: at most {CPU_MAX_BATCH} (step time grows with the batch; more, smaller steps a minute); "
+                     + batch_why)
     if batch == MIN_BATCH and min(by_memory, by_data) < MIN_BATCH:
         batch_why = f"the minimum of {MIN_BATCH}: " + batch_why
     decisions.append(Decision("train.batch_size", batch, batch_why))
@@ -467,6 +500,8 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     decisions.append(Decision("evaluate.sliding_window.overlap", 0.5, "half-overlapping windows"))
     decisions.append(Decision("evaluate.sliding_window.mode", "gaussian", "Gaussian blending (nnU-Net)"))
     decisions.append(Decision("evaluate.sliding_window.sw_batch_size", batch, "the training batch"))
+    decisions.append(Decision("evaluate.tta", True, "mirror test-time augmentation at evaluation and prediction "
+                                                    "(nnU-Net): flipped copies averaged; --no-tta to skip"))
     if dims == 3 or not fp.get("same_shape", True):
         decisions.append(Decision("evaluate.batch_size", 1, "whole images of different sizes: one at a time"
                                   if dims == 2 else "whole volumes: one at a time"))

@@ -170,7 +170,8 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 def result_json(result: dict, study: dict) -> dict:
     done = result["status"] == "done"
     summary = result.get("summary") if done else None
-    classes = [{"value": c["value"], "name": c["name"], "colour": class_hex(c["value"])}
+    background = (summary or {}).get("background", 0)  # results from before it was recorded: 0
+    classes = [{"value": c["value"], "name": c["name"], "colour": class_hex(c["value"], background)}
                for c in (summary or {}).get("classes", [])]
     formats = exports.formats_for(study["kind"], study["input_format"]) if done else []
     base = f"/api/results/{result['id']}"

@@ -30,7 +30,7 @@ from medseg.data.folder import normalize_intensity
 from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
 from medseg.data.pommier import pad_to
-from medseg.inference.volume import class_names_of_labels, label_map, predict_volume
+from medseg.inference.volume import class_names_of_labels, display_background, label_map, predict_volume
 from medseg.server import exports, slices
 from medseg.server.db import Database, now_iso
 from medseg.server.registry import DEMO_NOTE, ModelRegistry
@@ -217,15 +217,17 @@ class Worker:
             exports.write_dicom_seg(labels, volume, sources, names, entry.name, entry.version,
                                     out / exports.DOWNLOADS["dicom-seg"], values=scored)
         progress(0.8)
-        n_slices = slices.write_label_slices(labels, out / "slices")
+        background = display_background(predictor.meta)  # drawn transparent, coloured like the figures
+        n_slices = slices.write_label_slices(labels, out / "slices", background)
         reference = read_reference(paths) if study["reference_file"] else None
         if not paths.image_slices.is_dir():
             slices.write_image_slices(grey, study["window"], work / "image-slices")
         if reference is not None and not paths.reference_slices.is_dir():
-            slices.write_label_slices(reference, work / "reference-slices")
+            slices.write_label_slices(reference, work / "reference-slices", background)
         progress(0.95)
 
         summary = exports.summarize(labels, names, study["spacing"], study["kind"], reference, values=scored)
+        summary["background"] = background  # the viewer's legend colours (result_json)
         summary.update({
             "study": {"id": study["id"], "name": study["name"], "input_format": study["input_format"],
                       "input_files": study["input_files"], "input_sha256": study["input_sha256"],

@@ -19,7 +19,7 @@ import yaml
 
 from medseg.errors import DataValidationError
 from medseg.inference.predictor import Predictor, model_dirs
-from medseg.inference.volume import label_names
+from medseg.inference.volume import display_background, label_names
 from medseg.palette import class_hex
 from medseg.artifact import check_model_meta, read_model_meta
 
@@ -112,7 +112,8 @@ class ModelEntry:
         return {
             "id": self.id, "name": self.name, "version": self.version, "spatial_dims": self.spatial_dims,
             "mode": self.meta["task"].get("mode", "multiclass"), "folds": self.n_folds,
-            "classes": [{"value": v, "name": n, "colour": class_hex(v)} for v, n in enumerate(self.labels)],
+            "classes": [{"value": v, "name": n, "colour": class_hex(v, display_background(self.meta))}
+                        for v, n in enumerate(self.labels)],
             "demo": self.demo, "demo_note": DEMO_NOTE if self.demo else None, "demo_reason": self.demo_reason,
             "modality": self.modality[0],
         }

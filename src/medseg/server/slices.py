@@ -53,12 +53,13 @@ def grey_u8(image: np.ndarray, window: dict) -> np.ndarray:
     return np.nan_to_num(np.clip(scaled, 0, 255), nan=0.0).astype(np.uint8)
 
 
-def label_rgba(labels: np.ndarray) -> np.ndarray:
-    """(H, W) label values → (H, W, 4): the class colour, opaque on foreground, transparent on background."""
+def label_rgba(labels: np.ndarray, background: int | None = 0) -> np.ndarray:
+    """(H, W) label values → (H, W, 4): the class colour, opaque on foreground, transparent on the
+    ``background`` value (the model's: :func:`medseg.inference.volume.display_background`; None: all opaque)."""
     labels = np.asarray(labels)
     rgba = np.zeros((*labels.shape, 4), np.uint8)
-    rgba[..., :3] = colourize(labels)
-    rgba[..., 3] = np.where(labels > 0, 255, 0)
+    rgba[..., :3] = colourize(labels, background)
+    rgba[..., 3] = 255 if background is None else np.where(labels != background, 255, 0)
     return rgba
 
 
@@ -74,9 +75,9 @@ def write_image_slices(array: np.ndarray, window: dict, folder: Path) -> int:
     return int(array.shape[0])
 
 
-def write_label_slices(labels: np.ndarray, folder: Path) -> int:
+def write_label_slices(labels: np.ndarray, folder: Path, background: int | None = 0) -> int:
     """RGBA PNG per slice of a (D, H, W) label map into ``folder``; returns D."""
     folder.mkdir(parents=True, exist_ok=True)
     for k in range(labels.shape[0]):
-        Image.fromarray(label_rgba(labels[k])).save(slice_file(folder, k), **_PNG)
+        Image.fromarray(label_rgba(labels[k], background)).save(slice_file(folder, k), **_PNG)
     return int(labels.shape[0])
