@@ -42,7 +42,9 @@ def test_2d_example_trains_and_predicts_full_size(tmp_path):
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["train", str(EXAMPLES / "own_data_2d.yaml"), "--data", str(data), *TINY,
                                  "--set", f"output.root={runs}", "--set", "data.patch_size=[64, 64]",
-                                 "--set", "evaluate.sliding_window.roi_size=[64, 64]"], catch_exceptions=False)
+                                 "--set", "evaluate.sliding_window.roi_size=[64, 64]",
+                                 "--set", "model.deep_supervision=1"],  # the U-Net's nnU-Net option, end to end
+                           catch_exceptions=False)
     assert result.exit_code == 0, result.output
     out = tmp_path / "pred"
     result = runner.invoke(app, ["predict", str(runs / "own_data_2d"), str(data / "images" / "cell_3.png"),

@@ -529,6 +529,16 @@ def plan(
     console.print(f"wrote {yaml_path} (fingerprint: {json_path}); train with: medseg train {yaml_path}")
 
 
+def _config_or_plan(config: Path, data, name, epochs, sets, device, classes, budget_gb) -> dict:
+    """The config of `train` / `cv`: the YAML given, or one planned from DATA given in its place."""
+    if _is_data_argument(config):
+        return _planned_config(str(config), data, name, epochs, sets, device, classes, budget_gb)
+    if classes or budget_gb is not None:
+        raise typer.BadParameter("--classes and --budget-gb plan a config from DATA; with a YAML config set "
+                                 "task.class_names and the sizes in it (or with --set)")
+    return _config(config, data, name, epochs, sets, device)
+
+
 @app.command()
 def train(
     config: Path = typer.Argument(..., metavar="CONFIG", help="Experiment YAML, e.g. configs/chromosomes/unet.yaml; "
@@ -547,13 +557,7 @@ def train(
     one first (as medseg plan) and keeps plan.yaml and plan.json in the run folder."""
     from medseg.training.run import train_fold
 
-    if _is_data_argument(config):
-        cfg = _planned_config(str(config), data, name, epochs, sets, device, classes, budget_gb)
-    else:
-        if classes or budget_gb is not None:
-            raise typer.BadParameter("--classes and --budget-gb plan a config from DATA; with a YAML config set "
-                                     "task.class_names and the sizes in it (or with --set)")
-        cfg = _config(config, data, name, epochs, sets, device)
+    cfg = _config_or_plan(config, data, name, epochs, sets, device, classes, budget_gb)
     summary = train_fold(cfg, fold, restart=restart)
     best, primary = summary["best_val"], cfg["task"]["primary_metric"]
     iou = best.get(f"val_iou/{primary}")
@@ -587,13 +591,7 @@ def cv(
     from medseg.data.runs import run_dir_for
     from medseg.training.run import cross_validate
 
-    if _is_data_argument(config):
-        cfg = _planned_config(str(config), data, name, epochs, sets, device, classes, budget_gb)
-    else:
-        if classes or budget_gb is not None:
-            raise typer.BadParameter("--classes and --budget-gb plan a config from DATA; with a YAML config set "
-                                     "task.class_names and the sizes in it (or with --set)")
-        cfg = _config(config, data, name, epochs, sets, device)
+    cfg = _config_or_plan(config, data, name, epochs, sets, device, classes, budget_gb)
     fold_list = _int_list(folds, "--folds")
     cross_validate(cfg, folds=fold_list, restart=restart)
     if evaluate:  # the folds were just trained from the user's own config: its code is trusted

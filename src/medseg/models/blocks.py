@@ -150,22 +150,29 @@ class SegmentationNet(nn.Module):
         logits = self(image)
         return loss_fn(logits, target), logits
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[2:]
+    def pad_input(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """``x`` replicate-padded to a multiple of ``divisor`` per spatial axis, and the pads (F.pad order)."""
         pads: list[int] = []
-        for s in reversed(size):
+        for s in reversed(x.shape[2:]):
             extra = (-s) % self.divisor
             pads += [extra // 2, extra - extra // 2]
-        if any(pads):
-            x = F.pad(x, pads, mode="replicate")
-        out = self.forward_features(x)
-        if any(pads):
-            slices = [slice(None), slice(None)]
-            for d, s in enumerate(size):
-                lo = pads[2 * (len(size) - 1 - d)]
-                slices.append(slice(lo, lo + s))
-            out = out[tuple(slices)]
-        return out
+        return (F.pad(x, pads, mode="replicate") if any(pads) else x), pads
+
+    @staticmethod
+    def crop_output(out: torch.Tensor, size: Sequence[int], pads: list[int]) -> torch.Tensor:
+        """Undo :meth:`pad_input` on an output at the padded input's size."""
+        if not any(pads):
+            return out
+        slices = [slice(None), slice(None)]
+        for d, s in enumerate(size):
+            lo = pads[2 * (len(size) - 1 - d)]
+            slices.append(slice(lo, lo + s))
+        return out[tuple(slices)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[2:]
+        x, pads = self.pad_input(x)
+        return self.crop_output(self.forward_features(x), size, pads)
 
 
 class EncoderDecoderNet(SegmentationNet):

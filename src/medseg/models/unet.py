@@ -9,6 +9,7 @@ class serves all of them through ``depth``; channels double per stage from ``bas
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medseg.models.blocks import DoubleConv, EncoderDecoderNet, UpSample, make_pool
@@ -51,12 +52,16 @@ class UNetDecoder(nn.Module):
             self.ups.append(UpSample(deep, skip, spatial_dims=spatial_dims, mode=upsample, norm=norm, act=act))
             self.convs.append(DoubleConv(2 * skip, skip, spatial_dims=spatial_dims, norm=norm, act=act))
 
-    def forward(self, feats: list[torch.Tensor], skips: list[torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], skips: list[torch.Tensor] | None = None,
+                return_all: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """The last decoder stage's features; ``return_all``: every decoder stage's, deepest first."""
         skips = feats[:-1] if skips is None else skips
         x = feats[-1]
+        outs = []
         for up, conv, skip in zip(self.ups, self.convs, reversed(skips)):
             x = conv(torch.cat([skip, up(x)], dim=1))
-        return x
+            outs.append(x)
+        return outs if return_all else x
 
 
 @register_model("unet")
@@ -74,16 +79,53 @@ class UNet(EncoderDecoderNet):
         upsample: ``transpose`` (2×2 transposed conv, default) or ``bilinear``/``nearest`` + 1×1 conv.
         dropout: dropout after the bottleneck stage.
         max_channels: optional cap on the stage width.
+        deep_supervision: number of lower-resolution decoder stages that also get a 1×1 head and a loss term in
+            training (0 = off, the papers' U-Net; nnU-Net supervises all but the two deepest). Inference and the
+            saved model's outputs are unchanged; the extra heads only exist in training's loss.
+
+    Deep supervision (nnU-Net's recipe, one choice of ours): each supervised stage's logits are *upsampled*
+    (linear) to the full size and scored against the full-resolution target with the configured loss,
+    rather than downsampling the target (which needs a rule for class-index and multi-label maps alike);
+    stage k (k = 0 the full-resolution output) weighs 1/2^k, the weights normalised to sum 1, as nnU-Net.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 4,
                  base_channels: int = 64, norm: str = "batch", act: str = "relu", upsample: str = "transpose",
-                 dropout: float = 0.0, max_channels: int | None = None):
+                 dropout: float = 0.0, max_channels: int | None = None, deep_supervision: int = 0):
         super().__init__()
         channels = self.init_stages(spatial_dims, depth, base_channels, max_channels)
+        if not 0 <= int(deep_supervision) < depth:
+            raise ValueError(f"deep_supervision must be between 0 and depth - 1 = {depth - 1} decoder stages, "
+                             f"got {deep_supervision}")
         self.encoder = UNetEncoder(in_channels, channels, spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout)
         self.decoder = UNetDecoder(channels, spatial_dims=spatial_dims, norm=norm, act=act, upsample=upsample)
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
+        self.deep_supervision = int(deep_supervision)
+        # decoder stages k = 1..K above the output, at 1/2^k resolution (stage widths channels[k])
+        self.aux_heads = nn.ModuleList(Conv[Conv.CONV, spatial_dims](channels[k], out_channels, kernel_size=1)
+                                       for k in range(1, self.deep_supervision + 1))
+
+    def supervision_weights(self) -> list[float]:
+        """Loss weights of the output (first) and the supervised lower stages: 1/2^k, normalised."""
+        raw = [0.5**k for k in range(self.deep_supervision + 1)]
+        return [w / sum(raw) for w in raw]
+
+    def training_loss(self, loss_fn, image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output's loss plus, with ``deep_supervision``, the weighted losses of the lower decoder stages
+        (see the class docstring); the full-resolution logits."""
+        if not self.deep_supervision:
+            return super().training_loss(loss_fn, image, target)
+        size = image.shape[2:]
+        x, pads = self.pad_input(image)
+        outs = self.decoder(self.encoder(x), return_all=True)  # deepest first; the last is full resolution
+        logits = self.crop_output(self.head(outs[-1]), size, pads)
+        weights = self.supervision_weights()
+        total = weights[0] * loss_fn(logits, target)
+        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
+        for k, (w, head) in enumerate(zip(weights[1:], self.aux_heads), start=1):
+            aux = F.interpolate(head(outs[-1 - k]), size=x.shape[2:], mode=mode, align_corners=False)
+            total = total + w * loss_fn(self.crop_output(aux, size, pads), target)
+        return total, logits
 
 
 @register_model("sim_unet")

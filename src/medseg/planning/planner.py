@@ -21,7 +21,7 @@ the fingerprint. The rules, in order:
   with the largest physical extent first, until a batch of 2 fits the memory budget by
   :func:`estimate_memory`; the U-Net pools until the thinnest patch axis is 4–8 px at the bottleneck
   (isotropic poolings: medseg's U-Net pools every axis), each patch side a multiple of 2^depth;
-  32 base channels (16 for a CPU), capped at 512 (2D) / 320 (3D) as nnU-Net; instance norm and leaky ReLU.
+  32 base channels (8 for a CPU), capped at 512 (2D) / 320 (3D) as nnU-Net; instance norm and leaky ReLU.
 * **batch** — as many patches as the budget holds, at least 2, at most what covers 5 % of the data set's
   voxels (nnU-Net: larger batches on small data sets only overfit faster).
 * **train** — ``train.iterations`` optimizer steps (50,000 on CUDA, 2,000 on a CPU), epochs of at most 250
@@ -57,7 +57,10 @@ class Decision(NamedTuple):
 
 DEFAULT_BUDGET_GB = {"cuda": 8.0, "cpu": 2.0}
 DEFAULT_ITERATIONS = {"cuda": 50_000, "cpu": 2_000}
-BASE_CHANNELS = {"cuda": 32, "cpu": 16}
+# A CPU plan is 4x narrower than nnU-Net's 32: at equal wall-clock time more steps beat more width there
+# (benchmarks/bench_own_data.py, real M-FISH metaphases, 3 min on 2 cores: 16 channels 155 steps, Dice
+# chromosome 68.0 / overlap 11.7 %; 8 channels 483 steps, 72.8 / 23.4 %).
+BASE_CHANNELS = {"cuda": 32, "cpu": 8}
 MAX_CHANNELS = {2: 512, 3: 320}
 MAX_DEPTH = {2: 6, 3: 5}
 MIN_BOTTLENECK = 4  # px at the deepest stage (nnU-Net stops pooling an axis below 8, i.e. 4..8 px remain)
@@ -452,7 +455,7 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
                                                     f"axis ({patch[thin]}) pooled to {MIN_BOTTLENECK}-"
                                                     f"{2 * MIN_BOTTLENECK} px"))
     decisions.append(Decision("model.base_channels", base, f"{'CUDA' if kind == 'cuda' else 'a CPU'}: "
-                                                           f"{base} (nnU-Net's 32{', halved for CPU speed' if kind == 'cpu' else ''})"))
+                                                           f"{base} (nnU-Net's 32{', a quarter for CPU speed: more steps a minute' if kind == 'cpu' else ''})"))
     decisions.append(Decision("model.max_channels", max_ch, f"nnU-Net's cap for {dims}D"))
     decisions.append(Decision("model.norm", "instance", f"batches of {batch} patches: instance norm (nnU-Net)"))
     decisions.append(Decision("model.act", "leakyrelu", "nnU-Net's activation"))
