@@ -10,10 +10,12 @@ from medseg.metrics.segmentation import (
     image_diagonal,
     scores_from_counts,
 )
+from medseg.metrics.uw_score import UWScore, uw_scan_score
 
 __all__ = [
     "BASE_METRICS",
     "SegmentationMetrics",
+    "UWScore",
     "binary_stats",
     "confusion_matrix",
     "count_parameters",
@@ -21,4 +23,5 @@ __all__ = [
     "image_diagonal",
     "scores_from_counts",
     "time_inference",
+    "uw_scan_score",
 ]

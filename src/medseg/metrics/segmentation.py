@@ -92,7 +92,7 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_bool_mask(x: Any, what: str) -> np.ndarray:
+def as_bool_mask(x: Any, what: str) -> np.ndarray:
     a = _to_numpy(x)
     if a.dtype == bool:
         return a
@@ -132,8 +132,8 @@ def _check_labels(a: np.ndarray, num_classes: int, what: str) -> None:
 
 def binary_stats(pred_mask: Any, true_mask: Any) -> dict[str, int]:
     """``{"tp", "fp", "fn", "tn"}`` pixel counts of one binary prediction against one binary truth."""
-    p = _as_bool_mask(pred_mask, "pred_mask")
-    g = _as_bool_mask(true_mask, "true_mask")
+    p = as_bool_mask(pred_mask, "pred_mask")
+    g = as_bool_mask(true_mask, "true_mask")
     if p.shape != g.shape:
         raise ValueError(f"pred_mask and true_mask shapes differ: {p.shape} vs {g.shape}")
     tp = int(np.count_nonzero(p & g))
@@ -212,8 +212,8 @@ def hausdorff_distance(
     Computed with ``scipy.ndimage.distance_transform_edt`` on the bounding box of the union, so a 128 x 128
     image takes well under a millisecond.
     """
-    p = _as_bool_mask(pred_mask, "pred_mask")
-    g = _as_bool_mask(true_mask, "true_mask")
+    p = as_bool_mask(pred_mask, "pred_mask")
+    g = as_bool_mask(true_mask, "true_mask")
     if p.shape != g.shape:
         raise ValueError(f"pred_mask and true_mask shapes differ: {p.shape} vs {g.shape}")
     if points not in ("all", "surface"):
@@ -379,7 +379,7 @@ class SegmentationMetrics:
                 )
             spacings = self._batch_spacings(spacing, p.shape[0], p.shape[2:])
             counts, masks_p, masks_t, pix, fg = self._multilabel_batch(
-                _as_bool_mask(p, "pred"), _as_bool_mask(t, "target")
+                as_bool_mask(p, "pred"), as_bool_mask(t, "target")
             )
         b, s = counts.shape[:2]
         hd = np.full((b, s), np.nan)
