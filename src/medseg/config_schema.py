@@ -423,10 +423,24 @@ class NoisyLabelsConfig(Section):
     @field_validator("dilate_range")
     @classmethod
     def _range(cls, value):
-        if len(value) != 2 or not 0 <= value[0] <= value[1]:
-            raise ValueError("noisy_labels.dilate_range: the noise range must be two integers 0 <= lo <= hi "
-                             f"(pixels), got {value!r}")
+        try:
+            noise_range(value)
+        except ValueError as exc:
+            raise ValueError(f"noisy_labels.dilate_range: {exc}") from None
         return value
+
+
+def noise_range(n_range) -> tuple[int, int]:
+    """``(lo, hi)`` of a noise range in pixels: two integers 0 <= lo <= hi (the config's
+    ``noisy_labels.dilate_range`` and :func:`medseg.data.label_noise.simulate_label_noise`'s ``n_range``)."""
+    try:
+        lo, hi = (int(v) for v in n_range)
+        ok = [lo, hi] == [float(v) for v in n_range]
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not 0 <= lo <= hi:
+        raise ValueError(f"the noise range must be two integers 0 <= lo <= hi (pixels), got {n_range!r}")
+    return lo, hi
 
 
 def structure_signatures(structures: list[list[int]], num_classes: int) -> dict[int, int]:

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medseg.config_schema import NOISE_MODES, structure_signatures
+from medseg.config_schema import NOISE_MODES, noise_range, structure_signatures
 from medseg.errors import ConfigError, DataValidationError
 from medseg.progress import Progress
 
@@ -150,7 +150,7 @@ def simulate_label_noise(labels: np.ndarray, indices: Sequence[int], *, fraction
     fraction = float(fraction)
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    lo, hi = _n_range(n_range)
+    lo, hi = noise_range(n_range)
     if mode not in NOISE_MODES:
         raise ValueError(f"mode must be one of {NOISE_MODES}, got {mode!r}")
     indices = np.asarray(indices, dtype=np.int64)
@@ -169,17 +169,6 @@ def simulate_label_noise(labels: np.ndarray, indices: Sequence[int], *, fraction
         out[idx] = perturb_label(labels[idx], op, n, task_mode=task_mode, structures=structures, num_classes=num_classes)
         records.append({"index": int(idx), "op": op, "n": n, "changed": int((out[idx] != labels[idx]).sum())})
     return out, records
-
-
-def _n_range(n_range) -> tuple[int, int]:
-    try:
-        lo, hi = (int(v) for v in n_range)
-        ok = [lo, hi] == [float(v) for v in n_range]
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or not 0 <= lo <= hi:
-        raise ValueError(f"the noise range must be two integers 0 <= lo <= hi (pixels), got {n_range!r}")
-    return lo, hi
 
 
 def noise_structures(cfg: dict) -> list[list[int]] | None:
@@ -204,7 +193,7 @@ def apply_label_noise(cfg: dict, data, train_idx: Sequence[int], fold: int = 0, 
     if data.labels.ndim != expected:
         raise DataValidationError(data.source, f"labels of shape {data.labels.shape} do not fit a {spatial_dims}D "
                                   f"{task_mode} task (expected {expected} dimensions) for the label-noise simulation")
-    lo, hi = _n_range(nl["dilate_range"])
+    lo, hi = noise_range(nl["dilate_range"])
     labels, records = simulate_label_noise(
         data.labels, train_idx, fraction=float(nl["fraction"]), n_range=(lo, hi), mode=nl["mode"],
         seed=[int(nl["seed"]), int(fold)], task_mode=task_mode, structures=noise_structures(cfg),
