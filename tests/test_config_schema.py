@@ -181,7 +181,7 @@ def test_the_config_is_a_plain_dict():
     ({"task": {"spatial_dims": 3}, "evaluate": {"sliding_window": {"roi_size": [8, 8]}}},
      r"evaluate\.sliding_window\.roi_size must be \[D, H, W\] voxels for task\.spatial_dims 3"),
     ({"data": {"size": [128]}}, r"data\.size must be \[H, W\] pixels or null"),
-    ({"data": {"normalize": "minmax"}}, r"data\.normalize"),
+    ({"data": {"normalize": "percentile"}}, r"data\.normalize"),
     ({"train": {"iterations": 0}}, r"train\.iterations must be >= 1 optimizer steps or null"),
     ({"data": {"patch_size": [8, 8, 8], "patch_pos_fraction": 1.5}}, r"data\.patch_pos_fraction must be in \[0, 1\]"),
     ({"data": {"patch_pos_fraction": 0.5}}, r"data\.patch_pos_fraction needs data\.patch_size"),

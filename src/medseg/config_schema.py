@@ -125,16 +125,27 @@ class DataConfig(Section):
     path: str = Field("synth:demo", description="An HDF5 file in the Pommier layout, a folder (images/ + masks/), "
                       "or \"synth:demo\" / \"synth:pommier\" for the project's own synthesized sets (made on "
                       "first use, no download).")
-    format: str = Field("auto", description="auto | pommier | folder")
+    format: str = Field("auto", description="auto | pommier | folder | uwgi (the UW-Madison GI-tract competition "
+                        "folder: train.csv + train/case*/case*_day*/scans/*.png; auto detects it)")
     h5_key: str = "dataset_1"
     size: list[int] | None = Field(default_factory=lambda: [128, 128], description=(
         "2D: every image padded all round (or centre-cropped, with a warning) to [H, W] when loaded; the papers "
         "pad 94x93 to 128x128. null: full resolution, each image keeps its own size (train on data.patch_size "
         "patches then)."))
-    normalize: Literal["range", "zscore"] = Field(
+    normalize: Literal["range", "zscore", "minmax"] = Field(
         "range", description="2D intensities: range (the stored dtype's range to [0, 1]: uint8 / 255, uint16 / "
-                             "65535) | zscore (then per image (x - mean) / std, std floored; recorded in model.json "
-                             "and applied again by predict and the server)")
+                             "65535) | zscore (then per image (x - mean) / std, std floored) | minmax (then per image "
+                             "(x - min) / (max - min): 16-bit MRI fills a small, scan-dependent part of its range); "
+                             "recorded in model.json and applied again by predict and the server")
+    resize: bool = Field(
+        False, description="2D: scale every image to data.size (images bilinear, masks nearest) instead of padding "
+                           "or centre-cropping it; predictions are scaled back to each image's own size (the GI "
+                           "paper resizes to 128x128)")
+    context_slices: int = Field(
+        0, description="2.5D (slice data with scans, e.g. the GI tract): k neighbouring slices of the same scan "
+                       "on each side are fed as extra input channels (2k + 1 in all; at the scan's ends the edge "
+                       "slice repeats); 0: one slice")
+    context_stride: int = Field(1, description="2.5D: slices between neighbours (1: adjacent slices)")
     image_pad_value: int | float | str = Field(
         "border", description="number, or \"border\" (median of each image's border)")
     stray_labels: Literal["reject", "background", "nearest"] = Field(
@@ -156,6 +167,14 @@ class DataConfig(Section):
     patient_pattern: str | None = Field(
         None, description="3D: regular expression whose first group is the patient id in a case name; splits "
                           "keep a patient's series together. null: every case is its own patient.")
+
+    @field_validator("context_slices", "context_stride")
+    @classmethod
+    def _context(cls, value, info):
+        low = 0 if info.field_name == "context_slices" else 1
+        if value < low:
+            raise ValueError(f"data.{info.field_name} must be >= {low}, got {value!r}")
+        return value
 
     @field_validator("image_pad_value", mode="before")
     @classmethod
@@ -257,6 +276,18 @@ class SplitsConfig(Section):
                           "are drawn from the non-test cases by n_folds/val_fraction/seed; names with or without "
                           "their suffix), or a split JSON medseg wrote (indices); a path that does not exist yet "
                           "gets a split drawn by these settings")
+
+    stratify: bool = Field(
+        False, description="k-fold grouped by patient/case and stratified by each image's stratum (the GI data: "
+                           "the number of organs in the image, 0-3), as scikit-learn's StratifiedGroupKFold (the GI "
+                           "paper's split); with test_fraction 0 only")
+
+    @model_validator(mode="after")
+    def _stratified(self):
+        if self.stratify and (self.test_fraction != 0 or self.val_fraction is not None):
+            raise ValueError("splits.stratify makes k-fold cross-validation folds only: set splits.test_fraction: 0 "
+                             "and leave splits.val_fraction null")
+        return self
 
     @field_validator("val_fraction")
     @classmethod
@@ -506,12 +537,30 @@ class VolumeAugmentConfig(Section):
 class AugmentConfig(Section):
     flip_prob: float = Field(0.0, description="2D: random flips along each axis")
     rot90_prob: float = Field(0.0, description="2D: random 90° rotations")
+    elastic_prob: float = Field(0.0, description="2D: probability of an elastic deformation (the GI paper, after "
+                                                 "Simard et al.; MONAI Rand2DElastic: image bilinear, masks nearest)")
+    elastic_spacing: list[float] = Field(default_factory=lambda: [16.0, 16.0], description=(
+        "2D elastic: distance between the deformation's control points, pixels [H, W]"))
+    elastic_magnitude: list[float] = Field(default_factory=lambda: [1.0, 2.0], description=(
+        "2D elastic: range [lo, hi] of the control-point displacement, in units of elastic_spacing"))
+    noise_prob: float = Field(0.0, description="2D: probability of additive Gaussian noise on the image")
+    noise_std: float = Field(0.05, description="2D: the noise's standard deviation (in the normalised input's units)")
     volume: VolumeAugmentConfig = Field(default_factory=VolumeAugmentConfig)
 
     @model_validator(mode="after")
     def _checks(self):
         _probability(self.flip_prob, "augment.flip_prob")
         _probability(self.rot90_prob, "augment.rot90_prob")
+        _probability(self.elastic_prob, "augment.elastic_prob")
+        _probability(self.noise_prob, "augment.noise_prob")
+        if len(self.elastic_spacing) != 2 or min(self.elastic_spacing) <= 0:
+            raise ValueError(f"augment.elastic_spacing must be two positive pixel distances [H, W], got "
+                             f"{self.elastic_spacing!r}")
+        lo_hi = self.elastic_magnitude
+        if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1]:
+            raise ValueError(f"augment.elastic_magnitude must be [lo, hi] with 0 <= lo <= hi, got {lo_hi!r}")
+        if self.noise_std < 0:
+            raise ValueError(f"augment.noise_std must be >= 0, got {self.noise_std!r}")
         return self
 
 
@@ -619,7 +668,7 @@ class Config(Section):
             raise ValueError(f"evaluate.sliding_window.roi_size must be {shape_names} for task.spatial_dims {dims}, "
                              f"got {roi!r}")
         if self.task.spatial_dims == 3:
-            for key in ("flip_prob", "rot90_prob"):
+            for key in ("flip_prob", "rot90_prob", "elastic_prob", "noise_prob"):
                 if getattr(self.augment, key) > 0:
                     raise ValueError(f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
                                      f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)")
