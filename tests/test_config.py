@@ -207,8 +207,11 @@ def test_configs_are_found():
 
 
 def _build(cfg: dict) -> torch.nn.Module:
+    """The model with in/out channels as training gives them (2.5D: the slice and its neighbours)."""
     kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    return build_model(cfg["model"]["name"], trust_code=True, in_channels=1, out_channels=len(cfg["task"]["class_names"]), **kwargs)
+    in_channels = 1 + 2 * int(cfg["data"].get("context_slices") or 0)
+    return build_model(cfg["model"]["name"], trust_code=True, in_channels=in_channels,
+                       out_channels=len(cfg["task"]["class_names"]), **kwargs)
 
 
 @pytest.mark.parametrize("path", ALL_YAML, ids=[str(p.relative_to(CONFIGS)) for p in ALL_YAML])
@@ -216,14 +219,16 @@ def test_every_config_loads_and_builds_its_model(path):
     cfg = load_config(path)
     model = _build(cfg)
     n_classes = len(cfg["task"]["class_names"])
+    in_channels = 1 + 2 * int(cfg["data"].get("context_slices") or 0)  # 2.5D: the slice and its neighbours
     if isinstance(model, UNet):
         assert model.head.out_channels == n_classes
-        assert model.encoder.stages[0][0][0].in_channels == 1
+        assert model.encoder.stages[0][0][0].in_channels == in_channels
         assert len(model.encoder.stages) == cfg["model"]["depth"] + 1
+        assert model.channels == (cfg["model"].get("channels") or model.channels)
         assert model.channels[0] == cfg["model"]["base_channels"]
     if cfg["model"].get("base_channels", 64) <= 16:  # only narrow models run a forward pass here
         with torch.no_grad():
-            out = model.eval()(torch.zeros(1, 1, 32, 32))
+            out = model.eval()(torch.zeros(1, in_channels, 32, 32))
         assert out.shape == (1, n_classes, 32, 32)
     del model
 

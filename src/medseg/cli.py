@@ -8,7 +8,8 @@
     medseg train DATA [--classes a,b,c] [--budget-gb G] [--set key=value ...]   planned on the fly (medseg plan)
     medseg cv CONFIG [--folds 0,1,...] [--data PATH]         all folds, then the held-out test report
     medseg evaluate RUN [--data PATH] [--tta] [--trust-code]
-    medseg predict MODEL IMAGE... -o OUT [--tta] [--allow-gaps] [--trust-code]
+    medseg predict MODEL IMAGE... -o OUT [--folds K,...|all] [--tta] [--allow-gaps] [--trust-code]
+    medseg predict RUN FOLDER --format submission -o OUT [--folds K,...|all]   UW-Madison submission.csv
     medseg serve [--model RUN ...] [--trust-code]
     medseg users add|list|passwd|remove
     medseg models
@@ -651,11 +652,42 @@ def evaluate_cmd(
     console.print(f"report: {report}")
 
 
+def _fold_choice(model: Path, text: Optional[str]) -> Optional[list[int]]:
+    """``--folds``: None (every fold: ``all`` or not given) or the folds, each of which must be in ``model``."""
+    from medseg.artifact import MODEL_META
+    from medseg.errors import DataValidationError
+
+    if text is None or text.strip().lower() == "all":
+        return None
+    folds = _int_list(text, "--folds")
+    if not folds:
+        raise typer.BadParameter(f"--folds takes comma-separated fold numbers or 'all', got {text!r}")
+    if (model / MODEL_META).is_file():
+        raise DataValidationError(model, f"--folds {text} is for a run folder holding fold_*; this is one fold's "
+                                         "model (give the run folder, or no --folds)")
+    found = {p.name for p in model.glob("fold_*") if (p / MODEL_META).is_file()}
+    missing = [k for k in dict.fromkeys(folds) if f"fold_{k}" not in found]
+    if missing and found:
+        raise DataValidationError(model, f"no trained fold {', '.join(map(str, missing))} here (trained: "
+                                         f"{', '.join(sorted(found, key=lambda n: int(n.split('_')[1])))})")
+    return folds
+
+
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Run directory (fold ensemble) or one fold directory."),
-    images: List[Path] = typer.Argument(..., metavar="IMAGE", help="PNG/TIFF images (2D models) or volumes: NIfTI, HDF5, DICOM folder/zip (3D)."),
+    images: List[Path] = typer.Argument(..., metavar="IMAGE", help="PNG/TIFF images (2D models) or volumes: NIfTI, "
+                                        "HDF5, DICOM folder/zip (3D); with --format submission: one UW-Madison "
+                                        "competition folder (holding test/ or train/, or that folder itself)."),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder."),
+    fmt: str = typer.Option("files", "--format", metavar="FORMAT", help="files: label map, overlay, masks per "
+                            "image or volume; submission: the UW-Madison GI Tract Kaggle submission.csv (id,class,"
+                            "predicted; RLE at each slice's own size) + submission.json (counts, ms per slice)."),
+    folds: Optional[str] = typer.Option(None, "--folds", metavar="K,...", help="Folds of a run to load, or 'all' (the "
+                                        "default): their probabilities are averaged, so this is also the fold "
+                                        "ensemble (no separate command); e.g. --folds 0,2."),
+    threshold: float = typer.Option(0.5, "--threshold", metavar="P", help="--format submission: a pixel is an "
+                                    "organ where its probability is above P."),
     tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Test-time augmentation (flips, 90° rotations) "
                                        "or not (default: the model's evaluate.tta; planned models mirror)."),
     device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
@@ -663,11 +695,25 @@ def predict(
     allow_gaps: bool = AllowGapsOpt,
 ):
     """Segment your own images (label map, overlay, each whole chromosome as mask and cut-out) or CT volumes
-    (label in the input's format and geometry + per-class volumes in ml)."""
+    (label in the input's format and geometry + per-class volumes in ml); or, with --format submission, write a
+    UW-Madison GI Tract competition submission for a folder of scans."""
     from medseg.inference.image import predict_image_file
     from medseg.inference.predictor import Predictor, check_input_kind
 
-    predictor = Predictor.from_path(model, device=device, tta=tta, trust_code=trust_code)
+    if fmt not in ("files", "submission"):
+        raise typer.BadParameter(f"--format takes files or submission, got {fmt!r}")
+    if fmt == "submission" and len(images) != 1:
+        raise typer.BadParameter(f"--format submission takes one competition folder, got {len(images)} paths")
+    fold_list = _fold_choice(model, folds)
+    predictor = Predictor.from_path(model, folds=fold_list, device=device, tta=tta, trust_code=trust_code)
+    if fmt == "submission":
+        from medseg.inference.submission import write_submission
+
+        s = write_submission(predictor, images[0], out, threshold=threshold, model=model)
+        console.print(f"{s['n_slices']:,} slices of {s['n_scans']} scans ({s['n_models']} fold(s)) → {s['csv']}  "
+                      f"{s['total_ms_per_slice']:.1f} ms/slice (prediction {s['predict_ms_per_slice']:.1f}, "
+                      f"RLE + writing {s['rle_write_ms_per_slice']:.2f}); timing: {s['json']}")
+        return
     for path in images:
         check_input_kind(path, predictor.spatial_dims, f"model {model}")
     if predictor.spatial_dims == 3:

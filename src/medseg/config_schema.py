@@ -123,8 +123,8 @@ class PhantomConfig(Section):
 
 class DataConfig(Section):
     path: str = Field("synth:demo", description="An HDF5 file in the Pommier layout, a folder (images/ + masks/), "
-                      "or \"synth:demo\" / \"synth:pommier\" for the project's own synthesized sets (made on "
-                      "first use, no download).")
+                      "a UW-Madison GI-tract folder (train.csv + train/), or \"synth:demo\" / \"synth:pommier\" / "
+                      "\"synth:gi\" for the project's own synthesized sets (made on first use, no download).")
     format: str = Field("auto", description="auto | pommier | folder | uwgi (the UW-Madison GI-tract competition "
                         "folder: train.csv + train/case*/case*_day*/scans/*.png; auto detects it)")
     h5_key: str = "dataset_1"
@@ -155,6 +155,8 @@ class DataConfig(Section):
     limit: int | None = Field(None, description="use only the first N images (quick runs)")
     synth_pairs: int = Field(1500, description="size of the synth:demo set")
     synth_seed: int = 0
+    synth_gi_cases: int = Field(6, description="size of the synth:gi set (cases of 1-5 scans of 80 or 144 slices; "
+                                               "medseg data synth-gi)")
     patch_size: list[int] | None = Field(
         None, description="train on random patches instead of whole images: [H, W] in 2D (medseg.data.transforms, "
                           "images smaller than a patch are padded), [D, H, W] in 3D (medseg.data.transforms3d); "
@@ -304,9 +306,10 @@ class SchedulerConfig(Section):
     """name: plateau (the papers: ReduceLROnPlateau on the validation loss, factor/patience; on the training loss
     when there is no validation set) | cosine (cosine decay from lr to min_lr over `epochs`, after
     `warmup_epochs` of linear warm-up: for short fixed budgets) | poly (nnU-Net: lr·(1 − epoch/epochs)^0.9,
-    stepped once an epoch; with train.iterations the epochs are those the budget takes)"""
+    stepped once an epoch; with train.iterations the epochs are those the budget takes) | constant (lr throughout:
+    Keras' Adam without a callback, the GI paper)"""
 
-    name: Literal["plateau", "cosine", "poly"] = "plateau"
+    name: Literal["plateau", "cosine", "poly", "constant"] = "plateau"
     factor: float = 0.5
     patience: int = 3
     min_lr: float = 1.0e-7
@@ -542,7 +545,8 @@ class AugmentConfig(Section):
     elastic_spacing: list[float] = Field(default_factory=lambda: [16.0, 16.0], description=(
         "2D elastic: distance between the deformation's control points, pixels [H, W]"))
     elastic_magnitude: list[float] = Field(default_factory=lambda: [1.0, 2.0], description=(
-        "2D elastic: range [lo, hi] of the control-point displacement, in units of elastic_spacing"))
+        "2D elastic: range [lo, hi] of the control points' random displacement, in pixels (MONAI's magnitude_range; "
+        "the smooth field between them moves pixels by about that much)"))
     noise_prob: float = Field(0.0, description="2D: probability of additive Gaussian noise on the image")
     noise_std: float = Field(0.05, description="2D: the noise's standard deviation (in the normalised input's units)")
     volume: VolumeAugmentConfig = Field(default_factory=VolumeAugmentConfig)

@@ -215,7 +215,7 @@ def test_zscore_normalises_each_whole_image():
     assert np.array_equal(normalize_input(np.full((4, 4), 0.3, np.float32), "zscore"), np.zeros((4, 4)))
     assert normalize_input(scaled, "range") is scaled
     with pytest.raises(ValueError, match="data.normalize"):
-        normalize_input(scaled, "minmax")
+        normalize_input(scaled, "percentile")
 
 
 def test_dataset_feeds_zscored_images_before_the_patch():
@@ -226,3 +226,14 @@ def test_dataset_feeds_zscored_images_before_the_patch():
     np.testing.assert_allclose(item, (images[0] - images[0].mean()) / images[0].std(), atol=1e-4)
     patch = SegmentationDataset(data, [0], RandomPatch2D([8, 8]), normalize="zscore")[0]["image"][0].numpy()
     assert np.isin(np.round(patch, 4), np.round(item, 4)).all()  # statistics of the whole image, not the patch
+
+
+def test_minmax_stretches_each_whole_image_to_unit_range():
+    rng = np.random.default_rng(3)
+    raw = rng.integers(200, 900, size=(2, 16, 16)).astype(np.float32)  # a 2.5D stack of two slices
+    out = normalize_input(raw / 65535.0, "minmax")
+    assert out.dtype == np.float32 and out.min() == 0.0 and abs(out.max() - 1.0) < 1e-6
+    # one scale for the whole stack: the slices keep their relative brightness, and a linear rescale is ignored
+    np.testing.assert_allclose(out, (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-5)
+    np.testing.assert_allclose(normalize_input(raw, "minmax"), out, atol=1e-5)
+    assert np.array_equal(normalize_input(np.full((4, 4), 0.3, np.float32), "minmax"), np.zeros((4, 4)))

@@ -39,7 +39,7 @@ def test_plateau_is_the_default_and_halves():
 
 
 def test_unknown_schedule_is_refused():
-    with pytest.raises(ConfigError, match="plateau, cosine or poly"):
+    with pytest.raises(ConfigError, match="plateau, cosine, poly or constant"):
         _lrs({"name": "step", "min_lr": 0.0}, 3)
 
 
@@ -50,3 +50,15 @@ def test_poly_decays_as_nnunet():
     for epoch, lr in enumerate(lrs):
         assert lr == pytest.approx(1e-2 * (1 - epoch / 10) ** 0.9)
     assert all(a > b > 0 for a, b in zip(lrs, lrs[1:]))
+
+
+def test_constant_schedule_keeps_the_learning_rate():
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = build_scheduler(opt, {"name": "constant", "factor": 0.5, "patience": 3, "min_lr": 1e-7}, epochs=5)
+    lrs = []
+    for _ in range(5):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs == [1e-3] * 5

@@ -16,7 +16,9 @@ if TYPE_CHECKING:  # only for the annotation; the data layer is never needed to 
 def model_kwargs(cfg: dict) -> dict:
     """The architecture's constructor settings: the ``model`` section plus in/out channels and dimensions."""
     kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
-    kwargs.setdefault("in_channels", 1)
+    # 2.5D (data.context_slices k): the slice and its 2k neighbours are the input channels
+    context = int(cfg["data"].get("context_slices") or 0) if int(cfg["task"].get("spatial_dims", 2)) == 2 else 0
+    kwargs.setdefault("in_channels", 1 + 2 * context)
     kwargs.setdefault("out_channels", len(cfg["task"]["class_names"]))
     kwargs.setdefault("spatial_dims", cfg["task"]["spatial_dims"])
     return kwargs
@@ -39,13 +41,20 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
     intensity = "dtype range to [0, 1] (uint8 / 255, uint16 / 65535)"
     if normalize == "zscore":
         intensity += ", then per image (x - mean) / std"
+    elif normalize == "minmax":
+        intensity += ", then per image (x - min) / (max - min)"
     meta = {
         "model": {"name": cfg["model"]["name"], "kwargs": model_kwargs(cfg)},
         "task": cfg["task"],
         # 2D: how an image is fed (data.size, data.normalize: medseg.data.transforms.normalize_input) and the
         # sliding window it is validated and predicted with; the predictor reads both back from here.
         "preprocessing": {"size": cfg["data"]["size"], "image_pad_value": cfg["data"]["image_pad_value"],
-                          "normalize": normalize, "intensity": intensity},
+                          "normalize": normalize, "intensity": intensity,
+                          # resize: images scaled to size (not padded) and predictions scaled back; context: the
+                          # 2.5D input (k neighbouring slices of the scan on each side, stride apart)
+                          "resize": bool(cfg["data"].get("resize", False)),
+                          "context_slices": int(cfg["data"].get("context_slices") or 0),
+                          "context_stride": int(cfg["data"].get("context_stride") or 1)},
         # evaluate.tta: whether prediction averages flipped/rotated copies by default (the planner turns it on, as
         # nnU-Net mirrors at prediction; `medseg predict --tta/--no-tta` overrides it)
         "evaluate": {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window")),

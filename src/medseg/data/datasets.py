@@ -60,6 +60,11 @@ class SegmentationData:
     groups: list[str] | None = None
     volume_info: dict | None = None  # 3D: each case's original shape and spacing before preprocessing
     boxes: list[Box] | None = None
+    # Stratum of each item for stratified splits (splits.stratify; the GI data: organs in the image, 0-3).
+    strata: list[int] | None = None
+    # 2.5D (data.context_slices): for each item, the items fed as its input channels (its scan's neighbouring
+    # slices, itself in the middle), shape (N, 2k + 1); None: each image is one channel.
+    context: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -77,11 +82,22 @@ class SegmentationData:
         return None if self.boxes is None else [self.boxes[int(i)] for i in indices]
 
     def item(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Image and label of item ``i`` at the image's own size (views, cropped from the canvas)."""
-        image, label = self.images[i], self.labels[i]
+        """Input and label of item ``i`` at the image's own size (cropped from the canvas): the image (H, W),
+        or (2k + 1, H, W) with 2.5D context (:attr:`context`)."""
+        image, label = self.input_of(i), self.labels[i]
         if self.boxes is None:
             return image, label
         return crop_box(image, self.boxes[i]), crop_box(label, self.boxes[i])
+
+    def input_of(self, i: int) -> np.ndarray:
+        """The network input of item ``i`` on the canvas: the image, or its 2.5D stack of slices."""
+        return self.images[i] if self.context is None else self.images[self.context[int(i)]]
+
+    def inputs(self, indices: Sequence[int]) -> np.ndarray:
+        """The network inputs of several items: (n, H, W) images, or (n, 2k + 1, H, W) with 2.5D context —
+        what :meth:`~medseg.inference.predictor.Predictor.predict_proba` takes."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return self.images[idx] if self.context is None else self.images[self.context[idx]]
 
 
 def crop_box(array, box: Box):
@@ -141,13 +157,39 @@ def synth_path(kind: str, n_pairs: int, seed: int) -> Path:
     return medseg_home() / "synth" / f"demo_{n_pairs}_seed{seed}.h5"
 
 
+def synth_gi_path(n_cases: int, seed: int) -> Path:
+    """The ``synth:gi`` folder (UW-Madison layout, SYNTHESIZED), written once under $MEDSEG_HOME/synth: into a
+    temporary sibling first and renamed, so an interrupted run never leaves half a set behind."""
+    import shutil
+    import tempfile
+
+    from medseg.data.synth_gi import write_synth_gi
+
+    path = medseg_home() / "synth" / f"gi_cases{n_cases}_seed{seed}"
+    if (path / "manifest.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        write_synth_gi(tmp / "set", n_cases=n_cases, seed=seed)
+        if path.exists():  # a folder without its manifest: an older interrupted run
+            shutil.rmtree(path)
+        (tmp / "set").replace(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
 def resolve_data_path(data_cfg: dict) -> tuple[Path, bool]:
     """Returns the path to read and whether it is the project's synthesized data (made here if missing)."""
     spec = str(data_cfg["path"])
     if spec.startswith("synth:"):
         kind = spec.split(":", 1)[1]
+        if kind == "gi":
+            return synth_gi_path(int(data_cfg.get("synth_gi_cases", 6)), int(data_cfg["synth_seed"])), True
         if kind not in ("demo", "pommier"):
-            raise DataValidationError(None, f"unknown synthesized set {spec!r}; use synth:demo or synth:pommier")
+            raise DataValidationError(None, f"unknown synthesized set {spec!r}; use synth:demo, synth:pommier or "
+                                            "synth:gi")
         path = synth_path(kind, int(data_cfg["synth_pairs"]), int(data_cfg["synth_seed"]))
         if not path.exists():
             from medseg.data.synth import run_synth
@@ -175,14 +217,20 @@ def _is_synthesized(path: Path) -> bool:
     return False
 
 
-def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
+def load_data(data_cfg: dict, num_classes: int, *, task: dict | None = None, progress: bool = True) -> SegmentationData:
     """The 2D data set of a config's ``data`` section: a Pommier HDF5 file or an images/ + masks/ folder, sized
     by ``data.size`` (see the module docstring: padding is silent, cropping warns, null keeps each image's
     own size on a common canvas with :attr:`SegmentationData.boxes`)."""
     path, synthesized = resolve_data_path(data_cfg)
     fmt = data_cfg.get("format", "auto")
     if fmt == "auto":
-        fmt = "folder" if path.is_dir() else "pommier"
+        from medseg.data.uwgi_dataset import is_uwgi_folder
+
+        fmt = ("uwgi" if is_uwgi_folder(path) else "folder") if path.is_dir() else "pommier"
+    if fmt == "uwgi":
+        from medseg.data.uwgi_dataset import load_uwgi_data
+
+        return load_uwgi_data(data_cfg, task or {}, progress, root=path, synthesized=synthesized)
     size = tuple(data_cfg["size"]) if data_cfg.get("size") else None
     notes: list[str] = []
     boxes: list[Box] | None = None
@@ -233,13 +281,14 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
             images, labels, names = images[: int(limit)], labels[: int(limit)], names[: int(limit)]
         original = images.shape[1:]
     else:
-        raise DataValidationError(path, f"unknown data format {fmt!r}; use auto, pommier or folder")
+        raise DataValidationError(path, f"unknown data format {fmt!r}; use auto, pommier, folder or uwgi")
     return SegmentationData(np.ascontiguousarray(images, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.uint8),
                             names, str(path), synthesized, notes, tuple(original), boxes=boxes)
 
 
 class SegmentationDataset(Dataset):
-    """Samples ``{"image": (1, H, W) float, "label": (H, W) long, "index": i}`` from a subset of the data.
+    """Samples ``{"image": (C, H, W) float, "label": (H, W) long | (K, H, W), "index": i}`` from a subset of the
+    data (C = 1, or 2k + 1 slices with 2.5D context; K label channels in multilabel tasks).
 
     Each image comes at its own size (cropped to its box when the data hold images of different sizes), fed
     as ``normalize`` says (``data.normalize``: :func:`~medseg.data.transforms.normalize_input`, computed on the
@@ -258,7 +307,9 @@ class SegmentationDataset(Dataset):
         idx = int(self.indices[i])
         image, label = self.data.item(idx)
         image = normalize_input(image, self.normalize)
-        sample = {"image": torch.from_numpy(np.array(image[None], dtype=np.float32)),
+        if self.data.context is None:  # one channel; a 2.5D stack has its channels already
+            image = image[None]
+        sample = {"image": torch.from_numpy(np.array(image, dtype=np.float32)),
                   "label": torch.from_numpy(label.astype(np.int64))}
         if self.transform is not None:
             sample = self.transform(sample)

@@ -30,13 +30,15 @@ from medseg.data.splits import (
     file_digest,
     is_index_split,
     load_or_create_splits,
+    STRATIFIED_PROTOCOL,
     load_splits,
+    make_stratified_group_splits,
     natural_key,
     read_split_file,
     save_splits,
     splits_from_names,
 )
-from medseg.errors import DataValidationError
+from medseg.errors import ConfigError, DataValidationError
 
 
 def run_dir_for(cfg: dict) -> Path:
@@ -65,6 +67,8 @@ def splits_for(cfg: dict, data: SegmentationData) -> tuple[dict, Path]:
     their cases, so no patient's series lands on both sides.
     """
     sp = cfg["splits"]
+    if sp.get("stratify"):
+        return _stratified(cfg, data)
     patients = sorted(set(data.groups), key=natural_key) if data.groups is not None else None
     n_units = len(patients) if patients is not None else len(data)
     root = Path(cfg["output"]["root"]) / "splits"
@@ -88,6 +92,23 @@ def splits_for(cfg: dict, data: SegmentationData) -> tuple[dict, Path]:
         splits = load_or_create_splits(path, n_units, names=patients, **_params(sp))
     if patients is not None:
         splits = expand_patient_splits(splits, patients, data.groups)
+    return splits, path
+
+
+def _stratified(cfg: dict, data: SegmentationData) -> tuple[dict, Path]:
+    """``splits.stratify``: k folds grouped by patient/case, stratified by :attr:`SegmentationData.strata`
+    (the GI paper's StratifiedGroupKFold), made once and saved like every split."""
+    sp = cfg["splits"]
+    if data.strata is None:
+        raise ConfigError(f"splits.stratify needs data that give each image a stratum (the UW-Madison GI folder: "
+                          f"organs per image); {data.source} gives none: set splits.stratify: false")
+    groups = data.groups if data.groups is not None else list(data.names)
+    path = (Path(sp["file"]) if sp.get("file") else Path(cfg["output"]["root"]) / "splits" /
+            f"{data.fingerprint}_n{len(data)}_{STRATIFIED_PROTOCOL}_k{sp['n_folds']}_s{sp['seed']}.json")
+    if path.exists():
+        return load_splits(path, n=len(data)), path
+    splits = make_stratified_group_splits(data.strata, groups, n_folds=int(sp["n_folds"]), seed=int(sp["seed"]))
+    save_splits(splits, path)
     return splits, path
 
 

@@ -17,7 +17,6 @@ smooth tissue values with noise. The masks are written with :func:`medseg.data.u
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from medseg.data.uwgi import CLASSES, rle_encode
+from medseg.data.uwgi_convert import scan_filename, write_train_csv
 from medseg.data.writing import atomic_file
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
@@ -160,7 +160,7 @@ def write_synth_gi(out, *, n_cases: int = 4, seed: int = 0, slices=PUBLISHED_SLI
         plan.append((case, days, w, h, sp, n_slices, int(rng.integers(2**32))))
     total = sum(len(p[1]) * p[5] for p in plan)
 
-    rows: list[tuple[str, str, str]] = []
+    rles: dict[str, dict[str, str]] = {}
     counts = {"with_masks": 0, "without_masks": 0, "with_overlap": 0}
     cases_info = []
     bar = Progress(total=total, desc="synthesizing GI slices", unit="slice", disable=not progress, leave=False)
@@ -173,15 +173,11 @@ def write_synth_gi(out, *, n_cases: int = 4, seed: int = 0, slices=PUBLISHED_SLI
             for d_i, day in enumerate(days):
                 folder = out / "train" / f"case{case}" / f"case{case}_day{day}" / "scans"
                 folder.mkdir(parents=True, exist_ok=True)
-                _write_scan(folder, case, day, d_i, anatomy, w, h, sp, n_slices, crng, rows, counts, bar)
+                _write_scan(folder, case, day, d_i, anatomy, w, h, sp, n_slices, crng, rles, counts, bar)
     finally:
         bar.close()
 
-    with atomic_file(out / "train.csv", ".csv") as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(("id", "class", "segmentation"))
-            writer.writerows(rows)
+    write_train_csv(out / "train.csv", rles)  # sorted by case, day, slice: the order they were made in
     summary = {
         "synthesized": True,
         "note": "SYNTHESIZED data in the UW-Madison GI Tract layout: smooth blobs and tubes, not real anatomy, "
@@ -204,7 +200,7 @@ def write_synth_gi(out, *, n_cases: int = 4, seed: int = 0, slices=PUBLISHED_SLI
             "seconds": time.perf_counter() - start}
 
 
-def _write_scan(folder, case, day, d_i, anatomy: _Case, w, h, sp, n_slices, rng, rows, counts, bar) -> None:
+def _write_scan(folder, case, day, d_i, anatomy: _Case, w, h, sp, n_slices, rng, rles, counts, bar) -> None:
     shape = (h, w)
     # The organs live in the normalized slice range; a scan shorter than the published 80 slices (a test
     # setting) keeps the published proportions instead of making the tubes fill the whole scan.
@@ -220,7 +216,6 @@ def _write_scan(folder, case, day, d_i, anatomy: _Case, w, h, sp, n_slices, rng,
     (bl_a, bl_p) = anatomy.body_lumps
     (sl_a, sl_p) = anatomy.st_lumps
     bias = 1.0 + 0.15 * np.sin(xx / w * np.pi + rng.uniform(0, 6)) * np.cos(yy / h * np.pi + rng.uniform(0, 6))
-    spw = f"{sp:.2f}"
     for s in range(1, n_slices + 1):
         u = (s - 1) / (n_slices - 1)
         # Body: an ellipse with smooth lumps, a little larger mid-scan.
@@ -255,13 +250,12 @@ def _write_scan(folder, case, day, d_i, anatomy: _Case, w, h, sp, n_slices, rng,
         img[masks["stomach"]] = 620.0
         img = img * dayinfo["gain"] + rng.normal(0, 25.0, shape)
         arr = np.clip(img, 0, 65535).astype(np.uint16)
-        name = f"slice_{s:04d}_{w}_{h}_{spw}_{spw}.png"
+        name = scan_filename(s, w, h, sp, sp)
         with atomic_file(folder / name, ".png") as tmp:
             Image.fromarray(arr).save(tmp, format="PNG", compress_level=1)
         id_ = f"case{case}_day{day}_slice_{s:04d}"
         present = [c for c in CLASSES if masks[c].any()]
-        for c in CLASSES:
-            rows.append((id_, c, rle_encode(masks[c])))
+        rles[id_] = {c: rle_encode(masks[c]) for c in CLASSES}
         counts["with_masks" if present else "without_masks"] += 1
         if any((masks[a] & masks[b]).any() for i, a in enumerate(CLASSES) for b in CLASSES[i + 1:]):
             counts["with_overlap"] += 1

@@ -2,6 +2,9 @@
 
 The chromosome papers train without augmentation (none is described), so everything defaults to off;
 flips and 90° rotations keep the α/β/overlap label semantics intact, which is why they are the ones offered.
+The GI-tract paper (§IV-D) adds elastic deformation (Simard et al.) and Gaussian noise on the image
+(``augment.elastic_*``, ``augment.noise_*``; :func:`_augmentation_2d`). Labels may be (H, W) class indices
+or (K, H, W) 0/1 channels (multilabel); both keep their layout, dtype and values.
 
 Patches (``data.patch_size: [H, W]``, issue 12): full-resolution images (``data.size: null``) are far larger
 than a batch of them can be, so each training sample is one random patch of its image, drawn after the
@@ -26,10 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medseg.errors import ConfigError
+
 # Smallest standard deviation a z-scored image is divided by: a constant image (std 0) becomes all zeros
 # instead of NaN. Images are in [0, 1] before the z-score, so 1e-6 is far below any real image's spread.
 ZSCORE_STD_FLOOR = 1e-6
-NORMALIZE_MODES = ("range", "zscore")
+NORMALIZE_MODES = ("range", "zscore", "minmax")
 
 
 def normalize_input(image: np.ndarray, mode: str = "range") -> np.ndarray:
@@ -37,13 +42,22 @@ def normalize_input(image: np.ndarray, mode: str = "range") -> np.ndarray:
 
     ``range``: unchanged (the stored [0, 1] values). ``zscore``: ``(x − mean) / max(std, ZSCORE_STD_FLOOR)``
     over the whole image, as float32. A z-score is unchanged by any linear rescaling of ``x``, so it gives the
-    same result whether it is applied to the raw pixels or to their [0, 1] range mapping.
+    same result whether it is applied to the raw pixels or to their [0, 1] range mapping. ``minmax``:
+    ``(x − min) / (max − min)`` over the whole image (a 2.5D stack: over all its slices, so they keep their
+    relative brightness), to [0, 1]; a constant image becomes all zeros. Like the z-score it ignores any linear
+    rescaling of ``x``: 16-bit MR slices whose values fill a small, scan-dependent part of the range come out
+    on one scale.
     """
     if mode == "range":
         return image
-    if mode != "zscore":
+    if mode not in NORMALIZE_MODES:
         raise ValueError(f"data.normalize must be one of {NORMALIZE_MODES}, got {mode!r}")
     x = np.asarray(image, dtype=np.float32)
+    if mode == "minmax":
+        lo, hi = float(x.min()) if x.size else 0.0, float(x.max()) if x.size else 0.0
+        if hi - lo <= ZSCORE_STD_FLOOR:
+            return np.zeros_like(x)
+        return ((x - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
     mean = float(x.mean(dtype=np.float64))
     std = max(float(x.std(dtype=np.float64)), ZSCORE_STD_FLOOR)
     return ((x - np.float32(mean)) / np.float32(std)).astype(np.float32, copy=False)
@@ -130,7 +144,8 @@ class _Chain:
 def build_train_transform(cfg: dict) -> Callable | None:
     """The training transform of a validated config (:func:`medseg.config.load_config`), given once.
 
-    2D: ``augment.flip_prob`` / ``augment.rot90_prob`` on the whole image, then a ``data.patch_size`` patch
+    2D: ``augment.flip_prob`` / ``augment.rot90_prob`` / ``augment.elastic_*`` / ``augment.noise_*``
+    (:func:`_augmentation_2d`) on the whole image, then a ``data.patch_size`` patch
     (:class:`RandomPatch2D`, foreground-oversampled by ``data.patch_pos_fraction``, ``task.background`` the
     class that is not foreground). 3D (``task.spatial_dims: 3``): the CTV thesis pipeline of
     :func:`medseg.data.transforms3d.build_train_transform_3d` from ``augment.volume`` and ``data.patch_size``
@@ -139,9 +154,14 @@ def build_train_transform(cfg: dict) -> Callable | None:
     if spatial_dims == 3:
         from medseg.data.transforms3d import build_train_transform_3d
 
+        flat = cfg.get("augment") or {}
+        for key in ("elastic_prob", "noise_prob"):
+            if float(flat.get(key) or 0.0) > 0:
+                raise ConfigError(f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
+                                  f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)")
         return build_train_transform_3d(cfg)
     ts: list[Callable] = []
-    augment = _augmentation_2d(cfg["augment"])
+    augment = _augmentation_2d(cfg["augment"], cfg["task"].get("background", 0))
     if augment is not None:
         ts.append(augment)
     patch = cfg["data"].get("patch_size")
@@ -152,13 +172,38 @@ def build_train_transform(cfg: dict) -> Callable | None:
     return ts[0] if len(ts) == 1 else _Chain(ts)
 
 
-def _augmentation_2d(aug_cfg: dict) -> Callable | None:
-    """MONAI flips along each axis and 90° rotations, or None when both probabilities are 0."""
+def _augmentation_2d(aug_cfg: dict, background: int | None = 0) -> Callable | None:
+    """The 2D augmentation of an ``augment`` section as MONAI dictionary transforms, in this order: flips along
+    each axis (``flip_prob``), 90° rotations (``rot90_prob``), an elastic deformation (``elastic_*``) and
+    Gaussian noise on the image (``noise_*``); None when every probability is 0.
+
+    Elastic deformation (the GI-tract paper §IV-D, after Simard et al.; MONAI ``Rand2DElasticd``): a grid of
+    control points ``elastic_spacing`` pixels apart, each moved by a normal random offset whose scale is drawn
+    per sample uniformly from ``elastic_magnitude`` = [lo, hi], interpolated smoothly (bicubic) to every pixel.
+    MONAI adds those offsets in *pixels* (measured: magnitude 1 → about 1 px standard deviation of the
+    displacement, 2 → about 1.7 px after the smoothing), whatever the spacing. One deformation per sample,
+    shared by every image channel (a 2.5D stack stays aligned) and the label; the image is interpolated
+    bilinearly, the label by nearest neighbour (labels keep their exact values), and what comes in from outside
+    the image is 0 for the image and background / nothing-set for the label (``_ChannelFirstLabel``).
+
+    Noise (``RandGaussianNoised``, the image only): N(0, ``noise_std``²) added to every pixel with probability
+    ``noise_prob``, with exactly that standard deviation (``sample_std=False``; MONAI's default would draw the
+    std uniformly from [0, noise_std] per sample). It is added after the deformation, so no noise is
+    interpolated.
+    """
     flip = float(aug_cfg["flip_prob"])
     rot = float(aug_cfg["rot90_prob"])
-    if flip <= 0 and rot <= 0:
+    elastic = float(aug_cfg.get("elastic_prob", 0.0))
+    noise = float(aug_cfg.get("noise_prob", 0.0))
+    if max(flip, rot, elastic, noise) <= 0:
         return None
-    from monai.transforms import Compose, RandFlipd, RandRotate90d
+    from monai.transforms import (
+        Compose,
+        Rand2DElasticd,
+        RandFlipd,
+        RandGaussianNoised,
+        RandRotate90d,
+    )
 
     keys = ["image", "label"]
     ts = []
@@ -166,22 +211,62 @@ def _augmentation_2d(aug_cfg: dict) -> Callable | None:
         ts += [RandFlipd(keys, prob=flip, spatial_axis=a) for a in range(2)]
     if rot > 0:
         ts.append(RandRotate90d(keys, prob=rot, max_k=3, spatial_axes=(0, 1)))
-    return _ChannelFirstLabel(Compose(ts))
+    if elastic > 0:
+        spacing = tuple(float(v) for v in aug_cfg.get("elastic_spacing", (16.0, 16.0)))
+        lo, hi = (float(v) for v in aug_cfg.get("elastic_magnitude", (1.0, 2.0)))
+        ts.append(Rand2DElasticd(keys, spacing=spacing, magnitude_range=(lo, hi), prob=elastic,
+                                 mode=("bilinear", "nearest"), padding_mode="zeros"))
+    if noise > 0:
+        ts.append(RandGaussianNoised(["image"], prob=noise, mean=0.0, std=float(aug_cfg.get("noise_std", 0.05)),
+                                     sample_std=False))
+    return _ChannelFirstLabel(Compose(ts), background=background)
 
 
 class _ChannelFirstLabel:
-    """MONAI's spatial transforms want channel-first arrays; the label is stored without a channel."""
+    """Runs MONAI dictionary transforms on a 2D sample ``{"image": (C, H, W), "label": (H, W) | (K, H, W)}``.
 
-    def __init__(self, inner: Callable):
+    MONAI's spatial transforms want channel-first arrays: a class-index label (H, W) (multiclass) gets a
+    channel axis for the call and loses it afterwards; a channel label (K, H, W) (multilabel, one 0/1 map per
+    class) has its channel axis already and goes through as it is (each map moved like the image). The label
+    is float32 during the call and comes back rounded, in its own dtype and layout (nearest-neighbour
+    interpolation only ever copies label values, so the rounding changes nothing). Index labels are shifted
+    by ``-background`` during the call, so what a deformation pads with (0) is the background class when it
+    is not class 0 (``background`` None: no shift). The image keeps its dtype.
+
+    Randomness: MONAI transforms keep their own NumPy generators; every call reseeds them from torch's global
+    generator (as the 3D pipeline does), which the trainer seeds per epoch and DataLoader per worker, so a
+    seeded run draws the same augmentations again.
+    """
+
+    def __init__(self, inner: Callable, background: int | None = 0):
         self.inner = inner
+        self.background = background
 
     def __call__(self, sample: dict) -> dict:
         sample = dict(sample)
-        sample["label"] = sample["label"][None]
-        out = self.inner(sample)
-        out["image"] = out["image"].as_tensor() if hasattr(out["image"], "as_tensor") else out["image"]
-        label = out["label"].as_tensor() if hasattr(out["label"], "as_tensor") else out["label"]
-        out["label"] = label[0].long()
+        image, label = torch.as_tensor(sample["image"]), torch.as_tensor(sample["label"])
+        if image.ndim != 3:
+            raise ValueError(f"a 2D training sample's image must be (C, H, W), got {tuple(image.shape)}")
+        if label.ndim not in (2, 3) or tuple(label.shape[-2:]) != tuple(image.shape[-2:]):
+            raise ValueError(f"a 2D training sample's label must be (H, W) class indices or (K, H, W) channels of "
+                             f"the image's size, got {tuple(label.shape)} for an image {tuple(image.shape)}")
+        channel = label.ndim == 3
+        shift = 0 if channel or self.background is None else int(self.background)
+        label_dtype = label.dtype
+        lab = label.float()
+        if shift:
+            lab = lab - shift
+        sample["image"] = image
+        sample["label"] = lab if channel else lab[None]
+        if hasattr(self.inner, "set_random_state"):
+            self.inner.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
+        out = dict(self.inner(sample))
+        img = out["image"].as_tensor() if hasattr(out["image"], "as_tensor") else torch.as_tensor(out["image"])
+        lab = out["label"].as_tensor() if hasattr(out["label"], "as_tensor") else torch.as_tensor(out["label"])
+        if shift:
+            lab = lab + shift
+        out["image"] = (img.to(image.dtype) if image.is_floating_point() else img).contiguous()
+        out["label"] = (lab if channel else lab[0]).round().to(label_dtype).contiguous()
         return out
 
 

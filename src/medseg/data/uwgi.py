@@ -5,6 +5,8 @@ Layout (see ``shared/data/README.md``, section "UW-Madison layout")::
     <root>/train.csv                      id,class,segmentation
     <root>/train/case{C}/case{C}_day{D}/scans/slice_{SSSS}_{W}_{H}_{pw}_{ph}.png
 
+Kaggle's hidden ``<root>/test/`` has the same tree without a CSV (``scan_index(root, subdir="test")``).
+
 * ``id`` is ``case{C}_day{D}_slice_{SSSS}``; every id has one row per class of :data:`CLASSES`.
 * ``segmentation`` is the competition's run-length encoding: space-separated pairs of a **1-based** start
   and a run length over the **row-major** flattened H × W mask; an empty field is an empty mask.
@@ -256,16 +258,20 @@ _CASE_DIR = re.compile(r"case(\d+)")
 _DAY_DIR = re.compile(r"case(\d+)_day(\d+)")
 
 
-def scan_index(root: str | Path) -> list[ScanRecord]:
-    """Every ``train/case*/case*_day*/scans/*.png`` under ``root``, sorted by (case, day, slice).
+def scan_index(root: str | Path, *, subdir: str = "train") -> list[ScanRecord]:
+    """Every ``{subdir}/case*/case*_day*/scans/*.png`` under ``root``, sorted by (case, day, slice).
 
-    Folder and file names are checked (a day folder of another case, a PNG whose name does not parse, two
-    files for one slice are errors naming them); nothing is decoded.
+    ``subdir``: ``train`` (the published training set, the default) or ``test`` (Kaggle's hidden test set,
+    the same layout without masks). Folder and file names are checked (a day folder of another case, a PNG
+    whose name does not parse, two files for one slice are errors naming them); nothing is decoded.
     """
     root = Path(root)
-    train = root / "train"
+    if not isinstance(subdir, str) or not subdir or Path(subdir).name != subdir or subdir in (".", ".."):
+        raise DataValidationError(root, f"subdir must be a folder name such as 'train' or 'test', got {subdir!r}")
+    train = root / subdir
+    expected = f"expected {subdir}/case{{C}}/case{{C}}_day{{D}}/scans/*.png"
     if not train.is_dir():
-        raise DataValidationError(train, "folder not found: expected train/case{C}/case{C}_day{D}/scans/*.png")
+        raise DataValidationError(train, f"folder not found: {expected}")
     records: list[ScanRecord] = []
     for case_dir in sorted(p for p in train.glob("case*") if p.is_dir()):
         m = _CASE_DIR.fullmatch(case_dir.name)
@@ -287,7 +293,7 @@ def scan_index(root: str | Path) -> list[ScanRecord]:
                 records.append(ScanRecord(case, day, info["slice"], png, info["width"], info["height"],
                                           (info["pixel_h"], info["pixel_w"])))
     if not records:
-        raise DataValidationError(train, "no scans found: expected train/case{C}/case{C}_day{D}/scans/*.png")
+        raise DataValidationError(train, f"no scans found: {expected}")
     records.sort(key=lambda r: (r.case, r.day, r.slice))
     return records
 

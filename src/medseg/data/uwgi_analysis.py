@@ -29,6 +29,7 @@ from medseg.data.uwgi import (
     read_train_csv,
     scan_index,
 )
+from medseg.data.splits import stratified_group_assignment
 from medseg.data.writing import atomic_file
 
 PROTOCOL = "StratifiedGroupKFold by case, stratified by organ count"
@@ -56,22 +57,6 @@ PAPER_TABLES: dict = {
 # ------------------------------------------------------------------------------------------------- splits
 
 
-def _best_fold(y_counts_per_fold: np.ndarray, y_cnt: np.ndarray, group_y_counts: np.ndarray) -> int:
-    best_fold, min_eval, min_samples = None, np.inf, None
-    for i in range(len(y_counts_per_fold)):
-        y_counts_per_fold[i] += group_y_counts
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dist = y_counts_per_fold / y_cnt.reshape(1, -1)
-        dist = np.nan_to_num(dist)
-        y_counts_per_fold[i] -= group_y_counts
-        fold_eval = np.mean(np.std(dist, axis=0))
-        samples = y_counts_per_fold[i].sum()
-        is_better = fold_eval < min_eval or (np.isclose(fold_eval, min_eval) and samples < min_samples)
-        if is_better:
-            min_eval, min_samples, best_fold = fold_eval, samples, i
-    return best_fold
-
-
 def uwgi_splits(ids: Sequence[str], organ_counts: Sequence[int], cases: Sequence[int], *, n_folds: int = 5,
                 seed: int = 0) -> dict:
     """Cross-validation folds of ``ids`` as in the paper: every case in one fold only, the number of organs
@@ -92,21 +77,10 @@ def uwgi_splits(ids: Sequence[str], organ_counts: Sequence[int], cases: Sequence
         raise ValueError(f"n_folds must be an integer ≥ 2, got {n_folds!r}")
     if n_folds > len(group_names):
         raise ValueError(f"n_folds={n_folds} is more than the number of cases ({len(group_names)})")
-    n_cls = len(CLASSES) + 1
-    g_index = {g: i for i, g in enumerate(group_names)}
+    fold_of_group, y_counts_per_fold = stratified_group_assignment(y, groups, n_folds, seed=seed,
+                                                                  n_strata=len(CLASSES) + 1)
+    g_index = {name: i for i, name in enumerate(group_names)}
     g = np.array([g_index[c] for c in groups], dtype=int)
-    y_counts_per_group = np.zeros((len(group_names), n_cls))
-    np.add.at(y_counts_per_group, (g, y), 1)
-    y_cnt = np.bincount(y, minlength=n_cls).astype(float)
-    order = np.random.default_rng(seed).permutation(len(group_names))
-    spread = np.std(y_counts_per_group[order], axis=1)
-    order = order[np.argsort(-spread, kind="mergesort")]
-    y_counts_per_fold = np.zeros((n_folds, n_cls))
-    fold_of_group = np.empty(len(group_names), dtype=int)
-    for gi in order:
-        best = _best_fold(y_counts_per_fold, y_cnt, y_counts_per_group[gi])
-        y_counts_per_fold[best] += y_counts_per_group[gi]
-        fold_of_group[gi] = best
     folds = [{"val": []} for _ in range(n_folds)]
     for id_, gi in zip(ids, g):
         folds[fold_of_group[gi]]["val"].append(id_)

@@ -221,7 +221,7 @@ def load_any_data(cfg: dict, progress: bool = True) -> SegmentationData:
         return load_volume_data(cfg, progress)
     from medseg.data.datasets import load_data
 
-    return load_data(cfg["data"], len(cfg["task"]["class_names"]))
+    return load_data(cfg["data"], len(cfg["task"]["class_names"]), task=cfg["task"], progress=progress)
 
 
 __all__ = ["ensure_phantom", "load_any_data", "load_volume_data", "patient_ids", "phantom_dir", "volume_pairs"]

@@ -31,6 +31,8 @@ from medseg.progress import Progress
 from medseg.config import load_config
 from medseg.data.volumes import load_any_data
 from medseg.errors import DataValidationError
+from medseg.data.uwgi_dataset import is_uwgi_data
+from medseg.evaluation.competition import competition_score
 from medseg.evaluation.paper_numbers import reference_rows
 from medseg.evaluation.report import CHROMOSOME_PAPERS, EvaluationResult, is_chromosome_task, write_report
 from medseg.inference.predictor import Predictor, model_dirs
@@ -189,8 +191,11 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             _, val_idx, _ = fold_indices(splits, _fold_number(pred, d))
             idx = np.asarray(val_idx[:limit_test] if limit_test else val_idx, dtype=np.int64)
         labels = data_obj.labels[idx]
-        proba = pred.predict_proba(data_obj.images[idx], boxes=data_obj.boxes_of(idx))  # boxes: sizes differ
+        proba = pred.predict_proba(data_obj.inputs(idx), boxes=data_obj.boxes_of(idx))  # boxes: sizes differ
         m = _new_metrics(cfg, class_names)
+        competition = None
+        if is_uwgi_data(data_obj):  # the UW-Madison score, per scan at the slices' own size
+            competition = competition_score(data_obj, idx, proba, class_names)
         if cv_validation:
             fold_pred = pred.labels_from_proba(proba)
             del proba
@@ -207,6 +212,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             update_metrics(m, pred.labels_from_proba(proba), labels, boxes=data_obj.boxes_of(idx),
                            spacing=spacing_of(idx))
         agg = m.aggregate()
+        if competition is not None:
+            agg["competition"] = competition
         agg["fold"] = d.name
         agg["n_cases"] = int(len(idx))
         fold_aggs.append(agg)
@@ -219,6 +226,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         dump_json(agg, d / "test_metrics.json")
 
     summary = _mean_tree(fold_aggs)
+    if "competition" in summary:  # each fold scores its own scans: keep them all, not a mean over names
+        summary["competition"]["per_scan"] = {scan: v for agg in fold_aggs
+                                              for scan, v in agg["competition"]["per_scan"].items()}
     summary["n_folds"] = len(dirs)
     summary["per_fold"] = fold_aggs
     if cv_validation:
@@ -256,10 +266,13 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     model = predictors[0].models[0]
     size = tuple(images.shape[1:])
     dev = predictors[0].device
-    efficiency = {"params": count_parameters(model), "input": list(size)}
-    efficiency["cpu_ms_per_image"] = time_inference(model, (1, *size), device="cpu", warmup=2, runs=10)["ms_per_image_median"]
+    in_channels = int(predictors[0].meta["model"]["kwargs"].get("in_channels", 1))  # 2.5D: several slices
+    efficiency = {"params": count_parameters(model), "input": [in_channels, *size] if in_channels > 1 else list(size)}
+    efficiency["cpu_ms_per_image"] = time_inference(model, (in_channels, *size), device="cpu", warmup=2,
+                                                    runs=10)["ms_per_image_median"]
     if dev.type == "cuda":
-        efficiency["gpu_ms_per_image"] = time_inference(model, (1, *size), device=dev, warmup=10, runs=100)["ms_per_image_median"]
+        efficiency["gpu_ms_per_image"] = time_inference(model, (in_channels, *size), device=dev, warmup=10,
+                                                        runs=100)["ms_per_image_median"]
         efficiency["gpu"] = torch.cuda.get_device_name(dev)
 
     if not data_obj.synthesized:

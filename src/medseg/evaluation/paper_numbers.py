@@ -23,6 +23,10 @@ One key set for all papers, with the definitions spelled out because the papers 
 * ``mean_iou``, ``dice``, ``precision``, ``recall``, ``fnr``, ``fpr``, ``hausdorff`` -- AMFL's "average
   scores" (Table II); AMFL does not say over which classes it averages.
 * ``time_ms`` (GPU unless ``time_device`` says otherwise), ``time_ms_cpu`` (AMFL Table IV), ``params``.
+* The GI-tract paper (``gi_tract``) reports validation curves: ``dice``, ``mean_iou`` and ``accuracy`` are the
+  best values reached during training (its Keras metrics over the three organ channels), ``*_at_best`` the
+  values at ``best_epoch``, the epoch of the lowest validation loss; ``epochs_run`` the epochs trained before
+  early stopping. It prints them as fractions; stored here in percent like every other paper's.
 
 The rows of other groups that a paper quotes (Hu et al., Saleh et al., Sun et al.) are kept as that paper
 prints them, with the definition that paper states; the same Hu et al. numbers (88.20 / 94.40) appear as
@@ -81,6 +85,7 @@ ACCURACY_DEFINITIONS = {
     "foreground_accuracy": "chromosome vs background, (TP+TN)/ALL (RSE Eq. 10)",
     "derived_accuracy": "mean binary accuracy of the two complete chromosomes (ARMS Table 3 note d, Eq. 4)",
     "pixel_accuracy": "multi-class pixel accuracy Σ P_ii / Σ P_ij (AMFL Eq. 8)",
+    "keras_accuracy": "Keras' accuracy metric on the three sigmoid organ channels (GI-tract paper; not defined there)",
 }
 
 METRIC_KEYS = (
@@ -98,6 +103,11 @@ METRIC_KEYS = (
     "time_ms",
     "time_ms_cpu",
     "params",
+    "best_epoch",
+    "epochs_run",
+    "dice_at_best",
+    "iou_at_best",
+    "accuracy_at_best",
 )
 
 PAPERS: dict[str, dict[str, Any]] = {
@@ -138,6 +148,17 @@ PAPERS: dict[str, dict[str, Any]] = {
         "protocol": "Table 2.1: 340 cervical-cancer CT series, 3-fold CV by patient, mean Dice ratio of the folds; "
                     "Table 3.1: JSRT chest radiographs, 165 train / 82 test",
     },
+}
+
+PAPERS["gi_tract"] = {
+    "short": "GI-tract U-Net",
+    "title": "U-Net based gastrointestinal tract image segmentation (UW-Madison GI Tract; course report, in Chinese)",
+    "authors": "Xu Li",
+    "year": 2022,
+    "venue": "machine-learning course report",
+    "file": "shared/papers/unet-gi-tract-mri.txt",
+    "protocol": "UW-Madison GI Tract (38,496 slices, 85 cases), 5-fold StratifiedGroupKFold by case, 128 x 128, "
+                "validation curves of one fold (which is not said), RTX 3080",
 }
 
 CTV_THESIS_FILE = "shared/papers/ctv-delineation-system-thesis.txt"

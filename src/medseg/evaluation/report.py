@@ -698,6 +698,34 @@ def _references_section(result: EvaluationResult, refs: Sequence[Mapping[str, An
     return L
 
 
+def _competition_section(m: Mapping[str, Any]) -> list[str]:
+    """The UW-Madison GI-tract competition score (medseg.evaluation.competition): per scan at the slices' own
+    size, under the competition's and the paper's rule for two empty masks; per fold and the fold mean."""
+    c = m["competition"]
+    other = c.get("other_convention") or {}
+    L = ["## UW-Madison competition score (per scan, at the original slice size)", "",
+         "0.4 × Dice (mean over every slice × organ image) + 0.6 × (1 − 3D Hausdorff / volume diagonal), each "
+         "slice one unit deep, averaged over scans" + (f" ({c.get('n_scans')} scans" if c.get("n_scans") else "")
+         + (", mean over folds)." if m.get("n_folds", 1) > 1 else ")."), ""]
+    rows = [["**all organs**", _plain(c.get("uw_score"), 4), _plain(c.get("dice"), 4), _plain(c.get("hausdorff_score"), 4),
+             _plain(other.get("uw_score"), 4), _plain(other.get("dice"), 4)]]
+    for organ, v in (c.get("per_organ") or {}).items():
+        o = (other.get("per_organ") or {}).get(organ, {})
+        rows.append([organ, _plain(v.get("uw_score"), 4), _plain(v.get("dice"), 4), _plain(v.get("hausdorff_score"), 4),
+                     _plain(o.get("uw_score"), 4), _plain(o.get("dice"), 4)])
+    L += _table(["", "uw_score", "dice", "hausdorff_score", "uw_score (empty Dice 0)", "dice (empty Dice 0)"], rows)
+    L += ["", "Both masks empty: Dice 1 under the competition's rule (first columns), 0 under the paper's written "
+              "definition (last columns); the Hausdorff score is 1 either way.", ""]
+    per_fold = [f for f in m.get("per_fold") or [] if isinstance(f.get("competition"), Mapping)]
+    if len(per_fold) > 1:
+        L += _table(["fold", "scans", "uw_score", "dice", "hausdorff_score", "uw_score (empty Dice 0)"],
+                    [[str(f.get("fold")), str(f["competition"].get("n_scans")), _plain(f["competition"].get("uw_score"), 4),
+                      _plain(f["competition"].get("dice"), 4), _plain(f["competition"].get("hausdorff_score"), 4),
+                      _plain((f["competition"].get("other_convention") or {}).get("uw_score"), 4)] for f in per_fold])
+        L += [""]
+    return L
+
+
 def _markdown(
     result: EvaluationResult,
     roles: Mapping[str, str | None] | None,
@@ -728,6 +756,9 @@ def _markdown(
     # ---- headline (the chromosome papers' definitions: only for the chromosome task, or when asked for)
     if roles is not None and roles.get("overlap") is not None:
         L += _headline_section(result, roles)
+
+    if isinstance(m.get("competition"), Mapping):
+        L += _competition_section(m)
 
     # ---- per-class table, cases, published numbers
     if chromosome:

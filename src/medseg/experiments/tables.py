@@ -36,17 +36,62 @@ PAPER_COLUMNS = {
     "arms_net": ["overlap_iou", "alpha_iou", "beta_iou", "accuracy", "time_ms"],
     "amfl": ["accuracy", "dice", "mean_iou", "recall", "precision", "fnr", "fpr", "hausdorff"],
     "ctv_thesis": ["dice"],  # the Dice ratio (mean over the structures), the thesis' only column
+    # validation curves (best over training, value at the best epoch), and the competition score the paper
+    # describes but does not report
+    "gi_tract": ["dice", "mean_iou", "dice_at_best", "iou_at_best", "best_epoch", "epochs_run", "uw_score"],
 }
 COLUMN_TITLES = {"overlap_iou": "overlap IoU", "alpha_iou": "α IoU", "beta_iou": "β IoU", "accuracy": "Acc",
                  "time_ms": "ms/img", "mean_iou": "IoU", "dice": "Dice", "recall": "Recall", "precision": "Precision",
                  "fnr": "FNR", "fpr": "FPR", "hausdorff": "Hausdorff", "params": "params (M)",
-                 "time_ms_cpu": "CPU ms/img", "gpu_ms": "GPU ms/img"}
+                 "time_ms_cpu": "CPU ms/img", "gpu_ms": "GPU ms/img", "dice_at_best": "Dice at best epoch",
+                 "iou_at_best": "IoU at best epoch", "best_epoch": "best epoch", "epochs_run": "epochs run",
+                 "uw_score": "UW score (0-1)"}
 
 
-def ours_in_paper_terms(metrics: dict, efficiency: dict, paper: str) -> dict:
+def gi_curve_terms(histories: list[list[dict]], class_names: list[str]) -> dict:
+    """The GI paper's curve numbers from our folds' ``history.json`` (mean over the folds): ``dice`` and
+    ``mean_iou``, the best validation Dice / IoU reached in any epoch (pooled over the validation slices,
+    mean over the organs: the paper's Keras metrics are batch-pooled), ``best_epoch`` (lowest validation
+    loss) and ``epochs_run``. Percent, epochs as counts; None without validated epochs."""
+    best_dice, best_iou, best_epoch, runs = [], [], [], []
+    for history in histories:
+        rows = [r for r in history if r.get("val_loss") is not None]
+        if not rows:
+            continue
+
+        def organ_mean(row: dict, key: str) -> float | None:
+            vals = [row.get(f"{key}/{c}") for c in class_names]
+            vals = [float(v) for v in vals if v is not None]
+            return float(np.mean(vals)) if vals else None
+
+        dice = [v for v in (organ_mean(r, "val_dice_pooled") for r in rows) if v is not None]
+        iou = [v for v in (organ_mean(r, "val_iou_pooled") for r in rows) if v is not None]
+        if dice:
+            best_dice.append(100.0 * max(dice))
+        if iou:
+            best_iou.append(100.0 * max(iou))
+        best_epoch.append(int(min(rows, key=lambda r: r["val_loss"])["epoch"]))
+        runs.append(len(history))
+    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
+    return {"dice": mean(best_dice), "mean_iou": mean(best_iou), "best_epoch": mean(best_epoch),
+            "epochs_run": mean(runs)}
+
+
+def ours_in_paper_terms(metrics: dict, efficiency: dict, paper: str, histories: list[list[dict]] | None = None,
+                        class_names: list[str] | None = None) -> dict:
     """Our aggregate metrics (fractions) → the paper's columns (percent), by the paper's definitions."""
     pc = metrics["per_class"]
     pct = lambda v: None if v is None else 100.0 * float(v)  # noqa: E731
+    if paper == "gi_tract":
+        mean = metrics.get("mean", {})
+        competition = metrics.get("competition") or {}
+        out = {"dice_at_best": pct(mean.get("dice_pooled")), "iou_at_best": pct(mean.get("iou_pooled")),
+               "uw_score": competition.get("uw_score"), "hausdorff_score": competition.get("hausdorff_score"),
+               "uw_dice": competition.get("dice"), "params": efficiency.get("params"),
+               "time_ms": efficiency.get("gpu_ms_per_image"), "time_ms_cpu": efficiency.get("cpu_ms_per_image"),
+               "overlap_iou": None}
+        out.update(gi_curve_terms(histories or [], list(class_names or pc)))
+        return out
     out = {"overlap_iou": pct(pc.get("overlap", {}).get("iou")), "params": efficiency.get("params"),
            "time_ms": efficiency.get("gpu_ms_per_image"), "time_ms_cpu": efficiency.get("cpu_ms_per_image")}
     if paper == "arms_net":
@@ -153,6 +198,8 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
             cfg["train"]["device"] = device
         ref = published_row(spec, row)
         entry = {"label": row["label"], "model": cfg["model"], "config": str(row["config"]), "published": ref}
+        if row.get("no_reference"):
+            entry["no_reference"] = str(row["no_reference"])
         if spec["kind"] == "efficiency":
             model = build_model(cfg["model"]["name"], trust_code=True, **model_kwargs(cfg))  # the user's own spec
             size = tuple(cfg["data"]["size"])
@@ -168,7 +215,9 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
                                   device=cfg["train"]["device"], progress=progress,
                                   trust_code=True)  # just trained from the user's own spec
             payload = json.loads((report.parent / "metrics.json").read_text())
-            entry["ours"] = ours_in_paper_terms(payload["metrics"], payload.get("efficiency", {}), paper)
+            histories = [json.loads(p.read_text()) for p in sorted((table_dir / cfg["name"]).glob("fold_*/history.json"))]
+            entry["ours"] = ours_in_paper_terms(payload["metrics"], payload.get("efficiency", {}), paper,
+                                                histories=histories, class_names=list(cfg["task"]["class_names"]))
             entry["overlap_iou"] = entry["ours"]["overlap_iou"]
             entry["report"] = str(report)
             entry["data_note"] = payload.get("data_note", "")
@@ -181,6 +230,10 @@ def _fmt(v, key: str) -> str:
         return "—"
     if key == "params":
         return f"{v / 1e6:.2f}"
+    if key in ("best_epoch", "epochs_run"):
+        return f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}"
+    if key in ("uw_score", "hausdorff_score"):
+        return f"{v:.4f}"
     if key in ("hausdorff", "time_ms", "time_ms_cpu"):
         return f"{v:.2f}"
     return f"{v:.2f}"
@@ -211,7 +264,9 @@ def write_table_report(table_dir: Path, spec: dict, results: list[dict], *, quic
                      str((r["published"] or {}).get("note") or "—")]
         lines.append("| " + " | ".join([r["label"], *ours, *pub, *extra]) + " |")
     lines.append("")
-    key = "params" if spec["kind"] == "efficiency" else cols[0] if paper in ("amfl", "ctv_thesis") else "overlap_iou"
+    lines += [f"No published numbers for {r['label']}: {r['no_reference']}." for r in results if r.get("no_reference")]
+    lines += [""] if any(r.get("no_reference") for r in results) else []
+    key = "params" if spec["kind"] == "efficiency" else cols[0] if paper in ("amfl", "ctv_thesis", "gi_tract") else "overlap_iou"
     tau = kendall_tau([r["ours"].get(key) for r in results], [(r["published"] or {}).get(key) for r in results])
     if tau is not None:
         lines += [f"Ordering of the rows by {COLUMN_TITLES.get(key, key)}: Kendall τ-b = {tau:.2f} between ours and "

@@ -145,7 +145,8 @@ class Predictor:
     @torch.inference_mode()
     def predict_proba(self, images: np.ndarray | torch.Tensor, boxes: Sequence[tuple[int, int, int, int]] | None = None
                       ) -> np.ndarray:
-        """images (N, *S) float in [0, 1] → probabilities (N, C, *S) float32.
+        """images (N, *S) — or (N, C_in, *S) for a model of several input channels (2.5D slices) — float in
+        [0, 1] → probabilities (N, C, *S) float32.
 
         ``boxes`` (one (top, left, height, width) per image, :meth:`~medseg.data.datasets.SegmentationData.boxes_of`):
         images of different sizes held on one canvas; each is cropped to its box and predicted at its own size
@@ -155,12 +156,15 @@ class Predictor:
         if boxes is not None:
             return self._predict_boxes(images, boxes)
         x_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        if x_all.ndim != self.spatial_dims + 1:
-            raise ValueError(f"expected (N, *spatial) images with {self.spatial_dims} spatial axes, got {tuple(x_all.shape)}")
+        if x_all.ndim not in (self.spatial_dims + 1, self.spatial_dims + 2):
+            raise ValueError(f"expected (N, *spatial) images (or (N, C, *spatial) with C input channels, e.g. 2.5D "
+                             f"slices) with {self.spatial_dims} spatial axes, got {tuple(x_all.shape)}")
+        has_channels = x_all.ndim == self.spatial_dims + 2
         out = []
         ops = _tta_ops(self.spatial_dims) if self.tta else _tta_ops(self.spatial_dims)[:1]
         for start in range(0, len(x_all), self.batch_size):
-            x = self._inputs(x_all[start : start + self.batch_size])[:, None]
+            x = self._inputs(x_all[start : start + self.batch_size])
+            x = x if has_channels else x[:, None]
             acc = None
             for model in self.models:
                 for fwd, inv in ops:
@@ -174,12 +178,13 @@ class Predictor:
         if len(boxes) != len(images):
             raise ValueError(f"{len(boxes)} boxes for {len(images)} images; give one (top, left, height, width) per image")
         out: np.ndarray | None = None
+        spatial = images.shape[-self.spatial_dims:]  # (N, *S) or (N, C_in, *S)
         for k, box in enumerate(boxes):
             proba = self.predict_proba(crop_box(images[k], box)[None])[0]
             if out is None:
-                out = np.zeros((len(images), proba.shape[0], *images.shape[1:]), dtype=np.float32)
+                out = np.zeros((len(images), proba.shape[0], *spatial), dtype=np.float32)
             crop_box(out[k], box)[...] = proba
-        return out if out is not None else np.zeros((0, len(self.class_names), *images.shape[1:]), np.float32)
+        return out if out is not None else np.zeros((0, len(self.class_names), *spatial), np.float32)
 
     def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
         if self.mode == "multiclass":

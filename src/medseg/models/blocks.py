@@ -183,12 +183,17 @@ class EncoderDecoderNet(SegmentationNet):
     """
 
     def init_stages(self, spatial_dims: int, depth: int, base_channels: int,
-                    max_channels: int | None = None) -> list[int]:
+                    max_channels: int | None = None, channels: Sequence[int] | None = None) -> list[int]:
+        """Check ``depth``, set the padding divisor and return the ``depth + 1`` stage widths: base·2ᶦ capped
+        at ``max_channels``, or ``channels`` as given (then exactly ``depth + 1`` of them)."""
         if depth < 1:
             raise ValueError(f"depth (number of poolings) must be >= 1, got {depth}")
+        if channels is not None and len(channels) != depth + 1:
+            raise ValueError(f"{depth} poolings need {depth + 1} stage widths, got {list(channels)}")
         self.spatial_dims = spatial_dims
         self.divisor = 2**depth
-        self.channels = stage_channels(base_channels, depth, max_channels=max_channels)
+        self.channels = ([int(c) for c in channels] if channels is not None
+                         else stage_channels(base_channels, depth, max_channels=max_channels))
         return self.channels
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,20 @@
 The chromosome papers compare U-Nets by pooling count: Hu et al.'s sim-UNet (2 poolings), Saleh et al.'s
 U-Net (3), the standard U-Net (4, RSE-UNet Table 4 / ARMS Net Table 5), and 5 (RSE-UNet Table 3). Here one
 class serves all of them through ``depth``; channels double per stage from ``base_channels``
-(64 → 1024 for the standard 4-pooling U-Net).
+(64 → 1024 for the standard 4-pooling U-Net), or are given stage by stage with ``channels``.
+
+The GI-tract paper (UW-Madison, multi-label stomach / large bowel / small bowel) compares U-Nets with 4 and
+5 poolings on 128×128 inputs and reports only their sizes, 2.50 M and 5.72 M parameters, no widths. No
+plain doubling matches (from 16: 1.94 M / 7.78 M; no other integer base or cap gives both counts either),
+so we keep the usual doubling from 16 (the common Keras base) and choose the one bottleneck width that
+gives the reported count (BatchNorm, 2×2 transposed-conv upsampling, padded 3×3 convs, 3 output maps; the
+same for 1 or 3 input channels, and the only such width):
+
+* 4 poolings: ``channels=[16, 32, 64, 128, 336]`` → 2,502,291 parameters with 3 input channels (2,502,003
+  with 1), i.e. 2.50 M;
+* 5 poolings: ``channels=[16, 32, 64, 128, 256, 322]`` → 5,719,423 (5,719,135 with 1), i.e. 5.72 M.
+
+These widths are our reconstruction from the counts, not the paper's (see ``GI_UNET_CHANNELS``).
 """
 
 from __future__ import annotations
@@ -15,6 +28,33 @@ from torch import nn
 from medseg.models.blocks import DoubleConv, EncoderDecoderNet, UpSample, make_pool
 from medseg.models.registry import register_model
 from monai.networks.layers.factories import Conv
+
+# The GI-tract paper's two U-Nets by their pooling count, widths reconstructed from its parameter counts
+# (2.50 M and 5.72 M; module docstring): doubling from 16, the bottleneck width chosen to give the count.
+GI_UNET_CHANNELS: dict[int, list[int]] = {4: [16, 32, 64, 128, 336], 5: [16, 32, 64, 128, 256, 322]}
+
+
+def resolve_stages(depth: int | None, channels: list[int] | None, default_depth: int = 4) -> tuple[int, list[int] | None]:
+    """``(depth, channels)`` of a U-Net given ``depth`` and/or explicit per-stage ``channels``.
+
+    ``channels`` (first = full resolution, last = bottleneck) fixes the depth at ``len(channels) - 1``; a
+    ``depth`` that is also given must agree. Without ``channels`` the depth is ``depth`` or ``default_depth``.
+    """
+    if channels is None:
+        return (default_depth if depth is None else depth), None
+    if isinstance(channels, (str, bytes)) or not hasattr(channels, "__len__"):
+        raise ValueError(f"channels must be a list of stage widths, got {channels!r}")
+    widths = list(channels)
+    if len(widths) < 2:
+        raise ValueError(f"channels needs at least 2 stage widths (full resolution ... bottleneck, i.e. depth >= 1), "
+                         f"got {widths!r}")
+    for c in widths:
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"channels must be whole numbers >= 1 (one width per stage), got {widths!r}")
+    if depth is not None and int(depth) != len(widths) - 1:
+        raise ValueError(f"depth = {depth} poolings disagrees with channels = {widths} ({len(widths)} stages give "
+                         f"depth {len(widths) - 1}): set depth to {len(widths) - 1} or leave it out")
+    return len(widths) - 1, widths
 
 
 class UNetEncoder(nn.Module):
@@ -72,8 +112,13 @@ class UNet(EncoderDecoderNet):
         in_channels: image channels (1 for the grey chromosome images).
         out_channels: classes C; logits are (B, C, H, W[, D]) for softmax or sigmoid heads alike.
         spatial_dims: 2 or 3.
-        depth: number of poolings (2 sim-UNet, 3 Saleh, 4 standard, 5).
+        depth: number of poolings (2 sim-UNet, 3 Saleh, 4 standard, 5); 4 when neither it nor ``channels`` is
+            given.
         base_channels: width of the first stage (64 in the original).
+        channels: explicit stage widths instead of the doubling, first = full resolution, last = bottleneck
+            (e.g. the GI paper's reconstructed ``[16, 32, 64, 128, 336]``, see the module docstring). Fixes
+            the depth at ``len(channels) - 1`` (a ``depth`` given as well must agree: ValueError otherwise);
+            ``base_channels`` and ``max_channels`` are then ignored. At least 2 widths, each >= 1.
         norm: ``batch`` (default), ``instance``, ``group`` or ``none``.
         act: ``relu`` (default), ``leakyrelu``, ``elu``, ``prelu``.
         upsample: ``transpose`` (2×2 transposed conv, default) or ``bilinear``/``nearest`` + 1×1 conv.
@@ -89,11 +134,13 @@ class UNet(EncoderDecoderNet):
     stage k (k = 0 the full-resolution output) weighs 1/2^k, the weights normalised to sum 1, as nnU-Net.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 4,
+    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int | None = None,
                  base_channels: int = 64, norm: str = "batch", act: str = "relu", upsample: str = "transpose",
-                 dropout: float = 0.0, max_channels: int | None = None, deep_supervision: int = 0):
+                 dropout: float = 0.0, max_channels: int | None = None, deep_supervision: int = 0,
+                 channels: list[int] | None = None):
         super().__init__()
-        channels = self.init_stages(spatial_dims, depth, base_channels, max_channels)
+        depth, widths = resolve_stages(depth, channels)
+        channels = self.init_stages(spatial_dims, depth, base_channels, max_channels, channels=widths)
         if not 0 <= int(deep_supervision) < depth:
             raise ValueError(f"deep_supervision must be between 0 and depth - 1 = {depth - 1} decoder stages, "
                              f"got {deep_supervision}")

@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 from medseg.artifact import model_kwargs
-from medseg.errors import ConfigError
 from medseg.losses.segmentation import one_hot, per_sample_loss
 from medseg.models import training_loss
 from medseg.models.quality_awareness import QualityAwarenessModule, quality_weights

@@ -78,8 +78,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, sch: dict, epochs: int):
         # of train.iterations counted in epochs): it reaches 0 only after the last epoch.
         total = max(int(epochs), 1)
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: max(1.0 - epoch / total, 0.0) ** POLY_EXPONENT)
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
     if name != "cosine":
-        raise ConfigError(f"train.scheduler.name: unknown schedule {name!r} (use plateau, cosine or poly)")
+        raise ConfigError(f"train.scheduler.name: unknown schedule {name!r} (use plateau, cosine, poly or constant)")
     warmup = max(int(sch.get("warmup_epochs", 0)), 0)
     floor = float(sch["min_lr"]) / float(optimizer.param_groups[0]["lr"])
 
@@ -273,6 +275,11 @@ class Trainer:
         for name, vals in agg["per_class"].items():
             row[f"val_iou/{name}"] = vals["iou"]
             row[f"val_dice/{name}"] = vals["dice"]
+            if self.mode == "multilabel":
+                # pooled over the validation images (the GI paper's Keras metrics are batch-pooled; most of its
+                # slices are empty, where the per-image mean counts two empty masks as a perfect score)
+                row[f"val_dice_pooled/{name}"] = vals.get("dice_pooled")
+                row[f"val_iou_pooled/{name}"] = vals.get("iou_pooled")
         return row
 
     def resume(self) -> bool:
