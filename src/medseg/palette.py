@@ -32,6 +32,7 @@ __all__ = [
     "ERROR_RGB",
     "FOREGROUND_RGB",
     "channel_colours",
+    "channel_hex",
     "class_colours",
     "class_hex",
     "class_rgb",
@@ -226,3 +227,11 @@ def legend_handles(class_names: Sequence[str], *, background: bool = True, error
     if error:
         handles.append(Patch(facecolor=tuple(c / 255 for c in ERROR_RGB), edgecolor="0.5", label="error"))
     return handles
+
+
+def channel_hex(channel: int) -> str:
+    """``#rrggbb`` of a multi-label task's channel ``channel`` (:func:`channel_colours`; = :func:`class_hex`
+    of class ``channel + 1`` with background 0): the web viewer's colour of that structure."""
+    if int(channel) < 0:
+        raise ValueError(f"channels are >= 0, got {channel}")
+    return class_hex(int(channel) + 1, 0)

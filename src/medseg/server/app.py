@@ -27,14 +27,14 @@ from starlette.concurrency import run_in_threadpool
 
 import medseg
 from medseg.errors import MedsegError
-from medseg.palette import class_hex
+from medseg.palette import channel_hex, class_hex
 from medseg.server import auth, exports, storage
 from medseg.server.auth import User, admin_user, current_user
 from medseg.server.db import Database
 from medseg.server.jobs import Worker
 from medseg.server.registry import DEMO_NOTE, ModelRegistry
 from medseg.server.settings import ServerSettings
-from medseg.server.slices import slice_file
+from medseg.server.slices import channel_folder, slice_file
 from medseg.server.upload import UploadRefused, receive_upload
 
 log = logging.getLogger("medseg.server")
@@ -89,6 +89,18 @@ class ClassOut(BaseModel):
     colour: str
 
 
+class ChannelOut(BaseModel):
+    channel: int = Field(description="The model's output channel (bit c of the label files)")
+    name: str
+    value: int = Field(description="The structure's value in the label files: 2**channel (values add up where "
+                                   "structures overlap)")
+    colour: str
+
+
+class ResultChannelOut(ChannelOut):
+    layer: str = Field(description="The slice kind of this structure's own layer: put it for {kind} in slice_url")
+
+
 class ModelOut(BaseModel):
     id: str
     name: str
@@ -97,6 +109,9 @@ class ModelOut(BaseModel):
     mode: str
     folds: int
     classes: list[ClassOut]
+    channels: list[ChannelOut] = Field([], description="A multilabel model's structures (they may overlap)")
+    stacks: bool = Field(False, description="A 2D model that also segments a volume or a zip of slice images, slice "
+                                            "by slice")
     demo: bool
     demo_note: str | None = None
     demo_reason: str | None = None
@@ -118,10 +133,14 @@ class ResultOut(BaseModel):
     finished_at: str | None = None
     n_slices: int | None = None
     classes: list[ClassOut] = []
+    multilabel: bool = Field(False, description="Structures may overlap: the label files are bit-packed "
+                                                "(summary.label_encoding) and each structure has its own layer")
+    channels: list[ResultChannelOut] = Field([], description="A multilabel result's structures, once done")
     summary: dict | None = None
     warnings: list[str] = Field([], description="What to check about this result (e.g. an input that records no "
                                                 "modality for a CT model); once done")
-    slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference)")
+    slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference, or "
+                                       "label-<c> for structure c of a multilabel result)")
     downloads: dict[str, str] = Field(description="Format → URL, once done")
 
 
@@ -134,7 +153,8 @@ class StudyOut(BaseModel):
     input_sha256: str
     input_bytes: int
     shape: list[int]
-    spacing: list[float] | None = None
+    spacing: list[float | None] | None = Field(None, description="(z, y, x) mm; z null for a stack of slice images "
+                                                                 "(thickness unknown)")
     modality: str | None = None
     window: dict
     created_at: str
@@ -157,7 +177,9 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
     "properties": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                   "description": "One PNG/TIFF image, NIfTI or HDF5 volume or zipped DICOM series, or the files "
-                                 "of one DICOM series"},
+                                 "of one DICOM series; for a model that segments stacks of slices also a zip of "
+                                 "the PNG/TIFF slices of one scan (slice_SSSS_W_H_pw_ph.png names: ordered by "
+                                 "SSSS, spacing from the name; other names: natural order)"},
         "reference": {"type": "string", "format": "binary",
                       "description": "Optional reference label on the same grid (PNG/TIFF, NIfTI, HDF5)"},
         "model": {"type": "string", "description": "Model id (GET /api/models); optional with one model"},
@@ -167,13 +189,23 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 # ------------------------------------------------------------------------------------------------ JSON views
 
 
+def result_channels(summary: dict | None) -> list[dict]:
+    """A multilabel result's structures (bit-packed: ``summary.label_encoding``), [] otherwise."""
+    encoding = (summary or {}).get("label_encoding") or {}
+    return [{"channel": s["channel"], "name": s["name"], "value": s["value"], "colour": channel_hex(s["channel"]),
+             "layer": f"label-{s['channel']}"} for s in encoding.get("structures", [])]
+
+
 def result_json(result: dict, study: dict) -> dict:
     done = result["status"] == "done"
     summary = result.get("summary") if done else None
     background = (summary or {}).get("background", 0)  # results from before it was recorded: 0
-    classes = [{"value": c["value"], "name": c["name"], "colour": class_hex(c["value"], background)}
+    channels = result_channels(summary)
+    by_value = {c["value"]: c["colour"] for c in channels}  # a structure's colour is its channel's
+    classes = [{"value": c["value"], "name": c["name"],
+                "colour": by_value.get(c["value"]) if channels else class_hex(c["value"], background)}
                for c in (summary or {}).get("classes", [])]
-    formats = exports.formats_for(study["kind"], study["input_format"]) if done else []
+    formats = exports.formats_for(study["kind"], study["input_format"], len(channels)) if done else []
     base = f"/api/results/{result['id']}"
     return {
         "id": result["id"], "study_id": result["study_id"],
@@ -183,7 +215,7 @@ def result_json(result: dict, study: dict) -> dict:
         "error": result["error"] if result["status"] == "failed" else None, "attempts": result["attempts"],
         "created_at": result["created_at"], "started_at": result["started_at"],
         "finished_at": result["finished_at"], "n_slices": result["n_slices"], "classes": classes,
-        "summary": summary, "warnings": (summary or {}).get("warnings") or [],
+        "multilabel": bool(channels), "channels": channels, "summary": summary, "warnings": (summary or {}).get("warnings") or [],
         "slice_url": base + "/slices/{k}/{kind}.png",
         "downloads": {f: f"{base}/download/{f}" for f in formats},
     }
@@ -425,10 +457,10 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     def rerun(study_id: str, body: RerunBody, user: User = Depends(current_user)):
         study = own_study(study_id, user)
         entry = model_or_400(body.model)
-        if (entry.spatial_dims == 2) != (study["kind"] == "2d"):
-            raise UploadRefused(422, f"model {entry.id!r} segments {'2D images' if entry.spatial_dims == 2 else 'volumes'}"
-                                     f"; this study is {'a 2D image' if study['kind'] == '2d' else 'a volume'}",
-                                study["name"])
+        refusal = storage.model_refusal(entry, study["kind"], study["input_format"])
+        if refusal:
+            raise UploadRefused(422, f"{refusal}; this study is "
+                                     f"{'a 2D image' if study['kind'] == '2d' else 'a volume'}", study["name"])
         storage.check_modality(entry, study["modality"], study["name"])
         row = storage.new_result(study_id, study["input_sha256"], entry)
         db.add_result(row)
@@ -456,18 +488,26 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     @app.get("/api/results/{result_id}/slices/{k}/{kind}.png", tags=["results"],
              responses={200: {"content": {"image/png": {}}}}, response_class=FileResponse)
     def slice_png(result_id: str, k: int, kind: str, user: User = Depends(current_user)):
-        """Slice ``k`` (0-based): ``image`` grey, ``label`` the prediction layer (RGBA), ``reference`` (RGBA)."""
+        """Slice ``k`` (0-based): ``image`` grey, ``label`` the prediction layer (RGBA), ``reference`` (RGBA);
+        ``label-<c>``: structure c's own layer of a multilabel result (its fill half transparent, its outline
+        opaque, so overlapping structures show both)."""
         result = own_result(result_id, user)
-        if kind not in ("image", "label", "reference"):
-            raise HTTPException(404, "kind is image, label or reference")
+        channel = re.fullmatch(r"label-(\d{1,3})", kind)
+        if kind not in ("image", "label", "reference") and channel is None:
+            raise HTTPException(404, "kind is image, label, reference or label-<structure> (multilabel results)")
         ready(result)
+        if channel is not None and int(channel.group(1)) >= len(result_channels(result.get("summary"))):
+            raise HTTPException(404, f"this result has no structure {channel.group(1)}")
         if not 0 <= k < (result["n_slices"] or 0):
             raise HTTPException(404, f"slice {k} is out of range 0..{(result['n_slices'] or 1) - 1}")
         paths = storage.study_paths(settings, result["study_id"])
         if kind == "reference" and not result["study_reference_file"]:
             raise HTTPException(404, "this study has no reference")
-        folder = {"image": paths.image_slices, "reference": paths.reference_slices,
-                  "label": paths.result(result_id) / "slices"}[kind]
+        if channel is not None:
+            folder = channel_folder(paths.result(result_id) / "slices", int(channel.group(1)))
+        else:
+            folder = {"image": paths.image_slices, "reference": paths.reference_slices,
+                      "label": paths.result(result_id) / "slices"}[kind]
         path = slice_file(folder, k)
         if not path.is_file():
             raise HTTPException(404, "slice file missing")
@@ -475,10 +515,13 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
 
     @app.get("/api/results/{result_id}/download/{fmt}", tags=["results"], response_class=FileResponse)
     def download(result_id: str, fmt: str, user: User = Depends(current_user)):
-        """``fmt``: nifti | hdf5 | png | dicom-seg | summary.json | summary.csv (404 where the input's format
-        has no such output, 409 while the job is not done)."""
+        """``fmt``: nifti | hdf5 | png | png-slices | slicer-seg | dicom-seg | summary.json | summary.csv (404
+        where the input's format has no such output, 409 while the job is not done). Multilabel results are
+        bit-packed (``summary.label_encoding``); ``slicer-seg`` is 3D Slicer's .seg.nrrd, one layer per
+        structure."""
         result = own_result(result_id, user)
-        if fmt not in exports.formats_for(result["study_kind"], result["study_input_format"]):
+        n_channels = len(result_channels(result.get("summary")))
+        if fmt not in exports.formats_for(result["study_kind"], result["study_input_format"], n_channels):
             raise HTTPException(404, f"no {fmt!r} download for a {result['study_input_format']} study")
         ready(result)
         path = storage.study_paths(settings, result["study_id"]).result(result_id) / exports.DOWNLOADS[fmt]

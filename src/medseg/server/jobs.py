@@ -12,6 +12,14 @@ requests stay fast while a job runs. The queue is the ``results`` table itself, 
   cannot do so forever; a failed study can be re-run with ``POST /api/studies/{id}/rerun``.
 
 Tests call :meth:`Worker.run_pending` instead of starting the thread, so every job runs deterministically.
+
+2D models segment an image, or a stack of slices (a volume or a zip of slice images) slice by slice
+(:func:`_slice_labels`), fed as in training from what their model.json records: ``preprocessing.resize``
+scales each slice to ``preprocessing.size`` and the probabilities back to the slice's own size (bilinear);
+otherwise a slice smaller than the size is padded and cropped back; ``context_slices`` k > 0 gives each
+slice its 2k + 1 neighbours ``context_stride`` apart as input channels, clamped at the stack's ends (2.5D).
+A multi-label model's result keeps every structure: its probabilities > 0.5 are stored bit-packed
+(:mod:`medseg.server.channels`), never reduced to one label per pixel.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 import medseg
 from medseg.data.folder import normalize_intensity
@@ -31,13 +41,14 @@ from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
 from medseg.data.pommier import pad_to
 from medseg.inference.volume import class_names_of_labels, display_background, label_map, predict_volume
-from medseg.server import exports, slices
+from medseg.server import channels, exports, slices, stacks
 from medseg.server.db import Database, now_iso
 from medseg.server.registry import DEMO_NOTE, ModelRegistry
 from medseg.server.settings import ServerSettings
 from medseg.server.storage import (
     StudyPaths,
     check_modality,
+    model_refusal,
     modality_warnings,
     new_id,
     read_input,
@@ -66,23 +77,77 @@ class _Progress:
             self.last = fraction
 
 
+SLICE_BATCH = 16  # slices predicted together (a GI slice is 266², 3 channels: a few MB a batch)
+
+
+def _resize(x: np.ndarray, size, *, antialias: bool) -> np.ndarray:
+    """(n, C, h, w) float → (n, C, *size), bilinear (as training scales slices: medseg.data.uwgi_dataset)."""
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return F.interpolate(t, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False,
+                         antialias=antialias).numpy()
+
+
+def _proba(predictor, images: np.ndarray) -> np.ndarray:
+    """Probabilities (n, C, H, W) at the images' own size for images (n, H, W) — or (n, C_in, H, W), 2.5D —
+    in [0, 1], fed on the model's grid: scaled to ``preprocessing.size`` and back when ``preprocessing.resize``
+    (images with antialiasing, as in training, probabilities bilinear), else padded like in training when
+    smaller than the size and cropped back."""
+    pre = predictor.meta.get("preprocessing") or {}
+    size = pre.get("size")
+    h, w = images.shape[-2:]
+    if size and pre.get("resize") and (h, w) != tuple(size):
+        x = images if images.ndim == 4 else images[:, None]
+        x = _resize(x, size, antialias=True)
+        proba = predictor.predict_proba(x if images.ndim == 4 else x[:, 0])
+        return _resize(proba, (h, w), antialias=False)
+    if size and (h < size[0] or w < size[1]):
+        th, tw = max(h, size[0]), max(w, size[1])
+        top, left = (th - h) // 2, (tw - w) // 2
+        padded = pad_to(images, (th, tw), pre.get("image_pad_value", 0))
+        return predictor.predict_proba(padded)[..., top : top + h, left : left + w]
+    return predictor.predict_proba(images)
+
+
 def _label_values(predictor, image: np.ndarray) -> np.ndarray:
     """One 2D image (H, W) in [0, 1] as one uint8 label map (H, W), chosen from the class probabilities by
     :func:`~medseg.inference.volume.label_map`, as for volumes: the most probable class (argmax) for a
     multiclass model; for a multilabel model value c + 1 for the most probable class c among those above 0.5
     (where several are present, the one with the highest probability, not the first), 0 where none is.
-    The image is padded like in training when it is smaller than the model's input, and cropped back."""
-    pre = predictor.meta.get("preprocessing", {})
-    size = pre.get("size")
-    h, w = image.shape
-    if size and (h < size[0] or w < size[1]):
-        th, tw = max(h, size[0]), max(w, size[1])
-        top, left = (th - h) // 2, (tw - w) // 2
-        padded = pad_to(image, (th, tw), pre.get("image_pad_value", 0))
-        proba = predictor.predict_proba(padded[None])[0][:, top : top + h, left : left + w]
-    else:
-        proba = predictor.predict_proba(image[None])[0]
-    return label_map(predictor, proba)
+    The image is padded like in training when it is smaller than the model's input, and cropped back.
+
+    This single-label view is not what the worker stores for a multilabel model: :func:`_slice_labels` keeps
+    every structure (bit-packed)."""
+    return label_map(predictor, _proba(predictor, image[None])[0])
+
+
+def _slice_inputs(stack: np.ndarray, index: np.ndarray, k: int, stride: int) -> np.ndarray:
+    """The model input of slices ``index`` of ``stack`` (D, H, W): (n, H, W), or with k context slices each
+    side (n, 2k + 1, H, W) — slices -k·stride … +k·stride of the stack, clamped to its first/last slice, as
+    training's :func:`~medseg.data.uwgi_dataset.context_indices`."""
+    if k <= 0:
+        return stack[index]
+    offsets = np.arange(-k, k + 1) * int(stride)
+    return stack[np.clip(index[:, None] + offsets, 0, len(stack) - 1)]
+
+
+def _slice_labels(predictor, stack: np.ndarray, progress=None) -> np.ndarray:
+    """A stack of 2D slices (D, H, W) in [0, 1] → labels (D, H, W) uint8, slice by slice with the model's 2D
+    feeding (:func:`_proba`, 2.5D context from ``preprocessing.context_slices`` / ``context_stride``): class
+    values (argmax) for a multiclass model; for a multilabel model every structure above 0.5 as its bit
+    (:func:`medseg.server.channels.pack_probabilities`), so overlapping structures stay overlapping.
+    ``progress`` (optional) gets the fraction done."""
+    pre = predictor.meta.get("preprocessing") or {}
+    k, stride = int(pre.get("context_slices") or 0), int(pre.get("context_stride") or 1)
+    multilabel = predictor.mode == "multilabel"
+    d = len(stack)
+    out = np.zeros(stack.shape, np.uint8)
+    for start in range(0, d, SLICE_BATCH):
+        index = np.arange(start, min(d, start + SLICE_BATCH))
+        proba = _proba(predictor, _slice_inputs(stack, index, k, stride))
+        out[index] = channels.pack_probabilities(proba, axis=1) if multilabel else proba.argmax(1).astype(np.uint8)
+        if progress is not None:
+            progress(float(index[-1] + 1) / d)
+    return out
 
 
 class Worker:
@@ -193,40 +258,60 @@ class Worker:
         image = read_input(paths.input, study["input_format"], study["input_files"], self.settings)
         progress(0.1)
         names = class_names_of_labels(predictor)
+        multilabel = predictor.mode == "multilabel"
+        structures = names[1:] if multilabel else None  # the channels of a multilabel model (bit c = channel c)
+        if multilabel:
+            channels.check_channels(len(structures), f"model {entry.id!r}")
         scored = exports.scored_values(predictor.meta["task"], names)  # every class but task.background
         volume = image if isinstance(image, Volume) else None
         # checked at upload and re-run too; here for a model that was swapped under its id by a restart
+        refusal = model_refusal(entry, study["kind"], study["input_format"])
+        if refusal:
+            raise RuntimeError(f"{refusal}; re-run with another model")
         check_modality(entry, volume.modality if volume is not None else None, study["name"])
-        warnings = modality_warnings(entry, image)
+        warnings = modality_warnings(entry, image) + self._spacing_warnings(study)
+        segment = lambda f: progress(0.1 + 0.65 * f)
         if volume is None:
-            labels = _label_values(predictor, normalize_intensity(image))[None]
+            labels = _slice_labels(predictor, normalize_intensity(image)[None], segment)
             grey = image[None]
-            progress(0.7)
+        elif entry.spatial_dims == 2:  # a stack of slices, slice by slice
+            labels, grey = _slice_labels(predictor, normalize_intensity(volume.array), segment), volume.array
         else:
-            label_volume, _ = predict_volume(predictor, volume, progress=lambda f: progress(0.1 + 0.65 * f))
-            labels, grey = label_volume.array, volume.array
-        if labels.size and int(labels.max()) >= len(names):
+            label_volume, proba = predict_volume(predictor, volume, progress=segment)
+            labels = channels.pack_probabilities(proba) if multilabel else label_volume.array
+            del proba
+            grey = volume.array
+        progress(0.75)
+        if not multilabel and labels.size and int(labels.max()) >= len(names):
             raise RuntimeError(f"the model wrote label {int(labels.max())} but names only {len(names)} values")
 
         out = work / "result"
         out.mkdir()
-        exports.write_labels(labels, out, kind=study["kind"], input_format=study["input_format"], volume=volume)
+        exports.write_labels(labels, out, kind=study["kind"], input_format=study["input_format"], volume=volume,
+                             structures=structures)
         if study["input_format"] == "dicom":
             sources = exports.dicom_sources(paths.input, study["input_files"], work / "dicom",
                                             self.settings.max_unzipped_bytes)
             exports.write_dicom_seg(labels, volume, sources, names, entry.name, entry.version,
-                                    out / exports.DOWNLOADS["dicom-seg"], values=scored)
+                                    out / exports.DOWNLOADS["dicom-seg"], values=scored, multilabel=multilabel)
         progress(0.8)
         background = display_background(predictor.meta)  # drawn transparent, coloured like the figures
-        n_slices = slices.write_label_slices(labels, out / "slices", background)
+        if multilabel:  # one layer per structure besides the striped "label" layer
+            n_slices = slices.write_multilabel_slices(labels, out / "slices", len(structures))
+        else:
+            n_slices = slices.write_label_slices(labels, out / "slices", background)
         reference = read_reference(paths) if study["reference_file"] else None
         if not paths.image_slices.is_dir():
             slices.write_image_slices(grey, study["window"], work / "image-slices")
         if reference is not None and not paths.reference_slices.is_dir():
-            slices.write_label_slices(reference, work / "reference-slices", background)
+            if multilabel:
+                slices.write_multilabel_slices(reference, work / "reference-slices", len(structures), layers=False)
+            else:
+                slices.write_label_slices(reference, work / "reference-slices", background)
         progress(0.95)
 
-        summary = exports.summarize(labels, names, study["spacing"], study["kind"], reference, values=scored)
+        summary = exports.summarize(labels, names, study["spacing"], study["kind"], reference, values=scored,
+                                    multilabel=multilabel)
         summary["background"] = background  # the viewer's legend colours (result_json)
         summary.update({
             "study": {"id": study["id"], "name": study["name"], "input_format": study["input_format"],
@@ -239,6 +324,17 @@ class Worker:
             "generator": f"medseg {medseg.__version__}", "warnings": warnings,
         })
         return summary, n_slices
+
+    @staticmethod
+    def _spacing_warnings(study: dict) -> list[str]:
+        """What a stack of slice images does not record (its study's spacing is [None, y, x] or None)."""
+        if study["input_format"] != stacks.FORMAT:
+            return []
+        if study["spacing"] is None:
+            return [("the slice images' names do not give their pixel spacing or slice thickness: sizes are in "
+                     "pixels, and the NIfTI / Slicer exports place the pixels and slices 1 mm apart")]
+        return [("the slice thickness is not recorded in the slice images' names: no volume in ml is given (areas "
+                 "are summed over the slices), and the NIfTI / Slicer exports place the slices 1 mm apart")]
 
     def _publish(self, job: dict, paths: StudyPaths, work: Path) -> bool:
         """Rename the finished files into the study; False (nothing kept) if the study or result is gone."""

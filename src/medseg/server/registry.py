@@ -2,8 +2,9 @@
 
 Each gets a stable id (from its folder name), a *version* (architecture + short sha256 of its weight
 files, so a result names exactly which weights made it even after a folder is retrained), its spatial
-dimensions (a 2D model cannot take a volume, nor a 3D model an image) and a *demo* flag: a model trained on
-synthesized or phantom data is marked so the page can say plainly that it is not a clinical model.
+dimensions (a 3D model cannot take an image; a 2D model takes a volume or a zip of slices only when it was
+trained on the slices of scans: :func:`takes_stacks`) and a *demo* flag: a model trained on synthesized or
+phantom data is marked so the page can say plainly that it is not a clinical model.
 Weights are loaded on first use, by the worker, and kept.
 """
 
@@ -20,7 +21,7 @@ import yaml
 from medseg.errors import DataValidationError
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.inference.volume import display_background, label_names
-from medseg.palette import class_hex
+from medseg.palette import channel_hex, class_hex
 from medseg.artifact import check_model_meta, read_model_meta
 
 DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
@@ -76,6 +77,21 @@ def needed_modality(meta: dict) -> tuple[str | None, str]:
     return None, "model.json records no modality"
 
 
+def takes_stacks(meta: dict) -> bool:
+    """Whether a 2D model segments a stack of slices — a zip of slice images, or a volume (NIfTI, HDF5, DICOM)
+    slice by slice — and not only single images: ``preprocessing.slice_stacks`` in its model.json when set
+    (true / false); otherwise a 2.5D model (``preprocessing.context_slices`` > 0: it needs the neighbouring
+    slices) or a multi-label one (structures of a scan that may overlap, such as the UW-Madison GI-tract
+    organs). A multiclass 2D model of single images (the chromosome models) takes images only."""
+    task = meta.get("task") or {}
+    if int(task.get("spatial_dims", 2)) != 2:
+        return False
+    pre = meta.get("preprocessing") or {}
+    if pre.get("slice_stacks") is not None:
+        return bool(pre["slice_stacks"])
+    return int(pre.get("context_slices") or 0) > 0 or task.get("mode", "multiclass") == "multilabel"
+
+
 @dataclass
 class ModelEntry:
     id: str
@@ -104,6 +120,23 @@ class ModelEntry:
         return label_names(self.meta)
 
     @property
+    def multilabel(self) -> bool:
+        return self.meta["task"].get("mode", "multiclass") == "multilabel"
+
+    @property
+    def takes_stacks(self) -> bool:
+        """A 2D model that segments stacks of slices (:func:`takes_stacks`)."""
+        return takes_stacks(self.meta)
+
+    def channels(self) -> list[dict]:
+        """A multi-label model's structures: channel, name, value in the label files (bit 2**c,
+        :mod:`medseg.server.channels`) and colour; [] for a multiclass model."""
+        if not self.multilabel:
+            return []
+        return [{"channel": c, "name": n, "value": 1 << c, "colour": channel_hex(c)}
+                for c, n in enumerate(self.meta["task"]["class_names"])]
+
+    @property
     def modality(self) -> tuple[str | None, str]:
         """(modality, why): see :func:`needed_modality`."""
         return needed_modality(self.meta)
@@ -114,6 +147,7 @@ class ModelEntry:
             "mode": self.meta["task"].get("mode", "multiclass"), "folds": self.n_folds,
             "classes": [{"value": v, "name": n, "colour": class_hex(v, display_background(self.meta))}
                         for v, n in enumerate(self.labels)],
+            "channels": self.channels(), "stacks": self.takes_stacks,
             "demo": self.demo, "demo_note": DEMO_NOTE if self.demo else None, "demo_reason": self.demo_reason,
             "modality": self.modality[0],
         }

@@ -5,6 +5,12 @@ For each axial slice ``k`` there are PNGs of the original in grey (windowed), of
 layer (class colours, transparent background) and of the reference, if one was uploaded, likewise. The
 grey window is a CT soft-tissue window (W 400, L 40) when the values are Hounsfield units, otherwise the
 0.5-99.5 percentiles of the image (8-bit images are shown as stored).
+
+A multi-label result (bit-packed, :mod:`medseg.server.channels`) gets, besides that one ``label`` layer, one
+layer per structure (``channel-<c>/``): the structure's mask filled in its colour, half transparent, with its
+outline opaque, so where two structures overlap both fills show through each other and both outlines are
+drawn, and the viewer can show or hide each structure. Its ``label`` layer is opaque like a multiclass one;
+a pixel in several structures is striped in their colours (diagonal stripes 2 pixels wide).
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medseg.palette import colourize
+from medseg.palette import channel_colours, colourize
 
 CT_WINDOW = {"kind": "CT soft tissue (W 400, L 40)", "low": -160.0, "high": 240.0}
 _PNG = {"compress_level": 3}  # small enough for the wire, quick enough to write a few hundred of
+FILL_ALPHA = 140  # a structure's fill in its own layer (outline: 255); the page's opacity slider scales both
 
 
 def looks_like_hu(array: np.ndarray, modality: str | None) -> bool:
@@ -80,4 +87,63 @@ def write_label_slices(labels: np.ndarray, folder: Path, background: int | None 
     folder.mkdir(parents=True, exist_ok=True)
     for k in range(labels.shape[0]):
         Image.fromarray(label_rgba(labels[k], background)).save(slice_file(folder, k), **_PNG)
+    return int(labels.shape[0])
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The mask's boundary pixels (4-neighbourhood; pixels on the image's edge are boundary)."""
+    mask = np.asarray(mask, bool)
+    inner = np.pad(mask, 1, constant_values=False)
+    core = inner[1:-1, 1:-1] & inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
+    return mask & ~core
+
+
+def channel_rgba(mask: np.ndarray, rgb) -> np.ndarray:
+    """One structure's layer (H, W, 4): its colour, fill alpha :data:`FILL_ALPHA`, outline opaque, else
+    transparent."""
+    mask = np.asarray(mask, bool)
+    out = np.zeros((*mask.shape, 4), np.uint8)
+    out[mask, :3] = np.asarray(rgb, np.uint8)
+    out[..., 3] = np.where(outline(mask), 255, np.where(mask, FILL_ALPHA, 0))
+    return out
+
+
+def multilabel_rgba(labels: np.ndarray, n_channels: int) -> np.ndarray:
+    """A bit-packed label slice (H, W) → one opaque RGBA layer: each structure in its channel colour, pixels
+    in several structures striped in their colours, transparent where none is."""
+    labels = np.asarray(labels).astype(np.int64)
+    colours = channel_colours(n_channels)
+    count = np.zeros(labels.shape, np.int64)
+    for c in range(n_channels):
+        count += (labels >> c) & 1
+    yy, xx = np.indices(labels.shape)
+    pick = ((yy + xx) // 2) % np.maximum(count, 1)  # which of the pixel's structures colours it
+    out = np.zeros((*labels.shape, 4), np.uint8)
+    rank = np.zeros(labels.shape, np.int64)  # how many of the pixel's structures come before channel c
+    for c in range(n_channels):
+        has = ((labels >> c) & 1).astype(bool)
+        out[has & (rank == pick), :3] = colours[c]
+        rank += has
+    out[..., 3] = np.where(count > 0, 255, 0)
+    return out
+
+
+def channel_folder(folder: Path, c: int) -> Path:
+    return Path(folder) / f"channel-{int(c)}"
+
+
+def write_multilabel_slices(labels: np.ndarray, folder: Path, n_channels: int, *, layers: bool = True) -> int:
+    """For a (D, H, W) bit-packed label map: the striped ``label`` layer per slice into ``folder`` and, with
+    ``layers``, each structure's layer into ``folder/channel-<c>/``; returns D."""
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = channel_colours(n_channels)
+    if layers:
+        for c in range(n_channels):
+            channel_folder(folder, c).mkdir(exist_ok=True)
+    for k in range(labels.shape[0]):
+        Image.fromarray(multilabel_rgba(labels[k], n_channels)).save(slice_file(folder, k), **_PNG)
+        if layers:
+            for c in range(n_channels):
+                mask = (labels[k] >> c) & 1
+                Image.fromarray(channel_rgba(mask, colours[c])).save(slice_file(channel_folder(folder, c), k), **_PNG)
     return int(labels.shape[0])

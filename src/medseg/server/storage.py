@@ -13,6 +13,11 @@ Status codes of a refusal: 415 for a file type that is not taken at all (by its 
 known type whose content cannot be used (corrupt, no image, wrong dimensions, unsupported pixel data,
 unsafe or oversized zip, a model of the other dimensionality or modality), 400 for a malformed request.
 
+Stacks of slices: a 2D model trained on slices of scans (:func:`medseg.server.registry.takes_stacks`, e.g.
+the GI-tract models) also takes a volume (NIfTI, HDF5, DICOM) or a zip of slice PNG/TIFF images of one scan
+(input format ``slices``, :mod:`medseg.server.stacks`); both are studies of kind ``3d`` segmented slice by
+slice. A zip of slices gets the same zip check before extraction and the same header-first size checks.
+
 Modality: a model that needs CT (its model.json says so, or it was trained on intensities clipped to a
 fixed window: :func:`~medseg.server.registry.needed_modality`) refuses an input that records another
 modality (DICOM Modality, or the modality a NIfTI/HDF5 written by medseg keeps) with 422 naming both,
@@ -50,7 +55,7 @@ from medseg.data.safe_zip import ZipPolicy, check_zip
 from medseg.data.volume_io import header_shape, read_volume, write_label_like
 from medseg.data.writing import label_uint8
 from medseg.errors import DataValidationError
-from medseg.server import auth
+from medseg.server import auth, stacks
 from medseg.server.db import Database, now_iso
 from medseg.server.registry import ModelEntry
 from medseg.server.settings import ServerSettings
@@ -60,7 +65,8 @@ from medseg.server.upload import Received, ReceivedFile, UploadRefused
 IMAGE_2D = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
 REFERENCE_2D = "reference.png"  # the reference as label values, whatever coding it was uploaded in
 REFERENCE_3D = "reference.nii.gz"
-ACCEPTED = "PNG/TIFF images, NIfTI (.nii, .nii.gz), HDF5 (.h5, .hdf5), or a DICOM series (a .zip or the .dcm files)"
+ACCEPTED = ("PNG/TIFF images, NIfTI (.nii, .nii.gz), HDF5 (.h5, .hdf5), a DICOM series (a .zip or the .dcm files), or "
+            "a .zip of the PNG/TIFF slices of one scan")
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -123,12 +129,15 @@ def _has_dicom_preamble(path: Path) -> bool:
 
 def read_input(input_dir: Path, input_format: str, files: list[str],
                settings: ServerSettings) -> np.ndarray | Volume:
-    """A stored input as medseg reads it: a 2D array as stored (PNG/TIFF) or a Volume. The readers check
-    this server's voxel budget on the headers, before decoding, and its zip policy."""
+    """A stored input as medseg reads it: a 2D array as stored (PNG/TIFF) or a Volume (a zip of slices: the
+    stack, :func:`medseg.server.stacks.read_slice_zip`). The readers check this server's voxel budget on the
+    headers, before decoding, and its zip policy."""
     paths = [input_dir / f for f in files]
     budget = {"max_voxels": settings.max_voxels}
     if input_format in ("png", "tiff"):
         return read_image(paths[0], **budget)
+    if input_format == stacks.FORMAT:
+        return stacks.read_slice_zip(paths[0], settings.tmp_dir, policy=zip_policy(settings), **budget)
     if input_format in ("nifti", "hdf5"):
         return read_volume(paths[0], **budget)
     if len(paths) == 1 and input_format_of(files[0], paths[0]) == "zip":
@@ -231,7 +240,9 @@ def _input_format(inputs: list[ReceivedFile]) -> str:
     if len(inputs) == 1:
         if formats[0] is None:
             raise UploadRefused(415, f"unsupported file type; give {ACCEPTED}", inputs[0].filename)
-        return "dicom" if formats[0] == "zip" else formats[0]
+        if formats[0] == "zip":
+            return stacks.FORMAT if stacks.zip_holds_slices(inputs[0].path) else "dicom"
+        return formats[0]
     for f, fmt in zip(inputs, formats, strict=True):
         if fmt != "dicom":
             raise UploadRefused(415 if fmt is None else 400,
@@ -259,7 +270,9 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
     if kind == "2d":
         if fmt not in ("png", "tiff"):
             raise UploadRefused(415, "the reference of a 2D image must be a PNG/TIFF label image", ref.filename)
-        labels = read_mask(ref.path, max(2, len(model.labels)))
+        # a multi-label model's reference is read in its result's bit coding (medseg.server.channels)
+        labels = read_mask(ref.path, min(256, 2 ** (len(model.labels) - 1)) if model.multilabel
+                           else max(2, len(model.labels)))
         if labels.shape != image.shape:
             raise UploadRefused(422, f"the reference is {labels.shape[0]}×{labels.shape[1]} pixels, the image "
                                      f"{image.shape[0]}×{image.shape[1]}: not the same grid", ref.filename)
@@ -286,6 +299,24 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
                                  f"differs from the image's {tuple(round(s, 4) for s in image.spacing)} mm",
                             ref.filename)
     write_label_like(label_uint8(ref_volume.array, ref.path), image, out / REFERENCE_3D)
+
+
+def model_refusal(model: ModelEntry, kind: str, input_format: str) -> str | None:
+    """Why ``model`` cannot segment a study of this kind and input format (None: it can). A 3D model takes
+    volumes (not images, not a zip of slice images, which has no volume geometry); a 2D model takes images,
+    and volumes and zips of slices only when it segments stacks of slices (:func:`takes_stacks`)."""
+    if model.spatial_dims == 3:
+        if kind == "2d":
+            return f"a 2D image cannot be segmented by model {model.id!r}, which segments 3D volumes"
+        if input_format == stacks.FORMAT:
+            return (f"a zip of 2D slice images cannot be segmented by model {model.id!r}, which segments 3D volumes "
+                    "(NIfTI, HDF5, DICOM)")
+        return None
+    if kind == "3d" and not model.takes_stacks:
+        what = "a zip of slice images" if input_format == stacks.FORMAT else "a volume"
+        return (f"{what} cannot be segmented by model {model.id!r}, which segments 2D images one at a time (it was "
+                "not trained on the slices of scans: no 2.5D input, not multi-label)")
+    return None
 
 
 def check_modality(model: ModelEntry, modality: str | None, shown: str) -> None:
@@ -327,14 +358,16 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
     fmt = _input_format(inputs)
     kind = "2d" if fmt in ("png", "tiff") else "3d"
     shown = inputs[0].filename if len(inputs) == 1 else f"DICOM series ({len(inputs)} files)"
-    if (model.spatial_dims == 2) != (kind == "2d"):
-        what = "a 2D image" if kind == "2d" else "a volume"
-        wants = "2D images" if model.spatial_dims == 2 else "3D volumes"
-        raise UploadRefused(422, f"{what} cannot be segmented by model {model.id!r}, which segments {wants}; "
-                                 "choose another model", shown)
+    refusal = model_refusal(model, kind, fmt)
+    if refusal:
+        raise UploadRefused(422, f"{refusal}; choose another model", shown)
+    if fmt == stacks.FORMAT and refs:
+        raise UploadRefused(422, "a reference label cannot be compared with a zip of slices; upload the scan as a "
+                                 "NIfTI volume with a NIfTI reference", refs[0].filename)
     staged = _Staged(staging, received)
     try:
-        if fmt == "dicom" and len(inputs) == 1 and input_format_of(inputs[0].filename, inputs[0].path) == "zip":
+        if fmt in ("dicom", stacks.FORMAT) and len(inputs) == 1 and \
+                input_format_of(inputs[0].filename, inputs[0].path) == "zip":
             check_upload_zip(inputs[0].path, shown, settings)
         if len(inputs) == 1:
             check_header_size(inputs[0].path, fmt, shown, settings)
@@ -366,7 +399,8 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
         "kind": kind, "input_format": fmt, "input_files": files, "input_sha256": sha,
         "input_bytes": sum(f.size for f in inputs), "reference_file": refs[0].filename if refs else None,
         "shape": list(image.shape) if isinstance(image, Volume) else [1, *array.shape],
-        "spacing": list(image.spacing) if isinstance(image, Volume) else None,
+        "spacing": (stacks.study_spacing(image) if fmt == stacks.FORMAT else list(image.spacing))
+        if isinstance(image, Volume) else None,
         "window": display_window(array, modality), "modality": modality, "created_at": now_iso(),
     }
     target = study_paths(settings, study_id).root

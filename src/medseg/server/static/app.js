@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   models: [],
   studies: new Map(),   // id -> study JSON
-  viewer: null,         // {study, result, k, n}
+  viewer: null,         // {study, result, k, n, hidden: Set of hidden structure channels}
   timer: null,          // autoplay interval
   poll: null,
 };
@@ -87,7 +87,9 @@ function renderModels() {
   for (const m of state.models) {
     const option = document.createElement("option");
     option.value = m.id;
-    option.textContent = `${m.id} — ${m.name}, ${m.spatial_dims}D${m.demo ? " (demo)" : ""}`;
+    const kinds = m.spatial_dims === 3 ? "3D" : m.stacks ? "2D, images or slice stacks" : "2D";
+    const overlap = m.channels && m.channels.length > 1 ? `, ${m.channels.length} overlapping structures` : "";
+    option.textContent = `${m.id} — ${m.name}, ${kinds}${overlap}${m.demo ? " (demo)" : ""}`;
     select.append(option);
   }
   if (!state.models.length) {
@@ -288,7 +290,7 @@ function openStudy(id, resultId) {
   const result = (resultId && study.results.find((r) => r.id === resultId)) || latestDone(study);
   if (!result) return;
   stopPlay();
-  state.viewer = { study, result, k: 0, n: result.n_slices || 1 };
+  state.viewer = { study, result, k: 0, n: result.n_slices || 1, hidden: new Set() };
   $("viewer-title").textContent = study.name;
   renderResultChoices();
   show($("viewer-demo"), result.model.demo);
@@ -305,6 +307,7 @@ function openStudy(id, resultId) {
   const [, h, w] = study.shape;
   const [, sy, sx] = study.spacing || [1, 1, 1];
   for (const stack of document.querySelectorAll("#viewer .stack")) stack.style.aspectRatio = `${w * sx} / ${h * sy}`;
+  renderChannelLayers(result);
   renderLegend(result);
   renderDownloads(study, result);
   $("viewer-info").textContent =
@@ -315,12 +318,19 @@ function openStudy(id, resultId) {
   $("viewer").scrollIntoView({ behavior: "smooth", block: "start" });
 }
 
+// A structure's size: ml where the voxel size is known, else mm² (summed over slices), else a pixel count.
+function sizeText(c) {
+  if (c.volume_ml != null) return `${c.volume_ml.toFixed(2)} ml`;
+  if (c.area_mm2 != null) return `${c.area_mm2.toFixed(1)} mm²`;
+  return c.voxels !== undefined ? `${c.voxels} voxels` : `${c.pixels} px`;
+}
+
 function volumeText(summary) {
-  return summary.classes.map((c) => {
-    const size = c.volume_ml !== undefined ? `${c.volume_ml.toFixed(2)} ml`
-      : c.area_mm2 != null ? `${c.area_mm2.toFixed(1)} mm²` : `${c.pixels} px`;
-    return `${c.name} ${size}` + (c.dice !== undefined ? ` (Dice ${c.dice.toFixed(3)})` : "");
-  }).join(", ");
+  const sizes = summary.classes.map((c) =>
+    `${c.name} ${sizeText(c)}` + (c.dice !== undefined ? ` (Dice ${c.dice.toFixed(3)})` : "")).join(", ");
+  // multilabel: an overlap pixel counts in every structure it belongs to
+  const overlap = summary.overlap ? ` · ${summary.overlap.count} ${summary.overlap.unit} in two structures or more` : "";
+  return sizes + overlap;
 }
 
 function renderResultChoices() {
@@ -337,9 +347,81 @@ function renderResultChoices() {
   });
 }
 
+// "#rrggbb" -> "rgba(r, g, b, alpha)": a structure's half-transparent fill in its legend swatch
+function fill(hex, alpha) {
+  const v = parseInt(hex.slice(1), 16);
+  return `rgba(${(v >> 16) & 255}, ${(v >> 8) & 255}, ${v & 255}, ${alpha})`;
+}
+
+function channelsOf(result) {
+  return result && result.multilabel && result.channels ? result.channels : [];
+}
+
+// Multilabel results: one layer per structure over the slice (its fill half transparent, its outline
+// opaque), so a pixel in two structures shows both colours and both outlines; the single "label" layer is
+// hidden then. Multiclass results keep the one label layer.
+function renderChannelLayers(result) {
+  const stack = $("overlay-stack");
+  for (const img of [...stack.querySelectorAll("img.channel-layer")]) img.remove();
+  const channels = channelsOf(result);
+  show($("img-overlay"), channels.length === 0);
+  for (const c of channels) {
+    const img = document.createElement("img");
+    img.className = "layer channel-layer";
+    img.dataset.channel = String(c.channel);
+    img.dataset.layer = c.layer;
+    img.alt = `${c.name} on the original slice`;
+    stack.append(img);
+  }
+  applyOpacity();
+}
+
+function channelLayers() {
+  return [...$("overlay-stack").querySelectorAll("img.channel-layer")];
+}
+
+function setChannelVisible(channel, visible) {
+  const v = state.viewer;
+  if (!v) return;
+  if (visible) v.hidden.delete(channel); else v.hidden.add(channel);
+  for (const img of channelLayers()) {
+    if (Number(img.dataset.channel) === channel) show(img, visible);
+  }
+  const li = $("legend").querySelector(`li[data-channel="${channel}"]`);
+  if (li) li.classList.toggle("off", !visible);
+}
+
 function renderLegend(result) {
   const legend = $("legend");
   legend.replaceChildren();
+  const channels = channelsOf(result);
+  const rows = new Map(((result.summary && result.summary.classes) || []).map((c) => [c.value, c]));
+  if (channels.length) {
+    // one entry per structure, with a checkbox that shows or hides its layer, and its own size
+    for (const c of channels) {
+      const li = document.createElement("li");
+      li.dataset.channel = String(c.channel);
+      const label = document.createElement("label");
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = true;
+      box.addEventListener("change", () => setChannelVisible(c.channel, box.checked));
+      const swatch = document.createElement("span");
+      swatch.className = "swatch channel";
+      swatch.style.backgroundColor = fill(c.colour, 0.55);
+      swatch.style.borderColor = c.colour;
+      const name = document.createElement("span");
+      name.textContent = c.name;
+      label.append(box, swatch, name);
+      // its size is in the info line below (volumeText); here in the tooltip with its value in the downloads
+      const row = rows.get(c.value);
+      label.title = (row ? `${sizeText(row)} · ` : "") + `show / hide ${c.name} · label value ${c.value} in the ` +
+        "downloads (values add up where structures overlap)";
+      li.append(label);
+      legend.append(li);
+    }
+    return;
+  }
   for (const c of result.classes) {
     const li = document.createElement("li");
     const swatch = document.createElement("span");
@@ -352,15 +434,34 @@ function renderLegend(result) {
   }
 }
 
+// Label formats besides the first one (the label in the input's own format) and DICOM-SEG.
+const MORE_DOWNLOADS = {
+  nifti: ["Label (NIfTI)", "label map on the input's grid"],
+  "slicer-seg": ["3D Slicer (.seg.nrrd)", "3D Slicer segmentation: one named layer per structure, overlaps kept"],
+};
+
 function renderDownloads(study, result) {
   const d = result.downloads;
-  const label = d.png || (study.input_format === "hdf5" ? d.hdf5 : d.nifti);
+  const first = d.png ? "png" : d["png-slices"] ? "png-slices" : study.input_format === "hdf5" ? "hdf5" : "nifti";
   const labelLink = $("download-label");
-  labelLink.href = label;
-  labelLink.textContent = `Label (${d.png ? "PNG" : study.input_format === "hdf5" ? "HDF5" : "NIfTI"})`;
+  labelLink.href = d[first];
+  labelLink.textContent = `Label (${{ png: "PNG", "png-slices": "PNG slices, zip", hdf5: "HDF5", nifti: "NIfTI" }[first]})`;
+  labelLink.title = result.multilabel
+    ? "bit-packed: each structure has its own bit (values 1, 2, 4, …), values add up where structures overlap" : "";
   const seg = $("download-dicom-seg");
   show(seg, Boolean(d["dicom-seg"]));
   seg.href = d["dicom-seg"] || "#";
+  const more = $("download-more");
+  more.replaceChildren();
+  for (const [fmt, [text, title]] of Object.entries(MORE_DOWNLOADS)) {
+    if (!d[fmt] || fmt === first) continue;
+    const a = document.createElement("a");
+    a.href = d[fmt];
+    a.download = "";
+    a.textContent = text;
+    a.title = title;
+    more.append(a);
+  }
   $("download-summary").href = d["summary.json"];
   $("download-summary-csv").href = d["summary.csv"];
 }
@@ -377,6 +478,7 @@ function showSlice(k) {
   $("img-original").src = image;
   $("img-overlay-base").src = image;
   $("img-overlay").src = sliceUrl("label", v.k);
+  for (const img of channelLayers()) img.src = sliceUrl(img.dataset.layer, v.k);
   if (v.study.has_reference) {
     $("img-reference-base").src = image;
     $("img-reference").src = sliceUrl("reference", v.k);
@@ -385,9 +487,9 @@ function showSlice(k) {
   $("slice-index").textContent = `${v.k + 1} / ${v.n}`;
   // warm the browser cache with the next slice so stepping and playing do not wait for the network
   const next = (v.k + 1) % v.n;
-  for (const kind of v.study.has_reference ? ["image", "label", "reference"] : ["image", "label"]) {
-    new Image().src = sliceUrl(kind, next);
-  }
+  const layers = channelsOf(v.result).map((c) => c.layer);
+  const kinds = ["image", ...(layers.length ? layers : ["label"]), ...(v.study.has_reference ? ["reference"] : [])];
+  for (const kind of kinds) new Image().src = sliceUrl(kind, next);
 }
 
 function step(delta, wrap = false) {
@@ -422,6 +524,7 @@ function applyOpacity() {
   const value = Number($("opacity").value) / 100;
   $("img-overlay").style.opacity = String(value);
   $("img-reference").style.opacity = String(value);
+  for (const img of channelLayers()) img.style.opacity = String(value);
 }
 
 function initViewerControls() {
