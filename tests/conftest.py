@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from medseg.artifact import model_kwargs, model_meta, save_model
 from medseg.config import load_config
 from medseg.data.datasets import SegmentationData
+from medseg.models import build_model
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -105,3 +108,32 @@ def only_safetensors_and_json():
 
     return check
 
+
+def _save_gi_model(directory: Path, *, context: int = 0, mode: str = "multilabel", names=("large_bowel", "small_bowel", "stomach"),
+                  bias: float | None = None, seed: int = 0, size=(32, 32), resize: bool = True) -> Path:
+    """A tiny untrained U-Net folder as training writes it (model.json + safetensors), for the GI task.
+    ``bias``: every weight zero and the head's bias this value, so the output is that logit everywhere."""
+    names = list(names)
+    cfg = load_config(overrides={
+        "name": directory.name,
+        "task": {"mode": mode, "class_names": names, "spatial_dims": 2, "derived": None, "background": 0,
+                 "primary_metric": names[-1]},
+        "data": {"size": None if size is None else list(size), "resize": resize, "normalize": "minmax",
+                 "context_slices": context},
+        "model": {"name": "unet", "depth": 2, "base_channels": 4},
+    })
+    torch.manual_seed(seed)
+    model = build_model("unet", **model_kwargs(cfg))
+    if bias is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+            model.head.bias.fill_(bias)
+    return save_model(directory, model, model_meta(cfg))
+
+
+@pytest.fixture(scope="session")
+def save_gi_model():
+    """``save_gi_model(directory, *, context=0, mode="multilabel", names=organs, bias=None, seed=0, size=(32, 32),
+    resize=True)``: a tiny GI U-Net folder as training writes it (tests of prediction, submission, CLI)."""
+    return _save_gi_model

@@ -8,41 +8,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from medseg.artifact import model_kwargs, model_meta, save_model
 from medseg.cli import app
-from medseg.config import load_config
 from medseg.data.synth_gi import write_synth_gi
-from medseg.data.uwgi import CLASSES, rle_decode, scan_index
-from medseg.models import build_model
+from medseg.data.uwgi import rle_decode, scan_index
 
 runner = CliRunner()
 
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def save_gi_model(directory: Path, *, mode: str = "multilabel", names=CLASSES, bias: float | None = None) -> Path:
-    """A tiny untrained GI U-Net folder (32 × 32 grid, resize); ``bias``: that logit everywhere."""
-    names = list(names)
-    cfg = load_config(overrides={
-        "name": directory.name,
-        "task": {"mode": mode, "class_names": names, "spatial_dims": 2, "derived": None, "background": 0,
-                 "primary_metric": names[-1]},
-        "data": {"size": [32, 32], "resize": True, "normalize": "minmax"},
-        "model": {"name": "unet", "depth": 2, "base_channels": 4},
-    })
-    torch.manual_seed(0)
-    model = build_model("unet", **model_kwargs(cfg))
-    if bias is not None:
-        with torch.no_grad():
-            for p in model.parameters():
-                p.zero_()
-            model.head.bias.fill_(bias)
-    return save_model(directory, model, model_meta(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +34,7 @@ def gi_root(workdir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_dir(workdir) -> Path:
+def run_dir(workdir, save_gi_model) -> Path:
     """Two folds: fold 0 says every organ everywhere, fold 1 nothing; their mean (≈ 0.49998) is below 0.5."""
     run_dir = workdir / "runs" / "gi_tiny"
     save_gi_model(run_dir / "fold_0", bias=10.0)
@@ -114,7 +90,7 @@ def test_a_folder_without_scans_fails_cleanly(run_dir, workdir):
                    "no scans found")
 
 
-def test_a_multiclass_model_fails_cleanly(gi_root, workdir):
+def test_a_multiclass_model_fails_cleanly(gi_root, workdir, save_gi_model):
     model = save_gi_model(workdir / "multiclass", mode="multiclass", names=("background", "stomach"))
     out = workdir / "sub_multiclass"
     _fails_cleanly(run("predict", model, gi_root, "--format", "submission", "-o", out), out, str(model),
@@ -138,3 +114,21 @@ def test_usage_errors(gi_root, run_dir, workdir):
     r = runner.invoke(app, ["predict", str(run_dir), str(gi_root), "-o", str(workdir / "x"), "--format",
                             "submission", "--folds", "a,b"])
     assert r.exit_code == 2 and "--folds" in r.output
+
+
+TS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct" / "totalsegmentator"
+
+
+@pytest.mark.skipif(not (TS / "example_mr_sm.nii.gz").is_file(), reason="../shared/data (TotalSegmentator MR) absent")
+def test_data_to_uwgi_writes_a_real_scan_and_refuses_absent_ids(tmp_path):
+    mr, seg = TS / "example_mr_sm.nii.gz", TS / "example_seg_mr.nii.gz"
+    out = tmp_path / "uw"
+    ok = run("data", "to-uwgi", mr, seg, out, "--case", 7, "--class-map", TS / "class_map.json")
+    assert ok.exit_code == 0, ok.output
+    assert "20 slices of 117x91" in ok.output and "stomach 4,221 px" in ok.output
+    records = scan_index(out)
+    assert len(records) == 20 and {r.id.split("_slice")[0] for r in records} == {"case7_day1"}
+    before = (out / "train.csv").read_bytes()
+    bad = run("data", "to-uwgi", mr, seg, out, "--case", 8, "--organ", "stomach=6", "--organ", "large_bowel=15,99")
+    assert bad.exit_code != 0 and "99" in bad.output and "absent" in bad.output
+    assert (out / "train.csv").read_bytes() == before and not (out / "train" / "case8").exists()

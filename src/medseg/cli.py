@@ -280,6 +280,45 @@ def data_synth_gi(
                   f"manifest: {s['manifest']}")
 
 
+@data_app.command("to-uwgi")
+def data_to_uwgi(
+    image: Path = typer.Argument(..., help="MR/CT volume (NIfTI, HDF5, DICOM folder or zip)."),
+    labels: Path = typer.Argument(..., help="Its organ label volume, on the same grid."),
+    out: Path = typer.Argument(..., help="UW-Madison layout folder to write or add to (train.csv + train/)."),
+    case: int = typer.Option(..., "--case", metavar="C", help="Case number of the scan: its folder is caseC."),
+    day: int = typer.Option(1, "--day", metavar="D", help="Day number of the scan: its folder is caseC_dayD."),
+    organ: List[str] = typer.Option([], "--organ", metavar="NAME=ID[,ID]",
+                                    help="Label ids of a competition organ (large_bowel, small_bowel, stomach); "
+                                         "repeat per organ."),
+    class_map: Optional[Path] = typer.Option(None, "--class-map", metavar="JSON",
+                                             help="TotalSegmentator class_map.json instead of --organ: colon → "
+                                                  "large_bowel, small_bowel, stomach by name."),
+    key: str = typer.Option("total_mr", "--key", help="Task of --class-map to read (total_mr, total)."),
+):
+    """Write a labelled volume as one scan of the UW-Madison GI layout (axial 16-bit PNG slices + train.csv RLE):
+    real anatomy for the GI pipeline, e.g. TotalSegmentator's MR example."""
+    from medseg.data.uwgi_convert import totalsegmentator_mr_to_uwgi, volume_to_uwgi
+
+    if class_map is not None:
+        if organ:
+            raise typer.BadParameter("give --organ or --class-map, not both")
+        s = totalsegmentator_mr_to_uwgi(image, labels, class_map, out, case=case, day=day, key=key)
+    else:
+        organs = {}
+        for item in organ:
+            name, _, ids = item.partition("=")
+            try:
+                organs[name.strip()] = [int(v) for v in ids.split(",") if v.strip()]
+            except ValueError:
+                raise typer.BadParameter(f"--organ {item!r}: expected NAME=ID[,ID...] with integer ids") from None
+        if not organs:
+            raise typer.BadParameter("name the organs' label ids with --organ NAME=ID (or give --class-map)")
+        s = volume_to_uwgi(image, labels, out, case=case, day=day, organ_labels=organs)
+    organs_line = ", ".join(f"{name} {v['voxels']:,} px in {v['slices']} slices" for name, v in s["per_organ"].items())
+    console.print(f"wrote case{case}_day{day}: {s['n_slices']} slices of {s['width']}x{s['height']} to {s['scans']} "
+                  f"({organs_line}); rows added to {s['train_csv']}")
+
+
 @data_app.command("info")
 def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout) or images/+masks/ folder."),
               stray_labels: str = StrayLabelsOpt,

@@ -10,10 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from medseg.artifact import model_kwargs, model_meta, save_model
-from medseg.config import load_config
 from medseg.data.synth_gi import write_synth_gi
 from medseg.data.uwgi import CLASSES, rle_decode, scan_index
 from medseg.data.uwgi_dataset import place_on_grid, read_slice
@@ -27,32 +24,8 @@ from medseg.inference.submission import (
     resolve_scan_folder,
     write_submission,
 )
-from medseg.models import build_model
 
 GRID = (32, 32)
-
-
-def save_gi_model(directory: Path, *, context: int = 0, mode: str = "multilabel", names=CLASSES,
-                  bias: float | None = None, seed: int = 0, size=GRID, resize: bool = True) -> Path:
-    """A tiny untrained U-Net folder as training writes it (model.json + safetensors), for the GI task.
-    ``bias``: every weight zero and the head's bias this value, so the output is that logit everywhere."""
-    names = list(names)
-    cfg = load_config(overrides={
-        "name": directory.name,
-        "task": {"mode": mode, "class_names": names, "spatial_dims": 2, "derived": None, "background": 0,
-                 "primary_metric": names[-1]},
-        "data": {"size": None if size is None else list(size), "resize": resize, "normalize": "minmax",
-                 "context_slices": context},
-        "model": {"name": "unet", "depth": 2, "base_channels": 4},
-    })
-    torch.manual_seed(seed)
-    model = build_model("unet", **model_kwargs(cfg))
-    if bias is not None:
-        with torch.no_grad():
-            for p in model.parameters():
-                p.zero_()
-            model.head.bias.fill_(bias)
-    return save_model(directory, model, model_meta(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +44,7 @@ def index(gi_root):
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
+def models(tmp_path_factory, save_gi_model) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gi_models")
     return {"unet": save_gi_model(root / "unet"),
             "unet25": save_gi_model(root / "unet25", context=1),
@@ -170,7 +143,7 @@ def test_slices_are_fed_on_the_training_grid(gi_root, index, models, tmp_path, m
 
 
 @pytest.mark.parametrize("size", [None, (400, 400), (256, 256)], ids=["canvas", "pad", "crop"])
-def test_pad_and_canvas_grids_come_back_to_the_slice(gi_root, index, tmp_path, monkeypatch, size):
+def test_pad_and_canvas_grids_come_back_to_the_slice(gi_root, index, tmp_path, monkeypatch, size, save_gi_model):
     model = save_gi_model(tmp_path / "model", size=size, resize=False)
     calls = forced(monkeypatch, lambda p: p.fill(1.0))
     s = write_submission(Predictor.from_path(model, device="cpu"), gi_root, tmp_path / "s", progress=False)
@@ -213,7 +186,7 @@ def test_a_25d_model_runs_for_real(gi_root, index, models, tmp_path):
     assert s["context_slices"] == 1 and len(read_rows(tmp_path / "s" / SUBMISSION_CSV)) == 3 * len(index)
 
 
-def test_fold_probabilities_are_averaged(gi_root, index, tmp_path):
+def test_fold_probabilities_are_averaged(gi_root, index, tmp_path, save_gi_model):
     run = tmp_path / "run"
     save_gi_model(run / "fold_0", bias=10.0)  # every organ everywhere
     save_gi_model(run / "fold_1", bias=-20.0)  # nothing: the mean (≈ 0.49998) is below 0.5
