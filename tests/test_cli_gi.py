@@ -132,3 +132,31 @@ def test_data_to_uwgi_writes_a_real_scan_and_refuses_absent_ids(tmp_path):
     bad = run("data", "to-uwgi", mr, seg, out, "--case", 8, "--organ", "stomach=6", "--organ", "large_bowel=15,99")
     assert bad.exit_code != 0 and "99" in bad.output and "absent" in bad.output
     assert (out / "train.csv").read_bytes() == before and not (out / "train" / "case8").exists()
+
+
+def test_evaluate_prints_the_competition_score_per_fold_and_mean(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import medseg.cli as cli
+    from medseg.cli import _print_competition
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=buffer, width=300))
+
+    def comp(score, dice, haus):
+        return {"uw_score": score, "dice": dice, "hausdorff_score": haus, "n_scans": 3,
+                "other_convention": {"uw_score": score - 0.1}}
+    metrics = {"competition": comp(0.7, 0.85, 0.6), "per_fold": [{"fold": "fold_0", "competition": comp(0.65, 0.8, 0.55)},
+                                                                {"fold": "fold_1", "competition": comp(0.75, 0.9, 0.65)}]}
+    (tmp_path / "metrics.json").write_text(json.dumps({"metrics": metrics}))
+    _print_competition(tmp_path / "report.md")
+    out = buffer.getvalue()
+    assert "fold_0: uw_score 0.6500" in out and "fold_1: uw_score 0.7500" in out
+    assert "uw_score 0.7000 = 0.4 × dice 0.8500 + 0.6 × hausdorff_score 0.6000; 0.6000 with the paper's" in out
+    (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {"per_class": {}}}))  # not a GI run: silent
+    buffer.truncate(0)
+    buffer.seek(0)
+    _print_competition(tmp_path / "report.md")
+    assert buffer.getvalue() == ""

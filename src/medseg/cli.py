@@ -22,6 +22,7 @@ exit code 2, in :class:`_MedsegGroup` — one handler for every command.
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
@@ -667,6 +668,27 @@ def cv(
     if evaluate:  # the folds were just trained from the user's own config: its code is trusted
         report = evaluate_run(run_dir_for(cfg), tta=tta, folds=fold_list, device=cfg["train"]["device"], trust_code=True)
         console.print(f"report: {report}")
+        _print_competition(report)
+
+
+def _print_competition(report: Path) -> None:
+    """One line per fold and the fold mean of the UW-Madison competition score, when the run has one (GI tract)."""
+    try:
+        metrics = json.loads((Path(report).parent / "metrics.json").read_text())["metrics"]
+    except (OSError, ValueError, KeyError):
+        return
+    comp = metrics.get("competition")
+    if not comp:
+        return
+    for fold in metrics.get("per_fold") or []:
+        c = fold.get("competition") or {}
+        if c and len(metrics.get("per_fold")) > 1:
+            console.print(f"{fold.get('fold')}: uw_score {c['uw_score']:.4f} (dice {c['dice']:.4f}, hausdorff_score "
+                          f"{c['hausdorff_score']:.4f}; {c['n_scans']} scans)")
+    other = (comp.get("other_convention") or {}).get("uw_score")
+    console.print(f"competition score (mean over folds): uw_score {comp['uw_score']:.4f} = 0.4 × dice {comp['dice']:.4f} "
+                  f"+ 0.6 × hausdorff_score {comp['hausdorff_score']:.4f}"
+                  + (f"; {other:.4f} with the paper's empty-mask Dice 0" if other is not None else ""))
 
 
 @app.command("evaluate")
@@ -689,6 +711,7 @@ def evaluate_cmd(
     report = evaluate_run(run, data=data, tta=tta, folds=_int_list(folds, "--folds"), device=device, out_dir=out,
                           limit_test=limit_test, trust_code=trust_code)
     console.print(f"report: {report}")
+    _print_competition(report)
 
 
 def _fold_choice(model: Path, text: Optional[str]) -> Optional[list[int]]:
