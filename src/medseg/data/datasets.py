@@ -142,7 +142,7 @@ def crop_warning(shapes: Sequence[tuple[int, int]], size: Sequence[int], source:
 CROP_MARK = "centre-cropped to it"  # in every crop message: the loader has already shown it as a warning
 
 
-def _warn_crop(notes: list[str], shapes, size, source: str) -> None:
+def warn_crop(notes: list[str], shapes, size, source: str) -> None:
     """Warn once (one ``warning:`` line from the CLI) and note in ``notes`` (reports show them) when
     ``data.size`` crops images: losing pixels must never be silent."""
     message = crop_warning(shapes, size, source)
@@ -217,20 +217,14 @@ def _is_synthesized(path: Path) -> bool:
     return False
 
 
-def load_data(data_cfg: dict, num_classes: int, *, task: dict | None = None, progress: bool = True) -> SegmentationData:
+def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
     """The 2D data set of a config's ``data`` section: a Pommier HDF5 file or an images/ + masks/ folder, sized
     by ``data.size`` (see the module docstring: padding is silent, cropping warns, null keeps each image's
     own size on a common canvas with :attr:`SegmentationData.boxes`)."""
     path, synthesized = resolve_data_path(data_cfg)
     fmt = data_cfg.get("format", "auto")
     if fmt == "auto":
-        from medseg.data.uwgi_dataset import is_uwgi_folder
-
-        fmt = ("uwgi" if is_uwgi_folder(path) else "folder") if path.is_dir() else "pommier"
-    if fmt == "uwgi":
-        from medseg.data.uwgi_dataset import load_uwgi_data
-
-        return load_uwgi_data(data_cfg, task or {}, progress, root=path, synthesized=synthesized)
+        fmt = "folder" if path.is_dir() else "pommier"
     size = tuple(data_cfg["size"]) if data_cfg.get("size") else None
     notes: list[str] = []
     boxes: list[Box] | None = None
@@ -247,7 +241,7 @@ def load_data(data_cfg: dict, num_classes: int, *, task: dict | None = None, pro
         check_dataset_bytes(path, len(images) * pixels * (np.dtype(np.float32).itemsize + 1),
                             what=f"{len(images):,} images of {'x'.join(map(str, size or original))} (float32 + labels)")
         if size:
-            _warn_crop(notes, [tuple(original)] * len(images), size, path.name)
+            warn_crop(notes, [tuple(original)] * len(images), size, path.name)
             images = pad_to(images, size, data_cfg["image_pad_value"])
             labels = pad_to(labels, size, 0)
         images = images.astype(np.float32) / 255.0
@@ -266,7 +260,7 @@ def load_data(data_cfg: dict, num_classes: int, *, task: dict | None = None, pro
         used = shapes[: int(limit)] if limit else shapes
         load_size = size
         if size:
-            _warn_crop(notes, used, size, path.name)
+            warn_crop(notes, used, size, path.name)
         elif len(set(shapes)) > 1:  # full resolution, images of different sizes: one canvas, boxes recorded
             load_size = (max(h for h, _ in shapes), max(w for _, w in shapes))
             boxes = [((load_size[0] - h) // 2, (load_size[1] - w) // 2, h, w) for h, w in used]
@@ -281,7 +275,8 @@ def load_data(data_cfg: dict, num_classes: int, *, task: dict | None = None, pro
             images, labels, names = images[: int(limit)], labels[: int(limit)], names[: int(limit)]
         original = images.shape[1:]
     else:
-        raise DataValidationError(path, f"unknown data format {fmt!r}; use auto, pommier, folder or uwgi")
+        raise DataValidationError(path, f"unknown data format {fmt!r}; use auto, pommier, folder or uwgi (the "
+                                        "UW-Madison folder, read by medseg.data.uwgi_dataset)")
     return SegmentationData(np.ascontiguousarray(images, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.uint8),
                             names, str(path), synthesized, notes, tuple(original), boxes=boxes)
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medseg.data.datasets import SegmentationData, resolve_data_path, warn_crop
 from medseg.data.limits import check_dataset_bytes
 from medseg.data.uwgi import CLASSES, ScanRecord, check_consistency, masks_for, read_scan, read_train_csv, scan_index
 from medseg.errors import ConfigError, DataValidationError
@@ -50,6 +51,15 @@ def is_uwgi_folder(path: str | Path) -> bool:
     """A folder in the competition layout: ``train.csv`` beside ``train/``."""
     path = Path(path)
     return path.is_dir() and (path / "train.csv").is_file() and (path / "train").is_dir()
+
+
+def is_uwgi_config(data_cfg: dict) -> bool:
+    """Whether a config's ``data`` section names UW-Madison data: ``format: uwgi``, ``synth:gi``, or (format
+    auto) a folder in the competition layout."""
+    fmt, spec = data_cfg.get("format", "auto"), str(data_cfg.get("path", ""))
+    if fmt == "uwgi" or (fmt == "auto" and spec == "synth:gi"):
+        return True
+    return fmt == "auto" and not spec.startswith("synth:") and is_uwgi_folder(Path(spec).expanduser())
 
 
 def organ_channels(class_names: Sequence[str], where: str | Path | None = None) -> list[int]:
@@ -193,10 +203,12 @@ def from_grid(proba: np.ndarray, mode: str, shape: Sequence[int],
 
 def load_uwgi_data(data_cfg: dict, task: dict, progress: bool = True, *, root: str | Path | None = None,
                    synthesized: bool | None = None):
-    """Read, check and grid the competition folder ``root`` (default ``data.path``; see the module docstring)."""
-    from medseg.data.datasets import SegmentationData, _warn_crop
+    """Read, check and grid the competition folder ``root`` (default ``data.path``, ``synth:gi`` made on first
+    use; see the module docstring)."""
 
-    root = Path(str(root if root is not None else data_cfg["path"])).expanduser()
+    if root is None:
+        root, synthesized = resolve_data_path(data_cfg)
+    root = Path(str(root)).expanduser()
     if task.get("mode") != "multilabel":
         raise ConfigError(f"UW-Madison data ({root}) has overlapping organs: set task.mode: multilabel (one sigmoid "
                           "channel per organ)")
@@ -214,7 +226,7 @@ def load_uwgi_data(data_cfg: dict, task: dict, progress: bool = True, *, root: s
                         what=f"{n:,} slices of {grid[0]}x{grid[1]} (float32 + {len(channels)} masks)")
     notes: list[str] = []
     if mode == "pad":
-        _warn_crop(notes, shapes, grid, root.name)
+        warn_crop(notes, shapes, grid, root.name)
     images = np.zeros((n, *grid), dtype=np.float32)
     labels = np.zeros((n, len(channels), *grid), dtype=np.uint8)
     boxes = [] if mode == "canvas" and len(set(shapes)) > 1 else None

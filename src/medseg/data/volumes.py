@@ -219,9 +219,13 @@ def load_any_data(cfg: dict, progress: bool = True) -> SegmentationData:
     """The dataset a whole config asks for: volumes for ``task.spatial_dims: 3``, else 2D images."""
     if int(cfg["task"].get("spatial_dims", 2)) == 3:
         return load_volume_data(cfg, progress)
+    from medseg.data.uwgi_dataset import is_uwgi_config, load_uwgi_data
+
+    if is_uwgi_config(cfg["data"]):  # the UW-Madison GI folder (or synth:gi)
+        return load_uwgi_data(cfg["data"], cfg["task"], progress)
     from medseg.data.datasets import load_data
 
-    return load_data(cfg["data"], len(cfg["task"]["class_names"]), task=cfg["task"], progress=progress)
+    return load_data(cfg["data"], len(cfg["task"]["class_names"]))
 
 
 __all__ = ["ensure_phantom", "load_any_data", "load_volume_data", "patient_ids", "phantom_dir", "volume_pairs"]
