@@ -321,7 +321,7 @@ def data_to_uwgi(
 
 
 @data_app.command("info")
-def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout) or images/+masks/ folder."),
+def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout), images/+masks/ folder, or the M-FISH set."),
               stray_labels: str = StrayLabelsOpt,
               classes: Optional[str] = typer.Option(None, "--classes", metavar="NAME,NAME,...", help="Class names in "
                                                     "class order (task.class_names); default: the Pommier file's 4 "
@@ -346,6 +346,11 @@ def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout) 
     if n is not None and not 2 <= n <= 256:
         raise typer.BadParameter(f"a task has 2 to 256 classes, got {n}")
     if path.is_dir():
+        from medseg.data.mfish import is_mfish_folder
+
+        if is_mfish_folder(path):
+            _mfish_info(path)
+            return
         _folder_info(path, names, n, values)
         return
     if values is not None:
@@ -413,6 +418,29 @@ def _folder_info(path: Path, names: Optional[list[str]], n: Optional[int], value
     Console(markup=False).print(table)
 
 
+def _mfish_info(path: Path) -> None:
+    """`medseg data info` on the M-FISH source set: slides, metaphases (labelled, EX unlabelled), shapes, label values."""
+    from medseg.data.mfish import survey
+
+    s = survey(path)
+    files = s["label_files"]
+    table = Table(title=f"{path} (M-FISH set: DAPI + karyotype label map pairs)")
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("slides", f"{s['n_slides']} slides in {s['n_folders']} folders (<slide>__<karyotype>: a slide's "
+                            "metaphases may lie in several folders; split by slide, never by image)")
+    table.add_row("metaphases", f"{s['n_labelled']} labelled (<id>D.tif + <id>K.tif); {s['n_unlabelled']} EX "
+                                "(extreme) without a label map, skipped")
+    table.add_row("image sizes", ", ".join(f"{k}: {v}" for k, v in s["shapes"].items()))
+    table.add_row("label values", "0 background, 1-22 autosomes, 23 X, 24 Y, 255 overlap; pixels (files): "
+                  + ", ".join(f"{v}: {px:,} ({files[v]})" for v, px in s["label_pixels"].items()))
+    table.add_row("overlap regions", f"{s['overlap_regions']:,} (8-connected regions of 255, any size)")
+    table.add_row("licence", s["licence"] or "README.TXT not found: the licence requires its notice with every copy")
+    table.add_row("use", "medseg data mfish SRC OUT (3-class folder), medseg data mfish-pairs SRC -o pairs.h5 "
+                         "(Pommier-layout overlapping pairs)")
+    Console(markup=False).print(table)
+
+
 def _value_text(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(v)
 
@@ -470,6 +498,54 @@ def data_mfish(
     console.print(f"wrote {manifest['n_images']} metaphases from {manifest['n_folders']} slides to {out} "
                   f"(pixels: " + ", ".join(f"{k} {100 * v / total:.2f} %" for k, v in px.items())
                   + "); split by slide: image names are <slide>__<id>")
+
+
+@data_app.command("mfish-pairs")
+def data_mfish_pairs(
+    src: Path = typer.Argument(..., help="The M-FISH set: one sub-folder per slide, each metaphase a ...D.tif (DAPI) and ...K.tif (karyotype) pair."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE.h5", help="HDF5 file to write (Pommier layout); "
+                                "provenance .json, split by slide .splits.json, preview .png and the licence "
+                                ".README.TXT are written beside it."),
+    crop: str = typer.Option("94x93", "--crop", metavar="RxC", help="Crop size, rows x columns (the Pommier set: 94x93)."),
+    rule: str = typer.Option("larger", "--rule", metavar="RULE", help="Which chromosome is label 1: larger (more "
+                             "pixels, overlap included), lower-class (lower karyotype class), top-left (centroid "
+                             "higher, then further left)."),
+    min_overlap: int = typer.Option(10, "--min-overlap", metavar="PX", help="Overlap regions smaller than this are "
+                                    "left out (counted as too small)."),
+    touch: int = typer.Option(1, "--touch", metavar="PX", help="A chromosome joins an overlap when its class lies "
+                              "within this many pixels of it."),
+    drop_cut: bool = typer.Option(False, "--drop-cut", help="Leave out pairs that reach beyond the crop (default: "
+                                  "keep them, counted)."),
+    mask_others: bool = typer.Option(False, "--mask-others", help="Paint other chromosomes in the crop with the "
+                                     "background grey in the image too (they are background in the labels always)."),
+    limit: Optional[int] = typer.Option(None, metavar="N", help="Read only the first N labelled metaphases."),
+    isolated_dir: Optional[Path] = typer.Option(None, "--isolated-dir", metavar="DIR", help="Also write every "
+                                                "chromosome touching no overlap as images/ + masks/ PNGs with "
+                                                "index.csv (slide, image, class, area)."),
+):
+    """Real overlapping pairs: a crop around every overlap of the M-FISH karyotypes that joins exactly two
+    chromosomes of different classes, labelled 0/1/2/3 in the Pommier layout (train/cv/evaluate --data take it)."""
+    from medseg.data.mfish_pairs import PairOptions, run_mfish_pairs
+
+    size = crop.lower().replace("×", "x").split("x")
+    try:
+        options = PairOptions(crop=tuple(int(v) for v in size), rule=rule, min_overlap_px=min_overlap,
+                              touch_px=touch, keep_cut=not drop_cut, mask_others=mask_others)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    s = run_mfish_pairs(src, output, options=options, limit=limit, isolated_dir=isolated_dir)
+    out = s["left_out"]
+    console.print(f"wrote {s['n_images']:,} real pairs of {s['shape'][0]}x{s['shape'][1]} from "
+                  f"{s['source']['n_metaphases']} metaphases ({len(s['pairs_per_slide'])} slides with pairs) to "
+                  f"{s['output']}: {s['overlaps_found']:,} overlap regions, left out {out['too_small']:,} under "
+                  f"{min_overlap} px, {out['same_class']} same-class, {out['three_or_more']} joining three or more, "
+                  f"{out['no_chromosome']} joining none, {out['duplicate']} second crossings of a pair"
+                  + (f", {out['cut_by_crop']} cut by the crop" if drop_cut else
+                     f"; {s['cut_by_crop_border']} kept though cut by the crop border")
+                  + f"; rule {rule}; {s['source']['n_unlabelled_skipped']} unlabelled EX metaphases skipped. "
+                  f"Provenance: {s['json']}; split by slide: --set splits.file={s['splits']}"
+                  + (f"; isolated chromosomes: {s['isolated']['n']:,} in {isolated_dir}" if isolated_dir else "")
+                  + ("" if s["licence"]["notice"] else " (WARNING: no README.TXT licence notice found in the source)"))
 
 
 @data_app.command("convert")

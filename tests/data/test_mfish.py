@@ -9,7 +9,19 @@ import pytest
 from PIL import Image
 
 from medseg.data.folder import pair_files, read_mask
-from medseg.data.mfish import find_metaphases, folder_of, read_metaphase, semantic_labels, write_semantic_folder
+from medseg.data.mfish import (
+    find_metaphases,
+    find_unlabelled,
+    folder_of,
+    is_mfish_folder,
+    is_unlabelled_code,
+    licence_notice,
+    read_metaphase,
+    semantic_labels,
+    slide_of,
+    survey,
+    write_semantic_folder,
+)
 from medseg.errors import DataValidationError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "mfish"
@@ -21,13 +33,15 @@ def _fake_set(root: Path, karyo_values=(0, 3, 23, 255)) -> Path:
         d.mkdir(parents=True)
         for k in range(2):
             ident = f"{folder[:3]}0{k}"
-            Image.fromarray(np.full((20, 24), 40 + k, np.uint8)).save(d / f"{ident}D.tif")
+            # LZW, as the published files (tifffile cannot decode it without imagecodecs)
+            Image.fromarray(np.full((20, 24), 40 + k, np.uint8)).save(d / f"{ident}D.tif", compression="tiff_lzw")
             kar = np.zeros((20, 24), np.uint8)
             kar[2:6, 2:10] = karyo_values[1]
             kar[8:12, 2:10] = karyo_values[2]
             kar[5:9, 4:6] = karyo_values[3]
-            Image.fromarray(kar).save(d / f"{ident}K.tif")
-    (root / "A01__XY" / "A0199D.tif").write_bytes(b"")  # DAPI without karyotype: left out
+            Image.fromarray(kar).save(d / f"{ident}K.tif", compression="tiff_lzw")
+    (root / "A30__EX").mkdir()
+    (root / "A30__EX" / "A3001EXD.tif").write_bytes(b"")  # an EX metaphase: published without karyotype, skipped
     (root / "README.TXT").write_text("licence notice")
     return root
 
@@ -53,14 +67,84 @@ def test_write_semantic_folder_round_trip(tmp_path):
 
 def test_bad_karyotype_value_names_the_file(tmp_path):
     root = _fake_set(tmp_path / "mfish", karyo_values=(0, 3, 30, 255))
-    with pytest.raises(DataValidationError, match=r"K\.tif.*\[30\]"):
+    with pytest.raises(DataValidationError, match=r"K\.tif.*\[30 \("):
         read_metaphase(find_metaphases(root)[0])
+
+
+def test_unlabelled_rule_ex_skipped_other_missing_label_map_is_an_error(tmp_path):
+    root = _fake_set(tmp_path / "mfish")
+    assert len(find_metaphases(root)) == 4
+    assert [p.name for p in find_unlabelled(root)] == ["A3001EXD.tif"]
+    assert is_unlabelled_code("A30__EX", "A3001EX") and is_unlabelled_code("A23__EX", "A2303EX")
+    assert not is_unlabelled_code("A01__XY", "A0101XY")
+    (root / "A01__XY" / "A0199XYD.tif").write_bytes(b"")  # a labelled folder's DAPI without its K file
+    with pytest.raises(DataValidationError, match=r"A0199XYD\.tif.*without its karyotype label map A0199XYK\.tif"):
+        find_metaphases(root)
+    (root / "A01__XY" / "A0199XYD.tif").unlink()
+    (root / "P07__09" / "P0755K.tif").write_bytes(b"")  # a label map without its DAPI image
+    with pytest.raises(DataValidationError, match=r"P0755K\.tif.*without its DAPI image"):
+        find_metaphases(root)
+
+
+def test_shape_mismatch_names_the_label_map(tmp_path):
+    root = _fake_set(tmp_path / "mfish")
+    m = find_metaphases(root)[0]
+    Image.fromarray(np.zeros((20, 25), np.uint8)).save(m.karyotype, compression="tiff_lzw")
+    with pytest.raises(DataValidationError, match=r"K\.tif.*20x25.*20x24"):
+        read_metaphase(m)
+
+
+def test_bad_values_listed_with_pixel_counts(tmp_path):
+    root = _fake_set(tmp_path / "mfish")
+    m = find_metaphases(root)[0]
+    kar = np.zeros((20, 24), np.uint8)
+    kar[0, :3] = 25
+    kar[1, 0] = 254
+    kar[2, 0] = 255  # overlap: allowed
+    kar[3, 0] = 24  # Y: allowed
+    Image.fromarray(kar).save(m.karyotype, compression="tiff_lzw")
+    with pytest.raises(DataValidationError, match=r"A0100K\.tif.*\[25 \(3 px\), 254 \(1 px\)\]"):
+        read_metaphase(m)
+
+
+def test_corrupt_tiff_names_the_file(tmp_path):
+    root = _fake_set(tmp_path / "mfish")
+    m = find_metaphases(root)[0]
+    m.dapi.write_bytes(b"II*\x00garbage" * 10)
+    with pytest.raises(DataValidationError, match=r"A0100D\.tif.*cannot read"):
+        read_metaphase(m)
+
+
+def test_survey_and_detection(tmp_path):
+    root = _fake_set(tmp_path / "mfish")
+    assert is_mfish_folder(root) and not is_mfish_folder(tmp_path)
+    s = survey(root, progress=False)
+    assert (s["n_labelled"], s["n_unlabelled"], s["n_folders"], s["n_slides"]) == (4, 1, 3, 3)
+    assert s["shapes"] == {"20x24": 4}
+    assert set(s["label_pixels"]) == {0, 3, 23, 255} and s["label_files"][255] == 4
+    assert s["overlap_regions"] == 4
+    assert slide_of("A02__15") == slide_of("A02__XY") == "A02"
+    path, text = licence_notice(root)
+    assert path == root / "README.TXT" and text == "licence notice"
+
+
+def test_data_info_on_an_mfish_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from medseg.cli import app
+
+    root = _fake_set(tmp_path / "mfish")
+    result = CliRunner().invoke(app, ["data", "info", str(root)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "4 labelled" in out and "1 EX" in out and "20x24: 4" in out and "255:" in out
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the real M-FISH set is not beside the repository (../shared/data)")
 def test_real_metaphases_read():
     metaphases = find_metaphases(SHARED)
     assert len(metaphases) == 133  # the labelled metaphases of ../shared/data/README.md
+    assert len(find_unlabelled(SHARED)) == 17  # the EX ones
     dapi, karyo = read_metaphase(metaphases[0])
     labels = semantic_labels(karyo)
     assert dapi.shape == karyo.shape and dapi.shape in {(517, 645), (568, 768)}

@@ -33,7 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medseg.data.limits import check_dataset_bytes
-from medseg.data.pommier import pad_to, read_pommier_h5
+from medseg.data.pommier import pad_to, read_groups, read_pommier_h5
 from medseg.data.transforms import normalize_input
 from medseg.errors import DataValidationError
 from medseg.paths import medseg_home
@@ -228,6 +228,7 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
     size = tuple(data_cfg["size"]) if data_cfg.get("size") else None
     notes: list[str] = []
     boxes: list[Box] | None = None
+    groups: list[str] | None = None
     limit = data_cfg.get("limit")
     if fmt == "pommier":
         images, labels, report = read_pommier_h5(path, key=data_cfg.get("h5_key", "dataset_1"), num_classes=num_classes,
@@ -246,6 +247,9 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
             labels = pad_to(labels, size, 0)
         images = images.astype(np.float32) / 255.0
         names = [f"{path.stem}[{i}]" for i in range(len(images))]
+        groups = read_groups(path, len(images))  # mfish-pairs files: the slide of each pair (split by slide)
+        if groups is not None:
+            notes.append(f"{path.name}: pairs of {len(set(groups))} slides; splits keep each slide's pairs together")
     elif fmt == "folder":
         from medseg.data.folder import (
             image_shape,
@@ -278,7 +282,7 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
         raise DataValidationError(path, f"unknown data format {fmt!r}; use auto, pommier, folder or uwgi (the "
                                         "UW-Madison folder, read by medseg.data.uwgi_dataset)")
     return SegmentationData(np.ascontiguousarray(images, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.uint8),
-                            names, str(path), synthesized, notes, tuple(original), boxes=boxes)
+                            names, str(path), synthesized, notes, tuple(original), boxes=boxes, groups=groups)
 
 
 class SegmentationDataset(Dataset):

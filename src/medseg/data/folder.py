@@ -9,9 +9,11 @@ Layout::
 An image and its mask are paired by file stem; the extension may differ (``img_01.tif`` <-> ``img_01.png``).
 Pairs are in natural name order (``img_2`` before ``img_10``, :func:`medseg.data.splits.natural_key`), the
 order ``splits.protocol: ordered`` takes "the last cases" in.
-Files are PNG or TIFF, 8- or 16-bit (float TIFF images too), grey. Colour images are converted to grey
-(ITU-R 601 luma, as Pillow's ``convert("L")``); colour masks are accepted only when all colour channels are
-equal, because a colour-coded mask has no unambiguous class order.
+Files are PNG or TIFF, 8- or 16-bit (float TIFF images too), grey. TIFFs may be uncompressed or LZW, Deflate
+or PackBits compressed: tifffile decodes what it can without the optional ``imagecodecs`` package, Pillow the
+rest (LZW above all, the usual microscopy compression); palette TIFFs are read as their indices. Colour images
+are converted to grey (ITU-R 601 luma, as Pillow's ``convert("L")``); colour masks are accepted only when all
+colour channels are equal, because a colour-coded mask has no unambiguous class order.
 
 Masks hold class indices ``0..num_classes-1``. Binary masks stored as 0/255 (or 0/65535, or 0/1) are read
 as {0, 1} when ``num_classes == 2``. Any other grey coding is mapped with ``mask_values``: the stored
@@ -154,14 +156,30 @@ def _read_raw(path: Path, what: str, max_voxels: int | None) -> tuple[np.ndarray
     return arr, colours
 
 
+def _tifffile_decodes(page) -> bool:
+    """Whether tifffile can decode this page as installed: without the optional ``imagecodecs`` package it
+    has no LZW (the usual microscopy compression) nor JPEG, only none, Deflate/zlib, PackBits and a few more."""
+    from tifffile import TIFF
+
+    try:
+        return page.compression in TIFF.DECOMPRESSORS and page.predictor in TIFF.PREDICTORS
+    except Exception:  # noqa: BLE001 - an unknown tag value: let the decoder say what is wrong
+        return True
+
+
 def _read_tiff(path: Path, what: str, max_voxels: int | None) -> np.ndarray:
+    """A TIFF's one page as stored. tifffile decodes it where it can; a compression it needs ``imagecodecs`` for
+    (LZW above all) is decoded by Pillow instead, with the same result (palette pages: their indices)."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         page = _tiff_first_page(path, tif)
         check_voxels(path, _tiff_shape(page), what, max_voxels)
-        arr = page.asarray()
-        separate = int(getattr(page, "planarconfig", 1)) == 2  # PLANARCONFIG.SEPARATE: (C, H, W)
+        if _tifffile_decodes(page):
+            arr = page.asarray()
+            separate = int(getattr(page, "planarconfig", 1)) == 2  # PLANARCONFIG.SEPARATE: (C, H, W)
+        else:
+            arr, separate = _read_tiff_pillow(path, page), False
     arr = np.asarray(arr)
     if separate and arr.ndim == 3:
         arr = np.moveaxis(arr, 0, -1)
@@ -171,6 +189,28 @@ def _read_tiff(path: Path, what: str, max_voxels: int | None) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     return arr
+
+
+def _read_tiff_pillow(path: Path, page) -> np.ndarray:
+    """Decode a TIFF page tifffile cannot (without imagecodecs) with Pillow, which has LZW, Deflate and PackBits
+    built in. Channels last; palette pages as their indices, bilevel as bool, as tifffile gives them."""
+    from PIL import Image
+
+    try:
+        compression = page.compression.name
+    except AttributeError:
+        compression = str(page.compression)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("CMYK", "YCbCr", "LAB"):
+                img = img.convert("RGB")
+            return np.array(img)  # bilevel ("1"): bool, as tifffile gives it
+    except Exception as exc:  # noqa: BLE001 - say which decoders were tried; _decoding names the file
+        raise DataValidationError(
+            path, f"cannot decode this TIFF's {compression} compression: tifffile needs the optional imagecodecs "
+                  f"package for it (pip install imagecodecs) and Pillow failed ({exception_text(exc)}); the file "
+                  "may be corrupt") from exc
 
 
 def _read_pil(path: Path, what: str, max_voxels: int | None) -> tuple[np.ndarray, np.ndarray | None]:

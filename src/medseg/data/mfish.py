@@ -1,10 +1,14 @@
 """Real M-FISH metaphases (PSI / ADIR "M-FISH Image Set #1", as published in ``jeanpat/MFISH``) as a medseg
 2D folder data set.
 
-Published layout (``../shared/data/mfish/`` here; see its README): one folder per slide/patient
-(``A01__XY``, ``P07__09``, …), each metaphase as ``<id>D.tif`` (DAPI counterstain, 8-bit grey, 517×645 or
+Published layout (``../shared/data/mfish/`` here; see its README): one folder per slide and karyotype
+(``A01__XY``, ``P07__09``, …; ``A02__15``, ``A02__18`` and ``A02__XY`` are three karyotypes found on slide ``A02``:
+:func:`slide_of`), each metaphase as ``<id>D.tif`` (DAPI counterstain, 8-bit grey, 517×645 or
 568×768) and ``<id>K.tif`` (the expert karyotype: 0 background, 1–22 autosomes, 23 X, 24 Y, 255 where
-chromosomes overlap). "EX" folders hold DAPI images without a karyotype and are left out.
+chromosomes overlap). The 17 "EX" (extreme) metaphases are published as DAPI images without a karyotype:
+they are skipped and counted (:func:`find_unlabelled`). Any other DAPI image without its ``K`` label map, or a
+label map without its DAPI image, is an error naming the file, never skipped silently; so is a label map whose
+shape differs from its DAPI image's or that holds a value outside 0, 1–24, 255.
 
 :func:`write_semantic_folder` turns it into the generic ``images/`` + ``masks/`` folder
 (:mod:`medseg.data.folder`) for whole-metaphase segmentation with three classes — background, chromosome,
@@ -27,8 +31,9 @@ from medseg.data.writing import atomic_file
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
 
-__all__ = ["CLASS_NAMES", "Metaphase", "find_metaphases", "folder_of", "read_metaphase", "semantic_labels",
-           "write_semantic_folder"]
+__all__ = ["CLASS_NAMES", "Metaphase", "check_karyotype", "find_metaphases", "find_unlabelled", "folder_of",
+           "is_mfish_folder", "is_unlabelled_code", "licence_notice", "read_metaphase", "semantic_labels",
+           "slide_of", "survey", "write_semantic_folder"]
 
 CLASS_NAMES = ("background", "chromosome", "overlap")
 OVERLAP_VALUE = 255  # the README's "-1"
@@ -52,42 +57,111 @@ def folder_of(name: str) -> str:
     return name.rsplit("__", 1)[0]
 
 
-def find_metaphases(root: str | Path) -> list[Metaphase]:
-    """Every labelled metaphase under ``root`` (pairs ``<id>D.tif`` + ``<id>K.tif``), sorted by folder and id."""
+def is_unlabelled_code(folder: str, ident: str) -> bool:
+    """Whether a metaphase is one of the "EX" (extreme, very difficult to karyotype) images the set publishes
+    without a label map: karyotype code ``EX`` at the end of its id (``A3001EX``) or of its folder (``A30__EX``)."""
+    return ident.upper().endswith("EX") or folder.upper().endswith("__EX")
+
+
+def _scan(root: str | Path) -> tuple[list[Metaphase], list[Path]]:
     root = Path(root)
     if not root.is_dir():
         raise DataValidationError(root, "not a folder: expected the M-FISH set (one sub-folder per slide)")
-    out = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        for dapi in sorted(folder.glob("*D.tif")):
-            karyo = dapi.with_name(dapi.name[:-5] + "K.tif")
-            if karyo.is_file():
-                out.append(Metaphase(folder.name, dapi.name[:-5], dapi, karyo))
+    out: list[Metaphase] = []
+    unlabelled: list[Path] = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".tif", ".tiff")}
+        dapis = {p.stem[:-1]: p for p in files.values() if p.stem[-1:].upper() == "D"}
+        karyos = {p.stem[:-1]: p for p in files.values() if p.stem[-1:].upper() == "K"}
+        for ident in sorted(karyos.keys() - dapis.keys()):
+            raise DataValidationError(karyos[ident], f"karyotype label map without its DAPI image {ident}D.tif")
+        for ident in sorted(dapis):
+            if ident in karyos:
+                out.append(Metaphase(folder.name, ident, dapis[ident], karyos[ident]))
+            elif is_unlabelled_code(folder.name, ident):
+                unlabelled.append(dapis[ident])
+            else:
+                raise DataValidationError(
+                    dapis[ident], f"DAPI image without its karyotype label map {ident}K.tif; only the 'EX' (extreme) "
+                                  "metaphases are published without one (karyotype code EX in the image or folder "
+                                  "name); restore the label map or remove the image")
+    return out, unlabelled
+
+
+def slide_of(folder: str) -> str:
+    """The slide of a folder: probe set + slide number, ``A02__15`` → ``A02``. One slide's metaphases can lie in
+    several folders (one per karyotype found on it: ``A02__15``, ``A02__18``, ``A02__XY``), and slide numbers are
+    unique across probe sets, so the slide, not the folder, is the unit a split must keep together."""
+    return folder.split("__", 1)[0]
+
+
+def find_metaphases(root: str | Path) -> list[Metaphase]:
+    """Every labelled metaphase under ``root`` (pairs ``<id>D.tif`` + ``<id>K.tif``), sorted by folder and id.
+
+    Rule for a missing label map: an "EX" metaphase (:func:`is_unlabelled_code`) without one is skipped (count
+    them with :func:`find_unlabelled`); any other DAPI image without its ``K`` file, or a ``K`` file without its
+    DAPI image, raises :class:`DataValidationError` naming the file."""
+    out, _ = _scan(root)
     if not out:
         raise DataValidationError(root, "no labelled metaphases (<id>D.tif with <id>K.tif) in its sub-folders")
     return out
 
 
+def find_unlabelled(root: str | Path) -> list[Path]:
+    """The DAPI images of the "EX" metaphases, published without a label map (skipped by :func:`find_metaphases`)."""
+    return _scan(root)[1]
+
+
+def is_mfish_folder(path: str | Path) -> bool:
+    """Whether ``path`` looks like the M-FISH set: no ``images/`` sub-folder, and a sub-folder holding a
+    ``<id>D.tif`` DAPI image (cheap: lists file names only)."""
+    path = Path(path)
+    if not path.is_dir() or any((path / n).is_dir() for n in ("images", "Images")):
+        return False
+    for folder in path.iterdir():
+        if folder.is_dir() and any(p.stem[-1:].upper() == "D" for p in folder.glob("*.tif")):
+            return True
+    return False
+
+
 def _read_tif(path: Path) -> np.ndarray:
+    """One M-FISH TIFF as stored (8-bit; palette images as their indices: the DAPI images carry an identity
+    palette). Pillow decodes the LZW these files use without tifffile's optional imagecodecs."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            return np.array(img)
-    except (OSError, ValueError) as exc:
-        raise DataValidationError(path, f"cannot read the TIFF ({exc})") from exc
+            arr = np.array(img)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure means the same thing to the user
+        raise DataValidationError(path, f"cannot read the TIFF; the file may be corrupt "
+                                        f"({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
+    if arr.ndim != 2:
+        raise DataValidationError(path, f"expected a 2-D grey TIFF, got an array of shape {arr.shape}")
+    return arr
+
+
+def check_karyotype(path: str | Path, karyo: np.ndarray) -> None:
+    """Raise :class:`DataValidationError` naming ``path`` unless every value of ``karyo`` is 0 (background),
+    1–24 (chromosome class: 1–22, 23 X, 24 Y) or 255 (overlap)."""
+    values, counts = np.unique(np.asarray(karyo), return_counts=True)
+    bad = (values < 0) | ((values > 24) & (values != OVERLAP_VALUE))
+    if bad.any():
+        listed = ", ".join(f"{v} ({c} px)" for v, c in zip(values[bad].tolist()[:20], counts[bad].tolist()[:20]))
+        raise DataValidationError(path, f"karyotype values [{listed}] are neither 0 (background), 1–24 "
+                                        "(chromosome class) nor 255 (overlap)")
 
 
 def read_metaphase(m: Metaphase) -> tuple[np.ndarray, np.ndarray]:
-    """(DAPI uint8 (H, W), karyotype uint8 (H, W)); shapes and karyotype values checked."""
+    """(DAPI uint8 (H, W), karyotype uint8 (H, W)); shapes and karyotype values checked (errors name the file)."""
     dapi, karyo = _read_tif(m.dapi), _read_tif(m.karyotype)
-    if dapi.ndim != 2 or karyo.shape != dapi.shape:
-        raise DataValidationError(m.karyotype, f"karyotype {karyo.shape} does not match the DAPI image {dapi.shape}")
-    values = np.unique(karyo)
-    bad = values[(values > 24) & (values != OVERLAP_VALUE)]
-    if bad.size:
-        raise DataValidationError(m.karyotype, f"karyotype values {bad.tolist()} are neither 0–24 nor 255 (overlap)")
-    return dapi.astype(np.uint8), karyo.astype(np.uint8)
+    if karyo.shape != dapi.shape:
+        raise DataValidationError(m.karyotype, f"karyotype label map is {karyo.shape[0]}x{karyo.shape[1]} but its "
+                                               f"DAPI image {m.dapi.name} is {dapi.shape[0]}x{dapi.shape[1]} (HxW); "
+                                               "they must have the same shape")
+    check_karyotype(m.karyotype, karyo)
+    if dapi.dtype != np.uint8:
+        raise DataValidationError(m.dapi, f"DAPI image has dtype {dapi.dtype}; the M-FISH set is 8-bit")
+    return dapi, karyo.astype(np.uint8)
 
 
 def semantic_labels(karyotype: np.ndarray) -> np.ndarray:
@@ -128,3 +202,46 @@ def write_semantic_folder(root: str | Path, out: str | Path, *, limit: int | Non
     with atomic_file(out / "manifest.json", ".json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
     return manifest
+
+
+def licence_notice(root: str | Path) -> tuple[Path | None, str | None]:
+    """The set's licence notice: ``(README.TXT path, its copyright notice and two disclaimer paragraphs)``, the
+    text the licence requires with every copy (``(None, None)`` when ``root`` has no README.TXT)."""
+    path = Path(root) / NOTICE
+    if not path.is_file():
+        return None, None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    head = text.split("\n---", 1)[0].strip()
+    return path, head
+
+
+def survey(root: str | Path, *, progress: bool = True) -> dict:
+    """What ``medseg data info`` shows for an M-FISH source folder: slides, labelled and unlabelled ("EX")
+    metaphases, image shapes, and the label values (pixels and files per value). Every label map is read and
+    checked as :func:`read_metaphase` does, so a bad file is an error naming it."""
+    from collections import Counter
+
+    from scipy import ndimage
+
+    metaphases, unlabelled = _scan(root)
+    if not metaphases:
+        raise DataValidationError(root, "no labelled metaphases (<id>D.tif with <id>K.tif) in its sub-folders")
+    shapes: Counter = Counter()
+    pixels: Counter = Counter()
+    files: Counter = Counter()
+    overlaps = 0
+    for m in Progress(metaphases, desc="M-FISH metaphases", unit="image", disable=not progress):
+        dapi, karyo = read_metaphase(m)
+        shapes[dapi.shape] += 1
+        values, counts = np.unique(karyo, return_counts=True)
+        for v, c in zip(values.tolist(), counts.tolist()):
+            pixels[v] += c
+            files[v] += 1
+        overlaps += ndimage.label(karyo == OVERLAP_VALUE, np.ones((3, 3), bool))[1]
+    notice, _ = licence_notice(root)
+    folders = {m.folder for m in metaphases} | {p.parent.name for p in unlabelled}
+    return {"root": str(root), "n_folders": len(folders), "n_slides": len({slide_of(f) for f in folders}),
+            "n_labelled": len(metaphases), "n_unlabelled": len(unlabelled),
+            "shapes": {f"{h}x{w}": n for (h, w), n in shapes.most_common()},
+            "label_pixels": dict(sorted(pixels.items())), "label_files": dict(sorted(files.items())),
+            "overlap_regions": int(overlaps), "licence": str(notice) if notice else None}

@@ -223,3 +223,21 @@ def write_png_pairs(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
         Image.fromarray(np.asarray(im, dtype=np.uint8)).save(out_dir / "images" / name)
         Image.fromarray(np.asarray(lb, dtype=np.uint8)).save(out_dir / "masks" / name)
     return len(images)
+
+
+GROUP_KEY = "slide"  # medseg data mfish-pairs: the slide (patient) of every pair, beside dataset_1
+
+
+def read_groups(path: str | Path, n: int, *, key: str = GROUP_KEY) -> list[str] | None:
+    """The group (slide/patient) of each of the first ``n`` pairs of a Pommier-layout file, from its optional
+    ``key`` dataset of strings (written by ``medseg data mfish-pairs``), so that splits keep a slide's pairs
+    together; None when the file has none (the published file: every pair its own unit)."""
+    path = Path(path)
+    with open_hdf5(path) as f:
+        if key not in f or not isinstance(f[key], h5py.Dataset):
+            return None
+        ds = f[key]
+        if ds.ndim != 1 or ds.shape[0] < n:
+            raise DataValidationError(path, f"dataset '{key}' holds {ds.shape} values for {n} pairs; expected one "
+                                            "group name per pair")
+        return [v.decode() if isinstance(v, bytes) else str(v) for v in ds[:n]]

@@ -332,9 +332,10 @@ def _load_grey(path: Path) -> np.ndarray:
     """Read an image file as a 2-D numeric array (RGB(A) -> grey), raising DataValidationError."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
+            # medseg's one TIFF reader: LZW / Deflate / PackBits without imagecodecs (Pillow decodes them)
+            from medseg.data.folder import read_image
 
-            arr = np.asarray(tifffile.imread(path))
+            return read_image(path)
         else:
             from PIL import Image
 

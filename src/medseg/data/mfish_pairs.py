@@ -1,0 +1,504 @@
+"""Real overlapping-chromosome pairs from the M-FISH karyotypes, in the Pommier layout (``medseg data mfish-pairs``).
+
+The published Pommier set is synthesized (two chromosomes pasted across each other, :mod:`medseg.data.synth`).
+The M-FISH karyotypes (:mod:`medseg.data.mfish`: 0 background, 1–24 chromosome class, 255 overlap) give **real**
+overlaps: wherever two chromosomes cross in a metaphase, the expert's label map says which class each is and
+where they overlap. :func:`pairs_from_karyotype` cuts one crop (94×93, rows × columns, as ``POMMIER_SHAPE``)
+around every overlap that joins exactly two chromosomes and labels it 0 background, 1 chromosome A only,
+2 chromosome B only, 3 overlap; :func:`run_mfish_pairs` writes them with
+:func:`medseg.data.pommier.write_pommier_h5`, so ``medseg train/cv/evaluate/reproduce --data pairs.h5`` read
+them like the published file.
+
+Rules (all in :class:`PairOptions`; the sidecar JSON records them):
+
+* **Overlap region**: a connected component (8-neighbourhood) of label 255 of at least ``min_overlap_px`` pixels
+  (default 10); smaller ones are counted as ``too_small`` and left out.
+* **Chromosomes it joins**: the distinct classes 1–24 within ``touch_px`` pixels of it (default 1: the
+  pixels next to it). One class: two copies of the same chromosome (or one folded on itself), which the label map
+  cannot tell apart → ``same_class``, left out. Three or more → ``three_or_more``, left out. None →
+  ``no_chromosome``, left out. Exactly two → a pair.
+* **A chromosome instance** of class c is the connected component, holding the overlap, of the class-c pixels
+  together with every overlap region that borders class c: so a chromosome cut in two by this overlap (or by
+  another crossing) is one chromosome, and its pixels under another crossing belong to it too. When the same two
+  chromosomes cross twice, the second crossing gives the same pair again → ``duplicate``, left out.
+* **Which is label 1** (``rule``): ``larger`` (default) — the chromosome with more pixels, overlap included,
+  ties to the lower class; ``lower-class`` — the lower karyotype class (1–22, X = 23, Y = 24), the analogue of
+  Pommier's "lower index in the karyotype-ordered crop list"; ``top-left`` — the one whose centroid lies higher
+  in the metaphase (then further left).
+* **Crop**: along each axis centred on the pair's bounding box when it fits in the crop, else on the overlap's
+  bounding box; shifted to stay inside the metaphase. A pair that does not fit is ``cut`` by the crop border:
+  kept by default and counted (``keep_cut=False`` leaves them out, counted as ``cut_by_crop``).
+* **Other chromosomes** inside the crop (and overlap pixels that are not this pair's) are background in the label
+  map; the crops holding any are counted (``with_other_chromosomes``). ``mask_others=True`` also paints their
+  pixels in the image with the median grey of the crop's background pixels.
+* The image is the DAPI counterstain as recorded (8-bit, dark background ≈ 13, not the black of the published
+  set's pasted chromosomes).
+
+:func:`isolated_chromosomes` gives every chromosome that touches no overlap (one crop and mask each, with its
+class and area); ``--isolated-dir`` writes them as an ``images/`` + ``masks/`` folder with ``index.csv``.
+
+Split by slide, never by pair: the pairs of one metaphase share chromosomes, and a slide's metaphases share a
+patient. A slide's metaphases may lie in several folders, one per karyotype found on it (``A02__15``,
+``A02__18``, ``A02__XY`` are slide ``A02``: :func:`medseg.data.mfish.slide_of`), so the split unit is the slide,
+which keeps every folder together too. The folder and slide of every pair are stored in the HDF5 file (datasets
+``folder``, ``slide`` and ``image`` beside ``dataset_1``, which readers of the Pommier layout ignore), in the
+sidecar JSON, and as a ready split file by slide (``<output>.splits.json``, names as medseg gives the pairs of
+an HDF5 file: ``<stem>[i]``) for ``--set splits.file=...``. The set's licence notice is copied beside every file written (``<output>.README.TXT``,
+``README.TXT`` in the isolated folder) and quoted in the JSON, as the licence requires.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from medseg.data.mfish import (
+    OVERLAP_VALUE,
+    find_metaphases,
+    find_unlabelled,
+    licence_notice,
+    read_metaphase,
+    slide_of,
+)
+from medseg.data.pommier import POMMIER_CLASSES, POMMIER_SHAPE
+from medseg.errors import DataValidationError
+from medseg.progress import Progress
+
+__all__ = ["LEFT_OUT", "RULES", "IsolatedChromosome", "Pair", "PairOptions", "group_splits", "isolated_chromosomes",
+           "order_pair", "pairs_from_karyotype", "run_mfish_pairs"]
+
+RULES = ("larger", "lower-class", "top-left")
+RULE_TEXT = {
+    "larger": "label 1 is the chromosome with more pixels (overlap included); ties: the lower class",
+    "lower-class": "label 1 is the chromosome of the lower karyotype class (1-22, X = 23, Y = 24)",
+    "top-left": "label 1 is the chromosome whose centroid lies higher in the metaphase (ties: further left)",
+}
+#: Why an overlap region gives no pair (``cut_by_crop`` only with ``keep_cut=False``).
+LEFT_OUT = ("too_small", "same_class", "three_or_more", "no_chromosome", "duplicate", "cut_by_crop")
+_EIGHT = np.ones((3, 3), bool)
+_DATASET = "M-FISH Image Set #1 (PSI / Advanced Digital Imaging Research, 2000), as published in jeanpat/MFISH"
+
+
+@dataclass(frozen=True)
+class PairOptions:
+    """How overlaps become pairs (see the module docstring for each rule)."""
+
+    crop: tuple[int, int] = POMMIER_SHAPE  # rows x columns
+    rule: str = "larger"
+    min_overlap_px: int = 10
+    touch_px: int = 1
+    keep_cut: bool = True
+    mask_others: bool = False
+
+    def __post_init__(self) -> None:
+        crop = tuple(int(v) for v in self.crop)
+        if len(crop) != 2 or min(crop) < 8:
+            raise ValueError(f"crop must be two sizes (rows, columns) of at least 8 pixels, got {self.crop!r}")
+        object.__setattr__(self, "crop", crop)
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; use one of {', '.join(RULES)}")
+        if int(self.min_overlap_px) < 1:
+            raise ValueError(f"min_overlap_px must be at least 1, got {self.min_overlap_px}")
+        if not 1 <= int(self.touch_px) <= 5:
+            raise ValueError(f"touch_px must be 1 to 5 pixels, got {self.touch_px}")
+
+
+@dataclass
+class Pair:
+    """One crop: ``image`` uint8 and ``labels`` uint8 (0 bg, 1 A only, 2 B only, 3 overlap), both ``crop``."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    folder: str
+    image_id: str
+    classes: tuple[int, int]  # karyotype class of label 1 (A) and of label 2 (B)
+    areas: tuple[int, int]  # pixels of A and of B in the metaphase, overlap included
+    overlap_px: int  # pixels of A and B together (label 3) in the metaphase
+    box: tuple[int, int]  # top, left of the crop in the metaphase
+    centred_on: str  # "pair", "overlap", or per axis "pair/overlap" (rows/columns)
+    cut: bool  # A or B reaches beyond the crop
+    other_px: int  # pixels of other chromosomes in the crop (background in the label map)
+
+    def record(self) -> dict:
+        return {"folder": self.folder, "slide": slide_of(self.folder), "image": self.image_id, "classes": list(self.classes),
+                "areas": list(self.areas), "overlap_px": self.overlap_px, "box": list(self.box),
+                "centred_on": self.centred_on, "cut": self.cut, "other_px": self.other_px}
+
+
+@dataclass
+class IsolatedChromosome:
+    """A chromosome touching no overlap: its crop (``margin`` around it) and mask (True: its pixels)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    folder: str
+    image_id: str
+    cls: int
+    area: int
+    box: tuple[int, int, int, int]  # top, left, height, width of the crop in the metaphase
+    touches_other: bool  # another chromosome lies against it (no overlap label between them)
+    at_border: bool  # it reaches the metaphase's edge (maybe not whole)
+
+
+@dataclass
+class _Overlaps:
+    labelled: np.ndarray
+    sizes: np.ndarray
+    slices: list
+    classes: list[tuple[int, ...]] = field(default_factory=list)
+
+
+def _window(sl: tuple[slice, slice], pad: int, shape: tuple[int, int]) -> tuple[slice, slice]:
+    return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape))
+
+
+def _overlap_regions(karyo: np.ndarray, touch_px: int) -> _Overlaps:
+    """Every 8-connected region of label 255, its size and the classes 1–24 within ``touch_px`` of it."""
+    labelled, n = ndimage.label(karyo == OVERLAP_VALUE, _EIGHT)
+    ov = _Overlaps(labelled, np.bincount(labelled.ravel(), minlength=n + 1), ndimage.find_objects(labelled))
+    structure = np.ones((2 * touch_px + 1,) * 2, bool)
+    for k, sl in enumerate(ov.slices, start=1):
+        win = _window(sl, touch_px + 1, karyo.shape)
+        region = labelled[win] == k
+        ring = ndimage.binary_dilation(region, structure) & ~region
+        values = np.unique(karyo[win][ring])
+        ov.classes.append(tuple(int(v) for v in values if 1 <= v <= 24))
+    return ov
+
+
+def order_pair(a: np.ndarray, b: np.ndarray, class_a: int, class_b: int, rule: str) -> bool:
+    """Whether chromosome ``a`` (bool mask, class ``class_a``) is label 1 under ``rule`` (else ``b`` is)."""
+    if rule == "larger":
+        na, nb = int(a.sum()), int(b.sum())
+        return na > nb or (na == nb and class_a < class_b)
+    if rule == "lower-class":
+        return class_a < class_b
+    if rule == "top-left":
+        ca, cb = ndimage.center_of_mass(a), ndimage.center_of_mass(b)
+        return (ca[0], ca[1], class_a) < (cb[0], cb[1], class_b)
+    raise ValueError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
+
+
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _crop_start(union: tuple[int, int], overlap: tuple[int, int], size: int, length: int) -> tuple[int, str]:
+    lo, hi = union
+    on = "pair" if hi - lo <= size else "overlap"
+    if on == "overlap":
+        lo, hi = overlap
+    start = int(np.floor((lo + hi - size) / 2))
+    return min(max(start, 0), length - size), on
+
+
+def _pad_to_crop(dapi: np.ndarray, karyo: np.ndarray, crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A metaphase smaller than the crop, padded at the bottom/right (DAPI with its background median)."""
+    pad = [(0, max(0, c - s)) for c, s in zip(crop, karyo.shape)]
+    if not any(p for _, p in pad):
+        return dapi, karyo
+    bg = int(np.median(dapi[karyo == 0])) if (karyo == 0).any() else 0
+    return np.pad(dapi, pad, constant_values=bg), np.pad(karyo, pad, constant_values=0)
+
+
+def pairs_from_karyotype(dapi: np.ndarray, karyo: np.ndarray, options: PairOptions = PairOptions(), *,
+                         folder: str = "", image_id: str = "") -> tuple[list[Pair], Counter]:
+    """The pairs of one metaphase (DAPI uint8 and karyotype label map, same shape) and the counts: ``overlaps``
+    (regions of label 255), ``kept``, each reason of :data:`LEFT_OUT`, ``cut`` (pairs reaching beyond the
+    crop, kept or not) and ``with_other_chromosomes`` (kept crops holding pixels of other chromosomes)."""
+    dapi, karyo = np.asarray(dapi), np.asarray(karyo)
+    if dapi.shape != karyo.shape or karyo.ndim != 2:
+        raise ValueError(f"DAPI {dapi.shape} and karyotype {karyo.shape} must be two images of the same shape")
+    dapi, karyo = _pad_to_crop(dapi, karyo, options.crop)
+    counts: Counter = Counter({k: 0 for k in ("overlaps", "kept", *LEFT_OUT, "cut", "with_other_chromosomes")})
+    ov = _overlap_regions(karyo, options.touch_px)
+    counts["overlaps"] = len(ov.slices)
+    instances: dict[int, np.ndarray] = {}  # class -> labelled instances of that class
+
+    def instance_labels(c: int) -> np.ndarray:
+        if c not in instances:
+            bordering = [k for k, classes in enumerate(ov.classes, start=1) if c in classes]
+            instances[c] = ndimage.label((karyo == c) | np.isin(ov.labelled, bordering), _EIGHT)[0]
+        return instances[c]
+
+    pairs: list[Pair] = []
+    seen: set[tuple[int, int, int, int]] = set()
+    for k, (sl, classes) in enumerate(zip(ov.slices, ov.classes), start=1):
+        if ov.sizes[k] < options.min_overlap_px:
+            counts["too_small"] += 1
+            continue
+        if len(classes) != 2:
+            counts["no_chromosome" if not classes else "same_class" if len(classes) == 1 else "three_or_more"] += 1
+            continue
+        r, c = np.argwhere(ov.labelled[sl] == k)[0]
+        seed = (int(r) + sl[0].start, int(c) + sl[1].start)  # a pixel of the overlap: in both instances
+        ids = [int(instance_labels(c)[seed]) for c in classes]
+        key = (classes[0], ids[0], classes[1], ids[1])
+        if key in seen:
+            counts["duplicate"] += 1
+            continue
+        seen.add(key)
+        a, b = (instance_labels(c) == i for c, i in zip(classes, ids))
+        (a, ca), (b, cb) = ((a, classes[0]), (b, classes[1])) if order_pair(a, b, *classes, options.rule) else \
+            ((b, classes[1]), (a, classes[0]))
+        union = a | b
+        r0, r1, c0, c1 = _bbox(union)
+        o0, o1, p0, p1 = _bbox(ov.labelled[sl] == k)
+        o0, o1, p0, p1 = o0 + sl[0].start, o1 + sl[0].start, p0 + sl[1].start, p1 + sl[1].start
+        top, on_r = _crop_start((r0, r1), (o0, o1), options.crop[0], karyo.shape[0])
+        left, on_c = _crop_start((c0, c1), (p0, p1), options.crop[1], karyo.shape[1])
+        win = (slice(top, top + options.crop[0]), slice(left, left + options.crop[1]))
+        cut = bool(union.sum() > union[win].sum())
+        counts["cut"] += cut
+        if cut and not options.keep_cut:
+            counts["cut_by_crop"] += 1
+            continue
+        wa, wb = a[win], b[win]
+        labels = np.zeros(options.crop, np.uint8)
+        labels[wa & ~wb] = 1
+        labels[wb & ~wa] = 2
+        labels[wa & wb] = 3
+        image = dapi[win].astype(np.uint8, copy=True)
+        others = (karyo[win] > 0) & ~(wa | wb)
+        if others.any():
+            counts["with_other_chromosomes"] += 1
+            if options.mask_others:
+                background = karyo[win] == 0
+                image[others] = int(np.median(image[background])) if background.any() else 0
+        counts["kept"] += 1
+        pairs.append(Pair(image=image, labels=labels, folder=folder, image_id=image_id, classes=(ca, cb),
+                          areas=(int(a.sum()), int(b.sum())), overlap_px=int((a & b).sum()), box=(top, left),
+                          centred_on=on_r if on_r == on_c else f"{on_r}/{on_c}", cut=cut,
+                          other_px=int(others.sum())))
+    return pairs, counts
+
+
+def isolated_chromosomes(dapi: np.ndarray, karyo: np.ndarray, *, touch_px: int = 1, margin: int = 4,
+                         min_px: int = 10, folder: str = "", image_id: str = "") -> tuple[list[IsolatedChromosome], int]:
+    """Every chromosome (8-connected component of one class 1–24) with no overlap pixel within ``touch_px``,
+    cropped with ``margin`` pixels around it; returns them and the number of components under ``min_px``
+    pixels left out (specks)."""
+    overlap = karyo == OVERLAP_VALUE
+    structure = np.ones((2 * touch_px + 1,) * 2, bool)
+    out: list[IsolatedChromosome] = []
+    small = 0
+    h, w = karyo.shape
+    for c in range(1, 25):
+        labelled, _ = ndimage.label(karyo == c, _EIGHT)
+        for i, sl in enumerate(ndimage.find_objects(labelled), start=1):
+            if sl is None:
+                continue
+            win = _window(sl, touch_px + 1, karyo.shape)
+            own = labelled[win] == i
+            ring = ndimage.binary_dilation(own, structure) & ~own
+            if overlap[win][ring].any():
+                continue
+            area = int(own.sum())
+            if area < min_px:
+                small += 1
+                continue
+            box = _window(sl, margin, karyo.shape)
+            mask = labelled[box] == i
+            out.append(IsolatedChromosome(
+                image=dapi[box].astype(np.uint8, copy=True), mask=mask, folder=folder, image_id=image_id, cls=c,
+                area=area, box=(box[0].start, box[1].start, box[0].stop - box[0].start, box[1].stop - box[1].start),
+                touches_other=bool((karyo[win][ring] > 0).any()),
+                at_border=sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w))
+    return out, small
+
+
+def group_splits(groups: list[str], stem: str, *, test_fraction: float = 0.2, n_folds: int = 5,
+                 seed: int = 0) -> dict:
+    """A split file by group (the slide) for pairs ``stem[0]``, ``stem[1]``, … of groups ``groups``: a test set and
+    ``n_folds`` validation sets, each made of whole groups (:func:`medseg.data.splits.make_splits` over the
+    groups in natural order), in the names format of ``splits.file``. Under three groups: no test set, no folds
+    (``{"test": []}``)."""
+    from medseg.data.splits import make_splits, natural_key
+
+    units = sorted(set(groups), key=natural_key)
+    if len(units) < 3:  # too few slides for a test set and k folds of whole slides
+        return {"test": []}
+    n_rest = len(units) - int(np.floor(len(units) * test_fraction + 1e-9))
+    made = make_splits(len(units), test_fraction=test_fraction, n_folds=max(2, min(n_folds, n_rest)), seed=seed)
+
+    def names(unit_indices: list[int]) -> list[str]:
+        chosen = {units[u] for u in unit_indices}
+        return [f"{stem}[{i}]" for i, g in enumerate(groups) if g in chosen]
+
+    return {"test": names(made["test"]), "folds": [{"val": names(f["val"])} for f in made["folds"]]}
+
+
+def _write_isolated(out_dir: Path, chromosomes: list[IsolatedChromosome], notice: Path | None) -> Path:
+    from PIL import Image
+
+    from medseg.data.writing import atomic_file
+
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
+    rows = []
+    per_image: Counter = Counter()
+    for ch in chromosomes:
+        per_image[(ch.folder, ch.image_id)] += 1
+        name = f"{ch.folder}__{ch.image_id}__{per_image[(ch.folder, ch.image_id)]:03d}_c{ch.cls:02d}"
+        for sub, arr in (("images", ch.image), ("masks", ch.mask.astype(np.uint8) * 255)):
+            with atomic_file(out_dir / sub / f"{name}.png", ".png") as tmp:
+                Image.fromarray(arr).save(tmp, format="PNG")
+        rows.append({"name": name, "folder": ch.folder, "image": ch.image_id, "class": ch.cls, "area": ch.area,
+                     "top": ch.box[0], "left": ch.box[1], "height": ch.box[2], "width": ch.box[3],
+                     "touches_other": int(ch.touches_other), "at_border": int(ch.at_border)})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["name"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_file(out_dir / "index.csv", ".csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    if notice is not None:
+        shutil.copyfile(notice, out_dir / "README.TXT")
+    return out_dir / "index.csv"
+
+
+def run_mfish_pairs(src: str | Path, output: str | Path, *, options: PairOptions = PairOptions(),
+                    limit: int | None = None, isolated_dir: str | Path | None = None, isolated_margin: int = 4,
+                    split_seed: int = 0, preview: bool = True, progress: bool = True) -> dict:
+    """Body of ``medseg data mfish-pairs``: the pairs of the first ``limit`` (default all) labelled metaphases
+    under ``src`` written to ``output`` (Pommier HDF5 layout, plus datasets ``folder``, ``slide`` and ``image``
+    naming each pair's folder, slide and metaphase), ``<output stem>.json`` (provenance: REAL data, source, options, rule, counts,
+    one record per pair), ``<output stem>.splits.json`` (split by slide), ``<output stem>.png`` (preview) and
+    ``<output stem>.README.TXT`` (the set's licence notice). With ``isolated_dir``, every chromosome that touches
+    no overlap as ``images/`` + ``masks/`` PNGs with ``index.csv``. Returns the summary (the JSON without the
+    per-pair records, plus the paths)."""
+    import h5py
+
+    import medseg
+    from medseg.data.pommier import give_default_mode, write_pommier_h5
+    from medseg.data.synth import save_preview, sidecar_paths
+
+    started = time.perf_counter()
+    src, output = Path(src), Path(output)
+    json_path, png_path = sidecar_paths(output)
+    if output.suffix.lower() in (".json", ".png", ".txt"):
+        raise ValueError(f"output {output} would collide with its sidecar files; use a .h5 name")
+    splits_path = output.with_name(output.stem + ".splits.json")
+    licence_path = output.with_name(output.stem + ".README.TXT")
+    metaphases = find_metaphases(src)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        metaphases = metaphases[:limit]
+    unlabelled = find_unlabelled(src)
+    notice, notice_text = licence_notice(src)
+
+    pairs: list[Pair] = []
+    counts: Counter = Counter()
+    shapes: Counter = Counter()
+    isolated: list[IsolatedChromosome] = []
+    isolated_small = 0
+    for m in Progress(metaphases, desc="M-FISH metaphases", unit="image", disable=not progress):
+        dapi, karyo = read_metaphase(m)
+        shapes[f"{dapi.shape[0]}x{dapi.shape[1]}"] += 1
+        found, c = pairs_from_karyotype(dapi, karyo, options, folder=m.folder, image_id=m.id)
+        pairs += found
+        counts.update(c)
+        if isolated_dir is not None:
+            chromosomes, small = isolated_chromosomes(dapi, karyo, touch_px=options.touch_px, margin=isolated_margin,
+                                                      folder=m.folder, image_id=m.id)
+            isolated += chromosomes
+            isolated_small += small
+    if not pairs:
+        raise DataValidationError(src, f"no overlap in the {len(metaphases)} metaphase(s) read joins exactly two "
+                                       f"chromosomes of different classes (counts: {dict(counts)}); nothing to write")
+
+    images = np.stack([p.image for p in pairs])
+    labels = np.stack([p.labels for p in pairs])
+    folders = [p.folder for p in pairs]
+    slides = [slide_of(f) for f in folders]
+    overlap_px = (labels == 3).reshape(len(labels), -1).sum(axis=1)
+    left_out = {k: int(counts[k]) for k in LEFT_OUT}
+    summary = {
+        "synthesized": False,
+        "real": True,
+        "format": "pommier",
+        "dataset": _DATASET,
+        "medseg_version": medseg.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": {"path": str(src.resolve()), "n_metaphases": len(metaphases), "limit": limit,
+                   "n_unlabelled_skipped": len(unlabelled), "unlabelled_rule": "EX (extreme) metaphases have no "
+                   "label map and are skipped; any other DAPI image without one is an error",
+                   "metaphase_shapes": dict(shapes), "folders": sorted({m.folder for m in metaphases})},
+        "shape": list(options.crop),
+        "n_images": len(pairs),
+        "labels": {"0": "background (other chromosomes too)", "1": "chromosome A only", "2": "chromosome B only",
+                   "3": "overlap of A and B"},
+        "class_names": list(POMMIER_CLASSES),
+        "rule": {"name": options.rule, "text": RULE_TEXT[options.rule]},
+        "options": asdict(options) | {"crop": list(options.crop)},
+        "overlaps_found": int(counts["overlaps"]),
+        "kept": len(pairs),
+        "left_out": left_out,
+        "cut_by_crop_border": int(counts["cut"]),
+        "cut_kept": options.keep_cut,
+        "with_other_chromosomes": int(counts["with_other_chromosomes"]),
+        "pairs_per_folder": dict(sorted(Counter(folders).items())),
+        "pairs_per_slide": dict(sorted(Counter(slides).items())),
+        "overlap_px_in_crop": {"min": int(overlap_px.min()), "median": float(np.median(overlap_px)),
+                               "max": int(overlap_px.max())},
+        "split_by": "slide (folder[:3], e.g. A02 for A02__15 and A02__XY): HDF5 datasets 'slide' and 'folder', "
+                    "pairs[*].slide here, and the split file",
+        "splits_file": splits_path.name,
+        "licence": {"file": licence_path.name if notice else None, "notice": notice_text},
+    }
+    if isolated_dir is not None:
+        summary["isolated"] = {"dir": str(isolated_dir), "n": len(isolated), "left_out_small": isolated_small,
+                               "touching_another_chromosome": sum(c.touches_other for c in isolated),
+                               "at_metaphase_border": sum(c.at_border for c in isolated)}
+    provenance = dict(summary, pairs=[p.record() for p in pairs])
+    split = group_splits(slides, output.stem, seed=split_seed)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temps = {output: output.with_name(f".{output.name}.mfish-tmp"),
+             json_path: json_path.with_name(f".{json_path.name}.mfish-tmp"),
+             splits_path: splits_path.with_name(f".{splits_path.name}.mfish-tmp")}
+    if preview:
+        temps[png_path] = png_path.with_name(f".{png_path.name}.mfish-tmp.png")
+    if notice is not None:
+        temps[licence_path] = licence_path.with_name(f".{licence_path.name}.mfish-tmp")
+    try:
+        write_pommier_h5(temps[output], images, labels)
+        with h5py.File(temps[output], "a") as f:
+            text = h5py.string_dtype("utf-8")
+            f.create_dataset("folder", data=np.array(folders, dtype=object), dtype=text)
+            f.create_dataset("slide", data=np.array(slides, dtype=object), dtype=text)
+            f.create_dataset("image", data=np.array([p.image_id for p in pairs], dtype=object), dtype=text)
+            f.attrs["source"] = _DATASET + " -- REAL data; licence notice in the .README.TXT beside this file"
+            f.attrs["rule"] = RULE_TEXT[options.rule]
+        temps[json_path].write_text(json.dumps(provenance, indent=1) + "\n")
+        temps[splits_path].write_text(json.dumps(split, indent=1) + "\n")
+        for p in (temps[json_path], temps[splits_path]):
+            give_default_mode(p)
+        if notice is not None:
+            shutil.copyfile(notice, temps[licence_path])
+        if preview:
+            save_preview(temps[png_path], images, labels, overlap_px=overlap_px,
+                         title=f"{output.name}: {len(images)} real M-FISH overlapping pairs (rule {options.rule})")
+        for final, tmp in temps.items():
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    if isolated_dir is not None:
+        summary["isolated"]["index"] = str(_write_isolated(Path(isolated_dir), isolated, notice))
+    summary.update(output=str(output), json=str(json_path), splits=str(splits_path),
+                   preview=str(png_path) if preview else None, seconds=round(time.perf_counter() - started, 2))
+    return summary
