@@ -503,7 +503,7 @@ def data_mfish(
 @data_app.command("mfish-pairs")
 def data_mfish_pairs(
     src: Path = typer.Argument(..., help="The M-FISH set: one sub-folder per slide, each metaphase a ...D.tif (DAPI) and ...K.tif (karyotype) pair."),
-    output: Path = typer.Option(..., "--output", "-o", metavar="FILE.h5", help="HDF5 file to write (Pommier layout); "
+    output: Path = typer.Option(..., "--output", "-o", metavar="FILE.H5", help="HDF5 file to write (Pommier layout); "
                                 "provenance .json, split by slide .splits.json, preview .png and the licence "
                                 ".README.TXT are written beside it."),
     crop: str = typer.Option("94x93", "--crop", metavar="RxC", help="Crop size, rows x columns (the Pommier set: 94x93)."),
