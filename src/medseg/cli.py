@@ -506,7 +506,7 @@ def data_mfish_pairs(
     output: Path = typer.Option(..., "--output", "-o", metavar="FILE.H5", help="HDF5 file to write (Pommier layout); "
                                 "provenance .json, split by slide .splits.json, preview .png and the licence "
                                 ".README.TXT are written beside it."),
-    crop: str = typer.Option("94x93", "--crop", metavar="RxC", help="Crop size, rows x columns (the Pommier set: 94x93)."),
+    crop: str = typer.Option("94x93", "--crop", metavar="SIZE", help="Crop size as rows x columns, e.g. 94x93 (the Pommier set)."),
     rule: str = typer.Option("larger", "--rule", metavar="RULE", help="Which chromosome is label 1: larger (more "
                              "pixels, overlap included), lower-class (lower karyotype class), top-left (centroid "
                              "higher, then further left)."),
