@@ -237,3 +237,13 @@ def test_real_mr_anatomy_through_reader_model_and_metric(tmp_path):
     truth_score = competition_score(data, val_idx, data.labels[val_idx].astype(np.float32), list(CLASSES))["uw_score"]
     # the truth resized to 96x96 and back to 117x91 scores close to 1; two training steps score far lower
     assert truth_score > 0.9 and 0.0 <= model_score < truth_score
+
+
+def test_slice_settings_are_refused_for_other_2d_data(tmp_path):
+    cfg = load_config(ROOT / "configs" / "chromosomes" / "demo.yaml")
+    set_dotted(cfg, "data.synth_pairs", "40")
+    for key, value in (("data.resize", "true"), ("data.context_slices", "1")):
+        bad = copy.deepcopy(cfg)
+        set_dotted(bad, key, value)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_any_data(validate(bad), progress=False)

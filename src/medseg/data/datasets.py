@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from medseg.data.limits import check_dataset_bytes
 from medseg.data.pommier import pad_to, read_groups, read_pommier_h5
 from medseg.data.transforms import normalize_input
-from medseg.errors import DataValidationError
+from medseg.errors import ConfigError, DataValidationError
 from medseg.paths import medseg_home
 
 Box = tuple[int, int, int, int]  # (top, left, height, width) of an image on the common canvas
@@ -222,6 +222,11 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
     by ``data.size`` (see the module docstring: padding is silent, cropping warns, null keeps each image's
     own size on a common canvas with :attr:`SegmentationData.boxes`)."""
     path, synthesized = resolve_data_path(data_cfg)
+    for key, off in (("resize", False), ("context_slices", 0)):
+        if (data_cfg.get(key) or off) != off:  # never ignored silently
+            raise ConfigError(f"data.{key} is read for slice data in scans (the UW-Madison GI folder, "
+                              f"data.format: uwgi); {path} is not one: remove data.{key}"
+                              + (" (data.size pads or centre-crops 2D images)" if key == "resize" else ""))
     fmt = data_cfg.get("format", "auto")
     if fmt == "auto":
         fmt = "folder" if path.is_dir() else "pommier"
