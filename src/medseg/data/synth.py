@@ -25,6 +25,10 @@ light), it is what Pommier did (his generator adds the two images), and it keeps
 visible inside the overlap, which is what lets a network follow alpha and beta across it; a maximum would
 hide the dimmer chromosome there. The procedural chromosomes are drawn at 85-135 grey levels so that the
 sum rarely saturates; ``blend="max"`` is offered for sources that are already near saturation.
+Between the two, ``blend=w`` (a number 0..1) makes an overlap pixel ``max(a, b) + w * min(a, b)``
+(``"sum"`` is w = 1, ``"max"`` w = 0): real DAPI overlaps are brighter than one layer but less than
+twice as bright (dye quenching, depth of field, camera saturation), so ``medseg data mfish-synth``
+takes the w measured on the real M-FISH pairs (:mod:`medseg.data.mfish_synth`).
 The background is 0, as in the published set (its chromosomes were pasted on black). Every labelled pixel
 has a grey value >= 1 and every unlabelled pixel is 0, so image and label map agree exactly.
 
@@ -77,7 +81,9 @@ POMMIER_N_PAIRS = 13_434
 #: File name endings :func:`crops_from_folder` reads (case-insensitive).
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
-Blend = Literal["sum", "max"]
+Blend = Literal["sum", "max"] | float
+#: The overlap weight ``w`` each named blend stands for: overlap = max(a, b) + w * min(a, b).
+BLEND_WEIGHTS = {"sum": 1.0, "max": 0.0}
 
 
 @dataclass
@@ -595,10 +601,13 @@ def _compose(
     frame[ay : ay + ha, ax : ax + wa] = sa
     labels[ay : ay + ha, ax : ax + wa] = ma
     fb = frame[by : by + hb, bx : bx + wb]
-    if blend == "sum":
+    w = BLEND_WEIGHTS.get(blend, blend) if isinstance(blend, str) else float(blend)
+    if w == 1.0:
         fb += sb
-    else:
+    elif w == 0.0:
         np.maximum(fb, sb, out=fb)
+    else:
+        fb[...] = np.maximum(fb, sb) + w * np.minimum(fb, sb)
     labels[by : by + hb, bx : bx + wb] |= mb.view(np.uint8) << 1
     image = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
     return PairPlacement("kept", overlap, image, labels, (ay, ax), (by, bx))
@@ -629,10 +638,17 @@ def place_pair(
     return _compose(sa, ma, sb, mb, offset, tuple(shape), min_overlap_px, _check_blend(blend), min_visible_px)
 
 
-def _check_blend(blend: str) -> Blend:
-    if blend not in ("sum", "max"):
-        raise ValueError(f"blend must be 'sum' or 'max', got {blend!r}")
-    return blend  # type: ignore[return-value]
+def _check_blend(blend: str | float) -> Blend:
+    """``"sum"``, ``"max"`` or an overlap weight w in 0..1 (a number, or its text: ``"0.6"``)."""
+    if isinstance(blend, str) and blend in BLEND_WEIGHTS:
+        return blend  # type: ignore[return-value]
+    try:
+        w = float(blend)
+    except (TypeError, ValueError):
+        w = float("nan")
+    if not 0.0 <= w <= 1.0:  # also NaN
+        raise ValueError(f"blend must be 'sum', 'max' or an overlap weight 0..1, got {blend!r}")
+    return w
 
 
 def synthesize_pairs(
@@ -658,7 +674,8 @@ def synthesize_pairs(
     other, or lying along each other -- so overlaps range from a few pixels to large areas; the jitter
     also makes some miss, as some of Pommier's did. The pair's bounding box is centred in the ``shape``
     frame (as his were, padded to a common size). Grey values are added (``blend="sum"``, clipped to
-    255; see the module doc) or, with ``blend="max"``, the brighter is kept.
+    255; see the module doc) or, with ``blend="max"``, the brighter is kept; a number w in 0..1 gives
+    ``max + w * min``.
 
     Kept: overlap >= ``min_overlap_px``, at least ``min_visible_px`` pixels of alpha only and of beta
     only (neither chromosome hidden under the other), and both chromosomes wholly inside the frame.
@@ -816,6 +833,9 @@ def run_synth(
     crop_scale: float = 1.0,
     blend: Blend = "sum",
     preview: bool = True,
+    crops: list[ChromosomeCrop] | None = None,
+    source: dict | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """Body of ``medseg data synth``: make a Pommier-layout set of overlapping pairs and write it.
 
@@ -824,6 +844,9 @@ def run_synth(
     chromosomes (:func:`chromosome_library`). ``n_pairs``: how many images to keep (default one pass over
     all pairs). ``pommier=True``: exactly 13,434 images at 94 x 93, the published size (``n_pairs`` and
     ``shape`` must then be left at their defaults or agree). ``crop_scale`` rescales user crops.
+    ``crops`` (with ``source``, a dict describing them for the provenance) gives prepared crops instead,
+    e.g. real isolated chromosomes (:func:`medseg.data.mfish_synth.run_mfish_synth`); ``extra``: more
+    top-level entries for the JSON and the summary.
 
     Writes ``output`` (HDF5, :func:`medseg.data.pommier.write_pommier_h5`), ``<output stem>.json``
     (provenance: source, seed, counts, shape, medseg version, ``"synthesized": true``, the alpha/beta crop
@@ -838,8 +861,8 @@ def run_synth(
     json_path, png_path = sidecar_paths(output)
     if output.suffix.lower() in (".json", ".png"):
         raise ValueError(f"output {output} would collide with its sidecar files; use a .h5 name")
-    if crops_dir is not None and metaphase is not None:
-        raise ValueError("give either crops_dir or metaphase, not both")
+    if sum(x is not None for x in (crops_dir, metaphase, crops)) > 1:
+        raise ValueError("give either crops_dir, metaphase or crops, not two of them")
     shape = (int(shape[0]), int(shape[1]))
     if pommier:
         if n_pairs not in (None, POMMIER_N_PAIRS):
@@ -850,7 +873,10 @@ def run_synth(
             )
         n_pairs = POMMIER_N_PAIRS
 
-    if crops_dir is not None:
+    blend = _check_blend(blend)
+    if crops is not None:
+        source = dict(source or {"kind": "crops"})
+    elif crops_dir is not None:
         crops = crops_from_folder(crops_dir, scale=crop_scale)
         source = {"kind": "folder", "path": str(Path(crops_dir).resolve()), "crop_scale": crop_scale}
     elif metaphase is not None:
@@ -889,7 +915,10 @@ def run_synth(
         "rejected_outside": stats["rejected_outside"],
         "passes": stats["passes"],
         "min_overlap_px": min_overlap_px,
-        "composition": f"{blend} of background-subtracted signals, clipped to 0..255; background 0",
+        "composition": (f"{blend} of background-subtracted signals, clipped to 0..255; background 0"
+                        if isinstance(blend, str) else f"max(a, b) + {blend:g} * min(a, b) of background-subtracted "
+                        "signals, clipped to 0..255; background 0"),
+        "blend": blend,
         "labels": {"0": "background", "1": "alpha only", "2": "beta only", "3": "overlap"},
         "overlap_px": {
             "min": int(overlaps.min()),
@@ -898,6 +927,7 @@ def run_synth(
         },
         "saturated_overlap_px": stats["saturated_px"],
     }
+    summary.update(extra or {})
     provenance = dict(summary, pairs=stats["pair_index"].tolist())
 
     output.parent.mkdir(parents=True, exist_ok=True)
