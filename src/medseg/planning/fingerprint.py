@@ -319,6 +319,12 @@ def fingerprint(data_path: str | Path, *, max_cases: int = DEFAULT_MAX_CASES,
     if max_cases < 1 or voxels_per_case < 1:
         raise ValueError(f"max_cases and voxels_per_case must be >= 1, got {max_cases}, {voxels_per_case}")
     spec = str(data_path)
+    from medseg.data.uwgi_dataset import is_uwgi_config
+
+    if is_uwgi_config({"path": spec, "format": "auto"}):  # slices in scans with their own recipe: the GI configs
+        raise DataValidationError(spec, "is UW-Madison GI-tract data (train.csv + train/ scans), which medseg trains "
+                                        "with the paper's recipe instead of a plan: medseg cv configs/gi/unet4.yaml "
+                                        f"--set data.path={spec} (README: 'GI tract (UW-Madison)')")
     collector = _Collector(voxels_per_case, seed)
     label_names: dict[int, str] = {}
     meta_modality = None
