@@ -160,3 +160,13 @@ def test_evaluate_prints_the_competition_score_per_fold_and_mean(tmp_path, monke
     buffer.seek(0)
     _print_competition(tmp_path / "report.md")
     assert buffer.getvalue() == ""
+
+
+def test_data_info_on_a_uw_madison_folder(gi_root):
+    from medseg.data.uwgi import read_train_csv
+
+    out = run("data", "info", gi_root)
+    assert out.exit_code == 0, out.output
+    n = len(read_train_csv(gi_root / "train.csv"))
+    assert f"{n:,} slices in" in out.output and "UW-Madison GI-tract layout" in out.output
+    assert "configs/gi/unet4.yaml" in out.output

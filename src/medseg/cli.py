@@ -282,6 +282,15 @@ def data_mfish_synth(
     compare: Optional[Path] = typer.Option(None, "--compare", metavar="PAIRS.H5", help="Real pairs to compare with: "
                                            "writes OUT.compare.png (histograms) and .compare.json (quartiles)."),
     max_area: Optional[int] = typer.Option(None, "--max-area", metavar="PX", help="Leave out chromosomes larger than this."),
+    rule: str = typer.Option("larger", "--rule", help="Which chromosome is label 1, as medseg data mfish-pairs: "
+                             "larger (default), lower-class, top-left, or none (the crop order)."),
+    match_sizes: Optional[bool] = typer.Option(None, "--match-sizes/--no-match-sizes", help="Draw chromosomes "
+                                               "weighted to the real pairs' area distribution (default: on when "
+                                               "--compare or --exclude-test-of gives real pairs; their test pairs "
+                                               "are left out)."),
+    match_angles: Optional[bool] = typer.Option(None, "--match-angles/--no-match-angles", help="Keep placements by "
+                                                "rejection sampling to the real crossing-angle histogram (default: "
+                                                "on with --compare)."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same pairs."),
 ):
     """Pommier's procedure on real chromosomes: overlapping pairs synthesized from the isolated M-FISH chromosomes
@@ -291,7 +300,9 @@ def data_mfish_synth(
     try:
         s = run_mfish_synth(iso_dir, output, slides=slides, exclude_slides=exclude_slides,
                             exclude_test_of=exclude_test_of, n_pairs=n_pairs, pommier=pommier, seed=seed,
-                            blend=blend, compare=compare, max_area=max_area)
+                            blend=blend, compare=compare, max_area=max_area,
+                            rule=None if rule == "none" else rule, match_sizes=match_sizes,
+                            match_angles=match_angles)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     console.print(f"wrote {s['n_images']:,} pairs synthesized from {s['source']['n_crops']:,} real chromosomes of "
@@ -355,8 +366,30 @@ def data_to_uwgi(
                   f"({organs_line}); rows added to {s['train_csv']}")
 
 
+def _uwgi_info(path: Path) -> None:
+    """`data info` on a UW-Madison GI folder: what the file names and train.csv say (nothing decoded)."""
+    from collections import Counter
+
+    from medseg.data.uwgi import CLASSES, check_consistency, read_train_csv, scan_index
+
+    rles = read_train_csv(path / "train.csv")
+    index = scan_index(path)
+    check_consistency(index, rles)
+    scans = {(r.case, r.day) for r in index}
+    sizes = Counter(f"{r.width}x{r.height}" for r in index)
+    with_masks = sum(any(rles[r.id][c] for c in CLASSES) for r in index)
+    per_organ = {c: sum(bool(rles[r.id][c]) for r in index) for c in CLASSES}
+    console.print(f"{path}: UW-Madison GI-tract layout — {len(index):,} slices in {len(scans)} scans of "
+                  f"{len({r.case for r in index})} cases; {with_masks:,} slices with a mask, {len(index) - with_masks:,} "
+                  "without; slices per organ: " + ", ".join(f"{c} {n:,}" for c, n in per_organ.items())
+                  + "; sizes (W x H): " + ", ".join(f"{k} {v:,}" for k, v in sizes.most_common()))
+    console.print("train it with configs/gi/unet4.yaml (task.mode multilabel, data.format uwgi); the paper's "
+                  "analysis: medseg data analyze " + str(path))
+
+
 @data_app.command("info")
-def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout), images/+masks/ folder, or the M-FISH set."),
+def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout), images/+masks/ folder, the M-FISH "
+                                            "set, or a UW-Madison GI folder."),
               stray_labels: str = StrayLabelsOpt,
               classes: Optional[str] = typer.Option(None, "--classes", metavar="NAME,NAME,...", help="Class names in "
                                                     "class order (task.class_names); default: the Pommier file's 4 "
@@ -385,6 +418,11 @@ def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout),
 
         if is_mfish_folder(path):
             _mfish_info(path)
+            return
+        from medseg.data.uwgi_dataset import is_uwgi_folder
+
+        if is_uwgi_folder(path):
+            _uwgi_info(path)
             return
         _folder_info(path, names, n, values)
         return
