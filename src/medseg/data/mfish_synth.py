@@ -34,8 +34,9 @@ from medseg.data.mfish import licence_notice, slide_of
 from medseg.data.synth import ChromosomeCrop, run_synth, synthesize_pairs
 from medseg.errors import DataValidationError
 
-__all__ = ["MFISH_OVERLAP_WEIGHT", "STATISTICS", "calibrate_blend", "compare_pair_sets", "crops_from_isolated",
-           "pair_statistics", "read_pair_set", "run_mfish_synth", "summarize", "test_slides_of"]
+__all__ = ["MFISH_OVERLAP_WEIGHT", "STATISTICS", "angle_acceptance", "calibrate_blend", "compare_pair_sets",
+           "crops_from_isolated", "crossing_angle", "pair_statistics", "read_pair_set", "run_mfish_synth",
+           "size_weights", "summarize", "target_statistics", "test_slides_of"]
 
 #: Overlap weight w (overlap = max(a, b) + w * min(a, b)) whose synthesized pairs match the median overlap /
 #: single intensity ratio of the 338 real M-FISH pairs: measured 1.40 (quartiles 0.93-1.61, background-subtracted;
@@ -164,6 +165,12 @@ def _axis_angle(mask: np.ndarray) -> float:
     return float(0.5 * math.atan2(2 * cxy, cxx - cyy)) % math.pi
 
 
+def crossing_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle (degrees, 0..90) between the principal axes of the bool masks ``a`` and ``b``; NaN if undefined."""
+    d = abs(_axis_angle(a) - _axis_angle(b))
+    return math.degrees(min(d, math.pi - d)) if np.isfinite(d) else float("nan")
+
+
 def pair_statistics(images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Per pair of a Pommier-layout set (``images``, ``labels`` N x H x W; 1 A only, 2 B only, 3 overlap):
     ``area_a`` (labels 1 + 3), ``area_b`` (2 + 3), ``overlap`` (3), ``intensity_ratio`` (mean grey of the
@@ -186,8 +193,7 @@ def pair_statistics(images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
             s = img[single].mean() - bg
             if s > 0:
                 out["intensity_ratio"][i] = (img[ov].mean() - bg) / s
-        d = abs(_axis_angle(a) - _axis_angle(b))
-        out["angle"][i] = math.degrees(min(d, math.pi - d)) if np.isfinite(d) else np.nan
+        out["angle"][i] = crossing_angle(a, b)
     return out
 
 
@@ -258,6 +264,82 @@ def compare_pair_sets(
     return summaries
 
 
+def target_statistics(pairs_h5: str | Path, *, drop_test: bool = False,
+                      exclude_slides: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+    """:func:`pair_statistics` of the real pairs of ``pairs_h5`` to match; ``drop_test``: without the pairs of its
+    split's test set (``<stem>.splits.json``), and without the pairs of ``exclude_slides`` (by the file's ``slide``
+    dataset, where it has one), so that held-out pairs do not shape the training data. Returns the statistics
+    and a record (file, pairs used)."""
+    import h5py
+
+    pairs_h5 = Path(pairs_h5)
+    stats = pair_statistics(*read_pair_set(pairs_h5))
+    n = len(stats["area_a"])
+    keep = np.ones(n, bool)
+    if drop_test:
+        split_path = pairs_h5.with_name(pairs_h5.stem + ".splits.json")
+        if not split_path.is_file():
+            raise DataValidationError(split_path, "no split file beside the pairs file (medseg data mfish-pairs writes it)")
+        prefix = pairs_h5.stem + "["
+        for name in json.loads(split_path.read_text())["test"]:
+            if name.startswith(prefix):
+                keep[int(name[len(prefix):-1])] = False
+    n_test = int(n - keep.sum())
+    n_slides = 0
+    if exclude_slides:
+        with h5py.File(pairs_h5, "r") as f:
+            slides = [s.decode() if isinstance(s, bytes) else str(s) for s in f["slide"][:]] if "slide" in f else []
+        if slides:
+            held = np.isin(slides, list(exclude_slides)) & keep
+            keep &= ~held
+            n_slides = int(held.sum())
+    record = {"file": str(pairs_h5.resolve()), "n_pairs": int(keep.sum()), "test_pairs_dropped": n_test,
+              "excluded_slide_pairs_dropped": n_slides}
+    return {k: v[keep] for k, v in stats.items()}, record
+
+
+def size_weights(crop_areas: np.ndarray, real_areas: np.ndarray, *, n_bins: int = 12) -> np.ndarray:
+    """Importance weights, one per chromosome, so that chromosomes drawn in proportion to them have the area
+    distribution of ``real_areas`` (the areas of the real pairs' chromosomes, A and B pooled): real / isolated
+    histogram on ``n_bins`` (at most one per 5 real areas) equal-count bins of the real areas (plus one bin below and one above them, where
+    the real count is taken as 0.5, so that no chromosome is never drawn)."""
+    crop_areas = np.asarray(crop_areas, float)
+    real = np.asarray(real_areas, float)
+    real = real[np.isfinite(real)]
+    if not len(real):
+        raise ValueError("no real areas to match sizes to")
+    n_bins = max(1, min(n_bins, len(real) // 5))  # few real pairs: fewer, wider bins
+    inner = np.unique(np.percentile(real, np.linspace(0, 100, n_bins + 1)))
+    edges = np.concatenate([[-np.inf], inner[:-1], [inner[-1] + 1e-9], [np.inf]])
+    real_count = np.histogram(real, edges)[0].astype(float)
+    real_count[real_count == 0] = 0.5
+    bin_of = np.clip(np.searchsorted(edges, crop_areas, side="right") - 1, 0, len(edges) - 2)
+    crop_count = np.bincount(bin_of, minlength=len(edges) - 1).astype(float)
+    ratio = (real_count / real_count.sum()) / np.maximum(crop_count / len(crop_areas), 1e-12)
+    return ratio[bin_of]
+
+
+def angle_acceptance(real_angles: np.ndarray, *, n_bins: int = 9):
+    """``accept(labels)`` for :func:`medseg.data.synth.synthesize_pairs`: the probability of keeping a placement
+    whose crossing angle (:func:`crossing_angle` of labels 1 + 3 and 2 + 3) is theta, real histogram(theta) /
+    its maximum (``n_bins`` bins over 0..90 degrees, 0.5 added to each count): rejection sampling from the
+    synthesizer's (uniform) angles to the real ones."""
+    real = np.asarray(real_angles, float)
+    real = real[np.isfinite(real)]
+    edges = np.linspace(0.0, 90.0, n_bins + 1)
+    hist = np.histogram(np.clip(real, 0.0, 90.0), edges)[0] + 0.5
+    prob = hist / hist.max()
+
+    def accept(labels: np.ndarray) -> float:
+        theta = crossing_angle((labels == 1) | (labels == 3), (labels == 2) | (labels == 3))
+        if not np.isfinite(theta):
+            return 1.0
+        return float(prob[min(int(theta / 90.0 * n_bins), n_bins - 1)])
+
+    accept.probabilities = prob  # type: ignore[attr-defined]
+    return accept
+
+
 def calibrate_blend(crops: list[ChromosomeCrop], target_ratio: float, *, n_pairs: int = 300, seed: int = 0,
                     weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> tuple[float, dict]:
     """The overlap weight w whose synthesized pairs have median overlap/single intensity ratio
@@ -287,6 +369,9 @@ def run_mfish_synth(
     compare: str | Path | None = None,
     max_area: int | None = None,
     progress: bool = True,
+    rule: str | None = "larger",
+    match_sizes: bool | None = None,
+    match_angles: bool | None = None,
 ) -> dict:
     """Body of ``medseg data mfish-synth``: pairs synthesized (:func:`medseg.data.synth.run_synth`) from the
     real isolated chromosomes of ``iso_dir`` (:func:`crops_from_isolated`) of the chosen slides only;
@@ -294,7 +379,13 @@ def run_mfish_synth(
     ``blend``: ``sum``, ``max``, an overlap weight 0..1, or ``match`` (calibrated on 300 pairs to the median
     intensity ratio of the ``compare`` file). Writes ``output`` (HDF5), ``<stem>.json`` (provenance with the
     slides used), ``<stem>.png`` (preview), ``<stem>.README.TXT`` (the M-FISH licence notice) and, with
-    ``compare`` (real pairs, Pommier layout), ``<stem>.compare.png`` / ``<stem>.compare.json``."""
+    ``compare`` (real pairs, Pommier layout), ``<stem>.compare.png`` / ``<stem>.compare.json``.
+
+    Matching the real pairs (:func:`target_statistics` of ``compare``, else of ``exclude_test_of``; without the
+    test pairs of ``exclude_test_of``'s split when it is that file): ``rule`` orders each pair as ``medseg data
+    mfish-pairs`` does (default ``larger``: label 1 is the larger chromosome; ``None`` keeps the crop order);
+    ``match_sizes`` draws chromosomes with :func:`size_weights` (default: on when there are real pairs);
+    ``match_angles`` keeps placements with :func:`angle_acceptance` (default: on when ``compare`` is given)."""
     started = time.perf_counter()
     output = Path(output)
     excluded = list(_split_names(exclude_slides) or [])
@@ -312,6 +403,27 @@ def run_mfish_synth(
         target = float(np.nanmedian(real["intensity_ratio"]))
         blend, medians = calibrate_blend(crops, target, seed=seed)
         calibration = {"target_median_ratio": round(target, 4), "median_ratio_by_weight": medians, "weight": blend}
+    real_file = compare if compare is not None else exclude_test_of
+    if match_sizes is None:
+        match_sizes = real_file is not None
+    if match_angles is None:
+        match_angles = compare is not None
+    crop_weights = accept = None
+    matching: dict = {"rule": rule, "match_sizes": bool(match_sizes), "match_angles": bool(match_angles)}
+    if match_sizes or match_angles:
+        if real_file is None:
+            raise ValueError("matching sizes or angles needs the real pairs (compare or exclude_test_of)")
+        same = exclude_test_of is not None and Path(real_file).resolve() == Path(exclude_test_of).resolve()
+        target, matching["target"] = target_statistics(real_file, drop_test=same, exclude_slides=excluded)
+        if match_sizes:
+            real_areas = np.concatenate([target["area_a"], target["area_b"]])
+            crop_weights = size_weights(np.array([c.area for c in crops]), real_areas)
+            matching["size_weights"] = {"min": round(float(crop_weights.min()), 4),
+                                        "median": round(float(np.median(crop_weights)), 4),
+                                        "max": round(float(crop_weights.max()), 4)}
+        if match_angles:
+            accept = angle_acceptance(target["angle"])
+            matching["angle_acceptance_by_10_degrees"] = [round(float(p), 4) for p in accept.probabilities]
     notice, notice_text = licence_notice(iso_dir)
     licence_path = output.with_name(output.stem + ".README.TXT")
     source = {"kind": "mfish-isolated", "path": str(Path(iso_dir).resolve()), **selection,
@@ -320,8 +432,10 @@ def run_mfish_synth(
              "licence": {"file": licence_path.name if notice else None, "notice": notice_text}}
     if calibration:
         extra["blend_calibration"] = calibration
+    extra["matching"] = matching
     summary = run_synth(output, crops=crops, source=source, n_pairs=n_pairs, pommier=pommier, seed=seed,
-                        blend=blend, progress=progress, extra=extra)
+                        blend=blend, progress=progress, extra=extra, rule=rule, crop_weights=crop_weights,
+                        accept=accept)
     if notice is not None:
         shutil.copyfile(notice, licence_path)
     if compare is not None:

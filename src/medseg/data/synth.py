@@ -48,7 +48,7 @@ import time
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from scipy import ndimage
@@ -662,6 +662,9 @@ def synthesize_pairs(
     jitter: int = 6,
     blend: Blend = "sum",
     min_visible_px: int = 1,
+    rule: str | None = None,
+    crop_weights: np.ndarray | None = None,
+    accept: Callable[[np.ndarray], float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """Overlapping pairs by Pommier's procedure.
 
@@ -684,6 +687,16 @@ def synthesize_pairs(
     ``kept``, ``rejected_no_overlap``, ``rejected_covered``, ``rejected_outside``, ``passes``, ``pair_index``
     ((N, 2) int array of the crop indices of alpha and beta), ``overlap_px`` ((N,) int array) and
     ``saturated_px`` (overlap pixels clipped at 255).
+
+    Options for sets matched to real pairs (``medseg data mfish-synth``; all off by default, and then the
+    output is exactly the above): ``rule`` orders each kept pair by :func:`medseg.data.mfish_pairs.order_pair`
+    (``larger``: label 1 is the chromosome with more pixels, overlap included; class from the crop name's
+    ``_c<class>`` ending, else its index), swapping labels 1 and 2 (and the pair index) where needed.
+    ``crop_weights`` (one per crop, >= 0): each pass draws as many pairs as there are unordered pairs, both
+    chromosomes drawn independently with probability proportional to their weights (redrawn until
+    distinct), instead of going over every pair once. ``accept(labels)`` -> probability 0..1 of keeping a
+    placement that passed the tests above (rejection sampling, e.g. on the crossing angle); refusals are
+    counted as ``rejected_accept``.
     """
     if len(crops) < 2:
         raise ValueError(f"need at least two chromosome crops to make pairs, got {len(crops)}")
@@ -698,6 +711,23 @@ def synthesize_pairs(
     masks = [c.mask for c in crops]
     all_pairs = np.array(list(combinations(range(len(crops)), 2)), dtype=np.int64)
     target = len(all_pairs) if n_pairs is None else int(n_pairs)
+    if rule is not None:
+        import re
+
+        from medseg.data.mfish_pairs import RULES, order_pair
+
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
+        classes = []
+        for k, c in enumerate(crops):
+            m = re.search(r"_c(\d+)$", c.name)
+            classes.append(int(m.group(1)) if m else k + 1)
+    if crop_weights is not None:
+        crop_weights = np.asarray(crop_weights, np.float64)
+        if crop_weights.shape != (len(crops),) or not np.isfinite(crop_weights).all() or (crop_weights < 0).any() \
+                or np.count_nonzero(crop_weights) < 2:
+            raise ValueError("crop_weights: one finite weight >= 0 per crop, at least two of them > 0")
+        crop_p = crop_weights / crop_weights.sum()
 
     images = np.empty((target, *shape), np.uint8)
     labels = np.empty((target, *shape), np.uint8)
@@ -705,6 +735,8 @@ def synthesize_pairs(
     overlap_px = np.empty(target, np.int64)
     counters = ("generated", "kept", "rejected_no_overlap", "rejected_covered", "rejected_outside", "passes")
     stats: dict = dict.fromkeys(counters, 0)
+    if accept is not None:
+        stats["rejected_accept"] = 0
     saturated = 0
 
     from medseg.progress import Progress
@@ -715,7 +747,14 @@ def synthesize_pairs(
         while kept < target:
             stats["passes"] += 1
             kept_this_pass = 0
-            for i, j in all_pairs[rng.permutation(len(all_pairs))]:
+            if crop_weights is None:
+                pass_pairs = all_pairs[rng.permutation(len(all_pairs))]
+            else:
+                pass_pairs = rng.choice(len(crops), size=(len(all_pairs), 2), p=crop_p)
+                for row in np.flatnonzero(pass_pairs[:, 0] == pass_pairs[:, 1]):
+                    while pass_pairs[row, 1] == pass_pairs[row, 0]:
+                        pass_pairs[row, 1] = rng.choice(len(crops), p=crop_p)
+            for i, j in pass_pairs:
                 sa, ma = _rotate(signals[i], masks[i], rng.uniform(0.0, 360.0))
                 sb, mb = _rotate(signals[j], masks[j], rng.uniform(0.0, 360.0))
                 pa = np.unravel_index(rng.choice(np.flatnonzero(ma)), ma.shape)
@@ -727,8 +766,16 @@ def synthesize_pairs(
                 if res.status != "kept":
                     stats[f"rejected_{res.status}"] += 1
                     continue
+                lab = res.labels
+                if accept is not None and not rng.random() < float(accept(lab)):
+                    stats["rejected_accept"] += 1
+                    continue
+                if rule is not None and not order_pair((lab == 1) | (lab == 3), (lab == 2) | (lab == 3),
+                                                       classes[i], classes[j], rule):
+                    lab = np.where(lab == 3, 3, 3 - lab) * (lab > 0)
+                    i, j = j, i
                 images[kept] = res.image
-                labels[kept] = res.labels
+                labels[kept] = lab
                 pair_index[kept] = (i, j)
                 overlap_px[kept] = res.overlap_px
                 saturated += int(np.count_nonzero((res.labels == 3) & (res.image == 255)))
@@ -836,6 +883,9 @@ def run_synth(
     crops: list[ChromosomeCrop] | None = None,
     source: dict | None = None,
     extra: dict | None = None,
+    rule: str | None = None,
+    crop_weights: np.ndarray | None = None,
+    accept: Callable[[np.ndarray], float] | None = None,
 ) -> dict:
     """Body of ``medseg data synth``: make a Pommier-layout set of overlapping pairs and write it.
 
@@ -846,7 +896,8 @@ def run_synth(
     ``shape`` must then be left at their defaults or agree). ``crop_scale`` rescales user crops.
     ``crops`` (with ``source``, a dict describing them for the provenance) gives prepared crops instead,
     e.g. real isolated chromosomes (:func:`medseg.data.mfish_synth.run_mfish_synth`); ``extra``: more
-    top-level entries for the JSON and the summary.
+    top-level entries for the JSON and the summary. ``rule``, ``crop_weights``, ``accept``: see
+    :func:`synthesize_pairs` (off by default).
 
     Writes ``output`` (HDF5, :func:`medseg.data.pommier.write_pommier_h5`), ``<output stem>.json``
     (provenance: source, seed, counts, shape, medseg version, ``"synthesized": true``, the alpha/beta crop
@@ -895,7 +946,8 @@ def run_synth(
     source["crops"] = [c.name for c in crops]
 
     images, labels, stats = synthesize_pairs(
-        crops, n_pairs=n_pairs, shape=shape, seed=seed, min_overlap_px=min_overlap_px, progress=progress, blend=blend
+        crops, n_pairs=n_pairs, shape=shape, seed=seed, min_overlap_px=min_overlap_px, progress=progress, blend=blend,
+        rule=rule, crop_weights=crop_weights, accept=accept,
     )
     overlaps = stats["overlap_px"]
     summary = {
@@ -927,6 +979,10 @@ def run_synth(
         },
         "saturated_overlap_px": stats["saturated_px"],
     }
+    if rule is not None:
+        summary["rule"] = rule
+    if accept is not None:
+        summary["rejected_accept"] = stats["rejected_accept"]
     summary.update(extra or {})
     provenance = dict(summary, pairs=stats["pair_index"].tolist())
 
