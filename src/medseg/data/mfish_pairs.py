@@ -70,6 +70,7 @@ from medseg.data.mfish import (
     read_metaphase,
     slide_of,
 )
+from medseg.data.synth import RULE_TEXT, RULES, order_pair  # noqa: F401  (re-exported)
 from medseg.data.pommier import POMMIER_CLASSES, POMMIER_SHAPE
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
@@ -77,12 +78,6 @@ from medseg.progress import Progress
 __all__ = ["LEFT_OUT", "RULES", "IsolatedChromosome", "Pair", "PairOptions", "group_splits", "isolated_chromosomes",
            "order_pair", "pairs_from_karyotype", "run_mfish_pairs"]
 
-RULES = ("larger", "lower-class", "top-left")
-RULE_TEXT = {
-    "larger": "label 1 is the chromosome with more pixels (overlap included); ties: the lower class",
-    "lower-class": "label 1 is the chromosome of the lower karyotype class (1-22, X = 23, Y = 24)",
-    "top-left": "label 1 is the chromosome whose centroid lies higher in the metaphase (ties: further left)",
-}
 #: Why an overlap region gives no pair (``cut_by_crop`` only with ``keep_cut=False``).
 LEFT_OUT = ("too_small", "same_class", "three_or_more", "no_chromosome", "duplicate", "cut_by_crop")
 _EIGHT = np.ones((3, 3), bool)
@@ -174,19 +169,6 @@ def _overlap_regions(karyo: np.ndarray, touch_px: int) -> _Overlaps:
         values = np.unique(karyo[win][ring])
         ov.classes.append(tuple(int(v) for v in values if 1 <= v <= 24))
     return ov
-
-
-def order_pair(a: np.ndarray, b: np.ndarray, class_a: int, class_b: int, rule: str) -> bool:
-    """Whether chromosome ``a`` (bool mask, class ``class_a``) is label 1 under ``rule`` (else ``b`` is)."""
-    if rule == "larger":
-        na, nb = int(a.sum()), int(b.sum())
-        return na > nb or (na == nb and class_a < class_b)
-    if rule == "lower-class":
-        return class_a < class_b
-    if rule == "top-left":
-        ca, cb = ndimage.center_of_mass(a), ndimage.center_of_mass(b)
-        return (ca[0], ca[1], class_a) < (cb[0], cb[1], class_b)
-    raise ValueError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:

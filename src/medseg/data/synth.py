@@ -76,6 +76,29 @@ __all__ = [
     "otsu_threshold",
 ]
 
+
+# --- which chromosome of a pair is label 1 (medseg data mfish-pairs and mfish-synth: one rule for both) -------
+
+RULES = ("larger", "lower-class", "top-left")
+RULE_TEXT = {
+    "larger": "label 1 is the chromosome with more pixels (overlap included); ties: the lower class",
+    "lower-class": "label 1 is the chromosome of the lower karyotype class (1-22, X = 23, Y = 24)",
+    "top-left": "label 1 is the chromosome whose centroid lies higher in the metaphase (ties: further left)",
+}
+
+
+def order_pair(a: np.ndarray, b: np.ndarray, class_a: int, class_b: int, rule: str) -> bool:
+    """Whether chromosome ``a`` (bool mask, class ``class_a``) is label 1 under ``rule`` (else ``b`` is)."""
+    if rule == "larger":
+        na, nb = int(a.sum()), int(b.sum())
+        return na > nb or (na == nb and class_a < class_b)
+    if rule == "lower-class":
+        return class_a < class_b
+    if rule == "top-left":
+        ca, cb = ndimage.center_of_mass(a), ndimage.center_of_mass(b)
+        return (ca[0], ca[1], class_a) < (cb[0], cb[1], class_b)
+    raise ValueError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
+
 #: Size of the published set: 14,850 generated - 1,416 without overlap.
 POMMIER_N_PAIRS = 13_434
 #: File name endings :func:`crops_from_folder` reads (case-insensitive).
@@ -713,8 +736,6 @@ def synthesize_pairs(
     target = len(all_pairs) if n_pairs is None else int(n_pairs)
     if rule is not None:
         import re
-
-        from medseg.data.mfish_pairs import RULES, order_pair
 
         if rule not in RULES:
             raise ValueError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
