@@ -32,14 +32,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 import medseg
 from medseg.data.folder import normalize_intensity
 from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
 from medseg.data.pommier import pad_to
+from medseg.data.uwgi_dataset import context_indices, from_grid, resize_stack
 from medseg.inference.volume import class_names_of_labels, display_background, label_map, predict_volume
 from medseg.server import channels, exports, slices, stacks
 from medseg.server.db import Database, now_iso
@@ -80,13 +79,6 @@ class _Progress:
 SLICE_BATCH = 16  # slices predicted together (a GI slice is 266², 3 channels: a few MB a batch)
 
 
-def _resize(x: np.ndarray, size, *, antialias: bool) -> np.ndarray:
-    """(n, C, h, w) float → (n, C, *size), bilinear (as training scales slices: medseg.data.uwgi_dataset)."""
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    return F.interpolate(t, size=tuple(int(v) for v in size), mode="bilinear", align_corners=False,
-                         antialias=antialias).numpy()
-
-
 def _proba(predictor, images: np.ndarray) -> np.ndarray:
     """Probabilities (n, C, H, W) at the images' own size for images (n, H, W) — or (n, C_in, H, W), 2.5D —
     in [0, 1], fed on the model's grid: scaled to ``preprocessing.size`` and back when ``preprocessing.resize``
@@ -96,10 +88,9 @@ def _proba(predictor, images: np.ndarray) -> np.ndarray:
     size = pre.get("size")
     h, w = images.shape[-2:]
     if size and pre.get("resize") and (h, w) != tuple(size):
-        x = images if images.ndim == 4 else images[:, None]
-        x = _resize(x, size, antialias=True)
-        proba = predictor.predict_proba(x if images.ndim == 4 else x[:, 0])
-        return _resize(proba, (h, w), antialias=False)
+        # scaled there and back exactly as training and the submission writer do (medseg.data.uwgi_dataset)
+        proba = predictor.predict_proba(resize_stack(images, size, labels=False))
+        return from_grid(proba, "resize", (h, w))
     if size and (h < size[0] or w < size[1]):
         th, tw = max(h, size[0]), max(w, size[1])
         top, left = (th - h) // 2, (tw - w) // 2
@@ -120,16 +111,6 @@ def _label_values(predictor, image: np.ndarray) -> np.ndarray:
     return label_map(predictor, _proba(predictor, image[None])[0])
 
 
-def _slice_inputs(stack: np.ndarray, index: np.ndarray, k: int, stride: int) -> np.ndarray:
-    """The model input of slices ``index`` of ``stack`` (D, H, W): (n, H, W), or with k context slices each
-    side (n, 2k + 1, H, W) — slices -k·stride … +k·stride of the stack, clamped to its first/last slice, as
-    training's :func:`~medseg.data.uwgi_dataset.context_indices`."""
-    if k <= 0:
-        return stack[index]
-    offsets = np.arange(-k, k + 1) * int(stride)
-    return stack[np.clip(index[:, None] + offsets, 0, len(stack) - 1)]
-
-
 def _slice_labels(predictor, stack: np.ndarray, progress=None) -> np.ndarray:
     """A stack of 2D slices (D, H, W) in [0, 1] → labels (D, H, W) uint8, slice by slice with the model's 2D
     feeding (:func:`_proba`, 2.5D context from ``preprocessing.context_slices`` / ``context_stride``): class
@@ -140,10 +121,12 @@ def _slice_labels(predictor, stack: np.ndarray, progress=None) -> np.ndarray:
     k, stride = int(pre.get("context_slices") or 0), int(pre.get("context_stride") or 1)
     multilabel = predictor.mode == "multilabel"
     d = len(stack)
+    # 2.5D: slices -k·stride … +k·stride of the stack, clamped at its ends, as training feeds them
+    context = context_indices(["stack"] * d, list(range(d)), k, stride)
     out = np.zeros(stack.shape, np.uint8)
     for start in range(0, d, SLICE_BATCH):
         index = np.arange(start, min(d, start + SLICE_BATCH))
-        proba = _proba(predictor, _slice_inputs(stack, index, k, stride))
+        proba = _proba(predictor, stack[index] if context is None else stack[context[index]])
         out[index] = channels.pack_probabilities(proba, axis=1) if multilabel else proba.argmax(1).astype(np.uint8)
         if progress is not None:
             progress(float(index[-1] + 1) / d)
