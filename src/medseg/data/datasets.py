@@ -204,15 +204,20 @@ def resolve_data_path(data_cfg: dict) -> tuple[Path, bool]:
 
 
 def _is_synthesized(path: Path) -> bool:
-    sidecar = path.with_name(path.name + ".json") if path.is_file() else None
-    if sidecar is None or not sidecar.exists():
-        sidecar = path.with_suffix(".json") if path.is_file() else None
-    if sidecar is not None and sidecar.exists():
+    """Whether the provenance medseg wrote says SYNTHESIZED: a file's JSON sidecar (``medseg data synth``), a
+    folder's ``manifest.json`` (``medseg data synth-gi``)."""
+    if path.is_dir():
+        sidecar = path / "manifest.json"
+    else:
+        sidecar = path.with_name(path.name + ".json")
+        if not sidecar.exists():
+            sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
         import json
 
         try:
             return bool(json.loads(sidecar.read_text()).get("synthesized", False))
-        except (ValueError, OSError):
+        except (ValueError, OSError, AttributeError):
             return False
     return False
 

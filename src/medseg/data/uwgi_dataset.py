@@ -130,9 +130,6 @@ def grid_of(settings: Mapping, shapes: Sequence[tuple[int, int]]) -> tuple[str, 
     return "canvas", (max(int(h) for h, _ in shapes), max(int(w) for _, w in shapes))
 
 
-_grid = grid_of  # the name before the submission writer shared it
-
-
 def place_on_grid(images: np.ndarray, mode: str, grid: Sequence[int], *, pad_value: float | str = "border",
                   masks: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int] | None]:
@@ -201,14 +198,10 @@ def from_grid(proba: np.ndarray, mode: str, shape: Sequence[int],
     return out
 
 
-def load_uwgi_data(data_cfg: dict, task: dict, progress: bool = True, *, root: str | Path | None = None,
-                   synthesized: bool | None = None):
-    """Read, check and grid the competition folder ``root`` (default ``data.path``, ``synth:gi`` made on first
-    use; see the module docstring)."""
-
-    if root is None:
-        root, synthesized = resolve_data_path(data_cfg)
-    root = Path(str(root)).expanduser()
+def load_uwgi_data(data_cfg: dict, task: dict, progress: bool = True):
+    """Read, check and grid the competition folder ``data.path`` (``synth:gi`` made on first use; see the module
+    docstring)."""
+    root, synthesized = resolve_data_path(data_cfg)
     if task.get("mode") != "multilabel":
         raise ConfigError(f"UW-Madison data ({root}) has overlapping organs: set task.mode: multilabel (one sigmoid "
                           "channel per organ)")
@@ -253,21 +246,9 @@ def load_uwgi_data(data_cfg: dict, task: dict, progress: bool = True, *, root: s
             "original_shapes": [list(s) for s in shapes], "spacings": [list(r.spacing) for r in index],
             "files": [str(r.path) for r in index], "case_day": [[r.case, r.day] for r in index],
             "channels": channels}
-    synthesized = bool(synthesized) or _is_synthesized(root)
     return SegmentationData(images, labels, [r.id for r in index], str(root), synthesized, notes, grid,
                             groups=[f"case{r.case}" for r in index], volume_info=info, boxes=boxes, strata=strata,
                             context=context_indices(scans, slices, k, stride))
-
-
-def _is_synthesized(root: Path) -> bool:
-    """``medseg data synth-gi`` leaves a marker saying the set is synthesized."""
-    import json
-
-    p = root / "manifest.json"
-    try:
-        return p.is_file() and bool(json.loads(p.read_text()).get("synthesized", False))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def is_uwgi_data(data) -> bool:

@@ -53,17 +53,15 @@ def gi_curve_terms(histories: list[list[dict]], class_names: list[str]) -> dict:
     ``mean_iou``, the best validation Dice / IoU reached in any epoch (pooled over the validation slices,
     mean over the organs: the paper's Keras metrics are batch-pooled), ``best_epoch`` (lowest validation
     loss) and ``epochs_run``. Percent, epochs as counts; None without validated epochs."""
+    def organ_mean(row: dict, key: str) -> float | None:
+        vals = [float(row[f"{key}/{c}"]) for c in class_names if row.get(f"{key}/{c}") is not None]
+        return float(np.mean(vals)) if vals else None
+
     best_dice, best_iou, best_epoch, runs = [], [], [], []
     for history in histories:
         rows = [r for r in history if r.get("val_loss") is not None]
         if not rows:
             continue
-
-        def organ_mean(row: dict, key: str) -> float | None:
-            vals = [row.get(f"{key}/{c}") for c in class_names]
-            vals = [float(v) for v in vals if v is not None]
-            return float(np.mean(vals)) if vals else None
-
         dice = [v for v in (organ_mean(r, "val_dice_pooled") for r in rows) if v is not None]
         iou = [v for v in (organ_mean(r, "val_iou_pooled") for r in rows) if v is not None]
         if dice:
