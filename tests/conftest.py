@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -19,10 +20,15 @@ from medseg.models import build_model
 def _one_intra_op_thread():
     """The tests' tensors are tiny: one thread avoids OpenMP overhead and contention on 2-core machines
     (seen here: small convs up to 100× slower with 2 threads competing with other processes)."""
-    before = torch.get_num_threads()
+    before, env = torch.get_num_threads(), os.environ.get("MEDSEG_THREADS")
     torch.set_num_threads(1)
+    os.environ["MEDSEG_THREADS"] = "1"  # what medseg.threads.configure_threads (the CLI's train/cv) then sets too
     yield
     torch.set_num_threads(before)
+    if env is None:
+        os.environ.pop("MEDSEG_THREADS", None)
+    else:
+        os.environ["MEDSEG_THREADS"] = env
 
 
 def make_toy_pairs(n: int = 48, size: int = 32, seed: int = 0) -> SegmentationData:
@@ -137,3 +143,23 @@ def save_gi_model():
     """``save_gi_model(directory, *, context=0, mode="multilabel", names=organs, bias=None, seed=0, size=(32, 32),
     resize=True)``: a tiny GI U-Net folder as training writes it (tests of prediction, submission, CLI)."""
     return _save_gi_model
+
+
+SHARED_MFISH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mfish"
+# five slides with overlapping pairs (A02's folders are one slide): mfish-pairs' split holds one slide out
+SMALL_MFISH_FOLDERS = ("A01__XY", "A02__15", "A02__XY", "A04__XY", "A06__12", "A21__46")
+
+
+@pytest.fixture(scope="session")
+def small_mfish(tmp_path_factory) -> Path:
+    """A copy of six real M-FISH folders (five slides) with the set's licence notice, made in the test
+    session (nothing of ../shared/data is kept in the repo); skips when the real data is absent."""
+    import shutil
+
+    if not SHARED_MFISH.is_dir():
+        pytest.skip(f"real M-FISH data not found at {SHARED_MFISH} (../shared/data)")
+    root = tmp_path_factory.mktemp("mfish") / "mfish"
+    for name in SMALL_MFISH_FOLDERS:
+        shutil.copytree(SHARED_MFISH / name, root / name)
+    shutil.copyfile(SHARED_MFISH / "README.TXT", root / "README.TXT")
+    return root

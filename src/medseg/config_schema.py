@@ -124,7 +124,9 @@ class PhantomConfig(Section):
 class DataConfig(Section):
     path: str = Field("synth:demo", description="An HDF5 file in the Pommier layout, a folder (images/ + masks/), "
                       "a UW-Madison GI-tract folder (train.csv + train/), or \"synth:demo\" / \"synth:pommier\" / "
-                      "\"synth:gi\" for the project's own synthesized sets (made on first use, no download).")
+                      "\"synth:gi\" for the project's own synthesized sets (made on first use, no download), or \"mfish:pairs\" / "
+                      "\"mfish:synth\" / \"mfish:both\" (real M-FISH pairs, pairs synthesized from its chromosomes, "
+                      "both; made from the real folder, medseg.data.mfish_sets).")
     format: str = Field("auto", description="auto | pommier | folder | uwgi (the UW-Madison GI-tract competition "
                         "folder: train.csv + train/case*/case*_day*/scans/*.png; auto detects it)")
     h5_key: str = "dataset_1"
@@ -155,6 +157,10 @@ class DataConfig(Section):
     limit: int | None = Field(None, description="use only the first N images (quick runs)")
     synth_pairs: int = Field(1500, description="size of the synth:demo set")
     synth_seed: int = 0
+    mfish_source: str | None = Field(
+        None, description="mfish:pairs / mfish:synth / mfish:both (medseg.data.mfish_sets): the real M-FISH folder; "
+                          "null: $MEDSEG_MFISH, else ../shared/data/mfish")
+    mfish_synth_pairs: int = Field(13434, description="size of the mfish:synth set (13,434: Pommier's published size)")
     synth_gi_cases: int = Field(6, description="size of the synth:gi set (cases of 1-5 scans of 80 or 144 slices; "
                                                "medseg data synth-gi)")
     patch_size: list[int] | None = Field(
@@ -325,6 +331,25 @@ class EarlyStoppingConfig(Section):
     monitor: str = "val_loss"
 
 
+class DistributedConfig(Section):
+    """Data-parallel training (``torchrun`` / ``medseg train --nproc N``; medseg.training.distributed). The
+    global batch is ``train.batch_size``, split evenly over the processes."""
+
+    sync_batchnorm: bool = Field(False, description="BatchNorm statistics over the global batch (SyncBatchNorm; "
+                                                    "CUDA only in PyTorch); off: each rank normalises its own share")
+    find_unused_parameters: bool = Field(False, description="DDP's find_unused_parameters, for models with parameters "
+                                                            "a step does not use")
+    timeout_minutes: float = Field(10.0, description="a collective waiting longer for a peer (a dead rank) fails "
+                                                     "instead of hanging")
+
+    @field_validator("timeout_minutes")
+    @classmethod
+    def _positive_timeout(cls, value):
+        if value <= 0:
+            raise ValueError(f"train.distributed.timeout_minutes must be > 0, got {value!r}")
+        return value
+
+
 class TrainConfig(Section):
     epochs: int = 300
     iterations: int | None = Field(
@@ -347,6 +372,7 @@ class TrainConfig(Section):
     max_batches_per_epoch: int | None = Field(None, description="cap for quick CPU runs")
     val_max_batches: int | None = None
     deterministic: bool = False
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @field_validator("epochs", "batch_size")
     @classmethod

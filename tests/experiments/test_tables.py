@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from medseg.experiments.tables import kendall_tau, load_spec, ours_in_paper_terms, published_row, row_config, reproduce_table
+from medseg.errors import ConfigError
 from medseg.models import build_model
 from medseg.artifact import model_kwargs
 
@@ -23,7 +24,9 @@ def test_spec_rows_build_and_have_published_rows(spec_path, tmp_path):
     spec = load_spec(spec_path)
     for row in spec["rows"]:
         ref = published_row(spec, row)
-        if row.get("no_reference"):  # a row the paper prints without numbers (GI Table 6's DICE: "/")
+        if spec["paper"] is None:  # an experiment no paper ran (the M-FISH transfer table)
+            assert ref is None, row["label"]
+        elif row.get("no_reference"):  # a row the paper prints without numbers (GI Table 6's DICE: "/")
             assert ref is None, row["label"]
         else:
             assert ref is not None and ref["paper"] == spec["paper"], row["label"]
@@ -46,6 +49,73 @@ def test_ours_in_paper_terms_uses_each_papers_definitions():
     assert rse["alpha_iou"] == pytest.approx(80.0) and rse["accuracy"] == pytest.approx(99.0)
     assert arms["alpha_iou"] == pytest.approx(95.0) and arms["accuracy"] == pytest.approx(99.5)
     assert amfl["mean_iou"] == pytest.approx(80.0) and amfl["hausdorff"] == 2.0 and amfl["accuracy"] == pytest.approx(98.0)
+
+
+def test_order_free_scores_follow_the_papers_alpha_beta_definition():
+    metrics = {"per_class": {"overlap": {"iou": 0.9}, "chromosome_alpha": {"iou": 0.1}, "chromosome_beta": {"iou": 0.2},
+                             "chromosome_alpha_whole": {"iou": 0.3}, "chromosome_beta_whole": {"iou": 0.4}},
+               "derived_accuracy": 0.9, "foreground_accuracy": 0.9, "pixel_accuracy": 0.9,
+               "order_free": {"per_class": {"chromosome_alpha": {"iou": 0.6}, "chromosome_beta": {"iou": 0.7},
+                                            "chromosome_alpha_whole": {"iou": 0.8},
+                                            "chromosome_beta_whole": {"iou": 0.85}},
+                              "swapped_fraction": 0.25}}
+    arms = ours_in_paper_terms(metrics, {}, "arms_net")  # complete chromosomes
+    rse = ours_in_paper_terms(metrics, {}, "rse_unet")  # non-overlap regions
+    assert arms["alpha_iou_order_free"] == pytest.approx(80.0) and arms["beta_iou_order_free"] == pytest.approx(85.0)
+    assert rse["alpha_iou_order_free"] == pytest.approx(60.0) and rse["swapped"] == pytest.approx(25.0)
+    assert "alpha_iou_order_free" not in ours_in_paper_terms({**metrics, "order_free": None}, {}, "arms_net")
+
+
+def test_a_table_without_a_paper_must_name_its_columns_and_definitions(tmp_path):
+    spec = tmp_path / "t.yaml"
+    spec.write_text("title: t\npaper: null\ntable: x\nrows: []\n")
+    with pytest.raises(ConfigError, match="needs 'columns' and 'definitions'"):
+        load_spec(spec)
+    spec.write_text("title: t\npaper: null\ntable: x\ndefinitions: arms_net\ncolumns: [overlap_iou, bogus]\nrows: []\n")
+    with pytest.raises(ConfigError, match="unknown columns \\['bogus'\\]"):
+        load_spec(spec)
+    spec.write_text("title: t\npaper: null\ntable: x\ndefinitions: arms_net\ncolumns: [overlap_iou]\n"
+                    "rows: [{label: a, config: c.yaml, reference: UNet}]\n")
+    with pytest.raises(ConfigError, match="cannot name a published 'reference'"):
+        load_spec(spec)
+
+
+def test_transfer_table_quick_trains_on_synthesized_pairs_and_tests_on_held_out_real_pairs(tmp_path, monkeypatch,
+                                                                                            small_mfish):
+    """The M-FISH transfer chain (issue 14 part 4) on five real slides: a row trained on pairs synthesized from
+    the training slides' chromosomes and a row trained on the real training pairs are both scored on the REAL
+    pairs of the held-out slide (mfish-pairs' own split), with the order-free α/β beside the rule's."""
+    monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
+    root = Path.cwd() / "configs" / "chromosomes"
+    spec = tmp_path / "transfer.yaml"
+    spec.write_text(f"""
+title: mini transfer
+paper: null
+definitions: arms_net
+table: transfer
+columns: [overlap_iou, alpha_iou, alpha_iou_order_free, swapped]
+test_data: mfish:pairs
+set: [data.mfish_source={small_mfish}, data.mfish_synth_pairs=24, "data.size=[96, 96]", model.base_channels=4,
+      model.depth=2, train.iterations=1, train.batch_size=4, train.val_max_batches=1, evaluate.hausdorff=false]
+rows:
+  - {{label: synth, group: U-Net, series: synthesized, config: {root}/unet.yaml,
+     set: [data.path=mfish:synth, splits.test_fraction=0]}}
+  - {{label: real, group: U-Net, series: real, config: {root}/unet.yaml, set: [data.path=mfish:pairs]}}
+""")
+    report = reproduce_table(spec, folds=[0], output_root=tmp_path / "tables", progress=False)
+    text = report.read_text()
+    assert "No paper ran this experiment" in text and "paper |" not in text
+    table = json.loads((report.parent / "table.json").read_text())
+    test_names = json.loads(next((tmp_path / "home").rglob("pairs.splits.json")).read_text())["test"]
+    for r in table["results"]:
+        assert r["test_data"] == "mfish:pairs" and r["published"] is None
+        assert 0.0 <= r["ours"]["alpha_iou_order_free"] <= 100.0
+        ours = r["ours"]  # per image the better naming never scores lower on α + β (complete chromosomes)
+        assert ours["alpha_iou_order_free"] + ours["beta_iou_order_free"] >= ours["alpha_iou"] + ours["beta_iou"] - 1e-9
+        extra = json.loads((Path(r["report"]).parent / "metrics.json").read_text())["extra"]
+        assert extra["n_test"] == len(test_names) > 0, "every row is tested on the real held-out pairs"
+        assert extra["data"].endswith("pairs.h5")
+    assert (report.parent / "overlap_iou.png").stat().st_size > 1000
 
 
 def test_kendall_tau():

@@ -65,6 +65,9 @@ class SegmentationData:
     # 2.5D (data.context_slices): for each item, the items fed as its input channels (its scan's neighbouring
     # slices, itself in the middle), shape (N, 2k + 1); None: each image is one channel.
     context: np.ndarray | None = None
+    # A split that comes with the data (``medseg data mfish-pairs``' ``<stem>.splits.json``: held-out slides),
+    # used when the config's ``splits.file`` is not set, so that every run on the file tests the same slides.
+    split_file: str | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -197,6 +200,11 @@ def resolve_data_path(data_cfg: dict) -> tuple[Path, bool]:
             run_synth(path, pommier=kind == "pommier", n_pairs=None if kind == "pommier" else int(data_cfg["synth_pairs"]),
                       seed=int(data_cfg["synth_seed"]))
         return path, True
+    if spec.startswith("mfish:"):  # the M-FISH transfer experiment's sets, made from the real folder once
+        from medseg.data.mfish_sets import mfish_set_path
+
+        path = mfish_set_path(spec.split(":", 1)[1], data_cfg)
+        return path, _is_synthesized(path)
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataValidationError(path, "data not found (give an HDF5 file in the Pommier layout or a folder with images/ and masks/)")
@@ -239,6 +247,7 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
     notes: list[str] = []
     boxes: list[Box] | None = None
     groups: list[str] | None = None
+    split_file: str | None = None
     limit = data_cfg.get("limit")
     if fmt == "pommier":
         images, labels, report = read_pommier_h5(path, key=data_cfg.get("h5_key", "dataset_1"), num_classes=num_classes,
@@ -259,7 +268,10 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
         names = [f"{path.stem}[{i}]" for i in range(len(images))]
         groups = read_groups(path, len(images))  # mfish-pairs files: the slide of each pair (split by slide)
         if groups is not None:
-            notes.append(f"{path.name}: pairs of {len(set(groups))} slides; splits keep each slide's pairs together")
+            ready = path.with_name(path.stem + ".splits.json")  # mfish-pairs' own split by slide
+            split_file = str(ready) if ready.is_file() and not limit else None
+            notes.append(f"{path.name}: pairs of {len(set(groups))} slides; splits keep each slide's pairs together"
+                         + (f" (the file's own split {ready.name}, unless splits.file says otherwise)" if split_file else ""))
     elif fmt == "folder":
         from medseg.data.folder import (
             image_shape,
@@ -292,7 +304,8 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
         raise DataValidationError(path, f"unknown data format {fmt!r}; use auto, pommier, folder or uwgi (the "
                                         "UW-Madison folder, read by medseg.data.uwgi_dataset)")
     return SegmentationData(np.ascontiguousarray(images, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.uint8),
-                            names, str(path), synthesized, notes, tuple(original), boxes=boxes, groups=groups)
+                            names, str(path), synthesized, notes, tuple(original), boxes=boxes, groups=groups,
+                            split_file=split_file)
 
 
 class SegmentationDataset(Dataset):

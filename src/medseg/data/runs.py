@@ -67,6 +67,9 @@ def splits_for(cfg: dict, data: SegmentationData) -> tuple[dict, Path]:
     their cases, so no patient's series lands on both sides.
     """
     sp = cfg["splits"]
+    if not sp.get("file") and getattr(data, "split_file", None):
+        sp = {**sp, "file": data.split_file}  # the data's own split (mfish-pairs: held-out slides)
+        cfg = {**cfg, "splits": sp}
     if sp.get("stratify"):
         return _stratified(cfg, data)
     patients = sorted(set(data.groups), key=natural_key) if data.groups is not None else None

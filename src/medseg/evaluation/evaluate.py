@@ -38,6 +38,7 @@ from medseg.evaluation.report import CHROMOSOME_PAPERS, EvaluationResult, is_chr
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.metrics import SegmentationMetrics
 from medseg.metrics.efficiency import count_parameters, time_inference
+from medseg.metrics.pairs import best_assignment
 from medseg.artifact import dump_json
 from medseg.data.runs import splits_for
 from medseg.data.splits import fold_indices
@@ -150,6 +151,21 @@ def _new_metrics(cfg: dict, class_names: list[str]) -> SegmentationMetrics:
                                          hausdorff=bool(cfg["evaluate"]["hausdorff"]))
 
 
+def order_free_scores(cfg: dict, class_names: list[str], pred_labels: np.ndarray, labels: np.ndarray) -> dict | None:
+    """The chromosome task's α/β scores with each image's best naming of the two chromosomes
+    (:func:`medseg.metrics.pairs.best_assignment`): per class IoU/Dice (α, β, overlap and the complete
+    chromosomes), the derived accuracy, and how many images were swapped. None for any other task."""
+    if not is_chromosome_task(class_names, cfg["task"]["mode"]):
+        return None
+    swapped, swap = best_assignment(pred_labels, labels, alpha=1, beta=2, overlap=3)  # CHROMOSOME_CLASSES order
+    m = SegmentationMetrics.from_task({**cfg["task"], "class_names": class_names}, hausdorff=False)
+    m.update(swapped, labels)
+    agg = m.aggregate()
+    return {"per_class": {name: {k: v[k] for k in ("iou", "dice", "iou_pooled")} for name, v in agg["per_class"].items()},
+            "derived_accuracy": agg.get("derived_accuracy"), "n_swapped": int(swap.sum()),
+            "swapped_fraction": float(swap.mean()) if len(swap) else 0.0}
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | None = None,
                  folds: Sequence[int] | None = None, device: str = "auto", out_dir: str | Path | None = None,
                  limit_test: int | None = None, progress: bool = True, trust_code: bool = False) -> Path:
@@ -196,8 +212,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         competition = None
         if is_uwgi_data(data_obj):  # the UW-Madison score, per scan at the slices' own size
             competition = competition_score(data_obj, idx, proba, class_names)
+        fold_pred = pred.labels_from_proba(proba)
+        order_free = order_free_scores(cfg, class_names, fold_pred, labels)
         if cv_validation:
-            fold_pred = pred.labels_from_proba(proba)
             del proba
             update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=spacing_of(idx))
             if confusion is not None:
@@ -209,9 +226,11 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             cv_preds.append(fold_pred)
         else:
             probs_sum = proba if probs_sum is None else probs_sum + proba
-            update_metrics(m, pred.labels_from_proba(proba), labels, boxes=data_obj.boxes_of(idx),
-                           spacing=spacing_of(idx))
+            update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=spacing_of(idx))
+        del fold_pred
         agg = m.aggregate()
+        if order_free is not None:
+            agg["order_free"] = order_free
         if competition is not None:
             agg["competition"] = competition
         agg["fold"] = d.name
@@ -253,6 +272,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         ens_metrics = _new_metrics(cfg, class_names)
         update_metrics(ens_metrics, preds, labels, boxes=data_obj.boxes_of(test_idx), spacing=spacing_of(test_idx))
         summary["ensemble"] = ens_metrics.aggregate()
+        ens_order_free = order_free_scores(cfg, class_names, preds, labels)
+        if ens_order_free is not None:
+            summary["ensemble"]["order_free"] = ens_order_free
         per_image = ens_metrics.per_image()
         for row, i in zip(per_image, test_idx.tolist(), strict=True):  # name the cases (worst/best in reports)
             row.update({"case_index": int(i), "case": data_obj.names[int(i)]})

@@ -541,6 +541,15 @@ def _headline_section(result: EvaluationResult, roles: Mapping[str, str | None])
         + "; mean IoU is over the non-background classes (AMFL does not say which "
         "classes its average covers). Published numbers are shown unrounded, as the papers print them.",
     ]
+    order_free = result.metrics.get("order_free")
+    if order_free:
+        pc = order_free.get("per_class", {})
+        iou = lambda name: _pct(pc.get(name, {}).get("iou"))  # noqa: E731
+        L += ["", f"Order-free (each image's better naming of the two chromosomes, {_pct(order_free.get('swapped_fraction'))} "
+              f"of the images swapped): α IoU {iou('chromosome_alpha')}, β IoU {iou('chromosome_beta')} (non-overlap "
+              f"regions); {iou('chromosome_alpha_whole')} / {iou('chromosome_beta_whole')} (complete chromosomes). "
+              "The rows above score α and β under the data's naming rule; a gap between the two says the network "
+              "separates the chromosomes but names them differently (medseg.metrics.pairs)."]
     if not headline_refs:
         L += ["", "_No reference rows were given for this run._"]
     notes = [f"{ref.get('source')}, {ref.get('method')}: {ref['note']}" for ref in headline_refs if ref.get("note")]

@@ -45,7 +45,8 @@ COLUMN_TITLES = {"overlap_iou": "overlap IoU", "alpha_iou": "α IoU", "beta_iou"
                  "fnr": "FNR", "fpr": "FPR", "hausdorff": "Hausdorff", "params": "params (M)",
                  "time_ms_cpu": "CPU ms/img", "gpu_ms": "GPU ms/img", "dice_at_best": "Dice at best epoch",
                  "iou_at_best": "IoU at best epoch", "best_epoch": "best epoch", "epochs_run": "epochs run",
-                 "uw_score": "UW score (0-1)"}
+                 "uw_score": "UW score (0-1)", "alpha_iou_order_free": "α IoU order-free",
+                 "beta_iou_order_free": "β IoU order-free", "swapped": "swapped (% images)"}
 
 
 def gi_curve_terms(histories: list[list[dict]], class_names: list[str]) -> dict:
@@ -92,6 +93,13 @@ def ours_in_paper_terms(metrics: dict, efficiency: dict, paper: str, histories: 
         return out
     out = {"overlap_iou": pct(pc.get("overlap", {}).get("iou")), "params": efficiency.get("params"),
            "time_ms": efficiency.get("gpu_ms_per_image"), "time_ms_cpu": efficiency.get("cpu_ms_per_image")}
+    order_free = metrics.get("order_free")  # chromosome pairs: α/β under each image's better naming
+    whole = "_whole" if paper == "arms_net" else ""  # ARMS Net scores complete chromosomes, the others α/β only
+    if order_free:
+        ofc = order_free["per_class"]
+        out.update(alpha_iou_order_free=pct(ofc.get(f"chromosome_alpha{whole}", {}).get("iou")),
+                   beta_iou_order_free=pct(ofc.get(f"chromosome_beta{whole}", {}).get("iou")),
+                   swapped=pct(order_free.get("swapped_fraction")))
     if paper == "arms_net":
         out.update(alpha_iou=pct(pc.get("chromosome_alpha_whole", {}).get("iou")),
                    beta_iou=pct(pc.get("chromosome_beta_whole", {}).get("iou")),
@@ -121,7 +129,18 @@ def load_spec(path: str | Path) -> dict:
     for key in ("title", "paper", "table", "rows"):
         if key not in spec:
             raise ConfigError(f"{path}: table spec needs '{key}'")
-    if spec["paper"] not in PAPERS:
+    if spec["paper"] is None:
+        # An experiment no paper ran (the M-FISH transfer table): no published rows; the columns are named, and
+        # `definitions` says whose α/β and accuracy definitions they follow.
+        if not spec.get("columns") or spec.get("definitions") not in PAPERS:
+            raise ConfigError(f"{path}: a table without a paper (paper: null) needs 'columns' and 'definitions' "
+                              f"(the paper whose metric definitions it uses; known: {', '.join(PAPERS)})")
+        unknown = [c for c in spec["columns"] if c not in COLUMN_TITLES]
+        if unknown:
+            raise ConfigError(f"{path}: unknown columns {unknown}; known: {', '.join(COLUMN_TITLES)}")
+        if any(row.get("reference") for row in spec["rows"]):
+            raise ConfigError(f"{path}: rows of a table without a paper cannot name a published 'reference'")
+    elif spec["paper"] not in PAPERS:
         raise ConfigError(f"{path}: unknown paper {spec['paper']!r}; known: {', '.join(PAPERS)}")
     spec.setdefault("kind", "train")
     spec["_dir"] = path.parent
@@ -183,7 +202,7 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
     from medseg.training.run import cross_validate
 
     spec = load_spec(spec_path)
-    paper = spec["paper"]
+    paper = spec["paper"] or spec["definitions"]  # whose metric definitions our numbers follow
     # One folder per spec file: two specs of one published table (e.g. 2D and 3D) never share runs.
     table_dir = Path(output_root) / f"{Path(spec['_path']).stem}{'_quick' if quick else ''}"
     table_dir.mkdir(parents=True, exist_ok=True)
@@ -195,7 +214,8 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
         if device:
             cfg["train"]["device"] = device
         ref = published_row(spec, row)
-        entry = {"label": row["label"], "model": cfg["model"], "config": str(row["config"]), "published": ref}
+        entry = {"label": row["label"], "model": cfg["model"], "config": str(row["config"]), "published": ref,
+                 **{k: str(row[k]) for k in ("group", "series") if row.get(k)}}
         if row.get("no_reference"):
             entry["no_reference"] = str(row["no_reference"])
         if spec["kind"] == "efficiency":
@@ -209,8 +229,13 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
             entry["ours"] = {"params": eff["params"], "time_ms": eff.get("gpu_ms_per_image"), "time_ms_cpu": eff["cpu_ms_per_image"]}
         else:
             cross_validate(cfg, folds=folds, restart=restart, progress=progress)
-            report = evaluate_run(table_dir / cfg["name"], tta=bool(row.get("tta", False)), folds=folds,
-                                  device=cfg["train"]["device"], progress=progress,
+            # test_data: score on other data than trained on (its own split's test set), e.g. the real pairs
+            # of held-out slides after training on synthesized ones
+            test_data = row.get("test_data", spec.get("test_data"))
+            if test_data:
+                entry["test_data"] = str(test_data)
+            report = evaluate_run(table_dir / cfg["name"], data=test_data, tta=bool(row.get("tta", False)),
+                                  folds=folds, device=cfg["train"]["device"], progress=progress,
                                   trust_code=True)  # just trained from the user's own spec
             payload = json.loads((report.parent / "metrics.json").read_text())
             histories = [json.loads(p.read_text()) for p in sorted((table_dir / cfg["name"]).glob("fold_*/history.json"))]
@@ -238,8 +263,10 @@ def _fmt(v, key: str) -> str:
 
 
 def write_table_report(table_dir: Path, spec: dict, results: list[dict], *, quick: bool) -> Path:
-    paper = spec["paper"]
-    cols = ["params", "time_ms", "time_ms_cpu"] if spec["kind"] == "efficiency" else PAPER_COLUMNS[paper]
+    paper = spec["paper"] or spec["definitions"]
+    cols = (["params", "time_ms", "time_ms_cpu"] if spec["kind"] == "efficiency"
+            else list(spec.get("columns") or PAPER_COLUMNS[paper]))
+    published = spec["paper"] is not None
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.processor() or platform.machine()})"
     lines = [f"# {spec['title']}", ""]
     if quick:
@@ -247,15 +274,22 @@ def write_table_report(table_dir: Path, spec: dict, results: list[dict], *, quic
                   "that the chain runs; the full run (without --quick, on a GPU) is the reproduction.**", ""]
     notes = {r.get("data_note") for r in results if r.get("data_note")}
     lines += [f"**{n}**" for n in notes] + ([""] if notes else [])
-    lines += [f"Paper: {PAPERS[paper]['title']} ({PAPERS[paper]['short']}), Table {spec['table']}. "
-              f"Device: {device}. Values in % unless stated; ours in the paper's own definitions.", ""]
+    if published:
+        lines += [f"Paper: {PAPERS[paper]['title']} ({PAPERS[paper]['short']}), Table {spec['table']}. "
+                  f"Device: {device}. Values in % unless stated; ours in the paper's own definitions.", ""]
+    else:
+        lines += [f"No paper ran this experiment: no published numbers. Metric definitions of "
+                  f"{PAPERS[paper]['short']}. Device: {device}. Values in %.", ""]
+    if spec.get("description"):
+        lines += [str(spec["description"]).strip(), ""]
     structures = any(r["ours"].get("per_structure") and len(r["ours"]["per_structure"]) > 1 for r in results)
-    head = ["row"] + [f"{COLUMN_TITLES.get(c, c)} ours" for c in cols] + [f"{COLUMN_TITLES.get(c, c)} paper" for c in cols]
+    head = ["row"] + [f"{COLUMN_TITLES.get(c, c)} ours" for c in cols]
+    head += [f"{COLUMN_TITLES.get(c, c)} paper" for c in cols] if published else []
     head += ["per structure, ours", "paper's note"] if structures else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         ours = [_fmt(r["ours"].get(c), c) for c in cols]
-        pub = [_fmt((r["published"] or {}).get(c), c) for c in cols]
+        pub = [_fmt((r["published"] or {}).get(c), c) for c in cols] if published else []
         extra = []
         if structures:
             extra = [", ".join(f"{k} {_fmt(v, 'dice')}" for k, v in (r["ours"].get("per_structure") or {}).items()),
@@ -275,7 +309,8 @@ def write_table_report(table_dir: Path, spec: dict, results: list[dict], *, quic
     lines += ["Per-row reports: " + ", ".join(f"[{r['label']}]({Path(r['report']).relative_to(table_dir)})"
                                                for r in results if r.get("report")), ""] if any(r.get("report") for r in results) else []
     command = "medseg reproduce " + " ".join(sys.argv[2:]) if len(sys.argv) > 1 and sys.argv[1] == "reproduce" else "medseg reproduce " + str(spec["_path"])
-    payload = {"table": f"{PAPERS[paper]['short']} Table {spec['table']}", "title": spec["title"], "quick": quick,
+    payload = {"table": f"{PAPERS[paper]['short']} Table {spec['table']}" if published else str(spec["table"]),
+               "title": spec["title"], "quick": quick,
                "device": device, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                "command": command, "kendall_tau": tau, "results": results}
     dump_json(payload, table_dir / "table.json")
@@ -297,12 +332,25 @@ def _draw(table_dir: Path, results: list[dict], key: str) -> Path | None:
     fig = Figure(figsize=(max(6, 1.1 * len(results)), 4), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
-    x = np.arange(len(results))
-    ax.bar(x - 0.2, [v if v is not None else 0 for v in ours], 0.4, label="ours")
-    ax.bar(x + 0.2, [v if v is not None else 0 for v in pub], 0.4, label="paper")
-    ax.set_xticks(x, [r["label"] for r in results], rotation=30, ha="right")
+    if all(r.get("group") and r.get("series") for r in results):
+        # rows that vary two things (the transfer table: model × training data): one group of bars per model
+        groups = list(dict.fromkeys(r["group"] for r in results))
+        series = list(dict.fromkeys(r["series"] for r in results))
+        width = 0.8 / len(series)
+        for k, name in enumerate(series):
+            values = {r["group"]: r["ours"].get(key) for r in results if r["series"] == name}
+            ax.bar(np.arange(len(groups)) + (k - (len(series) - 1) / 2) * width,
+                   [values.get(g) or 0 for g in groups], width, label=name)
+        ax.set_xticks(np.arange(len(groups)), groups)
+        ax.legend()
+    else:
+        x = np.arange(len(results))
+        ax.bar(x - 0.2, [v if v is not None else 0 for v in ours], 0.4, label="ours")
+        if any(v is not None for v in pub):
+            ax.bar(x + 0.2, [v if v is not None else 0 for v in pub], 0.4, label="paper")
+        ax.set_xticks(x, [r["label"] for r in results], rotation=30, ha="right")
+        ax.legend()
     ax.set_ylabel(COLUMN_TITLES.get(key, key))
-    ax.legend()
     fig.tight_layout()
     path = table_dir / f"{key}.png"
     fig.savefig(path)

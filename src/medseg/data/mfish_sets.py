@@ -1,0 +1,147 @@
+"""``data.path: mfish:pairs | mfish:synth | mfish:both``: the transfer experiment's three training sets, made
+from the real M-FISH folder on first use (as ``synth:*`` sets are) and kept under ``$MEDSEG_HOME/mfish``.
+
+* ``mfish:pairs`` — REAL overlapping pairs (``medseg data mfish-pairs``, label 1 the larger chromosome) with
+  their ready split by slide (``pairs.splits.json``: a test set of held-out slides and 5 folds of the rest),
+  which medseg uses for this file whenever ``splits.file`` is not set (:func:`medseg.data.runs.splits_for`).
+* ``mfish:synth`` — pairs SYNTHESIZED by Pommier's procedure from the real isolated chromosomes of the
+  training slides only (``medseg data mfish-synth --exclude-test-of pairs.h5``, matched to the real training
+  pairs' sizes, overlap intensity and crossing angles); ``data.mfish_synth_pairs`` of them (default 13,434, the
+  published size).
+* ``mfish:both`` — the two together: the synthesized pairs and the real pairs of the training slides (the
+  held-out slides' pairs are left out). A plain union: at the published size the real pairs are ~2 % of it;
+  each real pair keeps its slide as its split group, each synthesized pair is a group of its own.
+
+The test set of all three is the same: the real pairs of the held-out slides (evaluate with
+``--data mfish:pairs``). Where the folder is: ``data.mfish_source``, else ``$MEDSEG_MFISH``, else
+``../shared/data/mfish`` beside the working directory or beside the medseg checkout. Every set is built in a
+temporary folder and renamed when complete, so an interrupted build never leaves half a set; the M-FISH
+licence notice travels with each (``*.README.TXT``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from medseg.errors import DataValidationError
+from medseg.paths import medseg_home
+
+__all__ = ["KINDS", "find_mfish_source", "mfish_set_path"]
+
+KINDS = ("pairs", "synth", "both")
+PUBLISHED_PAIRS = 13_434
+
+
+def find_mfish_source(configured: str | None = None) -> Path:
+    """The M-FISH folder: ``configured``, ``$MEDSEG_MFISH``, or ``../shared/data/mfish`` (working directory,
+    then the checkout); a clear error naming every place looked at when none holds it."""
+    from medseg.data.mfish import is_mfish_folder
+
+    if configured:
+        candidates = [Path(configured).expanduser()]
+    else:
+        candidates = [Path(p).expanduser() for p in [os.environ.get("MEDSEG_MFISH")] if p]
+        candidates += [Path.cwd().parent / "shared" / "data" / "mfish",
+                       Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mfish"]
+    for c in candidates:
+        if c.is_dir() and is_mfish_folder(c):
+            return c.resolve()
+    raise DataValidationError(candidates[0], "no M-FISH folder here (the published set: folders of <id>D.tif + "
+                              "<id>K.tif); give it with data.mfish_source or $MEDSEG_MFISH (looked at: "
+                              + ", ".join(str(c) for c in dict.fromkeys(candidates)) + ")")
+
+
+def _set_root(source: Path) -> Path:
+    digest = hashlib.sha256(str(source).encode()).hexdigest()[:10]
+    return medseg_home() / "mfish" / f"{source.name}-{digest}"
+
+
+def _build(final: Path, make) -> Path:
+    """Run ``make(tmp_dir)`` and rename ``tmp_dir`` to ``final`` (nothing at ``final`` until it is complete)."""
+    if final.is_dir():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the set is an ordinary folder
+    try:
+        make(tmp)
+        tmp.replace(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _real(source: Path, progress: bool) -> Path:
+    from medseg.data.mfish_pairs import run_mfish_pairs
+
+    folder = _build(_set_root(source) / "real",
+                    lambda tmp: run_mfish_pairs(source, tmp / "pairs.h5", isolated_dir=tmp / "isolated",
+                                                progress=progress))
+    return folder / "pairs.h5"
+
+
+def _synth(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
+    from medseg.data.mfish_synth import run_mfish_synth
+
+    pairs = _real(source, progress)
+    folder = _build(_set_root(source) / f"synth_{n_pairs}_s{seed}",
+                    lambda tmp: run_mfish_synth(pairs.parent / "isolated", tmp / "synth.h5", exclude_test_of=pairs,
+                                                compare=pairs, n_pairs=n_pairs, seed=seed, progress=progress))
+    return folder / "synth.h5"
+
+
+def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
+    import h5py
+
+    from medseg.data.pommier import GROUP_KEY, read_groups, read_pommier_h5, write_pommier_h5
+
+    pairs, synth = _real(source, progress), _synth(source, n_pairs, seed, progress)
+    test = set(json.loads(pairs.with_name("pairs.splits.json").read_text())["test"])
+
+    def make(tmp: Path) -> None:
+        real_images, real_labels, _ = read_pommier_h5(pairs)
+        slides = read_groups(pairs, len(real_images))
+        keep = [i for i in range(len(real_images)) if f"pairs[{i}]" not in test]
+        syn_images, syn_labels, _ = read_pommier_h5(synth)
+        if syn_images.shape[1:] != real_images.shape[1:]:
+            raise DataValidationError(synth, f"pairs of {syn_images.shape[1:]} cannot join the real pairs of "
+                                             f"{real_images.shape[1:]}")
+        out = tmp / "both.h5"
+        write_pommier_h5(out, np.concatenate([syn_images, real_images[keep]]),
+                         np.concatenate([syn_labels, real_labels[keep]]))
+        groups = [f"synth-{i:05d}" for i in range(len(syn_images))] + [slides[i] for i in keep]
+        with h5py.File(out, "a") as f:
+            f.create_dataset(GROUP_KEY, data=np.array(groups, dtype=object), dtype=h5py.string_dtype("utf-8"))
+        record = {"synthesized": True, "what": "mfish:both — SYNTHESIZED pairs from real chromosomes plus the REAL "
+                  "pairs of the training slides", "n_synthesized": int(len(syn_images)), "n_real": len(keep),
+                  "synthesized_from": str(synth), "real_from": str(pairs),
+                  "held_out_slides_left_out": sorted({slides[i] for i in range(len(slides)) if i not in set(keep)})}
+        (tmp / "both.json").write_text(json.dumps(record, indent=1) + "\n")
+        notice = pairs.with_name("pairs.README.TXT")
+        if notice.is_file():
+            shutil.copyfile(notice, tmp / "both.README.TXT")
+
+    return _build(_set_root(source) / f"both_{n_pairs}_s{seed}", make) / "both.h5"
+
+
+def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
+    """The HDF5 file of ``mfish:<kind>`` (made here if missing; see the module docstring)."""
+    if kind not in KINDS:
+        raise DataValidationError(None, f"unknown M-FISH set 'mfish:{kind}'; use " + ", ".join(f"mfish:{k}" for k in KINDS))
+    source = find_mfish_source(data_cfg.get("mfish_source"))
+    n_pairs = int(data_cfg.get("mfish_synth_pairs") or PUBLISHED_PAIRS)
+    seed = int(data_cfg.get("synth_seed", 0))
+    if kind == "pairs":
+        return _real(source, progress)
+    if kind == "synth":
+        return _synth(source, n_pairs, seed, progress)
+    return _both(source, n_pairs, seed, progress)
