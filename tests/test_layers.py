@@ -28,7 +28,7 @@ import medseg
 PACKAGE = Path(medseg.__file__).resolve().parent
 LAYERS = [
     {"__init__", "errors", "paths", "palette", "progress"},
-    {"config_schema"},
+    {"config_schema", "threads"},
     {"config"},
     {"data", "models", "losses", "metrics"},
     {"artifact", "planning"},

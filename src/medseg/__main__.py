@@ -1,3 +1,4 @@
 from medseg.cli import app
 
-app()
+if __name__ == "__main__":  # not when a spawned child process imports it
+    app()

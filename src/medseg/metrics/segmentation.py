@@ -348,6 +348,27 @@ class SegmentationMetrics:
     def __len__(self) -> int:
         return self._n
 
+    def merge(self, other: SegmentationMetrics) -> None:
+        """Add the images ``other`` has seen after this one's (the same classes and settings), e.g. the
+        shards of a validation set scored by several processes: the raw per-image counts, accuracies and
+        the confusion matrix are joined (counts summed, never means of means), so :meth:`aggregate` gives
+        what one accumulator that saw every image would give."""
+        if (other.class_names, other.mode, other.structure_names) != (self.class_names, self.mode, self.structure_names):
+            raise ValueError("cannot merge metrics of different classes or modes")
+        if other._n == 0:
+            return
+        known = {sp is not None for sp in [*self._spacings, *other._spacings]}
+        if len(known) > 1:
+            raise ValueError("cannot merge metrics with and without spacings (Hausdorff units would mix)")
+        self._counts += other._counts
+        self._hd += other._hd
+        self._pixel_acc += other._pixel_acc
+        self._fg_acc += other._fg_acc
+        self._spacings += other._spacings
+        if self._cm is not None:
+            self._cm = self._cm + other._cm
+        self._n += other._n
+
     # ----------------------------------------------------------------- update
     def update(self, pred: Any, target: Any, spacing: Any = None) -> None:
         """Add a batch. Multi-class: integer label maps ``(B, *spatial)``; multi-label: binary ``(B, C, *spatial)``.

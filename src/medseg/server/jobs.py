@@ -1,8 +1,9 @@
 """The segmentation worker: one thread started with the app, one job at a time, never inside a request.
 
 Why a thread and one job at a time: a U-Net on a CPU already uses every core it is given, so two jobs at
-once would only each run at half speed; ``torch_threads`` leaves a core to the web server so slice
-requests stay fast while a job runs. The queue is the ``results`` table itself, so it survives restarts:
+once would only each run at half speed; ``torch_threads`` (default ``"auto"``: the job's share of the
+cores, :mod:`medseg.threads`, a training beside the server counted) leaves a core to the web server so
+slice requests stay fast while a job runs. The queue is the ``results`` table itself, so it survives restarts:
 
 * a job is claimed atomically (``queued`` → ``running``, ``attempts`` + 1);
 * its files are written into a folder under ``server/tmp`` and renamed into the study's ``results/<id>``
@@ -24,6 +25,7 @@ A multi-label model's result keeps every structure: its probabilities > 0.5 are 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -55,6 +57,7 @@ from medseg.server.storage import (
     study_paths,
 )
 from medseg.server.upload import UploadRefused
+from medseg.threads import compute_share
 
 log = logging.getLogger("medseg.server")
 
@@ -171,7 +174,7 @@ class Worker:
         self._wake.set()
 
     def _loop(self) -> None:
-        if self.settings.torch_threads:
+        if isinstance(self.settings.torch_threads, int) and self.settings.torch_threads:
             import torch
 
             torch.set_num_threads(int(self.settings.torch_threads))
@@ -210,7 +213,8 @@ class Worker:
             if study is None:
                 return  # deleted while queued (its rows went with it)
             work.mkdir(parents=True)
-            summary, n_slices = self._segment(job, study, paths, work)
+            with self._thread_share():
+                summary, n_slices = self._segment(job, study, paths, work)
             summary["seconds"] = round(time.perf_counter() - t0, 3)
             exports.write_summary(summary, work / "result")
             if not self._publish(job, paths, work):
@@ -222,6 +226,13 @@ class Worker:
             self.db.fail(job["id"], self._message(exc, paths))
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _thread_share(self):
+        """``torch_threads: "auto"``: this job's share of the cores (:func:`medseg.threads.compute_share`, one
+        core left to the web requests), counted as a medseg compute process only while it runs."""
+        if self.settings.torch_threads != "auto":
+            return contextlib.nullcontext()
+        return compute_share(reserve=1)
 
     def _message(self, exc: Exception, paths: StudyPaths) -> str:
         known = isinstance(exc, DataValidationError | UploadRefused)  # their message is for the user as it is

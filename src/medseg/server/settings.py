@@ -15,7 +15,6 @@ result stays until its owner deletes it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +26,6 @@ GiB = 2**30
 MiB = 2**20
 
 
-def _default_torch_threads() -> int:
-    """Leave one core to the web server: inference on every core makes slice requests stall."""
-    return max(1, (os.cpu_count() or 2) - 1)
 
 
 @dataclass
@@ -48,7 +44,11 @@ class ServerSettings:
     hdf5_probe_seconds: float = 60.0
     session_hours: float = 12.0
     cookie_secure: bool = False  # True behind HTTPS; off for the default http://127.0.0.1
-    torch_threads: int | None = field(default_factory=_default_torch_threads)
+    # The worker's intra-op threads while it runs a job: "auto" = its share of the cores given to the server
+    # (medseg.threads: the cores divided among the medseg compute processes alive, a training beside it
+    # included; MEDSEG_THREADS overrides) less one core left to the web requests (slice requests stall when
+    # inference takes every core), at least 1; a number fixes it; None leaves PyTorch's default alone.
+    torch_threads: int | str | None = "auto"
     device: str = "auto"
     # Models whose model.json names code outside medseg's registry ("package.module:Class") are refused
     # unless the operator starts the server with --trust-code: a model folder is data, not a program.

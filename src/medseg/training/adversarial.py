@@ -20,6 +20,10 @@ pair; G step through the just-updated D with D's parameters frozen. Both optimiz
 optimizer included), resume, early stopping and history are :class:`Trainer`'s. Besides ``loss`` (the
 segmentation loss, comparable with ``val_loss``) a step reports ``g_loss`` (G's whole objective),
 ``g_adv`` (its LSGAN term), ``d_loss``, and ``d_real``/``d_fake`` (D's mean score on real and fake pairs).
+
+Several processes (torchrun): G and D are each wrapped in DDP. D's step runs through its wrapper (its
+gradients averaged over the ranks); G's step calls the bare D, whose parameters are frozen then — the
+gradient flows through D into G's output only, and G's wrapper averages it.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from torch import nn
 
 from medseg.losses.segmentation import one_hot
 from medseg.artifact import model_kwargs
-from medseg.models import build_model, training_loss
+from medseg.models import build_model
 from medseg.training.trainer import Trainer
 
 
@@ -89,9 +93,10 @@ class AdversarialTrainer(Trainer):
     def train_step(self, batch: dict) -> dict[str, float]:
         image, label = self.to_device(batch)
         disc, opt_d, opt_g = self.discriminator, self.optimizers["disc"], self.optimizers["model"]
+        disc_step = self.wrapped("disc")  # DDP's wrapper when several processes train, else D itself
         with self.autocast():
             # The model's own training loss (all refinement passes of a recurrent model); logits of the last pass.
-            seg, logits = training_loss(self.model, self.loss_fn, image, label)
+            seg, logits = self.model_loss(self.loss_fn, image, label)
         fake = self.segmentation_map(logits)
         real = self.real_map(label, logits.shape[1])
 
@@ -99,8 +104,8 @@ class AdversarialTrainer(Trainer):
         set_requires_grad(disc, True)
         opt_d.zero_grad(set_to_none=True)
         with self.autocast():
-            d_real = disc(image, real)
-            d_fake = disc(image, fake.detach())
+            d_real = disc_step(image, real)
+            d_fake = disc_step(image, fake.detach())
         d_loss = lsgan_d_loss(d_real, d_fake)
         stats = {"d_loss": float(d_loss.detach()), "d_real": float(d_real.detach().float().mean()),
                  "d_fake": float(d_fake.detach().float().mean())}  # read before D's step changes them

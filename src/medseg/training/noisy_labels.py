@@ -26,6 +26,14 @@ the quantity of Fig. 3.4.
 
 The segmentation loss of a step is the model's own (:func:`medseg.models.training_loss`): a recurrent CTV
 model trained with QAM trains every refinement pass, each pass's per-sample losses weighted by Θ.
+
+Several processes (torchrun): Θ is a softmax over the *global* batch, as in one process — each rank's
+scores are gathered autograd-aware (:func:`medseg.training.distributed.gather_with_grad`, what
+``torch.distributed.nn.all_gather`` does: its backward sums the gradient of every rank's loss into each
+rank's scores), the softmax runs over all of them and each rank
+weighs its own samples' losses with its slice. Each rank's loss is scaled by the number of ranks, since
+DDP averages the gradients while the global loss is the sum of the ranks' terms: the step then equals the
+one-process step on the global batch (tested). The logged weights are the global batch's.
 """
 
 from __future__ import annotations
@@ -35,8 +43,8 @@ from torch import nn
 
 from medseg.artifact import model_kwargs
 from medseg.losses.segmentation import one_hot, per_sample_loss
-from medseg.models import training_loss
 from medseg.models.quality_awareness import QualityAwarenessModule, quality_weights
+from medseg.training import distributed
 from medseg.training.trainer import Trainer
 
 
@@ -81,17 +89,26 @@ class NoisyLabelTrainer(Trainer):
         opt_qam.zero_grad(set_to_none=True)
         with self.autocast():
             # L_i: the model's own training loss per sample (every pass of a recurrent model, weighted by pass)
-            losses, _ = training_loss(self.model, lambda lg, y: per_sample_loss(self.loss_fn, lg, y), image, label)
-            scores = self.qam(image, self.label_map(label))  # AbS, Eq. 3-1
-        weights = quality_weights(scores, self.ocm_lambda)  # Θ, Eq. 3-2/3-3
-        loss = (weights * losses).sum()  # Eq. 3-2: one loss for both networks
+            losses, _ = self.model_loss(lambda lg, y: per_sample_loss(self.loss_fn, lg, y), image, label)
+            scores = self.wrapped("qam")(image, self.label_map(label))  # AbS, Eq. 3-1
+        index = batch.get("index")
+        index = torch.as_tensor(index) if index is not None else torch.full((len(losses),), -1)
+        if self.dist.active:  # Θ over the global batch: every rank's scores, gradients kept
+            world, rank, b = self.dist.world_size, self.dist.rank, len(losses)
+            all_weights = quality_weights(distributed.gather_with_grad(scores.float().flatten()), self.ocm_lambda)
+            weights = all_weights[rank * b:(rank + 1) * b]
+            loss = world * (weights * losses).sum()  # DDP averages over ranks: × world gives the global sum
+            log_w = all_weights.detach()
+            log_i = torch.tensor(sum(distributed.all_gather_objects(index.tolist()), []), dtype=torch.long)
+        else:
+            weights = quality_weights(scores, self.ocm_lambda)  # Θ, Eq. 3-2/3-3
+            loss = (weights * losses).sum()  # Eq. 3-2: one loss for both networks
+            log_w, log_i = weights.detach(), index
         self.scaler.scale(loss).backward()
         self.scaler.step(opt_seg)
         self.scaler.step(opt_qam)
         self.scaler.update()
-        index = batch.get("index")
-        index = torch.as_tensor(index) if index is not None else torch.full((len(weights),), -1)
-        self._weight_log.append((weights.detach().cpu(), index.cpu()))
+        self._weight_log.append((log_w.cpu(), log_i.cpu()))
         return {"loss": float(losses.detach().mean()), "weighted_loss": float(loss.detach())}
 
     def train_epoch(self, epoch: int) -> dict[str, float]:

@@ -21,6 +21,14 @@ Beyond the papers (issue 12, training on one's own data):
 * **No validation set** (no validation indices, e.g. ``splits.val_fraction: 0``): nothing is validated; the
   plateau schedule and early stopping follow the training loss, the model is saved after every epoch and the
   last one is the model kept (said once when training starts).
+
+Several processes (issue 15, ``torchrun`` / ``medseg train --nproc N``; :mod:`medseg.training.distributed`):
+the networks that train are wrapped in DistributedDataParallel (the model through its ``training_loss``
+hook, so a recurrent model's passes and deep supervision train as in one process), each rank takes its
+slice of every global batch (``train.batch_size``), validation is sharded and its raw counts gathered
+(:meth:`SegmentationMetrics.merge`), the epoch's history row — and with it every decision: best model,
+learning-rate step, early stop, time limit — is rank 0's, broadcast, and only rank 0 writes files, from the
+unwrapped network (the same safetensors keys as one process). With one process none of this runs.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
 from medseg.artifact import (
@@ -55,6 +63,8 @@ from medseg.losses import build_loss
 from medseg.metrics import SegmentationMetrics
 from medseg.models import build_model, training_loss
 from medseg.progress import Progress
+from medseg.threads import refresh_threads
+from medseg.training import distributed
 from medseg.training.checkpoint import load_training_state, save_training_state
 from medseg.training.early_stopping import EarlyStopping
 
@@ -113,20 +123,26 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.data = data
         self.fold = fold
-        self.progress = progress
         tr = cfg["train"]
-        self.device = resolve_device(tr["device"])
+        self.dist = distributed.info()  # rank 0 of 1 unless torchrun started this process as one of several
+        self.progress = progress and self.dist.is_main  # bars and lines on rank 0 only
+        self.device = distributed.rank_device(resolve_device(tr["device"]))
         self.mode = cfg["task"]["mode"]
         self.class_names = list(cfg["task"]["class_names"])
+        # the same seed on every rank: identical initial weights (DDP broadcasts rank 0's besides)
         seed_everything(int(tr["seed"]) + fold, bool(tr["deterministic"]))
 
         self.model = self.build_model().to(self.device)
+        if self.dist.active and bool(tr["distributed"]["sync_batchnorm"]):
+            self.model = self.sync_batchnorm(self.model)
         self.channels_last = bool(tr["channels_last"]) and self.device.type == "cuda" and cfg["task"]["spatial_dims"] == 2
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg["loss"], self.mode).to(self.device)
         self.optimizers = self.build_optimizers()
         self.optimizer = self.optimizers["model"]
+        self.per_rank_batch = distributed.per_rank_batch(int(tr["batch_size"]), self.dist.world_size)
+        self._ddp: dict[str, nn.Module] | None = self.wrap_distributed() if self.dist.active else None
 
         # Validation (and model selection) like inference: MONAI sliding windows when `evaluate.sliding_window`
         # names a roi — 2D [H, W] or 3D [D, H, W] —, so images larger than the training patches (or the device
@@ -189,6 +205,40 @@ class Trainer:
         """Further networks trained alongside (a discriminator, a quality-awareness module)."""
         return {}
 
+    # -- several processes (torchrun) ----------------------------------------------------------------------
+    def sync_batchnorm(self, module: nn.Module) -> nn.Module:
+        """``train.distributed.sync_batchnorm``: BatchNorm over the global batch (PyTorch has it on CUDA only)."""
+        if self.device.type != "cuda":
+            raise ConfigError("train.distributed.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm runs on GPUs "
+                              "only); on the CPU each rank normalises its own share of the batch: set it to false")
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+    def wrap_distributed(self) -> dict[str, nn.Module]:
+        """DDP wrappers of the model (around its training-loss hook) and of every extra network; the networks
+        themselves stay ``self.model`` etc., which validation, checkpoints and the saved model use."""
+        opts = self.cfg["train"]["distributed"]
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        kw = {"device_ids": ids, "find_unused_parameters": bool(opts["find_unused_parameters"])}
+        out: dict[str, nn.Module] = {"model": nn.parallel.DistributedDataParallel(_TrainingLoss(self.model), **kw)}
+        sync = bool(opts["sync_batchnorm"])
+        for name, module in self.extra_modules().items():
+            if sync:  # the same parameter objects, so the optimizers built already still hold them
+                module = self.sync_batchnorm(module)
+                setattr(self, _extra_attr(self, name), module)
+            out[name] = nn.parallel.DistributedDataParallel(module, **kw)
+        return out
+
+    def model_loss(self, loss_fn, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, logits)`` of the model's training-loss hook; through DDP (gradients averaged over the
+        ranks) when several processes train."""
+        if self._ddp is None:
+            return training_loss(self.model, loss_fn, image, label)
+        return self._ddp["model"](image, label, loss_fn)
+
+    def wrapped(self, name: str) -> nn.Module:
+        """Extra network ``name`` as a training step calls it: its DDP wrapper, or itself in one process."""
+        return self._ddp[name] if self._ddp is not None else self.extra_modules()[name]
+
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
@@ -205,7 +255,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
             # The model's own training loss (every refinement pass of a recurrent CTV model, §2.2).
-            loss, _ = training_loss(self.model, self.loss_fn, image, label)
+            loss, _ = self.model_loss(self.loss_fn, image, label)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -229,6 +279,11 @@ class Trainer:
         batch = int(tr["batch_size"]) if shuffle else max(int(tr["batch_size"]), int(self.cfg["evaluate"]["batch_size"]))
         if not shuffle and self.data.boxes is not None:
             batch = 1  # images of different sizes: validated one by one, each at its own size
+        if shuffle and self.dist.active:  # this rank's slice of each of the one-process run's batches
+            sampler = distributed.RankShard(RandomSampler(dataset, generator=gen), self.dist.rank,
+                                            self.dist.world_size, self.per_rank_batch)
+            return DataLoader(dataset, batch_size=self.per_rank_batch, sampler=sampler, generator=gen,
+                              num_workers=int(tr["num_workers"]), pin_memory=self.device.type == "cuda", drop_last=False)
         return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=gen, num_workers=int(tr["num_workers"]),
                           pin_memory=self.device.type == "cuda", drop_last=False)
 
@@ -242,9 +297,11 @@ class Trainer:
         n = 0
         bar = Progress(loader, total=total, desc=f"fold {self.fold} epoch {epoch + 1}", leave=False,
                        disable=not self.progress)
+        timed = getattr(self, "deadline", None) is not None
         for i, batch in enumerate(bar):
-            if i >= total or self.out_of_time():
+            if i >= total or (distributed.any_rank(self.out_of_time()) if timed else False):
                 break
+            refresh_threads()  # this process's share of the cores, as other medseg jobs come and go
             out = self.train_step(batch)
             if not math.isfinite(out["loss"]):
                 raise FloatingPointError(f"training loss became {out['loss']} at epoch {epoch + 1}, batch {i}")
@@ -253,15 +310,20 @@ class Trainer:
             n += 1
             bar.set_postfix(loss=f"{sums['loss'] / n:.4f}")
         self.epoch_steps = n
-        return {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
+        return distributed.mean_over_ranks({f"train_{k}": v / max(n, 1) for k, v in sums.items()})
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
         self.model.eval()
         metrics = SegmentationMetrics.from_task(self.cfg["task"], hausdorff=False)  # scores all but task.background
         limit = self.cfg["train"]["val_max_batches"]
+        val_set = self.val_set
+        if self.dist.active:  # this rank's share of the images the one-process run validates
+            loader = self.loader(val_set, shuffle=False)
+            n = min(len(val_set), int(limit) * loader.batch_size) if limit else len(val_set)
+            val_set, limit = Subset(val_set, distributed.shard(list(range(n)), self.dist.rank, self.dist.world_size)), None
         loss_sum, count = 0.0, 0
-        for i, batch in enumerate(self.loader(self.val_set, shuffle=False)):
+        for i, batch in enumerate(self.loader(val_set, shuffle=False)):
             if limit and i >= int(limit):
                 break
             image, label = self.to_device(batch)
@@ -270,6 +332,12 @@ class Trainer:
             loss_sum += float(self.loss_fn(logits, label)) * len(image)
             count += len(image)
             metrics.update(self.predict_labels(logits).cpu(), label.cpu())
+        if self.dist.active:  # every rank's raw counts, joined in rank order = the images in one-process order
+            parts = distributed.all_gather_objects((metrics, loss_sum, count))
+            metrics = parts[0][0]
+            for other, _, _ in parts[1:]:
+                metrics.merge(other)
+            loss_sum, count = sum(p[1] for p in parts), sum(p[2] for p in parts)
         agg = metrics.aggregate()
         row = {"val_loss": loss_sum / max(count, 1)}
         for name, vals in agg["per_class"].items():
@@ -284,6 +352,11 @@ class Trainer:
 
     def resume(self) -> bool:
         state = load_training_state(self.run_dir, self.model, self.optimizers, self.extra_modules())
+        found = distributed.all_gather_objects(None if state is None else int(state.get("epoch", -1)))
+        if len(set(found)) > 1:
+            raise DataValidationError(self.run_dir, f"the processes found different training states here (epoch "
+                                      f"per rank: {found}); every rank must see the same run folder — on several "
+                                      "machines put output.root on a shared filesystem — or start over with --restart")
         if state is None:
             return False
         try:
@@ -297,12 +370,16 @@ class Trainer:
         return True
 
     def save_state(self, epoch: int, finished: bool = False) -> None:
+        if not self.dist.is_main:
+            return
         save_training_state(self.run_dir, self.model, self.optimizers,
                             {"epoch": epoch, "fold": self.fold, "finished": finished,
                              "scheduler": self.scheduler.state_dict(), "early_stopping": self.early.state_dict(),
                              "history": self.history}, self.extra_modules())
 
     def write_history(self) -> None:
+        if not self.dist.is_main:
+            return
         dump_json(self.history, self.run_dir / "history.json")
         if not self.history:
             return
@@ -321,19 +398,23 @@ class Trainer:
         return "train_loss" if not self.has_validation and monitor.startswith("val_") else monitor
 
     def fit(self, *, restart: bool = False) -> dict:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir / "config.yaml")
+        main = self.dist.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
         epochs = self.epochs
         if not restart and self.resume():
             if self.early.should_stop or self.start_epoch >= epochs:
-                tqdm.write(f"fold {self.fold}: already finished ({self.run_dir}); pass --restart to train again")
+                if main:
+                    tqdm.write(f"fold {self.fold}: already finished ({self.run_dir}); pass --restart to train again")
                 return self.summary()
-            tqdm.write(f"fold {self.fold}: resuming after epoch {self.start_epoch} from {self.run_dir}")
+            if main:
+                tqdm.write(f"fold {self.fold}: resuming after epoch {self.start_epoch} from {self.run_dir}")
         if self.iterations is not None and self.progress:
             tqdm.write(f"fold {self.fold}: train.iterations {self.iterations} = {epochs} epoch(s) of up to "
                        f"{self.steps_per_epoch} step(s), the last one cut at the budget")
         monitor = self.monitor_key()
-        if not self.has_validation:
+        if not self.has_validation and main:
             tqdm.write(f"fold {self.fold}: no validation set: nothing is validated, the learning-rate schedule and "
                        f"early stopping follow {monitor}, and the model is saved after every epoch — the last one "
                        "is the model kept")
@@ -341,7 +422,8 @@ class Trainer:
         limit = self.cfg["train"].get("time_limit_minutes")
         self.deadline = None if limit is None else time.perf_counter() + 60.0 * float(limit)
         for epoch in range(self.start_epoch, epochs):
-            seed_everything(int(self.cfg["train"]["seed"]) * 1000 + self.fold * 100 + epoch)
+            # each rank its own random stream (augmentation); rank 0's is the one-process run's
+            seed_everything(int(self.cfg["train"]["seed"]) * 1000 + self.fold * 100 + epoch + 1_000_003 * self.dist.rank)
             t0 = time.perf_counter()
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
             self.epoch_steps = 0
@@ -351,19 +433,20 @@ class Trainer:
             previous = self.history[-1].get("steps", epoch * self.steps_per_epoch) if self.history else 0
             row["steps"] = int(previous) + int(self.epoch_steps)
             row["time_s"] = round(time.perf_counter() - t0, 3)
+            # several processes: rank 0's row (and time limit) decide for all, so the ranks never diverge
+            row, timed_out = distributed.broadcast_object((row, self.out_of_time()))
             improved = self.early.step(row[monitor], epoch + 1)
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(row["val_loss" if self.has_validation else "train_loss"])
             else:
                 self.scheduler.step()
             self.history.append(row)
-            if self.has_validation and improved:
+            if main and self.has_validation and improved:  # rank 0 alone writes, from the unwrapped network
                 save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
                                                                   best_val_loss=row["val_loss"]))
-            elif not self.has_validation:  # nothing to select by: the latest weights are the model
+            elif main and not self.has_validation:  # nothing to select by: the latest weights are the model
                 save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
                                                                   selected="last epoch (no validation set)"))
-            timed_out = self.out_of_time()
             stop = self.early.should_stop or epoch + 1 == epochs or timed_out
             self.save_state(epoch, finished=stop)
             self.write_history()
@@ -373,12 +456,14 @@ class Trainer:
                 tqdm.write(f"fold {self.fold} epoch {epoch + 1}/{epochs}  step {row['steps']}  train {row['train_loss']:.4f}  "
                            f"{scores}  lr {row['lr']:.1e}  {row['time_s']:.1f}s{'  *best' if improved and self.has_validation else ''}")
             if self.early.should_stop:
-                tqdm.write(f"fold {self.fold}: early stop after epoch {epoch + 1} (best {self.early.best_epoch})")
+                if main:
+                    tqdm.write(f"fold {self.fold}: early stop after epoch {epoch + 1} (best {self.early.best_epoch})")
                 break
             if timed_out:
                 self.stopped_by_time = True
-                tqdm.write(f"fold {self.fold}: train.time_limit_minutes ({limit}) reached after epoch {epoch + 1}, "
-                           f"step {row['steps']}")
+                if main:
+                    tqdm.write(f"fold {self.fold}: train.time_limit_minutes ({limit}) reached after epoch {epoch + 1}, "
+                               f"step {row['steps']}")
                 break
         return self.summary()
 
@@ -402,5 +487,27 @@ class Trainer:
                "steps": int(self.history[-1].get("steps", 0)) if self.history else 0,
                "selected": "best validation" if self.has_validation else "last epoch (no validation set)",
                "stopped_by_time_limit": bool(getattr(self, "stopped_by_time", False))}
-        dump_json(out, self.run_dir / "summary.json")
+        if self.dist.is_main:
+            dump_json(out, self.run_dir / "summary.json")
         return out
+
+
+class _TrainingLoss(nn.Module):
+    """The model's training-loss hook as a module's forward, so DDP sees the whole step (every refinement pass,
+    the deep-supervision heads) as one forward; its ``model`` is the network itself (saved keys unchanged)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, label: torch.Tensor, loss_fn):
+        return training_loss(self.model, loss_fn, image, label)
+
+
+def _extra_attr(trainer: Trainer, name: str) -> str:
+    """The attribute holding extra network ``name`` (``disc`` → ``discriminator``, ``qam`` → ``qam``)."""
+    module = trainer.extra_modules()[name]
+    for attr, value in vars(trainer).items():
+        if value is module:
+            return attr
+    raise AttributeError(f"extra network {name!r} is not an attribute of {type(trainer).__name__}")
