@@ -772,13 +772,28 @@ def train(
     restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an interrupted run."),
     classes: Optional[str] = ClassesOpt,
     budget_gb: Optional[float] = BudgetOpt,
+    nproc: int = typer.Option(1, "--nproc", metavar="N", help="Train with N processes on this machine "
+                              "(DistributedDataParallel via torchrun: one per GPU, or N CPU processes sharing the "
+                              "cores); train.batch_size stays the global batch."),
 ):
     """Train one fold. An interrupted run resumes from its last epoch. Given DATA instead of a config, plans
-    one first (as medseg plan) and keeps plan.yaml and plan.json in the run folder."""
+    one first (as medseg plan) and keeps plan.yaml and plan.json in the run folder. Several processes:
+    --nproc N, or torchrun --nproc-per-node N -m medseg train CONFIG (multi-node: torchrun's rendezvous flags)."""
+    from medseg.threads import configure_threads
+    from medseg.training import distributed
     from medseg.training.run import train_fold
 
     cfg = _config_or_plan(config, data, name, epochs, sets, device, classes, budget_gb)
-    summary = train_fold(cfg, fold, restart=restart)
+    if nproc > 1 and not distributed.env_info().active:
+        _launch_ranks(cfg, fold, restart, nproc)
+        return
+    configure_threads()
+    try:
+        summary = train_fold(cfg, fold, restart=restart)
+    finally:
+        distributed.cleanup()
+    if not distributed.env_info().is_main:
+        return
     best, primary = summary["best_val"], cfg["task"]["primary_metric"]
     iou = best.get(f"val_iou/{primary}")
     if "val_loss" in best:
@@ -787,6 +802,25 @@ def train(
     else:  # no validation set: the last epoch's model is the one kept
         result = f"{summary['epochs_run']} epochs, no validation set: the last model is kept"
     console.print(f"fold {summary['fold']}: {result}; model and history in {summary['run_dir']}")
+
+
+def _launch_ranks(cfg: dict, fold: int, restart: bool, nproc: int) -> None:
+    """``train --nproc N``: torchrun with N processes on this machine, each training this config (handed over
+    as the resolved YAML); a failed rank makes the command fail with torchrun's exit code named."""
+    import tempfile
+
+    from medseg.config import save_config
+    from medseg.training import distributed
+
+    with tempfile.TemporaryDirectory(prefix="medseg-ddp-") as tmp:
+        path = Path(tmp) / "config.yaml"
+        save_config(cfg, path)
+        args = ["train", str(path), "--fold", str(fold)] + (["--restart"] if restart else [])
+        console.print(f"launching {nproc} processes: {' '.join(distributed.launch_command(nproc, args))}")
+        code = distributed.launch(nproc, args)
+    if code:
+        _fail(f"distributed training with {nproc} processes failed (torchrun exit code {code}; the failing rank's "
+              "error is above); run the same command again to resume from the last saved epoch")
 
 
 @app.command()
@@ -804,17 +838,33 @@ def cv(
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips, 90° rotations) in the evaluation."),
     classes: Optional[str] = ClassesOpt,
     budget_gb: Optional[float] = BudgetOpt,
+    parallel: int = typer.Option(1, "--parallel", metavar="K", help="Train K folds at once, each in its own process "
+                                 "(one GPU each when there are GPUs; on the CPU the cores are shared among them)."),
 ):
     """Cross-validation: train every fold, then evaluate them on the held-out test set. Given DATA instead of a
     config, plans one first (as medseg plan) and keeps plan.yaml and plan.json in the run folder."""
     from medseg.evaluation.evaluate import evaluate_run
     from medseg.data.runs import run_dir_for
-    from medseg.training.run import cross_validate
+    from medseg.threads import configure_threads
+    from medseg.training import distributed
+    from medseg.training.run import cross_validate, cross_validate_parallel
 
     cfg = _config_or_plan(config, data, name, epochs, sets, device, classes, budget_gb)
     fold_list = _int_list(folds, "--folds")
-    cross_validate(cfg, folds=fold_list, restart=restart)
-    if evaluate:  # the folds were just trained from the user's own config: its code is trusted
+    if parallel < 1:
+        raise typer.BadParameter(f"--parallel takes K >= 1 folds at once, got {parallel}")
+    if parallel > 1 and distributed.env_info().active:
+        raise typer.BadParameter("--parallel starts processes of its own: not under torchrun")
+    try:
+        if parallel > 1:  # the children take their shares; this process only waits (not counted) until they end
+            cross_validate_parallel(cfg, folds=fold_list, parallel=parallel, restart=restart)
+            configure_threads()
+        else:
+            configure_threads()
+            cross_validate(cfg, folds=fold_list, restart=restart)
+    finally:
+        distributed.cleanup()
+    if evaluate and distributed.env_info().is_main:  # the folds were just trained from the user's own config: its code is trusted
         report = evaluate_run(run_dir_for(cfg), tta=tta, folds=fold_list, device=cfg["train"]["device"], trust_code=True)
         console.print(f"report: {report}")
         _print_competition(report)
@@ -904,6 +954,11 @@ def predict(
     device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
     trust_code: bool = TrustCodeOpt,
     allow_gaps: bool = AllowGapsOpt,
+    pair_model: Optional[Path] = typer.Option(None, "--pair-model", metavar="PAIR_RUN", help="Whole metaphases: a "
+                                              "4-class pair model (background, chromosome A, B, overlap) that splits "
+                                              "each crossing of two chromosomes; MODEL must then segment background / "
+                                              "chromosome / overlap. Writes OUT/IMAGE-NAME/ with every chromosome's mask "
+                                              "and cut-out, instances.json and an instance figure."),
 ):
     """Segment your own images (label map, overlay, each whole chromosome as mask and cut-out) or CT volumes
     (label in the input's format and geometry + per-class volumes in ml); or, with --format submission, write a
@@ -935,9 +990,65 @@ def predict(
             console.print(f"{path} → {summary['label_file']}  "
                           + ", ".join(f"{k}: {v} ml" for k, v in summary["volume_ml"].items()))
         return
+    from medseg.inference.instances import is_metaphase_model
+
+    if pair_model is not None or is_metaphase_model(predictor.meta):  # whole metaphases → chromosome instances
+        _predict_metaphases(predictor, model, pair_model, images, out, device=device, tta=tta, trust_code=trust_code)
+        return
     for path in images:
         summary = predict_image_file(predictor, path, out)
         console.print(f"{path} → {out}  " + ", ".join(f"{k}: {v} px" for k, v in summary["classes"].items()))
+
+
+def _predict_metaphases(predictor, model: Path, pair_model: Optional[Path], images: List[Path], out: Path, *,
+                        device: str, tta: Optional[bool], trust_code: bool) -> None:
+    from medseg.errors import DataValidationError
+    from medseg.inference.instances import FALLBACKS, check_pair_model, is_metaphase_model, predict_metaphase_file
+    from medseg.inference.predictor import Predictor
+
+    if not is_metaphase_model(predictor.meta):
+        raise DataValidationError(model, "--pair-model needs a model of background / chromosome / overlap "
+                                         f"(configs/mfish/metaphase_unet.yaml); this one segments "
+                                         f"{', '.join(map(str, predictor.class_names))}")
+    pair = None
+    if pair_model is not None:
+        pair = Predictor.from_path(pair_model, device=device, tta=tta, trust_code=trust_code)
+        check_pair_model(pair.meta, pair_model)
+    for path in images:
+        s = predict_metaphase_file(predictor, pair, path, out)
+        c = s["counts"]
+        console.print(f"{path} → {s['out']}  {s['n_instances']} chromosomes: {c['whole']} alone, {c['pair_model']} "
+                      f"crossings split by the pair model, {sum(c[k] for k in FALLBACKS)} clusters kept whole ("
+                      + ", ".join(f"{k} {c[k]}" for k in FALLBACKS) + ")")
+
+
+@app.command("evaluate-metaphases")
+def evaluate_metaphases_cmd(
+    model: Path = typer.Argument(..., help="Semantic run (background / chromosome / overlap), e.g. "
+                                 "runs/mfish_metaphase_unet."),
+    data: Path = typer.Option(..., "--data", metavar="DIR", help="The M-FISH folder (../shared/data/mfish)."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Report folder: metrics.json, report.md, figures."),
+    pair_model: Optional[Path] = typer.Option(None, "--pair-model", metavar="PAIR_RUN", help="4-class pair model "
+                                              "that splits crossings (without it, crossings stay whole)."),
+    slides: str = typer.Option("test", "--slides", metavar="SLIDES", help="test (default): the held-out slides of "
+                               "`medseg data mfish-pairs` (never seen by a model trained on its split); all; or "
+                               "slide ids, e.g. A20,P09."),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="Only the first N metaphases (quick look)."),
+    device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
+    trust_code: bool = TrustCodeOpt,
+):
+    """Chromosome instances on whole M-FISH metaphases against their label maps: instance precision / recall / F1 at
+    IoU >= 0.5, splits, merges, overlap IoU, per metaphase and pooled."""
+    from medseg.evaluation.instances import evaluate_metaphases
+
+    m = evaluate_metaphases(model, data, out, pair_model=pair_model, slides=slides, limit=limit, device=device,
+                            trust_code=trust_code)
+    p = m["pooled"]
+    console.print(f"{m['n_metaphases']} metaphases of {', '.join(m['slides'])}: precision {100 * p['precision']:.1f} %, "
+                  f"recall {100 * p['recall']:.1f} %, F1 {100 * p['f1']:.1f} % ({p['tp']} of {p['n_true']} chromosomes "
+                  f"at IoU >= 0.5), {p['split']} splits, {p['merge']} merges, overlap IoU "
+                  + (f"{100 * p['overlap_iou']:.1f} %" if p['overlap_iou'] == p['overlap_iou'] else "–")
+                  + f"; report: {out / 'report.md'}")
 
 
 @app.command()

@@ -450,6 +450,52 @@ def _cut(img: np.ndarray, mask: np.ndarray, margin: int) -> tuple[np.ndarray, np
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
+#: Shape filter of :func:`crops_from_metaphase` when no label map tells chromosomes from the rest. An interphase
+#: nucleus in a metaphase spread is a large, compact, round blob; a chromosome is small and elongated. On the
+#: 133 labelled M-FISH metaphases a single chromosome has at most 1,864 px (median ≈ 400, 99th percentile
+#: ≈ 1,240), while the nuclei of A0101XYD.tif have 2,670–7,141 px, solidity ≈ 1.0 and axis ratio ≈ 0.9. So an
+#: object is taken for a nucleus when it is larger than any chromosome (NUCLEUS_MIN_AREA, ×1.3 the largest) AND
+#: compact (solidity = area / convex-hull area ≥ NUCLEUS_MIN_SOLIDITY) AND round (minor / major axis of its
+#: pixel covariance ≥ NUCLEUS_MIN_AXIS_RATIO); a large but ragged or elongated object (touching chromosomes) is
+#: left to ``max_area``. Areas are at the M-FISH scale (about 0.1 µm a pixel); ``crop_scale`` does not change them.
+NUCLEUS_MIN_AREA = 2_400
+NUCLEUS_MIN_SOLIDITY = 0.85
+NUCLEUS_MIN_AXIS_RATIO = 0.6
+#: With a label map: an object is a chromosome when at least this share of its pixels is labelled (1–24 or 255).
+LABELLED_MIN_SHARE = 0.5
+
+
+def is_nucleus_like(mask: np.ndarray) -> bool:
+    """Whether one object (a boolean mask) is shaped like an interphase nucleus rather than a chromosome: large,
+    compact and round (the thresholds and why: :data:`NUCLEUS_MIN_AREA` and the lines above it)."""
+    area = int(mask.sum())
+    if area < NUCLEUS_MIN_AREA:
+        return False
+    from scipy.spatial import ConvexHull
+
+    pts = np.argwhere(mask).astype(np.float64)
+    try:
+        hull = float(ConvexHull(pts).volume)  # in 2-D, .volume is the area
+    except Exception:  # noqa: BLE001 - a degenerate (collinear) object is a line, not a nucleus
+        return False
+    solidity = area / max(hull, 1.0)
+    eig = np.linalg.eigvalsh(np.cov(pts.T))
+    axis_ratio = float(np.sqrt(max(eig[0], 0.0) / max(eig[1], 1e-9)))
+    return solidity >= NUCLEUS_MIN_SOLIDITY and axis_ratio >= NUCLEUS_MIN_AXIS_RATIO
+
+
+def label_map_beside(path: str | Path) -> Path | None:
+    """The M-FISH karyotype label map of a DAPI image, when it lies beside it (``<id>D.tif`` → ``<id>K.tif``)."""
+    path = Path(path)
+    if path.stem[-1:].upper() != "D":
+        return None
+    for suffix in (path.suffix, ".tif", ".tiff"):
+        for k in ("K", "k"):
+            candidate = path.with_name(f"{path.stem[:-1]}{k}{suffix}")
+            if candidate.is_file():
+                return candidate
+    return None
+
 
 def crops_from_folder(
     folder: str | Path,
@@ -509,8 +555,16 @@ def crops_from_metaphase(
     threshold: float | None = None,
     scale: float = 1.0,
     margin: int = 2,
+    label_map: np.ndarray | None = None,
+    stats: dict | None = None,
 ) -> list[ChromosomeCrop]:
     """Segment a whole metaphase image into one crop per chromosome.
+
+    Chromosomes are kept apart from interphase nuclei and debris by the label map where there is one and by shape
+    where there is none: with ``label_map`` (same shape; > 0 where an expert labelled a chromosome or overlap, as
+    the M-FISH karyotypes) an object is kept only when at least :data:`LABELLED_MIN_SHARE` of its pixels are
+    labelled; without one, objects shaped like a nucleus (:func:`is_nucleus_like`) are dropped. ``stats`` (a
+    dict), when given, receives the counts ``dropped_unlabelled`` / ``dropped_nucleus_like``.
 
     ``image``: an array (2-D grey or RGB, any numeric type) or an image file. The image is brought to
     8-bit (non-8-bit stretched min..max) and bright-on-dark (inverted if the border is bright), thresholded
@@ -536,6 +590,10 @@ def crops_from_metaphase(
         raise DataValidationError(path, "no object found: the image is uniform")
     lab, n = ndimage.label(fg, structure=_EIGHT)
     crops = []
+    counts = stats if stats is not None else {}
+    counts.update(dropped_unlabelled=0, dropped_nucleus_like=0)
+    if label_map is not None and np.shape(label_map) != lab.shape:
+        raise DataValidationError(path, f"label map {np.shape(label_map)} and image {lab.shape} differ in shape")
     if n == 0:
         return crops
     border_labels = np.unique(np.concatenate([lab[0, :], lab[-1, :], lab[:, 0], lab[:, -1]]))
@@ -544,6 +602,14 @@ def crops_from_metaphase(
         if sl is None or k in border_labels:
             continue
         if sizes[k] < min_area or (max_area is not None and sizes[k] > max_area):
+            continue
+        obj = lab[sl] == k
+        if label_map is not None:
+            if (np.asarray(label_map)[sl][obj] > 0).mean() < LABELLED_MIN_SHARE:
+                counts["dropped_unlabelled"] += 1
+                continue
+        elif is_nucleus_like(obj):
+            counts["dropped_nucleus_like"] += 1
             continue
         y0, y1 = max(sl[0].start - margin, 0), min(sl[0].stop + margin, img.shape[0])
         x0, x1 = max(sl[1].start - margin, 0), min(sl[1].stop + margin, img.shape[1])
@@ -952,8 +1018,16 @@ def run_synth(
         crops = crops_from_folder(crops_dir, scale=crop_scale)
         source = {"kind": "folder", "path": str(Path(crops_dir).resolve()), "crop_scale": crop_scale}
     elif metaphase is not None:
-        crops = crops_from_metaphase(metaphase, scale=crop_scale)
-        source = {"kind": "metaphase", "path": str(Path(metaphase).resolve()), "crop_scale": crop_scale}
+        beside = label_map_beside(metaphase)
+        karyo = None
+        if beside is not None:
+            from medseg.data.mfish import _read_tif
+
+            karyo = _read_tif(beside)
+        kept: dict = {}
+        crops = crops_from_metaphase(metaphase, scale=crop_scale, label_map=karyo, stats=kept)
+        source = {"kind": "metaphase", "path": str(Path(metaphase).resolve()), "crop_scale": crop_scale,
+                  "kept_by": f"label map {beside.name}" if beside is not None else "shape (nuclei dropped)", **kept}
         if len(crops) < 2:
             raise DataValidationError(metaphase, f"found {len(crops)} chromosome(s); at least two are needed")
     else:

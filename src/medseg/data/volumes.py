@@ -219,6 +219,10 @@ def load_any_data(cfg: dict, progress: bool = True) -> SegmentationData:
     """The dataset a whole config asks for: volumes for ``task.spatial_dims: 3``, else 2D images."""
     if int(cfg["task"].get("spatial_dims", 2)) == 3:
         return load_volume_data(cfg, progress)
+    from medseg.data.mfish_metaphase import is_mfish_config, load_mfish_metaphases
+
+    if is_mfish_config(cfg["data"]):  # whole M-FISH metaphases: background / chromosome / overlap, by slide
+        return load_mfish_metaphases(cfg, progress)
     from medseg.data.uwgi_dataset import is_uwgi_config, load_uwgi_data
 
     if is_uwgi_config(cfg["data"]):  # the UW-Madison GI folder (or synth:gi)

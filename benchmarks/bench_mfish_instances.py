@@ -1,0 +1,154 @@
+"""Whole M-FISH metaphases → chromosome instances on the CPU, REAL data (issue 14, part 5).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_mfish_instances.py [--steps 300] [--pair-model RUN | --pair-steps 300]
+        [--work /tmp/bench_mfish_instances] [--out benchmarks/results/mfish_instances_cpu.json]
+
+1. Semantic model (background / chromosome / overlap): ``medseg train configs/mfish/metaphase_unet.yaml`` for
+   ``--steps`` optimizer steps (the config's CPU-sized U-Net, 256² patches, sliding-window validation), split by
+   slide with the held-out slides of ``medseg data mfish-pairs``.
+2. Pair model (0 bg, 1 A, 2 B, 3 overlap): ``--pair-model RUN``, or else ``medseg data mfish-pairs`` into the work
+   folder and ``medseg train configs/chromosomes/demo.yaml --data pairs.h5`` (fold 0 of the pairs' split by
+   slide: it never sees the held-out slides) for ``--pair-steps`` steps. The two trainings run side by side (two
+   processes of one thread each).
+3. ``medseg evaluate-metaphases`` on the held-out slides, with the pair model and without it (crossings kept
+   whole), and ``medseg predict`` on one held-out metaphase.
+
+Torch runs on one thread (other jobs share the machine). Writes one JSON: device, date, command, data (REAL), the
+training steps and times, the pooled and per-metaphase numbers. Derived files stay in ``--work`` with the set's
+licence notice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MFISH = ROOT.parent / "shared" / "data" / "mfish"
+
+
+def run(cmd: list[str], log: Path, env: dict) -> float:
+    t0 = time.perf_counter()
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(map(str, cmd))}\n")
+        f.flush()
+        subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
+    return round(time.perf_counter() - t0, 1)
+
+
+def start(cmd: list[str], log: Path, env: dict) -> tuple[subprocess.Popen, float, object]:
+    """Like :func:`run`, without waiting (the two trainings run side by side, one thread each)."""
+    f = log.open("a")
+    f.write(f"$ {' '.join(map(str, cmd))}  (in the background)\n")
+    f.flush()
+    return subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT), \
+        time.perf_counter(), f
+
+
+def wait(job) -> float:
+    proc, t0, f = job
+    if proc.wait() != 0:
+        raise SystemExit(f"{' '.join(map(str, proc.args))} failed (exit {proc.returncode}); see the log")
+    f.close()
+    return round(time.perf_counter() - t0, 1)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=300, help="semantic model: optimizer steps")
+    ap.add_argument("--pair-model", type=Path, default=None, help="a trained 4-class pair run (else one is trained)")
+    ap.add_argument("--pair-steps", type=int, default=300, help="pair model: optimizer steps when it is trained here")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/bench_mfish_instances"))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mfish_instances_cpu.json")
+    args = ap.parse_args(argv)
+    if not MFISH.is_dir():
+        raise SystemExit(f"the real M-FISH set is not here ({MFISH}); this benchmark needs it")
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "log.txt"
+    import shutil
+
+    shutil.copyfile(MFISH / "README.TXT", work / "README.TXT")  # the set's licence notice, with every derived file
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MEDSEG_HOME=str(work / "home"))
+    medseg = [sys.executable, "-m", "medseg"]
+    runs = work / "runs"
+    times: dict[str, float] = {}
+
+    pair_run, jobs = args.pair_model, {}
+    if pair_run is None:
+        pairs = work / "pairs.h5"
+        if not pairs.is_file():
+            times["mfish_pairs_s"] = run(medseg + ["data", "mfish-pairs", MFISH, "-o", pairs], log, env)
+        pair_run = runs / "mfish_pairs_demo_unet"
+        if not (pair_run / "fold_0" / "model.json").is_file():
+            jobs["train_pair_s"] = start(medseg + [
+                "train", "configs/chromosomes/demo.yaml", "--fold", "0", "--data", pairs,
+                "--set", f"splits.file={work / 'pairs.splits.json'}", "--set", "name=mfish_pairs_demo_unet",
+                "--set", f"output.root={runs}", "--set", f"train.iterations={args.pair_steps}",
+                "--set", "train.max_batches_per_epoch=100",
+                "--set", "train.early_stopping.patience=100"], log, env)
+    sem_run = runs / "mfish_metaphase_unet"
+    if not (sem_run / "fold_0" / "model.json").is_file():
+        jobs["train_semantic_s"] = start(medseg + [
+            "train", "configs/mfish/metaphase_unet.yaml", "--fold", "0", "--set", f"data.path={MFISH}",
+            "--set", f"output.root={runs}", "--set", f"train.iterations={args.steps}",
+            "--set", f"train.max_batches_per_epoch={max(50, args.steps // 2)}"], log, env)
+    for key, job in jobs.items():
+        times[key] = wait(job)
+    results = {}
+    for name, extra in (("with_pair_model", ["--pair-model", pair_run]), ("without_pair_model", [])):
+        out = work / f"evaluation_{name}"
+        times[f"evaluate_{name}_s"] = run(medseg + ["evaluate-metaphases", sem_run, "--data", MFISH, "-o", out,
+                                                    "--device", "cpu", *extra], log, env)
+        results[name] = json.loads((out / "metrics.json").read_text())
+    test_slides = results["with_pair_model"]["slides"]
+    image = next(iter(sorted(p for s in test_slides for p in MFISH.glob(f"{s}__*/*K.tif"))), None)
+    image = image.with_name(image.name[:-5] + "D.tif") if image is not None else None
+    if image is not None:
+        times["predict_one_s"] = run(medseg + ["predict", sem_run, image, "--pair-model", pair_run, "-o",
+                                               work / "predictions", "--device", "cpu"], log, env)
+
+    def summary(m: dict) -> dict:
+        keep = ("metaphase", "n_true", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "split", "merge",
+                "overlap_iou", "separation")
+        return {"pooled": m["pooled"], "separation": m["separation"],
+                "per_metaphase": [{k: r[k] for k in keep} for r in m["per_metaphase"]]}
+
+    sem_summary = json.loads((sem_run / "fold_0" / "summary.json").read_text()) \
+        if (sem_run / "fold_0" / "summary.json").is_file() else {}
+    import torch
+
+    payload = {
+        "benchmark": "bench_mfish_instances",
+        "date": dt.date.today().isoformat(),
+        "device": f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, 1 thread",
+        "command": " ".join(["OMP_NUM_THREADS=1", "python", "benchmarks/bench_mfish_instances.py",
+                             *(argv if argv is not None else sys.argv[1:])]),
+        "data": f"REAL M-FISH metaphases ({MFISH}); held-out slides {', '.join(results['with_pair_model']['slides'])} "
+                f"({results['with_pair_model']['n_metaphases']} metaphases), those of `medseg data mfish-pairs`",
+        "semantic_model": {"config": "configs/mfish/metaphase_unet.yaml", "steps": sem_summary.get("steps", args.steps),
+                           "run": str(sem_run)},
+        "pair_model": {"run": str(pair_run), "trained_here": args.pair_model is None,
+                       "config": "configs/chromosomes/demo.yaml on mfish-pairs fold 0" if args.pair_model is None else None,
+                       "steps": args.pair_steps if args.pair_model is None else None},
+        "times_s": times,
+        "results": {k: summary(v) for k, v in results.items()},
+        "licence": "derived from the M-FISH Image Set #1; notice: ../shared/data/mfish/README.TXT",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    p, q = results["with_pair_model"]["pooled"], results["without_pair_model"]["pooled"]
+    print(f"with pair model: P {p['precision']:.3f} R {p['recall']:.3f} F1 {p['f1']:.3f} splits {p['split']} merges "
+          f"{p['merge']} overlap IoU {p['overlap_iou']}; without: F1 {q['f1']:.3f} merges {q['merge']} → {args.out}")
+    return args.out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Chromosome instances against the M-FISH label maps (``medseg evaluate-metaphases``, issue 14 part 5).
+
+**True instances** (:func:`true_instances`) come from the karyotype label map (0 background, 1–24 class, 255
+overlap) by ``mfish-pairs``' rule: a chromosome of class c is a connected component (8-neighbourhood) of the
+class-c pixels together with every overlap region (255) that borders class c, so an overlap pixel belongs to
+every chromosome around it and a chromosome cut in two by a crossing is one chromosome. Components under
+``min_area`` pixels (specks of a class) are left out. Two copies of one class crossing each other come out as
+one true instance: the label map cannot tell them apart (2 % of the overlaps, data README).
+
+**Matching**: one-to-one by the Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) maximising the
+summed IoU over the pairs with IoU ≥ 0.5 (at that threshold each instance has at most one such partner when the
+instances do not overlap, so greedy and Hungarian agree almost always; Hungarian is the one without an order).
+TP: matched pairs; FP: predictions without a match; FN: true chromosomes without one. Precision TP/(TP+FP),
+recall TP/(TP+FN), F1 their harmonic mean (1 when there is nothing to find and nothing was found).
+
+**Split**: a true chromosome g for which two or more predictions p each lie mostly inside it
+(|p ∩ g| ≥ ½|p|) and together cover at least half of it (|(∪p) ∩ g| ≥ ½|g|): one chromosome cut into pieces.
+**Merge**: a prediction p that holds at least half of each of two or more true chromosomes (|p ∩ g| ≥ ½|g| for
+≥ 2 g): chromosomes fused into one. A crossing split correctly is neither (each half holds only the overlap part
+of the other chromosome).
+
+**Semantic** IoU of the overlap class (predicted class 2 vs label 255) and of the chromosome foreground
+(predicted 1 ∪ 2 vs label > 0): per metaphase (NaN when both are empty) and pooled (summed intersections over
+summed unions). Per metaphase and pooled (summed counts) for everything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from medseg.errors import DataValidationError
+
+__all__ = ["IOU_THRESHOLD", "evaluate_metaphases", "match_instances", "pool", "score_metaphase", "true_instances"]
+
+IOU_THRESHOLD = 0.5
+COVER = 0.5  # the "mostly inside" / "at least half" share of the split and merge rules
+MIN_TRUE_AREA = 10
+_EIGHT = np.ones((3, 3), bool)
+
+
+def true_instances(karyo: np.ndarray, *, min_area: int = MIN_TRUE_AREA) -> list[np.ndarray]:
+    """Full-size boolean masks of the label map's chromosomes (see the module docstring), in raster order of
+    their first pixel."""
+    from medseg.data.mfish import OVERLAP_VALUE
+    from medseg.data.mfish_pairs import _overlap_regions  # the pairs' own rule: which classes border an overlap
+
+    karyo = np.asarray(karyo)
+    ov = _overlap_regions(karyo, 1)
+    out: list[tuple[int, np.ndarray]] = []
+    for c in np.unique(karyo):
+        c = int(c)
+        if c == 0 or c == OVERLAP_VALUE:
+            continue
+        bordering = [k for k, classes in enumerate(ov.classes, start=1) if c in classes]
+        region = (karyo == c) | (np.isin(ov.labelled, bordering) if bordering else False)
+        labelled, n = ndimage.label(region, _EIGHT)
+        for sl_k, sl in enumerate(ndimage.find_objects(labelled), start=1):
+            m = labelled == sl_k
+            if not (m & (karyo == c)).any() or (m & (karyo == c)).sum() < min_area:
+                continue
+            out.append((int(np.flatnonzero(m.ravel())[0]), m))
+    out.sort(key=lambda t: t[0])
+    return [m for _, m in out]
+
+
+def _flat(masks: list[np.ndarray]) -> list[np.ndarray]:
+    return [np.flatnonzero(np.asarray(m).ravel()) for m in masks]
+
+
+def _intersections(pred: list[np.ndarray], true: list[np.ndarray]) -> np.ndarray:
+    """(P, T) pixel counts of p ∩ g (flat index arrays, sorted)."""
+    out = np.zeros((len(pred), len(true)), np.int64)
+    for j, g in enumerate(true):
+        if not len(g):
+            continue
+        for i, p in enumerate(pred):
+            if len(p) and p[0] <= g[-1] and g[0] <= p[-1]:
+                out[i, j] = np.intersect1d(p, g, assume_unique=True).size
+    return out
+
+
+def match_instances(pred_masks: list[np.ndarray], true_masks: list[np.ndarray], *,
+                    threshold: float = IOU_THRESHOLD) -> dict:
+    """Counts for one image: ``tp``, ``fp``, ``fn``, ``split``, ``merge``, ``n_pred``, ``n_true``, the matched
+    pairs ``matches`` [(pred index, true index, IoU)] and their mean IoU (see the module docstring)."""
+    from scipy.optimize import linear_sum_assignment
+
+    pred, true = _flat(pred_masks), _flat(true_masks)
+    inter = _intersections(pred, true)
+    area_p = np.array([p.size for p in pred], np.int64)
+    area_t = np.array([g.size for g in true], np.int64)
+    union = area_p[:, None] + area_t[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    matches = []
+    if iou.size:
+        eligible = np.where(iou >= threshold, iou, 0.0)
+        rows, cols = linear_sum_assignment(-eligible)
+        matches = [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols) if iou[r, c] >= threshold]
+    tp = len(matches)
+    inside = inter >= COVER * np.maximum(area_p[:, None], 1)  # p mostly inside g
+    split = 0
+    for j, g in enumerate(true):
+        pieces = np.flatnonzero(inside[:, j])
+        if len(pieces) >= 2:
+            covered = np.unique(np.concatenate([pred[i] for i in pieces]))
+            if np.intersect1d(covered, g, assume_unique=True).size >= COVER * g.size:
+                split += 1
+    holds = inter >= COVER * np.maximum(area_t[None, :], 1)  # p holds at least half of g
+    merge = int((holds.sum(axis=1) >= 2).sum()) if holds.size else 0
+    return {"n_pred": len(pred), "n_true": len(true), "tp": tp, "fp": len(pred) - tp, "fn": len(true) - tp,
+            "split": split, "merge": merge, "matched_iou": float(np.mean([m[2] for m in matches])) if matches else None,
+            "matches": matches}
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    p = tp / (tp + fp) if tp + fp else (1.0 if not fn else 0.0)
+    r = tp / (tp + fn) if tp + fn else 1.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def _iou(pred: np.ndarray, true: np.ndarray) -> tuple[int, int]:
+    return int((pred & true).sum()), int((pred | true).sum())
+
+
+def score_metaphase(pred_masks: list[np.ndarray], semantic: np.ndarray, karyo: np.ndarray) -> dict:
+    """One metaphase: instance counts and rates, and the semantic IoUs (with their pixel counts, for pooling)."""
+    from medseg.data.mfish import OVERLAP_VALUE
+
+    m = match_instances(pred_masks, true_instances(karyo))
+    ov_i, ov_u = _iou(semantic == 2, karyo == OVERLAP_VALUE)
+    fg_i, fg_u = _iou(semantic > 0, karyo > 0)
+    row = {k: v for k, v in m.items() if k != "matches"}
+    row.update(_prf(m["tp"], m["fp"], m["fn"]))
+    row.update(overlap_iou=ov_i / ov_u if ov_u else math.nan, overlap_inter=ov_i, overlap_union=ov_u,
+               chromosome_iou=fg_i / fg_u if fg_u else math.nan, chromosome_inter=fg_i, chromosome_union=fg_u)
+    return row
+
+
+def pool(rows: list[dict]) -> dict:
+    """Pooled over metaphases: summed counts, precision / recall / F1 of the sums, IoUs of the summed pixels,
+    and the mean of the per-metaphase F1 beside them."""
+    keys = ("n_pred", "n_true", "tp", "fp", "fn", "split", "merge")
+    out = {k: int(sum(r[k] for r in rows)) for k in keys}
+    out.update(_prf(out["tp"], out["fp"], out["fn"]))
+    for name in ("overlap", "chromosome"):
+        i, u = sum(r[f"{name}_inter"] for r in rows), sum(r[f"{name}_union"] for r in rows)
+        out[f"{name}_iou"] = i / u if u else math.nan
+    out["mean_f1_per_metaphase"] = float(np.mean([r["f1"] for r in rows])) if rows else math.nan
+    out["n_metaphases"] = len(rows)
+    return out
+
+
+def _clean(value):
+    """JSON without NaN (null instead)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _figure(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 0.35 * len(rows) + 2), 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    x = np.arange(len(rows))
+    for k, (key, label) in enumerate((("precision", "precision"), ("recall", "recall"), ("overlap_iou", "overlap IoU"))):
+        ax.bar(x + (k - 1) * 0.27, [r[key] if r[key] == r[key] else 0 for r in rows], 0.27, label=label)
+    ax.set_xticks(x, [r["metaphase"].split("__")[-1] for r in rows], rotation=90, fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("instance precision / recall (IoU ≥ 0.5), overlap IoU")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def evaluate_metaphases(model: str | Path, data: str | Path, out_dir: str | Path, *, pair_model: str | Path | None = None,
+                        slides: str = "test", limit: int | None = None, device: str = "auto",
+                        trust_code: bool = False, progress: bool = True) -> dict:
+    """Body of ``medseg evaluate-metaphases``: the semantic ``model`` (+ ``pair_model``) on the labelled metaphases
+    of the M-FISH folder ``data`` — those of the held-out test slides of ``medseg data mfish-pairs``
+    (``slides="test"``, :func:`medseg.data.mfish_metaphase.pair_test_slides`), or ``"all"``, or a comma-separated
+    list of slides — scored per metaphase and pooled; writes ``metrics.json``, ``report.md``, ``per_metaphase.png``
+    and the instance figure (truth | prediction) of the metaphase with the lowest F1, and the data's licence
+    notice (``README.TXT``: the figures are derived from the set). Returns the metrics."""
+    import shutil
+
+    from medseg.data.mfish import find_metaphases, licence_notice, read_metaphase, slide_of
+    from medseg.data.mfish_metaphase import pair_test_slides
+    from medseg.inference.image import predict_arrays
+    from medseg.inference.instances import check_pair_model, instance_figure, is_metaphase_model, separate_instances
+    from medseg.inference.predictor import Predictor
+    from medseg.progress import Progress
+
+    started = time.perf_counter()
+    data, out_dir = Path(data), Path(out_dir)
+    predictor = Predictor.from_path(model, device=device, tta=None, trust_code=trust_code)
+    if not is_metaphase_model(predictor.meta):
+        raise DataValidationError(model, f"the model segments {', '.join(map(str, predictor.class_names))}; instances "
+                                         "need background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)")
+    pair = None
+    if pair_model is not None:
+        pair = Predictor.from_path(pair_model, device=device, tta=None, trust_code=trust_code)
+        check_pair_model(pair.meta, pair_model)
+    metaphases = find_metaphases(data)
+    if slides == "test":
+        chosen = set(pair_test_slides(data)["test"])
+    elif slides == "all":
+        chosen = {slide_of(m.folder) for m in metaphases}
+    else:
+        chosen = {s.strip() for s in slides.split(",") if s.strip()}
+        unknown = chosen - {slide_of(m.folder) for m in metaphases}
+        if unknown:
+            raise DataValidationError(data, f"no slide {', '.join(sorted(unknown))} here (--slides takes test, all or "
+                                            "slide ids such as A20,P09)")
+    metaphases = [m for m in metaphases if slide_of(m.folder) in chosen][:limit]
+    if not metaphases:
+        raise DataValidationError(data, f"no labelled metaphase on the slides asked for ({slides})")
+    rows, counts, worst = [], {}, None
+    for m in Progress(metaphases, desc="metaphases", unit="image", disable=not progress):
+        dapi, karyo = read_metaphase(m)
+        image = dapi.astype(np.float32) / 255.0
+        semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
+        result = separate_instances(image, semantic, pair)
+        row = {"metaphase": m.name, "slide": slide_of(m.folder), **score_metaphase(result.masks(), semantic, karyo),
+               "separation": result.counts}
+        for k, v in result.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        rows.append(row)
+        if worst is None or row["f1"] < worst[0]:
+            worst = (row["f1"], m, image, result, karyo)
+    pooled = pool(rows)
+    notice, notice_text = licence_notice(data)
+    metrics = {"data": f"REAL M-FISH metaphases ({data})", "slides": sorted(chosen), "slides_rule": slides,
+               "n_metaphases": len(rows), "model": str(model), "pair_model": None if pair_model is None else str(pair_model),
+               "iou_threshold": IOU_THRESHOLD, "matching": "Hungarian, maximising summed IoU over pairs with IoU >= 0.5",
+               "definitions": {"split": "a true chromosome with >= 2 predictions each >= 50 % inside it, together "
+                                        "covering >= 50 % of it",
+                               "merge": "a prediction holding >= 50 % of each of >= 2 true chromosomes",
+                               "true_instances": "each class value's 8-connected components with the overlap regions "
+                                                 "bordering that class (mfish-pairs' rule)"},
+               "pooled": pooled, "separation": counts, "per_metaphase": rows,
+               "seconds": round(time.perf_counter() - started, 1),
+               "licence": notice_text}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1) + "\n")
+    _figure(rows, out_dir / "per_metaphase.png")
+    _, wm, wimage, wresult, wkaryo = worst
+    instance_figure(wimage, wresult, out_dir / "instances_lowest_f1.png", truth=true_instances(wkaryo),
+                    title=f"{wm.name}: lowest F1 of the set ({worst[0]:.2f})")
+    if notice is not None:
+        shutil.copyfile(notice, out_dir / "README.TXT")
+    (out_dir / "report.md").write_text(_report(metrics))
+    return metrics
+
+
+def _pct(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{100 * v:.1f}"
+
+
+def _report(metrics: dict) -> str:
+    p = metrics["pooled"]
+    lines = [f"# Chromosome instances on whole metaphases — {metrics['data']}", "",
+             f"Semantic model `{metrics['model']}`, pair model `{metrics['pair_model']}`; {metrics['n_metaphases']} "
+             f"metaphases of slides {', '.join(metrics['slides'])} ({metrics['slides_rule']}). Instances match at "
+             f"IoU ≥ {metrics['iou_threshold']} ({metrics['matching']}). Split: {metrics['definitions']['split']}; "
+             f"merge: {metrics['definitions']['merge']}. True instances: {metrics['definitions']['true_instances']}.",
+             "", "## Pooled", "",
+             "| true | predicted | TP | FP | FN | precision % | recall % | F1 % | splits | merges | overlap IoU % | "
+             "chromosome IoU % |", "|---|---|---|---|---|---|---|---|---|---|---|---|",
+             f"| {p['n_true']} | {p['n_pred']} | {p['tp']} | {p['fp']} | {p['fn']} | {_pct(p['precision'])} | "
+             f"{_pct(p['recall'])} | {_pct(p['f1'])} | {p['split']} | {p['merge']} | {_pct(p['overlap_iou'])} | "
+             f"{_pct(p['chromosome_iou'])} |", "",
+             f"Mean F1 per metaphase {_pct(p['mean_f1_per_metaphase'])} %. Separation: "
+             + ", ".join(f"{k} {v}" for k, v in metrics["separation"].items()) + ".", "",
+             "## Per metaphase", "",
+             "| metaphase | true | pred | TP | FP | FN | P % | R % | F1 % | splits | merges | overlap IoU % |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in metrics["per_metaphase"]:
+        lines.append(f"| {r['metaphase']} | {r['n_true']} | {r['n_pred']} | {r['tp']} | {r['fp']} | {r['fn']} | "
+                     f"{_pct(r['precision'])} | {_pct(r['recall'])} | {_pct(r['f1'])} | {r['split']} | {r['merge']} | "
+                     f"{_pct(r['overlap_iou'])} |")
+    lines += ["", "![per metaphase](per_metaphase.png)", "", "![lowest F1](instances_lowest_f1.png)", "",
+              "Derived from the M-FISH Image Set #1; its licence notice is in README.TXT beside this report.", ""]
+    return "\n".join(lines)

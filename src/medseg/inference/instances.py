@@ -1,0 +1,380 @@
+"""Whole metaphases → chromosome instances: every chromosome whole as its own mask, the overlapping ones split by a
+pair model (issue 14, part 5; ``medseg predict RUN metaphase.tif --pair-model PAIR_RUN``).
+
+Two models, chained:
+
+1. a **semantic** model of three classes — background / chromosome / overlap (``configs/mfish/metaphase_unet.yaml``,
+   :func:`is_metaphase_model`) — run on the whole metaphase at full resolution (its recorded sliding window);
+2. a **pair** model of four classes — 0 background, 1 chromosome A, 2 chromosome B, 3 overlap, Pommier's layout
+   (any run trained on ``medseg data mfish-pairs`` / ``mfish-synth`` / the Pommier file), loaded with
+   :meth:`~medseg.inference.predictor.Predictor.from_path`.
+
+Separation (:func:`separate_instances`), per connected component (8-neighbourhood) of chromosome ∪ overlap:
+
+* components under ``min_area`` pixels are specks, left out and counted (``specks``);
+* overlap regions (8-connected pixels of class 2) under ``min_overlap_px`` (10, as ``mfish-pairs``) are too small
+  to be a crossing: their pixels count as plain chromosome;
+* **no overlap**: the component is one chromosome (``how="whole"``);
+* **one overlap**: the pair model runs on a 94 × 93 crop placed as ``mfish-pairs`` places a pair's crop
+  (centred on the component's bounding box when it fits, else on the overlap's, shifted to stay inside the
+  image; :func:`crop_origin`). Within the component, its label-1 pixels seed chromosome A and its label-2
+  pixels chromosome B; every other non-overlap pixel of the component (where the pair model said background or
+  overlap, or outside the crop) goes to the nearer seed (Euclidean distance); the overlap region found by the
+  semantic model belongs to both (``how="pair_model"``). A, B each = own pixels + the overlap.
+* **fallbacks** (the component is kept whole, one instance, ``how`` says why, and counted in
+  :attr:`InstanceResult.counts`): ``several_overlaps`` (two or more overlap regions: a cluster of three or more
+  chromosomes, or two crossing twice — the pair model is trained on one crossing of two), ``no_pair_model``
+  (none given), ``pair_model_failed`` (it found under ``min_part_px`` pixels of A-only or B-only inside the
+  component: it cannot tell the two apart there). Whole is the choice because a karyotyper can still cut a
+  cluster by hand, while a wrong cut would hand them two wrong chromosomes.
+
+Output: :class:`InstanceResult` — the instances (raster order of their bounding boxes, ids from 1) with
+bounding box, area, the ids they overlap, each one's boolean mask (cropped to its box); an int32 label map in
+which every pixel holds the id of one instance covering it (at overlap pixels, where two instances lie, the
+lower id) and :attr:`InstanceResult.shared` marking those pixels; the semantic label map; the counts.
+
+This module must not import :mod:`medseg.training` (layering: inference never imports the trainer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from medseg.errors import DataValidationError
+from medseg.progress import Progress
+
+__all__ = ["METAPHASE_CLASSES", "FALLBACKS", "Instance", "InstanceResult", "check_pair_model", "crop_origin",
+           "instance_figure", "is_metaphase_model", "predict_metaphase_file", "separate_instances"]
+
+METAPHASE_CLASSES = ("background", "chromosome", "overlap")
+PAIR_CROP = (94, 93)  # rows x columns: the Pommier / mfish-pairs crop
+#: Why a component was kept whole (see the module docstring).
+FALLBACKS = ("several_overlaps", "no_pair_model", "pair_model_failed")
+MIN_AREA = 30  # px: smaller components are specks (the smallest real chromosome is ~60 px; median ≈ 420)
+MIN_OVERLAP_PX = 10  # px: as mfish-pairs' PairOptions.min_overlap_px
+MIN_PART_PX = 15  # px of A-only and of B-only the pair model must find for a split to stand
+_EIGHT = np.ones((3, 3), bool)
+
+
+@dataclass
+class Instance:
+    """One chromosome: ``mask`` (bool, its bounding box ``bbox`` = (top, left, height, width) in the image)."""
+
+    id: int
+    bbox: tuple[int, int, int, int]
+    mask: np.ndarray
+    how: str  # whole | pair_model | one of FALLBACKS
+    component: int
+    touches_overlap: bool = False  # holds pixels the semantic model calls overlap
+    overlaps_with: list[int] = field(default_factory=list)
+
+    @property
+    def area(self) -> int:
+        return int(self.mask.sum())
+
+    def full_mask(self, shape: tuple[int, int]) -> np.ndarray:
+        out = np.zeros(shape, bool)
+        t, left, h, w = self.bbox
+        out[t:t + h, left:left + w] = self.mask
+        return out
+
+    def record(self) -> dict:
+        return {"id": self.id, "bbox": {"top": self.bbox[0], "left": self.bbox[1], "height": self.bbox[2],
+                                        "width": self.bbox[3]},
+                "area": self.area, "touches_overlap": self.touches_overlap, "overlaps_with": list(self.overlaps_with),
+                "separated_by": self.how}
+
+
+@dataclass
+class InstanceResult:
+    instances: list[Instance]
+    label_map: np.ndarray  # int32 (H, W): 0 background, else the id of (the lower-id) instance covering the pixel
+    shared: np.ndarray  # bool (H, W): pixels covered by two or more instances
+    semantic: np.ndarray  # uint8 (H, W): 0 background, 1 chromosome, 2 overlap (the semantic model's)
+    counts: dict
+
+    def masks(self) -> list[np.ndarray]:
+        """Every instance's full-size boolean mask, in id order."""
+        return [i.full_mask(self.label_map.shape) for i in self.instances]
+
+
+def is_metaphase_model(meta: dict) -> bool:
+    """Whether a model (its model.json) segments background / chromosome / overlap (2D, multiclass)."""
+    task = meta.get("task") or {}
+    names = tuple(str(n).lower() for n in task.get("class_names") or ())
+    return names == METAPHASE_CLASSES and task.get("mode", "multiclass") == "multiclass" \
+        and int(task.get("spatial_dims", 2)) == 2
+
+
+def check_pair_model(meta: dict, where: str | Path) -> None:
+    """Refuse (naming ``where``) a pair model that is not 2D, multiclass, four classes (Pommier's layout)."""
+    task = meta.get("task") or {}
+    names = list(task.get("class_names") or [])
+    if len(names) != 4 or task.get("mode", "multiclass") != "multiclass" or int(task.get("spatial_dims", 2)) != 2:
+        raise DataValidationError(where, f"not a pair model: --pair-model takes a 2D model of four classes "
+                                         f"(background, chromosome A, chromosome B, overlap, as trained on `medseg "
+                                         f"data mfish-pairs`), this one has {len(names)} ({', '.join(map(str, names))})")
+
+
+def crop_origin(component_box: tuple[int, int, int, int], overlap_box: tuple[int, int, int, int],
+                shape: tuple[int, int], crop: tuple[int, int] = PAIR_CROP) -> tuple[int, int]:
+    """(top, left) of the pair crop as ``mfish-pairs`` places it: per axis centred on the component's extent
+    when it fits in the crop, else on the overlap's; shifted to stay inside the image. Boxes are
+    (r0, r1, c0, c1) half-open."""
+    from medseg.data.mfish_pairs import _crop_start  # the one placement rule for real pairs and for prediction
+
+    top, _ = _crop_start(component_box[:2], overlap_box[:2], crop[0], shape[0])
+    left, _ = _crop_start(component_box[2:], overlap_box[2:], crop[1], shape[1])
+    return max(top, 0), max(left, 0)
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _pair_labels(pair_predictor, image: np.ndarray, top: int, left: int) -> np.ndarray:
+    """The pair model's 0/1/2/3 labels on the crop at (top, left) of ``image`` (float [0, 1]); an image smaller
+    than the crop is padded with its median (the dark background) and the labels cropped back."""
+    from medseg.inference.image import predict_arrays
+
+    ch, cw = PAIR_CROP
+    window = image[top:top + ch, left:left + cw]
+    h, w = window.shape
+    if (h, w) != PAIR_CROP:
+        window = np.pad(window, ((0, ch - h), (0, cw - w)), constant_values=float(np.median(image)))
+    return np.asarray(predict_arrays(pair_predictor, window.astype(np.float32)))[:h, :w]
+
+
+def _split_component(comp: np.ndarray, overlap: np.ndarray, pair: np.ndarray, min_part_px: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(A, B) boolean masks on the component's window, or None when the pair model finds no two chromosomes.
+    ``comp``/``overlap`` are windows; ``pair`` the pair model's labels placed on the same window (-1 outside
+    the crop)."""
+    own = comp & ~overlap
+    seed_a = own & (pair == 1)
+    seed_b = own & (pair == 2)
+    if seed_a.sum() < min_part_px or seed_b.sum() < min_part_px:
+        return None
+    seeds = np.zeros(comp.shape, np.int8)
+    seeds[seed_a] = 1
+    seeds[seed_b] = 2
+    _, (ri, ci) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    nearest = seeds[ri, ci]
+    a = (own & (nearest == 1)) | overlap
+    b = (own & (nearest == 2)) | overlap
+    return a, b
+
+
+def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=None, *, min_area: int = MIN_AREA,
+                       min_overlap_px: int = MIN_OVERLAP_PX, min_part_px: int = MIN_PART_PX,
+                       progress: bool = False) -> InstanceResult:
+    """Chromosome instances from a metaphase's semantic labels (0 bg, 1 chromosome, 2 overlap) and its image
+    (float (H, W) in [0, 1], what the pair model is fed); see the module docstring for every rule."""
+    image, semantic = np.asarray(image, np.float32), np.asarray(semantic)
+    if image.shape != semantic.shape or image.ndim != 2:
+        raise ValueError(f"image {image.shape} and semantic labels {semantic.shape} must be two 2-D arrays of one shape")
+    counts = {"components": 0, "specks": 0, "whole": 0, "pair_model": 0, **{k: 0 for k in FALLBACKS},
+              "small_overlaps_ignored": 0}
+    comps, n = ndimage.label(semantic > 0, _EIGHT)
+    sizes = np.bincount(comps.ravel(), minlength=n + 1)
+    found: list[tuple[tuple[int, int, int, int], np.ndarray, str, int, bool]] = []  # box, mask, how, comp, pair
+    for k, sl in enumerate(Progress(ndimage.find_objects(comps), desc="chromosome clusters", unit="cluster",
+                                    disable=not progress), start=1):
+        if sl is None:
+            continue
+        if sizes[k] < min_area:
+            counts["specks"] += 1
+            continue
+        counts["components"] += 1
+        comp = comps[sl] == k
+        ov_lab, n_ov = ndimage.label(comp & (semantic[sl] == 2), _EIGHT)
+        ov_sizes = np.bincount(ov_lab.ravel(), minlength=n_ov + 1)
+        big = [j for j in range(1, n_ov + 1) if ov_sizes[j] >= min_overlap_px]
+        counts["small_overlaps_ignored"] += n_ov - len(big)
+        top0, left0 = sl[0].start, sl[1].start
+        box = (top0, left0, comp.shape[0], comp.shape[1])
+        if not big:
+            found.append((box, comp, "whole", k, False))
+            counts["whole"] += 1
+            continue
+        if len(big) > 1 or pair_predictor is None:
+            how = "several_overlaps" if len(big) > 1 else "no_pair_model"
+            found.append((box, comp, how, k, False))
+            counts[how] += 1
+            continue
+        overlap = ov_lab == big[0]
+        r0, r1, c0, c1 = _box(overlap)
+        top, left = crop_origin((top0, top0 + comp.shape[0], left0, left0 + comp.shape[1]),
+                                (top0 + r0, top0 + r1, left0 + c0, left0 + c1), semantic.shape)
+        labels = _pair_labels(pair_predictor, image, top, left)
+        pair = np.full(comp.shape, -1, np.int16)  # the crop's labels on the component's window
+        rs, re_ = max(top, top0), min(top + labels.shape[0], top0 + comp.shape[0])
+        cs, ce = max(left, left0), min(left + labels.shape[1], left0 + comp.shape[1])
+        if rs < re_ and cs < ce:
+            pair[rs - top0:re_ - top0, cs - left0:ce - left0] = labels[rs - top:re_ - top, cs - left:ce - left]
+        split = _split_component(comp, overlap, pair, min_part_px)
+        if split is None:
+            found.append((box, comp, "pair_model_failed", k, False))
+            counts["pair_model_failed"] += 1
+            continue
+        counts["pair_model"] += 1
+        for part in split:
+            pr0, pr1, pc0, pc1 = _box(part)
+            found.append(((top0 + pr0, left0 + pc0, pr1 - pr0, pc1 - pc0), part[pr0:pr1, pc0:pc1], "pair_model", k,
+                          True))
+    found.sort(key=lambda f: (f[0][0], f[0][1]))
+    def touches(box, mask) -> bool:
+        return bool((semantic[box[0]:box[0] + box[2], box[1]:box[1] + box[3]][mask] == 2).any())
+
+    instances = [Instance(id=i, bbox=tuple(int(v) for v in box), mask=mask, how=how, component=comp,
+                          touches_overlap=touches(box, mask))
+                 for i, (box, mask, how, comp, _) in enumerate(found, start=1)]
+    by_comp: dict[int, list[Instance]] = {}
+    for inst in instances:
+        by_comp.setdefault(inst.component, []).append(inst)
+    for group in by_comp.values():  # the two halves of a split share the overlap
+        if len(group) == 2:
+            group[0].overlaps_with, group[1].overlaps_with = [group[1].id], [group[0].id]
+    label_map = np.zeros(semantic.shape, np.int32)
+    cover = np.zeros(semantic.shape, np.int16)
+    for inst in reversed(instances):  # lower ids written last: they win at shared pixels
+        t, left, h, w = inst.bbox
+        label_map[t:t + h, left:left + w][inst.mask] = inst.id
+        cover[t:t + h, left:left + w] += inst.mask
+    counts["instances"] = len(instances)
+    return InstanceResult(instances, label_map, cover >= 2, semantic.astype(np.uint8), counts)
+
+
+def instance_colours(n: int) -> np.ndarray:
+    """(n, 3) uint8 distinct colours for n instances (the project palette's generated sequence, background left out)."""
+    from medseg.palette import class_colours
+
+    return class_colours(n + 1)[1:]
+
+
+def instance_figure(image: np.ndarray, result: InstanceResult, path: str | Path, *, title: str = "",
+                    truth: list[np.ndarray] | None = None) -> Path:
+    """A PNG of the metaphase with every instance in its own colour, numbered at its centre; shared (overlap)
+    pixels in white hatch so that both chromosomes of a crossing stay visible. With ``truth`` (full-size masks),
+    the true instances are drawn beside it the same way."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    grey = np.clip(np.asarray(image, np.float32), 0, 1)
+
+    def paint(masks: list[np.ndarray]) -> np.ndarray:
+        rgb = np.repeat(grey[..., None] * 255, 3, axis=-1)
+        colours = instance_colours(len(masks)).astype(np.float32)
+        count = np.zeros(grey.shape, np.int16)
+        for m, c in zip(masks, colours):
+            rgb[m] = 0.35 * rgb[m] + 0.65 * c
+            count += m
+        rgb[count >= 2] = 255.0  # shared pixels: white
+        return rgb.clip(0, 255).astype(np.uint8)
+
+    panels = [("predicted instances", result.masks(), [i.id for i in result.instances])]
+    if truth is not None:
+        panels.insert(0, ("true instances (label map)", truth, list(range(1, len(truth) + 1))))
+    h, w = grey.shape
+    fig = Figure(figsize=(6.4 * len(panels), 6.4 * h / w + 0.6), dpi=110)
+    FigureCanvasAgg(fig)
+    for k, (name, masks, ids) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        ax.imshow(paint(masks), interpolation="nearest")
+        for m, i in zip(masks, ids):
+            if m.any():
+                r, c = ndimage.center_of_mass(m)
+                ax.text(c, r, str(i), color="white", fontsize=6, ha="center", va="center",
+                        bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.5, "lw": 0})
+        ax.set_title(f"{name}: {len(masks)}" + (" (white: overlap, in two chromosomes)" if k == len(panels) - 1
+                                                 else ""), fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path
+
+
+def predict_metaphase_file(predictor, pair_predictor, path: str | Path, out_dir: str | Path, *, margin: int = 4,
+                           progress: bool = True) -> dict:
+    """``medseg predict RUN metaphase.tif [--pair-model PAIR_RUN] -o OUT``: writes ``OUT/<stem>/`` with
+    ``<stem>_labels.png`` (semantic 0/1/2), ``<stem>_labels_color.png``, ``<stem>_instances.png`` (the instance
+    figure), ``<stem>_instance_labels.png`` (16-bit instance ids, :attr:`InstanceResult.label_map`),
+    ``instances.json`` (per instance: id, bbox, area, overlaps_with, separated_by; the counts) and
+    ``instances/chromosome_NNN_mask.png`` + ``chromosome_NNN_cutout.png`` (the grey image inside the mask,
+    background zeroed, cut to the bounding box + ``margin`` px) — ready for karyotyping. Everything is written
+    into a temporary folder beside it and renamed at the end (an earlier result for the same image is replaced
+    only then). Returns the JSON's content."""
+    from PIL import Image
+
+    from medseg.data.folder import normalize_intensity, read_image
+    from medseg.inference.image import predict_arrays
+    from medseg.palette import colourize
+
+    path, out_dir = Path(path), Path(out_dir)
+    if not is_metaphase_model(predictor.meta):
+        names = ", ".join(map(str, predictor.class_names))
+        raise DataValidationError(path, f"the model segments {names}; chromosome instances need a model of "
+                                        "background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)")
+    raw = read_image(path)
+    image = normalize_intensity(raw)
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise DataValidationError(path, f"image is {image.shape[0]}x{image.shape[1]} px: too small for a metaphase")
+    semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
+    result = separate_instances(image, semantic, pair_predictor, progress=progress)
+    stem = path.stem
+    final = out_dir / stem
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    summary = {"image": str(path), "shape": list(image.shape),
+               "semantic_model": predictor.meta.get("model", {}).get("name"),
+               "pair_model": None if pair_predictor is None else pair_predictor.meta.get("model", {}).get("name"),
+               "pixels": {n: int((semantic == c).sum()) for c, n in enumerate(METAPHASE_CLASSES)},
+               "n_instances": len(result.instances), "counts": result.counts,
+               "label_map": f"{stem}_instance_labels.png: each pixel the id of one instance covering it (at overlap "
+                            "pixels the lower id); each instance whole in instances/chromosome_NNN_mask.png",
+               "instances": [i.record() for i in result.instances]}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
+    try:
+        Image.fromarray(semantic).save(tmp / f"{stem}_labels.png")
+        Image.fromarray(colourize(semantic, 0)).save(tmp / f"{stem}_labels_color.png")
+        if len(result.instances) > 65535:
+            raise DataValidationError(path, f"{len(result.instances)} instances do not fit a 16-bit label map")
+        Image.fromarray(result.label_map.astype(np.uint16)).save(tmp / f"{stem}_instance_labels.png")
+        (tmp / "instances").mkdir()
+        h, w = image.shape
+        for inst in result.instances:
+            t, left, bh, bw = inst.bbox
+            t0, l0 = max(0, t - margin), max(0, left - margin)
+            t1, l1 = min(h, t + bh + margin), min(w, left + bw + margin)
+            mask = inst.full_mask(image.shape)[t0:t1, l0:l1]
+            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "instances" / f"chromosome_{inst.id:03d}_mask.png")
+            Image.fromarray(np.where(mask, grey[t0:t1, l0:l1], 0).astype(np.uint8)).save(
+                tmp / "instances" / f"chromosome_{inst.id:03d}_cutout.png")
+        instance_figure(image, result, tmp / f"{stem}_instances.png",
+                        title=f"{path.name}: {len(result.instances)} chromosomes ({result.counts['pair_model']} "
+                              f"crossings split by the pair model, "
+                              f"{sum(result.counts[k] for k in FALLBACKS)} clusters kept whole)")
+        (tmp / "instances.json").write_text(json.dumps(summary, indent=1) + "\n")
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{stem}.old.", dir=out_dir))
+            os.replace(final, old / stem)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary["out"] = str(final)
+    return summary

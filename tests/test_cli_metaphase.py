@@ -1,0 +1,113 @@
+"""`medseg predict RUN metaphase --pair-model PAIR_RUN` and `medseg evaluate-metaphases` end to end with tiny model
+folders as training writes them (a bias-only U-Net: every weight 0, the head's bias picks the class everywhere)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from medseg.artifact import model_kwargs, model_meta, save_model
+from medseg.cli import app
+from medseg.config import load_config
+from medseg.models import build_model
+
+runner = CliRunner()
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfish"
+
+
+def _model(directory: Path, names: list[str], winner: int) -> Path:
+    cfg = load_config(overrides={
+        "name": directory.name,
+        "task": {"class_names": names, "derived": None, "background": 0, "primary_metric": names[-1]},
+        "data": {"size": None}, "model": {"name": "unet", "depth": 2, "base_channels": 4}})
+    model = build_model("unet", **model_kwargs(cfg))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.head.bias[winner] = 5.0
+    return save_model(directory, model, model_meta(cfg))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("metaphase_models")
+    semantic = _model(root / "semantic", ["background", "chromosome", "overlap"], 1)  # chromosome everywhere
+    pair = _model(root / "pair", ["background", "chromosome_alpha", "chromosome_beta", "overlap"], 1)
+    return semantic, pair
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_predict_writes_instances_atomically(models, tmp_path):
+    semantic, pair = models
+    image = tmp_path / "meta1D.tif"
+    grey = np.full((64, 80), 12, np.uint8)
+    grey[20:30, 10:60] = 120
+    Image.fromarray(grey).save(image)
+    out = tmp_path / "out"
+    for _ in range(2):  # the second run replaces the first result whole
+        result = _run("predict", semantic, image, "--pair-model", pair, "-o", out, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        assert "1 chromosomes: 1 alone" in result.output
+    assert [p.name for p in out.iterdir()] == ["meta1D"]  # no temporary folder left
+    folder = out / "meta1D"
+    meta = json.loads((folder / "instances.json").read_text())
+    assert meta["n_instances"] == 1 and meta["instances"][0]["area"] == 64 * 80
+    assert meta["instances"][0]["bbox"] == {"top": 0, "left": 0, "height": 64, "width": 80}
+    labels = np.array(Image.open(folder / "meta1D_labels.png"))
+    assert labels.shape == (64, 80) and set(np.unique(labels)) == {1}
+    cutout = np.array(Image.open(folder / "instances" / "chromosome_001_cutout.png"))
+    np.testing.assert_array_equal(cutout, grey)  # the whole image is the one chromosome here
+    assert (np.array(Image.open(folder / "instances" / "chromosome_001_mask.png")) == 255).all()
+    assert np.array(Image.open(folder / "meta1D_instance_labels.png")).max() == 1
+    assert Image.open(folder / "meta1D_instances.png").size[0] > 300
+
+
+def test_predict_errors_name_the_file(models, tmp_path):
+    semantic, pair = models
+    bad = tmp_path / "broken.tif"
+    bad.write_text("not a TIFF")
+    result = runner.invoke(app, ["predict", str(semantic), str(bad), "--pair-model", str(pair), "-o",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2 and "broken.tif" in result.output and "error:" in result.output
+    good = tmp_path / "m.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(good)
+    result = runner.invoke(app, ["predict", str(semantic), str(good), "--pair-model", str(semantic), "-o",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not a pair model" in result.output and str(semantic) in result.output
+    result = runner.invoke(app, ["predict", str(pair), str(good), "--pair-model", str(pair), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "background / chromosome / overlap" in result.output
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the real M-FISH set is not here ({SHARED})")
+def test_evaluate_metaphases_on_real_crops(models, tmp_path):
+    from medseg.data.mfish import find_metaphases, read_metaphase
+
+    semantic, pair = models
+    root = tmp_path / "mfish"
+    for m in find_metaphases(SHARED)[:2]:  # two crops of real metaphases, in the published layout
+        dapi, karyo = read_metaphase(m)
+        (root / m.folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(dapi[100:180, 100:200]).save(root / m.folder / f"{m.id}D.tif")
+        Image.fromarray(karyo[100:180, 100:200]).save(root / m.folder / f"{m.id}K.tif")
+    shutil.copyfile(SHARED / "README.TXT", root / "README.TXT")
+    out = tmp_path / "report"
+    result = _run("evaluate-metaphases", semantic, "--data", root, "--pair-model", pair, "--slides", "all", "-o", out,
+                  "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_metaphases"] == 2 and metrics["pooled"]["n_pred"] == 2  # the whole crop is one "chromosome"
+    assert metrics["pooled"]["n_true"] >= 2 and metrics["data"].startswith("REAL")
+    assert {"report.md", "per_metaphase.png", "instances_lowest_f1.png", "README.TXT"} <= {p.name for p in out.iterdir()}
+    result = runner.invoke(app, ["evaluate-metaphases", str(semantic), "--data", str(root), "--slides", "Z99", "-o",
+                                 str(out)])
+    assert result.exit_code == 2 and "Z99" in result.output
