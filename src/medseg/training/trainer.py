@@ -352,8 +352,9 @@ class Trainer:
 
     def resume(self) -> bool:
         state = load_training_state(self.run_dir, self.model, self.optimizers, self.extra_modules())
-        found = distributed.all_gather_objects(None if state is None else int(state.get("epoch", -1)))
-        if len(set(found)) > 1:
+        # the raw value: a damaged epoch is reported below as a damaged state, not as a crash here
+        found = distributed.all_gather_objects(None if state is None else state.get("epoch", -1))
+        if len({repr(v) for v in found}) > 1:  # repr: a damaged value need not be hashable
             raise DataValidationError(self.run_dir, f"the processes found different training states here (epoch "
                                       f"per rank: {found}); every rank must see the same run folder — on several "
                                       "machines put output.root on a shared filesystem — or start over with --restart")
