@@ -104,13 +104,15 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
 
     from medseg.data.pommier import GROUP_KEY, read_groups, read_pommier_h5, write_pommier_h5
 
+    from medseg.data.mfish_synth import test_slides_of
+
     pairs, synth = _real(source, progress), _synth(source, n_pairs, seed, progress)
-    test = set(json.loads(pairs.with_name("pairs.splits.json").read_text())["test"])
+    held_out = test_slides_of(pairs)  # the slides mfish-synth left out too
 
     def make(tmp: Path) -> None:
         real_images, real_labels, _ = read_pommier_h5(pairs)
         slides = read_groups(pairs, len(real_images))
-        keep = [i for i in range(len(real_images)) if f"pairs[{i}]" not in test]
+        keep = [i for i, slide in enumerate(slides) if slide not in held_out]
         syn_images, syn_labels, _ = read_pommier_h5(synth)
         if syn_images.shape[1:] != real_images.shape[1:]:
             raise DataValidationError(synth, f"pairs of {syn_images.shape[1:]} cannot join the real pairs of "
@@ -124,7 +126,7 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
         record = {"synthesized": True, "what": "mfish:both — SYNTHESIZED pairs from real chromosomes plus the REAL "
                   "pairs of the training slides", "n_synthesized": int(len(syn_images)), "n_real": len(keep),
                   "synthesized_from": str(synth), "real_from": str(pairs),
-                  "held_out_slides_left_out": sorted({slides[i] for i in range(len(slides)) if i not in set(keep)})}
+                  "held_out_slides_left_out": held_out}
         (tmp / "both.json").write_text(json.dumps(record, indent=1) + "\n")
         notice = pairs.with_name("pairs.README.TXT")
         if notice.is_file():
