@@ -89,6 +89,27 @@ def toy_volumes() -> SegmentationData:
     return make_toy_volumes()
 
 
+def save_constant_model(directory: Path, names: list[str], winner: int, size=None) -> Path:
+    """A model folder of a bias-only U-Net (depth 2, width 4) of the classes ``names`` that says class ``winner``
+    everywhere (a test that needs a known output patches its predictor or uses this as it is)."""
+    cfg = load_config(overrides={
+        "name": directory.name,
+        "task": {"class_names": names, "derived": None, "background": 0, "primary_metric": names[-1]},
+        "data": {"size": size}, "model": {"name": "unet", "depth": 2, "base_channels": 4}})
+    model = build_model("unet", **model_kwargs(cfg))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.head.bias[winner] = 5.0
+    return save_model(directory, model, model_meta(cfg))
+
+
+@pytest.fixture(scope="session")
+def constant_model():
+    """:func:`save_constant_model`, for tests (pytest's importlib mode cannot import conftest by name)."""
+    return save_constant_model
+
+
 @pytest.fixture
 def no_pickle(monkeypatch):
     """Make every pickle / torch.save / torch.load entry point fail loudly."""

@@ -9,37 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from medseg.artifact import model_kwargs, model_meta, save_model
 from medseg.cli import app
-from medseg.config import load_config
-from medseg.models import build_model
+
 
 runner = CliRunner()
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfish"
 
 
-def _model(directory: Path, names: list[str], winner: int) -> Path:
-    cfg = load_config(overrides={
-        "name": directory.name,
-        "task": {"class_names": names, "derived": None, "background": 0, "primary_metric": names[-1]},
-        "data": {"size": None}, "model": {"name": "unet", "depth": 2, "base_channels": 4}})
-    model = build_model("unet", **model_kwargs(cfg))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.head.bias[winner] = 5.0
-    return save_model(directory, model, model_meta(cfg))
-
-
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, constant_model):
     root = tmp_path_factory.mktemp("metaphase_models")
-    semantic = _model(root / "semantic", ["background", "chromosome", "overlap"], 1)  # chromosome everywhere
-    pair = _model(root / "pair", ["background", "chromosome_alpha", "chromosome_beta", "overlap"], 1)
+    semantic = constant_model(root / "semantic", ["background", "chromosome", "overlap"], 1)  # chromosome everywhere
+    pair = constant_model(root / "pair", ["background", "chromosome_alpha", "chromosome_beta", "overlap"], 1)
     return semantic, pair
 
 

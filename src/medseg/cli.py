@@ -7,10 +7,11 @@
     medseg train CONFIG [--fold K] [--data PATH] [--set key=value ...] [--restart]
     medseg train DATA [--classes a,b,c] [--budget-gb G] [--set key=value ...]   planned on the fly (medseg plan)
     medseg cv CONFIG [--folds 0,1,...] [--data PATH]         all folds, then the held-out test report
-    medseg evaluate RUN [--data PATH] [--tta] [--trust-code]
+    medseg evaluate RUN [--data PATH] [--tta] [--trust-code] [--karyotype-vote soft|majority]
     medseg predict MODEL IMAGE... -o OUT [--folds K,...|all] [--tta] [--allow-gaps] [--trust-code]
+    medseg predict SEMANTIC_RUN METAPHASE... -o OUT [--pair-model PAIR_RUN] [--karyotype-model KARYO_RUN]
     medseg predict RUN FOLDER --format submission -o OUT [--folds K,...|all]   UW-Madison submission.csv
-    medseg serve [--model RUN ...] [--trust-code]
+    medseg serve [--model RUN ...] [--pair-model PAIR_RUN] [--karyotype-model KARYO_RUN] [--trust-code]
     medseg users add|list|passwd|remove
     medseg models
     medseg config show CONFIG [--set key=value ...]          the resolved config, each value's source
@@ -751,8 +752,11 @@ def plan(
 
 def _config_or_plan(config: Path, data, name, epochs, sets, device, classes, budget_gb) -> dict:
     """The config of `train` / `cv`: the YAML given, or one planned from DATA given in its place."""
-    if _is_data_argument(config):
-        return _planned_config(str(config), data, name, epochs, sets, device, classes, budget_gb)
+    if _is_data_argument(config):  # under torchrun rank 0 alone plans; the other ranks train its config
+        from medseg.training.run import plan_on_main_rank
+
+        return plan_on_main_rank(lambda: _planned_config(str(config), data, name, epochs, sets, device, classes,
+                                                         budget_gb), device, _set_items(sets))
     if classes or budget_gb is not None:
         raise typer.BadParameter("--classes and --budget-gb plan a config from DATA; with a YAML config set "
                                  "task.class_names and the sizes in it (or with --set)")
@@ -902,13 +906,19 @@ def evaluate_cmd(
     device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
     limit_test: Optional[int] = typer.Option(None, metavar="N", help="Score only the first N test images (quick look)."),
     trust_code: bool = TrustCodeOpt,
+    karyotype_vote: Optional[str] = typer.Option(None, "--karyotype-vote", metavar="VOTE", help="Karyotype runs "
+                                                 "(classes 1-22, X, Y): soft (mean probability over a chromosome's "
+                                                 "pixels) or majority (its pixels' most frequent class); default: "
+                                                 "the run's evaluate.karyotype_vote (soft)."),
 ):
     """Write report.md, metrics.json and figures for a trained run, in the task's terms (per-class scores, worst
     and best cases; the papers' numbers beside ours for the tasks they report)."""
     from medseg.evaluation.evaluate import evaluate_run
 
+    if karyotype_vote not in (None, "soft", "majority"):
+        raise typer.BadParameter(f"--karyotype-vote takes soft or majority, got {karyotype_vote!r}")
     report = evaluate_run(run, data=data, tta=tta, folds=_int_list(folds, "--folds"), device=device, out_dir=out,
-                          limit_test=limit_test, trust_code=trust_code)
+                          limit_test=limit_test, trust_code=trust_code, karyotype_vote=karyotype_vote)
     console.print(f"report: {report}")
     _print_competition(report)
 
@@ -959,6 +969,12 @@ def predict(
                                               "each crossing of two chromosomes; MODEL must then segment background / "
                                               "chromosome / overlap. Writes OUT/IMAGE-NAME/ with every chromosome's mask "
                                               "and cut-out, instances.json and an instance figure."),
+    karyotype_model: Optional[Path] = typer.Option(None, "--karyotype-model", metavar="KARYO_RUN", help="Whole "
+                                                   "metaphases: a karyotyping model (classes 1-22, X, Y; configs/mfish/"
+                                                   "karyotype_unet.yaml) that gives every chromosome its class: "
+                                                   "class, class_name, class_confidence in instances.json."),
+    karyotype_vote: str = typer.Option("soft", "--karyotype-vote", metavar="VOTE", help="With --karyotype-model: "
+                                       "soft (mean probability over the chromosome's pixels) or majority."),
 ):
     """Segment your own images (label map, overlay, each whole chromosome as mask and cut-out) or CT volumes
     (label in the input's format and geometry + per-class volumes in ml); or, with --format submission, write a
@@ -992,8 +1008,10 @@ def predict(
         return
     from medseg.inference.instances import is_metaphase_model
 
-    if pair_model is not None or is_metaphase_model(predictor.meta):  # whole metaphases → chromosome instances
-        _predict_metaphases(predictor, model, pair_model, images, out, device=device, tta=tta, trust_code=trust_code)
+    if pair_model is not None or karyotype_model is not None or is_metaphase_model(predictor.meta):
+        # whole metaphases → chromosome instances (→ their karyotype classes)
+        _predict_metaphases(predictor, model, pair_model, images, out, device=device, tta=tta, trust_code=trust_code,
+                            karyotype_model=karyotype_model, karyotype_vote=karyotype_vote)
         return
     for path in images:
         summary = predict_image_file(predictor, path, out)
@@ -1001,7 +1019,8 @@ def predict(
 
 
 def _predict_metaphases(predictor, model: Path, pair_model: Optional[Path], images: List[Path], out: Path, *,
-                        device: str, tta: Optional[bool], trust_code: bool) -> None:
+                        device: str, tta: Optional[bool], trust_code: bool, karyotype_model: Optional[Path] = None,
+                        karyotype_vote: str = "soft") -> None:
     from medseg.errors import DataValidationError
     from medseg.inference.instances import FALLBACKS, check_pair_model, is_metaphase_model, predict_metaphase_file
     from medseg.inference.predictor import Predictor
@@ -1014,12 +1033,27 @@ def _predict_metaphases(predictor, model: Path, pair_model: Optional[Path], imag
     if pair_model is not None:
         pair = Predictor.from_path(pair_model, device=device, tta=tta, trust_code=trust_code)
         check_pair_model(pair.meta, pair_model)
+    classify = None
+    if karyotype_model is not None:  # every instance's class (medseg.inference.karyotype)
+        from medseg.inference.karyotype import check_karyotype_model, classify_instances
+
+        if karyotype_vote not in ("soft", "majority"):
+            raise typer.BadParameter(f"--karyotype-vote takes soft or majority, got {karyotype_vote!r}")
+        karyo = Predictor.from_path(karyotype_model, device=device, tta=tta, trust_code=trust_code)
+        check_karyotype_model(karyo.meta, karyotype_model)
+
+        def classify(image, instances):
+            return classify_instances(karyo, image, instances, vote=karyotype_vote)
     for path in images:
-        s = predict_metaphase_file(predictor, pair, path, out)
+        s = predict_metaphase_file(predictor, pair, path, out, classify=classify)
         c = s["counts"]
         console.print(f"{path} → {s['out']}  {s['n_instances']} chromosomes: {c['whole']} alone, {c['pair_model']} "
                       f"crossings split by the pair model, {sum(c[k] for k in FALLBACKS)} clusters kept whole ("
                       + ", ".join(f"{k} {c[k]}" for k in FALLBACKS) + ")")
+        if classify is not None:
+            named = [r["class_name"] for r in s["instances"] if r.get("class_name")]
+            console.print(f"  karyotype ({karyotype_vote} vote): {len(named)} of {s['n_instances']} chromosomes "
+                          "classified (class, class_name, class_confidence in instances.json)")
 
 
 @app.command("evaluate-metaphases")
@@ -1185,6 +1219,18 @@ def serve(
     device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Serve models whose model.json names code outside "
                                     "medseg's registry (importing it runs it). Off: such models are refused at start."),
+    pair_model: Optional[Path] = typer.Option(None, "--pair-model", metavar="PAIR_RUN", help="A 4-class pair model "
+                                              "(background, chromosome A, B, overlap) for every metaphase model "
+                                              "(background / chromosome / overlap): it splits each crossing of two "
+                                              "chromosomes in the results' chromosome instances; without it crossings "
+                                              "are kept whole."),
+    karyotype_model: Optional[Path] = typer.Option(None, "--karyotype-model", metavar="KARYO_RUN", help="A "
+                                                   "karyotyping model (classes 1-22, X, Y; configs/mfish/"
+                                                   "karyotype_unet.yaml) for every metaphase model: it gives each "
+                                                   "chromosome instance its class (class, class_name, "
+                                                   "class_confidence in instances.json, the page's class column)."),
+    karyotype_vote: str = typer.Option("soft", "--karyotype-vote", metavar="VOTE", help="With --karyotype-model: "
+                                       "soft (mean probability over the chromosome's pixels) or majority."),
 ):
     """Run the web server: upload a study, automatic segmentation, slice viewer, downloads."""
     import uvicorn
@@ -1192,7 +1238,10 @@ def serve(
     from medseg.server.app import create_app, lock_home
     from medseg.server.settings import MiB, ServerSettings
 
+    if karyotype_vote not in ("soft", "majority"):
+        raise typer.BadParameter(f"--karyotype-vote takes soft or majority, got {karyotype_vote!r}")
     settings = ServerSettings(models=list(model), max_upload_bytes=max_upload_mb * MiB, device=device, trust_code=trust_code,
+                              pair_model=pair_model, karyotype_model=karyotype_model, karyotype_vote=karyotype_vote,
                               **({"home": home} if home else {}))
     lock = lock_home(settings)  # noqa: F841 - held until the process ends
     web = create_app(settings)
@@ -1200,6 +1249,12 @@ def serve(
     for entry in registry.entries.values():
         note = "  (demo model trained on synthetic data — not a clinical model)" if entry.demo else ""
         console.print(f"model {entry.id}: {entry.version}, {entry.spatial_dims}D, {entry.path}{note}")
+        if entry.instances:
+            console.print("  chromosome instances: " + (f"pair model {entry.pair.version}, {entry.pair.path}"
+                                                        if entry.pair else "no --pair-model, crossings kept whole"))
+            if entry.karyotype:
+                console.print(f"  karyotype classes: {entry.karyotype.version} ({entry.karyotype_vote} vote), "
+                              f"{entry.karyotype.path}")
     if not registry.entries:
         console.print("no model given (--model RUN_DIR): uploads will be refused", style="yellow")
     if not web.state.db.users():

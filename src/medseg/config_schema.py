@@ -126,7 +126,8 @@ class DataConfig(Section):
                       "a UW-Madison GI-tract folder (train.csv + train/), or \"synth:demo\" / \"synth:pommier\" / "
                       "\"synth:gi\" for the project's own synthesized sets (made on first use, no download), or \"mfish:pairs\" / "
                       "\"mfish:synth\" / \"mfish:both\" (real M-FISH pairs, pairs synthesized from its chromosomes, "
-                      "both; made from the real folder, medseg.data.mfish_sets).")
+                      "both; made from the real folder, medseg.data.mfish_sets) / \"mfish:karyotype\" (each real "
+                      "isolated chromosome's DAPI cut-out labelled with its class 1-22, X, Y).")
     format: str = Field("auto", description="auto | pommier | folder | uwgi (the UW-Madison GI-tract competition "
                         "folder: train.csv + train/case*/case*_day*/scans/*.png; auto detects it)")
     h5_key: str = "dataset_1"
@@ -365,9 +366,20 @@ class TrainConfig(Section):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     seed: int = 0
-    amp: bool = Field(True, description="CUDA only")
-    channels_last: bool = Field(True, description="CUDA only")
-    num_workers: int = 0
+    amp: bool = Field(True, description="mixed precision: on CUDA bf16 (fp16 + loss scaling where the GPU has no "
+                                        "bf16); on a CPU bf16 only where it has native bf16 (AVX512-BF16, AMX, Arm "
+                                        "BF16), else off")
+    channels_last: bool | Literal["auto"] = Field(
+        "auto", description="2D models in channels-last memory format: auto = where measured to gain (CUDA; not "
+                            "the CPU, see the README), true = on any device, false = never")
+    compile: bool = Field(False, description="torch.compile the network for training (validation and the saved "
+                                             "model use the plain module); needs a C++ compiler on the CPU")
+    compile_backend: str = Field("inductor", description="torch.compile backend (inductor; eager / aot_eager to "
+                                                         "check the wiring without compiling)")
+    num_workers: int | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes: auto = sized from this process's share of the cores "
+                            "(0 on the CPU, where it was measured not to gain; on CUDA the share less one, at most "
+                            "8); or a number >= 0")
     device: str = "auto"
     max_batches_per_epoch: int | None = Field(None, description="cap for quick CPU runs")
     val_max_batches: int | None = None
@@ -379,6 +391,27 @@ class TrainConfig(Section):
     def _at_least_one(cls, value, info):
         if value < 1:
             raise ValueError(f"train.{info.field_name} must be >= 1, got {value!r}")
+        return value
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _channels_last(cls, value):
+        if not isinstance(value, bool) and value != "auto":
+            raise ValueError(f"train.channels_last must be auto, true or false, got {value!r}")
+        return value
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _workers(cls, value):
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"train.num_workers must be auto or a number of worker processes >= 0, got {value!r}")
+        return value
+
+    @field_validator("compile_backend")
+    @classmethod
+    def _backend(cls, value):
+        if not value.strip():
+            raise ValueError("train.compile_backend must name a torch.compile backend (inductor, aot_eager, eager)")
         return value
 
     @field_validator("iterations")
@@ -628,6 +661,11 @@ class EvaluateConfig(Section):
                             "(task.class_names = background, chromosome_alpha, chromosome_beta, overlap), the CTV "
                             "thesis' rows for its model (ctv_unet3d), none for any other task | none = no "
                             "published rows (a chromosome task's report then keeps its own rows and definitions)")
+    karyotype_vote: Literal["soft", "majority"] = Field(
+        "soft", description="karyotype task (classes background, 1-22, X, Y; data.path mfish:karyotype): a "
+                            "chromosome's class from its pixels' probabilities: soft = argmax over 1-24 of the mean "
+                            "probability over its mask | majority = the most frequent pixel argmax "
+                            "(medseg.metrics.karyotype)")
 
 
 class OutputConfig(Section):

@@ -20,6 +20,9 @@ The rule (one mechanism for every entry point: ``medseg train``/``cv``, the rank
   An integer fixes the count; ``off`` (or ``0``) leaves PyTorch's own default alone — the behaviour before
   this module, kept so the difference can be measured (``benchmarks/bench_distributed.py``).
 
+DataLoader workers (``train.num_workers``): :func:`num_workers_for` sizes ``auto`` from the same share, and
+:func:`init_worker` gives each worker process one intra-op thread, so workers never multiply the pool.
+
 Processes outside medseg (another PyTorch job) are not counted: give them and medseg disjoint cores
 (``taskset``) or set ``MEDSEG_THREADS`` by hand. Only PyTorch's intra-op pool is sized here; its inter-op
 pool (used by ``torch.jit.fork``) is left as it is.
@@ -188,6 +191,39 @@ def refresh_threads() -> int | None:
     return _apply(thread_share())
 
 
+# --- DataLoader workers ------------------------------------------------------------------------------------
+
+#: most workers ``train.num_workers: auto`` starts for one training process (on CUDA)
+MAX_AUTO_WORKERS = 8
+
+
+def num_workers_for(setting: int | str, device_type: str = "cpu", share: int | None = None) -> int:
+    """``train.num_workers`` as a count: a number is kept; ``auto`` sizes it from ``share``, this process's
+    share of the cores (default: :func:`thread_share`, the cores given divided by the medseg compute processes):
+
+    * on the **CPU: 0**. The training step itself keeps every core of the share busy and the data pipeline
+      is a small part of it (the 2D demo: under 0.1 % of a step); a worker only takes time slices from the
+      step and costs a process start per epoch — measured on 2 cores, 1 and 2 workers were slower than none
+      (``benchmarks/bench_cpu_options.py``, README "Beyond one process");
+    * on **CUDA**: the share less one core for the process driving the GPU, at most :data:`MAX_AUTO_WORKERS`
+      (0 on a share of one core): the GPU computes, the CPU cores load and augment (not measured here: no GPU).
+    """
+    if setting != "auto":
+        return int(setting)
+    if device_type != "cuda":
+        return 0
+    share = thread_share() if share is None else int(share)
+    return max(0, min(MAX_AUTO_WORKERS, share - 1))
+
+
+def init_worker(worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn``: one intra-op thread, so N workers add N threads, not N pools
+    (PyTorch's own workers start with one too; said here so it holds whatever the start method)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @contextlib.contextmanager
 def compute_share(threads: int | None = None, *, reserve: int = 0):
     """For a process that computes now and then (the server's worker, one job at a time): counted in the
@@ -213,5 +249,6 @@ def compute_share(threads: int | None = None, *, reserve: int = 0):
             unregister()
 
 
-__all__ = ["ENV", "available_cores", "compute_share", "configure_threads", "live_processes", "refresh_threads",
-           "register", "thread_setting", "thread_share", "unregister"]
+__all__ = ["ENV", "MAX_AUTO_WORKERS", "available_cores", "compute_share", "configure_threads", "init_worker",
+           "live_processes", "num_workers_for", "refresh_threads", "register", "thread_setting", "thread_share",
+           "unregister"]

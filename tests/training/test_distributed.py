@@ -247,3 +247,59 @@ def test_cv_parallel_names_a_failing_fold_then_gives_the_serial_folds(tmp_path):
         assert [r["val_loss"] for r in par] == pytest.approx([r["val_loss"] for r in one], abs=1e-6)
         assert _max_diff(parallel_root / f"fold_{fold}" / "model.safetensors",
                          tmp_path / "serial" / "tiny_ddp" / f"fold_{fold}" / "model.safetensors") < 1e-6
+
+
+_PLAN_RANK = """
+import json, sys
+from pathlib import Path
+from medseg.cli import _config_or_plan
+from medseg.training import distributed
+cfg = _config_or_plan(Path(sys.argv[1]), None, None, 1, sys.argv[3:], "cpu", None, None)
+Path(sys.argv[2], f"rank{distributed.info().rank}.json").write_text(json.dumps(cfg, sort_keys=True))
+distributed.cleanup()
+"""
+
+
+def test_train_data_under_torchrun_plans_on_rank_0_only(tmp_path):
+    """``torchrun -m medseg train DATA``: rank 0 plans (prints the decisions, writes plan.yaml) and rank 1 takes
+    its config — a planner that would fail on rank 1 is never called there. The two processes get torchrun's
+    variables (RANK, WORLD_SIZE, MASTER_ADDR/PORT) directly, and stop after the config (the training of a
+    config under torchrun is tested above): a torchrun launcher and a training would double this test's time."""
+    import socket
+
+    folder = _toy_folder(tmp_path / "data")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import medseg.planning as planning\n"
+        "    def refuse(*args, **kwargs):\n"
+        "        raise SystemExit('test hook: rank 1 planned')\n"
+        "    planning.fingerprint = planning.plan = refuse\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sets = ["train.batch_size=4", f"output.root={tmp_path / 'runs'}"]
+    procs = [subprocess.Popen([sys.executable, "-c", _PLAN_RANK, str(folder), str(tmp_path), *sets],
+                              env={**ENV, "PYTHONPATH": str(hook), "RANK": str(r), "LOCAL_RANK": str(r),
+                                   "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
+    assert "plan for " in outs[0] and "plan for " not in outs[1] and "rank 1 planned" not in outs[1]
+    assert (tmp_path / "runs" / "plan_data" / "plan.yaml").is_file()
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0]["train"]["batch_size"] == 4 and ranks[0]["name"] == "plan_data"
+
+
+def test_a_failure_on_rank_0_fails_every_rank_with_its_message(monkeypatch):
+    monkeypatch.setattr(distributed, "env_info", lambda: distributed.DistInfo(1, 2, 1))  # rank 1 of 2
+    monkeypatch.setattr(distributed, "init", lambda device, timeout=None: distributed.DistInfo(1, 2, 1))
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj: (None, "ConfigError: no images in DATA"))
+    called = []
+    with pytest.raises(distributed.MainRankFailed, match="planning failed on rank 0: ConfigError: no images in DATA"):
+        distributed.on_main_rank(lambda: called.append(1), torch.device("cpu"), what="planning")
+    assert not called  # rank 1 never ran it
+    monkeypatch.setattr(distributed, "env_info", lambda: distributed.DistInfo())
+    assert distributed.on_main_rank(lambda: 7, torch.device("cpu")) == 7  # one process: just the call

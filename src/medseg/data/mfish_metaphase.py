@@ -9,7 +9,7 @@ the slide and every split medseg draws on it — the test set *and* the validati
 metaphases together (a plain image folder would split validation by image).
 
 The held-out test slides are those of ``medseg data mfish-pairs`` (:func:`pair_test_slides`: the slides whose
-metaphases give overlapping pairs, split by :func:`medseg.data.mfish_pairs.group_splits` with seed 0, the
+metaphases give overlapping pairs, split by :func:`medseg.data.mfish_pairs.held_out_slides` with seed 0, the
 default of ``mfish-pairs``), so a pair model trained on the pairs' training slides is never evaluated on one of
 its own training slides when the two models are chained (:mod:`medseg.inference.instances`). On the 133
 labelled metaphases: 26 slides, 22 with pairs, test slides A20, P09, V18, V27 (17 metaphases). Slides without
@@ -64,21 +64,13 @@ def is_mfish_config(data_cfg: dict) -> bool:
 
 def pair_test_slides(root: str | Path, *, seed: int = PAIR_SPLIT_SEED, progress: bool = False) -> dict:
     """The held-out slides of ``medseg data mfish-pairs ROOT`` (default options, ``split_seed`` ``seed``):
-    ``{"test": [...], "pair_slides": [...], "all_slides": [...]}``, sorted. Computed as that command does —
-    :func:`~medseg.data.mfish_pairs.pairs_from_karyotype` on every labelled metaphase, then
-    :func:`~medseg.data.mfish_pairs.group_splits` over each pair's slide — without writing the pairs (≈ 4 s)."""
-    from medseg.data.mfish_pairs import group_splits, pairs_from_karyotype
+    ``{"test": [...], "pair_slides": [...], "all_slides": [...]}``, sorted. The test slides are
+    :func:`~medseg.data.mfish_pairs.held_out_slides` over the slide of every pair
+    (:func:`~medseg.data.mfish_pairs.pair_slides`: the pairs are cut as that command cuts them, not written; ≈ 4 s)."""
+    from medseg.data.mfish_pairs import held_out_slides, pair_slides
 
-    slides: list[str] = []
-    every: set[str] = set()
-    for m in Progress(find_metaphases(root), desc="M-FISH pairs' slides", unit="image", disable=not progress):
-        dapi, karyo = read_metaphase(m)
-        pairs, _ = pairs_from_karyotype(dapi, karyo, folder=m.folder, image_id=m.id)
-        slides += [slide_of(m.folder)] * len(pairs)
-        every.add(slide_of(m.folder))
-    split = group_splits(slides, "p", seed=seed)
-    test = sorted({slides[int(name[2:-1])] for name in split["test"]})
-    return {"test": test, "pair_slides": sorted(set(slides)), "all_slides": sorted(every)}
+    slides, every = pair_slides(root, progress=progress)
+    return {"test": held_out_slides(slides, seed=seed), "pair_slides": sorted(set(slides)), "all_slides": every}
 
 
 def pair_split_file(root: str | Path, *, seed: int = PAIR_SPLIT_SEED, progress: bool = False) -> Path:

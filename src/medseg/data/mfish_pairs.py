@@ -43,7 +43,9 @@ patient. A slide's metaphases may lie in several folders, one per karyotype foun
 which keeps every folder together too. The folder and slide of every pair are stored in the HDF5 file (datasets
 ``folder``, ``slide`` and ``image`` beside ``dataset_1``, which readers of the Pommier layout ignore), in the
 sidecar JSON, and as a ready split file by slide (``<output>.splits.json``, names as medseg gives the pairs of
-an HDF5 file: ``<stem>[i]``) for ``--set splits.file=...``. The set's licence notice is copied beside every file written (``<output>.README.TXT``,
+an HDF5 file: ``<stem>[i]``) for ``--set splits.file=...``. Which slides are held out is decided in one place,
+:func:`held_out_slides`, which every M-FISH set tested on them uses (pairs, synthesized pairs, whole metaphases,
+the karyotyping set). The set's licence notice is copied beside every file written (``<output>.README.TXT``,
 ``README.TXT`` in the isolated folder) and quoted in the JSON, as the licence requires.
 """
 
@@ -52,12 +54,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -75,8 +77,8 @@ from medseg.data.pommier import POMMIER_CLASSES, POMMIER_SHAPE
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
 
-__all__ = ["LEFT_OUT", "RULES", "IsolatedChromosome", "Pair", "PairOptions", "group_splits", "isolated_chromosomes",
-           "order_pair", "pairs_from_karyotype", "run_mfish_pairs"]
+__all__ = ["LEFT_OUT", "RULES", "IsolatedChromosome", "Pair", "PairOptions", "group_splits", "held_out_slides",
+           "isolated_chromosomes", "order_pair", "pair_slides", "pairs_from_karyotype", "run_mfish_pairs"]
 
 #: Why an overlap region gives no pair (``cut_by_crop`` only with ``keep_cut=False``).
 LEFT_OUT = ("too_small", "same_class", "three_or_more", "no_chromosome", "duplicate", "cut_by_crop")
@@ -321,6 +323,59 @@ def group_splits(groups: list[str], stem: str, *, test_fraction: float = 0.2, n_
     return {"test": names(made["test"]), "folds": [{"val": names(f["val"])} for f in made["folds"]]}
 
 
+def held_out_slides(pairs: str | Path | Sequence[str], *, seed: int = 0, progress: bool = False) -> list[str]:
+    """The held-out test slides of ``medseg data mfish-pairs`` (sorted): the one rule every M-FISH set that
+    must never test on a pair model's training slides follows (``mfish:pairs`` / ``synth`` / ``both``, the whole
+    metaphases of :mod:`medseg.data.mfish_metaphase`, ``mfish:karyotype``). The slides of the test set of
+    :func:`group_splits` over the slide of every pair, drawn with ``seed`` (``mfish-pairs``' ``split_seed``,
+    default 0). ``pairs`` is
+
+    * the slides of the pairs, one per pair in the pairs' order (what :func:`run_mfish_pairs` collects);
+    * an M-FISH folder: the pairs are cut from every labelled metaphase with the default :class:`PairOptions`
+      (as ``mfish-pairs`` does, nothing written; about 4 s for the 133 metaphases);
+    * a pairs file written by ``mfish-pairs`` (``.h5``): the test names of its own ``<stem>.splits.json``,
+      mapped to slides by its ``slide`` dataset — the file's record decides (``seed`` is not used: the file may
+      have been written with another ``split_seed``).
+
+    On the 133 labelled metaphases (22 slides with pairs, seed 0): A20, P09, V18, V27."""
+    if isinstance(pairs, (str, Path)):
+        path = Path(pairs)
+        if path.is_dir():
+            return held_out_slides(pair_slides(path, progress=progress)[0], seed=seed)
+        return _held_out_of_file(path)
+    slides = [str(s) for s in pairs]
+    split = group_splits(slides, "p", seed=seed)
+    return sorted({slides[int(name[2:-1])] for name in split["test"]})
+
+
+def pair_slides(root: str | Path, *, progress: bool = False) -> tuple[list[str], list[str]]:
+    """The slide of every pair ``medseg data mfish-pairs ROOT`` cuts (default :class:`PairOptions`, in its
+    order; nothing written) and every slide of the labelled metaphases (sorted)."""
+    slides: list[str] = []
+    every: set[str] = set()
+    for m in Progress(find_metaphases(root), desc="M-FISH pairs' slides", unit="image", disable=not progress):
+        dapi, karyo = read_metaphase(m)
+        found, _ = pairs_from_karyotype(dapi, karyo, folder=m.folder, image_id=m.id)
+        slides += [slide_of(m.folder)] * len(found)
+        every.add(slide_of(m.folder))
+    return slides, sorted(every)
+
+
+def _held_out_of_file(pairs_h5: Path) -> list[str]:
+    import h5py
+
+    split_path = pairs_h5.with_name(pairs_h5.stem + ".splits.json")
+    if not split_path.is_file():
+        raise DataValidationError(split_path, "no split file beside the pairs file (medseg data mfish-pairs writes it)")
+    test = json.loads(split_path.read_text())["test"]
+    with h5py.File(pairs_h5, "r") as f:
+        if "slide" not in f:
+            raise DataValidationError(pairs_h5, "no 'slide' dataset: not a medseg data mfish-pairs file")
+        slides = [s.decode() if isinstance(s, bytes) else str(s) for s in f["slide"][:]]
+    prefix = pairs_h5.stem + "["
+    return sorted({slides[int(name[len(prefix):-1])] for name in test if name.startswith(prefix)})
+
+
 def _write_isolated(out_dir: Path, chromosomes: list[IsolatedChromosome], notice: Path | None) -> Path:
     from PIL import Image
 
@@ -364,6 +419,7 @@ def run_mfish_pairs(src: str | Path, output: str | Path, *, options: PairOptions
 
     import medseg
     from medseg.data.pommier import give_default_mode, write_pommier_h5
+    from medseg.data.writing import atomic_files
     from medseg.data.synth import save_preview, sidecar_paths
 
     started = time.perf_counter()
@@ -438,6 +494,8 @@ def run_mfish_pairs(src: str | Path, output: str | Path, *, options: PairOptions
         "split_by": "slide (folder[:3], e.g. A02 for A02__15 and A02__XY): HDF5 datasets 'slide' and 'folder', "
                     "pairs[*].slide here, and the split file",
         "splits_file": splits_path.name,
+        "split_seed": split_seed,
+        "held_out_slides": held_out_slides(slides, seed=split_seed),
         "licence": {"file": licence_path.name if notice else None, "notice": notice_text},
     }
     if isolated_dir is not None:
@@ -455,7 +513,7 @@ def run_mfish_pairs(src: str | Path, output: str | Path, *, options: PairOptions
         temps[png_path] = png_path.with_name(f".{png_path.name}.mfish-tmp.png")
     if notice is not None:
         temps[licence_path] = licence_path.with_name(f".{licence_path.name}.mfish-tmp")
-    try:
+    with atomic_files(temps):  # all of them or none
         write_pommier_h5(temps[output], images, labels)
         with h5py.File(temps[output], "a") as f:
             text = h5py.string_dtype("utf-8")
@@ -473,12 +531,6 @@ def run_mfish_pairs(src: str | Path, output: str | Path, *, options: PairOptions
         if preview:
             save_preview(temps[png_path], images, labels, overlap_px=overlap_px,
                          title=f"{output.name}: {len(images)} real M-FISH overlapping pairs (rule {options.rule})")
-        for final, tmp in temps.items():
-            os.replace(tmp, final)
-    except BaseException:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-        raise
     if isolated_dir is not None:
         summary["isolated"]["index"] = str(_write_isolated(Path(isolated_dir), isolated, notice))
     summary.update(output=str(output), json=str(json_path), splits=str(splits_path),

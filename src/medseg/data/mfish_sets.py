@@ -13,7 +13,11 @@ from the real M-FISH folder on first use (as ``synth:*`` sets are) and kept unde
   each real pair keeps its slide as its split group, each synthesized pair is a group of its own.
 
 The test set of all three is the same: the real pairs of the held-out slides (evaluate with
-``--data mfish:pairs``). Where the folder is: ``data.mfish_source``, else ``$MEDSEG_MFISH``, else
+``--data mfish:pairs``).
+
+``mfish:karyotype`` (issue 14, part 6) is the karyotyping set: every real isolated chromosome as a DAPI cut-out
+on a 128 × 128 canvas labelled mask × class (25 classes: background, 1–22, X, Y), tested on the same held-out
+slides (:mod:`medseg.data.mfish_karyotype`). Where the folder is: ``data.mfish_source``, else ``$MEDSEG_MFISH``, else
 ``../shared/data/mfish`` beside the working directory or beside the medseg checkout. Every set is built in a
 temporary folder and renamed when complete, so an interrupted build never leaves half a set; the M-FISH
 licence notice travels with each (``*.README.TXT``).
@@ -35,7 +39,7 @@ from medseg.paths import medseg_home
 
 __all__ = ["KINDS", "find_mfish_source", "mfish_set_path"]
 
-KINDS = ("pairs", "synth", "both")
+KINDS = ("pairs", "synth", "both", "karyotype")
 PUBLISHED_PAIRS = 13_434
 
 
@@ -104,10 +108,10 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
 
     from medseg.data.pommier import GROUP_KEY, read_groups, read_pommier_h5, write_pommier_h5
 
-    from medseg.data.mfish_synth import test_slides_of
+    from medseg.data.mfish_pairs import held_out_slides
 
     pairs, synth = _real(source, progress), _synth(source, n_pairs, seed, progress)
-    held_out = test_slides_of(pairs)  # the slides mfish-synth left out too
+    held_out = held_out_slides(pairs)  # the slides mfish-synth left out too (the pairs file's own split)
 
     def make(tmp: Path) -> None:
         real_images, real_labels, _ = read_pommier_h5(pairs)
@@ -135,6 +139,22 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
     return _build(_set_root(source) / f"both_{n_pairs}_s{seed}", make) / "both.h5"
 
 
+def _karyotype(source: Path, progress: bool) -> Path:
+    import sys
+
+    from medseg.data.mfish_karyotype import CANVAS, run_mfish_karyotype
+
+    def make(tmp: Path) -> None:
+        s = run_mfish_karyotype(source, tmp / "karyotype.h5", progress=progress)
+        if progress:
+            counts = ", ".join(f"{name} {v['train']}/{v['test']}" for name, v in s["per_class"].items())
+            print(f"mfish:karyotype: {s['n_images']} chromosomes ({s['n_train']} training, {s['n_test']} test on the "
+                  f"held-out slides {', '.join(s['held_out_slides'])}); per class train/test: {counts}; left out: "
+                  + ", ".join(f"{k} {v}" for k, v in s["left_out"].items()), file=sys.stderr)
+
+    return _build(_set_root(source) / f"karyotype_c{CANVAS}", make) / "karyotype.h5"
+
+
 def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
     """The HDF5 file of ``mfish:<kind>`` (made here if missing; see the module docstring)."""
     if kind not in KINDS:
@@ -146,4 +166,6 @@ def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
         return _real(source, progress)
     if kind == "synth":
         return _synth(source, n_pairs, seed, progress)
+    if kind == "karyotype":
+        return _karyotype(source, progress)
     return _both(source, n_pairs, seed, progress)

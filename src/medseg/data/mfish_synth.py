@@ -62,20 +62,11 @@ def _split_names(value: str | list[str] | tuple[str, ...] | None) -> list[str] |
 
 def test_slides_of(pairs_h5: str | Path) -> list[str]:
     """The slides of the test set of a ``medseg data mfish-pairs`` file: the names ``<stem>[i]`` in
-    ``<stem>.splits.json`` beside it, mapped to slides by the file's ``slide`` dataset."""
-    import h5py
+    ``<stem>.splits.json`` beside it, mapped to slides by the file's ``slide`` dataset
+    (:func:`medseg.data.mfish_pairs.held_out_slides`, the one rule)."""
+    from medseg.data.mfish_pairs import held_out_slides
 
-    pairs_h5 = Path(pairs_h5)
-    split_path = pairs_h5.with_name(pairs_h5.stem + ".splits.json")
-    if not split_path.is_file():
-        raise DataValidationError(split_path, "no split file beside the pairs file (medseg data mfish-pairs writes it)")
-    test = json.loads(split_path.read_text())["test"]
-    with h5py.File(pairs_h5, "r") as f:
-        if "slide" not in f:
-            raise DataValidationError(pairs_h5, "no 'slide' dataset: not a medseg data mfish-pairs file")
-        slides = [s.decode() if isinstance(s, bytes) else str(s) for s in f["slide"][:]]
-    prefix = pairs_h5.stem + "["
-    return sorted({slides[int(name[len(prefix):-1])] for name in test if name.startswith(prefix)})
+    return held_out_slides(Path(pairs_h5))
 
 
 def crops_from_isolated(

@@ -55,6 +55,21 @@ def atomic_file(path: Path, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+@contextmanager
+def atomic_files(temps: dict[Path, Path]) -> Iterator[dict[Path, Path]]:
+    """Several files that belong together (a data set, its JSON, its split, its licence notice): write each to
+    its temporary path ``temps[final]``; on success every one replaces its final path, on any error (or interrupt)
+    every temporary file is removed and the finals are left as they were."""
+    try:
+        yield temps
+        for final, tmp in temps.items():
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp in temps.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def label_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     """A label map as uint8; values that are not integers 0..255 are a DataValidationError naming ``path``."""
     a = np.asarray(array)

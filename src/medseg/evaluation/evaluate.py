@@ -33,6 +33,7 @@ from medseg.data.volumes import load_any_data
 from medseg.errors import DataValidationError
 from medseg.data.uwgi_dataset import is_uwgi_data
 from medseg.evaluation.competition import competition_score
+from medseg.evaluation.karyotype import karyotype_metric, update_in_chunks
 from medseg.evaluation.paper_numbers import reference_rows
 from medseg.evaluation.report import CHROMOSOME_PAPERS, EvaluationResult, is_chromosome_task, write_report
 from medseg.inference.predictor import Predictor, model_dirs
@@ -168,8 +169,10 @@ def order_free_scores(cfg: dict, class_names: list[str], pred_labels: np.ndarray
 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | None = None,
                  folds: Sequence[int] | None = None, device: str = "auto", out_dir: str | Path | None = None,
-                 limit_test: int | None = None, progress: bool = True, trust_code: bool = False) -> Path:
-    """``trust_code``: allow a model.json that names code outside medseg (see medseg.models.registry)."""
+                 limit_test: int | None = None, progress: bool = True, trust_code: bool = False,
+                 karyotype_vote: str | None = None) -> Path:
+    """``trust_code``: allow a model.json that names code outside medseg (see medseg.models.registry).
+    ``karyotype_vote``: soft | majority for a karyotype task (default: the run's evaluate.karyotype_vote)."""
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     if data is not None:
@@ -198,6 +201,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     predictors = []
     cv_rows, cv_idx, cv_preds = [], [], []  # cross-validation: each fold's validation cases, in fold order
     confusion = np.zeros((len(class_names),) * 2, dtype=np.int64) if multiclass else None
+    pooled_karyotype = karyotype_metric(cfg, class_names, karyotype_vote)  # karyotype task: one class per chromosome
     for d in Progress(dirs, desc="evaluating folds", disable=not progress):
         pred = Predictor.from_path(d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]),
                                    trust_code=trust_code)
@@ -214,6 +218,11 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             competition = competition_score(data_obj, idx, proba, class_names)
         fold_pred = pred.labels_from_proba(proba)
         order_free = order_free_scores(cfg, class_names, fold_pred, labels)
+        karyotype = karyotype_metric(cfg, class_names, karyotype_vote)  # medseg.evaluation.karyotype
+        if karyotype is not None:
+            update_in_chunks(karyotype, proba, labels)
+            if cv_validation:
+                pooled_karyotype.merge(karyotype)
         if cv_validation:
             del proba
             update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=spacing_of(idx))
@@ -233,6 +242,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             agg["order_free"] = order_free
         if competition is not None:
             agg["competition"] = competition
+        if karyotype is not None:
+            agg["karyotype"] = karyotype.aggregate()
         agg["fold"] = d.name
         agg["n_cases"] = int(len(idx))
         fold_aggs.append(agg)
@@ -265,6 +276,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         del cv_preds
         summary["n_cases"] = int(len(eval_idx))
         summary.pop("n_cases_sd", None)
+        if pooled_karyotype is not None:  # every fold's validation chromosomes together
+            summary["karyotype"] = pooled_karyotype.aggregate()
     else:
         eval_idx = test_idx
         images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
@@ -275,6 +288,9 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         ens_order_free = order_free_scores(cfg, class_names, preds, labels)
         if ens_order_free is not None:
             summary["ensemble"]["order_free"] = ens_order_free
+        if pooled_karyotype is not None:  # the fold ensemble's vote (mean probability over folds)
+            update_in_chunks(pooled_karyotype, probs_sum, labels, len(dirs))
+            summary["karyotype"] = summary["ensemble"]["karyotype"] = pooled_karyotype.aggregate()
         per_image = ens_metrics.per_image()
         for row, i in zip(per_image, test_idx.tolist(), strict=True):  # name the cases (worst/best in reports)
             row.update({"case_index": int(i), "case": data_obj.names[int(i)]})

@@ -446,6 +446,14 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path,
     cm = result.confusion
     if cm is None and result.metrics.get("confusion_matrix") is not None:
         cm = np.asarray(result.metrics["confusion_matrix"])
+    if isinstance(result.metrics.get("karyotype"), Mapping):  # medseg.evaluation.karyotype
+        from medseg.evaluation.karyotype import karyotype_confusion_figure
+
+        cm = None  # not the 25 x 25 pixel matrix (kept in metrics.json): the chromosomes' matrix instead
+        attempt("karyotype_confusion.png", "Chromosome classes: confusion matrix",
+                lambda p: karyotype_confusion_figure(result.metrics["karyotype"], p),
+                lambda _: "One vote per chromosome. Rows = true class (its number of chromosomes in brackets), "
+                          "columns = predicted class; colour = share of the row, numbers = chromosomes.")
     if cm is not None:
         attempt(
             "confusion_matrix.png",
@@ -768,6 +776,11 @@ def _markdown(
 
     if isinstance(m.get("competition"), Mapping):
         L += _competition_section(m)
+    if isinstance(m.get("karyotype"), Mapping):  # the karyotype task: a class per chromosome
+        from medseg.evaluation.karyotype import karyotype_section
+
+        L += karyotype_section(m["karyotype"], cross_validation=result.cross_validation,
+                               n_folds=int(m.get("n_folds") or 1))
 
     # ---- per-class table, cases, published numbers
     if chromosome:

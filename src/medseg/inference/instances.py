@@ -52,7 +52,8 @@ from medseg.errors import DataValidationError
 from medseg.progress import Progress
 
 __all__ = ["METAPHASE_CLASSES", "FALLBACKS", "Instance", "InstanceResult", "check_pair_model", "crop_origin",
-           "instance_figure", "is_metaphase_model", "predict_metaphase_file", "separate_instances"]
+           "instance_colours", "instance_figure", "instance_summary", "is_metaphase_model", "predict_metaphase_file",
+           "separate_instances", "separation_text", "write_instance_outputs"]
 
 METAPHASE_CLASSES = ("background", "chromosome", "overlap")
 PAIR_CROP = (94, 93)  # rows x columns: the Pommier / mfish-pairs crop
@@ -305,21 +306,75 @@ def instance_figure(image: np.ndarray, result: InstanceResult, path: str | Path,
     return path
 
 
+def instance_summary(result: InstanceResult, *, image: str, stem: str, semantic_model: str | None,
+                     pair_model: str | None) -> dict:
+    """The content of ``instances.json``: the image, its shape, the models, the semantic pixel counts, the counts
+    of :func:`separate_instances` and one record per instance (:meth:`Instance.record`)."""
+    semantic = result.semantic
+    return {"image": image, "shape": list(semantic.shape), "semantic_model": semantic_model, "pair_model": pair_model,
+            "pixels": {n: int((semantic == c).sum()) for c, n in enumerate(METAPHASE_CLASSES)},
+            "n_instances": len(result.instances), "counts": result.counts,
+            "label_map": f"{stem}_instance_labels.png: each pixel the id of one instance covering it (at overlap "
+                         "pixels the lower id); each instance whole in instances/chromosome_NNN_mask.png",
+            "instances": [i.record() for i in result.instances]}
+
+
+def separation_text(counts: dict) -> str:
+    """"N crossings split by the pair model, M clusters kept whole": the figure's and the CLI's line."""
+    return (f"{counts['pair_model']} crossings split by the pair model, "
+            f"{sum(counts[k] for k in FALLBACKS)} clusters kept whole")
+
+
+def write_instance_outputs(folder: str | Path, image: np.ndarray, result: InstanceResult, summary: dict, *,
+                           stem: str, source: str | Path, margin: int = 4) -> Path:
+    """Everything ``medseg predict`` writes for a metaphase, into the existing ``folder`` (the caller makes it
+    complete atomically: :func:`predict_metaphase_file` renames it, the server publishes its job folder):
+    ``<stem>_labels.png`` (semantic 0/1/2), ``<stem>_labels_color.png``, ``<stem>_instance_labels.png`` (16-bit
+    instance ids, :attr:`InstanceResult.label_map`), ``instances/chromosome_NNN_mask.png`` + ``_cutout.png``
+    (the grey image inside the mask, background zeroed, cut to the bounding box + ``margin`` px), the instance
+    figure ``<stem>_instances.png`` and ``summary`` as ``instances.json``. ``image``: float (H, W) in [0, 1];
+    ``source`` names the image in an error and in the figure's title."""
+    from PIL import Image
+
+    from medseg.palette import colourize
+
+    folder = Path(folder)
+    if len(result.instances) > 65535:
+        raise DataValidationError(source, f"{len(result.instances)} instances do not fit a 16-bit label map")
+    semantic = result.semantic
+    grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(semantic).save(folder / f"{stem}_labels.png")
+    Image.fromarray(colourize(semantic, 0)).save(folder / f"{stem}_labels_color.png")
+    Image.fromarray(result.label_map.astype(np.uint16)).save(folder / f"{stem}_instance_labels.png")
+    (folder / "instances").mkdir()
+    h, w = image.shape
+    for inst in result.instances:
+        t, left, bh, bw = inst.bbox
+        t0, l0 = max(0, t - margin), max(0, left - margin)
+        t1, l1 = min(h, t + bh + margin), min(w, left + bw + margin)
+        mask = inst.full_mask(image.shape)[t0:t1, l0:l1]
+        Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "instances" / f"chromosome_{inst.id:03d}_mask.png")
+        Image.fromarray(np.where(mask, grey[t0:t1, l0:l1], 0).astype(np.uint8)).save(
+            folder / "instances" / f"chromosome_{inst.id:03d}_cutout.png")
+    instance_figure(image, result, folder / f"{stem}_instances.png",
+                    title=f"{Path(source).name}: {len(result.instances)} chromosomes ({separation_text(result.counts)})")
+    (folder / "instances.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return folder
+
+
 def predict_metaphase_file(predictor, pair_predictor, path: str | Path, out_dir: str | Path, *, margin: int = 4,
-                           progress: bool = True) -> dict:
+                           progress: bool = True, classify=None) -> dict:
     """``medseg predict RUN metaphase.tif [--pair-model PAIR_RUN] -o OUT``: writes ``OUT/<stem>/`` with
     ``<stem>_labels.png`` (semantic 0/1/2), ``<stem>_labels_color.png``, ``<stem>_instances.png`` (the instance
     figure), ``<stem>_instance_labels.png`` (16-bit instance ids, :attr:`InstanceResult.label_map`),
     ``instances.json`` (per instance: id, bbox, area, overlaps_with, separated_by; the counts) and
     ``instances/chromosome_NNN_mask.png`` + ``chromosome_NNN_cutout.png`` (the grey image inside the mask,
-    background zeroed, cut to the bounding box + ``margin`` px) — ready for karyotyping. Everything is written
-    into a temporary folder beside it and renamed at the end (an earlier result for the same image is replaced
-    only then). Returns the JSON's content."""
-    from PIL import Image
-
+    background zeroed, cut to the bounding box + ``margin`` px) — ready for karyotyping
+    (:func:`write_instance_outputs`, which the web server's jobs call too). Everything is written into a
+    temporary folder beside it and renamed at the end (an earlier result for the same image is replaced only
+    then). Returns the JSON's content."""
     from medseg.data.folder import normalize_intensity, read_image
     from medseg.inference.image import predict_arrays
-    from medseg.palette import colourize
 
     path, out_dir = Path(path), Path(out_dir)
     if not is_metaphase_model(predictor.meta):
@@ -335,37 +390,16 @@ def predict_metaphase_file(predictor, pair_predictor, path: str | Path, out_dir:
     stem = path.stem
     final = out_dir / stem
     out_dir.mkdir(parents=True, exist_ok=True)
-    grey = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-    summary = {"image": str(path), "shape": list(image.shape),
-               "semantic_model": predictor.meta.get("model", {}).get("name"),
-               "pair_model": None if pair_predictor is None else pair_predictor.meta.get("model", {}).get("name"),
-               "pixels": {n: int((semantic == c).sum()) for c, n in enumerate(METAPHASE_CLASSES)},
-               "n_instances": len(result.instances), "counts": result.counts,
-               "label_map": f"{stem}_instance_labels.png: each pixel the id of one instance covering it (at overlap "
-                            "pixels the lower id); each instance whole in instances/chromosome_NNN_mask.png",
-               "instances": [i.record() for i in result.instances]}
+    summary = instance_summary(result, image=str(path), stem=stem,
+                               semantic_model=predictor.meta.get("model", {}).get("name"),
+                               pair_model=None if pair_predictor is None else
+                               pair_predictor.meta.get("model", {}).get("name"))
+    if classify is not None:  # hook: classify(image, instances) -> one dict of extra keys per instance
+        for record, extra in zip(summary["instances"], classify(image, result.instances), strict=True):
+            record.update(extra)  # karyotype: class, class_name, class_confidence (medseg.inference.karyotype)
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
     try:
-        Image.fromarray(semantic).save(tmp / f"{stem}_labels.png")
-        Image.fromarray(colourize(semantic, 0)).save(tmp / f"{stem}_labels_color.png")
-        if len(result.instances) > 65535:
-            raise DataValidationError(path, f"{len(result.instances)} instances do not fit a 16-bit label map")
-        Image.fromarray(result.label_map.astype(np.uint16)).save(tmp / f"{stem}_instance_labels.png")
-        (tmp / "instances").mkdir()
-        h, w = image.shape
-        for inst in result.instances:
-            t, left, bh, bw = inst.bbox
-            t0, l0 = max(0, t - margin), max(0, left - margin)
-            t1, l1 = min(h, t + bh + margin), min(w, left + bw + margin)
-            mask = inst.full_mask(image.shape)[t0:t1, l0:l1]
-            Image.fromarray(mask.astype(np.uint8) * 255).save(tmp / "instances" / f"chromosome_{inst.id:03d}_mask.png")
-            Image.fromarray(np.where(mask, grey[t0:t1, l0:l1], 0).astype(np.uint8)).save(
-                tmp / "instances" / f"chromosome_{inst.id:03d}_cutout.png")
-        instance_figure(image, result, tmp / f"{stem}_instances.png",
-                        title=f"{path.name}: {len(result.instances)} chromosomes ({result.counts['pair_model']} "
-                              f"crossings split by the pair model, "
-                              f"{sum(result.counts[k] for k in FALLBACKS)} clusters kept whole)")
-        (tmp / "instances.json").write_text(json.dumps(summary, indent=1) + "\n")
+        write_instance_outputs(tmp, image, result, summary, stem=stem, source=path, margin=margin)
         if final.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{stem}.old.", dir=out_dir))
             os.replace(final, old / stem)

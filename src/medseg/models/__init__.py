@@ -13,6 +13,7 @@ from medseg.models import enet  # noqa: F401  (registers enet)
 from medseg.models import bisenetv2  # noqa: F401  (registers bisenetv2)
 from medseg.models import ctv_unet3d  # noqa: F401  (registers ctv_unet3d)
 from medseg.models import monai_unet  # noqa: F401  (registers monai_unet)
+from medseg.models import chromosome_classifier  # noqa: F401  (registers chromosome_classifier)
 from medseg.models.blocks import training_loss
 from medseg.models.unet import UNet
 

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 import medseg
 from medseg.errors import MedsegError
 from medseg.palette import channel_hex, class_hex
-from medseg.server import auth, exports, storage
+from medseg.server import auth, exports, metaphase, storage
 from medseg.server.auth import User, admin_user, current_user
 from medseg.server.db import Database
 from medseg.server.jobs import Worker
@@ -117,6 +117,13 @@ class ModelOut(BaseModel):
     demo_reason: str | None = None
     modality: str | None = Field(None, description="The modality the model needs (an input recording another is "
                                                    "refused), or null when its model.json says nothing")
+    instances: bool = Field(False, description="A metaphase model (background / chromosome / overlap): its results on "
+                                               "an image also give every chromosome as its own instance")
+    pair_model: dict | None = Field(None, description="{name, version} of the pair model that splits crossings of two "
+                                                      "chromosomes (medseg serve --pair-model); null: kept whole")
+    karyotype_model: dict | None = Field(None, description="{name, version, vote} of the karyotyping model that gives "
+                                                           "every chromosome instance its class (medseg serve "
+                                                           "--karyotype-model); null: none")
 
 
 class ResultOut(BaseModel):
@@ -137,10 +144,15 @@ class ResultOut(BaseModel):
                                                 "(summary.label_encoding) and each structure has its own layer")
     channels: list[ResultChannelOut] = Field([], description="A multilabel result's structures, once done")
     summary: dict | None = None
+    instances: dict | None = Field(None, description="A metaphase result's chromosome instances, once done: n, counts "
+                                                     "(alone, split by the pair model, kept whole and why), pair_model, "
+                                                     "note, karyotype_model (with one: class_counts, unclassified, "
+                                                     "classes_text); the per-chromosome records at table_url")
     warnings: list[str] = Field([], description="What to check about this result (e.g. an input that records no "
                                                 "modality for a CT model); once done")
     slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference, or "
-                                       "label-<c> for structure c of a multilabel result)")
+                                       "label-<c> for structure c of a multilabel result, or instances for a "
+                                       "result with chromosome instances)")
     downloads: dict[str, str] = Field(description="Format → URL, once done")
 
 
@@ -205,7 +217,8 @@ def result_json(result: dict, study: dict) -> dict:
     classes = [{"value": c["value"], "name": c["name"],
                 "colour": by_value.get(c["value"]) if channels else class_hex(c["value"], background)}
                for c in (summary or {}).get("classes", [])]
-    formats = exports.formats_for(study["kind"], study["input_format"], len(channels)) if done else []
+    instances = (summary or {}).get("instances")
+    formats = exports.formats_for(study["kind"], study["input_format"], len(channels), bool(instances)) if done else []
     base = f"/api/results/{result['id']}"
     return {
         "id": result["id"], "study_id": result["study_id"],
@@ -216,6 +229,7 @@ def result_json(result: dict, study: dict) -> dict:
         "created_at": result["created_at"], "started_at": result["started_at"],
         "finished_at": result["finished_at"], "n_slices": result["n_slices"], "classes": classes,
         "multilabel": bool(channels), "channels": channels, "summary": summary, "warnings": (summary or {}).get("warnings") or [],
+        "instances": {**instances, "table_url": f"{base}/instances"} if instances else None,
         "slice_url": base + "/slices/{k}/{kind}.png",
         "downloads": {f: f"{base}/download/{f}" for f in formats},
     }
@@ -257,7 +271,9 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     settings = settings or ServerSettings()
     settings.make_dirs()
     db = Database(settings.db_path)
-    registry = ModelRegistry(settings.models, settings.device, trust_code=settings.trust_code)
+    registry = ModelRegistry(settings.models, settings.device, trust_code=settings.trust_code,
+                             pair_model=settings.pair_model, karyotype_model=settings.karyotype_model,
+                             karyotype_vote=settings.karyotype_vote)
     worker = Worker(db, settings, registry)
     removed = storage.cleanup(settings, db)
     recovered = worker.recover()
@@ -490,12 +506,16 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     def slice_png(result_id: str, k: int, kind: str, user: User = Depends(current_user)):
         """Slice ``k`` (0-based): ``image`` grey, ``label`` the prediction layer (RGBA), ``reference`` (RGBA);
         ``label-<c>``: structure c's own layer of a multilabel result (its fill half transparent, its outline
-        opaque, so overlapping structures show both)."""
+        opaque, so overlapping structures show both); ``instances``: the chromosome instances of a metaphase
+        result, each in its own colour (overlap pixels, in two chromosomes, white)."""
         result = own_result(result_id, user)
         channel = re.fullmatch(r"label-(\d{1,3})", kind)
-        if kind not in ("image", "label", "reference") and channel is None:
-            raise HTTPException(404, "kind is image, label, reference or label-<structure> (multilabel results)")
+        if kind not in ("image", "label", "reference", metaphase.LAYER) and channel is None:
+            raise HTTPException(404, "kind is image, label, reference, label-<structure> (multilabel results) or "
+                                     "instances (metaphase results)")
         ready(result)
+        if kind == metaphase.LAYER and not (result.get("summary") or {}).get("instances"):
+            raise HTTPException(404, "this result has no chromosome instances")
         if channel is not None and int(channel.group(1)) >= len(result_channels(result.get("summary"))):
             raise HTTPException(404, f"this result has no structure {channel.group(1)}")
         if not 0 <= k < (result["n_slices"] or 0):
@@ -505,6 +525,8 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
             raise HTTPException(404, "this study has no reference")
         if channel is not None:
             folder = channel_folder(paths.result(result_id) / "slices", int(channel.group(1)))
+        elif kind == metaphase.LAYER:
+            folder = paths.result(result_id) / "slices" / metaphase.LAYER
         else:
             folder = {"image": paths.image_slices, "reference": paths.reference_slices,
                       "label": paths.result(result_id) / "slices"}[kind]
@@ -515,13 +537,16 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
 
     @app.get("/api/results/{result_id}/download/{fmt}", tags=["results"], response_class=FileResponse)
     def download(result_id: str, fmt: str, user: User = Depends(current_user)):
-        """``fmt``: nifti | hdf5 | png | png-slices | slicer-seg | dicom-seg | summary.json | summary.csv (404
-        where the input's format has no such output, 409 while the job is not done). Multilabel results are
-        bit-packed (``summary.label_encoding``); ``slicer-seg`` is 3D Slicer's .seg.nrrd, one layer per
-        structure."""
+        """``fmt``: nifti | hdf5 | png | png-slices | slicer-seg | dicom-seg | summary.json | summary.csv |
+        instances (404 where the result has no such output, 409 while the job is not done). Multilabel results
+        are bit-packed (``summary.label_encoding``); ``slicer-seg`` is 3D Slicer's .seg.nrrd, one layer per
+        structure; ``instances`` (metaphase results): a zip of every chromosome's mask and cut-out, the
+        instance label map, the figure and instances.json, as ``medseg predict`` writes them."""
         result = own_result(result_id, user)
         n_channels = len(result_channels(result.get("summary")))
-        if fmt not in exports.formats_for(result["study_kind"], result["study_input_format"], n_channels):
+        has_instances = bool((result.get("summary") or {}).get("instances"))
+        if fmt not in exports.formats_for(result["study_kind"], result["study_input_format"], n_channels,
+                                          has_instances):
             raise HTTPException(404, f"no {fmt!r} download for a {result['study_input_format']} study")
         ready(result)
         path = storage.study_paths(settings, result["study_id"]).result(result_id) / exports.DOWNLOADS[fmt]
@@ -531,5 +556,20 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
         return FileResponse(path, media_type=exports.MEDIA_TYPES[fmt],
                             filename=f"{stem}_{result['model_id']}_{exports.DOWNLOADS[fmt]}",
                             headers={"Cache-Control": IMMUTABLE})
+
+    @app.get("/api/results/{result_id}/instances", tags=["results"])
+    def instances(result_id: str, user: User = Depends(current_user)):
+        """A metaphase result's chromosome instances: ``instances.json`` as in the ``instances`` download (per
+        chromosome: id, bbox, area, separated_by, overlaps_with, and class, class_name, class_confidence — or
+        class_note, why none — when the server's karyotyping model (--karyotype-model) gave them; the counts and the
+        models' names and versions), each record with its ``colour`` in the ``instances`` layer."""
+        result = own_result(result_id, user)
+        ready(result)
+        if not (result.get("summary") or {}).get("instances"):
+            raise HTTPException(404, "this result has no chromosome instances")
+        path = storage.study_paths(settings, result["study_id"]).result(result_id) / metaphase.FILES["json"]
+        if not path.is_file():
+            raise HTTPException(404, "file missing")
+        return JSONResponse(metaphase.instance_table(path), headers={"Cache-Control": IMMUTABLE})
 
     return app

@@ -7,7 +7,10 @@
   series' instances frame by frame, algorithm type AUTOMATIC, the algorithm identified as medseg with the
   model version, so the segmentation can be traced to the exact weights in a PACS or a planning system;
 * a summary (JSON and CSV) of the per-class volumes in ml (voxel count × product of the spacing / 1000; 2D:
-  pixel counts, mm² only when the pixel spacing is known) and, with a reference, the Dice per class.
+  pixel counts, mm² only when the pixel spacing is known) and, with a reference, the Dice per class;
+* for a metaphase model's result on an image, the chromosome instances (``instances``: a zip of every
+  chromosome's mask and cut-out, the instance label map, the figure and ``instances.json``;
+  :mod:`medseg.server.metaphase`).
 
 Multi-label results (structures that may overlap, :mod:`medseg.server.channels`): every label file holds the
 bit-packed map (value = Σ 2**c of the structures present; ``summary.label_encoding`` says so), so nothing
@@ -57,18 +60,20 @@ DOWNLOADS = {  # format -> file name in the result folder
     "dicom-seg": "seg.dcm",
     "summary.json": "summary.json",
     "summary.csv": "summary.csv",
+    "instances": "instances.zip",
 }
 MEDIA_TYPES = {
     "nifti": "application/gzip", "hdf5": "application/x-hdf5", "png": "image/png", "dicom-seg": "application/dicom",
     "png-slices": "application/zip", "slicer-seg": "application/octet-stream",
-    "summary.json": "application/json", "summary.csv": "text/csv",
+    "summary.json": "application/json", "summary.csv": "text/csv", "instances": "application/zip",
 }
 
 
-def formats_for(kind: str, input_format: str, channels: int = 0) -> list[str]:
+def formats_for(kind: str, input_format: str, channels: int = 0, instances: bool = False) -> list[str]:
     """The download formats a result of this study offers, the label in the input's own format first.
     ``channels``: the structures of a multi-label result (0 for multiclass); with two or more, a volume's
-    result also offers the 3D Slicer segmentation (``slicer-seg``), which keeps overlaps as layers."""
+    result also offers the 3D Slicer segmentation (``slicer-seg``), which keeps overlaps as layers.
+    ``instances``: the result holds chromosome instances (``summary.instances``): their zip, ``instances``."""
     if kind == "2d":
         label = ["png"]
     elif input_format == "hdf5":
@@ -81,7 +86,7 @@ def formats_for(kind: str, input_format: str, channels: int = 0) -> list[str]:
         label = ["nifti"]
     if kind != "2d" and channels > 1:
         label.append("slicer-seg")
-    return [*label, "summary.json", "summary.csv"]
+    return [*label, "summary.json", "summary.csv", *(["instances"] if instances else [])]
 
 
 def write_labels(labels: np.ndarray, folder: Path, *, kind: str, input_format: str, volume: Volume | None,

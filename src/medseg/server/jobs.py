@@ -20,7 +20,9 @@ scales each slice to ``preprocessing.size`` and the probabilities back to the sl
 otherwise a slice smaller than the size is padded and cropped back; ``context_slices`` k > 0 gives each
 slice its 2k + 1 neighbours ``context_stride`` apart as input channels, clamped at the stack's ends (2.5D).
 A multi-label model's result keeps every structure: its probabilities > 0.5 are stored bit-packed
-(:mod:`medseg.server.channels`), never reduced to one label per pixel.
+(:mod:`medseg.server.channels`), never reduced to one label per pixel. A metaphase model's result on a 2D image
+also holds the chromosome instances (:mod:`medseg.server.metaphase`), split by the server's pair model and
+classed by its karyotyping model when it has them.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from medseg.errors import DataValidationError
 from medseg.data.pommier import pad_to
 from medseg.data.uwgi_dataset import context_indices, from_grid, resize_stack
 from medseg.inference.volume import class_names_of_labels, display_background, label_map, predict_volume
-from medseg.server import channels, exports, slices, stacks
+from medseg.server import channels, exports, metaphase, slices, stacks
 from medseg.server.db import Database, now_iso
 from medseg.server.registry import DEMO_NOTE, ModelRegistry
 from medseg.server.settings import ServerSettings
@@ -302,6 +304,13 @@ class Worker:
                 slices.write_multilabel_slices(reference, work / "reference-slices", len(structures), layers=False)
             else:
                 slices.write_label_slices(reference, work / "reference-slices", background)
+        instances = None
+        if entry.instances and study["kind"] == "2d":  # whole metaphases → chromosome instances
+            pair = None if entry.pair is None else self.registry.predictor(entry.pair)  # loaded on first use
+            karyo = None if entry.karyotype is None else self.registry.predictor(entry.karyotype)  # likewise
+            instances, more = metaphase.write_result_instances(entry, pair, image, labels[0], out, work,
+                                                               study_name=study["name"], karyotype_predictor=karyo)
+            warnings += more
         progress(0.95)
 
         summary = exports.summarize(labels, names, study["spacing"], study["kind"], reference, values=scored,
@@ -313,10 +322,14 @@ class Worker:
                       "reference_file": study["reference_file"]},
             "result": {"id": job["id"], "created_at": job["created_at"], "finished_at": now_iso()},
             "model": {"id": entry.id, "name": entry.name, "version": entry.version, "demo": entry.demo,
-                      "note": DEMO_NOTE if entry.demo else None},
+                      "note": DEMO_NOTE if entry.demo else None,
+                      **({"pair_model": instances["pair_model"], "karyotype_model": instances["karyotype_model"]}
+                         if instances else {})},
             "input_sha256": study["input_sha256"], "model_version": entry.version,
             "generator": f"medseg {medseg.__version__}", "warnings": warnings,
         })
+        if instances is not None:
+            summary["instances"] = instances
         return summary, n_slices
 
     @staticmethod

@@ -6,6 +6,15 @@ dimensions (a 3D model cannot take an image; a 2D model takes a volume or a zip 
 trained on the slices of scans: :func:`takes_stacks`) and a *demo* flag: a model trained on synthesized or
 phantom data is marked so the page can say plainly that it is not a clinical model.
 Weights are loaded on first use, by the worker, and kept.
+
+Metaphase models (background / chromosome / overlap, :func:`~medseg.inference.instances.is_metaphase_model`)
+also give chromosome instances; ``medseg serve --pair-model PAIR_RUN`` attaches one pair model (four classes,
+checked at start by :func:`~medseg.inference.instances.check_pair_model`) to every one of them, described and
+versioned like the models (architecture + sha256 of its weights) and loaded on first use too. Without it a
+metaphase model still gives instances, every crossing kept whole. ``medseg serve --karyotype-model KARYO_RUN``
+likewise attaches one karyotyping model (background, 1-22, X, Y, checked at start by
+:func:`~medseg.inference.karyotype.check_karyotype_model`) that gives every instance its class, voted over its
+pixels as ``--karyotype-vote`` says (``soft`` or ``majority``).
 """
 
 from __future__ import annotations
@@ -19,10 +28,13 @@ from pathlib import Path
 import yaml
 
 from medseg.errors import DataValidationError
+from medseg.inference.instances import check_pair_model, is_metaphase_model
+from medseg.inference.karyotype import check_karyotype_model
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.inference.volume import display_background, label_names
 from medseg.palette import channel_hex, class_hex
 from medseg.artifact import check_model_meta, read_model_meta
+from medseg.metrics.karyotype import VOTES
 
 DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
 _DEMO_WORDS = ("phantom", "demo")
@@ -101,6 +113,9 @@ class ModelEntry:
     sha256: str
     demo_reason: str | None
     n_folds: int
+    pair: ModelEntry | None = None  # the pair model that splits crossings (metaphase models, --pair-model)
+    karyotype: ModelEntry | None = None  # the karyotyping model that classes the instances (--karyotype-model)
+    karyotype_vote: str = "soft"  # how it votes over an instance's pixels (--karyotype-vote)
     _predictor: Predictor | None = field(default=None, repr=False)
 
     @property
@@ -137,6 +152,11 @@ class ModelEntry:
                 for c, n in enumerate(self.meta["task"]["class_names"])]
 
     @property
+    def instances(self) -> bool:
+        """A metaphase model (background / chromosome / overlap): its 2D results also hold chromosome instances."""
+        return is_metaphase_model(self.meta)
+
+    @property
     def modality(self) -> tuple[str | None, str]:
         """(modality, why): see :func:`needed_modality`."""
         return needed_modality(self.meta)
@@ -149,14 +169,27 @@ class ModelEntry:
                         for v, n in enumerate(self.labels)],
             "channels": self.channels(), "stacks": self.takes_stacks,
             "demo": self.demo, "demo_note": DEMO_NOTE if self.demo else None, "demo_reason": self.demo_reason,
-            "modality": self.modality[0],
+            "modality": self.modality[0], "instances": self.instances,
+            "pair_model": None if self.pair is None else {"name": self.pair.name, "version": self.pair.version},
+            "karyotype_model": self.karyotype_model(),
         }
+
+    def karyotype_model(self) -> dict | None:
+        """{name, version, vote} of the karyotyping model that classes this model's instances, or None."""
+        if self.karyotype is None:
+            return None
+        return {"name": self.karyotype.name, "version": self.karyotype.version, "vote": self.karyotype_vote}
 
 
 class ModelRegistry:
-    def __init__(self, paths: list[Path], device: str = "auto", *, trust_code: bool = False):
+    def __init__(self, paths: list[Path], device: str = "auto", *, trust_code: bool = False,
+                 pair_model: Path | None = None, karyotype_model: Path | None = None, karyotype_vote: str = "soft"):
         """``trust_code``: the operator's --trust-code; without it a model.json naming code outside medseg's
-        registry is refused here, at start-up, before anything is imported."""
+        registry is refused here, at start-up, before anything is imported. ``pair_model``: --pair-model,
+        checked here (a 2D model of four classes) and attached to every metaphase model; ``karyotype_model``:
+        --karyotype-model, the same (a 2D model of the karyotype's 25 classes), voting by ``karyotype_vote``."""
+        if karyotype_vote not in VOTES:
+            raise ValueError(f"--karyotype-vote takes {' or '.join(VOTES)}, got {karyotype_vote!r}")
         self.device = device
         self.trust_code = trust_code
         self._lock = threading.Lock()
@@ -164,6 +197,35 @@ class ModelRegistry:
         for path in paths:
             entry = self._describe(Path(path))
             self.entries[entry.id] = entry
+        self.pair: ModelEntry | None = None
+        self.karyotype: ModelEntry | None = None
+        self.karyotype_vote = karyotype_vote
+        if pair_model is not None:
+            self.pair = self._describe_pair(Path(pair_model))
+        if karyotype_model is not None:
+            self.karyotype = self._describe_karyotype(Path(karyotype_model))
+        metaphase = [e for e in self.entries.values() if e.instances]
+        for flag, given in (("--pair-model", pair_model), ("--karyotype-model", karyotype_model)):
+            if given is not None and not metaphase:
+                raise DataValidationError(given, f"{flag} is given, but no --model segments background / "
+                                                 "chromosome / overlap (whole metaphases, "
+                                                 "configs/mfish/metaphase_unet.yaml): nothing would use it")
+        for entry in metaphase:
+            entry.pair, entry.karyotype, entry.karyotype_vote = self.pair, self.karyotype, karyotype_vote
+
+    def _describe_pair(self, path: Path) -> ModelEntry:
+        """The pair model, described like a model (its version: architecture + sha256 of the weights) and
+        refused, naming its folder, unless it is a 2D model of four classes."""
+        entry = self._describe(path)
+        check_pair_model(entry.meta, path)
+        return entry
+
+    def _describe_karyotype(self, path: Path) -> ModelEntry:
+        """The karyotyping model, described like a model and refused, naming its folder, unless it is a 2D
+        multiclass model of the karyotype's classes (background, 1-22, X, Y)."""
+        entry = self._describe(path)
+        check_karyotype_model(entry.meta, path)
+        return entry
 
     def _describe(self, path: Path) -> ModelEntry:
         dirs = model_dirs(path)  # raises DataValidationError naming the folder when nothing is there

@@ -32,6 +32,14 @@ MiB = 2**20
 class ServerSettings:
     home: Path = field(default_factory=medseg_home)
     models: list[Path] = field(default_factory=list)  # run or fold directories, as given to --model
+    # --pair-model: a 4-class pair model (background, chromosome A, B, overlap) attached to every metaphase model
+    # (background / chromosome / overlap): it splits the crossings of two chromosomes (medseg.inference.instances)
+    pair_model: Path | None = None
+    # --karyotype-model: a karyotyping model (25 classes: background, 1-22, X, Y; configs/mfish/karyotype_unet.yaml)
+    # attached to every metaphase model: each chromosome instance's class (medseg.inference.karyotype), voted over its
+    # pixels by --karyotype-vote (soft: mean probability, or majority)
+    karyotype_model: Path | None = None
+    karyotype_vote: str = "soft"
     max_upload_bytes: int = 1 * GiB  # the whole request body; beyond it: 413 and the partial files removed
     # zip limits: the defaults of the one ZipPolicy the volume reader applies too (medseg.data.safe_zip)
     max_unzipped_bytes: int = ZipPolicy.max_bytes  # declared uncompressed size of a zip's members (zip-bomb guard)
@@ -71,6 +79,8 @@ class ServerSettings:
     def __post_init__(self) -> None:
         self.home = Path(self.home).expanduser()
         self.models = [Path(m).expanduser() for m in self.models]
+        self.pair_model = None if self.pair_model is None else Path(self.pair_model).expanduser()
+        self.karyotype_model = None if self.karyotype_model is None else Path(self.karyotype_model).expanduser()
         self.root = self.home / "server"
         self.db_path = self.root / "medseg.sqlite3"
         self.studies_dir = self.root / "studies"

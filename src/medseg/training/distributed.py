@@ -15,7 +15,9 @@ What lives here, and the choices made:
 * helpers every rank calls alike: :func:`barrier`, :func:`broadcast_object` (rank 0's value to all — the
   early-stopping decision, the epoch's history row), :func:`all_gather_objects` (validation counts),
   :func:`any_rank` (one flag, e.g. the time limit reached, agreed by all), :func:`main_first` (rank 0
-  prepares shared files — synthesized data, the split — before the others read them), :func:`cleanup`.
+  prepares shared files — synthesized data, the split — before the others read them), :func:`on_main_rank`
+  (rank 0 computes a value — the plan of ``medseg train DATA`` — and every rank goes on with it),
+  :func:`cleanup`.
 * the global batch: ``train.batch_size`` is the batch of one optimizer step over all ranks, split evenly
   (:func:`per_rank_batch`; an error when it does not divide), so a config means the same training on 1 or N
   processes. DDP averages the ranks' gradients, which for a loss that is a mean over the batch is the
@@ -41,7 +43,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, MedsegError
 
 DEFAULT_TIMEOUT_MINUTES = 10.0
 
@@ -95,12 +97,15 @@ def init(device: torch.device, timeout_minutes: float | None = None) -> DistInfo
         return DistInfo()
     if not dist.is_available():  # pragma: no cover - every official build has it
         raise ConfigError("this PyTorch build has no torch.distributed: train with one process")
+    backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(env.local_rank)
         minutes = DEFAULT_TIMEOUT_MINUTES if timeout_minutes is None else float(timeout_minutes)
         dist.init_process_group(backend, timeout=_dt.timedelta(minutes=minutes))
+    elif dist.get_backend() != backend:  # opened earlier (to plan) for another device than the config trains on
+        raise ConfigError(f"the process group was opened with {dist.get_backend()} but train.device {device} needs "
+                          f"{backend}: give the device with --device, so that planning and training agree")
     return info()
 
 
@@ -131,6 +136,35 @@ def main_first():
     yield
     if me.active and me.is_main:
         dist.barrier()
+
+
+class MainRankFailed(MedsegError):
+    """Rank 0 failed in :func:`on_main_rank`; the other ranks fail with its message."""
+
+
+def on_main_rank(fn, device: torch.device, timeout_minutes: float | None = None, *, what: str = "rank 0"):
+    """Under torchrun with several processes: open the process group (:func:`init`), call ``fn`` on rank 0
+    alone and return its (picklable) result on every rank — how ``medseg train DATA`` plans once, on rank 0
+    (which alone prints the decisions and writes ``plan.yaml``), and every rank trains that config. The other
+    ranks wait in a broadcast (up to the process group's timeout, ``timeout_minutes``). An exception in
+    ``fn`` is raised on rank 0 and fails the others with its message (:class:`MainRankFailed`) instead of
+    leaving them waiting. One process: ``fn()``."""
+    if not env_info().active:
+        return fn()
+    me = init(device, timeout_minutes)
+    payload, failure = None, None
+    if me.is_main:
+        try:
+            payload = (fn(), None)
+        except Exception as exc:
+            failure = exc
+            payload = (None, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    value, error = broadcast_object(payload)
+    if failure is not None:
+        raise failure
+    if error is not None:
+        raise MainRankFailed(f"{what} failed on rank 0: {error}")
+    return value
 
 
 def broadcast_object(obj, src: int = 0):
@@ -269,6 +303,6 @@ def launch(nproc: int, module_args: list[str], *, torchrun_args: list[str] | Non
     return subprocess.call(launch_command(nproc, module_args, torchrun_args=torchrun_args), env=env)
 
 
-__all__ = ["DistInfo", "RankShard", "all_gather_objects", "any_rank", "barrier", "broadcast_object", "cleanup",
-           "env_info", "gather_with_grad", "info", "init", "is_main", "launch", "launch_command", "main_first", "mean_over_ranks",
-           "per_rank_batch", "rank_device", "shard"]
+__all__ = ["DistInfo", "MainRankFailed", "RankShard", "all_gather_objects", "any_rank", "barrier", "broadcast_object",
+           "cleanup", "env_info", "gather_with_grad", "info", "init", "is_main", "launch", "launch_command", "main_first",
+           "mean_over_ranks", "on_main_rank", "per_rank_batch", "rank_device", "shard"]

@@ -2,7 +2,8 @@
 
 Under ``torchrun`` (several processes, :mod:`medseg.training.distributed`) :func:`train_fold` opens the
 process group first; rank 0 loads (and, for ``synth:`` sets, makes) the data and the split before the other
-ranks read them, and alone writes ``data.json`` and prints. :func:`cross_validate_parallel` (``medseg cv
+ranks read them, and alone writes ``data.json`` and prints; given data instead of a config, rank 0 alone
+plans it (:func:`plan_on_main_rank`). :func:`cross_validate_parallel` (``medseg cv
 --parallel K``) trains K folds at once, each in its own process.
 """
 
@@ -41,6 +42,34 @@ def trainer_class(cfg: dict):
 
         return NoisyLabelTrainer
     return Trainer
+
+
+def plan_on_main_rank(plan, device: str | None, sets: list[tuple[str, str]]) -> dict:
+    """``medseg train DATA`` (and ``cv DATA``) under torchrun: rank 0 alone calls ``plan`` (fingerprint, plan,
+    print, write ``plan.yaml``), every other rank waits for and takes its config, so all ranks train the same
+    one. The process group is opened for the device the run will train on: ``--device``, else a ``--set
+    train.device``, else auto (the planner leaves ``train.device`` as it is); the ranks wait for the plan up to
+    ``--set train.distributed.timeout_minutes`` (default 10). One process: ``plan()``."""
+    import yaml
+
+    from medseg.artifact import resolve_device
+    from medseg.training import distributed
+
+    if not distributed.env_info().active:
+        return plan()
+    given = dict(sets)
+
+    def value(key: str, default):
+        try:
+            return yaml.safe_load(given[key]) if key in given else default
+        except yaml.YAMLError:
+            return default  # the planner's own --set check names it
+
+    timeout = value("train.distributed.timeout_minutes", None)
+    device_name = device or value("train.device", "auto") or "auto"
+    return distributed.on_main_rank(plan, resolve_device(str(device_name)),
+                                    float(timeout) if isinstance(timeout, (int, float)) else None,
+                                    what="planning the config")
 
 
 def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, restart: bool = False,

@@ -4,7 +4,7 @@
 subclass it and override :meth:`Trainer.train_step` (and :meth:`Trainer.extra_modules` for more networks)
 rather than copying the loop — the nnU-Net v2 pattern.
 
-Per epoch: train (Adam, AMP + channels-last on CUDA), validate (loss and per-class IoU/Dice), step
+Per epoch: train (Adam; AMP, channels-last, torch.compile where they gain: see below), validate (loss and per-class IoU/Dice), step
 ReduceLROnPlateau on the validation loss (factor 0.5, patience 3), keep the best weights, write
 ``history.csv``/``history.json`` and the resumable state; stop early after ``patience`` (9) epochs without
 a better validation loss.
@@ -29,15 +29,38 @@ slice of every global batch (``train.batch_size``), validation is sharded and it
 (:meth:`SegmentationMetrics.merge`), the epoch's history row — and with it every decision: best model,
 learning-rate step, early stop, time limit — is rank 0's, broadcast, and only rank 0 writes files, from the
 unwrapped network (the same safetensors keys as one process). With one process none of this runs.
+
+Speed options (issue 15; measurements in ``benchmarks/results/distributed_cpu.json``, README "Beyond one
+process"), each kept on by default only where an end-to-end training measured a gain:
+
+* ``train.amp``: mixed precision. CUDA: bf16 where the GPU has it, else fp16 with loss scaling. CPU: bf16
+  autocast only where the processor has native bf16 arithmetic (:func:`cpu_bf16_native`: AVX512-BF16 or AMX
+  on x86, the BF16 extension on Arm); elsewhere it is **off** — emulated bf16 made a 2D step 11× slower here.
+* ``train.channels_last`` (2D models): ``auto`` = on CUDA, off on the CPU (:data:`CPU_CHANNELS_LAST_AUTO`);
+  ``true`` on any device, ``false`` never.
+* ``train.compile``: in the training steps the network runs ``torch.compile``d (``train.compile_backend``,
+  default inductor, static shapes; called from its training-loss hook, through DDP when several processes
+  train); validation, checkpoints and the saved model use the plain module, so ``model.safetensors`` keeps
+  its keys.
+  Inductor on the CPU needs a C++ compiler: without one the run warns once and trains uncompiled, and a
+  compilation that fails at the first step does the same. Off by default: on the CPU the compilation (~75 s
+  for the demo U-Net from an empty cache) outweighed the faster steps (1.16×) for a training of the demo's
+  length. Inductor's CPU kernels keep the thread count they were compiled with (medseg's share of the cores
+  may change later: fix ``MEDSEG_THREADS`` for long compiled runs beside other jobs).
+* ``train.num_workers``: ``auto`` sizes the DataLoader workers from this process's share of the cores
+  (:func:`medseg.threads.num_workers_for`: none on the CPU); each worker runs one intra-op thread
+  (:func:`medseg.threads.init_worker`).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import platform
 import random
 import time
-from contextlib import nullcontext
+import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +86,64 @@ from medseg.losses import build_loss
 from medseg.metrics import SegmentationMetrics
 from medseg.models import build_model, training_loss
 from medseg.progress import Progress
-from medseg.threads import refresh_threads
+from medseg.threads import init_worker, num_workers_for, refresh_threads
 from medseg.training import distributed
 from medseg.training.checkpoint import load_training_state, save_training_state
 from medseg.training.early_stopping import EarlyStopping
 
 POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler
+
+#: ``train.channels_last: auto`` on the CPU: off. One step of the demo U-Net ran 1.11× faster channels-last, but
+#: whole trainings did not (``benchmarks/bench_cpu_options.py``, 2-core AVX2 CPU, 1 thread): the demo config no
+#: faster (CPU time ×1.00), ``configs/chromosomes/unet.yaml`` 1.11× slower.
+CPU_CHANNELS_LAST_AUTO = False
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX on x86, the BF16 extension on Arm), the
+    condition for ``train.amp`` on the CPU: elsewhere PyTorch emulates bf16 and autocast only slows training."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except Exception:  # noqa: BLE001 - a probe missing or failing in this build: fall back to the flags
+            pass
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    return bool({"avx512_bf16", "amx_bf16"} & flags) or (arm and "bf16" in flags)
+
+
+def resolve_channels_last(setting, device: torch.device, spatial_dims: int) -> bool:
+    """``train.channels_last`` for this run: 2D models only; ``auto`` = on CUDA, :data:`CPU_CHANNELS_LAST_AUTO`
+    on the CPU (what the measurements support), ``true``/``false`` as said."""
+    if int(spatial_dims) != 2 or setting is False:
+        return False
+    if setting == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and CPU_CHANNELS_LAST_AUTO)
+    return bool(setting)
+
+
+def compiler_missing(device: torch.device, backend: str) -> str | None:
+    """Why ``torch.compile`` with ``backend`` cannot work on ``device`` here (inductor on the CPU without a C++
+    compiler), or None."""
+    if backend != "inductor" or device.type != "cpu":
+        return None
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as exc:  # noqa: BLE001 - InvalidCxxCompiler, or an inductor that cannot be imported
+        return " ".join(str(exc).split())[:200] or type(exc).__name__
+    return None
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, sch: dict, epochs: int):
@@ -135,7 +210,7 @@ class Trainer:
         self.model = self.build_model().to(self.device)
         if self.dist.active and bool(tr["distributed"]["sync_batchnorm"]):
             self.model = self.sync_batchnorm(self.model)
-        self.channels_last = bool(tr["channels_last"]) and self.device.type == "cuda" and cfg["task"]["spatial_dims"] == 2
+        self.channels_last = resolve_channels_last(tr["channels_last"], self.device, int(cfg["task"]["spatial_dims"]))
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.loss_fn = build_loss(cfg["loss"], self.mode).to(self.device)
@@ -143,6 +218,10 @@ class Trainer:
         self.optimizer = self.optimizers["model"]
         self.per_rank_batch = distributed.per_rank_batch(int(tr["batch_size"]), self.dist.world_size)
         self._ddp: dict[str, nn.Module] | None = self.wrap_distributed() if self.dist.active else None
+        # train.compile: the network's forward compiled, used inside train_epoch only (see compiled_forward)
+        self._compile_pending = False  # set by compile_forward: the first compiled step may fall back
+        self._compiled_call = self.compile_forward() if bool(tr["compile"]) else None
+        self.num_workers = num_workers_for(tr["num_workers"], self.device.type)
 
         # Validation (and model selection) like inference: MONAI sliding windows when `evaluate.sliding_window`
         # names a roi — 2D [H, W] or 3D [D, H, W] —, so images larger than the training patches (or the device
@@ -173,6 +252,8 @@ class Trainer:
         self.amp_dtype = None
         if bool(tr["amp"]) and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif bool(tr["amp"]) and self.device.type == "cpu" and cpu_bf16_native():
+            self.amp_dtype = torch.bfloat16  # emulated bf16 (no native support) is much slower: off there
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.history: list[dict] = []
         self.start_epoch = 0
@@ -228,9 +309,58 @@ class Trainer:
             out[name] = nn.parallel.DistributedDataParallel(module, **kw)
         return out
 
+    def compile_forward(self):
+        """``train.compile``: the network's ``__call__`` compiled by ``torch.compile`` (``train.compile_backend``,
+        static shapes), or None — with one warning — where inductor has no C++ compiler on the CPU.
+
+        Only the network is compiled, not the loss (the losses log their parts as Python floats, which would
+        break the graph); :meth:`compiled_forward` switches it on for the training steps only."""
+        tr = self.cfg["train"]
+        backend = str(tr.get("compile_backend") or "inductor")
+        why = compiler_missing(self.device, backend)
+        if why is not None:
+            if self.dist.is_main:
+                warnings.warn(f"train.compile: torch.compile (backend {backend}) needs a C++ compiler on the CPU and "
+                              f"none was found ({why}); training uncompiled. Install g++ or clang (or set CXX), or "
+                              "set train.compile: false", RuntimeWarning, stacklevel=3)
+            return None
+        self._compile_pending = True  # the first step compiles: a failure there falls back to the plain network
+        return torch.compile(self.model._call_impl, backend=backend, dynamic=False)
+
+    @contextmanager
+    def compiled_forward(self):
+        """Inside: calls of ``self.model`` (from its training-loss hook, through DDP too) run compiled (what
+        ``nn.Module.compile`` installs); outside — validation, checkpoints, the saved model — the plain module,
+        with the same parameters and ``state_dict`` keys."""
+        if self._compiled_call is None:
+            yield
+            return
+        self.model._compiled_call_impl = self._compiled_call
+        try:
+            yield
+        finally:
+            self.model._compiled_call_impl = None
+
     def model_loss(self, loss_fn, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, logits)`` of the model's training-loss hook; through DDP (gradients averaged over the
         ranks) when several processes train."""
+        if self._compile_pending:  # the first compiled step: a compiler failure falls back to the plain network
+            try:
+                out = self._model_loss(loss_fn, image, label)
+            except Exception as exc:
+                if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                    raise  # not the compiler's: the model's own error
+                if self.dist.is_main:
+                    warnings.warn(f"train.compile: torch.compile failed at the first step "
+                                  f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); training uncompiled",
+                                  RuntimeWarning, stacklevel=3)
+                self._compiled_call = self.model._compiled_call_impl = None
+                out = self._model_loss(loss_fn, image, label)
+            self._compile_pending = False
+            return out
+        return self._model_loss(loss_fn, image, label)
+
+    def _model_loss(self, loss_fn, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._ddp is None:
             return training_loss(self.model, loss_fn, image, label)
         return self._ddp["model"](image, label, loss_fn)
@@ -242,7 +372,7 @@ class Trainer:
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def to_device(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         image = batch["image"].to(self.device, non_blocking=True)
@@ -279,13 +409,13 @@ class Trainer:
         batch = int(tr["batch_size"]) if shuffle else max(int(tr["batch_size"]), int(self.cfg["evaluate"]["batch_size"]))
         if not shuffle and self.data.boxes is not None:
             batch = 1  # images of different sizes: validated one by one, each at its own size
+        workers = {"num_workers": self.num_workers, "worker_init_fn": init_worker if self.num_workers else None,
+                   "pin_memory": self.device.type == "cuda", "drop_last": False}
         if shuffle and self.dist.active:  # this rank's slice of each of the one-process run's batches
             sampler = distributed.RankShard(RandomSampler(dataset, generator=gen), self.dist.rank,
                                             self.dist.world_size, self.per_rank_batch)
-            return DataLoader(dataset, batch_size=self.per_rank_batch, sampler=sampler, generator=gen,
-                              num_workers=int(tr["num_workers"]), pin_memory=self.device.type == "cuda", drop_last=False)
-        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=gen, num_workers=int(tr["num_workers"]),
-                          pin_memory=self.device.type == "cuda", drop_last=False)
+            return DataLoader(dataset, batch_size=self.per_rank_batch, sampler=sampler, generator=gen, **workers)
+        return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=gen, **workers)
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -302,7 +432,8 @@ class Trainer:
             if i >= total or (distributed.any_rank(self.out_of_time()) if timed else False):
                 break
             refresh_threads()  # this process's share of the cores, as other medseg jobs come and go
-            out = self.train_step(batch)
+            with self.compiled_forward():
+                out = self.train_step(batch)
             if not math.isfinite(out["loss"]):
                 raise FloatingPointError(f"training loss became {out['loss']} at epoch {epoch + 1}, batch {i}")
             for k, v in out.items():

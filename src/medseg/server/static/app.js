@@ -6,7 +6,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   models: [],
   studies: new Map(),   // id -> study JSON
-  viewer: null,         // {study, result, k, n, hidden: Set of hidden structure channels}
+  viewer: null,         // {study, result, k, n, hidden: Set of hidden structure channels, layer, instances, pinned}
   timer: null,          // autoplay interval
   poll: null,
 };
@@ -89,7 +89,13 @@ function renderModels() {
     option.value = m.id;
     const kinds = m.spatial_dims === 3 ? "3D" : m.stacks ? "2D, images or slice stacks" : "2D";
     const overlap = m.channels && m.channels.length > 1 ? `, ${m.channels.length} overlapping structures` : "";
-    option.textContent = `${m.id} — ${m.name}, ${kinds}${overlap}${m.demo ? " (demo)" : ""}`;
+    // metaphase models: every chromosome as its own instance; crossings split only with a pair model
+    const instances = !m.instances ? "" : m.pair_model
+      ? `, chromosome instances (pair model ${m.pair_model.version})`
+      : ", chromosome instances (no pair model: crossings kept whole)";
+    // ... and each chromosome's karyotype class with a karyotyping model (medseg serve --karyotype-model)
+    const classes = m.instances && m.karyotype_model ? `, classes by ${m.karyotype_model.version}` : "";
+    option.textContent = `${m.id} — ${m.name}, ${kinds}${overlap}${instances}${classes}${m.demo ? " (demo)" : ""}`;
     select.append(option);
   }
   if (!state.models.length) {
@@ -290,7 +296,11 @@ function openStudy(id, resultId) {
   const result = (resultId && study.results.find((r) => r.id === resultId)) || latestDone(study);
   if (!result) return;
   stopPlay();
-  state.viewer = { study, result, k: 0, n: result.n_slices || 1, hidden: new Set() };
+  state.viewer = {
+    study, result, k: 0, n: result.n_slices || 1, hidden: new Set(),
+    // a metaphase result opens on its chromosome instances; the classes are one click away
+    layer: result.instances ? result.instances.layer : "label", instances: [], pinned: null,
+  };
   $("viewer-title").textContent = study.name;
   renderResultChoices();
   show($("viewer-demo"), result.model.demo);
@@ -308,8 +318,10 @@ function openStudy(id, resultId) {
   const [, sy, sx] = study.spacing || [1, 1, 1];
   for (const stack of document.querySelectorAll("#viewer .stack")) stack.style.aspectRatio = `${w * sx} / ${h * sy}`;
   renderChannelLayers(result);
+  renderLayerChoice(result);
   renderLegend(result);
   renderDownloads(study, result);
+  renderInstances(result);
   $("viewer-info").textContent =
     `Model ${result.model.id} (version ${result.model.version}) · input sha256 ${study.input_sha256.slice(0, 16)}… · ` +
     `window: ${study.window.kind}` + (result.summary ? " · " + volumeText(result.summary) : "");
@@ -394,6 +406,23 @@ function setChannelVisible(channel, visible) {
 function renderLegend(result) {
   const legend = $("legend");
   legend.replaceChildren();
+  if (result.instances && state.viewer && state.viewer.layer === result.instances.layer) {
+    // the instance layer: one colour per chromosome (the table's swatches), overlap pixels white; the swatch is a
+    // generic three-colour bar in no class's colours (class colours come from the API only: test_palette)
+    for (const [colour, text] of [[null, "each chromosome its own colour (table below)"],
+                                  ["#ffffff", "overlap: in two chromosomes"]]) {
+      const li = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      if (colour) swatch.style.backgroundColor = colour;
+      else swatch.style.backgroundImage = "linear-gradient(90deg, #d4a017 33%, #8e44ad 33% 66%, #16a085 66%)";
+      const name = document.createElement("span");
+      name.textContent = text;
+      li.append(swatch, name);
+      legend.append(li);
+    }
+    return;
+  }
   const channels = channelsOf(result);
   const rows = new Map(((result.summary && result.summary.classes) || []).map((c) => [c.value, c]));
   if (channels.length) {
@@ -464,6 +493,141 @@ function renderDownloads(study, result) {
   }
   $("download-summary").href = d["summary.json"];
   $("download-summary-csv").href = d["summary.csv"];
+  show($("download-instances"), Boolean(d.instances));
+  $("download-instances").href = d.instances || "#";
+}
+
+// ---------------------------------------------------------------------------------------------- chromosome instances
+
+// Metaphase results: the chromosome instances' layer or the classes' layer in the prediction panel.
+function renderLayerChoice(result) {
+  show($("layer-choice"), Boolean(result.instances));
+  for (const radio of document.querySelectorAll('#layer-choice input[name="layer"]')) {
+    radio.checked = radio.value === state.viewer.layer;
+  }
+  $("overlay-caption").textContent = state.viewer.layer === "label" ? "Prediction" : "Prediction: chromosomes";
+}
+
+function setLayer(layer) {
+  const v = state.viewer;
+  if (!v || !v.result.instances) return;
+  v.layer = layer === "label" ? "label" : v.result.instances.layer;
+  renderLayerChoice(v.result);
+  renderLegend(v.result);
+  showSlice(v.k);
+}
+
+const HOW = {
+  whole: "alone",
+  pair_model: "split by the pair model",
+  several_overlaps: "kept whole: several overlaps",
+  no_pair_model: "kept whole: no pair model",
+  pair_model_failed: "kept whole: pair model could not split it",
+};
+
+function countsText(info) {
+  const parts = [`${info.alone} alone`,
+    `${info.split} crossing${info.split === 1 ? "" : "s"} split by the pair model` +
+    (info.split ? ` (${2 * info.split} chromosomes)` : "")];
+  const why = Object.values(info.kept_whole_why || {}).map((w) => `${w.count} × ${w.reason}`);
+  parts.push(`${info.kept_whole} cluster${info.kept_whole === 1 ? "" : "s"} kept whole` +
+             (why.length ? ` (${why.join("; ")})` : ""));
+  if (info.counts && info.counts.specks) parts.push(`${info.counts.specks} specks under 30 px left out`);
+  const pair = info.pair_model ? ` · pair model ${info.pair_model.version}` : "";
+  return parts.join(" · ") + pair;
+}
+
+function classText(r) {
+  const name = r.class_name != null ? r.class_name : r.class != null ? String(r.class) : "";
+  if (!name) return "";
+  return r.class_confidence != null ? `${name} (${Math.round(100 * r.class_confidence)} %)` : name;
+}
+
+async function renderInstances(result) {
+  const panel = $("instances-panel");
+  const info = result.instances;
+  markInstance(null);
+  show(panel, Boolean(info));
+  if (!info) return;
+  $("instances-title").textContent = `${info.n} chromosome${info.n === 1 ? "" : "s"}`;
+  $("instances-counts").textContent = countsText(info);
+  $("instances-note").textContent = info.note ? `⚠ ${info.note}` : "";
+  show($("instances-note"), Boolean(info.note));
+  // per-class counts when the server's karyotyping model classed the chromosomes
+  const karyo = info.karyotype_model;
+  $("instances-classes").textContent = karyo && info.classes_text
+    ? `${info.classes_text} · classes by ${karyo.version} (${karyo.vote} vote)` : "";
+  show($("instances-classes"), Boolean(karyo && info.classes_text));
+  const body = $("instances-table").querySelector("tbody");
+  body.replaceChildren();
+  let table;
+  try {
+    table = await api(info.table_url);
+  } catch (err) {
+    $("instances-counts").textContent = `${countsText(info)} · the table could not be loaded: ${err.message}`;
+    return;
+  }
+  const v = state.viewer;
+  if (!v || v.result.id !== result.id) return;  // another result was opened meanwhile
+  v.instances = table.instances || [];
+  // the class column: shown when any record holds a class; a chromosome without one shows why (class_note)
+  const withClass = v.instances.some((r) => classText(r));
+  for (const cell of document.querySelectorAll("#instances-table .class-col")) show(cell, withClass);
+  for (const r of v.instances) {
+    const tr = document.createElement("tr");
+    tr.tabIndex = 0;
+    tr.dataset.id = String(r.id);
+    const cells = [String(r.id), String(r.area), HOW[r.separated_by] || r.separated_by,
+                   (r.overlaps_with || []).join(", ") || "—"];
+    if (withClass) cells.push(classText(r) || "—");
+    cells.forEach((text, i) => {
+      const td = document.createElement("td");
+      if (i === 4 && r.class_note) td.title = r.class_note;
+      if (i === 0 && r.colour) {
+        const swatch = document.createElement("span");
+        swatch.className = "swatch";
+        swatch.style.backgroundColor = r.colour;
+        td.append(swatch);
+      }
+      td.append(document.createTextNode(text));
+      tr.append(td);
+    });
+    tr.addEventListener("mouseenter", () => markInstance(r));
+    tr.addEventListener("focus", () => markInstance(r));
+    tr.addEventListener("mouseleave", () => markInstance(v.pinned));
+    tr.addEventListener("blur", () => markInstance(v.pinned));
+    tr.addEventListener("click", () => pinInstance(v.pinned && v.pinned.id === r.id ? null : r));
+    tr.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter" && e.key !== " ") return;
+      e.preventDefault();
+      pinInstance(v.pinned && v.pinned.id === r.id ? null : r);
+    });
+    body.append(tr);
+  }
+}
+
+function pinInstance(record) {
+  const v = state.viewer;
+  if (!v) return;
+  v.pinned = record;
+  for (const tr of $("instances-table").querySelectorAll("tbody tr")) {
+    tr.classList.toggle("pinned", Boolean(record) && tr.dataset.id === String(record.id));
+  }
+  markInstance(record);
+}
+
+// A frame around one chromosome's bounding box over the prediction (the stack has the image's aspect ratio).
+function markInstance(record) {
+  const mark = $("instance-mark");
+  const v = state.viewer;
+  if (!record || !v) { show(mark, false); return; }
+  const [, h, w] = v.study.shape;
+  const b = record.bbox;
+  mark.style.left = `${(100 * b.left) / w}%`;
+  mark.style.top = `${(100 * b.top) / h}%`;
+  mark.style.width = `${(100 * b.width) / w}%`;
+  mark.style.height = `${(100 * b.height) / h}%`;
+  show(mark, true);
 }
 
 function sliceUrl(kind, k) {
@@ -477,7 +641,7 @@ function showSlice(k) {
   const image = sliceUrl("image", v.k);
   $("img-original").src = image;
   $("img-overlay-base").src = image;
-  $("img-overlay").src = sliceUrl("label", v.k);
+  $("img-overlay").src = sliceUrl(v.layer, v.k);
   for (const img of channelLayers()) img.src = sliceUrl(img.dataset.layer, v.k);
   if (v.study.has_reference) {
     $("img-reference-base").src = image;
@@ -488,7 +652,7 @@ function showSlice(k) {
   // warm the browser cache with the next slice so stepping and playing do not wait for the network
   const next = (v.k + 1) % v.n;
   const layers = channelsOf(v.result).map((c) => c.layer);
-  const kinds = ["image", ...(layers.length ? layers : ["label"]), ...(v.study.has_reference ? ["reference"] : [])];
+  const kinds = ["image", ...(layers.length ? layers : [v.layer]), ...(v.study.has_reference ? ["reference"] : [])];
   for (const kind of kinds) new Image().src = sliceUrl(kind, next);
 }
 
@@ -532,6 +696,9 @@ function initViewerControls() {
   $("autoplay").addEventListener("click", togglePlay);
   $("opacity").addEventListener("input", applyOpacity);
   applyOpacity();
+  for (const radio of document.querySelectorAll('#layer-choice input[name="layer"]')) {
+    radio.addEventListener("change", () => { if (radio.checked) setLayer(radio.value); });
+  }
   $("result-select").addEventListener("change", (e) => openStudy(state.viewer.study.id, e.target.value));
   document.addEventListener("keydown", (e) => {
     if (!state.viewer || $("viewer").hidden || e.altKey || e.ctrlKey || e.metaKey) return;

@@ -1,0 +1,178 @@
+"""Chromosome instances in the web system: a job on a metaphase model (background / chromosome / overlap,
+:func:`~medseg.inference.instances.is_metaphase_model`) with a 2D image gives, besides the semantic result,
+every chromosome whole as its own instance (issue 14, part 5), as ``medseg predict RUN metaphase.tif
+--pair-model PAIR_RUN`` does.
+
+After the semantic labels (the worker's, as for any 2D model), :func:`~medseg.inference.instances.separate_instances`
+splits each crossing of two chromosomes with the server's pair model (``medseg serve --pair-model``; without one
+every crossing is kept whole and the result says so), the server's karyotyping model (``medseg serve
+--karyotype-model``, when it has one) gives every instance its class by
+:func:`~medseg.inference.karyotype.classify_instances` — ``class``, ``class_name``, ``class_confidence`` (and
+``class_note`` when none) on each record, as ``medseg predict --karyotype-model`` adds them — and
+:func:`~medseg.inference.instances.write_instance_outputs` — the one writer ``medseg predict`` uses too — writes
+the files a karyotyper takes away. In the result folder:
+
+* ``instances.zip`` (download ``instances``): ``<stem>/`` exactly as ``medseg predict`` writes it — the semantic and
+  instance label maps, ``instances/chromosome_NNN_mask.png`` + ``_cutout.png`` per chromosome, the instance figure
+  and ``instances.json``;
+* ``instances.json`` (``GET /api/results/{id}/instances``, the page's table) and ``instance_labels.png`` (16-bit
+  instance ids) beside it;
+* ``slices/instances/0000.png``: the viewer's instance layer (slice kind ``instances``), every chromosome in its own
+  colour (the figure's), its fill half transparent and its outline opaque, overlap pixels (in two chromosomes)
+  white.
+
+The result's summary keeps the counts only (``summary.instances``: with a karyotyping model also the number of
+chromosomes per class), not the per-chromosome records, so a study list stays small whatever the image holds. A segmentation that falls into more than :data:`MAX_INSTANCES` pieces
+is no metaphase: its semantic result is kept, without instances, and a warning says why.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medseg.data.folder import normalize_intensity
+from medseg.inference.instances import (
+    FALLBACKS,
+    instance_colours,
+    instance_summary,
+    separate_instances,
+    write_instance_outputs,
+)
+from medseg.inference.karyotype import classify_instances
+from medseg.server.slices import FILL_ALPHA, slice_file
+
+LAYER = "instances"  # the slice kind of the instance layer (and its folder under slices/)
+FILES = {"json": "instances.json", "labels": "instance_labels.png", "zip": "instances.zip"}
+MAX_INSTANCES = 2000  # a metaphase holds ~46 chromosomes; thousands of pieces are noise, not chromosomes
+NO_PAIR_NOTE = ("no pair model on this server (medseg serve --pair-model PAIR_RUN): every crossing of two chromosomes "
+                "is kept whole, as one instance")
+REASONS = {  # why a component was kept whole (medseg.inference.instances.FALLBACKS)
+    "several_overlaps": "with two or more overlaps: three or more chromosomes, or two crossing twice",
+    "no_pair_model": "a crossing of two, with no pair model to split it",
+    "pair_model_failed": "a crossing of two that the pair model could not split",
+}
+
+
+def file_stem(name: str) -> str:
+    """The uploaded file's name as a safe file stem (the zip's folder and its files' prefix)."""
+    base = Path(str(name).replace("\\", "/")).name
+    for suffix in (".tiff", ".tif", ".png"):
+        if base.lower().endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("._")[:60] or "image"
+
+
+def instance_rgba(label_map: np.ndarray, shared: np.ndarray, n: int) -> np.ndarray:
+    """(H, W) instance ids (0 none) → the viewer's RGBA layer: instance i in colour i of
+    :func:`~medseg.inference.instances.instance_colours` (the figure's), fill alpha :data:`FILL_ALPHA`, its
+    outline (4-neighbourhood: a pixel beside another id) opaque; ``shared`` pixels opaque white."""
+    ids = np.asarray(label_map)
+    lut = np.zeros((n + 1, 3), np.uint8)
+    lut[1:] = instance_colours(n)
+    out = np.zeros((*ids.shape, 4), np.uint8)
+    out[..., :3] = lut[ids]
+    padded = np.pad(ids, 1)
+    edge = ((padded[:-2, 1:-1] != ids) | (padded[2:, 1:-1] != ids) | (padded[1:-1, :-2] != ids)
+            | (padded[1:-1, 2:] != ids))
+    out[..., 3] = np.where(ids > 0, np.where(edge, 255, FILL_ALPHA), 0)
+    out[np.asarray(shared, bool)] = 255
+    return out
+
+
+def _zip_folder(folder: Path, path: Path) -> None:
+    """``folder`` as ``<folder name>/...`` in a zip (PNGs stored: they are compressed already)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+            kind = zipfile.ZIP_STORED if f.suffix == ".png" else zipfile.ZIP_DEFLATED
+            zf.write(f, f"{folder.name}/{f.relative_to(folder).as_posix()}", compress_type=kind)
+
+
+def class_counts(records: list[dict]) -> tuple[dict[str, int], int]:
+    """({class name: chromosomes} in class order, chromosomes without a class) of classified instance records."""
+    classes = sorted((r["class"], r["class_name"]) for r in records if r.get("class") is not None)
+    counts: dict[str, int] = {}
+    for _, name in classes:
+        counts[name] = counts.get(name, 0) + 1
+    return counts, len(records) - len(classes)
+
+
+def classes_text(counts: dict[str, int], unclassified: int) -> str:
+    """"classes found: 1 ×2, 2 ×2, X ×1; 1 not classified" (the result's line)."""
+    found = ", ".join(f"{name} ×{n}" for name, n in counts.items()) or "none"
+    return f"classes found: {found}" + (f"; {unclassified} not classified" if unclassified else "")
+
+
+def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: np.ndarray, out: Path, work: Path,
+                           *, study_name: str, karyotype_predictor=None) -> tuple[dict | None, list[str]]:
+    """Instances of one metaphase into the result folder ``out`` (the module docstring lists the files); the
+    predict-style folder is written under ``work`` first. ``image``: the stored 2D image (as read), ``semantic``
+    the worker's (H, W) labels 0/1/2; ``karyotype_predictor``: the loaded ``entry.karyotype`` (voting by
+    ``entry.karyotype_vote``), or None. Returns ``summary.instances`` (None when there are none to show) and
+    warnings for the result."""
+    grey = normalize_intensity(image)
+    semantic = np.asarray(semantic, np.uint8)
+    result = separate_instances(grey, semantic, pair_predictor)
+    n = len(result.instances)
+    if n > MAX_INSTANCES:
+        return None, [f"the segmentation falls into {n} pieces (more than {MAX_INSTANCES}): this does not look like a "
+                      "metaphase, so no chromosome instances are given"]
+    pair = None if entry.pair is None else {"name": entry.pair.name, "version": entry.pair.version}
+    stem = file_stem(study_name)
+    summary = instance_summary(result, image=study_name, stem=stem, semantic_model=entry.name,
+                               pair_model=None if pair is None else pair["name"])
+    summary.update(semantic_model_version=entry.version, pair_model_version=None if pair is None else pair["version"])
+    karyotype = None if karyotype_predictor is None else entry.karyotype_model()  # {name, version, vote}
+    named = karyotype or {}
+    summary.update(karyotype_model=named.get("name"), karyotype_model_version=named.get("version"),
+                   karyotype_vote=named.get("vote"))
+    if karyotype is not None:  # as medseg predict --karyotype-model: the class keys on every record
+        classes = classify_instances(karyotype_predictor, grey, result.instances, vote=karyotype["vote"])
+        for record, extra in zip(summary["instances"], classes, strict=True):
+            record.update(extra)
+    folder = work / "instance-files" / stem
+    folder.mkdir(parents=True)
+    write_instance_outputs(folder, grey, result, summary, stem=stem, source=study_name)
+    _zip_folder(folder, out / FILES["zip"])
+    (out / FILES["json"]).write_bytes((folder / "instances.json").read_bytes())
+    (out / FILES["labels"]).write_bytes((folder / f"{stem}_instance_labels.png").read_bytes())
+    layer = out / "slices" / LAYER
+    layer.mkdir(parents=True)
+    Image.fromarray(instance_rgba(result.label_map, result.shared, n)).save(slice_file(layer, 0), compress_level=3)
+    c = result.counts
+    kept = {k: c[k] for k in FALLBACKS if c[k]}
+    per_class = {}
+    if karyotype is not None:
+        found, unclassified = class_counts(summary["instances"])
+        per_class = {"class_counts": found, "unclassified": unclassified,
+                     "classes_text": classes_text(found, unclassified)}
+    return {
+        "n": n, "counts": c, "pair_model": pair, "note": None if pair is not None else NO_PAIR_NOTE,
+        "karyotype_model": karyotype, **per_class,
+        "alone": c["whole"], "split": c["pair_model"], "kept_whole": sum(c[k] for k in FALLBACKS),
+        "kept_whole_why": {k: {"count": v, "reason": REASONS[k]} for k, v in kept.items()},
+        "layer": LAYER,
+        "text": (f"{n} chromosomes: {c['whole']} alone, {c['pair_model']} crossings split by the pair model"
+                 + (f" ({2 * c['pair_model']} chromosomes)" if c["pair_model"] else "")
+                 + f", {sum(c[k] for k in FALLBACKS)} clusters kept whole"
+                 + (" (" + "; ".join(f"{v} × {REASONS[k]}" for k, v in kept.items()) + ")" if kept else "")),
+    }, []
+
+
+def instance_table(path: Path) -> dict:
+    """``instances.json`` of a result with each record's colour in the viewer's layer (``colour``, ``#rrggbb``)."""
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    records = data.get("instances") or []
+    ids = [int(r.get("id", 0)) for r in records]
+    colours = instance_colours(max(ids, default=0))
+    for record, i in zip(records, ids):
+        if 1 <= i <= len(colours):  # instance i is drawn in colour i - 1 (instance_rgba, the figure)
+            record["colour"] = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in colours[i - 1]))
+    return data

@@ -1,0 +1,79 @@
+"""The karyotyping set ``mfish:karyotype`` (medseg.data.mfish_karyotype), built from a small copy of real M-FISH
+folders in the test itself, and its cut-out rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from medseg.config import load_config, set_dotted, validate
+from medseg.data.datasets import load_data
+from medseg.data.mfish_karyotype import CANVAS, KARYOTYPE_CLASSES, chromosome_cutout
+from medseg.data.runs import splits_for
+from medseg.data.splits import fold_indices
+
+
+def test_cutout_centres_the_box_zeroes_the_background_and_never_rescales():
+    grey = np.arange(1, 7 * 9 + 1, dtype=np.uint8).reshape(7, 9)
+    mask = np.zeros((7, 9), bool)
+    mask[2:5, 3:8] = True
+    mask[2, 3] = False
+    image, on_canvas = chromosome_cutout(grey, mask, size=16, margin=2)
+    assert image.shape == on_canvas.shape == (16, 16) and on_canvas.sum() == mask.sum()
+    rows, cols = np.flatnonzero(on_canvas.any(1)), np.flatnonzero(on_canvas.any(0))
+    assert (rows[0], rows[-1], cols[0], cols[-1]) == (6, 8, 5, 9)  # a 3 x 5 box: (16-3)//2, (16-5)//2
+    np.testing.assert_array_equal(image[6:9, 5:10], np.where(mask[2:5, 3:8], grey[2:5, 3:8], 0))
+    assert not image[~on_canvas].any()
+    long = np.zeros((20, 3), bool)
+    long[:13] = True
+    assert chromosome_cutout(np.ones((20, 3), np.uint8), long, size=16, margin=2) is None  # 13 > 16 - 4: left out
+    long[12] = False
+    assert chromosome_cutout(np.ones((20, 3), np.uint8), long, size=16, margin=2) is not None  # 12 fits exactly
+
+
+def test_set_labels_canvas_and_held_out_slides_are_mfish_pairs(tmp_path, small_mfish, monkeypatch):
+    monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
+    cfg = load_config("configs/mfish/karyotype_unet.yaml")
+    for item in (f"data.mfish_source={small_mfish}", f"output.root={tmp_path / 'runs'}"):
+        set_dotted(cfg, *item.split("=", 1))
+    cfg["splits"].update(val_fraction=None, n_folds=2)  # four training slides here
+    cfg = validate(cfg)
+    data = load_data(cfg["data"], len(KARYOTYPE_CLASSES))
+    assert not data.synthesized and data.images.shape[1:] == (CANVAS, CANVAS) and len(data) > 100
+    with h5py.File(data.source) as f:
+        classes = f["class"][:]
+        assert f["slide"].shape == (len(data),)
+    labels = data.labels
+    for k in range(len(data)):  # each image: one chromosome, labelled with its own class, nothing else
+        assert set(np.unique(labels[k]).tolist()) == {0, int(classes[k])}
+        assert not data.images[k][labels[k] == 0].any(), "the background of a cut-out is zeroed"
+    assert set(classes.tolist()) <= set(range(1, 25)) and len(set(classes.tolist())) == 24
+
+    from medseg.data.mfish_pairs import run_mfish_pairs
+    from medseg.data.mfish_synth import test_slides_of
+
+    run_mfish_pairs(small_mfish, tmp_path / "pairs.h5", preview=False, progress=False)
+    pair_test = test_slides_of(tmp_path / "pairs.h5")  # what `medseg data mfish-pairs` held out
+    splits, _ = splits_for(cfg, data)
+    _, _, test = fold_indices(splits, 0)
+    assert {data.groups[i] for i in test} == set(pair_test) and pair_test
+    assert sorted(json.loads(Path(data.split_file).read_text())["test"]) == pair_test
+    summary = json.loads(Path(data.source).with_suffix(".json").read_text())
+    assert summary["held_out_slides"] == pair_test and summary["real"] is True
+    per_class = summary["per_class"]
+    assert list(per_class) == list(KARYOTYPE_CLASSES[1:])
+    assert sum(v["test"] for v in per_class.values()) == len(test) == summary["n_test"]
+    assert Path(data.source).with_name("karyotype.README.TXT").is_file(), "the licence notice travels with the set"
+
+
+def test_held_out_slides_one_rule():
+    from medseg.data.mfish_pairs import group_splits, held_out_slides
+
+    slides = ["A01"] * 3 + ["A02"] * 2 + ["B07"] * 4 + ["C03"] + ["D04"] * 2
+    split = group_splits(slides, "x", seed=0)
+    expected = sorted({slides[int(n[2:-1])] for n in split["test"]})
+    assert held_out_slides(slides) == expected and expected
+    assert held_out_slides(["A01", "A02"]) == []  # too few slides for a test set
