@@ -17,10 +17,11 @@ same pairs, 10 steps an epoch):
     demo_workers1       train.num_workers 1 vs 0
     demo_workers2       train.num_workers 2 vs 0
     demo_compile        train.compile true vs false
+    demo_compile_warm_cache  the same, inductor's cache kept between A's runs (a rerun, the next folds of cv)
     unet_channels_last  train.channels_last true vs false
     unet_compile        train.compile true vs false
 
-    python benchmarks/bench_cpu_options.py                          # all, ~1.5 h on 2 busy cores at 1 thread
+    python benchmarks/bench_cpu_options.py                          # all, ~2 h on 2 busy cores at 1 thread
     python benchmarks/bench_cpu_options.py --parts demo_channels_last --pairs 5 --threads 2
 
 Every run uses ``MEDSEG_THREADS`` = ``--threads`` (a fixed count: medseg's automatic share would change with
@@ -53,12 +54,14 @@ from bench_unet import load_average, write_json_atomic  # noqa: E402
 
 DEMO, UNET = "configs/chromosomes/demo.yaml", "configs/chromosomes/unet.yaml"
 UNET_SHORT = ["--set", "train.max_batches_per_epoch=10", "--set", "train.val_max_batches=1"]
-#: name: (config, epochs, extra args, option A, option B)
+#: name: (config, epochs, extra args, option A, option B); WARM: A keeps its torch.compile cache between runs
+WARM = {"demo_compile_warm_cache"}
 PARTS = {
     "demo_channels_last": (DEMO, 6, [], "train.channels_last=true", "train.channels_last=false"),
     "demo_workers1": (DEMO, 6, [], "train.num_workers=1", "train.num_workers=0"),
     "demo_workers2": (DEMO, 6, [], "train.num_workers=2", "train.num_workers=0"),
     "demo_compile": (DEMO, 6, [], "train.compile=true", "train.compile=false"),
+    "demo_compile_warm_cache": (DEMO, 6, [], "train.compile=true", "train.compile=false"),
     "unet_channels_last": (UNET, 2, UNET_SHORT, "train.channels_last=true", "train.channels_last=false"),
     "unet_compile": (UNET, 2, UNET_SHORT, "train.compile=true", "train.compile=false"),
 }
@@ -70,16 +73,18 @@ def train_command(work: Path, config: str, epochs: int, extra: list[str], option
             *extra, "--set", option]
 
 
-def run_once(cmd: list[str], env: dict, work: Path, root: str) -> dict:
+def run_once(cmd: list[str], env: dict, work: Path, root: str, warm_cache: Path | None = None) -> dict:
     """One whole training process: wall and CPU seconds, and the epoch times of its history."""
-    cache = tempfile.mkdtemp(prefix="inductor-", dir=work)  # a cold torch.compile cache for every run
+    # a cold torch.compile cache for every run, unless warm_cache (kept between runs) is given
+    cache = str(warm_cache) if warm_cache else tempfile.mkdtemp(prefix="inductor-", dir=work)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, cwd=REPO, env={**env, "TORCHINDUCTOR_CACHE_DIR": cache}, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    shutil.rmtree(cache, ignore_errors=True)
+    if not warm_cache:
+        shutil.rmtree(cache, ignore_errors=True)
     if done.returncode:
         raise SystemExit(f"{shlex.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}")
     history = next((work / root).glob("*/fold_0/history.json"), None)  # one run name under each root
@@ -94,8 +99,9 @@ def compare(work: Path, env: dict, part: str, pairs: int) -> dict:
     cmd_b = train_command(work, config, epochs, extra, option_b, f"{part}_B")
     load = load_average()
     runs: dict[str, list[dict]] = {"A": [], "B": []}
-    for i in range(pairs + 1):  # the first pair warms the file cache up and is not counted
-        a, b = run_once(cmd_a, env, work, f"{part}_A"), run_once(cmd_b, env, work, f"{part}_B")
+    warm = work / f"{part}_cache" if part in WARM else None
+    for i in range(pairs + 1):  # the first pair warms the file cache (and a WARM part's compile cache) up, not counted
+        a, b = run_once(cmd_a, env, work, f"{part}_A", warm), run_once(cmd_b, env, work, f"{part}_B")
         print(part, "warm-up" if i == 0 else f"pair {i}", "A", a, "B", b, flush=True)
         if i:
             runs["A"].append(a)

@@ -11,7 +11,9 @@ measurement — other jobs on the machine change CPU timings: rerun on a quiet m
    ``MEDSEG_THREADS=off`` (PyTorch's default pool, the behaviour before issue 15) and ``auto`` (medseg's
    share of the cores);
 3. **options**: one training step of the 2D demo U-Net plain (fp32), channels-last, bf16 autocast and
-   ``torch.compile``; an option counts as a gain (``kept``) only when it is at least 5 % faster.
+   ``torch.compile``; an option counts as a gain (``kept``) only when it is at least 5 % faster. One step is
+   not a training: the defaults of ``train.channels_last``, ``train.compile`` and ``train.num_workers`` follow
+   whole trainings, measured by ``benchmarks/bench_cpu_options.py`` (``cpu_options_end_to_end``).
 
     python benchmarks/bench_distributed.py                 # all three, about 10-15 min on 2 idle cores
     python benchmarks/bench_distributed.py --parts options # one part
