@@ -307,16 +307,21 @@ def instance_figure(image: np.ndarray, result: InstanceResult, path: str | Path,
 
 
 def instance_summary(result: InstanceResult, *, image: str, stem: str, semantic_model: str | None,
-                     pair_model: str | None) -> dict:
+                     pair_model: str | None, extra: list[dict] | None = None) -> dict:
     """The content of ``instances.json``: the image, its shape, the models, the semantic pixel counts, the counts
-    of :func:`separate_instances` and one record per instance (:meth:`Instance.record`)."""
+    of :func:`separate_instances` and one record per instance (:meth:`Instance.record`), each updated with its
+    dict of ``extra`` keys when given (one per instance, in order: the karyotype's class, class_name,
+    class_confidence from :func:`medseg.inference.karyotype.classify_instances`)."""
     semantic = result.semantic
+    records = [i.record() for i in result.instances]
+    for record, keys in zip(records, extra if extra is not None else [{}] * len(records), strict=True):
+        record.update(keys)
     return {"image": image, "shape": list(semantic.shape), "semantic_model": semantic_model, "pair_model": pair_model,
             "pixels": {n: int((semantic == c).sum()) for c, n in enumerate(METAPHASE_CLASSES)},
             "n_instances": len(result.instances), "counts": result.counts,
             "label_map": f"{stem}_instance_labels.png: each pixel the id of one instance covering it (at overlap "
                          "pixels the lower id); each instance whole in instances/chromosome_NNN_mask.png",
-            "instances": [i.record() for i in result.instances]}
+            "instances": records}
 
 
 def separation_text(counts: dict) -> str:
@@ -393,10 +398,9 @@ def predict_metaphase_file(predictor, pair_predictor, path: str | Path, out_dir:
     summary = instance_summary(result, image=str(path), stem=stem,
                                semantic_model=predictor.meta.get("model", {}).get("name"),
                                pair_model=None if pair_predictor is None else
-                               pair_predictor.meta.get("model", {}).get("name"))
-    if classify is not None:  # hook: classify(image, instances) -> one dict of extra keys per instance
-        for record, extra in zip(summary["instances"], classify(image, result.instances), strict=True):
-            record.update(extra)  # karyotype: class, class_name, class_confidence (medseg.inference.karyotype)
+                               pair_predictor.meta.get("model", {}).get("name"),
+                               # hook: classify(image, instances) -> one dict of extra keys per instance
+                               extra=None if classify is None else classify(image, result.instances))
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
     try:
         write_instance_outputs(tmp, image, result, summary, stem=stem, source=path, margin=margin)

@@ -124,17 +124,16 @@ def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: n
                       "metaphase, so no chromosome instances are given"]
     pair = None if entry.pair is None else {"name": entry.pair.name, "version": entry.pair.version}
     stem = file_stem(study_name)
-    summary = instance_summary(result, image=study_name, stem=stem, semantic_model=entry.name,
-                               pair_model=None if pair is None else pair["name"])
-    summary.update(semantic_model_version=entry.version, pair_model_version=None if pair is None else pair["version"])
     karyotype = None if karyotype_predictor is None else entry.karyotype_model()  # {name, version, vote}
+    # as medseg predict --karyotype-model: the class keys on every record
+    classes = None if karyotype is None else classify_instances(karyotype_predictor, grey, result.instances,
+                                                                vote=karyotype["vote"])
+    summary = instance_summary(result, image=study_name, stem=stem, semantic_model=entry.name,
+                               pair_model=None if pair is None else pair["name"], extra=classes)
+    summary.update(semantic_model_version=entry.version, pair_model_version=None if pair is None else pair["version"])
     named = karyotype or {}
     summary.update(karyotype_model=named.get("name"), karyotype_model_version=named.get("version"),
                    karyotype_vote=named.get("vote"))
-    if karyotype is not None:  # as medseg predict --karyotype-model: the class keys on every record
-        classes = classify_instances(karyotype_predictor, grey, result.instances, vote=karyotype["vote"])
-        for record, extra in zip(summary["instances"], classes, strict=True):
-            record.update(extra)
     folder = work / "instance-files" / stem
     folder.mkdir(parents=True)
     write_instance_outputs(folder, grey, result, summary, stem=stem, source=study_name)
