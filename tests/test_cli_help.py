@@ -61,7 +61,7 @@ def test_predict_help_reads_like_argparse():
     text = _help(("predict",))
     assert text.splitlines()[0] == "Usage: medseg predict [OPTIONS] MODEL IMAGE..."
     assert re.search(r"^  MODEL +Run directory", text, re.M)
-    assert re.search(r"^  IMAGE\.\.\. +PNG/TIFF images", text, re.M)
+    assert re.search(r"^  IMAGE\.\.\. +PNG/TIFF/JPEG images or folders of them", text, re.M)
     assert re.search(r"^  -o, --out DIR +Output folder", text, re.M)
     assert re.search(r"^  --device DEVICE +auto \(CUDA if available, else CPU\), cpu, cuda, cuda:1", text, re.M)
     assert re.search(r"^  --tta / --no-tta +Test-time augmentation", text, re.M)  # on/off, default the model's

@@ -312,9 +312,9 @@ class SplitsConfig(Section):
 class SchedulerConfig(Section):
     """name: plateau (the papers: ReduceLROnPlateau on the validation loss, factor/patience; on the training loss
     when there is no validation set) | cosine (cosine decay from lr to min_lr over `epochs`, after
-    `warmup_epochs` of linear warm-up: for short fixed budgets) | poly (nnU-Net: lr·(1 − epoch/epochs)^0.9,
-    stepped once an epoch; with train.iterations the epochs are those the budget takes) | constant (lr throughout:
-    Keras' Adam without a callback, the GI paper)"""
+    `warmup_epochs` of linear warm-up: for short fixed budgets) | poly (nnU-Net: lr·(1 − t)^0.9) | constant (lr
+    throughout: Keras' Adam without a callback, the GI paper). cosine and poly follow the budget: t = steps done /
+    the step budget, or elapsed / train.time_limit_minutes when further (medseg.training.schedules)"""
 
     name: Literal["plateau", "cosine", "poly", "constant"] = "plateau"
     factor: float = 0.5
@@ -351,15 +351,46 @@ class DistributedConfig(Section):
         return value
 
 
+class ValidationConfig(Section):
+    """What is validated while training, so validating never eats the budget. Every epoch: ``images``
+    validation images at most (a fixed subset drawn once with ``seed``; null: all of them) pick the best model
+    and drive the plateau schedule and early stopping. With a subset, ``full_every`` N > 0 also validates all
+    of them every N epochs (``full_val_*`` columns of the history), and ``final`` validates the selected model
+    on all of them once training ends (``final_validation`` in summary.json)."""
+
+    images: int | None = Field(None, description="validation images per epoch: a fixed seeded subset; null = all")
+    full_every: int = Field(0, description="every N epochs also validate on every validation image (0: never)")
+    final: bool = Field(True, description="when a subset is validated per epoch: the selected model on every "
+                                          "validation image once training ends")
+    seed: int = 0
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, value):
+        if value is not None and value < 1:
+            raise ValueError(f"train.validation.images must be >= 1 or null (all), got {value!r}")
+        return value
+
+    @field_validator("full_every")
+    @classmethod
+    def _full_every(cls, value):
+        if value < 0:
+            raise ValueError(f"train.validation.full_every must be >= 0 epochs, got {value!r}")
+        return value
+
+
 class TrainConfig(Section):
     epochs: int = 300
+    steps_per_epoch: int | None = Field(
+        None, description="an epoch is this many optimizer steps, batches drawn with replacement whatever the "
+                          "training set's size (nnU-Net: 250); null: one pass over the training images (the papers)")
     iterations: int | None = Field(
         None, description="training budget in optimizer steps (nnU-Net style); when set it overrides epochs: "
                           "ceil(iterations / batches per epoch) epochs, the last one cut at exactly this many steps")
     time_limit_minutes: float | None = Field(
         None, description="wall-clock budget of one fold's training in minutes: training stops at the first batch "
                           "past it (the epoch is then validated and saved); null: no limit. For comparisons at equal "
-                          "time; the learning-rate schedule still runs over epochs/iterations")
+                          "time; poly and cosine schedules then reach their end at the limit")
     batch_size: int = 8
     lr: float = 1.0e-3
     weight_decay: float = 0.0
@@ -383,6 +414,7 @@ class TrainConfig(Section):
     device: str = "auto"
     max_batches_per_epoch: int | None = Field(None, description="cap for quick CPU runs")
     val_max_batches: int | None = None
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     deterministic: bool = False
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
@@ -414,11 +446,11 @@ class TrainConfig(Section):
             raise ValueError("train.compile_backend must name a torch.compile backend (inductor, aot_eager, eager)")
         return value
 
-    @field_validator("iterations")
+    @field_validator("iterations", "steps_per_epoch")
     @classmethod
-    def _iterations(cls, value):
+    def _iterations(cls, value, info):
         if value is not None and value < 1:
-            raise ValueError(f"train.iterations must be >= 1 optimizer steps or null, got {value!r}")
+            raise ValueError(f"train.{info.field_name} must be >= 1 optimizer steps or null, got {value!r}")
         return value
 
     @field_validator("lr")

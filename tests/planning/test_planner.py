@@ -204,6 +204,54 @@ def test_set_overrides_a_decision_and_is_recorded():
         apply_sets(cfg, decisions, [("train.iteration", "5")])
 
 
+# --- the user's overrides are inputs of the decisions -----------------------------------------------------
+
+
+def _membrane_fp():
+    """Cells (255) cover 78 % of the pixels, the membranes between them (0) 22 %."""
+    return fp_2d(values=(0, 255), freq={"0": 0.22, "255": 0.78})
+
+
+def test_background_null_makes_the_rarest_of_all_classes_primary_and_says_why():
+    names = ["membrane", "cell"]
+    _, default = plan(_membrane_fp(), device="cpu", class_names=names)
+    assert decided(default)["task.primary_metric"].value == "cell"  # the only foreground class
+    cfg, decisions = plan(_membrane_fp(), device="cpu", class_names=names, sets=[("task.background", "null")])
+    assert cfg["task"]["background"] is None and cfg["task"]["primary_metric"] == "membrane"
+    why = decided(decisions)["task.primary_metric"].reason
+    assert why.startswith("task.background = null (your --set): every class scored; rarest scored class: 22 %")
+    assert "cell 78 %" in why
+    assert "your --set" in decided(decisions)["task.background"].reason
+    # every class is a structure, so the Dice loss covers the first one too
+    assert cfg["loss"][1]["include_background"] is True and "every class" in decided(decisions)["loss"].reason
+
+
+def test_an_explicit_primary_metric_wins_and_is_named_as_the_users():
+    cfg, decisions = plan(_membrane_fp(), device="cpu", class_names=["membrane", "cell"],
+                          sets=[("task.background", "null"), ("task.primary_metric", "cell"),
+                                ("train.iterations", "7")])
+    assert cfg["task"]["primary_metric"] == "cell" and cfg["train"]["iterations"] == 7
+    why = decided(decisions)["task.primary_metric"].reason
+    assert why == "your --set; the plan's pick: membrane, the rarest scored class (22 % of the voxels)"
+    with pytest.raises(ConfigError, match="'membrane' is not a class .* scored"):
+        plan(_membrane_fp(), device="cpu", class_names=["membrane", "cell"], sets=[("task.primary_metric", "membrane")])
+
+
+def test_another_background_class_is_left_out_of_the_metric_and_the_derived_unions():
+    fp = fp_2d(values=(0, 1, 2, 3), freq={"0": 0.1, "1": 0.5, "2": 0.3, "3": 0.1})
+    fp["kind"] = "pommier"
+    cfg, decisions = plan(fp, device="cpu", sets=[("task.background", "1")])
+    assert cfg["task"]["background"] == 1 and cfg["task"]["primary_metric"] == "background"  # 0 is scored now
+    assert "task.background = 1 (your --set): chromosome_alpha not scored" in decided(decisions)["task.primary_metric"].reason
+    assert cfg["task"]["derived"] == {"chromosome_beta_whole": [2, 3]}
+    assert "task.background" in decided(decisions)["task.derived"].reason
+    assert cfg["loss"][1]["include_background"] is True
+    with pytest.raises(ConfigError, match=r"task.background=7: give the index of the background class \(0 background"):
+        plan(fp, device="cpu", sets=[("task.background", "7")])
+    with pytest.raises(ConfigError, match="--classes and --set task.class_names"):
+        plan(_membrane_fp(), device="cpu", class_names=["a", "b"], sets=[("task.class_names", "[c, d]")])
+
+
 # --- the written plan -------------------------------------------------------------------------------------
 
 
@@ -389,6 +437,20 @@ def test_plan_cli_prints_the_decisions_and_writes_a_loadable_config(tmp_path):
     assert json.loads((tmp_path / "plans" / "cells.plan.json").read_text())["fingerprint"]["n_cases"] == 6
     bad = runner.invoke(app, ["plan", str(root), "-o", str(out), "--classes", "a,b,c"])
     assert bad.exit_code == 2 and "--classes names 3 classes" in bad.output
+
+
+def test_plan_cli_decides_after_the_users_background(tmp_path):
+    root = _folder_2d(tmp_path / "cells")
+    for mask in (root / "masks").iterdir():  # cells everywhere but a band of membrane
+        Image.fromarray(255 - np.array(Image.open(mask))).save(mask)
+    out = tmp_path / "cells.yaml"
+    result = runner.invoke(app, ["plan", str(root), "-o", str(out), "--classes", "membrane,cell", "--device", "cpu",
+                                 "--set", "task.background=null"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    cfg = load_config(out)
+    assert cfg["task"]["background"] is None and cfg["task"]["primary_metric"] == "membrane"
+    line = next(line for line in out.read_text().splitlines() if "primary_metric:" in line)
+    assert "task.background = null (your --set): every class scored; rarest scored class: 9.38 %" in line
 
 
 def test_train_on_a_data_folder_plans_on_the_fly(tmp_path):

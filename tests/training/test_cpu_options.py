@@ -54,7 +54,7 @@ def _max_diff(a, b) -> float:
 
 
 def _history(t: Trainer) -> dict:
-    return {k: v for k, v in t.history[-1].items() if k != "time_s"}
+    return {k: v for k, v in t.history[-1].items() if not k.endswith("time_s")}
 
 
 # --- config --------------------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ equals the serial cross-validation, and the thread shares of medseg.threads.
 
 Tolerances: the 2-rank runs average two half-batch gradients where one process takes the mean over the whole
 batch, so float sums are associated differently: measured differences are ~1e-8 (plain, adversarial) and
-~2e-5 (QAM + OCM, whose softmax over the batch amplifies them) after 4 Adam steps at lr 1e-2; the tests
-allow 1e-4 on weights and 1e-5 on the history. The model has no BatchNorm (``norm: none``): per-rank batch
+~2e-5 (QAM + OCM, whose softmax over the batch amplifies them) after 4 Adam steps at lr 1e-2 on an AMD EPYC,
+on an Intel Xeon (other kernels, other rounding) 3.5e-5 plain, 1.8e-4 QAM + OCM and 2e-3 adversarial (in the
+discriminator's state: the largest weights); the tests allow 1e-4 on weights (1e-3 with QAM + OCM, 5e-3 with
+the discriminator) and 1e-5 on the history. The model has no BatchNorm (``norm: none``): per-rank batch
 statistics differ from one process's, and PyTorch's SyncBatchNorm is CUDA-only.
 """
 
@@ -140,7 +142,8 @@ def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     for kind in ("plain", "noisy", "adversarial"):
         ddp_worker.make_trainer(kind, tmp_path, tmp_path / f"one_{kind}").fit(restart=True)
-        assert _max_diff(tmp_path / f"one_{kind}/last.safetensors", tmp_path / f"ddp_{kind}/last.safetensors") < 1e-4
+        tolerance = {"plain": 1e-4, "noisy": 1e-3, "adversarial": 5e-3}[kind]
+        assert _max_diff(tmp_path / f"one_{kind}/last.safetensors", tmp_path / f"ddp_{kind}/last.safetensors") < tolerance
         assert load_file(str(tmp_path / f"ddp_{kind}/model.safetensors")).keys() == \
             load_file(str(tmp_path / f"one_{kind}/model.safetensors")).keys()
         one, ddp = (json.loads((tmp_path / f"{w}_{kind}/history.json").read_text()) for w in ("one", "ddp"))
@@ -148,7 +151,7 @@ def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path):
         for a, b in zip(one, ddp):
             assert a["steps"] == b["steps"] == 2 * a["epoch"]
             for key, value in a.items():
-                if key != "time_s" and isinstance(value, float):
+                if not key.endswith("time_s") and isinstance(value, float):
                     assert b[key] == pytest.approx(value, abs=1e-5), (kind, key)
         assert any(k.startswith("val_iou/") for k in ddp[0])
         if kind == "noisy":  # the logged weights are the global batch's: 8 per step, summing to 1 per step

@@ -30,6 +30,7 @@ __all__ = [
     "NonImage",
     "SeriesOptions",
     "candidate_files",
+    "is_dicom_file",
     "may_be_dicom",
     "name_role",
     "parse_slice",
@@ -119,6 +120,20 @@ def _starts_like_dicom(head: bytes, size: int) -> bool:
         return False
     length = int.from_bytes(head[4:8], "little")
     return head[4:6] in _VRS or length <= size or length == 0xFFFFFFFF
+
+
+def is_dicom_file(file: str | Path) -> bool:
+    """Whether a file's bytes say it is DICOM, whatever its name (``IM000012``, a UID, no suffix): the 'DICM'
+    marker at byte 128, or a DICOM element at byte 0 (a file written without the preamble), the rule
+    :func:`read_header` applies to names that say nothing. A file that cannot be read is not."""
+    file = Path(file)
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            head = fh.read(140)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or _starts_like_dicom(head[:8], size)
 
 
 def read_header(file: Path, role: NameRole = "dicom", max_voxels: int | None = None):

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from medseg.inference.volume import display_background
 from medseg.palette import (
     colourize,  # the one class palette (background black, α red, β green, overlap blue)
 )
+from medseg.progress import Progress
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45, background: int | None = 0) -> np.ndarray:
@@ -85,3 +89,29 @@ def predict_image_file(predictor: Predictor, path: Path, out_dir: Path) -> dict:
         for f in tmp.iterdir():
             shutil.move(str(f), out_dir / f.name)
     return summary
+
+
+def predict_image_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, *,
+                        report: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+    """:func:`predict_image_file` for every image of ``paths``, under a progress bar. ``report`` (default: printed
+    above the bar, on stderr) gets a line per image, and after the first of several an estimate of the time
+    the rest will take (a 512² image with TTA takes seconds on a loaded CPU core: a folder of them, minutes).
+    Returns ``n_images``, ``total_seconds``, ``ms_per_image`` and the images' summaries."""
+    start = time.perf_counter()
+    summaries = []
+    with Progress(total=len(paths), desc="predicting images", unit="image",
+                  disable=not progress or len(paths) < 2) as bar:
+        say = report or (lambda line: bar.write(line, file=sys.stderr))
+        for path in paths:
+            summary = predict_image_file(predictor, path, out_dir)
+            summaries.append(summary)
+            bar.update()
+            say(f"{path} → {out_dir}  " + ", ".join(f"{k}: {v} px" for k, v in summary["classes"].items()))
+            if len(summaries) == 1 and len(paths) > 1:
+                first = time.perf_counter() - start
+                rest = first * (len(paths) - 1)
+                about = f"{rest:.1f} s" if rest < 90 else f"{rest / 60:.1f} min"
+                say(f"first image {first:.1f} s: about {about} for the other {len(paths) - 1}")
+    total = time.perf_counter() - start
+    return {"n_images": len(paths), "total_seconds": round(total, 3),
+            "ms_per_image": round(1000 * total / max(len(paths), 1), 1), "images": summaries}

@@ -60,29 +60,6 @@ def _tta_ops(spatial_dims: int):
     return ops
 
 
-_VOLUME_NAMES = {"nifti": "a NIfTI volume", "hdf5": "an HDF5 volume", "dicom": "a DICOM series"}
-
-
-def check_input_kind(path: str | Path, spatial_dims: int, model: str | Path = "the model") -> None:
-    """Refuse, by its name, an input of the other dimensionality than the model before it is read, so the
-    message says so instead of a reader's "may be corrupt": a volume for a 2D model or an image for a 3D one."""
-    from medseg.data.folder import IMAGE_SUFFIXES
-    from medseg.data.volume_io import volume_format
-
-    path = Path(path)
-    is_image = path.suffix.lower() in IMAGE_SUFFIXES
-    if spatial_dims == 2 and not is_image:
-        try:
-            what = _VOLUME_NAMES[volume_format(path)]
-        except DataValidationError:
-            return  # neither an image nor a volume by its name: the image reader names the problem
-        raise DataValidationError(path, f"this is {what} (3D), and {model} segments 2D images (PNG/TIFF); give a 2D "
-                                        "image, or a 3D model for volumes")
-    if spatial_dims == 3 and is_image:
-        raise DataValidationError(path, f"this is a 2D image, and {model} segments 3D volumes (NIfTI, HDF5, DICOM "
-                                        "series); give a volume, or a 2D model for images")
-
-
 def _probabilities_(logits: torch.Tensor, mode: str) -> torch.Tensor:
     """Softmax over classes (multiclass) or sigmoid (multilabel) of (N, C, *S) logits, in place: on a large
     image every full-size copy is C × H × W floats (2 GiB for 4 classes at the voxel budget)."""

@@ -6,9 +6,11 @@ medseg's own pipeline (U-Net, CE + Dice, Adam, poly schedule) and records every 
 reason as a comment on its line (it loads with :func:`medseg.config.load_config`) and ``*.plan.json`` with
 the fingerprint. The rules, in order:
 
-* **task** — classes from the label values found (or ``--classes``; nnU-Net's ``dataset.json`` names them
-  when present), background = class 0, primary metric = the rarest foreground class (its IoU is what a
-  report leads with, and the one a planner should not lose sight of).
+* **task** (:mod:`medseg.planning.task_plan`) — classes from the label values found (or ``--classes``;
+  nnU-Net's ``dataset.json`` names them when present), background = class 0, primary metric = the rarest
+  scored class (its IoU is what a report leads with, and the one a planner should not lose sight of). The
+  user's ``--set task.class_names / task.background / task.primary_metric`` are inputs of these decisions,
+  not afterthoughts: with ``task.background: null`` every class is scored and the Dice loss covers them all.
 * **data** — full resolution (``data.size: null``); 2D masks stored as other grey values than 0..C-1 (0/255)
   get ``data.mask_values``; 2D intensities z-scored per image (nnU-Net's rule for everything but CT: a 12-bit
   camera in a 16-bit PNG would otherwise use 1/16 of [0, 1]).
@@ -67,6 +69,7 @@ MIN_BOTTLENECK = 4  # px at the deepest stage (nnU-Net stops pooling an axis bel
 MIN_BATCH = 2
 BATCH_DATASET_FRACTION = 0.05
 EPOCH_STEPS = 250
+VAL_IMAGES = 8  # per-epoch validation subset: cheap beside 250 steps, enough to pick the best epoch
 LR = 3.0e-3
 POS_FRACTION = 0.33
 # On a CPU the step time, not the memory, limits training: a patch of the median image (nnU-Net's GPU rule)
@@ -185,87 +188,6 @@ def _pct(x: float) -> str:
     return f"{100 * x:.3g} %"
 
 
-def _class_plan(fp: dict, class_names: Sequence[str] | None, decisions: list[Decision]) -> tuple[list[str], Decision | None]:
-    """Class names and primary metric (appended to ``decisions``); returns the class names and the
-    ``data.mask_values`` decision (None when the masks hold class indices)."""
-    values = [int(v) for v in fp["label_values"]]
-    freq = {int(k): float(v) for k, v in (fp.get("label_frequency") or {}).items()}
-    kind, dims = fp["kind"], int(fp["spatial_dims"])
-    where = fp.get("path")
-    if len(values) < 2 and kind != "pommier":
-        raise DataValidationError(where, f"the labels hold only the value(s) {values}: nothing to segment (masks "
-                                         "must mark at least one structure besides the background)")
-    stored = list(values)  # stored grey value of class k (2D folders)
-    mask_values = None
-    if kind == "pommier":
-        from medseg.data.pommier import POMMIER_CLASSES
-
-        names = list(POMMIER_CLASSES)
-        stray = [v for v in values if v >= len(names)]
-        stored = list(range(len(names)))
-        reason = "the Pommier layout's classes (0 background, 1 α, 2 β, 3 overlap)"
-        if stray:
-            reason += (f"; stray label values {stray} ({', '.join(_pct(freq.get(v, 0)) for v in stray)} of the pixels)"
-                       " get their nearest valid pixel's label (data.stray_labels: nearest)")
-    elif dims == 3:
-        top = max(values)
-        if min(values) < 0 or top > 255:
-            raise DataValidationError(where, f"label values {values[:10]} are not class indices 0..255; 3D labels "
-                                             "must hold class indices 0..C-1 (convert them first)")
-        if top > 2 * len(values) + 8:
-            raise DataValidationError(where, f"label values {values[:10]} are not class indices 0..C-1 (3D labels are "
-                                             "read as class indices; stored 0/255 or other codes must be converted)")
-        stored = list(range(top + 1))
-        names = None
-        reason = f"label values {values} found in {fp['n_sampled']} label volumes"
-        missing = sorted(set(stored) - set(values))
-        if missing:
-            reason += f"; classes {missing} never occur in them"
-    else:
-        if values == list(range(len(values))):
-            reason = f"class indices {values} found in the {fp['n_cases']} masks"
-        else:
-            mask_values = values
-            reason = f"mask grey values {values} found in the {fp['n_cases']} masks, one class each in that order"
-        names = None
-    n_classes = len(stored)
-    label_names = {int(k): v for k, v in (fp.get("label_names") or {}).items()}
-    if class_names:
-        class_names = [str(c).strip() for c in class_names]
-        if len(class_names) != n_classes:
-            raise ConfigError(f"--classes names {len(class_names)} classes ({', '.join(class_names)}) but the labels "
-                              f"hold {n_classes} (values {stored}); give one name per class, background first")
-        names, reason = class_names, reason + "; names from --classes"
-    elif names is None and label_names and all(v in label_names for v in stored):
-        names, reason = [label_names[v] for v in stored], reason + "; names from dataset.json"
-    elif names is None:
-        names = ["background"] + (["foreground"] if n_classes == 2 else [f"class_{v}" for v in stored[1:]])
-    if len(set(names)) != len(names):
-        raise ConfigError(f"class names must differ from one another, got {names}")
-    decisions.append(Decision("task.mode", "multiclass", "one label per pixel (softmax over exclusive classes)"))
-    decisions.append(Decision("task.class_names", names, reason))
-    decisions.append(Decision("task.background", 0, f"class 0 ({names[0]}) is the background: not scored"))
-    mask_decision = None
-    if mask_values is not None:
-        mask_decision = Decision("data.mask_values", mask_values,
-                                 "masks store " + ", ".join(f"{n} as {v}" for n, v in zip(names, mask_values)))
-    foreground = [(freq.get(v, 0.0), k) for k, v in enumerate(stored) if k > 0 and freq.get(v, 0.0) > 0]
-    if foreground:
-        f, k = min(foreground)
-        others = ", ".join(f"{names[j]} {_pct(g)}" for g, j in sorted(foreground) if j != k)
-        decisions.append(Decision("task.primary_metric", names[k], f"rarest foreground class: {_pct(f)} of the "
-                                  "voxels" + (f" ({others})" if others else "")))
-    else:
-        decisions.append(Decision("task.primary_metric", names[1], "no foreground voxels counted: the first "
-                                                                   "foreground class"))
-    if kind == "pommier":
-        decisions.append(Decision("task.derived", {"chromosome_alpha_whole": [1, 3], "chromosome_beta_whole": [2, 3]},
-                                  "whole chromosomes (own region + overlap), as ARMS Net reports them"))
-    else:
-        decisions.append(Decision("task.derived", {}, "no unions of classes to report"))
-    return names, mask_decision
-
-
 def _looks_ct(fp: dict) -> tuple[bool, str]:
     modality = (fp.get("modality") or "").upper()
     if modality:
@@ -366,15 +288,19 @@ def _device_kind(device: str) -> str:
 
 
 def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu",
-         class_names: Sequence[str] | None = None, iterations: int | None = None) -> tuple[dict, list[Decision]]:
+         class_names: Sequence[str] | None = None, iterations: int | None = None,
+         sets: Sequence[tuple[str, Any]] = ()) -> tuple[dict, list[Decision]]:
     """A complete, validated config for the data ``fp`` describes, and the decisions that made it.
 
     ``memory_budget_gb``: what one training step may take on the device (default 8 on CUDA, 2 on a CPU);
     ``device``: ``cpu`` or ``cuda`` (sets the widths, AMP and the step budget); ``class_names``: one per
     class, background first (default: from the labels); ``iterations``: optimizer steps (default 50,000 on
-    CUDA, 2,000 on a CPU).
+    CUDA, 2,000 on a CPU); ``sets``: the user's ``--set`` pairs — ``task.class_names``, ``task.background``
+    and ``task.primary_metric`` are inputs of the decisions (the primary metric, the background, the loss
+    follow them and say so), every other one is applied over the plan with :func:`apply_sets`.
     """
     from medseg.config import load_config
+    from medseg.planning.task_plan import PLAN_INPUTS, class_plan, loss_plan, user_inputs
 
     kind = _device_kind(device)
     budget_gb = float(DEFAULT_BUDGET_GB[kind] if memory_budget_gb is None else memory_budget_gb)
@@ -394,7 +320,8 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     # task
     decisions.append(Decision("task.spatial_dims", dims, f"{'volumes' if dims == 3 else 'images'} "
                                                           f"({fp['kind']}, {n_cases} cases)"))
-    names, mask_decision = _class_plan(fp, class_names, decisions)
+    user = user_inputs(sets)
+    names, background, mask_decision = class_plan(fp, class_names, decisions, user)
 
     # data and intensities
     decisions.append(Decision("data.path", source, "the data planned from"))
@@ -472,15 +399,18 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     decisions.append(Decision("train.batch_size", batch, batch_why))
 
     # loss and training
-    decisions.append(Decision("loss", [{"name": "ce"}, {"name": "dice", "batch": True, "include_background": False}],
-                              "cross-entropy + batch soft Dice over the foreground classes (nnU-Net)"))
+    decisions.append(loss_plan(background))
     steps = int(iterations) if iterations is not None else DEFAULT_ITERATIONS[kind]
     decisions.append(Decision("train.iterations", steps, "optimizer steps" + (
         "" if iterations is not None else f" (default for {'CUDA' if kind == 'cuda' else 'a CPU'}; nnU-Net runs "
                                           "250,000 on a GPU)")))
-    decisions.append(Decision("train.max_batches_per_epoch", EPOCH_STEPS, f"epochs of at most {EPOCH_STEPS} steps "
-                                                                          "(nnU-Net's): validation that often"))
-    n_epochs = math.ceil(steps / max(1, min(EPOCH_STEPS, math.ceil(0.6 * n_cases / batch))))
+    decisions.append(Decision("train.steps_per_epoch", EPOCH_STEPS, f"epochs of {EPOCH_STEPS} steps drawn with "
+                                                                    "replacement (nnU-Net's), whatever the data's size: "
+                                                                    "validation that often"))
+    decisions.append(Decision("train.validation.images", VAL_IMAGES, f"each epoch {VAL_IMAGES} validation images at "
+                              "most (a fixed seeded subset): validating costs a few % of the time; the selected "
+                              "model is validated on all of them at the end"))
+    n_epochs = math.ceil(steps / EPOCH_STEPS)
     decisions.append(Decision("train.early_stopping.patience", max(n_epochs, 1),
                               "as many epochs as the budget takes: no early stopping, the poly schedule runs out "
                               "(the best checkpoint is still kept)"))
@@ -509,7 +439,8 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
         decisions.append(Decision("evaluate.batch_size", 1, "whole images of different sizes: one at a time"
                                   if dims == 2 else "whole volumes: one at a time"))
 
-    return load_config(overrides=_nest(decisions)), decisions
+    cfg = load_config(overrides=_nest(decisions))
+    return apply_sets(cfg, decisions, [(k, v) for k, v in sets if k not in PLAN_INPUTS])
 
 
 # --- --set and writing ---------------------------------------------------------------------------------

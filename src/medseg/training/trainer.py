@@ -12,8 +12,19 @@ a better validation loss.
 Beyond the papers (issue 12, training on one's own data):
 
 * **Budget in optimizer steps** (``train.iterations: N``, nnU-Net's way of saying how long to train): it
-  overrides ``train.epochs``; the run takes ceil(N / batches per epoch) epochs and the last one stops after
+  overrides ``train.epochs``; the run takes ceil(N / steps per epoch) epochs and the last one stops after
   exactly N steps in all. Every history row records ``steps``, the optimizer steps done so far.
+* **Epochs of steps** (``train.steps_per_epoch: 250``, nnU-Net's epoch): an epoch is that many batches drawn
+  with replacement, however few or many training images there are, so a small set is not validated after
+  every handful of steps. Unset, an epoch is one pass over the training set (the papers' epoch).
+* **Cheap validation** (``train.validation``): each epoch validates a fixed, seeded subset of the validation
+  images (``images``), which selects the best model; the selected model is validated on all of them once at
+  the end (``final_validation`` in summary.json), and every ``full_every`` epochs if asked. Every row records
+  ``train_time_s`` and ``val_time_s`` (validating and saving), the summary the run's ``validation_share``.
+* **Schedules follow the budget** (:mod:`medseg.training.schedules`): poly and cosine set the rate before each
+  step from the progress — steps / budget, or elapsed / ``train.time_limit_minutes`` when further — so a
+  time-limited run anneals fully by its limit; the limit ends a run cleanly wherever it falls (resumable:
+  the elapsed time is saved with the state). Rows record ``progress`` and ``lr_end``.
 * **Validation like inference**: with ``evaluate.sliding_window.roi_size`` (2D [H, W] or 3D [D, H, W]) the
   validation images are segmented window by window, as the predictor does, so a model trained on patches is
   validated on whole images. Images of different sizes (``data.size: null``) are validated one at a time at
@@ -66,6 +77,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
@@ -90,8 +102,7 @@ from medseg.threads import init_worker, num_workers_for, refresh_threads
 from medseg.training import distributed
 from medseg.training.checkpoint import load_training_state, save_training_state
 from medseg.training.early_stopping import EarlyStopping
-
-POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler
+from medseg.training.schedules import POLY_EXPONENT, BudgetSchedule, build_scheduler, progress as budget_progress
 
 #: ``train.channels_last: auto`` on the CPU: off. One step of the demo U-Net ran 1.11× faster channels-last, but
 #: whole trainings did not (``benchmarks/bench_cpu_options.py``, 2-core AVX2 CPU, 1 thread): the demo config no
@@ -144,40 +155,6 @@ def compiler_missing(device: torch.device, backend: str) -> str | None:
     except Exception as exc:  # noqa: BLE001 - InvalidCxxCompiler, or an inductor that cannot be imported
         return " ".join(str(exc).split())[:200] or type(exc).__name__
     return None
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, sch: dict, epochs: int):
-    """The learning-rate schedule of ``train.scheduler``, stepped once an epoch.
-
-    ``plateau`` (default, the papers): halve (``factor``) after ``patience`` epochs without a better validation
-    loss. ``cosine``: linear warm-up over ``warmup_epochs``, then cosine decay from ``lr`` to ``min_lr`` at the
-    last epoch — for fixed short budgets (the demo), where a plateau rule reacts too late. ``poly`` (nnU-Net):
-    ``lr·(1 − epoch/epochs)^0.9``.
-    """
-    name = sch.get("name", "plateau")
-    if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=float(sch["factor"]),
-                                                          patience=int(sch["patience"]), min_lr=float(sch["min_lr"]))
-    if name == "poly":
-        # nnU-Net's polynomial decay lr·(1 − t/T)^0.9, here with t = epochs done and T = all epochs (the budget
-        # of train.iterations counted in epochs): it reaches 0 only after the last epoch.
-        total = max(int(epochs), 1)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: max(1.0 - epoch / total, 0.0) ** POLY_EXPONENT)
-    if name == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-    if name != "cosine":
-        raise ConfigError(f"train.scheduler.name: unknown schedule {name!r} (use plateau, cosine, poly or constant)")
-    warmup = max(int(sch.get("warmup_epochs", 0)), 0)
-    floor = float(sch["min_lr"]) / float(optimizer.param_groups[0]["lr"])
-
-    def factor(epoch: int) -> float:
-        if epoch < warmup:
-            return (epoch + 1) / (warmup + 1)
-        span = max(epochs - warmup - 1, 1)
-        progress = min((epoch - warmup) / span, 1.0)
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -234,9 +211,11 @@ class Trainer:
         self.val_set = SegmentationDataset(data, val_idx, normalize=normalize)
         self.has_validation = len(self.val_set) > 0
         self._check_batchable(spatial_dims)
-        # The budget: train.iterations optimizer steps (over ceil(N / steps per epoch) epochs), else train.epochs.
+        # The budget: train.iterations optimizer steps (over ceil(N / steps per epoch) epochs), else train.epochs;
+        # an epoch is train.steps_per_epoch steps (drawn with replacement), else one pass over the training set.
         limit = tr["max_batches_per_epoch"]
-        batches = math.ceil(len(self.train_set) / int(tr["batch_size"]))
+        self.fixed_epoch = tr.get("steps_per_epoch") is not None and len(self.train_set) > 0
+        batches = int(tr["steps_per_epoch"]) if self.fixed_epoch else math.ceil(len(self.train_set) / int(tr["batch_size"]))
         self.steps_per_epoch = min(batches, int(limit)) if limit else batches
         self.iterations = None if tr.get("iterations") is None else int(tr["iterations"])
         if self.iterations is not None:
@@ -246,7 +225,14 @@ class Trainer:
             self.epochs = math.ceil(self.iterations / self.steps_per_epoch)
         else:
             self.epochs = int(tr["epochs"])
+        self.total_steps = self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch
         self.scheduler = build_scheduler(self.optimizer, tr["scheduler"], self.epochs)
+        # per-epoch validation on a fixed seeded subset (train.validation.images), the whole set at the end
+        vcfg = tr["validation"]
+        self.val_subset = None
+        if vcfg["images"] is not None and int(vcfg["images"]) < len(self.val_set):
+            rng = np.random.default_rng(int(vcfg["seed"]) + fold)
+            self.val_subset = sorted(int(i) for i in rng.choice(len(self.val_set), int(vcfg["images"]), replace=False))
         es = tr["early_stopping"]
         self.early = EarlyStopping(patience=int(es["patience"]), min_delta=float(es["min_delta"]))
         self.amp_dtype = None
@@ -257,6 +243,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.history: list[dict] = []
         self.start_epoch = 0
+        self.global_step = 0
+        self.elapsed_before = 0.0  # wall seconds of training before a resume (the time limit counts them)
+        self.fit_start = time.perf_counter()
 
     def _check_batchable(self, spatial_dims: int) -> None:
         """Training images of different sizes (``data.size: null``) only stack into batches as patches."""
@@ -411,9 +400,14 @@ class Trainer:
             batch = 1  # images of different sizes: validated one by one, each at its own size
         workers = {"num_workers": self.num_workers, "worker_init_fn": init_worker if self.num_workers else None,
                    "pin_memory": self.device.type == "cuda", "drop_last": False}
-        if shuffle and self.dist.active:  # this rank's slice of each of the one-process run's batches
-            sampler = distributed.RankShard(RandomSampler(dataset, generator=gen), self.dist.rank,
-                                            self.dist.world_size, self.per_rank_batch)
+        if shuffle and (self.dist.active or self.fixed_epoch):
+            # train.steps_per_epoch: that many global batches drawn with replacement, whatever the set's size
+            base = (RandomSampler(dataset, replacement=True, num_samples=self.steps_per_epoch * batch, generator=gen)
+                    if self.fixed_epoch else RandomSampler(dataset, generator=gen))
+            if not self.dist.active:
+                return DataLoader(dataset, batch_size=batch, sampler=base, **workers)
+            # this rank's slice of each of the one-process run's batches
+            sampler = distributed.RankShard(base, self.dist.rank, self.dist.world_size, self.per_rank_batch)
             return DataLoader(dataset, batch_size=self.per_rank_batch, sampler=sampler, generator=gen, **workers)
         return DataLoader(dataset, batch_size=batch, shuffle=shuffle, generator=gen, **workers)
 
@@ -432,8 +426,10 @@ class Trainer:
             if i >= total or (distributed.any_rank(self.out_of_time()) if timed else False):
                 break
             refresh_threads()  # this process's share of the cores, as other medseg jobs come and go
+            self.follow_budget()
             with self.compiled_forward():
                 out = self.train_step(batch)
+            self.global_step += 1
             if not math.isfinite(out["loss"]):
                 raise FloatingPointError(f"training loss became {out['loss']} at epoch {epoch + 1}, batch {i}")
             for k, v in out.items():
@@ -444,11 +440,15 @@ class Trainer:
         return distributed.mean_over_ranks({f"train_{k}": v / max(n, 1) for k, v in sums.items()})
 
     @torch.inference_mode()
-    def validate(self) -> dict[str, float]:
+    def validate(self, full: bool = False) -> dict[str, float]:
+        """Validation scores: on the per-epoch subset (``train.validation.images``), or on every validation
+        image with ``full`` (and where there is no subset)."""
         self.model.eval()
         metrics = SegmentationMetrics.from_task(self.cfg["task"], hausdorff=False)  # scores all but task.background
         limit = self.cfg["train"]["val_max_batches"]
         val_set = self.val_set
+        if self.val_subset is not None and not full:
+            val_set = Subset(val_set, self.val_subset)
         if self.dist.active:  # this rank's share of the images the one-process run validates
             loader = self.loader(val_set, shuffle=False)
             n = min(len(val_set), int(limit) * loader.batch_size) if limit else len(val_set)
@@ -496,6 +496,9 @@ class Trainer:
             self.early.load_state_dict(state["early_stopping"])
             self.history = list(state["history"])
             self.start_epoch = int(state["epoch"]) + 1
+            self.global_step = int(self.history[-1].get("steps", 0)) if self.history else 0
+            self.elapsed_before = float(state.get("elapsed_s", 0.0))
+            self.stopped_by_time = bool(state.get("stopped_by_time", False))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataValidationError(self.run_dir / "last_state.json", f"the saved training state is damaged (no "
                                       f"valid {exc}); resume is impossible: start this fold over with --restart") from exc
@@ -507,7 +510,8 @@ class Trainer:
         save_training_state(self.run_dir, self.model, self.optimizers,
                             {"epoch": epoch, "fold": self.fold, "finished": finished,
                              "scheduler": self.scheduler.state_dict(), "early_stopping": self.early.state_dict(),
-                             "history": self.history}, self.extra_modules())
+                             "history": self.history, "elapsed_s": round(self.elapsed(), 3),
+                             "stopped_by_time": bool(getattr(self, "stopped_by_time", False))}, self.extra_modules())
 
     def write_history(self) -> None:
         if not self.dist.is_main:
@@ -536,7 +540,7 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.yaml")
         epochs = self.epochs
         if not restart and self.resume():
-            if self.early.should_stop or self.start_epoch >= epochs:
+            if self.early.should_stop or self.start_epoch >= epochs or getattr(self, "stopped_by_time", False):
                 if main:
                     tqdm.write(f"fold {self.fold}: already finished ({self.run_dir}); pass --restart to train again")
                 return self.summary()
@@ -552,26 +556,44 @@ class Trainer:
                        "is the model kept")
         primary = self.cfg["task"]["primary_metric"]
         limit = self.cfg["train"].get("time_limit_minutes")
-        self.deadline = None if limit is None else time.perf_counter() + 60.0 * float(limit)
+        self.fit_start = time.perf_counter()
+        self.deadline = None if limit is None else self.fit_start + 60.0 * float(limit) - self.elapsed_before
+        if self.val_subset is not None and main:
+            tqdm.write(f"fold {self.fold}: validating {len(self.val_subset)} of {len(self.val_set)} validation images "
+                       "each epoch (train.validation.images)" + (", all of them once training ends"
+                                                                 if self.cfg["train"]["validation"]["final"] else ""))
+        full_every = int(self.cfg["train"]["validation"]["full_every"])
         for epoch in range(self.start_epoch, epochs):
+            if distributed.any_rank(self.out_of_time()):  # the limit fell on validation or saving: end here
+                self.stopped_by_time = True
+                if self.history:
+                    self.save_state(epoch - 1, finished=True)
+                break
             # each rank its own random stream (augmentation); rank 0's is the one-process run's
             seed_everything(int(self.cfg["train"]["seed"]) * 1000 + self.fold * 100 + epoch + 1_000_003 * self.dist.rank)
             t0 = time.perf_counter()
+            self.follow_budget()
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
             self.epoch_steps = 0
             row.update(self.train_epoch(epoch))
+            if self.epoch_steps == 0:  # out of time before this epoch's first step: nothing new to record
+                self.stopped_by_time = True
+                if self.history:
+                    self.save_state(epoch - 1, finished=True)
+                break
+            t_val = time.perf_counter()
             if self.has_validation:
                 row.update(self.validate())
-            previous = self.history[-1].get("steps", epoch * self.steps_per_epoch) if self.history else 0
-            row["steps"] = int(previous) + int(self.epoch_steps)
-            row["time_s"] = round(time.perf_counter() - t0, 3)
+                if self.val_subset is not None and full_every and (epoch + 1) % full_every == 0:
+                    row.update({f"full_{k}": v for k, v in self.validate(full=True).items()})
+            row["steps"] = self.global_step
+            row["progress"] = round(self.budget_progress(), 4)
+            row["lr_end"] = self.optimizer.param_groups[0]["lr"]
             # several processes: rank 0's row (and time limit) decide for all, so the ranks never diverge
             row, timed_out = distributed.broadcast_object((row, self.out_of_time()))
             improved = self.early.step(row[monitor], epoch + 1)
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(row["val_loss" if self.has_validation else "train_loss"])
-            else:
-                self.scheduler.step()
             self.history.append(row)
             if main and self.has_validation and improved:  # rank 0 alone writes, from the unwrapped network
                 save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
@@ -579,30 +601,91 @@ class Trainer:
             elif main and not self.has_validation:  # nothing to select by: the latest weights are the model
                 save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
                                                                   selected="last epoch (no validation set)"))
+            row["training_time_s"] = round(t_val - t0, 3)
+            row["validation_time_s"] = round(time.perf_counter() - t_val, 3)  # validating and saving the model
+            row["time_s"] = round(time.perf_counter() - t0, 3)
             stop = self.early.should_stop or epoch + 1 == epochs or timed_out
+            self.stopped_by_time = bool(timed_out)
             self.save_state(epoch, finished=stop)
             self.write_history()
             if self.progress:
                 scores = (f"val {row['val_loss']:.4f}  IoU[{primary}] {100 * row.get(f'val_iou/{primary}', float('nan')):.2f}"
                           if self.has_validation else "no validation")
                 tqdm.write(f"fold {self.fold} epoch {epoch + 1}/{epochs}  step {row['steps']}  train {row['train_loss']:.4f}  "
-                           f"{scores}  lr {row['lr']:.1e}  {row['time_s']:.1f}s{'  *best' if improved and self.has_validation else ''}")
+                           f"{scores}  lr {row['lr']:.1e}  {row['time_s']:.1f}s (validation {row['validation_time_s']:.1f}s)"
+                           f"{'  *best' if improved and self.has_validation else ''}")
             if self.early.should_stop:
                 if main:
                     tqdm.write(f"fold {self.fold}: early stop after epoch {epoch + 1} (best {self.early.best_epoch})")
                 break
             if timed_out:
-                self.stopped_by_time = True
-                if main:
-                    tqdm.write(f"fold {self.fold}: train.time_limit_minutes ({limit}) reached after epoch {epoch + 1}, "
-                               f"step {row['steps']}")
                 break
+        if getattr(self, "stopped_by_time", False) and main:
+            tqdm.write(f"fold {self.fold}: train.time_limit_minutes ({limit}) reached at step {self.global_step}")
+        self.wall_s = self.elapsed()
+        if self.history:
+            self.final_validation()
         return self.summary()
 
+    def final_validation(self) -> None:
+        """``train.validation.final``: the selected model (``model.safetensors``) validated on every validation
+        image once, when epochs validated a subset; into summary.json as ``final_validation``."""
+        if self.val_subset is None or not self.has_validation or not self.cfg["train"]["validation"]["final"]:
+            return
+        t0 = time.perf_counter()
+        weights = self.run_dir / "model.safetensors"
+        if self.dist.is_main and weights.is_file():
+            self.model.load_state_dict(load_file(str(weights), device=str(self.device)))
+        if self.dist.active:  # every rank validates rank 0's selected weights
+            for p in self.model.state_dict().values():
+                torch.distributed.broadcast(p, src=0)
+        row = self.validate(full=True)
+        self.final_val = {"epoch": self.selected_epoch(), "images": len(self.val_set), **row,
+                          "time_s": round(time.perf_counter() - t0, 3)}
+        self.wall_s += self.final_val["time_s"]
+        if self.progress:
+            primary = self.cfg["task"]["primary_metric"]
+            tqdm.write(f"fold {self.fold}: the selected model (epoch {self.final_val['epoch']}) on all "
+                       f"{len(self.val_set)} validation images: val {row['val_loss']:.4f}  IoU[{primary}] "
+                       f"{100 * row.get(f'val_iou/{primary}', float('nan')):.2f}  ({self.final_val['time_s']:.1f}s)")
+
     def out_of_time(self) -> bool:
-        """Past ``train.time_limit_minutes`` (counted from the start of :meth:`fit`)."""
+        """Past ``train.time_limit_minutes`` (counted from the start of :meth:`fit`, plus the time trained
+        before a resume)."""
         deadline = getattr(self, "deadline", None)
         return deadline is not None and time.perf_counter() > deadline
+
+    def elapsed(self) -> float:
+        """Wall seconds this fold has trained (validation included), over resumes."""
+        return self.elapsed_before + time.perf_counter() - self.fit_start
+
+    def budget_progress(self) -> float:
+        """How far through its budget the training is (:func:`medseg.training.schedules.progress`): steps done /
+        the step budget, or elapsed / ``train.time_limit_minutes`` when further."""
+        limit = self.cfg["train"].get("time_limit_minutes")
+        return budget_progress(self.global_step, self.total_steps, self.elapsed(),
+                               None if limit is None else 60.0 * float(limit))
+
+    def follow_budget(self) -> None:
+        """Before each optimizer step: the learning rate of a budget schedule (poly, cosine) at the progress
+        reached — rank 0's when several processes train, so every rank steps with the same rate."""
+        if isinstance(self.scheduler, BudgetSchedule):
+            t = self.budget_progress()
+            if self.dist.active and self.cfg["train"].get("time_limit_minutes") is not None:
+                t = distributed.broadcast_object(t)
+            self.scheduler.set_progress(t)
+
+    def time_shares(self) -> dict:
+        """Wall time of this call of :meth:`fit` and the share of it spent validating and saving."""
+        wall = getattr(self, "wall_s", None)
+        if not wall:
+            return {}
+        rows = [r for r in self.history[self.start_epoch:] if "validation_time_s" in r]
+        val = sum(float(r["validation_time_s"]) for r in rows) + float((getattr(self, "final_val", None) or {}).get("time_s", 0))
+        share = val / wall
+        if self.progress:
+            tqdm.write(f"fold {self.fold}: {wall / 60:.1f} min, {100 * share:.0f} % of it validating and saving")
+        return {"wall_s": round(wall, 2), "validation_s": round(val, 2), "validation_share": round(share, 4)}
 
     def selected_epoch(self) -> int:
         """The epoch whose weights are ``model.safetensors``: the best validated one, or the last one trained
@@ -619,6 +702,9 @@ class Trainer:
                "steps": int(self.history[-1].get("steps", 0)) if self.history else 0,
                "selected": "best validation" if self.has_validation else "last epoch (no validation set)",
                "stopped_by_time_limit": bool(getattr(self, "stopped_by_time", False))}
+        out.update(self.time_shares())
+        if getattr(self, "final_val", None) is not None:
+            out["final_validation"] = self.final_val
         if self.dist.is_main:
             dump_json(out, self.run_dir / "summary.json")
         return out
