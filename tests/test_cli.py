@@ -150,3 +150,14 @@ def test_train_prints_one_summary_line(trained, pairs, workdir):
     [line] = [line for line in r.output.splitlines() if line.startswith("fold 0: best epoch ")]
     assert "IoU[overlap]" in line and str(trained) in line
     assert "{" not in r.output  # no JSON dump
+
+
+def test_training_another_model_into_the_run_is_refused_and_evaluate_rewrites_no_fold(trained, pairs, workdir):
+    before = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file() and "evaluation" not in p.parts}
+    r = run("train", "configs/chromosomes/demo.yaml", "--data", pairs, "--name", "cli_run",
+            "--set", f"output.root={workdir / 'runs'}", *TINY, "--set", "model.base_channels=8")
+    assert r.exit_code == 2
+    [line] = [line for line in r.output.splitlines() if line.startswith("error:")]
+    assert "model.base_channels 4 → 8" in line and "--name NEW" in line and "--restart" in line
+    assert run("evaluate", trained).exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in before} == before

@@ -208,9 +208,10 @@ def _set_items(sets: List[str]) -> list[tuple[str, str]]:
 
 def _planned_config(data_arg: str, data: Optional[str], name: Optional[str], epochs: Optional[int],
                     sets: List[str], device: Optional[str], classes: Optional[str],
-                    budget_gb: Optional[float]) -> dict:
+                    budget_gb: Optional[float], restart: bool = False) -> dict:
     """``medseg train DATA``: plan a config for DATA, apply the options, print the decisions and keep the
-    plan (plan.yaml, plan.json) in the run folder."""
+    plan (plan.yaml, plan.json) in the run folder — unless the run was trained already and is not restarted:
+    its plan is left as it is (the training refuses a config other than the run's)."""
     import json
 
     from medseg.data.runs import run_dir_for
@@ -229,6 +230,9 @@ def _planned_config(data_arg: str, data: Optional[str], name: Optional[str], epo
     cfg, decisions = apply_sets(cfg, decisions, extra)
     _print_decisions(decisions, f"plan for {data_arg}")
     run_dir = run_dir_for(cfg)
+    if not restart and any(run_dir.glob("fold_*/config.yaml")):
+        console.print(f"plan: the run {run_dir} exists; its plan.yaml is kept")
+        return cfg
     yaml_path, json_path = write_plan(cfg, decisions, run_dir / "plan.yaml", fingerprint=fp,
                                       json_path=run_dir / "plan.json", settings=settings)
     console.print(f"plan: {yaml_path}, fingerprint: {json_path}")
@@ -617,7 +621,9 @@ def data_mfish_pairs(
                   + (f", {out['cut_by_crop']} cut by the crop" if drop_cut else
                      f"; {s['cut_by_crop_border']} kept though cut by the crop border")
                   + f"; rule {rule}; {s['source']['n_unlabelled_skipped']} unlabelled EX metaphases skipped. "
-                  f"Provenance: {s['json']}; split by slide: --set splits.file={s['splits']}"
+                  f"Provenance: {s['json']}; "
+                  + (f"split by slide: --set splits.file={s['splits']}" if s["held_out_slides"] else
+                     f"no split by slide in {s['splits']} (too few slides)")
                   + (f"; isolated chromosomes: {s['isolated']['n']:,} in {isolated_dir}" if isolated_dir else "")
                   + ("" if s["licence"]["notice"] else " (WARNING: no README.TXT licence notice found in the source)"))
 
@@ -697,13 +703,12 @@ def _plan_data(data: str, classes: Optional[str], budget_gb: Optional[float], de
                sets: List[str], progress: bool = True):
     """Fingerprint ``data`` and plan a config for it (``medseg plan`` and ``medseg train DATA``):
     (config, decisions, fingerprint, settings)."""
-    from medseg.planning import apply_sets, fingerprint, plan
+    from medseg.planning import fingerprint, plan
 
     kind = _plan_device(device)
     names = [c for c in classes.split(",") if c.strip()] if classes else None
     fp = fingerprint(data, progress=progress)
-    cfg, decisions = plan(fp, memory_budget_gb=budget_gb, device=kind, class_names=names)
-    cfg, decisions = apply_sets(cfg, decisions, _set_items(sets))
+    cfg, decisions = plan(fp, memory_budget_gb=budget_gb, device=kind, class_names=names, sets=_set_items(sets))
     budget = budget_gb if budget_gb is not None else ("8 (default)" if kind == "cuda" else "2 (default)")
     return cfg, decisions, fp, {"device": kind, "memory_budget_gb": budget}
 
@@ -750,13 +755,13 @@ def plan(
     console.print(f"wrote {yaml_path} (fingerprint: {json_path}); train with: medseg train {yaml_path}")
 
 
-def _config_or_plan(config: Path, data, name, epochs, sets, device, classes, budget_gb) -> dict:
+def _config_or_plan(config: Path, data, name, epochs, sets, device, classes, budget_gb, restart: bool = False) -> dict:
     """The config of `train` / `cv`: the YAML given, or one planned from DATA given in its place."""
     if _is_data_argument(config):  # under torchrun rank 0 alone plans; the other ranks train its config
         from medseg.training.run import plan_on_main_rank
 
         return plan_on_main_rank(lambda: _planned_config(str(config), data, name, epochs, sets, device, classes,
-                                                         budget_gb), device, _set_items(sets))
+                                                         budget_gb, restart), device, _set_items(sets))
     if classes or budget_gb is not None:
         raise typer.BadParameter("--classes and --budget-gb plan a config from DATA; with a YAML config set "
                                  "task.class_names and the sizes in it (or with --set)")
@@ -773,7 +778,8 @@ def train(
     epochs: Optional[int] = typer.Option(None, metavar="N", help="Number of epochs (overrides train.epochs)."),
     sets: List[str] = SetOpt,
     device: Optional[str] = typer.Option(None, help=f"{DEVICE_HELP} (default: the config's train.device)."),
-    restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an interrupted run."),
+    restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an interrupted run; a run "
+                                 "folder holding another training (other data, config or split) is replaced."),
     classes: Optional[str] = ClassesOpt,
     budget_gb: Optional[float] = BudgetOpt,
     nproc: int = typer.Option(1, "--nproc", metavar="N", help="Train with N processes on this machine "
@@ -787,7 +793,7 @@ def train(
     from medseg.training import distributed
     from medseg.training.run import train_fold
 
-    cfg = _config_or_plan(config, data, name, epochs, sets, device, classes, budget_gb)
+    cfg = _config_or_plan(config, data, name, epochs, sets, device, classes, budget_gb, restart)
     if nproc > 1 and not distributed.env_info().active:
         _launch_ranks(cfg, fold, restart, nproc)
         return
@@ -837,7 +843,8 @@ def cv(
     epochs: Optional[int] = typer.Option(None, metavar="N", help="Number of epochs per fold (overrides train.epochs)."),
     sets: List[str] = SetOpt,
     device: Optional[str] = typer.Option(None, help=f"{DEVICE_HELP} (default: the config's train.device)."),
-    restart: bool = typer.Option(False, "--restart", help="Start every fold over instead of resuming interrupted ones."),
+    restart: bool = typer.Option(False, "--restart", help="Start every fold over instead of resuming interrupted "
+                                 "ones; a run folder holding another training (other data, config or split) is replaced."),
     evaluate: bool = typer.Option(True, help="Score every fold on the held-out test set afterwards."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips, 90° rotations) in the evaluation."),
     classes: Optional[str] = ClassesOpt,
@@ -853,7 +860,7 @@ def cv(
     from medseg.training import distributed
     from medseg.training.run import cross_validate, cross_validate_parallel
 
-    cfg = _config_or_plan(config, data, name, epochs, sets, device, classes, budget_gb)
+    cfg = _config_or_plan(config, data, name, epochs, sets, device, classes, budget_gb, restart)
     fold_list = _int_list(folds, "--folds")
     if parallel < 1:
         raise typer.BadParameter(f"--parallel takes K >= 1 folds at once, got {parallel}")
@@ -947,9 +954,11 @@ def _fold_choice(model: Path, text: Optional[str]) -> Optional[list[int]]:
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Run directory (fold ensemble) or one fold directory."),
-    images: List[Path] = typer.Argument(..., metavar="IMAGE", help="PNG/TIFF images (2D models) or volumes: NIfTI, "
-                                        "HDF5, DICOM folder/zip (3D); with --format submission: one UW-Madison "
-                                        "competition folder (holding test/ or train/, or that folder itself)."),
+    images: List[Path] = typer.Argument(..., metavar="IMAGE", help="PNG/TIFF/JPEG images or folders of them (2D "
+                                        "models; natural name order) or volumes: NIfTI, HDF5, DICOM folder/zip (3D; "
+                                        "DICOM files are told by their bytes, whatever their names); with --format "
+                                        "submission: one UW-Madison competition folder (holding test/ or train/, or that "
+                                        "folder itself)."),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output folder."),
     fmt: str = typer.Option("files", "--format", metavar="FORMAT", help="files: label map, overlay, masks per "
                             "image or volume; submission: the UW-Madison GI Tract Kaggle submission.csv (id,class,"
@@ -979,8 +988,9 @@ def predict(
     """Segment your own images (label map, overlay, each whole chromosome as mask and cut-out) or CT volumes
     (label in the input's format and geometry + per-class volumes in ml); or, with --format submission, write a
     UW-Madison GI Tract competition submission for a folder of scans."""
-    from medseg.inference.image import predict_image_file
-    from medseg.inference.predictor import Predictor, check_input_kind
+    from medseg.inference.image import predict_image_files
+    from medseg.inference.inputs import prediction_inputs
+    from medseg.inference.predictor import Predictor
 
     if fmt not in ("files", "submission"):
         raise typer.BadParameter(f"--format takes files or submission, got {fmt!r}")
@@ -996,8 +1006,9 @@ def predict(
                       f"{s['total_ms_per_slice']:.1f} ms/slice (prediction {s['predict_ms_per_slice']:.1f}, "
                       f"RLE + writing {s['rle_write_ms_per_slice']:.2f}); timing: {s['json']}")
         return
-    for path in images:
-        check_input_kind(path, predictor.spatial_dims, f"model {model}")
+    images, notes = prediction_inputs(images, predictor.spatial_dims, f"model {model}")
+    for note in notes:
+        console.print(note)
     if predictor.spatial_dims == 3:
         from medseg.inference.volume import predict_volume_file
 
@@ -1013,9 +1024,9 @@ def predict(
         _predict_metaphases(predictor, model, pair_model, images, out, device=device, tta=tta, trust_code=trust_code,
                             karyotype_model=karyotype_model, karyotype_vote=karyotype_vote)
         return
-    for path in images:
-        summary = predict_image_file(predictor, path, out)
-        console.print(f"{path} → {out}  " + ", ".join(f"{k}: {v} px" for k, v in summary["classes"].items()))
+    s = predict_image_files(predictor, images, out)
+    console.print(f"{s['n_images']} image(s) → {out} in {s['total_seconds']:.1f} s ({s['ms_per_image']:.0f} ms per "
+                  f"image{', with TTA' if predictor.tta else ''})")
 
 
 def _predict_metaphases(predictor, model: Path, pair_model: Optional[Path], images: List[Path], out: Path, *,
@@ -1058,8 +1069,8 @@ def _predict_metaphases(predictor, model: Path, pair_model: Optional[Path], imag
 
 @app.command("evaluate-metaphases")
 def evaluate_metaphases_cmd(
-    model: Path = typer.Argument(..., help="Semantic run (background / chromosome / overlap), e.g. "
-                                 "runs/mfish_metaphase_unet."),
+    model: Optional[Path] = typer.Argument(None, help="Semantic run (background / chromosome / overlap [/ touching]), "
+                                           "e.g. runs/mfish_metaphase_unet; none with --baseline otsu."),
     data: Path = typer.Option(..., "--data", metavar="DIR", help="The M-FISH folder (../shared/data/mfish)."),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Report folder: metrics.json, report.md, figures."),
     pair_model: Optional[Path] = typer.Option(None, "--pair-model", metavar="PAIR_RUN", help="4-class pair model "
@@ -1070,13 +1081,18 @@ def evaluate_metaphases_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="Only the first N metaphases (quick look)."),
     device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
     trust_code: bool = TrustCodeOpt,
+    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="otsu", help="No model: Otsu's threshold + "
+                                           "distance watershed (the classical baseline), scored the same way."),
+    debris_rules: bool = typer.Option(True, "--debris-rules/--no-debris-rules", help="Leave out specks, nuclei and "
+                                      "border fragments by size and shape against the metaphase's median chromosome."),
 ):
     """Chromosome instances on whole M-FISH metaphases against their label maps: instance precision / recall / F1 at
-    IoU >= 0.5, splits, merges, overlap IoU, per metaphase and pooled."""
+    IoU >= 0.5, splits, merges, overlap IoU, per metaphase, per slide, per imaging system and pooled."""
     from medseg.evaluation.instances import evaluate_metaphases
+    from medseg.inference.regions import DebrisRules
 
     m = evaluate_metaphases(model, data, out, pair_model=pair_model, slides=slides, limit=limit, device=device,
-                            trust_code=trust_code)
+                            trust_code=trust_code, baseline=baseline, debris=DebrisRules(enabled=debris_rules))
     p = m["pooled"]
     console.print(f"{m['n_metaphases']} metaphases of {', '.join(m['slides'])}: precision {100 * p['precision']:.1f} %, "
                   f"recall {100 * p['recall']:.1f} %, F1 {100 * p['f1']:.1f} % ({p['tp']} of {p['n_true']} chromosomes "
@@ -1096,12 +1112,15 @@ def reproduce(
     restart: bool = typer.Option(False, "--restart", help="Start every row's runs over instead of resuming them."),
     sets: List[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                    help="Override a config value of every row, e.g. --set train.epochs=3 (repeatable)."),
+    unset: List[str] = typer.Option([], "--unset", metavar="KEY",
+                                    help="Drop the spec's own setting of KEY, so each row keeps its config's value, e.g. "
+                                         "--unset model.base_channels: every network at its paper's width (repeatable)."),
 ):
     """Reproduce one of the papers' tables: train/evaluate every row, report ours beside the published numbers."""
     from medseg.experiments.tables import reproduce_table
 
     report = reproduce_table(spec, quick=quick, data=data, folds=_int_list(folds, "--folds"), device=device, output_root=out, restart=restart,
-                             overrides=sets)
+                             overrides=sets, unset=unset)
     console.print(f"report: {report}")
 
 
@@ -1231,6 +1250,16 @@ def serve(
                                                    "class_confidence in instances.json, the page's class column)."),
     karyotype_vote: str = typer.Option("soft", "--karyotype-vote", metavar="VOTE", help="With --karyotype-model: "
                                        "soft (mean probability over the chromosome's pixels) or majority."),
+    login_failures_per_address: int = typer.Option(100, "--login-failures-per-address", metavar="N", help="Failed "
+                                                   "sign-ins from one address within 15 minutes before it backs off "
+                                                   "(429, 15 s doubling); everyone behind one NAT or proxy shares "
+                                                   "it. 0: no address limit (the per-account limit, 5, stays)."),
+    access_log: str = typer.Option("errors", "--access-log", metavar="LEVEL", help="off, errors (responses >= "
+                                   "400) or all."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="FILE", help="Write the server's log and "
+                                            "access log to FILE, rotated at --log-max-mb (default: the console)."),
+    log_max_mb: int = typer.Option(10, "--log-max-mb", metavar="MIB", help="Size at which --log-file rotates."),
+    log_backups: int = typer.Option(5, "--log-backups", metavar="N", help="Rotated log files kept."),
 ):
     """Run the web server: upload a study, automatic segmentation, slice viewer, downloads."""
     import uvicorn
@@ -1240,9 +1269,14 @@ def serve(
 
     if karyotype_vote not in ("soft", "majority"):
         raise typer.BadParameter(f"--karyotype-vote takes soft or majority, got {karyotype_vote!r}")
-    settings = ServerSettings(models=list(model), max_upload_bytes=max_upload_mb * MiB, device=device, trust_code=trust_code,
-                              pair_model=pair_model, karyotype_model=karyotype_model, karyotype_vote=karyotype_vote,
-                              **({"home": home} if home else {}))
+    try:
+        settings = ServerSettings(models=list(model), max_upload_bytes=max_upload_mb * MiB, device=device,
+                                  trust_code=trust_code, pair_model=pair_model, karyotype_model=karyotype_model,
+                                  karyotype_vote=karyotype_vote, login_failures_per_address=login_failures_per_address,
+                                  access_log=access_log, log_file=log_file, log_max_bytes=log_max_mb * MiB,
+                                  log_backups=log_backups, **({"home": home} if home else {}))
+    except ValueError as exc:  # a limit or log option out of range
+        raise typer.BadParameter(str(exc)) from None
     lock = lock_home(settings)  # noqa: F841 - held until the process ends
     web = create_app(settings)
     registry = web.state.registry
@@ -1260,7 +1294,8 @@ def serve(
     if not web.state.db.users():
         console.print("no user yet: create one with 'medseg users add NAME'", style="yellow")
     console.print(f"data in {settings.root}; open http://{host}:{port}/")
-    uvicorn.run(web, host=host, port=port, log_level="info")
+    # the access log is medseg's (medseg.server.logs: off / errors / all, rotated), not uvicorn's line per request
+    uvicorn.run(web, host=host, port=port, log_level="info", access_log=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -161,6 +161,11 @@ class DataConfig(Section):
     mfish_source: str | None = Field(
         None, description="mfish:pairs / mfish:synth / mfish:both (medseg.data.mfish_sets): the real M-FISH folder; "
                           "null: $MEDSEG_MFISH, else ../shared/data/mfish")
+    mfish_touching_px: int = Field(
+        0, description="whole M-FISH metaphases (data.format mfish): 0 = three classes (background / chromosome / "
+                       "overlap); k > 0 = a fourth class, touching: the chromosome pixels within k px of a touching "
+                       "chromosome of another instance, the line that seeds their separation "
+                       "(medseg.data.mfish_metaphase.touching_labels; task.class_names then ends in touching)")
     mfish_synth_pairs: int = Field(13434, description="size of the mfish:synth set (13,434: Pommier's published size)")
     synth_gi_cases: int = Field(6, description="size of the synth:gi set (cases of 1-5 scans of 80 or 144 slices; "
                                                "medseg data synth-gi)")
@@ -358,25 +363,11 @@ class ValidationConfig(Section):
     of them every N epochs (``full_val_*`` columns of the history), and ``final`` validates the selected model
     on all of them once training ends (``final_validation`` in summary.json)."""
 
-    images: int | None = Field(None, description="validation images per epoch: a fixed seeded subset; null = all")
-    full_every: int = Field(0, description="every N epochs also validate on every validation image (0: never)")
+    images: int | None = Field(None, ge=1, description="validation images per epoch: a fixed seeded subset; null = all")
+    full_every: int = Field(0, ge=0, description="every N epochs also validate on every validation image (0: never)")
     final: bool = Field(True, description="when a subset is validated per epoch: the selected model on every "
                                           "validation image once training ends")
     seed: int = 0
-
-    @field_validator("images")
-    @classmethod
-    def _images(cls, value):
-        if value is not None and value < 1:
-            raise ValueError(f"train.validation.images must be >= 1 or null (all), got {value!r}")
-        return value
-
-    @field_validator("full_every")
-    @classmethod
-    def _full_every(cls, value):
-        if value < 0:
-            raise ValueError(f"train.validation.full_every must be >= 0 epochs, got {value!r}")
-        return value
 
 
 class TrainConfig(Section):

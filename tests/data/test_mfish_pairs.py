@@ -314,3 +314,12 @@ def test_pairs_of_one_slide_stay_on_one_side_of_every_split(tmp_path):
     for fold in splits["folds"]:
         sides = [{data.groups[i] for i in fold[k]} for k in ("train", "val")]
         assert sides[0].isdisjoint(sides[1]) and sides[0].isdisjoint(test_slides) and sides[1].isdisjoint(test_slides)
+
+
+def test_pairs_of_two_slides_warn_that_no_test_set_can_be_held_out(tmp_path):
+    src = _fake_set(tmp_path / "mfish")
+    out = tmp_path / "pairs.h5"
+    with pytest.warns(UserWarning, match=r"2 slide\(s\) \(A01, A02\).*at least 5 slides.*holds no test set and no "
+                                         "folds either: medseg train/cv on it will refuse it"):
+        s = run_mfish_pairs(src, out, limit=2, preview=False, progress=False)
+    assert s["held_out_slides"] == [] and read_split_file(out.parent / "pairs.splits.json") == {"test": []}

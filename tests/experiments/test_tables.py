@@ -186,3 +186,45 @@ rows:
     assert "each fold's model on its own validation fold" in metrics["extra"]["evaluated_on"]
     assert metrics["metrics"]["n_images"] == 2  # 6 phantom patients, 3 folds: 2 validation cases in fold 0
     assert (report.parent / "unet" / "evaluation" / "figures" / "overlays.png").stat().st_size > 1000
+
+
+def test_an_unquoted_comma_in_a_row_label_is_an_error_naming_the_fix(tmp_path):
+    spec = tmp_path / "t.yaml"
+    spec.write_text("title: t\npaper: amfl\ntable: IV\nkind: efficiency\n"
+                    "rows:\n  - {label: UNet (upconv, as the public code), config: c.yaml, reference: UNet}\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: row 1 has unknown key.*'UNet \(upconv'.*put the value in quotes"):
+        load_spec(spec)
+
+
+def test_amfl_table_iv_unet_row_keeps_its_whole_label_and_counts_34_52_m(tmp_path):
+    import torch
+
+    from medseg.metrics.efficiency import count_parameters
+
+    spec = load_spec(Path("configs/tables/amfl_table4.yaml"))
+    row = next(r for r in spec["rows"] if r["label"].startswith("UNet"))
+    assert row["label"] == "UNet (upconv, as the public code)"
+    cfg = row_config(spec, row, quick=False, data=None, output_root=tmp_path)
+    with torch.device("meta"):  # the count only: no weights allocated
+        n = count_parameters(build_model(cfg["model"]["name"], **model_kwargs(cfg)))
+    # 1 input channel and 4 classes; the public code's 3 → 1 channels and conv biases make Table IV's 34.53 M
+    assert n == 34_519_236 and round(n / 1e6, 2) == 34.52
+
+
+def test_unset_drops_the_tables_own_setting_so_each_row_keeps_its_configs(tmp_path):
+    from medseg.config import load_config
+    from medseg.experiments.tables import check_unset
+
+    spec = load_spec(Path("configs/tables/mfish_transfer.yaml"))
+    widths = {}
+    for row in spec["rows"]:
+        cpu = row_config(spec, row, quick=False, data=None, output_root=tmp_path)
+        gpu = row_config(spec, row, quick=False, data=None, output_root=tmp_path, unset=["model.base_channels"],
+                         overrides=["train.iterations=5"])
+        own = load_config(spec["_dir"] / row["config"])["model"]["base_channels"]
+        assert cpu["model"]["base_channels"] == 8 and gpu["model"]["base_channels"] == own
+        assert gpu["data"]["size"] == [96, 96] and gpu["train"]["iterations"] == 5  # the other settings stay
+        widths[row["group"]] = own
+    assert widths == {"U-Net": 32, "ARMS Net": 32, "RSE-UNet": 64, "AMFL": 64}
+    with pytest.raises(ConfigError, match=r"--unset model\.base_channel: the spec sets no such key"):
+        check_unset(spec, ["model.base_channel"])  # a typo would otherwise leave the width at 8 silently

@@ -56,6 +56,7 @@ import io
 import json
 import shutil
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -504,6 +505,15 @@ def run_mfish_pairs(src: str | Path, output: str | Path, *, options: PairOptions
                                "at_metaphase_border": sum(c.at_border for c in isolated)}
     provenance = dict(summary, pairs=[p.record() for p in pairs])
     split = group_splits(slides, output.stem, seed=split_seed)
+    if not split["test"]:
+        # said here, where the file is made, not later when a training on it refuses or tests on nothing
+        found = sorted(set(slides))
+        folds = ("no folds either: medseg train/cv on it will refuse it" if "folds" not in split else
+                 "models trained on it cannot be tested on slides they never saw")
+        warnings.warn(f"{src}: the pairs come from {len(found)} slide(s) ({', '.join(found)}); holding out 20 % of the "
+                      f"slides as the test set needs pairs from at least 5 slides, so {splits_path.name} holds no "
+                      f"test set and {folds} — cut the pairs from a folder with more slides, or give a split with "
+                      "splits.file", stacklevel=2)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     temps = {output: output.with_name(f".{output.name}.mfish-tmp"),

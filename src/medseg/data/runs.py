@@ -38,11 +38,101 @@ from medseg.data.splits import (
     save_splits,
     splits_from_names,
 )
-from medseg.errors import ConfigError, DataValidationError
+from medseg.errors import ConfigError, DataValidationError, MedsegError
 
 
 def run_dir_for(cfg: dict) -> Path:
     return Path(cfg["output"]["root"]) / cfg["name"]
+
+
+# Settings a run may change between its trainings, so not compared with its record: how long it trains (a longer
+# train.epochs / iterations / time limit continues a finished run; the per-epoch batch caps), where and how fast (device, workers, AMP,
+# channels-last, compilation, DDP), its name and place, how it is evaluated, and where the data lie (the data
+# themselves are compared by content hash). Everything else — the data, task, model, loss, optimizer and schedule,
+# augmentation, splits — makes another training, which a run folder never mixes with its own.
+RESUMABLE_SETTINGS = ("name", "output", "evaluate", "data.path", "data.mfish_source", "train.epochs",
+                      "train.iterations", "train.time_limit_minutes", "train.max_batches_per_epoch",
+                      "train.val_max_batches", "train.validation", "train.device", "train.num_workers", "train.amp",
+                      "train.channels_last", "train.compile", "train.compile_backend", "train.distributed",
+                      "train.deterministic")
+
+
+class RunMismatch(MedsegError):
+    """A training into a run folder that holds another training (other data, config or split)."""
+
+
+def run_differences(run_dir: Path, cfg: dict, data: SegmentationData, split_path: Path) -> list[str]:
+    """How this training differs from the one recorded in ``run_dir`` (``data.json``, ``fold_*/config.yaml``):
+    the data's content hash, the split file and the config outside :data:`RESUMABLE_SETTINGS`; [] when it is
+    the same training or the folder holds none. A setting a record lacks (written by an older medseg) counts
+    as its default."""
+    import json
+
+    import yaml
+
+    from medseg.config import load_config
+
+    found = []
+    try:
+        record = json.loads((run_dir / "data.json").read_text())
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict):
+        record = {}
+    if record.get("fingerprint") and record["fingerprint"] != data.fingerprint:
+        found.append(f"data: trained on {record.get('data')} (content hash {record['fingerprint']}), this command "
+                     f"gives {data.source} ({data.fingerprint})")
+    elif record.get("splits_file") and Path(record["splits_file"]) != split_path.resolve():
+        found.append(f"split: trained on {record['splits_file']}, this command gives {split_path.resolve()}")
+    saved = sorted(run_dir.glob("fold_*/config.yaml"))
+    if saved:
+        try:
+            old = yaml.safe_load(saved[0].read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise DataValidationError(saved[0], f"unreadable run config ({exc}); replace the run with --restart "
+                                                "or train under a new --name") from None
+        new = yaml.safe_load(yaml.safe_dump(cfg))  # as config.yaml holds it (lists, plain types)
+        default = _flat(load_config())
+        old, new = _flat(old if isinstance(old, dict) else {}), _flat(new)
+        changed = [k for k in sorted(old.keys() | new.keys())
+                   if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_SETTINGS)
+                   and old.get(k, default.get(k)) != new.get(k, default.get(k))]
+        if changed:
+            shown = ", ".join(f"{k} {old.get(k, default.get(k))!r} → {new.get(k, default.get(k))!r}" for k in changed[:4])
+            found.append(f"config ({saved[0]}): {shown}" + (f" and {len(changed) - 4} more" if len(changed) > 4 else ""))
+    return found
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """A nested config as {"section.key": value}; lists stay whole values."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_same_training(run_dir: Path, cfg: dict, data: SegmentationData, split_path: Path, *,
+                        restart: bool) -> list[Path]:
+    """Refuse (:class:`RunMismatch`) to train into a run folder holding another training — before anything in it
+    is written — naming what differs and the two ways out. With ``restart`` the other training is replaced:
+    its folds, evaluation and data record are removed, and returned, so no fold of the old one stays beside
+    the new one."""
+    import shutil
+
+    found = run_differences(run_dir, cfg, data, split_path)
+    if not found:
+        return []
+    if not restart:
+        raise RunMismatch(f"{run_dir} holds another training — {'; '.join(found)}: train a new run with --name NEW "
+                          "(reproduce: --out DIR), or replace this one with --restart")
+    stale = [*sorted(run_dir.glob("fold_*")), run_dir / "evaluation", run_dir / "data.json"]
+    removed = [p for p in stale if p.exists()]
+    for p in removed:
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return removed
 
 
 def _params(sp: dict) -> dict:
@@ -189,4 +279,4 @@ def _carry_over_legacy(cfg: dict, data: SegmentationData, path: Path, n_units: i
     save_splits(carried, path)
 
 
-__all__ = ["run_dir_for", "splits_for"]
+__all__ = ["RESUMABLE_SETTINGS", "RunMismatch", "check_same_training", "run_differences", "run_dir_for", "splits_for"]

@@ -33,14 +33,14 @@ from medseg.data.volumes import load_any_data
 from medseg.errors import DataValidationError
 from medseg.data.uwgi_dataset import is_uwgi_data
 from medseg.evaluation.competition import competition_score
-from medseg.evaluation.karyotype import karyotype_metric, update_in_chunks
+from medseg.evaluation.karyotype import karyotype_class_probabilities, karyotype_metric, update_in_chunks
+from medseg.evaluation.karyotype_cells import has_chromosome_records, karyotype_comparison
 from medseg.evaluation.paper_numbers import reference_rows
 from medseg.evaluation.report import CHROMOSOME_PAPERS, EvaluationResult, is_chromosome_task, write_report
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.metrics import SegmentationMetrics
 from medseg.metrics.efficiency import count_parameters, time_inference
 from medseg.metrics.pairs import best_assignment
-from medseg.artifact import dump_json
 from medseg.data.runs import splits_for
 from medseg.data.splits import fold_indices
 from medseg.data.datasets import SegmentationData, update_metrics
@@ -253,7 +253,7 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
             import json
 
             histories[d.name] = json.loads(hist.read_text())
-        dump_json(agg, d / "test_metrics.json")
+        # the fold's scores go to metrics.json (per_fold) only: evaluating never rewrites a trained fold
 
     summary = _mean_tree(fold_aggs)
     if "competition" in summary:  # each fold scores its own scans: keep them all, not a mean over names
@@ -291,6 +291,11 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         if pooled_karyotype is not None:  # the fold ensemble's vote (mean probability over folds)
             update_in_chunks(pooled_karyotype, probs_sum, labels, len(dirs))
             summary["karyotype"] = summary["ensemble"]["karyotype"] = pooled_karyotype.aggregate()
+            if data is None and has_chromosome_records(data_obj.source):  # the baseline beside it; per-cell decisions
+                learned = karyotype_class_probabilities(pooled_karyotype, probs_sum, labels, len(dirs))
+                summary["karyotype"].update(karyotype_comparison(
+                    data_obj.source, fold_indices(splits, 0)[0], test_idx, learned,
+                    Path(out_dir) if out_dir else run_dir / "evaluation"))
         per_image = ens_metrics.per_image()
         for row, i in zip(per_image, test_idx.tolist(), strict=True):  # name the cases (worst/best in reports)
             row.update({"case_index": int(i), "case": data_obj.names[int(i)]})

@@ -142,22 +142,67 @@ def load_spec(path: str | Path) -> dict:
             raise ConfigError(f"{path}: rows of a table without a paper cannot name a published 'reference'")
     elif spec["paper"] not in PAPERS:
         raise ConfigError(f"{path}: unknown paper {spec['paper']!r}; known: {', '.join(PAPERS)}")
+    _check_rows(path, spec["rows"])
     spec.setdefault("kind", "train")
     spec["_dir"] = path.parent
     spec["_path"] = path
     return spec
 
 
+ROW_KEYS = {"label", "config", "reference", "reference_table", "reference_paper", "reference_variant", "no_reference",
+            "set", "quick_set", "group", "series", "tta", "test_data"}
+
+
+def _check_rows(path: Path, rows) -> None:
+    """Every row a mapping with a text ``label``, a ``config`` and known keys only. In YAML's flow style
+    (``{label: UNet (upconv, as the public code), ...}``) an unquoted comma ends the value, cutting the label and
+    adding its rest as a key without a value: named here, with the fix, instead of a silently renamed row."""
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{path}: 'rows' must be a non-empty list of rows")
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}: row {i} is not a mapping of label, config, ...")
+        unknown = [k for k in row if k not in ROW_KEYS]
+        if unknown:
+            cut = [k for k in unknown if row[k] is None]
+            hint = (f" — a comma in an unquoted value ends it (label {row.get('label')!r}, then {cut[0]!r}): put "
+                    "the value in quotes" if cut else f"; known: {', '.join(sorted(ROW_KEYS))}")
+            raise ConfigError(f"{path}: row {i} has unknown key(s) {unknown}{hint}")
+        for key in ("label", "config"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise ConfigError(f"{path}: row {i} needs '{key}' as text, got {row.get(key)!r}")
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+def _set_key(item: str) -> str:
+    return item.split("=", 1)[0].strip()
+
+
+def check_unset(spec: dict, unset: list[str] | None) -> None:
+    """Every ``--unset`` key must be one the spec or one of its rows sets: a typo would otherwise leave the
+    setting in force without a word."""
+    keys = {_set_key(s) for s in list(spec.get("set", [])) + list(spec.get("quick", {}).get("set", []))}
+    for row in spec["rows"]:
+        keys |= {_set_key(s) for s in list(row.get("set", [])) + list(row.get("quick_set", []))}
+    unknown = [k for k in unset or [] if k.strip() not in keys]
+    if unknown:
+        raise ConfigError(f"{spec['_path']}: --unset {', '.join(unknown)}: the spec sets no such key "
+                          f"(it sets {', '.join(sorted(keys)) or 'none'})")
+
+
 def row_config(spec: dict, row: dict, *, quick: bool, data: str | None, output_root: Path,
-               overrides: list[str] | None = None) -> dict:
+               overrides: list[str] | None = None, unset: list[str] | None = None) -> dict:
     cfg = load_config(spec["_dir"] / row["config"])
     sets = list(spec.get("set", [])) + list(row.get("set", []))
     if quick:
         sets += list(spec.get("quick", {}).get("set", [])) + list(row.get("quick_set", []))
+    # --unset: the spec's own value of a key dropped, so each row keeps its config's (e.g. every network at its
+    # paper's width instead of a CPU-scale table's common one)
+    dropped = {k.strip() for k in unset or []}
+    sets = [s for s in sets if _set_key(s) not in dropped]
     sets += list(overrides or [])  # the command line's --set, over every row
     for item in sets:
         key, value = item.split("=", 1)
@@ -196,12 +241,14 @@ def kendall_tau(a: list[float], b: list[float]) -> float | None:
 
 def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | None = None,
                     folds: list[int] | None = None, device: str | None = None, output_root: str | Path = "runs/tables",
-                    restart: bool = False, progress: bool = True, overrides: list[str] | None = None) -> Path:
+                    restart: bool = False, progress: bool = True, overrides: list[str] | None = None,
+                    unset: list[str] | None = None) -> Path:
     from medseg.evaluation.evaluate import evaluate_run
     from medseg.models import build_model
     from medseg.training.run import cross_validate
 
     spec = load_spec(spec_path)
+    check_unset(spec, unset)
     paper = spec["paper"] or spec["definitions"]  # whose metric definitions our numbers follow
     # One folder per spec file: two specs of one published table (e.g. 2D and 3D) never share runs.
     table_dir = Path(output_root) / f"{Path(spec['_path']).stem}{'_quick' if quick else ''}"
@@ -210,7 +257,8 @@ def reproduce_table(spec_path: str | Path, *, quick: bool = False, data: str | N
         folds = [0]
     results = []
     for row in Progress(spec["rows"], desc=spec["title"], disable=not progress):
-        cfg = row_config(spec, row, quick=quick, data=data, output_root=table_dir, overrides=overrides)
+        cfg = row_config(spec, row, quick=quick, data=data, output_root=table_dir, overrides=overrides,
+                         unset=unset)
         if device:
             cfg["train"]["device"] = device
         ref = published_row(spec, row)

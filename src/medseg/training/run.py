@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from medseg.artifact.files import dump_json
 from medseg.data.datasets import CROP_MARK, SegmentationData
-from medseg.data.runs import run_dir_for, splits_for
+from medseg.data.runs import check_same_training, run_dir_for, splits_for
 from medseg.data.splits import fold_indices
 from medseg.data.volumes import load_any_data
 from medseg.errors import MedsegError
@@ -87,6 +87,8 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
             tqdm.write(f"note: {note}")
     train_idx, val_idx, test_idx = fold_indices(splits, fold)
     run_root = run_dir_for(cfg)
+    # every rank reads the record (the same files), so all refuse alike; rank 0 alone removes a replaced run
+    _replace_or_refuse(run_root, cfg, data, split_path, restart=restart, remove=me.is_main)
     if me.is_main:
         run_root.mkdir(parents=True, exist_ok=True)
     info = {"splits_file": str(split_path.resolve()), "data": data.source, "fingerprint": data.fingerprint,
@@ -101,7 +103,7 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
         if me.is_main:
             tqdm.write(f"note: {data.notes[-1]}")
             info["label_noise"] = merge_noise_report(run_root / "data.json", noise)
-    if me.is_main:
+    if me.is_main and _changed(run_root / "data.json", info):
         dump_json(info, run_root / "data.json")
     trainer = trainer_class(cfg)(cfg, run_root / f"fold_{fold}", data, train_idx, val_idx, fold=fold, progress=progress)
     if noise is not None:
@@ -112,6 +114,25 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
         tqdm.write(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val / {len(test_idx)} held-out test images "
                    f"on {trainer.device}{ranks}; split {split_path}")
     return trainer.fit(restart=restart)
+
+
+def _replace_or_refuse(run_root: Path, cfg: dict, data: SegmentationData, split_path: Path, *, restart: bool,
+                       remove: bool = True) -> None:
+    """:func:`medseg.data.runs.check_same_training`, saying what a ``--restart`` removed."""
+    if restart and not remove:
+        return  # rank 0 replaces the run
+    removed = check_same_training(run_root, cfg, data, split_path, restart=restart)
+    if removed:
+        tqdm.write(f"note: --restart replaces the run {run_root} (it held another training): removed "
+                   f"{', '.join(p.name for p in removed)}")
+
+
+def _changed(path: Path, record: dict) -> bool:
+    """Whether ``record`` differs from the JSON at ``path``: an unchanged record is not rewritten."""
+    try:
+        return json.loads(path.read_text()) != json.loads(json.dumps(record))
+    except (OSError, ValueError):
+        return True
 
 
 def cross_validate(cfg: dict, *, folds: list[int] | None = None, restart: bool = False, progress: bool = True) -> list[dict]:
@@ -137,10 +158,11 @@ def cross_validate_parallel(cfg: dict, *, folds: list[int] | None = None, parall
     from medseg.threads import available_cores
 
     data = load_any_data(cfg, progress)
-    splits, _ = splits_for(cfg, data)
+    splits, split_path = splits_for(cfg, data)
     folds = list(range(len(splits["folds"]))) if folds is None else list(folds)
     parallel = max(1, min(int(parallel), len(folds)))
     run_root = run_dir_for(cfg)
+    _replace_or_refuse(run_root, cfg, data, split_path, restart=restart)  # before the folds' logs are opened
     run_root.mkdir(parents=True, exist_ok=True)
     gpus = _visible_gpus() if str(cfg["train"]["device"]) != "cpu" else []
     with tempfile.TemporaryDirectory(prefix="medseg-cv-") as tmp:

@@ -66,6 +66,7 @@ process"), each kept on by default only where an end-to-end training measured a 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import platform
 import random
@@ -535,17 +536,17 @@ class Trainer:
 
     def fit(self, *, restart: bool = False) -> dict:
         main = self.dist.is_main
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.run_dir / "config.yaml")
         epochs = self.epochs
         if not restart and self.resume():
             if self.early.should_stop or self.start_epoch >= epochs or getattr(self, "stopped_by_time", False):
-                if main:
+                if main:  # nothing trains: the fold's files stay as they are
                     tqdm.write(f"fold {self.fold}: already finished ({self.run_dir}); pass --restart to train again")
-                return self.summary()
+                return self.summary(write=False)
             if main:
                 tqdm.write(f"fold {self.fold}: resuming after epoch {self.start_epoch} from {self.run_dir}")
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
         if self.iterations is not None and self.progress:
             tqdm.write(f"fold {self.fold}: train.iterations {self.iterations} = {epochs} epoch(s) of up to "
                        f"{self.steps_per_epoch} step(s), the last one cut at the budget")
@@ -694,7 +695,15 @@ class Trainer:
             return int(self.history[-1]["epoch"]) if self.history else -1
         return self.early.best_epoch
 
-    def summary(self) -> dict:
+    def summary(self, write: bool = True) -> dict:
+        """The fold's summary (``summary.json``); ``write=False``: the one saved when it was trained, where there
+        is one, and nothing written."""
+        saved = self.run_dir / "summary.json"
+        if not write and saved.is_file():
+            try:
+                return json.loads(saved.read_text())
+            except (OSError, ValueError):
+                pass
         selected = self.selected_epoch()
         best = next((r for r in self.history if r["epoch"] == selected), {})
         out = {"fold": self.fold, "run_dir": str(self.run_dir), "epochs_run": len(self.history),
@@ -705,7 +714,7 @@ class Trainer:
         out.update(self.time_shares())
         if getattr(self, "final_val", None) is not None:
             out["final_validation"] = self.final_val
-        if self.dist.is_main:
+        if self.dist.is_main and write:
             dump_json(out, self.run_dir / "summary.json")
         return out
 
