@@ -1260,6 +1260,8 @@ def serve(
                                             "access log to FILE, rotated at --log-max-mb (default: the console)."),
     log_max_mb: int = typer.Option(10, "--log-max-mb", metavar="MIB", help="Size at which --log-file rotates."),
     log_backups: int = typer.Option(5, "--log-backups", metavar="N", help="Rotated log files kept."),
+    job_thread: bool = typer.Option(False, "--job-thread", help="Run segmentation jobs in a thread of the web "
+                                    "process instead of a worker process of their own (slower under load)."),
 ):
     """Run the web server: upload a study, automatic segmentation, slice viewer, downloads."""
     import uvicorn
@@ -1274,7 +1276,8 @@ def serve(
                                   trust_code=trust_code, pair_model=pair_model, karyotype_model=karyotype_model,
                                   karyotype_vote=karyotype_vote, login_failures_per_address=login_failures_per_address,
                                   access_log=access_log, log_file=log_file, log_max_bytes=log_max_mb * MiB,
-                                  log_backups=log_backups, **({"home": home} if home else {}))
+                                  log_backups=log_backups, job_process=not job_thread,
+                                  **({"home": home} if home else {}))
     except ValueError as exc:  # a limit or log option out of range
         raise typer.BadParameter(str(exc)) from None
     lock = lock_home(settings)  # noqa: F841 - held until the process ends

@@ -83,17 +83,24 @@ def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
 
 
 def image_loaded(page: Page, selector: str) -> int:
-    """The image's naturalWidth once it has loaded (0 while loading or broken)."""
-    return page.locator(selector).evaluate("(img) => (img.complete ? img.naturalWidth : 0)")
+    """The canvas's width once a slice is drawn on it (0 while the result loads)."""
+    return page.locator(selector).evaluate("(canvas) => canvas.width")
+
+
+def canvas_pixels(page: Page, selector: str) -> list[int]:
+    """The canvas's RGBA values, as drawn."""
+    return page.locator(selector).evaluate(
+        "(c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
 
 
 def expect_slice(page: Page, k: int, n: int) -> None:
-    """Index text "k+1 / n", slider at k+1, and the three images of slice k (0-based) loaded."""
+    """Index text "k+1 / n", slider at k+1, and slice k (0-based) drawn on the three canvases."""
     expect(page.locator("#slice-index")).to_have_text(f"{k + 1} / {n}")
     expect(page.locator("#slice-slider")).to_have_value(str(k + 1))
-    for selector, kind in (("#img-original", "image"), ("#img-overlay-base", "image"), ("#img-overlay", "label")):
-        expect(page.locator(selector)).to_have_attribute("src", re.compile(rf"/slices/{k}/{kind}\.png$"))
-        wait_until(lambda s=selector: image_loaded(page, s) > 0, what=f"{selector} of slice {k} to load")
+    expect(page.locator("#img-original")).to_have_attribute("data-slice", str(k))
+    # the prediction: its label layer, or a multilabel result's structures, each on a layer of its own
+    for selector in ("#img-original", "#img-overlay-base", "#overlay-stack canvas.layer:not([hidden]) >> nth=0"):
+        wait_until(lambda s=selector: image_loaded(page, s) > 0, what=f"{selector} of slice {k} to be drawn")
 
 
 def download(page: Page, selector: str, folder: Path) -> Path:
@@ -181,7 +188,37 @@ def test_upload_runs_the_job_and_the_viewer_opens_at_the_first_slice(alice, nift
     expect(alice.locator("#img-reference")).to_be_hidden()  # no reference uploaded
     expect(alice.locator("#reference-panel")).to_be_hidden()
     expect_slice(alice, 0, n)
-    assert image_loaded(alice, "#img-original") == inputs["shape"][2]  # the slice PNG has the volume's width
+    assert image_loaded(alice, "#img-original") == inputs["shape"][2]  # the slice has the volume's width
+
+
+def test_paging_costs_no_request_and_the_window_is_applied_here(viewer, nifti_study, inputs):
+    """The result's arrays come once when it opens; paging, playing and window/level then stay in the page."""
+    page, n = viewer, inputs["n_slices"]
+    requests = []
+    listen = lambda r: requests.append(r.url) if "/api/results/" in r.url else None  # noqa: E731
+    page.on("request", listen)
+    for _ in range(n - 1):
+        page.keyboard.press("ArrowRight")
+    expect_slice(page, n - 1, n)
+    page.keyboard.press("Home")
+    page.locator("#slice-slider").fill(str(n // 2))
+    expect_slice(page, n // 2 - 1, n)
+    page.click("#autoplay")
+    expect(page.locator("#slice-index")).not_to_have_text(f"{n // 2} / {n}", timeout=1500)
+    page.click("#autoplay")
+    before = canvas_pixels(page, "#img-original")
+    page.locator("#window-width").fill("40")  # a narrow window: the same slice, other greys
+    wait_until(lambda: canvas_pixels(page, "#img-original") != before, what="the new window to be drawn")
+    page.click("#window-reset")
+    wait_until(lambda: canvas_pixels(page, "#img-original") == before, what="the window to be reset")
+    page.locator("#viewer-title").click()  # focus back on the page for the next test's keys
+    assert requests == [], f"paging asked the server for {len(requests)} files: {requests[:5]}"
+
+    # opening again: the manifest and the two arrays at most (the browser may serve them from its cache)
+    open_viewer(page, nifti_study, n)
+    expect_slice(page, 0, n)
+    page.remove_listener("request", listen)
+    assert len(requests) <= 3 and all("/volume/" in url for url in requests), requests
 
 
 def test_keys_and_slider_step_through_the_slices(viewer, inputs):

@@ -158,9 +158,10 @@ def test_orphans_of_a_crash_are_removed_at_start(server, phantom):
 
 
 def test_worker_thread_runs_jobs_started_with_the_app(make_server, phantom):
+    """job_process=False: the thread in the web process (the worker process: test_worker_process.py)."""
     from fastapi.testclient import TestClient
 
-    server = make_server(models=["ct_full"], start_worker=True, poll_seconds=0.2)
+    server = make_server(models=["ct_full"], start_worker=True, poll_seconds=0.2, job_process=False)
     h = server.user("alice")
     with TestClient(server.app) as client:  # the lifespan starts the worker thread
         sid = client.post("/api/studies", headers=h, data={"model": "ct_full"},
@@ -172,4 +173,4 @@ def test_worker_thread_runs_jobs_started_with_the_app(make_server, phantom):
                 break
             time.sleep(0.05)
         assert status == "done"
-    assert not server.app.state.worker._thread.is_alive()  # stopped with the app
+    assert not server.app.state.runner._thread.is_alive()  # stopped with the app

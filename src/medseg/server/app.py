@@ -12,6 +12,7 @@ Every route that touches a study or a result looks it up together with the signe
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 import shutil
@@ -28,7 +29,8 @@ from starlette.concurrency import run_in_threadpool
 import medseg
 from medseg.errors import MedsegError
 from medseg.palette import channel_hex, class_hex
-from medseg.server import auth, exports, metaphase, storage
+from medseg.server import auth, exports, logs, metaphase, storage, volumes
+from medseg.server.caching import IMMUTABLE, etag_of, gzip_file, immutable_file, not_modified
 from medseg.server.auth import User, admin_user, current_user
 from medseg.server.db import Database
 from medseg.server.jobs import Worker
@@ -36,10 +38,10 @@ from medseg.server.registry import DEMO_NOTE, ModelRegistry
 from medseg.server.settings import ServerSettings
 from medseg.server.slices import channel_folder, slice_file
 from medseg.server.upload import UploadRefused, receive_upload
+from medseg.server.worker_process import WorkerProcess
 
 log = logging.getLogger("medseg.server")
 STATIC = Path(__file__).parent / "static"
-IMMUTABLE = "private, max-age=31536000, immutable"  # a result's files never change: new runs get new ids
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 
@@ -153,6 +155,8 @@ class ResultOut(BaseModel):
     slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference, or "
                                        "label-<c> for structure c of a multilabel result, or instances for a "
                                        "result with chromosome instances)")
+    volume_url: str | None = Field(None, description="Once done: the manifest of the whole image and label arrays "
+                                                     "(shape, encoding, colours, URLs), for drawing slices client-side")
     downloads: dict[str, str] = Field(description="Format → URL, once done")
 
 
@@ -231,6 +235,7 @@ def result_json(result: dict, study: dict) -> dict:
         "multilabel": bool(channels), "channels": channels, "summary": summary, "warnings": (summary or {}).get("warnings") or [],
         "instances": {**instances, "table_url": f"{base}/instances"} if instances else None,
         "slice_url": base + "/slices/{k}/{kind}.png",
+        "volume_url": f"{base}/volume/v{volumes.FORMAT_VERSION}" if done else None,
         "downloads": {f: f"{base}/download/{f}" for f in formats},
     }
 
@@ -270,11 +275,14 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     ``start_worker`` is False (tests run jobs with ``app.state.worker.run_pending()``)."""
     settings = settings or ServerSettings()
     settings.make_dirs()
+    logs.configure(settings)
     db = Database(settings.db_path)
     registry = ModelRegistry(settings.models, settings.device, trust_code=settings.trust_code,
                              pair_model=settings.pair_model, karyotype_model=settings.karyotype_model,
                              karyotype_vote=settings.karyotype_vote)
     worker = Worker(db, settings, registry)
+    # jobs run in a process of their own (a crash there ends only that job); the thread stays for --job-thread
+    runner = WorkerProcess(settings, db) if settings.job_process else worker
     removed = storage.cleanup(settings, db)
     recovered = worker.recover()
     if any(removed.values()) or any(recovered.values()):
@@ -283,9 +291,10 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if start_worker:
-            worker.start()
+            runner.start()
         yield
-        worker.stop()
+        if start_worker:
+            runner.stop()
 
     app = FastAPI(title="medseg", version=medseg.__version__, lifespan=lifespan,
                   description="Upload a CT volume or an image, get an automatic segmentation, view it slice by "
@@ -294,7 +303,9 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     throttle = auth.SignInThrottle(settings.login_failures_per_user, settings.login_failures_per_address,
                                    settings.login_window_s, settings.login_backoff_s, settings.login_backoff_max_s)
     app.state.settings, app.state.db, app.state.registry, app.state.worker = settings, db, registry, worker
+    app.state.runner = runner
     app.state.throttle = throttle
+    app.add_middleware(logs.AccessLog, level=settings.access_log)
 
     @app.middleware("http")
     async def headers_and_origin(request: Request, call_next):
@@ -451,7 +462,7 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
             study_id = await run_in_threadpool(storage.store_upload, db, settings, user.id, entry, received, staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # moved away on success; removed on any failure
-        worker.notify()
+        runner.notify()
         return study_json(db, own_study(study_id, user))
 
     @app.get("/api/studies", response_model=list[StudyOut], tags=["studies"])
@@ -480,7 +491,7 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
         storage.check_modality(entry, study["modality"], study["name"])
         row = storage.new_result(study_id, study["input_sha256"], entry)
         db.add_result(row)
-        worker.notify()
+        runner.notify()
         return result_json(db.result(row["id"], user.id), study)
 
     # ------------------------------------------------------------------------------------- results
@@ -503,7 +514,7 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
 
     @app.get("/api/results/{result_id}/slices/{k}/{kind}.png", tags=["results"],
              responses={200: {"content": {"image/png": {}}}}, response_class=FileResponse)
-    def slice_png(result_id: str, k: int, kind: str, user: User = Depends(current_user)):
+    def slice_png(result_id: str, k: int, kind: str, request: Request, user: User = Depends(current_user)):
         """Slice ``k`` (0-based): ``image`` grey, ``label`` the prediction layer (RGBA), ``reference`` (RGBA);
         ``label-<c>``: structure c's own layer of a multilabel result (its fill half transparent, its outline
         opaque, so overlapping structures show both); ``instances``: the chromosome instances of a metaphase
@@ -533,10 +544,56 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
         path = slice_file(folder, k)
         if not path.is_file():
             raise HTTPException(404, "slice file missing")
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": IMMUTABLE})
+        return immutable_file(request, path, "image/png")
+
+    def volume_folder(result_id: str, user: User, version: int) -> Path:
+        result = own_result(result_id, user)
+        ready(result)
+        if version != volumes.FORMAT_VERSION:
+            raise HTTPException(404, f"volume format v{version} is not served; this server sends "
+                                     f"v{volumes.FORMAT_VERSION} (see the result's volume_url)")
+        folder = storage.study_paths(settings, result["study_id"]).result(result_id) / "volume"
+        if not (folder / volumes.MANIFEST).is_file():
+            raise HTTPException(404, "this result was made before whole volumes were kept: use its slice_url, "
+                                     "or re-run the study")
+        return folder
+
+    @app.get("/api/results/{result_id}/volume/v{version}", tags=["results"])
+    def volume_manifest(result_id: str, version: int, request: Request, user: User = Depends(current_user)):
+        """The whole result for drawing it client-side: shape (D, H, W), and for ``image`` (dtype, offset,
+        scale: value = offset + scale · stored; window), ``label`` and ``reference`` (dtype; ``lut`` RGBA per
+        value, or the structures' ``channels`` colours of a bit-packed multilabel map) each with its ``url``: raw
+        little-endian arrays in C order, sent gzip-encoded. All immutable, with ETags."""
+        folder = volume_folder(result_id, user, version)
+        etag = etag_of(folder / volumes.MANIFEST)
+        cached = not_modified(request, etag)
+        if cached:
+            return cached
+        manifest = volumes.read_manifest(folder)
+        for kind in volumes.KINDS:
+            if manifest.get(kind):
+                manifest[kind]["url"] = f"/api/results/{result_id}/volume/v{version}/{kind}"
+        return JSONResponse(manifest, headers={"Cache-Control": IMMUTABLE, "ETag": etag})
+
+    @app.get("/api/results/{result_id}/volume/v{version}/{kind}", tags=["results"],
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    def volume_array(result_id: str, version: int, kind: str, request: Request, user: User = Depends(current_user)):
+        """One array of the manifest, gzip-encoded for clients that accept it (browsers), else plain."""
+        if kind not in volumes.KINDS:
+            raise HTTPException(404, f"kind is one of {', '.join(volumes.KINDS)}")
+        path = volume_folder(result_id, user, version) / volumes.file_name(kind)
+        if not path.is_file():
+            raise HTTPException(404, f"this result has no {kind} array")
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return gzip_file(request, path)
+        etag = etag_of(path, "-identity")
+        return not_modified(request, etag) or Response(
+            gzip.decompress(path.read_bytes()), media_type="application/octet-stream",
+            headers={"Cache-Control": IMMUTABLE, "ETag": etag})
+
 
     @app.get("/api/results/{result_id}/download/{fmt}", tags=["results"], response_class=FileResponse)
-    def download(result_id: str, fmt: str, user: User = Depends(current_user)):
+    def download(result_id: str, fmt: str, request: Request, user: User = Depends(current_user)):
         """``fmt``: nifti | hdf5 | png | png-slices | slicer-seg | dicom-seg | summary.json | summary.csv |
         instances (404 where the result has no such output, 409 while the job is not done). Multilabel results
         are bit-packed (``summary.label_encoding``); ``slicer-seg`` is 3D Slicer's .seg.nrrd, one layer per
@@ -553,9 +610,8 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
         if not path.is_file():
             raise HTTPException(404, "file missing")
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", result["study_name"]).split(".")[0][:60] or "study"
-        return FileResponse(path, media_type=exports.MEDIA_TYPES[fmt],
-                            filename=f"{stem}_{result['model_id']}_{exports.DOWNLOADS[fmt]}",
-                            headers={"Cache-Control": IMMUTABLE})
+        return immutable_file(request, path, exports.MEDIA_TYPES[fmt],
+                              filename=f"{stem}_{result['model_id']}_{exports.DOWNLOADS[fmt]}")
 
     @app.get("/api/results/{result_id}/instances", tags=["results"])
     def instances(result_id: str, user: User = Depends(current_user)):

@@ -1,6 +1,7 @@
-"""The segmentation worker: one thread started with the app, one job at a time, never inside a request.
+"""The segmentation worker: one job at a time, never inside a request, in a process of its own
+(:mod:`medseg.server.worker_process`) or, with ``job_process=False``, a thread of the web process.
 
-Why a thread and one job at a time: a U-Net on a CPU already uses every core it is given, so two jobs at
+Why one job at a time: a U-Net on a CPU already uses every core it is given, so two jobs at
 once would only each run at half speed; ``torch_threads`` (default ``"auto"``: the job's share of the
 cores, :mod:`medseg.threads`, a training beside the server counted) leaves a core to the web server so
 slice requests stay fast while a job runs. The queue is the ``results`` table itself, so it survives restarts:
@@ -44,7 +45,7 @@ from medseg.errors import DataValidationError
 from medseg.data.pommier import pad_to
 from medseg.data.uwgi_dataset import context_indices, from_grid, resize_stack
 from medseg.inference.volume import class_names_of_labels, display_background, label_map, predict_volume
-from medseg.server import channels, exports, metaphase, slices, stacks
+from medseg.server import channels, exports, metaphase, slices, stacks, volumes
 from medseg.server.db import Database, now_iso
 from medseg.server.registry import DEMO_NOTE, ModelRegistry
 from medseg.server.settings import ServerSettings
@@ -162,7 +163,7 @@ class Worker:
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="medseg-worker", daemon=True)
+            self._thread = threading.Thread(target=self.loop, name="medseg-worker", daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -175,7 +176,13 @@ class Worker:
     def notify(self) -> None:
         self._wake.set()
 
-    def _loop(self) -> None:
+    def use_events(self, wake, stop) -> None:
+        """Wake and stop events shared with the web process (:mod:`medseg.server.worker_process`) in place of
+        this process's own."""
+        self._wake, self._stop = wake, stop
+
+    def loop(self) -> None:
+        """Run jobs until stopped: the thread's body, or the worker process's."""
         if isinstance(self.settings.torch_threads, int) and self.settings.torch_threads:
             import torch
 
@@ -304,6 +311,9 @@ class Worker:
                 slices.write_multilabel_slices(reference, work / "reference-slices", len(structures), layers=False)
             else:
                 slices.write_label_slices(reference, work / "reference-slices", background)
+        # the whole arrays too, so the page draws every slice itself (medseg.server.volumes)
+        volumes.write_volumes(out / "volume", grey, study["window"], labels, reference, background=background,
+                              n_channels=len(structures) if multilabel else 0)
         instances = None
         if entry.instances and study["kind"] == "2d":  # whole metaphases → chromosome instances
             pair = None if entry.pair is None else self.registry.predictor(entry.pair)  # loaded on first use

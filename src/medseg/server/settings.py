@@ -24,6 +24,7 @@ from medseg.paths import medseg_home
 
 GiB = 2**30
 MiB = 2**20
+ACCESS_LOG = ("off", "errors", "all")
 
 
 
@@ -61,14 +62,28 @@ class ServerSettings:
     # Models whose model.json names code outside medseg's registry ("package.module:Class") are refused
     # unless the operator starts the server with --trust-code: a model folder is data, not a program.
     trust_code: bool = False
+    # Jobs in a worker process of their own (medseg.server.worker_process: no GIL shared with the web requests,
+    # a crash ends only the job); False runs them in a thread of the web process, as before.
+    job_process: bool = True
     poll_seconds: float = 1.0  # how often an idle worker looks for queued jobs it was not told about
     # Sign-in back-off (auth.SignInThrottle): after this many failures within the window, per account name
     # and per client address (0 = no limit), 429 for `login_backoff_s`, doubling with each further failure.
+    # The account limit is the one that protects a password (OWASP: lock the account, not the network). The
+    # address limit only slows one machine spraying many names; everyone behind one NAT or proxy shares it,
+    # so it is set for a department: 100 failures in 15 minutes is 50 people mistyping twice. Lower it for a
+    # server facing the internet directly, raise it (or 0) behind a proxy that all users come through.
     login_failures_per_user: int = 5
-    login_failures_per_address: int = 20
+    login_failures_per_address: int = 100
     login_window_s: float = 900.0
     login_backoff_s: float = 15.0
     login_backoff_max_s: float = 900.0
+    # Access log (medseg.server.logs): "off", "errors" (responses >= 400, the default: a viewer asks for a few
+    # files a study, but API clients may page slice by slice) or "all"; into `log_file`, rotated at
+    # `log_max_bytes` keeping `log_backups` old files, or to the console without one.
+    access_log: str = "errors"
+    log_file: Path | None = None
+    log_max_bytes: int = 10 * MiB
+    log_backups: int = 5
 
     # where things are, derived from ``home`` (see the module docstring)
     root: Path = field(init=False)
@@ -81,10 +96,22 @@ class ServerSettings:
         self.models = [Path(m).expanduser() for m in self.models]
         self.pair_model = None if self.pair_model is None else Path(self.pair_model).expanduser()
         self.karyotype_model = None if self.karyotype_model is None else Path(self.karyotype_model).expanduser()
+        self.log_file = None if self.log_file is None else Path(self.log_file).expanduser()
+        self._check()
         self.root = self.home / "server"
         self.db_path = self.root / "medseg.sqlite3"
         self.studies_dir = self.root / "studies"
         self.tmp_dir = self.root / "tmp"
+
+    def _check(self) -> None:
+        for name in ("login_failures_per_user", "login_failures_per_address", "log_backups"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("login_window_s", "login_backoff_s", "login_backoff_max_s", "log_max_bytes"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be more than 0, got {getattr(self, name)}")
+        if self.access_log not in ACCESS_LOG:
+            raise ValueError(f"access_log is one of {', '.join(ACCESS_LOG)}, got {self.access_log!r}")
 
     def make_dirs(self) -> None:
         for d in (self.root, self.studies_dir, self.tmp_dir):

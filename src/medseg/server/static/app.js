@@ -6,7 +6,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   models: [],
   studies: new Map(),   // id -> study JSON
-  viewer: null,         // {study, result, k, n, hidden: Set of hidden structure channels, layer, instances, pinned}
+  viewer: null,         // {study, result, k, n, hidden: Set of hidden structure channels, layer, instances, pinned,
+                        //  volume: the result's arrays (volume.js) or null, loading}
   timer: null,          // autoplay interval
   poll: null,
 };
@@ -300,7 +301,12 @@ function openStudy(id, resultId) {
     study, result, k: 0, n: result.n_slices || 1, hidden: new Set(),
     // a metaphase result opens on its chromosome instances; the classes are one click away
     layer: result.instances ? result.instances.layer : "label", instances: [], pinned: null,
+    volume: null, loading: Boolean(result.volume_url),
   };
+  for (const canvas of document.querySelectorAll("#viewer .stack canvas")) {
+    canvas.width = 0;  // nothing of the study shown before while this one loads
+    delete canvas.dataset.slice;
+  }
   $("viewer-title").textContent = study.name;
   renderResultChoices();
   show($("viewer-demo"), result.model.demo);
@@ -328,6 +334,56 @@ function openStudy(id, resultId) {
   show($("viewer"), true);
   showSlice(0);
   $("viewer").scrollIntoView({ behavior: "smooth", block: "start" });
+  if (state.viewer.loading) openVolume(state.viewer);
+  else renderWindowControls();
+}
+
+// The result's arrays, once: from then on every slice is drawn here. A result made before they were kept
+// is shown from its slice PNGs instead.
+async function openVolume(v) {
+  let volume = null;
+  try {
+    volume = await loadVolume(v.result.volume_url);
+  } catch (err) {
+    console.warn(`drawing ${v.result.id} from its slice images: ${err.message}`);
+  }
+  if (state.viewer !== v) return;  // another result was opened meanwhile
+  v.volume = volume;
+  v.loading = false;
+  if (volume) {
+    const w = volume.manifest.image.window;
+    setWindow(volume, w.low, w.high);
+  }
+  renderWindowControls();
+  showSlice(v.k);
+}
+
+function renderWindowControls() {
+  const v = state.viewer;
+  const usable = Boolean(v && v.volume && v.volume.manifest.image.channels === 1);
+  show($("window-controls"), usable);
+  if (!usable) return;
+  const { low, high } = v.volume.window;
+  $("window-width").value = String(+(high - low).toFixed(3));
+  $("window-level").value = String(+((high + low) / 2).toFixed(3));
+}
+
+function applyWindow() {
+  const v = state.viewer;
+  if (!v || !v.volume) return;
+  const width = Number($("window-width").value), level = Number($("window-level").value);
+  if (!(width > 0) || !Number.isFinite(level)) return;  // half typed: keep the last window
+  setWindow(v.volume, level - width / 2, level + width / 2);
+  showSlice(v.k);
+}
+
+function resetWindow() {
+  const v = state.viewer;
+  if (!v || !v.volume) return;
+  const w = v.volume.manifest.image.window;
+  setWindow(v.volume, w.low, w.high);
+  renderWindowControls();
+  showSlice(v.k);
 }
 
 // A structure's size: ml where the voxel size is known, else mm² (summed over slices), else a pixel count.
@@ -374,33 +430,35 @@ function channelsOf(result) {
 // hidden then. Multiclass results keep the one label layer.
 function renderChannelLayers(result) {
   const stack = $("overlay-stack");
-  for (const img of [...stack.querySelectorAll("img.channel-layer")]) img.remove();
+  for (const canvas of [...stack.querySelectorAll("canvas.channel-layer")]) canvas.remove();
   const channels = channelsOf(result);
   show($("img-overlay"), channels.length === 0);
   for (const c of channels) {
-    const img = document.createElement("img");
-    img.className = "layer channel-layer";
-    img.dataset.channel = String(c.channel);
-    img.dataset.layer = c.layer;
-    img.alt = `${c.name} on the original slice`;
-    stack.append(img);
+    const canvas = document.createElement("canvas");
+    canvas.className = "layer channel-layer";
+    canvas.dataset.channel = String(c.channel);
+    canvas.dataset.layer = c.layer;
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", `${c.name} on the original slice`);
+    stack.append(canvas);
   }
   applyOpacity();
 }
 
 function channelLayers() {
-  return [...$("overlay-stack").querySelectorAll("img.channel-layer")];
+  return [...$("overlay-stack").querySelectorAll("canvas.channel-layer")];
 }
 
 function setChannelVisible(channel, visible) {
   const v = state.viewer;
   if (!v) return;
   if (visible) v.hidden.delete(channel); else v.hidden.add(channel);
-  for (const img of channelLayers()) {
-    if (Number(img.dataset.channel) === channel) show(img, visible);
+  for (const canvas of channelLayers()) {
+    if (Number(canvas.dataset.channel) === channel) show(canvas, visible);
   }
   const li = $("legend").querySelector(`li[data-channel="${channel}"]`);
   if (li) li.classList.toggle("off", !visible);
+  showSlice(v.k);  // hidden layers are not drawn: draw it now
 }
 
 function renderLegend(result) {
@@ -638,22 +696,43 @@ function showSlice(k) {
   const v = state.viewer;
   if (!v) return;
   v.k = Math.min(Math.max(k, 0), v.n - 1);
-  const image = sliceUrl("image", v.k);
-  $("img-original").src = image;
-  $("img-overlay-base").src = image;
-  $("img-overlay").src = sliceUrl(v.layer, v.k);
-  for (const img of channelLayers()) img.src = sliceUrl(img.dataset.layer, v.k);
-  if (v.study.has_reference) {
-    $("img-reference-base").src = image;
-    $("img-reference").src = sliceUrl("reference", v.k);
-  }
   $("slice-slider").value = String(v.k + 1);
   $("slice-index").textContent = `${v.k + 1} / ${v.n}`;
-  // warm the browser cache with the next slice so stepping and playing do not wait for the network
-  const next = (v.k + 1) % v.n;
-  const layers = channelsOf(v.result).map((c) => c.layer);
-  const kinds = ["image", ...(layers.length ? layers : [v.layer]), ...(v.study.has_reference ? ["reference"] : [])];
-  for (const kind of kinds) new Image().src = sliceUrl(kind, next);
+  if (v.loading) return;  // drawn once the arrays are in (openVolume)
+  if (v.volume) drawFromVolume(v);
+  else drawFromSliceImages(v);
+}
+
+// Only the layers shown are drawn: a hidden one costs nothing (and, from slice images, no request).
+function drawFromVolume(v) {
+  const volume = v.volume, k = v.k;
+  drawGrey($("img-original"), volume, k);
+  copyCanvas($("img-overlay-base"), $("img-original"));
+  if (v.layer !== "label") drawPng($("img-overlay"), sliceUrl(v.layer, k));  // chromosome instances: one image
+  else if (!channelsOf(v.result).length) drawLabels($("img-overlay"), volume, "label", k);
+  for (const canvas of channelLayers()) {
+    if (!canvas.hidden) drawChannel(canvas, volume, Number(canvas.dataset.channel), k);
+  }
+  if (v.study.has_reference && volume.reference) {
+    copyCanvas($("img-reference-base"), $("img-original"));
+    drawLabels($("img-reference"), volume, "reference", k);
+  }
+  $("img-original").dataset.slice = String(k);
+}
+
+function drawFromSliceImages(v) {
+  const k = v.k;
+  drawPng($("img-original"), sliceUrl("image", k), () => {
+    if (state.viewer !== v || v.k !== k) return;
+    copyCanvas($("img-overlay-base"), $("img-original"));
+    if (v.study.has_reference) copyCanvas($("img-reference-base"), $("img-original"));
+    $("img-original").dataset.slice = String(k);
+  });
+  if (v.layer !== "label" || !channelsOf(v.result).length) drawPng($("img-overlay"), sliceUrl(v.layer, k));
+  for (const canvas of channelLayers()) {
+    if (!canvas.hidden) drawPng(canvas, sliceUrl(canvas.dataset.layer, k));
+  }
+  if (v.study.has_reference) drawPng($("img-reference"), sliceUrl("reference", k));
 }
 
 function step(delta, wrap = false) {
@@ -688,13 +767,16 @@ function applyOpacity() {
   const value = Number($("opacity").value) / 100;
   $("img-overlay").style.opacity = String(value);
   $("img-reference").style.opacity = String(value);
-  for (const img of channelLayers()) img.style.opacity = String(value);
+  for (const canvas of channelLayers()) canvas.style.opacity = String(value);
 }
 
 function initViewerControls() {
   $("slice-slider").addEventListener("input", (e) => showSlice(Number(e.target.value) - 1));
   $("autoplay").addEventListener("click", togglePlay);
   $("opacity").addEventListener("input", applyOpacity);
+  $("window-width").addEventListener("input", applyWindow);
+  $("window-level").addEventListener("input", applyWindow);
+  $("window-reset").addEventListener("click", resetWindow);
   applyOpacity();
   for (const radio of document.querySelectorAll('#layer-choice input[name="layer"]')) {
     radio.addEventListener("change", () => { if (radio.checked) setLayer(radio.value); });
