@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mfish_instances.py [--steps 300] [--pair-model RUN | --pair-steps 300]
         [--work /tmp/bench_mfish_instances] [--out benchmarks/results/mfish_instances_cpu.json]
+        [--device cpu|cuda] [--time-limit MIN] [--batches-per-epoch N] [--set KEY=VALUE ...] [--limit N]
+        [--mfish ../shared/data/mfish] [--config configs/mfish/metaphase_touching_unet.yaml] [--semantic-run RUN]
 
 1. Semantic model (background / chromosome / overlap): ``medseg train configs/mfish/metaphase_unet.yaml`` for
    ``--steps`` optimizer steps (the config's CPU-sized U-Net, 256² patches, sliding-window validation), split by
@@ -11,7 +13,11 @@
    slide: it never sees the held-out slides) for ``--pair-steps`` steps. The two trainings run side by side (two
    processes of one thread each).
 3. ``medseg evaluate-metaphases`` on the held-out slides, with the pair model and without it (crossings kept
-   whole), and ``medseg predict`` on one held-out metaphase.
+   whole), the classical baseline (``--baseline otsu``: Otsu + distance watershed, scored the same way), and
+   ``medseg predict`` on one held-out metaphase. Per slide and per imaging system (A / P / V) in the JSON.
+
+``--config`` picks the semantic model's config (``metaphase_touching_unet.yaml``: the contact class that parts
+touching chromosomes); ``--semantic-run`` / ``--pair-model`` reuse trained runs instead of training.
 
 Torch runs on one thread (other jobs share the machine). Writes one JSON: device, date, command, data (REAL), the
 training steps and times, the pooled and per-metaphase numbers. Derived files stay in ``--work`` with the set's
@@ -24,7 +30,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -67,74 +72,97 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--pair-steps", type=int, default=300, help="pair model: optimizer steps when it is trained here")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_mfish_instances"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mfish_instances_cpu.json")
+    ap.add_argument("--device", default="cpu", help="where to train, evaluate and predict: cpu, cuda, cuda:1")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="each training's wall-clock budget, minutes (train.time_limit_minutes; default none)")
+    ap.add_argument("--batches-per-epoch", type=int, default=None,
+                    help="semantic model: at most N steps an epoch (default: the config's train.steps_per_epoch)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further override for the semantic model, e.g. model.base_channels=32 (repeatable)")
+    ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out metaphases")
+    ap.add_argument("--mfish", type=Path, default=MFISH, help="the M-FISH folder")
+    ap.add_argument("--config", default="configs/mfish/metaphase_unet.yaml", help="the semantic model's config")
+    ap.add_argument("--semantic-run", type=Path, default=None, help="a trained semantic run (else one is trained)")
     args = ap.parse_args(argv)
-    if not MFISH.is_dir():
-        raise SystemExit(f"the real M-FISH set is not here ({MFISH}); this benchmark needs it")
+    mfish = args.mfish.resolve()
+    if not mfish.is_dir():
+        raise SystemExit(f"the real M-FISH set is not here ({mfish}); this benchmark needs it")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.txt"
     import shutil
 
-    shutil.copyfile(MFISH / "README.TXT", work / "README.TXT")  # the set's licence notice, with every derived file
+    shutil.copyfile(mfish / "README.TXT", work / "README.TXT")  # the set's licence notice, with every derived file
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MEDSEG_HOME=str(work / "home"))
     medseg = [sys.executable, "-m", "medseg"]
     runs = work / "runs"
     times: dict[str, float] = {}
 
-    pair_run, jobs = args.pair_model, {}
+    limit = ["--set", f"train.time_limit_minutes={args.time_limit}"] if args.time_limit else []
+    device = ["--device", args.device]
+    jobs: dict = {}
+    # The semantic model first: it needs no pairs, so it trains while they are cut.
+    sem_run = args.semantic_run or runs / f"mfish_{Path(args.config).stem}"
+    if not (sem_run / "fold_0" / "model.json").is_file():
+        jobs["train_semantic_s"] = start(medseg + [
+            "train", args.config, "--fold", "0", *device, *limit, "--set", f"data.path={mfish}",
+            "--set", f"output.root={runs}", "--set", f"train.iterations={args.steps}",
+            *(["--set", f"train.max_batches_per_epoch={args.batches_per_epoch}"] if args.batches_per_epoch else []),
+            *[x for kv in args.sets for x in ("--set", kv)]], log, env)
+    pair_run = args.pair_model
     if pair_run is None:
         pairs = work / "pairs.h5"
         if not pairs.is_file():
-            times["mfish_pairs_s"] = run(medseg + ["data", "mfish-pairs", MFISH, "-o", pairs], log, env)
+            times["mfish_pairs_s"] = run(medseg + ["data", "mfish-pairs", mfish, "-o", pairs], log, env)
         pair_run = runs / "mfish_pairs_demo_unet"
         if not (pair_run / "fold_0" / "model.json").is_file():
             jobs["train_pair_s"] = start(medseg + [
-                "train", "configs/chromosomes/demo.yaml", "--fold", "0", "--data", pairs,
+                "train", "configs/chromosomes/demo.yaml", "--fold", "0", "--data", pairs, *device, *limit,
                 "--set", f"splits.file={work / 'pairs.splits.json'}", "--set", "name=mfish_pairs_demo_unet",
                 "--set", f"output.root={runs}", "--set", f"train.iterations={args.pair_steps}",
                 "--set", "train.max_batches_per_epoch=100",
                 "--set", "train.early_stopping.patience=100"], log, env)
-    sem_run = runs / "mfish_metaphase_unet"
-    if not (sem_run / "fold_0" / "model.json").is_file():
-        jobs["train_semantic_s"] = start(medseg + [
-            "train", "configs/mfish/metaphase_unet.yaml", "--fold", "0", "--set", f"data.path={MFISH}",
-            "--set", f"output.root={runs}", "--set", f"train.iterations={args.steps}",
-            "--set", f"train.max_batches_per_epoch={max(50, args.steps // 2)}"], log, env)
     for key, job in jobs.items():
         times[key] = wait(job)
     results = {}
-    for name, extra in (("with_pair_model", ["--pair-model", pair_run]), ("without_pair_model", [])):
+    for name, extra in (("with_pair_model", [sem_run, "--pair-model", pair_run]), ("without_pair_model", [sem_run]),
+                        ("otsu_baseline", ["--baseline", "otsu"])):
         out = work / f"evaluation_{name}"
-        times[f"evaluate_{name}_s"] = run(medseg + ["evaluate-metaphases", sem_run, "--data", MFISH, "-o", out,
-                                                    "--device", "cpu", *extra], log, env)
+        times[f"evaluate_{name}_s"] = run(medseg + ["evaluate-metaphases", "--data", mfish, "-o", out,
+                                                    *device, *(["--limit", args.limit] if args.limit else []),
+                                                    *extra], log, env)
         results[name] = json.loads((out / "metrics.json").read_text())
     test_slides = results["with_pair_model"]["slides"]
-    image = next(iter(sorted(p for s in test_slides for p in MFISH.glob(f"{s}__*/*K.tif"))), None)
+    image = next(iter(sorted(p for s in test_slides for p in mfish.glob(f"{s}__*/*K.tif"))), None)
     image = image.with_name(image.name[:-5] + "D.tif") if image is not None else None
     if image is not None:
         times["predict_one_s"] = run(medseg + ["predict", sem_run, image, "--pair-model", pair_run, "-o",
-                                               work / "predictions", "--device", "cpu"], log, env)
+                                               work / "predictions", *device], log, env)
 
     def summary(m: dict) -> dict:
-        keep = ("metaphase", "n_true", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "split", "merge",
+        keep = ("metaphase", "slide", "segment_s", "separate_s", "n_true", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "split", "merge",
                 "overlap_iou", "separation")
-        return {"pooled": m["pooled"], "separation": m["separation"],
+        return {"pooled": m["pooled"], "separation": m["separation"], "per_slide": m["per_slide"],
+                "per_system": m["per_system"], "debris_removed": m["debris_removed"],
+                "seconds_per_metaphase": m["seconds_per_metaphase"],
                 "per_metaphase": [{k: r[k] for k in keep} for r in m["per_metaphase"]]}
 
     sem_summary = json.loads((sem_run / "fold_0" / "summary.json").read_text()) \
         if (sem_run / "fold_0" / "summary.json").is_file() else {}
     import torch
+    from record_run import device_name
 
     payload = {
         "benchmark": "bench_mfish_instances",
         "date": dt.date.today().isoformat(),
-        "device": f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, 1 thread",
+        "device": f"{device_name(args.device)}, torch {torch.__version__}" + (", 1 thread" if args.device == "cpu" else ""),
         "command": " ".join(["OMP_NUM_THREADS=1", "python", "benchmarks/bench_mfish_instances.py",
                              *(argv if argv is not None else sys.argv[1:])]),
-        "data": f"REAL M-FISH metaphases ({MFISH}); held-out slides {', '.join(results['with_pair_model']['slides'])} "
+        "data": f"REAL M-FISH metaphases ({mfish}); held-out slides {', '.join(results['with_pair_model']['slides'])} "
                 f"({results['with_pair_model']['n_metaphases']} metaphases), those of `medseg data mfish-pairs`",
-        "semantic_model": {"config": "configs/mfish/metaphase_unet.yaml", "steps": sem_summary.get("steps", args.steps),
-                           "run": str(sem_run)},
+        "semantic_model": {"config": args.config, "steps": sem_summary.get("steps", args.steps),
+                           "overrides": args.sets, "time_limit_minutes": args.time_limit,
+                           "stopped_by_time_limit": sem_summary.get("stopped_by_time_limit"), "run": str(sem_run)},
         "pair_model": {"run": str(pair_run), "trained_here": args.pair_model is None,
                        "config": "configs/chromosomes/demo.yaml on mfish-pairs fold 0" if args.pair_model is None else None,
                        "steps": args.pair_steps if args.pair_model is None else None},
@@ -146,7 +174,8 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     p, q = results["with_pair_model"]["pooled"], results["without_pair_model"]["pooled"]
     print(f"with pair model: P {p['precision']:.3f} R {p['recall']:.3f} F1 {p['f1']:.3f} splits {p['split']} merges "
-          f"{p['merge']} overlap IoU {p['overlap_iou']}; without: F1 {q['f1']:.3f} merges {q['merge']} → {args.out}")
+          f"{p['merge']} overlap IoU {p['overlap_iou']}; without: F1 {q['f1']:.3f} merges {q['merge']}; Otsu baseline: "
+          f"F1 {results['otsu_baseline']['pooled']['f1']:.3f} → {args.out}")
     return args.out
 
 

@@ -3,6 +3,7 @@ from its DAPI cut-out, per-class accuracy on the held-out slides.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mfish_karyotype.py [--steps 1800] [--time-limit 37]
         [--work /tmp/bench_mfish_karyotype] [--out benchmarks/results/mfish_karyotype_cpu.json]
+        [--device cpu|cuda] [--set KEY=VALUE ...] [--mfish ../shared/data/mfish]
 
 1. ``medseg train configs/mfish/karyotype_unet.yaml --fold 0`` (data ``mfish:karyotype``, built on first use under
    ``$MEDSEG_HOME/mfish``; the config's CPU-sized U-Net, 128 x 128 cut-outs) for ``--steps`` optimizer steps or
@@ -22,7 +23,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,7 +43,7 @@ def run(cmd: list, log: Path, env: dict) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def training_slides_accuracy(run_dir: Path, h5: Path, held_out: list[str], n: int = 480) -> dict:
+def training_slides_accuracy(run_dir: Path, h5: Path, held_out: list[str], n: int = 480, device: str = "cpu") -> dict:
     """Soft-vote accuracy of the trained model on ``n`` random chromosomes of the TRAINING slides (seen in training):
     tells under-fitting (near chance here too) from over-fitting (high here, low on the test slides)."""
     import numpy as np
@@ -57,7 +57,7 @@ def training_slides_accuracy(run_dir: Path, h5: Path, held_out: list[str], n: in
     groups = read_groups(h5, len(images))
     train = np.array([i for i, g in enumerate(groups) if g not in set(held_out)])
     idx = np.random.default_rng(0).choice(train, min(n, len(train)), replace=False)
-    predictor = Predictor.from_path(run_dir, device="cpu")
+    predictor = Predictor.from_path(run_dir, device=device)
     metric = ChromosomeClassAccuracy(KARYOTYPE_CLASSES)
     for start in range(0, len(idx), 32):
         j = idx[start:start + 32]
@@ -68,6 +68,15 @@ def training_slides_accuracy(run_dir: Path, h5: Path, held_out: list[str], n: in
                     "under-fitting, not over-fitting"}
 
 
+def _compact(result: dict | None) -> dict | None:
+    """A karyotype comparison without its per-chromosome lists (the report has them)."""
+    if not result:
+        return None
+    out = {k: v for k, v in result.items() if k not in ("cells", "predicted_with")}
+    out["flagged_cells"] = [{"cell": c["cell"], "reasons": c["reasons"]} for c in result.get("cells", []) if c["flagged"]]
+    return out
+
+
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=CONFIG, help="the karyotype config (karyotype_unet.yaml: per-pixel U-Net; "
@@ -76,12 +85,17 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--time-limit", type=float, default=37.0, help="training wall-clock budget, minutes")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_mfish_karyotype"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mfish_karyotype_cpu.json")
+    ap.add_argument("--device", default="cpu", help="where to train and evaluate: cpu, cuda, cuda:1")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further config override for the training, e.g. model.base_channels=64 (repeatable)")
+    ap.add_argument("--mfish", type=Path, default=MFISH, help="the M-FISH folder")
     args = ap.parse_args(argv)
-    if not MFISH.is_dir():
-        raise SystemExit(f"the real M-FISH set is not here ({MFISH}); this benchmark needs it")
+    mfish = args.mfish.resolve()
+    if not mfish.is_dir():
+        raise SystemExit(f"the real M-FISH set is not here ({mfish}); this benchmark needs it")
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(MFISH / "README.TXT", work / "README.TXT")  # the set's licence notice, with every derived file
+    shutil.copyfile(mfish / "README.TXT", work / "README.TXT")  # the set's licence notice, with every derived file
     log = work / "log.txt"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.setdefault("MEDSEG_HOME", str(work / "home"))
@@ -93,16 +107,18 @@ def main(argv: list[str] | None = None) -> Path:
     run_dir = runs / cfg["name"]
     times: dict[str, float] = {}
     if not (run_dir / "fold_0" / "model.json").is_file():
-        times["train_s"] = run(medseg + ["train", args.config, "--fold", "0", "--set", f"data.mfish_source={MFISH}",
+        times["train_s"] = run(medseg + ["train", args.config, "--fold", "0", "--device", args.device,
+                                         "--set", f"data.mfish_source={mfish}",
                                          "--set", f"output.root={runs}", "--set", f"train.iterations={args.steps}",
-                                         "--set", f"train.time_limit_minutes={args.time_limit}"], log, env)
+                                         "--set", f"train.time_limit_minutes={args.time_limit}",
+                                         *[x for kv in args.sets for x in ("--set", kv)]], log, env)
         (work / "train_s.txt").write_text(f"{times['train_s']}\n")
     elif (work / "train_s.txt").is_file():  # trained by an earlier call of this script: its wall time
         times["train_s"] = float((work / "train_s.txt").read_text())
     results = {}
     for vote in ("soft", "majority"):
         out = work / f"evaluation_{vote}"
-        times[f"evaluate_{vote}_s"] = run(medseg + ["evaluate", run_dir, "--device", "cpu", "-o", out,
+        times[f"evaluate_{vote}_s"] = run(medseg + ["evaluate", run_dir, "--device", args.device, "-o", out,
                                                     "--karyotype-vote", vote], log, env)
         results[vote] = json.loads((out / "metrics.json").read_text())
     soft = results["soft"]["metrics"]["karyotype"]
@@ -110,31 +126,36 @@ def main(argv: list[str] | None = None) -> Path:
         if (run_dir / "fold_0" / "summary.json").is_file() else {}
     history = json.loads((run_dir / "fold_0" / "history.json").read_text()) \
         if (run_dir / "fold_0" / "history.json").is_file() else []
-    built = next((p for p in Path(env["MEDSEG_HOME"]).glob("mfish/*/karyotype_c*/karyotype.json")), None)
+    trained_on = json.loads((run_dir / "fold_0" / "model.json").read_text()).get("data", {}).get("source")
+    built = Path(trained_on).with_suffix(".json") if trained_on else None  # the set the run trained on
+    built = built if built is not None and built.is_file() else None
     record = json.loads(built.read_text()) if built else {}
     if "train_s" not in times and history:  # trained by an earlier call: the epochs' own times
         times["train_epochs_s"] = round(sum(float(r.get("time_s") or 0) for r in history), 1)
-    seen = training_slides_accuracy(run_dir, built.with_suffix(".h5"), record.get("held_out_slides") or []) \
-        if built else None
+    seen = training_slides_accuracy(run_dir, built.with_suffix(".h5"), record.get("held_out_slides") or [],
+                                    device=args.device) if built else None
     import torch
+    from record_run import device_name
+
+    from medseg.evaluation.karyotype_cells import confused_pairs
 
     payload = {
         "benchmark": "bench_mfish_karyotype",
         "date": dt.date.today().isoformat(),
-        "device": f"CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, 1 thread, "
-                  f"{os.cpu_count()} cores shared with other jobs",
+        "device": f"{device_name(args.device)}, torch {torch.__version__}"
+                  + (", 1 thread, shared with other jobs" if args.device == "cpu" else ""),
         "command": " ".join(["OMP_NUM_THREADS=1", "python", "benchmarks/bench_mfish_karyotype.py",
                              *(argv if argv is not None else sys.argv[1:])]),
         "data": "REAL M-FISH",
-        "data_detail": f"isolated chromosomes of the 133 labelled metaphases of {MFISH} (mfish:karyotype: DAPI "
-                       f"cut-out on a 128 x 128 canvas, never rescaled; {record.get('n_images')} chromosomes, "
+        "data_detail": f"isolated chromosomes of the labelled metaphases of {mfish} ({cfg['data']['path']}: "
+                       f"{record.get('image')}; canvas {record.get('canvas')}; {record.get('n_images')} chromosomes, "
                        f"{record.get('n_train')} on training slides, {record.get('n_test')} on the held-out slides)",
         "held_out_slides": record.get("held_out_slides"),
         "set_left_out": record.get("left_out"),
-        "model": {"config": args.config, **cfg["model"], "batch_size": cfg["train"]["batch_size"],
+        "model": {"config": args.config, **cfg["model"], "batch_size": cfg["train"]["batch_size"], "overrides": args.sets,
                   "loss": ("cross-entropy per chromosome (the model's own)" if cfg["model"]["name"] ==
                            "chromosome_classifier" else "per-pixel cross-entropy"),
-                  "augment": "flips, 90-degree rotations"},
+                  "augment": cfg.get("augment"), "in_model_augment": bool(cfg["model"].get("augment"))},
         "train": {"steps_budget": args.steps, "time_limit_minutes": args.time_limit,
                   "epochs_run": len(history), "steps_run": fold.get("steps", history[-1].get("steps") if history else None),
                   "stopped_by_time_limit": fold.get("stopped_by_time_limit"), "best_epoch": fold.get("best_epoch"),
@@ -152,6 +173,10 @@ def main(argv: list[str] | None = None) -> Path:
         | {"per_class_accuracy": {k: v["accuracy"] for k, v in
                                   results["majority"]["metrics"]["karyotype"]["per_class"].items()}},
         "training_slides_check": seen,
+        # medseg.evaluation.karyotype_cells: the classical floor on the same chromosomes, and per-cell decisions
+        "baseline": _compact(soft.get("baseline")),
+        "per_cell_assignment": _compact(soft.get("learned")),
+        "most_confused_pairs": confused_pairs(soft["confusion_matrix"], soft["class_names"]),
         "pixel_mean": results["soft"]["metrics"].get("mean"),
         "report": str(work / "evaluation_soft" / "report.md"),
         "licence": "derived from the M-FISH Image Set #1; notice: ../shared/data/mfish/README.TXT",

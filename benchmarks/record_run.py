@@ -12,10 +12,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
+
+
+def device_name(device: str | None = None) -> str:
+    """What a benchmark ran on, for its record: the GPU's name when ``device`` is CUDA (or None and torch sees a
+    GPU), else the CPU's model and cores."""
+    try:
+        import torch
+
+        if (device is None or str(device).startswith("cuda") or device == "auto") and torch.cuda.is_available():
+            return torch.cuda.get_device_name(torch.device(device if str(device).startswith("cuda") else "cuda"))
+    except ImportError:
+        return "unknown"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -37,12 +51,7 @@ def main(argv: list[str] | None = None) -> Path:
         if h.is_file():
             history[fold.name] = json.loads(h.read_text())
     if args.device is None:
-        try:
-            import torch
-
-            args.device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()}, {__import__('os').cpu_count()} cores)"
-        except ImportError:
-            args.device = "unknown"
+        args.device = device_name()
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

@@ -84,3 +84,21 @@ def test_a_missing_folder_or_an_unknown_set_is_a_clear_error(tmp_path, small_mfi
         load_data(_cfg(tmp_path, small_mfish, "mfish:pairs", f"data.mfish_source={tmp_path / 'nowhere'}")["data"], 4)
     with pytest.raises(DataValidationError, match="unknown M-FISH set 'mfish:metaphases'"):
         load_data(_cfg(tmp_path, small_mfish, "mfish:metaphases")["data"], 4)
+
+
+def test_a_set_built_by_two_processes_at_once_keeps_the_first_copy(tmp_path):
+    """Two processes making the same set: the second one's rename finds the first one's folder (not empty, so
+    the rename fails) and takes it instead of failing."""
+    from medseg.data.mfish_sets import _build
+
+    final = tmp_path / "sets" / "real"
+
+    def make(tmp):
+        (tmp / "pairs.h5").write_text("mine")
+        if not final.exists():  # the other process finishes while this one is still writing
+            final.mkdir(parents=True)
+            (final / "pairs.h5").write_text("theirs")
+
+    assert _build(final, make) == final
+    assert (final / "pairs.h5").read_text() == "theirs"
+    assert [p.name for p in final.parent.iterdir()] == ["real"]  # no temporary folder left

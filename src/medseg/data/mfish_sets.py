@@ -39,7 +39,7 @@ from medseg.paths import medseg_home
 
 __all__ = ["KINDS", "find_mfish_source", "mfish_set_path"]
 
-KINDS = ("pairs", "synth", "both", "karyotype")
+KINDS = ("pairs", "synth", "both", "karyotype", "karyotype-upright")
 PUBLISHED_PAIRS = 13_434
 
 
@@ -78,7 +78,12 @@ def _build(final: Path, make) -> Path:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the set is an ordinary folder
     try:
         make(tmp)
-        tmp.replace(final)
+        try:
+            tmp.replace(final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            # another process finished the same set first: its copy is as good as ours
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
@@ -139,20 +144,23 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
     return _build(_set_root(source) / f"both_{n_pairs}_s{seed}", make) / "both.h5"
 
 
-def _karyotype(source: Path, progress: bool) -> Path:
+def _karyotype(source: Path, progress: bool, layout: str = "canvas") -> Path:
     import sys
 
+    from medseg.data.karyotype_features import UPRIGHT_SHAPE
     from medseg.data.mfish_karyotype import CANVAS, run_mfish_karyotype
 
     def make(tmp: Path) -> None:
-        s = run_mfish_karyotype(source, tmp / "karyotype.h5", progress=progress)
+        s = run_mfish_karyotype(source, tmp / "karyotype.h5", layout=layout, progress=progress)
         if progress:
             counts = ", ".join(f"{name} {v['train']}/{v['test']}" for name, v in s["per_class"].items())
             print(f"mfish:karyotype: {s['n_images']} chromosomes ({s['n_train']} training, {s['n_test']} test on the "
                   f"held-out slides {', '.join(s['held_out_slides'])}); per class train/test: {counts}; left out: "
                   + ", ".join(f"{k} {v}" for k, v in s["left_out"].items()), file=sys.stderr)
 
-    return _build(_set_root(source) / f"karyotype_c{CANVAS}", make) / "karyotype.h5"
+    # _f: the sets carry the hand-made features (sets built before them lack the HDF5 'features')
+    name = f"karyotype_c{CANVAS}_f" if layout == "canvas" else "karyotype_upright_{}x{}".format(*UPRIGHT_SHAPE)
+    return _build(_set_root(source) / name, make) / "karyotype.h5"
 
 
 def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
@@ -166,6 +174,6 @@ def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
         return _real(source, progress)
     if kind == "synth":
         return _synth(source, n_pairs, seed, progress)
-    if kind == "karyotype":
-        return _karyotype(source, progress)
+    if kind in ("karyotype", "karyotype-upright"):
+        return _karyotype(source, progress, "upright" if kind == "karyotype-upright" else "canvas")
     return _both(source, n_pairs, seed, progress)
