@@ -41,12 +41,15 @@ def test_predict_writes_instances_atomically(models, tmp_path):
     for _ in range(2):  # the second run replaces the first result whole
         result = _run("predict", semantic, image, "--pair-model", pair, "-o", out, "--device", "cpu")
         assert result.exit_code == 0, result.output
-        assert "1 chromosomes: 1 alone" in result.output
+        assert "≈ 1 single" in result.output and "far from the 46" in " ".join(result.output.split())
     assert [p.name for p in out.iterdir()] == ["meta1D"]  # no temporary folder left
     folder = out / "meta1D"
     meta = json.loads((folder / "instances.json").read_text())
     assert meta["n_instances"] == 1 and meta["instances"][0]["area"] == 64 * 80
     assert meta["instances"][0]["bbox"] == {"top": 0, "left": 0, "height": 64, "width": 80}
+    assert meta["instances"][0]["status"] == "single"
+    rows = (folder / "chromosomes.csv").read_text().splitlines()
+    assert rows[0].startswith("id,status,") and rows[1].startswith("1,single,1,5120,0,0,64,80,")
     labels = np.array(Image.open(folder / "meta1D_labels.png"))
     assert labels.shape == (64, 80) and set(np.unique(labels)) == {1}
     cutout = np.array(Image.open(folder / "instances" / "chromosome_001_cutout.png"))

@@ -1055,12 +1055,22 @@ def _predict_metaphases(predictor, model: Path, pair_model: Optional[Path], imag
 
         def classify(image, instances):
             return classify_instances(karyo, image, instances, vote=karyotype_vote)
+    from medseg.inference.instance_status import chromosomes_csv, instance_statuses, status_summary
+
+    def extra_keys(image, instances):  # every record's status (single, clump, ...), with its class if classified
+        statuses = instance_statuses(instances, image.shape, image)
+        classes = classify(image, instances) if classify is not None else [{}] * len(instances)
+        return [{**c, **st} for c, st in zip(classes, statuses, strict=True)]
+
     for path in images:
-        s = predict_metaphase_file(predictor, pair, path, out, classify=classify)
-        c = s["counts"]
-        console.print(f"{path} → {s['out']}  {s['n_instances']} chromosomes: {c['whole']} alone, {c['pair_model']} "
-                      f"crossings split by the pair model, {sum(c[k] for k in FALLBACKS)} clusters kept whole ("
-                      + ", ".join(f"{k} {c[k]}" for k in FALLBACKS) + ")")
+        s = predict_metaphase_file(predictor, pair, path, out, classify=extra_keys)
+        Path(s["out"], "chromosomes.csv").write_text(chromosomes_csv(s["instances"]), encoding="utf-8")
+        c, headline = s["counts"], status_summary(s["instances"])
+        console.print(f"{path} → {s['out']}  {s['n_instances']} objects: {headline['text']} ({c['pair_model']} "
+                      f"crossings split by the pair model, {sum(c[k] for k in FALLBACKS)} clusters kept whole: "
+                      + ", ".join(f"{k} {c[k]}" for k in FALLBACKS) + "); chromosomes.csv")
+        if headline["warning"]:
+            console.print(f"  warning: {headline['warning']}")
         if classify is not None:
             named = [r["class_name"] for r in s["instances"] if r.get("class_name")]
             console.print(f"  karyotype ({karyotype_vote} vote): {len(named)} of {s['n_instances']} chromosomes "
@@ -1081,8 +1091,8 @@ def evaluate_metaphases_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="Only the first N metaphases (quick look)."),
     device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
     trust_code: bool = TrustCodeOpt,
-    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="otsu", help="No model: Otsu's threshold + "
-                                           "distance watershed (the classical baseline), scored the same way."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", metavar="NAME", help="otsu (the one there is): no "
+                                           "model, Otsu's threshold + distance watershed, scored the same way."),
     debris_rules: bool = typer.Option(True, "--debris-rules/--no-debris-rules", help="Leave out specks, nuclei and "
                                       "border fragments by size and shape against the metaphase's median chromosome."),
 ):

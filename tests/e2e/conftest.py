@@ -153,11 +153,13 @@ def chromium_executable() -> str:
 
 
 @pytest.fixture(scope="module")
-def live_server(chromium_executable, tmp_path_factory):
-    """A real ``medseg serve`` with models ``phantom_ct`` (3D, demo) and ``chromo2d`` (2D), users alice, bob."""
+def live_server(chromium_executable, tmp_path_factory, constant_model):
+    """A real ``medseg serve`` with models ``phantom_ct`` (3D, demo), ``chromo2d`` (2D) and ``metaphase``
+    (background / chromosome / overlap, chromosome everywhere: one whole-image instance), users alice, bob."""
     root = tmp_path_factory.mktemp("e2e")
     models = {"phantom_ct": _SERVER._save_3d(root / "models" / "phantom_ct", 5.0, 0),
-              "chromo2d": _SERVER._save_2d(root / "models" / "chromo2d")}
+              "chromo2d": _SERVER._save_2d(root / "models" / "chromo2d"),
+              "metaphase": constant_model(root / "models" / "metaphase", ["background", "chromosome", "overlap"], 1)}
     home = root / "home"
     for name in USERS:
         add_user(home, name, _SERVER.PASSWORD)

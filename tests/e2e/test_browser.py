@@ -1,8 +1,8 @@
 """The web system end to end: a real ``medseg serve`` driven through a real headless Chromium (Playwright).
 
 Sign-in, upload through the page, the job's progress until done, the slice viewer (keys, slider, autoplay,
-opacity, legend), downloads opened with nibabel / pydicom, a refused upload, a 2D image, sign-out and
-another user's view. Fixtures (server, browser, inputs) are in ``conftest.py``.
+opacity, legend), downloads opened with nibabel / pydicom, a refused upload, a 2D image, a metaphase's
+statuses, sorting and click-to-select, sign-out and another user's view. Fixtures (server, browser, inputs) are in ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -168,10 +168,10 @@ def test_sign_in_refuses_a_wrong_password_then_shows_the_main_view(new_page, liv
     expect(page.locator("#main-view")).to_be_visible()
     expect(page.locator("#login-view")).to_be_hidden()
     expect(page.locator("#whoami")).to_have_text("alice")
-    # a model trained on phantom data is flagged on the page, and both models are offered
+    # a model trained on phantom data is flagged on the page, and every model is offered
     expect(page.locator("#demo-banner")).to_be_visible()
     expect(page.locator("#demo-banner")).to_contain_text(MODEL_3D)
-    expect(page.locator("#model-select option")).to_have_count(2)
+    expect(page.locator("#model-select option")).to_have_count(3)
 
 
 def test_upload_runs_the_job_and_the_viewer_opens_at_the_first_slice(alice, nifti_study, inputs):
@@ -372,7 +372,7 @@ SLICE_CONTROLS = ("#autoplay", "#slice-slider", "#slice-index")
 
 
 def test_a_2d_image_is_a_one_slice_study(alice, png_study, inputs):
-    expect(study(alice, png_study).locator(".meta")).to_contain_text("40×48 image")
+    expect(study(alice, png_study).locator(".meta")).to_contain_text("48 × 40 px image")  # width × height
     open_viewer(alice, png_study, 1)
     expect_slice(alice, 0, 1)
     # one image: nothing to play or step through, so no Play button, no slider and no "1 / 1"
@@ -382,7 +382,7 @@ def test_a_2d_image_is_a_one_slice_study(alice, png_study, inputs):
     assert image_loaded(alice, "#img-original") == 48
     alice.keyboard.press("ArrowRight")
     expect(alice.locator("#slice-index")).to_have_text("1 / 1")
-    expect(alice.locator("#download-label")).to_have_text("Label (PNG)")
+    expect(alice.locator("#download-label")).to_have_text("Label (PNG, class indices)")
     expect(alice.locator("#legend li")).to_have_text(model_classes(alice, MODEL_2D))
     # the legend's colours are the one palette's (medseg.palette), as in every figure: α red, β green, overlap blue
     swatches = alice.locator("#legend .swatch").evaluate_all("els => els.map((el) => getComputedStyle(el).backgroundColor)")
@@ -416,6 +416,88 @@ def test_a_study_row_opens_on_a_click_or_enter(alice, nifti_study, png_study, in
     # and the "Open" button still opens
     study(page, png_study).locator(".open").click()
     expect(page.locator("#viewer-title")).to_have_text(inputs["png"].name)
+
+
+# A made-up metaphase of three objects on the 48 × 40 image: the server's one whole-image instance stands in
+# for the job, and the table and the instance layer the page fetches are replaced by these (the server side of
+# statuses is tested in tests/server/test_metaphase_instances.py).
+MADE_UP = [
+    {"id": 1, "bbox": {"top": 4, "left": 4, "height": 8, "width": 20}, "area": 160, "separated_by": "whole",
+     "overlaps_with": [], "status": "single", "estimated_count": 1, "colour": "#e62828"},
+    {"id": 2, "bbox": {"top": 20, "left": 6, "height": 16, "width": 30}, "area": 480, "separated_by": "whole",
+     "overlaps_with": [], "status": "clump", "estimated_count": 3, "colour": "#28c828"},
+    {"id": 3, "bbox": {"top": 2, "left": 40, "height": 4, "width": 6}, "area": 24, "separated_by": "whole",
+     "overlaps_with": [], "status": "doubtful", "estimated_count": 0, "colour": "#285aff"},
+]
+
+
+def _made_up_layer() -> bytes:
+    import io
+
+    layer = np.zeros((40, 48, 4), np.uint8)
+    for r in MADE_UP:
+        b = r["bbox"]
+        layer[b["top"]:b["top"] + b["height"], b["left"]:b["left"] + b["width"]] = \
+            [*bytes.fromhex(r["colour"][1:]), 255]
+    out = io.BytesIO()
+    Image.fromarray(layer).save(out, format="PNG")
+    return out.getvalue()
+
+
+def click_object(page: Page, record: dict) -> None:
+    """A click at the centre of ``record``'s box on the prediction, wherever zoom and pan put it."""
+    box = page.locator("#img-overlay").bounding_box()
+    b = record["bbox"]
+    page.mouse.click(box["x"] + box["width"] * (b["left"] + b["width"] / 2) / 48,
+                     box["y"] + box["height"] * (b["top"] + b["height"] / 2) / 40)
+
+
+def test_metaphase_statuses_sort_and_click_to_select(alice, inputs, tmp_path):
+    import csv
+    import io
+    import json
+    import zipfile
+
+    page = alice
+
+    def table(route):
+        data = route.fetch().json()
+        route.fulfill(json={**data, "instances": MADE_UP})
+
+    page.route("**/api/results/*/instances", table)
+    page.route("**/slices/0/instances.png", lambda route: route.fulfill(body=_made_up_layer(), content_type="image/png"))
+    try:
+        sid = upload(page, inputs["png"], model="metaphase")
+        expect(study(page, sid).locator(".meta")).to_contain_text("≈ 1 chromosomes · 0 doubtful")
+        open_viewer(page, sid, 1)
+        expect(page.locator("#instances-title")).to_contain_text("≈ 1 single · 0 clumps (≈ 0) · 0 doubtful")
+        expect(page.locator("#instances-warning")).to_contain_text("far from the 46")
+        rows = page.locator("#instances-table tbody tr")
+        expect(rows.locator("td.instance-status")).to_have_text(["single", "probable clump (≈ 3)", "doubtful: debris / nucleus?"])
+        expect(page.locator("#instance-numbers span")).to_have_text(["1", "2", "3"])
+        page.click('#instances-table th[data-sort="area"]')  # largest first, then the other way
+        ids = page.locator("#instances-table tbody td:first-child")
+        expect(ids).to_have_text(["2", "1", "3"])
+        page.click('#instances-table th[data-sort="area"]')
+        expect(ids).to_have_text(["3", "1", "2"])
+        wait_until(lambda: image_loaded(page, "#img-overlay") == 48, what="the instance layer")
+        click_object(page, MADE_UP[1])
+        expect(page.locator("#instances-table tr.pinned td:first-child")).to_have_text("2")
+        page.click("#zoom-in")  # 1.5 × about the centre: object 1 moves, a click on it still finds it
+        click_object(page, MADE_UP[0])
+        expect(page.locator("#instances-table tr.pinned td:first-child")).to_have_text("1")
+        page.click("#show-numbers")
+        expect(page.locator("#instance-numbers")).to_be_hidden()
+        expect(page.locator(".downloads a >> nth=0")).to_have_text("Chromosomes (zip)")
+        with zipfile.ZipFile(download(page, "#download-instances", tmp_path)) as zf:
+            rows_csv = list(csv.DictReader(io.StringIO(zf.read("cells/chromosomes.csv").decode())))
+            real = json.loads(zf.read("cells/instances.json"))["instances"]
+        assert [(int(r["id"]), r["status"], int(r["area_px"])) for r in rows_csv] == \
+            [(r["id"], r["status"], r["area"]) for r in real] == [(1, "single", 40 * 48)]
+    finally:
+        page.unroute("**/api/results/*/instances")
+        page.unroute("**/slices/0/instances.png")
+        page.click("#zoom-fit")
 
 
 def test_sign_out_and_another_user_sees_none_of_it(new_page, live_server, nifti_study):

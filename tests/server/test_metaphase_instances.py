@@ -10,6 +10,7 @@ the drawn scene by its grey values (the semantic model: chromosome / overlap; th
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import zipfile
@@ -131,6 +132,11 @@ def test_metaphase_result_holds_the_instances_split_by_the_pair_model(make_serve
     assert records["several_overlaps"]["area"] == scene["cluster"].sum()
     assert sorted(r["area"] for r in split) == sorted([scene["b"].sum(), scene["a"].sum()])  # each whole, overlap in both
     assert split[0]["overlaps_with"] == [split[1]["id"]] and split[1]["overlaps_with"] == [split[0]["id"]]
+    # statuses against the median object (330 px): the bar alone, the two halves, the cluster of 1.8 × median
+    assert (records["whole"]["status"], records["several_overlaps"]["status"]) == ("single", "clump")
+    assert [r["status"] for r in split] == ["crossing_split"] * 2
+    assert info["statuses"]["text"].startswith("≈ 1 single · 2 from split crossings · 1 clump (≈ 2) · 0 doubtful")
+    assert info["statuses"]["estimate"] == 5 and "far from the 46" in info["statuses"]["warning"]
 
     zf = _zip(server, h, result)
     names = set(zf.namelist())
@@ -144,6 +150,9 @@ def test_metaphase_result_holds_the_instances_split_by_the_pair_model(make_serve
             "meta_1D/meta_1D_instances.png"} <= names
     zipped = json.loads(zf.read("meta_1D/instances.json"))
     assert zipped["instances"] == [{k: v for k, v in r.items() if k != "colour"} for r in table["instances"]]
+    rows = list(csv.DictReader(io.StringIO(zf.read("meta_1D/chromosomes.csv").decode())))
+    assert [(int(r["id"]), r["status"], int(r["area_px"]), int(r["top"])) for r in rows] == \
+        [(r["id"], r["status"], r["area"], r["bbox"]["top"]) for r in table["instances"]]
 
     layer = np.array(Image.open(io.BytesIO(server.client.get(
         result["slice_url"].format(k=0, kind="instances"), headers=h).content)))
@@ -153,16 +162,20 @@ def test_metaphase_result_holds_the_instances_split_by_the_pair_model(make_serve
     colour = records["whole"]["colour"]
     assert "#{:02x}{:02x}{:02x}".format(*layer[8, 20, :3]) == colour and layer[8, 20, 3] < 255  # fill, not outline
     assert layer[5, 20, 3] == 255  # its outline is opaque
-    semantic = np.array(Image.open(io.BytesIO(server.client.get(result["downloads"]["png"], headers=h).content)))
+    label = server.client.get(result["downloads"]["png"], headers=h)
+    assert "label_class_indices.png" in label.headers["content-disposition"]  # not a picture: values 0, 1, 2
+    semantic = np.array(Image.open(io.BytesIO(label.content)))
     assert semantic[scene["overlap"]].min() == 2 and semantic[scene["alone"]].max() == 1
 
 
-def test_without_a_pair_model_crossings_are_kept_whole_and_classes_pass_through(make_server, models, scene, monkeypatch):
+def test_without_a_pair_model_crossings_are_kept_whole_and_classes_pass_through(make_server, models, scene, monkeypatch,
+                                                                                caplog):
     from medseg.inference.instances import Instance
 
     record = Instance.record  # a karyotype classifier's keys on a record reach the table unchanged
     monkeypatch.setattr(Instance, "record", lambda self: {**record(self), "class": 1, "class_name": "chr1",
                                                           "class_confidence": 0.75})
+    caplog.set_level("INFO", logger="medseg.server")
     server = _server(make_server, models, pair=False)
     h = server.user("alice")
     assert server.client.get("/api/models", headers=h).json()[0]["pair_model"] is None
@@ -170,7 +183,9 @@ def test_without_a_pair_model_crossings_are_kept_whole_and_classes_pass_through(
     result = _segment(server, h, scene["path"])
     info = result["instances"]
     assert info["n"] == 3 and info["counts"]["no_pair_model"] == 1 and info["split"] == 0
-    assert "no pair model" in info["note"] and info["pair_model"] is None
+    assert "no pair model" in info["note"] and "administrator" in info["note"] and "--pair-model" not in info["note"]
+    assert info["pair_model"] is None
+    assert any("--pair-model" in r.getMessage() for r in caplog.records)  # the operator's fix: in the server log
     assert "; 1 × a crossing of two, with no pair model to split it)" in info["text"]
     table = server.client.get(info["table_url"], headers=h).json()
     assert table["pair_model"] is None and table["pair_model_version"] is None
@@ -339,3 +354,15 @@ def test_a_bad_karyotype_model_is_refused_at_start(tmp_path, models, karyotype_m
     result = CliRunner().invoke(app, ["serve", "--model", str(semantic), "--karyotype-model", str(karyotype_model),
                                       "--karyotype-vote", "mean", "--home", str(tmp_path / "cli-home")])
     assert result.exit_code == 2 and "--karyotype-vote takes soft or majority" in result.output
+
+
+def test_neighbouring_ids_get_distant_palette_colours():
+    from medseg.inference.instances import instance_colours
+    from medseg.server.metaphase import instance_lut
+
+    for n in (1, 2, 7, 46, 60):
+        lut, palette = instance_lut(n), instance_colours(n)
+        assert (lut[0] == 0).all() and sorted(map(tuple, lut[1:])) == sorted(map(tuple, palette))  # each colour once
+        index = [next(k for k, c in enumerate(palette) if (c == row).all()) for row in lut[1:]]
+        if n >= 7:  # ids i and i + 1 (neighbours in raster order) are a third of the palette apart or more
+            assert min(min(abs(a - b), n - abs(a - b)) for a, b in zip(index, index[1:])) >= n // 3

@@ -149,7 +149,9 @@ class ResultOut(BaseModel):
     instances: dict | None = Field(None, description="A metaphase result's chromosome instances, once done: n, counts "
                                                      "(alone, split by the pair model, kept whole and why), pair_model, "
                                                      "note, karyotype_model (with one: class_counts, unclassified, "
-                                                     "classes_text); the per-chromosome records at table_url")
+                                                     "classes_text), statuses (counts per status, the estimate of "
+                                                     "chromosomes, text: the headline, warning when far from 46); "
+                                                     "the per-chromosome records at table_url")
     warnings: list[str] = Field([], description="What to check about this result (e.g. an input that records no "
                                                 "modality for a CT model); once done")
     slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference, or "
@@ -610,15 +612,16 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
         if not path.is_file():
             raise HTTPException(404, "file missing")
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", result["study_name"]).split(".")[0][:60] or "study"
+        saved_as = exports.SAVED_AS.get(fmt, exports.DOWNLOADS[fmt])
         return immutable_file(request, path, exports.MEDIA_TYPES[fmt],
-                              filename=f"{stem}_{result['model_id']}_{exports.DOWNLOADS[fmt]}")
+                              filename=f"{stem}_{result['model_id']}_{saved_as}")
 
     @app.get("/api/results/{result_id}/instances", tags=["results"])
     def instances(result_id: str, user: User = Depends(current_user)):
         """A metaphase result's chromosome instances: ``instances.json`` as in the ``instances`` download (per
-        chromosome: id, bbox, area, separated_by, overlaps_with, and class, class_name, class_confidence — or
-        class_note, why none — when the server's karyotyping model (--karyotype-model) gave them; the counts and the
-        models' names and versions), each record with its ``colour`` in the ``instances`` layer."""
+        chromosome: id, bbox, area, separated_by, overlaps_with, status, estimated_count, status_reason, and class,
+        class_name, class_confidence — or class_note, why none — when the server's karyotyping model
+        (--karyotype-model) gave them; the counts and the models' names and versions), each record with its ``colour`` in the ``instances`` layer."""
         result = own_result(result_id, user)
         ready(result)
         if not (result.get("summary") or {}).get("instances"):

@@ -62,6 +62,9 @@ DOWNLOADS = {  # format -> file name in the result folder
     "summary.csv": "summary.csv",
     "instances": "instances.zip",
 }
+#: The name a download is saved under where the stored one would mislead: a 2D label PNG holds class indices
+#: (0, 1, 2, ...), black in an image viewer.
+SAVED_AS = {"png": "label_class_indices.png"}
 MEDIA_TYPES = {
     "nifti": "application/gzip", "hdf5": "application/x-hdf5", "png": "image/png", "dicom-seg": "application/dicom",
     "png-slices": "application/zip", "slicer-seg": "application/octet-stream",

@@ -14,12 +14,16 @@ the files a karyotyper takes away. In the result folder:
 
 * ``instances.zip`` (download ``instances``): ``<stem>/`` exactly as ``medseg predict`` writes it — the semantic and
   instance label maps, ``instances/chromosome_NNN_mask.png`` + ``_cutout.png`` per chromosome, the instance figure
-  and ``instances.json``;
+  and ``instances.json``, plus ``chromosomes.csv`` (one row per chromosome:
+  :func:`~medseg.inference.instance_status.chromosomes_csv`);
 * ``instances.json`` (``GET /api/results/{id}/instances``, the page's table) and ``instance_labels.png`` (16-bit
   instance ids) beside it;
 * ``slices/instances/0000.png``: the viewer's instance layer (slice kind ``instances``), every chromosome in its own
-  colour (the figure's), its fill half transparent and its outline opaque, overlap pixels (in two chromosomes)
-  white.
+  colour (:func:`instance_lut`: neighbours far apart), its fill half transparent and its outline opaque, overlap
+  pixels (in two chromosomes) white.
+
+Every record carries its status (single, crossing, clump with an estimated count, doubtful:
+:mod:`medseg.inference.instance_status`) and ``statuses`` the headline built from them.
 
 The result's summary keeps the counts only (``summary.instances``: with a karyotyping model also the number of
 chromosomes per class), not the per-chromosome records, so a study list stays small whatever the image holds. A segmentation that falls into more than :data:`MAX_INSTANCES` pieces
@@ -28,6 +32,7 @@ is no metaphase: its semantic result is kept, without instances, and a warning s
 
 from __future__ import annotations
 
+import logging
 import re
 import zipfile
 from pathlib import Path
@@ -43,18 +48,23 @@ from medseg.inference.instances import (
     separate_instances,
     write_instance_outputs,
 )
+from medseg.inference.instance_status import chromosomes_csv, instance_statuses, status_summary
 from medseg.inference.karyotype import classify_instances
 from medseg.server.slices import FILL_ALPHA, slice_file
 
+log = logging.getLogger("medseg.server")
 LAYER = "instances"  # the slice kind of the instance layer (and its folder under slices/)
 FILES = {"json": "instances.json", "labels": "instance_labels.png", "zip": "instances.zip"}
 MAX_INSTANCES = 2000  # a metaphase holds ~46 chromosomes; thousands of pieces are noise, not chromosomes
-NO_PAIR_NOTE = ("no pair model on this server (medseg serve --pair-model PAIR_RUN): every crossing of two chromosomes "
-                "is kept whole, as one instance")
+NO_PAIR_NOTE = ("This server has no pair model, so each crossing of two chromosomes is kept whole as one object "
+                "(counted as two in the estimate): separate them by hand, or ask the administrator for a pair model.")
+#: The fix only an operator can make: to the server log, not to the page.
+NO_PAIR_LOG = "metaphase result without a pair model: start medseg serve with --pair-model PAIR_RUN to split crossings"
 REASONS = {  # why a component was kept whole (medseg.inference.instances.FALLBACKS)
     "several_overlaps": "with two or more overlaps: three or more chromosomes, or two crossing twice",
     "no_pair_model": "a crossing of two, with no pair model to split it",
     "pair_model_failed": "a crossing of two that the pair model could not split",
+    "pair_model_unsure": "a crossing of two whose split the pair model was unsure of",
 }
 
 
@@ -68,13 +78,26 @@ def file_stem(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", base).strip("._")[:60] or "image"
 
 
-def instance_rgba(label_map: np.ndarray, shared: np.ndarray, n: int) -> np.ndarray:
-    """(H, W) instance ids (0 none) → the viewer's RGBA layer: instance i in colour i of
-    :func:`~medseg.inference.instances.instance_colours` (the figure's), fill alpha :data:`FILL_ALPHA`, its
-    outline (4-neighbourhood: a pixel beside another id) opaque; ``shared`` pixels opaque white."""
-    ids = np.asarray(label_map)
+def instance_lut(n: int) -> np.ndarray:
+    """(n + 1, 3) uint8: row i the viewer's colour of instance i (row 0 black). Ids follow the bounding boxes'
+    raster order, so neighbours have near ids; consecutive palette colours are alike, so instance i takes colour
+    (i − 1) · step mod n of :func:`~medseg.inference.instances.instance_colours`, step ≈ 0.38 n and coprime
+    to n: every colour once, neighbours far apart in the palette."""
     lut = np.zeros((n + 1, 3), np.uint8)
-    lut[1:] = instance_colours(n)
+    if n:
+        step = max(1, round(0.382 * n))
+        while np.gcd(step, n) != 1:
+            step += 1
+        lut[1:] = instance_colours(n)[(np.arange(n) * step) % n]
+    return lut
+
+
+def instance_rgba(label_map: np.ndarray, shared: np.ndarray, n: int) -> np.ndarray:
+    """(H, W) instance ids (0 none) → the viewer's RGBA layer: instance i in its colour of :func:`instance_lut`,
+    fill alpha :data:`FILL_ALPHA`, its outline (4-neighbourhood: a pixel beside another id) opaque; ``shared``
+    pixels opaque white."""
+    ids = np.asarray(label_map)
+    lut = instance_lut(n)
     out = np.zeros((*ids.shape, 4), np.uint8)
     out[..., :3] = lut[ids]
     padded = np.pad(ids, 1)
@@ -123,13 +146,18 @@ def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: n
         return None, [f"the segmentation falls into {n} pieces (more than {MAX_INSTANCES}): this does not look like a "
                       "metaphase, so no chromosome instances are given"]
     pair = None if entry.pair is None else {"name": entry.pair.name, "version": entry.pair.version}
+    if pair is None:
+        log.info(NO_PAIR_LOG)
     stem = file_stem(study_name)
     karyotype = None if karyotype_predictor is None else entry.karyotype_model()  # {name, version, vote}
     # as medseg predict --karyotype-model: the class keys on every record
     classes = None if karyotype is None else classify_instances(karyotype_predictor, grey, result.instances,
                                                                 vote=karyotype["vote"])
+    statuses = instance_statuses(result.instances, semantic.shape, grey)  # each object's status (single, clump, ...)
+    extra = statuses if classes is None else [{**c, **s} for c, s in zip(classes, statuses, strict=True)]
     summary = instance_summary(result, image=study_name, stem=stem, semantic_model=entry.name,
-                               pair_model=None if pair is None else pair["name"], extra=classes)
+                               pair_model=None if pair is None else pair["name"], extra=extra)
+    summary["statuses"] = status_summary(summary["instances"])
     summary.update(semantic_model_version=entry.version, pair_model_version=None if pair is None else pair["version"])
     named = karyotype or {}
     summary.update(karyotype_model=named.get("name"), karyotype_model_version=named.get("version"),
@@ -137,6 +165,7 @@ def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: n
     folder = work / "instance-files" / stem
     folder.mkdir(parents=True)
     write_instance_outputs(folder, grey, result, summary, stem=stem, source=study_name)
+    (folder / "chromosomes.csv").write_text(chromosomes_csv(summary["instances"]), encoding="utf-8")
     _zip_folder(folder, out / FILES["zip"])
     (out / FILES["json"]).write_bytes((folder / "instances.json").read_bytes())
     (out / FILES["labels"]).write_bytes((folder / f"{stem}_instance_labels.png").read_bytes())
@@ -152,11 +181,11 @@ def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: n
                      "classes_text": classes_text(found, unclassified)}
     return {
         "n": n, "counts": c, "pair_model": pair, "note": None if pair is not None else NO_PAIR_NOTE,
-        "karyotype_model": karyotype, **per_class,
+        "karyotype_model": karyotype, **per_class, "statuses": summary["statuses"],
         "alone": c["whole"], "split": c["pair_model"], "kept_whole": sum(c[k] for k in FALLBACKS),
         "kept_whole_why": {k: {"count": v, "reason": REASONS[k]} for k, v in kept.items()},
         "layer": LAYER,
-        "text": (f"{n} chromosomes: {c['whole']} alone, {c['pair_model']} crossings split by the pair model"
+        "text": (f"{n} objects: {c['whole']} alone, {c['pair_model']} crossings split by the pair model"
                  + (f" ({2 * c['pair_model']} chromosomes)" if c["pair_model"] else "")
                  + f", {sum(c[k] for k in FALLBACKS)} clusters kept whole"
                  + (" (" + "; ".join(f"{v} × {REASONS[k]}" for k, v in kept.items()) + ")" if kept else "")),
@@ -170,8 +199,8 @@ def instance_table(path: Path) -> dict:
     data = json.loads(path.read_text(encoding="utf-8"))
     records = data.get("instances") or []
     ids = [int(r.get("id", 0)) for r in records]
-    colours = instance_colours(max(ids, default=0))
+    lut = instance_lut(max(ids, default=0))
     for record, i in zip(records, ids):
-        if 1 <= i <= len(colours):  # instance i is drawn in colour i - 1 (instance_rgba, the figure)
-            record["colour"] = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in colours[i - 1]))
+        if 1 <= i < len(lut):  # as instance_rgba draws it
+            record["colour"] = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in lut[i]))
     return data

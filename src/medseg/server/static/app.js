@@ -1,5 +1,6 @@
 // medseg web page: sign-in, upload, study list with job progress (polled), slice viewer, downloads.
 // Plain JavaScript, no build step and nothing loaded from elsewhere (the server's CSP allows only 'self').
+// Drawing from a result's arrays: volume.js; the chromosome table, numbers, click-to-select, zoom: instances.js.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -162,6 +163,12 @@ function warningText(result) {
   return result && result.warnings ? result.warnings.map((w) => `⚠ ${w}`).join("\n") : "";
 }
 
+// "≈ 46 chromosomes · 3 doubtful · " for a metaphase result, else nothing
+function chromosomeCountText(result) {
+  const s = result && result.instances && result.instances.statuses;
+  return s ? `≈ ${s.estimate} chromosomes · ${s.doubtful} doubtful · ` : "";
+}
+
 function statusText(study) {
   if (!study.status) return "";
   return `${study.status} ${Math.round(100 * (study.progress || 0))}%`;
@@ -205,10 +212,12 @@ function studyItem(study) {
 function updateItem(li, study) {
   const latest = study.results[study.results.length - 1];
   li.querySelector(".name").textContent = study.name;
-  const shape = study.kind === "2d" ? `${study.shape[1]}×${study.shape[2]} image` : `${study.shape.join("×")} volume`;
+  // a 2D image as width × height, as image programs give it; a volume keeps its array order
+  const shape = study.kind === "2d" ? `${study.shape[2]} × ${study.shape[1]} px image` : `${study.shape.join("×")} volume`;
   const model = latest ? `${latest.model.id}${latest.model.demo ? " (demo)" : ""}` : "";
+  const counted = chromosomeCountText(latestDone(study));
   li.querySelector(".meta").textContent =
-    `${shape} · ${study.input_format}${study.has_reference ? " + reference" : ""} · ${model} · ` +
+    `${shape} · ${study.input_format}${study.has_reference ? " + reference" : ""} · ${model} · ${counted}` +
     `${study.results.length} result${study.results.length === 1 ? "" : "s"} · ${new Date(study.created_at).toLocaleString()}`;
   const status = li.querySelector(".status");
   status.textContent = statusText(study);
@@ -301,8 +310,10 @@ function openStudy(id, resultId) {
     study, result, k: 0, n: result.n_slices || 1, hidden: new Set(),
     // a metaphase result opens on its chromosome instances; the classes are one click away
     layer: result.instances ? result.instances.layer : "label", instances: [], pinned: null,
+    sort: { key: "id", dir: 1 }, view: { zoom: 1, tx: 0, ty: 0 },
     volume: null, loading: Boolean(result.volume_url),
   };
+  applyView();
   for (const canvas of document.querySelectorAll("#viewer .stack canvas")) {
     canvas.width = 0;  // nothing of the study shown before while this one loads
     delete canvas.dataset.slice;
@@ -467,7 +478,7 @@ function renderLegend(result) {
   if (result.instances && state.viewer && state.viewer.layer === result.instances.layer) {
     // the instance layer: one colour per chromosome (the table's swatches), overlap pixels white; the swatch is a
     // generic three-colour bar in no class's colours (class colours come from the API only: test_palette)
-    for (const [colour, text] of [[null, "each chromosome its own colour (table below)"],
+    for (const [colour, text] of [[null, "each chromosome its own colour (see the table)"],
                                   ["#ffffff", "overlap: in two chromosomes"]]) {
       const li = document.createElement("li");
       const swatch = document.createElement("span");
@@ -532,9 +543,12 @@ function renderDownloads(study, result) {
   const first = d.png ? "png" : d["png-slices"] ? "png-slices" : study.input_format === "hdf5" ? "hdf5" : "nifti";
   const labelLink = $("download-label");
   labelLink.href = d[first];
-  labelLink.textContent = `Label (${{ png: "PNG", "png-slices": "PNG slices, zip", hdf5: "HDF5", nifti: "NIfTI" }[first]})`;
+  labelLink.textContent = first === "png" ? "Label (PNG, class indices)"
+    : `Label (${{ "png-slices": "PNG slices, zip", hdf5: "HDF5", nifti: "NIfTI" }[first]})`;
   labelLink.title = result.multilabel
-    ? "bit-packed: each structure has its own bit (values 1, 2, 4, …), values add up where structures overlap" : "";
+    ? "bit-packed: each structure has its own bit (values 1, 2, 4, …), values add up where structures overlap"
+    : first === "png" ? "each pixel holds its class index (0 background, 1, 2, …): looks black in an image viewer; " +
+      "for analysis software" : "";
   const seg = $("download-dicom-seg");
   show(seg, Boolean(d["dicom-seg"]));
   seg.href = d["dicom-seg"] || "#";
@@ -553,139 +567,6 @@ function renderDownloads(study, result) {
   $("download-summary-csv").href = d["summary.csv"];
   show($("download-instances"), Boolean(d.instances));
   $("download-instances").href = d.instances || "#";
-}
-
-// ---------------------------------------------------------------------------------------------- chromosome instances
-
-// Metaphase results: the chromosome instances' layer or the classes' layer in the prediction panel.
-function renderLayerChoice(result) {
-  show($("layer-choice"), Boolean(result.instances));
-  for (const radio of document.querySelectorAll('#layer-choice input[name="layer"]')) {
-    radio.checked = radio.value === state.viewer.layer;
-  }
-  $("overlay-caption").textContent = state.viewer.layer === "label" ? "Prediction" : "Prediction: chromosomes";
-}
-
-function setLayer(layer) {
-  const v = state.viewer;
-  if (!v || !v.result.instances) return;
-  v.layer = layer === "label" ? "label" : v.result.instances.layer;
-  renderLayerChoice(v.result);
-  renderLegend(v.result);
-  showSlice(v.k);
-}
-
-const HOW = {
-  whole: "alone",
-  pair_model: "split by the pair model",
-  several_overlaps: "kept whole: several overlaps",
-  no_pair_model: "kept whole: no pair model",
-  pair_model_failed: "kept whole: pair model could not split it",
-};
-
-function countsText(info) {
-  const parts = [`${info.alone} alone`,
-    `${info.split} crossing${info.split === 1 ? "" : "s"} split by the pair model` +
-    (info.split ? ` (${2 * info.split} chromosomes)` : "")];
-  const why = Object.values(info.kept_whole_why || {}).map((w) => `${w.count} × ${w.reason}`);
-  parts.push(`${info.kept_whole} cluster${info.kept_whole === 1 ? "" : "s"} kept whole` +
-             (why.length ? ` (${why.join("; ")})` : ""));
-  if (info.counts && info.counts.specks) parts.push(`${info.counts.specks} specks under 30 px left out`);
-  const pair = info.pair_model ? ` · pair model ${info.pair_model.version}` : "";
-  return parts.join(" · ") + pair;
-}
-
-function classText(r) {
-  const name = r.class_name != null ? r.class_name : r.class != null ? String(r.class) : "";
-  if (!name) return "";
-  return r.class_confidence != null ? `${name} (${Math.round(100 * r.class_confidence)} %)` : name;
-}
-
-async function renderInstances(result) {
-  const panel = $("instances-panel");
-  const info = result.instances;
-  markInstance(null);
-  show(panel, Boolean(info));
-  if (!info) return;
-  $("instances-title").textContent = `${info.n} chromosome${info.n === 1 ? "" : "s"}`;
-  $("instances-counts").textContent = countsText(info);
-  $("instances-note").textContent = info.note ? `⚠ ${info.note}` : "";
-  show($("instances-note"), Boolean(info.note));
-  // per-class counts when the server's karyotyping model classed the chromosomes
-  const karyo = info.karyotype_model;
-  $("instances-classes").textContent = karyo && info.classes_text
-    ? `${info.classes_text} · classes by ${karyo.version} (${karyo.vote} vote)` : "";
-  show($("instances-classes"), Boolean(karyo && info.classes_text));
-  const body = $("instances-table").querySelector("tbody");
-  body.replaceChildren();
-  let table;
-  try {
-    table = await api(info.table_url);
-  } catch (err) {
-    $("instances-counts").textContent = `${countsText(info)} · the table could not be loaded: ${err.message}`;
-    return;
-  }
-  const v = state.viewer;
-  if (!v || v.result.id !== result.id) return;  // another result was opened meanwhile
-  v.instances = table.instances || [];
-  // the class column: shown when any record holds a class; a chromosome without one shows why (class_note)
-  const withClass = v.instances.some((r) => classText(r));
-  for (const cell of document.querySelectorAll("#instances-table .class-col")) show(cell, withClass);
-  for (const r of v.instances) {
-    const tr = document.createElement("tr");
-    tr.tabIndex = 0;
-    tr.dataset.id = String(r.id);
-    const cells = [String(r.id), String(r.area), HOW[r.separated_by] || r.separated_by,
-                   (r.overlaps_with || []).join(", ") || "—"];
-    if (withClass) cells.push(classText(r) || "—");
-    cells.forEach((text, i) => {
-      const td = document.createElement("td");
-      if (i === 4 && r.class_note) td.title = r.class_note;
-      if (i === 0 && r.colour) {
-        const swatch = document.createElement("span");
-        swatch.className = "swatch";
-        swatch.style.backgroundColor = r.colour;
-        td.append(swatch);
-      }
-      td.append(document.createTextNode(text));
-      tr.append(td);
-    });
-    tr.addEventListener("mouseenter", () => markInstance(r));
-    tr.addEventListener("focus", () => markInstance(r));
-    tr.addEventListener("mouseleave", () => markInstance(v.pinned));
-    tr.addEventListener("blur", () => markInstance(v.pinned));
-    tr.addEventListener("click", () => pinInstance(v.pinned && v.pinned.id === r.id ? null : r));
-    tr.addEventListener("keydown", (e) => {
-      if (e.key !== "Enter" && e.key !== " ") return;
-      e.preventDefault();
-      pinInstance(v.pinned && v.pinned.id === r.id ? null : r);
-    });
-    body.append(tr);
-  }
-}
-
-function pinInstance(record) {
-  const v = state.viewer;
-  if (!v) return;
-  v.pinned = record;
-  for (const tr of $("instances-table").querySelectorAll("tbody tr")) {
-    tr.classList.toggle("pinned", Boolean(record) && tr.dataset.id === String(record.id));
-  }
-  markInstance(record);
-}
-
-// A frame around one chromosome's bounding box over the prediction (the stack has the image's aspect ratio).
-function markInstance(record) {
-  const mark = $("instance-mark");
-  const v = state.viewer;
-  if (!record || !v) { show(mark, false); return; }
-  const [, h, w] = v.study.shape;
-  const b = record.bbox;
-  mark.style.left = `${(100 * b.left) / w}%`;
-  mark.style.top = `${(100 * b.top) / h}%`;
-  mark.style.width = `${(100 * b.width) / w}%`;
-  mark.style.height = `${(100 * b.height) / h}%`;
-  show(mark, true);
 }
 
 function sliceUrl(kind, k) {
@@ -778,6 +659,14 @@ function initViewerControls() {
   $("window-level").addEventListener("input", applyWindow);
   $("window-reset").addEventListener("click", resetWindow);
   applyOpacity();
+  initZoomPan();
+  applyGrey();
+  for (const th of document.querySelectorAll("#instances-table th[data-sort]")) {
+    th.tabIndex = 0;
+    th.title = "sort by this column (again: the other way)";
+    th.addEventListener("click", () => sortBy(th.dataset.sort));
+    th.addEventListener("keydown", (e) => { if (e.key === "Enter") sortBy(th.dataset.sort); });
+  }
   for (const radio of document.querySelectorAll('#layer-choice input[name="layer"]')) {
     radio.addEventListener("change", () => { if (radio.checked) setLayer(radio.value); });
   }
