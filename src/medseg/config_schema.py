@@ -127,7 +127,8 @@ class DataConfig(Section):
                       "\"synth:gi\" for the project's own synthesized sets (made on first use, no download), or \"mfish:pairs\" / "
                       "\"mfish:synth\" / \"mfish:both\" (real M-FISH pairs, pairs synthesized from its chromosomes, "
                       "both; made from the real folder, medseg.data.mfish_sets) / \"mfish:karyotype\" (each real "
-                      "isolated chromosome's DAPI cut-out labelled with its class 1-22, X, Y).")
+                      "isolated chromosome's DAPI cut-out labelled with its class 1-22, X, Y) / "
+                      "\"mfish:karyotype-upright\" (the same chromosomes upright, scaled to their metaphase).")
     format: str = Field("auto", description="auto | pommier | folder | uwgi (the UW-Madison GI-tract competition "
                         "folder: train.csv + train/case*/case*_day*/scans/*.png; auto detects it)")
     h5_key: str = "dataset_1"

@@ -77,3 +77,22 @@ def test_held_out_slides_one_rule():
     expected = sorted({slides[int(n[2:-1])] for n in split["test"]})
     assert held_out_slides(slides) == expected and expected
     assert held_out_slides(["A01", "A02"]) == []  # too few slides for a test set
+
+
+def test_upright_set_holds_the_same_chromosomes_upright_with_their_features(tmp_path, small_mfish):
+    from medseg.data.karyotype_features import FEATURE_NAMES, UPRIGHT_SHAPE
+    from medseg.data.mfish_karyotype import run_mfish_karyotype
+
+    canvas = run_mfish_karyotype(small_mfish, tmp_path / "c" / "k.h5", limit=3, progress=False)
+    upright = run_mfish_karyotype(small_mfish, tmp_path / "u" / "k.h5", limit=3, layout="upright", progress=False)
+    assert upright["n_images"] == canvas["n_images"] and upright["canvas"] == list(UPRIGHT_SHAPE)
+    with h5py.File(tmp_path / "c" / "k.h5") as fc, h5py.File(tmp_path / "u" / "k.h5") as fu:
+        np.testing.assert_array_equal(fc["class"][:], fu["class"][:])
+        np.testing.assert_array_equal(fc["features"][:], fu["features"][:])  # measured before any rescaling
+        assert fu["features"].shape == (upright["n_images"], len(FEATURE_NAMES))
+        pairs = fu["dataset_1"][:]
+    images, labels = pairs[..., 0], pairs[..., 1]
+    assert images.shape[1:] == UPRIGHT_SHAPE and not images[labels == 0].any() and (images[labels > 0] > 0).all()
+    rows = (labels > 0).any(axis=2).sum(axis=1)
+    cols = (labels > 0).any(axis=1).sum(axis=1)
+    assert np.median(rows) > 1.5 * np.median(cols)  # stood up along the long axis

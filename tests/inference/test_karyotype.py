@@ -40,6 +40,23 @@ def _instance(i: int, top: int, left: int, mask: np.ndarray) -> Instance:
     return Instance(id=i, bbox=(top, left, *mask.shape), mask=mask, how="whole", component=i)
 
 
+def test_an_upright_model_gets_the_upright_cutouts_of_the_training_set():
+    from medseg.data.karyotype_features import UPRIGHT_SHAPE, metaphase_cutouts
+
+    rng = np.random.default_rng(1)
+    metaphase = rng.integers(10, 250, size=(200, 200)).astype(np.uint8)
+    lying, standing = np.ones((8, 40), bool), np.ones((14, 6), bool)
+    instances = [_instance(1, 10, 20, lying), _instance(2, 100, 150, standing), _instance(3, 60, 60, standing)]
+    model = LengthModel()
+    model.meta = dict(LengthModel.meta, preprocessing={"size": list(UPRIGHT_SHAPE)})
+    out = classify_instances(model, metaphase, instances)
+    assert [o["class"] for o in out] == [1, 24, 24]  # the lying one stood up: taller than 30 px on the canvas
+    windows = [(metaphase[10:18, 20:60], lying), (metaphase[100:114, 150:156], standing),
+               (metaphase[60:74, 60:66], standing)]
+    expected = np.stack([c[0] for c in metaphase_cutouts(windows)[1]])  # the training set's rule
+    np.testing.assert_allclose(model.fed, expected / 255.0)
+
+
 def test_classify_instances_feeds_the_training_cutout_and_votes():
     rng = np.random.default_rng(0)
     metaphase = rng.integers(10, 250, size=(300, 300)).astype(np.uint8)
@@ -82,3 +99,4 @@ def test_predict_with_a_karyotype_model_adds_the_class_to_instances_json(tmp_pat
     assert "1 of 1 chromosomes classified" in result.output
     record = json.loads((tmp_path / "out" / "meta1D" / "instances.json").read_text())["instances"][0]
     assert record["class"] == 23 and record["class_name"] == "X" and 0.5 < record["class_confidence"] <= 1
+    assert (tmp_path / "out" / "meta1D" / "meta1D_karyogram.png").is_file()  # classes given: the karyogram too

@@ -31,6 +31,11 @@ none of its models saw. ``<stem>.splits.json`` names those slides (``{"test": [.
 drawn by slide from the rest by ``splits.*`` (each chromosome's slide is its split group, HDF5 dataset
 ``slide``).
 
+``mfish:karyotype-upright`` (``layout="upright"``) holds the same chromosomes and split as upright cut-outs
+relative to their metaphase (64 × 32, :func:`medseg.data.karyotype_features.upright_cutout`): the input of
+``configs/mfish/karyotype_upright.yaml``. Both sets carry every chromosome's raw hand-made features (HDF5
+``features``, :data:`~medseg.data.karyotype_features.FEATURE_NAMES`), the classical baseline's input.
+
 Layout: the Pommier HDF5 layout the existing readers take (``dataset_1``: N × 128 × 128 × 2 uint8, image and
 label), plus ``slide``, ``folder``, ``image`` (metaphase id), ``class`` (1–24) and ``area`` per chromosome;
 ``<stem>.json`` (provenance: REAL data, counts per class in training and test, what was left out and why),
@@ -47,17 +52,20 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.karyotype_features import (FEATURE_NAMES, INTENSITY_LEVEL, UPRIGHT_MEDIAN_LENGTH, UPRIGHT_SHAPE,
+                                            chromosome_features, metaphase_cutouts)
 from medseg.data.mfish import find_metaphases, find_unlabelled, licence_notice, read_metaphase, slide_of
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
 
-__all__ = ["CANVAS", "KARYOTYPE_CLASSES", "MARGIN", "MIN_AREA", "chromosome_cutout", "class_name",
+__all__ = ["CANVAS", "KARYOTYPE_CLASSES", "LAYOUTS", "MARGIN", "MIN_AREA", "chromosome_cutout", "class_name",
            "is_karyotype_task", "run_mfish_karyotype"]
 
 #: Class 0 background, then the karyotype classes as the label maps number them (1–22, 23 = X, 24 = Y).
 KARYOTYPE_CLASSES = ("background", *(str(c) for c in range(1, 23)), "X", "Y")
 CANVAS = 128  # px, square: the largest isolated chromosome's box (119 px) + 2 × MARGIN fits
 MARGIN = 4  # px of background kept around a chromosome's bounding box on the canvas
+LAYOUTS = ("canvas", "upright")  # unscaled on a square canvas / upright, scaled to its metaphase
 MIN_AREA = 30  # px: smaller isolated components are specks (as medseg.inference.instances.MIN_AREA)
 _DATASET = "M-FISH Image Set #1 (PSI / Advanced Digital Imaging Research, 2000), as published in jeanpat/MFISH"
 
@@ -102,9 +110,10 @@ def chromosome_cutout(grey: np.ndarray, mask: np.ndarray, size: int = CANVAS,
 
 def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANVAS, margin: int = MARGIN,
                         min_area: int = MIN_AREA, split_seed: int = 0, limit: int | None = None,
-                        progress: bool = True) -> dict:
+                        layout: str = "canvas", progress: bool = True) -> dict:
     """Write the karyotyping set of the M-FISH folder ``src`` to ``output`` (``.h5``) and its sidecars (see the
-    module docstring); ``limit``: only the first N labelled metaphases. Every file is written under a temporary
+    module docstring); ``limit``: only the first N labelled metaphases; ``layout``: ``canvas`` (unscaled on the
+    ``size`` square) or ``upright`` (:func:`medseg.data.karyotype_features.upright_cutout`). Every file is written under a temporary
     name and renamed at the end. Returns the summary (the JSON's content plus the paths)."""
     import h5py
 
@@ -125,7 +134,11 @@ def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANV
         metaphases = metaphases[: int(limit)]
     notice, notice_text = licence_notice(src)
 
-    images, labels, records = [], [], []
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    shape = (size, size) if layout == "canvas" else UPRIGHT_SHAPE
+    images, labels, records, features = [], [], [], []
+    shrunk_to_fit = 0
     pair_slides: list[str] = []  # one per real pair: the held-out slides are mfish-pairs' (the same rule)
     left_out = Counter({"speck": 0, "at_metaphase_border": 0, "too_large_for_canvas": 0})
     largest = (0, 0)
@@ -136,18 +149,26 @@ def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANV
         chromosomes, specks = isolated_chromosomes(dapi, karyo, margin=0, min_px=min_area, folder=m.folder,
                                                    image_id=m.id)
         left_out["speck"] += specks
-        for ch in chromosomes:
-            if ch.at_border:
-                left_out["at_metaphase_border"] += 1
-                continue
+        whole = [ch for ch in chromosomes if not ch.at_border]
+        left_out["at_metaphase_border"] += len(chromosomes) - len(whole)
+        if not whole:
+            continue
+        raw, upright = metaphase_cutouts([(ch.image, ch.mask) for ch in whole], shape) if layout == "upright" \
+            else (np.stack([chromosome_features(ch.image, ch.mask) for ch in whole]), None)
+        for k, (ch, row) in enumerate(zip(whole, raw)):
             largest = max(largest, ch.mask.shape, key=max)
-            cut = chromosome_cutout(ch.image, ch.mask, size, margin)
-            if cut is None:
-                left_out["too_large_for_canvas"] += 1
-                continue
-            image, mask = cut
+            if upright is not None:
+                image, mask, shrunk = upright[k]
+                shrunk_to_fit += shrunk
+            else:
+                cut = chromosome_cutout(ch.image, ch.mask, size, margin)
+                if cut is None:
+                    left_out["too_large_for_canvas"] += 1
+                    continue
+                image, mask = cut
             images.append(image)
             labels.append(mask.astype(np.uint8) * np.uint8(ch.cls))
+            features.append(row)
             records.append({"slide": slide_of(m.folder), "folder": m.folder, "image": m.id, "class": ch.cls,
                             "area": ch.area, "touches_other": ch.touches_other,
                             "box": [int(v) for v in ch.box]})
@@ -171,15 +192,22 @@ def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANV
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": {"path": str(src.resolve()), "n_metaphases": len(metaphases), "limit": limit,
                    "n_unlabelled_skipped": len(find_unlabelled(src))},
-        "canvas": [size, size],
+        "layout": layout,
+        "canvas": list(shape),
+        "upright": {"median_length_px": UPRIGHT_MEDIAN_LENGTH, "median_intensity_grey": INTENSITY_LEVEL,
+                    "shrunk_to_fit": shrunk_to_fit} if layout == "upright" else None,
+        "features": {"names": list(FEATURE_NAMES), "what": "raw per chromosome (HDF5 dataset 'features'); divide "
+                     "each column by its metaphase's median (medseg.data.karyotype_features.per_metaphase)"},
         "margin": margin,
         "min_area": min_area,
         "largest_box": list(largest),
         "n_images": len(images),
         "class_names": list(KARYOTYPE_CLASSES),
         "labels": "0 background; 1-22 autosomes, 23 X, 24 Y: the chromosome's mask times its class",
-        "image": "DAPI grey values inside the chromosome's mask, 0 elsewhere, its bounding box centred on the canvas "
-                 "(never rescaled)",
+        "image": ("DAPI grey values inside the chromosome's mask, 0 elsewhere, its bounding box centred on the canvas "
+                  "(never rescaled)") if layout == "canvas" else
+                 ("DAPI / the metaphase's median chromosome grey x 96, rotated to its long axis (brighter half up), "
+                  "scaled so the metaphase's median chromosome is 24 px long, 0 outside it"),
         "left_out": dict(left_out),
         "touching_another_chromosome_kept": sum(r["touches_other"] for r in records),
         "held_out_slides": test_slides,
@@ -207,6 +235,7 @@ def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANV
                 f.create_dataset(key, data=np.array([r[key] for r in records], dtype=object), dtype=text)
             f.create_dataset("class", data=np.array([r["class"] for r in records], np.uint8))
             f.create_dataset("area", data=np.array([r["area"] for r in records], np.int32))
+            f.create_dataset("features", data=np.stack(features).astype(np.float32))
             f.attrs["source"] = _DATASET + " -- REAL data; licence notice in the .README.TXT beside this file"
         temps[json_path].write_text(json.dumps(dict(summary, chromosomes=records), indent=1) + "\n")
         temps[splits_path].write_text(json.dumps({"test": test_slides}, indent=1) + "\n")

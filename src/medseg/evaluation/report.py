@@ -454,6 +454,20 @@ def _draw_figures(result: EvaluationResult, fig_dir: Path,
                 lambda p: karyotype_confusion_figure(result.metrics["karyotype"], p),
                 lambda _: "One vote per chromosome. Rows = true class (its number of chromosomes in brackets), "
                           "columns = predicted class; colour = share of the row, numbers = chromosomes.")
+        shown = result.metrics["karyotype"].get("karyogram")
+        if shown and have_arrays:  # medseg.evaluation.karyotype_cells: the largest held-out cell
+            from medseg.inference.karyogram import cutout_karyogram
+
+            at = np.asarray(shown["positions"])
+            for name, key, confidence, what in (("karyogram_predicted.png", "predicted", shown["confidence"],
+                                                 "classes decided per cell, confidence below each"),
+                                                ("karyogram_truth.png", "truth", [1.0] * len(at), "true classes")):
+                attempt(name, f"Karyogram of held-out cell {shown['cell']}: {what}",
+                        lambda p, key=key, confidence=confidence: cutout_karyogram(
+                            result.images[at], result.labels[at] > 0, shown[key], confidence, p,
+                            title=f"{shown['cell']}: {key}"),
+                        lambda _: "Its isolated chromosomes, upright, by class (1-22 in rows, then X, Y); red frame "
+                                  "and ?: confidence under 50 %.")
     if cm is not None:
         attempt(
             "confusion_matrix.png",

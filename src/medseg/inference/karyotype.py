@@ -10,6 +10,10 @@ instance's mask (:func:`medseg.metrics.karyotype.vote`: ``soft`` mean probabilit
 gives its class and confidence. An instance larger than the canvas (a cluster kept whole, say) gets no class
 (``None``) and a ``class_note`` saying why.
 
+A model trained on upright cut-outs (``mfish:karyotype-upright``: its canvas is not square, e.g. 64 × 32) gets
+them the same way: each instance rotated to its long axis and scaled by the median length and DAPI intensity of
+all instances of its metaphase (:func:`medseg.data.karyotype_features.upright_cutout`), none left out.
+
 This module must not import :mod:`medseg.training` (layering: inference never imports the trainer).
 """
 
@@ -20,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from medseg.data.karyotype_features import metaphase_cutouts
 from medseg.data.mfish_karyotype import CANVAS, KARYOTYPE_CLASSES, MARGIN, chromosome_cutout, is_karyotype_task
 from medseg.errors import DataValidationError
 from medseg.metrics.karyotype import vote as vote_of
@@ -54,6 +59,14 @@ def _canvas_size(meta: dict) -> int:
     return CANVAS
 
 
+def _upright_shape(meta: dict) -> tuple[int, int] | None:
+    """The canvas of a model trained on upright cut-outs (the only non-square karyotype canvas), else None."""
+    size = (meta.get("preprocessing") or {}).get("size")
+    if size and len(size) == 2 and int(size[0]) != int(size[1]):
+        return int(size[0]), int(size[1])
+    return None
+
+
 def classify_instances(predictor, image: np.ndarray, instances: Sequence, *, vote: str = "soft",
                        margin: int = MARGIN) -> list[dict]:
     """One dict per instance (in order): ``class`` (1–24, or None), ``class_name`` (``"1"``..``"22"``, ``"X"``,
@@ -68,7 +81,15 @@ def classify_instances(predictor, image: np.ndarray, instances: Sequence, *, vot
     size = _canvas_size(predictor.meta)
     out: list[dict] = [{"class": None, "class_name": None, "class_confidence": None} for _ in instances]
     cuts, masks, where = [], [], []
-    for k, inst in enumerate(instances):
+    upright = _upright_shape(predictor.meta)
+    if upright is not None and len(instances):
+        windows = [(grey[t:t + h, left:left + w], np.asarray(inst.mask, bool))
+                   for inst in instances for t, left, h, w in [(int(v) for v in inst.bbox)]]
+        for k, (cut, mask, _) in enumerate(metaphase_cutouts(windows, upright)[1]):
+            cuts.append(cut)
+            masks.append(mask)
+            where.append(k)
+    for k, inst in enumerate(instances if upright is None else ()):
         t, left, h, w = (int(v) for v in inst.bbox)
         cut = chromosome_cutout(grey[t:t + h, left:left + w], inst.mask, size, margin)
         if cut is None:

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["VOTES", "ChromosomeClassAccuracy", "vote"]
+__all__ = ["VOTES", "ChromosomeClassAccuracy", "class_probabilities", "vote"]
 
 VOTES = ("soft", "majority")
 
@@ -53,6 +53,24 @@ def vote(proba: np.ndarray, mask: np.ndarray, method: str = "soft", *, backgroun
     score[background] = 0.0
     cls = int(np.argmax(score))  # first maximum: ties to the lower class
     return cls, float(score[cls]), score
+
+
+def class_probabilities(proba: np.ndarray, labels: np.ndarray, method: str = "soft", *,
+                        background: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per chromosome (one per image, as :meth:`ChromosomeClassAccuracy.update` reads them): its true class (the
+    most frequent label of its mask) and the vote's scores over the chromosome classes normalised to sum 1
+    ((N, C − 1), column k for the k-th non-background class): the input of a per-cell assignment
+    (:mod:`medseg.metrics.karyotype_assignment`). Images without a chromosome pixel are skipped."""
+    proba, labels = np.asarray(proba), np.asarray(labels)
+    true, rows = [], []
+    for p, lab in zip(proba, labels):
+        mask = lab != background
+        if not mask.any():
+            continue
+        true.append(int(np.bincount(lab[mask].ravel().astype(np.int64)).argmax()))
+        score = np.delete(vote(p, mask, method, background=background)[2], background)
+        rows.append(score / max(float(score.sum()), 1e-12))
+    return np.array(true, np.int64), np.array(rows, np.float64).reshape(len(rows), proba.shape[1] - 1)
 
 
 class ChromosomeClassAccuracy:
