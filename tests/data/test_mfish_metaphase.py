@@ -122,6 +122,24 @@ def test_reader_refuses_other_class_counts_and_folder_options(crops, tmp_path, m
         load_mfish_metaphases(cfg)
 
 
+@needs_data
+def test_touching_config_gives_the_contact_class_through_the_reader(crops, tmp_path, monkeypatch):
+    from medseg.data.mfish_metaphase import load_mfish_metaphases, touching_labels
+
+    monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
+    root, written = crops
+    cfg = load_config(CONFIG.with_name("metaphase_touching_unet.yaml"),
+                      overrides={"data": {"path": str(root)}, "output": {"root": str(tmp_path / "runs")},
+                                 "splits": {"val_fraction": 0.25}})
+    data = load_mfish_metaphases(cfg, progress=False)
+    for i, name in enumerate(data.names):
+        np.testing.assert_array_equal(data.item(i)[1], touching_labels(written[name][1], 2))
+    assert 3 in np.unique(data.labels)  # the pairs' crops hold chromosomes that touch
+    cfg["task"]["class_names"] = ["background", "chromosome", "overlap"]
+    with pytest.raises(ConfigError, match="touching"):
+        load_mfish_metaphases(cfg)
+
+
 # --- `medseg data synth --metaphase`: chromosomes kept apart from nuclei and debris -----------------------------
 
 

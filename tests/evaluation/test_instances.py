@@ -80,3 +80,18 @@ def test_no_overlap_gives_nan_overlap_iou_and_empty_is_perfect():
     karyo = np.zeros(SHAPE, np.uint8)
     row = score_metaphase([], np.zeros(SHAPE, np.uint8), karyo)
     assert math.isnan(row["overlap_iou"]) and row["f1"] == 1.0
+
+
+def test_removed_objects_are_counted_per_rule_and_matched_to_true_chromosomes():
+    """What each debris rule cost: objects it removed, and those that were a true chromosome (IoU >= 0.5)."""
+    from types import SimpleNamespace
+
+    from medseg.evaluation.instances import _removed_true
+
+    true = np.zeros((20, 30), bool)
+    true[2:8, 3:9] = True  # a true chromosome at rows 2-7, columns 3-8
+    speck = np.ones((2, 2), bool)
+    result = SimpleNamespace(removed=[("small", (2, 3, 6, 6), np.ones((6, 6), bool)),  # exactly the chromosome
+                                      ("specks", (15, 20, 2, 2), speck), ("specks", (15, 25, 2, 2), speck)])
+    got = _removed_true(result, np.zeros((20, 30), np.uint8), [true])
+    assert got == {"small": {"removed": 1, "true_chromosomes": 1}, "specks": {"removed": 2, "true_chromosomes": 0}}

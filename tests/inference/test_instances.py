@@ -22,9 +22,16 @@ class IntensityPairModel:
 
     meta = {"preprocessing": {"size": None}, "task": {"class_names": ["background", "a", "b", "overlap"]}}
 
-    def __init__(self, constant: int | None = None):
+    def __init__(self, constant: int | None = None, confidence: float = 1.0):
         self.constant = constant
+        self.confidence = confidence  # the top class's probability at every pixel
         self.crops: list[tuple[int, int]] = []
+
+    def predict_proba(self, images):
+        labels = self.predict(images)
+        proba = np.full((labels.shape[0], 4, *labels.shape[1:]), (1 - self.confidence) / 3, np.float32)
+        np.put_along_axis(proba, labels[:, None].astype(np.int64), self.confidence, axis=1)
+        return proba
 
     def predict(self, images):
         x = np.asarray(images)
@@ -96,6 +103,16 @@ def test_fallbacks_are_counted_and_keep_the_component_whole():
     failed = next(i for i in r.instances if i.how == "pair_model_failed")
     np.testing.assert_array_equal(failed.full_mask(SHAPE), m["a"] | m["b"])
     assert set(FALLBACKS) <= set(r.counts)
+
+
+def test_an_unsure_pair_model_keeps_the_crossing_whole():
+    image, semantic, m = scene()
+    unsure = separate_instances(image, semantic, IntensityPairModel(confidence=0.6))
+    assert unsure.counts["pair_model_unsure"] == 1 and unsure.counts["pair_model"] == 0
+    kept = next(i for i in unsure.instances if i.how == "pair_model_unsure")
+    np.testing.assert_array_equal(kept.full_mask(SHAPE), m["a"] | m["b"])
+    sure = separate_instances(image, semantic, IntensityPairModel(confidence=0.6), min_pair_confidence=0.5)
+    assert sure.counts["pair_model"] == 1 and sure.counts["pair_model_unsure"] == 0
 
 
 def test_small_overlaps_count_as_chromosome():

@@ -47,10 +47,45 @@ from medseg.errors import ConfigError, DataValidationError
 from medseg.paths import medseg_home
 from medseg.progress import Progress
 
-__all__ = ["PAIR_SPLIT_SEED", "is_mfish_config", "load_mfish_metaphases", "pair_split_file", "pair_test_slides"]
+__all__ = ["PAIR_SPLIT_SEED", "TOUCHING", "is_mfish_config", "load_mfish_metaphases", "pair_split_file",
+           "pair_test_slides", "touching_labels"]
 
 #: ``medseg data mfish-pairs``' default ``split_seed``: the pairs' held-out slides are drawn with it.
 PAIR_SPLIT_SEED = 0
+#: The fourth class of ``data.mfish_touching_px`` > 0: where two chromosomes touch.
+TOUCHING = "touching"
+
+
+def touching_labels(karyo: np.ndarray, px: int = 1) -> np.ndarray:
+    """Background 0 / chromosome 1 / overlap 2 / touching 3: :func:`~medseg.data.mfish.semantic_labels` with every
+    chromosome pixel within ``px`` pixels (chessboard distance) of a pixel of *another class* made 3.
+
+    Why a contact class rather than a distance or centre map (StarDist's star-convex polygons, Cellpose's flows):
+    chromosomes are long, bent and often thinner than the line where they touch, so a distance-to-border map
+    has its maxima spread along the axis and a seeded watershed on it cuts one chromosome into several; a
+    star-convex polygon cannot hold a bent one. What the separation needs is only *where* two chromosomes meet,
+    and the label map says it exactly: the instances of ``evaluate-metaphases`` are each class's connected
+    components, so two chromosomes touch where two class values meet (two copies of one class touching are one
+    instance there too). Removing the contact pixels leaves one core per chromosome (a crossing stays one core,
+    joined through its overlap, for the pair model), and a seeded watershed grows the cores back over them
+    (:func:`medseg.inference.instances.touching_regions`) — the boundary-class method of nucleus segmentation
+    (e.g. Caicedo et al. 2019, the 2018 Data Science Bowl's three-class U-Nets), one more softmax class through the
+    same Trainer. Overlap pixels (255) stay overlap: they join, not part, the two chromosomes of a crossing."""
+    from scipy import ndimage
+
+    from medseg.data.mfish import OVERLAP_VALUE
+
+    karyo = np.asarray(karyo)
+    labels = semantic_labels(karyo)
+    if px <= 0:
+        return labels
+    chrom = (karyo > 0) & (karyo != OVERLAP_VALUE)
+    value = karyo.astype(np.int32)
+    size = 2 * int(px) + 1
+    high = ndimage.maximum_filter(np.where(chrom, value, -1), size=size)  # largest class within px
+    low = ndimage.minimum_filter(np.where(chrom, value, 1 << 20), size=size)  # smallest class within px
+    labels[chrom & ((high != value) | (low != value))] = 3
+    return labels
 
 
 def is_mfish_config(data_cfg: dict) -> bool:
@@ -99,10 +134,12 @@ def load_mfish_metaphases(cfg: dict, progress: bool = True) -> SegmentationData:
     data_cfg = cfg["data"]
     root = Path(str(data_cfg["path"])).expanduser()
     names_cfg = list(cfg["task"]["class_names"])
-    if len(names_cfg) != len(CLASS_NAMES):
-        raise ConfigError(f"data.format mfish gives {len(CLASS_NAMES)} classes ({', '.join(CLASS_NAMES)}); "
-                          f"task.class_names has {len(names_cfg)} ({', '.join(names_cfg)}): set task.class_names: "
-                          f"[{', '.join(CLASS_NAMES)}]")
+    touching_px = int(data_cfg.get("mfish_touching_px") or 0)
+    names = (*CLASS_NAMES, TOUCHING) if touching_px > 0 else CLASS_NAMES
+    if len(names_cfg) != len(names):
+        raise ConfigError(f"data.format mfish with data.mfish_touching_px {touching_px} gives {len(names)} classes "
+                          f"({', '.join(names)}); task.class_names has {len(names_cfg)} ({', '.join(names_cfg)}): "
+                          f"set task.class_names: [{', '.join(names)}]")
     if not root.is_dir() or not is_mfish_folder(root):
         raise DataValidationError(root, "not the M-FISH set (data.format: mfish): expected sub-folders (one per "
                                         "slide) of <id>D.tif DAPI images with <id>K.tif label maps")
@@ -135,12 +172,12 @@ def load_mfish_metaphases(cfg: dict, progress: bool = True) -> SegmentationData:
         dapi, karyo = read_metaphase(m)
         if size:
             images[k] = pad_to(dapi.astype(np.float32) / 255.0, size, data_cfg.get("image_pad_value", "border"))
-            labels[k] = pad_to(semantic_labels(karyo), size, 0)
+            labels[k] = pad_to(touching_labels(karyo, touching_px), size, 0)
         else:
             h, w = dapi.shape
             top, left = (canvas[0] - h) // 2, (canvas[1] - w) // 2
             images[k, top:top + h, left:left + w] = dapi.astype(np.float32) / 255.0
-            labels[k, top:top + h, left:left + w] = semantic_labels(karyo)
+            labels[k, top:top + h, left:left + w] = touching_labels(karyo, touching_px)
             boxes.append((top, left, h, w))
     groups = [slide_of(m.folder) for m in metaphases]
     if not size and len(set(shapes)) == 1:

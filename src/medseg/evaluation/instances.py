@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import DataValidationError
+from medseg.inference.regions import DebrisRules
 
 __all__ = ["IOU_THRESHOLD", "evaluate_metaphases", "match_instances", "pool", "score_metaphase", "true_instances"]
 
@@ -89,9 +90,13 @@ def match_instances(pred_masks: list[np.ndarray], true_masks: list[np.ndarray], 
                     threshold: float = IOU_THRESHOLD) -> dict:
     """Counts for one image: ``tp``, ``fp``, ``fn``, ``split``, ``merge``, ``n_pred``, ``n_true``, the matched
     pairs ``matches`` [(pred index, true index, IoU)] and their mean IoU (see the module docstring)."""
+    return match_flat(_flat(pred_masks), _flat(true_masks), threshold=threshold)
+
+
+def match_flat(pred: list[np.ndarray], true: list[np.ndarray], *, threshold: float = IOU_THRESHOLD) -> dict:
+    """:func:`match_instances` on instances given as sorted flat pixel indices."""
     from scipy.optimize import linear_sum_assignment
 
-    pred, true = _flat(pred_masks), _flat(true_masks)
     inter = _intersections(pred, true)
     area_p = np.array([p.size for p in pred], np.int64)
     area_t = np.array([g.size for g in true], np.int64)
@@ -185,28 +190,68 @@ def _figure(rows: list[dict], path: Path) -> None:
     fig.savefig(path, format="png")
 
 
-def evaluate_metaphases(model: str | Path, data: str | Path, out_dir: str | Path, *, pair_model: str | Path | None = None,
-                        slides: str = "test", limit: int | None = None, device: str = "auto",
-                        trust_code: bool = False, progress: bool = True) -> dict:
+def _removed_true(result, karyo: np.ndarray, true: list[np.ndarray]) -> dict:
+    """Per debris rule: how many objects it left out, and how many of those were a true chromosome (IoU ≥ 0.5
+    with one) — what each rule cost."""
+    by_rule: dict[str, list[np.ndarray]] = {}
+    width = karyo.shape[1]
+    for rule, (t, left, _, _), mask in result.removed:  # flat indices from the crop: no full-size mask per speck
+        rows, cols = np.nonzero(mask)
+        by_rule.setdefault(rule, []).append(np.sort((rows + t) * width + cols + left))
+    # one matching per rule, not per object: a metaphase may shed thousands of specks (IoU >= 0.5 pairs one to one)
+    flat_true = _flat(true)
+    return {rule: {"removed": len(objs), "true_chromosomes": match_flat(objs, flat_true)["tp"] if true else 0}
+            for rule, objs in by_rule.items()}
+
+
+def _group_pools(rows: list[dict], key) -> dict:
+    """Pooled figures per group of metaphases (a slide; an imaging system, the slide's first letter)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    keep = ("n_metaphases", "n_true", "n_pred", "tp", "split", "merge", "precision", "recall", "f1",
+            "mean_f1_per_metaphase")
+    out = {}
+    for name, members in sorted(groups.items()):
+        pooled = pool(members)
+        out[name] = {k: pooled[k] for k in keep} | {"lowest_f1": min(r["f1"] for r in members)}
+    return out
+
+
+def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str | Path, *,
+                        pair_model: str | Path | None = None, slides: str = "test", limit: int | None = None,
+                        device: str = "auto", trust_code: bool = False, progress: bool = True,
+                        baseline: str | None = None, debris=None) -> dict:
     """Body of ``medseg evaluate-metaphases``: the semantic ``model`` (+ ``pair_model``) on the labelled metaphases
     of the M-FISH folder ``data`` — those of the held-out test slides of ``medseg data mfish-pairs``
     (``slides="test"``, :func:`medseg.data.mfish_metaphase.pair_test_slides`), or ``"all"``, or a comma-separated
     list of slides — scored per metaphase and pooled; writes ``metrics.json``, ``report.md``, ``per_metaphase.png``
     and the instance figure (truth | prediction) of the metaphase with the lowest F1, and the data's licence
-    notice (``README.TXT``: the figures are derived from the set). Returns the metrics."""
+    notice (``README.TXT``: the figures are derived from the set). Returns the metrics.
+
+    ``baseline="otsu"``: no model — Otsu's threshold + distance watershed (:mod:`medseg.inference.otsu_baseline`),
+    scored the same way. ``debris``: :class:`~medseg.inference.regions.DebrisRules` (default: on); per rule the
+    objects it left out and how many of them were true chromosomes are in ``debris_removed``. Per slide and per
+    imaging system (the slide's letter: A, P, V) the pooled figures are in ``per_slide`` / ``per_system``; each
+    metaphase's seconds for segmentation and separation in its row."""
     import shutil
 
     from medseg.data.mfish import find_metaphases, licence_notice, read_metaphase, slide_of
     from medseg.data.mfish_metaphase import pair_test_slides
     from medseg.inference.image import predict_arrays
     from medseg.inference.instances import check_pair_model, instance_figure, is_metaphase_model, separate_instances
+    from medseg.inference.otsu_baseline import otsu_instances
     from medseg.inference.predictor import Predictor
     from medseg.progress import Progress
 
     started = time.perf_counter()
     data, out_dir = Path(data), Path(out_dir)
-    predictor = Predictor.from_path(model, device=device, tta=None, trust_code=trust_code)
-    if not is_metaphase_model(predictor.meta):
+    if baseline not in (None, "otsu"):
+        raise DataValidationError(data, f"no baseline {baseline!r}: the one there is, otsu")
+    if (model is None) == (baseline is None):
+        raise DataValidationError(data, "evaluate-metaphases takes a semantic model or --baseline otsu, one of them")
+    predictor = None if model is None else Predictor.from_path(model, device=device, tta=None, trust_code=trust_code)
+    if predictor is not None and not is_metaphase_model(predictor.meta):
         raise DataValidationError(model, f"the model segments {', '.join(map(str, predictor.class_names))}; instances "
                                          "need background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)")
     pair = None
@@ -227,14 +272,26 @@ def evaluate_metaphases(model: str | Path, data: str | Path, out_dir: str | Path
     metaphases = [m for m in metaphases if slide_of(m.folder) in chosen][:limit]
     if not metaphases:
         raise DataValidationError(data, f"no labelled metaphase on the slides asked for ({slides})")
-    rows, counts, worst = [], {}, None
+    rows, counts, removed, worst = [], {}, {}, None
     for m in Progress(metaphases, desc="metaphases", unit="image", disable=not progress):
         dapi, karyo = read_metaphase(m)
         image = dapi.astype(np.float32) / 255.0
-        semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
-        result = separate_instances(image, semantic, pair)
+        t0 = time.perf_counter()
+        if predictor is None:
+            result = otsu_instances(image, debris=debris)
+            semantic, t1 = result.semantic, t0
+        else:
+            semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
+            t1 = time.perf_counter()
+            result = separate_instances(image, semantic, pair, debris=debris)
+        t2 = time.perf_counter()
+        true = true_instances(karyo)
         row = {"metaphase": m.name, "slide": slide_of(m.folder), **score_metaphase(result.masks(), semantic, karyo),
-               "separation": result.counts}
+               "separation": result.counts, "segment_s": round(t1 - t0, 3), "separate_s": round(t2 - t1, 3)}
+        for rule, got in _removed_true(result, karyo, true).items():
+            total = removed.setdefault(rule, {"removed": 0, "true_chromosomes": 0})
+            total["removed"] += got["removed"]
+            total["true_chromosomes"] += got["true_chromosomes"]
         for k, v in result.counts.items():
             counts[k] = counts.get(k, 0) + v
         rows.append(row)
@@ -250,7 +307,12 @@ def evaluate_metaphases(model: str | Path, data: str | Path, out_dir: str | Path
                                "merge": "a prediction holding >= 50 % of each of >= 2 true chromosomes",
                                "true_instances": "each class value's 8-connected components with the overlap regions "
                                                  "bordering that class (mfish-pairs' rule)"},
-               "pooled": pooled, "separation": counts, "per_metaphase": rows,
+               "baseline": baseline, "debris_rules": (debris or DebrisRules()).record(), "debris_removed": removed,
+               "pooled": pooled, "per_slide": _group_pools(rows, lambda r: r["slide"]),
+               "per_system": _group_pools(rows, lambda r: r["slide"][:1]),
+               "seconds_per_metaphase": {k: round(float(np.mean([r[k] for r in rows])), 3)
+                                         for k in ("segment_s", "separate_s")},
+               "separation": counts, "per_metaphase": rows,
                "seconds": round(time.perf_counter() - started, 1),
                "licence": notice_text}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +334,8 @@ def _pct(v) -> str:
 def _report(metrics: dict) -> str:
     p = metrics["pooled"]
     lines = [f"# Chromosome instances on whole metaphases — {metrics['data']}", "",
-             f"Semantic model `{metrics['model']}`, pair model `{metrics['pair_model']}`; {metrics['n_metaphases']} "
+             (f"Baseline `{metrics['baseline']}` (no model)" if metrics["baseline"] else
+              f"Semantic model `{metrics['model']}`") + f", pair model `{metrics['pair_model']}`; {metrics['n_metaphases']} "
              f"metaphases of slides {', '.join(metrics['slides'])} ({metrics['slides_rule']}). Instances match at "
              f"IoU ≥ {metrics['iou_threshold']} ({metrics['matching']}). Split: {metrics['definitions']['split']}; "
              f"merge: {metrics['definitions']['merge']}. True instances: {metrics['definitions']['true_instances']}.",
@@ -284,6 +347,15 @@ def _report(metrics: dict) -> str:
              f"{_pct(p['chromosome_iou'])} |", "",
              f"Mean F1 per metaphase {_pct(p['mean_f1_per_metaphase'])} %. Separation: "
              + ", ".join(f"{k} {v}" for k, v in metrics["separation"].items()) + ".", "",
+             "Objects left out as no chromosome (rule: left out / of them true chromosomes): "
+             + (", ".join(f"{k} {v['removed']} / {v['true_chromosomes']}" for k, v in metrics["debris_removed"].items())
+                or "none") + f". Seconds a metaphase: {metrics['seconds_per_metaphase']}.", "",
+             "## Per slide and per imaging system", "",
+             "| slide / system | metaphases | true | TP | P % | R % | F1 % | lowest F1 % | splits | merges |",
+             "|---|---|---|---|---|---|---|---|---|---|",
+             *[f"| {name} | {g['n_metaphases']} | {g['n_true']} | {g['tp']} | {_pct(g['precision'])} | "
+               f"{_pct(g['recall'])} | {_pct(g['f1'])} | {_pct(g['lowest_f1'])} | {g['split']} | {g['merge']} |"
+               for name, g in [*metrics["per_slide"].items(), *metrics["per_system"].items()]], "",
              "## Per metaphase", "",
              "| metaphase | true | pred | TP | FP | FN | P % | R % | F1 % | splits | merges | overlap IoU % |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

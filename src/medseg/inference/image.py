@@ -39,12 +39,14 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45, backgrou
     return rgb.clip(0, 255).astype(np.uint8)
 
 
-def predict_arrays(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+def predict_arrays(predictor: Predictor, image: np.ndarray, *, probabilities: bool = False) -> np.ndarray:
     """One (H, W) float image in [0, 1] (:func:`~medseg.data.folder.normalize_intensity`: the dtype's range) →
     (H, W) label map ((C, H, W) binary maps for a multilabel model), padded like in training when it is smaller
     than the model's ``data.size`` and cropped back on the last two axes (``data.size: null``: full resolution,
     never padded). The rest of the feeding recorded in model.json — ``data.normalize: zscore``, the sliding
-    window — is applied by :meth:`Predictor.predict_proba`, the one path the server and ``evaluate`` share."""
+    window — is applied by :meth:`Predictor.predict_proba`, the one path the server and ``evaluate`` share.
+    ``probabilities``: the (C, H, W) class probabilities instead of the labels (how sure the model is)."""
+    run = predictor.predict_proba if probabilities else predictor.predict
     pre = predictor.meta.get("preprocessing", {})
     size = pre.get("size")
     h, w = image.shape
@@ -52,9 +54,9 @@ def predict_arrays(predictor: Predictor, image: np.ndarray) -> np.ndarray:
         th, tw = max(h, size[0]), max(w, size[1])
         padded = pad_to(image, (th, tw), pre.get("image_pad_value", 0))
         top, left = (th - h) // 2, (tw - w) // 2
-        labels = predictor.predict(padded[None])[0]
+        labels = run(padded[None])[0]
         return labels[..., top : top + h, left : left + w]
-    return predictor.predict(image[None])[0]
+    return run(image[None])[0]
 
 
 def predict_image_file(predictor: Predictor, path: Path, out_dir: Path) -> dict:

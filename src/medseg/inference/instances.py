@@ -9,9 +9,16 @@ Two models, chained:
    (any run trained on ``medseg data mfish-pairs`` / ``mfish-synth`` / the Pommier file), loaded with
    :meth:`~medseg.inference.predictor.Predictor.from_path`.
 
-Separation (:func:`separate_instances`), per connected component (8-neighbourhood) of chromosome ∪ overlap:
+Separation (:func:`separate_instances`), per region of chromosome ∪ overlap — its 8-connected components, or,
+when the semantic model has the fourth class *touching* (``configs/mfish/metaphase_touching_unet.yaml``), the
+cores left without the contact pixels grown back over them (:func:`medseg.inference.regions.touching_regions`:
+chromosomes that touch come apart; the regions a component was cut into beyond one are counted,
+``parted_at_contacts``):
 
-* components under ``min_area`` pixels are specks, left out and counted (``specks``);
+* objects that are no chromosome are left out and counted per rule (:class:`~medseg.inference.regions.DebrisRules`,
+  relative to the metaphase's median object area): ``specks`` (under ``min_area`` px), ``small``, ``nuclei``
+  (large and round), ``border_fragments`` (small, at the image's edge); each left-out object is kept in
+  :attr:`InstanceResult.removed` with its rule;
 * overlap regions (8-connected pixels of class 2) under ``min_overlap_px`` (10, as ``mfish-pairs``) are too small
   to be a crossing: their pixels count as plain chromosome;
 * **no overlap**: the component is one chromosome (``how="whole"``);
@@ -25,7 +32,8 @@ Separation (:func:`separate_instances`), per connected component (8-neighbourhoo
   :attr:`InstanceResult.counts`): ``several_overlaps`` (two or more overlap regions: a cluster of three or more
   chromosomes, or two crossing twice — the pair model is trained on one crossing of two), ``no_pair_model``
   (none given), ``pair_model_failed`` (it found under ``min_part_px`` pixels of A-only or B-only inside the
-  component: it cannot tell the two apart there). Whole is the choice because a karyotyper can still cut a
+  component: it cannot tell the two apart there), ``pair_model_unsure`` (its mean top-class probability over the
+  component's own pixels in the crop is under ``min_pair_confidence``, 0.8). Whole is the choice because a karyotyper can still cut a
   cluster by hand, while a wrong cut would hand them two wrong chromosomes.
 
 Output: :class:`InstanceResult` — the instances (raster order of their bounding boxes, ids from 1) with
@@ -49,19 +57,33 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import DataValidationError
+from medseg.inference.regions import (
+    DEBRIS_RULES,
+    TOUCHING_CLASS,
+    DebrisRules,
+    debris_rule,
+    median_area,
+    touching_regions,
+)
 from medseg.progress import Progress
 
-__all__ = ["METAPHASE_CLASSES", "FALLBACKS", "Instance", "InstanceResult", "check_pair_model", "crop_origin",
+__all__ = ["METAPHASE_CLASSES", "TOUCHING_NAME", "FALLBACKS", "Instance", "InstanceResult", "check_pair_model", "crop_origin",
            "instance_colours", "instance_figure", "instance_summary", "is_metaphase_model", "predict_metaphase_file",
            "separate_instances", "separation_text", "write_instance_outputs"]
 
 METAPHASE_CLASSES = ("background", "chromosome", "overlap")
+#: A metaphase model may add this class: the contact pixels of touching chromosomes (separation only; the
+#: instance result's semantic map folds it into chromosome).
+TOUCHING_NAME = "touching"
 PAIR_CROP = (94, 93)  # rows x columns: the Pommier / mfish-pairs crop
 #: Why a component was kept whole (see the module docstring).
-FALLBACKS = ("several_overlaps", "no_pair_model", "pair_model_failed")
+FALLBACKS = ("several_overlaps", "no_pair_model", "pair_model_failed", "pair_model_unsure")
 MIN_AREA = 30  # px: smaller components are specks (the smallest real chromosome is ~60 px; median ≈ 420)
 MIN_OVERLAP_PX = 10  # px: as mfish-pairs' PairOptions.min_overlap_px
 MIN_PART_PX = 15  # px of A-only and of B-only the pair model must find for a split to stand
+#: The pair model's mean top-class probability over the crossing's own pixels under which its cut is not trusted
+#: (the crossing is kept whole: a karyotyper can cut a whole cluster, a wrong cut hands them two wrong chromosomes).
+MIN_PAIR_CONFIDENCE = 0.8
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -101,6 +123,7 @@ class InstanceResult:
     shared: np.ndarray  # bool (H, W): pixels covered by two or more instances
     semantic: np.ndarray  # uint8 (H, W): 0 background, 1 chromosome, 2 overlap (the semantic model's)
     counts: dict
+    removed: list[tuple[str, tuple[int, int, int, int], np.ndarray]] = field(default_factory=list)  # rule, box, mask
 
     def masks(self) -> list[np.ndarray]:
         """Every instance's full-size boolean mask, in id order."""
@@ -108,10 +131,11 @@ class InstanceResult:
 
 
 def is_metaphase_model(meta: dict) -> bool:
-    """Whether a model (its model.json) segments background / chromosome / overlap (2D, multiclass)."""
+    """Whether a model (its model.json) segments background / chromosome / overlap [/ touching] (2D, multiclass)."""
     task = meta.get("task") or {}
     names = tuple(str(n).lower() for n in task.get("class_names") or ())
-    return names == METAPHASE_CLASSES and task.get("mode", "multiclass") == "multiclass" \
+    return names in (METAPHASE_CLASSES, (*METAPHASE_CLASSES, TOUCHING_NAME)) \
+        and task.get("mode", "multiclass") == "multiclass" \
         and int(task.get("spatial_dims", 2)) == 2
 
 
@@ -142,9 +166,10 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _pair_labels(pair_predictor, image: np.ndarray, top: int, left: int) -> np.ndarray:
-    """The pair model's 0/1/2/3 labels on the crop at (top, left) of ``image`` (float [0, 1]); an image smaller
-    than the crop is padded with its median (the dark background) and the labels cropped back."""
+def _pair_labels(pair_predictor, image: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pair model's 0/1/2/3 labels on the crop at (top, left) of ``image`` (float [0, 1]) and its top-class
+    probability per pixel; an image smaller than the crop is padded with its median (the dark background) and
+    both cropped back."""
     from medseg.inference.image import predict_arrays
 
     ch, cw = PAIR_CROP
@@ -152,7 +177,8 @@ def _pair_labels(pair_predictor, image: np.ndarray, top: int, left: int) -> np.n
     h, w = window.shape
     if (h, w) != PAIR_CROP:
         window = np.pad(window, ((0, ch - h), (0, cw - w)), constant_values=float(np.median(image)))
-    return np.asarray(predict_arrays(pair_predictor, window.astype(np.float32)))[:h, :w]
+    proba = np.asarray(predict_arrays(pair_predictor, window.astype(np.float32), probabilities=True))[:, :h, :w]
+    return proba.argmax(0), proba.max(0)
 
 
 def _split_component(comp: np.ndarray, overlap: np.ndarray, pair: np.ndarray, min_part_px: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -176,32 +202,43 @@ def _split_component(comp: np.ndarray, overlap: np.ndarray, pair: np.ndarray, mi
 
 def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=None, *, min_area: int = MIN_AREA,
                        min_overlap_px: int = MIN_OVERLAP_PX, min_part_px: int = MIN_PART_PX,
-                       progress: bool = False) -> InstanceResult:
-    """Chromosome instances from a metaphase's semantic labels (0 bg, 1 chromosome, 2 overlap) and its image
-    (float (H, W) in [0, 1], what the pair model is fed); see the module docstring for every rule."""
+                       min_pair_confidence: float = MIN_PAIR_CONFIDENCE, debris: DebrisRules | None = None,
+                       regions: np.ndarray | None = None, progress: bool = False) -> InstanceResult:
+    """Chromosome instances from a metaphase's semantic labels (0 bg, 1 chromosome, 2 overlap, optionally 3
+    touching) and its image (float (H, W) in [0, 1], what the pair model is fed); see the module docstring for
+    every rule. ``debris``: the rules for what is no chromosome (default :class:`DebrisRules` with ``min_area``).
+    ``regions``: int labels of the foreground found another way (the Otsu baseline's distance watershed) in
+    place of :func:`~medseg.inference.regions.touching_regions`."""
     image, semantic = np.asarray(image, np.float32), np.asarray(semantic)
     if image.shape != semantic.shape or image.ndim != 2:
         raise ValueError(f"image {image.shape} and semantic labels {semantic.shape} must be two 2-D arrays of one shape")
-    counts = {"components": 0, "specks": 0, "whole": 0, "pair_model": 0, **{k: 0 for k in FALLBACKS},
-              "small_overlaps_ignored": 0}
-    comps, n = ndimage.label(semantic > 0, _EIGHT)
+    rules = debris if debris is not None else DebrisRules(min_area=min_area)
+    counts = {"components": 0, **{k: 0 for k in DEBRIS_RULES}, "parted_at_contacts": 0, "whole": 0,
+              "pair_model": 0, **{k: 0 for k in FALLBACKS}, "small_overlaps_ignored": 0}
+    comps, n = touching_regions(semantic) if regions is None else (np.asarray(regions, np.int32), int(np.max(regions)))
+    counts["parted_at_contacts"] = n - ndimage.label(semantic > 0, _EIGHT)[1]
+    semantic = np.where(semantic == TOUCHING_CLASS, 1, semantic)  # contacts are chromosome pixels from here on
     sizes = np.bincount(comps.ravel(), minlength=n + 1)
+    median = median_area(sizes[1:].tolist(), rules)
     found: list[tuple[tuple[int, int, int, int], np.ndarray, str, int, bool]] = []  # box, mask, how, comp, pair
+    removed: list[tuple[str, tuple[int, int, int, int], np.ndarray]] = []
     for k, sl in enumerate(Progress(ndimage.find_objects(comps), desc="chromosome clusters", unit="cluster",
                                     disable=not progress), start=1):
         if sl is None:
             continue
-        if sizes[k] < min_area:
-            counts["specks"] += 1
+        comp = comps[sl] == k
+        box = (sl[0].start, sl[1].start, comp.shape[0], comp.shape[1])
+        rule = debris_rule(comp, box, semantic.shape, median, rules)
+        if rule is not None:
+            counts[rule] += 1
+            removed.append((rule, box, comp))
             continue
         counts["components"] += 1
-        comp = comps[sl] == k
         ov_lab, n_ov = ndimage.label(comp & (semantic[sl] == 2), _EIGHT)
         ov_sizes = np.bincount(ov_lab.ravel(), minlength=n_ov + 1)
         big = [j for j in range(1, n_ov + 1) if ov_sizes[j] >= min_overlap_px]
         counts["small_overlaps_ignored"] += n_ov - len(big)
-        top0, left0 = sl[0].start, sl[1].start
-        box = (top0, left0, comp.shape[0], comp.shape[1])
+        top0, left0 = box[:2]
         if not big:
             found.append((box, comp, "whole", k, False))
             counts["whole"] += 1
@@ -215,12 +252,19 @@ def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=N
         r0, r1, c0, c1 = _box(overlap)
         top, left = crop_origin((top0, top0 + comp.shape[0], left0, left0 + comp.shape[1]),
                                 (top0 + r0, top0 + r1, left0 + c0, left0 + c1), semantic.shape)
-        labels = _pair_labels(pair_predictor, image, top, left)
+        labels, sure = _pair_labels(pair_predictor, image, top, left)
         pair = np.full(comp.shape, -1, np.int16)  # the crop's labels on the component's window
+        confidence = np.full(comp.shape, np.nan, np.float32)
         rs, re_ = max(top, top0), min(top + labels.shape[0], top0 + comp.shape[0])
         cs, ce = max(left, left0), min(left + labels.shape[1], left0 + comp.shape[1])
         if rs < re_ and cs < ce:
             pair[rs - top0:re_ - top0, cs - left0:ce - left0] = labels[rs - top:re_ - top, cs - left:ce - left]
+            confidence[rs - top0:re_ - top0, cs - left0:ce - left0] = sure[rs - top:re_ - top, cs - left:ce - left]
+        own = confidence[comp & ~overlap]
+        if own[np.isfinite(own)].size and float(np.nanmean(own)) < min_pair_confidence:
+            found.append((box, comp, "pair_model_unsure", k, False))
+            counts["pair_model_unsure"] += 1
+            continue
         split = _split_component(comp, overlap, pair, min_part_px)
         if split is None:
             found.append((box, comp, "pair_model_failed", k, False))
@@ -251,7 +295,7 @@ def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=N
         label_map[t:t + h, left:left + w][inst.mask] = inst.id
         cover[t:t + h, left:left + w] += inst.mask
     counts["instances"] = len(instances)
-    return InstanceResult(instances, label_map, cover >= 2, semantic.astype(np.uint8), counts)
+    return InstanceResult(instances, label_map, cover >= 2, semantic.astype(np.uint8), counts, removed)
 
 
 def instance_colours(n: int) -> np.ndarray:
@@ -337,7 +381,8 @@ def write_instance_outputs(folder: str | Path, image: np.ndarray, result: Instan
     ``<stem>_labels.png`` (semantic 0/1/2), ``<stem>_labels_color.png``, ``<stem>_instance_labels.png`` (16-bit
     instance ids, :attr:`InstanceResult.label_map`), ``instances/chromosome_NNN_mask.png`` + ``_cutout.png``
     (the grey image inside the mask, background zeroed, cut to the bounding box + ``margin`` px), the instance
-    figure ``<stem>_instances.png`` and ``summary`` as ``instances.json``. ``image``: float (H, W) in [0, 1];
+    figure ``<stem>_instances.png``, ``summary`` as ``instances.json`` and, when a karyotyping model gave the
+    instances classes, ``<stem>_karyogram.png`` (:mod:`medseg.inference.karyogram`). ``image``: float (H, W) in [0, 1];
     ``source`` names the image in an error and in the figure's title."""
     from PIL import Image
 
@@ -363,6 +408,12 @@ def write_instance_outputs(folder: str | Path, image: np.ndarray, result: Instan
             folder / "instances" / f"chromosome_{inst.id:03d}_cutout.png")
     instance_figure(image, result, folder / f"{stem}_instances.png",
                     title=f"{Path(source).name}: {len(result.instances)} chromosomes ({separation_text(result.counts)})")
+    records = summary.get("instances") or []
+    if any(r.get("class") is not None for r in records):  # a karyotyping model named them: the karyogram too
+        from medseg.inference.karyogram import draw_karyogram
+
+        draw_karyogram(grey, result.instances, records, folder / f"{stem}_karyogram.png",
+                       title=f"{Path(source).name}: karyogram of {len(records)} chromosomes")
     (folder / "instances.json").write_text(json.dumps(summary, indent=1) + "\n")
     return folder
 
