@@ -20,6 +20,8 @@ without test-time augmentation:
    ``train.time_limit_minutes`` (the plan's poly schedule anneals by the limit) and ``medseg evaluate``.
 2. ``monai_loop``: a plain loop a user writes with MONAI (``bench_own_data.plain_loop``): MONAI UNet 16…256,
    2 residual units, random crops, batch 2, Adam 1e-3, DiceCE, sliding-window inference.
+3. ``medseg_monai_net`` (``--methods``, a diagnosis): medseg's plan and trainer with the plain loop's network
+   (``model.name: monai_unet``, the same 16…256 layout) — the recipe's share of a gap, apart from the network's.
 
 Writes one JSON (device, date, command, per dataset × budget × method: steps, per-class Dice/IoU, mean
 foreground Dice) and a figure of mean foreground Dice against minutes (``<out>.png``). Budgets × datasets run
@@ -40,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_own_data import SHARED, make_data, medseg_method, plain_loop  # noqa: E402
+from bench_own_data import MONAI_CPU, SHARED, make_data, medseg_method, plain_loop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CT_CLASSES = {"liver": 5, "spleen": 1, "stomach": 6, "colon": 20}  # TotalSegmentator "total" ids
@@ -81,9 +83,9 @@ def mean_dice(per_class: dict) -> float:
     return float(np.mean([v["dice"] for v in per_class.values()]))
 
 
-def one(job: tuple[str, float, Path]) -> tuple[str, float, dict]:
-    """Both methods on one data set at one budget (runs in its own process, one thread)."""
-    name, minutes, work = job
+def one(job: tuple[str, float, Path, tuple[str, ...]]) -> tuple[str, float, dict]:
+    """The methods on one data set at one budget (runs in its own process, one thread)."""
+    name, minutes, work, methods = job
     import torch
 
     torch.set_num_threads(1)
@@ -94,8 +96,12 @@ def one(job: tuple[str, float, Path]) -> tuple[str, float, dict]:
     split.write_text(json.dumps({"test": test}))
     runs = work / f"budget_{minutes:g}"
     runs.mkdir(parents=True, exist_ok=True)
-    out = {"medseg": medseg_method(f"plan_{minutes:g}", folder, split, CLASSES[name], minutes, runs, env, log, None),
-           "monai_loop": plain_loop(folder, test, CLASSES[name].split(","), minutes)}
+    make = {"medseg": lambda: medseg_method(f"plan_{minutes:g}", folder, split, CLASSES[name], minutes, runs, env,
+                                            log, None),
+            "monai_loop": lambda: plain_loop(folder, test, CLASSES[name].split(","), minutes),
+            "medseg_monai_net": lambda: medseg_method(f"monai_{minutes:g}", folder, split, CLASSES[name], minutes, runs,
+                                                      env, log, MONAI_CPU)}
+    out = {m: make[m]() for m in methods}
     for r in out.values():
         r["mean_foreground_dice"] = mean_dice(r["per_class"])
     return name, minutes, out
@@ -112,9 +118,12 @@ def figure(results: dict, path: Path) -> None:
     for ax, name in zip(axes[0], names):
         budgets = results["datasets"][name]["budgets"]
         minutes = sorted(budgets, key=float)
-        for method, style in (("medseg", "o-"), ("monai_loop", "s--")):
-            ax.plot([float(m) for m in minutes], [100 * budgets[m][method]["mean_foreground_dice"] for m in minutes],
-                    style, label={"medseg": "medseg (planned)", "monai_loop": "plain MONAI UNet loop"}[method])
+        labels = {"medseg": "medseg (planned)", "monai_loop": "plain MONAI UNet loop",
+                  "medseg_monai_net": "medseg's plan, MONAI's UNet"}
+        for method, style in (("medseg", "o-"), ("monai_loop", "s--"), ("medseg_monai_net", "^:")):
+            if method in budgets[minutes[0]]:
+                ax.plot([float(m) for m in minutes], [100 * budgets[m][method]["mean_foreground_dice"] for m in minutes],
+                        style, label=labels[method])
         ax.set_title(results["datasets"][name]["data"].split(" (")[0] + f" — {name}", fontsize=9)
         ax.set_xlabel("training wall time, minutes (1 CPU thread)")
         ax.set_ylabel("mean foreground Dice, % (test)")
@@ -132,6 +141,8 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--work", type=Path, default=Path("/tmp/medseg_bench_peer"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peer_cpu.json")
     ap.add_argument("--parallel", type=int, default=2, help="jobs (data set × budget) at a time, one thread each")
+    ap.add_argument("--methods", default="medseg,monai_loop", help="comma-separated: medseg, monai_loop, "
+                                                                     "medseg_monai_net")
     args = ap.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:  # made once, before the jobs share them
@@ -142,7 +153,8 @@ def main(argv: list[str] | None = None) -> Path:
                "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), 1 torch "
                          f"thread a job, {args.parallel} job(s) at a time",
                "datasets": {n: {"data": DATA[n], "budgets": {}} for n in args.datasets}}
-    jobs = [(n, m, args.work) for m in sorted(args.minutes, reverse=True) for n in args.datasets]
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    jobs = [(n, m, args.work, methods) for m in sorted(args.minutes, reverse=True) for n in args.datasets]
     with ProcessPoolExecutor(max_workers=args.parallel) as pool:
         for name, minutes, out in pool.map(one, jobs):
             results["datasets"][name]["budgets"][f"{minutes:g}"] = out
@@ -153,8 +165,9 @@ def main(argv: list[str] | None = None) -> Path:
             args.out.write_text(json.dumps(results, indent=1) + "\n")
     for entry in results["datasets"].values():
         b = entry["budgets"]
-        entry["medseg_ahead_at_every_budget"] = all(
-            r["medseg"]["mean_foreground_dice"] > r["monai_loop"]["mean_foreground_dice"] for r in b.values())
+        if all("medseg" in r and "monai_loop" in r for r in b.values()):
+            entry["medseg_ahead_at_every_budget"] = all(
+                r["medseg"]["mean_foreground_dice"] > r["monai_loop"]["mean_foreground_dice"] for r in b.values())
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     figure(results, args.out.with_suffix(".png"))
     return args.out
