@@ -107,6 +107,37 @@ def one(job: tuple[str, float, Path, tuple[str, ...]]) -> tuple[str, float, dict
     return name, minutes, out
 
 
+def step_costs(repeats: int = 6) -> dict:
+    """Milliseconds of one training step (forward, backward, Adam; median of ``repeats``, one thread) of the two
+    networks on the patches each method trains on: what a minute of CPU buys in steps."""
+    import time
+
+    import torch
+    from monai.networks.nets import UNet
+
+    from medseg.models import build_model
+
+    torch.set_num_threads(1)
+    nets = {"medseg_unet_base8": build_model("unet", in_channels=1, out_channels=5, depth=4, base_channels=8,
+                                             max_channels=512, norm="instance", act="leakyrelu"),
+            "monai_unet_16_256": UNet(spatial_dims=2, in_channels=1, out_channels=5, channels=MONAI_CPU["channels"],
+                                      strides=MONAI_CPU["strides"], num_res_units=2)}
+    out = {name: {"params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2)} for name, net in nets.items()}
+    for shape in ((2, 1, 96, 112), (2, 1, 224, 256)):
+        x = torch.randn(*shape)
+        for name, net in nets.items():
+            opt = torch.optim.Adam(net.parameters())
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                opt.zero_grad()
+                net(x).mean().backward()
+                opt.step()
+                times.append(time.perf_counter() - t0)
+            out[name]["x".join(map(str, shape))] = round(1000 * sorted(times)[len(times) // 2], 1)
+    return out
+
+
 def figure(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -143,7 +174,16 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--parallel", type=int, default=2, help="jobs (data set × budget) at a time, one thread each")
     ap.add_argument("--methods", default="medseg,monai_loop", help="comma-separated: medseg, monai_loop, "
                                                                      "medseg_monai_net")
+    ap.add_argument("--step-cost-only", action="store_true",
+                    help="only time one training step of each network (step_cost_ms) into --out, keeping the rest")
     args = ap.parse_args(argv)
+    if args.step_cost_only:
+        results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        results["step_cost_ms"] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                   "command": "python benchmarks/bench_peer.py --step-cost-only", **step_costs()}
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        print(json.dumps(results["step_cost_ms"], indent=1))
+        return args.out
     args.work.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:  # made once, before the jobs share them
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDSEG_HOME": str(args.work / "home")}
@@ -168,6 +208,7 @@ def main(argv: list[str] | None = None) -> Path:
         if all("medseg" in r and "monai_loop" in r for r in b.values()):
             entry["medseg_ahead_at_every_budget"] = all(
                 r["medseg"]["mean_foreground_dice"] > r["monai_loop"]["mean_foreground_dice"] for r in b.values())
+    results["step_cost_ms"] = step_costs()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     figure(results, args.out.with_suffix(".png"))
     return args.out

@@ -30,3 +30,19 @@ def test_3d_and_parameter_count_matches_monai():
 def test_mismatched_strides_are_a_config_error():
     with pytest.raises(ConfigError, match="strides"):
         build_model("monai_unet", channels=[4, 8, 16], strides=[2])
+
+
+def test_the_unet_family_settings_give_monais_layout():
+    """depth / base_channels / max_channels (what a plan and ``--set model.depth=2`` say) → channels and strides."""
+    import torch
+
+    from medseg.models import build_model
+
+    net = build_model("monai_unet", in_channels=1, out_channels=3, depth=3, base_channels=16, max_channels=32,
+                      act="leakyrelu")
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert max(c.out_channels for c in convs) == 32 and net.divisor == 8  # 16, 32, 32, 32; strides 2, 2, 2
+    assert any(isinstance(m, torch.nn.LeakyReLU) for m in net.modules())
+    assert net(torch.randn(1, 1, 40, 44)).shape == (1, 3, 40, 44)
+    with pytest.raises(Exception, match="not both"):
+        build_model("monai_unet", in_channels=1, out_channels=3, depth=3, channels=[8, 16, 32, 64])

@@ -124,7 +124,11 @@ def test_tiny_2d_set_gets_a_patch_within_the_image_and_few_poolings():
     assert cfg["train"]["batch_size"] == 2  # 5 % of 30 images: the minimum of 2
     assert "5 %" in decided(decisions)["train.batch_size"].reason
     assert cfg["augment"]["flip_prob"] == 0.5 and cfg["augment"]["rot90_prob"] == 0.5
-    assert cfg["model"]["base_channels"] == 8  # CPU: a quarter of nnU-Net's 32 (more steps a minute)
+    # 2D on a CPU: MONAI's residual UNet at 16…256 (more capacity per CPU second); a GPU plan: medseg's U-Net at 32
+    assert cfg["model"]["name"] == "monai_unet" and cfg["model"]["base_channels"] == 16
+    assert cfg["model"]["max_channels"] == 256 and "first layer" in decided(decisions)["model.name"].reason
+    gpu, _ = plan(fp_2d(n=30, shape=(64, 64)), device="cuda")
+    assert gpu["model"]["name"] == "unet" and gpu["model"]["base_channels"] == 32
     assert cfg["task"]["class_names"] == ["background", "foreground"]
     assert cfg["data"]["mask_values"] is None
 
@@ -197,8 +201,8 @@ def test_estimate_memory_grows_with_batch_and_patch():
 
 def test_set_overrides_a_decision_and_is_recorded():
     cfg, decisions = plan(fp_2d(), device="cpu")
-    cfg, decisions = apply_sets(cfg, decisions, [("model.base_channels", "8"), ("train.iterations", "100")])
-    assert cfg["model"]["base_channels"] == 8 and cfg["train"]["iterations"] == 100
+    cfg, decisions = apply_sets(cfg, decisions, [("model.base_channels", "12"), ("train.iterations", "100")])
+    assert cfg["model"]["base_channels"] == 12 and cfg["train"]["iterations"] == 100
     assert decided(decisions)["model.base_channels"].reason.startswith("set on the command line")
     with pytest.raises(ConfigError, match="did you mean"):
         apply_sets(cfg, decisions, [("train.iteration", "5")])

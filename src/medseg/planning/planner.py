@@ -64,6 +64,11 @@ DEFAULT_ITERATIONS = {"cuda": 50_000, "cpu": 2_000}
 # chromosome 68.0 / overlap 11.7 %; 8 channels 483 steps, 72.8 / 23.4 %).
 BASE_CHANNELS = {"cuda": 32, "cpu": 8}
 MAX_CHANNELS = {2: 512, 3: 320}
+# 2D on a CPU: MONAI's residual UNet (strided from its first layer, little work at full resolution) at 16…256.
+# One step of it cost 347.8 ms on 2 × 224 × 256 patches against 465.3 ms for medseg's U-Net at 8 channels
+# (benchmarks/results/peer_cpu.json step_cost_ms), and medseg's recipe with it was ahead of a plain MONAI loop on
+# the real metaphases (own_data_cpu.json: chromosome / overlap Dice 84.0 / 31.0 vs 80.2 / 14.1 % in 3 min).
+CPU_2D_NETWORK = {"name": "monai_unet", "base_channels": 16, "max_channels": 256, "act": "prelu"}
 MAX_DEPTH = {2: 6, 3: 5}
 MIN_BOTTLENECK = 4  # px at the deepest stage (nnU-Net stops pooling an axis below 8, i.e. 4..8 px remain)
 MIN_BATCH = 2
@@ -345,8 +350,9 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
                                                   f"{2 * MIN_BOTTLENECK} px a side)")
 
     # network, patch, batch
-    base = BASE_CHANNELS[kind]
-    max_ch = MAX_CHANNELS[dims]
+    monai_net = kind == "cpu" and dims == 2
+    base = CPU_2D_NETWORK["base_channels"] if monai_net else BASE_CHANNELS[kind]
+    max_ch = CPU_2D_NETWORK["max_channels"] if monai_net else MAX_CHANNELS[dims]
     out_channels = len(names)
     start, cpu_capped = cpu_patch_start(median, spacing) if kind == "cpu" else (list(median), False)
     patch, depth, need, shrunk = choose_patch(start, spacing, base_channels=base, max_channels=max_ch,
@@ -376,16 +382,26 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     decisions.append(Decision("data.patch_size", patch, patch_why))
     decisions.append(Decision("data.patch_pos_fraction", POS_FRACTION, "a third of the patches centred on "
                                                                        "foreground (nnU-Net's oversampling)"))
-    decisions.append(Decision("model.name", "unet", "medseg's U-Net, 2D and 3D from the same blocks"))
+    if monai_net:
+        decisions.append(Decision("model.name", CPU_2D_NETWORK["name"], "2D on a CPU: MONAI's residual UNet, strided "
+                                  "from its first layer: more capacity per CPU second than medseg's U-Net (--device "
+                                  "cuda plans medseg's)"))
+    else:
+        decisions.append(Decision("model.name", "unet", "medseg's U-Net, 2D and 3D from the same blocks"))
     thin = min(range(dims), key=lambda i: patch[i])
     decisions.append(Decision("model.depth", depth, f"bottleneck {_fmt_shape(bottleneck)} px: the thinnest patch "
                                                     f"axis ({patch[thin]}) pooled to {MIN_BOTTLENECK}-"
                                                     f"{2 * MIN_BOTTLENECK} px"))
-    decisions.append(Decision("model.base_channels", base, f"{'CUDA' if kind == 'cuda' else 'a CPU'}: "
-                                                           f"{base} (nnU-Net's 32{', a quarter for CPU speed: more steps a minute' if kind == 'cpu' else ''})"))
-    decisions.append(Decision("model.max_channels", max_ch, f"nnU-Net's cap for {dims}D"))
+    if monai_net:
+        decisions.append(Decision("model.base_channels", base, "MONAI's CPU layout 16…256, 2 residual units a stage"))
+        decisions.append(Decision("model.max_channels", max_ch, "the layout's cap"))
+    else:
+        decisions.append(Decision("model.base_channels", base, f"{'CUDA' if kind == 'cuda' else 'a CPU'}: "
+                                                               f"{base} (nnU-Net's 32{', a quarter for CPU speed: more steps a minute' if kind == 'cpu' else ''})"))
+        decisions.append(Decision("model.max_channels", max_ch, f"nnU-Net's cap for {dims}D"))
     decisions.append(Decision("model.norm", "instance", f"batches of {batch} patches: instance norm (nnU-Net)"))
-    decisions.append(Decision("model.act", "leakyrelu", "nnU-Net's activation"))
+    decisions.append(Decision("model.act", CPU_2D_NETWORK["act"] if monai_net else "leakyrelu",
+                              "MONAI's default activation" if monai_net else "nnU-Net's activation"))
     if by_data < by_memory:
         batch_why = (f"a batch covers at most {_pct(BATCH_DATASET_FRACTION)} of the data set's voxels (nnU-Net); the "
                      f"budget would hold {by_memory}")
