@@ -41,20 +41,13 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import yaml
 
 from medseg.errors import ConfigError, DataValidationError
-
-
-class Decision(NamedTuple):
-    """One choice of the planner: the config key (dotted), the value and why."""
-
-    key: str
-    value: Any
-    reason: str
+from medseg.planning.task_plan import PLAN_INPUTS, Decision, _pct, class_plan, loss_plan, user_inputs
 
 
 DEFAULT_BUDGET_GB = {"cuda": 8.0, "cpu": 2.0}
@@ -189,10 +182,6 @@ def _fmt_shape(shape: Sequence[float]) -> str:
     return "×".join(f"{v:g}" for v in shape)
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.3g} %"
-
-
 def _looks_ct(fp: dict) -> tuple[bool, str]:
     modality = (fp.get("modality") or "").upper()
     if modality:
@@ -305,7 +294,6 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     follow them and say so), every other one is applied over the plan with :func:`apply_sets`.
     """
     from medseg.config import load_config
-    from medseg.planning.task_plan import PLAN_INPUTS, class_plan, loss_plan, user_inputs
 
     kind = _device_kind(device)
     budget_gb = float(DEFAULT_BUDGET_GB[kind] if memory_budget_gb is None else memory_budget_gb)

@@ -10,12 +10,23 @@ so; an explicit ``task.primary_metric`` is kept and named as the user's, beside 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from medseg.errors import ConfigError, DataValidationError
-from medseg.planning.planner import Decision, _pct
+
+
+class Decision(NamedTuple):
+    """One choice of the planner: the config key (dotted), the value and why."""
+
+    key: str
+    value: Any
+    reason: str
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.3g} %"
 
 # ``--set`` keys the planner decides from rather than overwrites: the metric, the background and the loss follow them.
 PLAN_INPUTS = ("task.class_names", "task.background", "task.primary_metric")
