@@ -17,7 +17,8 @@ Methods, each trained for the same wall-clock budget on the same training images
 without test-time augmentation:
 
 1. ``medseg``: ``medseg plan DATA`` as is — no hand tuning — then ``medseg train`` with
-   ``train.time_limit_minutes`` (the plan's poly schedule anneals by the limit) and ``medseg evaluate``.
+   ``train.time_limit_minutes`` (the plan's poly schedule anneals by the limit, or by the plan's 2,000 steps when
+   they come first: on the small CT set they do) and ``medseg evaluate``.
 2. ``monai_loop``: a plain loop a user writes with MONAI (``bench_own_data.plain_loop``): MONAI UNet 16…256,
    2 residual units, random crops, batch 2, Adam 1e-3, DiceCE, sliding-window inference.
 3. ``medseg_monai_net`` (``--methods``, a diagnosis): medseg's plan and trainer with the plain loop's network

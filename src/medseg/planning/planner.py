@@ -58,9 +58,10 @@ DEFAULT_ITERATIONS = {"cuda": 50_000, "cpu": 2_000}
 BASE_CHANNELS = {"cuda": 32, "cpu": 8}
 MAX_CHANNELS = {2: 512, 3: 320}
 # 2D on a CPU: MONAI's residual UNet (strided from its first layer, little work at full resolution) at 16…256.
-# One step of it cost 347.8 ms on 2 × 224 × 256 patches against 465.3 ms for medseg's U-Net at 8 channels
-# (benchmarks/results/peer_cpu.json step_cost_ms), and medseg's recipe with it was ahead of a plain MONAI loop on
-# the real metaphases (own_data_cpu.json: chromosome / overlap Dice 84.0 / 31.0 vs 80.2 / 14.1 % in 3 min).
+# One step of it cost 144.6 ms on 2 × 224 × 256 patches against 193.7 ms for medseg's U-Net at 8 channels, one
+# thread (benchmarks/results/peer_cpu.json step_cost_ms), and with it medseg's plan is ahead of a plain MONAI loop
+# on the real metaphases at 1, 2 and 4 CPU minutes (mean foreground Dice 58.6 vs 52.9 % at 4; with the U-Net at 8
+# channels it was behind: peer_cpu_unet8.json).
 CPU_2D_NETWORK = {"name": "monai_unet", "base_channels": 16, "max_channels": 256, "act": "prelu"}
 MAX_DEPTH = {2: 6, 3: 5}
 MIN_BOTTLENECK = 4  # px at the deepest stage (nnU-Net stops pooling an axis below 8, i.e. 4..8 px remain)
