@@ -69,6 +69,8 @@ def open_viewer(page: Page, study_id: str, n: int) -> None:
     study(page, study_id).locator(".open").click()
     expect(page.locator("#viewer")).to_be_visible()
     expect(page.locator("#slice-index")).to_have_text(f"1 / {n}")
+    # the result's arrays (or, for an older result, its slice images) are in: what is drawn next comes from them
+    expect(page.locator("#viewer")).not_to_have_attribute("data-volume", "loading", timeout=20_000)
 
 
 def wait_until(condition, timeout: float = 10.0, what: str = "condition"):
@@ -445,7 +447,9 @@ def _made_up_layer() -> bytes:
 
 
 def click_object(page: Page, record: dict) -> None:
-    """A click at the centre of ``record``'s box on the prediction, wherever zoom and pan put it."""
+    """A click at the centre of ``record``'s box on the prediction, wherever zoom, pan and scrolling put it (a
+    mouse click at page coordinates outside the viewport does nothing, so the image is scrolled into view)."""
+    page.locator("#img-overlay").scroll_into_view_if_needed()
     box = page.locator("#img-overlay").bounding_box()
     b = record["bbox"]
     page.mouse.click(box["x"] + box["width"] * (b["left"] + b["width"] / 2) / 48,
@@ -464,7 +468,12 @@ def select_object(page: Page, record: dict) -> str:
         time.sleep(0.3)
         return bool(pinned.count()) and pinned.inner_text() == str(record["id"])
 
-    wait_until(clicked, timeout=20.0, what=f"object {record['id']} selected by a click")
+    try:
+        wait_until(clicked, timeout=20.0, what=f"object {record['id']} selected by a click")
+    except AssertionError as exc:  # where the click went, to tell a missed target from a missing handler
+        where = page.evaluate("() => [window.scrollX, window.scrollY, innerWidth, innerHeight]")
+        raise AssertionError(f"{exc}; overlay box {page.locator('#img-overlay').bounding_box()}, scroll and "
+                             f"viewport {where}") from None
     return pinned.inner_text()
 
 

@@ -313,6 +313,7 @@ function openStudy(id, resultId) {
     sort: { key: "id", dir: 1 }, view: { zoom: 1, tx: 0, ty: 0 },
     volume: null, loading: Boolean(result.volume_url),
   };
+  $("viewer").dataset.volume = "loading";
   applyView();
   for (const canvas of document.querySelectorAll("#viewer .stack canvas")) {
     canvas.width = 0;  // nothing of the study shown before while this one loads
@@ -346,7 +347,10 @@ function openStudy(id, resultId) {
   showSlice(0);
   $("viewer").scrollIntoView({ behavior: "smooth", block: "start" });
   if (state.viewer.loading) openVolume(state.viewer);
-  else renderWindowControls();
+  else {
+    $("viewer").dataset.volume = "slice images";
+    renderWindowControls();
+  }
 }
 
 // The result's arrays, once: from then on every slice is drawn here. A result made before they were kept
@@ -361,6 +365,8 @@ async function openVolume(v) {
   if (state.viewer !== v) return;  // another result was opened meanwhile
   v.volume = volume;
   v.loading = false;
+  // what the slices are drawn from, for scripts driving the page (tests): "arrays" or "slice images"
+  $("viewer").dataset.volume = volume ? "arrays" : "slice images";
   if (volume) {
     const w = volume.manifest.image.window;
     setWindow(volume, w.low, w.high);
