@@ -20,7 +20,7 @@ Beyond the papers (issue 12, training on one's own data):
 * **Cheap validation** (``train.validation``): each epoch validates a fixed, seeded subset of the validation
   images (``images``), which selects the best model; the selected model is validated on all of them once at
   the end (``final_validation`` in summary.json), and every ``full_every`` epochs if asked. Every row records
-  ``train_time_s`` and ``val_time_s`` (validating and saving), the summary the run's ``validation_share``.
+  ``training_time_s`` and ``validation_time_s`` (validating and saving), the summary the run's ``validation_share``.
 * **Schedules follow the budget** (:mod:`medseg.training.schedules`): poly and cosine set the rate before each
   step from the progress — steps / budget, or elapsed / ``train.time_limit_minutes`` when further — so a
   time-limited run anneals fully by its limit; the limit ends a run cleanly wherever it falls (resumable:
@@ -103,7 +103,7 @@ from medseg.threads import init_worker, num_workers_for, refresh_threads
 from medseg.training import distributed
 from medseg.training.checkpoint import load_training_state, save_training_state
 from medseg.training.early_stopping import EarlyStopping
-from medseg.training.schedules import POLY_EXPONENT, BudgetSchedule, build_scheduler, progress as budget_progress
+from medseg.training.schedules import BudgetSchedule, build_scheduler, progress as budget_progress
 
 #: ``train.channels_last: auto`` on the CPU: off. One step of the demo U-Net ran 1.11× faster channels-last, but
 #: whole trainings did not (``benchmarks/bench_cpu_options.py``, 2-core AVX2 CPU, 1 thread): the demo config no
@@ -247,6 +247,10 @@ class Trainer:
         self.global_step = 0
         self.elapsed_before = 0.0  # wall seconds of training before a resume (the time limit counts them)
         self.fit_start = time.perf_counter()
+        self.stopped_by_time = False
+        self.deadline: float | None = None  # train.time_limit_minutes as a perf_counter time, set by fit
+        self.wall_s: float | None = None  # this call of fit's wall time, once it has trained
+        self.final_val: dict | None = None  # the selected model on every validation image (train.validation.final)
 
     def _check_batchable(self, spatial_dims: int) -> None:
         """Training images of different sizes (``data.size: null``) only stack into batches as patches."""
@@ -422,7 +426,7 @@ class Trainer:
         n = 0
         bar = Progress(loader, total=total, desc=f"fold {self.fold} epoch {epoch + 1}", leave=False,
                        disable=not self.progress)
-        timed = getattr(self, "deadline", None) is not None
+        timed = self.deadline is not None
         for i, batch in enumerate(bar):
             if i >= total or (distributed.any_rank(self.out_of_time()) if timed else False):
                 break
@@ -512,7 +516,7 @@ class Trainer:
                             {"epoch": epoch, "fold": self.fold, "finished": finished,
                              "scheduler": self.scheduler.state_dict(), "early_stopping": self.early.state_dict(),
                              "history": self.history, "elapsed_s": round(self.elapsed(), 3),
-                             "stopped_by_time": bool(getattr(self, "stopped_by_time", False))}, self.extra_modules())
+                             "stopped_by_time": self.stopped_by_time}, self.extra_modules())
 
     def write_history(self) -> None:
         if not self.dist.is_main:
@@ -538,7 +542,7 @@ class Trainer:
         main = self.dist.is_main
         epochs = self.epochs
         if not restart and self.resume():
-            if self.early.should_stop or self.start_epoch >= epochs or getattr(self, "stopped_by_time", False):
+            if self.early.should_stop or self.start_epoch >= epochs or self.stopped_by_time:
                 if main:  # nothing trains: the fold's files stay as they are
                     tqdm.write(f"fold {self.fold}: already finished ({self.run_dir}); pass --restart to train again")
                 return self.summary(write=False)
@@ -566,9 +570,7 @@ class Trainer:
         full_every = int(self.cfg["train"]["validation"]["full_every"])
         for epoch in range(self.start_epoch, epochs):
             if distributed.any_rank(self.out_of_time()):  # the limit fell on validation or saving: end here
-                self.stopped_by_time = True
-                if self.history:
-                    self.save_state(epoch - 1, finished=True)
+                self.stop_for_time(epoch)
                 break
             # each rank its own random stream (augmentation); rank 0's is the one-process run's
             seed_everything(int(self.cfg["train"]["seed"]) * 1000 + self.fold * 100 + epoch + 1_000_003 * self.dist.rank)
@@ -578,9 +580,7 @@ class Trainer:
             self.epoch_steps = 0
             row.update(self.train_epoch(epoch))
             if self.epoch_steps == 0:  # out of time before this epoch's first step: nothing new to record
-                self.stopped_by_time = True
-                if self.history:
-                    self.save_state(epoch - 1, finished=True)
+                self.stop_for_time(epoch)
                 break
             t_val = time.perf_counter()
             if self.has_validation:
@@ -621,12 +621,19 @@ class Trainer:
                 break
             if timed_out:
                 break
-        if getattr(self, "stopped_by_time", False) and main:
+        if self.stopped_by_time and main:
             tqdm.write(f"fold {self.fold}: train.time_limit_minutes ({limit}) reached at step {self.global_step}")
         self.wall_s = self.elapsed()
         if self.history:
             self.final_validation()
         return self.summary()
+
+    def stop_for_time(self, epoch: int) -> None:
+        """The time limit passed before epoch ``epoch`` trained a step: the last epoch's state is marked finished
+        (a later call finds the run done) and nothing new is recorded."""
+        self.stopped_by_time = True
+        if self.history:
+            self.save_state(epoch - 1, finished=True)
 
     def final_validation(self) -> None:
         """``train.validation.final``: the selected model (``model.safetensors``) validated on every validation
@@ -653,8 +660,7 @@ class Trainer:
     def out_of_time(self) -> bool:
         """Past ``train.time_limit_minutes`` (counted from the start of :meth:`fit`, plus the time trained
         before a resume)."""
-        deadline = getattr(self, "deadline", None)
-        return deadline is not None and time.perf_counter() > deadline
+        return self.deadline is not None and time.perf_counter() > self.deadline
 
     def elapsed(self) -> float:
         """Wall seconds this fold has trained (validation included), over resumes."""
@@ -678,11 +684,11 @@ class Trainer:
 
     def time_shares(self) -> dict:
         """Wall time of this call of :meth:`fit` and the share of it spent validating and saving."""
-        wall = getattr(self, "wall_s", None)
+        wall = self.wall_s
         if not wall:
             return {}
         rows = [r for r in self.history[self.start_epoch:] if "validation_time_s" in r]
-        val = sum(float(r["validation_time_s"]) for r in rows) + float((getattr(self, "final_val", None) or {}).get("time_s", 0))
+        val = sum(float(r["validation_time_s"]) for r in rows) + float((self.final_val or {}).get("time_s", 0))
         share = val / wall
         if self.progress:
             tqdm.write(f"fold {self.fold}: {wall / 60:.1f} min, {100 * share:.0f} % of it validating and saving")
@@ -710,9 +716,9 @@ class Trainer:
                "best_epoch": selected, "best_val": best,
                "steps": int(self.history[-1].get("steps", 0)) if self.history else 0,
                "selected": "best validation" if self.has_validation else "last epoch (no validation set)",
-               "stopped_by_time_limit": bool(getattr(self, "stopped_by_time", False))}
+               "stopped_by_time_limit": self.stopped_by_time}
         out.update(self.time_shares())
-        if getattr(self, "final_val", None) is not None:
+        if self.final_val is not None:
             out["final_validation"] = self.final_val
         if self.dist.is_main and write:
             dump_json(out, self.run_dir / "summary.json")
