@@ -323,7 +323,7 @@ def test_crops_from_folder_errors(tmp_path):
     (broken / "chrom_07.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     with pytest.raises(DataValidationError, match="chrom_07.png") as info:
         crops_from_folder(broken)
-    assert "cannot read" in str(info.value)
+    assert "cannot be read as a PNG/TIFF image" in str(info.value)
 
     blank = tmp_path / "blank"
     blank.mkdir()

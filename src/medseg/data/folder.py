@@ -24,12 +24,11 @@ neither a class index nor in ``mask_values`` is never dropped or thresholded sil
 Intensities are scaled by the range of the stored dtype (uint8 / 255, uint16 / 65535), not per image,
 so that the same tissue keeps the same value from one image to the next.
 
-Size and values are checked before they can hurt: the image's height × width is read from the header
-(PIL's ``Image.open`` reads only the header; tifffile's page tags) and checked against the voxel budget of
-:mod:`medseg.data.limits` before any pixel is decoded (a 62 KB PNG may declare 8000 × 8000 pixels); a
-loaded data set is checked against the memory limit as it grows. Pillow's own decompression-bomb guard
-(about 179 megapixels) still applies above that. NaN/inf, complex and non-numeric pixels are refused
-naming the file (:func:`medseg.data.volume.check_values`).
+Size and values are checked before they can hurt, by the checked reader every 2D data set shares
+(:mod:`medseg.data.image_io`): the image's height × width is read from the header and checked against the
+voxel budget of :mod:`medseg.data.limits` before any pixel is decoded (a 62 KB PNG may declare 8000 × 8000
+pixels), a multi-page file is refused, and NaN/inf, complex and non-numeric pixels are refused naming the
+file. A loaded data set is checked against the memory limit as it grows.
 
 Unknown masks. :func:`survey_masks` lists the distinct values a folder's masks hold (pixels and files per
 value) without knowing the classes, and :func:`suggest_mask_settings` turns them into the ``data.mask_values``
@@ -38,24 +37,18 @@ and ``task.class_names`` to set; ``medseg data info FOLDER`` reports both.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medseg.data.limits import (
-    check_dataset_bytes,
-    check_voxels,
-    exception_text,
-    voxel_budget,
-)
+from medseg.data.image_io import check_integer_labels, read_stored
+from medseg.data.image_io import image_shape  # noqa: F401 - imported from here by the server and the CLI
+from medseg.data.limits import MAX_CLASSES, check_dataset_bytes
 from medseg.data.pommier import pad_to
 from medseg.data.splits import natural_key
-from medseg.data.volume import check_values
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
 
@@ -67,174 +60,6 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 
 
 # --------------------------------------------------------------------------------------------- reading
-
-
-def _is_tiff(path: Path) -> bool:
-    return path.suffix.lower() in (".tif", ".tiff")
-
-
-@contextmanager
-def _decoding(path: Path) -> Iterator[None]:
-    """Any error of the decoder inside the block becomes a DataValidationError naming the file. Pillow and
-    tifffile raise many types on bad bytes (OSError, SyntaxError, ValueError, struct.error, zlib.error,
-    TiffFileError, EOFError, IndexError, ...); none of them should reach the user as a traceback."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the voxel budget decides
-            yield
-    except DataValidationError:
-        raise
-    except Image.DecompressionBombError as exc:
-        # Pillow refuses above 2 × Image.MAX_IMAGE_PIXELS (179 M) before medseg sees the size; with the default
-        # budget (134 M voxels) such an image is over the budget too, so say it in the budget's words.
-        raise DataValidationError(path, f"the image's header declares more pixels than the limit of "
-                                        f"{voxel_budget():,} voxels allows (Pillow: {exception_text(exc)})") from exc
-    except Exception as exc:  # noqa: BLE001 - see the docstring
-        kind = "a TIFF image; the file may be corrupt or not a TIFF" if _is_tiff(path) else \
-            "a PNG/TIFF image; the file may be corrupt or not an image"
-        raise DataValidationError(path, f"cannot be read as {kind} ({exception_text(exc)})") from exc
-
-
-def _tiff_first_page(path: Path, tif):
-    """The one page of a single-image TIFF (a stack or an empty file is refused)."""
-    n_pages = len(tif.pages)
-    if n_pages == 0:
-        raise DataValidationError(path, "TIFF file holds no image")
-    if n_pages > 1:
-        raise DataValidationError(path, f"TIFF file holds {n_pages} pages (a stack); expected one 2D image per file")
-    return tif.pages[0]
-
-
-def _tiff_shape(page) -> tuple[int, ...]:
-    """Height × width (× depth for a volumetric page) from a TIFF page's tags, whatever its samples."""
-    depth = int(getattr(page, "imagedepth", 1) or 1)
-    return (int(page.imagelength), int(page.imagewidth)) + ((depth,) if depth > 1 else ())
-
-
-def _pil_shape(img) -> tuple[int, int]:
-    width, height = img.size
-    return int(height), int(width)
-
-
-def image_shape(path: str | Path) -> tuple[int, ...]:
-    """The (H, W) a PNG/TIFF header declares, read without decoding a pixel (for size checks, e.g. the
-    server's before it reads an upload). Raises DataValidationError for a missing or unreadable file."""
-    import tifffile
-    from PIL import Image
-
-    path = _existing_file(path)
-    with _decoding(path):
-        if _is_tiff(path):
-            with tifffile.TiffFile(path) as tif:
-                return _tiff_shape(_tiff_first_page(path, tif))
-        with Image.open(path) as img:
-            return _pil_shape(img)
-
-
-def _existing_file(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(path, "file not found" if not path.exists() else "not a file")
-    return path
-
-
-def _read_raw(path: Path, what: str, max_voxels: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a PNG/TIFF as stored. Returns the array, (H, W) or (H, W, C), and for a palette image the
-    (H, W, 3) colours its indices stand for (else None). Raises DataValidationError for missing,
-    unreadable, corrupt or oversized files and for non-numeric or non-finite pixels."""
-    path = _existing_file(path)
-    with _decoding(path):
-        if _is_tiff(path):
-            arr, colours = _read_tiff(path, what, max_voxels), None
-        else:
-            arr, colours = _read_pil(path, what, max_voxels)
-    check_values(path, arr, what)
-    if not arr.dtype.isnative:  # big-endian TIFF / PNG "I;16B": native order, so uint16 stays uint16
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    return arr, colours
-
-
-def _tifffile_decodes(page) -> bool:
-    """Whether tifffile can decode this page as installed: without the optional ``imagecodecs`` package it
-    has no LZW (the usual microscopy compression) nor JPEG, only none, Deflate/zlib, PackBits and a few more."""
-    from tifffile import TIFF
-
-    try:
-        return page.compression in TIFF.DECOMPRESSORS and page.predictor in TIFF.PREDICTORS
-    except Exception:  # noqa: BLE001 - an unknown tag value: let the decoder say what is wrong
-        return True
-
-
-def _read_tiff(path: Path, what: str, max_voxels: int | None) -> np.ndarray:
-    """A TIFF's one page as stored. tifffile decodes it where it can; a compression it needs ``imagecodecs`` for
-    (LZW above all) is decoded by Pillow instead, with the same result (palette pages: their indices)."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        page = _tiff_first_page(path, tif)
-        check_voxels(path, _tiff_shape(page), what, max_voxels)
-        if _tifffile_decodes(page):
-            arr = page.asarray()
-            separate = int(getattr(page, "planarconfig", 1)) == 2  # PLANARCONFIG.SEPARATE: (C, H, W)
-        else:
-            arr, separate = _read_tiff_pillow(path, page), False
-    arr = np.asarray(arr)
-    if separate and arr.ndim == 3:
-        arr = np.moveaxis(arr, 0, -1)
-    # (1, H, W) or (H, W, 1): a single plane stored with an extra axis.
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    return arr
-
-
-def _read_tiff_pillow(path: Path, page) -> np.ndarray:
-    """Decode a TIFF page tifffile cannot (without imagecodecs) with Pillow, which has LZW, Deflate and PackBits
-    built in. Channels last; palette pages as their indices, bilevel as bool, as tifffile gives them."""
-    from PIL import Image
-
-    try:
-        compression = page.compression.name
-    except AttributeError:
-        compression = str(page.compression)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("CMYK", "YCbCr", "LAB"):
-                img = img.convert("RGB")
-            return np.array(img)  # bilevel ("1"): bool, as tifffile gives it
-    except Exception as exc:  # noqa: BLE001 - say which decoders were tried; _decoding names the file
-        raise DataValidationError(
-            path, f"cannot decode this TIFF's {compression} compression: tifffile needs the optional imagecodecs "
-                  f"package for it (pip install imagecodecs) and Pillow failed ({exception_text(exc)}); the file "
-                  "may be corrupt") from exc
-
-
-def _read_pil(path: Path, what: str, max_voxels: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    from PIL import Image
-
-    with Image.open(path) as img:  # reads the header only: the size is known, nothing is decoded yet
-        check_voxels(path, _pil_shape(img), what, max_voxels)
-        n_frames = getattr(img, "n_frames", 1)
-        if n_frames > 1:
-            raise DataValidationError(path, f"image file holds {n_frames} frames; expected one 2D image per file")
-        img.load()
-        mode = img.mode
-        if mode == "P":
-            # Palette image: the indices (for masks they are the class indices) and, for the image
-            # reader, the colours they stand for.
-            return np.array(img), np.asarray(img.convert("RGB"))
-        if mode in ("CMYK", "YCbCr", "LAB", "HSV", "PA"):
-            img = img.convert("RGBA" if mode == "PA" else "RGB")
-        arr = np.array(img)
-    if mode == "1":
-        arr = arr.astype(np.uint8)  # bilevel: 0/1
-    elif mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:
-        arr = arr.astype(np.uint16)  # 16-bit grey opened as 32-bit int by some Pillow versions
-    return arr, None
 
 
 def _to_grey(arr: np.ndarray) -> np.ndarray:
@@ -268,7 +93,7 @@ def read_image(path: str | Path, *, max_voxels: int | None = None) -> np.ndarray
     ``$MEDSEG_MAX_VOXELS`` or 2**27; checked from the header, before decoding).
     """
     path = Path(path)
-    arr, palette_colours = _read_raw(path, "image", max_voxels)
+    arr, palette_colours = read_stored(path, "image", max_voxels)
     if palette_colours is not None:
         arr = palette_colours
     if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
@@ -337,8 +162,8 @@ def read_mask(
     values (with pixel counts) and the allowed ones.
     """
     path = Path(path)
-    if not 2 <= num_classes <= 256:
-        raise ValueError(f"num_classes must be between 2 and 256 (uint8 labels), got {num_classes}")
+    if not 2 <= num_classes <= MAX_CLASSES:
+        raise ValueError(f"num_classes must be between 2 and {MAX_CLASSES} (uint8 labels), got {num_classes}")
     lut_values: list[int] | None = None
     if mask_values is not None:
         lut_values = [int(v) for v in mask_values]
@@ -392,7 +217,7 @@ def classes_of_values(values: np.ndarray, num_classes: int, mask_values: Sequenc
 def _mask_array(path: Path, max_voxels: int | None) -> np.ndarray:
     """A mask file as its stored grey values, (H, W), integer (or integer-valued float); the file's checks of
     :func:`read_mask` (colour masks must be grey, integer labels), not yet any class mapping."""
-    arr, _ = _read_raw(path, "mask", max_voxels)  # palette masks: the indices are the stored values
+    arr, _ = read_stored(path, "mask", max_voxels)  # palette masks: the indices are the stored values
     if arr.ndim == 3 and arr.shape[-1] in (2, 3, 4):
         if arr.shape[-1] == 2:  # grey + alpha
             arr = arr[..., 0]
@@ -412,13 +237,7 @@ def _mask_array(path: Path, max_voxels: int | None) -> np.ndarray:
     _check_2d(path, arr, "mask")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
-            raise DataValidationError(
-                path, f"mask has dtype {arr.dtype} with non-integer values; masks must hold integer labels"
-            )
-    elif arr.dtype.kind not in "ui":
-        raise DataValidationError(path, f"mask has dtype {arr.dtype}; expected integer labels")
+    check_integer_labels(path, arr, "mask")
     return arr
 
 

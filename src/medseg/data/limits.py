@@ -23,6 +23,11 @@ ratio above 16 MiB, member count, safe member names), checked from the central d
 is extracted — by the volume reader (``medseg data convert``, ``medseg predict``) and by the server alike:
 see :mod:`medseg.data.safe_zip`.
 
+One class limit, :data:`MAX_CLASSES` = 256: labels are read and held in memory as uint8 class
+indices (0..255), so a task has at most 256 classes. The mask reader training loads through (``read_mask``) and
+``medseg plan`` both refuse more, so a plan never names a task training cannot take. A mask folder holding
+hundreds of distinct values is most often a folder of grey images, not of masks.
+
 All refusals are :class:`~medseg.errors.DataValidationError` with a one-line message naming the file.
 """
 
@@ -37,6 +42,7 @@ from medseg.errors import DataValidationError
 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
+    "MAX_CLASSES",
     "MAX_DATASET_BYTES_ENV",
     "MAX_VOXELS_ENV",
     "check_dataset_bytes",
@@ -50,6 +56,7 @@ __all__ = [
 
 MiB = 2**20
 DEFAULT_MAX_VOXELS = 2**27  # 512 × 512 × 512
+MAX_CLASSES = 256  # uint8 class indices
 MAX_VOXELS_ENV = "MEDSEG_MAX_VOXELS"
 MAX_DATASET_BYTES_ENV = "MEDSEG_MAX_DATASET_BYTES"
 # A DICOM file holds at most max_voxels values of at most 8 bytes (Double Float Pixel Data), plus a header:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.image_io import check_integer_labels, read_stored
 from medseg.data.writing import atomic_file
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
@@ -70,9 +71,8 @@ def _scan(root: str | Path) -> tuple[list[Metaphase], list[Path]]:
     out: list[Metaphase] = []
     unlabelled: list[Path] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".tif", ".tiff")}
-        dapis = {p.stem[:-1]: p for p in files.values() if p.stem[-1:].upper() == "D"}
-        karyos = {p.stem[:-1]: p for p in files.values() if p.stem[-1:].upper() == "K"}
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in (".tif", ".tiff"))
+        dapis, karyos = _by_id(files, "D", "DAPI image"), _by_id(files, "K", "karyotype label map")
         for ident in sorted(karyos.keys() - dapis.keys()):
             raise DataValidationError(karyos[ident], f"karyotype label map without its DAPI image {ident}D.tif")
         for ident in sorted(dapis):
@@ -86,6 +86,21 @@ def _scan(root: str | Path) -> tuple[list[Metaphase], list[Path]]:
                                   "metaphases are published without one (karyotype code EX in the image or folder "
                                   "name); restore the label map or remove the image")
     return out, unlabelled
+
+
+def _by_id(files: list[Path], code: str, what: str) -> dict[str, Path]:
+    """{metaphase id: file} of the files whose stem ends in ``code``. Two files for one id (``K.tif`` beside
+    ``K.tiff``, or ``k.tif``) are an error: which one is the truth cannot be told, so none is picked."""
+    out: dict[str, Path] = {}
+    for p in files:
+        if p.stem[-1:].upper() != code:
+            continue
+        ident = p.stem[:-1]
+        if ident in out:
+            raise DataValidationError(p, f"a second {what} for metaphase {ident} (also {out[ident].name}); keep one "
+                                         "file per metaphase")
+        out[ident] = p
+    return out
 
 
 def slide_of(folder: str) -> str:
@@ -124,17 +139,11 @@ def is_mfish_folder(path: str | Path) -> bool:
     return False
 
 
-def _read_tif(path: Path) -> np.ndarray:
+def _read_tif(path: Path, what: str = "karyotype label map") -> np.ndarray:
     """One M-FISH TIFF as stored (8-bit; palette images as their indices: the DAPI images carry an identity
-    palette). Pillow decodes the LZW these files use without tifffile's optional imagecodecs."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            arr = np.array(img)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means the same thing to the user
-        raise DataValidationError(path, f"cannot read the TIFF; the file may be corrupt "
-                                        f"({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
+    palette), through the shared checked reader: size from the header within the voxel budget, one page,
+    finite values (:func:`medseg.data.image_io.read_stored`)."""
+    arr, _ = read_stored(path, what)
     if arr.ndim != 2:
         raise DataValidationError(path, f"expected a 2-D grey TIFF, got an array of shape {arr.shape}")
     return arr
@@ -143,6 +152,7 @@ def _read_tif(path: Path) -> np.ndarray:
 def check_karyotype(path: str | Path, karyo: np.ndarray) -> None:
     """Raise :class:`DataValidationError` naming ``path`` unless every value of ``karyo`` is 0 (background),
     1–24 (chromosome class: 1–22, 23 X, 24 Y) or 255 (overlap)."""
+    check_integer_labels(path, np.asarray(karyo), "karyotype label map")
     values, counts = np.unique(np.asarray(karyo), return_counts=True)
     bad = (values < 0) | ((values > 24) & (values != OVERLAP_VALUE))
     if bad.any():
@@ -153,7 +163,7 @@ def check_karyotype(path: str | Path, karyo: np.ndarray) -> None:
 
 def read_metaphase(m: Metaphase) -> tuple[np.ndarray, np.ndarray]:
     """(DAPI uint8 (H, W), karyotype uint8 (H, W)); shapes and karyotype values checked (errors name the file)."""
-    dapi, karyo = _read_tif(m.dapi), _read_tif(m.karyotype)
+    dapi, karyo = _read_tif(m.dapi, "DAPI image"), _read_tif(m.karyotype)
     if karyo.shape != dapi.shape:
         raise DataValidationError(m.karyotype, f"karyotype label map is {karyo.shape[0]}x{karyo.shape[1]} but its "
                                                f"DAPI image {m.dapi.name} is {dapi.shape[0]}x{dapi.shape[1]} (HxW); "

@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.datasets import SegmentationData, warn_crop
-from medseg.data.limits import check_dataset_bytes
+from medseg.data.image_io import image_shape
+from medseg.data.limits import check_dataset_bytes, check_voxels
 from medseg.data.mfish import (
     CLASS_NAMES,
     find_metaphases,
@@ -151,12 +152,11 @@ def load_mfish_metaphases(cfg: dict, progress: bool = True) -> SegmentationData:
     if limit:
         metaphases = metaphases[: int(limit)]
     size = tuple(int(v) for v in data_cfg["size"]) if data_cfg.get("size") else None
-    from PIL import Image
-
     shapes = []
     for m in metaphases:  # header only: the canvas and the memory check come before anything is decoded
-        with Image.open(m.dapi) as im:
-            shapes.append((im.height, im.width))
+        shape = image_shape(m.dapi)
+        check_voxels(m.dapi, shape, "DAPI image")
+        shapes.append(shape[:2])
     canvas = size or (max(h for h, _ in shapes), max(w for _, w in shapes))
     check_dataset_bytes(root, len(metaphases) * canvas[0] * canvas[1] * 5,
                         what=f"{len(metaphases)} metaphases on a {canvas[0]}x{canvas[1]} canvas (float32 + labels)")

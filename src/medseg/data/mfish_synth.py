@@ -88,7 +88,7 @@ def crops_from_isolated(
     than ``min_area`` / more than ``max_area`` pixels, are left out. Crops are named as in the index
     (``<folder>__<image>__<k>_c<class>``), in index order. Returns the crops and a record of the selection
     (slides used, counts left out)."""
-    from PIL import Image
+    from medseg.data.image_io import open_image  # the size and frame checks every reader shares
 
     iso_dir = Path(iso_dir)
     index = iso_dir / "index.csv"
@@ -124,9 +124,9 @@ def crops_from_isolated(
         if max_area is not None and area > max_area:
             left_out["too_large"] += 1
             continue
-        with Image.open(iso_dir / "images" / f"{r['name']}.png") as im:
+        with open_image(iso_dir / "images" / f"{r['name']}.png") as im:
             image = np.asarray(im.convert("L"))
-        with Image.open(iso_dir / "masks" / f"{r['name']}.png") as im:
+        with open_image(iso_dir / "masks" / f"{r['name']}.png", "mask") as im:
             mask = np.asarray(im.convert("L")) > 127
         crops.append(ChromosomeCrop(image=image, mask=mask, name=r["name"]))
         used.add(slide)

@@ -366,14 +366,16 @@ def _load_grey(path: Path) -> np.ndarray:
 
             return read_image(path)
         else:
-            from PIL import Image
+            from medseg.data.image_io import open_image  # the size and frame checks every reader shares
 
-            with Image.open(path) as im:
+            with open_image(path) as im:
                 im.load()
                 if im.mode in ("L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                     arr = np.asarray(im)
                 else:  # RGB, RGBA, P, LA, 1, CMYK...
                     arr = np.asarray(im.convert("L"))
+    except DataValidationError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure means the same thing to the user
         raise DataValidationError(path, f"cannot read image ({type(exc).__name__}: {exc})") from exc
     return _as_grey(arr, path)

@@ -29,12 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.image_io import check_header
 from medseg.data.limits import check_voxels, exception_text, printable
 from medseg.errors import DataValidationError
 
 __all__ = [
     "CLASSES",
     "ScanRecord",
+    "TrainCsv",
     "check_consistency",
     "masks_for",
     "parse_id",
@@ -173,15 +175,36 @@ def parse_scan_filename(name: str | Path) -> dict:
 # ------------------------------------------------------------------------------------------------- train.csv
 
 
-def read_train_csv(path: str | Path) -> dict[str, dict[str, str]]:
+class TrainCsv(dict):
+    """:func:`read_train_csv`'s {id: {class: rle}}, which remembers its file (``path``) and each row's line
+    (``lines``: {(id, class): line}), so that a problem only the scans reveal (an RLE longer than its image)
+    names ``train.csv`` and the line to fix, not only the id."""
+
+    def __init__(self, path: Path | None = None):
+        super().__init__()
+        self.path = path
+        self.lines: dict[tuple[str, str], int] = {}
+
+
+def _row(rles: Mapping, id_: str, cls: str) -> str:
+    """Where the RLE of (id, class) comes from: ``<train.csv> line N (id … class …)`` when ``rles`` was read by
+    :func:`read_train_csv`, else the id and class alone."""
+    row = f"id {id_} class {cls}"
+    path = getattr(rles, "path", None)
+    if path is None:
+        return row
+    line = getattr(rles, "lines", {}).get((id_, cls))
+    return f"{path}{f' line {line}' if line else ''} ({row})"
+
+
+def read_train_csv(path: str | Path) -> TrainCsv:
     """``train.csv`` → {id: {class: rle}} (every class of :data:`CLASSES` present for every id, ``""`` for an
     absent organ). Checks the columns, the ids, the classes, duplicate (id, class) rows, the RLE syntax
     (the image size is checked against the scans by :func:`check_consistency`)."""
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(path, "file not found" if not path.exists() else "not a file")
-    out: dict[str, dict[str, str]] = {}
-    first_line: dict[str, int] = {}
+    out = TrainCsv(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         try:
@@ -215,10 +238,10 @@ def read_train_csv(path: str | Path) -> dict[str, dict[str, str]]:
             classes = out.setdefault(id_, {})
             if cls in classes:
                 raise DataValidationError(path, f"line {line}: duplicate row for id {id_} class {cls} "
-                                                f"(first on line {first_line[id_ + ' ' + cls]})")
+                                                f"(first on line {out.lines[(id_, cls)]})")
             _parse_rle(rle, f"{path} line {line} (id {id_}, class {cls})")
             classes[cls] = rle.strip()
-            first_line[id_ + " " + cls] = line
+            out.lines[(id_, cls)] = line
     if not out:
         raise DataValidationError(path, "no rows: expected one row per id and class")
     for id_, classes in out.items():
@@ -306,6 +329,7 @@ def read_scan(record: ScanRecord) -> np.ndarray:
     check_voxels(path, record.shape)
     try:
         with Image.open(path) as img:
+            check_header(path, img)  # one frame: an animated PNG is not read as its first frame
             size = img.size
             if size != (record.width, record.height):
                 raise DataValidationError(path, f"image is {size[0]}×{size[1]} pixels, its name declares "
@@ -333,8 +357,8 @@ def check_consistency(index: list[ScanRecord], rles: Mapping[str, Mapping[str, s
     no_image = sorted(set(rles) - set(ids))
     if no_image:
         more = f" and {len(no_image) - 5} more" if len(no_image) > 5 else ""
-        raise DataValidationError(None, f"{len(no_image)} id(s) of train.csv have no image: "
-                                        f"{', '.join(no_image[:5])}{more}")
+        raise DataValidationError(getattr(rles, "path", None),
+                                  f"{len(no_image)} id(s) of train.csv have no image: {', '.join(no_image[:5])}{more}")
     no_rows = [r for r in index if r.id not in rles]
     if no_rows:
         more = f" and {len(no_rows) - 5} more" if len(no_rows) > 5 else ""
@@ -342,7 +366,7 @@ def check_consistency(index: list[ScanRecord], rles: Mapping[str, Mapping[str, s
                                                    f"{', '.join(r.id for r in no_rows[:5])}{more}")
     for r in index:
         for cls, rle in rles[r.id].items():
-            where = f"id {r.id} class {cls}"
+            where = _row(rles, r.id, cls)
             starts, lengths = _parse_rle(rle, where)
             _check_fits(starts, lengths, r.height, r.width, where)
 
@@ -357,5 +381,5 @@ def masks_for(record: ScanRecord, rles: Mapping[str, Mapping[str, str]]) -> np.n
     for c, cls in enumerate(CLASSES):
         if cls not in by_class:
             raise DataValidationError(record.path, f"id {record.id} has no row for class {cls} in train.csv")
-        out[..., c] = rle_decode(by_class[cls], record.shape, where=f"id {record.id} class {cls}")
+        out[..., c] = rle_decode(by_class[cls], record.shape, where=_row(rles, record.id, cls))
     return out

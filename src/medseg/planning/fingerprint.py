@@ -197,6 +197,19 @@ def _read_mask_values(path: Path) -> np.ndarray:
         raise
 
 
+def _check_class_count(masks_dir: Path, mask_path: Path, n_values: int) -> None:
+    """Refuse masks holding more distinct values than a task can have classes (:data:`MAX_CLASSES`, uint8
+    labels): each stored value becomes a class, so the plan would name a task that training then refuses.
+    Raised at the file that crosses the limit, so the message can name it."""
+    from medseg.data.limits import MAX_CLASSES
+
+    if n_values > MAX_CLASSES:
+        raise DataValidationError(mask_path, f"the masks hold {n_values} distinct values so far (this file included), "
+                                             f"more than the {MAX_CLASSES} classes a task can have (one class per "
+                                             "stored value; labels are uint8); masks must hold class indices or one "
+                                             f"grey value per class: is {masks_dir.name}/ a folder of grey images?")
+
+
 def _folder2d(root: Path, images_dir: Path, masks_dir: Path, max_cases: int, collector: _Collector,
               progress: bool) -> dict:
     from medseg.data.folder import image_shape, pair_files, read_image
@@ -208,6 +221,7 @@ def _folder2d(root: Path, images_dir: Path, masks_dir: Path, max_cases: int, col
         collector.shapes.append(list(image_shape(img_path))[:2])
         mask = _read_mask_values(mask_path)
         collector.labels(mask)
+        _check_class_count(masks_dir, mask_path, len(collector.label_voxels))
         if i in sampled:
             image = read_image(img_path)
             if image.shape != mask.shape:

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from medseg.data.limits import MAX_CLASSES
 from medseg.errors import ConfigError, DataValidationError
 
 
@@ -108,6 +109,9 @@ def class_plan(fp: dict, class_names: Sequence[str] | None, decisions: list[Deci
             reason = f"mask grey values {values} found in the {fp['n_cases']} masks, one class each in that order"
         names = None
     n_classes = len(stored)
+    if n_classes > MAX_CLASSES:  # training's mask reader refuses such a task: never plan it
+        raise DataValidationError(where, f"the labels hold {n_classes} distinct values, more than the {MAX_CLASSES} "
+                                         "classes a task can have (one class per stored value; labels are uint8)")
     label_names = {int(k): v for k, v in (fp.get("label_names") or {}).items()}
     given = "--classes"
     if "task.class_names" in user:
