@@ -73,6 +73,11 @@ def test_predict_errors_name_the_file(models, tmp_path):
     assert result.exit_code == 2 and "not a pair model" in result.output and str(semantic) in result.output
     result = runner.invoke(app, ["predict", str(pair), str(good), "--pair-model", str(pair), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "background / chromosome / overlap" in result.output
+    tiny = tmp_path / "tiny.png"  # 7 columns, 5 rows: the size as width × height
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(tiny)
+    result = runner.invoke(app, ["predict", str(semantic), str(tiny), "-o", str(tmp_path / "o")],
+                           env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "image is 7 × 5 px (width × height)" in result.output, result.output
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"the real M-FISH set is not here ({SHARED})")
@@ -95,6 +100,12 @@ def test_evaluate_metaphases_on_real_crops(models, tmp_path):
     assert metrics["n_metaphases"] == 2 and metrics["pooled"]["n_pred"] == 2  # the whole crop is one "chromosome"
     assert metrics["pooled"]["n_true"] >= 2 and metrics["data"].startswith("REAL")
     assert {"report.md", "per_metaphase.png", "instances_lowest_f1.png", "README.TXT"} <= {p.name for p in out.iterdir()}
+    # each crop's one object is called single and holds every true chromosome of its crop: right only where one
+    single = metrics["status_accuracy"]["single"]
+    assert single["n"] == 2 and single["held"] == metrics["pooled"]["n_true"]
+    assert single["right"] == sum(r["n_true"] == 1 for r in metrics["per_metaphase"])
+    assert "## Statuses against the label maps" in (out / "report.md").read_text()
+    assert f"single {single['right']}/2" in result.output
     result = runner.invoke(app, ["evaluate-metaphases", str(semantic), "--data", str(root), "--slides", "Z99", "-o",
                                  str(out)])
     assert result.exit_code == 2 and "Z99" in result.output

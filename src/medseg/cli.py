@@ -1109,6 +1109,8 @@ def evaluate_metaphases_cmd(
                   f"at IoU >= 0.5), {p['split']} splits, {p['merge']} merges, overlap IoU "
                   + (f"{100 * p['overlap_iou']:.1f} %" if p['overlap_iou'] == p['overlap_iou'] else "–")
                   + f"; report: {out / 'report.md'}")
+    right = [f"{k} {v['right']}/{v['n']}" for k, v in m["status_accuracy"].items() if v["n"]]
+    console.print("statuses right against the label maps: " + (", ".join(right) or "no objects"))
 
 
 @app.command()

@@ -168,3 +168,50 @@ def test_real_label_map_isolated_chromosomes_are_found_exactly():
     assert len(single) >= 3 and exact == len(single)
     assert r.counts["no_pair_model"] + r.counts["several_overlaps"] >= 1  # the crossing, kept whole
     assert result["merge"] >= 1 and result["split"] == 0
+
+
+def test_the_figure_marks_each_status_and_takes_the_headline_as_its_title(tmp_path, monkeypatch):
+    """predict's figure: every object's number with its status's letter and colour (outline, number box), a legend
+    naming the statuses present with their counts, the headline as the title."""
+    from matplotlib.colors import to_rgb
+
+    import medseg.inference.instances as instances
+    from medseg.inference.instance_status import STATUS_COLOUR, instance_statuses
+    from medseg.inference.instances import draw_instance_figure, instance_summary, write_instance_outputs
+
+    image, semantic, _ = scene()
+    r = separate_instances(image, semantic, IntensityPairModel())
+    by_how = {i.how: i for i in r.instances}
+    statuses = [{"status": "crossing_split", "estimated_count": 1} if i.how == "pair_model" else
+                {"status": "clump", "estimated_count": 3} if i.how == "several_overlaps" else
+                {"status": "single", "estimated_count": 1} for i in r.instances]
+    fig = draw_instance_figure(image, r, title="headline", statuses=statuses)
+    (ax,) = fig.axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["single chromosome (1)", "s: crossing, split (2)", "c: probable clump (1, ≈ 3)"]  # no doubtful
+    numbers = {t.get_text() for t in ax.texts}
+    assert numbers == {str(by_how["whole"].id), str(by_how["several_overlaps"].id) + "c",
+                       *(f"{i.id}s" for i in r.instances if i.how == "pair_model")}
+    assert fig._suptitle.get_text() == "headline"
+    fig.canvas.draw()
+    picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    orange = np.array(to_rgb(STATUS_COLOUR["clump"])) * 255
+    assert (np.abs(picture - orange).max(axis=-1) < 8).sum() > 100  # the clump's outline (and its legend patch)
+    with pytest.raises(ValueError, match="2 statuses for 4 instances"):
+        draw_instance_figure(image, r, statuses=statuses[:2])
+
+    # the writer medseg predict and the server share hands the records' statuses and their headline to the figure
+    seen = {}
+    monkeypatch.setattr(instances, "instance_figure", lambda *a, **k: seen.update(k))
+    summary = instance_summary(r, image="cell.tif", stem="cell", semantic_model=None, pair_model=None,
+                               extra=instance_statuses(r.instances, SHAPE, image))
+    (tmp_path / "out").mkdir()
+    write_instance_outputs(tmp_path / "out", image, r, summary, stem="cell", source="cell.tif")
+    assert seen["title"].startswith(f"cell.tif: {summary['statuses']['text']}\n4 objects, 1 crossings split")
+    assert [s["status"] for s in seen["statuses"]] == [rec["status"] for rec in summary["instances"]]
+    monkeypatch.undo()
+    without = instance_summary(r, image="cell.tif", stem="cell", semantic_model=None, pair_model=None)
+    assert "statuses" not in without  # no statuses: no headline
+    (tmp_path / "plain").mkdir()
+    write_instance_outputs(tmp_path / "plain", image, r, without, stem="cell", source="cell.tif")
+    assert (tmp_path / "plain" / "cell_instances.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

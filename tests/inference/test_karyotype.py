@@ -70,7 +70,8 @@ def test_classify_instances_feeds_the_training_cutout_and_votes():
     assert [o["class"] for o in out] == [1, 24, None]
     assert [o["class_name"] for o in out] == ["1", "Y", None]
     assert out[0]["class_confidence"] == pytest.approx(0.8) and out[2]["class_confidence"] is None
-    assert "larger than" in out[2]["class_note"]
+    assert f"larger than the model's {CANVAS} x {CANVAS} canvas (bounding box 10 × {CANVAS} px, width × height)" \
+        in out[2]["class_note"]
     expected = chromosome_cutout(metaphase[10:50, 20:28], tall)[0]  # the one cut-out rule of the training set
     np.testing.assert_allclose(model.fed[0], expected / 255.0)
     assert model.fed.shape == (2, CANVAS, CANVAS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -118,6 +119,8 @@ def test_metaphase_result_holds_the_instances_split_by_the_pair_model(make_serve
     assert info["note"] is None and info["pair_model"] == offered["pair_model"]
     assert result["summary"]["model"]["pair_model"]["version"] == offered["pair_model"]["version"]
     assert "instances" in result["downloads"] and "instances" not in result["summary"]["classes"][0]
+    assert info["karyogram"] is False and "karyogram" not in result["downloads"]  # no karyotyping model here
+    assert server.client.get(f"/api/results/{result['id']}/download/karyogram", headers=h).status_code == 404
 
     table = server.client.get(info["table_url"], headers=h).json()
     assert table["n_instances"] == 4 and table["image"] == "meta 1D.tif"
@@ -312,9 +315,17 @@ def test_karyotype_model_classes_every_chromosome(make_server, models, karyotype
         assert record["class_confidence"] == 1.0 and "class_note" not in record  # majority: every pixel agrees
     assert a["class"] is None and a["class_name"] is None and a["class_confidence"] is None
     assert f"larger than the model's {KARYO_CANVAS} x {KARYO_CANVAS} canvas" in a["class_note"]
-    zipped = json.loads(_zip(server, h, result).read("meta_1D/instances.json"))
+    zf = _zip(server, h, result)
+    zipped = json.loads(zf.read("meta_1D/instances.json"))
     assert zipped["instances"] == [{k: v for k, v in r.items() if k != "colour"} for r in table["instances"]]
     assert zipped["karyotype_model_version"] == karyo["version"]
+    # the karyogram on its own, the page's link beside the zip: the one in the zip
+    assert info["karyogram"] is True and list(result["downloads"])[-2:] == ["instances", "karyogram"]
+    got = server.client.get(result["downloads"]["karyogram"], headers=h)
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+    assert got.headers["content-disposition"].endswith('_karyogram.png"')
+    assert got.content == zf.read("meta_1D/meta_1D_karyogram.png")
+    assert Image.open(io.BytesIO(got.content)).size[0] > 100
 
 
 def test_karyotype_model_loaded_by_the_worker_on_first_use(make_server, models, karyotype_model, scene):
@@ -366,3 +377,20 @@ def test_neighbouring_ids_get_distant_palette_colours():
         index = [next(k for k, c in enumerate(palette) if (c == row).all()) for row in lut[1:]]
         if n >= 7:  # ids i and i + 1 (neighbours in raster order) are a third of the palette apart or more
             assert min(min(abs(a - b), n - abs(a - b)) for a, b in zip(index, index[1:])) >= n // 3
+
+
+STATIC = Path(__file__).resolve().parents[2] / "src" / "medseg" / "server" / "static"
+
+
+def test_the_page_offers_the_chromosomes_first_and_the_karyogram_beside_them():
+    """The metaphase page's downloads: the chromosomes zip first, the karyogram next (shown only where the result
+    has one), the label as class indices; the upload help names metaphase images and TIFF."""
+    html = (STATIC / "index.html").read_text()
+    downloads = html[html.index('<div class="downloads">'):]
+    order = [downloads.index(f'id="download-{k}"') for k in ("instances", "karyogram", "label", "summary")]
+    assert order == sorted(order)
+    assert re.search(r'id="download-karyogram"[^>]*hidden', html)
+    js = (STATIC / "app.js").read_text()
+    assert 'show($("download-karyogram"), Boolean(d.karyogram))' in js and "Label (PNG, class indices)" in js
+    help_text = html[html.index('id="upload-file"'):html.index("</small>")]
+    assert "metaphase image (TIFF" in help_text

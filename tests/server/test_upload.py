@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from medseg.data.volume import Volume
 from medseg.data.volume_io import write_nifti
@@ -160,6 +161,11 @@ def test_reference_on_another_grid_is_refused(server, phantom, tmp_path):
     assert r.status_code == 422 and r.json()["file"] == "ref_small.nii.gz" and "not the same grid" in r.json()["detail"]
     r = server.upload(h, phantom["nifti"], reference=phantom["png_ref"])
     assert r.status_code == 415 and "reference of a volume" in r.json()["detail"]
+    short = tmp_path / "ref_short.png"  # 30 rows of the image's 48 columns: sizes given as width × height
+    Image.fromarray(np.zeros((30, 48), np.uint8)).save(short)
+    r = server.upload(h, phantom["png"], model="chromo2d", reference=short)
+    assert r.status_code == 422 and "the reference is 48 × 30 pixels (width × height), the image 48 × 40" in \
+        r.json()["detail"]
     assert_nothing_stored(server)
 
 

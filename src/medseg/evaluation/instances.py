@@ -233,12 +233,17 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
     scored the same way. ``debris``: :class:`~medseg.inference.regions.DebrisRules` (default: on); per rule the
     objects it left out and how many of them were true chromosomes are in ``debris_removed``. Per slide and per
     imaging system (the slide's letter: A, P, V) the pooled figures are in ``per_slide`` / ``per_system``; each
-    metaphase's seconds for segmentation and separation in its row."""
+    metaphase's seconds for segmentation and separation in its row. Each object's status
+    (:func:`medseg.inference.instance_status.instance_statuses`) is scored against the label map
+    (:mod:`medseg.evaluation.status_accuracy`): per metaphase in its row's ``statuses``, pooled in
+    ``status_accuracy`` (objects, right, accuracy, estimated vs held chromosomes, the rule)."""
     import shutil
 
     from medseg.data.mfish import find_metaphases, licence_notice, read_metaphase, slide_of
     from medseg.data.mfish_metaphase import pair_test_slides
+    from medseg.evaluation.status_accuracy import RULES, pool_statuses, score_statuses
     from medseg.inference.image import predict_arrays
+    from medseg.inference.instance_status import instance_statuses
     from medseg.inference.instances import check_pair_model, instance_figure, is_metaphase_model, separate_instances
     from medseg.inference.otsu_baseline import otsu_instances
     from medseg.inference.predictor import Predictor
@@ -286,8 +291,11 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
             result = separate_instances(image, semantic, pair, debris=debris)
         t2 = time.perf_counter()
         true = true_instances(karyo)
-        row = {"metaphase": m.name, "slide": slide_of(m.folder), **score_metaphase(result.masks(), semantic, karyo),
-               "separation": result.counts, "segment_s": round(t1 - t0, 3), "separate_s": round(t2 - t1, 3)}
+        masks = result.masks()
+        statuses = instance_statuses(result.instances, image.shape, image)  # as predict and the server give them
+        row = {"metaphase": m.name, "slide": slide_of(m.folder), **score_metaphase(masks, semantic, karyo),
+               "separation": result.counts, "segment_s": round(t1 - t0, 3), "separate_s": round(t2 - t1, 3),
+               "statuses": score_statuses(statuses, _flat(masks), _flat(true), karyo)}
         for rule, got in _removed_true(result, karyo, true).items():
             total = removed.setdefault(rule, {"removed": 0, "true_chromosomes": 0})
             total["removed"] += got["removed"]
@@ -296,7 +304,7 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
             counts[k] = counts.get(k, 0) + v
         rows.append(row)
         if worst is None or row["f1"] < worst[0]:
-            worst = (row["f1"], m, image, result, karyo)
+            worst = (row["f1"], m, image, result, karyo, statuses)
     pooled = pool(rows)
     notice, notice_text = licence_notice(data)
     metrics = {"data": f"REAL M-FISH metaphases ({data})", "slides": sorted(chosen), "slides_rule": slides,
@@ -306,9 +314,11 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
                                         "covering >= 50 % of it",
                                "merge": "a prediction holding >= 50 % of each of >= 2 true chromosomes",
                                "true_instances": "each class value's 8-connected components with the overlap regions "
-                                                 "bordering that class (mfish-pairs' rule)"},
+                                                 "bordering that class (mfish-pairs' rule)",
+                               "status_right": RULES},
                "baseline": baseline, "debris_rules": (debris or DebrisRules()).record(), "debris_removed": removed,
-               "pooled": pooled, "per_slide": _group_pools(rows, lambda r: r["slide"]),
+               "pooled": pooled, "status_accuracy": pool_statuses([r["statuses"] for r in rows]),
+               "per_slide": _group_pools(rows, lambda r: r["slide"]),
                "per_system": _group_pools(rows, lambda r: r["slide"][:1]),
                "seconds_per_metaphase": {k: round(float(np.mean([r[k] for r in rows])), 3)
                                          for k in ("segment_s", "separate_s")},
@@ -318,9 +328,9 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1) + "\n")
     _figure(rows, out_dir / "per_metaphase.png")
-    _, wm, wimage, wresult, wkaryo = worst
+    _, wm, wimage, wresult, wkaryo, wstatuses = worst
     instance_figure(wimage, wresult, out_dir / "instances_lowest_f1.png", truth=true_instances(wkaryo),
-                    title=f"{wm.name}: lowest F1 of the set ({worst[0]:.2f})")
+                    title=f"{wm.name}: lowest F1 of the set ({worst[0]:.2f})", statuses=wstatuses)
     if notice is not None:
         shutil.copyfile(notice, out_dir / "README.TXT")
     (out_dir / "report.md").write_text(_report(metrics))
@@ -350,6 +360,13 @@ def _report(metrics: dict) -> str:
              "Objects left out as no chromosome (rule: left out / of them true chromosomes): "
              + (", ".join(f"{k} {v['removed']} / {v['true_chromosomes']}" for k, v in metrics["debris_removed"].items())
                 or "none") + f". Seconds a metaphase: {metrics['seconds_per_metaphase']}.", "",
+             "## Statuses against the label maps", "",
+             "How often each object's status (the page's and predict's: single, crossing, clump, doubtful) is right; "
+             "estimated: the chromosomes the headline counts for these objects, held: those they hold (>= 50 % of "
+             "each).", "",
+             "| status | objects | right | right % | estimated | held | right when |", "|---|---|---|---|---|---|---|",
+             *[f"| {name} | {a['n']} | {a['right']} | {_pct(a['accuracy'])} | {a['estimated']} | {a['held']} | "
+               f"{a['rule']} |" for name, a in metrics["status_accuracy"].items()], "",
              "## Per slide and per imaging system", "",
              "| slide / system | metaphases | true | TP | P % | R % | F1 % | lowest F1 % | splits | merges |",
              "|---|---|---|---|---|---|---|---|---|---|",

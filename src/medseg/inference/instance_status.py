@@ -27,12 +27,18 @@ import io
 
 import numpy as np
 
-__all__ = ["STATUSES", "chromosome_status", "chromosomes_csv", "instance_statuses", "shape_measures",
-           "single_median", "spread_of", "status_summary", "surroundings"]
+__all__ = ["STATUSES", "STATUS_COLOUR", "STATUS_MARK", "STATUS_TEXT", "chromosome_status", "chromosomes_csv",
+           "instance_statuses", "shape_measures", "single_median", "spread_of", "status_summary", "surroundings"]
 
 STATUSES = ("single", "crossing_split", "crossing_whole", "clump", "doubtful")
 STATUS_TEXT = {"single": "single chromosome", "crossing_split": "crossing, split", "crossing_whole":
                "crossing of two, kept whole", "clump": "probable clump", "doubtful": "possible debris / nucleus"}
+#: How the figure of ``medseg predict`` marks a status: the colour of the object's outline and number box, and a
+#: letter after its number, so that the statuses read in print and for colour-blind readers too (single: none,
+#: the common case stays uncluttered).
+STATUS_COLOUR = {"single": "#2ca02c", "crossing_split": "#1f77b4", "crossing_whole": "#9467bd", "clump": "#ff7f0e",
+                 "doubtful": "#d62728"}
+STATUS_MARK = {"single": "", "crossing_split": "s", "crossing_whole": "w", "clump": "c", "doubtful": "?"}
 # On the label maps of 12 M-FISH cells the largest single chromosomes (1, 2) reach 2.0-2.4 × the cell's median:
 # a "whole" object is called a clump only from CLUMP_FACTOR on; from LARGE_FACTOR on, one kept whole at an
 # overlap (two or more chromosomes for sure) is a clump, and a "whole" one is single but said to be large.

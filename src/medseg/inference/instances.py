@@ -50,6 +50,7 @@ import json
 import os
 import shutil
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,9 +68,10 @@ from medseg.inference.regions import (
 )
 from medseg.progress import Progress
 
-__all__ = ["METAPHASE_CLASSES", "TOUCHING_NAME", "FALLBACKS", "Instance", "InstanceResult", "check_pair_model", "crop_origin",
-           "instance_colours", "instance_figure", "instance_summary", "is_metaphase_model", "predict_metaphase_file",
-           "separate_instances", "separation_text", "write_instance_outputs"]
+__all__ = ["METAPHASE_CLASSES", "TOUCHING_NAME", "FALLBACKS", "Instance", "InstanceResult", "check_pair_model",
+           "crop_origin", "draw_instance_figure", "instance_colours", "instance_figure", "instance_summary",
+           "is_metaphase_model", "predict_metaphase_file", "separate_instances", "separation_text",
+           "write_instance_outputs"]
 
 METAPHASE_CLASSES = ("background", "chromosome", "overlap")
 #: A metaphase model may add this class: the contact pixels of touching chromosomes (separation only; the
@@ -306,48 +308,88 @@ def instance_colours(n: int) -> np.ndarray:
 
 
 def instance_figure(image: np.ndarray, result: InstanceResult, path: str | Path, *, title: str = "",
-                    truth: list[np.ndarray] | None = None) -> Path:
-    """A PNG of the metaphase with every instance in its own colour, numbered at its centre; shared (overlap)
-    pixels in white hatch so that both chromosomes of a crossing stay visible. With ``truth`` (full-size masks),
-    the true instances are drawn beside it the same way."""
+                    truth: list[np.ndarray] | None = None, statuses: list[dict] | None = None) -> Path:
+    """:func:`draw_instance_figure` saved as a PNG at ``path``."""
+    fig = draw_instance_figure(image, result, title=title, truth=truth, statuses=statuses)
+    path = Path(path)
+    fig.savefig(path, format="png")
+    return path
+
+
+def draw_instance_figure(image: np.ndarray, result: InstanceResult, *, title: str = "",
+                         truth: list[np.ndarray] | None = None, statuses: list[dict] | None = None):
+    """The metaphase with every instance in its own colour, numbered at its centre; shared (overlap) pixels white
+    so that both chromosomes of a crossing stay visible. With ``statuses`` (one dict per instance, in order, with
+    ``status`` and ``estimated_count``: :func:`medseg.inference.instance_status.instance_statuses`) each object's
+    outline and number box take its status's colour and its number a letter
+    (:data:`~medseg.inference.instance_status.STATUS_MARK`), and a legend names the statuses present with their
+    counts. With ``truth`` (full-size masks), the true instances are drawn beside it the same way. Returns the
+    matplotlib Figure (Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from medseg.inference.instance_status import STATUS_COLOUR, STATUS_MARK, STATUS_TEXT, STATUSES
 
     grey = np.clip(np.asarray(image, np.float32), 0, 1)
+    if statuses is not None and len(statuses) != len(result.instances):
+        raise ValueError(f"{len(statuses)} statuses for {len(result.instances)} instances")
 
-    def paint(masks: list[np.ndarray]) -> np.ndarray:
+    def rgb_of(hex_colour: str) -> np.ndarray:
+        return np.array([int(hex_colour[k:k + 2], 16) for k in (1, 3, 5)], np.float32)
+
+    def paint(masks: list[np.ndarray], outlines: list[str] | None) -> np.ndarray:
         rgb = np.repeat(grey[..., None] * 255, 3, axis=-1)
         colours = instance_colours(len(masks)).astype(np.float32)
         count = np.zeros(grey.shape, np.int16)
         for m, c in zip(masks, colours):
             rgb[m] = 0.35 * rgb[m] + 0.65 * c
             count += m
-        rgb[count >= 2] = 255.0  # shared pixels: white
+        for m, colour in zip(masks, outlines or []):  # a 2 px rim in the status colour, inside the object
+            rgb[m & ~ndimage.binary_erosion(m, iterations=2)] = rgb_of(colour)
+        rgb[count >= 2] = 255.0  # shared pixels: white, over the rims too
         return rgb.clip(0, 255).astype(np.uint8)
 
-    panels = [("predicted instances", result.masks(), [i.id for i in result.instances])]
+    named = [s.get("status") for s in statuses] if statuses is not None else None
+    panels = [("predicted instances", result.masks(), [i.id for i in result.instances], named)]
     if truth is not None:
-        panels.insert(0, ("true instances (label map)", truth, list(range(1, len(truth) + 1))))
+        panels.insert(0, ("true instances (label map)", truth, list(range(1, len(truth) + 1)), None))
     h, w = grey.shape
-    fig = Figure(figsize=(6.4 * len(panels), 6.4 * h / w + 0.6), dpi=110)
+    fig = Figure(figsize=(6.4 * len(panels), 6.4 * h / w + (1.4 if statuses is not None else 0.6)), dpi=110)
     FigureCanvasAgg(fig)
-    for k, (name, masks, ids) in enumerate(panels):
+    for k, (name, masks, ids, marks) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
-        ax.imshow(paint(masks), interpolation="nearest")
-        for m, i in zip(masks, ids):
+        ax.imshow(paint(masks, None if marks is None else [STATUS_COLOUR.get(m, "#ffffff") for m in marks]),
+                  interpolation="nearest")
+        for j, (m, i) in enumerate(zip(masks, ids)):
             if m.any():
                 r, c = ndimage.center_of_mass(m)
-                ax.text(c, r, str(i), color="white", fontsize=6, ha="center", va="center",
-                        bbox={"boxstyle": "round,pad=0.1", "fc": "black", "alpha": 0.5, "lw": 0})
+                status = marks[j] if marks is not None else None
+                ax.text(c, r, f"{i}{STATUS_MARK.get(status, '')}", color="white", fontsize=6, ha="center",
+                        va="center", bbox={"boxstyle": "round,pad=0.1", "lw": 0, "alpha": 0.8 if status else 0.5,
+                                           "fc": STATUS_COLOUR.get(status, "black")})
         ax.set_title(f"{name}: {len(masks)}" + (" (white: overlap, in two chromosomes)" if k == len(panels) - 1
                                                  else ""), fontsize=9)
         ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=10)
+        if marks is not None:
+            handles = []
+            for s in STATUSES:
+                n = marks.count(s)
+                if not n:
+                    continue
+                mark = f"{STATUS_MARK[s]}: " if STATUS_MARK[s] else ""
+                label = f"{mark}{STATUS_TEXT[s]} ({n}"
+                if s in ("clump", "crossing_whole"):  # objects of several chromosomes: how many they hold
+                    label += f", ≈ {sum(st.get('estimated_count', 0) for st in statuses if st.get('status') == s)}"
+                handles.append(Patch(facecolor=STATUS_COLOUR[s], label=label + ")"))
+            if handles:
+                ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(3, len(handles)),
+                          fontsize=7, frameon=False, title="status (outline, number box; letter after the number)",
+                          title_fontsize=7)
+    if title:  # wrapped: the headline is longer than one panel is wide
+        fig.suptitle("\n".join(textwrap.fill(line, 75 * len(panels)) for line in title.split("\n")), fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, format="png")
-    return path
+    return fig
 
 
 def instance_summary(result: InstanceResult, *, image: str, stem: str, semantic_model: str | None,
@@ -355,17 +397,22 @@ def instance_summary(result: InstanceResult, *, image: str, stem: str, semantic_
     """The content of ``instances.json``: the image, its shape, the models, the semantic pixel counts, the counts
     of :func:`separate_instances` and one record per instance (:meth:`Instance.record`), each updated with its
     dict of ``extra`` keys when given (one per instance, in order: the karyotype's class, class_name,
-    class_confidence from :func:`medseg.inference.karyotype.classify_instances`)."""
+    class_confidence from :func:`medseg.inference.karyotype.classify_instances`; the status keys of
+    :func:`medseg.inference.instance_status.instance_statuses`). When the records carry statuses, ``statuses``
+    holds their headline (:func:`~medseg.inference.instance_status.status_summary`)."""
+    from medseg.inference.instance_status import status_summary
+
     semantic = result.semantic
     records = [i.record() for i in result.instances]
     for record, keys in zip(records, extra if extra is not None else [{}] * len(records), strict=True):
         record.update(keys)
+    headline = status_summary(records) if any("status" in r for r in records) else None
     return {"image": image, "shape": list(semantic.shape), "semantic_model": semantic_model, "pair_model": pair_model,
             "pixels": {n: int((semantic == c).sum()) for c, n in enumerate(METAPHASE_CLASSES)},
             "n_instances": len(result.instances), "counts": result.counts,
             "label_map": f"{stem}_instance_labels.png: each pixel the id of one instance covering it (at overlap "
                          "pixels the lower id); each instance whole in instances/chromosome_NNN_mask.png",
-            "instances": records}
+            "instances": records, **({"statuses": headline} if headline else {})}
 
 
 def separation_text(counts: dict) -> str:
@@ -381,7 +428,8 @@ def write_instance_outputs(folder: str | Path, image: np.ndarray, result: Instan
     ``<stem>_labels.png`` (semantic 0/1/2), ``<stem>_labels_color.png``, ``<stem>_instance_labels.png`` (16-bit
     instance ids, :attr:`InstanceResult.label_map`), ``instances/chromosome_NNN_mask.png`` + ``_cutout.png``
     (the grey image inside the mask, background zeroed, cut to the bounding box + ``margin`` px), the instance
-    figure ``<stem>_instances.png``, ``summary`` as ``instances.json`` and, when a karyotyping model gave the
+    figure ``<stem>_instances.png`` (with the records' statuses, when they have them: marked per object, their
+    headline as its title), ``summary`` as ``instances.json`` and, when a karyotyping model gave the
     instances classes, ``<stem>_karyogram.png`` (:mod:`medseg.inference.karyogram`). ``image``: float (H, W) in [0, 1];
     ``source`` names the image in an error and in the figure's title."""
     from PIL import Image
@@ -406,9 +454,13 @@ def write_instance_outputs(folder: str | Path, image: np.ndarray, result: Instan
         Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "instances" / f"chromosome_{inst.id:03d}_mask.png")
         Image.fromarray(np.where(mask, grey[t0:t1, l0:l1], 0).astype(np.uint8)).save(
             folder / "instances" / f"chromosome_{inst.id:03d}_cutout.png")
-    instance_figure(image, result, folder / f"{stem}_instances.png",
-                    title=f"{Path(source).name}: {len(result.instances)} chromosomes ({separation_text(result.counts)})")
     records = summary.get("instances") or []
+    headline = summary.get("statuses")  # the count a user reports, as the page's title gives it
+    title = f"{Path(source).name}: " + (f"{headline['text']}\n{len(result.instances)} objects, "
+                                        if headline else f"{len(result.instances)} chromosomes (")
+    title += separation_text(result.counts) + ("" if headline else ")")
+    instance_figure(image, result, folder / f"{stem}_instances.png", title=title,
+                    statuses=records if headline and len(records) == len(result.instances) else None)
     if any(r.get("class") is not None for r in records):  # a karyotyping model named them: the karyogram too
         from medseg.inference.karyogram import draw_karyogram
 
@@ -440,7 +492,8 @@ def predict_metaphase_file(predictor, pair_predictor, path: str | Path, out_dir:
     raw = read_image(path)
     image = normalize_intensity(raw)
     if image.shape[0] < 8 or image.shape[1] < 8:
-        raise DataValidationError(path, f"image is {image.shape[0]}x{image.shape[1]} px: too small for a metaphase")
+        raise DataValidationError(path, f"image is {image.shape[1]} × {image.shape[0]} px (width × height): "
+                                        "too small for a metaphase")
     semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
     result = separate_instances(image, semantic, pair_predictor, progress=progress)
     stem = path.stem

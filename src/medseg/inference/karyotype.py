@@ -93,8 +93,8 @@ def classify_instances(predictor, image: np.ndarray, instances: Sequence, *, vot
         t, left, h, w = (int(v) for v in inst.bbox)
         cut = chromosome_cutout(grey[t:t + h, left:left + w], inst.mask, size, margin)
         if cut is None:
-            out[k]["class_note"] = (f"larger than the model's {size} x {size} canvas (bounding box {h} x {w} px): not "
-                                    "classified (never rescaled: length is a class cue)")
+            out[k]["class_note"] = (f"larger than the model's {size} x {size} canvas (bounding box {w} × {h} px, "
+                                    "width × height): not classified (never rescaled: length is a class cue)")
             continue
         cuts.append(cut[0])
         masks.append(cut[1])

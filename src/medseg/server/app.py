@@ -150,8 +150,9 @@ class ResultOut(BaseModel):
                                                      "(alone, split by the pair model, kept whole and why), pair_model, "
                                                      "note, karyotype_model (with one: class_counts, unclassified, "
                                                      "classes_text), statuses (counts per status, the estimate of "
-                                                     "chromosomes, text: the headline, warning when far from 46); "
-                                                     "the per-chromosome records at table_url")
+                                                     "chromosomes, text: the headline, warning when far from 46), "
+                                                     "karyogram (true: the karyogram download); the "
+                                                     "per-chromosome records at table_url")
     warnings: list[str] = Field([], description="What to check about this result (e.g. an input that records no "
                                                 "modality for a CT model); once done")
     slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference, or "
@@ -224,7 +225,8 @@ def result_json(result: dict, study: dict) -> dict:
                 "colour": by_value.get(c["value"]) if channels else class_hex(c["value"], background)}
                for c in (summary or {}).get("classes", [])]
     instances = (summary or {}).get("instances")
-    formats = exports.formats_for(study["kind"], study["input_format"], len(channels), bool(instances)) if done else []
+    formats = exports.formats_for(study["kind"], study["input_format"], len(channels), bool(instances),
+                                  bool((instances or {}).get("karyogram"))) if done else []
     base = f"/api/results/{result['id']}"
     return {
         "id": result["id"], "study_id": result["study_id"],
@@ -597,15 +599,16 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     @app.get("/api/results/{result_id}/download/{fmt}", tags=["results"], response_class=FileResponse)
     def download(result_id: str, fmt: str, request: Request, user: User = Depends(current_user)):
         """``fmt``: nifti | hdf5 | png | png-slices | slicer-seg | dicom-seg | summary.json | summary.csv |
-        instances (404 where the result has no such output, 409 while the job is not done). Multilabel results
-        are bit-packed (``summary.label_encoding``); ``slicer-seg`` is 3D Slicer's .seg.nrrd, one layer per
+        instances | karyogram (404 where the result has no such output, 409 while the job is not done). Multilabel
+        results are bit-packed (``summary.label_encoding``); ``slicer-seg`` is 3D Slicer's .seg.nrrd, one layer per
         structure; ``instances`` (metaphase results): a zip of every chromosome's mask and cut-out, the
-        instance label map, the figure and instances.json, as ``medseg predict`` writes them."""
+        instance label map, the figure and instances.json, as ``medseg predict`` writes them; ``karyogram``: the
+        karyogram PNG, where the server's karyotyping model classed the chromosomes."""
         result = own_result(result_id, user)
         n_channels = len(result_channels(result.get("summary")))
-        has_instances = bool((result.get("summary") or {}).get("instances"))
+        found = (result.get("summary") or {}).get("instances")  # a metaphase result's chromosomes
         if fmt not in exports.formats_for(result["study_kind"], result["study_input_format"], n_channels,
-                                          has_instances):
+                                          bool(found), bool((found or {}).get("karyogram"))):
             raise HTTPException(404, f"no {fmt!r} download for a {result['study_input_format']} study")
         ready(result)
         path = storage.study_paths(settings, result["study_id"]).result(result_id) / exports.DOWNLOADS[fmt]

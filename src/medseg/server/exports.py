@@ -61,6 +61,7 @@ DOWNLOADS = {  # format -> file name in the result folder
     "summary.json": "summary.json",
     "summary.csv": "summary.csv",
     "instances": "instances.zip",
+    "karyogram": "karyogram.png",
 }
 #: The name a download is saved under where the stored one would mislead: a 2D label PNG holds class indices
 #: (0, 1, 2, ...), black in an image viewer.
@@ -69,14 +70,17 @@ MEDIA_TYPES = {
     "nifti": "application/gzip", "hdf5": "application/x-hdf5", "png": "image/png", "dicom-seg": "application/dicom",
     "png-slices": "application/zip", "slicer-seg": "application/octet-stream",
     "summary.json": "application/json", "summary.csv": "text/csv", "instances": "application/zip",
+    "karyogram": "image/png",
 }
 
 
-def formats_for(kind: str, input_format: str, channels: int = 0, instances: bool = False) -> list[str]:
+def formats_for(kind: str, input_format: str, channels: int = 0, instances: bool = False,
+                karyogram: bool = False) -> list[str]:
     """The download formats a result of this study offers, the label in the input's own format first.
     ``channels``: the structures of a multi-label result (0 for multiclass); with two or more, a volume's
     result also offers the 3D Slicer segmentation (``slicer-seg``), which keeps overlaps as layers.
-    ``instances``: the result holds chromosome instances (``summary.instances``): their zip, ``instances``."""
+    ``instances``: the result holds chromosome instances (``summary.instances``): their zip, ``instances``;
+    ``karyogram``: a karyotyping model classed them (``summary.instances.karyogram``): the karyogram PNG."""
     if kind == "2d":
         label = ["png"]
     elif input_format == "hdf5":
@@ -89,7 +93,8 @@ def formats_for(kind: str, input_format: str, channels: int = 0, instances: bool
         label = ["nifti"]
     if kind != "2d" and channels > 1:
         label.append("slicer-seg")
-    return [*label, "summary.json", "summary.csv", *(["instances"] if instances else [])]
+    return [*label, "summary.json", "summary.csv", *(["instances"] if instances else []),
+            *(["karyogram"] if instances and karyogram else [])]
 
 
 def write_labels(labels: np.ndarray, folder: Path, *, kind: str, input_format: str, volume: Volume | None,

@@ -18,6 +18,8 @@ the files a karyotyper takes away. In the result folder:
   :func:`~medseg.inference.instance_status.chromosomes_csv`);
 * ``instances.json`` (``GET /api/results/{id}/instances``, the page's table) and ``instance_labels.png`` (16-bit
   instance ids) beside it;
+* ``karyogram.png`` (download ``karyogram``), with a karyotyping model that classed any chromosome: the karyogram
+  of :mod:`medseg.inference.karyogram`, also in the zip;
 * ``slices/instances/0000.png``: the viewer's instance layer (slice kind ``instances``), every chromosome in its own
   colour (:func:`instance_lut`: neighbours far apart), its fill half transparent and its outline opaque, overlap
   pixels (in two chromosomes) white.
@@ -54,7 +56,8 @@ from medseg.server.slices import FILL_ALPHA, slice_file
 
 log = logging.getLogger("medseg.server")
 LAYER = "instances"  # the slice kind of the instance layer (and its folder under slices/)
-FILES = {"json": "instances.json", "labels": "instance_labels.png", "zip": "instances.zip"}
+FILES = {"json": "instances.json", "labels": "instance_labels.png", "zip": "instances.zip",
+         "karyogram": "karyogram.png"}
 MAX_INSTANCES = 2000  # a metaphase holds ~46 chromosomes; thousands of pieces are noise, not chromosomes
 NO_PAIR_NOTE = ("This server has no pair model, so each crossing of two chromosomes is kept whole as one object "
                 "(counted as two in the estimate): separate them by hand, or ask the administrator for a pair model.")
@@ -169,6 +172,9 @@ def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: n
     _zip_folder(folder, out / FILES["zip"])
     (out / FILES["json"]).write_bytes((folder / "instances.json").read_bytes())
     (out / FILES["labels"]).write_bytes((folder / f"{stem}_instance_labels.png").read_bytes())
+    karyogram = folder / f"{stem}_karyogram.png"  # written when the karyotyping model named any chromosome
+    if karyogram.is_file():  # also on its own: the page links it beside the zip
+        (out / FILES["karyogram"]).write_bytes(karyogram.read_bytes())
     layer = out / "slices" / LAYER
     layer.mkdir(parents=True)
     Image.fromarray(instance_rgba(result.label_map, result.shared, n)).save(slice_file(layer, 0), compress_level=3)
@@ -182,6 +188,7 @@ def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: n
     return {
         "n": n, "counts": c, "pair_model": pair, "note": None if pair is not None else NO_PAIR_NOTE,
         "karyotype_model": karyotype, **per_class, "statuses": summary["statuses"],
+        "karyogram": karyogram.is_file(),
         "alone": c["whole"], "split": c["pair_model"], "kept_whole": sum(c[k] for k in FALLBACKS),
         "kept_whole_why": {k: {"count": v, "reason": REASONS[k]} for k, v in kept.items()},
         "layer": LAYER,

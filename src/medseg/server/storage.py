@@ -274,8 +274,9 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
         labels = read_mask(ref.path, min(256, 2 ** (len(model.labels) - 1)) if model.multilabel
                            else max(2, len(model.labels)))
         if labels.shape != image.shape:
-            raise UploadRefused(422, f"the reference is {labels.shape[0]}×{labels.shape[1]} pixels, the image "
-                                     f"{image.shape[0]}×{image.shape[1]}: not the same grid", ref.filename)
+            raise UploadRefused(422, f"the reference is {labels.shape[1]} × {labels.shape[0]} pixels (width × "
+                                     f"height), the image {image.shape[1]} × {image.shape[0]}: not the same grid",
+                                ref.filename)
         from PIL import Image
 
         Image.fromarray(labels).save(out / REFERENCE_2D)

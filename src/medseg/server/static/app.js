@@ -573,6 +573,8 @@ function renderDownloads(study, result) {
   $("download-summary-csv").href = d["summary.csv"];
   show($("download-instances"), Boolean(d.instances));
   $("download-instances").href = d.instances || "#";
+  show($("download-karyogram"), Boolean(d.karyogram));  // a karyotyping model classed the chromosomes
+  $("download-karyogram").href = d.karyogram || "#";
 }
 
 function sliceUrl(kind, k) {
