@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--time-limit", type=float, default=37.0, help="training wall-clock budget, minutes")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_mfish_karyotype"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mfish_karyotype_cpu.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 when other jobs share the machine)")
     ap.add_argument("--device", default="cpu", help="where to train and evaluate: cpu, cuda, cuda:1")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="a further config override for the training, e.g. model.base_channels=64 (repeatable)")
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(mfish / "README.TXT", work / "README.TXT")  # the set's licence notice, with every derived file
     log = work / "log.txt"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    threads = str(max(int(args.threads), 1))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, MEDSEG_THREADS=threads)
     env.setdefault("MEDSEG_HOME", str(work / "home"))
     medseg = [sys.executable, "-m", "medseg"]
     runs = work / "runs"
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> Path:
         "date": dt.date.today().isoformat(),
         "device": f"{device_name(args.device)}, torch {torch.__version__}"
                   + (", 1 thread, shared with other jobs" if args.device == "cpu" else ""),
-        "command": " ".join(["OMP_NUM_THREADS=1", "python", "benchmarks/bench_mfish_karyotype.py",
+        "command": " ".join([f"OMP_NUM_THREADS={threads}", "python", "benchmarks/bench_mfish_karyotype.py",
                              *(argv if argv is not None else sys.argv[1:])]),
         "data": "REAL M-FISH",
         "data_detail": f"isolated chromosomes of the labelled metaphases of {mfish} ({cfg['data']['path']}: "

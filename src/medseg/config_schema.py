@@ -383,6 +383,10 @@ class TrainConfig(Section):
         None, description="wall-clock budget of one fold's training in minutes: training stops at the first batch "
                           "past it (the epoch is then validated and saved); null: no limit. For comparisons at equal "
                           "time; poly and cosine schedules then reach their end at the limit")
+    sampling: Literal["uniform", "class_balanced"] = Field(
+        "uniform", description="which training images a step draws: uniform, or class_balanced (each foreground "
+                               "class about equally often: an image stands for the rarest class it holds; "
+                               "medseg.training.sampling)")
     batch_size: int = 8
     lr: float = 1.0e-3
     weight_decay: float = 0.0

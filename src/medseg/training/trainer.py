@@ -103,6 +103,7 @@ from medseg.threads import init_worker, num_workers_for, refresh_threads
 from medseg.training import distributed
 from medseg.training.checkpoint import load_training_state, save_training_state
 from medseg.training.early_stopping import EarlyStopping
+from medseg.training.sampling import class_balanced_sampler, class_balanced_weights, image_classes
 from medseg.training.schedules import BudgetSchedule, build_scheduler, progress as budget_progress
 
 #: ``train.channels_last: auto`` on the CPU: off. One step of the demo U-Net ran 1.11× faster channels-last, but
@@ -218,6 +219,12 @@ class Trainer:
         self.fixed_epoch = tr.get("steps_per_epoch") is not None and len(self.train_set) > 0
         batches = int(tr["steps_per_epoch"]) if self.fixed_epoch else math.ceil(len(self.train_set) / int(tr["batch_size"]))
         self.steps_per_epoch = min(batches, int(limit)) if limit else batches
+        self.sampling = str(tr.get("sampling") or "uniform")
+        self.sample_weights = None
+        if self.sampling == "class_balanced" and len(self.train_set) > 0:
+            labels = data.labels[self.train_set.indices]
+            self.sample_weights = class_balanced_weights(
+                image_classes(labels, self.mode, cfg["task"].get("background")))
         self.iterations = None if tr.get("iterations") is None else int(tr["iterations"])
         if self.iterations is not None:
             if self.steps_per_epoch < 1:
@@ -405,10 +412,15 @@ class Trainer:
             batch = 1  # images of different sizes: validated one by one, each at its own size
         workers = {"num_workers": self.num_workers, "worker_init_fn": init_worker if self.num_workers else None,
                    "pin_memory": self.device.type == "cuda", "drop_last": False}
-        if shuffle and (self.dist.active or self.fixed_epoch):
-            # train.steps_per_epoch: that many global batches drawn with replacement, whatever the set's size
-            base = (RandomSampler(dataset, replacement=True, num_samples=self.steps_per_epoch * batch, generator=gen)
-                    if self.fixed_epoch else RandomSampler(dataset, generator=gen))
+        if shuffle and (self.dist.active or self.fixed_epoch or self.sample_weights is not None):
+            # train.steps_per_epoch: that many global batches drawn with replacement, whatever the set's size;
+            # train.sampling: class_balanced draws by class (medseg.training.sampling), with replacement too
+            n = self.steps_per_epoch * batch if self.fixed_epoch else len(dataset)
+            if self.sample_weights is not None:
+                base = class_balanced_sampler(self.sample_weights, n, gen)
+            else:
+                base = (RandomSampler(dataset, replacement=True, num_samples=n, generator=gen)
+                        if self.fixed_epoch else RandomSampler(dataset, generator=gen))
             if not self.dist.active:
                 return DataLoader(dataset, batch_size=batch, sampler=base, **workers)
             # this rank's slice of each of the one-process run's batches
