@@ -13,7 +13,8 @@ cell's own median single chromosome and gives one status:
   ≥ :data:`LARGE_FACTOR` × median where separation kept it whole at an overlap;
 * ``doubtful`` — possible debris or a nucleus fragment: tiny, a small piece at the image's border or far off
   the metaphase's spread, lying on a bright background (an interphase nucleus), or a large
-  compact round blob (an interphase nucleus has no arms); counted apart, never in the estimate.
+  compact round blob (an interphase nucleus has no arms); counted apart, never in the estimate. What is
+  certainly debris never gets here: :class:`medseg.inference.regions.DebrisRules` removed it with wider margins.
 
 :func:`status_summary` turns the statuses into the headline ("≈ 20 single · 2 clumps (≈ 22) · 10 doubtful")
 and a warning when the estimate is far from a human cell's 46; :func:`chromosomes_csv` is the per-chromosome
@@ -26,6 +27,8 @@ import csv
 import io
 
 import numpy as np
+
+from medseg.inference.regions import touches_edge
 
 __all__ = ["STATUSES", "STATUS_COLOUR", "STATUS_MARK", "STATUS_TEXT", "chromosome_status", "chromosomes_csv",
            "instance_statuses", "shape_measures", "single_median", "spread_of", "status_summary", "surroundings"]
@@ -91,7 +94,7 @@ def spread_of(records: list[dict], median: float) -> tuple[float, float, float] 
 
 def _at_border(record: dict, shape) -> bool:
     b = record["bbox"]
-    return b["top"] == 0 or b["left"] == 0 or b["top"] + b["height"] >= shape[0] or b["left"] + b["width"] >= shape[1]
+    return touches_edge((b["top"], b["left"], b["height"], b["width"]), shape)
 
 
 def chromosome_status(record: dict, median: float, shape, spread: tuple[float, float, float] | None = None) -> dict:

@@ -98,7 +98,13 @@ class DebrisRules:
     * ``border_fragments``: touching the image's edge and under ``border_fraction`` × median (a piece of a
       nucleus or of debris outside the field; a chromosome cut by the edge keeps most of its length).
 
-    ``enabled=False`` keeps every object (only the specks go, as before these rules)."""
+    ``enabled=False`` keeps every object (only the specks go, as before these rules).
+
+    These rules *remove* what is certainly no chromosome, with wide margins (a nucleus from 4 × median, a border
+    piece under 0.35 × median). What is only probably none is kept and *flagged* afterwards, with the narrower
+    margins of :mod:`medseg.inference.instance_status` (status ``doubtful``: under 0.2 × median, a border piece
+    under 0.6 ×, compact and round from 2.5 ×, on a nucleus, off the spread), so a user sees it and can count
+    it back; both tiers use the same edge test (:func:`touches_edge`)."""
 
     enabled: bool = True
     min_area: int = 30
@@ -132,11 +138,15 @@ def debris_rule(mask: np.ndarray, box: tuple[int, int, int, int], shape: tuple[i
         ratio = props.axis_minor_length / max(props.axis_major_length, 1e-9)
         if props.solidity >= rules.nucleus_solidity and ratio >= rules.nucleus_axis_ratio:
             return "nuclei"
-    top, left, h, w = box
-    at_edge = top == 0 or left == 0 or top + h >= shape[0] or left + w >= shape[1]
-    if at_edge and area < rules.border_fraction * median:
+    if touches_edge(box, shape) and area < rules.border_fraction * median:
         return "border_fragments"
     return None
+
+
+def touches_edge(box: tuple[int, int, int, int], shape: tuple[int, int]) -> bool:
+    """Whether a bounding box (top, left, height, width) touches the edge of an image of ``shape`` (rows, cols)."""
+    top, left, h, w = box
+    return top == 0 or left == 0 or top + h >= shape[0] or left + w >= shape[1]
 
 
 def median_area(areas: list[int], rules: DebrisRules) -> float | None:
