@@ -137,7 +137,7 @@ def test_the_metaphase_reader_of_data_synth_reads_lzw(tmp_path):
     """`medseg data synth --metaphase X.tif` read LZW TIFFs with tifffile, which needs imagecodecs for LZW."""
     from PIL import Image
 
-    from medseg.data.synth import _load_grey
+    from medseg.data.chromosome_crops import _load_grey
 
     arr = (np.arange(40 * 30, dtype=np.uint16).reshape(40, 30) % 251).astype(np.uint8)
     path = tmp_path / "metaphase.tif"
