@@ -139,11 +139,11 @@ def test_evaluate_prints_the_competition_score_per_fold_and_mean(tmp_path, monke
 
     from rich.console import Console
 
-    import medseg.cli as cli
-    from medseg.cli import _print_competition
+    from medseg.cli import evaluate
+    from medseg.cli.evaluate import print_competition
 
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "console", Console(file=buffer, width=300))
+    monkeypatch.setattr(evaluate, "console", Console(file=buffer, width=300))
 
     def comp(score, dice, haus):
         return {"uw_score": score, "dice": dice, "hausdorff_score": haus, "n_scans": 3,
@@ -151,14 +151,14 @@ def test_evaluate_prints_the_competition_score_per_fold_and_mean(tmp_path, monke
     metrics = {"competition": comp(0.7, 0.85, 0.6), "per_fold": [{"fold": "fold_0", "competition": comp(0.65, 0.8, 0.55)},
                                                                 {"fold": "fold_1", "competition": comp(0.75, 0.9, 0.65)}]}
     (tmp_path / "metrics.json").write_text(json.dumps({"metrics": metrics}))
-    _print_competition(tmp_path / "report.md")
+    print_competition(tmp_path / "report.md")
     out = buffer.getvalue()
     assert "fold_0: uw_score 0.6500" in out and "fold_1: uw_score 0.7500" in out
     assert "uw_score 0.7000 = 0.4 × dice 0.8500 + 0.6 × hausdorff_score 0.6000; 0.6000 with the paper's" in out
     (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {"per_class": {}}}))  # not a GI run: silent
     buffer.truncate(0)
     buffer.seek(0)
-    _print_competition(tmp_path / "report.md")
+    print_competition(tmp_path / "report.md")
     assert buffer.getvalue() == ""
 
 

@@ -255,7 +255,7 @@ def test_cv_parallel_names_a_failing_fold_then_gives_the_serial_folds(tmp_path):
 _PLAN_RANK = """
 import json, sys
 from pathlib import Path
-from medseg.cli import _config_or_plan
+from medseg.cli.train import _config_or_plan
 from medseg.training import distributed
 cfg = _config_or_plan(Path(sys.argv[1]), None, None, 1, sys.argv[3:], "cpu", None, None)
 Path(sys.argv[2], f"rank{distributed.info().rank}.json").write_text(json.dumps(cfg, sort_keys=True))
