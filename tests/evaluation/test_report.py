@@ -287,7 +287,7 @@ def test_crash_leaves_previous_report_untouched(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(report_module, "_markdown", boom)
+    monkeypatch.setattr(report_module, "markdown", boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
         write_report(tmp_path, result)
     assert (tmp_path / "report.md").read_text() == "old report\n"

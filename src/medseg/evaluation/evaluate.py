@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -76,7 +77,7 @@ def references_for(cfg: dict) -> list[dict]:
     """The published rows a run's report sets beside ours (``evaluate.references``).
 
     ``auto``: the chromosome task (:func:`~medseg.evaluation.report.is_chromosome_task`) gets the chromosome
-    papers' rows for its model family (as before issue 12); any other task only rows of a paper about that
+    papers' rows for its model family (what every run got before reports spoke the task's own terms); any other task only rows of a paper about that
     task, i.e. the CTV thesis' rows for its model (``ctv_unet3d``) — a U-Net trained on membranes is not
     compared with the chromosome papers' U-Net. ``none``: no rows. An architecture no paper reports: none.
     """
@@ -167,6 +168,173 @@ def order_free_scores(cfg: dict, class_names: list[str], pred_labels: np.ndarray
             "swapped_fraction": float(swap.mean()) if len(swap) else 0.0}
 
 
+@dataclass
+class _Evaluation:
+    """One run's evaluation as it goes: what is scored (fixed at the start) and what the folds gave so far."""
+
+    cfg: dict
+    data_obj: SegmentationData
+    splits: dict
+    test_idx: np.ndarray
+    spacings: list[tuple[float, ...]] | None
+    limit_test: int | None
+    karyotype_vote: str | None
+    # what the folds gave
+    fold_aggs: list[dict] = field(default_factory=list)
+    fold_values: dict[str, list] = field(default_factory=dict)
+    histories: dict[str, list] = field(default_factory=dict)
+    predictors: list[Predictor] = field(default_factory=list)
+    probs_sum: np.ndarray | None = None
+    # cross-validation: each fold's validation cases, in fold order
+    cv_rows: list[dict] = field(default_factory=list)
+    cv_idx: list[np.ndarray] = field(default_factory=list)
+    cv_preds: list[np.ndarray] = field(default_factory=list)
+    confusion: np.ndarray | None = None
+    pooled_karyotype: object = None  # karyotype task: one class per chromosome, over every fold
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.cfg["task"]["class_names"])
+
+    @property
+    def cv_validation(self) -> bool:
+        """No held-out test set (splits.test_fraction 0: the CTV thesis reports the mean over its 3 folds'
+        validation sets): each fold is scored on its own validation cases and no ensemble is formed."""
+        return len(self.test_idx) == 0
+
+    def spacing_of(self, idx: np.ndarray):
+        return None if self.spacings is None else [self.spacings[int(i)] for i in idx]
+
+
+def _score_fold(ev: _Evaluation, pred: Predictor, d: Path) -> None:
+    """Fold ``d``'s model on the test set (or, in cross-validation, on its own validation cases): its scores
+    into ``ev.fold_aggs`` (metrics.json's per_fold: evaluating never rewrites a trained fold) and its
+    probabilities or predictions kept for the ensemble or the pooled validation cases."""
+    cfg, data_obj, class_names = ev.cfg, ev.data_obj, ev.class_names
+    idx = ev.test_idx
+    if ev.cv_validation:
+        _, val_idx, _ = fold_indices(ev.splits, _fold_number(pred, d))
+        idx = np.asarray(val_idx[:ev.limit_test] if ev.limit_test else val_idx, dtype=np.int64)
+    labels = data_obj.labels[idx]
+    proba = pred.predict_proba(data_obj.inputs(idx), boxes=data_obj.boxes_of(idx))  # boxes: sizes differ
+    m = _new_metrics(cfg, class_names)
+    competition = None
+    if is_uwgi_data(data_obj):  # the UW-Madison score, per scan at the slices' own size
+        competition = competition_score(data_obj, idx, proba, class_names)
+    fold_pred = pred.labels_from_proba(proba)
+    order_free = order_free_scores(cfg, class_names, fold_pred, labels)
+    karyotype = karyotype_metric(cfg, class_names, ev.karyotype_vote)  # medseg.evaluation.karyotype
+    if karyotype is not None:
+        update_in_chunks(karyotype, proba, labels)
+        if ev.cv_validation:
+            ev.pooled_karyotype.merge(karyotype)
+    if ev.cv_validation:
+        del proba
+        update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=ev.spacing_of(idx))
+        if ev.confusion is not None:
+            ev.confusion += m.confusion()
+        for row, i in zip(m.per_image(), idx.tolist(), strict=True):
+            row.update({"fold": d.name, "case_index": int(i), "case": data_obj.names[int(i)]})
+            ev.cv_rows.append(row)
+        ev.cv_idx.append(idx)
+        ev.cv_preds.append(fold_pred)
+    else:
+        ev.probs_sum = proba if ev.probs_sum is None else ev.probs_sum + proba
+        update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=ev.spacing_of(idx))
+    del fold_pred
+    agg = m.aggregate()
+    for key, value in (("order_free", order_free), ("competition", competition)):
+        if value is not None:
+            agg[key] = value
+    if karyotype is not None:
+        agg["karyotype"] = karyotype.aggregate()
+    agg["fold"] = d.name
+    agg["n_cases"] = int(len(idx))
+    ev.fold_aggs.append(agg)
+    ev.fold_values[d.name] = [row.get(f"iou/{cfg['task']['primary_metric']}") for row in m.per_image()]
+    hist = d / "history.json"
+    if hist.is_file():
+        ev.histories[d.name] = json.loads(hist.read_text())
+
+
+def _pool_validation_folds(ev: _Evaluation, summary: dict):
+    """Cross-validation: every fold's validation cases together, in case order — rows (with their fold),
+    overlays, confusion matrix (summed over folds) and n. When the folds cover the whole set (the usual case)
+    the images and labels are the data's own arrays, not a second copy of every volume.
+    Returns (case indices, per-image rows, images, labels, predictions)."""
+    data_obj = ev.data_obj
+    order = np.argsort(np.concatenate(ev.cv_idx), kind="stable")
+    eval_idx = np.concatenate(ev.cv_idx)[order]
+    per_image = [{**ev.cv_rows[k], "index": pos} for pos, k in enumerate(order.tolist())]  # index: overlay position
+    if np.array_equal(eval_idx, np.arange(len(data_obj))):
+        images, labels = data_obj.images, data_obj.labels
+    else:
+        images, labels = data_obj.images[eval_idx], data_obj.labels[eval_idx]
+    preds = np.concatenate(ev.cv_preds)[order]
+    ev.cv_preds.clear()
+    summary["n_cases"] = int(len(eval_idx))
+    summary.pop("n_cases_sd", None)
+    if ev.pooled_karyotype is not None:  # every fold's validation chromosomes together
+        summary["karyotype"] = ev.pooled_karyotype.aggregate()
+    return eval_idx, per_image, images, labels, preds
+
+
+def _score_ensemble(ev: _Evaluation, summary: dict, n_models: int, karyotype_out: Path, own_data: bool):
+    """A held-out test set: the fold ensemble (mean probability over the folds) scored as ``ensemble``, and a
+    karyotype task's vote with it (the baseline beside it, and per-cell decisions, on the run's own data).
+    Returns (case indices, per-image rows, images, labels, predictions)."""
+    cfg, data_obj, class_names, test_idx = ev.cfg, ev.data_obj, ev.class_names, ev.test_idx
+    images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
+    preds = ev.predictors[0].labels_from_proba(ev.probs_sum / n_models)
+    ens_metrics = _new_metrics(cfg, class_names)
+    update_metrics(ens_metrics, preds, labels, boxes=data_obj.boxes_of(test_idx), spacing=ev.spacing_of(test_idx))
+    summary["ensemble"] = ens_metrics.aggregate()
+    ens_order_free = order_free_scores(cfg, class_names, preds, labels)
+    if ens_order_free is not None:
+        summary["ensemble"]["order_free"] = ens_order_free
+    if ev.pooled_karyotype is not None:  # the fold ensemble's vote (mean probability over folds)
+        update_in_chunks(ev.pooled_karyotype, ev.probs_sum, labels, n_models)
+        summary["karyotype"] = summary["ensemble"]["karyotype"] = ev.pooled_karyotype.aggregate()
+        if own_data and has_chromosome_records(data_obj.source):  # the baseline beside it; per-cell decisions
+            learned = karyotype_class_probabilities(ev.pooled_karyotype, ev.probs_sum, labels, n_models)
+            summary["karyotype"].update(karyotype_comparison(
+                data_obj.source, fold_indices(ev.splits, 0)[0], test_idx, learned, karyotype_out))
+    per_image = ens_metrics.per_image()
+    for row, i in zip(per_image, test_idx.tolist(), strict=True):  # name the cases (worst/best in reports)
+        row.update({"case_index": int(i), "case": data_obj.names[int(i)]})
+    ev.confusion = ens_metrics.confusion() if cfg["task"]["mode"] == "multiclass" else None
+    return test_idx, per_image, images, labels, preds
+
+
+def _efficiency(predictor: Predictor, size: tuple[int, ...]) -> dict:
+    """Parameters and median inference time per image of the first fold's model (on the CPU, and the GPU)."""
+    model = predictor.models[0]
+    dev = predictor.device
+    in_channels = int(predictor.meta["model"]["kwargs"].get("in_channels", 1))  # 2.5D: several slices
+    efficiency = {"params": count_parameters(model), "input": [in_channels, *size] if in_channels > 1 else list(size)}
+    efficiency["cpu_ms_per_image"] = time_inference(model, (in_channels, *size), device="cpu", warmup=2,
+                                                    runs=10)["ms_per_image_median"]
+    if dev.type == "cuda":
+        efficiency["gpu_ms_per_image"] = time_inference(model, (in_channels, *size), device=dev, warmup=10,
+                                                        runs=100)["ms_per_image_median"]
+        efficiency["gpu"] = torch.cuda.get_device_name(dev)
+    return efficiency
+
+
+def _data_note(cfg: dict, data_obj: SegmentationData) -> str:
+    """What the report says about synthesized data (nothing for real data)."""
+    if not data_obj.synthesized:
+        return ""
+    if int(cfg["task"].get("spatial_dims", 2)) == 3:
+        return ("Synthetic CT-like phantom (medseg.data.phantom): DEMO DATA, not clinical — these numbers show the "
+                "pipeline works, not what the model would reach on patients. Volumes are scored on the preprocessed grid.")
+    if is_chromosome_task(cfg["task"]["class_names"], cfg["task"]["mode"]):
+        return ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
+                "compare the shape of the results with the papers, not the digits.")
+    return (f"Synthesized data ({data_obj.source}): these numbers show the pipeline works, not what the "
+            "model would reach on real images.")
+
+
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | None = None,
                  folds: Sequence[int] | None = None, device: str = "auto", out_dir: str | Path | None = None,
                  limit_test: int | None = None, progress: bool = True, trust_code: bool = False,
@@ -186,160 +354,44 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     splits, split_path = splits_for(cfg, data_obj)
     _, _, test_idx = fold_indices(splits, 0)
     test_idx = np.asarray(test_idx[:limit_test] if limit_test else test_idx, dtype=np.int64)
-    # No held-out test set (splits.test_fraction 0: the CTV thesis reports the mean over its 3 folds'
-    # validation sets): each fold is scored on its own validation cases and no ensemble is formed.
-    cv_validation = len(test_idx) == 0
-    spacings = evaluated_spacings(cfg, data_obj)
-    class_names = list(cfg["task"]["class_names"])
-    primary = cfg["task"]["primary_metric"]
-    multiclass = cfg["task"]["mode"] == "multiclass"
-
-    def spacing_of(idx: np.ndarray):
-        return None if spacings is None else [spacings[int(i)] for i in idx]
-
-    fold_aggs, fold_values, histories, probs_sum = [], {}, {}, None
-    predictors = []
-    cv_rows, cv_idx, cv_preds = [], [], []  # cross-validation: each fold's validation cases, in fold order
-    confusion = np.zeros((len(class_names),) * 2, dtype=np.int64) if multiclass else None
-    pooled_karyotype = karyotype_metric(cfg, class_names, karyotype_vote)  # karyotype task: one class per chromosome
+    ev = _Evaluation(cfg, data_obj, splits, test_idx, evaluated_spacings(cfg, data_obj), limit_test, karyotype_vote)
+    class_names, primary = ev.class_names, cfg["task"]["primary_metric"]
+    if cfg["task"]["mode"] == "multiclass":
+        ev.confusion = np.zeros((len(class_names),) * 2, dtype=np.int64)
+    ev.pooled_karyotype = karyotype_metric(cfg, class_names, karyotype_vote)
     for d in Progress(dirs, desc="evaluating folds", disable=not progress):
         pred = Predictor.from_path(d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]),
                                    trust_code=trust_code)
-        predictors.append(pred)
-        idx = test_idx
-        if cv_validation:
-            _, val_idx, _ = fold_indices(splits, _fold_number(pred, d))
-            idx = np.asarray(val_idx[:limit_test] if limit_test else val_idx, dtype=np.int64)
-        labels = data_obj.labels[idx]
-        proba = pred.predict_proba(data_obj.inputs(idx), boxes=data_obj.boxes_of(idx))  # boxes: sizes differ
-        m = _new_metrics(cfg, class_names)
-        competition = None
-        if is_uwgi_data(data_obj):  # the UW-Madison score, per scan at the slices' own size
-            competition = competition_score(data_obj, idx, proba, class_names)
-        fold_pred = pred.labels_from_proba(proba)
-        order_free = order_free_scores(cfg, class_names, fold_pred, labels)
-        karyotype = karyotype_metric(cfg, class_names, karyotype_vote)  # medseg.evaluation.karyotype
-        if karyotype is not None:
-            update_in_chunks(karyotype, proba, labels)
-            if cv_validation:
-                pooled_karyotype.merge(karyotype)
-        if cv_validation:
-            del proba
-            update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=spacing_of(idx))
-            if confusion is not None:
-                confusion += m.confusion()
-            for row, i in zip(m.per_image(), idx.tolist(), strict=True):
-                row.update({"fold": d.name, "case_index": int(i), "case": data_obj.names[int(i)]})
-                cv_rows.append(row)
-            cv_idx.append(idx)
-            cv_preds.append(fold_pred)
-        else:
-            probs_sum = proba if probs_sum is None else probs_sum + proba
-            update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=spacing_of(idx))
-        del fold_pred
-        agg = m.aggregate()
-        if order_free is not None:
-            agg["order_free"] = order_free
-        if competition is not None:
-            agg["competition"] = competition
-        if karyotype is not None:
-            agg["karyotype"] = karyotype.aggregate()
-        agg["fold"] = d.name
-        agg["n_cases"] = int(len(idx))
-        fold_aggs.append(agg)
-        fold_values[d.name] = [row.get(f"iou/{primary}") for row in m.per_image()]
-        hist = d / "history.json"
-        if hist.is_file():
-            import json
+        ev.predictors.append(pred)
+        _score_fold(ev, pred, d)
 
-            histories[d.name] = json.loads(hist.read_text())
-        # the fold's scores go to metrics.json (per_fold) only: evaluating never rewrites a trained fold
-
-    summary = _mean_tree(fold_aggs)
+    summary = _mean_tree(ev.fold_aggs)
     if "competition" in summary:  # each fold scores its own scans: keep them all, not a mean over names
-        summary["competition"]["per_scan"] = {scan: v for agg in fold_aggs
+        summary["competition"]["per_scan"] = {scan: v for agg in ev.fold_aggs
                                               for scan, v in agg["competition"]["per_scan"].items()}
     summary["n_folds"] = len(dirs)
-    summary["per_fold"] = fold_aggs
-    if cv_validation:
-        # Every fold's validation cases together, in case order: rows (with their fold), overlays, confusion
-        # matrix (summed over folds above) and n. When the folds cover the whole set (the usual case) the
-        # images and labels are the data's own arrays, not a second copy of every volume.
-        order = np.argsort(np.concatenate(cv_idx), kind="stable")
-        eval_idx = np.concatenate(cv_idx)[order]
-        per_image = [{**cv_rows[k], "index": pos} for pos, k in enumerate(order.tolist())]  # index: overlay position
-        if np.array_equal(eval_idx, np.arange(len(data_obj))):
-            images, labels = data_obj.images, data_obj.labels
-        else:
-            images, labels = data_obj.images[eval_idx], data_obj.labels[eval_idx]
-        preds = np.concatenate(cv_preds)[order]
-        del cv_preds
-        summary["n_cases"] = int(len(eval_idx))
-        summary.pop("n_cases_sd", None)
-        if pooled_karyotype is not None:  # every fold's validation chromosomes together
-            summary["karyotype"] = pooled_karyotype.aggregate()
+    summary["per_fold"] = ev.fold_aggs
+    out = Path(out_dir) if out_dir else run_dir / "evaluation"
+    if ev.cv_validation:
+        eval_idx, per_image, images, labels, preds = _pool_validation_folds(ev, summary)
     else:
-        eval_idx = test_idx
-        images, labels = data_obj.images[test_idx], data_obj.labels[test_idx]
-        preds = predictors[0].labels_from_proba(probs_sum / len(dirs))
-        ens_metrics = _new_metrics(cfg, class_names)
-        update_metrics(ens_metrics, preds, labels, boxes=data_obj.boxes_of(test_idx), spacing=spacing_of(test_idx))
-        summary["ensemble"] = ens_metrics.aggregate()
-        ens_order_free = order_free_scores(cfg, class_names, preds, labels)
-        if ens_order_free is not None:
-            summary["ensemble"]["order_free"] = ens_order_free
-        if pooled_karyotype is not None:  # the fold ensemble's vote (mean probability over folds)
-            update_in_chunks(pooled_karyotype, probs_sum, labels, len(dirs))
-            summary["karyotype"] = summary["ensemble"]["karyotype"] = pooled_karyotype.aggregate()
-            if data is None and has_chromosome_records(data_obj.source):  # the baseline beside it; per-cell decisions
-                learned = karyotype_class_probabilities(pooled_karyotype, probs_sum, labels, len(dirs))
-                summary["karyotype"].update(karyotype_comparison(
-                    data_obj.source, fold_indices(splits, 0)[0], test_idx, learned,
-                    Path(out_dir) if out_dir else run_dir / "evaluation"))
-        per_image = ens_metrics.per_image()
-        for row, i in zip(per_image, test_idx.tolist(), strict=True):  # name the cases (worst/best in reports)
-            row.update({"case_index": int(i), "case": data_obj.names[int(i)]})
-        confusion = ens_metrics.confusion() if multiclass else None
-    if confusion is not None:  # not a fold's matrix (what the mean over folds would keep): the one drawn
-        summary["confusion_matrix"] = confusion.tolist()
-    if spacings is not None and summary.get("hausdorff_unit") is not None:
-        distinct = {spacings[int(i)] for i in eval_idx}
+        eval_idx, per_image, images, labels, preds = _score_ensemble(ev, summary, len(dirs), out, data is None)
+    if ev.confusion is not None:  # not a fold's matrix (what the mean over folds would keep): the one drawn
+        summary["confusion_matrix"] = ev.confusion.tolist()
+    if ev.spacings is not None and summary.get("hausdorff_unit") is not None:
+        distinct = {ev.spacings[int(i)] for i in eval_idx}
         summary["spacing"] = list(distinct.pop()) if len(distinct) == 1 else "per image"
 
-    model = predictors[0].models[0]
-    size = tuple(images.shape[1:])
-    dev = predictors[0].device
-    in_channels = int(predictors[0].meta["model"]["kwargs"].get("in_channels", 1))  # 2.5D: several slices
-    efficiency = {"params": count_parameters(model), "input": [in_channels, *size] if in_channels > 1 else list(size)}
-    efficiency["cpu_ms_per_image"] = time_inference(model, (in_channels, *size), device="cpu", warmup=2,
-                                                    runs=10)["ms_per_image_median"]
-    if dev.type == "cuda":
-        efficiency["gpu_ms_per_image"] = time_inference(model, (in_channels, *size), device=dev, warmup=10,
-                                                        runs=100)["ms_per_image_median"]
-        efficiency["gpu"] = torch.cuda.get_device_name(dev)
-
-    if not data_obj.synthesized:
-        note = ""
-    elif int(cfg["task"].get("spatial_dims", 2)) == 3:
-        note = ("Synthetic CT-like phantom (medseg.data.phantom): DEMO DATA, not clinical — these numbers show the "
-                "pipeline works, not what the model would reach on patients. Volumes are scored on the preprocessed grid.")
-    elif is_chromosome_task(class_names, cfg["task"]["mode"]):
-        note = ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
-                "compare the shape of the results with the papers, not the digits.")
-    else:
-        note = (f"Synthesized data ({data_obj.source}): these numbers show the pipeline works, not what the "
-                "model would reach on real images.")
     evaluated_on = ("cross-validation: each fold's model on its own validation fold (no held-out test set)"
-                    if cv_validation else "held-out test set")
+                    if ev.cv_validation else "held-out test set")
     result = EvaluationResult(
         run_name=cfg["name"], class_names=class_names, metrics=summary, per_image=per_image,
-        images=images, labels=labels, preds=preds, confusion=confusion,
-        fold_values=fold_values, histories=histories, references=references_for(cfg),
-        efficiency=efficiency, data_note=note, cross_validation=cv_validation,
-        fold_metric=f"{primary} IoU", primary=primary,
+        images=images, labels=labels, preds=preds, confusion=ev.confusion,
+        fold_values=ev.fold_values, histories=ev.histories, references=references_for(cfg),
+        efficiency=_efficiency(ev.predictors[0], tuple(images.shape[1:])), data_note=_data_note(cfg, data_obj),
+        cross_validation=ev.cv_validation, fold_metric=f"{primary} IoU", primary=primary,
         extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(eval_idx)), "tta": tta,
                "evaluated_on": evaluated_on,
                "folds": [d.name for d in dirs], "model": cfg["model"], "notes": data_obj.notes},
     )
-    out = Path(out_dir) if out_dir else run_dir / "evaluation"
     return write_report(out, result)

@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import DataValidationError
+from medseg.evaluation.instance_overlap import intersections
 from medseg.inference.regions import DebrisRules
 
 __all__ = ["IOU_THRESHOLD", "evaluate_metaphases", "match_instances", "pool", "score_metaphase", "true_instances"]
@@ -74,18 +75,6 @@ def _flat(masks: list[np.ndarray]) -> list[np.ndarray]:
     return [np.flatnonzero(np.asarray(m).ravel()) for m in masks]
 
 
-def _intersections(pred: list[np.ndarray], true: list[np.ndarray]) -> np.ndarray:
-    """(P, T) pixel counts of p ∩ g (flat index arrays, sorted)."""
-    out = np.zeros((len(pred), len(true)), np.int64)
-    for j, g in enumerate(true):
-        if not len(g):
-            continue
-        for i, p in enumerate(pred):
-            if len(p) and p[0] <= g[-1] and g[0] <= p[-1]:
-                out[i, j] = np.intersect1d(p, g, assume_unique=True).size
-    return out
-
-
 def match_instances(pred_masks: list[np.ndarray], true_masks: list[np.ndarray], *,
                     threshold: float = IOU_THRESHOLD) -> dict:
     """Counts for one image: ``tp``, ``fp``, ``fn``, ``split``, ``merge``, ``n_pred``, ``n_true``, the matched
@@ -97,7 +86,7 @@ def match_flat(pred: list[np.ndarray], true: list[np.ndarray], *, threshold: flo
     """:func:`match_instances` on instances given as sorted flat pixel indices."""
     from scipy.optimize import linear_sum_assignment
 
-    inter = _intersections(pred, true)
+    inter = intersections(pred, true)
     area_p = np.array([p.size for p in pred], np.int64)
     area_t = np.array([g.size for g in true], np.int64)
     union = area_p[:, None] + area_t[None, :] - inter

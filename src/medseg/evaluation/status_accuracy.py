@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from medseg.evaluation.instance_overlap import intersections
 from medseg.inference.instance_status import STATUSES
 
 __all__ = ["MIN_OVERLAP_PX", "RULES", "pool_statuses", "score_statuses", "status_right", "status_truth"]
@@ -53,10 +54,9 @@ def status_truth(pred: list[np.ndarray], true: list[np.ndarray], karyo: np.ndarr
     them) against the true chromosomes (likewise) and the label map: ``held``, ``overlap_px``,
     ``labelled_share`` (module docstring)."""
     from medseg.data.mfish import OVERLAP_VALUE
-    from medseg.evaluation.instances import _intersections
 
     flat = np.asarray(karyo).ravel()
-    inter = _intersections(pred, true)
+    inter = intersections(pred, true)
     area_t = np.array([g.size for g in true], np.int64)
     holds = inter >= HOLD * np.maximum(area_t[None, :], 1) if inter.size else np.zeros((len(pred), 0), bool)
     out = []

@@ -1,7 +1,8 @@
 """``medseg serve``: a web system for automatic segmentation — upload a study, a worker segments it with a
 registered model, view it slice by slice beside the original (and a reference), download the result.
 
-Modules: :mod:`~medseg.server.app` (routes), :mod:`~medseg.server.db` (SQLite), :mod:`~medseg.server.auth`
+Modules: :mod:`~medseg.server.app` (the app), :mod:`~medseg.server.routes` (its routes, by resource),
+:mod:`~medseg.server.db` (SQLite), :mod:`~medseg.server.auth`
 (users, passwords, sessions), :mod:`~medseg.server.upload` (streamed multipart bodies),
 :mod:`~medseg.server.storage` (checking and storing uploads), :mod:`~medseg.server.jobs` (the worker),
 :mod:`~medseg.server.slices` (viewer PNGs), :mod:`~medseg.server.exports` (downloads),

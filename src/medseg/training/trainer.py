@@ -9,7 +9,7 @@ ReduceLROnPlateau on the validation loss (factor 0.5, patience 3), keep the best
 ``history.csv``/``history.json`` and the resumable state; stop early after ``patience`` (9) epochs without
 a better validation loss.
 
-Beyond the papers (issue 12, training on one's own data):
+Beyond the papers, for training on one's own data:
 
 * **Budget in optimizer steps** (``train.iterations: N``, nnU-Net's way of saying how long to train): it
   overrides ``train.epochs``; the run takes ceil(N / steps per epoch) epochs and the last one stops after
@@ -33,7 +33,7 @@ Beyond the papers (issue 12, training on one's own data):
   plateau schedule and early stopping follow the training loss, the model is saved after every epoch and the
   last one is the model kept (said once when training starts).
 
-Several processes (issue 15, ``torchrun`` / ``medseg train --nproc N``; :mod:`medseg.training.distributed`):
+Several processes (``torchrun`` / ``medseg train --nproc N``; :mod:`medseg.training.distributed`):
 the networks that train are wrapped in DistributedDataParallel (the model through its ``training_loss``
 hook, so a recurrent model's passes and deep supervision train as in one process), each rank takes its
 slice of every global batch (``train.batch_size``), validation is sharded and its raw counts gathered
@@ -41,7 +41,7 @@ slice of every global batch (``train.batch_size``), validation is sharded and it
 learning-rate step, early stop, time limit — is rank 0's, broadcast, and only rank 0 writes files, from the
 unwrapped network (the same safetensors keys as one process). With one process none of this runs.
 
-Speed options (issue 15; measurements in ``benchmarks/results/distributed_cpu.json``, README "Beyond one
+Speed options (:mod:`medseg.training.speed`; measurements in ``benchmarks/results/distributed_cpu.json``, README "Beyond one
 process"), each kept on by default only where an end-to-end training measured a gain:
 
 * ``train.amp``: mixed precision. CUDA: bf16 where the GPU has it, else fp16 with loss scaling. CPU: bf16
@@ -65,14 +65,10 @@ process"), each kept on by default only where an end-to-end training measured a 
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import platform
 import random
 import time
-import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +79,6 @@ from torch.utils.data import DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
 from medseg.artifact import (
-    dump_json,
     model_kwargs,
     model_meta,
     resolve_device,
@@ -97,66 +92,24 @@ from medseg.errors import ConfigError, DataValidationError
 from medseg.inference.sliding_window import sliding_window_logits
 from medseg.losses import build_loss
 from medseg.metrics import SegmentationMetrics
-from medseg.models import build_model, training_loss
+from medseg.models import build_model
 from medseg.progress import Progress
 from medseg.threads import init_worker, num_workers_for, refresh_threads
 from medseg.training import distributed
-from medseg.training.checkpoint import load_training_state, save_training_state
 from medseg.training.early_stopping import EarlyStopping
+from medseg.training.parallel import ParallelSteps
+from medseg.training.records import RunRecords
 from medseg.training.sampling import class_balanced_sampler, class_balanced_weights, image_classes
 from medseg.training.schedules import BudgetSchedule, build_scheduler, progress as budget_progress
+from medseg.training.speed import (
+    CPU_CHANNELS_LAST_AUTO,
+    compiler_missing,
+    cpu_bf16_native,
+    resolve_channels_last,
+)
 
-#: ``train.channels_last: auto`` on the CPU: off. One step of the demo U-Net ran 1.11× faster channels-last, but
-#: whole trainings did not (``benchmarks/bench_cpu_options.py``, 2-core AVX2 CPU, 1 thread): the demo config no
-#: faster (CPU time ×1.00), ``configs/chromosomes/unet.yaml`` 1.11× slower.
-CPU_CHANNELS_LAST_AUTO = False
-
-
-def cpu_bf16_native() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX on x86, the BF16 extension on Arm), the
-    condition for ``train.amp`` on the CPU: elsewhere PyTorch emulates bf16 and autocast only slows training."""
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        probe = getattr(torch.cpu, name, None)
-        try:
-            if probe is not None and probe():
-                return True
-        except Exception:  # noqa: BLE001 - a probe missing or failing in this build: fall back to the flags
-            pass
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    arm = platform.machine().lower() in ("aarch64", "arm64")
-    return bool({"avx512_bf16", "amx_bf16"} & flags) or (arm and "bf16" in flags)
-
-
-def resolve_channels_last(setting, device: torch.device, spatial_dims: int) -> bool:
-    """``train.channels_last`` for this run: 2D models only; ``auto`` = on CUDA, :data:`CPU_CHANNELS_LAST_AUTO`
-    on the CPU (what the measurements support), ``true``/``false`` as said."""
-    if int(spatial_dims) != 2 or setting is False:
-        return False
-    if setting == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and CPU_CHANNELS_LAST_AUTO)
-    return bool(setting)
-
-
-def compiler_missing(device: torch.device, backend: str) -> str | None:
-    """Why ``torch.compile`` with ``backend`` cannot work on ``device`` here (inductor on the CPU without a C++
-    compiler), or None."""
-    if backend != "inductor" or device.type != "cpu":
-        return None
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        get_cpp_compiler()
-    except Exception as exc:  # noqa: BLE001 - InvalidCxxCompiler, or an inductor that cannot be imported
-        return " ".join(str(exc).split())[:200] or type(exc).__name__
-    return None
+__all__ = ["CPU_CHANNELS_LAST_AUTO", "Trainer", "compiler_missing", "cpu_bf16_native", "resolve_channels_last",
+           "seed_everything"]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -168,7 +121,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-class Trainer:
+class Trainer(RunRecords, ParallelSteps):
     """Train one fold. ``run_dir`` receives config, history, best model and the resumable state."""
 
     def __init__(self, cfg: dict, run_dir: Path, data: SegmentationData, train_idx, val_idx, *, fold: int = 0,
@@ -286,89 +239,6 @@ class Trainer:
     def extra_modules(self) -> dict[str, nn.Module]:
         """Further networks trained alongside (a discriminator, a quality-awareness module)."""
         return {}
-
-    # -- several processes (torchrun) ----------------------------------------------------------------------
-    def sync_batchnorm(self, module: nn.Module) -> nn.Module:
-        """``train.distributed.sync_batchnorm``: BatchNorm over the global batch (PyTorch has it on CUDA only)."""
-        if self.device.type != "cuda":
-            raise ConfigError("train.distributed.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm runs on GPUs "
-                              "only); on the CPU each rank normalises its own share of the batch: set it to false")
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-
-    def wrap_distributed(self) -> dict[str, nn.Module]:
-        """DDP wrappers of the model (around its training-loss hook) and of every extra network; the networks
-        themselves stay ``self.model`` etc., which validation, checkpoints and the saved model use."""
-        opts = self.cfg["train"]["distributed"]
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        kw = {"device_ids": ids, "find_unused_parameters": bool(opts["find_unused_parameters"])}
-        out: dict[str, nn.Module] = {"model": nn.parallel.DistributedDataParallel(_TrainingLoss(self.model), **kw)}
-        sync = bool(opts["sync_batchnorm"])
-        for name, module in self.extra_modules().items():
-            if sync:  # the same parameter objects, so the optimizers built already still hold them
-                module = self.sync_batchnorm(module)
-                setattr(self, _extra_attr(self, name), module)
-            out[name] = nn.parallel.DistributedDataParallel(module, **kw)
-        return out
-
-    def compile_forward(self):
-        """``train.compile``: the network's ``__call__`` compiled by ``torch.compile`` (``train.compile_backend``,
-        static shapes), or None — with one warning — where inductor has no C++ compiler on the CPU.
-
-        Only the network is compiled, not the loss (the losses log their parts as Python floats, which would
-        break the graph); :meth:`compiled_forward` switches it on for the training steps only."""
-        tr = self.cfg["train"]
-        backend = str(tr.get("compile_backend") or "inductor")
-        why = compiler_missing(self.device, backend)
-        if why is not None:
-            if self.dist.is_main:
-                warnings.warn(f"train.compile: torch.compile (backend {backend}) needs a C++ compiler on the CPU and "
-                              f"none was found ({why}); training uncompiled. Install g++ or clang (or set CXX), or "
-                              "set train.compile: false", RuntimeWarning, stacklevel=3)
-            return None
-        self._compile_pending = True  # the first step compiles: a failure there falls back to the plain network
-        return torch.compile(self.model._call_impl, backend=backend, dynamic=False)
-
-    @contextmanager
-    def compiled_forward(self):
-        """Inside: calls of ``self.model`` (from its training-loss hook, through DDP too) run compiled (what
-        ``nn.Module.compile`` installs); outside — validation, checkpoints, the saved model — the plain module,
-        with the same parameters and ``state_dict`` keys."""
-        if self._compiled_call is None:
-            yield
-            return
-        self.model._compiled_call_impl = self._compiled_call
-        try:
-            yield
-        finally:
-            self.model._compiled_call_impl = None
-
-    def model_loss(self, loss_fn, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loss, logits)`` of the model's training-loss hook; through DDP (gradients averaged over the
-        ranks) when several processes train."""
-        if self._compile_pending:  # the first compiled step: a compiler failure falls back to the plain network
-            try:
-                out = self._model_loss(loss_fn, image, label)
-            except Exception as exc:
-                if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
-                    raise  # not the compiler's: the model's own error
-                if self.dist.is_main:
-                    warnings.warn(f"train.compile: torch.compile failed at the first step "
-                                  f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); training uncompiled",
-                                  RuntimeWarning, stacklevel=3)
-                self._compiled_call = self.model._compiled_call_impl = None
-                out = self._model_loss(loss_fn, image, label)
-            self._compile_pending = False
-            return out
-        return self._model_loss(loss_fn, image, label)
-
-    def _model_loss(self, loss_fn, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._ddp is None:
-            return training_loss(self.model, loss_fn, image, label)
-        return self._ddp["model"](image, label, loss_fn)
-
-    def wrapped(self, name: str) -> nn.Module:
-        """Extra network ``name`` as a training step calls it: its DDP wrapper, or itself in one process."""
-        return self._ddp[name] if self._ddp is not None else self.extra_modules()[name]
 
     def autocast(self):
         if self.amp_dtype is None:
@@ -497,52 +367,6 @@ class Trainer:
                 row[f"val_dice_pooled/{name}"] = vals.get("dice_pooled")
                 row[f"val_iou_pooled/{name}"] = vals.get("iou_pooled")
         return row
-
-    def resume(self) -> bool:
-        state = load_training_state(self.run_dir, self.model, self.optimizers, self.extra_modules())
-        # the raw value: a damaged epoch is reported below as a damaged state, not as a crash here
-        found = distributed.all_gather_objects(None if state is None else state.get("epoch", -1))
-        if len({repr(v) for v in found}) > 1:  # repr: a damaged value need not be hashable
-            raise DataValidationError(self.run_dir, f"the processes found different training states here (epoch "
-                                      f"per rank: {found}); every rank must see the same run folder — on several "
-                                      "machines put output.root on a shared filesystem — or start over with --restart")
-        if state is None:
-            return False
-        try:
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.early.load_state_dict(state["early_stopping"])
-            self.history = list(state["history"])
-            self.start_epoch = int(state["epoch"]) + 1
-            self.global_step = int(self.history[-1].get("steps", 0)) if self.history else 0
-            self.elapsed_before = float(state.get("elapsed_s", 0.0))
-            self.stopped_by_time = bool(state.get("stopped_by_time", False))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataValidationError(self.run_dir / "last_state.json", f"the saved training state is damaged (no "
-                                      f"valid {exc}); resume is impossible: start this fold over with --restart") from exc
-        return True
-
-    def save_state(self, epoch: int, finished: bool = False) -> None:
-        if not self.dist.is_main:
-            return
-        save_training_state(self.run_dir, self.model, self.optimizers,
-                            {"epoch": epoch, "fold": self.fold, "finished": finished,
-                             "scheduler": self.scheduler.state_dict(), "early_stopping": self.early.state_dict(),
-                             "history": self.history, "elapsed_s": round(self.elapsed(), 3),
-                             "stopped_by_time": self.stopped_by_time}, self.extra_modules())
-
-    def write_history(self) -> None:
-        if not self.dist.is_main:
-            return
-        dump_json(self.history, self.run_dir / "history.json")
-        if not self.history:
-            return
-        keys = list(dict.fromkeys(k for row in self.history for k in row))
-        tmp = self.run_dir / ".history.csv.tmp"
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(self.history)
-        tmp.replace(self.run_dir / "history.csv")
 
     def monitor_key(self) -> str:
         """The history column early stopping watches: ``train.early_stopping.monitor``, or the training loss
@@ -694,65 +518,4 @@ class Trainer:
                 t = distributed.broadcast_object(t)
             self.scheduler.set_progress(t)
 
-    def time_shares(self) -> dict:
-        """Wall time of this call of :meth:`fit` and the share of it spent validating and saving."""
-        wall = self.wall_s
-        if not wall:
-            return {}
-        rows = [r for r in self.history[self.start_epoch:] if "validation_time_s" in r]
-        val = sum(float(r["validation_time_s"]) for r in rows) + float((self.final_val or {}).get("time_s", 0))
-        share = val / wall
-        if self.progress:
-            tqdm.write(f"fold {self.fold}: {wall / 60:.1f} min, {100 * share:.0f} % of it validating and saving")
-        return {"wall_s": round(wall, 2), "validation_s": round(val, 2), "validation_share": round(share, 4)}
 
-    def selected_epoch(self) -> int:
-        """The epoch whose weights are ``model.safetensors``: the best validated one, or the last one trained
-        when there is no validation set."""
-        if not self.has_validation:
-            return int(self.history[-1]["epoch"]) if self.history else -1
-        return self.early.best_epoch
-
-    def summary(self, write: bool = True) -> dict:
-        """The fold's summary (``summary.json``); ``write=False``: the one saved when it was trained, where there
-        is one, and nothing written."""
-        saved = self.run_dir / "summary.json"
-        if not write and saved.is_file():
-            try:
-                return json.loads(saved.read_text())
-            except (OSError, ValueError):
-                pass
-        selected = self.selected_epoch()
-        best = next((r for r in self.history if r["epoch"] == selected), {})
-        out = {"fold": self.fold, "run_dir": str(self.run_dir), "epochs_run": len(self.history),
-               "best_epoch": selected, "best_val": best,
-               "steps": int(self.history[-1].get("steps", 0)) if self.history else 0,
-               "selected": "best validation" if self.has_validation else "last epoch (no validation set)",
-               "stopped_by_time_limit": self.stopped_by_time}
-        out.update(self.time_shares())
-        if self.final_val is not None:
-            out["final_validation"] = self.final_val
-        if self.dist.is_main and write:
-            dump_json(out, self.run_dir / "summary.json")
-        return out
-
-
-class _TrainingLoss(nn.Module):
-    """The model's training-loss hook as a module's forward, so DDP sees the whole step (every refinement pass,
-    the deep-supervision heads) as one forward; its ``model`` is the network itself (saved keys unchanged)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor, label: torch.Tensor, loss_fn):
-        return training_loss(self.model, loss_fn, image, label)
-
-
-def _extra_attr(trainer: Trainer, name: str) -> str:
-    """The attribute holding extra network ``name`` (``disc`` → ``discriminator``, ``qam`` → ``qam``)."""
-    module = trainer.extra_modules()[name]
-    for attr, value in vars(trainer).items():
-        if value is module:
-            return attr
-    raise AttributeError(f"extra network {name!r} is not an attribute of {type(trainer).__name__}")
