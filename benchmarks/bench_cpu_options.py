@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue 15, item 5: the CPU speed options measured end to end, as whole ``medseg train`` processes.
+"""The CPU speed options measured end to end, as whole ``medseg train`` processes.
 
 Each comparison trains the same config twice — option A, and B the plain run — as A B A B … pairs after one
 warm-up pair (so a machine whose speed drifts still gives a fair A/B ratio pair by pair), each run a fresh

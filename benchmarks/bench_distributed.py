@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue 15 on the CPU: 1 vs 2 gloo processes, thread shares under load, and the free CPU speed-ups.
+"""Training on the CPU: 1 vs 2 gloo processes, thread shares under load, and the free CPU speed-ups.
 
 Writes ``benchmarks/results/distributed_cpu.json`` (device, date, command, ``os.getloadavg()`` beside every
 measurement — other jobs on the machine change CPU timings: rerun on a quiet machine before quoting them):
@@ -8,7 +8,7 @@ measurement — other jobs on the machine change CPU timings: rerun on a quiet m
    one process and by ``--nproc 2`` (two gloo processes) at the same global batch;
 2. **load**: the time of an epoch of the demo's 3D model (``configs/ctv/phantom_demo.yaml``) alone, beside a
    second identical training, and beside the web server under ``bench_server.py``'s load — each with
-   ``MEDSEG_THREADS=off`` (PyTorch's default pool, the behaviour before issue 15) and ``auto`` (medseg's
+   ``MEDSEG_THREADS=off`` (PyTorch's default pool, the behaviour before medseg set its own) and ``auto`` (medseg's
    share of the cores);
 3. **options**: one training step of the 2D demo U-Net plain (fp32), channels-last, bf16 autocast and
    ``torch.compile``; an option counts as a gain (``kept``) only when it is at least 5 % faster. One step is

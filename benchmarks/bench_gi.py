@@ -1,4 +1,4 @@
-"""The GI-tract paper's three comparisons at CPU scale, fold 0, plus prediction / submission speed (issue 13).
+"""The GI-tract paper's three comparisons at CPU scale, fold 0, plus prediction / submission speed.
 
     python benchmarks/bench_gi.py [--cases 8] [--size 64] [--iterations 150] [--out benchmarks/results]
 

@@ -1,4 +1,4 @@
-"""Whole M-FISH metaphases → chromosome instances on the CPU, REAL data (issue 14, part 5).
+"""Whole M-FISH metaphases → chromosome instances on the CPU, REAL data.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mfish_instances.py [--steps 300] [--pair-model RUN | --pair-steps 300]
         [--work /tmp/bench_mfish_instances] [--out benchmarks/results/mfish_instances_cpu.json]

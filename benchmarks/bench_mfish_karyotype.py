@@ -1,4 +1,4 @@
-"""Karyotyping on the CPU, REAL data (issue 14, part 6): the class (1-22, X, Y) of every isolated M-FISH chromosome
+"""Karyotyping on the CPU, REAL data: the class (1-22, X, Y) of every isolated M-FISH chromosome
 from its DAPI cut-out, per-class accuracy on the held-out slides.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_mfish_karyotype.py [--steps 1800] [--time-limit 37]

@@ -1,5 +1,5 @@
 """Own data, three ways, same wall-clock budget: `medseg plan` + `train` vs a MONAI UNet in medseg vs a plain
-PyTorch loop (issue 12).
+PyTorch loop.
 
     python benchmarks/bench_own_data.py [--minutes 3] [--datasets mfish synth] [--out benchmarks/results/own_data_cpu.json]
 

@@ -293,6 +293,102 @@ def _template_values(template) -> dict:
     return {k: template.get(k) for k in _TEMPLATE_KEYWORDS if k in template and template.get(k) not in (None, "")}
 
 
+def _series_attributes(volume: Volume, template, modality: str, series_number: int,
+                       series_description: str) -> dict:
+    """The attributes every slice of the series shares, by keyword: patient, study and Frame of Reference
+    (from ``template``, else ``volume.meta``, else made up), and a new series."""
+    from pydicom.uid import generate_uid
+
+    common = {
+        "PatientName": "ANONYMOUS", "PatientID": "ANON", "PatientBirthDate": "", "PatientSex": "",
+        "StudyInstanceUID": volume.meta.get("StudyInstanceUID") or generate_uid(),
+        "FrameOfReferenceUID": volume.meta.get("FrameOfReferenceUID") or generate_uid(),
+        "StudyDate": datetime.now().strftime("%Y%m%d"), "StudyTime": datetime.now().strftime("%H%M%S"),
+        "StudyID": "1", "AccessionNumber": "", "ReferringPhysicianName": "", "PositionReferenceIndicator": "",
+        "Manufacturer": "medseg", "KVP": "",
+    }
+    common.update(_template_values(template))
+    series_uid = generate_uid()
+    now = datetime.now()
+    return {
+        "SpecificCharacterSet": "ISO_IR 192", "ImageType": ["DERIVED", "SECONDARY", "AXIAL"], **common,
+        "Modality": modality, "SeriesInstanceUID": series_uid, "SeriesNumber": series_number,
+        "SeriesDescription": series_description[:64],
+        "SeriesDate": now.strftime("%Y%m%d"), "ContentDate": now.strftime("%Y%m%d"),
+        "SeriesTime": now.strftime("%H%M%S"), "ContentTime": now.strftime("%H%M%S"),
+    }
+
+
+def _slice_dataset(k: int, pixels: np.ndarray, volume: Volume, *, sop_class: str, modality: str, series: dict,
+                   iop: list[str], slope: float, intercept: float, window_center: float):
+    """The dataset of slice ``k`` (0-based): the attributes the series shares, a new SOPInstanceUID, the
+    slice's number, position and pixels, the pixel encoding, the rescale to HU and the display window."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sz, sy, sx = volume.spacing
+    direction = volume.direction
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    for kw, val in series.items():
+        setattr(ds, kw, val)
+    ds.InstanceNumber = k + 1
+    ds.AcquisitionNumber = 1
+    pos = np.asarray(volume.origin) + k * sz * direction[:, 2]
+    ds.ImagePositionPatient = [_ds(v) for v in pos]
+    ds.ImageOrientationPatient = iop
+    ds.SliceLocation = _ds(float(pos @ np.cross(direction[:, 0], direction[:, 1])))
+    ds.PixelSpacing = [_ds(sy), _ds(sx)]
+    ds.SliceThickness = _ds(sz)
+    ds.SpacingBetweenSlices = _ds(sz)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope = _ds(slope)
+    ds.RescaleIntercept = _ds(intercept)
+    if modality == "CT":
+        ds.RescaleType = "HU"
+        ds.WindowCenter, ds.WindowWidth = _ds(40.0), _ds(400.0)
+    else:
+        ds.WindowCenter, ds.WindowWidth = _ds(window_center), _ds(max(1.0, float(np.ptp(volume.array))))
+    ds.PixelData = np.ascontiguousarray(pixels, dtype="<i2").tobytes()
+    ds["PixelData"].VR = "OW"
+    return ds
+
+
+def _publish_series(tmp: Path, folder: Path) -> None:
+    """Give the written series the default permissions and put it at ``folder``, replacing what is there
+    (the old one is moved aside first and restored if the move fails)."""
+    mode = default_file_mode()
+    for f in tmp.iterdir():
+        os.chmod(f, mode)
+    os.chmod(tmp, mode | ((mode & 0o444) >> 2))  # rw-r--r-- -> rwxr-xr-x: a folder needs x to be entered
+    if folder.exists():  # move the old one aside, put the new one in place, then delete the old one
+        old = temp_sibling(folder, ".old")
+        os.replace(folder, old)
+        try:
+            os.replace(tmp, folder)
+        except BaseException:
+            os.replace(old, folder)
+            raise
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, folder)
+
+
 def write_dicom_series(
     volume: Volume,
     folder: str | Path,
@@ -313,10 +409,6 @@ def write_dicom_series(
     of Reference UIDs in ``volume.meta``, else are made up; the SeriesInstanceUID is always new.
     The series is written into a temporary folder beside ``folder`` and renamed at the end.
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
     folder = Path(folder)
     occupied = folder.is_dir() and any(folder.iterdir()) or folder.is_file()
     if occupied and not overwrite:
@@ -326,21 +418,10 @@ def write_dicom_series(
     if modality not in _SOP_CLASS:
         modality = "CT"
     stored, slope, intercept = _stored_values(volume.array)
-    n, rows, cols = stored.shape
-    sz, sy, sx = volume.spacing
+    n = len(stored)
+    _sz, _sy, _sx = volume.spacing  # a spacing of another length fails here, before anything is written
     direction = volume.direction
-    origin = np.asarray(volume.origin)
-    common = {
-        "PatientName": "ANONYMOUS", "PatientID": "ANON", "PatientBirthDate": "", "PatientSex": "",
-        "StudyInstanceUID": volume.meta.get("StudyInstanceUID") or generate_uid(),
-        "FrameOfReferenceUID": volume.meta.get("FrameOfReferenceUID") or generate_uid(),
-        "StudyDate": datetime.now().strftime("%Y%m%d"), "StudyTime": datetime.now().strftime("%H%M%S"),
-        "StudyID": "1", "AccessionNumber": "", "ReferringPhysicianName": "", "PositionReferenceIndicator": "",
-        "Manufacturer": "medseg", "KVP": "",
-    }
-    common.update(_template_values(template))
-    series_uid = generate_uid()
-    now = datetime.now()
+    series = _series_attributes(volume, template, modality, series_number, series_description)
     iop = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
     window_center = (float(np.median(volume.array)) if volume.array.size else 0.0)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -348,67 +429,10 @@ def write_dicom_series(
     tmp.mkdir()
     try:
         for k in range(n):
-            sop_uid = generate_uid()
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = sop_class
-            meta.MediaStorageSOPInstanceUID = sop_uid
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = pydicom.Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID = sop_class
-            ds.SOPInstanceUID = sop_uid
-            ds.SpecificCharacterSet = "ISO_IR 192"
-            ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
-            for kw, val in common.items():
-                setattr(ds, kw, val)
-            ds.Modality = modality
-            ds.SeriesInstanceUID = series_uid
-            ds.SeriesNumber = series_number
-            ds.SeriesDescription = series_description[:64]
-            ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
-            ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
-            ds.InstanceNumber = k + 1
-            ds.AcquisitionNumber = 1
-            pos = origin + k * sz * direction[:, 2]
-            ds.ImagePositionPatient = [_ds(v) for v in pos]
-            ds.ImageOrientationPatient = iop
-            ds.SliceLocation = _ds(float(pos @ np.cross(direction[:, 0], direction[:, 1])))
-            ds.PixelSpacing = [_ds(sy), _ds(sx)]
-            ds.SliceThickness = _ds(sz)
-            ds.SpacingBetweenSlices = _ds(sz)
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.Rows, ds.Columns = rows, cols
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-            ds.PixelRepresentation = 1
-            ds.RescaleSlope = _ds(slope)
-            ds.RescaleIntercept = _ds(intercept)
-            if modality == "CT":
-                ds.RescaleType = "HU"
-                ds.WindowCenter, ds.WindowWidth = _ds(40.0), _ds(400.0)
-            else:
-                ds.WindowCenter, ds.WindowWidth = _ds(window_center), _ds(max(1.0, float(np.ptp(volume.array))))
-            ds.PixelData = np.ascontiguousarray(stored[k], dtype="<i2").tobytes()
-            ds["PixelData"].VR = "OW"
+            ds = _slice_dataset(k, stored[k], volume, sop_class=sop_class, modality=modality, series=series,
+                                iop=iop, slope=slope, intercept=intercept, window_center=window_center)
             ds.save_as(tmp / f"IM{k + 1:04d}.dcm", enforce_file_format=True)
-        mode = default_file_mode()
-        for f in tmp.iterdir():
-            os.chmod(f, mode)
-        os.chmod(tmp, mode | ((mode & 0o444) >> 2))  # rw-r--r-- -> rwxr-xr-x: a folder needs x to be entered
-        if folder.exists():  # move the old one aside, put the new one in place, then delete the old one
-            old = temp_sibling(folder, ".old")
-            os.replace(folder, old)
-            try:
-                os.replace(tmp, folder)
-            except BaseException:
-                os.replace(old, folder)
-                raise
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-        else:
-            os.replace(tmp, folder)
+        _publish_series(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,4 +1,4 @@
-"""Chromosome instances against the M-FISH label maps (``medseg evaluate-metaphases``, issue 14 part 5).
+"""Chromosome instances against the M-FISH label maps (``medseg evaluate-metaphases``).
 
 **True instances** (:func:`true_instances`) come from the karyotype label map (0 background, 1–24 class, 255
 overlap) by ``mfish-pairs``' rule: a chromosome of class c is a connected component (8-neighbourhood) of the
@@ -207,6 +207,107 @@ def _group_pools(rows: list[dict], key) -> dict:
     return out
 
 
+def _load_predictors(model, pair_model, data: Path, *, baseline: str | None, device: str, trust_code: bool):
+    """The semantic predictor (None with the Otsu baseline) and the pair predictor (or None), checked: one of
+    a model or the baseline, a model of background / chromosome / overlap, a pair model of four classes."""
+    from medseg.inference.instances import check_pair_model, is_metaphase_model
+    from medseg.inference.predictor import Predictor
+
+    if baseline not in (None, "otsu"):
+        raise DataValidationError(data, f"no baseline {baseline!r}: the one there is, otsu")
+    if (model is None) == (baseline is None):
+        raise DataValidationError(data, "evaluate-metaphases takes a semantic model or --baseline otsu, one of them")
+    predictor = None if model is None else Predictor.from_path(model, device=device, tta=None, trust_code=trust_code)
+    if predictor is not None and not is_metaphase_model(predictor.meta):
+        raise DataValidationError(model, f"the model segments {', '.join(map(str, predictor.class_names))}; instances "
+                                         "need background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)")
+    pair = None
+    if pair_model is not None:
+        pair = Predictor.from_path(pair_model, device=device, tta=None, trust_code=trust_code)
+        check_pair_model(pair.meta, pair_model)
+    return predictor, pair
+
+
+def _chosen_metaphases(data: Path, slides: str, limit: int | None) -> tuple[set[str], list]:
+    """The slides ``slides`` names (``test``, ``all`` or a comma-separated list) and their labelled metaphases,
+    the first ``limit`` of them."""
+    from medseg.data.mfish import find_metaphases, slide_of
+    from medseg.data.mfish_metaphase import pair_test_slides
+
+    metaphases = find_metaphases(data)
+    if slides == "test":
+        chosen = set(pair_test_slides(data)["test"])
+    elif slides == "all":
+        chosen = {slide_of(m.folder) for m in metaphases}
+    else:
+        chosen = {s.strip() for s in slides.split(",") if s.strip()}
+        unknown = chosen - {slide_of(m.folder) for m in metaphases}
+        if unknown:
+            raise DataValidationError(data, f"no slide {', '.join(sorted(unknown))} here (--slides takes test, all or "
+                                            "slide ids such as A20,P09)")
+    metaphases = [m for m in metaphases if slide_of(m.folder) in chosen][:limit]
+    if not metaphases:
+        raise DataValidationError(data, f"no labelled metaphase on the slides asked for ({slides})")
+    return chosen, metaphases
+
+
+def _score_one_metaphase(m, predictor, pair, debris) -> tuple[dict, tuple]:
+    """One metaphase segmented, separated and scored: its row, and what its instance figure needs (the image,
+    the separation, the label map, the statuses)."""
+    from medseg.data.mfish import read_metaphase, slide_of
+    from medseg.evaluation.status_accuracy import score_statuses
+    from medseg.inference.image import predict_arrays
+    from medseg.inference.instance_status import instance_statuses
+    from medseg.inference.instances import separate_instances
+    from medseg.inference.otsu_baseline import otsu_instances
+
+    dapi, karyo = read_metaphase(m)
+    image = dapi.astype(np.float32) / 255.0
+    t0 = time.perf_counter()
+    if predictor is None:
+        result = otsu_instances(image, debris=debris)
+        semantic, t1 = result.semantic, t0
+    else:
+        semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
+        t1 = time.perf_counter()
+        result = separate_instances(image, semantic, pair, debris=debris)
+    t2 = time.perf_counter()
+    true = true_instances(karyo)
+    masks = result.masks()
+    statuses = instance_statuses(result.instances, image.shape, image)  # as predict and the server give them
+    row = {"metaphase": m.name, "slide": slide_of(m.folder), **score_metaphase(masks, semantic, karyo),
+           "separation": result.counts, "segment_s": round(t1 - t0, 3), "separate_s": round(t2 - t1, 3),
+           "statuses": score_statuses(statuses, _flat(masks), _flat(true), karyo)}
+    return row, (image, result, karyo, statuses, true)
+
+
+def _metrics(rows: list[dict], pooled: dict, *, data: Path, chosen: set[str], slides: str, model, pair_model,
+             baseline, debris, removed: dict, counts: dict, started: float, notice_text) -> dict:
+    """``metrics.json``: the set, the definitions, the pooled figures (all, per slide, per imaging system) and
+    each metaphase's row."""
+    from medseg.evaluation.status_accuracy import RULES, pool_statuses
+
+    return {"data": f"REAL M-FISH metaphases ({data})", "slides": sorted(chosen), "slides_rule": slides,
+            "n_metaphases": len(rows), "model": str(model),
+            "pair_model": None if pair_model is None else str(pair_model),
+            "iou_threshold": IOU_THRESHOLD, "matching": "Hungarian, maximising summed IoU over pairs with IoU >= 0.5",
+            "definitions": {"split": "a true chromosome with >= 2 predictions each >= 50 % inside it, together "
+                                     "covering >= 50 % of it",
+                            "merge": "a prediction holding >= 50 % of each of >= 2 true chromosomes",
+                            "true_instances": "each class value's 8-connected components with the overlap regions "
+                                              "bordering that class (mfish-pairs' rule)",
+                            "status_right": RULES},
+            "baseline": baseline, "debris_rules": (debris or DebrisRules()).record(), "debris_removed": removed,
+            "pooled": pooled, "status_accuracy": pool_statuses([r["statuses"] for r in rows]),
+            "per_slide": _group_pools(rows, lambda r: r["slide"]),
+            "per_system": _group_pools(rows, lambda r: r["slide"][:1]),
+            "seconds_per_metaphase": {k: round(float(np.mean([r[k] for r in rows])), 3)
+                                      for k in ("segment_s", "separate_s")},
+            "separation": counts, "per_metaphase": rows,
+            "seconds": round(time.perf_counter() - started, 1),
+            "licence": notice_text}
+
+
 def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str | Path, *,
                         pair_model: str | Path | None = None, slides: str = "test", limit: int | None = None,
                         device: str = "auto", trust_code: bool = False, progress: bool = True,
@@ -228,63 +329,18 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
     ``status_accuracy`` (objects, right, accuracy, estimated vs held chromosomes, the rule)."""
     import shutil
 
-    from medseg.data.mfish import find_metaphases, licence_notice, read_metaphase, slide_of
-    from medseg.data.mfish_metaphase import pair_test_slides
-    from medseg.evaluation.status_accuracy import RULES, pool_statuses, score_statuses
-    from medseg.inference.image import predict_arrays
-    from medseg.inference.instance_status import instance_statuses
-    from medseg.inference.instances import check_pair_model, instance_figure, is_metaphase_model, separate_instances
-    from medseg.inference.otsu_baseline import otsu_instances
-    from medseg.inference.predictor import Predictor
+    from medseg.data.mfish import licence_notice
+    from medseg.inference.instances import instance_figure
     from medseg.progress import Progress
 
     started = time.perf_counter()
     data, out_dir = Path(data), Path(out_dir)
-    if baseline not in (None, "otsu"):
-        raise DataValidationError(data, f"no baseline {baseline!r}: the one there is, otsu")
-    if (model is None) == (baseline is None):
-        raise DataValidationError(data, "evaluate-metaphases takes a semantic model or --baseline otsu, one of them")
-    predictor = None if model is None else Predictor.from_path(model, device=device, tta=None, trust_code=trust_code)
-    if predictor is not None and not is_metaphase_model(predictor.meta):
-        raise DataValidationError(model, f"the model segments {', '.join(map(str, predictor.class_names))}; instances "
-                                         "need background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)")
-    pair = None
-    if pair_model is not None:
-        pair = Predictor.from_path(pair_model, device=device, tta=None, trust_code=trust_code)
-        check_pair_model(pair.meta, pair_model)
-    metaphases = find_metaphases(data)
-    if slides == "test":
-        chosen = set(pair_test_slides(data)["test"])
-    elif slides == "all":
-        chosen = {slide_of(m.folder) for m in metaphases}
-    else:
-        chosen = {s.strip() for s in slides.split(",") if s.strip()}
-        unknown = chosen - {slide_of(m.folder) for m in metaphases}
-        if unknown:
-            raise DataValidationError(data, f"no slide {', '.join(sorted(unknown))} here (--slides takes test, all or "
-                                            "slide ids such as A20,P09)")
-    metaphases = [m for m in metaphases if slide_of(m.folder) in chosen][:limit]
-    if not metaphases:
-        raise DataValidationError(data, f"no labelled metaphase on the slides asked for ({slides})")
+    predictor, pair = _load_predictors(model, pair_model, data, baseline=baseline, device=device,
+                                       trust_code=trust_code)
+    chosen, metaphases = _chosen_metaphases(data, slides, limit)
     rows, counts, removed, worst = [], {}, {}, None
     for m in Progress(metaphases, desc="metaphases", unit="image", disable=not progress):
-        dapi, karyo = read_metaphase(m)
-        image = dapi.astype(np.float32) / 255.0
-        t0 = time.perf_counter()
-        if predictor is None:
-            result = otsu_instances(image, debris=debris)
-            semantic, t1 = result.semantic, t0
-        else:
-            semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
-            t1 = time.perf_counter()
-            result = separate_instances(image, semantic, pair, debris=debris)
-        t2 = time.perf_counter()
-        true = true_instances(karyo)
-        masks = result.masks()
-        statuses = instance_statuses(result.instances, image.shape, image)  # as predict and the server give them
-        row = {"metaphase": m.name, "slide": slide_of(m.folder), **score_metaphase(masks, semantic, karyo),
-               "separation": result.counts, "segment_s": round(t1 - t0, 3), "separate_s": round(t2 - t1, 3),
-               "statuses": score_statuses(statuses, _flat(masks), _flat(true), karyo)}
+        row, (image, result, karyo, statuses, true) = _score_one_metaphase(m, predictor, pair, debris)
         for rule, got in _removed_true(result, karyo, true).items():
             total = removed.setdefault(rule, {"removed": 0, "true_chromosomes": 0})
             total["removed"] += got["removed"]
@@ -296,24 +352,9 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
             worst = (row["f1"], m, image, result, karyo, statuses)
     pooled = pool(rows)
     notice, notice_text = licence_notice(data)
-    metrics = {"data": f"REAL M-FISH metaphases ({data})", "slides": sorted(chosen), "slides_rule": slides,
-               "n_metaphases": len(rows), "model": str(model), "pair_model": None if pair_model is None else str(pair_model),
-               "iou_threshold": IOU_THRESHOLD, "matching": "Hungarian, maximising summed IoU over pairs with IoU >= 0.5",
-               "definitions": {"split": "a true chromosome with >= 2 predictions each >= 50 % inside it, together "
-                                        "covering >= 50 % of it",
-                               "merge": "a prediction holding >= 50 % of each of >= 2 true chromosomes",
-                               "true_instances": "each class value's 8-connected components with the overlap regions "
-                                                 "bordering that class (mfish-pairs' rule)",
-                               "status_right": RULES},
-               "baseline": baseline, "debris_rules": (debris or DebrisRules()).record(), "debris_removed": removed,
-               "pooled": pooled, "status_accuracy": pool_statuses([r["statuses"] for r in rows]),
-               "per_slide": _group_pools(rows, lambda r: r["slide"]),
-               "per_system": _group_pools(rows, lambda r: r["slide"][:1]),
-               "seconds_per_metaphase": {k: round(float(np.mean([r[k] for r in rows])), 3)
-                                         for k in ("segment_s", "separate_s")},
-               "separation": counts, "per_metaphase": rows,
-               "seconds": round(time.perf_counter() - started, 1),
-               "licence": notice_text}
+    metrics = _metrics(rows, pooled, data=data, chosen=chosen, slides=slides, model=model, pair_model=pair_model,
+                       baseline=baseline, debris=debris, removed=removed, counts=counts, started=started,
+                       notice_text=notice_text)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1) + "\n")
     _figure(rows, out_dir / "per_metaphase.png")

@@ -1,5 +1,5 @@
 """Whole metaphases → chromosome instances: every chromosome whole as its own mask, the overlapping ones split by a
-pair model (issue 14, part 5; ``medseg predict RUN metaphase.tif --pair-model PAIR_RUN``).
+pair model (``medseg predict RUN metaphase.tif --pair-model PAIR_RUN``).
 
 Two models, chained:
 

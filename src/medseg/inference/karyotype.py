@@ -1,4 +1,4 @@
-"""The karyotype class of every separated chromosome (issue 14, part 6; ``medseg predict RUN metaphase.tif
+"""The karyotype class of every separated chromosome (``medseg predict RUN metaphase.tif
 --pair-model PAIR_RUN --karyotype-model KARYO_RUN``).
 
 The karyotyping model is a per-pixel classifier of a chromosome's DAPI cut-out (25 classes: background, 1–22,

@@ -87,7 +87,7 @@ class Predictor:
         pre = meta.get("preprocessing") or {}
         recorded = (meta.get("evaluate") or {}).get("sliding_window") or pre.get("sliding_window")
         self.sliding_window = sliding_window_settings(sliding_window if sliding_window is not None else recorded)
-        # 2D input normalisation of training (model.json preprocessing.normalize; models before issue 12: range).
+        # 2D input normalisation of training (model.json preprocessing.normalize; older models record none: range).
         # 3D volumes are normalised by their own preprocessing (medseg.inference.volume).
         self.normalize = str(pre.get("normalize") or "range") if self.spatial_dims == 2 else "range"
 

@@ -1,5 +1,5 @@
 """Chromosome classification by a per-pixel classifier: the vote over a chromosome's pixels, and per-class
-accuracy of the chromosomes (issue 14, part 6; the set: :mod:`medseg.data.mfish_karyotype`).
+accuracy of the chromosomes (the set: :mod:`medseg.data.mfish_karyotype`).
 
 A karyotyping model here is a segmentation model of the cut-out (0 background, 1–24 the chromosome classes),
 trained by medseg's one training loop. A chromosome is one object, so it gets one class:

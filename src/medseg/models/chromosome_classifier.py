@@ -1,4 +1,4 @@
-"""A chromosome classifier for karyotyping (issue 14, part 6): one class (1–22, X, Y) per DAPI cut-out.
+"""A chromosome classifier for karyotyping: one class (1–22, X, Y) per DAPI cut-out.
 
 No paper of medseg's defines this network; it is the plain choice of the karyotyping literature — a convolutional
 encoder, global pooling, one linear layer — fitted to medseg's one training loop. The karyotype set

@@ -1,7 +1,7 @@
 """MONAI's residual U-Net (``monai.networks.nets.UNet``, Kerfoot et al. 2018) as a medseg model.
 
 A well-known reference network to compare medseg's own U-Net family against on the same data, trainer and
-metrics (issue 12's comparison "through a MONAI UNet in medseg"). Settings are MONAI's; ``channels`` and
+metrics, so that a comparison with MONAI runs through medseg's pipeline. Settings are MONAI's; ``channels`` and
 ``strides`` default to the 4-pooling 32…512 layout of MONAI's tutorials, ``num_res_units`` 2, ``norm``
 MONAI's default (instance). The input is padded to a multiple of the total stride and the logits cropped
 back (:class:`SegmentationNet`), since MONAI's UNet needs sizes divisible by it.

@@ -282,42 +282,24 @@ def _device_kind(device: str) -> str:
     raise ConfigError(f"plan: device must be cpu or cuda, got {device!r}")
 
 
-def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu",
-         class_names: Sequence[str] | None = None, iterations: int | None = None,
-         sets: Sequence[tuple[str, Any]] = ()) -> tuple[dict, list[Decision]]:
-    """A complete, validated config for the data ``fp`` describes, and the decisions that made it.
-
-    ``memory_budget_gb``: what one training step may take on the device (default 8 on CUDA, 2 on a CPU);
-    ``device``: ``cpu`` or ``cuda`` (sets the widths, AMP and the step budget); ``class_names``: one per
-    class, background first (default: from the labels); ``iterations``: optimizer steps (default 50,000 on
-    CUDA, 2,000 on a CPU); ``sets``: the user's ``--set`` pairs — ``task.class_names``, ``task.background``
-    and ``task.primary_metric`` are inputs of the decisions (the primary metric, the background, the loss
-    follow them and say so), every other one is applied over the plan with :func:`apply_sets`.
-    """
-    from medseg.config import load_config
-
-    kind = _device_kind(device)
-    budget_gb = float(DEFAULT_BUDGET_GB[kind] if memory_budget_gb is None else memory_budget_gb)
-    if not budget_gb > 0:
-        raise ConfigError(f"plan: the memory budget must be > 0 GB, got {memory_budget_gb!r}")
-    budget = int(budget_gb * 2**30)
-    amp = kind == "cuda"
-    dims = int(fp["spatial_dims"])
-    n_cases = int(fp["n_cases"])
-    decisions: list[Decision] = []
-    source = str(fp["path"])
+def _plan_name(source: str) -> Decision:
+    """``name``: the data's file or folder name, so runs of different data sets land apart."""
     stem = Path(source.split(":", 1)[1] if source.startswith("synth:") else source).name
     stem = re.sub(r"\.(h5|hdf5)$", "", stem, flags=re.IGNORECASE)
-    decisions.append(Decision("name", "plan_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "data"),
-                              "runs go to runs/<name>/"))
+    return Decision("name", "plan_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "data"), "runs go to runs/<name>/")
 
-    # task
+
+def _plan_task_and_data(fp: dict, class_names: Sequence[str] | None, sets: Sequence[tuple[str, Any]],
+                        decisions: list[Decision], *, dims: int,
+                        n_cases: int) -> tuple[list[str], int | None, list[int], list[float] | None]:
+    """``task.*``, ``data.*`` and ``preprocess.*`` (appended to ``decisions``); returns the class names, the
+    background class, the median image (preprocessed volume) the patch starts from and its spacing (3D)."""
+    source = str(fp["path"])
     decisions.append(Decision("task.spatial_dims", dims, f"{'volumes' if dims == 3 else 'images'} "
                                                           f"({fp['kind']}, {n_cases} cases)"))
     user = user_inputs(sets)
     names, background, mask_decision = class_plan(fp, class_names, decisions, user)
 
-    # data and intensities
     decisions.append(Decision("data.path", source, "the data planned from"))
     if mask_decision is not None:
         decisions.append(mask_decision)
@@ -337,12 +319,19 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
         raise DataValidationError(fp.get("path"), f"the median {'volume' if dims == 3 else 'image'} is "
                                                   f"{_fmt_shape(median)}: too small for a U-Net (at least "
                                                   f"{2 * MIN_BOTTLENECK} px a side)")
+    return names, background, median, spacing
 
-    # network, patch, batch
+
+def _plan_network(median: Sequence[int], spacing: Sequence[float] | None, decisions: list[Decision], *,
+                  kind: str, dims: int, n_cases: int, budget_gb: float,
+                  out_channels: int) -> tuple[list[int], int]:
+    """``data.patch_*``, ``model.*`` and ``train.batch_size`` (appended to ``decisions``); returns the patch
+    and the batch size."""
+    budget = int(budget_gb * 2**30)
+    amp = kind == "cuda"
     monai_net = kind == "cpu" and dims == 2
     base = CPU_2D_NETWORK["base_channels"] if monai_net else BASE_CHANNELS[kind]
     max_ch = CPU_2D_NETWORK["max_channels"] if monai_net else MAX_CHANNELS[dims]
-    out_channels = len(names)
     start, cpu_capped = cpu_patch_start(median, spacing) if kind == "cpu" else (list(median), False)
     patch, depth, need, shrunk = choose_patch(start, spacing, base_channels=base, max_channels=max_ch,
                                               budget_bytes=budget, amp=amp, out_channels=out_channels)
@@ -359,7 +348,6 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
         batch = CPU_MAX_BATCH
     need = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=batch, amp=amp,
                            out_channels=out_channels)
-    bottleneck = [p // 2**depth for p in patch]
     what = "preprocessed volume" if dims == 3 else "image"
     patch_why = f"median {what} {_fmt_shape(median)}"
     if cpu_capped:
@@ -371,6 +359,26 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     decisions.append(Decision("data.patch_size", patch, patch_why))
     decisions.append(Decision("data.patch_pos_fraction", POS_FRACTION, "a third of the patches centred on "
                                                                        "foreground (nnU-Net's oversampling)"))
+    _model_decisions(decisions, monai_net=monai_net, kind=kind, dims=dims, patch=patch, depth=depth, base=base,
+                     max_ch=max_ch, batch=batch)
+    if by_data < by_memory:
+        batch_why = (f"a batch covers at most {_pct(BATCH_DATASET_FRACTION)} of the data set's voxels (nnU-Net); the "
+                     f"budget would hold {by_memory}")
+    else:
+        batch_why = f"what {budget_gb:g} GB holds at this patch (about {(per_sample - fixed) / 2**20:.0f} MB a patch)"
+    if cpu_batch_capped:
+        batch_why = (f"a CPU: at most {CPU_MAX_BATCH} (step time grows with the batch; more, smaller steps a minute); "
+                     + batch_why)
+    if batch == MIN_BATCH and min(by_memory, by_data) < MIN_BATCH:
+        batch_why = f"the minimum of {MIN_BATCH}: " + batch_why
+    decisions.append(Decision("train.batch_size", batch, batch_why))
+    return patch, batch
+
+
+def _model_decisions(decisions: list[Decision], *, monai_net: bool, kind: str, dims: int, patch: Sequence[int],
+                     depth: int, base: int, max_ch: int, batch: int) -> None:
+    """``model.*``: the network, its depth (from the patch), widths, norm and activation."""
+    bottleneck = [p // 2**depth for p in patch]
     if monai_net:
         decisions.append(Decision("model.name", CPU_2D_NETWORK["name"], "2D on a CPU: MONAI's residual UNet, strided "
                                   "from its first layer: more capacity per CPU second than medseg's U-Net (--device "
@@ -391,19 +399,10 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     decisions.append(Decision("model.norm", "instance", f"batches of {batch} patches: instance norm (nnU-Net)"))
     decisions.append(Decision("model.act", CPU_2D_NETWORK["act"] if monai_net else "leakyrelu",
                               "MONAI's default activation" if monai_net else "nnU-Net's activation"))
-    if by_data < by_memory:
-        batch_why = (f"a batch covers at most {_pct(BATCH_DATASET_FRACTION)} of the data set's voxels (nnU-Net); the "
-                     f"budget would hold {by_memory}")
-    else:
-        batch_why = f"what {budget_gb:g} GB holds at this patch (about {(per_sample - fixed) / 2**20:.0f} MB a patch)"
-    if cpu_batch_capped:
-        batch_why = (f"a CPU: at most {CPU_MAX_BATCH} (step time grows with the batch; more, smaller steps a minute); "
-                     + batch_why)
-    if batch == MIN_BATCH and min(by_memory, by_data) < MIN_BATCH:
-        batch_why = f"the minimum of {MIN_BATCH}: " + batch_why
-    decisions.append(Decision("train.batch_size", batch, batch_why))
 
-    # loss and training
+
+def _plan_training(kind: str, iterations: int | None, background: int | None, decisions: list[Decision]) -> None:
+    """The loss and ``train.*`` but the batch: the step budget, epochs, validation, optimizer and schedule."""
     decisions.append(loss_plan(background))
     steps = int(iterations) if iterations is not None else DEFAULT_ITERATIONS[kind]
     decisions.append(Decision("train.iterations", steps, "optimizer steps" + (
@@ -422,7 +421,10 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     decisions.append(Decision("train.lr", LR, "Adam"))
     decisions.append(Decision("train.scheduler.name", "poly", "lr·(1 − t/T)^0.9 (nnU-Net)"))
 
-    # augmentation and evaluation
+
+def _plan_augment_and_evaluate(fp: dict, patch: Sequence[int], batch: int, dims: int,
+                               decisions: list[Decision]) -> None:
+    """``augment.*`` (from the patch's shape and the spacing's anisotropy) and ``evaluate.*``."""
     if dims == 2:
         square = patch[0] == patch[1]
         decisions.append(Decision("augment.flip_prob", 0.5, "flips along both axes"))
@@ -444,6 +446,34 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
         decisions.append(Decision("evaluate.batch_size", 1, "whole images of different sizes: one at a time"
                                   if dims == 2 else "whole volumes: one at a time"))
 
+
+def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu",
+         class_names: Sequence[str] | None = None, iterations: int | None = None,
+         sets: Sequence[tuple[str, Any]] = ()) -> tuple[dict, list[Decision]]:
+    """A complete, validated config for the data ``fp`` describes, and the decisions that made it.
+
+    ``memory_budget_gb``: what one training step may take on the device (default 8 on CUDA, 2 on a CPU);
+    ``device``: ``cpu`` or ``cuda`` (sets the widths, AMP and the step budget); ``class_names``: one per
+    class, background first (default: from the labels); ``iterations``: optimizer steps (default 50,000 on
+    CUDA, 2,000 on a CPU); ``sets``: the user's ``--set`` pairs — ``task.class_names``, ``task.background``
+    and ``task.primary_metric`` are inputs of the decisions (the primary metric, the background, the loss
+    follow them and say so), every other one is applied over the plan with :func:`apply_sets`.
+    """
+    from medseg.config import load_config
+
+    kind = _device_kind(device)
+    budget_gb = float(DEFAULT_BUDGET_GB[kind] if memory_budget_gb is None else memory_budget_gb)
+    if not budget_gb > 0:
+        raise ConfigError(f"plan: the memory budget must be > 0 GB, got {memory_budget_gb!r}")
+    dims = int(fp["spatial_dims"])
+    n_cases = int(fp["n_cases"])
+    decisions: list[Decision] = [_plan_name(str(fp["path"]))]
+    names, background, median, spacing = _plan_task_and_data(fp, class_names, sets, decisions, dims=dims,
+                                                             n_cases=n_cases)
+    patch, batch = _plan_network(median, spacing, decisions, kind=kind, dims=dims, n_cases=n_cases,
+                                 budget_gb=budget_gb, out_channels=len(names))
+    _plan_training(kind, iterations, background, decisions)
+    _plan_augment_and_evaluate(fp, patch, batch, dims, decisions)
     cfg = load_config(overrides=_nest(decisions))
     return apply_sets(cfg, decisions, [(k, v) for k, v in sets if k not in PLAN_INPUTS])
 

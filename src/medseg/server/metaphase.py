@@ -1,6 +1,6 @@
 """Chromosome instances in the web system: a job on a metaphase model (background / chromosome / overlap,
 :func:`~medseg.inference.instances.is_metaphase_model`) with a 2D image gives, besides the semantic result,
-every chromosome whole as its own instance (issue 14, part 5), as ``medseg predict RUN metaphase.tif
+every chromosome whole as its own instance, as ``medseg predict RUN metaphase.tif
 --pair-model PAIR_RUN`` does.
 
 After the semantic labels (the worker's, as for any 2D model), :func:`~medseg.inference.instances.separate_instances`
