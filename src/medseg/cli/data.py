@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from medseg.cli._common import AllowGapsOpt, StrayLabelsOpt, command_group, console, int_list, one_line
-from medseg.cli._describe import describe_folder, describe_hdf5, describe_mfish, describe_uwgi
+from medseg.data.registry import InfoRequest, data_set_for, info_config
 
 data_app = command_group("Make, inspect and convert data.")
 
@@ -188,23 +188,15 @@ def data_info(path: Path = typer.Argument(..., help="HDF5 file (Pommier layout),
     """Read a dataset and report its size and label counts. For a folder: the distinct mask values found (with
     pixels and files) and the data.mask_values / task.class_names that read them, whatever the classes."""
     names, n, values = _class_options(classes, n_classes, mask_values)
-    if path.is_dir():
-        from medseg.data.mfish import is_mfish_folder
-
-        if is_mfish_folder(path):
-            _print_table(*describe_mfish(path))
-            return
-        from medseg.data.uwgi_dataset import is_uwgi_folder
-
-        if is_uwgi_folder(path):
-            for line in describe_uwgi(path):
-                console.print(line)
-            return
-        _print_table(str(path), describe_folder(path, names, n, values))
-        return
-    if values is not None:
+    if values is not None and not path.is_dir():
         raise typer.BadParameter("--mask-values applies to image folders (PNG/TIFF masks), not to an HDF5 file")
-    _print_table(str(path), describe_hdf5(path, stray_labels, n, names))
+    request = InfoRequest(stray_labels=stray_labels, names=names, n_classes=n, mask_values=values)
+    description = data_set_for(info_config(path)).describe(path, request)
+    if description.lines:
+        for line in description.lines:
+            console.print(line)
+        return
+    _print_table(description.title, description.rows)
 
 
 @data_app.command("analyze")

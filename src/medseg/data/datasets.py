@@ -34,9 +34,9 @@ from torch.utils.data import Dataset
 
 from medseg.data.limits import check_dataset_bytes
 from medseg.data.pommier import pad_to, read_groups, read_pommier_h5
+from medseg.data.registry import data_set_named, synthesizer_names
 from medseg.data.transforms import normalize_input
 from medseg.errors import ConfigError, DataValidationError
-from medseg.paths import medseg_home
 
 Box = tuple[int, int, int, int]  # (top, left, height, width) of an image on the common canvas
 
@@ -154,64 +154,23 @@ def warn_crop(notes: list[str], shapes, size, source: str) -> None:
         notes.append(message)
 
 
-def synth_path(kind: str, n_pairs: int, seed: int) -> Path:
-    if kind == "pommier":
-        return medseg_home() / "synth" / f"pommier_13434_seed{seed}.h5"
-    return medseg_home() / "synth" / f"demo_{n_pairs}_seed{seed}.h5"
-
-
-def synth_gi_path(n_cases: int, seed: int) -> Path:
-    """The ``synth:gi`` folder (UW-Madison layout, SYNTHESIZED), written once under $MEDSEG_HOME/synth: into a
-    temporary sibling first and renamed, so an interrupted run never leaves half a set behind."""
-    import shutil
-    import tempfile
-
-    from medseg.data.synth_gi import write_synth_gi
-
-    path = medseg_home() / "synth" / f"gi_cases{n_cases}_seed{seed}"
-    if (path / "manifest.json").is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write_synth_gi(tmp / "set", n_cases=n_cases, seed=seed)
-        if path.exists():  # a folder without its manifest: an older interrupted run
-            shutil.rmtree(path)
-        (tmp / "set").replace(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
-
-
 def resolve_data_path(data_cfg: dict) -> tuple[Path, bool]:
-    """Returns the path to read and whether it is the project's synthesized data (made here if missing)."""
+    """Returns the path to read and whether it is the project's synthesized data: a set named by its
+    ``data.path`` (``synth:demo``, ``mfish:pairs``: :func:`~medseg.data.registry.data_set_named`, made here if
+    missing), else the path itself, which must exist."""
     spec = str(data_cfg["path"])
+    named = data_set_named(spec)
+    if named is not None:
+        return named.resolve(data_cfg)
     if spec.startswith("synth:"):
-        kind = spec.split(":", 1)[1]
-        if kind == "gi":
-            return synth_gi_path(int(data_cfg.get("synth_gi_cases", 6)), int(data_cfg["synth_seed"])), True
-        if kind not in ("demo", "pommier"):
-            raise DataValidationError(None, f"unknown synthesized set {spec!r}; use synth:demo, synth:pommier or "
-                                            "synth:gi")
-        path = synth_path(kind, int(data_cfg["synth_pairs"]), int(data_cfg["synth_seed"]))
-        if not path.exists():
-            from medseg.data.synth import run_synth
-
-            run_synth(path, pommier=kind == "pommier", n_pairs=None if kind == "pommier" else int(data_cfg["synth_pairs"]),
-                      seed=int(data_cfg["synth_seed"]))
-        return path, True
-    if spec.startswith("mfish:"):  # the M-FISH transfer experiment's sets, made from the real folder once
-        from medseg.data.mfish_sets import mfish_set_path
-
-        path = mfish_set_path(spec.split(":", 1)[1], data_cfg)
-        return path, _is_synthesized(path)
+        raise DataValidationError(None, f"unknown synthesized set {spec!r}; use {synthesizer_names()}")
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataValidationError(path, "data not found (give an HDF5 file in the Pommier layout or a folder with images/ and masks/)")
-    return path, _is_synthesized(path)
+    return path, is_synthesized(path)
 
 
-def _is_synthesized(path: Path) -> bool:
+def is_synthesized(path: Path) -> bool:
     """Whether the provenance medseg wrote says SYNTHESIZED: a file's JSON sidecar (``medseg data synth``), a
     folder's ``manifest.json`` (``medseg data synth-gi``)."""
     if path.is_dir():

@@ -39,6 +39,7 @@ from medseg.data.datasets import SegmentationData
 from medseg.data.hdf5_io import HDF5_SUFFIXES
 from medseg.data.limits import check_dataset_bytes
 from medseg.data.nifti_io import NIFTI_SUFFIXES
+from medseg.data.registry import load_any_data  # the registry's front door, where training imports it
 from medseg.data.volume_io import strip_suffix, suffix_of
 from medseg.errors import ConfigError, DataValidationError
 from medseg.progress import Progress
@@ -213,23 +214,6 @@ def load_volume_data(cfg: dict, progress: bool = True) -> SegmentationData:
     return SegmentationData(np.stack(images), np.stack(labels), names, str(folder), synthesized, notes,
                             tuple(images[0].shape), groups=groups,
                             volume_info={"original_shapes": shapes, "spacings": spacings})
-
-
-def load_any_data(cfg: dict, progress: bool = True) -> SegmentationData:
-    """The dataset a whole config asks for: volumes for ``task.spatial_dims: 3``, else 2D images."""
-    if int(cfg["task"].get("spatial_dims", 2)) == 3:
-        return load_volume_data(cfg, progress)
-    from medseg.data.mfish_metaphase import is_mfish_config, load_mfish_metaphases
-
-    if is_mfish_config(cfg["data"]):  # whole M-FISH metaphases: background / chromosome / overlap, by slide
-        return load_mfish_metaphases(cfg, progress)
-    from medseg.data.uwgi_dataset import is_uwgi_config, load_uwgi_data
-
-    if is_uwgi_config(cfg["data"]):  # the UW-Madison GI folder (or synth:gi)
-        return load_uwgi_data(cfg["data"], cfg["task"], progress)
-    from medseg.data.datasets import load_data
-
-    return load_data(cfg["data"], len(cfg["task"]["class_names"]))
 
 
 __all__ = ["ensure_phantom", "load_any_data", "load_volume_data", "patient_ids", "phantom_dir", "volume_pairs"]

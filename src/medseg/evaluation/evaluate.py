@@ -3,9 +3,11 @@
 The papers report 5-fold cross-validation scored on one held-out test set (RSE-UNet §3.2, ARMS Net §4.1):
 each fold's model predicts the test set; the headline is the mean over folds (± sd), and the box plot shows
 each fold's per-image IoU of ``task.primary_metric`` (the overlap IoU on the chromosome task). Overlays and the
-confusion matrix use the fold ensemble. The report speaks the task's language (:mod:`medseg.evaluation.report`):
-the chromosome papers' terms and rows for the chromosome task only, a neutral per-class report with the worst
-and best cases for any other; :func:`references_for` picks the published rows (``evaluate.references``).
+confusion matrix use the fold ensemble. The evaluator holds no task of its own: the task plug-ins
+(:mod:`medseg.evaluation.tasks`) add their scores (the chromosome task's order-free α/β, the UW-Madison
+competition score) and give the report (:mod:`medseg.evaluation.report`) its language — the chromosome papers'
+terms and rows for the chromosome task only, a neutral per-class report with the worst and best cases for any
+other; :func:`references_for` picks the published rows (``evaluate.references``).
 
 Without a held-out test set (``splits.test_fraction: 0``, the CTV thesis' 3-fold cross-validation) every
 fold's model is scored on its own validation cases instead: the headline is still the mean over folds, and
@@ -30,18 +32,16 @@ import torch
 from medseg.progress import Progress
 
 from medseg.config import load_config
-from medseg.data.volumes import load_any_data
+from medseg.data.registry import load_any_data
 from medseg.errors import DataValidationError
-from medseg.data.uwgi_dataset import is_uwgi_data
-from medseg.evaluation.competition import competition_score
 from medseg.evaluation.karyotype import karyotype_class_probabilities, karyotype_metric, update_in_chunks
 from medseg.evaluation.karyotype_cells import has_chromosome_records, karyotype_comparison
 from medseg.evaluation.paper_numbers import reference_rows
-from medseg.evaluation.report import CHROMOSOME_PAPERS, EvaluationResult, is_chromosome_task, write_report
+from medseg.evaluation.report import EvaluationResult, write_report
+from medseg.evaluation.tasks import Task, language_for, shown_references, tasks_for
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.metrics import SegmentationMetrics
 from medseg.metrics.efficiency import count_parameters, time_inference
-from medseg.metrics.pairs import best_assignment
 from medseg.data.runs import splits_for
 from medseg.data.splits import fold_indices
 from medseg.data.datasets import SegmentationData, update_metrics
@@ -76,21 +76,19 @@ def _mean_tree(trees: list):
 def references_for(cfg: dict) -> list[dict]:
     """The published rows a run's report sets beside ours (``evaluate.references``).
 
-    ``auto``: the chromosome task (:func:`~medseg.evaluation.report.is_chromosome_task`) gets the chromosome
-    papers' rows for its model family (what every run got before reports spoke the task's own terms); any other task only rows of a paper about that
-    task, i.e. the CTV thesis' rows for its model (``ctv_unet3d``) — a U-Net trained on membranes is not
+    ``auto``: the rows of its model family that the task's language may show
+    (:func:`~medseg.evaluation.tasks.shown_references`): the chromosome task gets the chromosome papers' rows
+    (what every run got before reports spoke the task's own terms); any other task only rows of a paper about
+    that task, i.e. the CTV thesis' rows for its model (``ctv_unet3d``) — a U-Net trained on membranes is not
     compared with the chromosome papers' U-Net. ``none``: no rows. An architecture no paper reports: none.
     """
     if cfg.get("evaluate", {}).get("references", "auto") == "none":
         return []
-    task = cfg["task"]
     try:
         rows = reference_rows(model_family(cfg["model"]))
     except ValueError:
         return []
-    if is_chromosome_task(task["class_names"], task.get("mode", "multiclass")):
-        return rows
-    return [r for r in rows if r.get("paper") not in CHROMOSOME_PAPERS]
+    return shown_references(language_for(cfg["task"]), rows)
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -153,21 +151,6 @@ def _new_metrics(cfg: dict, class_names: list[str]) -> SegmentationMetrics:
                                          hausdorff=bool(cfg["evaluate"]["hausdorff"]))
 
 
-def order_free_scores(cfg: dict, class_names: list[str], pred_labels: np.ndarray, labels: np.ndarray) -> dict | None:
-    """The chromosome task's α/β scores with each image's best naming of the two chromosomes
-    (:func:`medseg.metrics.pairs.best_assignment`): per class IoU/Dice (α, β, overlap and the complete
-    chromosomes), the derived accuracy, and how many images were swapped. None for any other task."""
-    if not is_chromosome_task(class_names, cfg["task"]["mode"]):
-        return None
-    swapped, swap = best_assignment(pred_labels, labels, alpha=1, beta=2, overlap=3)  # CHROMOSOME_CLASSES order
-    m = SegmentationMetrics.from_task({**cfg["task"], "class_names": class_names}, hausdorff=False)
-    m.update(swapped, labels)
-    agg = m.aggregate()
-    return {"per_class": {name: {k: v[k] for k in ("iou", "dice", "iou_pooled")} for name, v in agg["per_class"].items()},
-            "derived_accuracy": agg.get("derived_accuracy"), "n_swapped": int(swap.sum()),
-            "swapped_fraction": float(swap.mean()) if len(swap) else 0.0}
-
-
 @dataclass
 class _Evaluation:
     """One run's evaluation as it goes: what is scored (fixed at the start) and what the folds gave so far."""
@@ -179,6 +162,7 @@ class _Evaluation:
     spacings: list[tuple[float, ...]] | None
     limit_test: int | None
     karyotype_vote: str | None
+    tasks: list[Task]  # the task plug-ins of this run: each adds its own scores
     # what the folds gave
     fold_aggs: list[dict] = field(default_factory=list)
     fold_values: dict[str, list] = field(default_factory=dict)
@@ -218,11 +202,10 @@ def _score_fold(ev: _Evaluation, pred: Predictor, d: Path) -> None:
     labels = data_obj.labels[idx]
     proba = pred.predict_proba(data_obj.inputs(idx), boxes=data_obj.boxes_of(idx))  # boxes: sizes differ
     m = _new_metrics(cfg, class_names)
-    competition = None
-    if is_uwgi_data(data_obj):  # the UW-Madison score, per scan at the slices' own size
-        competition = competition_score(data_obj, idx, proba, class_names)
     fold_pred = pred.labels_from_proba(proba)
-    order_free = order_free_scores(cfg, class_names, fold_pred, labels)
+    own_scores: dict = {}
+    for task in ev.tasks:  # the tasks' own scores: the order-free α/β, the competition score per scan
+        own_scores.update(task.fold_scores(cfg, data_obj, idx, proba, fold_pred, labels))
     karyotype = karyotype_metric(cfg, class_names, ev.karyotype_vote)  # medseg.evaluation.karyotype
     if karyotype is not None:
         update_in_chunks(karyotype, proba, labels)
@@ -243,9 +226,7 @@ def _score_fold(ev: _Evaluation, pred: Predictor, d: Path) -> None:
         update_metrics(m, fold_pred, labels, boxes=data_obj.boxes_of(idx), spacing=ev.spacing_of(idx))
     del fold_pred
     agg = m.aggregate()
-    for key, value in (("order_free", order_free), ("competition", competition)):
-        if value is not None:
-            agg[key] = value
+    agg.update(own_scores)
     if karyotype is not None:
         agg["karyotype"] = karyotype.aggregate()
     agg["fold"] = d.name
@@ -289,9 +270,8 @@ def _score_ensemble(ev: _Evaluation, summary: dict, n_models: int, karyotype_out
     ens_metrics = _new_metrics(cfg, class_names)
     update_metrics(ens_metrics, preds, labels, boxes=data_obj.boxes_of(test_idx), spacing=ev.spacing_of(test_idx))
     summary["ensemble"] = ens_metrics.aggregate()
-    ens_order_free = order_free_scores(cfg, class_names, preds, labels)
-    if ens_order_free is not None:
-        summary["ensemble"]["order_free"] = ens_order_free
+    for task in ev.tasks:
+        summary["ensemble"].update(task.ensemble_scores(cfg, preds, labels))
     if ev.pooled_karyotype is not None:  # the fold ensemble's vote (mean probability over folds)
         update_in_chunks(ev.pooled_karyotype, ev.probs_sum, labels, n_models)
         summary["karyotype"] = summary["ensemble"]["karyotype"] = ev.pooled_karyotype.aggregate()
@@ -321,18 +301,14 @@ def _efficiency(predictor: Predictor, size: tuple[int, ...]) -> dict:
     return efficiency
 
 
-def _data_note(cfg: dict, data_obj: SegmentationData) -> str:
-    """What the report says about synthesized data (nothing for real data)."""
+def _data_note(cfg: dict, data_obj: SegmentationData, tasks: Sequence[Task]) -> str:
+    """What the report says about synthesized data (nothing for real data): the first task's own words, else
+    the generic ones."""
     if not data_obj.synthesized:
         return ""
-    if int(cfg["task"].get("spatial_dims", 2)) == 3:
-        return ("Synthetic CT-like phantom (medseg.data.phantom): DEMO DATA, not clinical — these numbers show the "
-                "pipeline works, not what the model would reach on patients. Volumes are scored on the preprocessed grid.")
-    if is_chromosome_task(cfg["task"]["class_names"], cfg["task"]["mode"]):
-        return ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
-                "compare the shape of the results with the papers, not the digits.")
-    return (f"Synthesized data ({data_obj.source}): these numbers show the pipeline works, not what the "
-            "model would reach on real images.")
+    own = next((note for task in tasks if (note := task.synthesized_note(cfg, data_obj))), None)
+    return own or (f"Synthesized data ({data_obj.source}): these numbers show the pipeline works, not what the "
+                   "model would reach on real images.")
 
 
 def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | None = None,
@@ -354,7 +330,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     splits, split_path = splits_for(cfg, data_obj)
     _, _, test_idx = fold_indices(splits, 0)
     test_idx = np.asarray(test_idx[:limit_test] if limit_test else test_idx, dtype=np.int64)
-    ev = _Evaluation(cfg, data_obj, splits, test_idx, evaluated_spacings(cfg, data_obj), limit_test, karyotype_vote)
+    ev = _Evaluation(cfg, data_obj, splits, test_idx, evaluated_spacings(cfg, data_obj), limit_test, karyotype_vote,
+                     tasks_for(cfg))
     class_names, primary = ev.class_names, cfg["task"]["primary_metric"]
     if cfg["task"]["mode"] == "multiclass":
         ev.confusion = np.zeros((len(class_names),) * 2, dtype=np.int64)
@@ -366,9 +343,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         _score_fold(ev, pred, d)
 
     summary = _mean_tree(ev.fold_aggs)
-    if "competition" in summary:  # each fold scores its own scans: keep them all, not a mean over names
-        summary["competition"]["per_scan"] = {scan: v for agg in ev.fold_aggs
-                                              for scan, v in agg["competition"]["per_scan"].items()}
+    for task in ev.tasks:
+        task.summarise(summary, ev.fold_aggs)
     summary["n_folds"] = len(dirs)
     summary["per_fold"] = ev.fold_aggs
     out = Path(out_dir) if out_dir else run_dir / "evaluation"
@@ -388,7 +364,8 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         run_name=cfg["name"], class_names=class_names, metrics=summary, per_image=per_image,
         images=images, labels=labels, preds=preds, confusion=ev.confusion,
         fold_values=ev.fold_values, histories=ev.histories, references=references_for(cfg),
-        efficiency=_efficiency(ev.predictors[0], tuple(images.shape[1:])), data_note=_data_note(cfg, data_obj),
+        efficiency=_efficiency(ev.predictors[0], tuple(images.shape[1:])),
+        data_note=_data_note(cfg, data_obj, ev.tasks),
         cross_validation=ev.cv_validation, fold_metric=f"{primary} IoU", primary=primary,
         extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(eval_idx)), "tta": tta,
                "evaluated_on": evaluated_on,

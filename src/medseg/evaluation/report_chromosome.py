@@ -1,5 +1,6 @@
 """The chromosome task's sections of the report: our rows in each overlapping-chromosome paper's definitions
-beside the published rows, and the per-structure table in the papers' terms."""
+beside the published rows (in the headline roles, :func:`resolve_headline`), and the per-structure table in
+the papers' terms."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from medseg.evaluation.report_format import DASH, num, pct, plain, published, ta
 from medseg.evaluation.report_result import EvaluationResult, scored_on
 
 
+HEADLINE_ROLES = ("overlap", "alpha", "beta", "alpha_whole", "beta_whole")
 _AB_SHORT = {NON_OVERLAP: "non-overlap region", COMPLETE: "complete chromosome", None: DASH}
 _ACC_SHORT = {
     "foreground_accuracy": "chromosome vs background (RSE Eq. 10)",
@@ -18,6 +20,38 @@ _ACC_SHORT = {
     "pixel_accuracy": "4-class pixel accuracy (AMFL Eq. 8)",
     None: DASH,
 }
+
+
+def resolve_headline(result: EvaluationResult, headline: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """Which ``per_class`` entries play the headline roles.
+
+    Roles: ``overlap``, ``alpha``, ``beta`` (non-overlap classes) and ``alpha_whole``, ``beta_whole``
+    (complete chromosomes, i.e. derived structures). ``headline`` maps roles to names explicitly; missing
+    roles are guessed from the names (``"overlap"``, ``"alpha"``/``"beta"`` among the classes, and among the
+    derived structures for the ``_whole`` roles).
+    """
+    per_class = result.metrics.get("per_class", {})
+    classes = [n for n in result.class_names if n in per_class]
+    derived = [n for n in per_class if n not in result.class_names]
+    roles: dict[str, str | None] = {r: None for r in HEADLINE_ROLES}
+    given = dict(headline or {})
+    unknown = set(given) - set(HEADLINE_ROLES)
+    if unknown:
+        raise ValueError(f"unknown headline roles {sorted(unknown)}; use {', '.join(HEADLINE_ROLES)}")
+    for role, name in given.items():
+        if name not in per_class:
+            raise ValueError(f"headline role {role!r} names {name!r}, which is not in the metrics' per_class")
+        roles[role] = name
+
+    def guess(pool: list[str], word: str) -> str | None:
+        return next((n for n in pool if word in n.lower()), None)
+
+    roles["overlap"] = roles["overlap"] or guess(classes, "overlap")
+    roles["alpha"] = roles["alpha"] or guess(classes, "alpha")
+    roles["beta"] = roles["beta"] or guess(classes, "beta")
+    roles["alpha_whole"] = roles["alpha_whole"] or guess(derived, "alpha")
+    roles["beta_whole"] = roles["beta_whole"] or guess(derived, "beta")
+    return roles
 
 
 def _metric(result: EvaluationResult, name: str | None, key: str) -> float | None:

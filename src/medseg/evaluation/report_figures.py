@@ -1,5 +1,6 @@
 """The report's figures: each drawn where its inputs are present; one that fails is named in the report (and
-warned about) instead of costing the whole report."""
+warned about) instead of costing the whole report. A task plug-in (:mod:`medseg.evaluation.tasks`) draws its
+own overlays (its language's) and the figures of its own scores."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from medseg.evaluation import figures
 from medseg.evaluation.report_format import num, pct
 from medseg.evaluation.report_result import EvaluationResult, fold_of, scored_on
+from medseg.evaluation.tasks import TASKS, Task
 
 
 class _Drawing:
@@ -31,19 +33,6 @@ class _Drawing:
             self.problems.append(f"{name}: {type(exc).__name__}: {exc}")
             # stacklevel: attempt <- the figure's function <- draw_figures <- its caller (write_report)
             warnings.warn(f"figure {name} not drawn: {exc}", RuntimeWarning, stacklevel=4)
-
-
-def _chromosome_overlays(fig: _Drawing, result: EvaluationResult) -> None:
-    """The chromosome task: test images at small, medium and large true overlap."""
-    fig.attempt(
-        "overlays.png",
-        "Examples: image | ground truth | prediction | errors",
-        lambda p: figures.overlay_examples(result.images, result.labels, result.preds, result.class_names, p),
-        lambda idx: ("Validation images " if result.cross_validation else "Test images ")
-        + ", ".join(f"#{i}{fold_of(result, i)}" for i in idx)
-        + " (small, medium and large true overlap: 10th/50th/90th percentile of overlap area). "
-        "Colours: background black, α red, β green, overlap blue; errors yellow.",
-    )
 
 
 def _case_overlays(fig: _Drawing, result: EvaluationResult, cases: Mapping[str, Any]) -> None:
@@ -79,44 +68,24 @@ def _case_overlays(fig: _Drawing, result: EvaluationResult, cases: Mapping[str, 
     )
 
 
-def _karyotype_figures(fig: _Drawing, result: EvaluationResult, have_arrays: bool) -> None:
-    """The karyotype task (:mod:`medseg.evaluation.karyotype`): the chromosomes' confusion matrix, and the
-    karyograms of the largest held-out cell (:mod:`medseg.evaluation.karyotype_cells`) where one was chosen."""
-    from medseg.evaluation.karyotype import karyotype_confusion_figure
-
-    fig.attempt("karyotype_confusion.png", "Chromosome classes: confusion matrix",
-                lambda p: karyotype_confusion_figure(result.metrics["karyotype"], p),
-                lambda _: "One vote per chromosome. Rows = true class (its number of chromosomes in brackets), "
-                          "columns = predicted class; colour = share of the row, numbers = chromosomes.")
-    shown = result.metrics["karyotype"].get("karyogram")
-    if not (shown and have_arrays):
-        return
-    from medseg.inference.karyogram import cutout_karyogram
-
-    at = np.asarray(shown["positions"])
-    for name, key, confidence, what in (("karyogram_predicted.png", "predicted", shown["confidence"],
-                                         "classes decided per cell, confidence below each"),
-                                        ("karyogram_truth.png", "truth", [1.0] * len(at), "true classes")):
-        fig.attempt(name, f"Karyogram of held-out cell {shown['cell']}: {what}",
-                    lambda p, key=key, confidence=confidence: cutout_karyogram(
-                        result.images[at], result.labels[at] > 0, shown[key], confidence, p,
-                        title=f"{shown['cell']}: {key}"),
-                    lambda _: "Its isolated chromosomes, upright, by class (1-22 in rows, then X, Y); red frame "
-                              "and ?: confidence under 50 %.")
+def _source(language: Task, name: str) -> str:
+    """A caption's last words: the published figure that figure ``name`` redraws in ``language``, if any."""
+    source = language.figure_sources.get(name)
+    return f" ({source})." if source else "."
 
 
-def _confusion_matrix(fig: _Drawing, result: EvaluationResult, cm: np.ndarray) -> None:
+def _confusion_matrix(fig: _Drawing, result: EvaluationResult, language: Task, cm: np.ndarray) -> None:
     fig.attempt(
         "confusion_matrix.png",
         f"Confusion matrix ({scored_on(result)})",
         lambda p: figures.confusion_matrix_figure(cm, result.class_names, p, normalize=True),
         lambda _: "Rows = true class, columns = predicted class, each row as % of its true pixels"
-        + (" (AMFL Fig. 5)." if result.is_chromosome else ".")
+        + _source(language, "confusion_matrix.png")
         + (" Summed over the validation cases of every fold." if result.cross_validation else ""),
     )
 
 
-def _fold_boxplot(fig: _Drawing, result: EvaluationResult) -> None:
+def _fold_boxplot(fig: _Drawing, result: EvaluationResult, language: Task) -> None:
     label = result.fold_label
     fig.attempt(
         "folds.png",
@@ -128,13 +97,13 @@ def _fold_boxplot(fig: _Drawing, result: EvaluationResult) -> None:
         ),
         lambda _: f"Per-image {label} of each fold's model on "
         + ("its own validation cases (cross-validation, no held-out test set)." if result.cross_validation
-           else "the held-out test images" + (" (as ARMS Fig. 6)." if result.is_chromosome else ".")),
+           else "the held-out test images" + _source(language, "folds.png")),
     )
 
 
-def _training_curves(fig: _Drawing, result: EvaluationResult) -> None:
+def _training_curves(fig: _Drawing, result: EvaluationResult, language: Task) -> None:
     metric = None
-    if not result.is_chromosome and result.primary:
+    if language.primary_curve and result.primary:
         recorded = {k for rows in result.histories.values() for r in rows for k in r}
         metric = next((k for k in (f"val_dice/{result.primary}", f"val_iou/{result.primary}") if k in recorded),
                       None)
@@ -146,25 +115,24 @@ def _training_curves(fig: _Drawing, result: EvaluationResult) -> None:
     )
 
 
-def draw_figures(result: EvaluationResult, fig_dir: Path,
+def draw_figures(result: EvaluationResult, language: Task, fig_dir: Path,
                  cases: Mapping[str, Any] | None) -> tuple[list[tuple[str, str, str]], list[str]]:
-    """Draw the figures whose inputs are present. Returns ([(file, title, caption)], [problems])."""
+    """Draw the figures whose inputs are present, in ``language`` (the task whose language the report speaks).
+    Returns ([(file, title, caption)], [problems])."""
     fig = _Drawing(fig_dir)
     have_arrays = result.images is not None and result.labels is not None and result.preds is not None
-    if have_arrays and result.is_chromosome and result.mode != "multilabel" and np.ndim(result.images) == 3:
-        _chromosome_overlays(fig, result)
-    elif have_arrays and cases is not None:
+    if have_arrays and not language.overlays(fig, result) and cases is not None:
         _case_overlays(fig, result, cases)
     cm = result.confusion
     if cm is None and result.metrics.get("confusion_matrix") is not None:
         cm = np.asarray(result.metrics["confusion_matrix"])
-    if isinstance(result.metrics.get("karyotype"), Mapping):  # medseg.evaluation.karyotype
-        cm = None  # not the 25 x 25 pixel matrix (kept in metrics.json): the chromosomes' matrix instead
-        _karyotype_figures(fig, result, have_arrays)
+    for task in TASKS:  # each task's own scores (the karyotype's chromosome matrix replaces the pixel one)
+        if task.figures(fig, result, have_arrays):
+            cm = None
     if cm is not None:
-        _confusion_matrix(fig, result, cm)
+        _confusion_matrix(fig, result, language, cm)
     if result.fold_values:
-        _fold_boxplot(fig, result)
+        _fold_boxplot(fig, result, language)
     if result.histories:
-        _training_curves(fig, result)
+        _training_curves(fig, result, language)
     return fig.drawn, fig.problems

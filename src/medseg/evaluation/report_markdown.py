@@ -1,5 +1,6 @@
-"""``report.md``: the report's Markdown, section by section, in the task's own terms (the chromosome
-papers' sections from :mod:`medseg.evaluation.report_chromosome`, a neutral per-class report otherwise)."""
+"""``report.md``: the report's Markdown, section by section, in the task's own terms: its language's (a task
+plug-in of :mod:`medseg.evaluation.tasks`, e.g. the chromosome papers' sections) or the neutral per-class
+report, with every task's sections on its own scores."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from medseg.evaluation.report_chromosome import chromosome_class_table, headline_section
+from medseg.evaluation.report_chromosome import headline_section
 from medseg.evaluation.report_format import DASH, jsonable, num, pct, plain, published, table
-from medseg.evaluation.report_result import EvaluationResult, hd_unit_of, scored_classes, scored_on, task_references
+from medseg.evaluation.report_result import EvaluationResult, hd_unit_of, scored_classes, scored_on
+from medseg.evaluation.tasks import TASKS, Task, shown_references
 
 
 _MAX_CLASS_COLUMNS = 8  # the cases table names each class's Dice up to this many scored classes
@@ -17,15 +19,16 @@ _CPU_KEYS = ("cpu_ms", "cpu_ms_per_image")
 _GPU_KEYS = ("gpu_ms", "gpu_ms_per_image")
 
 
-def _classes_line(result: EvaluationResult, hd_words: str) -> str:
+def _classes_line(result: EvaluationResult, language: Task, hd_words: str) -> str:
     m = result.metrics
     n = m.get("n_images")
-    unit = "images" if result.is_chromosome else "cases"
     head = (f"{result.extra.get('evaluated_on', 'held-out test set').capitalize()}: "
-            f"{n if n is not None else DASH} {unit}{' per fold (mean)' if result.cross_validation else ''}; ")
+            f"{n if n is not None else DASH} {language.case_unit}"
+            f"{' per fold (mean)' if result.cross_validation else ''}; ")
     tail = f". Values in % (two decimals) except Hausdorff distances ({hd_words})."
-    if result.is_chromosome:
-        return head + "classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names)) + tail
+    own = language.classes_text(result)
+    if own is not None:
+        return head + own + tail
     if result.mode == "multilabel":
         return (head + "structures (multi-label channels, each scored on its own): "
                 + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names)) + tail)
@@ -129,35 +132,7 @@ def _references_section(result: EvaluationResult, refs: Sequence[Mapping[str, An
     return L
 
 
-def _competition_section(m: Mapping[str, Any]) -> list[str]:
-    """The UW-Madison GI-tract competition score (medseg.evaluation.competition): per scan at the slices' own
-    size, under the competition's and the paper's rule for two empty masks; per fold and the fold mean."""
-    c = m["competition"]
-    other = c.get("other_convention") or {}
-    L = ["## UW-Madison competition score (per scan, at the original slice size)", "",
-         "0.4 × Dice (mean over every slice × organ image) + 0.6 × (1 − 3D Hausdorff / volume diagonal), each "
-         "slice one unit deep, averaged over scans" + (f" ({c.get('n_scans')} scans" if c.get("n_scans") else "")
-         + (", mean over folds)." if m.get("n_folds", 1) > 1 else ")."), ""]
-    rows = [["**all organs**", plain(c.get("uw_score"), 4), plain(c.get("dice"), 4), plain(c.get("hausdorff_score"), 4),
-             plain(other.get("uw_score"), 4), plain(other.get("dice"), 4)]]
-    for organ, v in (c.get("per_organ") or {}).items():
-        o = (other.get("per_organ") or {}).get(organ, {})
-        rows.append([organ, plain(v.get("uw_score"), 4), plain(v.get("dice"), 4), plain(v.get("hausdorff_score"), 4),
-                     plain(o.get("uw_score"), 4), plain(o.get("dice"), 4)])
-    L += table(["", "uw_score", "dice", "hausdorff_score", "uw_score (empty Dice 0)", "dice (empty Dice 0)"], rows)
-    L += ["", "Both masks empty: Dice 1 under the competition's rule (first columns), 0 under the paper's written "
-              "definition (last columns); the Hausdorff score is 1 either way.", ""]
-    per_fold = [f for f in m.get("per_fold") or [] if isinstance(f.get("competition"), Mapping)]
-    if len(per_fold) > 1:
-        L += table(["fold", "scans", "uw_score", "dice", "hausdorff_score", "uw_score (empty Dice 0)"],
-                    [[str(f.get("fold")), str(f["competition"].get("n_scans")), plain(f["competition"].get("uw_score"), 4),
-                      plain(f["competition"].get("dice"), 4), plain(f["competition"].get("hausdorff_score"), 4),
-                      plain((f["competition"].get("other_convention") or {}).get("uw_score"), 4)] for f in per_fold])
-        L += [""]
-    return L
-
-
-def _intro(result: EvaluationResult, hd_words: str) -> list[str]:
+def _intro(result: EvaluationResult, language: Task, hd_words: str) -> list[str]:
     """The title, the data note, what was scored (cross-validation or a test set) and the classes."""
     m = result.metrics
     L: list[str] = [f"# Evaluation report: {result.run_name}", ""]
@@ -172,7 +147,7 @@ def _intro(result: EvaluationResult, hd_words: str) -> list[str]:
             "per-image rows, overlays and the confusion matrix cover every fold's validation cases.",
             "",
         ]
-    return L + [_classes_line(result, hd_words), ""]
+    return L + [_classes_line(result, language, hd_words), ""]
 
 
 def _efficiency_section(result: EvaluationResult, refs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -236,34 +211,29 @@ def _figures_section(drawn: Sequence[tuple[str, str, str]], problems: Sequence[s
 
 def markdown(
     result: EvaluationResult,
+    language: Task,
     roles: Mapping[str, str | None] | None,
     drawn: Sequence[tuple[str, str, str]],
     problems: Sequence[str],
     folds: Mapping[str, Mapping[str, Any]],
     cases: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole ``report.md``."""
-    m = result.metrics
-    refs = task_references(result)
+    """The whole ``report.md``, in ``language`` (the task whose language it speaks)."""
+    refs = shown_references(language, list(result.references))
     hd_unit = hd_unit_of(result)
     hd_words = {"mm": "in mm", "px": "in pixels, no spacing known"}.get(hd_unit, f"in {hd_unit}")
-    L = _intro(result, hd_words)
+    L = _intro(result, language, hd_words)
 
-    # ---- headline (the chromosome papers' definitions: only for the chromosome task, or when asked for)
+    # ---- headline (the chromosome papers' definitions: in their task's language, or when asked for)
     if roles is not None and roles.get("overlap") is not None:
         L += headline_section(result, roles)
+    for task in TASKS:  # each task's own scores (the competition score, the karyotype)
+        L += task.sections(result)
 
-    if isinstance(m.get("competition"), Mapping):
-        L += _competition_section(m)
-    if isinstance(m.get("karyotype"), Mapping):  # the karyotype task: a class per chromosome
-        from medseg.evaluation.karyotype import karyotype_section
-
-        L += karyotype_section(m["karyotype"], cross_validation=result.cross_validation,
-                               n_folds=int(m.get("n_folds") or 1))
-
-    # ---- per-class table, cases, published numbers
-    if result.is_chromosome:
-        L += chromosome_class_table(result, hd_unit, hd_words)
+    # ---- per-class table, cases, published numbers: the language's own, else the neutral ones
+    own = language.class_sections(result, hd_unit, hd_words)
+    if own is not None:
+        L += own
     else:
         L += _class_table(result, hd_unit, hd_words)
         if cases is not None:

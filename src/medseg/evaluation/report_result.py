@@ -1,6 +1,6 @@
-"""What a report is made of (:class:`EvaluationResult`) and what follows from it alone: the task's terms
-(chromosome task or not, background, scored classes), the headline roles, the per-fold summary and the
-worst and best cases."""
+"""What a report is made of (:class:`EvaluationResult`) and what follows from it alone, whatever the task:
+background, scored classes, the per-fold summary and the worst and best cases. A task's own terms come from
+its plug-in (:mod:`medseg.evaluation.tasks`)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from medseg.config_schema import CHROMOSOME_CLASSES
 from medseg.evaluation import figures
-from medseg.evaluation.paper_numbers import PAPERS
 from medseg.evaluation.report_format import num
 
 
-HEADLINE_ROLES = ("overlap", "alpha", "beta", "alpha_whole", "beta_whole")
-#: the overlapping-chromosome papers (their rows and definitions belong to the chromosome task only)
-CHROMOSOME_PAPERS = frozenset(p for p in PAPERS if p != "ctv_thesis")
 N_CASES_SHOWN = 3  # worst and best cases each
-
-
-def is_chromosome_task(class_names: Sequence[str], mode: str = "multiclass") -> bool:
-    """True for the overlapping-chromosome task: multi-class with exactly the four classes of
-    :data:`~medseg.config_schema.CHROMOSOME_CLASSES` (background, chromosome_alpha, chromosome_beta, overlap).
-    Only this task's reports speak of α/β/overlap and set the chromosome papers beside ours."""
-    return mode == "multiclass" and [str(c) for c in class_names] == list(CHROMOSOME_CLASSES)
 
 
 @dataclass
@@ -49,12 +37,12 @@ class EvaluationResult:
     efficiency: dict = field(default_factory=dict)  # {"params", "cpu_ms", "gpu_ms"} (or *_ms_per_image) + extras
     data_note: str = ""  # e.g. "synthesized Pommier-procedure data, not the real set"
     extra: dict = field(default_factory=dict)
-    # what fold_values hold; None: "overlap IoU" for the chromosome task, "<primary> IoU" (or "IoU") otherwise
+    # what fold_values hold; None: the report's task says (its fold_metric), else "<primary> IoU" (or "IoU")
     fold_metric: str | None = None
     # True: no held-out test set; each fold's model was scored on its own validation fold (cross-validation)
     # and per_image / images / labels / preds / confusion cover the validation cases of every fold.
     cross_validation: bool = False
-    # the chromosome task (papers' terms and rows)? None: detected from class_names (is_chromosome_task)
+    # the chromosome task (papers' terms and rows)? None: its task plug-in recognises it from class_names
     chromosome: bool | None = None
     primary: str | None = None  # task.primary_metric: its Dice is the neutral report's training-curve metric
 
@@ -67,11 +55,6 @@ class EvaluationResult:
         if self.images is not None and self.labels is not None and np.ndim(self.labels) == np.ndim(self.images) + 1:
             return "multilabel"
         return "multiclass"
-
-    @property
-    def is_chromosome(self) -> bool:
-        """Whether this report speaks the chromosome papers' language (see :func:`is_chromosome_task`)."""
-        return is_chromosome_task(self.class_names, self.mode) if self.chromosome is None else bool(self.chromosome)
 
     @property
     def background(self) -> int | None:
@@ -96,8 +79,6 @@ class EvaluationResult:
         """What the per-fold values are, in words."""
         if self.fold_metric:
             return self.fold_metric
-        if self.is_chromosome:
-            return "overlap IoU"
         return f"{self.primary} IoU" if self.primary else "IoU"
 
 
@@ -132,38 +113,6 @@ def fold_summary(fold_values: Mapping[str, Sequence[float]]) -> dict[str, dict[s
     return out
 
 
-def resolve_headline(result: EvaluationResult, headline: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """Which ``per_class`` entries play the headline roles.
-
-    Roles: ``overlap``, ``alpha``, ``beta`` (non-overlap classes) and ``alpha_whole``, ``beta_whole``
-    (complete chromosomes, i.e. derived structures). ``headline`` maps roles to names explicitly; missing
-    roles are guessed from the names (``"overlap"``, ``"alpha"``/``"beta"`` among the classes, and among the
-    derived structures for the ``_whole`` roles).
-    """
-    per_class = result.metrics.get("per_class", {})
-    classes = [n for n in result.class_names if n in per_class]
-    derived = [n for n in per_class if n not in result.class_names]
-    roles: dict[str, str | None] = {r: None for r in HEADLINE_ROLES}
-    given = dict(headline or {})
-    unknown = set(given) - set(HEADLINE_ROLES)
-    if unknown:
-        raise ValueError(f"unknown headline roles {sorted(unknown)}; use {', '.join(HEADLINE_ROLES)}")
-    for role, name in given.items():
-        if name not in per_class:
-            raise ValueError(f"headline role {role!r} names {name!r}, which is not in the metrics' per_class")
-        roles[role] = name
-
-    def guess(pool: list[str], word: str) -> str | None:
-        return next((n for n in pool if word in n.lower()), None)
-
-    roles["overlap"] = roles["overlap"] or guess(classes, "overlap")
-    roles["alpha"] = roles["alpha"] or guess(classes, "alpha")
-    roles["beta"] = roles["beta"] or guess(classes, "beta")
-    roles["alpha_whole"] = roles["alpha_whole"] or guess(derived, "alpha")
-    roles["beta_whole"] = roles["beta_whole"] or guess(derived, "beta")
-    return roles
-
-
 def scored_classes(result: EvaluationResult) -> list[str]:
     """The classes the metrics scored one by one and averaged (their ``mean_over``: every class but the
     background one), else every ``per_class`` entry that is not a derived structure."""
@@ -183,14 +132,6 @@ def case_scores(result: EvaluationResult) -> list[float | None]:
         vals = [v for v in vals if v is not None]
         out.append(statistics.fmean(vals) if vals else None)
     return out
-
-
-def task_references(result: EvaluationResult) -> list[dict]:
-    """The published rows this report may show: all of them for the chromosome task; for any other task only
-    rows that are not the chromosome papers' (e.g. the CTV thesis' Dice for its model)."""
-    if result.is_chromosome:
-        return list(result.references)
-    return [r for r in result.references if r.get("paper") not in CHROMOSOME_PAPERS]
 
 
 def scored_on(result: EvaluationResult) -> str:
