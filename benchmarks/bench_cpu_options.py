@@ -68,9 +68,27 @@ PARTS = {
 
 
 def train_command(work: Path, config: str, epochs: int, extra: list[str], option: str, root: str) -> list[str]:
-    return [sys.executable, "-m", "medseg", "train", config, "--fold", "0", "--data", str(work / "pairs.h5"),
-            "--device", "cpu", "--epochs", str(epochs), "--set", f"output.root={work / root}", "--restart",
-            *extra, "--set", option]
+    return [
+        sys.executable,
+        "-m",
+        "medseg",
+        "train",
+        config,
+        "--fold",
+        "0",
+        "--data",
+        str(work / "pairs.h5"),
+        "--device",
+        "cpu",
+        "--epochs",
+        str(epochs),
+        "--set",
+        f"output.root={work / root}",
+        "--restart",
+        *extra,
+        "--set",
+        option,
+    ]
 
 
 def run_once(cmd: list[str], env: dict, work: Path, root: str, warm_cache: Path | None = None) -> dict:
@@ -79,8 +97,14 @@ def run_once(cmd: list[str], env: dict, work: Path, root: str, warm_cache: Path 
     cache = str(warm_cache) if warm_cache else tempfile.mkdtemp(prefix="inductor-", dir=work)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, cwd=REPO, env={**env, "TORCHINDUCTOR_CACHE_DIR": cache}, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+    done = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env={**env, "TORCHINDUCTOR_CACHE_DIR": cache},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if not warm_cache:
@@ -89,8 +113,11 @@ def run_once(cmd: list[str], env: dict, work: Path, root: str, warm_cache: Path 
         raise SystemExit(f"{shlex.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}")
     history = next((work / root).glob("*/fold_0/history.json"), None)  # one run name under each root
     epochs = [row["time_s"] for row in json.loads(history.read_text())] if history else []
-    return {"wall_s": round(wall, 2), "cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 2),
-            "epoch_s": epochs}
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 2),
+        "epoch_s": epochs,
+    }
 
 
 def compare(work: Path, env: dict, part: str, pairs: int) -> dict:
@@ -109,20 +136,34 @@ def compare(work: Path, env: dict, part: str, pairs: int) -> dict:
 
     def spread(values) -> dict:
         values = list(values)
-        return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+        return {
+            "min": round(min(values), 3),
+            "median": round(statistics.median(values), 3),
+            "max": round(max(values), 3),
+        }
 
     def summary(rs: list[dict]) -> dict:
         later = [e for r in rs for e in r["epoch_s"][1:]]
-        return {"wall_s": spread(r["wall_s"] for r in rs), "cpu_s": spread(r["cpu_s"] for r in rs),
-                "first_epoch_median_s": round(statistics.median(r["epoch_s"][0] for r in rs), 2),
-                "later_epochs_median_s": round(statistics.median(later), 2) if later else None}
+        return {
+            "wall_s": spread(r["wall_s"] for r in rs),
+            "cpu_s": spread(r["cpu_s"] for r in rs),
+            "first_epoch_median_s": round(statistics.median(r["epoch_s"][0] for r in rs), 2),
+            "later_epochs_median_s": round(statistics.median(later), 2) if later else None,
+        }
 
-    pairs_ab = list(zip(runs["A"], runs["B"]))
-    return {"A": {"option": option_a, **summary(runs["A"])}, "B": {"option": option_b, **summary(runs["B"])},
-            "command_A": shlex.join(cmd_a), "pairs": pairs,
-            "ratio_A_over_B": {"wall": spread(a["wall_s"] / b["wall_s"] for a, b in pairs_ab),
-                               "cpu": spread(a["cpu_s"] / b["cpu_s"] for a, b in pairs_ab)},
-            "loadavg_before": load, "loadavg_after": load_average()}
+    pairs_ab = list(zip(runs["A"], runs["B"], strict=True))
+    return {
+        "A": {"option": option_a, **summary(runs["A"])},
+        "B": {"option": option_b, **summary(runs["B"])},
+        "command_A": shlex.join(cmd_a),
+        "pairs": pairs,
+        "ratio_A_over_B": {
+            "wall": spread(a["wall_s"] / b["wall_s"] for a, b in pairs_ab),
+            "cpu": spread(a["cpu_s"] / b["cpu_s"] for a, b in pairs_ab),
+        },
+        "loadavg_before": load,
+        "loadavg_after": load_average(),
+    }
 
 
 def main() -> None:
@@ -137,14 +178,41 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     work = Path(tempfile.mkdtemp(prefix="medseg-bench-cpu-"))
-    env = {**os.environ, "MEDSEG_HOME": str(work / "home"), "MEDSEG_PROGRESS_SECONDS": "600",
-           "MEDSEG_THREADS": str(args.threads), "OMP_NUM_THREADS": str(args.threads)}
-    subprocess.run([sys.executable, "-m", "medseg", "data", "synth", str(work / "pairs.h5"), "--n-pairs", "1600",
-                    "--n-chromosomes", "12", "--seed", "0"], cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "MEDSEG_HOME": str(work / "home"),
+        "MEDSEG_PROGRESS_SECONDS": "600",
+        "MEDSEG_THREADS": str(args.threads),
+        "OMP_NUM_THREADS": str(args.threads),
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medseg",
+            "data",
+            "synth",
+            str(work / "pairs.h5"),
+            "--n-pairs",
+            "1600",
+            "--n-chromosomes",
+            "12",
+            "--seed",
+            "0",
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     result = json.loads(args.out.read_text()) if args.out.exists() else {"issue": 15}
-    section = {"date": _dt.datetime.now().isoformat(timespec="seconds"), "command": shlex.join([sys.executable, *sys.argv]),
-               "device": f"CPU ({platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores), "
-                         f"MEDSEG_THREADS={args.threads}", "method": __doc__.split("\n\n")[1].replace("\n", " ")}
+    section = {
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "device": f"CPU ({platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores), "
+        f"MEDSEG_THREADS={args.threads}",
+        "method": __doc__.split("\n\n")[1].replace("\n", " "),
+    }
     for part in parts:
         section[part] = compare(work, env, part, args.pairs)
         result["cpu_options_end_to_end"] = section

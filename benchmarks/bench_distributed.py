@@ -40,8 +40,15 @@ from bench_unet import load_average, write_json_atomic  # noqa: E402
 
 
 def medseg(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "medseg", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "medseg", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def finish(proc: subprocess.Popen, what: str) -> str:
@@ -57,9 +64,22 @@ def history(root: Path, name: str) -> list[dict]:
 
 # --- 1. one vs two gloo processes ------------------------------------------------------------------------------
 def throughput(work: Path, env: dict, steps: int) -> dict:
-    common = ["configs/chromosomes/demo.yaml", "--epochs", "2", "--set", f"output.root={work / 'runs'}",
-              "--set", f"train.max_batches_per_epoch={steps}", "--set", "train.val_max_batches=1",
-              "--set", "data.synth_pairs=400", "--device", "cpu", "--restart"]
+    common = [
+        "configs/chromosomes/demo.yaml",
+        "--epochs",
+        "2",
+        "--set",
+        f"output.root={work / 'runs'}",
+        "--set",
+        f"train.max_batches_per_epoch={steps}",
+        "--set",
+        "train.val_max_batches=1",
+        "--set",
+        "data.synth_pairs=400",
+        "--device",
+        "cpu",
+        "--restart",
+    ]
     out = {}
     for label, extra in (("1_process", []), ("2_gloo_processes", ["--nproc", "2"])):
         load = load_average()
@@ -67,10 +87,19 @@ def throughput(work: Path, env: dict, steps: int) -> dict:
         row = history(work / "runs", f"tp_{label}")[-1]  # the second epoch: warm
         import yaml
 
-        batch = int(yaml.safe_load((work / "runs" / f"tp_{label}" / "fold_0" / "config.yaml").read_text())["train"]["batch_size"])
-        out[label] = {"epoch_s": row["time_s"], "steps": steps, "global_batch": batch,
-                      "samples_per_s": round(steps * batch / row["time_s"], 2), "loadavg_before": load,
-                      "loadavg_after": load_average()}
+        batch = int(
+            yaml.safe_load((work / "runs" / f"tp_{label}" / "fold_0" / "config.yaml").read_text())["train"][
+                "batch_size"
+            ]
+        )
+        out[label] = {
+            "epoch_s": row["time_s"],
+            "steps": steps,
+            "global_batch": batch,
+            "samples_per_s": round(steps * batch / row["time_s"], 2),
+            "loadavg_before": load,
+            "loadavg_after": load_average(),
+        }
         print(label, out[label], flush=True)
     out["speedup"] = round(out["2_gloo_processes"]["samples_per_s"] / out["1_process"]["samples_per_s"], 3)
     return out
@@ -79,8 +108,19 @@ def throughput(work: Path, env: dict, steps: int) -> dict:
 # --- 2. epochs under load -----------------------------------------------------------------------------------
 def phantom_epoch(work: Path, env: dict, name: str, beside=None) -> dict:
     """Epoch 2 of the 3D demo model (epoch 1 pays the warm-up), with ``beside`` running meanwhile."""
-    args = ["train", "configs/ctv/phantom_demo.yaml", "--epochs", "2", "--name", name, "--device", "cpu",
-            "--set", f"output.root={work / 'runs'}", "--restart"]
+    args = [
+        "train",
+        "configs/ctv/phantom_demo.yaml",
+        "--epochs",
+        "2",
+        "--name",
+        name,
+        "--device",
+        "cpu",
+        "--set",
+        f"output.root={work / 'runs'}",
+        "--restart",
+    ]
     load = load_average()
     others = beside() if beside else []
     try:
@@ -90,8 +130,12 @@ def phantom_epoch(work: Path, env: dict, name: str, beside=None) -> dict:
             p.terminate()
             p.wait(timeout=60)
     rows = history(work / "runs", name)
-    return {"epoch_s": rows[-1]["time_s"], "first_epoch_s": rows[0]["time_s"], "loadavg_before": load,
-            "loadavg_after": load_average()}
+    return {
+        "epoch_s": rows[-1]["time_s"],
+        "first_epoch_s": rows[0]["time_s"],
+        "loadavg_before": load,
+        "loadavg_after": load_average(),
+    }
 
 
 def load_experiment(work: Path, env: dict, save=lambda part: None) -> dict:
@@ -106,8 +150,22 @@ def load_experiment(work: Path, env: dict, save=lambda part: None) -> dict:
         save(out)
 
         def second_training(e=e, mode=mode):
-            return [medseg("train", "configs/ctv/phantom_demo.yaml", "--epochs", "20", "--name", f"load_{mode}_other",
-                           "--device", "cpu", "--set", f"output.root={work / 'runs'}", "--restart", env=e)]
+            return [
+                medseg(
+                    "train",
+                    "configs/ctv/phantom_demo.yaml",
+                    "--epochs",
+                    "20",
+                    "--name",
+                    f"load_{mode}_other",
+                    "--device",
+                    "cpu",
+                    "--set",
+                    f"output.root={work / 'runs'}",
+                    "--restart",
+                    env=e,
+                )
+            ]
 
         res["beside_second_training"] = phantom_epoch(work, e, f"load_{mode}_pair", second_training)
         print(mode, "beside a training", res["beside_second_training"], flush=True)
@@ -115,8 +173,18 @@ def load_experiment(work: Path, env: dict, save=lambda part: None) -> dict:
         model = work / "runs" / f"load_{mode}_alone"
 
         def server_load(e=e, model=model, mode=mode):
-            cmd = [sys.executable, str(BENCH / "bench_server.py"), "--model", str(model), "--shape", "32,128,128",
-                   "--device", "cpu", "--out", str(work / f"server_{mode}.json")]
+            cmd = [
+                sys.executable,
+                str(BENCH / "bench_server.py"),
+                "--model",
+                str(model),
+                "--shape",
+                "32,128,128",
+                "--device",
+                "cpu",
+                "--out",
+                str(work / f"server_{mode}.json"),
+            ]
             loop = f"while true; do {shlex.join(cmd)} >/dev/null 2>&1; done"
             return [subprocess.Popen(["bash", "-c", loop], cwd=REPO, env=e, start_new_session=True)]
 
@@ -130,18 +198,20 @@ def load_experiment(work: Path, env: dict, save=lambda part: None) -> dict:
 def options(steps: int) -> dict:
     import torch
 
+    from medseg.artifact import model_kwargs
     from medseg.config import load_config
     from medseg.models import build_model
-
-    from medseg.artifact import model_kwargs
     from medseg.threads import configure_threads
 
     configure_threads()
     cfg = load_config(REPO / "configs/chromosomes/demo.yaml")
     x = torch.randn(8, 1, 128, 128)
     y = torch.randint(0, 4, (8, 128, 128))
-    bf16 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported") \
+    bf16 = (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
         and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
 
     def run(channels_last=False, autocast=False, compile_=False) -> float:
         torch.manual_seed(0)
@@ -169,12 +239,19 @@ def options(steps: int) -> dict:
     out = {"cpu_bf16_supported": bool(bf16), "threads": torch.get_num_threads()}
     base = run()
     out["fp32"] = {"step_s": round(base, 4), "loadavg": load_average()}
-    for name, kw in (("channels_last", {"channels_last": True}), ("bf16_autocast", {"autocast": True}),
-                     ("torch_compile", {"compile_": True})):
+    for name, kw in (
+        ("channels_last", {"channels_last": True}),
+        ("bf16_autocast", {"autocast": True}),
+        ("torch_compile", {"compile_": True}),
+    ):
         try:
             t = run(**kw)
-            out[name] = {"step_s": round(t, 4), "vs_fp32": round(base / t, 3), "kept": base / t >= 1.05,
-                         "loadavg": load_average()}
+            out[name] = {
+                "step_s": round(t, 4),
+                "vs_fp32": round(base / t, 3),
+                "kept": base / t >= 1.05,
+                "loadavg": load_average(),
+            }
         except Exception as exc:  # e.g. torch.compile without a C compiler
             out[name] = {"error": " ".join(str(exc).split())[:300], "kept": False}
         print(name, out[name], flush=True)
@@ -190,12 +267,16 @@ def main() -> None:
     parts = args.parts.split(",")
     work = Path(tempfile.mkdtemp(prefix="medseg-bench-dist-"))
     env = {**os.environ, "MEDSEG_HOME": str(work / "home"), "MEDSEG_PROGRESS_SECONDS": "600"}
-    result = {"issue": 15, "date": _dt.datetime.now().isoformat(timespec="seconds"),
-              "command": shlex.join([sys.executable, *sys.argv]),
-              "device": f"CPU ({platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores "
-                        "given), no GPU lent to this session: single-GPU and NCCL numbers not measured",
-              "loadavg_start": load_average(), "complete": False,
-              "note": "other engineers' jobs shared these cores: see each loadavg; rerun on a quiet machine"}
+    result = {
+        "issue": 15,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "device": f"CPU ({platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores "
+        "given), no GPU lent to this session: single-GPU and NCCL numbers not measured",
+        "loadavg_start": load_average(),
+        "complete": False,
+        "note": "other engineers' jobs shared these cores: see each loadavg; rerun on a quiet machine",
+    }
     if args.out.exists():  # parts run separately are merged into one file
         result = {**json.loads(args.out.read_text()), **{k: result[k] for k in ("date", "command", "loadavg_start")}}
     if "options" in parts:

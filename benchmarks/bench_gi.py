@@ -41,19 +41,36 @@ def device_name() -> str:
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+    return (
+        f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()})"
+    )
 
 
 def row_summary(row: dict) -> dict:
     ours = row.get("ours") or {}
     pub = row.get("published") or {}
-    keep = ("uw_score", "uw_dice", "hausdorff_score", "dice", "mean_iou", "dice_at_best", "iou_at_best", "best_epoch",
-            "epochs_run", "params", "time_ms_cpu")
+    keep = (
+        "uw_score",
+        "uw_dice",
+        "hausdorff_score",
+        "dice",
+        "mean_iou",
+        "dice_at_best",
+        "iou_at_best",
+        "best_epoch",
+        "epochs_run",
+        "params",
+        "time_ms_cpu",
+    )
     out = {"label": row["label"], "config": row["config"], **{k: ours.get(k) for k in keep}}
     # the competition's Dice part under its own name (ours["dice"] is the paper's best-over-training curve Dice)
     out["dice_competition"] = out.pop("uw_dice")
-    out["paper"] = {k: pub.get(k) for k in ("dice", "mean_iou", "dice_at_best", "iou_at_best", "best_epoch",
-                                            "epochs_run")} if pub else row.get("no_reference")
+    out["paper"] = (
+        {k: pub.get(k) for k in ("dice", "mean_iou", "dice_at_best", "iou_at_best", "best_epoch", "epochs_run")}
+        if pub
+        else row.get("no_reference")
+    )
     return out
 
 
@@ -62,41 +79,75 @@ def main() -> int:
     ap.add_argument("--cases", type=int, default=8)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=300)
-    ap.add_argument("--epoch-steps", type=int, default=30,
-                    help="optimizer steps per 'epoch' (validation, early stopping, best model): many short epochs "
-                         "so that the curves and the best epoch mean something within a CPU budget")
+    ap.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=30,
+        help="optimizer steps per 'epoch' (validation, early stopping, best model): many short epochs "
+        "so that the curves and the best epoch mean something within a CPU budget",
+    )
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--specs", nargs="+", default=list(SPECS))
     ap.add_argument("--work", type=Path, default=Path("runs/bench_gi"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--predict-only", action="store_true",
-                    help="only the submission timing: also at the paper's 128 x 128 with an untrained paper U-Net")
+    ap.add_argument(
+        "--predict-only",
+        action="store_true",
+        help="only the submission timing: also at the paper's 128 x 128 with an untrained paper U-Net",
+    )
     args = ap.parse_args()
 
     from medseg.experiments.tables import reproduce_table
 
     command = "python benchmarks/bench_gi.py " + " ".join(sys.argv[1:])
-    overrides = ["data.path=synth:gi", f"data.synth_gi_cases={args.cases}", f"data.size=[{args.size}, {args.size}]",
-                 f"train.iterations={args.iterations}", f"train.batch_size={args.batch_size}", "train.num_workers=0",
-                 f"train.max_batches_per_epoch={args.epoch_steps}"]
+    overrides = [
+        "data.path=synth:gi",
+        f"data.synth_gi_cases={args.cases}",
+        f"data.size=[{args.size}, {args.size}]",
+        f"train.iterations={args.iterations}",
+        f"train.batch_size={args.batch_size}",
+        "train.num_workers=0",
+        f"train.max_batches_per_epoch={args.epoch_steps}",
+    ]
     args.out.mkdir(parents=True, exist_ok=True)
     for name in [] if args.predict_only else args.specs:
         t0 = time.perf_counter()
-        report = reproduce_table(ROOT / "configs" / "tables" / f"{name}.yaml", folds=[0], output_root=args.work,
-                                 overrides=overrides, progress=False)
+        report = reproduce_table(
+            ROOT / "configs" / "tables" / f"{name}.yaml",
+            folds=[0],
+            output_root=args.work,
+            overrides=overrides,
+            progress=False,
+        )
         table = json.loads((report.parent / "table.json").read_text())
-        result = {"benchmark": f"{table['table']}: {table['title']}", "data": "SYNTHESIZED (medseg synth:gi, "
-                  f"{args.cases} cases, not real anatomy), fold 0 of 5 (StratifiedGroupKFold by case)",
-                  "device": device_name(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  "command": command, "settings": {"size": args.size, "iterations": args.iterations,
-                                                    "steps_per_epoch": args.epoch_steps,
-                                                    "batch_size": args.batch_size, "folds": [0]},
-                  "wall_s": round(time.perf_counter() - t0, 1), "kendall_tau_vs_paper": table.get("kendall_tau"),
-                  "rows": [row_summary(r) for r in table["results"]], "report": str(report)}
+        result = {
+            "benchmark": f"{table['table']}: {table['title']}",
+            "data": "SYNTHESIZED (medseg synth:gi, "
+            f"{args.cases} cases, not real anatomy), fold 0 of 5 (StratifiedGroupKFold by case)",
+            "device": device_name(),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": command,
+            "settings": {
+                "size": args.size,
+                "iterations": args.iterations,
+                "steps_per_epoch": args.epoch_steps,
+                "batch_size": args.batch_size,
+                "folds": [0],
+            },
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "kendall_tau_vs_paper": table.get("kendall_tau"),
+            "rows": [row_summary(r) for r in table["results"]],
+            "report": str(report),
+        }
         path = args.out / f"{name}_cpu.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"{name}: {path}  " + "  ".join(f"{r['label']}: uw {r['uw_score']:.4f}" for r in result["rows"]
-                                              if r.get("uw_score") is not None), flush=True)
+        print(
+            f"{name}: {path}  "
+            + "  ".join(
+                f"{r['label']}: uw {r['uw_score']:.4f}" for r in result["rows"] if r.get("uw_score") is not None
+            ),
+            flush=True,
+        )
 
     # prediction / submission speed on one 144-slice scan, with the depth-4 model trained above
     run = args.work / "gi_augmentation" / "elastic_noise"
@@ -105,15 +156,23 @@ def main() -> int:
         timings[f"trained, {args.size}x{args.size}"] = predict_speed(run, args)
     # the paper's grid: speed does not depend on the weights, so an untrained paper U-Net folder stands in
     timings["paper grid 128x128 (untrained weights)"] = predict_speed(paper_model(args.work / "paper128"), args)
-    result = {"benchmark": "GI submission of one 144-slice scan (medseg predict --format submission), best of 3",
-              "data": "SYNTHESIZED scan (medseg synth-gi, 144 slices of 266x266 or 360x310)", "device": device_name(),
-              "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": command,
-              "model": "the paper's 4-pooling U-Net (2.50 M parameters, configs/gi/unet4.yaml)", "runs": timings}
+    result = {
+        "benchmark": "GI submission of one 144-slice scan (medseg predict --format submission), best of 3",
+        "data": "SYNTHESIZED scan (medseg synth-gi, 144 slices of 266x266 or 360x310)",
+        "device": device_name(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": command,
+        "model": "the paper's 4-pooling U-Net (2.50 M parameters, configs/gi/unet4.yaml)",
+        "runs": timings,
+    }
     path = args.out / "gi_predict_cpu.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     for name, t in timings.items():
-        print(f"prediction ({name}): {t['predict_ms_per_slice']} ms/slice predict, {t['rle_write_ms_per_slice']} "
-              f"ms/slice RLE + write", flush=True)
+        print(
+            f"prediction ({name}): {t['predict_ms_per_slice']} ms/slice predict, {t['rle_write_ms_per_slice']} "
+            f"ms/slice RLE + write",
+            flush=True,
+        )
     return 0
 
 
@@ -140,7 +199,7 @@ def predict_speed(run: Path, args) -> dict:
         shutil.rmtree(scan, ignore_errors=True)
         write_synth_gi(scan, n_cases=1, seed=123, slices=(144,), progress=False)
     # one scan of 144 slices: keep the first day only
-    days = sorted((p for p in (scan / "train").glob("case*/case*_day*") if p.is_dir()))
+    days = sorted(p for p in (scan / "train").glob("case*/case*_day*") if p.is_dir())
     for extra in days[1:]:
         shutil.rmtree(extra)
     predictor = Predictor.from_path(run, device="cpu")
@@ -150,8 +209,16 @@ def predict_speed(run: Path, args) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         runs.append(write_submission(predictor, scan, out, progress=False, model=run))
     best = min(runs, key=lambda r: r["total_seconds"])
-    keys = ("n_slices", "grid", "size", "total_seconds", "total_ms_per_slice", "read_ms_per_slice",
-            "predict_ms_per_slice", "rle_write_ms_per_slice")
+    keys = (
+        "n_slices",
+        "grid",
+        "size",
+        "total_seconds",
+        "total_ms_per_slice",
+        "read_ms_per_slice",
+        "predict_ms_per_slice",
+        "rle_write_ms_per_slice",
+    )
     return {"model_folder": str(run), **{k: best.get(k) for k in keys}}
 
 

@@ -30,7 +30,6 @@ import datetime as _dt
 import io
 import json
 import math
-import os
 import resource
 import shlex
 import subprocess
@@ -45,15 +44,23 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 from bench_unet import host_info, write_json_atomic  # noqa: E402  (benchmarks/ is the script's folder)
 
-CASES = ("png_at_budget", "png_8000", "nifti_at_budget", "png_header_bomb", "dicom_header_bomb", "zeros_dcm",
-         "zip_bomb")
+CASES = (
+    "png_at_budget",
+    "png_8000",
+    "nifti_at_budget",
+    "png_header_bomb",
+    "dicom_header_bomb",
+    "zeros_dcm",
+    "zip_bomb",
+)
 PASSWORD = "bench-password-123"
 
 
 def png_bytes(width: int, height: int, *, fill=0) -> bytes:
     """An 8-bit grey PNG made by hand, row by row (a huge image without a huge array here)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big"))
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
 
     row = b"\x00" + bytes([fill]) * width
     comp = zlib.compressobj(9)
@@ -78,8 +85,9 @@ def dicom_header_bomb(folder: Path) -> Path:
     from medseg.data.volume import Volume
     from medseg.data.volume_io import write_dicom_series
 
-    series = write_dicom_series(Volume(np.zeros((1, 8, 8), np.int16), (1.0, 1.0, 1.0), modality="CT"),
-                                folder / "bomb_series")
+    series = write_dicom_series(
+        Volume(np.zeros((1, 8, 8), np.int16), (1.0, 1.0, 1.0), modality="CT"), folder / "bomb_series"
+    )
     path = next(series.iterdir())
     ds = pydicom.dcmread(path)
     ds.Rows = ds.Columns = 60000
@@ -104,7 +112,7 @@ def nifti_at_budget(folder: Path, voxels: int) -> Path:
 
     depth = max(1, voxels // (512 * 512))
     yy, xx = np.mgrid[:512, :512]
-    body = ((yy - 256) ** 2 + (xx - 256) ** 2 < 200**2)
+    body = (yy - 256) ** 2 + (xx - 256) ** 2 < 200**2
     slab = np.where(body, 40, -1000).astype(np.int16).T  # (x, y)
     data = np.broadcast_to(slab[..., None], (512, 512, depth))
     path = folder / "at_budget.nii.gz"
@@ -115,16 +123,23 @@ def nifti_at_budget(folder: Path, voxels: int) -> Path:
 def make_models(root: Path) -> dict[str, Path]:
     import torch
 
+    from medseg.artifact import model_kwargs, model_meta, save_model
     from medseg.config import load_config
     from medseg.models import build_model
-    from medseg.artifact import save_model
-    from medseg.artifact import model_kwargs, model_meta
 
     overrides = {
         "chromo2d": {"data": {"size": [32, 32]}, "model": {"name": "unet", "depth": 2, "base_channels": 4}},
-        "ct3d": {"task": {"mode": "multilabel", "class_names": ["ctv"], "spatial_dims": 3, "derived": {},
-                          "primary_metric": "ctv"},
-                 "model": {"name": "ctv_unet3d", "channels": [2, 2, 2, 2, 2]}, "preprocess": {"depth": 8, "size_xy": [32, 32]}},
+        "ct3d": {
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["ctv"],
+                "spatial_dims": 3,
+                "derived": {},
+                "primary_metric": "ctv",
+            },
+            "model": {"name": "ctv_unet3d", "channels": [2, 2, 2, 2, 2]},
+            "preprocess": {"depth": 8, "size_xy": [32, 32]},
+        },
     }
     out = {}
     for name, over in overrides.items():
@@ -168,21 +183,30 @@ def run_case(case: str) -> dict:
         headers = {"Authorization": f"Bearer {token}"}
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         cpu0, t0 = time.process_time(), time.perf_counter()
-        response = client.post("/api/studies", headers=headers, files=[("files", (name, io.BytesIO(content)))],
-                               data={"model": model})
+        response = client.post(
+            "/api/studies", headers=headers, files=[("files", (name, io.BytesIO(content)))], data={"model": model}
+        )
         del content
-        result = {"case": case, "input": name, "status": response.status_code,
-                  "problem": response.json().get("problem") if response.status_code >= 400 else None}
+        result = {
+            "case": case,
+            "input": name,
+            "status": response.status_code,
+            "problem": response.json().get("problem") if response.status_code >= 400 else None,
+        }
         if response.status_code < 300:
             app.state.worker.run_pending()
             study = client.get(f"/api/studies/{response.json()['id']}", headers=headers).json()
             result["job"] = {k: study["results"][0].get(k) for k in ("status", "error")}
-        result.update({
-            "accepted": response.status_code < 300,
-            "wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(time.process_time() - cpu0, 2),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "rss_before_upload_mib": round(rss_before / 1024, 1), "max_voxels": budget,
-        })
+        result.update(
+            {
+                "accepted": response.status_code < 300,
+                "wall_s": round(time.perf_counter() - t0, 2),
+                "cpu_s": round(time.process_time() - cpu0, 2),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "rss_before_upload_mib": round(rss_before / 1024, 1),
+                "max_voxels": budget,
+            }
+        )
     return result
 
 
@@ -203,11 +227,24 @@ def main(argv: list[str] | None = None) -> int:
         else:
             results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = results[-1]
-        print(f"{case:18s} " + (f"{r['status']}  peak {r['peak_rss_mib']:8.1f} MiB  cpu {r['cpu_s']:7.2f} s  "
-                                f"{r.get('job') or r.get('problem')}" if "status" in r else "CRASHED"), flush=True)
-    payload = {"benchmark": "bench_limits", "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-               "command": shlex.join([Path(sys.executable).name, *sys.argv]), "host": host_info([]),
-               "device": "cpu (1 torch thread)", "results": results}
+        print(
+            f"{case:18s} "
+            + (
+                f"{r['status']}  peak {r['peak_rss_mib']:8.1f} MiB  cpu {r['cpu_s']:7.2f} s  "
+                f"{r.get('job') or r.get('problem')}"
+                if "status" in r
+                else "CRASHED"
+            ),
+            flush=True,
+        )
+    payload = {
+        "benchmark": "bench_limits",
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "host": host_info([]),
+        "device": "cpu (1 torch thread)",
+        "results": results,
+    }
     if args.out:
         write_json_atomic(payload, args.out)
     return 0

@@ -53,8 +53,11 @@ def start(cmd: list[str], log: Path, env: dict) -> tuple[subprocess.Popen, float
     f = log.open("a")
     f.write(f"$ {' '.join(map(str, cmd))}  (in the background)\n")
     f.flush()
-    return subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT), \
-        time.perf_counter(), f
+    return (
+        subprocess.Popen([str(c) for c in cmd], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT),
+        time.perf_counter(),
+        f,
+    )
 
 
 def wait(job) -> float:
@@ -65,7 +68,7 @@ def wait(job) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def main(argv: list[str] | None = None) -> Path:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=300, help="semantic model: optimizer steps")
     ap.add_argument("--pair-model", type=Path, default=None, help="a trained 4-class pair run (else one is trained)")
@@ -73,17 +76,186 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_mfish_instances"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mfish_instances_cpu.json")
     ap.add_argument("--device", default="cpu", help="where to train, evaluate and predict: cpu, cuda, cuda:1")
-    ap.add_argument("--time-limit", type=float, default=None,
-                    help="each training's wall-clock budget, minutes (train.time_limit_minutes; default none)")
-    ap.add_argument("--batches-per-epoch", type=int, default=None,
-                    help="semantic model: at most N steps an epoch (default: the config's train.steps_per_epoch)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="a further override for the semantic model, e.g. model.base_channels=32 (repeatable)")
+    ap.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="each training's wall-clock budget, minutes (train.time_limit_minutes; default none)",
+    )
+    ap.add_argument(
+        "--batches-per-epoch",
+        type=int,
+        default=None,
+        help="semantic model: at most N steps an epoch (default: the config's train.steps_per_epoch)",
+    )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further override for the semantic model, e.g. model.base_channels=32 (repeatable)",
+    )
     ap.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out metaphases")
     ap.add_argument("--mfish", type=Path, default=MFISH, help="the M-FISH folder")
     ap.add_argument("--config", default="configs/mfish/metaphase_unet.yaml", help="the semantic model's config")
     ap.add_argument("--semantic-run", type=Path, default=None, help="a trained semantic run (else one is trained)")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def train_models(
+    args: argparse.Namespace, mfish: Path, work: Path, medseg: list, log: Path, env: dict, times: dict[str, float]
+) -> tuple[Path, Path]:
+    """The semantic and pair runs (``--semantic-run`` / ``--pair-model``, or trained here side by side; their
+    times go into ``times``)."""
+    runs = work / "runs"
+    limit = ["--set", f"train.time_limit_minutes={args.time_limit}"] if args.time_limit else []
+    device = ["--device", args.device]
+    jobs: dict = {}
+    # The semantic model first: it needs no pairs, so it trains while they are cut.
+    sem_run = args.semantic_run or runs / f"mfish_{Path(args.config).stem}"
+    if not (sem_run / "fold_0" / "model.json").is_file():
+        jobs["train_semantic_s"] = start(
+            medseg
+            + [
+                "train",
+                args.config,
+                "--fold",
+                "0",
+                *device,
+                *limit,
+                "--set",
+                f"data.path={mfish}",
+                "--set",
+                f"output.root={runs}",
+                "--set",
+                f"train.iterations={args.steps}",
+                *(["--set", f"train.max_batches_per_epoch={args.batches_per_epoch}"] if args.batches_per_epoch else []),
+                *[x for kv in args.sets for x in ("--set", kv)],
+            ],
+            log,
+            env,
+        )
+    pair_run = args.pair_model
+    if pair_run is None:
+        pairs = work / "pairs.h5"
+        if not pairs.is_file():
+            times["mfish_pairs_s"] = run(medseg + ["data", "mfish-pairs", mfish, "-o", pairs], log, env)
+        pair_run = runs / "mfish_pairs_demo_unet"
+        if not (pair_run / "fold_0" / "model.json").is_file():
+            jobs["train_pair_s"] = start(
+                medseg
+                + [
+                    "train",
+                    "configs/chromosomes/demo.yaml",
+                    "--fold",
+                    "0",
+                    "--data",
+                    pairs,
+                    *device,
+                    *limit,
+                    "--set",
+                    f"splits.file={work / 'pairs.splits.json'}",
+                    "--set",
+                    "name=mfish_pairs_demo_unet",
+                    "--set",
+                    f"output.root={runs}",
+                    "--set",
+                    f"train.iterations={args.pair_steps}",
+                    "--set",
+                    "train.max_batches_per_epoch=100",
+                    "--set",
+                    "train.early_stopping.patience=100",
+                ],
+                log,
+                env,
+            )
+    for key, job in jobs.items():
+        times[key] = wait(job)
+    return sem_run, pair_run
+
+
+def evaluate(
+    args: argparse.Namespace,
+    mfish: Path,
+    work: Path,
+    medseg: list,
+    log: Path,
+    env: dict,
+    times: dict[str, float],
+    sem_run: Path,
+    pair_run: Path,
+) -> dict:
+    """``medseg evaluate-metaphases`` with and without the pair model and the Otsu baseline (their metrics by
+    name), and ``medseg predict`` on one held-out metaphase."""
+    device = ["--device", args.device]
+    results = {}
+    for name, extra in (
+        ("with_pair_model", [sem_run, "--pair-model", pair_run]),
+        ("without_pair_model", [sem_run]),
+        ("otsu_baseline", ["--baseline", "otsu"]),
+    ):
+        out = work / f"evaluation_{name}"
+        times[f"evaluate_{name}_s"] = run(
+            medseg
+            + [
+                "evaluate-metaphases",
+                "--data",
+                mfish,
+                "-o",
+                out,
+                *device,
+                *(["--limit", args.limit] if args.limit else []),
+                *extra,
+            ],
+            log,
+            env,
+        )
+        results[name] = json.loads((out / "metrics.json").read_text())
+    test_slides = results["with_pair_model"]["slides"]
+    image = next(iter(sorted(p for s in test_slides for p in mfish.glob(f"{s}__*/*K.tif"))), None)
+    image = image.with_name(image.name[:-5] + "D.tif") if image is not None else None
+    if image is not None:
+        times["predict_one_s"] = run(
+            medseg + ["predict", sem_run, image, "--pair-model", pair_run, "-o", work / "predictions", *device],
+            log,
+            env,
+        )
+    return results
+
+
+def summary(m: dict) -> dict:
+    keep = (
+        "metaphase",
+        "slide",
+        "segment_s",
+        "separate_s",
+        "n_true",
+        "n_pred",
+        "tp",
+        "fp",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "split",
+        "merge",
+        "overlap_iou",
+        "separation",
+    )
+    return {
+        "pooled": m["pooled"],
+        "separation": m["separation"],
+        "per_slide": m["per_slide"],
+        "per_system": m["per_system"],
+        "debris_removed": m["debris_removed"],
+        "seconds_per_metaphase": m["seconds_per_metaphase"],
+        "per_metaphase": [{k: r[k] for k in keep} for r in m["per_metaphase"]],
+    }
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
     mfish = args.mfish.resolve()
     if not mfish.is_dir():
         raise SystemExit(f"the real M-FISH set is not here ({mfish}); this benchmark needs it")
@@ -95,77 +267,47 @@ def main(argv: list[str] | None = None) -> Path:
     shutil.copyfile(mfish / "README.TXT", work / "README.TXT")  # the set's licence notice, with every derived file
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", MEDSEG_HOME=str(work / "home"))
     medseg = [sys.executable, "-m", "medseg"]
-    runs = work / "runs"
     times: dict[str, float] = {}
+    sem_run, pair_run = train_models(args, mfish, work, medseg, log, env, times)
+    results = evaluate(args, mfish, work, medseg, log, env, times, sem_run, pair_run)
 
-    limit = ["--set", f"train.time_limit_minutes={args.time_limit}"] if args.time_limit else []
-    device = ["--device", args.device]
-    jobs: dict = {}
-    # The semantic model first: it needs no pairs, so it trains while they are cut.
-    sem_run = args.semantic_run or runs / f"mfish_{Path(args.config).stem}"
-    if not (sem_run / "fold_0" / "model.json").is_file():
-        jobs["train_semantic_s"] = start(medseg + [
-            "train", args.config, "--fold", "0", *device, *limit, "--set", f"data.path={mfish}",
-            "--set", f"output.root={runs}", "--set", f"train.iterations={args.steps}",
-            *(["--set", f"train.max_batches_per_epoch={args.batches_per_epoch}"] if args.batches_per_epoch else []),
-            *[x for kv in args.sets for x in ("--set", kv)]], log, env)
-    pair_run = args.pair_model
-    if pair_run is None:
-        pairs = work / "pairs.h5"
-        if not pairs.is_file():
-            times["mfish_pairs_s"] = run(medseg + ["data", "mfish-pairs", mfish, "-o", pairs], log, env)
-        pair_run = runs / "mfish_pairs_demo_unet"
-        if not (pair_run / "fold_0" / "model.json").is_file():
-            jobs["train_pair_s"] = start(medseg + [
-                "train", "configs/chromosomes/demo.yaml", "--fold", "0", "--data", pairs, *device, *limit,
-                "--set", f"splits.file={work / 'pairs.splits.json'}", "--set", "name=mfish_pairs_demo_unet",
-                "--set", f"output.root={runs}", "--set", f"train.iterations={args.pair_steps}",
-                "--set", "train.max_batches_per_epoch=100",
-                "--set", "train.early_stopping.patience=100"], log, env)
-    for key, job in jobs.items():
-        times[key] = wait(job)
-    results = {}
-    for name, extra in (("with_pair_model", [sem_run, "--pair-model", pair_run]), ("without_pair_model", [sem_run]),
-                        ("otsu_baseline", ["--baseline", "otsu"])):
-        out = work / f"evaluation_{name}"
-        times[f"evaluate_{name}_s"] = run(medseg + ["evaluate-metaphases", "--data", mfish, "-o", out,
-                                                    *device, *(["--limit", args.limit] if args.limit else []),
-                                                    *extra], log, env)
-        results[name] = json.loads((out / "metrics.json").read_text())
-    test_slides = results["with_pair_model"]["slides"]
-    image = next(iter(sorted(p for s in test_slides for p in mfish.glob(f"{s}__*/*K.tif"))), None)
-    image = image.with_name(image.name[:-5] + "D.tif") if image is not None else None
-    if image is not None:
-        times["predict_one_s"] = run(medseg + ["predict", sem_run, image, "--pair-model", pair_run, "-o",
-                                               work / "predictions", *device], log, env)
-
-    def summary(m: dict) -> dict:
-        keep = ("metaphase", "slide", "segment_s", "separate_s", "n_true", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "split", "merge",
-                "overlap_iou", "separation")
-        return {"pooled": m["pooled"], "separation": m["separation"], "per_slide": m["per_slide"],
-                "per_system": m["per_system"], "debris_removed": m["debris_removed"],
-                "seconds_per_metaphase": m["seconds_per_metaphase"],
-                "per_metaphase": [{k: r[k] for k in keep} for r in m["per_metaphase"]]}
-
-    sem_summary = json.loads((sem_run / "fold_0" / "summary.json").read_text()) \
-        if (sem_run / "fold_0" / "summary.json").is_file() else {}
+    sem_summary = (
+        json.loads((sem_run / "fold_0" / "summary.json").read_text())
+        if (sem_run / "fold_0" / "summary.json").is_file()
+        else {}
+    )
     import torch
     from record_run import device_name
 
     payload = {
         "benchmark": "bench_mfish_instances",
         "date": dt.date.today().isoformat(),
-        "device": f"{device_name(args.device)}, torch {torch.__version__}" + (", 1 thread" if args.device == "cpu" else ""),
-        "command": " ".join(["OMP_NUM_THREADS=1", "python", "benchmarks/bench_mfish_instances.py",
-                             *(argv if argv is not None else sys.argv[1:])]),
+        "device": f"{device_name(args.device)}, torch {torch.__version__}"
+        + (", 1 thread" if args.device == "cpu" else ""),
+        "command": " ".join(
+            [
+                "OMP_NUM_THREADS=1",
+                "python",
+                "benchmarks/bench_mfish_instances.py",
+                *(argv if argv is not None else sys.argv[1:]),
+            ]
+        ),
         "data": f"REAL M-FISH metaphases ({mfish}); held-out slides {', '.join(results['with_pair_model']['slides'])} "
-                f"({results['with_pair_model']['n_metaphases']} metaphases), those of `medseg data mfish-pairs`",
-        "semantic_model": {"config": args.config, "steps": sem_summary.get("steps", args.steps),
-                           "overrides": args.sets, "time_limit_minutes": args.time_limit,
-                           "stopped_by_time_limit": sem_summary.get("stopped_by_time_limit"), "run": str(sem_run)},
-        "pair_model": {"run": str(pair_run), "trained_here": args.pair_model is None,
-                       "config": "configs/chromosomes/demo.yaml on mfish-pairs fold 0" if args.pair_model is None else None,
-                       "steps": args.pair_steps if args.pair_model is None else None},
+        f"({results['with_pair_model']['n_metaphases']} metaphases), those of `medseg data mfish-pairs`",
+        "semantic_model": {
+            "config": args.config,
+            "steps": sem_summary.get("steps", args.steps),
+            "overrides": args.sets,
+            "time_limit_minutes": args.time_limit,
+            "stopped_by_time_limit": sem_summary.get("stopped_by_time_limit"),
+            "run": str(sem_run),
+        },
+        "pair_model": {
+            "run": str(pair_run),
+            "trained_here": args.pair_model is None,
+            "config": "configs/chromosomes/demo.yaml on mfish-pairs fold 0" if args.pair_model is None else None,
+            "steps": args.pair_steps if args.pair_model is None else None,
+        },
         "times_s": times,
         "results": {k: summary(v) for k, v in results.items()},
         "licence": "derived from the M-FISH Image Set #1; notice: ../shared/data/mfish/README.TXT",
@@ -173,9 +315,11 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     p, q = results["with_pair_model"]["pooled"], results["without_pair_model"]["pooled"]
-    print(f"with pair model: P {p['precision']:.3f} R {p['recall']:.3f} F1 {p['f1']:.3f} splits {p['split']} merges "
-          f"{p['merge']} overlap IoU {p['overlap_iou']}; without: F1 {q['f1']:.3f} merges {q['merge']}; Otsu baseline: "
-          f"F1 {results['otsu_baseline']['pooled']['f1']:.3f} → {args.out}")
+    print(
+        f"with pair model: P {p['precision']:.3f} R {p['recall']:.3f} F1 {p['f1']:.3f} splits {p['split']} merges "
+        f"{p['merge']} overlap IoU {p['overlap_iou']}; without: F1 {q['f1']:.3f} merges {q['merge']}; Otsu baseline: "
+        f"F1 {results['otsu_baseline']['pooled']['f1']:.3f} → {args.out}"
+    )
     return args.out
 
 

@@ -60,12 +60,16 @@ def training_slides_accuracy(run_dir: Path, h5: Path, held_out: list[str], n: in
     predictor = Predictor.from_path(run_dir, device=device)
     metric = ChromosomeClassAccuracy(KARYOTYPE_CLASSES)
     for start in range(0, len(idx), 32):
-        j = idx[start:start + 32]
+        j = idx[start : start + 32]
         metric.update(predictor.predict_proba(images[j].astype(np.float32) / 255.0), labels[j])
     a = metric.aggregate()
-    return {"n": a["n"], "accuracy": a["accuracy"], "balanced_accuracy": a["balanced_accuracy"],
-            "what": "soft vote on random chromosomes of the training slides (seen in training): near chance = "
-                    "under-fitting, not over-fitting"}
+    return {
+        "n": a["n"],
+        "accuracy": a["accuracy"],
+        "balanced_accuracy": a["balanced_accuracy"],
+        "what": "soft vote on random chromosomes of the training slides (seen in training): near chance = "
+        "under-fitting, not over-fitting",
+    }
 
 
 def _compact(result: dict | None) -> dict | None:
@@ -73,24 +77,136 @@ def _compact(result: dict | None) -> dict | None:
     if not result:
         return None
     out = {k: v for k, v in result.items() if k not in ("cells", "predicted_with")}
-    out["flagged_cells"] = [{"cell": c["cell"], "reasons": c["reasons"]} for c in result.get("cells", []) if c["flagged"]]
+    out["flagged_cells"] = [
+        {"cell": c["cell"], "reasons": c["reasons"]} for c in result.get("cells", []) if c["flagged"]
+    ]
     return out
 
 
-def main(argv: list[str] | None = None) -> Path:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=CONFIG, help="the karyotype config (karyotype_unet.yaml: per-pixel U-Net; "
-                    "karyotype_classifier.yaml: chromosome classifier)")
+    ap.add_argument(
+        "--config",
+        default=CONFIG,
+        help="the karyotype config (karyotype_unet.yaml: per-pixel U-Net; "
+        "karyotype_classifier.yaml: chromosome classifier)",
+    )
     ap.add_argument("--steps", type=int, default=1800, help="optimizer steps (batch 16)")
     ap.add_argument("--time-limit", type=float, default=37.0, help="training wall-clock budget, minutes")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_mfish_karyotype"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mfish_karyotype_cpu.json")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 when other jobs share the machine)")
     ap.add_argument("--device", default="cpu", help="where to train and evaluate: cpu, cuda, cuda:1")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="a further config override for the training, e.g. model.base_channels=64 (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further config override for the training, e.g. model.base_channels=64 (repeatable)",
+    )
     ap.add_argument("--mfish", type=Path, default=MFISH, help="the M-FISH folder")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def _json_or(path: Path, default):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def payload_of(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    threads: str,
+    mfish: Path,
+    work: Path,
+    cfg: dict,
+    times: dict,
+    results: dict,
+    fold: dict,
+    history: list,
+    record: dict,
+    seen: dict | None,
+) -> dict:
+    """The benchmark's JSON: what ran where, the set, the model and its training, and both votes' scores."""
+    import torch
+    from record_run import device_name
+
+    from medseg.evaluation.karyotype_cells import confused_pairs
+
+    soft = results["soft"]["metrics"]["karyotype"]
+    return {
+        "benchmark": "bench_mfish_karyotype",
+        "date": dt.date.today().isoformat(),
+        "device": f"{device_name(args.device)}, torch {torch.__version__}"
+        + (", 1 thread, shared with other jobs" if args.device == "cpu" else ""),
+        "command": " ".join(
+            [
+                f"OMP_NUM_THREADS={threads}",
+                "python",
+                "benchmarks/bench_mfish_karyotype.py",
+                *(argv if argv is not None else sys.argv[1:]),
+            ]
+        ),
+        "data": "REAL M-FISH",
+        "data_detail": f"isolated chromosomes of the labelled metaphases of {mfish} ({cfg['data']['path']}: "
+        f"{record.get('image')}; canvas {record.get('canvas')}; {record.get('n_images')} chromosomes, "
+        f"{record.get('n_train')} on training slides, {record.get('n_test')} on the held-out slides)",
+        "held_out_slides": record.get("held_out_slides"),
+        "set_left_out": record.get("left_out"),
+        "model": {
+            "config": args.config,
+            **cfg["model"],
+            "batch_size": cfg["train"]["batch_size"],
+            "overrides": args.sets,
+            "loss": (
+                "cross-entropy per chromosome (the model's own)"
+                if cfg["model"]["name"] == "chromosome_classifier"
+                else "per-pixel cross-entropy"
+            ),
+            "augment": cfg.get("augment"),
+            "in_model_augment": bool(cfg["model"].get("augment")),
+        },
+        "train": {
+            "steps_budget": args.steps,
+            "time_limit_minutes": args.time_limit,
+            "epochs_run": len(history),
+            "steps_run": fold.get("steps", history[-1].get("steps") if history else None),
+            "stopped_by_time_limit": fold.get("stopped_by_time_limit"),
+            "best_epoch": fold.get("best_epoch"),
+            "train_time_s": times.get("train_s", times.get("train_epochs_s")),
+            "last_train_loss": history[-1].get("train_loss") if history else None,
+            "last_val_loss": history[-1].get("val_loss") if history else None,
+        },
+        "times_s": times,
+        "test": {"n": soft["n"], "n_per_class": {k: v["n"] for k, v in soft["per_class"].items()}},
+        "soft_vote": {
+            "accuracy": soft["accuracy"],
+            "balanced_accuracy": soft["balanced_accuracy"],
+            "per_class_accuracy": {k: v["accuracy"] for k, v in soft["per_class"].items()},
+            "mean_confidence_correct": soft["mean_confidence_correct"],
+            "mean_confidence_wrong": soft["mean_confidence_wrong"],
+            "confusion_matrix": soft["confusion_matrix"],
+            "class_names": soft["class_names"],
+        },
+        "majority_vote": {k: results["majority"]["metrics"]["karyotype"][k] for k in ("accuracy", "balanced_accuracy")}
+        | {
+            "per_class_accuracy": {
+                k: v["accuracy"] for k, v in results["majority"]["metrics"]["karyotype"]["per_class"].items()
+            }
+        },
+        "training_slides_check": seen,
+        # medseg.evaluation.karyotype_cells: the classical floor on the same chromosomes, and per-cell decisions
+        "baseline": _compact(soft.get("baseline")),
+        "per_cell_assignment": _compact(soft.get("learned")),
+        "most_confused_pairs": confused_pairs(soft["confusion_matrix"], soft["class_names"]),
+        "pixel_mean": results["soft"]["metrics"].get("mean"),
+        "report": str(work / "evaluation_soft" / "report.md"),
+        "licence": "derived from the M-FISH Image Set #1; notice: ../shared/data/mfish/README.TXT",
+    }
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
     mfish = args.mfish.resolve()
     if not mfish.is_dir():
         raise SystemExit(f"the real M-FISH set is not here ({mfish}); this benchmark needs it")
@@ -109,85 +225,62 @@ def main(argv: list[str] | None = None) -> Path:
     run_dir = runs / cfg["name"]
     times: dict[str, float] = {}
     if not (run_dir / "fold_0" / "model.json").is_file():
-        times["train_s"] = run(medseg + ["train", args.config, "--fold", "0", "--device", args.device,
-                                         "--set", f"data.mfish_source={mfish}",
-                                         "--set", f"output.root={runs}", "--set", f"train.iterations={args.steps}",
-                                         "--set", f"train.time_limit_minutes={args.time_limit}",
-                                         *[x for kv in args.sets for x in ("--set", kv)]], log, env)
+        times["train_s"] = run(
+            medseg
+            + [
+                "train",
+                args.config,
+                "--fold",
+                "0",
+                "--device",
+                args.device,
+                "--set",
+                f"data.mfish_source={mfish}",
+                "--set",
+                f"output.root={runs}",
+                "--set",
+                f"train.iterations={args.steps}",
+                "--set",
+                f"train.time_limit_minutes={args.time_limit}",
+                *[x for kv in args.sets for x in ("--set", kv)],
+            ],
+            log,
+            env,
+        )
         (work / "train_s.txt").write_text(f"{times['train_s']}\n")
     elif (work / "train_s.txt").is_file():  # trained by an earlier call of this script: its wall time
         times["train_s"] = float((work / "train_s.txt").read_text())
     results = {}
     for vote in ("soft", "majority"):
         out = work / f"evaluation_{vote}"
-        times[f"evaluate_{vote}_s"] = run(medseg + ["evaluate", run_dir, "--device", args.device, "-o", out,
-                                                    "--karyotype-vote", vote], log, env)
+        times[f"evaluate_{vote}_s"] = run(
+            medseg + ["evaluate", run_dir, "--device", args.device, "-o", out, "--karyotype-vote", vote], log, env
+        )
         results[vote] = json.loads((out / "metrics.json").read_text())
     soft = results["soft"]["metrics"]["karyotype"]
-    fold = json.loads((run_dir / "fold_0" / "summary.json").read_text()) \
-        if (run_dir / "fold_0" / "summary.json").is_file() else {}
-    history = json.loads((run_dir / "fold_0" / "history.json").read_text()) \
-        if (run_dir / "fold_0" / "history.json").is_file() else []
+    fold = _json_or(run_dir / "fold_0" / "summary.json", {})
+    history = _json_or(run_dir / "fold_0" / "history.json", [])
     trained_on = json.loads((run_dir / "fold_0" / "model.json").read_text()).get("data", {}).get("source")
     built = Path(trained_on).with_suffix(".json") if trained_on else None  # the set the run trained on
     built = built if built is not None and built.is_file() else None
     record = json.loads(built.read_text()) if built else {}
     if "train_s" not in times and history:  # trained by an earlier call: the epochs' own times
         times["train_epochs_s"] = round(sum(float(r.get("time_s") or 0) for r in history), 1)
-    seen = training_slides_accuracy(run_dir, built.with_suffix(".h5"), record.get("held_out_slides") or [],
-                                    device=args.device) if built else None
-    import torch
-    from record_run import device_name
-
-    from medseg.evaluation.karyotype_cells import confused_pairs
-
-    payload = {
-        "benchmark": "bench_mfish_karyotype",
-        "date": dt.date.today().isoformat(),
-        "device": f"{device_name(args.device)}, torch {torch.__version__}"
-                  + (", 1 thread, shared with other jobs" if args.device == "cpu" else ""),
-        "command": " ".join([f"OMP_NUM_THREADS={threads}", "python", "benchmarks/bench_mfish_karyotype.py",
-                             *(argv if argv is not None else sys.argv[1:])]),
-        "data": "REAL M-FISH",
-        "data_detail": f"isolated chromosomes of the labelled metaphases of {mfish} ({cfg['data']['path']}: "
-                       f"{record.get('image')}; canvas {record.get('canvas')}; {record.get('n_images')} chromosomes, "
-                       f"{record.get('n_train')} on training slides, {record.get('n_test')} on the held-out slides)",
-        "held_out_slides": record.get("held_out_slides"),
-        "set_left_out": record.get("left_out"),
-        "model": {"config": args.config, **cfg["model"], "batch_size": cfg["train"]["batch_size"], "overrides": args.sets,
-                  "loss": ("cross-entropy per chromosome (the model's own)" if cfg["model"]["name"] ==
-                           "chromosome_classifier" else "per-pixel cross-entropy"),
-                  "augment": cfg.get("augment"), "in_model_augment": bool(cfg["model"].get("augment"))},
-        "train": {"steps_budget": args.steps, "time_limit_minutes": args.time_limit,
-                  "epochs_run": len(history), "steps_run": fold.get("steps", history[-1].get("steps") if history else None),
-                  "stopped_by_time_limit": fold.get("stopped_by_time_limit"), "best_epoch": fold.get("best_epoch"),
-                  "train_time_s": times.get("train_s", times.get("train_epochs_s")),
-                  "last_train_loss": history[-1].get("train_loss") if history else None,
-                  "last_val_loss": history[-1].get("val_loss") if history else None},
-        "times_s": times,
-        "test": {"n": soft["n"], "n_per_class": {k: v["n"] for k, v in soft["per_class"].items()}},
-        "soft_vote": {"accuracy": soft["accuracy"], "balanced_accuracy": soft["balanced_accuracy"],
-                      "per_class_accuracy": {k: v["accuracy"] for k, v in soft["per_class"].items()},
-                      "mean_confidence_correct": soft["mean_confidence_correct"],
-                      "mean_confidence_wrong": soft["mean_confidence_wrong"],
-                      "confusion_matrix": soft["confusion_matrix"], "class_names": soft["class_names"]},
-        "majority_vote": {k: results["majority"]["metrics"]["karyotype"][k] for k in ("accuracy", "balanced_accuracy")}
-        | {"per_class_accuracy": {k: v["accuracy"] for k, v in
-                                  results["majority"]["metrics"]["karyotype"]["per_class"].items()}},
-        "training_slides_check": seen,
-        # medseg.evaluation.karyotype_cells: the classical floor on the same chromosomes, and per-cell decisions
-        "baseline": _compact(soft.get("baseline")),
-        "per_cell_assignment": _compact(soft.get("learned")),
-        "most_confused_pairs": confused_pairs(soft["confusion_matrix"], soft["class_names"]),
-        "pixel_mean": results["soft"]["metrics"].get("mean"),
-        "report": str(work / "evaluation_soft" / "report.md"),
-        "licence": "derived from the M-FISH Image Set #1; notice: ../shared/data/mfish/README.TXT",
-    }
+    seen = (
+        training_slides_accuracy(
+            run_dir, built.with_suffix(".h5"), record.get("held_out_slides") or [], device=args.device
+        )
+        if built
+        else None
+    )
+    payload = payload_of(args, argv, threads, mfish, work, cfg, times, results, fold, history, record, seen)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
-    print(f"soft vote: accuracy {soft['accuracy']:.3f}, balanced {soft['balanced_accuracy']:.3f} on {soft['n']} test "
-          f"chromosomes of {', '.join(record.get('held_out_slides') or [])}; majority: "
-          f"{payload['majority_vote']['accuracy']:.3f} → {args.out}")
+    print(
+        f"soft vote: accuracy {soft['accuracy']:.3f}, balanced {soft['balanced_accuracy']:.3f} on {soft['n']} test "
+        f"chromosomes of {', '.join(record.get('held_out_slides') or [])}; majority: "
+        f"{payload['majority_vote']['accuracy']:.3f} → {args.out}"
+    )
     return args.out
 
 

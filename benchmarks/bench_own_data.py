@@ -1,7 +1,8 @@
 """Own data, three ways, same wall-clock budget: `medseg plan` + `train` vs a MONAI UNet in medseg vs a plain
 PyTorch loop.
 
-    python benchmarks/bench_own_data.py [--minutes 3] [--datasets mfish synth] [--out benchmarks/results/own_data_cpu.json]
+    python benchmarks/bench_own_data.py [--minutes 3] [--datasets mfish synth]
+        [--out benchmarks/results/own_data_cpu.json]
 
 Data (each a folder of images/ + masks/, the layout a user brings):
 
@@ -68,10 +69,14 @@ def make_data(name: str, work: Path, env: dict, log: Path) -> tuple[Path, list[s
     if name == "synth":
         if not (folder / "images").is_dir():
             h5 = work / "synth_pairs.h5"
-            run(medseg + ["data", "synth", str(h5), "--n-pairs", "400", "--n-chromosomes", "12", "--seed", "7"], log, env)
+            run(
+                medseg + ["data", "synth", str(h5), "--n-pairs", "400", "--n-chromosomes", "12", "--seed", "7"],
+                log,
+                env,
+            )
             run(medseg + ["data", "export", str(h5), str(folder)], log, env)
         names = sorted(p.stem for p in (folder / "images").glob("*.png"))
-        return folder, names[int(0.8 * len(names)):]
+        return folder, names[int(0.8 * len(names)) :]
     raise SystemExit(f"unknown data set {name!r}")
 
 
@@ -80,14 +85,34 @@ def evaluate_medseg(run_dir: Path) -> dict:
     return {k: {"dice": v["dice"], "iou": v["iou"]} for k, v in m["per_class"].items() if "dice" in v}
 
 
-def medseg_method(name: str, folder: Path, split: Path, classes: str, minutes: float, work: Path, env: dict,
-                  log: Path, model: dict | None) -> dict:
+def medseg_method(
+    name: str,
+    folder: Path,
+    split: Path,
+    classes: str,
+    minutes: float,
+    work: Path,
+    env: dict,
+    log: Path,
+    model: dict | None,
+) -> dict:
     medseg = [sys.executable, "-m", "medseg"]
     plan = work / f"{folder.name}_{name}.yaml"
     run(medseg + ["plan", str(folder), "-o", str(plan), "--classes", classes], log, env)
-    sets = ["--set", f"splits.file={split}", "--set", "splits.val_fraction=0", "--set", f"name={folder.name}_{name}",
-            "--set", f"output.root={work / 'runs'}", "--set", f"train.time_limit_minutes={minutes}",
-            "--set", "evaluate.tta=false"]  # all three are scored without test-time augmentation
+    sets = [
+        "--set",
+        f"splits.file={split}",
+        "--set",
+        "splits.val_fraction=0",
+        "--set",
+        f"name={folder.name}_{name}",
+        "--set",
+        f"output.root={work / 'runs'}",
+        "--set",
+        f"train.time_limit_minutes={minutes}",
+        "--set",
+        "evaluate.tta=false",
+    ]  # all three are scored without test-time augmentation
     if model is not None:
         sets += ["--set", "model=" + json.dumps(model)]
     t_train = run(medseg + ["train", str(plan), *sets], log, env)
@@ -95,8 +120,14 @@ def medseg_method(name: str, folder: Path, split: Path, classes: str, minutes: f
     t_eval = run(medseg + ["evaluate", str(run_dir)], log, env)
     summary = json.loads((run_dir / "fold_0" / "summary.json").read_text())
     cfg_text = (run_dir / "fold_0" / "config.yaml").read_text()
-    return {"train_wall_s": round(t_train, 1), "evaluate_wall_s": round(t_eval, 1), "steps": summary["steps"],
-            "epochs": summary["epochs_run"], "per_class": evaluate_medseg(run_dir), "config": cfg_text}
+    return {
+        "train_wall_s": round(t_train, 1),
+        "evaluate_wall_s": round(t_eval, 1),
+        "steps": summary["steps"],
+        "epochs": summary["epochs_run"],
+        "per_class": evaluate_medseg(run_dir),
+        "config": cfg_text,
+    }
 
 
 def plain_loop(folder: Path, test: list[str], class_names: list[str], minutes: float) -> dict:
@@ -125,8 +156,14 @@ def plain_loop(folder: Path, test: list[str], class_names: list[str], minutes: f
     pad = SpatialPadd(["image", "label"], spatial_size=(crop, crop))
     cropper = RandSpatialCropd(["image", "label"], roi_size=(crop, crop), random_size=False)
     cropper.set_random_state(0)
-    net = UNet(spatial_dims=2, in_channels=1, out_channels=n_classes, channels=MONAI_CPU["channels"],
-               strides=MONAI_CPU["strides"], num_res_units=2)
+    net = UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=n_classes,
+        channels=MONAI_CPU["channels"],
+        strides=MONAI_CPU["strides"],
+        num_res_units=2,
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     rng = np.random.default_rng(0)
@@ -149,14 +186,19 @@ def plain_loop(folder: Path, test: list[str], class_names: list[str], minutes: f
     with torch.inference_mode():
         for stem in test:
             img, lab = load(stem)
-            logits = sliding_window_inference(torch.as_tensor(img)[None], (crop, crop), 2, net, overlap=0.5,
-                                              mode="gaussian")
+            logits = sliding_window_inference(
+                torch.as_tensor(img)[None], (crop, crop), 2, net, overlap=0.5, mode="gaussian"
+            )
             metrics.update(logits.argmax(1), torch.as_tensor(lab))
     agg = metrics.aggregate()["per_class"]
-    return {"train_wall_s": round(t_train, 1), "evaluate_wall_s": round(time.perf_counter() - t1, 1), "steps": steps,
-            "per_class": {k: {"dice": v["dice"], "iou": v["iou"]} for k, v in agg.items() if "dice" in v},
-            "config": f"MONAI UNet {MONAI_CPU['channels']}, 2 residual units; random {crop}² crops, batch 2, Adam 1e-3, "
-                      f"DiceCE; sliding window {crop}², overlap 0.5, gaussian"}
+    return {
+        "train_wall_s": round(t_train, 1),
+        "evaluate_wall_s": round(time.perf_counter() - t1, 1),
+        "steps": steps,
+        "per_class": {k: {"dice": v["dice"], "iou": v["iou"]} for k, v in agg.items() if "dice" in v},
+        "config": f"MONAI UNet {MONAI_CPU['channels']}, 2 residual units; random {crop}² crops, batch 2, Adam 1e-3, "
+        f"DiceCE; sliding window {crop}², overlap 0.5, gaussian",
+    }
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -173,23 +215,33 @@ def main(argv: list[str] | None = None) -> Path:
     import torch
 
     torch.set_num_threads(int(threads))
-    classes = {"mfish": "background,chromosome,overlap",
-               "synth": "background,chromosome_alpha,chromosome_beta,overlap"}
-    results = {"issue": 12, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "command": "python benchmarks/bench_own_data.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                         f"{threads} torch threads)", "minutes_per_method": args.minutes, "datasets": {}}
+    classes = {"mfish": "background,chromosome,overlap", "synth": "background,chromosome_alpha,chromosome_beta,overlap"}
+    results = {
+        "issue": 12,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench_own_data.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{threads} torch threads)",
+        "minutes_per_method": args.minutes,
+        "datasets": {},
+    }
     for name in args.datasets:
         folder, test = make_data(name, args.work, env, log)
         split = args.work / f"{name}_split.yaml"
         split.write_text(json.dumps({"test": test}))
-        entry = {"data": "REAL M-FISH metaphases (../shared/data/mfish), 3 classes" if name == "mfish"
-                 else "SYNTHESIZED overlapping chromosome pairs (medseg data synth), 4 classes",
-                 "n_test": len(test), "methods": {}}
-        entry["methods"]["medseg_plan"] = medseg_method("plan", folder, split, classes[name], args.minutes,
-                                                        args.work, env, log, None)
-        entry["methods"]["medseg_monai_unet"] = medseg_method("monai", folder, split, classes[name], args.minutes,
-                                                              args.work, env, log, MONAI_CPU)
+        entry = {
+            "data": "REAL M-FISH metaphases (../shared/data/mfish), 3 classes"
+            if name == "mfish"
+            else "SYNTHESIZED overlapping chromosome pairs (medseg data synth), 4 classes",
+            "n_test": len(test),
+            "methods": {},
+        }
+        entry["methods"]["medseg_plan"] = medseg_method(
+            "plan", folder, split, classes[name], args.minutes, args.work, env, log, None
+        )
+        entry["methods"]["medseg_monai_unet"] = medseg_method(
+            "monai", folder, split, classes[name], args.minutes, args.work, env, log, MONAI_CPU
+        )
         entry["methods"]["plain_pytorch"] = plain_loop(folder, test, classes[name].split(","), args.minutes)
         results["datasets"][name] = entry
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -49,9 +49,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CT_CLASSES = {"liver": 5, "spleen": 1, "stomach": 6, "colon": 20}  # TotalSegmentator "total" ids
 CT_TRAIN, CT_TEST = range(0, 20), range(22, 30)
 CLASSES = {"mfish": "background,chromosome,overlap", "ct": "background," + ",".join(CT_CLASSES)}
-DATA = {"mfish": "REAL M-FISH metaphases (../shared/data/mfish), 3 classes",
-        "ct": "REAL CT (TotalSegmentator example_ct_sm, labels = TotalSegmentator's predictions), 2D axial "
-              "slices, 5 classes"}
+DATA = {
+    "mfish": "REAL M-FISH metaphases (../shared/data/mfish), 3 classes",
+    "ct": "REAL CT (TotalSegmentator example_ct_sm, labels = TotalSegmentator's predictions), 2D axial "
+    "slices, 5 classes",
+}
 
 
 def make_ct(work: Path) -> tuple[Path, list[str]]:
@@ -74,8 +76,10 @@ def make_ct(work: Path) -> tuple[Path, list[str]]:
         for z in (*CT_TRAIN, *CT_TEST):
             Image.fromarray(np.ascontiguousarray(grey[:, :, z].T)).save(tmp / "images" / f"slice_{z:02d}.png")
             Image.fromarray(np.ascontiguousarray(label[:, :, z].T)).save(tmp / "masks" / f"slice_{z:02d}.png")
-        (tmp / "NOTICE.txt").write_text("Derived from TotalSegmentator's example_ct_sm.nii.gz / example_seg.nii.gz "
-                                        "(Apache-2.0, see ../shared/data/ct/totalsegmentator/LICENSE).\n")
+        (tmp / "NOTICE.txt").write_text(
+            "Derived from TotalSegmentator's example_ct_sm.nii.gz / example_seg.nii.gz "
+            "(Apache-2.0, see ../shared/data/ct/totalsegmentator/LICENSE).\n"
+        )
         tmp.rename(folder)
     return folder, [f"slice_{z:02d}" for z in CT_TEST]
 
@@ -92,16 +96,20 @@ def one(job: tuple[str, float, Path, tuple[str, ...]]) -> tuple[str, float, dict
     torch.set_num_threads(1)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDSEG_THREADS": "1", "MEDSEG_HOME": str(work / "home")}
     log = work / f"{name}_{minutes:g}min.log"
-    folder, test = (make_ct(work) if name == "ct" else make_data(name, work, env, log))
+    folder, test = make_ct(work) if name == "ct" else make_data(name, work, env, log)
     split = work / f"{name}_split.yaml"
     split.write_text(json.dumps({"test": test}))
     runs = work / f"budget_{minutes:g}"
     runs.mkdir(parents=True, exist_ok=True)
-    make = {"medseg": lambda: medseg_method(f"plan_{minutes:g}", folder, split, CLASSES[name], minutes, runs, env,
-                                            log, None),
-            "monai_loop": lambda: plain_loop(folder, test, CLASSES[name].split(","), minutes),
-            "medseg_monai_net": lambda: medseg_method(f"monai_{minutes:g}", folder, split, CLASSES[name], minutes, runs,
-                                                      env, log, MONAI_CPU)}
+    make = {
+        "medseg": lambda: medseg_method(
+            f"plan_{minutes:g}", folder, split, CLASSES[name], minutes, runs, env, log, None
+        ),
+        "monai_loop": lambda: plain_loop(folder, test, CLASSES[name].split(","), minutes),
+        "medseg_monai_net": lambda: medseg_method(
+            f"monai_{minutes:g}", folder, split, CLASSES[name], minutes, runs, env, log, MONAI_CPU
+        ),
+    }
     out = {m: make[m]() for m in methods}
     for r in out.values():
         r["mean_foreground_dice"] = mean_dice(r["per_class"])
@@ -119,10 +127,26 @@ def step_costs(repeats: int = 6) -> dict:
     from medseg.models import build_model
 
     torch.set_num_threads(1)
-    nets = {"medseg_unet_base8": build_model("unet", in_channels=1, out_channels=5, depth=4, base_channels=8,
-                                             max_channels=512, norm="instance", act="leakyrelu"),
-            "monai_unet_16_256": UNet(spatial_dims=2, in_channels=1, out_channels=5, channels=MONAI_CPU["channels"],
-                                      strides=MONAI_CPU["strides"], num_res_units=2)}
+    nets = {
+        "medseg_unet_base8": build_model(
+            "unet",
+            in_channels=1,
+            out_channels=5,
+            depth=4,
+            base_channels=8,
+            max_channels=512,
+            norm="instance",
+            act="leakyrelu",
+        ),
+        "monai_unet_16_256": UNet(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=5,
+            channels=MONAI_CPU["channels"],
+            strides=MONAI_CPU["strides"],
+            num_res_units=2,
+        ),
+    }
     out = {name: {"params_m": round(sum(p.numel() for p in net.parameters()) / 1e6, 2)} for name, net in nets.items()}
     for shape in ((2, 1, 96, 112), (2, 1, 224, 256)):
         x = torch.randn(*shape)
@@ -147,15 +171,22 @@ def figure(results: dict, path: Path) -> None:
 
     names = list(results["datasets"])
     fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         budgets = results["datasets"][name]["budgets"]
         minutes = sorted(budgets, key=float)
-        labels = {"medseg": "medseg (planned)", "monai_loop": "plain MONAI UNet loop",
-                  "medseg_monai_net": "medseg's plan, MONAI's UNet"}
+        labels = {
+            "medseg": "medseg (planned)",
+            "monai_loop": "plain MONAI UNet loop",
+            "medseg_monai_net": "medseg's plan, MONAI's UNet",
+        }
         for method, style in (("medseg", "o-"), ("monai_loop", "s--"), ("medseg_monai_net", "^:")):
             if method in budgets[minutes[0]]:
-                ax.plot([float(m) for m in minutes], [100 * budgets[m][method]["mean_foreground_dice"] for m in minutes],
-                        style, label=labels[method])
+                ax.plot(
+                    [float(m) for m in minutes],
+                    [100 * budgets[m][method]["mean_foreground_dice"] for m in minutes],
+                    style,
+                    label=labels[method],
+                )
         ax.set_title(results["datasets"][name]["data"].split(" (")[0] + f" — {name}", fontsize=9)
         ax.set_xlabel("training wall time, minutes (1 CPU thread)")
         ax.set_ylabel("mean foreground Dice, % (test)")
@@ -173,15 +204,22 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--work", type=Path, default=Path("/tmp/medseg_bench_peer"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peer_cpu.json")
     ap.add_argument("--parallel", type=int, default=2, help="jobs (data set × budget) at a time, one thread each")
-    ap.add_argument("--methods", default="medseg,monai_loop", help="comma-separated: medseg, monai_loop, "
-                                                                     "medseg_monai_net")
-    ap.add_argument("--step-cost-only", action="store_true",
-                    help="only time one training step of each network (step_cost_ms) into --out, keeping the rest")
+    ap.add_argument(
+        "--methods", default="medseg,monai_loop", help="comma-separated: medseg, monai_loop, medseg_monai_net"
+    )
+    ap.add_argument(
+        "--step-cost-only",
+        action="store_true",
+        help="only time one training step of each network (step_cost_ms) into --out, keeping the rest",
+    )
     args = ap.parse_args(argv)
     if args.step_cost_only:
         results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-        results["step_cost_ms"] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                   "command": "python benchmarks/bench_peer.py --step-cost-only", **step_costs()}
+        results["step_cost_ms"] = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": "python benchmarks/bench_peer.py --step-cost-only",
+            **step_costs(),
+        }
         args.out.write_text(json.dumps(results, indent=1) + "\n")
         print(json.dumps(results["step_cost_ms"], indent=1))
         return args.out
@@ -189,26 +227,34 @@ def main(argv: list[str] | None = None) -> Path:
     for name in args.datasets:  # made once, before the jobs share them
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDSEG_HOME": str(args.work / "home")}
         make_ct(args.work) if name == "ct" else make_data(name, args.work, env, args.work / "data.log")
-    results = {"benchmark": "bench_peer", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "command": "python benchmarks/bench_peer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), 1 torch "
-                         f"thread a job, {args.parallel} job(s) at a time",
-               "datasets": {n: {"data": DATA[n], "budgets": {}} for n in args.datasets}}
+    results = {
+        "benchmark": "bench_peer",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench_peer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "device": f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), 1 torch "
+        f"thread a job, {args.parallel} job(s) at a time",
+        "datasets": {n: {"data": DATA[n], "budgets": {}} for n in args.datasets},
+    }
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     jobs = [(n, m, args.work, methods) for m in sorted(args.minutes, reverse=True) for n in args.datasets]
     with ProcessPoolExecutor(max_workers=args.parallel) as pool:
         for name, minutes, out in pool.map(one, jobs):
             results["datasets"][name]["budgets"][f"{minutes:g}"] = out
-            print(f"{name:6s} {minutes:4g} min  " + "  ".join(
-                f"{m}: {r['steps']} steps, Dice {100 * r['mean_foreground_dice']:.1f} %" for m, r in out.items()),
-                flush=True)
+            print(
+                f"{name:6s} {minutes:4g} min  "
+                + "  ".join(
+                    f"{m}: {r['steps']} steps, Dice {100 * r['mean_foreground_dice']:.1f} %" for m, r in out.items()
+                ),
+                flush=True,
+            )
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(results, indent=1) + "\n")
     for entry in results["datasets"].values():
         b = entry["budgets"]
         if all("medseg" in r and "monai_loop" in r for r in b.values()):
             entry["medseg_ahead_at_every_budget"] = all(
-                r["medseg"]["mean_foreground_dice"] > r["monai_loop"]["mean_foreground_dice"] for r in b.values())
+                r["medseg"]["mean_foreground_dice"] > r["monai_loop"]["mean_foreground_dice"] for r in b.values()
+            )
     results["step_cost_ms"] = step_costs()
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     figure(results, args.out.with_suffix(".png"))

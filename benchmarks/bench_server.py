@@ -57,8 +57,13 @@ REPO_ROOT = BENCH_DIR.parent
 USER, PASSWORD = "bench", "bench-password-123"
 FORMATS = ("nifti", "dicom")
 # the job's progress at the end of each stage (medseg.server.jobs.Worker._segment)
-STAGES = {"read": (0.02, 0.1), "predict": (0.1, 0.75), "exports": (0.75, 0.8), "slices": (0.8, 0.95),
-          "summary_publish": (0.95, 1.0)}
+STAGES = {
+    "read": (0.02, 0.1),
+    "predict": (0.1, 0.75),
+    "exports": (0.75, 0.8),
+    "slices": (0.8, 0.95),
+    "summary_publish": (0.95, 1.0),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,10 +72,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shape", default="72,256,256", help="phantom D,H,W [72,256,256, as in the thesis]")
     p.add_argument("--spacing", default="3,1,1", help="phantom voxel spacing in mm, D,H,W [3,1,1]")
     p.add_argument("--format", default="nifti", help=f"comma-separated: {', '.join(FORMATS)} [nifti]")
-    p.add_argument("--slice-requests", type=int, default=None,
-                   help="warm slice requests, cycling over the slices [3 passes: 6 × slices]")
-    p.add_argument("--no-during-job", dest="during_job", action="store_false",
-                   help="skip the slice requests made while a second job runs")
+    p.add_argument(
+        "--slice-requests",
+        type=int,
+        default=None,
+        help="warm slice requests, cycling over the slices [3 passes: 6 × slices]",
+    )
+    p.add_argument(
+        "--no-during-job",
+        dest="during_job",
+        action="store_false",
+        help="skip the slice requests made while a second job runs",
+    )
     p.add_argument("--device", default="auto", help="medseg serve --device: auto, cpu, cuda [auto]")
     p.add_argument("--poll", type=float, default=0.05, help="seconds between status requests [0.05]")
     p.add_argument("--seed", type=int, default=0, help="phantom seed [0]")
@@ -111,8 +124,14 @@ def child_env() -> dict:
 @contextmanager
 def running_server(home: Path, model: Path, device: str):
     """``medseg serve`` on a free port with user ``bench``; yields (base URL, seconds until /api/health)."""
-    made = subprocess.run(medseg("users", "add", USER, "--password-stdin", "--home", str(home)), env=child_env(),
-                          input=PASSWORD + "\n", text=True, capture_output=True, check=False)
+    made = subprocess.run(
+        medseg("users", "add", USER, "--password-stdin", "--home", str(home)),
+        env=child_env(),
+        input=PASSWORD + "\n",
+        text=True,
+        capture_output=True,
+        check=False,
+    )
     if made.returncode:
         raise SystemExit(f"medseg users add failed:\n{made.stdout}{made.stderr}")
     with socket.socket() as s:
@@ -121,9 +140,24 @@ def running_server(home: Path, model: Path, device: str):
     log_path = home / "serve.log"
     t0 = time.perf_counter()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(medseg("serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-                                       "--home", str(home), "--device", device),
-                                stdout=log, stderr=subprocess.STDOUT, env=child_env())
+        proc = subprocess.Popen(
+            medseg(
+                "serve",
+                "--model",
+                str(model),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--home",
+                str(home),
+                "--device",
+                device,
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(),
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -196,9 +230,13 @@ def stats(ms: list[float]) -> dict:
     if not ms:
         return {"n": 0}
     a = np.asarray(ms)
-    return {"n": len(ms), "p50_ms": round(float(np.percentile(a, 50)), 2),
-            "p95_ms": round(float(np.percentile(a, 95)), 2), "max_ms": round(float(a.max()), 2),
-            "mean_ms": round(float(a.mean()), 2)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "max_ms": round(float(a.max()), 2),
+        "mean_ms": round(float(a.mean()), 2),
+    }
 
 
 def fetch_slices(client: httpx.Client, template: str, order: list[int], until=None) -> tuple[list[float], int]:
@@ -221,8 +259,10 @@ def bench_format(fmt: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         tmp = Path(tmp)
         path = write_input(fmt, args.shape, args.spacing, args.seed, tmp)
-        with running_server(tmp / "home", args.model, args.device) as (url, start_s), \
-                httpx.Client(base_url=url, timeout=600) as client:
+        with (
+            running_server(tmp / "home", args.model, args.device) as (url, start_s),
+            httpx.Client(base_url=url, timeout=600) as client,
+        ):
             token = client.post("/api/login", json={"username": USER, "password": PASSWORD}).raise_for_status()
             client.headers["Authorization"] = f"Bearer {token.json()['token']}"
             client.cookies.clear()
@@ -230,8 +270,9 @@ def bench_format(fmt: str, args: argparse.Namespace) -> dict:
             body = path.read_bytes()
 
             t0 = time.perf_counter()
-            r = client.post("/api/studies", files=[("files", (path.name, io.BytesIO(body)))],
-                            data={"model": model["id"]})
+            r = client.post(
+                "/api/studies", files=[("files", (path.name, io.BytesIO(body)))], data={"model": model["id"]}
+            )
             upload_s = time.perf_counter() - t0
             if r.status_code != 201:
                 raise SystemExit(f"upload refused ({r.status_code}): {r.text}")
@@ -252,14 +293,17 @@ def bench_format(fmt: str, args: argparse.Namespace) -> dict:
                 rerun = client.post(f"/api/studies/{study['id']}/rerun", json={"model": model["id"]}).raise_for_status()
                 rerun_path = f"/api/results/{rerun.json()['id']}"
                 t1 = time.perf_counter()
+
                 def rerun_done() -> bool:
                     return client.get(rerun_path).json()["status"] == "done"
 
                 while not rerun_done():
                     during += fetch_slices(client, template, list(range(n)), until=rerun_done)[0]
                 rerun_result = client.get(rerun_path).json()
-                during_info = {"job_s": (rerun_result.get("summary") or {}).get("seconds"),
-                               "wall_s": round(time.perf_counter() - t1, 3)}
+                during_info = {
+                    "job_s": (rerun_result.get("summary") or {}).get("seconds"),
+                    "wall_s": round(time.perf_counter() - t1, 3),
+                }
 
         return {
             "format": fmt,
@@ -298,17 +342,32 @@ def print_table(results: list[dict], title: str) -> None:
     if not console.is_terminal:
         console = Console(width=max(console.width, 140))
     table = Table(title=title)
-    for col in ("format", "MB", "upload s", "end-to-end s", "job s", "slices s", "cold p50/p95/max ms",
-                "warm p50/p95/max ms", "during job p50/p95/max ms"):
+    for col in (
+        "format",
+        "MB",
+        "upload s",
+        "end-to-end s",
+        "job s",
+        "slices s",
+        "cold p50/p95/max ms",
+        "warm p50/p95/max ms",
+        "during job p50/p95/max ms",
+    ):
         table.add_column(col, justify="left" if col == "format" else "right", no_wrap=True)
     for r in results:
         s = r["slice_requests"]
-        table.add_row(r["format"], f"{r['input_bytes'] / 2**20:.1f}", f"{r['upload_s']:.2f}",
-                      f"{r['end_to_end_s']:.2f}",
-                      "—" if r["job_s"] is None else f"{r['job_s']:.2f}",
-                      "—" if r["slices_prepare_s"] is None else f"{r['slices_prepare_s']:.2f}",
-                      *("/".join(ms(s[phase], k) for k in ("p50_ms", "p95_ms", "max_ms"))
-                        for phase in ("cold", "warm", "during_job")))
+        table.add_row(
+            r["format"],
+            f"{r['input_bytes'] / 2**20:.1f}",
+            f"{r['upload_s']:.2f}",
+            f"{r['end_to_end_s']:.2f}",
+            "—" if r["job_s"] is None else f"{r['job_s']:.2f}",
+            "—" if r["slices_prepare_s"] is None else f"{r['slices_prepare_s']:.2f}",
+            *(
+                "/".join(ms(s[phase], k) for k in ("p50_ms", "p95_ms", "max_ms"))
+                for phase in ("cold", "warm", "during_job")
+            ),
+        )
     console.print(table)
 
 
@@ -322,13 +381,19 @@ def main(argv: list[str] | None = None) -> int:
     host.pop("torch_threads", None)  # the client's; the server's worker uses cores - 1 (ServerSettings)
     report = {
         "benchmark": "server_end_to_end",
-        "date": _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
         "host": host,
         "settings": {
-            "model": str(args.model), "formats": args.formats, "shape": list(args.shape), "spacing": list(args.spacing),
-            "phantom_seed": args.seed, "device": args.device, "poll_s": args.poll,
-            "slice_requests_warm": args.slice_requests, "during_job": args.during_job,
+            "model": str(args.model),
+            "formats": args.formats,
+            "shape": list(args.shape),
+            "spacing": list(args.spacing),
+            "phantom_seed": args.seed,
+            "device": args.device,
+            "poll_s": args.poll,
+            "slice_requests_warm": args.slice_requests,
+            "during_job": args.during_job,
             "client": "httpx, one keep-alive connection, requests one after the other",
             "server": "medseg serve (uvicorn, one worker thread, torch threads = cores - 1), fresh home per format",
         },
@@ -341,8 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         report["host"][f"loadavg_after_{fmt}"] = load_average()
         report["complete"] = i == len(args.formats) - 1
         write_json_atomic(report, out)
-    print_table(report["results"], f"medseg serve, {'×'.join(map(str, args.shape))} phantom, {tag}, "
-                                   f"load average at start {report['host']['loadavg_at_start']}")
+    print_table(
+        report["results"],
+        f"medseg serve, {'×'.join(map(str, args.shape))} phantom, {tag}, "
+        f"load average at start {report['host']['loadavg_at_start']}",
+    )
     print(f"wrote {out}")
     return 0
 

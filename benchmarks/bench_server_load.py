@@ -51,8 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", default="viewer,slices", help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--seconds", type=float, default=8.0, help="per user count, mode and pacing")
     p.add_argument("--pace", type=float, default=0.25, help="seconds per slice of a paced slices user")
-    p.add_argument("--view-seconds", type=float, default=18.0,
-                   help="a paced viewer's time on a study before re-opening it (72 slices × 250 ms)")
+    p.add_argument(
+        "--view-seconds",
+        type=float,
+        default=18.0,
+        help="a paced viewer's time on a study before re-opening it (72 slices × 250 ms)",
+    )
     p.add_argument("--job-users", type=int, default=20, help="unpaced viewers while the job under load runs")
     p.add_argument("--shape", default="72,256,256")
     p.add_argument("--device", default="cpu")
@@ -74,8 +78,11 @@ def stats(ms: list[float]) -> dict:
     if not ms:
         return {"n": 0}
     a = np.asarray(ms)
-    return {"n": len(ms), **{f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 95, 99)},
-            "max_ms": round(float(a.max()), 2)}
+    return {
+        "n": len(ms),
+        **{f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 95, 99)},
+        "max_ms": round(float(a.max()), 2),
+    }
 
 
 class Load:
@@ -138,18 +145,27 @@ class Load:
 
 async def run_level(url, token, result, users, mode, paced, args, during=None) -> dict:
     load = Load(url, token, result)
-    user = (lambda: load.viewer(paced, args.view_seconds)) if mode == "viewer" else \
-        (lambda: load.slices(paced, args.pace))
+    user = (
+        (lambda: load.viewer(paced, args.view_seconds)) if mode == "viewer" else (lambda: load.slices(paced, args.pace))
+    )
     tasks = [asyncio.create_task(user()) for _ in range(users)]
     t0 = time.perf_counter()
     extra = await during() if during is not None else await asyncio.sleep(args.seconds)
     load.stop.set()
     await asyncio.gather(*tasks)
     seconds = time.perf_counter() - t0
-    return {"users": users, "mode": mode, "paced": paced, "seconds": round(seconds, 2), "errors": load.errors,
-            "error_kinds": dict(load.error_kinds),
-            "requests_per_s": round(len(load.ms) / seconds, 1), "latency": stats(load.ms),
-            "load_average": load_average(), **(extra or {})}
+    return {
+        "users": users,
+        "mode": mode,
+        "paced": paced,
+        "seconds": round(seconds, 2),
+        "errors": load.errors,
+        "error_kinds": dict(load.error_kinds),
+        "requests_per_s": round(len(load.ms) / seconds, 1),
+        "latency": stats(load.ms),
+        "load_average": load_average(),
+        **(extra or {}),
+    }
 
 
 async def submit_and_wait(url: str, token: str, study_id: str, model_id: str, upload: Path | None) -> dict:
@@ -159,8 +175,12 @@ async def submit_and_wait(url: str, token: str, study_id: str, model_id: str, up
         out = {}
         if upload is not None:
             t = time.perf_counter()
-            r = await client.post(url + "/api/studies", headers=headers, data={"model": model_id},
-                                  files=[("files", (upload.name, upload.read_bytes()))])
+            r = await client.post(
+                url + "/api/studies",
+                headers=headers,
+                data={"model": model_id},
+                files=[("files", (upload.name, upload.read_bytes()))],
+            )
             out["upload_s"] = round(time.perf_counter() - t, 3)
             r.raise_for_status()
         t = time.perf_counter()
@@ -190,11 +210,22 @@ def figure(levels: list[dict], path: Path) -> None:
                 continue
             users = [r["users"] for r in rows]
             label = f"{mode}, {'paced' if paced else 'unpaced'}"
-            line, = ax.plot(users, [r["latency"]["p95_ms"] for r in rows], "o-", label=f"{label}: p95")
-            ax.plot(users, [r["latency"]["p50_ms"] for r in rows], "o--", color=line.get_color(), alpha=0.6,
-                    label=f"{label}: p50")
-    ax.set(xlabel="simulated users", ylabel="ms per request", xscale="log", yscale="log",
-           title="medseg serve on localhost: request latency against users")
+            (line,) = ax.plot(users, [r["latency"]["p95_ms"] for r in rows], "o-", label=f"{label}: p95")
+            ax.plot(
+                users,
+                [r["latency"]["p50_ms"] for r in rows],
+                "o--",
+                color=line.get_color(),
+                alpha=0.6,
+                label=f"{label}: p50",
+            )
+    ax.set(
+        xlabel="simulated users",
+        ylabel="ms per request",
+        xscale="log",
+        yscale="log",
+        title="medseg serve on localhost: request latency against users",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -210,34 +241,68 @@ async def bench(args: argparse.Namespace, url: str, startup_s: float, folder: Pa
     upload = write_input("nifti", shape, (3.0, 1.0, 1.0), 0, folder)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(timeout=300) as client:
-        study = (await client.post(url + "/api/studies", headers=headers, data={"model": model_id},
-                                   files=[("files", (upload.name, upload.read_bytes()))])).raise_for_status().json()
+        study = (
+            (
+                await client.post(
+                    url + "/api/studies",
+                    headers=headers,
+                    data={"model": model_id},
+                    files=[("files", (upload.name, upload.read_bytes()))],
+                )
+            )
+            .raise_for_status()
+            .json()
+        )
     alone_first = await submit_and_wait(url, token, study["id"], model_id, None)  # loads the model
     alone = await submit_and_wait(url, token, study["id"], model_id, upload)
     async with httpx.AsyncClient(timeout=30) as client:
-        result = next(r for r in (await client.get(f"{url}/api/studies/{study['id']}", headers=headers)).json()[
-            "results"] if r["status"] == "done")
+        result = next(
+            r
+            for r in (await client.get(f"{url}/api/studies/{study['id']}", headers=headers)).json()["results"]
+            if r["status"] == "done"
+        )
     levels = []
     for users in args.user_counts:
         for mode in args.mode_list:
             for paced in (True, False):
                 row = await run_level(url, token, result, users, mode, paced, args)
                 levels.append(row)
-                print(f"{users:4d} users {mode:7s} {'paced' if paced else 'unpaced':8s} "
-                      f"{row['requests_per_s']:7.1f} req/s  p50 {row['latency'].get('p50_ms')} ms  "
-                      f"p95 {row['latency'].get('p95_ms')} ms  errors {row['errors']}", flush=True)
-    under = await run_level(url, token, result, args.job_users, "viewer", False, args,
-                            during=lambda: submit_and_wait(url, token, study["id"], model_id, upload))
-    return {"startup_s": round(startup_s, 2), "job_alone": alone, "job_alone_first": alone_first,
-            "job_under_load": under,
-            "job_ratio": round(under["job_s"] / alone["job_s"], 2),
-            "end_to_end_ratio": round(under["end_to_end_s"] / alone["end_to_end_s"], 2), "levels": levels}
+                print(
+                    f"{users:4d} users {mode:7s} {'paced' if paced else 'unpaced':8s} "
+                    f"{row['requests_per_s']:7.1f} req/s  p50 {row['latency'].get('p50_ms')} ms  "
+                    f"p95 {row['latency'].get('p95_ms')} ms  errors {row['errors']}",
+                    flush=True,
+                )
+    under = await run_level(
+        url,
+        token,
+        result,
+        args.job_users,
+        "viewer",
+        False,
+        args,
+        during=lambda: submit_and_wait(url, token, study["id"], model_id, upload),
+    )
+    return {
+        "startup_s": round(startup_s, 2),
+        "job_alone": alone,
+        "job_alone_first": alone_first,
+        "job_under_load": under,
+        "job_ratio": round(under["job_s"] / alone["job_s"], 2),
+        "end_to_end_ratio": round(under["end_to_end_s"] / alone["end_to_end_s"], 2),
+        "levels": levels,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = {"benchmark": "bench_server_load", "command": shlex.join([sys.executable, *sys.argv]),
-           "host": host_info([torch.device("cpu")]), "settings": {k: str(v) for k, v in vars(args).items()}, "complete": False}
+    out = {
+        "benchmark": "bench_server_load",
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "host": host_info([torch.device("cpu")]),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "complete": False,
+    }
     with tempfile.TemporaryDirectory(prefix="medseg-load-") as tmp:
         home = Path(tmp) / "home"
         with running_server(home, args.model.resolve(), args.device) as (url, startup_s):
@@ -247,9 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(out, args.out)
     if args.figure:
         figure(out["levels"], args.figure)
-    print(f"job alone {out['job_alone']['job_s']} s, under {args.job_users} unpaced viewers "
-          f"{out['job_under_load']['job_s']} s (× {out['job_ratio']}); upload {out['job_alone']['upload_s']} s → "
-          f"{out['job_under_load']['upload_s']} s; wrote {args.out}")
+    print(
+        f"job alone {out['job_alone']['job_s']} s, under {args.job_users} unpaced viewers "
+        f"{out['job_under_load']['job_s']} s (× {out['job_ratio']}); upload {out['job_alone']['upload_s']} s → "
+        f"{out['job_under_load']['upload_s']} s; wrote {args.out}"
+    )
     return 0
 
 

@@ -38,11 +38,10 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 import monai
+import torch
 from monai.networks.nets import UNet as MonaiUNet
+from tqdm.auto import tqdm
 
 from medseg.losses import build_loss
 from medseg.metrics import count_parameters, time_inference
@@ -61,21 +60,47 @@ MODEL_NAMES = {"medseg": "medseg.UNet", "monai": "monai.UNet"}
 # Per-device defaults; an explicit option wins over --quick, which wins over these.
 DEFAULTS = {
     # CPU: a U-Net step at batch 8 takes seconds there, so few steps already time tens of seconds.
-    "cpu": {"batch_size": 8, "warmup": 1, "steps": 5, "infer_warmup": 2, "infer_runs": 10, "infer_warmup_b32": 1,
-            "infer_runs_b32": 3},
-    "cuda": {"batch_size": 32, "warmup": 10, "steps": 50, "infer_warmup": 10, "infer_runs": 100, "infer_warmup_b32": 5,
-             "infer_runs_b32": 30},
+    "cpu": {
+        "batch_size": 8,
+        "warmup": 1,
+        "steps": 5,
+        "infer_warmup": 2,
+        "infer_runs": 10,
+        "infer_warmup_b32": 1,
+        "infer_runs_b32": 3,
+    },
+    "cuda": {
+        "batch_size": 32,
+        "warmup": 10,
+        "steps": 50,
+        "infer_warmup": 10,
+        "infer_runs": 100,
+        "infer_warmup_b32": 5,
+        "infer_runs_b32": 30,
+    },
 }
-QUICK = {"size": 64, "base_channels": 8, "batch_size": 2, "warmup": 1, "steps": 2, "infer_warmup": 1,
-         "infer_runs": 3, "infer_warmup_b32": 1, "infer_runs_b32": 1}
+QUICK = {
+    "size": 64,
+    "base_channels": 8,
+    "batch_size": 2,
+    "warmup": 1,
+    "steps": 2,
+    "infer_warmup": 1,
+    "infer_runs": 3,
+    "infer_warmup_b32": 1,
+    "infer_runs_b32": 1,
+}
 PER_DEVICE_KEYS = ("batch_size", "warmup", "steps", "infer_warmup", "infer_runs", "infer_warmup_b32", "infer_runs_b32")
 
 
 # -- set-up ------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] + " Defaults in [brackets].")
-    p.add_argument("--device", default="all",
-                   help="comma-separated devices (cpu, cuda, cuda:N) or 'all' = cpu plus cuda when available [all]")
+    p.add_argument(
+        "--device",
+        default="all",
+        help="comma-separated devices (cpu, cuda, cuda:N) or 'all' = cpu plus cuda when available [all]",
+    )
     p.add_argument("--models", default="medseg,monai", help="comma-separated subset of medseg, monai [both]")
     p.add_argument("--depth", type=int, default=4, help="number of poolings / stride-2 levels [4]")
     p.add_argument("--base-channels", type=int, default=None, help="width of the first stage [64; --quick 8]")
@@ -84,21 +109,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed training steps [cpu 1, cuda 10; --quick 1]")
     p.add_argument("--steps", type=int, default=None, help="timed training steps [cpu 5, cuda 50; --quick 2]")
     p.add_argument("--infer-warmup", type=int, default=None, help="untimed forward passes [cpu 2, cuda 10; --quick 1]")
-    p.add_argument("--infer-runs", type=int, default=None,
-                   help="timed batch-1 forward passes, median taken [cpu 10, cuda 100; --quick 3]")
-    p.add_argument("--infer-warmup-b32", type=int, default=None,
-                   help=f"untimed batch-{INFER_BATCH} forward passes [cpu 1, cuda 5; --quick 1]")
-    p.add_argument("--infer-runs-b32", type=int, default=None,
-                   help=f"timed batch-{INFER_BATCH} forward passes, median taken [cpu 3, cuda 30; --quick 1]")
-    p.add_argument("--amp", choices=("both", "on", "off"), default="both",
-                   help="CUDA only: autocast bf16 (on), fp32 (off) or both [both]; the CPU always runs fp32")
+    p.add_argument(
+        "--infer-runs",
+        type=int,
+        default=None,
+        help="timed batch-1 forward passes, median taken [cpu 10, cuda 100; --quick 3]",
+    )
+    p.add_argument(
+        "--infer-warmup-b32",
+        type=int,
+        default=None,
+        help=f"untimed batch-{INFER_BATCH} forward passes [cpu 1, cuda 5; --quick 1]",
+    )
+    p.add_argument(
+        "--infer-runs-b32",
+        type=int,
+        default=None,
+        help=f"timed batch-{INFER_BATCH} forward passes, median taken [cpu 3, cuda 30; --quick 1]",
+    )
+    p.add_argument(
+        "--amp",
+        choices=("both", "on", "off"),
+        default="both",
+        help="CUDA only: autocast bf16 (on), fp32 (off) or both [both]; the CPU always runs fp32",
+    )
     p.add_argument("--no-channels-last", action="store_true", help="CUDA only: keep NCHW (medseg trains channels-last)")
-    p.add_argument("--cudnn-benchmark", action="store_true",
-                   help="set torch.backends.cudnn.benchmark (medseg's trainer leaves it off)")
+    p.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="set torch.backends.cudnn.benchmark (medseg's trainer leaves it off)",
+    )
     p.add_argument("--seed", type=int, default=0, help="model initialisation and random batch [0]")
-    p.add_argument("--out", default=None,
-                   help="JSON result file [benchmarks/results/bench_unet_<device>.json, <device> = the devices "
-                        "joined by '_'; --quick adds '_quick']")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON result file [benchmarks/results/bench_unet_<device>.json, <device> = the devices "
+        "joined by '_'; --quick adds '_quick']",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: tiny model and image, a few steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -170,10 +217,26 @@ def default_out(args: argparse.Namespace) -> Path:
 def build_net(which: str, depth: int, base_channels: int) -> torch.nn.Module:
     channels = stage_channels(base_channels, depth)  # medseg's widths: base·2^i, e.g. 64 … 1024
     if which == "medseg":
-        return build_model("unet", in_channels=IN_CHANNELS, out_channels=NUM_CLASSES, spatial_dims=2, depth=depth,
-                           base_channels=base_channels, norm="batch", act="relu")
-    return MonaiUNet(spatial_dims=2, in_channels=IN_CHANNELS, out_channels=NUM_CLASSES, channels=channels,
-                     strides=(2,) * depth, num_res_units=0, norm="batch", act="relu")
+        return build_model(
+            "unet",
+            in_channels=IN_CHANNELS,
+            out_channels=NUM_CLASSES,
+            spatial_dims=2,
+            depth=depth,
+            base_channels=base_channels,
+            norm="batch",
+            act="relu",
+        )
+    return MonaiUNet(
+        spatial_dims=2,
+        in_channels=IN_CHANNELS,
+        out_channels=NUM_CLASSES,
+        channels=channels,
+        strides=(2,) * depth,
+        num_res_units=0,
+        norm="batch",
+        act="relu",
+    )
 
 
 def forward_gflop(which: str, depth: int, base_channels: int, size: int) -> float | None:
@@ -201,8 +264,20 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
-def bench_train(model: torch.nn.Module, device: torch.device, *, batch_size: int, size: int, warmup: int, steps: int,
-                amp_dtype: torch.dtype | None, channels_last: bool, seed: int, progress: bool, desc: str) -> dict:
+def bench_train(
+    model: torch.nn.Module,
+    device: torch.device,
+    *,
+    batch_size: int,
+    size: int,
+    warmup: int,
+    steps: int,
+    amp_dtype: torch.dtype | None,
+    channels_last: bool,
+    seed: int,
+    progress: bool,
+    desc: str,
+) -> dict:
     """Adam + cross-entropy steps on one fixed random batch, the step written as ``Trainer.train_step``."""
     model.train()
     loss_fn = build_loss("ce").to(device)
@@ -249,20 +324,29 @@ def bench_train(model: torch.nn.Module, device: torch.device, *, batch_size: int
     }
     if cuda:
         out["train_peak_mem_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
-    del optimizer, scaler, image, label
-    return out
+    return out  # the optimizer state, scaler and batch are freed here, before the next measurement
 
 
-def bench_infer(model: torch.nn.Module, device: torch.device, *, size: int, amp_dtype: torch.dtype | None,
-                warmup: int, runs: int, batch_size: int) -> dict:
+def bench_infer(
+    model: torch.nn.Module,
+    device: torch.device,
+    *,
+    size: int,
+    amp_dtype: torch.dtype | None,
+    warmup: int,
+    runs: int,
+    batch_size: int,
+) -> dict:
     """``medseg.metrics.time_inference`` (eval mode, inference_mode, CUDA-synchronised), under autocast."""
     with autocast(device, amp_dtype):
-        return time_inference(model, (IN_CHANNELS, size, size), device=device, warmup=warmup, runs=runs,
-                              batch_size=batch_size)
+        return time_inference(
+            model, (IN_CHANNELS, size, size), device=device, warmup=warmup, runs=runs, batch_size=batch_size
+        )
 
 
-def measure(which: str, device: torch.device, amp_dtype: torch.dtype | None, args: argparse.Namespace,
-            dev_set: dict, bar) -> dict:
+def measure(
+    which: str, device: torch.device, amp_dtype: torch.dtype | None, args: argparse.Namespace, dev_set: dict, bar
+) -> dict:
     torch.manual_seed(args.seed)
     model = build_net(which, args.depth, args.base_channels)
     row = {
@@ -285,23 +369,50 @@ def measure(which: str, device: torch.device, amp_dtype: torch.dtype | None, arg
         if row["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         bar.set_postfix_str(f"{desc}: training")
-        row.update(bench_train(model, device, batch_size=dev_set["batch_size"], size=args.size,
-                               warmup=dev_set["warmup"], steps=dev_set["steps"], amp_dtype=amp_dtype,
-                               channels_last=row["channels_last"], seed=args.seed, progress=progress, desc=desc))
+        row.update(
+            bench_train(
+                model,
+                device,
+                batch_size=dev_set["batch_size"],
+                size=args.size,
+                warmup=dev_set["warmup"],
+                steps=dev_set["steps"],
+                amp_dtype=amp_dtype,
+                channels_last=row["channels_last"],
+                seed=args.seed,
+                progress=progress,
+                desc=desc,
+            )
+        )
         bar.set_postfix_str(f"{desc}: inference b1")
-        b1 = bench_infer(model, device, size=args.size, amp_dtype=amp_dtype, warmup=dev_set["infer_warmup"],
-                         runs=dev_set["infer_runs"], batch_size=1)
+        b1 = bench_infer(
+            model,
+            device,
+            size=args.size,
+            amp_dtype=amp_dtype,
+            warmup=dev_set["infer_warmup"],
+            runs=dev_set["infer_runs"],
+            batch_size=1,
+        )
         bar.set_postfix_str(f"{desc}: inference b{INFER_BATCH}")
-        b32 = bench_infer(model, device, size=args.size, amp_dtype=amp_dtype,
-                          warmup=dev_set["infer_warmup_b32"],
-                          runs=dev_set["infer_runs_b32"], batch_size=INFER_BATCH)
-        row.update({
-            "infer_ms_per_image_b1": b1["ms_per_image_median"],
-            "infer_ms_per_image_b1_mean": b1["ms_per_image_mean"],
-            "infer_images_per_s_b1": b1["images_per_s"],
-            "infer_ms_per_image_b32": b32["ms_per_image_median"],
-            "infer_images_per_s_b32": b32["images_per_s"],
-        })
+        b32 = bench_infer(
+            model,
+            device,
+            size=args.size,
+            amp_dtype=amp_dtype,
+            warmup=dev_set["infer_warmup_b32"],
+            runs=dev_set["infer_runs_b32"],
+            batch_size=INFER_BATCH,
+        )
+        row.update(
+            {
+                "infer_ms_per_image_b1": b1["ms_per_image_median"],
+                "infer_ms_per_image_b1_mean": b1["ms_per_image_mean"],
+                "infer_images_per_s_b1": b1["images_per_s"],
+                "infer_ms_per_image_b32": b32["ms_per_image_median"],
+                "infer_images_per_s_b32": b32["images_per_s"],
+            }
+        )
     except torch.cuda.OutOfMemoryError as exc:  # record and go on with the next configuration
         row["error"] = f"CUDA out of memory: {str(exc).splitlines()[0]}"
     finally:
@@ -347,6 +458,7 @@ def host_info(devices: list[torch.device]) -> dict:
         affinity = None
     try:
         import medseg
+
         medseg_version = getattr(medseg, "__version__", None)
     except Exception:  # pragma: no cover - medseg is imported above already
         medseg_version = None
@@ -398,14 +510,30 @@ def print_table(results: list[dict], title: str) -> None:
     if not console.is_terminal:  # a log file: don't squeeze the table into 80 columns
         console = Console(width=max(console.width, 120))
     table = Table(title=title)
-    for col, justify in (("model", "left"), ("device", "left"), ("amp", "left"), ("params", "right"), ("GFLOP/img", "right"),
-                         ("batch", "right"), ("train img/s", "right"), ("infer ms/img b1", "right"),
-                         (f"infer img/s b{INFER_BATCH}", "right")):
+    for col, justify in (
+        ("model", "left"),
+        ("device", "left"),
+        ("amp", "left"),
+        ("params", "right"),
+        ("GFLOP/img", "right"),
+        ("batch", "right"),
+        ("train img/s", "right"),
+        ("infer ms/img b1", "right"),
+        (f"infer img/s b{INFER_BATCH}", "right"),
+    ):
         table.add_column(col, justify=justify, no_wrap=True)
     for r in results:
-        table.add_row(r["model"], r["device"], r["amp_dtype"] or "off", f"{r['params'] / 1e6:.2f} M", num(r.get("fwd_gflop_per_image"), ".2f"),
-                      str(r["batch_size"]), num(r["train_images_per_s"], ".2f"), num(r["infer_ms_per_image_b1"], ".2f"),
-                      num(r["infer_images_per_s_b32"], ".2f"))
+        table.add_row(
+            r["model"],
+            r["device"],
+            r["amp_dtype"] or "off",
+            f"{r['params'] / 1e6:.2f} M",
+            num(r.get("fwd_gflop_per_image"), ".2f"),
+            str(r["batch_size"]),
+            num(r["train_images_per_s"], ".2f"),
+            num(r["infer_ms_per_image_b1"], ".2f"),
+            num(r["infer_images_per_s_b32"], ".2f"),
+        )
     console.print(table)
     for r in results:
         if r.get("error"):
@@ -422,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(d, amp, m) for d in args.devices for amp in amp_variants(args, d) for m in args.models]
     report = {
         "benchmark": "unet_vs_monai",
-        "date": _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds"),
         "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
         "host": host_info(args.devices),
         "settings": {
@@ -462,8 +590,11 @@ def main(argv: list[str] | None = None) -> int:
     report["complete"] = True
     report["host"]["loadavg_at_end"] = load_average()
     write_json_atomic(report, out)
-    print_table(report["results"], f"U-Net vs MONAI UNet, depth {args.depth}, widths "
-                                   f"{stage_channels(args.base_channels, args.depth)}, {args.size}×{args.size}")
+    print_table(
+        report["results"],
+        f"U-Net vs MONAI UNet, depth {args.depth}, widths "
+        f"{stage_channels(args.base_channels, args.depth)}, {args.size}×{args.size}",
+    )
     print(f"wrote {out}")
     return 1 if any(r.get("error") for r in report["results"]) else 0
 

@@ -43,9 +43,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -72,39 +72,116 @@ SCALES = {
         "device": "cuda",
         "unet": ["--device", "cuda", "--no-progress"],
         "table_data": [],  # the configs' own synth:pommier (13,434 pairs, the published size)
-        "table": ["train.iterations=20000", "train.time_limit_minutes=0.2", "train.max_batches_per_epoch=100",
-                  "train.val_max_batches=10"],
+        "table": [
+            "train.iterations=20000",
+            "train.time_limit_minutes=0.2",
+            "train.max_batches_per_epoch=100",
+            "train.val_max_batches=10",
+        ],
         "transfer_unset": ["model.base_channels"],  # each network at its paper's width
-        "transfer": ["data.size=[128, 128]", "train.iterations=20000", "train.time_limit_minutes=0.07",
-                     "train.max_batches_per_epoch=25"],
-        "karyotype": ["--steps", "20000", "--time-limit", "0.3", *_sets("model.base_channels=64",
-                                                                        "train.max_batches_per_epoch=100")],
-        "instances": ["--steps", "20000", "--pair-steps", "20000", "--time-limit", "0.3", "--batches-per-epoch", "100",
-                      *_sets("model.base_channels=32")],
-        "ctv3d": ["model.channels=[16, 32, 64, 96, 128]", "model.se_reduction=16", "model.recurrent=true",
-                  "preprocess.depth=96", "preprocess.size_xy=[96, 96]", "data.phantom.n=16", "train.epochs=1000",
-                  "train.time_limit_minutes=0.3"],
+        "transfer": [
+            "data.size=[128, 128]",
+            "train.iterations=20000",
+            "train.time_limit_minutes=0.07",
+            "train.max_batches_per_epoch=25",
+        ],
+        "karyotype": [
+            "--steps",
+            "20000",
+            "--time-limit",
+            "0.3",
+            *_sets("model.base_channels=64", "train.max_batches_per_epoch=100"),
+        ],
+        "instances": [
+            "--steps",
+            "20000",
+            "--pair-steps",
+            "20000",
+            "--time-limit",
+            "0.3",
+            "--batches-per-epoch",
+            "100",
+            *_sets("model.base_channels=32"),
+        ],
+        "ctv3d": [
+            "model.channels=[16, 32, 64, 96, 128]",
+            "model.se_reduction=16",
+            "model.recurrent=true",
+            "preprocess.depth=96",
+            "preprocess.size_xy=[96, 96]",
+            "data.phantom.n=16",
+            "train.epochs=1000",
+            "train.time_limit_minutes=0.3",
+        ],
     },
     "tiny": {
         "device": "cpu",
         "unet": ["--device", "cpu", "--no-progress", "--quick"],
-        "table_data": ["--data", "synth:demo", *_sets("data.synth_pairs=20", "data.size=[64, 64]",
-                                                      "model.base_channels=2", "train.batch_size=2",
-                                                      "evaluate.batch_size=8")],
-        "table": ["train.iterations=1", "train.time_limit_minutes=0.3", "train.max_batches_per_epoch=1",
-                  "train.val_max_batches=1"],
+        "table_data": [
+            "--data",
+            "synth:demo",
+            *_sets(
+                "data.synth_pairs=20",
+                "data.size=[64, 64]",
+                "model.base_channels=2",
+                "train.batch_size=2",
+                "evaluate.batch_size=8",
+            ),
+        ],
+        "table": [
+            "train.iterations=1",
+            "train.time_limit_minutes=0.3",
+            "train.max_batches_per_epoch=1",
+            "train.val_max_batches=1",
+        ],
         "transfer_unset": ["model.base_channels"],
-        "transfer": ["data.size=[96, 96]", "train.iterations=1", "train.time_limit_minutes=0.07",
-                     "train.max_batches_per_epoch=1", "model.base_channels=2", "data.mfish_synth_pairs=8",
-                     "train.batch_size=2", "train.val_max_batches=1", "evaluate.batch_size=8"],
-        "karyotype": ["--steps", "1", "--time-limit", "0.3", *_sets("model.base_channels=2",
-                                                                    "train.max_batches_per_epoch=1",
-                                                                    "train.batch_size=2", "train.val_max_batches=1")],
-        "instances": ["--steps", "1", "--pair-steps", "1", "--time-limit", "0.3", "--batches-per-epoch", "1",
-                      "--limit", "1", *_sets("model.base_channels=2")],
-        "ctv3d": ["model.channels=[2, 2, 4, 4, 4]", "model.se_reduction=2", "model.recurrent=true",
-                  "preprocess.depth=32", "preprocess.size_xy=[32, 64]", "data.phantom.n=8",
-                  "data.phantom.shape=[8, 32, 32]", "train.epochs=1", "train.time_limit_minutes=0.3"],
+        "transfer": [
+            "data.size=[96, 96]",
+            "train.iterations=1",
+            "train.time_limit_minutes=0.07",
+            "train.max_batches_per_epoch=1",
+            "model.base_channels=2",
+            "data.mfish_synth_pairs=8",
+            "train.batch_size=2",
+            "train.val_max_batches=1",
+            "evaluate.batch_size=8",
+        ],
+        "karyotype": [
+            "--steps",
+            "1",
+            "--time-limit",
+            "0.3",
+            *_sets(
+                "model.base_channels=2",
+                "train.max_batches_per_epoch=1",
+                "train.batch_size=2",
+                "train.val_max_batches=1",
+            ),
+        ],
+        "instances": [
+            "--steps",
+            "1",
+            "--pair-steps",
+            "1",
+            "--time-limit",
+            "0.3",
+            "--batches-per-epoch",
+            "1",
+            "--limit",
+            "1",
+            *_sets("model.base_channels=2"),
+        ],
+        "ctv3d": [
+            "model.channels=[2, 2, 4, 4, 4]",
+            "model.se_reduction=2",
+            "model.recurrent=true",
+            "preprocess.depth=32",
+            "preprocess.size_xy=[32, 64]",
+            "data.phantom.n=8",
+            "data.phantom.shape=[8, 32, 32]",
+            "train.epochs=1",
+            "train.time_limit_minutes=0.3",
+        ],
     },
 }
 
@@ -150,8 +227,10 @@ def _data(c: Ctx) -> list[list[str]]:
     if c.mfish is not None:
         # mfish:both builds mfish:pairs and mfish:synth on its way; mfish:karyotype needs neither. One process per
         # set: two processes building the same set would race for its folder.
-        cmds += [medseg("data", "info", "mfish:both" if c.mode == "full" else "mfish:pairs"),
-                 medseg("data", "info", "mfish:karyotype", "--n-classes", "25")]
+        cmds += [
+            medseg("data", "info", "mfish:both" if c.mode == "full" else "mfish:pairs"),
+            medseg("data", "info", "mfish:karyotype", "--n-classes", "25"),
+        ]
     return cmds
 
 
@@ -161,33 +240,122 @@ def _table_dir(c: Ctx, step: str, spec: str) -> Path:
 
 STEPS = [
     Step("data", 65, _data, parallel=True, writes_result=False),
-    Step("bench_unet", 40, lambda c: [bench("bench_unet.py", *c.scale["unet"], "--out", c.results / "bench_unet_gpu.json")],
-         keys=("results", "settings", "host")),
-    Step("papers_table", 85, lambda c: [medseg("reproduce", PAPERS_TABLE, "--folds", "0", "--device", c.device,
-                                                "--out", c.work / "papers_table", *c.scale["table_data"],
-                                                *_sets(*c.scale["table"]))],
-         result_from=lambda c: _table_dir(c, "papers_table", PAPERS_TABLE) / "table.json", keys=("results", "title")),
-    Step("mfish_transfer", 140, lambda c: [medseg("reproduce", TRANSFER, "--folds", "0", "--device", c.device,
-                                                  "--out", c.work / "mfish_transfer",
-                                                  *[x for k in c.scale["transfer_unset"] for x in ("--unset", k)],
-                                                  *_sets(*c.scale["transfer"]))],
-         needs_mfish=True, result_from=lambda c: _table_dir(c, "mfish_transfer", TRANSFER) / "table.json",
-         keys=("results", "title")),
-    Step("mfish_karyotype_classifier", 60, lambda c: [bench(
-        "bench_mfish_karyotype.py", "--config", KARYOTYPE, "--device", c.device, "--mfish", c.mfish,
-        "--work", c.work / "mfish_karyotype_classifier", "--out", c.results / "mfish_karyotype_classifier_gpu.json",
-        *c.scale["karyotype"])], needs_mfish=True, keys=("soft_vote", "train", "test")),
-    Step("mfish_instances", 85, lambda c: [bench(
-        "bench_mfish_instances.py", "--device", c.device, "--mfish", c.mfish, "--work", c.work / "mfish_instances",
-        "--out", c.results / "mfish_instances_gpu.json", *c.scale["instances"])],
-         needs_mfish=True, keys=("results", "semantic_model", "times_s")),
-    Step("ctv_unet3d_96", 55, lambda c: [
-        medseg("cv", CTV_3D, "--folds", "0", "--name", "ctv_unet3d_96", "--device", c.device,
-               *_sets(f"output.root={c.work / 'ctv_unet3d_96'}", *c.scale["ctv3d"])),
-        bench("record_run.py", c.work / "ctv_unet3d_96" / "ctv_unet3d_96", "--out", c.results / "ctv_unet3d_96_gpu.json",
-              "--command", f"medseg cv {CTV_3D} --folds 0 --device {c.device} "
-              + " ".join(f"--set {shlex.quote(s)}" for s in c.scale["ctv3d"]))],
-         keys=("mean_dice", "efficiency", "training")),
+    Step(
+        "bench_unet",
+        40,
+        lambda c: [bench("bench_unet.py", *c.scale["unet"], "--out", c.results / "bench_unet_gpu.json")],
+        keys=("results", "settings", "host"),
+    ),
+    Step(
+        "papers_table",
+        85,
+        lambda c: [
+            medseg(
+                "reproduce",
+                PAPERS_TABLE,
+                "--folds",
+                "0",
+                "--device",
+                c.device,
+                "--out",
+                c.work / "papers_table",
+                *c.scale["table_data"],
+                *_sets(*c.scale["table"]),
+            )
+        ],
+        result_from=lambda c: _table_dir(c, "papers_table", PAPERS_TABLE) / "table.json",
+        keys=("results", "title"),
+    ),
+    Step(
+        "mfish_transfer",
+        140,
+        lambda c: [
+            medseg(
+                "reproduce",
+                TRANSFER,
+                "--folds",
+                "0",
+                "--device",
+                c.device,
+                "--out",
+                c.work / "mfish_transfer",
+                *[x for k in c.scale["transfer_unset"] for x in ("--unset", k)],
+                *_sets(*c.scale["transfer"]),
+            )
+        ],
+        needs_mfish=True,
+        result_from=lambda c: _table_dir(c, "mfish_transfer", TRANSFER) / "table.json",
+        keys=("results", "title"),
+    ),
+    Step(
+        "mfish_karyotype_classifier",
+        60,
+        lambda c: [
+            bench(
+                "bench_mfish_karyotype.py",
+                "--config",
+                KARYOTYPE,
+                "--device",
+                c.device,
+                "--mfish",
+                c.mfish,
+                "--work",
+                c.work / "mfish_karyotype_classifier",
+                "--out",
+                c.results / "mfish_karyotype_classifier_gpu.json",
+                *c.scale["karyotype"],
+            )
+        ],
+        needs_mfish=True,
+        keys=("soft_vote", "train", "test"),
+    ),
+    Step(
+        "mfish_instances",
+        85,
+        lambda c: [
+            bench(
+                "bench_mfish_instances.py",
+                "--device",
+                c.device,
+                "--mfish",
+                c.mfish,
+                "--work",
+                c.work / "mfish_instances",
+                "--out",
+                c.results / "mfish_instances_gpu.json",
+                *c.scale["instances"],
+            )
+        ],
+        needs_mfish=True,
+        keys=("results", "semantic_model", "times_s"),
+    ),
+    Step(
+        "ctv_unet3d_96",
+        55,
+        lambda c: [
+            medseg(
+                "cv",
+                CTV_3D,
+                "--folds",
+                "0",
+                "--name",
+                "ctv_unet3d_96",
+                "--device",
+                c.device,
+                *_sets(f"output.root={c.work / 'ctv_unet3d_96'}", *c.scale["ctv3d"]),
+            ),
+            bench(
+                "record_run.py",
+                c.work / "ctv_unet3d_96" / "ctv_unet3d_96",
+                "--out",
+                c.results / "ctv_unet3d_96_gpu.json",
+                "--command",
+                f"medseg cv {CTV_3D} --folds 0 --device {c.device} "
+                + " ".join(f"--set {shlex.quote(s)}" for s in c.scale["ctv3d"]),
+            ),
+        ],
+        keys=("mean_dice", "efficiency", "training"),
+    ),
 ]
 
 
@@ -216,8 +384,15 @@ def full_configs(c: Ctx) -> list[tuple[str, dict]]:
                 spec = load_spec(ROOT / cmd[4])
                 check_unset(spec, _options(cmd, "--unset"))
                 for row in spec["rows"]:
-                    cfg = row_config(spec, row, quick=False, data=data, output_root=c.work / "check",
-                                     overrides=_options(cmd, "--set"), unset=_options(cmd, "--unset"))
+                    cfg = row_config(
+                        spec,
+                        row,
+                        quick=False,
+                        data=data,
+                        output_root=c.work / "check",
+                        overrides=_options(cmd, "--set"),
+                        unset=_options(cmd, "--unset"),
+                    )
                     out.append((f"{step.name}: {row['label']}", cfg))
                 continue
             if cmd[1:4] in (["-m", "medseg", "cv"], ["-m", "medseg", "train"]):
@@ -269,8 +444,12 @@ def device_name(device: str) -> str:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -312,8 +491,9 @@ def _run(cmds: list[list[str]], log: Path, env: dict, timeout: float, parallel: 
             for cmd in batch:
                 f.write(f"$ {shlex.join(cmd)}\n")
                 f.flush()
-                procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                              start_new_session=True))  # its own group: stopped whole
+                procs.append(
+                    subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+                )  # its own group: stopped whole
             for proc in procs:
                 try:
                     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -339,47 +519,165 @@ def write_json(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def stamp(path: Path, step: Step, c: Ctx, cmds: list[list[str]], wall_s: float, device: str, commit: str | None,
-          suite_command: str) -> None:
+def stamp(
+    path: Path,
+    step: Step,
+    c: Ctx,
+    cmds: list[list[str]],
+    wall_s: float,
+    device: str,
+    commit: str | None,
+    suite_command: str,
+) -> None:
     """Add what every suite result holds: device, date and command at the top (kept where the step's own code wrote
     them) and a ``suite`` block (mode, the step's commands, wall time and budget)."""
     payload = json.loads(path.read_text())
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     payload.setdefault("device", device)
     payload.setdefault("date", now)
     payload.setdefault("command", " && ".join(shlex.join(cmd) for cmd in cmds))
-    payload["suite"] = {"step": step.name, "mode": c.mode, "device": device, "date": now, "git_commit": commit,
-                        "commands": [shlex.join(cmd) for cmd in cmds], "wall_s": wall_s, "budget_s": step.budget_s,
-                        "suite_command": suite_command}
+    payload["suite"] = {
+        "step": step.name,
+        "mode": c.mode,
+        "device": device,
+        "date": now,
+        "git_commit": commit,
+        "commands": [shlex.join(cmd) for cmd in cmds],
+        "wall_s": wall_s,
+        "budget_s": step.budget_s,
+        "suite_command": suite_command,
+    }
     missing = [k for k in ("device", "date", "command", *step.keys) if payload.get(k) in (None, "", [], {})]
     if missing:
         raise ValueError(f"{path}: no {', '.join(missing)}")
     write_json(path, payload)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace, list[Step]]:
+    """The parser (its ``error`` refuses later checks too), the arguments and the steps chosen by ``--only``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true",
-                    help="the same steps on the CPU at tiny sizes, into a temporary folder (never benchmarks/results)")
-    ap.add_argument("--only", default=None, metavar="STEP,...", help="these steps only: " + ", ".join(s.name for s in STEPS))
-    ap.add_argument("--results", type=Path, default=None,
-                    help="where the *_gpu.json go (default benchmarks/results; --tiny: WORK/results)")
-    ap.add_argument("--work", type=Path, default=None,
-                    help="runs, logs and data sets (default runs/gpu_suite; --tiny: a new temporary folder)")
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="the same steps on the CPU at tiny sizes, into a temporary folder (never benchmarks/results)",
+    )
+    ap.add_argument(
+        "--only", default=None, metavar="STEP,...", help="these steps only: " + ", ".join(s.name for s in STEPS)
+    )
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="where the *_gpu.json go (default benchmarks/results; --tiny: WORK/results)",
+    )
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="runs, logs and data sets (default runs/gpu_suite; --tiny: a new temporary folder)",
+    )
     ap.add_argument("--mfish", type=Path, default=MFISH, help="the M-FISH folder [../shared/data/mfish]")
-    ap.add_argument("--check", action="store_true",
-                    help="no training: resolve the full mode's configs and build each model on the meta device")
-    ap.add_argument("--budget", type=float, default=None,
-                    help=f"the whole suite's wall-clock budget, seconds [{FULL_BUDGET_S}; --tiny: 600]")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="no training: resolve the full mode's configs and build each model on the meta device",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help=f"the whole suite's wall-clock budget, seconds [{FULL_BUDGET_S}; --tiny: 600]",
+    )
     args = ap.parse_args(argv)
-    argv = sys.argv[1:] if argv is None else argv
-    mode = "tiny" if args.tiny else "full"
     names = [s.name for s in STEPS]
     only = names if args.only is None else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in only if n not in names]
     if unknown:
         ap.error(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(names)}")
-    steps = [s for s in STEPS if s.name in only]
+    return ap, args, [s for s in STEPS if s.name in only]
+
+
+@dataclass
+class Run:
+    """What every step of one suite call shares."""
+
+    c: Ctx
+    env: dict
+    device: str
+    commit: str | None
+    suite_command: str
+    budget: float
+    started: float  # time.monotonic() at the first step
+    mfish_arg: Path  # --mfish as given, named when the M-FISH steps are skipped
+
+
+def run_step(step: Step, r: Run) -> dict:
+    """One step run within its budget (and what is left of the suite's), its result stamped: its row."""
+    c = r.c
+    row = {"step": step.name, "budget_s": step.budget_s, "status": None, "wall_s": 0.0, "result": None}
+    if step.needs_mfish and c.mfish is None:
+        row.update(
+            status="skipped",
+            reason=f"the M-FISH set is not here ({r.mfish_arg}): put ../shared/data "
+            "beside the checkout or pass --mfish",
+        )
+        print(f"[{step.name}] skipped: {row['reason']}", flush=True)
+        return row
+    cmds = step.commands(c)
+    row["commands"] = [shlex.join(cmd) for cmd in cmds]
+    left = r.budget - (time.monotonic() - r.started)
+    timeout = min(step.budget_s, left) if c.mode == "full" else left
+    if timeout < 5:
+        row.update(status="skipped", reason="the suite's budget is spent")
+        print(f"[{step.name}] skipped: {row['reason']}", flush=True)
+        return row
+    log = c.work / "logs" / f"{step.name}.log"
+    log.unlink(missing_ok=True)
+    if step.writes_result:  # a benchmark starts from nothing: no run of an earlier call resumed or reused
+        shutil.rmtree(c.work / step.name, ignore_errors=True)
+        (c.results / f"{step.name}_gpu.json").unlink(missing_ok=True)
+    print(f"[{step.name}] budget {step.budget_s:.0f} s: " + " ; ".join(row["commands"]), flush=True)
+    t0, cpu0 = time.monotonic(), os.times()
+    why = _run(cmds, log, r.env, timeout, step.parallel) if cmds else None
+    cpu1 = os.times()
+    row["wall_s"] = round(time.monotonic() - t0, 1)
+    # the step's processes' CPU time: beside the wall time it tells a loaded machine from a slow step
+    row["cpu_s"] = round(cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system, 1)
+    if why is None and step.writes_result:
+        out = c.results / f"{step.name}_gpu.json"
+        try:
+            if step.result_from is not None:
+                write_json(out, json.loads(step.result_from(c).read_text()))
+            stamp(out, step, c, cmds, row["wall_s"], r.device, r.commit, r.suite_command)
+            row["result"] = str(out)
+        except (OSError, ValueError) as exc:
+            why = f"no valid result: {exc}"
+    row["status"] = "ok" if why is None else "failed"
+    if why is not None:
+        row["reason"] = why
+        print(f"[{step.name}] FAILED after {row['wall_s']} s: {why}; log {log}:\n{_tail(log)}", flush=True)
+    else:
+        print(
+            f"[{step.name}] ok in {row['wall_s']} s (CPU {row['cpu_s']} s)"
+            + (f" → {row['result']}" if row["result"] else ""),
+            flush=True,
+        )
+    return row
+
+
+def print_table(rows: list[dict], total: float, budget: float, mode: str, results: Path) -> None:
+    print(f"\n{'step':<28} {'status':<8} {'wall s':>7} {'budget s':>9} {'CPU s':>7}")
+    for r in rows:
+        print(f"{r['step']:<28} {r['status']:<8} {r['wall_s']:>7.1f} {r['budget_s']:>9.0f} {r.get('cpu_s', 0.0):>7.1f}")
+    print(
+        f"{'total':<28} {'':<8} {total:>7.1f} {budget:>9.0f}   ({mode} mode; summary {results / 'gpu_suite_gpu.json'})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap, args, steps = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    mode = "tiny" if args.tiny else "full"
 
     if args.check:
         mfish = args.mfish.resolve() if (args.mfish / "README.TXT").is_file() else None
@@ -390,11 +688,16 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print(f"gpu_suite.py: torch {torch.__version__} sees no CUDA device; this suite is for a GPU machine "
-                  "(--tiny runs it on the CPU at tiny sizes)", file=sys.stderr)
+            print(
+                f"gpu_suite.py: torch {torch.__version__} sees no CUDA device; this suite is for a GPU machine "
+                "(--tiny runs it on the CPU at tiny sizes)",
+                file=sys.stderr,
+            )
             return 2
-    work = (args.work or (ROOT / "runs" / "gpu_suite" if mode == "full" else
-                          Path(tempfile.mkdtemp(prefix="medseg_gpu_suite_tiny_")))).resolve()
+    work = (
+        args.work
+        or (ROOT / "runs" / "gpu_suite" if mode == "full" else Path(tempfile.mkdtemp(prefix="medseg_gpu_suite_tiny_")))
+    ).resolve()
     results = (args.results or (RESULTS if mode == "full" else work / "results")).resolve()
     if mode == "tiny" and results == RESULTS.resolve():
         ap.error("--tiny never writes into benchmarks/results: its numbers are not measurements")
@@ -407,8 +710,11 @@ def main(argv: list[str] | None = None) -> int:
     if mfish is not None and mode == "tiny":
         mfish = tiny_mfish(mfish, work / "mfish")
     c = Ctx(mode, results, work, mfish)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MEDSEG_HOME=os.environ.get("MEDSEG_HOME", str(work / "home"))
-               if mode == "full" else str(work / "home"))
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        MEDSEG_HOME=os.environ.get("MEDSEG_HOME", str(work / "home")) if mode == "full" else str(work / "home"),
+    )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     if mfish is not None:
         env["MEDSEG_MFISH"] = str(mfish)  # where every mfish:* set is made from
@@ -418,61 +724,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_suite: {mode} mode on {device}; results → {results}; work, logs → {work}", flush=True)
 
     started = time.monotonic()
-    rows = []
-    for step in steps:
-        row = {"step": step.name, "budget_s": step.budget_s, "status": None, "wall_s": 0.0, "result": None}
-        rows.append(row)
-        if step.needs_mfish and mfish is None:
-            row.update(status="skipped", reason=f"the M-FISH set is not here ({args.mfish}): put ../shared/data "
-                                                "beside the checkout or pass --mfish")
-            print(f"[{step.name}] skipped: {row['reason']}", flush=True)
-            continue
-        cmds = step.commands(c)
-        row["commands"] = [shlex.join(cmd) for cmd in cmds]
-        left = budget - (time.monotonic() - started)
-        timeout = min(step.budget_s, left) if mode == "full" else left
-        if timeout < 5:
-            row.update(status="skipped", reason="the suite's budget is spent")
-            print(f"[{step.name}] skipped: {row['reason']}", flush=True)
-            continue
-        log = work / "logs" / f"{step.name}.log"
-        log.unlink(missing_ok=True)
-        if step.writes_result:  # a benchmark starts from nothing: no run of an earlier call resumed or reused
-            shutil.rmtree(work / step.name, ignore_errors=True)
-            (results / f"{step.name}_gpu.json").unlink(missing_ok=True)
-        print(f"[{step.name}] budget {step.budget_s:.0f} s: " + " ; ".join(row["commands"]), flush=True)
-        t0, cpu0 = time.monotonic(), os.times()
-        why = _run(cmds, log, env, timeout, step.parallel) if cmds else None
-        cpu1 = os.times()
-        row["wall_s"] = round(time.monotonic() - t0, 1)
-        # the step's processes' CPU time: beside the wall time it tells a loaded machine from a slow step
-        row["cpu_s"] = round(cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system, 1)
-        if why is None and step.writes_result:
-            out = results / f"{step.name}_gpu.json"
-            try:
-                if step.result_from is not None:
-                    write_json(out, json.loads(step.result_from(c).read_text()))
-                stamp(out, step, c, cmds, row["wall_s"], device, commit, suite_command)
-                row["result"] = str(out)
-            except (OSError, ValueError) as exc:
-                why = f"no valid result: {exc}"
-        row["status"] = "ok" if why is None else "failed"
-        if why is not None:
-            row["reason"] = why
-            print(f"[{step.name}] FAILED after {row['wall_s']} s: {why}; log {log}:\n{_tail(log)}", flush=True)
-        else:
-            print(f"[{step.name}] ok in {row['wall_s']} s (CPU {row['cpu_s']} s)"
-                  + (f" → {row['result']}" if row["result"] else ""), flush=True)
+    suite = Run(c, env, device, commit, suite_command, budget, started, args.mfish)
+    rows = [run_step(step, suite) for step in steps]
 
     total = round(time.monotonic() - started, 1)
-    summary = {"benchmark": "gpu_suite", "mode": mode, "device": device,
-               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": suite_command,
-               "git_commit": commit, "budget_s": budget, "total_wall_s": total, "work": str(work), "steps": rows}
+    summary = {
+        "benchmark": "gpu_suite",
+        "mode": mode,
+        "device": device,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": suite_command,
+        "git_commit": commit,
+        "budget_s": budget,
+        "total_wall_s": total,
+        "work": str(work),
+        "steps": rows,
+    }
     write_json(results / "gpu_suite_gpu.json", summary)
-    print(f"\n{'step':<28} {'status':<8} {'wall s':>7} {'budget s':>9} {'CPU s':>7}")
-    for r in rows:
-        print(f"{r['step']:<28} {r['status']:<8} {r['wall_s']:>7.1f} {r['budget_s']:>9.0f} {r.get('cpu_s', 0.0):>7.1f}")
-    print(f"{'total':<28} {'':<8} {total:>7.1f} {budget:>9.0f}   ({mode} mode; summary {results / 'gpu_suite_gpu.json'})")
+    print_table(rows, total, budget, mode, results)
     return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 

@@ -59,13 +59,19 @@ def main(argv: list[str] | None = None) -> Path:
     result = {
         "benchmark": "segmentation_run",
         "run": str(args.run),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "device": args.device,
         "command": args.command,
         "git_commit": commit,
-        "data": {"source": data.get("data"), "synthesized": data.get("synthesized"), "n_images": data.get("n_images"),
-                 "n_train": data.get("n_train"), "n_val": data.get("n_val"), "n_test": data.get("n_test"),
-                 "note": payload.get("data_note")},
+        "data": {
+            "source": data.get("data"),
+            "synthesized": data.get("synthesized"),
+            "n_images": data.get("n_images"),
+            "n_train": data.get("n_train"),
+            "n_val": data.get("n_val"),
+            "n_test": data.get("n_test"),
+            "note": payload.get("data_note"),
+        },
         "model": payload.get("extra", {}).get("model"),
         "overlap_iou": pct(pc["overlap"]["iou"]) if "overlap" in pc else None,
         "alpha_iou_non_overlap": pct(pc.get("chromosome_alpha", {}).get("iou")),
@@ -77,19 +83,37 @@ def main(argv: list[str] | None = None) -> Path:
         "pixel_accuracy": pct(m.get("pixel_accuracy")),
         "mean_dice": pct(m.get("mean", {}).get("dice")),  # the CTV thesis' Dice ratio (mean over structures)
         "mean_iou": pct(m.get("mean", {}).get("iou")),
-        "per_class": {k: {kk: v.get(kk) for kk in ("iou", "dice", "precision", "recall", "hausdorff")} for k, v in pc.items()},
+        "per_class": {
+            k: {kk: v.get(kk) for kk in ("iou", "dice", "precision", "recall", "hausdorff")} for k, v in pc.items()
+        },
         "efficiency": payload.get("efficiency"),
         "training": history,
-        "paper_rows": [{k: r.get(k) for k in ("source", "method", "overlap_iou", "alpha_iou", "beta_iou", "accuracy",
-                                              "dice", "alpha_beta_definition")} for r in payload.get("references", [])],
+        "paper_rows": [
+            {
+                k: r.get(k)
+                for k in (
+                    "source",
+                    "method",
+                    "overlap_iou",
+                    "alpha_iou",
+                    "beta_iou",
+                    "accuracy",
+                    "dice",
+                    "alpha_beta_definition",
+                )
+            }
+            for r in payload.get("references", [])
+        ],
     }
     out = args.out or Path("benchmarks/results") / f"{args.run.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out)
-    print(f"{out}: overlap IoU {result['overlap_iou']}  α {result['alpha_iou_whole']}  β {result['beta_iou_whole']} (whole)"
-          f"  mean Dice {result['mean_dice']}")
+    print(
+        f"{out}: overlap IoU {result['overlap_iou']}  α {result['alpha_iou_whole']}  "
+        f"β {result['beta_iou_whole']} (whole)  mean Dice {result['mean_dice']}"
+    )
     return out
 
 

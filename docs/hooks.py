@@ -10,5 +10,7 @@ _CODE = re.compile(r"`[^`\n]*`")
 
 
 def on_page_markdown(markdown, **kwargs):
-    return "\n".join(_CODE.sub(lambda m: m.group(0).replace("\\|", "|"), line) if line.lstrip().startswith("|")
-                     else line for line in markdown.split("\n"))
+    return "\n".join(
+        _CODE.sub(lambda m: m.group(0).replace("\\|", "|"), line) if line.lstrip().startswith("|") else line
+        for line in markdown.split("\n")
+    )

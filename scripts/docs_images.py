@@ -75,8 +75,12 @@ def viewer(run: Path, data: Path, out: Path, chromium: str) -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen([sys.executable, "-m", "medseg", "serve", "--model", str(run), "--port", str(port),
-                                   "--device", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "medseg", "serve", "--model", str(run), "--port", str(port), "--device", "cpu"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             for _ in range(300):
                 try:
@@ -86,8 +90,9 @@ def viewer(run: Path, data: Path, out: Path, chromium: str) -> None:
                     time.sleep(0.2)
             uploads = test_pairs_to_png(run, data, tmp / "pairs")
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
+                browser = pw.chromium.launch(
+                    executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
+                )
                 page = browser.new_page(base_url=url, viewport={"width": 1280, "height": 900})
                 page.goto("/login")
                 page.fill("#username", "reader")

@@ -34,8 +34,9 @@ installed commands accept. [Commands at a glance](commands.md) groups them by ta
 
 def _commands(command, path: list[str], parent=None):
     """(path, command, context) of the command and every subcommand, depth first in the CLI's own order."""
-    ctx = command.context_class(command, info_name=path[-1], parent=parent, terminal_width=WIDTH,
-                                max_content_width=WIDTH)
+    ctx = command.context_class(
+        command, info_name=path[-1], parent=parent, terminal_width=WIDTH, max_content_width=WIDTH
+    )
     yield path, command, ctx
     if hasattr(command, "list_commands"):
         for name in command.list_commands(ctx):

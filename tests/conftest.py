@@ -61,15 +61,17 @@ def toy_data() -> SegmentationData:
 @pytest.fixture
 def tiny_cfg(tmp_path):
     """A config for a U-Net small enough to train for a few epochs in seconds on a CPU."""
-    return load_config(overrides={
-        "name": "tiny",
-        "data": {"size": [32, 32]},
-        "model": {"name": "unet", "depth": 2, "base_channels": 4},
-        "loss": [{"name": "ce"}],
-        "train": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "seed": 0},
-        "evaluate": {"batch_size": 16},
-        "output": {"root": str(tmp_path / "runs")},
-    })
+    return load_config(
+        overrides={
+            "name": "tiny",
+            "data": {"size": [32, 32]},
+            "model": {"name": "unet", "depth": 2, "base_channels": 4},
+            "loss": [{"name": "ce"}],
+            "train": {"epochs": 3, "batch_size": 8, "lr": 1e-2, "seed": 0},
+            "evaluate": {"batch_size": 16},
+            "output": {"root": str(tmp_path / "runs")},
+        }
+    )
 
 
 def make_toy_volumes(n: int = 4, shape=(8, 16, 16), seed: int = 0) -> SegmentationData:
@@ -79,7 +81,7 @@ def make_toy_volumes(n: int = 4, shape=(8, 16, 16), seed: int = 0) -> Segmentati
     labels = np.zeros((n, 1, *shape), np.uint8)
     for i in range(n):
         z, y, x = rng.integers(2, 5), rng.integers(3, 9), rng.integers(3, 9)
-        labels[i, 0, z:z + 3, y:y + 5, x:x + 5] = 1
+        labels[i, 0, z : z + 3, y : y + 5, x : x + 5] = 1
     images += labels[:, 0] * 0.7
     return SegmentationData(images, labels, [f"vol{i}" for i in range(n)], "toy3d", synthesized=True)
 
@@ -92,10 +94,14 @@ def toy_volumes() -> SegmentationData:
 def save_constant_model(directory: Path, names: list[str], winner: int, size=None) -> Path:
     """A model folder of a bias-only U-Net (depth 2, width 4) of the classes ``names`` that says class ``winner``
     everywhere (a test that needs a known output patches its predictor or uses this as it is)."""
-    cfg = load_config(overrides={
-        "name": directory.name,
-        "task": {"class_names": names, "derived": None, "background": 0, "primary_metric": names[-1]},
-        "data": {"size": size}, "model": {"name": "unet", "depth": 2, "base_channels": 4}})
+    cfg = load_config(
+        overrides={
+            "name": directory.name,
+            "task": {"class_names": names, "derived": None, "background": 0, "primary_metric": names[-1]},
+            "data": {"size": size},
+            "model": {"name": "unet", "depth": 2, "base_channels": 4},
+        }
+    )
     model = build_model("unet", **model_kwargs(cfg))
     with torch.no_grad():
         for p in model.parameters():
@@ -117,8 +123,14 @@ def no_pickle(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("pickle-based serialisation used")
 
-    for mod, name in [(pickle, "dump"), (pickle, "dumps"), (pickle, "load"), (pickle, "loads"),
-                      (torch, "save"), (torch, "load")]:
+    for mod, name in [
+        (pickle, "dump"),
+        (pickle, "dumps"),
+        (pickle, "load"),
+        (pickle, "loads"),
+        (torch, "save"),
+        (torch, "load"),
+    ]:
         monkeypatch.setattr(mod, name, forbidden)
 
 
@@ -136,19 +148,40 @@ def only_safetensors_and_json():
     return check
 
 
-def _save_gi_model(directory: Path, *, context: int = 0, mode: str = "multilabel", names=("large_bowel", "small_bowel", "stomach"),
-                  bias: float | None = None, seed: int = 0, size=(32, 32), resize: bool = True) -> Path:
+def _save_gi_model(
+    directory: Path,
+    *,
+    context: int = 0,
+    mode: str = "multilabel",
+    names=("large_bowel", "small_bowel", "stomach"),
+    bias: float | None = None,
+    seed: int = 0,
+    size=(32, 32),
+    resize: bool = True,
+) -> Path:
     """A tiny untrained U-Net folder as training writes it (model.json + safetensors), for the GI task.
     ``bias``: every weight zero and the head's bias this value, so the output is that logit everywhere."""
     names = list(names)
-    cfg = load_config(overrides={
-        "name": directory.name,
-        "task": {"mode": mode, "class_names": names, "spatial_dims": 2, "derived": None, "background": 0,
-                 "primary_metric": names[-1]},
-        "data": {"size": None if size is None else list(size), "resize": resize, "normalize": "minmax",
-                 "context_slices": context},
-        "model": {"name": "unet", "depth": 2, "base_channels": 4},
-    })
+    cfg = load_config(
+        overrides={
+            "name": directory.name,
+            "task": {
+                "mode": mode,
+                "class_names": names,
+                "spatial_dims": 2,
+                "derived": None,
+                "background": 0,
+                "primary_metric": names[-1],
+            },
+            "data": {
+                "size": None if size is None else list(size),
+                "resize": resize,
+                "normalize": "minmax",
+                "context_slices": context,
+            },
+            "model": {"name": "unet", "depth": 2, "base_channels": 4},
+        }
+    )
     torch.manual_seed(seed)
     model = build_model("unet", **model_kwargs(cfg))
     if bias is not None:

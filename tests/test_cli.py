@@ -11,8 +11,18 @@ from medseg.cli import app
 
 runner = CliRunner()
 
-TINY = ["--set", "model.base_channels=4", "--set", "model.depth=2", "--set", "train.batch_size=8",
-        "--set", "data.size=[96,96]", "--set", "evaluate.batch_size=32"]
+TINY = [
+    "--set",
+    "model.base_channels=4",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "train.batch_size=8",
+    "--set",
+    "data.size=[96,96]",
+    "--set",
+    "evaluate.batch_size=32",
+]
 
 
 def run(*args):
@@ -37,8 +47,19 @@ def pairs(workdir):
 def trained(workdir, pairs, monkeypatch_module):
     monkeypatch_module.setenv("MEDSEG_HOME", str(workdir / "home"))
     runs = workdir / "runs"
-    r = run("train", "configs/chromosomes/demo.yaml", "--data", pairs, "--epochs", 2, "--name", "cli_run",
-            "--set", f"output.root={runs}", *TINY)
+    r = run(
+        "train",
+        "configs/chromosomes/demo.yaml",
+        "--data",
+        pairs,
+        "--epochs",
+        2,
+        "--name",
+        "cli_run",
+        "--set",
+        f"output.root={runs}",
+        *TINY,
+    )
     assert r.exit_code == 0, r.output
     return runs / "cli_run"
 
@@ -74,8 +95,19 @@ def test_train_writes_run_and_resume_continues(trained, pairs, workdir):
     data = json.loads((trained / "data.json").read_text())
     assert data["n_test"] == 12 and data["synthesized"] is True  # 20 % of 60 held out
     # a third epoch continues the run instead of starting again
-    r = run("train", "configs/chromosomes/demo.yaml", "--data", pairs, "--epochs", 3, "--name", "cli_run",
-            "--set", f"output.root={workdir / 'runs'}", *TINY)
+    r = run(
+        "train",
+        "configs/chromosomes/demo.yaml",
+        "--data",
+        pairs,
+        "--epochs",
+        3,
+        "--name",
+        "cli_run",
+        "--set",
+        f"output.root={workdir / 'runs'}",
+        *TINY,
+    )
     assert r.exit_code == 0, r.output
     assert "resuming after epoch 2" in r.output
     assert len(json.loads((fold / "history.json").read_text())) == 3
@@ -144,8 +176,19 @@ def test_a_volume_given_to_a_2d_model_says_so(trained, workdir):
 
 
 def test_train_prints_one_summary_line(trained, pairs, workdir):
-    r = run("train", "configs/chromosomes/demo.yaml", "--data", pairs, "--epochs", 3, "--name", "cli_run",
-            "--set", f"output.root={workdir / 'runs'}", *TINY)
+    r = run(
+        "train",
+        "configs/chromosomes/demo.yaml",
+        "--data",
+        pairs,
+        "--epochs",
+        3,
+        "--name",
+        "cli_run",
+        "--set",
+        f"output.root={workdir / 'runs'}",
+        *TINY,
+    )
     assert r.exit_code == 0, r.output
     [line] = [line for line in r.output.splitlines() if line.startswith("fold 0: best epoch ")]
     assert "IoU[overlap]" in line and str(trained) in line
@@ -154,8 +197,19 @@ def test_train_prints_one_summary_line(trained, pairs, workdir):
 
 def test_training_another_model_into_the_run_is_refused_and_evaluate_rewrites_no_fold(trained, pairs, workdir):
     before = {p: p.stat().st_mtime_ns for p in trained.rglob("*") if p.is_file() and "evaluation" not in p.parts}
-    r = run("train", "configs/chromosomes/demo.yaml", "--data", pairs, "--name", "cli_run",
-            "--set", f"output.root={workdir / 'runs'}", *TINY, "--set", "model.base_channels=8")
+    r = run(
+        "train",
+        "configs/chromosomes/demo.yaml",
+        "--data",
+        pairs,
+        "--name",
+        "cli_run",
+        "--set",
+        f"output.root={workdir / 'runs'}",
+        *TINY,
+        "--set",
+        "model.base_channels=8",
+    )
     assert r.exit_code == 2
     [line] = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert "model.base_channels 4 → 8" in line and "--name NEW" in line and "--restart" in line

@@ -59,8 +59,19 @@ def test_submission_of_all_folds_and_of_one(gi_root, run_dir, workdir):
     recorded = json.loads((out / "submission.json").read_text())
     assert recorded["n_models"] == 2 and recorded["n_slices"] == len(index) and recorded["n_scans"] == 4
 
-    r = run("predict", run_dir, gi_root / "train", "--format", "submission", "-o", workdir / "sub_0",
-            "--folds", "0", "--device", "cpu")
+    r = run(
+        "predict",
+        run_dir,
+        gi_root / "train",
+        "--format",
+        "submission",
+        "-o",
+        workdir / "sub_0",
+        "--folds",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.output
     rows = rows_of(workdir / "sub_0")
     shapes = {rec.id: rec.shape for rec in index}
@@ -69,8 +80,19 @@ def test_submission_of_all_folds_and_of_one(gi_root, run_dir, workdir):
         assert row["predicted"] == f"1 {h * w}" and rle_decode(row["predicted"], (h, w)).all()
     assert json.loads((workdir / "sub_0" / "submission.json").read_text())["n_models"] == 1
 
-    r = run("predict", run_dir, gi_root, "--format", "submission", "-o", workdir / "sub_01", "--folds", "all",
-            "--device", "cpu")
+    r = run(
+        "predict",
+        run_dir,
+        gi_root,
+        "--format",
+        "submission",
+        "-o",
+        workdir / "sub_01",
+        "--folds",
+        "all",
+        "--device",
+        "cpu",
+    )
     assert r.exit_code == 0, r.output
     assert (workdir / "sub_01" / "submission.csv").read_bytes() == (out / "submission.csv").read_bytes()
 
@@ -86,21 +108,25 @@ def test_a_folder_without_scans_fails_cleanly(run_dir, workdir):
     empty = workdir / "no_scans"
     empty.mkdir()
     out = workdir / "sub_empty"
-    _fails_cleanly(run("predict", run_dir, empty, "--format", "submission", "-o", out), out, str(empty),
-                   "no scans found")
+    _fails_cleanly(
+        run("predict", run_dir, empty, "--format", "submission", "-o", out), out, str(empty), "no scans found"
+    )
 
 
 def test_a_multiclass_model_fails_cleanly(gi_root, workdir, save_gi_model):
     model = save_gi_model(workdir / "multiclass", mode="multiclass", names=("background", "stomach"))
     out = workdir / "sub_multiclass"
-    _fails_cleanly(run("predict", model, gi_root, "--format", "submission", "-o", out), out, str(model),
-                   "multilabel")
+    _fails_cleanly(run("predict", model, gi_root, "--format", "submission", "-o", out), out, str(model), "multilabel")
 
 
 def test_folds_that_are_not_there_fail_cleanly(gi_root, run_dir, workdir):
     out = workdir / "sub_fold7"
-    _fails_cleanly(run("predict", run_dir, gi_root, "--format", "submission", "-o", out, "--folds", "0,7"), out,
-                   "no trained fold 7", "fold_0, fold_1")
+    _fails_cleanly(
+        run("predict", run_dir, gi_root, "--format", "submission", "-o", out, "--folds", "0,7"),
+        out,
+        "no trained fold 7",
+        "fold_0, fold_1",
+    )
     r = run("predict", run_dir / "fold_0", gi_root, "--format", "submission", "-o", out, "--folds", "0")
     _fails_cleanly(r, out, "run folder")
 
@@ -108,11 +134,14 @@ def test_folds_that_are_not_there_fail_cleanly(gi_root, run_dir, workdir):
 def test_usage_errors(gi_root, run_dir, workdir):
     r = runner.invoke(app, ["predict", str(run_dir), str(gi_root), "-o", str(workdir / "x"), "--format", "csv"])
     assert r.exit_code == 2 and "--format takes files or submission" in r.output
-    r = runner.invoke(app, ["predict", str(run_dir), str(gi_root), str(gi_root), "-o", str(workdir / "x"),
-                            "--format", "submission"])
+    r = runner.invoke(
+        app, ["predict", str(run_dir), str(gi_root), str(gi_root), "-o", str(workdir / "x"), "--format", "submission"]
+    )
     assert r.exit_code == 2 and "one competition folder" in r.output
-    r = runner.invoke(app, ["predict", str(run_dir), str(gi_root), "-o", str(workdir / "x"), "--format",
-                            "submission", "--folds", "a,b"])
+    r = runner.invoke(
+        app,
+        ["predict", str(run_dir), str(gi_root), "-o", str(workdir / "x"), "--format", "submission", "--folds", "a,b"],
+    )
     assert r.exit_code == 2 and "--folds" in r.output
 
 
@@ -146,10 +175,21 @@ def test_evaluate_prints_the_competition_score_per_fold_and_mean(tmp_path, monke
     monkeypatch.setattr(evaluate, "console", Console(file=buffer, width=300))
 
     def comp(score, dice, haus):
-        return {"uw_score": score, "dice": dice, "hausdorff_score": haus, "n_scans": 3,
-                "other_convention": {"uw_score": score - 0.1}}
-    metrics = {"competition": comp(0.7, 0.85, 0.6), "per_fold": [{"fold": "fold_0", "competition": comp(0.65, 0.8, 0.55)},
-                                                                {"fold": "fold_1", "competition": comp(0.75, 0.9, 0.65)}]}
+        return {
+            "uw_score": score,
+            "dice": dice,
+            "hausdorff_score": haus,
+            "n_scans": 3,
+            "other_convention": {"uw_score": score - 0.1},
+        }
+
+    metrics = {
+        "competition": comp(0.7, 0.85, 0.6),
+        "per_fold": [
+            {"fold": "fold_0", "competition": comp(0.65, 0.8, 0.55)},
+            {"fold": "fold_1", "competition": comp(0.75, 0.9, 0.65)},
+        ],
+    }
     (tmp_path / "metrics.json").write_text(json.dumps({"metrics": metrics}))
     print_competition(tmp_path / "report.md")
     out = buffer.getvalue()

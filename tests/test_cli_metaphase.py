@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 
-
 runner = CliRunner()
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mfish"
 
@@ -63,20 +62,23 @@ def test_predict_errors_name_the_file(models, tmp_path):
     semantic, pair = models
     bad = tmp_path / "broken.tif"
     bad.write_text("not a TIFF")
-    result = runner.invoke(app, ["predict", str(semantic), str(bad), "--pair-model", str(pair), "-o",
-                                 str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["predict", str(semantic), str(bad), "--pair-model", str(pair), "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "broken.tif" in result.output and "error:" in result.output
     good = tmp_path / "m.png"
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(good)
-    result = runner.invoke(app, ["predict", str(semantic), str(good), "--pair-model", str(semantic), "-o",
-                                 str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["predict", str(semantic), str(good), "--pair-model", str(semantic), "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "not a pair model" in result.output and str(semantic) in result.output
     result = runner.invoke(app, ["predict", str(pair), str(good), "--pair-model", str(pair), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "background / chromosome / overlap" in result.output
     tiny = tmp_path / "tiny.png"  # 7 columns, 5 rows: the size as width × height
     Image.fromarray(np.zeros((5, 7), np.uint8)).save(tiny)
-    result = runner.invoke(app, ["predict", str(semantic), str(tiny), "-o", str(tmp_path / "o")],
-                           env={"COLUMNS": "300"})
+    result = runner.invoke(
+        app, ["predict", str(semantic), str(tiny), "-o", str(tmp_path / "o")], env={"COLUMNS": "300"}
+    )
     assert result.exit_code == 2 and "image is 7 × 5 px (width × height)" in result.output, result.output
 
 
@@ -93,19 +95,34 @@ def test_evaluate_metaphases_on_real_crops(models, tmp_path):
         Image.fromarray(karyo[100:180, 100:200]).save(root / m.folder / f"{m.id}K.tif")
     shutil.copyfile(SHARED / "README.TXT", root / "README.TXT")
     out = tmp_path / "report"
-    result = _run("evaluate-metaphases", semantic, "--data", root, "--pair-model", pair, "--slides", "all", "-o", out,
-                  "--device", "cpu")
+    result = _run(
+        "evaluate-metaphases",
+        semantic,
+        "--data",
+        root,
+        "--pair-model",
+        pair,
+        "--slides",
+        "all",
+        "-o",
+        out,
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_metaphases"] == 2 and metrics["pooled"]["n_pred"] == 2  # the whole crop is one "chromosome"
     assert metrics["pooled"]["n_true"] >= 2 and metrics["data"].startswith("REAL")
-    assert {"report.md", "per_metaphase.png", "instances_lowest_f1.png", "README.TXT"} <= {p.name for p in out.iterdir()}
+    assert {"report.md", "per_metaphase.png", "instances_lowest_f1.png", "README.TXT"} <= {
+        p.name for p in out.iterdir()
+    }
     # each crop's one object is called single and holds every true chromosome of its crop: right only where one
     single = metrics["status_accuracy"]["single"]
     assert single["n"] == 2 and single["held"] == metrics["pooled"]["n_true"]
     assert single["right"] == sum(r["n_true"] == 1 for r in metrics["per_metaphase"])
     assert "## Statuses against the label maps" in (out / "report.md").read_text()
     assert f"single {single['right']}/2" in result.output
-    result = runner.invoke(app, ["evaluate-metaphases", str(semantic), "--data", str(root), "--slides", "Z99", "-o",
-                                 str(out)])
+    result = runner.invoke(
+        app, ["evaluate-metaphases", str(semantic), "--data", str(root), "--slides", "Z99", "-o", str(out)]
+    )
     assert result.exit_code == 2 and "Z99" in result.output

@@ -49,8 +49,13 @@ def test_yaml_override_merges(tmp_path):
     assert cfg["train"]["batch_size"] == 4
     assert cfg["data"]["size"] == [96, 96]
     assert cfg["train"]["epochs"] == 300  # siblings of the overridden key survive
-    assert cfg["train"]["scheduler"] == {"name": "plateau", "factor": 0.5, "patience": 3, "min_lr": 1.0e-7,
-                                         "warmup_epochs": 0}
+    assert cfg["train"]["scheduler"] == {
+        "name": "plateau",
+        "factor": 0.5,
+        "patience": 3,
+        "min_lr": 1.0e-7,
+        "warmup_epochs": 0,
+    }
     assert cfg["data"]["h5_key"] == "dataset_1"
 
 
@@ -62,15 +67,23 @@ def test_overrides_argument_wins_over_file(tmp_path):
 
 def test_nested_dict_override_keeps_other_nested_keys(tmp_path):
     path = _yaml(tmp_path / "c.yaml", {"train": {"scheduler": {"patience": 7}}})
-    assert load_config(path)["train"]["scheduler"] == {"name": "plateau", "factor": 0.5, "patience": 7,
-                                                       "min_lr": 1.0e-7, "warmup_epochs": 0}
+    assert load_config(path)["train"]["scheduler"] == {
+        "name": "plateau",
+        "factor": 0.5,
+        "patience": 7,
+        "min_lr": 1.0e-7,
+        "warmup_epochs": 0,
+    }
 
 
-@pytest.mark.parametrize("override,key_path", [
-    ({"train": {"batchsize": 4}}, "train.batchsize"),
-    ({"trian": {"epochs": 1}}, "trian"),
-    ({"train": {"scheduler": {"patiense": 2}}}, "train.scheduler.patiense"),
-])
+@pytest.mark.parametrize(
+    "override,key_path",
+    [
+        ({"train": {"batchsize": 4}}, "train.batchsize"),
+        ({"trian": {"epochs": 1}}, "trian"),
+        ({"train": {"scheduler": {"patiense": 2}}}, "train.scheduler.patiense"),
+    ],
+)
 def test_unknown_key_names_the_key_path(tmp_path, override, key_path):
     path = _yaml(tmp_path / "bad.yaml", override)
     with pytest.raises(ConfigError) as info:
@@ -81,20 +94,24 @@ def test_unknown_key_names_the_key_path(tmp_path, override, key_path):
 
 
 def test_model_and_derived_are_free_form():
-    cfg = load_config(overrides={"model": {"dropout": 0.1, "upsample": "bilinear"},
-                                 "task": {"derived": {"both": [1, 2]}}})
+    cfg = load_config(
+        overrides={"model": {"dropout": 0.1, "upsample": "bilinear"}, "task": {"derived": {"both": [1, 2]}}}
+    )
     assert cfg["model"]["dropout"] == 0.1 and cfg["model"]["upsample"] == "bilinear"
     assert cfg["task"]["derived"]["both"] == [1, 2]
 
 
-@pytest.mark.parametrize("override,match", [
-    ({"task": {"mode": "binary"}}, "task.mode"),
-    ({"train": {"batch_size": 0}}, "batch_size"),
-    ({"train": {"lr": 0}}, "lr"),
-    ({"data": {"stray_labels": "drop"}}, "stray_labels"),
-    ({"task": {"derived": {"x": [4]}}}, r"task\.derived\.x"),
-    ({"task": {"primary_metric": "iou"}}, "primary_metric"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ({"task": {"mode": "binary"}}, "task.mode"),
+        ({"train": {"batch_size": 0}}, "batch_size"),
+        ({"train": {"lr": 0}}, "lr"),
+        ({"data": {"stray_labels": "drop"}}, "stray_labels"),
+        ({"task": {"derived": {"x": [4]}}}, r"task\.derived\.x"),
+        ({"task": {"primary_metric": "iou"}}, "primary_metric"),
+    ],
+)
 def test_invalid_values(override, match):
     with pytest.raises(ConfigError, match=match):
         load_config(overrides=override)
@@ -126,8 +143,14 @@ def test_base_chain_unet_3l():
 
 
 def test_three_level_chain_keeps_each_levels_settings(tmp_path):
-    _yaml(tmp_path / "base" / "grand.yaml", {"name": "grand", "train": {"batch_size": 3, "epochs": 11},
-                                             "model": {"name": "unet", "depth": 5, "base_channels": 8}})
+    _yaml(
+        tmp_path / "base" / "grand.yaml",
+        {
+            "name": "grand",
+            "train": {"batch_size": 3, "epochs": 11},
+            "model": {"name": "unet", "depth": 5, "base_channels": 8},
+        },
+    )
     _yaml(tmp_path / "base" / "parent.yaml", {"_base_": "grand.yaml", "name": "parent", "train": {"epochs": 22}})
     child = _yaml(tmp_path / "child.yaml", {"_base_": "base/parent.yaml", "model": {"depth": 2}})
     cfg = load_config(child)
@@ -157,17 +180,20 @@ def test_unknown_key_in_a_child_of_a_chain(tmp_path):
 # ----------------------------------------------------------------------------------------- set_dotted
 
 
-@pytest.mark.parametrize("dotted,text,expected", [
-    ("train.epochs", "3", 3),
-    ("train.lr", "1.0e-4", 1.0e-4),
-    ("train.amp", "false", False),
-    ("data.limit", "null", None),
-    ("data.size", "[64, 64]", [64, 64]),
-    ("data.path", "pairs.h5", "pairs.h5"),
-    ("loss", "[{name: bce}, {name: dice, weight: 0.5}]", [{"name": "bce"}, {"name": "dice", "weight": 0.5}]),
-    ("train.scheduler.patience", "5", 5),
-    ("model.dropout", "0.2", 0.2),  # a new key under the free-form model mapping
-])
+@pytest.mark.parametrize(
+    "dotted,text,expected",
+    [
+        ("train.epochs", "3", 3),
+        ("train.lr", "1.0e-4", 1.0e-4),
+        ("train.amp", "false", False),
+        ("data.limit", "null", None),
+        ("data.size", "[64, 64]", [64, 64]),
+        ("data.path", "pairs.h5", "pairs.h5"),
+        ("loss", "[{name: bce}, {name: dice, weight: 0.5}]", [{"name": "bce"}, {"name": "dice", "weight": 0.5}]),
+        ("train.scheduler.patience", "5", 5),
+        ("model.dropout", "0.2", 0.2),  # a new key under the free-form model mapping
+    ],
+)
 def test_set_dotted_parses_yaml_values(dotted, text, expected):
     cfg = load_config()
     set_dotted(cfg, dotted, text)
@@ -210,8 +236,13 @@ def _build(cfg: dict) -> torch.nn.Module:
     """The model with in/out channels as training gives them (2.5D: the slice and its neighbours)."""
     kwargs = {k: v for k, v in cfg["model"].items() if k != "name"}
     in_channels = 1 + 2 * int(cfg["data"].get("context_slices") or 0)
-    return build_model(cfg["model"]["name"], trust_code=True, in_channels=in_channels,
-                       out_channels=len(cfg["task"]["class_names"]), **kwargs)
+    return build_model(
+        cfg["model"]["name"],
+        trust_code=True,
+        in_channels=in_channels,
+        out_channels=len(cfg["task"]["class_names"]),
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("path", ALL_YAML, ids=[str(p.relative_to(CONFIGS)) for p in ALL_YAML])
@@ -239,7 +270,9 @@ def test_expected_depths_of_the_shipped_configs():
     assert depth["unet_3l.yaml"] == 3
     assert depth["unet.yaml"] == 4
     assert depth["unet_5l.yaml"] == 5
-    assert load_config(CONFIGS / "chromosomes" / "demo.yaml")["model"]["base_channels"] == 12  # 8 left one seed in three on a one-foreground plateau
+    assert (
+        load_config(CONFIGS / "chromosomes" / "demo.yaml")["model"]["base_channels"] == 12
+    )  # 8 left one seed in three on a one-foreground plateau
 
 
 # ----------------------------------------------------------------------------- custom model via config
@@ -248,8 +281,10 @@ def test_expected_depths_of_the_shipped_configs():
 @pytest.fixture
 def tiny_module(tmp_path, monkeypatch):
     name = "medseg_test_config_tiny_mod"
-    _yaml(tmp_path / f"{name}.py", textwrap.dedent(
-        """
+    _yaml(
+        tmp_path / f"{name}.py",
+        textwrap.dedent(
+            """
         from torch import nn
 
         class TinyNet(nn.Module):
@@ -257,7 +292,8 @@ def tiny_module(tmp_path, monkeypatch):
                 super().__init__()
                 self.net = nn.Conv2d(in_channels, out_channels, 1)
         """
-    ))
+        ),
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield name
     sys.modules.pop(name, None)
@@ -272,12 +308,14 @@ def test_config_naming_a_custom_model_gets_only_its_own_settings(tmp_path, tiny_
 
 
 def test_empty_derived_mapping_clears_the_default_structures():
-    cfg = load_config(overrides={"task": {"class_names": ["background", "lesion"], "derived": {},
-                                          "primary_metric": "lesion"}})
+    cfg = load_config(
+        overrides={"task": {"class_names": ["background", "lesion"], "derived": {}, "primary_metric": "lesion"}}
+    )
     assert cfg["task"]["derived"] == {}
 
 
 def test_null_derived_works_for_a_two_class_task():
-    cfg = load_config(overrides={"task": {"class_names": ["background", "lesion"], "derived": None,
-                                          "primary_metric": "lesion"}})
+    cfg = load_config(
+        overrides={"task": {"class_names": ["background", "lesion"], "derived": None, "primary_metric": "lesion"}}
+    )
     assert cfg["task"]["derived"] is None

@@ -47,14 +47,17 @@ def _yaml(path: Path, data: dict | str) -> Path:
 # ------------------------------------------------------------------------------------------ did you mean
 
 
-@pytest.mark.parametrize("dotted,suggestion", [
-    ("train.epoch", "train.epochs"),
-    ("train.batchsize", "train.batch_size"),
-    ("trian.epochs", "train.epochs"),
-    ("epochs", "train.epochs"),
-    ("data.patchsize", "data.patch_size"),
-    ("noisy_labels.ocm.lamda", "noisy_labels.ocm.lambda"),
-])
+@pytest.mark.parametrize(
+    "dotted,suggestion",
+    [
+        ("train.epoch", "train.epochs"),
+        ("train.batchsize", "train.batch_size"),
+        ("trian.epochs", "train.epochs"),
+        ("epochs", "train.epochs"),
+        ("data.patchsize", "data.patch_size"),
+        ("noisy_labels.ocm.lamda", "noisy_labels.ocm.lambda"),
+    ],
+)
 def test_set_dotted_suggests_the_nearest_key(dotted, suggestion):
     with pytest.raises(ConfigError) as info:
         set_dotted(load_config(), dotted, "3")
@@ -62,7 +65,9 @@ def test_set_dotted_suggests_the_nearest_key(dotted, suggestion):
 
 
 def test_cli_set_suggests_the_nearest_key():
-    result = runner.invoke(app, ["config", "show", str(CONFIGS / "chromosomes" / "demo.yaml"), "--set", "train.epoch=3"])
+    result = runner.invoke(
+        app, ["config", "show", str(CONFIGS / "chromosomes" / "demo.yaml"), "--set", "train.epoch=3"]
+    )
     assert result.exit_code == 2
     assert "unknown config key 'train.epoch' — did you mean train.epochs?" in result.output
 
@@ -83,8 +88,11 @@ def test_unknown_key_in_a_base_file_names_that_file(tmp_path):
 
 
 def test_unknown_key_in_overrides_and_in_validate():
-    with pytest.raises(ConfigError, match=r"^unknown config key 'augment\.volume\.flip_probb' — did you mean "
-                                          r"augment\.volume\.flip_prob\?$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown config key 'augment\.volume\.flip_probb' — did you mean "
+        r"augment\.volume\.flip_prob\?$",
+    ):
         load_config(overrides={"augment": {"volume": {"flip_probb": 0.1}}})
     cfg = load_config()
     cfg["evaluate"]["hausdorf"] = True  # code that edits the dict, then validates it
@@ -100,18 +108,21 @@ def test_no_suggestion_lists_the_known_keys():
 # ------------------------------------------------------------------------------------------- wrong types
 
 
-@pytest.mark.parametrize("text,key,message", [
-    ("train: {epochs: abc}", "train.epochs", "must be an integer, got 'abc'"),
-    ("train: {epochs: 3.0}", "train.epochs", "must be an integer, got 3.0"),
-    ("train: {amp: 1}", "train.amp", "must be a boolean (true/false), got 1"),
-    ("train: {lr: .nan}", "train.lr", "must be a finite number"),
-    ("train: {seed: null}", "train.seed", "must be set (an integer), got null"),
-    ("train: {scheduler: 3}", "train.scheduler", "must be a mapping, got 3"),
-    ("data: {size: [1.5, 2]}", "data.size[0]", "must be an integer, got 1.5"),
-    ("data: {path: [a]}", "data.path", "must be a string, got ['a']"),
-    ("task: {mode: binary}", "task.mode", "must be 'multiclass' or 'multilabel', got 'binary'"),
-    ("task: {spatial_dims: 4}", "task.spatial_dims", "must be 2 or 3, got 4"),
-])
+@pytest.mark.parametrize(
+    "text,key,message",
+    [
+        ("train: {epochs: abc}", "train.epochs", "must be an integer, got 'abc'"),
+        ("train: {epochs: 3.0}", "train.epochs", "must be an integer, got 3.0"),
+        ("train: {amp: 1}", "train.amp", "must be a boolean (true/false), got 1"),
+        ("train: {lr: .nan}", "train.lr", "must be a finite number"),
+        ("train: {seed: null}", "train.seed", "must be set (an integer), got null"),
+        ("train: {scheduler: 3}", "train.scheduler", "must be a mapping, got 3"),
+        ("data: {size: [1.5, 2]}", "data.size[0]", "must be an integer, got 1.5"),
+        ("data: {path: [a]}", "data.path", "must be a string, got ['a']"),
+        ("task: {mode: binary}", "task.mode", "must be 'multiclass' or 'multilabel', got 'binary'"),
+        ("task: {spatial_dims: 4}", "task.spatial_dims", "must be 2 or 3, got 4"),
+    ],
+)
 def test_wrong_type_names_the_key_path_and_the_file(tmp_path, text, key, message):
     path = _yaml(tmp_path / "bad.yaml", text)
     with pytest.raises(ConfigError) as info:
@@ -151,72 +162,102 @@ def test_the_config_is_a_plain_dict():
 # ------------------------------------------------------------------------- every check, refused at load
 
 
-@pytest.mark.parametrize("override,message", [
-    # config.validate's
-    ({"task": {"class_names": ["background"]}}, "a multiclass task needs at least 2 classes"),
-    ({"task": {"derived": {"x": [4]}}}, r"task\.derived\.x names classes \[4\] outside 0\.\.3"),
-    ({"task": {"primary_metric": "iou"}}, r"task\.primary_metric 'iou' is not a class or derived structure"),
-    ({"train": {"batch_size": 0}}, r"train\.batch_size must be >= 1"),
-    ({"train": {"epochs": 0}}, r"train\.epochs must be >= 1"),
-    ({"train": {"lr": 0}}, r"train\.lr must be > 0"),
-    ({"data": {"stray_labels": "drop"}}, r"data\.stray_labels"),
-    # transforms3d's preprocess / augment.volume / patch checks
-    ({"preprocess": {"clip_min": 2000}}, r"preprocess\.clip_min \(2000\.0\) must be below preprocess\.clip_max"),
-    ({"preprocess": {"normalize": "percentile"}}, r"preprocess\.normalize"),  # zscore is one since issue 12
-    ({"preprocess": {"clip_max": None}}, "range needs both clip_min and clip_max"),
-    ({"preprocess": {"depth": 0}}, r"preprocess\.depth must be a number of slices >= 1"),
-    ({"preprocess": {"size_xy": [256]}}, r"preprocess\.size_xy must be \[H, W\]"),
-    ({"preprocess": {"depth_mode": "cubic"}}, r"preprocess\.depth_mode"),
-    ({"augment": {"volume": {"flip_prob": 2}}}, r"augment\.volume\.flip_prob must be a probability in \[0, 1\]"),
-    ({"augment": {"volume": {"noise_var": -1}}}, r"augment\.volume\.noise_var must be >= 0"),
-    ({"augment": {"volume": {"rotate_axes": "z"}}}, r"augment\.volume\.rotate_axes"),
-    ({"augment": {"volume": {"flip_axes": [3]}}}, r"augment\.volume\.flip_axes are array axes"),
-    ({"augment": {"volume": {"padding_mode": "wrap"}}}, r"augment\.volume\.padding_mode"),
-    ({"data": {"patch_size": [8, 8]}, "task": {"spatial_dims": 3}},
-     r"data\.patch_size must be \[D, H, W\] voxels for task\.spatial_dims 3, got \[8, 8\]"),
-    ({"data": {"patch_size": [8, 8, 8]}}, r"data\.patch_size must be \[H, W\] pixels for task\.spatial_dims 2"),
-    ({"data": {"patch_size": [8, 8, 8, 8]}}, r"data\.patch_size must be \[H, W\] pixels \(2D\) or \[D, H, W\]"),
-    ({"evaluate": {"sliding_window": {"roi_size": [8, 8, 8]}}},
-     r"evaluate\.sliding_window\.roi_size must be \[H, W\] pixels for task\.spatial_dims 2"),
-    ({"task": {"spatial_dims": 3}, "evaluate": {"sliding_window": {"roi_size": [8, 8]}}},
-     r"evaluate\.sliding_window\.roi_size must be \[D, H, W\] voxels for task\.spatial_dims 3"),
-    ({"data": {"size": [128]}}, r"data\.size must be \[H, W\] pixels or null"),
-    ({"data": {"normalize": "percentile"}}, r"data\.normalize"),
-    ({"train": {"iterations": 0}}, r"train\.iterations must be >= 1 optimizer steps or null"),
-    ({"data": {"patch_size": [8, 8, 8], "patch_pos_fraction": 1.5}}, r"data\.patch_pos_fraction must be in \[0, 1\]"),
-    ({"data": {"patch_pos_fraction": 0.5}}, r"data\.patch_pos_fraction needs data\.patch_size"),
-    ({"task": {"spatial_dims": 3}, "augment": {"flip_prob": 0.5}}, r"augment\.flip_prob is a 2D setting"),
-    # noisy_labels' (check_noise_config)
-    ({"noisy_labels": {"fraction": 1.5}}, r"noisy_labels\.fraction must be a number in \[0, 1\]"),
-    ({"noisy_labels": {"dilate_range": [3]}}, r"noisy_labels\.dilate_range"),
-    ({"noisy_labels": {"dilate_range": [8, 1]}}, r"noisy_labels\.dilate_range: .*lo <= hi"),
-    ({"noisy_labels": {"mode": "shrink"}}, r"noisy_labels\.mode"),
-    ({"noisy_labels": {"structures": "organs"}}, r"noisy_labels\.structures"),
-    ({"noisy_labels": {"qam": {"channels": [8, 16]}}}, r"noisy_labels\.qam\.channels and \.convs need one value"),
-    ({"noisy_labels": {"qam": {"channels": [], "convs": []}}}, r"noisy_labels\.qam\.channels and \.convs need"),
-    ({"noisy_labels": {"qam": {"convs": [2, 2, 0, 3, 3]}}}, r"noisy_labels\.qam\.channels and \.convs must be >= 1"),
-    ({"noisy_labels": {"qam": {"lr": 0}}}, r"noisy_labels\.qam\.lr must be > 0"),
-    ({"noisy_labels": {"ocm": {"lambda": 0}}}, r"noisy_labels\.ocm\.lambda must be > 0"),
-    ({"noisy_labels": {"enabled": True, "structures": "derived"}, "task": {"derived": {"a": [1, 3]}}},
-     r"noisy_labels\.structures: derived needs the 1 task\.derived unions"),
-    ({"noisy_labels": {"qam": {"enabled": True}, "structures": "derived"}, "task": {"derived": {}}},
-     "needs task.derived to name at least one structure"),
-    ({"noisy_labels": {"enabled": True, "structures": "derived"},
-      "task": {"derived": {"a": [1, 2, 3], "b": [1, 2, 3]}}}, "classes 1 and 2 lie in the same task.derived unions"),
-    ({"noisy_labels": {"enabled": True, "structures": "derived"}, "task": {"mode": "multilabel"}},
-     "derived needs a multiclass task"),
-    # run.trainer_class's
-    ({"adversarial": {"enabled": True}, "noisy_labels": {"qam": {"enabled": True}}},
-     "adversarial and noisy_labels.qam cannot be combined"),
-    # NoisyLabelTrainer's
-    ({"noisy_labels": {"qam": {"enabled": True}}, "train": {"batch_size": 1}},
-     r"noisy_labels\.qam weighs the samples of a batch against each other: train\.batch_size must be >= 2"),
-    # and the others of the schema
-    ({"train": {"scheduler": {"name": "step"}}}, r"train\.scheduler\.name"),
-    ({"evaluate": {"sliding_window": {"overlap": 1.0}}}, r"evaluate\.sliding_window\.overlap must be in \[0, 1\)"),
-    ({"loss": 3}, "loss must be a loss name"),
-    ({"model": {"depth": 3, "name": None}}, r"model\.name"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        # config.validate's
+        ({"task": {"class_names": ["background"]}}, "a multiclass task needs at least 2 classes"),
+        ({"task": {"derived": {"x": [4]}}}, r"task\.derived\.x names classes \[4\] outside 0\.\.3"),
+        ({"task": {"primary_metric": "iou"}}, r"task\.primary_metric 'iou' is not a class or derived structure"),
+        ({"train": {"batch_size": 0}}, r"train\.batch_size must be >= 1"),
+        ({"train": {"epochs": 0}}, r"train\.epochs must be >= 1"),
+        ({"train": {"lr": 0}}, r"train\.lr must be > 0"),
+        ({"data": {"stray_labels": "drop"}}, r"data\.stray_labels"),
+        # transforms3d's preprocess / augment.volume / patch checks
+        ({"preprocess": {"clip_min": 2000}}, r"preprocess\.clip_min \(2000\.0\) must be below preprocess\.clip_max"),
+        ({"preprocess": {"normalize": "percentile"}}, r"preprocess\.normalize"),  # zscore is one since issue 12
+        ({"preprocess": {"clip_max": None}}, "range needs both clip_min and clip_max"),
+        ({"preprocess": {"depth": 0}}, r"preprocess\.depth must be a number of slices >= 1"),
+        ({"preprocess": {"size_xy": [256]}}, r"preprocess\.size_xy must be \[H, W\]"),
+        ({"preprocess": {"depth_mode": "cubic"}}, r"preprocess\.depth_mode"),
+        ({"augment": {"volume": {"flip_prob": 2}}}, r"augment\.volume\.flip_prob must be a probability in \[0, 1\]"),
+        ({"augment": {"volume": {"noise_var": -1}}}, r"augment\.volume\.noise_var must be >= 0"),
+        ({"augment": {"volume": {"rotate_axes": "z"}}}, r"augment\.volume\.rotate_axes"),
+        ({"augment": {"volume": {"flip_axes": [3]}}}, r"augment\.volume\.flip_axes are array axes"),
+        ({"augment": {"volume": {"padding_mode": "wrap"}}}, r"augment\.volume\.padding_mode"),
+        (
+            {"data": {"patch_size": [8, 8]}, "task": {"spatial_dims": 3}},
+            r"data\.patch_size must be \[D, H, W\] voxels for task\.spatial_dims 3, got \[8, 8\]",
+        ),
+        ({"data": {"patch_size": [8, 8, 8]}}, r"data\.patch_size must be \[H, W\] pixels for task\.spatial_dims 2"),
+        ({"data": {"patch_size": [8, 8, 8, 8]}}, r"data\.patch_size must be \[H, W\] pixels \(2D\) or \[D, H, W\]"),
+        (
+            {"evaluate": {"sliding_window": {"roi_size": [8, 8, 8]}}},
+            r"evaluate\.sliding_window\.roi_size must be \[H, W\] pixels for task\.spatial_dims 2",
+        ),
+        (
+            {"task": {"spatial_dims": 3}, "evaluate": {"sliding_window": {"roi_size": [8, 8]}}},
+            r"evaluate\.sliding_window\.roi_size must be \[D, H, W\] voxels for task\.spatial_dims 3",
+        ),
+        ({"data": {"size": [128]}}, r"data\.size must be \[H, W\] pixels or null"),
+        ({"data": {"normalize": "percentile"}}, r"data\.normalize"),
+        ({"train": {"iterations": 0}}, r"train\.iterations must be >= 1 optimizer steps or null"),
+        (
+            {"data": {"patch_size": [8, 8, 8], "patch_pos_fraction": 1.5}},
+            r"data\.patch_pos_fraction must be in \[0, 1\]",
+        ),
+        ({"data": {"patch_pos_fraction": 0.5}}, r"data\.patch_pos_fraction needs data\.patch_size"),
+        ({"task": {"spatial_dims": 3}, "augment": {"flip_prob": 0.5}}, r"augment\.flip_prob is a 2D setting"),
+        # noisy_labels' (check_noise_config)
+        ({"noisy_labels": {"fraction": 1.5}}, r"noisy_labels\.fraction must be a number in \[0, 1\]"),
+        ({"noisy_labels": {"dilate_range": [3]}}, r"noisy_labels\.dilate_range"),
+        ({"noisy_labels": {"dilate_range": [8, 1]}}, r"noisy_labels\.dilate_range: .*lo <= hi"),
+        ({"noisy_labels": {"mode": "shrink"}}, r"noisy_labels\.mode"),
+        ({"noisy_labels": {"structures": "organs"}}, r"noisy_labels\.structures"),
+        ({"noisy_labels": {"qam": {"channels": [8, 16]}}}, r"noisy_labels\.qam\.channels and \.convs need one value"),
+        ({"noisy_labels": {"qam": {"channels": [], "convs": []}}}, r"noisy_labels\.qam\.channels and \.convs need"),
+        (
+            {"noisy_labels": {"qam": {"convs": [2, 2, 0, 3, 3]}}},
+            r"noisy_labels\.qam\.channels and \.convs must be >= 1",
+        ),
+        ({"noisy_labels": {"qam": {"lr": 0}}}, r"noisy_labels\.qam\.lr must be > 0"),
+        ({"noisy_labels": {"ocm": {"lambda": 0}}}, r"noisy_labels\.ocm\.lambda must be > 0"),
+        (
+            {"noisy_labels": {"enabled": True, "structures": "derived"}, "task": {"derived": {"a": [1, 3]}}},
+            r"noisy_labels\.structures: derived needs the 1 task\.derived unions",
+        ),
+        (
+            {"noisy_labels": {"qam": {"enabled": True}, "structures": "derived"}, "task": {"derived": {}}},
+            "needs task.derived to name at least one structure",
+        ),
+        (
+            {
+                "noisy_labels": {"enabled": True, "structures": "derived"},
+                "task": {"derived": {"a": [1, 2, 3], "b": [1, 2, 3]}},
+            },
+            "classes 1 and 2 lie in the same task.derived unions",
+        ),
+        (
+            {"noisy_labels": {"enabled": True, "structures": "derived"}, "task": {"mode": "multilabel"}},
+            "derived needs a multiclass task",
+        ),
+        # run.trainer_class's
+        (
+            {"adversarial": {"enabled": True}, "noisy_labels": {"qam": {"enabled": True}}},
+            "adversarial and noisy_labels.qam cannot be combined",
+        ),
+        # NoisyLabelTrainer's
+        (
+            {"noisy_labels": {"qam": {"enabled": True}}, "train": {"batch_size": 1}},
+            r"noisy_labels\.qam weighs the samples of a batch against each other: train\.batch_size must be >= 2",
+        ),
+        # and the others of the schema
+        ({"train": {"scheduler": {"name": "step"}}}, r"train\.scheduler\.name"),
+        ({"evaluate": {"sliding_window": {"overlap": 1.0}}}, r"evaluate\.sliding_window\.overlap must be in \[0, 1\)"),
+        ({"loss": 3}, "loss must be a loss name"),
+        ({"model": {"depth": 3, "name": None}}, r"model\.name"),
+    ],
+)
 def test_every_check_refuses_at_load_time(override, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(overrides=override)
@@ -249,7 +290,7 @@ def test_no_copy_of_the_defaults_left_outside_the_schema():
         text = inspect.getsource(getattr(transforms3d, name))
         assert "raise ConfigError" not in text and "1600" not in text, name  # no checks, no numbers of their own
     config_source = inspect.getsource(config_module)
-    for literal in ("1600", "\"patchgan\"", "\"clip_max\"", "synth_pairs"):
+    for literal in ("1600", '"patchgan"', '"clip_max"', "synth_pairs"):
         assert literal not in config_source, literal  # config.py holds no defaults: the schema does
 
 
@@ -266,7 +307,9 @@ def test_a_section_alone_is_completed_and_checked_by_the_schema():
     s = preprocess_settings({"preprocess": {"depth": 12, "size_xy": None}})
     assert s == {**DEFAULTS["preprocess"], "depth": 12, "size_xy": None}
     assert section_settings("augment.volume", {"flip_prob": 1}) == {**DEFAULTS["augment"]["volume"], "flip_prob": 1.0}
-    with pytest.raises(ConfigError, match=r"^unknown config key 'preprocess\.clipmax' — did you mean preprocess\.clip_max\?$"):
+    with pytest.raises(
+        ConfigError, match=r"^unknown config key 'preprocess\.clipmax' — did you mean preprocess\.clip_max\?$"
+    ):
         preprocess_settings({"preprocess": {"clipmax": 1}})
     with pytest.raises(ConfigError, match=r"^config key 'augment\.volume\.flip_prob' must be a number, got 'x'$"):
         augment_settings({"augment": {"volume": {"flip_prob": "x"}}})
@@ -277,8 +320,13 @@ def test_build_train_transform_takes_the_config_once():
     assert list(inspect.signature(build_train_transform).parameters) == ["cfg"]
     assert build_train_transform(load_config()) is None  # 2D, no flips or rotations by default
     assert build_train_transform(load_config(overrides={"augment": {"flip_prob": 0.5}})) is not None
-    cfg3d = load_config(overrides={"task": {"spatial_dims": 3}, "data": {"patch_size": [4, 8, 8]},
-                                   "augment": {"volume": {"enabled": False}}})
+    cfg3d = load_config(
+        overrides={
+            "task": {"spatial_dims": 3},
+            "data": {"patch_size": [4, 8, 8]},
+            "augment": {"volume": {"enabled": False}},
+        }
+    )
     assert build_train_transform(cfg3d) is not None  # the patches come from the same config
 
 

@@ -17,8 +17,20 @@ from medseg.data.volume_io import read_volume
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 runner = CliRunner()
-TINY = ["--set", "train.iterations=2", "--set", "train.max_batches_per_epoch=1", "--set", "model.depth=2",
-        "--set", "model.base_channels=4", "--set", "train.batch_size=2", "--device", "cpu"]
+TINY = [
+    "--set",
+    "train.iterations=2",
+    "--set",
+    "train.max_batches_per_epoch=1",
+    "--set",
+    "model.depth=2",
+    "--set",
+    "model.base_channels=4",
+    "--set",
+    "train.batch_size=2",
+    "--device",
+    "cpu",
+]
 
 
 def _membrane_folder(root: Path, n: int = 8, size=(96, 80)) -> Path:
@@ -27,7 +39,7 @@ def _membrane_folder(root: Path, n: int = 8, size=(96, 80)) -> Path:
     (root / "masks").mkdir()
     for i in range(n):
         mask = np.zeros(size, np.uint8)
-        mask[:, 20 + i: 24 + i] = 255  # a vertical membrane
+        mask[:, 20 + i : 24 + i] = 255  # a vertical membrane
         image = rng.integers(0, 60, size).astype(np.uint8)
         image[mask > 0] = 200
         Image.fromarray(image).save(root / "images" / f"cell_{i}.png")
@@ -40,15 +52,32 @@ def test_2d_example_trains_and_predicts_full_size(tmp_path):
     assert cfg["data"]["size"] is None and cfg["data"]["mask_values"] == [0, 255]
     data = _membrane_folder(tmp_path / "cells")
     runs = tmp_path / "runs"
-    result = runner.invoke(app, ["train", str(EXAMPLES / "own_data_2d.yaml"), "--data", str(data), *TINY,
-                                 "--set", f"output.root={runs}", "--set", "data.patch_size=[64, 64]",
-                                 "--set", "evaluate.sliding_window.roi_size=[64, 64]",
-                                 "--set", "model.deep_supervision=1"],  # the U-Net's nnU-Net option, end to end
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(EXAMPLES / "own_data_2d.yaml"),
+            "--data",
+            str(data),
+            *TINY,
+            "--set",
+            f"output.root={runs}",
+            "--set",
+            "data.patch_size=[64, 64]",
+            "--set",
+            "evaluate.sliding_window.roi_size=[64, 64]",
+            "--set",
+            "model.deep_supervision=1",
+        ],  # the U-Net's nnU-Net option, end to end
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     out = tmp_path / "pred"
-    result = runner.invoke(app, ["predict", str(runs / "own_data_2d"), str(data / "images" / "cell_3.png"),
-                                 "-o", str(out)], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["predict", str(runs / "own_data_2d"), str(data / "images" / "cell_3.png"), "-o", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     labels = np.asarray(Image.open(out / "cell_3_labels.png"))
     assert labels.shape == (96, 80) and set(np.unique(labels)) <= {0, 1}
@@ -69,14 +98,36 @@ def test_3d_example_trains_and_predicts_full_size(tmp_path):
         write_nifti(Volume(image, (3.0, 0.8, 0.8), modality="CT"), root / f"case_{i}_image.nii.gz")
         write_nifti(Volume(label, (3.0, 0.8, 0.8)), root / f"case_{i}_label.nii.gz", label=True)
     runs = tmp_path / "runs"
-    result = runner.invoke(app, ["train", str(EXAMPLES / "own_data_3d.yaml"), "--data", str(root), *TINY,
-                                 "--set", f"output.root={runs}", "--set", "splits.n_folds=2", "--set", "preprocess.depth=12",
-                                 "--set", "preprocess.size_xy=[32, 28]", "--set", "data.patch_size=[8, 16, 16]",
-                                 "--set", "evaluate.sliding_window.roi_size=[8, 16, 16]"], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(EXAMPLES / "own_data_3d.yaml"),
+            "--data",
+            str(root),
+            *TINY,
+            "--set",
+            f"output.root={runs}",
+            "--set",
+            "splits.n_folds=2",
+            "--set",
+            "preprocess.depth=12",
+            "--set",
+            "preprocess.size_xy=[32, 28]",
+            "--set",
+            "data.patch_size=[8, 16, 16]",
+            "--set",
+            "evaluate.sliding_window.roi_size=[8, 16, 16]",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     out = tmp_path / "pred"
-    result = runner.invoke(app, ["predict", str(runs / "own_data_3d"), str(root / "case_0_image.nii.gz"),
-                                 "-o", str(out)], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["predict", str(runs / "own_data_3d"), str(root / "case_0_image.nii.gz"), "-o", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     label = read_volume(next(out.glob("*_label.nii.gz")))
     assert label.shape == (12, 32, 28) and set(np.unique(label.array)) <= {0, 1, 2}

@@ -35,10 +35,23 @@ def _tiff_header_only(path: Path, width: int, height: int) -> Path:
     """An 8-bit grey LZW TIFF whose header declares width × height pixels; its one strip is 4 bytes (an LZW clear
     code and end of information), so the file is tiny whatever it claims: what a compression bomb's header says."""
     strip = bytes([0x80, 0x00, 0x40, 0x40])
-    tags = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 5), (262, 3, 1), (273, 4, 8),
-            (277, 3, 1), (278, 4, height), (279, 4, len(strip))]
-    entries = b"".join(struct.pack("<HHII", tag, kind, 1, value) if kind == 4  # LONG
-                       else struct.pack("<HHIHH", tag, kind, 1, value, 0) for tag, kind, value in tags)  # SHORT
+    tags = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 5),
+        (262, 3, 1),
+        (273, 4, 8),
+        (277, 3, 1),
+        (278, 4, height),
+        (279, 4, len(strip)),
+    ]
+    entries = b"".join(
+        struct.pack("<HHII", tag, kind, 1, value)
+        if kind == 4  # LONG
+        else struct.pack("<HHIHH", tag, kind, 1, value, 0)
+        for tag, kind, value in tags
+    )  # SHORT
     ifd = struct.pack("<H", len(tags)) + entries + b"\0\0\0\0"
     path.write_bytes(b"II*\0" + struct.pack("<I", 8 + len(strip)) + strip + ifd)
     return path
@@ -188,8 +201,15 @@ def test_plan_refuses_masks_with_more_values_than_classes(tmp_path):
 
 
 def test_plan_backstop_refuses_a_fingerprint_with_more_values_than_classes():
-    fp = {"kind": "folder2d", "spatial_dims": 2, "n_cases": 1, "n_sampled": 1, "path": "/data/cells",
-          "label_values": list(range(300)), "label_frequency": {}}
+    fp = {
+        "kind": "folder2d",
+        "spatial_dims": 2,
+        "n_cases": 1,
+        "n_sampled": 1,
+        "path": "/data/cells",
+        "label_values": list(range(300)),
+        "label_frequency": {},
+    }
     with pytest.raises(DataValidationError, match=r"/data/cells: the labels hold 300 distinct values"):
         plan(fp, device="cpu")
 

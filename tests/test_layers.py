@@ -68,15 +68,20 @@ def test_every_package_has_a_layer():
 
 
 def test_imports_point_down():
-    upward = sorted(f"{module} imports medseg.{target} (layer {LAYER_OF[target]} >= {LAYER_OF[pkg]})"
-                    for pkg, targets in import_graph().items() for target, module in targets
-                    if target in LAYER_OF and LAYER_OF[target] >= LAYER_OF[pkg])
+    upward = sorted(
+        f"{module} imports medseg.{target} (layer {LAYER_OF[target]} >= {LAYER_OF[pkg]})"
+        for pkg, targets in import_graph().items()
+        for target, module in targets
+        if target in LAYER_OF and LAYER_OF[target] >= LAYER_OF[pkg]
+    )
     assert not upward, "imports that point up or sideways:\n" + "\n".join(upward)
 
 
 def test_loading_a_model_does_not_import_the_trainer():
     # Prediction, evaluation and the server load a model folder through medseg.artifact alone.
-    code = ("import sys, medseg.inference.predictor, medseg.evaluation.evaluate, medseg.server.registry; "
-            "print(sorted(m for m in sys.modules if m.startswith('medseg.training')))")
+    code = (
+        "import sys, medseg.inference.predictor, medseg.evaluation.evaluate, medseg.server.registry; "
+        "print(sorted(m for m in sys.modules if m.startswith('medseg.training')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -16,8 +16,11 @@ def _patterns() -> list[str]:
 
 
 def _data_files() -> set[Path]:
-    return {p for p in PACKAGE.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
-            and "__pycache__" not in p.parts}
+    return {
+        p
+        for p in PACKAGE.rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    }
 
 
 def test_every_package_data_pattern_matches_files():

@@ -127,8 +127,16 @@ def test_viewer_has_no_class_colours_of_its_own():
     assert "c.colour" in text  # the legend swatches are painted with the API's colours
 
 
-@pytest.mark.parametrize("module", ["medseg.evaluation.figures", "medseg.data.synth", "medseg.inference.image",
-                                    "medseg.server.slices", "medseg.server.registry"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "medseg.evaluation.figures",
+        "medseg.data.synth",
+        "medseg.inference.image",
+        "medseg.server.slices",
+        "medseg.server.registry",
+    ],
+)
 def test_no_module_defines_class_colours_of_its_own(module):
     import importlib
     import inspect
@@ -173,7 +181,11 @@ def test_background_elsewhere_or_none():
     assert (0, 0, 0) not in {tuple(c) for c in no_bg.tolist()}
     assert tuple(no_bg[0].tolist()) == AMFL[1]  # every class is a structure: class 0 takes the first colour
     bg2 = class_colours(4, background=2)
-    assert tuple(bg2[2].tolist()) == (0, 0, 0) and [tuple(c) for c in bg2[[0, 1, 3]].tolist()] == [AMFL[1], AMFL[2], AMFL[3]]
+    assert tuple(bg2[2].tolist()) == (0, 0, 0) and [tuple(c) for c in bg2[[0, 1, 3]].tolist()] == [
+        AMFL[1],
+        AMFL[2],
+        AMFL[3],
+    ]
     np.testing.assert_array_equal(colourize(np.array([0, 1, 2, 3]), background=2), bg2)
     assert class_hex(0, background=None) == "#e62828"
     labels = [h.get_label() for h in legend_handles(["a", "b", "bg"], background=False, background_index=2)]

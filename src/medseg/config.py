@@ -38,8 +38,21 @@ from medseg.config_schema import (
 )
 from medseg.errors import ConfigError
 
-__all__ = ["CHROMOSOME_CLASSES", "DEFAULTS", "Config", "Resolved", "deep_merge", "format_config", "load_config",
-           "parse_value", "resolve_config", "save_config", "section_settings", "set_dotted", "validate"]
+__all__ = [
+    "CHROMOSOME_CLASSES",
+    "DEFAULTS",
+    "Config",
+    "Resolved",
+    "deep_merge",
+    "format_config",
+    "load_config",
+    "parse_value",
+    "resolve_config",
+    "save_config",
+    "section_settings",
+    "set_dotted",
+    "validate",
+]
 
 # The defaults as plain data, derived from the schema (the only place they are written).
 DEFAULTS: dict[str, Any] = Config().model_dump(by_alias=True)
@@ -57,8 +70,7 @@ _REPLACED_WHOLE = {"task.derived"}
 def _replaces(where: str, base: dict, value: dict) -> bool:
     """Whether ``value`` replaces the mapping ``base`` at ``where`` instead of being merged into it:
     ``task.derived`` always, and a model section naming another architecture (the defaults are the U-Net's)."""
-    return where in _REPLACED_WHOLE or (
-        where == "model" and value.get("name", base.get("name")) != base.get("name"))
+    return where in _REPLACED_WHOLE or (where == "model" and value.get("name", base.get("name")) != base.get("name"))
 
 
 def _leaves(data: dict, prefix: str, label: str) -> dict[str, str]:
@@ -77,8 +89,9 @@ def _under(path: str, key: str) -> bool:
     return key == path or key.startswith(path + ".")
 
 
-def _merge_into(out: dict, override: dict, sources: dict[str, str], override_sources: dict[str, str],
-                path: str = "") -> None:
+def _merge_into(
+    out: dict, override: dict, sources: dict[str, str], override_sources: dict[str, str], path: str = ""
+) -> None:
     """Merge ``override`` into ``out`` in place (nested mappings key by key) and move the sources along."""
     for key, value in override.items():
         where = f"{path}{key}"
@@ -150,10 +163,18 @@ def _check_keys(data: dict, label: str | None, cls=Config, prefix: str = "") -> 
 
 
 _EXPECTED = {
-    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "float_type": "a number", "float_parsing": "a number", "bool_type": "a boolean (true/false)",
-    "bool_parsing": "a boolean (true/false)", "string_type": "a string", "list_type": "a list",
-    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "a boolean (true/false)",
+    "bool_parsing": "a boolean (true/false)",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
     "finite_number": "a finite number",
 }
 
@@ -257,8 +278,9 @@ class Resolved:
         return _source_of(dotted, self.sources) or DEFAULT
 
 
-def resolve_config(path: str | Path | None = None, overrides: dict | None = None,
-                   sets: Iterable[tuple[str, Any]] = ()) -> Resolved:
+def resolve_config(
+    path: str | Path | None = None, overrides: dict | None = None, sets: Iterable[tuple[str, Any]] = ()
+) -> Resolved:
     """Defaults ← YAML file (``_base_`` chain, root first) ← ``overrides`` ← ``sets`` (``--set`` key, value)."""
     cfg, sources, layers = copy.deepcopy(DEFAULTS), {}, [DEFAULT]
     if path is not None:
@@ -277,8 +299,11 @@ def resolve_config(path: str | Path | None = None, overrides: dict | None = None
             node = node[k]
         for k in [k for k in sources if _under(key, k)]:
             del sources[k]
-        sources.update(_leaves(node, key + ".", SET) if isinstance(node, dict) and node and key not in _REPLACED_WHOLE
-                       else {key: SET})
+        sources.update(
+            _leaves(node, key + ".", SET)
+            if isinstance(node, dict) and node and key not in _REPLACED_WHOLE
+            else {key: SET}
+        )
         if layers[-1] != SET:
             layers.append(SET)
     return Resolved(validate(cfg, sources), sources, layers)
@@ -298,8 +323,9 @@ def _read_yaml_chain(path: Path, seen: tuple = (), layers: list[str] | None = No
     if path.is_dir():
         saved = [p for p in [path / "config.yaml", *sorted(path.glob("fold_*/config.yaml"))] if p.is_file()]
         hint = f"; this looks like a run folder, whose config is {saved[0]}" if saved else ""
-        raise ConfigError(f"{path}: is a folder, not a config file (give a YAML such as "
-                          f"configs/chromosomes/unet.yaml{hint})")
+        raise ConfigError(
+            f"{path}: is a folder, not a config file (give a YAML such as configs/chromosomes/unet.yaml{hint})"
+        )
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     if path.resolve() in seen:
@@ -334,7 +360,7 @@ def set_dotted(cfg: dict, dotted: str, value: Any) -> None:
         if k not in node:
             raise ConfigError(_unknown(dotted, node))
         if not isinstance(node[k], dict):
-            raise ConfigError(f"unknown config key '{dotted}' ({'.'.join(keys[:i + 1])} is a value, not a mapping)")
+            raise ConfigError(f"unknown config key '{dotted}' ({'.'.join(keys[: i + 1])} is a value, not a mapping)")
         node = node[k]
     if keys[-1] not in node and keys[0] != "model":
         raise ConfigError(_unknown(dotted, node))
@@ -342,8 +368,9 @@ def set_dotted(cfg: dict, dotted: str, value: Any) -> None:
         try:
             value = parse_value(value)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {dotted}: the value {value!r} is not valid YAML "
-                              f"({' '.join(str(exc).split())})") from exc
+            raise ConfigError(
+                f"--set {dotted}: the value {value!r} is not valid YAML ({' '.join(str(exc).split())})"
+            ) from exc
     node[keys[-1]] = value
 
 
@@ -389,7 +416,9 @@ def format_config(resolved: Resolved) -> str:
 
     walk(resolved.cfg, "", "")
     column = min(max(len(text) for text, src in rows if src is not None), 72) + 2
-    head = [f"# resolved config: {' <- '.join(resolved.layers)} (later layers win)",
-            "# each value's source is at the end of its line"]
+    head = [
+        f"# resolved config: {' <- '.join(resolved.layers)} (later layers win)",
+        "# each value's source is at the end of its line",
+    ]
     body = [text if src is None else f"{text}{' ' * max(2, column - len(text))}# {src}" for text, src in rows]
     return "\n".join(head + body) + "\n"

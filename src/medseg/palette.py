@@ -130,8 +130,9 @@ def _sequence(n: int) -> np.ndarray:
 
 
 def _check_background(background: int | None) -> None:
-    if background is not None and (isinstance(background, bool) or not isinstance(background, (int, np.integer))
-                                   or background < 0):
+    if background is not None and (
+        isinstance(background, bool) or not isinstance(background, (int, np.integer)) or background < 0
+    ):
         raise ValueError(f"background must be a class index >= 0 or None, got {background!r}")
 
 
@@ -209,8 +210,14 @@ def colourize(labels: np.ndarray, background: int | None = 0) -> np.ndarray:
     return class_colours(max(n, 1), background)[labels.astype(np.intp, copy=False)]
 
 
-def legend_handles(class_names: Sequence[str], *, background: bool = True, error: bool = False,
-                   background_index: int | None = 0, multilabel: bool = False) -> list:
+def legend_handles(
+    class_names: Sequence[str],
+    *,
+    background: bool = True,
+    error: bool = False,
+    background_index: int | None = 0,
+    multilabel: bool = False,
+) -> list:
     """matplotlib legend patches, one per class named with the task's class names (``class_names[k]`` is
     class k, in :func:`class_colours` for ``background_index``); ``background=False`` leaves the background
     class out (where it is not drawn); ``multilabel=True`` names channels in :func:`channel_colours` (there
@@ -222,8 +229,11 @@ def legend_handles(class_names: Sequence[str], *, background: bool = True, error
         colours, skip = channel_colours(len(names)), None
     else:
         colours, skip = class_colours(len(names), background_index), background_index
-    handles = [Patch(facecolor=tuple(int(c) / 255 for c in colours[k]), edgecolor="0.5", label=name)
-               for k, name in enumerate(names) if background or k != skip]
+    handles = [
+        Patch(facecolor=tuple(int(c) / 255 for c in colours[k]), edgecolor="0.5", label=name)
+        for k, name in enumerate(names)
+        if background or k != skip
+    ]
     if error:
         handles.append(Patch(facecolor=tuple(c / 255 for c in ERROR_RGB), edgecolor="0.5", label="error"))
     return handles

@@ -249,6 +249,18 @@ def compute_share(threads: int | None = None, *, reserve: int = 0):
             unregister()
 
 
-__all__ = ["ENV", "MAX_AUTO_WORKERS", "available_cores", "compute_share", "configure_threads", "init_worker",
-           "live_processes", "num_workers_for", "refresh_threads", "register", "thread_setting", "thread_share",
-           "unregister"]
+__all__ = [
+    "ENV",
+    "MAX_AUTO_WORKERS",
+    "available_cores",
+    "compute_share",
+    "configure_threads",
+    "init_worker",
+    "live_processes",
+    "num_workers_for",
+    "refresh_threads",
+    "register",
+    "thread_setting",
+    "thread_share",
+    "unregister",
+]

@@ -9,16 +9,19 @@ import torch
 from safetensors.torch import load_file
 
 import medseg
+from medseg.artifact import MODEL_META, MODEL_WEIGHTS, load_model, read_model_meta, save_model
 from medseg.errors import DataValidationError
 from medseg.models import UNet
-from medseg.artifact import MODEL_META, MODEL_WEIGHTS, load_model, read_model_meta, save_model
 
 KWARGS = {"in_channels": 1, "out_channels": 4, "depth": 2, "base_channels": 4, "norm": "batch"}
 
 
 def _meta(**kwargs) -> dict:
-    return {"model": {"name": "unet", "kwargs": {**KWARGS, **kwargs}}, "task": {"mode": "multiclass", "class_names": ["bg", "a", "b", "ab"]},
-            "preprocessing": {"size": [32, 32]}}
+    return {
+        "model": {"name": "unet", "kwargs": {**KWARGS, **kwargs}},
+        "task": {"mode": "multiclass", "class_names": ["bg", "a", "b", "ab"]},
+        "preprocessing": {"size": [32, 32]},
+    }
 
 
 def _trained_model(seed: int = 0, **kwargs) -> UNet:
@@ -44,7 +47,7 @@ def test_save_load_model_round_trip_gives_identical_outputs(tmp_path, no_pickle,
     assert not loaded.training  # returned in eval mode
     with torch.no_grad():
         assert torch.equal(loaded(x), expected)
-    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b), k  # buffers too (running stats, num_batches_tracked)
     assert meta["model"] == {"name": "unet", "kwargs": KWARGS}
     assert only_safetensors_and_json(tmp_path / "fold0") == [MODEL_META, MODEL_WEIGHTS]

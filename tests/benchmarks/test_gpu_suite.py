@@ -42,8 +42,14 @@ def tiny_run(tmp_path_factory):
     env.update(PYTHON=sys.executable, OMP_NUM_THREADS="1", MEDSEG_THREADS="1")
     started = time.time()
     only = [] if STEPS == "all" else ["--only", STEPS]
-    proc = subprocess.run(["bash", "benchmarks/gpu_all.sh", "--tiny", "--work", str(work), *only], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", "benchmarks/gpu_all.sh", "--tiny", "--work", str(work), *only],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return proc, work, started
 
 

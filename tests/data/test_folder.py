@@ -148,7 +148,9 @@ def test_planar_rgb_tiff_becomes_grey(tmp_path):
 
 
 def test_multichannel_tiff_is_not_2d(tmp_path):
-    path = _tif(tmp_path / "five.tif", np.zeros((8, 8, 5), dtype=np.uint8), photometric="minisblack", planarconfig="contig")
+    path = _tif(
+        tmp_path / "five.tif", np.zeros((8, 8, 5), dtype=np.uint8), photometric="minisblack", planarconfig="contig"
+    )
     with pytest.raises(DataValidationError, match=r"five.tif.*\(8, 8, 5\).*2D"):
         read_image(path)
 
@@ -179,7 +181,13 @@ def test_normalize_float_is_min_max():
 
 @pytest.mark.parametrize(
     ("dtype", "hi", "writer"),
-    [(np.uint8, 255, "png"), (np.uint8, 255, "tif"), (np.uint16, 65535, "png"), (np.uint16, 65535, "tif"), (np.uint8, 1, "png")],
+    [
+        (np.uint8, 255, "png"),
+        (np.uint8, 255, "tif"),
+        (np.uint16, 65535, "png"),
+        (np.uint16, 65535, "tif"),
+        (np.uint8, 1, "png"),
+    ],
 )
 def test_binary_mask_becomes_0_1(tmp_path, dtype, hi, writer):
     mask = np.zeros((5, 6), dtype=dtype)
@@ -472,7 +480,9 @@ def test_image_shape_reads_the_header_only(tmp_path):
 
 def test_huge_tiff_is_refused_before_decoding(tmp_path):
     path = _tif(tmp_path / "big.tif", np.zeros((64, 64), np.uint8))
-    with pytest.raises(DataValidationError, match=r"big\.tif: image of 4,096 voxels \(64, 64\) exceeds the limit of 100"):
+    with pytest.raises(
+        DataValidationError, match=r"big\.tif: image of 4,096 voxels \(64, 64\) exceeds the limit of 100"
+    ):
         read_image(path, max_voxels=100)
 
 

@@ -48,12 +48,15 @@ def test_survey_counts_each_value_in_pixels_and_files(tmp_path):
     assert pixels.tolist() == [168, 0, 0] and sorted(stray[255.0]) == ["cell_0.png", "cell_1.png", "cell_2.png"]
 
 
-@pytest.mark.parametrize("values,given,mask_values,names", [
-    ([0, 255], {}, [0, 255], ["background", "foreground"]),
-    ([0, 1, 2, 3], {}, None, ["background", "class_1", "class_2", "class_3"]),
-    ([0, 85, 170, 255], {"class_names": ["bg", "a", "b", "c"]}, [0, 85, 170, 255], ["bg", "a", "b", "c"]),
-    ([0, 1], {"num_classes": 4}, None, ["background", "class_1", "class_2", "class_3"]),  # class 2, 3 absent
-])
+@pytest.mark.parametrize(
+    "values,given,mask_values,names",
+    [
+        ([0, 255], {}, [0, 255], ["background", "foreground"]),
+        ([0, 1, 2, 3], {}, None, ["background", "class_1", "class_2", "class_3"]),
+        ([0, 85, 170, 255], {"class_names": ["bg", "a", "b", "c"]}, [0, 85, 170, 255], ["bg", "a", "b", "c"]),
+        ([0, 1], {"num_classes": 4}, None, ["background", "class_1", "class_2", "class_3"]),  # class 2, 3 absent
+    ],
+)
 def test_suggested_settings(values, given, mask_values, names):
     s = suggest_mask_settings(values, **given)
     assert s["mask_values"] == mask_values and s["class_names"] == names
@@ -62,8 +65,9 @@ def test_suggested_settings(values, given, mask_values, names):
 def test_suggested_settings_read_the_masks(tmp_path):
     root = _binary_folder(tmp_path / "d")
     s = suggest_mask_settings(survey_masks(sorted((root / "masks").iterdir()), progress=False).values)
-    _, labels, _ = load_folder_dataset(root / "images", root / "masks", num_classes=len(s["class_names"]),
-                                       mask_values=s["mask_values"])
+    _, labels, _ = load_folder_dataset(
+        root / "images", root / "masks", num_classes=len(s["class_names"]), mask_values=s["mask_values"]
+    )
     assert labels.sum() == 4 + 8 + 12
 
 
@@ -102,12 +106,15 @@ def test_data_info_with_mask_values_and_n_classes(tmp_path):
     assert code == 0 and "1 foreground: 24 px" in out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--classes", "a,b", "--n-classes", "3"], "--classes gives 2, --n-classes gives 3"),
-    (["--mask-values", "0,x"], "--mask-values takes comma-separated integers"),
-    (["--classes", "a,a"], "--classes takes distinct comma-separated names"),
-    (["--n-classes", "1"], "a task has 2 to 256 classes"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--classes", "a,b", "--n-classes", "3"], "--classes gives 2, --n-classes gives 3"),
+        (["--mask-values", "0,x"], "--mask-values takes comma-separated integers"),
+        (["--classes", "a,a"], "--classes takes distinct comma-separated names"),
+        (["--n-classes", "1"], "a task has 2 to 256 classes"),
+    ],
+)
 def test_data_info_bad_options(tmp_path, args, message):
     root = _binary_folder(tmp_path / "d")
     code, out = _info(root, *args)

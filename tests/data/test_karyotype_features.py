@@ -6,22 +6,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg.data.karyotype_features import (FEATURE_NAMES, INTENSITY_LEVEL, PROFILE_BINS, chromosome_features,
-                                            per_metaphase, upright_cutout)
+from medseg.data.karyotype_features import (
+    FEATURE_NAMES,
+    INTENSITY_LEVEL,
+    PROFILE_BINS,
+    chromosome_features,
+    per_metaphase,
+    upright_cutout,
+)
 
 
 def _bar(length: int = 40, width: int = 10, bright: int = 200, dark: int = 100, vertical: bool = False):
     """A bar on a 60 x 60 window, its first half (along the length) bright, its second half dark."""
     grey = np.zeros((60, 60), np.uint8)
     mask = np.zeros((60, 60), bool)
-    mask[5:5 + width, 8:8 + length] = True
-    grey[5:5 + width, 8:8 + length // 2] = bright
-    grey[5:5 + width, 8 + length // 2:8 + length] = dark
+    mask[5 : 5 + width, 8 : 8 + length] = True
+    grey[5 : 5 + width, 8 : 8 + length // 2] = bright
+    grey[5 : 5 + width, 8 + length // 2 : 8 + length] = dark
     return (grey.T.copy(), mask.T.copy()) if vertical else (grey, mask)
 
 
 def test_a_bar_gives_its_area_length_width_intensities_and_profile():
-    f = dict(zip(FEATURE_NAMES, chromosome_features(*_bar())))
+    f = dict(zip(FEATURE_NAMES, chromosome_features(*_bar()), strict=True))
     assert (f["area"], f["length"], f["width"]) == (400, 40, 10)
     assert f["mean_intensity"] == pytest.approx(150) and f["summed_intensity"] == pytest.approx(60000)
     profile = [f[f"profile_{i}"] for i in range(PROFILE_BINS)]
@@ -51,8 +57,10 @@ def test_upright_cutout_stands_the_chromosome_up_scaled_to_its_metaphase():
     rows, cols = np.flatnonzero(inside.any(1)), np.flatnonzero(inside.any(0))
     assert 19 <= len(rows) <= 21 and 3 <= len(cols) <= 5 and not shrunk  # 40 x 8 at half scale, upright
     assert not image[~inside].any() and image[inside].min() >= 1  # background 0, the chromosome never 0
-    top, bottom = image[rows[0]:rows[0] + 8][inside[rows[0]:rows[0] + 8]], image[rows[-1] - 7:rows[-1] + 1][
-        inside[rows[-1] - 7:rows[-1] + 1]]
+    top, bottom = (
+        image[rows[0] : rows[0] + 8][inside[rows[0] : rows[0] + 8]],
+        image[rows[-1] - 7 : rows[-1] + 1][inside[rows[-1] - 7 : rows[-1] + 1]],
+    )
     assert top.mean() == pytest.approx(200 * INTENSITY_LEVEL / 150, rel=0.05)  # brighter half on top
     assert bottom.mean() == pytest.approx(100 * INTENSITY_LEVEL / 150, rel=0.05)
     _, big, shrunk = upright_cutout(grey, mask, scale=3.0, intensity=150, shape=(64, 32))

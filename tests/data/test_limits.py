@@ -24,8 +24,11 @@ def test_voxel_budget_default_environment_and_argument(monkeypatch):
     monkeypatch.delenv("MEDSEG_MAX_VOXELS", raising=False)
     assert voxel_budget() == DEFAULT_MAX_VOXELS == 512**3
     assert check_voxels("a.png", (512, 512, 512)) == 2**27
-    with pytest.raises(DataValidationError, match=r"a\.png: image of 134,217,729 voxels .* exceeds the limit of "
-                                                  r"134,217,728 voxels \(MEDSEG_MAX_VOXELS\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"a\.png: image of 134,217,729 voxels .* exceeds the limit of "
+        r"134,217,728 voxels \(MEDSEG_MAX_VOXELS\)",
+    ):
         check_voxels("a.png", (134_217_729,))
     monkeypatch.setenv("MEDSEG_MAX_VOXELS", "1000")  # read at each call
     assert voxel_budget() == 1000
@@ -69,12 +72,18 @@ def test_zip_policy(tmp_path):
     ok = _zip(tmp_path / "ok.zip", {"a/IM1": b"x" * 100, "a/IM2": b"y" * 100})
     assert [i.filename for i in check_zip(ok)] == ["a/IM1", "a/IM2"]
     cases = {
-        "members": (_zip(tmp_path / "many.zip", {f"{k}.dcm": b"" for k in range(5)}), ZipPolicy(max_members=4),
-                    "it has 5 members, more than the limit of 4"),
+        "members": (
+            _zip(tmp_path / "many.zip", {f"{k}.dcm": b"" for k in range(5)}),
+            ZipPolicy(max_members=4),
+            "it has 5 members, more than the limit of 4",
+        ),
         "traversal": (_zip(tmp_path / "evil.zip", {"../x.dcm": b"x"}), None, "'../x.dcm' has an absolute path"),
         "absolute": (_zip(tmp_path / "abs.zip", {"/etc/x": b"x"}), None, "absolute path"),
-        "declared": (_zip(tmp_path / "big.zip", {"a.dcm": bytes(5000)}), ZipPolicy(max_bytes=4000),
-                     "it unpacks to 5,000 bytes, more than the limit of 4,000"),
+        "declared": (
+            _zip(tmp_path / "big.zip", {"a.dcm": bytes(5000)}),
+            ZipPolicy(max_bytes=4000),
+            "it unpacks to 5,000 bytes, more than the limit of 4,000",
+        ),
         "ratio": (_zip(tmp_path / "bomb.zip", {"a.dcm": bytes(17 * 2**20)}), None, "is compressed"),
     }
     for name, (path, policy, words) in cases.items():

@@ -17,8 +17,9 @@ from medseg.data.mfish_pairs import pairs_from_karyotype, run_mfish_pairs
 from medseg.errors import ConfigError
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "mfish"
-needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason=f"the real M-FISH set is not here ({SHARED}); "
-                                "these tests cut their crops from it")
+needs_data = pytest.mark.skipif(
+    not SHARED.is_dir(), reason=f"the real M-FISH set is not here ({SHARED}); these tests cut their crops from it"
+)
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "mfish" / "metaphase_unet.yaml"
 
 
@@ -39,7 +40,7 @@ def crop_folder(out: Path, n_slides: int = 6, pad: int = 24) -> dict[str, tuple[
         top, left = pairs[0].box
         r0, c0 = max(0, top - pad), max(0, left - pad)
         w = 93 + 2 * pad - (8 if len(seen) == n_slides else 0)
-        d, k = dapi[r0:r0 + 94 + 2 * pad, c0:c0 + w], karyo[r0:r0 + 94 + 2 * pad, c0:c0 + w]
+        d, k = dapi[r0 : r0 + 94 + 2 * pad, c0 : c0 + w], karyo[r0 : r0 + 94 + 2 * pad, c0 : c0 + w]
         (out / m.folder).mkdir(parents=True, exist_ok=True)
         Image.fromarray(d).save(out / m.folder / f"{m.id}D.tif", compression="tiff_lzw")
         Image.fromarray(k).save(out / m.folder / f"{m.id}K.tif", compression="tiff_lzw")
@@ -57,9 +58,14 @@ def crops(tmp_path_factory):
 
 
 def _cfg(root: Path, tmp_path: Path, **data) -> dict:
-    return load_config(CONFIG, overrides={"data": {"path": str(root), "format": "auto", **data},
-                                          "output": {"root": str(tmp_path / "runs")},
-                                          "splits": {"val_fraction": 0.25}})  # 5 training slides here
+    return load_config(
+        CONFIG,
+        overrides={
+            "data": {"path": str(root), "format": "auto", **data},
+            "output": {"root": str(tmp_path / "runs")},
+            "splits": {"val_fraction": 0.25},
+        },
+    )  # 5 training slides here
 
 
 @needs_data
@@ -128,9 +134,14 @@ def test_touching_config_gives_the_contact_class_through_the_reader(crops, tmp_p
 
     monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
     root, written = crops
-    cfg = load_config(CONFIG.with_name("metaphase_touching_unet.yaml"),
-                      overrides={"data": {"path": str(root)}, "output": {"root": str(tmp_path / "runs")},
-                                 "splits": {"val_fraction": 0.25}})
+    cfg = load_config(
+        CONFIG.with_name("metaphase_touching_unet.yaml"),
+        overrides={
+            "data": {"path": str(root)},
+            "output": {"root": str(tmp_path / "runs")},
+            "splits": {"val_fraction": 0.25},
+        },
+    )
     data = load_mfish_metaphases(cfg, progress=False)
     for i, name in enumerate(data.names):
         np.testing.assert_array_equal(data.item(i)[1], touching_labels(written[name][1], 2))
@@ -147,8 +158,8 @@ def test_nucleus_shape_rule():
     from medseg.data.synth import NUCLEUS_MIN_AREA, is_nucleus_like
 
     yy, xx = np.mgrid[:100, :100]
-    disk = (yy - 50) ** 2 + (xx - 50) ** 2 <= 35 ** 2  # 3,850 px, round: a nucleus
-    small = (yy - 50) ** 2 + (xx - 50) ** 2 <= 20 ** 2  # 1,257 px: as large as a big chromosome, not a nucleus
+    disk = (yy - 50) ** 2 + (xx - 50) ** 2 <= 35**2  # 3,850 px, round: a nucleus
+    small = (yy - 50) ** 2 + (xx - 50) ** 2 <= 20**2  # 1,257 px: as large as a big chromosome, not a nucleus
     bar = np.zeros((40, 400), bool)
     bar[15:25, 20:380] = True  # 3,600 px but elongated: touching chromosomes, not a nucleus
     assert disk.sum() > NUCLEUS_MIN_AREA and is_nucleus_like(disk)
@@ -175,10 +186,12 @@ def test_metaphase_route_drops_nuclei_by_label_map_and_by_shape(tmp_path):
     (tmp_path / "m").mkdir()
     for name in ("A0101XYD.tif", "A0101XYK.tif"):
         shutil.copyfile(SHARED / "A01__XY" / name, tmp_path / "m" / name)
-    summary = run_synth(tmp_path / "s.h5", metaphase=tmp_path / "m" / "A0101XYD.tif", n_pairs=8, progress=False,
-                        preview=False)
+    summary = run_synth(
+        tmp_path / "s.h5", metaphase=tmp_path / "m" / "A0101XYD.tif", n_pairs=8, progress=False, preview=False
+    )
     assert summary["source"]["kept_by"] == "label map A0101XYK.tif" and summary["source"]["dropped_unlabelled"] >= 3
     (tmp_path / "m" / "A0101XYK.tif").unlink()
-    summary = run_synth(tmp_path / "s2.h5", metaphase=tmp_path / "m" / "A0101XYD.tif", n_pairs=8, progress=False,
-                        preview=False)
+    summary = run_synth(
+        tmp_path / "s2.h5", metaphase=tmp_path / "m" / "A0101XYD.tif", n_pairs=8, progress=False, preview=False
+    )
     assert summary["source"]["kept_by"].startswith("shape") and summary["source"]["dropped_nucleus_like"] >= 3

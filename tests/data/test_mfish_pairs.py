@@ -188,7 +188,7 @@ def test_group_splits_keep_slides_together():
     names = [f"pairs[{i}]" for i in range(len(groups))]
     sides = [set(split["test"])] + [set(f["val"]) for f in split["folds"]]
     for g in set(groups):
-        members = {n for n, x in zip(names, groups) if x == g}
+        members = {n for n, x in zip(names, groups, strict=True) if x == g}
         assert sum(bool(members & s) for s in sides[:1]) + sum(bool(members & s) for s in sides[1:]) == 1
         assert any(members <= s for s in sides)
     parsed = splits_from_names(split, Path("pairs.splits.json"), names, n_folds=2)
@@ -202,8 +202,12 @@ def test_group_splits_keep_slides_together():
 def _fake_set(root: Path) -> Path:
     """Three slides (four folders) of LZW TIFFs like the published set, plus an EX metaphase and the licence."""
     shape = (140, 150)
-    for folder, ident in (("A01__XY", "A0101XY"), ("A02__15", "A020115"), ("A02__XY", "A0202XY"),
-                          ("P07__09", "P070109")):
+    for folder, ident in (
+        ("A01__XY", "A0101XY"),
+        ("A02__15", "A020115"),
+        ("A02__XY", "A0202XY"),
+        ("P07__09", "P070109"),
+    ):
         d = root / folder
         d.mkdir(parents=True)
         dapi, karyo = _cross(shape, extra=[(9, _rect(shape, 35, 45, 35, 45))])
@@ -252,8 +256,11 @@ def test_cli_mfish_pairs_and_info(tmp_path):
     src = _fake_set(tmp_path / "mfish")
     out = tmp_path / "pairs.h5"
     runner = CliRunner()
-    result = runner.invoke(app, ["data", "mfish-pairs", str(src), "-o", str(out), "--rule", "lower-class",
-                                 "--crop", "96x96", "--limit", "2"], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        ["data", "mfish-pairs", str(src), "-o", str(out), "--rule", "lower-class", "--crop", "96x96", "--limit", "2"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "wrote 2 real pairs of 96x96 from 2 metaphases" in text and "1 unlabelled EX" in text
@@ -319,7 +326,10 @@ def test_pairs_of_one_slide_stay_on_one_side_of_every_split(tmp_path):
 def test_pairs_of_two_slides_warn_that_no_test_set_can_be_held_out(tmp_path):
     src = _fake_set(tmp_path / "mfish")
     out = tmp_path / "pairs.h5"
-    with pytest.warns(UserWarning, match=r"2 slide\(s\) \(A01, A02\).*at least 5 slides.*holds no test set and no "
-                                         "folds either: medseg train/cv on it will refuse it"):
+    with pytest.warns(
+        UserWarning,
+        match=r"2 slide\(s\) \(A01, A02\).*at least 5 slides.*holds no test set and no "
+        "folds either: medseg train/cv on it will refuse it",
+    ):
         s = run_mfish_pairs(src, out, limit=2, preview=False, progress=False)
     assert s["held_out_slides"] == [] and read_split_file(out.parent / "pairs.splits.json") == {"test": []}

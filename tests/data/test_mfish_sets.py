@@ -24,8 +24,13 @@ def home(tmp_path_factory) -> Path:
 
 def _cfg(tmp_path: Path, small_mfish: Path, path: str, *sets: str) -> dict:
     cfg = load_config("configs/chromosomes/unet.yaml")
-    for item in (f"data.path={path}", f"data.mfish_source={small_mfish}", "data.mfish_synth_pairs=40",
-                 f"output.root={tmp_path}", *sets):
+    for item in (
+        f"data.path={path}",
+        f"data.mfish_source={small_mfish}",
+        "data.mfish_synth_pairs=40",
+        f"output.root={tmp_path}",
+        *sets,
+    ):
         key, value = item.split("=", 1)
         set_dotted(cfg, key, value)
     return validate(cfg)

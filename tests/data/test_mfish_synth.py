@@ -48,9 +48,21 @@ def _fake_iso(root: Path, slides: dict[str, int], per_slide: int = 4, touching: 
             name = f"{slide}__XY__{slide}01XY__{k + 1:03d}_c{k + 1:02d}"
             Image.fromarray(img).save(root / "images" / f"{name}.png")
             Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"{name}.png")
-            rows.append({"name": name, "folder": f"{slide}__XY", "image": f"{slide}01XY", "class": k + 1,
-                         "area": int(mask.sum()), "top": 0, "left": 0, "height": mask.shape[0],
-                         "width": mask.shape[1], "touches_other": int(flagged), "at_border": 0})
+            rows.append(
+                {
+                    "name": name,
+                    "folder": f"{slide}__XY",
+                    "image": f"{slide}01XY",
+                    "class": k + 1,
+                    "area": int(mask.sum()),
+                    "top": 0,
+                    "left": 0,
+                    "height": mask.shape[0],
+                    "width": mask.shape[1],
+                    "touches_other": int(flagged),
+                    "at_border": 0,
+                }
+            )
     with (root / "index.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
@@ -144,12 +156,12 @@ def test_compare_writes_figure_and_json(tmp_path):
 def test_real_isolated_chromosomes_one_slide(tmp_path):
     from medseg.data.mfish_pairs import run_mfish_pairs
 
-    run_mfish_pairs(MFISH, tmp_path / "pairs.h5", limit=2, isolated_dir=tmp_path / "iso", preview=False,
-                    progress=False)
+    run_mfish_pairs(MFISH, tmp_path / "pairs.h5", limit=2, isolated_dir=tmp_path / "iso", preview=False, progress=False)
     crops, rec = crops_from_isolated(tmp_path / "iso")
     assert rec["slides_used"] and len(crops) >= 10
-    s = run_mfish_synth(tmp_path / "iso", tmp_path / "syn.h5", n_pairs=10, progress=False,
-                        compare=tmp_path / "pairs.h5")
+    s = run_mfish_synth(
+        tmp_path / "iso", tmp_path / "syn.h5", n_pairs=10, progress=False, compare=tmp_path / "pairs.h5"
+    )
     assert s["n_images"] == 10 and Path(s["compare_png"]).is_file()
     assert (tmp_path / "syn.README.TXT").is_file()
 
@@ -168,8 +180,13 @@ def _slanted_bars(n: int = 10, seed: int = 0) -> list:
     crops = []
     for k in range(n):
         m = _bar(int(rng.integers(16, 37)), int(rng.integers(4, 7)))
-        crops.append(ChromosomeCrop(image=np.where(m, 80 + 10 * (k % 5), 10).astype(np.uint8), mask=m,
-                                    name=f"A01__XY__A01XY__{k + 1:03d}_c{k + 1:02d}"))
+        crops.append(
+            ChromosomeCrop(
+                image=np.where(m, 80 + 10 * (k % 5), 10).astype(np.uint8),
+                mask=m,
+                name=f"A01__XY__A01XY__{k + 1:03d}_c{k + 1:02d}",
+            )
+        )
     return crops
 
 

@@ -24,7 +24,10 @@ from medseg.metrics import SegmentationMetrics
 
 
 def _sample(image: np.ndarray, label: np.ndarray) -> dict:
-    return {"image": torch.from_numpy(image[None].astype(np.float32)), "label": torch.from_numpy(label.astype(np.int64))}
+    return {
+        "image": torch.from_numpy(image[None].astype(np.float32)),
+        "label": torch.from_numpy(label.astype(np.int64)),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ patches
@@ -81,8 +84,12 @@ def test_images_smaller_than_the_patch_are_padded():
 
 
 def test_build_train_transform_cuts_2d_patches_after_augmentation():
-    cfg = load_config(overrides={"data": {"size": None, "patch_size": [16, 24], "patch_pos_fraction": 0.5},
-                                 "augment": {"flip_prob": 0.5, "rot90_prob": 0.5}})
+    cfg = load_config(
+        overrides={
+            "data": {"size": None, "patch_size": [16, 24], "patch_pos_fraction": 0.5},
+            "augment": {"flip_prob": 0.5, "rot90_prob": 0.5},
+        }
+    )
     t = build_train_transform(cfg)
     rng = np.random.default_rng(3)
     torch.manual_seed(3)
@@ -94,10 +101,13 @@ def test_build_train_transform_cuts_2d_patches_after_augmentation():
 
 
 def test_config_takes_2d_patches_and_windows():
-    cfg = load_config(overrides={"data": {"size": None, "patch_size": [256, 256], "patch_pos_fraction": 0.33,
-                                          "normalize": "zscore"},
-                                 "evaluate": {"sliding_window": {"roi_size": [256, 256]}},
-                                 "train": {"iterations": 1000, "scheduler": {"name": "poly"}}})
+    cfg = load_config(
+        overrides={
+            "data": {"size": None, "patch_size": [256, 256], "patch_pos_fraction": 0.33, "normalize": "zscore"},
+            "evaluate": {"sliding_window": {"roi_size": [256, 256]}},
+            "train": {"iterations": 1000, "scheduler": {"name": "poly"}},
+        }
+    )
     assert cfg["data"]["patch_size"] == [256, 256] and cfg["evaluate"]["sliding_window"]["roi_size"] == [256, 256]
     # defaults keep the behaviour of configs written before these keys
     assert DEFAULTS["data"]["normalize"] == "range" and DEFAULTS["train"]["iterations"] is None
@@ -169,7 +179,7 @@ def test_full_resolution_keeps_each_image_at_its_own_size(tmp_path):
     assert data.images.shape == (3, 64, 70) and len(data.boxes) == 3  # one canvas, each image's box recorded
     assert any("3 image sizes at full resolution" in n for n in data.notes)
     dataset = SegmentationDataset(data, [0, 1, 2])
-    for i, ((image, mask), shape) in enumerate(zip(written, shapes)):
+    for i, ((image, mask), shape) in enumerate(zip(written, shapes, strict=True)):
         img, lab = data.item(i)
         assert img.shape == lab.shape == shape
         np.testing.assert_allclose(img, image / 255.0, atol=1e-6)

@@ -38,9 +38,17 @@ def test_full_size_default():
 def test_hu_per_structure(small):
     img, _ = small
     regions = phantom_structures(img.shape, seed=0, exclusive=True)
-    for name, expected in [("air", "air"), ("body", "soft_tissue"), ("fat", "fat"), ("lung", "lung"),
-                           ("bone_cortex", "bone_cortex"), ("bone_marrow", "bone_marrow"), ("bladder", "bladder"),
-                           ("rectum", "rectum"), ("target", "target")]:
+    for name, expected in [
+        ("air", "air"),
+        ("body", "soft_tissue"),
+        ("fat", "fat"),
+        ("lung", "lung"),
+        ("bone_cortex", "bone_cortex"),
+        ("bone_marrow", "bone_marrow"),
+        ("bladder", "bladder"),
+        ("rectum", "rectum"),
+        ("target", "target"),
+    ]:
         values = img.array[regions[name]].astype(float)
         assert values.size > 0, name
         # noise is Gaussian with σ = 8 HU: the median within 3 HU, all values within 6σ = 48 HU
@@ -88,10 +96,16 @@ def test_write_phantom_same_arrays_in_every_format(tmp_path):
     for case in cases:
         f = case["files"]
         img, lab = make_phantom(SMALL_SHAPE, seed=case["seed"])
-        images = [read_volume(tmp_path / f["dicom"], require_modality="CT"), read_volume(tmp_path / f["nifti_image"]),
-                  read_volume(tmp_path / f["hdf5"])]
-        labels = [read_volume(tmp_path / f["dicom_label"]), read_volume(tmp_path / f["nifti_label"]),
-                  read_volume(tmp_path / f["hdf5"], key="label")]
+        images = [
+            read_volume(tmp_path / f["dicom"], require_modality="CT"),
+            read_volume(tmp_path / f["nifti_image"]),
+            read_volume(tmp_path / f["hdf5"]),
+        ]
+        labels = [
+            read_volume(tmp_path / f["dicom_label"]),
+            read_volume(tmp_path / f["nifti_label"]),
+            read_volume(tmp_path / f["hdf5"], key="label"),
+        ]
         for v in images:
             np.testing.assert_array_equal(v.array, img.array)
             np.testing.assert_allclose(v.affine_lps(), img.affine_lps(), atol=1e-4)

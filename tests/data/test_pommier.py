@@ -14,8 +14,8 @@ from medseg.data.pommier import (
     fix_stray_labels,
     pad_to,
     read_pommier_h5,
-    write_pommier_h5,
     write_png_pairs,
+    write_pommier_h5,
 )
 from medseg.errors import DataValidationError
 
@@ -35,8 +35,9 @@ def _write_published(path: Path, images: np.ndarray, labels: np.ndarray, *, key:
     """Write exactly as the published file: one dataset N x H x W x 2, uint8, gzip 9, chunked."""
     data = np.stack([images, labels], axis=-1)
     with h5py.File(path, "w") as f:
-        f.create_dataset(key, data=data, dtype=np.uint8, compression="gzip", compression_opts=9,
-                         chunks=(1, *data.shape[1:]))
+        f.create_dataset(
+            key, data=data, dtype=np.uint8, compression="gzip", compression_opts=9, chunks=(1, *data.shape[1:])
+        )
     return path
 
 
@@ -322,9 +323,7 @@ def test_pad_leading_axes_and_value():
 
 
 def test_pad_border_value_is_the_border_median():
-    a = np.array([[1, 2, 3],
-                  [4, 100, 6],
-                  [7, 8, 9]], dtype=np.uint8)
+    a = np.array([[1, 2, 3], [4, 100, 6], [7, 8, 9]], dtype=np.uint8)
     # border = top [1,2,3] + bottom [7,8,9] + left [1,4,7] + right [3,6,9]
     # sorted: 1 1 2 3 3 4 6 7 7 8 9 9 -> median = (4 + 6) / 2 = 5 (the centre 100 does not count)
     out = pad_to(a, (5, 5), value="border")
@@ -402,7 +401,7 @@ def test_corrupt_metadata_is_a_data_error_naming_the_file(tmp_path):
             continue
         bad = tmp_path / f"bad_{signature.decode()}.h5"
         broken = bytearray(data)
-        broken[i:i + 4] = b"XXXX"
+        broken[i : i + 4] = b"XXXX"
         bad.write_bytes(bytes(broken))
         with pytest.raises(DataValidationError) as info:
             read_pommier_h5(bad)

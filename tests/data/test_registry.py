@@ -49,16 +49,36 @@ def paths(tmp_path) -> dict[str, Path]:
 
 
 def test_claims_are_asked_in_one_order():
-    assert [d.name for d in data_sets()] == ["synth:phantom", "volumes", "synth:demo", "synth:pommier", "synth:gi",
-                                             "mfish:*", "mfish", "uwgi", "pommier", "folder"]
+    assert [d.name for d in data_sets()] == [
+        "synth:phantom",
+        "volumes",
+        "synth:demo",
+        "synth:pommier",
+        "synth:gi",
+        "mfish:*",
+        "mfish",
+        "uwgi",
+        "pommier",
+        "folder",
+    ]
 
 
-@pytest.mark.parametrize(("key", "spatial_dims", "expected"), [
-    ("h5", 2, "pommier"), ("folder", 2, "folder"), ("mfish", 2, "mfish"), ("uwgi", 2, "uwgi"),
-    ("synth:demo", 2, "synth:demo"), ("synth:pommier", 2, "synth:pommier"), ("synth:gi", 2, "synth:gi"),
-    ("mfish:pairs", 2, "mfish:*"), ("mfish:karyotype", 2, "mfish:*"),
-    ("folder", 3, "volumes"), ("synth:phantom", 3, "synth:phantom"),
-])
+@pytest.mark.parametrize(
+    ("key", "spatial_dims", "expected"),
+    [
+        ("h5", 2, "pommier"),
+        ("folder", 2, "folder"),
+        ("mfish", 2, "mfish"),
+        ("uwgi", 2, "uwgi"),
+        ("synth:demo", 2, "synth:demo"),
+        ("synth:pommier", 2, "synth:pommier"),
+        ("synth:gi", 2, "synth:gi"),
+        ("mfish:pairs", 2, "mfish:*"),
+        ("mfish:karyotype", 2, "mfish:*"),
+        ("folder", 3, "volumes"),
+        ("synth:phantom", 3, "synth:phantom"),
+    ],
+)
 def test_each_data_set_claims_its_own_paths_and_no_other_does(paths, key, spatial_dims, expected):
     cfg = _cfg(paths.get(key, key), spatial_dims)
     claimants = _claimants(cfg)

@@ -43,12 +43,14 @@ def _folder(root, numbers=NUMBERS, fmt="img{}"):
 
 
 def _cfg(tmp_path, data_root, **splits):
-    return load_config(overrides={
-        "task": {"class_names": ["background", "cell"], "derived": {}, "primary_metric": "cell"},
-        "data": {"path": str(data_root), "size": None},
-        "splits": splits,
-        "output": {"root": str(tmp_path / "runs")},
-    })
+    return load_config(
+        overrides={
+            "task": {"class_names": ["background", "cell"], "derived": {}, "primary_metric": "cell"},
+            "data": {"path": str(data_root), "size": None},
+            "splits": splits,
+            "output": {"root": str(tmp_path / "runs")},
+        }
+    )
 
 
 def _names(data, idx):
@@ -142,11 +144,13 @@ def test_splits_for_with_val_fraction(tmp_path):
 def test_user_lists_are_honoured_exactly(tmp_path):
     root = _folder(tmp_path / "d")
     split_file = tmp_path / "my_split.yaml"
-    split_file.write_text("test: [img3.png, img11]\n"
-                          "folds:\n"
-                          "  - {val: [img0, img1.png]}\n"
-                          "  - val: [img2]\n"
-                          "    train: [img0, img1, img4, img5, img6, img7, img8, img9, img10]\n")
+    split_file.write_text(
+        "test: [img3.png, img11]\n"
+        "folds:\n"
+        "  - {val: [img0, img1.png]}\n"
+        "  - val: [img2]\n"
+        "    train: [img0, img1, img4, img5, img6, img7, img8, img9, img10]\n"
+    )
     cfg = _cfg(tmp_path, root, file=str(split_file), n_folds=5, test_fraction=0.5, seed=9)
     data = load_data(cfg["data"], 2)
     splits, path = splits_for(cfg, data)
@@ -207,20 +211,25 @@ def test_unknown_names_are_refused_naming_the_file_and_the_names(tmp_path):
     assert "'folds[0].val'" in msg and "'imgX'" in msg
 
 
-@pytest.mark.parametrize("text,message", [
-    ("test: [img1, img2, img1]\n", "'test' names a case more than once: 'img1'"),
-    ("test: [img1, img1.png]\n", "'img1.png' and 'img1' (the same case)"),
-    ("test: [img1]\nfolds: [{val: [img1, img2]}]\n", "case 'img1' is in both 'test' and 'folds[0].val'"),
-    ("test: [img1]\nfolds: [{val: [img2], train: [img2, img3]}]\n",
-     "case 'img2' is in both 'folds[0].val' and 'folds[0].train'"),
-    ("test: [img1]\nfolds: [{val: [img2], train: [img3]}]\n", "9 case(s) are in neither 'test' nor this fold's"),
-    ("test: [img1]\nvalidation: [img2]\n", "unknown key(s) 'validation'"),
-    ("folds: [{val: [img2]}]\n", "no 'test' list"),
-    ("test: [1, 2]\n", "'test' must be a list of case names (strings), got int"),
-    ("test: [img1]\nfolds: [{val: []}, {val: [img2]}]\n", "folds [0] have an empty 'val' list and the others not"),
-    ("- img1\n", "a split file must be a mapping"),
-    ("test: [img1\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("test: [img1, img2, img1]\n", "'test' names a case more than once: 'img1'"),
+        ("test: [img1, img1.png]\n", "'img1.png' and 'img1' (the same case)"),
+        ("test: [img1]\nfolds: [{val: [img1, img2]}]\n", "case 'img1' is in both 'test' and 'folds[0].val'"),
+        (
+            "test: [img1]\nfolds: [{val: [img2], train: [img2, img3]}]\n",
+            "case 'img2' is in both 'folds[0].val' and 'folds[0].train'",
+        ),
+        ("test: [img1]\nfolds: [{val: [img2], train: [img3]}]\n", "9 case(s) are in neither 'test' nor this fold's"),
+        ("test: [img1]\nvalidation: [img2]\n", "unknown key(s) 'validation'"),
+        ("folds: [{val: [img2]}]\n", "no 'test' list"),
+        ("test: [1, 2]\n", "'test' must be a list of case names (strings), got int"),
+        ("test: [img1]\nfolds: [{val: []}, {val: [img2]}]\n", "folds [0] have an empty 'val' list and the others not"),
+        ("- img1\n", "a split file must be a mapping"),
+        ("test: [img1\n", "not valid YAML"),
+    ],
+)
 def test_bad_split_files_are_refused(tmp_path, text, message):
     assert message in _refused(tmp_path, text)
 
@@ -277,7 +286,12 @@ def test_cross_validation_trains_every_fold_of_the_file(tmp_path, monkeypatch):
 def _legacy_split(tmp_path, cfg, data, **params):
     """Save a split the way medseg did before issue 12: over the cases in plain string order."""
     order = sorted(range(len(data)), key=lambda i: data.names[i])
-    legacy = tmp_path / "runs" / "splits" / f"{_tag(cfg['splits'], _labels_fingerprint(data.labels[order]), 'n', len(data))}.json"
+    legacy = (
+        tmp_path
+        / "runs"
+        / "splits"
+        / f"{_tag(cfg['splits'], _labels_fingerprint(data.labels[order]), 'n', len(data))}.json"
+    )
     save_splits(make_splits(len(data), **params), legacy)
     return [data.names[i] for i in order], legacy
 
@@ -312,11 +326,17 @@ def test_a_patient_split_records_its_patients_and_refuses_another_order(tmp_path
     def volumes(groups):
         labels = np.zeros((len(groups), 2, 2), np.uint8)
         labels[:, 0, 0] = np.arange(len(groups))
-        return SegmentationData(np.zeros((len(groups), 2, 2), np.float32), labels, [f"{g}_a" for g in groups],
-                                str(tmp_path), groups=list(groups))
+        return SegmentationData(
+            np.zeros((len(groups), 2, 2), np.float32),
+            labels,
+            [f"{g}_a" for g in groups],
+            str(tmp_path),
+            groups=list(groups),
+        )
 
-    cfg = load_config(overrides={"splits": {"test_fraction": 0.0, "n_folds": 2},
-                                 "output": {"root": str(tmp_path / "runs")}})
+    cfg = load_config(
+        overrides={"splits": {"test_fraction": 0.0, "n_folds": 2}, "output": {"root": str(tmp_path / "runs")}}
+    )
     groups = ["p1", "p2", "p10", "p3"]
     splits, path = splits_for(cfg, volumes(groups))
     assert "_pn4_" in path.name  # patients in natural order, which differs from their string order here
@@ -333,10 +353,12 @@ def test_a_random_patient_split_saved_in_string_order_keeps_its_patients(tmp_pat
 
     groups = ["p1", "p2", "p10", "p3"]
     labels = np.zeros((4, 2, 2), np.uint8)
-    data = SegmentationData(np.zeros((4, 2, 2), np.float32), labels, [f"{g}_a" for g in groups], str(tmp_path),
-                            groups=groups)
-    cfg = load_config(overrides={"splits": {"test_fraction": 0.25, "n_folds": 3},
-                                 "output": {"root": str(tmp_path / "runs")}})
+    data = SegmentationData(
+        np.zeros((4, 2, 2), np.float32), labels, [f"{g}_a" for g in groups], str(tmp_path), groups=groups
+    )
+    cfg = load_config(
+        overrides={"splits": {"test_fraction": 0.25, "n_folds": 3}, "output": {"root": str(tmp_path / "runs")}}
+    )
     legacy = tmp_path / "runs" / "splits" / f"{_tag(cfg['splits'], data.fingerprint, 'p', 4)}.json"
     old = make_splits(4, test_fraction=0.25, n_folds=3)
     save_splits(old, legacy)  # indices into the patients in string order: p1, p10, p2, p3

@@ -134,9 +134,9 @@ def test_library_scale_variety_and_determinism():
     assert max(lengths) > 45 and min(lengths) < 30  # varied, karyotype-like
     assert lengths[0] > lengths[-4]  # chromosome 1 before chromosome 21
     again = chromosome_library(24, seed=11)
-    assert all((a.image == b.image).all() and (a.mask == b.mask).all() for a, b in zip(lib, again))
+    assert all((a.image == b.image).all() and (a.mask == b.mask).all() for a, b in zip(lib, again, strict=True))
     other = chromosome_library(24, seed=12)
-    assert any(a.image.shape != b.image.shape or (a.image != b.image).any() for a, b in zip(lib, other))
+    assert any(a.image.shape != b.image.shape or (a.image != b.image).any() for a, b in zip(lib, other, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------- pairs
@@ -360,7 +360,9 @@ def test_crops_from_metaphase_finds_the_chromosomes(tmp_path, library):
     assert [c.name for c in crops] == [f"metaphase#{k}" for k in range(1, 7)]
     areas = sorted(c.area for c in crops)
     true_areas = sorted(int(m.sum()) for m in truth)
-    assert all(abs(a - b) <= 0.2 * b for a, b in zip(areas, true_areas))  # a global threshold cuts dim ones a little
+    assert all(
+        abs(a - b) <= 0.2 * b for a, b in zip(areas, true_areas, strict=True)
+    )  # a global threshold cuts dim ones a little
     for c in crops:
         assert c.image.dtype == np.uint8 and c.mask.any()
         _, n = ndimage.label(c.mask, EIGHT)

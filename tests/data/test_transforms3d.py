@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.artifact import sliding_window_settings
 from medseg.config import DEFAULTS, load_config
 from medseg.data.transforms import build_train_transform
 from medseg.data.transforms3d import (
@@ -18,7 +19,6 @@ from medseg.data.transforms3d import (
     preprocess_volume,
     restore_shape,
 )
-from medseg.artifact import sliding_window_settings
 from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DataValidationError
 
@@ -61,8 +61,9 @@ def test_clip_min_and_minmax_options():
     out = preprocess_volume(vol, {"preprocess": {"clip_min": -1024, "clip_max": 576, "depth": None, "size_xy": None}})
     np.testing.assert_allclose(out[0, 0], [0.015, 0.3275, 0.64, 0.9525, 1.0], atol=1e-6)
     # minmax: clip to [-500, 1000] → [-500, -500, 0, 500, 1000], then (v + 500) / 1500.
-    out = preprocess_volume(vol, {"preprocess": {"clip_min": -500, "clip_max": 1000, "normalize": "minmax",
-                                                 "depth": None, "size_xy": None}})
+    out = preprocess_volume(
+        vol, {"preprocess": {"clip_min": -500, "clip_max": 1000, "normalize": "minmax", "depth": None, "size_xy": None}}
+    )
     np.testing.assert_allclose(out[0, 0], [0.0, 0.0, 1 / 3, 2 / 3, 1.0], atol=1e-6)
 
 
@@ -237,8 +238,12 @@ def test_patch_size_and_padding():
     out = t(sample(img, lab))
     assert out["image"].shape == (1, 8, 8, 8) and out["label"].shape == (1, 8, 8, 8)
     # a random crop of the original (no augmentation on): the patch is a sub-block of the volume
-    found = any(np.array_equal(out["image"][0].numpy(), img[z:z + 8, y:y + 8, x:x + 8])
-                for z in range(5) for y in range(13) for x in range(13))
+    found = any(
+        np.array_equal(out["image"][0].numpy(), img[z : z + 8, y : y + 8, x : x + 8])
+        for z in range(5)
+        for y in range(13)
+        for x in range(13)
+    )
     assert found
     # pos fraction 1: the patch always holds target voxels
     t = build_train_transform_3d(aug_cfg(patch=[4, 4, 4], pos=1.0))
@@ -261,9 +266,15 @@ def test_multiclass_label_without_channel():
 
 
 def test_hook_in_build_train_transform_and_config_errors():
-    assert build_train_transform({"task": {"spatial_dims": 3},
-                                  "augment": {"flip_prob": 0.0, "volume": {**OFF, "enabled": False}}}) is None
-    t = build_train_transform({"task": {"spatial_dims": 3}, "augment": {"volume": {**OFF, "flip_prob": 1.0, "flip_axes": [2]}}})
+    assert (
+        build_train_transform(
+            {"task": {"spatial_dims": 3}, "augment": {"flip_prob": 0.0, "volume": {**OFF, "enabled": False}}}
+        )
+        is None
+    )
+    t = build_train_transform(
+        {"task": {"spatial_dims": 3}, "augment": {"volume": {**OFF, "flip_prob": 1.0, "flip_axes": [2]}}}
+    )
     img = np.arange(8, dtype=np.float32).reshape(1, 1, 8)
     assert t(sample(img, img[None].astype(np.uint8)))["image"][0, 0, 0, 0] == 7.0
     with pytest.raises(ConfigError, match="2D setting"):

@@ -11,8 +11,15 @@ from medseg.config import load_config
 from medseg.data.transforms import _augmentation_2d, build_train_transform
 from medseg.errors import ConfigError
 
-OFF = {"flip_prob": 0.0, "rot90_prob": 0.0, "elastic_prob": 0.0, "elastic_spacing": [16.0, 16.0],
-       "elastic_magnitude": [1.0, 2.0], "noise_prob": 0.0, "noise_std": 0.05}
+OFF = {
+    "flip_prob": 0.0,
+    "rot90_prob": 0.0,
+    "elastic_prob": 0.0,
+    "elastic_spacing": [16.0, 16.0],
+    "elastic_magnitude": [1.0, 2.0],
+    "noise_prob": 0.0,
+    "noise_std": 0.05,
+}
 
 
 def _aug(**kw) -> dict:
@@ -73,8 +80,7 @@ def test_class_index_labels_keep_their_values_and_layout():
 
 def test_padding_is_the_background_class():
     # task.background = 3: what a deformation brings in from outside must be class 3, not a new class 0
-    t = _augmentation_2d(_aug(elastic_prob=1.0, elastic_magnitude=[3.0, 3.0], elastic_spacing=[8.0, 8.0]),
-                         background=3)
+    t = _augmentation_2d(_aug(elastic_prob=1.0, elastic_magnitude=[3.0, 3.0], elastic_spacing=[8.0, 8.0]), background=3)
     label = torch.full((32, 32), 3, dtype=torch.int64)
     label[8:24, 8:24] = 1
     torch.manual_seed(2)
@@ -144,9 +150,9 @@ def test_reproducible_from_torch_seed():
         return [t(sample) for _ in range(4)]
 
     a, b, c = run(8), run(8), run(9)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
-    assert any(not torch.equal(x["image"], y["image"]) for x, y in zip(a, c))
+    assert any(not torch.equal(x["image"], y["image"]) for x, y in zip(a, c, strict=True))
 
 
 def test_flips_move_multilabel_masks_spatially_not_across_channels():
@@ -163,11 +169,23 @@ def test_flips_move_multilabel_masks_spatially_not_across_channels():
 
 
 def test_config_builds_the_transform():
-    cfg = load_config(overrides={"task": {"mode": "multilabel", "class_names": ["large_bowel", "small_bowel", "stomach"],
-                                          "derived": None, "primary_metric": "stomach"},
-                                 "augment": {"elastic_prob": 1.0, "elastic_spacing": [12.0, 12.0],
-                                             "elastic_magnitude": [1.5, 2.5], "noise_prob": 1.0,
-                                             "noise_std": 0.02}})
+    cfg = load_config(
+        overrides={
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["large_bowel", "small_bowel", "stomach"],
+                "derived": None,
+                "primary_metric": "stomach",
+            },
+            "augment": {
+                "elastic_prob": 1.0,
+                "elastic_spacing": [12.0, 12.0],
+                "elastic_magnitude": [1.5, 2.5],
+                "noise_prob": 1.0,
+                "noise_std": 0.02,
+            },
+        }
+    )
     t = build_train_transform(cfg)
     assert t is not None
     names = [type(x).__name__ for x in t.inner.transforms]
@@ -183,8 +201,9 @@ def test_config_builds_the_transform():
 
 
 def test_config_with_patches_chains_augmentation_then_patch():
-    cfg = load_config(overrides={"data": {"size": None, "patch_size": [32, 32]},
-                                 "augment": {"elastic_prob": 1.0, "noise_prob": 0.5}})
+    cfg = load_config(
+        overrides={"data": {"size": None, "patch_size": [32, 32]}, "augment": {"elastic_prob": 1.0, "noise_prob": 0.5}}
+    )
     t = build_train_transform(cfg)
     torch.manual_seed(12)
     out = t({"image": _smooth_image(1), "label": _classes()})
@@ -205,7 +224,9 @@ def test_magnitude_is_in_pixels_not_in_units_of_the_spacing():
     yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
     image = torch.stack([yy, xx])
     torch.manual_seed(13)
-    shifts = [(t({"image": image, "label": torch.zeros(96, 96, dtype=torch.int64)})["image"] - image)[:, 24:-24, 24:-24]
-              for _ in range(4)]
+    shifts = [
+        (t({"image": image, "label": torch.zeros(96, 96, dtype=torch.int64)})["image"] - image)[:, 24:-24, 24:-24]
+        for _ in range(4)
+    ]
     std = float(torch.stack(shifts).std())
     assert 0.3 < std < 3.0

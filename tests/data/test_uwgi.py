@@ -25,9 +25,7 @@ from medseg.errors import DataValidationError
 
 # A 3 × 4 mask (H = 3, W = 4) and its RLE computed by hand: row-major flattening gives
 # 0 1 1 0 | 0 0 0 1 | 1 1 0 0, 1-based foreground pixels 2, 3 and 8, 9, 10 (a run across a row end).
-HAND_MASK = np.array([[0, 1, 1, 0],
-                      [0, 0, 0, 1],
-                      [1, 1, 0, 0]], dtype=np.uint8)
+HAND_MASK = np.array([[0, 1, 1, 0], [0, 0, 0, 1], [1, 1, 0, 0]], dtype=np.uint8)
 HAND_RLE = "2 2 8 3"
 # Column-major (Fortran) order would give 0 0 1 | 1 0 1 | 1 0 0 | 0 1 0 → "3 2 6 2 11 1": not the competition's.
 FORTRAN_RLE = "3 2 6 2 11 1"
@@ -77,23 +75,26 @@ def test_round_trip(mask):
     assert all(v >= 1 for v in values)
 
 
-@pytest.mark.parametrize("rle, match", [
-    ("1 2 3", "odd number of values"),
-    ("5", "odd number of values"),
-    ("1 2.5", "non-integer"),
-    ("a 2", "non-integer"),
-    ("1 2 nan 1", "non-integer"),
-    ("0 2", "1-based"),
-    ("-3 2", "1-based"),
-    ("2 0", "length 0"),
-    ("2 -1", "length -1"),
-    ("5 2 1 1", "not after"),
-    ("5 2 5 1", "not after"),
-    ("1 3 2 1", "overlaps"),
-    ("11 3", "mask longer than the image"),
-    ("13 1", "mask longer than the image"),
-    ("1 13", "mask longer than the image"),
-])
+@pytest.mark.parametrize(
+    "rle, match",
+    [
+        ("1 2 3", "odd number of values"),
+        ("5", "odd number of values"),
+        ("1 2.5", "non-integer"),
+        ("a 2", "non-integer"),
+        ("1 2 nan 1", "non-integer"),
+        ("0 2", "1-based"),
+        ("-3 2", "1-based"),
+        ("2 0", "length 0"),
+        ("2 -1", "length -1"),
+        ("5 2 1 1", "not after"),
+        ("5 2 5 1", "not after"),
+        ("1 3 2 1", "overlaps"),
+        ("11 3", "mask longer than the image"),
+        ("13 1", "mask longer than the image"),
+        ("1 13", "mask longer than the image"),
+    ],
+)
 def test_malformed_rle_refused(rle, match):
     with pytest.raises(DataValidationError, match=match) as info:
         rle_decode(rle, (3, 4), where="train.csv line 7 (id case1_day2_slice_0003)")
@@ -132,8 +133,18 @@ def test_parse_id():
     assert parse_id("case2_day0_slice_0144") == (2, 0, 144)
 
 
-@pytest.mark.parametrize("bad", ["case1_day2_slice_1", "case1_day2_slice_00001", "case1day2_slice_0001",
-                                 "case1_day2_slice_0001.png", "", " case1_day2_slice_0001", "caseX_day2_slice_0001"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "case1_day2_slice_1",
+        "case1_day2_slice_00001",
+        "case1day2_slice_0001",
+        "case1_day2_slice_0001.png",
+        "",
+        " case1_day2_slice_0001",
+        "caseX_day2_slice_0001",
+    ],
+)
 def test_parse_id_refuses(bad):
     with pytest.raises(DataValidationError, match="is not of the form"):
         parse_id(bad)
@@ -141,15 +152,28 @@ def test_parse_id_refuses(bad):
 
 def test_parse_scan_filename():
     assert parse_scan_filename("slice_0001_266_266_1.50_1.50.png") == {
-        "slice": 1, "width": 266, "height": 266, "pixel_w": 1.5, "pixel_h": 1.5}
+        "slice": 1,
+        "width": 266,
+        "height": 266,
+        "pixel_w": 1.5,
+        "pixel_h": 1.5,
+    }
     info = parse_scan_filename("/data/train/case7/case7_day0/scans/slice_0080_360_310_1.50_1.63.png")
     assert info == {"slice": 80, "width": 360, "height": 310, "pixel_w": 1.5, "pixel_h": 1.63}
 
 
-@pytest.mark.parametrize("bad", ["slice_0001_266_266_1.50.png", "slice_0001_266_266_1.50_1.50.jpg",
-                                 "slice_1_266_266_1.50_1.50.png", "slice_0001_266_x_1.50_1.50.png",
-                                 "slice_0001_0_266_1.50_1.50.png", "slice_0001_266_266_0_1.50.png",
-                                 "scan_0001_266_266_1.50_1.50.png"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "slice_0001_266_266_1.50.png",
+        "slice_0001_266_266_1.50_1.50.jpg",
+        "slice_1_266_266_1.50_1.50.png",
+        "slice_0001_266_x_1.50_1.50.png",
+        "slice_0001_0_266_1.50_1.50.png",
+        "slice_0001_266_266_0_1.50.png",
+        "scan_0001_266_266_1.50_1.50.png",
+    ],
+)
 def test_parse_scan_filename_refuses_naming_the_file(bad):
     with pytest.raises(DataValidationError) as info:
         parse_scan_filename(f"scans/{bad}")
@@ -191,9 +215,11 @@ def fake(tmp_path):
     for id_ in ("case1_day0_slice_0001", "case1_day0_slice_0002", "case1_day3_slice_0001"):
         rows += [(id_, c, "") for c in CLASSES]
     rows[1] = ("case1_day0_slice_0001", "small_bowel", "7 3 12 3")
-    rows += [("case12_day20_slice_0001", "large_bowel", rle_encode(large)),
-             ("case12_day20_slice_0001", "small_bowel", rle_encode(small)),
-             ("case12_day20_slice_0001", "stomach", rle_encode(stomach))]
+    rows += [
+        ("case12_day20_slice_0001", "large_bowel", rle_encode(large)),
+        ("case12_day20_slice_0001", "small_bowel", rle_encode(small)),
+        ("case12_day20_slice_0001", "stomach", rle_encode(stomach)),
+    ]
     csv_path = _write_csv(tmp_path / "train.csv", rows)
     return tmp_path, csv_path, {"large": large, "small": small, "stomach": stomach}
 
@@ -201,12 +227,20 @@ def fake(tmp_path):
 def test_fake_folder_end_to_end(fake):
     root, csv_path, organs = fake
     rles = read_train_csv(csv_path)
-    assert set(rles) == {"case1_day0_slice_0001", "case1_day0_slice_0002", "case1_day3_slice_0001",
-                         "case12_day20_slice_0001"}
+    assert set(rles) == {
+        "case1_day0_slice_0001",
+        "case1_day0_slice_0002",
+        "case1_day3_slice_0001",
+        "case12_day20_slice_0001",
+    }
     assert rles["case1_day0_slice_0001"] == {"large_bowel": "", "small_bowel": "7 3 12 3", "stomach": ""}
     index = scan_index(root)
-    assert [r.id for r in index] == ["case1_day0_slice_0001", "case1_day0_slice_0002", "case1_day3_slice_0001",
-                                     "case12_day20_slice_0001"]  # numeric order: case 12 after case 1
+    assert [r.id for r in index] == [
+        "case1_day0_slice_0001",
+        "case1_day0_slice_0002",
+        "case1_day3_slice_0001",
+        "case12_day20_slice_0001",
+    ]  # numeric order: case 12 after case 1
     last = index[-1]
     assert (last.case, last.day, last.slice, last.width, last.height) == (12, 20, 1, 6, 4)
     assert last.shape == (4, 6) and last.spacing == (1.63, 1.5)
@@ -282,17 +316,26 @@ def test_read_scan_corrupt_png(tmp_path):
     assert path.name in str(info.value) and "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("rows, header, match", [
-    ([("case1_day0_slice_0001", "large_bowel", "")], "id,class", "missing column"),
-    ([("case1_day0_slice_0001", "liver", "")], "id,class,segmentation", "line 2 .*unknown class 'liver'"),
-    ([("case1_day0_slice_1", "stomach", "")], "id,class,segmentation", "line 2: id 'case1_day0_slice_1'"),
-    ([("case1_day0_slice_0001", "stomach", "1 2 3")], "id,class,segmentation",
-     "line 2 \\(id case1_day0_slice_0001, class stomach\\): RLE holds an odd number"),
-    ([("case1_day0_slice_0001", c, "") for c in CLASSES] + [("case1_day0_slice_0001", "stomach", "1 1")],
-     "id,class,segmentation", "line 5: duplicate row for id case1_day0_slice_0001 class stomach \\(first on line 4\\)"),
-    ([("case1_day0_slice_0001", "stomach", "")], "id,class,segmentation", "no row for class\\(es\\) large_bowel"),
-    ([], "id,class,segmentation", "no rows"),
-])
+@pytest.mark.parametrize(
+    "rows, header, match",
+    [
+        ([("case1_day0_slice_0001", "large_bowel", "")], "id,class", "missing column"),
+        ([("case1_day0_slice_0001", "liver", "")], "id,class,segmentation", "line 2 .*unknown class 'liver'"),
+        ([("case1_day0_slice_1", "stomach", "")], "id,class,segmentation", "line 2: id 'case1_day0_slice_1'"),
+        (
+            [("case1_day0_slice_0001", "stomach", "1 2 3")],
+            "id,class,segmentation",
+            "line 2 \\(id case1_day0_slice_0001, class stomach\\): RLE holds an odd number",
+        ),
+        (
+            [("case1_day0_slice_0001", c, "") for c in CLASSES] + [("case1_day0_slice_0001", "stomach", "1 1")],
+            "id,class,segmentation",
+            "line 5: duplicate row for id case1_day0_slice_0001 class stomach \\(first on line 4\\)",
+        ),
+        ([("case1_day0_slice_0001", "stomach", "")], "id,class,segmentation", "no row for class\\(es\\) large_bowel"),
+        ([], "id,class,segmentation", "no rows"),
+    ],
+)
 def test_read_train_csv_refuses(tmp_path, rows, header, match):
     path = _write_csv(tmp_path / "train.csv", rows, header=header)
     with pytest.raises(DataValidationError, match=match) as info:

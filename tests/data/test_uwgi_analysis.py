@@ -41,16 +41,26 @@ def fake(tmp_path):
     _scan(root, 1, 1, 1, 5, 5)
     _scan(root, 2, 0, 1, 6, 4)
     z5 = np.zeros((5, 5), np.uint8)
-    st2 = z5.copy(); st2[0, 0:2] = 1
-    l3 = z5.copy(); l3[1:3, 1:3] = 1
-    s3 = z5.copy(); s3[1:4, 1:4] = 1
+    st2 = z5.copy()
+    st2[0, 0:2] = 1
+    l3 = z5.copy()
+    l3[1:3, 1:3] = 1
+    s3 = z5.copy()
+    s3[1:4, 1:4] = 1
     z4 = np.zeros((4, 6), np.uint8)
-    l5 = z4.copy(); l5[1, 0:3] = 1
-    s5 = z4.copy(); s5[1:3, 1:4] = 1
-    st5 = z4.copy(); st5[1, 2:6] = 1
-    masks = {"case1_day0_slice_0001": {}, "case1_day0_slice_0002": {"stomach": st2},
-             "case1_day0_slice_0003": {"large_bowel": l3, "small_bowel": s3}, "case1_day1_slice_0001": {},
-             "case2_day0_slice_0001": {"large_bowel": l5, "small_bowel": s5, "stomach": st5}}
+    l5 = z4.copy()
+    l5[1, 0:3] = 1
+    s5 = z4.copy()
+    s5[1:3, 1:4] = 1
+    st5 = z4.copy()
+    st5[1, 2:6] = 1
+    masks = {
+        "case1_day0_slice_0001": {},
+        "case1_day0_slice_0002": {"stomach": st2},
+        "case1_day0_slice_0003": {"large_bowel": l3, "small_bowel": s3},
+        "case1_day1_slice_0001": {},
+        "case2_day0_slice_0001": {"large_bowel": l5, "small_bowel": s5, "stomach": st5},
+    }
     lines = ["id,class,segmentation"]
     for id_, m in masks.items():
         lines += [f"{id_},{c},{rle_encode(m[c]) if c in m else ''}" for c in CLASSES]
@@ -64,12 +74,10 @@ def test_tables_by_hand(fake):
     assert a["table2_scans_per_case"] == {1: 1, 2: 1}
     assert a["table4_image_sizes"] == {"5×5": 4, "6×4": 1}
     assert a["fig3_masks_per_image"] == {0: 2, 1: 1, 2: 1, 3: 1}
-    assert a["fig3_combinations"] == {"stomach": 1, "large_bowel+small_bowel": 1,
-                                      "large_bowel+small_bowel+stomach": 1}
+    assert a["fig3_combinations"] == {"stomach": 1, "large_bowel+small_bowel": 1, "large_bowel+small_bowel+stomach": 1}
     assert a["annotations"] == 6
     assert a["slices_per_scan"] == {3: 1, 1: 2}
-    assert a["fig6_slice_counts"] == {"large_bowel": {1: 1, 3: 1}, "small_bowel": {1: 1, 3: 1},
-                                      "stomach": {1: 1, 2: 1}}
+    assert a["fig6_slice_counts"] == {"large_bowel": {1: 1, 3: 1}, "small_bowel": {1: 1, 3: 1}, "stomach": {1: 1, 2: 1}}
     assert a["fig6_peaks"]["stomach"] == {"slice": 1, "count": 1}  # ties: the lowest slice
 
 
@@ -117,8 +125,8 @@ def test_report_names_paper_values(fake, tmp_path):
     assert doc["paper"]["table1"]["images"] == 38496
     assert "splits" not in written  # 2 cases: fewer than 5 folds
     assert sorted(p.name for p in out.iterdir()) == sorted(  # no temporaries left
-        ["analysis.json", "report.md", "fig3_masks_per_image.png", "fig6_slice_position.png",
-         "fig12_overlap_areas.png"])
+        ["analysis.json", "report.md", "fig3_masks_per_image.png", "fig6_slice_position.png", "fig12_overlap_areas.png"]
+    )
 
 
 def test_comparison_matches_paper_on_paper_numbers():
@@ -143,14 +151,14 @@ def test_split_grouped_complete_stratified():
     ids, counts, cases = _synthetic()
     sp = uwgi_splits(ids, counts, cases, n_folds=5, seed=0)
     assert sp["protocol"] == PROTOCOL and sp["seed"] == 0 and len(sp["folds"]) == 5
-    case_of = dict(zip(ids, cases))
+    case_of = dict(zip(ids, cases, strict=True))
     fold_cases = [{case_of[i] for i in f["val"]} for f in sp["folds"]]
     for i in range(5):
         for j in range(i + 1, 5):
             assert not fold_cases[i] & fold_cases[j]
     seen = Counter(i for f in sp["folds"] for i in f["val"])
     assert set(seen) == set(ids) and set(seen.values()) == {1}
-    count_of = dict(zip(ids, counts))
+    count_of = dict(zip(ids, counts, strict=True))
     overall = np.bincount(counts, minlength=4) / len(counts)
     for f in sp["folds"]:
         assert len(f["val"]) > 0.15 * len(ids)
@@ -164,7 +172,7 @@ def test_split_reproducible_and_seeded(tmp_path):
     assert a == uwgi_splits(ids, counts, cases, seed=3)
     # like scikit-learn, the seed orders cases of equal spread; with all cases alike it decides the folds
     same = [f"case{c}_day0_slice_{s:04d}" for c in range(10) for s in range(4)]
-    alike = {"ids": same, "organ_counts": [0, 1, 2, 3] * 10, "cases": [int(i[4:i.index("_")]) for i in same]}
+    alike = {"ids": same, "organ_counts": [0, 1, 2, 3] * 10, "cases": [int(i[4 : i.index("_")]) for i in same]}
     assert uwgi_splits(**alike, seed=3) == uwgi_splits(**alike, seed=3)
     assert uwgi_splits(**alike, seed=3)["folds"] != uwgi_splits(**alike, seed=4)["folds"]
     path = save_splits(a, tmp_path / "splits.json")

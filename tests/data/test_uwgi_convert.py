@@ -23,8 +23,10 @@ from medseg.metrics.uw_score import uw_scan_score
 
 TS = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct" / "totalsegmentator"
 MR, SEG, CLASS_MAP = TS / "example_mr_sm.nii.gz", TS / "example_seg_mr.nii.gz", TS / "class_map.json"
-needs_shared = pytest.mark.skipif(not MR.is_file(), reason="the real TotalSegmentator MR example is not beside "
-                                                           "the repository (../shared/data/ct/totalsegmentator)")
+needs_shared = pytest.mark.skipif(
+    not MR.is_file(),
+    reason="the real TotalSegmentator MR example is not beside the repository (../shared/data/ct/totalsegmentator)",
+)
 MR_IDS = {"large_bowel": 15, "small_bowel": 13, "stomach": 6}  # "total_mr": colon, small_bowel, stomach
 
 
@@ -89,10 +91,12 @@ def test_real_organ_statistics(real):
     assert present.any(axis=1).all()  # all three organs appear in some slice
     assert np.count_nonzero(present.sum(axis=0) >= 2) == s["n_slices_with_2plus_organs"] == 20
     assert np.count_nonzero(present.all(axis=0)) == s["n_slices_with_3_organs"] == 5
-    assert {c: o["voxels"] for c, o in s["per_organ"].items()} == {"large_bowel": 1683, "small_bowel": 356,
-                                                                     "stomach": 4221}
-    assert {c: o["slices"] for c, o in s["per_organ"].items()} == {"large_bowel": 20, "small_bowel": 5,
-                                                                     "stomach": 20}
+    assert {c: o["voxels"] for c, o in s["per_organ"].items()} == {
+        "large_bowel": 1683,
+        "small_bowel": 356,
+        "stomach": 4221,
+    }
+    assert {c: o["slices"] for c, o in s["per_organ"].items()} == {"large_bowel": 20, "small_bowel": 5, "stomach": 20}
     assert (s["width"], s["height"], s["pixel_w"], s["pixel_h"], s["slice_mm"]) == (117, 91, 3.0, 3.0, 3.0)
 
 
@@ -199,29 +203,37 @@ def test_integer_image_keeps_raw_values(tmp_path):
 def test_volume_is_turned_to_axial_lps(tmp_path):
     image, labels = _toy()
     canon = Volume(image, spacing=(3.0, 1.5, 2.0))
-    volume_to_uwgi(canon, canon.with_array(labels), tmp_path / "a", case=1, day=0,
-                   organ_labels={"stomach": [2]})
+    volume_to_uwgi(canon, canon.with_array(labels), tmp_path / "a", case=1, day=0, organ_labels={"stomach": [2]})
+
     # The same voxels stored with columns running right→left flipped and the axes in another order:
     # array (x, z, y), its x axis along -L.
     def stored(a):
         return np.flip(a, axis=2).transpose(2, 0, 1)
 
     direction = np.zeros((3, 3))  # columns: the LPS directions of array axes x (last), y (middle), z (first)
-    direction[:, 0] = (0, 1, 0)    # last array axis (old y) → P
-    direction[:, 1] = (0, 0, 1)    # middle array axis (old z) → S
-    direction[:, 2] = (-1, 0, 0)   # first array axis (old x, flipped) → -L
+    direction[:, 0] = (0, 1, 0)  # last array axis (old y) → P
+    direction[:, 1] = (0, 0, 1)  # middle array axis (old z) → S
+    direction[:, 2] = (-1, 0, 0)  # first array axis (old x, flipped) → -L
     odd = Volume(stored(image), spacing=(2.0, 3.0, 1.5), direction=direction)
-    s = volume_to_uwgi(odd, odd.with_array(stored(labels)), tmp_path / "b", case=1, day=0,
-                       organ_labels={"stomach": [2]})
+    s = volume_to_uwgi(
+        odd, odd.with_array(stored(labels)), tmp_path / "b", case=1, day=0, organ_labels={"stomach": [2]}
+    )
     assert s["orientation"]["axis_order"] == [1, 2, 0] and s["orientation"]["flipped"] == [False, False, True]
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
 
 
 def test_write_train_csv_and_scan_filename(tmp_path):
     assert uwgi.parse_scan_filename(scan_filename(3, 266, 310, 1.5, 1.625)) == {
-        "slice": 3, "width": 266, "height": 310, "pixel_w": 1.5, "pixel_h": 1.62}
-    rles = {"case10_day2_slice_0001": {"large_bowel": "1 2", "small_bowel": "", "stomach": "5 1"},
-            "case2_day20_slice_0002": {c: "" for c in uwgi.CLASSES}}
+        "slice": 3,
+        "width": 266,
+        "height": 310,
+        "pixel_w": 1.5,
+        "pixel_h": 1.62,
+    }
+    rles = {
+        "case10_day2_slice_0001": {"large_bowel": "1 2", "small_bowel": "", "stomach": "5 1"},
+        "case2_day20_slice_0002": {c: "" for c in uwgi.CLASSES},
+    }
     write_train_csv(tmp_path / "train.csv", rles)
     assert uwgi.read_train_csv(tmp_path / "train.csv") == rles
     assert (tmp_path / "train.csv").read_text().splitlines()[1].startswith("case2_day20_slice_0002,large_bowel,")
@@ -233,22 +245,30 @@ def test_write_train_csv_and_scan_filename(tmp_path):
 # ------------------------------------------------------------------------------------------ bad input
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"labels": np.zeros((4, 6, 4), np.uint8)}, r"labels: label grid shape \(4, 6, 4\) differs .* \(4, 6, 5\)"),
-    ({"image": np.zeros((6, 5))}, r"image: a 3D \(D, H, W\) volume is needed, got shape \(6, 5\)"),
-    ({"labels": np.zeros((1, 4, 6, 5))}, r"labels: a 3D .* got shape \(1, 4, 6, 5\)"),
-    ({"organ_labels": {"colon": [2]}}, r"unknown organ name\(s\) 'colon'"),
-    ({"organ_labels": {"stomach": [2, 7], "small_bowel": [8]}}, (r"absent from the label volume: stomach \[7\]; "
-                                                                 r"small_bowel \[8\]")),
-    ({"organ_labels": {"stomach": [0]}}, "positive integer label ids"),
-    ({"organ_labels": {}}, "organ_labels must map"),
-    ({"spacing": None}, r"spacing: give the \(z, y, x\)"),
-    ({"spacing": (1.0, -1.0)}, "spacing must be 2 or 3 positive numbers"),
-    ({"case": -1}, "case must be an integer"),
-    ({"day": True}, "day must be an integer"),
-    ({"labels": np.full((4, 6, 5), 2.5)}, "label ids must be integers"),
-    ({"image": np.full((4, 6, 5), np.nan)}, "image holds 120 NaN"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"labels": np.zeros((4, 6, 4), np.uint8)}, r"labels: label grid shape \(4, 6, 4\) differs .* \(4, 6, 5\)"),
+        ({"image": np.zeros((6, 5))}, r"image: a 3D \(D, H, W\) volume is needed, got shape \(6, 5\)"),
+        ({"labels": np.zeros((1, 4, 6, 5))}, r"labels: a 3D .* got shape \(1, 4, 6, 5\)"),
+        ({"organ_labels": {"colon": [2]}}, r"unknown organ name\(s\) 'colon'"),
+        (
+            {"organ_labels": {"stomach": [2, 7], "small_bowel": [8]}},
+            (
+                r"absent from the label volume: stomach \[7\]; "
+                r"small_bowel \[8\]"
+            ),
+        ),
+        ({"organ_labels": {"stomach": [0]}}, "positive integer label ids"),
+        ({"organ_labels": {}}, "organ_labels must map"),
+        ({"spacing": None}, r"spacing: give the \(z, y, x\)"),
+        ({"spacing": (1.0, -1.0)}, "spacing must be 2 or 3 positive numbers"),
+        ({"case": -1}, "case must be an integer"),
+        ({"day": True}, "day must be an integer"),
+        ({"labels": np.full((4, 6, 5), 2.5)}, "label ids must be integers"),
+        ({"image": np.full((4, 6, 5), np.nan)}, "image holds 120 NaN"),
+    ],
+)
 def test_bad_input_is_refused(tmp_path, change, match):
     image, labels = _toy()
     args = {"image": image, "labels": labels, "case": 1, "day": 0, "organ_labels": {"stomach": [2]}, "spacing": (1, 1)}
@@ -314,9 +334,9 @@ def test_label_volume_off_the_image_grid(tmp_path):
     image, labels = _toy()
     vol = Volume(image, spacing=(3.0, 1.5, 1.5))
     with pytest.raises(DataValidationError, match=r"not on the image's grid: spacing \(3.0, 1.5, 2.0\)"):
-        volume_to_uwgi(vol, Volume(labels, spacing=(3.0, 1.5, 2.0)), tmp_path / "out", case=1, day=0,
-                       organ_labels={"stomach": [2]})
+        volume_to_uwgi(
+            vol, Volume(labels, spacing=(3.0, 1.5, 2.0)), tmp_path / "out", case=1, day=0, organ_labels={"stomach": [2]}
+        )
     with pytest.raises(DataValidationError, match="spacing is taken from the image volume"):
-        volume_to_uwgi(vol, labels, tmp_path / "out", case=1, day=0, organ_labels={"stomach": [2]},
-                       spacing=(1.0, 1.0))
+        volume_to_uwgi(vol, labels, tmp_path / "out", case=1, day=0, organ_labels={"stomach": [2]}, spacing=(1.0, 1.0))
     assert not (tmp_path / "out").exists()

@@ -40,10 +40,20 @@ def gi_folder(tmp_path_factory) -> Path:
 
 def gi_cfg(folder: Path, tmp_path: Path, **sets) -> dict:
     cfg = load_config(GI_CONFIG)
-    base = {"data.path": str(folder), "data.size": "[32, 32]", "output.root": str(tmp_path / "runs"),
-            "model.depth": "2", "model.channels": "[4, 8, 16]", "model.base_channels": "4",
-            "train.iterations": "2", "train.batch_size": "8", "augment.elastic_prob": "0.0",
-            "augment.noise_prob": "0.0", "evaluate.batch_size": "64", "name": "gi_test"}
+    base = {
+        "data.path": str(folder),
+        "data.size": "[32, 32]",
+        "output.root": str(tmp_path / "runs"),
+        "model.depth": "2",
+        "model.channels": "[4, 8, 16]",
+        "model.base_channels": "4",
+        "train.iterations": "2",
+        "train.batch_size": "8",
+        "augment.elastic_prob": "0.0",
+        "augment.noise_prob": "0.0",
+        "evaluate.batch_size": "64",
+        "name": "gi_test",
+    }
     base.update({k: str(v) for k, v in sets.items()})
     for key, value in base.items():
         set_dotted(cfg, key, value)
@@ -56,8 +66,10 @@ def test_the_folder_loads_as_multilabel_slices_with_cases_strata_and_scans(gi_fo
     assert is_uwgi_data(data) and data.synthesized  # the synth-gi manifest says so
     assert data.images.shape == (len(rles), 32, 32) and data.images.dtype == np.float32
     assert data.labels.shape == (len(rles), 3, 32, 32) and set(np.unique(data.labels)) <= {0, 1}
-    assert data.names == sorted(rles, key=lambda i: tuple(int(x) for x in i.replace("case", "").replace("_day", " ")
-                                                             .replace("_slice_", " ").split()))
+    assert data.names == sorted(
+        rles,
+        key=lambda i: tuple(int(x) for x in i.replace("case", "").replace("_day", " ").replace("_slice_", " ").split()),
+    )
     assert 0.0 <= data.images.min() and data.images.max() <= 1.0  # uint16 / 65535
     # strata: organs in the slice as train.csv says; groups: the case
     assert data.strata == [sum(bool(rles[i][c]) for c in CLASSES) for i in data.names]
@@ -157,8 +169,11 @@ def test_stratify_needs_strata_and_cv_only(toy_data, tmp_path):
 
 
 def test_probabilities_go_back_to_the_slice_size(gi_folder, tmp_path):
-    for sets in ({"data.size": "[128, 128]"}, {"data.resize": "false", "data.size": "[300, 300]"},
-                 {"data.resize": "false", "data.size": "null"}):
+    for sets in (
+        {"data.size": "[128, 128]"},
+        {"data.resize": "false", "data.size": "[300, 300]"},
+        {"data.resize": "false", "data.size": "null"},
+    ):
         data = load_any_data(gi_cfg(gi_folder, tmp_path, **sets), progress=False)
         k = int(np.argmax(data.labels.reshape(len(data), -1).sum(1)))  # the slice with the most organ pixels
         back = to_original_size(data.labels[k].astype(np.float32), data, k) > 0.5
@@ -211,8 +226,10 @@ def test_cv_and_evaluate_report_the_competition_score_per_fold(gi_folder, tmp_pa
     assert "UW-Madison competition score" in text and "empty Dice 0" in text
 
 
-@pytest.mark.skipif(not (SHARED_CT / "example_mr_sm.nii.gz").is_file(),
-                    reason="the real TotalSegmentator MR example is not beside the repository (../shared/data)")
+@pytest.mark.skipif(
+    not (SHARED_CT / "example_mr_sm.nii.gz").is_file(),
+    reason="the real TotalSegmentator MR example is not beside the repository (../shared/data)",
+)
 def test_real_mr_anatomy_through_reader_model_and_metric(tmp_path):
     """Real anatomy (TotalSegmentator's MR example: stomach, small bowel, colon) converted to the layout, then
     read by the GI loader, fed to a model and scored: the truth scores 1, the model's untrained guess lower."""
@@ -222,14 +239,22 @@ def test_real_mr_anatomy_through_reader_model_and_metric(tmp_path):
 
     root = tmp_path / "uw_real"
     for case in (1, 2):  # the same volume as two cases, so a validation fold exists
-        totalsegmentator_mr_to_uwgi(SHARED_CT / "example_mr_sm.nii.gz", SHARED_CT / "example_seg_mr.nii.gz",
-                                    SHARED_CT / "class_map.json", root, case=case, day=1)
+        totalsegmentator_mr_to_uwgi(
+            SHARED_CT / "example_mr_sm.nii.gz",
+            SHARED_CT / "example_seg_mr.nii.gz",
+            SHARED_CT / "class_map.json",
+            root,
+            case=case,
+            day=1,
+        )
     cfg = gi_cfg(root, tmp_path, **{"splits.n_folds": 2, "name": "real", "data.size": "[96, 96]"})
     data = load_any_data(cfg, progress=False)
     assert not data.synthesized and len(data) == 40
     assert data.labels[:, CLASSES.index("stomach")].any() and data.labels[:, CLASSES.index("small_bowel")].any()
     train_fold(cfg, 0, data=data, progress=False)
-    _, val_idx, _ = __import__("medseg.data.splits", fromlist=["fold_indices"]).fold_indices(splits_for(cfg, data)[0], 0)
+    _, val_idx, _ = __import__("medseg.data.splits", fromlist=["fold_indices"]).fold_indices(
+        splits_for(cfg, data)[0], 0
+    )
     pred = Predictor.from_path(tmp_path / "runs" / "real", device="cpu")
     proba = pred.predict_proba(data.inputs(val_idx))
     assert proba.shape == (len(val_idx), 3, 96, 96) and np.isfinite(proba).all()

@@ -44,15 +44,31 @@ def _oblique_direction() -> np.ndarray:
 def _volume(shape=(6, 10, 12), seed=0, **kw) -> Volume:
     rng = np.random.default_rng(seed)
     array = rng.integers(-1024, 1500, shape).astype(np.int16)
-    geo = {"spacing": (2.5, 0.7, 0.8), "origin": (-100.25, -50.5, 33.75), "direction": _oblique_direction(),
-           "modality": "CT"}
+    geo = {
+        "spacing": (2.5, 0.7, 0.8),
+        "origin": (-100.25, -50.5, 33.75),
+        "direction": _oblique_direction(),
+        "modality": "CT",
+    }
     geo.update(kw)
     return Volume(array, **geo)
 
 
-def _hand_slice(path: Path, raw: np.ndarray, position, *, series_uid, orientation=(1, 0, 0, 0, 1, 0),
-                spacing=(0.7, 0.8), slope=1.0, intercept=0.0, instance=1, modality="CT", pixel_data=True,
-                transfer_syntax=ExplicitVRLittleEndian):
+def _hand_slice(
+    path: Path,
+    raw: np.ndarray,
+    position,
+    *,
+    series_uid,
+    orientation=(1, 0, 0, 0, 1, 0),
+    spacing=(0.7, 0.8),
+    slope=1.0,
+    intercept=0.0,
+    instance=1,
+    modality="CT",
+    pixel_data=True,
+    transfer_syntax=ExplicitVRLittleEndian,
+):
     """One CT slice written by hand with pydicom (not by the writer under test)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CT
@@ -84,8 +100,22 @@ def _hand_slice(path: Path, raw: np.ndarray, position, *, series_uid, orientatio
     ds.save_as(path, enforce_file_format=True)
 
 
-def _hand_series(folder: Path, n=8, *, rows=5, cols=6, slope=2.0, intercept=-1024.0, dz=2.5, z0=-40.0,
-                 orientation=(1, 0, 0, 0, 1, 0), series_uid="1.2.3.4", skip=(), names=None, **kw):
+def _hand_series(
+    folder: Path,
+    n=8,
+    *,
+    rows=5,
+    cols=6,
+    slope=2.0,
+    intercept=-1024.0,
+    dz=2.5,
+    z0=-40.0,
+    orientation=(1, 0, 0, 0, 1, 0),
+    series_uid="1.2.3.4",
+    skip=(),
+    names=None,
+    **kw,
+):
     """n slices whose raw value is 100·k + pixel index (k = slice number along +z); file names and
     InstanceNumbers in an order unrelated to position. Returns the raw array in position order (z up)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,8 +125,17 @@ def _hand_series(folder: Path, n=8, *, rows=5, cols=6, slope=2.0, intercept=-102
         if k in skip:
             continue
         name = names[k] if names else f"x{perm[k]:02d}_{'abcdefghijklmnop'[(k * 7) % 16]}.dcm"
-        _hand_slice(folder / name, raw[k], (12.5, -7.25, z0 + k * dz), series_uid=series_uid,
-                    orientation=orientation, slope=slope, intercept=intercept, instance=int(n - perm[k]), **kw)
+        _hand_slice(
+            folder / name,
+            raw[k],
+            (12.5, -7.25, z0 + k * dz),
+            series_uid=series_uid,
+            orientation=orientation,
+            slope=slope,
+            intercept=intercept,
+            instance=int(n - perm[k]),
+            **kw,
+        )
     return raw
 
 
@@ -221,8 +260,9 @@ def test_missing_slice_named_with_gap_position(tmp_path):
 
 def test_missing_pixel_data_named(tmp_path):
     _hand_series(tmp_path / "s", n=3)
-    _hand_slice(tmp_path / "s" / "hollow.dcm", np.zeros((5, 6)), (12.5, -7.25, -32.5), series_uid="1.2.3.4",
-                pixel_data=False)
+    _hand_slice(
+        tmp_path / "s" / "hollow.dcm", np.zeros((5, 6)), (12.5, -7.25, -32.5), series_uid="1.2.3.4", pixel_data=False
+    )
     with pytest.raises(DataValidationError, match=r"hollow\.dcm: no pixel data"):
         read_dicom_series(tmp_path / "s")
 
@@ -279,8 +319,12 @@ def test_compressed_without_decoder_named(tmp_path):
 
 
 def test_nifti_round_trip_keeps_affine_and_voxel_to_mm(tmp_path):
-    vol = Volume(np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6), spacing=(2.0, 0.5, 0.75),
-                 origin=(10.0, -20.0, 30.0), modality="CT")
+    vol = Volume(
+        np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6),
+        spacing=(2.0, 0.5, 0.75),
+        origin=(10.0, -20.0, 30.0),
+        modality="CT",
+    )
     path = write_nifti(vol, tmp_path / "v.nii.gz")
     img = nib.load(path)
     # nibabel's array is (x, y, z): voxel x=3, y=2, z=1 is our array[1, 2, 3]
@@ -371,7 +415,7 @@ def test_convert_series_two_in_parallel_with_timings(tmp_path):
     inputs = [tmp_path / "in" / "a", tmp_path / "in" / "b", tmp_path / "in" / "bad"]
     results = convert_series(inputs, tmp_path / "out", "hdf5", workers=2, progress=False)
     assert [r["input"] for r in results] == [str(p) for p in inputs]
-    for r, raw in zip(results[:2], raws):
+    for r, raw in zip(results[:2], raws, strict=True):
         assert r["error"] is None and r["seconds"] > 0 and r["shape"] == [4, 5, 6]
         assert r["spacing"] == pytest.approx([2.5, 0.7, 0.8])
         np.testing.assert_array_equal(read_volume(r["output"]).array, raw.astype(np.int32) * 2 - 1024)
@@ -401,8 +445,9 @@ def test_duplicate_positions_named(tmp_path):
 def test_localizer_and_non_image_objects_are_skipped(tmp_path):
     raw = _hand_series(tmp_path / "s", n=3)
     # a scout view in the same series (other orientation), and a DICOM object without an image
-    _hand_slice(tmp_path / "s" / "scout.dcm", np.zeros((5, 6)), (0, 0, 0), series_uid="1.2.3.4",
-                orientation=(0, 1, 0, 0, 0, -1))
+    _hand_slice(
+        tmp_path / "s" / "scout.dcm", np.zeros((5, 6)), (0, 0, 0), series_uid="1.2.3.4", orientation=(0, 1, 0, 0, 0, -1)
+    )
     ds = pydicom.dcmread(tmp_path / "s" / "scout.dcm")
     ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     ds.save_as(tmp_path / "s" / "scout.dcm")
@@ -445,8 +490,9 @@ def test_a_damaged_slice_anywhere_is_an_error_naming_it(tmp_path, which, damage)
     _hand_series(tmp_path / "s", n=8, rows=40, cols=40, names=names)  # 3200 bytes of pixels: deferred
     victim = tmp_path / "s" / names[which]
     data = victim.read_bytes()
-    victim.write_bytes({"empty": b"", "truncated": data[:-100], "header only": data[:400],
-                        "zeros": bytes(len(data))}[damage])
+    victim.write_bytes(
+        {"empty": b"", "truncated": data[:-100], "header only": data[:400], "zeros": bytes(len(data))}[damage]
+    )
     with pytest.raises(DataValidationError) as e:
         read_dicom_series(tmp_path / "s")
     _one_line_naming(e.value, names[which], str(tmp_path / "s"))
@@ -521,17 +567,23 @@ def _patch_tag(path: Path, old: bytes, new: bytes) -> None:
     path.write_bytes(data.replace(old, new.ljust(len(old))))
 
 
-@pytest.mark.parametrize("old, new, tag", [
-    (b"12.5000\\-7.2500\\-35.0000", b"abc", "ImagePositionPatient"),
-    (b"12.5000\\-7.2500\\-35.0000", b"1\\2", "ImagePositionPatient"),
-    (b"12.5000\\-7.2500\\-35.0000", b"nan\\0\\0", "ImagePositionPatient"),
-    (b"0.7\\0.8", b"x\\y", "PixelSpacing"),
-    (b"-1024.0", b"HU", "RescaleIntercept"),
-])
+@pytest.mark.parametrize(
+    "old, new, tag",
+    [
+        (b"12.5000\\-7.2500\\-35.0000", b"abc", "ImagePositionPatient"),
+        (b"12.5000\\-7.2500\\-35.0000", b"1\\2", "ImagePositionPatient"),
+        (b"12.5000\\-7.2500\\-35.0000", b"nan\\0\\0", "ImagePositionPatient"),
+        (b"0.7\\0.8", b"x\\y", "PixelSpacing"),
+        (b"-1024.0", b"HU", "RescaleIntercept"),
+    ],
+)
 def test_bad_numeric_tags_name_the_file_and_the_tag(tmp_path, old, new, tag):
     _hand_series(tmp_path / "s", n=3, names=["a.dcm", "b.dcm", "c.dcm"])
-    target = next(p for p in sorted((tmp_path / "s").iterdir()) if old in p.read_bytes()) if tag == "ImagePositionPatient" \
+    target = (
+        next(p for p in sorted((tmp_path / "s").iterdir()) if old in p.read_bytes())
+        if tag == "ImagePositionPatient"
         else tmp_path / "s" / "b.dcm"
+    )
     _patch_tag(target, old, new)
     with pytest.raises(DataValidationError) as e:
         read_dicom_series(tmp_path / "s")
@@ -549,7 +601,9 @@ def test_huge_rows_and_columns_are_refused_from_the_header(tmp_path):
     _one_line_naming(e.value, "a.dcm")
     # a series within each slice's budget but over it in all
     _hand_series(tmp_path / "t", n=5, rows=20, cols=20)
-    with pytest.raises(DataValidationError, match=r"the series of 2,000 voxels \(5, 20, 20\) exceeds the limit of 1,000"):
+    with pytest.raises(
+        DataValidationError, match=r"the series of 2,000 voxels \(5, 20, 20\) exceeds the limit of 1,000"
+    ):
         read_dicom_series(tmp_path / "t", max_voxels=1000)
 
 
@@ -565,8 +619,16 @@ def test_a_gap_is_refused_naming_both_neighbours_or_filled_on_request(tmp_path):
     assert vol.origin == pytest.approx((12.5, -7.25, -40.0))
     minimum = vol.array[[0, 1, 2, 3, 6, 7]].min()
     assert (vol.array[4:6] == minimum).all() and minimum == -1024
-    assert vol.meta["gaps"] == [{"after": "s3.dcm", "before": "s6.dcm", "after_mm": -32.5, "before_mm": -25.0,
-                                 "gap_mm": 7.5, "slices_filled": 2}]
+    assert vol.meta["gaps"] == [
+        {
+            "after": "s3.dcm",
+            "before": "s6.dcm",
+            "after_mm": -32.5,
+            "before_mm": -25.0,
+            "gap_mm": 7.5,
+            "slices_filled": 2,
+        }
+    ]
     assert vol.meta["files"][4:6] == ["", ""] and vol.meta["files"][6] == "s6.dcm"
     assert len(vol.meta["sop_instance_uids"]) == 8
 
@@ -623,7 +685,9 @@ def test_zip_member_compressed_beyond_the_ratio_is_refused_by_the_cli_reader(tmp
     zpath = tmp_path / "ratio.zip"
     with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("big.dcm", bytes(20 * 2**20))
-    with pytest.raises(DataValidationError, match=r"ratio\.zip: refusing the archive: .* is compressed 1,029 to 1 .*zip bomb"):
+    with pytest.raises(
+        DataValidationError, match=r"ratio\.zip: refusing the archive: .* is compressed 1,029 to 1 .*zip bomb"
+    ):
         read_volume(zpath)
     assert not list(tmp_path.glob("medseg-zip-*"))
 
@@ -636,7 +700,7 @@ def test_damaged_zip_member_is_named(tmp_path):
             zf.write(f, f.name)
     data = bytearray(zpath.read_bytes())
     start = data.index(b"b.dcm") + 5 + 20  # inside b.dcm's compressed bytes
-    data[start:start + 40] = bytes(40)
+    data[start : start + 40] = bytes(40)
     zpath.write_bytes(bytes(data))
     with pytest.raises(DataValidationError, match=r"s\.zip: member 'b\.dcm' cannot be extracted"):
         read_dicom_series(zpath)
@@ -652,14 +716,19 @@ def _nifti(path: Path, array: np.ndarray, affine=None) -> Path:
 
 @pytest.mark.parametrize("case", ["complex", "nan", "inf", "empty"])
 def test_nifti_values_that_cannot_be_used_are_refused(tmp_path, case):
-    array = {"complex": np.ones((3, 4, 5), np.complex64), "nan": np.full((3, 4, 5), np.nan, np.float32),
-             "inf": np.full((3, 4, 5), np.inf, np.float32), "empty": np.zeros((0, 4, 5), np.float32)}[case]
+    array = {
+        "complex": np.ones((3, 4, 5), np.complex64),
+        "nan": np.full((3, 4, 5), np.nan, np.float32),
+        "inf": np.full((3, 4, 5), np.inf, np.float32),
+        "empty": np.zeros((0, 4, 5), np.float32),
+    }[case]
     path = _nifti(tmp_path / f"{case}.nii.gz", array)
     with pytest.raises(DataValidationError) as e:
         read_volume(path)
     msg = _one_line_naming(e.value, f"{case}.nii.gz")
-    assert {"complex": "complex values", "nan": "60 NaN or infinite", "inf": "NaN or infinite",
-            "empty": "empty"}[case] in msg
+    assert {"complex": "complex values", "nan": "60 NaN or infinite", "inf": "NaN or infinite", "empty": "empty"}[
+        case
+    ] in msg
 
 
 @pytest.mark.parametrize("pixdim", [(0.0, 1.0, 1.0), (1.0, -1.0, 1.0), (1.0, 1.0, float("nan"))])
@@ -700,7 +769,7 @@ def test_hdf5_bad_spacing_attribute_and_corrupt_metadata(tmp_path):
     good = write_hdf5_volume(_volume(), tmp_path / "good.h5")
     data = bytearray(good.read_bytes())
     i = data.index(b"HEAP")
-    data[i:i + 4] = b"XXXX"
+    data[i : i + 4] = b"XXXX"
     bad = tmp_path / "heap.h5"
     bad.write_bytes(bytes(data))
     for reader in (read_volume, read_hdf5_volume, lambda p: read_hdf5_volume(p, "label")):
@@ -713,9 +782,13 @@ def test_hdf5_nan_and_voxel_budget(tmp_path):
     vol = Volume(np.zeros((4, 5, 6), np.float32))
     vol.array[1, 2, 3] = np.nan
     path = write_hdf5_volume(vol, tmp_path / "nan.h5")
-    with pytest.raises(DataValidationError, match=r"nan\.h5: dataset 'image' holds 1 NaN or infinite value\(s\) of 120"):
+    with pytest.raises(
+        DataValidationError, match=r"nan\.h5: dataset 'image' holds 1 NaN or infinite value\(s\) of 120"
+    ):
         read_volume(path)
-    with pytest.raises(DataValidationError, match=r"dataset 'image' of 120 voxels \(4, 5, 6\) exceeds the limit of 100"):
+    with pytest.raises(
+        DataValidationError, match=r"dataset 'image' of 120 voxels \(4, 5, 6\) exceeds the limit of 100"
+    ):
         read_volume(path, max_voxels=100)
 
 

@@ -7,22 +7,33 @@ import pytest
 
 from medseg.config import load_config
 from medseg.data.phantom import make_phantom, write_phantom
+from medseg.data.runs import splits_for
 from medseg.data.splits import expand_patient_splits, make_splits
 from medseg.data.volume_io import write_hdf5_volume, write_nifti
 from medseg.data.volumes import load_any_data, load_volume_data, patient_ids, volume_pairs
 from medseg.errors import ConfigError, DataValidationError
-from medseg.data.runs import splits_for
 
 
 def _cfg(path, tmp_path, **data):
-    return load_config(None, {
-        "name": "vol", "task": {"mode": "multilabel", "class_names": ["ctv"], "derived": {}, "primary_metric": "ctv",
-                                "spatial_dims": 3},
-        "data": {"path": str(path), "size": None, **data},
-        "preprocess": {"clip_min": -1024.0, "clip_max": 576.0, "depth": 8, "size_xy": [16, 16]},
-        "splits": {"test_fraction": 0.0, "n_folds": 3}, "output": {"root": str(tmp_path / "runs")},
-        "model": {"name": "ctv_unet3d", "channels": [2, 2, 2, 2, 2]}, "loss": [{"name": "bce"}],
-    })
+    return load_config(
+        None,
+        {
+            "name": "vol",
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["ctv"],
+                "derived": {},
+                "primary_metric": "ctv",
+                "spatial_dims": 3,
+            },
+            "data": {"path": str(path), "size": None, **data},
+            "preprocess": {"clip_min": -1024.0, "clip_max": 576.0, "depth": 8, "size_xy": [16, 16]},
+            "splits": {"test_fraction": 0.0, "n_folds": 3},
+            "output": {"root": str(tmp_path / "runs")},
+            "model": {"name": "ctv_unet3d", "channels": [2, 2, 2, 2, 2]},
+            "loss": [{"name": "bce"}],
+        },
+    )
 
 
 def test_phantom_folder_is_read_and_preprocessed(tmp_path):

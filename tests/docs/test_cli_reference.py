@@ -21,7 +21,8 @@ def test_the_cli_reference_is_generated_from_the_commands():
     expected = gen.render()
     actual = gen.OUT.read_text(encoding="utf-8")
     assert actual == expected, (
-        "docs/cli.md differs from the command definitions: run `python scripts/gen_cli_docs.py` and commit docs/cli.md")
+        "docs/cli.md differs from the command definitions: run `python scripts/gen_cli_docs.py` and commit docs/cli.md"
+    )
 
 
 def test_the_cli_reference_covers_every_command_with_its_options():

@@ -21,11 +21,11 @@ A run block may hold only ``medseg`` commands.
 
 **Numbers.** After a paragraph, list item or table that states measured numbers, a comment names their source:
 
-    <!-- numbers from benchmarks/results/X.json: 85.5 = final.overlap; 31.0 = results.0.params / 1e6; 48.1 = 100 * a.b -->
+  <!-- numbers from benchmarks/results/X.json: 85.5 = final.overlap; 31.0 = results.0.params / 1e6; 48.1 = 100 * a.b -->
 
 Each ``SHOWN = KEY`` (dotted keys, list indices as numbers, an optional ``* F`` / ``F *`` or ``/ D``) is checked:
-SHOWN appears in the text above the comment (back to the previous blank line, comments left out), and the JSON value, scaled and
-rounded to SHOWN's decimals, equals it (``1,012`` reads 1012).
+SHOWN appears in the text above the comment (back to the previous blank line, comments left out), and the JSON
+value, scaled and rounded to SHOWN's decimals, equals it (``1,012`` reads 1012).
 """
 
 from __future__ import annotations
@@ -48,17 +48,25 @@ DOCS = ROOT / "docs"
 DOC_FILES = [README] + sorted(DOCS.rglob("*.md"))
 README_MAX_LINES = 200  # the front door; the rest is the manual in docs/
 
-TINY_2D = ("--set model.base_channels=4 --set model.depth=2 --set data.size=[32,32] --set train.batch_size=8 "
-           "--set train.epochs=1 --set train.max_batches_per_epoch=2 --set evaluate.batch_size=32")
+TINY_2D = (
+    "--set model.base_channels=4 --set model.depth=2 --set data.size=[32,32] --set train.batch_size=8 "
+    "--set train.epochs=1 --set train.max_batches_per_epoch=2 --set evaluate.batch_size=32"
+)
 PLACEHOLDERS = {
     "tiny2d": TINY_2D,
-    "tiny_plan": ("--set model.base_channels=4 --set train.iterations=2 --set train.max_batches_per_epoch=1 "
-                  "--set evaluate.tta=false --device cpu"),
-    "tiny3d": ("--set model.channels=[2,2,2,2,2] --set preprocess.depth=32 --set preprocess.size_xy=[64,64] "
-               "--set data.patch_size=null --set evaluate.sliding_window.roi_size=null --set train.epochs=1 "
-               "--set train.max_batches_per_epoch=1"),
-    "tinygi": ("--set model.channels=[4,4,4,4,4] --set data.size=[32,32] --set train.epochs=1 "
-               "--set train.max_batches_per_epoch=1 --set train.val_max_batches=1"),
+    "tiny_plan": (
+        "--set model.base_channels=4 --set train.iterations=2 --set train.max_batches_per_epoch=1 "
+        "--set evaluate.tta=false --device cpu"
+    ),
+    "tiny3d": (
+        "--set model.channels=[2,2,2,2,2] --set preprocess.depth=32 --set preprocess.size_xy=[64,64] "
+        "--set data.patch_size=null --set evaluate.sliding_window.roi_size=null --set train.epochs=1 "
+        "--set train.max_batches_per_epoch=1"
+    ),
+    "tinygi": (
+        "--set model.channels=[4,4,4,4,4] --set data.size=[32,32] --set train.epochs=1 "
+        "--set train.max_batches_per_epoch=1 --set train.val_max_batches=1"
+    ),
 }
 
 MARKER = re.compile(r"<!--\s*docs-test:(.*?)-->", re.S)
@@ -82,9 +90,9 @@ def doc_blocks(path: Path) -> list[dict]:
             marker = None
             if above >= 0 and lines[above].rstrip().endswith("-->"):
                 start = next(k for k in range(above, -1, -1) if "<!--" in lines[k])
-                found = MARKER.search("\n".join(lines[start:above + 1]))
+                found = MARKER.search("\n".join(lines[start : above + 1]))
                 marker = found.group(1).strip() if found else None
-            blocks.append({"where": f"{_name(path)}:{i + 1}", "text": "\n".join(lines[i + 1:end]), "marker": marker})
+            blocks.append({"where": f"{_name(path)}:{i + 1}", "text": "\n".join(lines[i + 1 : end]), "marker": marker})
             i = end
         i += 1
     return blocks
@@ -111,7 +119,7 @@ def plan_of(block: dict) -> tuple[list[str], list[tuple[str, str]]]:
     text, appends, before, left_out = block["text"], [], [], []
     for rule in (r.strip() for r in spec if r.strip()):
         if rule.startswith("before:"):
-            before.append(rule[len("before:"):].strip())
+            before.append(rule[len("before:") :].strip())
         elif rule.startswith("not run:"):
             prefix, why = re.fullmatch(r"not run:\s*(.+?)\s*\((.+)\)", rule).groups()
             left_out.append((prefix, why))
@@ -143,7 +151,8 @@ def test_every_shell_block_is_run_or_says_why_not():
     for b in BLOCKS:
         assert b["marker"] is not None, f"{b['where']}: a ```bash block without a <!-- docs-test: ... --> comment"
         assert b["marker"].startswith("run") or re.fullmatch(r"skip \(.{10,}\)", b["marker"], re.S), (
-            f"{b['where']}: docs-test must be 'run' or 'skip (why)', got {b['marker']!r}")
+            f"{b['where']}: docs-test must be 'run' or 'skip (why)', got {b['marker']!r}"
+        )
     for b in RUN_BLOCKS:
         _, skipped = plan_of(b)
         assert all(len(why) >= 10 for _, why in skipped)
@@ -192,7 +201,7 @@ def test_readme_block_runs(block, placeholders):
     assert commands
     for cmd in commands:
         assert cmd.startswith("medseg "), f"{block['where']}: only medseg commands run here: {cmd!r}"
-        _medseg(cmd[len("medseg "):].format(**placeholders))
+        _medseg(cmd[len("medseg ") :].format(**placeholders))
 
 
 # ------------------------------------------------------------------------------------------------ numbers
@@ -204,7 +213,7 @@ def number_claims(path: Path) -> list[tuple[str, str, str, str, str]]:
     out = []
     for m in NUMBERS.finditer(text):
         where = f"{_name(path)}:{text.count(chr(10), 0, m.start()) + 1}"
-        region = re.sub(r"<!--.*?-->", "", text[text.rfind("\n\n", 0, m.start()):m.start()], flags=re.S)
+        region = re.sub(r"<!--.*?-->", "", text[text.rfind("\n\n", 0, m.start()) : m.start()], flags=re.S)
         for item in (i.strip() for i in m.group(2).split(";") if i.strip()):
             shown, expr = (p.strip() for p in item.split("=", 1))
             out.append((where, m.group(1), shown, expr, region))
@@ -229,8 +238,11 @@ CLAIMS = [c for path in DOC_FILES for c in number_claims(path)]
 
 def test_the_main_numbers_have_a_source():
     sources = {c[1] for c in CLAIMS}
-    assert {"benchmarks/results/demo_cpu.json", "benchmarks/results/bench_unet_cpu.json",
-            "benchmarks/results/own_data_cpu.json"} <= sources
+    assert {
+        "benchmarks/results/demo_cpu.json",
+        "benchmarks/results/bench_unet_cpu.json",
+        "benchmarks/results/own_data_cpu.json",
+    } <= sources
     assert len(CLAIMS) >= 30
 
 
@@ -238,7 +250,8 @@ def test_the_main_numbers_have_a_source():
 def test_a_stated_number_equals_its_source(claim):
     where, source, shown, expr, region = claim
     assert re.search(rf"(?<![\d.,]){re.escape(shown)}(?![\d]|[.,]\d)", region), (
-        f"{where}: {shown} is not in the text above its numbers comment")
+        f"{where}: {shown} is not in the text above its numbers comment"
+    )
     value = value_of(json.loads((ROOT / source).read_text()), expr)
     plain = shown.replace(",", "")
     decimals = len(plain.split(".")[1]) if "." in plain else 0
@@ -261,8 +274,9 @@ def test_the_results_files_the_docs_name_exist(path):
 def test_the_model_table_lists_every_registered_model():
     from medseg.models import available_models
 
-    table = [line for path in DOC_FILES for line in path.read_text(encoding="utf-8").splitlines()
-             if line.startswith("| `")]
+    table = [
+        line for path in DOC_FILES for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("| `")
+    ]
     listed = {name for line in table for name in re.findall(r"`(\w+)`", line.split("|")[1])}
     assert set(available_models()) <= listed, sorted(set(available_models()) - listed)
 
@@ -307,8 +321,9 @@ def test_the_readme_links_resolve():
 def test_the_readme_setup_and_demo_numbers_are_those_of_getting_started():
     """The set-up block and the demo's "What to expect" stand in README.md and docs/getting-started.md; the two
     copies must be the same text, link targets aside (the numbers comment checks both against the JSON)."""
-    readme, guide = (re.sub(r"\]\([^)]*\)", "]()", p.read_text(encoding="utf-8"))
-                     for p in (README, DOCS / "getting-started.md"))
+    readme, guide = (
+        re.sub(r"\]\([^)]*\)", "]()", p.read_text(encoding="utf-8")) for p in (README, DOCS / "getting-started.md")
+    )
     setup = re.search(r"<!-- docs-test: skip \(minutes of training.*?```bash\n.*?```\n", readme, re.S).group(0)
     expect = re.search(r"\nWhat to expect .*?-->\n", readme, re.S).group(0)
     assert setup in guide and expect in guide
@@ -324,11 +339,20 @@ def test_the_commands_page_names_every_command():
         ctx = command.context_class(command, info_name=path[-1], parent=parent)
         if not hasattr(command, "list_commands"):
             return [path[1:]]
-        return [leaf for name in command.list_commands(ctx)
-                for leaf in leaves(command.get_command(ctx, name), path + [name], ctx)]
+        return [
+            leaf
+            for name in command.list_commands(ctx)
+            for leaf in leaves(command.get_command(ctx, name), path + [name], ctx)
+        ]
 
-    cells = " ".join(line.split(" | ")[0] for line in (DOCS / "commands.md").read_text(encoding="utf-8").splitlines()
-                     if line.startswith("| `"))
-    missing = [" ".join(p) for p in leaves(root, ["medseg"])
-               if not re.search(rf"`(medseg )?{re.escape(' '.join(p))}[ `]", cells)]
+    cells = " ".join(
+        line.split(" | ")[0]
+        for line in (DOCS / "commands.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `")
+    )
+    missing = [
+        " ".join(p)
+        for p in leaves(root, ["medseg"])
+        if not re.search(rf"`(medseg )?{re.escape(' '.join(p))}[ `]", cells)
+    ]
     assert not missing, f"docs/commands.md has no row for: {missing}"

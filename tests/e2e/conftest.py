@@ -31,8 +31,14 @@ from medseg.data.phantom import make_phantom
 from medseg.data.volume_io import write_dicom_series, write_nifti
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VOLUME_SHAPE = (12, 64, 64)
 USERS = ("alice", "bob")
 START_TIMEOUT_S = 60.0
@@ -53,8 +59,10 @@ _SERVER = _server_fixtures()
 def _no_browser(message: str):
     if os.environ.get("MEDSEG_SKIP_BROWSER_TESTS") == "1":
         pytest.skip(f"{message} (MEDSEG_SKIP_BROWSER_TESTS=1)")
-    pytest.fail(f"{message}. Run scripts/install_browser.sh (or set MEDSEG_SKIP_BROWSER_TESTS=1 to skip the "
-                "browser tests).", pytrace=False)
+    pytest.fail(
+        f"{message}. Run scripts/install_browser.sh (or set MEDSEG_SKIP_BROWSER_TESTS=1 to skip the browser tests).",
+        pytrace=False,
+    )
 
 
 def chromium_path() -> str | None:
@@ -98,9 +106,15 @@ class LiveServer:
 
 
 def add_user(home: Path, name: str, password: str) -> None:
-    done = subprocess.run(medseg_cmd("users", "add", name, "--password-stdin", "--home", str(home)),
-                          input=password + "\n", capture_output=True, text=True, env=subprocess_env(home),
-                          timeout=120, check=False)
+    done = subprocess.run(
+        medseg_cmd("users", "add", name, "--password-stdin", "--home", str(home)),
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        env=subprocess_env(home),
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, f"medseg users add {name} failed:\n{done.stdout}\n{done.stderr}"
 
 
@@ -157,9 +171,11 @@ def live_server(chromium_executable, tmp_path_factory, constant_model):
     """A real ``medseg serve`` with models ``phantom_ct`` (3D, demo), ``chromo2d`` (2D) and ``metaphase``
     (background / chromosome / overlap, chromosome everywhere: one whole-image instance), users alice, bob."""
     root = tmp_path_factory.mktemp("e2e")
-    models = {"phantom_ct": _SERVER._save_3d(root / "models" / "phantom_ct", 5.0, 0),
-              "chromo2d": _SERVER._save_2d(root / "models" / "chromo2d"),
-              "metaphase": constant_model(root / "models" / "metaphase", ["background", "chromosome", "overlap"], 1)}
+    models = {
+        "phantom_ct": _SERVER._save_3d(root / "models" / "phantom_ct", 5.0, 0),
+        "chromo2d": _SERVER._save_2d(root / "models" / "chromo2d"),
+        "metaphase": constant_model(root / "models" / "metaphase", ["background", "chromosome", "overlap"], 1),
+    }
     home = root / "home"
     for name in USERS:
         add_user(home, name, _SERVER.PASSWORD)
@@ -186,8 +202,9 @@ def new_page(chromium_browser, live_server):
     contexts = []
 
     def make(**options):
-        context = chromium_browser.new_context(base_url=live_server.url, accept_downloads=True,
-                                      viewport={"width": 1280, "height": 900}, **options)
+        context = chromium_browser.new_context(
+            base_url=live_server.url, accept_downloads=True, viewport={"width": 1280, "height": 900}, **options
+        )
         contexts.append(context)
         return context.new_page()
 
@@ -205,9 +222,15 @@ def inputs(tmp_path_factory) -> dict:
     gradient = np.linspace(0, 255, 40 * 48).reshape(40, 48).astype(np.uint8)  # a 40×48 image
     Image.fromarray(gradient).save(root / "cells.png")
     (root / "scan.nii.gz").write_text("this is not a NIfTI volume\n")
-    return {"nifti": write_nifti(image, root / "pelvis.nii.gz"), "dicom_dir": series,
-            "dicom_zip": Path(shutil.make_archive(str(root / "series"), "zip", root, "series")),
-            "png": root / "cells.png", "bad": root / "scan.nii.gz", "shape": VOLUME_SHAPE, "n_slices": VOLUME_SHAPE[0]}
+    return {
+        "nifti": write_nifti(image, root / "pelvis.nii.gz"),
+        "dicom_dir": series,
+        "dicom_zip": Path(shutil.make_archive(str(root / "series"), "zip", root, "series")),
+        "png": root / "cells.png",
+        "bad": root / "scan.nii.gz",
+        "shape": VOLUME_SHAPE,
+        "n_slices": VOLUME_SHAPE[0],
+    }
 
 
 @pytest.fixture(scope="session")

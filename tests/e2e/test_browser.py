@@ -2,7 +2,8 @@
 
 Sign-in, upload through the page, the job's progress until done, the slice viewer (keys, slider, autoplay,
 opacity, legend), downloads opened with nibabel / pydicom, a refused upload, a 2D image, a metaphase's
-statuses, sorting and click-to-select, sign-out and another user's view. Fixtures (server, browser, inputs) are in ``conftest.py``.
+statuses, sorting and click-to-select, sign-out and another user's view. Fixtures (server, browser, inputs) are
+in ``conftest.py``.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def image_loaded(page: Page, selector: str) -> int:
 def canvas_pixels(page: Page, selector: str) -> list[int]:
     """The canvas's RGBA values, as drawn."""
     return page.locator(selector).evaluate(
-        "(c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)")
+        "(c) => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)"
+    )
 
 
 def expect_slice(page: Page, k: int, n: int) -> None:
@@ -127,8 +129,9 @@ def model_classes(page: Page, model_id: str) -> list[str]:
 @pytest.fixture(scope="module")
 def alice(chromium_browser, live_server):
     """One page signed in as alice for the module; ``page.errors`` collects uncaught script errors."""
-    context = chromium_browser.new_context(base_url=live_server.url, accept_downloads=True,
-                                           viewport={"width": 1280, "height": 900})
+    context = chromium_browser.new_context(
+        base_url=live_server.url, accept_downloads=True, viewport={"width": 1280, "height": 900}
+    )
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
@@ -363,7 +366,6 @@ def test_a_bad_upload_names_the_file_and_adds_no_study(alice, nifti_study, input
     assert len(alice.request.get("/api/studies").json()) == len(before)
 
 
-
 @pytest.fixture(scope="module")
 def png_study(alice, inputs) -> str:
     """The 40×48 PNG uploaded through the page and segmented with the 2D model."""
@@ -387,7 +389,9 @@ def test_a_2d_image_is_a_one_slice_study(alice, png_study, inputs):
     expect(alice.locator("#download-label")).to_have_text("Label (PNG, class indices)")
     expect(alice.locator("#legend li")).to_have_text(model_classes(alice, MODEL_2D))
     # the legend's colours are the one palette's (medseg.palette), as in every figure: α red, β green, overlap blue
-    swatches = alice.locator("#legend .swatch").evaluate_all("els => els.map((el) => getComputedStyle(el).backgroundColor)")
+    swatches = alice.locator("#legend .swatch").evaluate_all(
+        "els => els.map((el) => getComputedStyle(el).backgroundColor)"
+    )
     assert swatches == ["rgb({}, {}, {})".format(*class_rgb(k)) for k in range(1, len(swatches) + 1)]
     assert swatches[:3] == ["rgb(230, 40, 40)", "rgb(40, 200, 40)", "rgb(40, 90, 255)"]
 
@@ -424,12 +428,36 @@ def test_a_study_row_opens_on_a_click_or_enter(alice, nifti_study, png_study, in
 # for the job, and the table and the instance layer the page fetches are replaced by these (the server side of
 # statuses is tested in tests/server/test_metaphase_instances.py).
 MADE_UP = [
-    {"id": 1, "bbox": {"top": 4, "left": 4, "height": 8, "width": 20}, "area": 160, "separated_by": "whole",
-     "overlaps_with": [], "status": "single", "estimated_count": 1, "colour": "#e62828"},
-    {"id": 2, "bbox": {"top": 20, "left": 6, "height": 16, "width": 30}, "area": 480, "separated_by": "whole",
-     "overlaps_with": [], "status": "clump", "estimated_count": 3, "colour": "#28c828"},
-    {"id": 3, "bbox": {"top": 2, "left": 40, "height": 4, "width": 6}, "area": 24, "separated_by": "whole",
-     "overlaps_with": [], "status": "doubtful", "estimated_count": 0, "colour": "#285aff"},
+    {
+        "id": 1,
+        "bbox": {"top": 4, "left": 4, "height": 8, "width": 20},
+        "area": 160,
+        "separated_by": "whole",
+        "overlaps_with": [],
+        "status": "single",
+        "estimated_count": 1,
+        "colour": "#e62828",
+    },
+    {
+        "id": 2,
+        "bbox": {"top": 20, "left": 6, "height": 16, "width": 30},
+        "area": 480,
+        "separated_by": "whole",
+        "overlaps_with": [],
+        "status": "clump",
+        "estimated_count": 3,
+        "colour": "#28c828",
+    },
+    {
+        "id": 3,
+        "bbox": {"top": 2, "left": 40, "height": 4, "width": 6},
+        "area": 24,
+        "separated_by": "whole",
+        "overlaps_with": [],
+        "status": "doubtful",
+        "estimated_count": 0,
+        "colour": "#285aff",
+    },
 ]
 
 
@@ -439,8 +467,10 @@ def _made_up_layer() -> bytes:
     layer = np.zeros((40, 48, 4), np.uint8)
     for r in MADE_UP:
         b = r["bbox"]
-        layer[b["top"]:b["top"] + b["height"], b["left"]:b["left"] + b["width"]] = \
-            [*bytes.fromhex(r["colour"][1:]), 255]
+        layer[b["top"] : b["top"] + b["height"], b["left"] : b["left"] + b["width"]] = [
+            *bytes.fromhex(r["colour"][1:]),
+            255,
+        ]
     out = io.BytesIO()
     Image.fromarray(layer).save(out, format="PNG")
     return out.getvalue()
@@ -452,8 +482,10 @@ def click_object(page: Page, record: dict) -> None:
     page.locator("#img-overlay").scroll_into_view_if_needed()
     box = page.locator("#img-overlay").bounding_box()
     b = record["bbox"]
-    page.mouse.click(box["x"] + box["width"] * (b["left"] + b["width"] / 2) / 48,
-                     box["y"] + box["height"] * (b["top"] + b["height"] / 2) / 40)
+    page.mouse.click(
+        box["x"] + box["width"] * (b["left"] + b["width"] / 2) / 48,
+        box["y"] + box["height"] * (b["top"] + b["height"] / 2) / 40,
+    )
 
 
 def select_object(page: Page, record: dict) -> str:
@@ -472,8 +504,9 @@ def select_object(page: Page, record: dict) -> str:
         wait_until(clicked, timeout=20.0, what=f"object {record['id']} selected by a click")
     except AssertionError as exc:  # where the click went, to tell a missed target from a missing handler
         where = page.evaluate("() => [window.scrollX, window.scrollY, innerWidth, innerHeight]")
-        raise AssertionError(f"{exc}; overlay box {page.locator('#img-overlay').bounding_box()}, scroll and "
-                             f"viewport {where}") from None
+        raise AssertionError(
+            f"{exc}; overlay box {page.locator('#img-overlay').bounding_box()}, scroll and viewport {where}"
+        ) from None
     return pinned.inner_text()
 
 
@@ -490,7 +523,9 @@ def test_metaphase_statuses_sort_and_click_to_select(alice, inputs, tmp_path):
         route.fulfill(json={**data, "instances": MADE_UP})
 
     page.route("**/api/results/*/instances", table)
-    page.route("**/slices/0/instances.png", lambda route: route.fulfill(body=_made_up_layer(), content_type="image/png"))
+    page.route(
+        "**/slices/0/instances.png", lambda route: route.fulfill(body=_made_up_layer(), content_type="image/png")
+    )
     try:
         sid = upload(page, inputs["png"], model="metaphase")
         expect(study(page, sid).locator(".meta")).to_contain_text("≈ 1 chromosomes · 0 doubtful")
@@ -498,7 +533,9 @@ def test_metaphase_statuses_sort_and_click_to_select(alice, inputs, tmp_path):
         expect(page.locator("#instances-title")).to_contain_text("≈ 1 single · 0 clumps (≈ 0) · 0 doubtful")
         expect(page.locator("#instances-warning")).to_contain_text("far from the 46")
         rows = page.locator("#instances-table tbody tr")
-        expect(rows.locator("td.instance-status")).to_have_text(["single", "probable clump (≈ 3)", "doubtful: debris / nucleus?"])
+        expect(rows.locator("td.instance-status")).to_have_text(
+            ["single", "probable clump (≈ 3)", "doubtful: debris / nucleus?"]
+        )
         expect(page.locator("#instance-numbers span")).to_have_text(["1", "2", "3"])
         page.click('#instances-table th[data-sort="area"]')  # largest first, then the other way
         ids = page.locator("#instances-table tbody td:first-child")
@@ -516,8 +553,11 @@ def test_metaphase_statuses_sort_and_click_to_select(alice, inputs, tmp_path):
         with zipfile.ZipFile(download(page, "#download-instances", tmp_path)) as zf:
             rows_csv = list(csv.DictReader(io.StringIO(zf.read("cells/chromosomes.csv").decode())))
             real = json.loads(zf.read("cells/instances.json"))["instances"]
-        assert [(int(r["id"]), r["status"], int(r["area_px"])) for r in rows_csv] == \
-            [(r["id"], r["status"], r["area"]) for r in real] == [(1, "single", 40 * 48)]
+        assert (
+            [(int(r["id"]), r["status"], int(r["area_px"])) for r in rows_csv]
+            == [(r["id"], r["status"], r["area"]) for r in real]
+            == [(1, "single", 40 * 48)]
+        )
     finally:
         page.unroute("**/api/results/*/instances")
         page.unroute("**/slices/0/instances.png")

@@ -13,6 +13,7 @@ import pytest
 from medseg.config import load_config
 from medseg.data.datasets import SegmentationData
 from medseg.data.phantom import make_phantom
+from medseg.data.runs import run_dir_for, splits_for
 from medseg.data.splits import fold_indices
 from medseg.data.volume_io import write_hdf5_volume
 from medseg.data.volumes import load_volume_data
@@ -20,7 +21,6 @@ from medseg.errors import DataValidationError
 from medseg.evaluation import evaluate as evaluate_module
 from medseg.evaluation.evaluate import evaluate_run, evaluated_spacings
 from medseg.metrics import image_diagonal
-from medseg.data.runs import run_dir_for, splits_for
 from medseg.training.run import train_fold
 
 QUICK = {"epochs": 1, "max_batches_per_epoch": 1, "val_max_batches": 1, "device": "cpu"}
@@ -72,20 +72,27 @@ def test_cross_validation_without_test_set_scores_every_fold(tiny_cfg, toy_data,
 
 # ------------------------------------------------------------------ volumes: Hausdorff in mm
 def _volume_cfg(tmp_path: Path, folder: Path) -> dict:
-    return load_config(overrides={
-        "name": "tiny3d",
-        "task": {"mode": "multilabel", "class_names": ["ctv"], "spatial_dims": 3, "derived": {},
-                 "primary_metric": "ctv"},
-        "data": {"path": str(folder), "size": None},
-        "preprocess": {"depth": 8, "size_xy": [32, 32]},
-        "augment": {"volume": {"enabled": False}},
-        "splits": {"test_fraction": 0.0, "n_folds": 2, "seed": 0},
-        "model": {"name": "ctv_unet3d", "depth": 2, "channels": [2, 2]},
-        "loss": [{"name": "bce"}],
-        "train": {**QUICK, "batch_size": 1},
-        "evaluate": {"batch_size": 1},
-        "output": {"root": str(tmp_path / "runs")},
-    })
+    return load_config(
+        overrides={
+            "name": "tiny3d",
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["ctv"],
+                "spatial_dims": 3,
+                "derived": {},
+                "primary_metric": "ctv",
+            },
+            "data": {"path": str(folder), "size": None},
+            "preprocess": {"depth": 8, "size_xy": [32, 32]},
+            "augment": {"volume": {"enabled": False}},
+            "splits": {"test_fraction": 0.0, "n_folds": 2, "seed": 0},
+            "model": {"name": "ctv_unet3d", "depth": 2, "channels": [2, 2]},
+            "loss": [{"name": "bce"}],
+            "train": {**QUICK, "batch_size": 1},
+            "evaluate": {"batch_size": 1},
+            "output": {"root": str(tmp_path / "runs")},
+        }
+    )
 
 
 def test_volume_hausdorff_is_in_mm_on_the_preprocessed_grid(tmp_path, monkeypatch):
@@ -110,7 +117,7 @@ def test_volume_hausdorff_is_in_mm_on_the_preprocessed_grid(tmp_path, monkeypatc
     assert metrics["metrics"]["hausdorff_unit"] == "mm" and metrics["metrics"]["spacing"] == "per image"
     rows = sorted(metrics["per_image"], key=lambda r: r["case_index"])
     assert [r["case_index"] for r in rows] == [0, 1, 2, 3]
-    for r, sp in zip(rows, expected):
+    for r, sp in zip(rows, expected, strict=True):
         assert r["hausdorff_unit"] == "mm" and r["spacing"] == pytest.approx(sp)
         mm = image_diagonal((8, 32, 32), sp)
         assert r["hausdorff/ctv"] == pytest.approx(mm)

@@ -45,9 +45,12 @@ def test_true_instances_take_the_overlap_into_both_chromosomes():
 def test_counts_correct_split_merge_split_and_missed():
     karyo, m = scene()
     thirds = [_rect(5, 11, 5 + 10 * k, 15 + 10 * k) for k in range(3)]  # class 1 cut in three pieces
-    pred = [m["two"], m["three"],  # the crossing split correctly: each whole with the overlap
-            *thirds,
-            m["four"] | m["five"]]  # 4 and 5 fused; class 6 missed
+    pred = [
+        m["two"],
+        m["three"],  # the crossing split correctly: each whole with the overlap
+        *thirds,
+        m["four"] | m["five"],
+    ]  # 4 and 5 fused; class 6 missed
     r = match_instances(pred, true_instances(karyo))
     # matched: 2, 3 (IoU 1) and 5 (IoU 100 / 180 = 0.56); the thirds (IoU 1/3) and 4 (80 / 180 = 0.44) are not
     assert (r["tp"], r["fp"], r["fn"]) == (3, 3, 3)
@@ -91,7 +94,12 @@ def test_removed_objects_are_counted_per_rule_and_matched_to_true_chromosomes():
     true = np.zeros((20, 30), bool)
     true[2:8, 3:9] = True  # a true chromosome at rows 2-7, columns 3-8
     speck = np.ones((2, 2), bool)
-    result = SimpleNamespace(removed=[("small", (2, 3, 6, 6), np.ones((6, 6), bool)),  # exactly the chromosome
-                                      ("specks", (15, 20, 2, 2), speck), ("specks", (15, 25, 2, 2), speck)])
+    result = SimpleNamespace(
+        removed=[
+            ("small", (2, 3, 6, 6), np.ones((6, 6), bool)),  # exactly the chromosome
+            ("specks", (15, 20, 2, 2), speck),
+            ("specks", (15, 25, 2, 2), speck),
+        ]
+    )
     got = _removed_true(result, np.zeros((20, 30), np.uint8), [true])
     assert got == {"small": {"removed": 1, "true_chromosomes": 1}, "specks": {"removed": 2, "true_chromosomes": 0}}

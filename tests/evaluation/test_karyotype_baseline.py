@@ -65,6 +65,7 @@ def test_comparison_reports_baseline_and_learned_model_per_chromosome_and_per_ce
     learned_cells = result["learned"]["cells"]
     assert [c["n"] for c in learned_cells] == [8, 8] and all(c["flagged"] for c in learned_cells)
     assert result["learned"]["accuracy_with"] == 1.0  # the model is sure: nothing forced away from its own class
-    lines = "\n".join(karyotype_section({"per_class": {}, "confusion_matrix": [[3, 1], [0, 4]],
-                                          "class_names": ["1", "2"], **result}))
+    lines = "\n".join(
+        karyotype_section({"per_class": {}, "confusion_matrix": [[3, 1], [0, 4]], "class_names": ["1", "2"], **result})
+    )
     assert "Beside the classical floor" in lines and "1↔2 1" in lines and "flagged" in lines

@@ -10,10 +10,10 @@ import numpy as np
 from medseg.config import load_config
 from medseg.data.datasets import SegmentationData
 from medseg.data.mfish_karyotype import KARYOTYPE_CLASSES
+from medseg.data.runs import run_dir_for
 from medseg.evaluation import evaluate as evaluate_module
 from medseg.evaluation.evaluate import evaluate_run
 from medseg.evaluation.karyotype import karyotype_metric
-from medseg.data.runs import run_dir_for
 from medseg.training.run import train_fold
 
 
@@ -24,16 +24,28 @@ def test_evaluate_reports_chromosome_classes(tmp_path, monkeypatch):
     for k in range(n):
         cls = 1 + k % 24
         h = 4 + k % 20
-        images[k, 2:2 + h, 12:18] = 0.3 + 0.02 * k
-        labels[k, 2:2 + h, 12:18] = cls
+        images[k, 2 : 2 + h, 12:18] = 0.3 + 0.02 * k
+        labels[k, 2 : 2 + h, 12:18] = cls
     data = SegmentationData(images, labels, [f"c{k}" for k in range(n)], "drawn cut-outs", synthesized=True)
-    cfg = load_config("configs/mfish/karyotype_unet.yaml", overrides={
-        "name": "tiny_karyotype", "output": {"root": str(tmp_path / "runs")}, "data": {"size": [size, size]},
-        "model": {"name": "unet", "depth": 2, "base_channels": 4},
-        "splits": {"val_fraction": None, "n_folds": 2},
-        "train": {"iterations": None, "epochs": 1, "max_batches_per_epoch": 1, "val_max_batches": 1,
-                  "device": "cpu", "early_stopping": {"patience": 5}},
-        "evaluate": {"batch_size": 8}})
+    cfg = load_config(
+        "configs/mfish/karyotype_unet.yaml",
+        overrides={
+            "name": "tiny_karyotype",
+            "output": {"root": str(tmp_path / "runs")},
+            "data": {"size": [size, size]},
+            "model": {"name": "unet", "depth": 2, "base_channels": 4},
+            "splits": {"val_fraction": None, "n_folds": 2},
+            "train": {
+                "iterations": None,
+                "epochs": 1,
+                "max_batches_per_epoch": 1,
+                "val_max_batches": 1,
+                "device": "cpu",
+                "early_stopping": {"patience": 5},
+            },
+            "evaluate": {"batch_size": 8},
+        },
+    )
     train_fold(cfg, 0, data=data, progress=False)
     monkeypatch.setattr(evaluate_module, "load_any_data", lambda c, progress=True: data)
     run_dir = run_dir_for(cfg)

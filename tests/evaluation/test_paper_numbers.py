@@ -108,31 +108,55 @@ def test_a_copy_named_by_the_environment_is_read(tmp_path, monkeypatch):
     ("name", "old", "new", "match"),
     [
         # a value of the wrong type
-        ("amfl.yaml", "values: {params: 350000,", "values: {params: 0.35M,",
-         r"table 'IV', row 1 \('ENet'\): values.params: expected a non-negative integer or null, got '0.35M'"),
-        ("rse_unet.yaml", "overlap_iou: 95.52", "overlap_iou: ninety",
-         r"table '4', row 1 \('U-Net \[13\]'\): values.overlap_iou: expected a non-negative number"),
+        (
+            "amfl.yaml",
+            "values: {params: 350000,",
+            "values: {params: 0.35M,",
+            r"table 'IV', row 1 \('ENet'\): values.params: expected a non-negative integer or null, got '0.35M'",
+        ),
+        (
+            "rse_unet.yaml",
+            "overlap_iou: 95.52",
+            "overlap_iou: ninety",
+            r"table '4', row 1 \('U-Net \[13\]'\): values.overlap_iou: expected a non-negative number",
+        ),
         # an unknown metric key
-        ("rse_unet.yaml", "overlap_iou: 97.92", "overlap_IoU: 97.92",
-         r"table '3', row 1 \('RSE-UNet\(3L\)'\): values: unknown metric key\(s\) overlap_IoU"),
+        (
+            "rse_unet.yaml",
+            "overlap_iou: 97.92",
+            "overlap_IoU: 97.92",
+            r"table '3', row 1 \('RSE-UNet\(3L\)'\): values: unknown metric key\(s\) overlap_IoU",
+        ),
         # an unknown definition, a missing field, a table number that is not a string
-        ("arms_net.yaml", "alpha_beta_definition: complete_chromosome\n      accuracy_definition: derived_accuracy\n"
-         "      time_device: \"GPU RTX 2080Ti\"\n    rows:\n      - line: 226",
-         "alpha_beta_definition: whole\n      accuracy_definition: derived_accuracy\n"
-         "      time_device: \"GPU RTX 2080Ti\"\n    rows:\n      - line: 226",
-         r"table '3': defaults: alpha_beta_definition: unknown 'whole'"),
-        ("ctv_thesis.yaml", "      - line: 282\n", "      - lines: 282\n",
-         r"table '2.1', row 1 \('UNet'\): unknown field\(s\) lines"),
-        ("amfl.yaml", '- table: "II"', "- table: 2",
-         r"tables\[0\]: table: expected a string"),
+        (
+            "arms_net.yaml",
+            "alpha_beta_definition: complete_chromosome\n      accuracy_definition: derived_accuracy\n"
+            '      time_device: "GPU RTX 2080Ti"\n    rows:\n      - line: 226',
+            "alpha_beta_definition: whole\n      accuracy_definition: derived_accuracy\n"
+            '      time_device: "GPU RTX 2080Ti"\n    rows:\n      - line: 226',
+            r"table '3': defaults: alpha_beta_definition: unknown 'whole'",
+        ),
+        (
+            "ctv_thesis.yaml",
+            "      - line: 282\n",
+            "      - lines: 282\n",
+            r"table '2.1', row 1 \('UNet'\): unknown field\(s\) lines",
+        ),
+        ("amfl.yaml", '- table: "II"', "- table: 2", r"tables\[0\]: table: expected a string"),
         # Table 3.1
-        ("ctv_thesis.yaml", 'n_range: [5, 13], method: qam_ocm, values: {lung: 0.938',
-         'n_range: [13, 5], method: qam_ocm, values: {lung: 0.938',
-         r"thesis_table_3_1, row 22 \(line 389\): n_range: expected \[low, high\]"),
-        ("ctv_thesis.yaml", "values: {lung: 0.770,", "values: {lungs: 0.770,",
-         r"thesis_table_3_1, row 21 \(line 388\): values: expected the columns lung, heart, clavicle, mean"),
-        ("ctv_thesis.yaml", "paper: ctv_thesis", "paper: ctv",
-         r"paper: expected 'ctv_thesis' \(the file name\)"),
+        (
+            "ctv_thesis.yaml",
+            "n_range: [5, 13], method: qam_ocm, values: {lung: 0.938",
+            "n_range: [13, 5], method: qam_ocm, values: {lung: 0.938",
+            r"thesis_table_3_1, row 22 \(line 389\): n_range: expected \[low, high\]",
+        ),
+        (
+            "ctv_thesis.yaml",
+            "values: {lung: 0.770,",
+            "values: {lungs: 0.770,",
+            r"thesis_table_3_1, row 21 \(line 388\): values: expected the columns lung, heart, clavicle, mean",
+        ),
+        ("ctv_thesis.yaml", "paper: ctv_thesis", "paper: ctv", r"paper: expected 'ctv_thesis' \(the file name\)"),
     ],
 )
 def test_a_bad_file_names_the_file_and_the_row(tmp_path, monkeypatch, name, old, new, match):
@@ -160,6 +184,7 @@ def test_unreadable_yaml_and_a_missing_file(tmp_path):
 def test_a_missing_folder_is_named(tmp_path, monkeypatch):
     missing = tmp_path / "nowhere"
     monkeypatch.setenv(pn.PUBLISHED_DIR_ENV, str(missing))
-    with pytest.raises(ConfigError, match=f"published numbers folder not found: {re.escape(str(missing))}.*"
-                                          f"{pn.PUBLISHED_DIR_ENV}"):
+    with pytest.raises(
+        ConfigError, match=f"published numbers folder not found: {re.escape(str(missing))}.*{pn.PUBLISHED_DIR_ENV}"
+    ):
         pn.families()

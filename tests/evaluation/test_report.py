@@ -48,7 +48,11 @@ def test_headline_numbers_exact():
     assert rse["alpha_beta_definition"] == NON_OVERLAP and rse["accuracy_definition"] == "foreground_accuracy"
     nested = _one(rows_from("amfl", "II"), method="NestedUNet")
     assert (nested["accuracy"], nested["dice"], nested["mean_iou"], nested["recall"], nested["precision"]) == (
-        99.9625, 97.967, 96.6473, 98.0266, 98.0809
+        99.9625,
+        97.967,
+        96.6473,
+        98.0266,
+        98.0809,
     )
     assert (nested["fnr"], nested["fpr"], nested["hausdorff"]) == (1.9734, 0.0341, 0.9518)
     nested4 = _one(rows_from("amfl", "IV"), method="NestedUNet")
@@ -62,11 +66,22 @@ def test_table_sizes():
     sizes = {(r["paper"], r["table"]) for r in PAPER_ROWS}
     counts = {k: sum(1 for r in PAPER_ROWS if (r["paper"], r["table"]) == k) for k in sizes}
     assert counts == {
-        ("rse_unet", "3"): 3, ("rse_unet", "4"): 7, ("rse_unet", "5"): 7,
-        ("arms_net", "3"): 3, ("arms_net", "4"): 12, ("arms_net", "5"): 9, ("arms_net", "6"): 6,
-        ("amfl", "II"): 11, ("amfl", "III"): 3, ("amfl", "IV"): 11, ("amfl", "V"): 10,
-        ("ctv_thesis", "2.1"): 5, ("ctv_thesis", "3.1"): 22,
-        ("gi_tract", "6"): 4, ("gi_tract", "augmentation"): 2, ("gi_tract", "depth"): 2,
+        ("rse_unet", "3"): 3,
+        ("rse_unet", "4"): 7,
+        ("rse_unet", "5"): 7,
+        ("arms_net", "3"): 3,
+        ("arms_net", "4"): 12,
+        ("arms_net", "5"): 9,
+        ("arms_net", "6"): 6,
+        ("amfl", "II"): 11,
+        ("amfl", "III"): 3,
+        ("amfl", "IV"): 11,
+        ("amfl", "V"): 10,
+        ("ctv_thesis", "2.1"): 5,
+        ("ctv_thesis", "3.1"): 22,
+        ("gi_tract", "6"): 4,
+        ("gi_tract", "augmentation"): 2,
+        ("gi_tract", "depth"): 2,
     }
 
 
@@ -99,15 +114,20 @@ def test_rows_have_one_key_set_and_sane_units():
     keys = set(PAPER_ROWS[0])
     for r in PAPER_ROWS:
         assert set(r) == keys
-        assert r["source"].startswith(("RSE-UNet, Table", "ARMS Net, Table", "AMFL, Table", "CTV thesis, Table",
-                                        "GI-tract U-Net, "))
+        assert r["source"].startswith(
+            ("RSE-UNet, Table", "ARMS Net, Table", "AMFL, Table", "CTV thesis, Table", "GI-tract U-Net, ")
+        )
         for k in ("overlap_iou", "alpha_iou", "beta_iou", "accuracy", "mean_iou", "dice", "precision", "recall"):
             assert r[k] is None or 0 < r[k] <= 100, (r["source"], r["method"], k)
         if r["alpha_iou"] is not None:
             assert r["alpha_beta_definition"] in (NON_OVERLAP, COMPLETE)
         if r["accuracy"] is not None:
-            assert r["accuracy_definition"] in ("foreground_accuracy", "derived_accuracy", "pixel_accuracy",
-                                                "keras_accuracy")
+            assert r["accuracy_definition"] in (
+                "foreground_accuracy",
+                "derived_accuracy",
+                "pixel_accuracy",
+                "keras_accuracy",
+            )
 
 
 # ------------------------------------------------------------------------------ overlay selection
@@ -158,9 +178,15 @@ def _result(with_images=True, **kw):
     m.update(preds, labels)
     histories = {
         f"fold {k}": [
-            {"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.1 / (e + 1), "lr": 1e-3 * 0.5 ** (e // 3),
-             "val_iou/overlap": 1 - 0.4 / (e + 1), "val_dice/overlap": 1 - 0.3 / (e + 1),
-             "val_iou/chromosome_alpha": 0.99}
+            {
+                "epoch": e,
+                "train_loss": 1 / (e + 1),
+                "val_loss": 1.1 / (e + 1),
+                "lr": 1e-3 * 0.5 ** (e // 3),
+                "val_iou/overlap": 1 - 0.4 / (e + 1),
+                "val_dice/overlap": 1 - 0.3 / (e + 1),
+                "val_iou/chromosome_alpha": 0.99,
+            }
             for e in range(8)
         ]
         for k in range(3)

@@ -45,10 +45,20 @@ def _result(class_names, labels, preds, *, metrics_kw=None, names=None, **kw) ->
     for i, row in enumerate(rows):
         row["case"] = names[i] if names else f"cell_{i:02d}.tif"
     images = (40.0 * labels + np.random.default_rng(1).normal(0, 4, labels.shape)).astype(np.float32)
-    fields = dict(run_name="neutral", class_names=list(class_names), metrics=m.aggregate(), per_image=rows,
-                  images=images, labels=labels, preds=preds, confusion=m.confusion(),
-                  fold_values={"fold_0": [r[f"iou/{m.scored_classes[-1]}"] for r in rows]},
-                  efficiency={"params": 1_000, "cpu_ms": 2.0}, extra={"seed": 0}, primary=m.scored_classes[-1])
+    fields = dict(
+        run_name="neutral",
+        class_names=list(class_names),
+        metrics=m.aggregate(),
+        per_image=rows,
+        images=images,
+        labels=labels,
+        preds=preds,
+        confusion=m.confusion(),
+        fold_values={"fold_0": [r[f"iou/{m.scored_classes[-1]}"] for r in rows]},
+        efficiency={"params": 1_000, "cpu_ms": 2.0},
+        extra={"seed": 0},
+        primary=m.scored_classes[-1],
+    )
     fields.update(kw)
     return EvaluationResult(**fields)
 
@@ -79,8 +89,12 @@ def test_membrane_report_speaks_its_own_language(tmp_path):
     assert "Ours vs the papers" not in md and "95.52" not in md and "Published numbers" not in md
     payload = json.loads((tmp_path / "metrics.json").read_text())
     assert payload["references"] == [] and payload["headline_roles"] is None
-    assert payload["task"] == {"chromosome": False, "mode": "multiclass", "background": "background",
-                               "scored_classes": ["membrane", "nucleus"]}
+    assert payload["task"] == {
+        "chromosome": False,
+        "mode": "multiclass",
+        "background": "background",
+        "scored_classes": ["membrane", "nucleus"],
+    }
 
     # one row per scored class (not the background), Dice first, numbers computed here by hand
     header = _cells(md, "class")
@@ -155,8 +169,15 @@ def test_multilabel_volumes_outline_each_channel_in_its_colour(tmp_path):
     images = rng.random(labels.shape[:1] + labels.shape[2:]).astype(np.float32) + labels.sum(axis=1)
     m = SegmentationMetrics(["gtv", "ctv"], mode="multilabel")
     m.update(preds, labels, spacing=(3.0, 1.0, 1.0))
-    result = EvaluationResult(run_name="ct", class_names=["gtv", "ctv"], metrics=m.aggregate(),
-                              per_image=m.per_image(), images=images, labels=labels, preds=preds)
+    result = EvaluationResult(
+        run_name="ct",
+        class_names=["gtv", "ctv"],
+        metrics=m.aggregate(),
+        per_image=m.per_image(),
+        images=images,
+        labels=labels,
+        preds=preds,
+    )
     md = write_report(tmp_path, result).read_text(encoding="utf-8")
     assert not CHROMOSOME_WORDS.search(md)
     assert "Hausdorff (mm)" in md and "structures (multi-label channels" in md
@@ -210,11 +231,21 @@ def test_references_follow_the_task():
     assert rows and {r["paper"] for r in rows} <= {"rse_unet", "arms_net", "amfl"}
     membrane = _cfg(class_names=MEMBRANE, derived={}, primary_metric="nucleus")
     assert references_for(membrane) == []  # a U-Net on membranes is not the papers' U-Net
-    ctv = load_config(overrides={
-        "task": {"mode": "multilabel", "class_names": ["ctv"], "spatial_dims": 3, "derived": {},
-                 "primary_metric": "ctv"},
-        "data": {"size": None}, "augment": {"volume": {"enabled": False}},
-        "model": {"name": "ctv_unet3d", "depth": 2, "channels": [2, 2]}, "loss": [{"name": "bce"}]})
+    ctv = load_config(
+        overrides={
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["ctv"],
+                "spatial_dims": 3,
+                "derived": {},
+                "primary_metric": "ctv",
+            },
+            "data": {"size": None},
+            "augment": {"volume": {"enabled": False}},
+            "model": {"name": "ctv_unet3d", "depth": 2, "channels": [2, 2]},
+            "loss": [{"name": "bce"}],
+        }
+    )
     assert [r["dice"] for r in references_for(ctv)] == [r["dice"] for r in rows_from("ctv_thesis", "2.1")]
     off = copy.deepcopy(chromosome)
     off["evaluate"]["references"] = "none"
@@ -240,8 +271,12 @@ def test_ctv_thesis_rows_show_as_published_dice(tmp_path):
 
 def test_chromosome_report_keeps_its_papers(tmp_path):
     labels = _blobs(4, 4, seed=4)
-    result = _result(["background", "chromosome_alpha", "chromosome_beta", "overlap"], labels, labels.copy(),
-                     references=reference_rows("unet"))
+    result = _result(
+        ["background", "chromosome_alpha", "chromosome_beta", "overlap"],
+        labels,
+        labels.copy(),
+        references=reference_rows("unet"),
+    )
     md = write_report(tmp_path, result).read_text(encoding="utf-8")
     assert "## Ours vs the papers" in md and "| U-Net [13] | 95.52 |" in md
     assert "α red, β green, overlap blue" in md and "small, medium and large true overlap" in md
@@ -259,8 +294,9 @@ def test_evaluate_run_on_a_membrane_task(tiny_cfg, toy_data, monkeypatch):
     labels = toy_data.labels.copy()
     labels[(labels == 1) | (labels == 2)] = 1  # both bars: membrane
     labels[toy_data.labels == 3] = 2  # their crossing: nucleus
-    data = SegmentationData(toy_data.images, labels, [f"cell_{i:02d}.tif" for i in range(len(labels))], "cells",
-                            synthesized=False)
+    data = SegmentationData(
+        toy_data.images, labels, [f"cell_{i:02d}.tif" for i in range(len(labels))], "cells", synthesized=False
+    )
     train_fold(cfg, 0, data=data, progress=False)
     monkeypatch.setattr(evaluate_module, "load_any_data", lambda c, progress=True: data)
 

@@ -28,8 +28,13 @@ def scene():
     """Class 1 a bar alone; classes 2 and 3 crossing in a 6 x 6 overlap (255); classes 4 and 5 end to end (touching,
     no overlap label); the rest background."""
     karyo = np.zeros(SHAPE, np.uint8)
-    m = {"one": _rect(5, 11, 5, 35), "two": _rect(30, 36, 5, 45), "three": _rect(15, 55, 22, 28),
-         "four": _rect(45, 50, 60, 76), "five": _rect(45, 50, 76, 96)}
+    m = {
+        "one": _rect(5, 11, 5, 35),
+        "two": _rect(30, 36, 5, 45),
+        "three": _rect(15, 55, 22, 28),
+        "four": _rect(45, 50, 60, 76),
+        "five": _rect(45, 50, 76, 96),
+    }
     for c, name in enumerate(("one", "two", "three", "four", "five"), start=1):
         karyo[m[name]] = c
     karyo[m["two"] & m["three"]] = 255
@@ -77,8 +82,12 @@ def test_per_metaphase_scores_pool_into_accuracy_per_status():
     karyo, m = scene()
     true = _flat(true_instances(karyo))
     pred = [m["one"], m["four"] | m["five"], m["two"] | m["three"], _rect(20, 28, 60, 70)]
-    statuses = [{"status": "single", "estimated_count": 1}, {"status": "single", "estimated_count": 1},
-                {"status": "crossing_whole", "estimated_count": 2}, {"status": "doubtful", "estimated_count": 0}]
+    statuses = [
+        {"status": "single", "estimated_count": 1},
+        {"status": "single", "estimated_count": 1},
+        {"status": "crossing_whole", "estimated_count": 2},
+        {"status": "doubtful", "estimated_count": 0},
+    ]
     row = score_statuses(statuses, _flat(pred), true, karyo)
     assert row["single"] == {"n": 2, "right": 1, "estimated": 2, "held": 3}  # the touching pair counted as one
     assert row["crossing_whole"] == {"n": 1, "right": 1, "estimated": 2, "held": 2}

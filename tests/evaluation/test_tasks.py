@@ -16,18 +16,38 @@ def _names(cfg) -> list[str]:
 
 def test_a_run_is_the_tasks_its_classes_and_its_data_set_name():
     assert _names(load_config(overrides={})) == ["chromosome"]  # synth:demo with the papers' four classes
-    membrane = load_config(overrides={"task": {"class_names": ["background", "membrane"], "derived": {},
-                                               "primary_metric": "membrane"}})
+    membrane = load_config(
+        overrides={"task": {"class_names": ["background", "membrane"], "derived": {}, "primary_metric": "membrane"}}
+    )
     assert _names(membrane) == []
-    karyotype = load_config(overrides={"task": {"class_names": list(KARYOTYPE_CLASSES), "derived": {},
-                                                "primary_metric": "1"}})
+    karyotype = load_config(
+        overrides={"task": {"class_names": list(KARYOTYPE_CLASSES), "derived": {}, "primary_metric": "1"}}
+    )
     assert _names(karyotype) == ["karyotype"]
-    gi = load_config(overrides={"task": {"mode": "multilabel", "class_names": ["large_bowel", "stomach"],
-                                         "derived": {}, "primary_metric": "stomach"}, "data": {"path": "synth:gi"}})
+    gi = load_config(
+        overrides={
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["large_bowel", "stomach"],
+                "derived": {},
+                "primary_metric": "stomach",
+            },
+            "data": {"path": "synth:gi"},
+        }
+    )
     assert _names(gi) == ["gi"]
-    ctv = load_config(overrides={"task": {"mode": "multilabel", "class_names": ["ctv"], "spatial_dims": 3,
-                                          "derived": {}, "primary_metric": "ctv"},
-                                 "data": {"path": "synth:phantom", "size": None}})
+    ctv = load_config(
+        overrides={
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["ctv"],
+                "spatial_dims": 3,
+                "derived": {},
+                "primary_metric": "ctv",
+            },
+            "data": {"path": "synth:phantom", "size": None},
+        }
+    )
     assert _names(ctv) == ["ctv"]
 
 

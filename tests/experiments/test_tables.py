@@ -5,18 +5,34 @@ from pathlib import Path
 
 import pytest
 
-from medseg.experiments.tables import kendall_tau, load_spec, ours_in_paper_terms, published_row, row_config, reproduce_table
-from medseg.errors import ConfigError
-from medseg.models import build_model
 from medseg.artifact import model_kwargs
+from medseg.errors import ConfigError
+from medseg.experiments.tables import (
+    kendall_tau,
+    load_spec,
+    ours_in_paper_terms,
+    published_row,
+    reproduce_table,
+    row_config,
+)
+from medseg.models import build_model
 
 SPECS = sorted(Path("configs/tables").glob("*.yaml"))
 
 
 def test_there_is_a_spec_per_paper_table():
     names = {p.stem for p in SPECS}
-    assert {"rse_unet_table3", "rse_unet_table4", "rse_unet_table5", "arms_net_table3", "arms_net_table4",
-            "arms_net_table5", "amfl_table2", "amfl_table4", "amfl_table5"} <= names
+    assert {
+        "rse_unet_table3",
+        "rse_unet_table4",
+        "rse_unet_table5",
+        "arms_net_table3",
+        "arms_net_table4",
+        "arms_net_table5",
+        "amfl_table2",
+        "amfl_table4",
+        "amfl_table5",
+    } <= names
 
 
 @pytest.mark.parametrize("spec_path", SPECS, ids=lambda p: p.stem)
@@ -39,26 +55,51 @@ def test_spec_rows_build_and_have_published_rows(spec_path, tmp_path):
 
 
 def test_ours_in_paper_terms_uses_each_papers_definitions():
-    metrics = {"per_class": {"overlap": {"iou": 0.9}, "chromosome_alpha": {"iou": 0.8}, "chromosome_beta": {"iou": 0.7},
-                             "chromosome_alpha_whole": {"iou": 0.95}, "chromosome_beta_whole": {"iou": 0.85}},
-               "foreground_accuracy": 0.99, "derived_accuracy": 0.995, "pixel_accuracy": 0.98,
-               "mean": {"iou": 0.8, "dice": 0.88, "recall": 0.9, "precision": 0.87, "fnr": 0.1, "fpr": 0.01, "hausdorff": 2.0}}
+    metrics = {
+        "per_class": {
+            "overlap": {"iou": 0.9},
+            "chromosome_alpha": {"iou": 0.8},
+            "chromosome_beta": {"iou": 0.7},
+            "chromosome_alpha_whole": {"iou": 0.95},
+            "chromosome_beta_whole": {"iou": 0.85},
+        },
+        "foreground_accuracy": 0.99,
+        "derived_accuracy": 0.995,
+        "pixel_accuracy": 0.98,
+        "mean": {"iou": 0.8, "dice": 0.88, "recall": 0.9, "precision": 0.87, "fnr": 0.1, "fpr": 0.01, "hausdorff": 2.0},
+    }
     rse = ours_in_paper_terms(metrics, {}, "rse_unet")
     arms = ours_in_paper_terms(metrics, {}, "arms_net")
     amfl = ours_in_paper_terms(metrics, {}, "amfl")
     assert rse["alpha_iou"] == pytest.approx(80.0) and rse["accuracy"] == pytest.approx(99.0)
     assert arms["alpha_iou"] == pytest.approx(95.0) and arms["accuracy"] == pytest.approx(99.5)
-    assert amfl["mean_iou"] == pytest.approx(80.0) and amfl["hausdorff"] == 2.0 and amfl["accuracy"] == pytest.approx(98.0)
+    assert (
+        amfl["mean_iou"] == pytest.approx(80.0) and amfl["hausdorff"] == 2.0 and amfl["accuracy"] == pytest.approx(98.0)
+    )
 
 
 def test_order_free_scores_follow_the_papers_alpha_beta_definition():
-    metrics = {"per_class": {"overlap": {"iou": 0.9}, "chromosome_alpha": {"iou": 0.1}, "chromosome_beta": {"iou": 0.2},
-                             "chromosome_alpha_whole": {"iou": 0.3}, "chromosome_beta_whole": {"iou": 0.4}},
-               "derived_accuracy": 0.9, "foreground_accuracy": 0.9, "pixel_accuracy": 0.9,
-               "order_free": {"per_class": {"chromosome_alpha": {"iou": 0.6}, "chromosome_beta": {"iou": 0.7},
-                                            "chromosome_alpha_whole": {"iou": 0.8},
-                                            "chromosome_beta_whole": {"iou": 0.85}},
-                              "swapped_fraction": 0.25}}
+    metrics = {
+        "per_class": {
+            "overlap": {"iou": 0.9},
+            "chromosome_alpha": {"iou": 0.1},
+            "chromosome_beta": {"iou": 0.2},
+            "chromosome_alpha_whole": {"iou": 0.3},
+            "chromosome_beta_whole": {"iou": 0.4},
+        },
+        "derived_accuracy": 0.9,
+        "foreground_accuracy": 0.9,
+        "pixel_accuracy": 0.9,
+        "order_free": {
+            "per_class": {
+                "chromosome_alpha": {"iou": 0.6},
+                "chromosome_beta": {"iou": 0.7},
+                "chromosome_alpha_whole": {"iou": 0.8},
+                "chromosome_beta_whole": {"iou": 0.85},
+            },
+            "swapped_fraction": 0.25,
+        },
+    }
     arms = ours_in_paper_terms(metrics, {}, "arms_net")  # complete chromosomes
     rse = ours_in_paper_terms(metrics, {}, "rse_unet")  # non-overlap regions
     assert arms["alpha_iou_order_free"] == pytest.approx(80.0) and arms["beta_iou_order_free"] == pytest.approx(85.0)
@@ -74,14 +115,17 @@ def test_a_table_without_a_paper_must_name_its_columns_and_definitions(tmp_path)
     spec.write_text("title: t\npaper: null\ntable: x\ndefinitions: arms_net\ncolumns: [overlap_iou, bogus]\nrows: []\n")
     with pytest.raises(ConfigError, match="unknown columns \\['bogus'\\]"):
         load_spec(spec)
-    spec.write_text("title: t\npaper: null\ntable: x\ndefinitions: arms_net\ncolumns: [overlap_iou]\n"
-                    "rows: [{label: a, config: c.yaml, reference: UNet}]\n")
+    spec.write_text(
+        "title: t\npaper: null\ntable: x\ndefinitions: arms_net\ncolumns: [overlap_iou]\n"
+        "rows: [{label: a, config: c.yaml, reference: UNet}]\n"
+    )
     with pytest.raises(ConfigError, match="cannot name a published 'reference'"):
         load_spec(spec)
 
 
-def test_transfer_table_quick_trains_on_synthesized_pairs_and_tests_on_held_out_real_pairs(tmp_path, monkeypatch,
-                                                                                            small_mfish):
+def test_transfer_table_quick_trains_on_synthesized_pairs_and_tests_on_held_out_real_pairs(
+    tmp_path, monkeypatch, small_mfish
+):
     """The M-FISH transfer chain (issue 14 part 4) on five real slides: a row trained on pairs synthesized from
     the training slides' chromosomes and a row trained on the real training pairs are both scored on the REAL
     pairs of the held-out slide (mfish-pairs' own split), with the order-free α/β beside the rule's."""
@@ -141,7 +185,8 @@ quick:
   set: [data.path=synth:demo, data.synth_pairs=40, train.epochs=1, train.max_batches_per_epoch=2,
         train.val_max_batches=1, "data.size=[64,64]"]
 rows:
-  - {{label: U-Net, config: {root}/unet.yaml, reference: "U-Net [13]", quick_set: [model.base_channels=4, model.depth=2]}}
+  - {{label: U-Net, config: {root}/unet.yaml, reference: "U-Net [13]",
+     quick_set: [model.base_channels=4, model.depth=2]}}
   - {{label: Saleh TTA, config: {root}/unet_3l.yaml, reference: "Saleh et al. [15]", tta: true,
      quick_set: [model.base_channels=4]}}
 """)
@@ -190,8 +235,10 @@ rows:
 
 def test_an_unquoted_comma_in_a_row_label_is_an_error_naming_the_fix(tmp_path):
     spec = tmp_path / "t.yaml"
-    spec.write_text("title: t\npaper: amfl\ntable: IV\nkind: efficiency\n"
-                    "rows:\n  - {label: UNet (upconv, as the public code), config: c.yaml, reference: UNet}\n")
+    spec.write_text(
+        "title: t\npaper: amfl\ntable: IV\nkind: efficiency\n"
+        "rows:\n  - {label: UNet (upconv, as the public code), config: c.yaml, reference: UNet}\n"
+    )
     with pytest.raises(ConfigError, match=r"t.yaml: row 1 has unknown key.*'UNet \(upconv'.*put the value in quotes"):
         load_spec(spec)
 
@@ -219,8 +266,15 @@ def test_unset_drops_the_tables_own_setting_so_each_row_keeps_its_configs(tmp_pa
     widths = {}
     for row in spec["rows"]:
         cpu = row_config(spec, row, quick=False, data=None, output_root=tmp_path)
-        gpu = row_config(spec, row, quick=False, data=None, output_root=tmp_path, unset=["model.base_channels"],
-                         overrides=["train.iterations=5"])
+        gpu = row_config(
+            spec,
+            row,
+            quick=False,
+            data=None,
+            output_root=tmp_path,
+            unset=["model.base_channels"],
+            overrides=["train.iterations=5"],
+        )
         own = load_config(spec["_dir"] / row["config"])["model"]["base_channels"]
         assert cpu["model"]["base_channels"] == 8 and gpu["model"]["base_channels"] == own
         assert gpu["data"]["size"] == [96, 96] and gpu["train"]["iterations"] == 5  # the other settings stay

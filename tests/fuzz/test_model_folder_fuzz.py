@@ -17,18 +17,24 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
+from medseg.artifact import MODEL_META, MODEL_WEIGHTS, load_model, save_model
 from medseg.cli import app
 from medseg.errors import DataValidationError
 from medseg.inference.predictor import Predictor
 from medseg.models import UNet
-from medseg.artifact import MODEL_META, MODEL_WEIGHTS, load_model, save_model
 
 runner = CliRunner()
 KWARGS = {"in_channels": 1, "out_channels": 4, "depth": 2, "base_channels": 4, "norm": "batch", "spatial_dims": 2}
-META = {"model": {"name": "unet", "kwargs": KWARGS},
-        "task": {"mode": "multiclass", "class_names": ["background", "a", "b", "overlap"], "spatial_dims": 2},
-        "preprocessing": {"size": [32, 32], "image_pad_value": 0}}
-FUZZ = settings(max_examples=int(__import__("os").environ.get("MEDSEG_FUZZ_EXAMPLES", 25)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+META = {
+    "model": {"name": "unet", "kwargs": KWARGS},
+    "task": {"mode": "multiclass", "class_names": ["background", "a", "b", "overlap"], "spatial_dims": 2},
+    "preprocessing": {"size": [32, 32], "image_pad_value": 0},
+}
+FUZZ = settings(
+    max_examples=int(__import__("os").environ.get("MEDSEG_FUZZ_EXAMPLES", 25)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +61,11 @@ def _copy(good_model, tmp_path):
 
 
 def _set_meta(folder, meta):
-    (folder / MODEL_META).write_text(json.dumps(meta) if not isinstance(meta, (bytes, str)) else
-                                     (meta if isinstance(meta, str) else meta.decode("latin-1")))
+    (folder / MODEL_META).write_text(
+        json.dumps(meta)
+        if not isinstance(meta, (bytes, str))
+        else (meta if isinstance(meta, str) else meta.decode("latin-1"))
+    )
 
 
 def assert_refused(folder, image, out, *extra):
@@ -124,28 +133,34 @@ def test_damaged_weights_are_named(good_model, image, tmp_path, damage):
     folder = _copy(good_model, tmp_path)
     weights = folder / MODEL_WEIGHTS
     data = weights.read_bytes()
-    weights.write_bytes({
-        "truncated": data[: len(data) // 2],
-        "empty": b"",
-        "zeros": bytes(4096),
-        "huge_claim": _safetensors_with_header({"w": {"dtype": "F32", "shape": [2**20, 2**20],
-                                                      "data_offsets": [0, 2**42]}}),
-        "pickle": b"\x80\x04\x95" + b"cos\nsystem\n" + bytes(64),
-    }[damage])
+    weights.write_bytes(
+        {
+            "truncated": data[: len(data) // 2],
+            "empty": b"",
+            "zeros": bytes(4096),
+            "huge_claim": _safetensors_with_header(
+                {"w": {"dtype": "F32", "shape": [2**20, 2**20], "data_offsets": [0, 2**42]}}
+            ),
+            "pickle": b"\x80\x04\x95" + b"cos\nsystem\n" + bytes(64),
+        }[damage]
+    )
     assert MODEL_WEIGHTS in assert_refused(folder, image, tmp_path / "out")
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(string.printable, max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 @FUZZ
-@given(name=json_values | st.sampled_from(["unet", "os:system", "subprocess:call", "builtins:eval", "unet:",
-                                           ":", "medseg.models:UNet"]),
-       kwargs=json_values | st.dictionaries(st.sampled_from(sorted(KWARGS) + ["command", "__class__"]), json_values,
-                                            max_size=5))
+@given(
+    name=json_values
+    | st.sampled_from(["unet", "os:system", "subprocess:call", "builtins:eval", "unet:", ":", "medseg.models:UNet"]),
+    kwargs=json_values
+    | st.dictionaries(st.sampled_from(sorted(KWARGS) + ["command", "__class__"]), json_values, max_size=5),
+)
 def test_fuzzed_model_sections_never_build_code_nor_crash(good_model, tmp_path, name, kwargs):
     """Any model section read from a file gives either a loaded model (registered name, fitting settings) or
     a DataValidationError naming model.json or the weights: never another exception, never an import."""

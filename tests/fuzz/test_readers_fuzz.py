@@ -49,8 +49,13 @@ from medseg.data.volume_io import (
 from medseg.errors import DataValidationError
 
 REAL_CT = Path("/work/shared/data/ct/dcmqi/ct-3slice")
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 TRIED = {"inputs": 0}
 
 
@@ -174,12 +179,14 @@ def test_hdf5_random_bytes(tmp_path, data, signature):
 @given(fraction=st.floats(0, 1, exclude_max=True))
 def test_hdf5_truncated(tmp_path, h5_bytes, pommier_bytes, fraction):
     folder = _fresh(tmp_path)
-    for data, readers in ((h5_bytes, ("read_volume", "read_hdf5_volume(label)", "hdf5_shape")),
-                          (pommier_bytes, ("read_pommier_h5",))):
+    for data, readers in (
+        (h5_bytes, ("read_volume", "read_hdf5_volume(label)", "hdf5_shape")),
+        (pommier_bytes, ("read_pommier_h5",)),
+    ):
         path = folder / "cut.h5"
         path.write_bytes(data[: int(fraction * len(data))])
         for name in readers:
-            refused(lambda r=HDF5_READERS[name]: r(path), "cut.h5")
+            refused(lambda r=HDF5_READERS[name], p=path: r(p), "cut.h5")
 
 
 @settings(FUZZ, max_examples=200)
@@ -284,7 +291,7 @@ def series() -> list[bytes]:
 
 def _write_series(folder: Path, slices: list[bytes], names=("a.dcm", "b.dcm", "c.dcm")) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in zip(names, slices):
+    for name, data in zip(names, slices, strict=True):
         (folder / name).write_bytes(data)
     return folder
 
@@ -320,7 +327,7 @@ def test_dicom_zip_with_a_truncated_member(tmp_path, series, which, fraction, no
     names = ["IM1", "IM2", "IM3"] if no_suffix else ["a.dcm", "b.dcm", "c.dcm"]
     zpath = folder / "series.zip"
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
-        for k, (name, data) in enumerate(zip(names, series)):
+        for k, (name, data) in enumerate(zip(names, series, strict=True)):
             zf.writestr(f"export/{name}", data[: int(fraction * len(data))] if k == which else data)
         zf.writestr("export/README.txt", "not DICOM")
     message = refused(lambda: read_dicom_series(zpath), "series.zip")
@@ -331,8 +338,12 @@ def test_dicom_zip_with_a_truncated_member(tmp_path, series, which, fraction, no
 @pytest.mark.parametrize("content", ["empty", "zeros", "text", "marker only"])
 def test_dicom_series_with_a_non_dicom_slice(tmp_path, series, which, content):
     slices = list(series)
-    slices[which] = {"empty": b"", "zeros": bytes(len(slices[which])), "text": b"not a slice\n" * 50,
-                     "marker only": bytes(128) + b"DICM"}[content]
+    slices[which] = {
+        "empty": b"",
+        "zeros": bytes(len(slices[which])),
+        "text": b"not a slice\n" * 50,
+        "marker only": bytes(128) + b"DICM",
+    }[content]
     folder = _write_series(tmp_path / "s", slices)
     name = "abc"[which] + ".dcm"
     refused(lambda: read_dicom_series(folder), name)
@@ -364,8 +375,12 @@ def test_dicom_bad_numeric_tags(tmp_path, series, case):
     slices[1] = _patched(slices[1], old, new)
     folder = _write_series(tmp_path / "s", slices)
     message = refused(lambda: read_dicom_series(folder), "b.dcm")
-    assert {"position": "ImagePositionPatient", "spacing": "PixelSpacing", "slope": "RescaleSlope",
-            "intercept": "RescaleIntercept"}[case.split()[0]] in message
+    assert {
+        "position": "ImagePositionPatient",
+        "spacing": "PixelSpacing",
+        "slope": "RescaleSlope",
+        "intercept": "RescaleIntercept",
+    }[case.split()[0]] in message
 
 
 @pytest.mark.parametrize("rows, cols", [(60000, 60000), (65535, 1), (0, 24)])
@@ -438,8 +453,11 @@ def test_nifti_truncated(tmp_path, nifti_files, fraction, gz):
 def test_nifti_corrupted_header(tmp_path, nifti_files, changes):
     path = _fresh(tmp_path) / "flipped.nii"
     path.write_bytes(_flip(nifti_files[".nii"], changes))
-    refused_or_valid(lambda: read_nifti(path, max_voxels=10**6), "flipped.nii",
-                     lambda vol: isinstance(vol, Volume) and vol.array.size <= 10**6)
+    refused_or_valid(
+        lambda: read_nifti(path, max_voxels=10**6),
+        "flipped.nii",
+        lambda vol: isinstance(vol, Volume) and vol.array.size <= 10**6,
+    )
 
 
 def _nifti_bytes_with(**fields) -> bytes:
@@ -469,8 +487,11 @@ def test_nifti_hostile_headers_and_values(tmp_path, case):
     if case in BAD_NIFTI:
         path.write_bytes(BAD_NIFTI[case]())
     else:
-        array = {"complex": np.ones((3, 4, 5), np.complex128), "nan values": np.full((3, 4, 5), np.nan, np.float32),
-                 "2d": np.zeros((4, 5), np.float32)}[case]
+        array = {
+            "complex": np.ones((3, 4, 5), np.complex128),
+            "nan values": np.full((3, 4, 5), np.nan, np.float32),
+            "2d": np.zeros((4, 5), np.float32),
+        }[case]
         nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
     refused(lambda: read_volume(path), "bad.nii")
     _convert_leaves_nothing(tmp_path, path, "bad.nii")
@@ -485,13 +506,20 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def _png_declaring(width: int, height: int, bit_depth: int = 8, colour: int = 0) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 256))
-            + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\0" * 256))
+        + _chunk(b"IEND", b"")
+    )
 
 
 @FUZZ
-@given(width=st.integers(1, 2**31 - 1), height=st.integers(1, 2**31 - 1),
-       kind=st.sampled_from([(8, 0), (16, 0), (8, 2), (8, 6), (1, 0)]))
+@given(
+    width=st.integers(1, 2**31 - 1),
+    height=st.integers(1, 2**31 - 1),
+    kind=st.sampled_from([(8, 0), (16, 0), (8, 2), (8, 6), (1, 0)]),
+)
 def test_png_declaring_huge_dimensions(tmp_path, monkeypatch, width, height, kind):
     monkeypatch.setenv("MEDSEG_MAX_VOXELS", str(2**20))
     path = _fresh(tmp_path) / "crafted.png"
@@ -509,7 +537,9 @@ def images(tmp_path_factory) -> dict[str, bytes]:
     Image.fromarray(arr).save(folder / "a.png")
     tifffile.imwrite(folder / "a.tif", arr)
     tifffile.imwrite(folder / "c.tif", arr, compression="zlib")
-    return {name: Blob((folder / name).read_bytes()) for name in ("a.png", "a.tif", "c.tif")} | {"array": Blob(arr.tobytes())}
+    return {name: Blob((folder / name).read_bytes()) for name in ("a.png", "a.tif", "c.tif")} | {
+        "array": Blob(arr.tobytes())
+    }
 
 
 @settings(FUZZ, max_examples=150)
@@ -563,7 +593,7 @@ def _zip_bytes(members: dict[str, bytes]) -> bytes:
 def _declare_size(data: bytes, size: int) -> bytes:
     """The zip with its (only) member's uncompressed size in the central directory set to ``size``."""
     i = data.rindex(b"PK\x01\x02")
-    return data[:i + 24] + struct.pack("<I", size) + data[i + 28:]
+    return data[: i + 24] + struct.pack("<I", size) + data[i + 28 :]
 
 
 EVIL_NAMES = st.one_of(
@@ -610,8 +640,11 @@ def test_zip_bombs_and_limits(tmp_path, series, case):
 
 
 @FUZZ
-@given(name=st.text(st.characters(codec="utf-8", exclude_characters="/\\"), min_size=1, max_size=12)
-       .filter(lambda n: not n.startswith(".") and "__MACOSX" not in n))  # hidden names are skipped, by design
+@given(
+    name=st.text(st.characters(codec="utf-8", exclude_characters="/\\"), min_size=1, max_size=12).filter(
+        lambda n: not n.startswith(".") and "__MACOSX" not in n
+    )
+)  # hidden names are skipped, by design
 def test_zip_member_names_with_control_characters_stay_on_one_line(tmp_path, series, name):
     zpath = _fresh(tmp_path) / "names.zip"
     zpath.write_bytes(_zip_bytes({f"{name}.dcm": series[0][:300], "b.dcm": series[1]}))

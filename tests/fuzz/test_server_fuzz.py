@@ -46,8 +46,13 @@ model_dirs, phantom = _conftest.model_dirs, _conftest.phantom
 def examples(n: int) -> settings:
     """``n`` generated inputs, the same every run (CI must not find a new failure by chance), no example
     database written into the checkout, no deadline (a shared CI core is slow now and then)."""
-    return settings(max_examples=n, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    return settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
 
 
 def nifti_header(shape: tuple[int, ...]) -> bytes:
@@ -60,10 +65,26 @@ def nifti_header(shape: tuple[int, ...]) -> bytes:
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # model for each accepted extension ("" = a DICOM file without extension), and the format's magic bytes
-EXTENSIONS = {".png": "chromo2d", ".tif": "chromo2d", ".nii": "ct_full", ".nii.gz": "ct_full", ".h5": "ct_full",
-              ".dcm": "ct_full", ".zip": "ct_full", "": "ct_full"}
-MAGIC = {".png": PNG_SIGNATURE, ".tif": b"II*\x00", ".nii": nifti_header((64, 64, 64)), ".nii.gz": b"\x1f\x8b\x08\x00",
-         ".h5": b"\x89HDF\r\n\x1a\n", ".dcm": bytes(128) + b"DICM", ".zip": b"PK\x03\x04", "": bytes(128) + b"DICM"}
+EXTENSIONS = {
+    ".png": "chromo2d",
+    ".tif": "chromo2d",
+    ".nii": "ct_full",
+    ".nii.gz": "ct_full",
+    ".h5": "ct_full",
+    ".dcm": "ct_full",
+    ".zip": "ct_full",
+    "": "ct_full",
+}
+MAGIC = {
+    ".png": PNG_SIGNATURE,
+    ".tif": b"II*\x00",
+    ".nii": nifti_header((64, 64, 64)),
+    ".nii.gz": b"\x1f\x8b\x08\x00",
+    ".h5": b"\x89HDF\r\n\x1a\n",
+    ".dcm": bytes(128) + b"DICM",
+    ".zip": b"PK\x03\x04",
+    "": bytes(128) + b"DICM",
+}
 BOUNDARY = "fuzzboundary7d1e"
 
 
@@ -82,12 +103,17 @@ class Fuzz:
         return {p for p in self.outside.rglob("*") if not p.name.startswith("medseg.sqlite3")}
 
     def post(self, files: list[tuple[str, bytes]], model: str = "ct_full", field: str = "files"):
-        return self.server.client.post("/api/studies", headers=self.headers, data={"model": model},
-                                       files=[(field, (name, io.BytesIO(content))) for name, content in files])
+        return self.server.client.post(
+            "/api/studies",
+            headers=self.headers,
+            data={"model": model},
+            files=[(field, (name, io.BytesIO(content))) for name, content in files],
+        )
 
     def post_raw(self, body: bytes, content_type: str = f"multipart/form-data; boundary={BOUNDARY}"):
-        return self.server.client.post("/api/studies", headers={**self.headers, "Content-Type": content_type},
-                                       content=body)
+        return self.server.client.post(
+            "/api/studies", headers={**self.headers, "Content-Type": content_type}, content=body
+        )
 
     def refused(self, response, file: str | None = None, status: int | None = None, words: str = "") -> dict:
         """The checks of every case; returns the JSON body."""
@@ -109,9 +135,17 @@ class Fuzz:
 @pytest.fixture(scope="module")
 def fuzz(tmp_path_factory, model_dirs) -> Fuzz:
     home = tmp_path_factory.mktemp("fuzz") / "home"
-    server = _conftest.Server(ServerSettings(
-        home=home, models=[model_dirs["ct_full"], model_dirs["chromo"]], torch_threads=None, device="cpu",
-        max_files=40, max_zip_members=50, max_unzipped_bytes=64 * MiB))
+    server = _conftest.Server(
+        ServerSettings(
+            home=home,
+            models=[model_dirs["ct_full"], model_dirs["chromo"]],
+            torch_threads=None,
+            device="cpu",
+            max_files=40,
+            max_zip_members=50,
+            max_unzipped_bytes=64 * MiB,
+        )
+    )
     return Fuzz(server)
 
 
@@ -138,22 +172,32 @@ def zip_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> 
 
 def png_claiming(width: int, height: int) -> bytes:
     """A valid 8-bit grey PNG of zeros: a few dozen KB that decode to width × height bytes."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     packer, row = zlib.compressobj(9), bytes(width + 1)  # each row: filter type 0, then the pixels
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
-    return (PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        PNG_SIGNATURE
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def multipart(filename: str, content: bytes, model: str = "ct_full") -> bytes:
     """A multipart body written by hand, so file names reach the server exactly as given."""
     quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
-    return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n"
-            f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{quoted}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode("utf-8", "surrogatepass") + content + \
-        f"\r\n--{BOUNDARY}--\r\n".encode()
+    return (
+        (
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
+            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files"; filename="{quoted}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode("utf-8", "surrogatepass")
+        + content
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 # ------------------------------------------------------------------------------------------------ generated
@@ -167,8 +211,12 @@ def test_random_bytes_under_every_extension(fuzz, ext, data, magic):
     fuzz.refused(fuzz.post([(name, MAGIC.get(ext, b"") * magic + data)], model=EXTENSIONS[ext]), file=name)
 
 
-TRUNCATE = {"nifti": ("case_image.nii.gz", "ct_full"), "hdf5": ("case.h5", "ct_full"),
-            "dicom_zip": ("series.zip", "ct_full"), "png": ("slice.png", "chromo2d")}
+TRUNCATE = {
+    "nifti": ("case_image.nii.gz", "ct_full"),
+    "hdf5": ("case.h5", "ct_full"),
+    "dicom_zip": ("series.zip", "ct_full"),
+    "png": ("slice.png", "chromo2d"),
+}
 
 
 @pytest.mark.parametrize("key", list(TRUNCATE))
@@ -177,24 +225,30 @@ TRUNCATE = {"nifti": ("case_image.nii.gz", "ct_full"), "hdf5": ("case.h5", "ct_f
 def test_truncated_valid_files(fuzz, phantom, key, fraction):
     name, model = TRUNCATE[key]
     content = phantom[key].read_bytes()
-    fuzz.refused(fuzz.post([(name, content[:int(len(content) * fraction)])], model=model), file=name)
+    fuzz.refused(fuzz.post([(name, content[: int(len(content) * fraction)])], model=model), file=name)
 
 
 @examples(12)
-@given(prefix=st.sampled_from(["../", "/", "/etc/", "C:/", "a/../../", "..\\", "x/..\\..\\", "\\\\host\\share\\"]),
-       stem=st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=12))
+@given(
+    prefix=st.sampled_from(["../", "/", "/etc/", "C:/", "a/../../", "..\\", "x/..\\..\\", "\\\\host\\share\\"]),
+    stem=st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=12),
+)
 def test_zip_members_with_absolute_or_parent_paths(fuzz, prefix, stem):
     member = f"{prefix}{stem}.dcm"
-    body = fuzz.refused(fuzz.post([("series.zip", zip_bytes({"ok/IM1.dcm": b"DICM", member: b"DICM" * 8}))]),
-                        file="series.zip")
+    body = fuzz.refused(
+        fuzz.post([("series.zip", zip_bytes({"ok/IM1.dcm": b"DICM", member: b"DICM" * 8}))]), file="series.zip"
+    )
     assert "path traversal" in body["problem"] or "absolute" in body["problem"]
 
 
 @examples(25)
-@given(name=st.one_of(
-    st.text(min_size=0, max_size=40).map(lambda s: f"../../{s}.png"),
-    st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"), max_size=700),
-    st.sampled_from(["x\x00.png", "a\x00/../../b.png", "..", ".", "/", "\\..\\..\\x.png", "con.png", "é" * 300])))
+@given(
+    name=st.one_of(
+        st.text(min_size=0, max_size=40).map(lambda s: f"../../{s}.png"),
+        st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\r\n"), max_size=700),
+        st.sampled_from(["x\x00.png", "a\x00/../../b.png", "..", ".", "/", "\\..\\..\\x.png", "con.png", "é" * 300]),
+    )
+)
 def test_hostile_file_names(fuzz, name):
     body = fuzz.refused(fuzz.post_raw(multipart(name, b"certainly not an image", "chromo2d")))
     shown = body["file"]
@@ -268,27 +322,36 @@ def test_truncated_slice_in_a_dicom_series(fuzz, phantom):
 def test_mr_series_for_a_ct_model(fuzz, phantom, tmp_path):
     series = write_dicom_series(phantom["image"].with_array(phantom["image"].array, modality="MR"), tmp_path / "mr")
     files = [(f.name, f.read_bytes()) for f in sorted(series.iterdir())]
-    fuzz.refused(fuzz.post([("mr.zip", zip_bytes(dict(files)))]), file="mr.zip", status=422,
-                 words="modality is MR, but model 'ct_full' needs CT")
+    fuzz.refused(
+        fuzz.post([("mr.zip", zip_bytes(dict(files)))]),
+        file="mr.zip",
+        status=422,
+        words="modality is MR, but model 'ct_full' needs CT",
+    )
     fuzz.refused(fuzz.post(files), file="DICOM series (8 files)", status=422, words="needs CT")
 
 
 def test_malformed_requests(fuzz):
     header_break = multipart("a.png\r\nContent-Type: text/html", b"x", "chromo2d")
-    for response in (fuzz.post_raw(b"--x--", "multipart/form-data"),  # no boundary
-                     fuzz.post_raw(b"{}", "application/json"),
-                     fuzz.post_raw(multipart("a.nii.gz", b"x")[:-30]),  # cut in the middle of the part
-                     fuzz.post_raw(header_break),
-                     fuzz.post([("a.nii.gz", b"x")], field="reference"),  # a reference without an image
-                     fuzz.post([("a.nii.gz", b"x")], model="x" * 5000)):
+    for response in (
+        fuzz.post_raw(b"--x--", "multipart/form-data"),  # no boundary
+        fuzz.post_raw(b"{}", "application/json"),
+        fuzz.post_raw(multipart("a.nii.gz", b"x")[:-30]),  # cut in the middle of the part
+        fuzz.post_raw(header_break),
+        fuzz.post([("a.nii.gz", b"x")], field="reference"),  # a reference without an image
+        fuzz.post([("a.nii.gz", b"x")], model="x" * 5000),
+    ):
         fuzz.refused(response)
 
 
 def test_odd_names_with_valid_content_are_stored_safely(fuzz, phantom):
     """Not a refusal: the client's path is dropped, the name made safe and kept inside the study."""
     long_name = "n" * 400 + ".nii.gz"
-    for name, key, model in (("../../x.png", "png", "chromo2d"), ("..\\..\\x.png", "png", "chromo2d"),
-                             (long_name, "nifti", "ct_full")):
+    for name, key, model in (
+        ("../../x.png", "png", "chromo2d"),
+        ("..\\..\\x.png", "png", "chromo2d"),
+        (long_name, "nifti", "ct_full"),
+    ):
         r = fuzz.post_raw(multipart(name, phantom[key].read_bytes(), model))
         assert r.status_code == 201, r.text
         study = r.json()

@@ -23,8 +23,14 @@ MEDIAN = 400.0
 
 
 def record(id_, area, how="whole", top=50, left=50, height=20, width=20, **more):
-    return {"id": id_, "area": area, "separated_by": how, "overlaps_with": [],
-            "bbox": {"top": top, "left": left, "height": height, "width": width}, **more}
+    return {
+        "id": id_,
+        "area": area,
+        "separated_by": how,
+        "overlaps_with": [],
+        "bbox": {"top": top, "left": left, "height": height, "width": width},
+        **more,
+    }
 
 
 def status(r):
@@ -100,7 +106,7 @@ def test_an_object_on_a_bright_nucleus_is_doubtful():
     on_nucleus = Instance(8, (130, 200, 4, 60), np.ones((4, 60), bool), "whole", 8)
     for inst in (*bars, on_nucleus):
         t, left, h, w = inst.bbox
-        image[t:t + h, left:left + w] = 0.8
+        image[t : t + h, left : left + w] = 0.8
     statuses = instance_statuses([*bars, on_nucleus], SHAPE, image)
     assert [s["status"] for s in statuses] == ["single"] * 7 + ["doubtful"]
     assert statuses[0]["surround"] == 0.0 and statuses[7]["surround"] == 0.6  # (0.5 - 0.05) / (0.8 - 0.05)
@@ -108,10 +114,16 @@ def test_an_object_on_a_bright_nucleus_is_doubtful():
 
 
 def test_csv_has_one_row_per_record_with_class_when_known():
-    records = [{**record(1, 400, class_name="X", class_confidence=0.91, **{"class": 22}), **status(record(1, 400))},
-               {**record(2, 1200), "overlaps_with": [3, 4], **status(record(2, 1200))}]
+    records = [
+        {**record(1, 400, class_name="X", class_confidence=0.91, **{"class": 22}), **status(record(1, 400))},
+        {**record(2, 1200), "overlaps_with": [3, 4], **status(record(2, 1200))},
+    ]
     rows = list(csv.DictReader(io.StringIO(chromosomes_csv(records))))
     assert [r["id"] for r in rows] == ["1", "2"]
     assert (rows[0]["status"], rows[0]["class_name"], rows[0]["class_confidence"]) == ("single", "X", "0.910")
-    assert (rows[1]["status"], rows[1]["estimated_count"], rows[1]["overlaps_with"], rows[1]["class"]) == \
-        ("clump", "3", "3 4", "")
+    assert (rows[1]["status"], rows[1]["estimated_count"], rows[1]["overlaps_with"], rows[1]["class"]) == (
+        "clump",
+        "3",
+        "3 4",
+        "",
+    )

@@ -131,10 +131,9 @@ def test_crop_placed_as_mfish_pairs_places_it():
     karyo[60:150, 90:98] = 3
     karyo[100:108, 90:98] = 255
     pairs, _ = pairs_from_karyotype(np.full(karyo.shape, 20, np.uint8), karyo)
-    comp = (karyo > 0)
+    comp = karyo > 0
     rows, cols = np.flatnonzero(comp.any(1)), np.flatnonzero(comp.any(0))
-    assert crop_origin((rows[0], rows[-1] + 1, cols[0], cols[-1] + 1), (100, 108, 90, 98), karyo.shape) == \
-        pairs[0].box
+    assert crop_origin((rows[0], rows[-1] + 1, cols[0], cols[-1] + 1), (100, 108, 90, 98), karyo.shape) == pairs[0].box
 
 
 def test_is_metaphase_model():
@@ -163,8 +162,11 @@ def test_real_label_map_isolated_chromosomes_are_found_exactly():
     truth = true_instances(karyo)
     result = match_instances(r.masks(), truth)
     exact = sum(1 for _, _, iou in result["matches"] if iou == 1.0)
-    single = [inst for inst in r.instances if inst.how == "whole"
-              and sum(bool((inst.full_mask(karyo.shape) & t).any()) for t in truth) == 1]
+    single = [
+        inst
+        for inst in r.instances
+        if inst.how == "whole" and sum(bool((inst.full_mask(karyo.shape) & t).any()) for t in truth) == 1
+    ]
     assert len(single) >= 3 and exact == len(single)
     assert r.counts["no_pair_model"] + r.counts["several_overlaps"] >= 1  # the crossing, kept whole
     assert result["merge"] >= 1 and result["split"] == 0
@@ -182,16 +184,24 @@ def test_the_figure_marks_each_status_and_takes_the_headline_as_its_title(tmp_pa
     image, semantic, _ = scene()
     r = separate_instances(image, semantic, IntensityPairModel())
     by_how = {i.how: i for i in r.instances}
-    statuses = [{"status": "crossing_split", "estimated_count": 1} if i.how == "pair_model" else
-                {"status": "clump", "estimated_count": 3} if i.how == "several_overlaps" else
-                {"status": "single", "estimated_count": 1} for i in r.instances]
+    statuses = [
+        {"status": "crossing_split", "estimated_count": 1}
+        if i.how == "pair_model"
+        else {"status": "clump", "estimated_count": 3}
+        if i.how == "several_overlaps"
+        else {"status": "single", "estimated_count": 1}
+        for i in r.instances
+    ]
     fig = draw_instance_figure(image, r, title="headline", statuses=statuses)
     (ax,) = fig.axes
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["single chromosome (1)", "s: crossing, split (2)", "c: probable clump (1, ≈ 3)"]  # no doubtful
     numbers = {t.get_text() for t in ax.texts}
-    assert numbers == {str(by_how["whole"].id), str(by_how["several_overlaps"].id) + "c",
-                       *(f"{i.id}s" for i in r.instances if i.how == "pair_model")}
+    assert numbers == {
+        str(by_how["whole"].id),
+        str(by_how["several_overlaps"].id) + "c",
+        *(f"{i.id}s" for i in r.instances if i.how == "pair_model"),
+    }
     assert fig._suptitle.get_text() == "headline"
     fig.canvas.draw()
     picture = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
@@ -203,8 +213,14 @@ def test_the_figure_marks_each_status_and_takes_the_headline_as_its_title(tmp_pa
     # the writer medseg predict and the server share hands the records' statuses and their headline to the figure
     seen = {}
     monkeypatch.setattr(instances, "instance_figure", lambda *a, **k: seen.update(k))
-    summary = instance_summary(r, image="cell.tif", stem="cell", semantic_model=None, pair_model=None,
-                               extra=instance_statuses(r.instances, SHAPE, image))
+    summary = instance_summary(
+        r,
+        image="cell.tif",
+        stem="cell",
+        semantic_model=None,
+        pair_model=None,
+        extra=instance_statuses(r.instances, SHAPE, image),
+    )
     (tmp_path / "out").mkdir()
     write_instance_outputs(tmp_path / "out", image, r, summary, stem="cell", source="cell.tif")
     assert seen["title"].startswith(f"cell.tif: {summary['statuses']['text']}\n4 objects, 1 crossings split")

@@ -27,7 +27,7 @@ def test_draw_karyogram_writes_a_png_marking_low_confidence(tmp_path):
     for i in range(8):
         length = 10 + 4 * i
         mask = np.ones((length, 6), bool)
-        grey[5:5 + length, 10 + 45 * i:16 + 45 * i] = 120 + 10 * i
+        grey[5 : 5 + length, 10 + 45 * i : 16 + 45 * i] = 120 + 10 * i
         instances.append(Instance(id=i + 1, bbox=(5, 10 + 45 * i, length, 6), mask=mask, how="whole", component=i))
         records.append({"class": 8 - i, "class_confidence": 0.9 if i % 2 else 0.3})
     path = draw_karyogram(grey, instances, records, tmp_path / "k.png", title="synthetic")

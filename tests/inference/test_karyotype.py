@@ -20,8 +20,10 @@ class LengthModel:
     """A karyotyping "model" that calls a chromosome 1 when its cut-out is taller than 30 px, else Y; it keeps what
     it was fed."""
 
-    meta = {"preprocessing": {"size": [CANVAS, CANVAS]},
-            "task": {"class_names": list(KARYOTYPE_CLASSES), "mode": "multiclass", "background": 0}}
+    meta = {
+        "preprocessing": {"size": [CANVAS, CANVAS]},
+        "task": {"class_names": list(KARYOTYPE_CLASSES), "mode": "multiclass", "background": 0},
+    }
 
     def __init__(self):
         self.fed = None
@@ -51,8 +53,11 @@ def test_an_upright_model_gets_the_upright_cutouts_of_the_training_set():
     model.meta = dict(LengthModel.meta, preprocessing={"size": list(UPRIGHT_SHAPE)})
     out = classify_instances(model, metaphase, instances)
     assert [o["class"] for o in out] == [1, 24, 24]  # the lying one stood up: taller than 30 px on the canvas
-    windows = [(metaphase[10:18, 20:60], lying), (metaphase[100:114, 150:156], standing),
-               (metaphase[60:74, 60:66], standing)]
+    windows = [
+        (metaphase[10:18, 20:60], lying),
+        (metaphase[100:114, 150:156], standing),
+        (metaphase[60:74, 60:66], standing),
+    ]
     expected = np.stack([c[0] for c in metaphase_cutouts(windows)[1]])  # the training set's rule
     np.testing.assert_allclose(model.fed, expected / 255.0)
 
@@ -70,8 +75,10 @@ def test_classify_instances_feeds_the_training_cutout_and_votes():
     assert [o["class"] for o in out] == [1, 24, None]
     assert [o["class_name"] for o in out] == ["1", "Y", None]
     assert out[0]["class_confidence"] == pytest.approx(0.8) and out[2]["class_confidence"] is None
-    assert f"larger than the model's {CANVAS} x {CANVAS} canvas (bounding box 10 × {CANVAS} px, width × height)" \
+    assert (
+        f"larger than the model's {CANVAS} x {CANVAS} canvas (bounding box 10 × {CANVAS} px, width × height)"
         in out[2]["class_note"]
+    )
     expected = chromosome_cutout(metaphase[10:50, 20:28], tall)[0]  # the one cut-out rule of the training set
     np.testing.assert_allclose(model.fed[0], expected / 255.0)
     assert model.fed.shape == (2, CANVAS, CANVAS)
@@ -90,12 +97,27 @@ def test_a_model_of_other_classes_is_refused():
 def test_predict_with_a_karyotype_model_adds_the_class_to_instances_json(tmp_path, constant_model):
     from medseg.cli import app
 
-    semantic = constant_model(tmp_path / "semantic", ["background", "chromosome", "overlap"], 1)  # chromosome everywhere
+    semantic = constant_model(
+        tmp_path / "semantic", ["background", "chromosome", "overlap"], 1
+    )  # chromosome everywhere
     karyo = constant_model(tmp_path / "karyo", list(KARYOTYPE_CLASSES), 23, size=[CANVAS, CANVAS])  # X everywhere
     image = tmp_path / "meta1D.tif"
     Image.fromarray(np.full((48, 60), 90, np.uint8)).save(image)
-    result = CliRunner().invoke(app, ["predict", str(semantic), str(image), "--karyotype-model", str(karyo),
-                                      "-o", str(tmp_path / "out"), "--device", "cpu"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(semantic),
+            str(image),
+            "--karyotype-model",
+            str(karyo),
+            "-o",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "1 of 1 chromosomes classified" in result.output
     record = json.loads((tmp_path / "out" / "meta1D" / "instances.json").read_text())["instances"][0]

@@ -83,8 +83,11 @@ def test_a_folder_mixing_dicom_and_images_or_holding_neither_is_refused(model_2d
     neither = tmp_path / "neither"
     (neither / "sub").mkdir(parents=True)
     (neither / "notes.txt").write_text("x")
-    with pytest.raises(DataValidationError, match=r"neither: this folder holds no PNG/TIFF/JPEG image and no DICOM "
-                                                  r"file \(found 1 other file \(notes.txt\) and 1 folder \(sub\)\)"):
+    with pytest.raises(
+        DataValidationError,
+        match=r"neither: this folder holds no PNG/TIFF/JPEG image and no DICOM "
+        r"file \(found 1 other file \(notes.txt\) and 1 folder \(sub\)\)",
+    ):
         prediction_inputs([neither], 2)
     with pytest.raises(DataValidationError, match="this is a folder of 2D images .* segments 3D volumes"):
         prediction_inputs([_images(tmp_path / "pngs", ["x.png"])], 3)

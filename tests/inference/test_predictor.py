@@ -33,8 +33,9 @@ def test_tta_averages_over_flips_and_rotations():
     # identity, flip H, flip W, rot 90/180/270 — each mapped back before averaging (6 views)
     views = [x, x.flip(2), x.flip(3)] + [torch.rot90(x, k, (2, 3)) for k in (1, 2, 3)]
     inverses = [lambda t: t, lambda t: t.flip(2), lambda t: t.flip(3)] + [
-        (lambda t, k=k: torch.rot90(t, -k, (2, 3))) for k in (1, 2, 3)]
-    expected = np.mean([_softmax(inv(net(v))) for v, inv in zip(views, inverses)], axis=0)
+        (lambda t, k=k: torch.rot90(t, -k, (2, 3))) for k in (1, 2, 3)
+    ]
+    expected = np.mean([_softmax(inv(net(v))) for v, inv in zip(views, inverses, strict=True)], axis=0)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     plain = Predictor([net], META, device="cpu").predict_proba(images)
     assert not np.allclose(got, plain)  # the ramp is not symmetric, so TTA changes the answer

@@ -57,7 +57,7 @@ def test_touching_regions_keep_a_crossing_one_region():
 
 def test_distance_watershed_separates_two_touching_blobs():
     yy, xx = np.mgrid[:60, :80]
-    blobs = ((yy - 30) ** 2 + (xx - 22) ** 2 < 15 ** 2) | ((yy - 30) ** 2 + (xx - 54) ** 2 < 15 ** 2)
+    blobs = ((yy - 30) ** 2 + (xx - 22) ** 2 < 15**2) | ((yy - 30) ** 2 + (xx - 54) ** 2 < 15**2)
     regions, n = distance_regions(blobs, min_distance=10)
     assert n == 2
     assert regions[30, 22] != regions[30, 54] and regions[30, 22] > 0 and regions[30, 54] > 0
@@ -69,7 +69,7 @@ def _scene() -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     semantic = np.zeros((200, 260), np.uint8)
     boxes = [(20 + 50 * (k // 5), 20 + 45 * (k % 5), 40, 12) for k in range(10)]
     for t, left, h, w in boxes:
-        semantic[t:t + h, left:left + w] = 1
+        semantic[t : t + h, left : left + w] = 1
     return semantic, boxes
 
 
@@ -82,7 +82,7 @@ def test_each_debris_rule_removes_its_object_and_no_chromosome(rule):
     elif rule == "small":
         semantic[150:156, 150:157] = 1  # 42 px: over min_area 30, under 0.1 x the median 480
     elif rule == "nuclei":
-        semantic[(yy - 160) ** 2 + (xx - 200) ** 2 < 28 ** 2] = 1  # a disc of ~2,460 px, round
+        semantic[(yy - 160) ** 2 + (xx - 200) ** 2 < 28**2] = 1  # a disc of ~2,460 px, round
     else:
         semantic[190:200, 100:112] = 1  # 120 px at the bottom edge, 0.25 x median
     result = separate_instances(semantic.astype(np.float32), semantic)
@@ -104,8 +104,8 @@ def test_a_long_chromosome_is_no_nucleus_and_a_cut_one_at_the_edge_stays():
 def test_otsu_baseline_finds_bright_blobs_and_parts_two_touching_ones():
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:200, :260]
-    blobs = [(yy - 30) ** 2 + (xx - c) ** 2 < 10 ** 2 for c in range(30, 250, 28)]  # eight apart
-    blobs += [(yy - 140) ** 2 + (xx - c) ** 2 < 14 ** 2 for c in (60, 86)]  # two touching at a narrow neck
+    blobs = [(yy - 30) ** 2 + (xx - c) ** 2 < 10**2 for c in range(30, 250, 28)]  # eight apart
+    blobs += [(yy - 140) ** 2 + (xx - c) ** 2 < 14**2 for c in (60, 86)]  # two touching at a narrow neck
     image = 0.1 + 0.6 * np.any(blobs, axis=0) + rng.normal(0, 0.05, (200, 260))
     result = otsu_instances(image.astype(np.float32), min_distance=10)
     assert match_instances(result.masks(), blobs)["tp"] == 10

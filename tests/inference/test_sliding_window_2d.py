@@ -52,8 +52,9 @@ def test_windows_equal_whole_image_for_a_pointwise_model(mode, overlap):
     model = Pointwise().eval()
     with torch.no_grad():
         whole = model(x)
-        windows = sliding_window_logits(model, x, {"roi_size": [16, 20], "overlap": overlap, "sw_batch_size": 3,
-                                                   "mode": mode})
+        windows = sliding_window_logits(
+            model, x, {"roi_size": [16, 20], "overlap": overlap, "sw_batch_size": 3, "mode": mode}
+        )
     assert windows.shape == whole.shape
     torch.testing.assert_close(windows, whole, rtol=1e-5, atol=1e-5)
 
@@ -63,8 +64,9 @@ def test_one_window_over_the_whole_image_equals_a_unet():
     x = torch.from_numpy(np.random.default_rng(1).random((1, 1, 32, 40)).astype(np.float32))
     with torch.no_grad():
         whole = unet(x)
-        windows = sliding_window_logits(unet, x, {"roi_size": [32, 40], "overlap": 0.5, "sw_batch_size": 1,
-                                                  "mode": "gaussian"})
+        windows = sliding_window_logits(
+            unet, x, {"roi_size": [32, 40], "overlap": 0.5, "sw_batch_size": 1, "mode": "gaussian"}
+        )
     torch.testing.assert_close(windows, whole, rtol=1e-5, atol=1e-5)
 
 
@@ -79,8 +81,9 @@ def test_predictor_uses_the_recorded_2d_window():
     assert whole_net.shapes == [(50, 70)]  # without a recorded window: whole images, as before
     np.testing.assert_allclose(windowed, whole, rtol=1e-5, atol=1e-6)
     # an explicit window overrides the record, and images smaller than the window are padded and cropped back
-    small = Predictor([Recorder()], meta, device="cpu",
-                      sliding_window={"roi_size": [64, 96]}).predict_proba(images[:, :20, :30])
+    small = Predictor([Recorder()], meta, device="cpu", sliding_window={"roi_size": [64, 96]}).predict_proba(
+        images[:, :20, :30]
+    )
     assert small.shape == (2, 3, 20, 30)
 
 
@@ -146,8 +149,7 @@ def test_predictor_takes_tta_from_model_json_unless_told():
     from medseg.inference.predictor import Predictor
 
     model = torch.nn.Conv2d(1, 2, 1)
-    meta = {"task": {"mode": "multiclass", "class_names": ["bg", "fg"], "spatial_dims": 2},
-            "evaluate": {"tta": True}}
+    meta = {"task": {"mode": "multiclass", "class_names": ["bg", "fg"], "spatial_dims": 2}, "evaluate": {"tta": True}}
     assert Predictor([model], meta, device="cpu", tta=None).tta is True
     assert Predictor([model], meta, device="cpu", tta=False).tta is False
     assert Predictor([model], {**meta, "evaluate": {}}, device="cpu", tta=None).tta is False  # older models

@@ -46,11 +46,14 @@ def index(gi_root):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, save_gi_model) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("gi_models")
-    return {"unet": save_gi_model(root / "unet"),
-            "unet25": save_gi_model(root / "unet25", context=1),
-            "multiclass": save_gi_model(root / "multiclass", mode="multiclass",
-                                        names=("background", "large_bowel", "stomach")),
-            "liver": save_gi_model(root / "liver", names=("liver", "stomach"))}
+    return {
+        "unet": save_gi_model(root / "unet"),
+        "unet25": save_gi_model(root / "unet25", context=1),
+        "multiclass": save_gi_model(
+            root / "multiclass", mode="multiclass", names=("background", "large_bowel", "stomach")
+        ),
+        "liver": save_gi_model(root / "liver", names=("liver", "stomach")),
+    }
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -85,7 +88,7 @@ def test_one_row_per_slice_and_organ_decoding_at_the_slice_size(gi_root, index, 
     assert [r["id"] for r in rows] == [rec.id for rec in index for _ in CLASSES]
     assert [r["class"] for r in rows] == list(CLASSES) * len(index)
     assert rows[0]["id"].startswith("case") and "_day" in rows[0]["id"] and "_slice_" in rows[0]["id"]
-    for rec, k in zip(index, range(0, len(rows), 3)):
+    for rec, k in zip(index, range(0, len(rows), 3), strict=True):
         for r in rows[k : k + 3]:
             assert rle_decode(r["predicted"], rec.shape).shape == rec.shape
     recorded = json.loads((out / SUBMISSION_JSON).read_text())
@@ -122,7 +125,7 @@ def test_probabilities_are_scaled_back_to_each_slice(gi_root, index, models, tmp
     forced(monkeypatch, left_half_top_quarter)
     write_submission(Predictor.from_path(models["unet"], device="cpu"), gi_root, tmp_path / "s", progress=False)
     rows = read_rows(tmp_path / "s" / SUBMISSION_CSV)
-    for rec, k in zip(index, range(0, len(rows), 3)):
+    for rec, k in zip(index, range(0, len(rows), 3), strict=True):
         h, w = rec.shape
         left = rle_decode(rows[k]["predicted"], rec.shape).astype(bool)
         assert left[:, : w // 2 - 2].all() and not left[:, w // 2 + 2 :].any()
@@ -154,7 +157,7 @@ def test_pad_and_canvas_grids_come_back_to_the_slice(gi_root, index, tmp_path, m
     else:
         assert set(fed) == {tuple(size)}
     rows = read_rows(tmp_path / "s" / SUBMISSION_CSV)
-    for rec, k in zip(index, range(0, len(rows), 3)):
+    for rec, k in zip(index, range(0, len(rows), 3), strict=True):
         mask = rle_decode(rows[k]["predicted"], rec.shape)
         if size == (256, 256):  # centre-cropped in training: the pixels cut away are never an organ
             h, w = rec.shape
@@ -181,8 +184,7 @@ def test_a_25d_model_gets_its_scan_neighbours(gi_root, index, models, tmp_path, 
 
 
 def test_a_25d_model_runs_for_real(gi_root, index, models, tmp_path):
-    s = write_submission(Predictor.from_path(models["unet25"], device="cpu"), gi_root, tmp_path / "s",
-                         progress=False)
+    s = write_submission(Predictor.from_path(models["unet25"], device="cpu"), gi_root, tmp_path / "s", progress=False)
     assert s["context_slices"] == 1 and len(read_rows(tmp_path / "s" / SUBMISSION_CSV)) == 3 * len(index)
 
 
@@ -193,8 +195,7 @@ def test_fold_probabilities_are_averaged(gi_root, index, tmp_path, save_gi_model
     both = write_submission(Predictor.from_path(run, device="cpu"), gi_root, tmp_path / "both", progress=False)
     assert both["n_models"] == 2
     assert all(r["predicted"] == "" for r in read_rows(tmp_path / "both" / SUBMISSION_CSV))
-    one = write_submission(Predictor.from_path(run, folds=[0], device="cpu"), gi_root, tmp_path / "one",
-                           progress=False)
+    one = write_submission(Predictor.from_path(run, folds=[0], device="cpu"), gi_root, tmp_path / "one", progress=False)
     assert one["n_models"] == 1
     assert all(r["predicted"].startswith("1 ") for r in read_rows(tmp_path / "one" / SUBMISSION_CSV))
 
@@ -261,9 +262,12 @@ def test_nothing_half_written_on_failure(gi_root, models, tmp_path, monkeypatch)
 def test_scan_index_reads_another_subfolder(gi_root, tmp_path):
     root = tmp_path / "kaggle"
     shutil.copytree(gi_root / "train", root / "test")
-    assert scan_index(root, subdir="test") == [r.__class__(r.case, r.day, r.slice, root / "test" /
-                                                           r.path.relative_to(gi_root / "train"), r.width,
-                                                           r.height, r.spacing) for r in scan_index(gi_root)]
+    assert scan_index(root, subdir="test") == [
+        r.__class__(
+            r.case, r.day, r.slice, root / "test" / r.path.relative_to(gi_root / "train"), r.width, r.height, r.spacing
+        )
+        for r in scan_index(gi_root)
+    ]
     with pytest.raises(DataValidationError, match=r"folder not found: expected train/case"):
         scan_index(root)  # the default and its message are as before
     (tmp_path / "empty" / "test").mkdir(parents=True)

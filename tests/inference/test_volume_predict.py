@@ -7,25 +7,34 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.artifact import model_kwargs, model_meta, save_model
 from medseg.config import load_config
 from medseg.data.phantom import make_phantom, write_phantom
 from medseg.data.volume_io import read_volume
 from medseg.inference.predictor import Predictor
 from medseg.inference.volume import class_volumes_ml, label_map, predict_volume, predict_volume_file
 from medseg.models import build_model
-from medseg.artifact import model_kwargs, model_meta, save_model
 
 
 def _cfg():
-    return load_config(None, {
-        "name": "v", "task": {"mode": "multilabel", "class_names": ["ctv"], "derived": {}, "primary_metric": "ctv",
-                              "spatial_dims": 3},
-        "data": {"path": "synth:phantom", "size": None},
-        "preprocess": {"clip_min": -1024.0, "clip_max": 576.0, "depth": 8, "size_xy": [32, 32]},
-        "model": {"name": "ctv_unet3d", "channels": [2, 2, 2], "depth": 3},
-        "loss": [{"name": "bce"}],
-        "evaluate": {"sliding_window": {"roi_size": [8, 16, 16], "overlap": 0.25}},
-    })
+    return load_config(
+        None,
+        {
+            "name": "v",
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["ctv"],
+                "derived": {},
+                "primary_metric": "ctv",
+                "spatial_dims": 3,
+            },
+            "data": {"path": "synth:phantom", "size": None},
+            "preprocess": {"clip_min": -1024.0, "clip_max": 576.0, "depth": 8, "size_xy": [32, 32]},
+            "model": {"name": "ctv_unet3d", "channels": [2, 2, 2], "depth": 3},
+            "loss": [{"name": "bce"}],
+            "evaluate": {"sliding_window": {"roi_size": [8, 16, 16], "overlap": 0.25}},
+        },
+    )
 
 
 @pytest.fixture
@@ -74,6 +83,7 @@ def test_predict_volume_file_writes_the_inputs_format_and_geometry(model_dir, tm
 def test_label_map_and_volumes():
     class P:
         mode = "multilabel"
+
     proba = np.zeros((2, 1, 2, 2), np.float32)
     proba[0, 0, 0, 0] = 0.9
     proba[1, 0, 0, 0] = 0.95  # both above 0.5: the more probable class wins

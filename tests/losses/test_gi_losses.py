@@ -40,7 +40,7 @@ def _np_pixel_soft_dice(p: np.ndarray, y: np.ndarray) -> float:
     total = 0.0
     for b in range(p.shape[0]):
         for k in range(p.shape[1]):
-            for yy, pp in zip(y[b, k].ravel(), p[b, k].ravel()):
+            for yy, pp in zip(y[b, k].ravel(), p[b, k].ravel(), strict=True):
                 total += 2 * yy * pp / (yy**2 + pp**2 + EPS)
     return -total / n
 
@@ -95,8 +95,9 @@ def test_paper_dice_by_hand():
     logits = torch.zeros(1, 1, 2, 2)
     target = torch.tensor([1.0, 1.0, 0.0, 0.0]).view(1, 1, 2, 2)
     assert float(build_loss("paper_dice", "multilabel")(logits, target)) == pytest.approx(0.5, abs=1e-6)
-    assert float(build_loss({"name": "paper_dice", "as_written": True}, "multilabel")(logits, target)) == \
-        pytest.approx(0.5, abs=1e-6)
+    assert float(build_loss({"name": "paper_dice", "as_written": True}, "multilabel")(logits, target)) == pytest.approx(
+        0.5, abs=1e-6
+    )
 
 
 def test_paper_dice_pools_the_whole_batch():
@@ -140,9 +141,14 @@ def test_as_written_rewards_the_wrong_prediction():
     assert float(logits.grad[target == 1].mean()) > 0
 
 
-@pytest.mark.parametrize("spec", [
-    "paper_dice", {"name": "paper_dice", "as_written": True}, "pixel_soft_dice",
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "paper_dice",
+        {"name": "paper_dice", "as_written": True},
+        "pixel_soft_dice",
+    ],
+)
 @pytest.mark.parametrize("mode", ["multilabel", "multiclass"])
 def test_gradients_are_finite(spec, mode):
     logits, target = _example(5)
@@ -172,10 +178,12 @@ def test_multiclass_uses_softmax_and_one_hot():
     target = torch.randint(0, 4, (2, 5, 5), generator=g)
     p = torch.softmax(logits.double(), 1).numpy()
     y = torch.nn.functional.one_hot(target, 4).movedim(-1, 1).double().numpy()
-    assert float(build_loss("paper_dice", "multiclass")(logits, target)) == \
-        pytest.approx(1 - _np_dice_coefficients(p, y).mean(), rel=1e-5)
-    assert float(build_loss("pixel_soft_dice", "multiclass")(logits, target)) == \
-        pytest.approx(_np_pixel_soft_dice(p, y), rel=1e-5)
+    assert float(build_loss("paper_dice", "multiclass")(logits, target)) == pytest.approx(
+        1 - _np_dice_coefficients(p, y).mean(), rel=1e-5
+    )
+    assert float(build_loss("pixel_soft_dice", "multiclass")(logits, target)) == pytest.approx(
+        _np_pixel_soft_dice(p, y), rel=1e-5
+    )
 
 
 def test_bad_settings_are_config_errors():

@@ -193,7 +193,7 @@ def _sigmoid(x: float) -> float:
 def _manual_sigmoid_focal(logits: torch.Tensor, target_maps: torch.Tensor, alpha, gamma) -> float:
     """Binary form on every class map: p_t = p if y = 1 else 1 - p; alpha_t = alpha if y = 1 else 1 - alpha."""
     terms = []
-    for x, y in zip(logits.flatten().tolist(), target_maps.flatten().tolist()):
+    for x, y in zip(logits.flatten().tolist(), target_maps.flatten().tolist(), strict=True):
         p = _sigmoid(x)
         p_t = p if y == 1 else 1 - p
         a_t = None if alpha is None else (alpha if y == 1 else 1 - alpha)
@@ -207,7 +207,7 @@ def _manual_softmax_focal(logits: torch.Tensor, target: torch.Tensor, alpha, gam
     c = logits.shape[1]
     per_pixel = logits.movedim(1, -1).reshape(-1, c).tolist()
     terms = []
-    for row, t in zip(per_pixel, target.flatten().tolist()):
+    for row, t in zip(per_pixel, target.flatten().tolist(), strict=True):
         p_t = math.exp(_manual_log_softmax(row)[t])
         a_t = None if alpha is None else ((1 - alpha) if t == 0 else alpha)
         terms.append(_fl(p_t, a_t, gamma))
@@ -243,10 +243,9 @@ def test_sigmoid_focal_gamma0_alpha_none_is_bce():
     focal = FocalLoss("multiclass", alpha=None, gamma=0.0, use_softmax=False)(logits, target)
     torch.testing.assert_close(focal, BCELoss("multiclass")(logits, target))
     maps = (torch.rand(2, 4, 6, 5) > 0.3).float()
-    torch.testing.assert_close(FocalLoss("multilabel", alpha=None, gamma=0.0)(logits, maps),
-                               BCELoss("multilabel")(logits, maps))
-
-
+    torch.testing.assert_close(
+        FocalLoss("multilabel", alpha=None, gamma=0.0)(logits, maps), BCELoss("multilabel")(logits, maps)
+    )
 
 
 def test_softmax_focal_matches_formula():
@@ -267,8 +266,9 @@ def test_softmax_focal_gamma0_alpha_none_is_ce():
     torch.manual_seed(3)
     logits = torch.randn(2, 4, 6, 5) * 2
     target = torch.randint(0, 4, (2, 6, 5))
-    torch.testing.assert_close(FocalLoss("multiclass", alpha=None, gamma=0.0)(logits, target),
-                               CrossEntropyLoss()(logits, target))
+    torch.testing.assert_close(
+        FocalLoss("multiclass", alpha=None, gamma=0.0)(logits, target), CrossEntropyLoss()(logits, target)
+    )
 
 
 def test_softmax_focal_gamma_modulation_single_pixel():
@@ -384,8 +384,12 @@ AUTOCAST_SPECS = [
 @pytest.mark.parametrize("name,mode,kwargs", AUTOCAST_SPECS, ids=[f"{n}-{m}-{k}" for n, m, k in AUTOCAST_SPECS])
 def test_losses_float32_and_finite_under_bf16_autocast(name, mode, kwargs):
     torch.manual_seed(6)
-    loss_fn = build_loss([{"name": name, **kwargs}, {"name": "dice", "weight": 0.5}] if mode == "multiclass"
-                         else {"name": name, **kwargs}, mode=mode)
+    loss_fn = build_loss(
+        [{"name": name, **kwargs}, {"name": "dice", "weight": 0.5}]
+        if mode == "multiclass"
+        else {"name": name, **kwargs},
+        mode=mode,
+    )
     big = (torch.randn(2, 4, 16, 16) * 3000).to(torch.bfloat16)  # |logits| up to ~1e4, beyond fp16's range
     logits = big.clone().requires_grad_()
     if mode == "multiclass":

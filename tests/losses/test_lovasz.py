@@ -61,10 +61,13 @@ def ref_lovasz_softmax_flat(probas, labels, classes="present"):
 
 def ref_lovasz_softmax(probas, labels, classes="present", per_image=False, ignore=None):
     if per_image:
-        return ref_mean(ref_lovasz_softmax_flat(*ref_flatten_probas(p.unsqueeze(0), l.unsqueeze(0), ignore),
-                                                classes=classes)
-                        for p, l in zip(probas, labels))
+        return ref_mean(
+            ref_lovasz_softmax_flat(*ref_flatten_probas(p.unsqueeze(0), lab.unsqueeze(0), ignore), classes=classes)
+            for p, lab in zip(probas, labels, strict=True)
+        )
     return ref_lovasz_softmax_flat(*ref_flatten_probas(probas, labels, ignore), classes=classes)
+
+
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -102,8 +105,9 @@ def test_loss_module_equals_the_reference_in_float32():
     logits = torch.randn(4, 4, 32, 32, generator=gen)
     target = torch.randint(0, 4, (4, 32, 32), generator=gen)
     loss = build_loss([{"name": "lovasz", "per_image": True}])
-    torch.testing.assert_close(loss(logits, target), ref_lovasz_softmax(logits.softmax(1), target, per_image=True),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        loss(logits, target), ref_lovasz_softmax(logits.softmax(1), target, per_image=True), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_hand_computed_soft_case():

@@ -183,14 +183,17 @@ def test_weighted_dice_other_weightings():
     _close(WeightedDiceLoss(weight_type="uniform", smooth=0.0)(P_LOGITS, TARGET), uniform, 1e-5)
     square = (0.25 * (1 - D[0]) + (1 - D[1]) + (1 - D[2]) + (1 - D[3])) / 3.25  # counts² [4, 1, -, 1]
     _close(WeightedDiceLoss(weight_type="inverse_square", smooth=0.0)(P_LOGITS, TARGET), square, 1e-5)
-    fixed = sum(w * (1 - d) for w, d in zip([1, 2, 3, 4], D)) / 10
+    fixed = sum(w * (1 - d) for w, d in zip([1, 2, 3, 4], D, strict=True)) / 10
     _close(WeightedDiceLoss(weights=[1, 2, 3, 4], smooth=0.0)(P_LOGITS, TARGET), fixed, 1e-5)
     # without background: classes 1..3, counts [1, 0, 1] -> weights [1, 1, 1]
     no_bg = ((1 - D[1]) + (1 - D[2]) + (1 - D[3])) / 3
     _close(WeightedDiceLoss(include_background=False, smooth=0.0)(P_LOGITS, TARGET), no_bg, 1e-5)
     fixed_no_bg = (2 * (1 - D[1]) + 3 * (1 - D[2]) + 4 * (1 - D[3])) / 9
-    _close(WeightedDiceLoss(weights=[1, 2, 3, 4], include_background=False, smooth=0.0)(P_LOGITS, TARGET),
-           fixed_no_bg, 1e-5)
+    _close(
+        WeightedDiceLoss(weights=[1, 2, 3, 4], include_background=False, smooth=0.0)(P_LOGITS, TARGET),
+        fixed_no_bg,
+        1e-5,
+    )
 
 
 def test_weighted_dice_uniform_matches_monai_batch_dice():

@@ -19,8 +19,12 @@ NAMES = ["sky", "road", "car"]
 
 def _maps():
     """Two 4x4 label maps with every class present, and a prediction that gets part of each class wrong."""
-    target = np.array([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 0, 0]],
-                       [[1, 1, 1, 1], [0, 0, 0, 0], [2, 2, 0, 0], [2, 2, 1, 1]]])
+    target = np.array(
+        [
+            [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 0, 0]],
+            [[1, 1, 1, 1], [0, 0, 0, 0], [2, 2, 0, 0], [2, 2, 1, 1]],
+        ]
+    )
     pred = target.copy()
     pred[0, 0, 0] = 1  # a class-0 pixel called 1
     pred[1, 2, 0] = 0  # a class-2 pixel called 0
@@ -31,7 +35,7 @@ def _maps():
 def _class0_iou(pred, target):
     """Per-image IoU of class 0, averaged, by hand."""
     ious = []
-    for p, t in zip(pred, target):
+    for p, t in zip(pred, target, strict=True):
         inter = np.count_nonzero((p == 0) & (t == 0))
         union = np.count_nonzero((p == 0) | (t == 0))
         ious.append(inter / union)
@@ -67,7 +71,7 @@ def test_background_2_scores_0_and_1_and_measures_foreground_against_class_2():
     assert m.scored_classes == ["sky", "road"] and "car" not in agg["per_class"]
     assert agg["per_class"]["sky"]["iou"] == pytest.approx(_class0_iou(pred, target))
     # foreground = any class but 2: image 0 has no 2-vs-not-2 error, image 1 two of 16 pixels
-    expected = np.mean([((p != 2) == (t != 2)).mean() for p, t in zip(pred, target)])
+    expected = np.mean([((p != 2) == (t != 2)).mean() for p, t in zip(pred, target, strict=True)])
     assert agg["foreground_accuracy"] == pytest.approx(expected) and expected == pytest.approx(1 - 2 / 32)
 
 
@@ -87,8 +91,9 @@ def test_bad_background_is_refused():
 
 
 def test_multilabel_scores_every_channel_by_default_and_from_a_task():
-    m = SegmentationMetrics.from_task({"mode": "multilabel", "class_names": ["ctv", "ptv"], "background": 0,
-                                       "derived": {}}, hausdorff=False)
+    m = SegmentationMetrics.from_task(
+        {"mode": "multilabel", "class_names": ["ctv", "ptv"], "background": 0, "derived": {}}, hausdorff=False
+    )
     assert m.scored_classes == ["ctv", "ptv"]
     pred = np.zeros((1, 2, 4, 4), dtype=np.uint8)
     pred[0, 0, :2] = 1
@@ -96,12 +101,15 @@ def test_multilabel_scores_every_channel_by_default_and_from_a_task():
     assert m.aggregate()["per_class"]["ctv"]["iou"] == 1.0 and "foreground_accuracy" in m.aggregate()
 
 
-@pytest.mark.parametrize("task", [
-    {"mode": "multiclass", "class_names": NAMES, "background": 0},
-    {"mode": "multiclass", "class_names": NAMES, "background": 2},
-    {"mode": "multiclass", "class_names": NAMES, "background": None},
-    {"mode": "multilabel", "class_names": NAMES, "background": 0},
-])
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"mode": "multiclass", "class_names": NAMES, "background": 0},
+        {"mode": "multiclass", "class_names": NAMES, "background": 2},
+        {"mode": "multiclass", "class_names": NAMES, "background": None},
+        {"mode": "multilabel", "class_names": NAMES, "background": 0},
+    ],
+)
 def test_the_schema_and_the_metrics_agree_on_the_scored_classes(task):
     assert SegmentationMetrics.from_task(task, hausdorff=False).scored_classes == scored_class_names(task)
 
@@ -128,12 +136,25 @@ def test_primary_metric_on_class_0_is_fine_when_nothing_or_another_class_is_back
     assert load_config(overrides=_task(primary_metric="sky", background=2))["task"]["background"] == 2
 
 
-@pytest.mark.parametrize("override,message", [
-    (_task(primary_metric="road", background=3), r"task\.background is 3 but task\.class_names holds 3 classes"),
-    ({"task": {"mode": "multilabel", "class_names": ["ctv"], "primary_metric": "ctv", "derived": {},
-               "background": 1}}, r"task\.background is 1, but in multilabel mode"),
-    ({"task": {"background": 1}}, r"task\.derived\.chromosome_alpha_whole includes class 1 \('chromosome_alpha'\)"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (_task(primary_metric="road", background=3), r"task\.background is 3 but task\.class_names holds 3 classes"),
+        (
+            {
+                "task": {
+                    "mode": "multilabel",
+                    "class_names": ["ctv"],
+                    "primary_metric": "ctv",
+                    "derived": {},
+                    "background": 1,
+                }
+            },
+            r"task\.background is 1, but in multilabel mode",
+        ),
+        ({"task": {"background": 1}}, r"task\.derived\.chromosome_alpha_whole includes class 1 \('chromosome_alpha'\)"),
+    ],
+)
 def test_bad_background_settings_are_refused_at_load(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=override)

@@ -48,7 +48,7 @@ def test_one_spacing_per_image():
     m = SegmentationMetrics(NAMES)
     m.update(np.stack([p, p]), np.stack([g, g]), spacing=spacings)
     rows = m.per_image()
-    for row, sp in zip(rows, spacings):
+    for row, sp in zip(rows, spacings, strict=True):
         assert row["hausdorff/organ"] == pytest.approx(hausdorff_distance(p, g, spacing=sp))
         assert row["spacing"] == list(sp)
     assert rows[1]["hausdorff/organ"] == pytest.approx(math.sqrt(1 + 144))  # (0,0,4) -> (1,0,0): 1 mm, 12 mm

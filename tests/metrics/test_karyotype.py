@@ -49,8 +49,15 @@ def test_accuracy_and_confusion_counts():
     assert agg["confusion_matrix"] == [[2, 1, 0], [0, 1, 0], [1, 0, 0]]  # rows true 1, 2, X; columns predicted
     assert agg["n"] == 5 and agg["correct"] == 3 and agg["accuracy"] == pytest.approx(0.6)
     pc = agg["per_class"]
-    assert pc["1"] == {"n": 3, "correct": 2, "accuracy": pytest.approx(2 / 3), "n_predicted": 3,
-                       "precision": pytest.approx(2 / 3), "most_confused_with": "2", "n_most_confused": 1}
+    assert pc["1"] == {
+        "n": 3,
+        "correct": 2,
+        "accuracy": pytest.approx(2 / 3),
+        "n_predicted": 3,
+        "precision": pytest.approx(2 / 3),
+        "most_confused_with": "2",
+        "n_most_confused": 1,
+    }
     assert pc["X"]["accuracy"] == 0.0 and pc["X"]["precision"] is None  # never predicted: no precision
     assert agg["balanced_accuracy"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert agg["mean_confidence_correct"] == pytest.approx(0.9) and agg["mean_confidence_wrong"] == pytest.approx(0.4)

@@ -208,9 +208,7 @@ def test_multiclass_hand_case_with_derived_structures():
     # mean over the three non-background classes: IoU (0.8 + 2/3 + 0.5) / 3
     assert agg["mean"]["iou"] == pytest.approx((0.8 + 2 / 3 + 0.5) / 3)
     assert agg["mean_over"] == CLASSES[1:]
-    np.testing.assert_array_equal(
-        m.confusion(), [[7, 0, 1, 0], [0, 4, 0, 0], [0, 0, 2, 0], [0, 1, 0, 1]]
-    )
+    np.testing.assert_array_equal(m.confusion(), [[7, 0, 1, 0], [0, 4, 0, 0], [0, 0, 2, 0], [0, 1, 0, 1]])
 
 
 def test_pooled_iou_differs_from_mean_over_images():

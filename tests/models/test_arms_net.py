@@ -6,13 +6,20 @@ import pytest
 import torch
 from torch import nn
 
+from medseg.errors import ConfigError
 from medseg.models import UNet, available_models, build_model
 from medseg.models.arms_net import AMAC, ASSP, ARMSNet, adaptive_values
 from medseg.models.blocks import DAC, PPM, ConvNormAct, ResPath, pool_same
 
 SMALL = {"base_channels": 2}  # bottom 32 channels at depth 4: cheap, and the rates depend on sizes only
-VARIANTS = {"unet_r": ("conv", "conv"), "unet_pr": ("conv", "ppm"), "unet_ar": ("conv", "assp"),
-            "unet_dar": ("dac", "assp"), "unet_aar": ("amac", "assp"), "arms_net": ("amac", "assp")}
+VARIANTS = {
+    "unet_r": ("conv", "conv"),
+    "unet_pr": ("conv", "ppm"),
+    "unet_ar": ("conv", "assp"),
+    "unet_dar": ("dac", "assp"),
+    "unet_aar": ("amac", "assp"),
+    "arms_net": ("amac", "assp"),
+}
 
 
 def _n_params(model: nn.Module) -> int:
@@ -22,24 +29,30 @@ def _n_params(model: nn.Module) -> int:
 # ------------------------------------------------------------------------------ rate / window formulas
 
 
-@pytest.mark.parametrize("size, rates", [
-    ((8, 8), (4, 2, 1, 3)),     # §3.2.1: 8/2, 8/4, 8/8, 8/16 = 4, 2, 1, 0.5 -> the 0.5 becomes 3
-    ((16, 16), (8, 4, 2, 1)),   # 256×256 input: all ≥ 1, nothing replaced
-    ((4, 4), (2, 1, 3, 4)),     # 5 poolings: 2, 1, 0.5, 0.25 -> smallest unused 3, then 4
-    ((6, 6), (3, 2, 1, 4)),     # 94×93 padded to 96: 3, 1.5 -> 2, 0.75 and 0.375 -> 1, 4
-    ((8, 32), (8, 4, 2, 1)),    # √(8·32) = 16
-    ((8, 8, 8), (4, 2, 1, 3)),  # 3D: geometric mean 8
-])
+@pytest.mark.parametrize(
+    "size, rates",
+    [
+        ((8, 8), (4, 2, 1, 3)),  # §3.2.1: 8/2, 8/4, 8/8, 8/16 = 4, 2, 1, 0.5 -> the 0.5 becomes 3
+        ((16, 16), (8, 4, 2, 1)),  # 256×256 input: all ≥ 1, nothing replaced
+        ((4, 4), (2, 1, 3, 4)),  # 5 poolings: 2, 1, 0.5, 0.25 -> smallest unused 3, then 4
+        ((6, 6), (3, 2, 1, 4)),  # 94×93 padded to 96: 3, 1.5 -> 2, 0.75 and 0.375 -> 1, 4
+        ((8, 32), (8, 4, 2, 1)),  # √(8·32) = 16
+        ((8, 8, 8), (4, 2, 1, 3)),  # 3D: geometric mean 8
+    ],
+)
 def test_amac_rates(size, rates):
     assert adaptive_values(size, 4, kind="rate") == rates
 
 
-@pytest.mark.parametrize("size, windows", [
-    ((8, 8), (4, 2, 3)),    # §3.2.2: 4, 2, 1 -> the window 1 becomes 3
-    ((16, 16), (8, 4, 2)),
-    ((4, 4), (2, 3, 4)),    # 2, ⌈1⌉ = 1 and ⌈0.5⌉ = 1 -> 3, 4
-    ((6, 6), (3, 2, 4)),    # 3, ⌈1.5⌉ = 2, ⌈0.75⌉ = 1 -> 4 (2 and 3 are taken)
-])
+@pytest.mark.parametrize(
+    "size, windows",
+    [
+        ((8, 8), (4, 2, 3)),  # §3.2.2: 4, 2, 1 -> the window 1 becomes 3
+        ((16, 16), (8, 4, 2)),
+        ((4, 4), (2, 3, 4)),  # 2, ⌈1⌉ = 1 and ⌈0.5⌉ = 1 -> 3, 4
+        ((6, 6), (3, 2, 4)),  # 3, ⌈1.5⌉ = 2, ⌈0.75⌉ = 1 -> 4 (2 and 3 are taken)
+    ],
+)
 def test_assp_windows(size, windows):
     assert adaptive_values(size, 3, kind="pool") == windows
 
@@ -65,10 +78,13 @@ def test_pool_same_matches_keras_padding():
 # ------------------------------------------------------------------------- the model at two input sizes
 
 
-@pytest.mark.parametrize("size, rates, pointwise, windows", [
-    (128, (4, 2, 1, 3), (True, True, False, True), (4, 2, 3)),   # bottom 8×8
-    (256, (8, 4, 2, 1), (True, True, True, False), (8, 4, 2)),   # bottom 16×16: the rates adapt
-])
+@pytest.mark.parametrize(
+    "size, rates, pointwise, windows",
+    [
+        (128, (4, 2, 1, 3), (True, True, False, True), (4, 2, 3)),  # bottom 8×8
+        (256, (8, 4, 2, 1), (True, True, True, False), (8, 4, 2)),  # bottom 16×16: the rates adapt
+    ],
+)
 def test_forward_backward_rates_adapt(size, rates, pointwise, windows):
     torch.manual_seed(0)
     model = build_model("arms_net", **SMALL)
@@ -173,8 +189,15 @@ def test_other_depths(depth, rates, lengths):
 
 def test_options_from_config():
     # YAML gives lists; fuse "none" feeds C + 3·C/4 channels to the decoder; cascade AMAC; avg pooling
-    model = build_model("arms_net", bottom=["amac", "assp"], fuse="none", amac_mode="cascade", pool="avg",
-                        pyramid_upsample="bilinear", **SMALL).eval()
+    model = build_model(
+        "arms_net",
+        bottom=["amac", "assp"],
+        fuse="none",
+        amac_mode="cascade",
+        pool="avg",
+        pyramid_upsample="bilinear",
+        **SMALL,
+    ).eval()
     assert model.second.out_channels == 32 + 3 * 8
     assert model.decoder.ups[0].op.in_channels == 56
     with torch.no_grad():
@@ -182,7 +205,7 @@ def test_options_from_config():
     plain = build_model("arms_net", skip="plain", bottom=["dac", "ppm"], dac_share_weights=False, **SMALL)
     assert all(isinstance(s, nn.Identity) for s in plain.skips)
     for bad in ({"bottom": ["assp", "amac"]}, {"skip": "dense"}, {"respath_lengths": [1, 2]}):
-        with pytest.raises(Exception):
+        with pytest.raises(ConfigError, match="does not take these settings"):
             build_model("arms_net", **SMALL, **bad)
 
 

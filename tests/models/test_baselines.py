@@ -39,8 +39,6 @@ SMALL = {
 BASELINES = sorted(SMALL)
 
 
-
-
 def _n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -81,12 +79,15 @@ def test_other_sizes_96_and_raw_pommier(name):
         assert model(torch.randn(2, 1, 94, 93)).shape == (2, 4, 94, 93)
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("attention_unet", {"base_channels": 2, "depth": 2, "gate_stride": 2}),
-    ("r2attunet", {"base_channels": 2, "depth": 2}),
-    ("segnet", {"base_channels": 2, "depth": 2}),
-    ("deeplabv3plus", {**SMALL["deeplabv3plus"], "base_channels": 2}),
-])
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("attention_unet", {"base_channels": 2, "depth": 2, "gate_stride": 2}),
+        ("r2attunet", {"base_channels": 2, "depth": 2}),
+        ("segnet", {"base_channels": 2, "depth": 2}),
+        ("deeplabv3plus", {**SMALL["deeplabv3plus"], "base_channels": 2}),
+    ],
+)
 def test_3d_variants(name, kwargs):
     model = build_model(name, in_channels=1, out_channels=3, spatial_dims=3, **kwargs).eval()
     assert not any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -122,7 +123,7 @@ def _cna(cin: int, cout: int, k: int = 3) -> int:
 
 
 CHANNELS = [64, 128, 256, 512, 1024]
-LEVELS = list(zip(CHANNELS[:0:-1], CHANNELS[-2::-1]))  # (deep, skip): (1024, 512) ... (128, 64)
+LEVELS = list(zip(CHANNELS[:0:-1], CHANNELS[-2::-1], strict=True))  # (deep, skip): (1024, 512) ... (128, 64)
 
 
 def _unet_upconv(stage) -> int:
@@ -164,12 +165,16 @@ UNET_BIASES = 6848
 GATE_BIASES = 964
 
 
-@pytest.mark.parametrize("model, ctor, expected, public_biases, table_m", [
-    ("UNet", lambda: UNet(3, 1, upsample="upconv"), _unet_upconv(_double), UNET_BIASES, 34.53),
-    ("AttUNet", lambda: AttentionUNet(3, 1), _unet_upconv(_double) + _gates(), UNET_BIASES + GATE_BIASES, 34.88),
-    ("R2UNet", lambda: R2UNet(3, 1), _unet_upconv(_rrcnn), UNET_BIASES, 39.09),
-    ("R2AttUNet", lambda: R2AttUNet(3, 1), _unet_upconv(_rrcnn) + _gates(), UNET_BIASES + GATE_BIASES, 39.44),
-], ids=["UNet", "AttUNet", "R2UNet", "R2AttUNet"])
+@pytest.mark.parametrize(
+    "model, ctor, expected, public_biases, table_m",
+    [
+        ("UNet", lambda: UNet(3, 1, upsample="upconv"), _unet_upconv(_double), UNET_BIASES, 34.53),
+        ("AttUNet", lambda: AttentionUNet(3, 1), _unet_upconv(_double) + _gates(), UNET_BIASES + GATE_BIASES, 34.88),
+        ("R2UNet", lambda: R2UNet(3, 1), _unet_upconv(_rrcnn), UNET_BIASES, 39.09),
+        ("R2AttUNet", lambda: R2AttUNet(3, 1), _unet_upconv(_rrcnn) + _gates(), UNET_BIASES + GATE_BIASES, 39.44),
+    ],
+    ids=["UNet", "AttUNet", "R2UNet", "R2AttUNet"],
+)
 def test_unet_family_counts_match_amfl_table_iv(model, ctor, expected, public_biases, table_m):
     n = _count(ctor)
     assert n == expected
@@ -211,8 +216,17 @@ def test_segnet_count():
     # (64·2 + 128·2 + 256·3 + 512·6 = 4224 of them) is replaced by BN's weight and bias: + 4224.
     assert encoder == 14_714_688 + 4224
     # decoder (mirror, each stage's last conv reducing the width; top stage: 1 conv + 3x3 classifier)
-    decoder = (3 * _cna(512, 512) + 2 * _cna(512, 512) + _cna(512, 256) + 2 * _cna(256, 256) + _cna(256, 128)
-               + _cna(128, 128) + _cna(128, 64) + _cna(64, 64) + _conv(64, 1, 3, True))
+    decoder = (
+        3 * _cna(512, 512)
+        + 2 * _cna(512, 512)
+        + _cna(512, 256)
+        + 2 * _cna(256, 256)
+        + _cna(256, 128)
+        + _cna(128, 128)
+        + _cna(128, 64)
+        + _cna(64, 64)
+        + _conv(64, 1, 3, True)
+    )
     assert n == encoder + decoder == 29_435_649
 
 
@@ -412,11 +426,18 @@ def test_deeplab_output_stride_and_aspp_rates(depth, deep_size, rates):
 # ---------------------------------------------------------------------------------------------- configs
 
 
-@pytest.mark.parametrize("file, name", [
-    ("attention_unet.yaml", "attention_unet"), ("r2unet.yaml", "r2unet"), ("r2attunet.yaml", "r2attunet"),
-    ("segnet.yaml", "segnet"), ("deeplabv3plus.yaml", "deeplabv3plus"), ("enet.yaml", "enet"),
-    ("bisenetv2.yaml", "bisenetv2"),
-])
+@pytest.mark.parametrize(
+    "file, name",
+    [
+        ("attention_unet.yaml", "attention_unet"),
+        ("r2unet.yaml", "r2unet"),
+        ("r2attunet.yaml", "r2attunet"),
+        ("segnet.yaml", "segnet"),
+        ("deeplabv3plus.yaml", "deeplabv3plus"),
+        ("enet.yaml", "enet"),
+        ("bisenetv2.yaml", "bisenetv2"),
+    ],
+)
 def test_baseline_configs_name_their_model(file, name):
     cfg = load_config(CONFIGS / file)
     assert cfg["model"]["name"] == name

@@ -57,8 +57,9 @@ def test_rmp_on_the_4x4_bottom_of_a_128_input():
     assert torch.allclose(out[:, 3], torch.full((1, 4, 4), expected), atol=1e-6)  # window 6 -> one value
     # window 3, step 3 on 4×4: one window over rows/cols 0-2 (PyTorch floor mode), upsampled bilinearly
     corner_max = x[:, :, :3, :3].amax(dim=(2, 3))
-    assert torch.allclose(out[:, 1], torch.full((1, 4, 4), (corner_max @ conv.weight.view(1, 3).T + conv.bias).item()),
-                          atol=1e-6)
+    assert torch.allclose(
+        out[:, 1], torch.full((1, 4, 4), (corner_max @ conv.weight.view(1, 3).T + conv.bias).item()), atol=1e-6
+    )
 
 
 def test_dac_parameters_and_sharing():

@@ -20,14 +20,15 @@ def _canvas(n: int, size: int = 32, lengths=(6, 20), seed: int = 0) -> tuple[tor
         cls = 1 + i % 2
         length = lengths[cls - 1]
         top = (size - length) // 2
-        x[i, 0, top:top + length, 14:18] = 0.3 + 0.7 * torch.rand(length, 4, generator=g)
-        y[i, top:top + length, 14:18] = cls
+        x[i, 0, top : top + length, 14:18] = 0.3 + 0.7 * torch.rand(length, 4, generator=g)
+        y[i, top : top + length, 14:18] = cls
     return x, y
 
 
 def test_output_is_a_segmentation_of_the_cutout():
-    model = build_model("chromosome_classifier", in_channels=1, out_channels=5, spatial_dims=2, depth=2,
-                        base_channels=4).eval()
+    model = build_model(
+        "chromosome_classifier", in_channels=1, out_channels=5, spatial_dims=2, depth=2, base_channels=4
+    ).eval()
     x, y = _canvas(4, size=30)  # not a multiple of 2**depth: padded inside, output at the input's size
     with torch.no_grad():
         out = model(x)
@@ -90,23 +91,27 @@ def _upright(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         cls = 1 + i % 2
         length = (22 if cls == 1 else 8) + int(torch.randint(-2, 3, (1,), generator=g))
         top = (32 - length) // 2
-        x[i, 0, top:top + length, 6:10] = 0.2 + 0.6 * torch.rand(length, 4, generator=g)
-        y[i, top:top + length, 6:10] = cls
+        x[i, 0, top : top + length, 6:10] = 0.2 + 0.6 * torch.rand(length, 4, generator=g)
+        y[i, top : top + length, 6:10] = cls
     return x, y
 
 
 def test_upright_options_learn_a_size_cue_and_augment_only_inside_the_chromosome():
     torch.manual_seed(0)
-    model = ChromosomeClassifier(1, 3, depth=2, base_channels=4, dropout=0.0, head_grid=[4, 2], side_features=True,
-                                 augment=True, norm="instance")  # batch norm's running stats lag in 30 steps
+    model = ChromosomeClassifier(
+        1, 3, depth=2, base_channels=4, dropout=0.0, head_grid=[4, 2], side_features=True, augment=True, norm="instance"
+    )  # batch norm's running stats lag in 30 steps
     x, y = _upright(16, seed=1)
     shape = model.shape_features(x, model.cutout_mask(x))
     inside = x[0, 0][x[0, 0] > 0]
     length = int(x[0, 0].gt(0).any(1).sum())
-    assert torch.allclose(shape[0, :5], torch.tensor([len(inside) / 512, length / 32, 4 / 16, inside.mean(),
-                                                      inside.sum() / 512]), atol=1e-6)
+    assert torch.allclose(
+        shape[0, :5],
+        torch.tensor([len(inside) / 512, length / 32, 4 / 16, inside.mean(), inside.sum() / 512]),
+        atol=1e-6,
+    )
     top = int(x[0, 0].gt(0).any(1).nonzero()[0])
-    first_part = x[0, 0, top:top + length // 12 + (length % 12 > 0)]  # rows of the first twelfth
+    first_part = x[0, 0, top : top + length // 12 + (length % 12 > 0)]  # rows of the first twelfth
     assert shape.shape == (16, 17) and torch.isclose(shape[0, 5], first_part[first_part > 0].mean(), atol=0.05)
     warped = model.augmented(x)
     assert warped.shape == x.shape and (warped[:, :, 0, :] == 0).all()  # background stays 0

@@ -13,10 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from medseg.artifact import model_kwargs
 from medseg.config import load_config
 from medseg.data.transforms import build_train_transform
 from medseg.inference.predictor import Predictor
 from medseg.losses import build_loss
+from medseg.metrics import count_parameters
 from medseg.models import build_model
 from medseg.models.blocks import ConvNormAct, SqueezeExcitation
 from medseg.models.ctv_unet3d import (
@@ -26,8 +28,6 @@ from medseg.models.ctv_unet3d import (
     PerPassBatchNorm,
     step_weights,
 )
-from medseg.metrics import count_parameters
-from medseg.artifact import model_kwargs
 from medseg.training.trainer import Trainer
 
 TINY = [2, 2, 3, 3, 4]  # five stages, as the thesis, at toy widths
@@ -74,8 +74,11 @@ def test_conv_module_order():
 def test_se_and_residual_only_when_enabled():
     def census(model):
         stages = [m for m in model.modules() if isinstance(m, CTVStage)]
-        return (len(stages), sum(isinstance(m, SqueezeExcitation) for m in model.modules()),
-                sum(s.shortcut is not None for s in stages))
+        return (
+            len(stages),
+            sum(isinstance(m, SqueezeExcitation) for m in model.modules()),
+            sum(s.shortcut is not None for s in stages),
+        )
 
     # 5 encoder + 1 bridge + 5 decoder stages = 11
     assert census(CTVUNet3D(channels=TINY)) == (11, 0, 0)
@@ -176,7 +179,7 @@ def test_step_weights_and_training_loss_hook():
     torch.manual_seed(1)
     with torch.no_grad():
         steps = model(x, return_steps=True)
-    expected = sum(w * loss_fn(s, y) for w, s in zip([1 / 6, 2 / 6, 3 / 6], steps))
+    expected = sum(w * loss_fn(s, y) for w, s in zip([1 / 6, 2 / 6, 3 / 6], steps, strict=True))
     assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
     loss.backward()
     assert model.core.head.weight.grad is not None
@@ -204,7 +207,7 @@ def test_batch_norm_statistics_per_pass(pass_norm):
     with torch.no_grad():
         train = model.train()(x, return_steps=True)
         evald = model.eval()(x, return_steps=True)
-    diff = [float((a - b).abs().max()) for a, b in zip(train, evald)]
+    diff = [float((a - b).abs().max()) for a, b in zip(train, evald, strict=True)]
     if pass_norm == "per_pass":
         # eval uses each pass's own statistics: the same output up to the unbiased-variance factor n/(n−1)
         # of the running variance (n = 2·2³ = 16 values per channel at the bottom). Measured max 0.006.
@@ -241,8 +244,13 @@ def test_table2_1_rows_add_one_module_each():
     rows = ["unet", "unet_res", "unet_res_se", "unet_res_se_recurrent", "unet_res_se_recurrent_dice"]
     cfgs = [load_config(next(p for p in CONFIGS if Path(p).stem == f"table2_1_{r}")) for r in rows]
     flags = [(c["model"]["residual"], c["model"]["se"], c["model"]["recurrent"], len(c["loss"])) for c in cfgs]
-    assert flags == [(False, False, False, 1), (True, False, False, 1), (True, True, False, 1), (True, True, True, 1),
-                     (True, True, True, 2)]
+    assert flags == [
+        (False, False, False, 1),
+        (True, False, False, 1),
+        (True, True, False, 1),
+        (True, True, True, 1),
+        (True, True, True, 2),
+    ]
     assert [item["name"] for item in cfgs[-1]["loss"]] == ["bce", "dice"]
 
 
@@ -250,17 +258,26 @@ def test_table2_1_rows_add_one_module_each():
 
 
 def tiny_cfg(**model):
-    return load_config(None, {
-        "name": "ctv_toy",
-        "task": {"mode": "multilabel", "class_names": ["ctv"], "derived": {}, "primary_metric": "ctv", "spatial_dims": 3},
-        "data": {"size": None, "patch_size": [8, 8, 8], "patch_pos_fraction": 0.5},
-        # two poolings: an 8³ patch keeps 2³ voxels at the bottom (training batch norm needs > 1 value)
-        "model": {"name": "ctv_unet3d", "channels": [2, 4], "residual": True, "se": True, **model},
-        "loss": [{"name": "bce"}, {"name": "dice"}],
-        "augment": {"volume": {"shift_voxels": 2.0}},  # the toy target stays inside the 8-slice volumes
-        "train": {"epochs": 2, "batch_size": 2, "lr": 1e-3},
-        "evaluate": {"batch_size": 2},
-    })
+    return load_config(
+        None,
+        {
+            "name": "ctv_toy",
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["ctv"],
+                "derived": {},
+                "primary_metric": "ctv",
+                "spatial_dims": 3,
+            },
+            "data": {"size": None, "patch_size": [8, 8, 8], "patch_pos_fraction": 0.5},
+            # two poolings: an 8³ patch keeps 2³ voxels at the bottom (training batch norm needs > 1 value)
+            "model": {"name": "ctv_unet3d", "channels": [2, 4], "residual": True, "se": True, **model},
+            "loss": [{"name": "bce"}, {"name": "dice"}],
+            "augment": {"volume": {"shift_voxels": 2.0}},  # the toy target stays inside the 8-slice volumes
+            "train": {"epochs": 2, "batch_size": 2, "lr": 1e-3},
+            "evaluate": {"batch_size": 2},
+        },
+    )
 
 
 class RefinementTrainer(Trainer):
@@ -290,7 +307,9 @@ def test_trainer_runs_two_epochs_on_3d(tmp_path, toy_volumes):
     summary = trainer.fit()
     assert summary["epochs_run"] == 2
     hist = json.loads((tmp_path / "fold_0" / "history.json").read_text())
-    assert all(np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) and 0 <= r["val_dice/ctv"] <= 1 for r in hist)
+    assert all(
+        np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) and 0 <= r["val_dice/ctv"] <= 1 for r in hist
+    )
     meta = json.loads((tmp_path / "fold_0" / "model.json").read_text())
     assert meta["model"]["name"] == "ctv_unet3d" and meta["task"]["spatial_dims"] == 3
     pred = Predictor.from_path(tmp_path / "fold_0", device="cpu", sliding_window={"roi_size": [8, 8, 8]})
@@ -343,8 +362,9 @@ def test_sliding_window_equals_whole_volume():
     assert err.mean() < 0.015 and np.percentile(err, 99) < 0.12 and err.max() < 0.25
     assert ((sw > 0.5) == (whole > 0.5)).mean() > 0.98
     # the constant (unweighted) blend is worse: the Gaussian weighting is what keeps the error down
-    const = Predictor([_conv_model(3)], META, device="cpu",
-                      sliding_window={**roi, "mode": "constant"}).predict_proba(vol)
+    const = Predictor([_conv_model(3)], META, device="cpu", sliding_window={**roi, "mode": "constant"}).predict_proba(
+        vol
+    )
     assert np.abs(const - whole).mean() > 2 * err.mean()
 
 
@@ -353,8 +373,10 @@ def test_sliding_window_from_model_json_in_3d_and_2d():
     p = Predictor([_conv_model(1)], meta, device="cpu")
     assert p.sliding_window == {"roi_size": [8, 8, 8], "overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"}
     assert Predictor([_conv_model(1)], META, device="cpu").sliding_window is None
-    meta2d = {"task": {"mode": "multilabel", "class_names": ["a"], "spatial_dims": 2},
-              "evaluate": {"sliding_window": {"roi_size": [8, 8]}}}
+    meta2d = {
+        "task": {"mode": "multilabel", "class_names": ["a"], "spatial_dims": 2},
+        "evaluate": {"sliding_window": {"roi_size": [8, 8]}},
+    }
     # issue 12: a 2D model's recorded window is used as well (tests/inference/test_sliding_window_2d.py)
     assert Predictor([nn.Conv2d(1, 1, 1)], meta2d, device="cpu").sliding_window["roi_size"] == [8, 8]
 

@@ -25,8 +25,9 @@ def test_off_by_default_and_outputs_unchanged():
 @pytest.mark.parametrize("dims", [2, 3])
 def test_loss_is_the_weighted_sum_over_stages(dims):
     torch.manual_seed(1)
-    model = build_model("unet", in_channels=1, out_channels=2, depth=2, base_channels=4, spatial_dims=dims,
-                        deep_supervision=1).eval()
+    model = build_model(
+        "unet", in_channels=1, out_channels=2, depth=2, base_channels=4, spatial_dims=dims, deep_supervision=1
+    ).eval()
     loss_fn = build_loss([{"name": "ce"}], "multiclass")
     shape = (1, 1, 13, 14) if dims == 2 else (1, 1, 9, 10, 11)
     x = torch.randn(shape)
@@ -36,8 +37,12 @@ def test_loss_is_the_weighted_sum_over_stages(dims):
         torch.testing.assert_close(logits, model(x))
         padded, pads = model.pad_input(x)
         outs = model.decoder(model.encoder(padded), return_all=True)
-        aux = F.interpolate(model.aux_heads[0](outs[-2]), size=padded.shape[2:],
-                            mode="bilinear" if dims == 2 else "trilinear", align_corners=False)
+        aux = F.interpolate(
+            model.aux_heads[0](outs[-2]),
+            size=padded.shape[2:],
+            mode="bilinear" if dims == 2 else "trilinear",
+            align_corners=False,
+        )
         aux = model.crop_output(aux, x.shape[2:], pads)
     assert model.supervision_weights() == pytest.approx([2 / 3, 1 / 3])
     torch.testing.assert_close(loss, 2 / 3 * loss_fn(logits, y) + 1 / 3 * loss_fn(aux, y))

@@ -60,15 +60,18 @@ def test_channels_override_base_and_max_channels():
     assert UNet(1, 2, base_channels=4).channels == [4, 8, 16, 32, 64]  # without channels: depth 4 as before
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"channels": [16, 32, 64, 128, 336], "depth": 5}, "disagrees"),
-    ({"channels": [16, 32, 64, 128, 256, 322], "depth": 4}, "disagrees"),
-    ({"channels": [16]}, "at least 2"),
-    ({"channels": []}, "at least 2"),
-    ({"channels": [16, 0]}, ">= 1"),
-    ({"channels": [16, -4, 8]}, ">= 1"),
-    ({"channels": [16, 32.5]}, "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"channels": [16, 32, 64, 128, 336], "depth": 5}, "disagrees"),
+        ({"channels": [16, 32, 64, 128, 256, 322], "depth": 4}, "disagrees"),
+        ({"channels": [16]}, "at least 2"),
+        ({"channels": []}, "at least 2"),
+        ({"channels": [16, 0]}, ">= 1"),
+        ({"channels": [16, -4, 8]}, ">= 1"),
+        ({"channels": [16, 32.5]}, "whole numbers"),
+    ],
+)
 def test_bad_channels_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         UNet(1, 3, **kwargs)

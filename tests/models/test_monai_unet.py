@@ -38,8 +38,9 @@ def test_the_unet_family_settings_give_monais_layout():
 
     from medseg.models import build_model
 
-    net = build_model("monai_unet", in_channels=1, out_channels=3, depth=3, base_channels=16, max_channels=32,
-                      act="leakyrelu")
+    net = build_model(
+        "monai_unet", in_channels=1, out_channels=3, depth=3, base_channels=16, max_channels=32, act="leakyrelu"
+    )
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert max(c.out_channels for c in convs) == 32 and net.divisor == 8  # 16, 32, 32, 32; strides 2, 2, 2
     assert any(isinstance(m, torch.nn.LeakyReLU) for m in net.modules())

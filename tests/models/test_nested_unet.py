@@ -1,10 +1,10 @@
 import pytest
 import torch
 
+from medseg.artifact import model_kwargs
 from medseg.config import load_config
 from medseg.models import build_model
 from medseg.models.nested_unet import NestedUNet
-from medseg.artifact import model_kwargs
 
 
 def n_params(model) -> int:
@@ -34,8 +34,11 @@ def test_every_node_has_the_channels_and_size_of_eq_1_and_2():
     assert first_conv_in[(0, 0)] == 1 and first_conv_in[(3, 0)] == 16 and first_conv_in[(4, 0)] == 32
     assert first_conv_in[(0, 4)] == 24 and first_conv_in[(1, 2)] == 32 and first_conv_in[(3, 1)] == 96
     # M_ij = O_ij = f(i): both convolutions of a node output f(i) channels.
-    assert all(net.nodes[i][j][3].out_channels == net.nodes[i][j][0].out_channels == f[i]
-               for i in range(5) for j in range(5 - i))
+    assert all(
+        net.nodes[i][j][3].out_channels == net.nodes[i][j][0].out_channels == f[i]
+        for i in range(5)
+        for j in range(5 - i)
+    )
 
 
 def test_dense_skip_nodes_feed_the_output():
@@ -60,7 +63,7 @@ def test_deep_supervision_averages_the_four_heads():
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         top = net.node_outputs(x)[0]
-        expected = sum(head(t) for head, t in zip(net.heads, top[1:])) / 4
+        expected = sum(head(t) for head, t in zip(net.heads, top[1:], strict=True)) / 4
         torch.testing.assert_close(net(x), expected)
 
 

@@ -11,18 +11,16 @@ import torch
 from monai.networks.blocks import ChannelSELayer
 from torch import nn
 
+from medseg.artifact import model_kwargs
 from medseg.config import load_config
 from medseg.losses.segmentation import build_loss
 from medseg.models import UNet, available_models, build_model
 from medseg.models.blocks import DoubleConv, SpatialAttention, SqueezeExcitation
 from medseg.models.rse_unet import MDPAC, AttentionResPath, AttentionResPathBlock, ResSEBlock, RSEUNet
-from medseg.artifact import model_kwargs
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "chromosomes"
 SMALL = {"base_channels": 8}
 SWITCHES = list(itertools.product([True, False], repeat=3))  # (res_se, mdpac, res_path): Table 5 + plain U-Net
-
-
 
 
 def _n_params(model: nn.Module) -> int:
@@ -40,8 +38,11 @@ def _count(model: nn.Module, cls: type) -> int:
 CASES = [(d, *s) for d in (3, 4, 5) for s in SWITCHES]
 
 
-@pytest.mark.parametrize("depth,res_se,mdpac,res_path", CASES,
-                         ids=[f"d{d}-rse{int(a)}-mdpac{int(b)}-respath{int(c)}" for d, a, b, c in CASES])
+@pytest.mark.parametrize(
+    "depth,res_se,mdpac,res_path",
+    CASES,
+    ids=[f"d{d}-rse{int(a)}-mdpac{int(b)}-respath{int(c)}" for d, a, b, c in CASES],
+)
 def test_forward_backward_every_depth_and_switch(depth, res_se, mdpac, res_path):
     torch.manual_seed(0)
     model = RSEUNet(1, 4, depth=depth, res_se=res_se, mdpac=mdpac, res_path=res_path, **SMALL).train()
@@ -80,7 +81,7 @@ def test_everything_off_is_exactly_the_unet():
     plain = RSEUNet(1, 4, depth=4, res_se=False, mdpac=False, res_path=False, **SMALL).eval()
     src, dst = unet.state_dict(), plain.state_dict()
     assert [v.shape for v in src.values()] == [v.shape for v in dst.values()]
-    plain.load_state_dict(dict(zip(dst.keys(), src.values())))
+    plain.load_state_dict(dict(zip(dst.keys(), src.values(), strict=True)))
     x = torch.randn(2, 1, 128, 128)
     with torch.no_grad():
         torch.testing.assert_close(plain(x), unet(x), rtol=0, atol=0)

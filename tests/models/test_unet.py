@@ -106,7 +106,9 @@ def _expected_unet_params(in_ch: int, out_ch: int, depth: int, base: int) -> int
     for c in chans:  # encoder stages
         total += _double_conv(prev, c)
         prev = c
-    for deep, skip in zip(chans[:0:-1], chans[-2::-1]):  # decoder: (1024,512), (512,256), (256,128), (128,64)
+    for deep, skip in zip(
+        chans[:0:-1], chans[-2::-1], strict=True
+    ):  # decoder: (1024,512), (512,256), (256,128), (128,64)
         total += _conv(deep, skip, 2, True)  # 2x2 transposed conv, with bias
         total += _double_conv(2 * skip, skip)  # concat(skip, up) -> skip
     total += _conv(chans[0], out_ch, 1, True)  # 1x1 head
@@ -168,8 +170,9 @@ def test_registry_lists_the_unet_family():
 @pytest.fixture
 def tiny_module(tmp_path, monkeypatch):
     name = "medseg_test_tiny_models_mod"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(
-        """
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(
+            """
         import torch
         from torch import nn
 
@@ -185,7 +188,8 @@ def tiny_module(tmp_path, monkeypatch):
 
         NOT_A_CLASS = 1
         """
-    ))
+        )
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield name
     sys.modules.pop(name, None)
@@ -210,10 +214,15 @@ def test_dotted_path_without_trust_code_is_refused_before_importing(tiny_module,
     assert imported == [] or all(n.startswith("medseg") for n in imported)
 
 
-@pytest.mark.parametrize("kwargs, problem", [
-    ({"base_channels": 10**9}, "outside"), ({"base_channels": float("nan")}, "finite"),
-    ({"norm": {"__class__": "x"}}, "type dict"), ({"depth": list(range(1000))}, "list of 1000"),
-])
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        ({"base_channels": 10**9}, "outside"),
+        ({"base_channels": float("nan")}, "finite"),
+        ({"norm": {"__class__": "x"}}, "type dict"),
+        ({"depth": list(range(1000))}, "list of 1000"),
+    ],
+)
 def test_model_settings_are_plain_bounded_values(kwargs, problem):
     with pytest.raises(ConfigError, match=problem):
         build_model("unet", **kwargs)

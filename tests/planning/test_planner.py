@@ -30,33 +30,76 @@ runner = CliRunner()
 
 
 def _stats(mean, std, lo, hi, vmin=None, vmax=None):
-    return {"mean": mean, "std": std, "min": lo if vmin is None else vmin, "max": hi if vmax is None else vmax,
-            "median": mean, "p00_5": lo, "p99_5": hi, "n_voxels": 10_000}
+    return {
+        "mean": mean,
+        "std": std,
+        "min": lo if vmin is None else vmin,
+        "max": hi if vmax is None else vmax,
+        "median": mean,
+        "p00_5": lo,
+        "p99_5": hi,
+        "n_voxels": 10_000,
+    }
 
 
 def fp_2d(n=30, shape=(64, 64), values=(0, 1), freq=None, dtype="uint8", max_value=255.0, same_shape=True):
     freq = freq or {str(v): (0.9 if i == 0 else 0.1 / (len(values) - 1)) for i, v in enumerate(values)}
     bits = 16 if dtype == "uint16" else 8
-    return {"kind": "folder2d", "spatial_dims": 2, "n_cases": n, "n_sampled": n, "path": "/data/cells",
-            "shape": {"min": list(shape), "median": list(shape), "max": list(shape)}, "spacing": None,
-            "dtype": dtype, "bits": bits, "max_value": max_value, "modality": None, "same_shape": same_shape,
-            "label_values": list(values), "label_frequency": freq, "label_voxels": {}, "label_cases": {},
-            "label_names": {},
-            "intensity": [{"channel": 0, "global": _stats(40, 20, 0, 120), "foreground": _stats(90, 15, 50, 130)}]}
+    return {
+        "kind": "folder2d",
+        "spatial_dims": 2,
+        "n_cases": n,
+        "n_sampled": n,
+        "path": "/data/cells",
+        "shape": {"min": list(shape), "median": list(shape), "max": list(shape)},
+        "spacing": None,
+        "dtype": dtype,
+        "bits": bits,
+        "max_value": max_value,
+        "modality": None,
+        "same_shape": same_shape,
+        "label_values": list(values),
+        "label_frequency": freq,
+        "label_voxels": {},
+        "label_cases": {},
+        "label_names": {},
+        "intensity": [{"channel": 0, "global": _stats(40, 20, 0, 120), "foreground": _stats(90, 15, 50, 130)}],
+    }
 
 
 def fp_ct(n=40, shape=(40, 512, 512), spacing=(3.0, 0.8, 0.8), modality="CT"):
-    extent = [s * p for s, p in zip(shape, spacing)]
-    return {"kind": "volumes3d", "spatial_dims": 3, "n_cases": n, "n_sampled": n, "path": "/data/pelvis_ct",
-            "shape": {"min": list(shape), "median": list(shape), "max": list(shape)},
-            "spacing": {"median": list(spacing), "min": list(spacing), "max": list(spacing),
-                        "anisotropy": max(spacing) / min(spacing),
-                        "extent_mm": {"min": extent, "median": extent, "max": extent}},
-            "dtype": "int16", "bits": 16, "max_value": 3000.0, "modality": modality,
-            "label_values": [0, 1, 2], "label_frequency": {"0": 0.97, "1": 0.025, "2": 0.005},
-            "label_voxels": {}, "label_cases": {}, "label_names": {},
-            "intensity": [{"channel": 0, "global": _stats(-500, 500, -1024, 1500, -1024, 3000),
-                           "foreground": _stats(48.0, 37.5, -61.0, 182.0)}]}
+    extent = [s * p for s, p in zip(shape, spacing, strict=True)]
+    return {
+        "kind": "volumes3d",
+        "spatial_dims": 3,
+        "n_cases": n,
+        "n_sampled": n,
+        "path": "/data/pelvis_ct",
+        "shape": {"min": list(shape), "median": list(shape), "max": list(shape)},
+        "spacing": {
+            "median": list(spacing),
+            "min": list(spacing),
+            "max": list(spacing),
+            "anisotropy": max(spacing) / min(spacing),
+            "extent_mm": {"min": extent, "median": extent, "max": extent},
+        },
+        "dtype": "int16",
+        "bits": 16,
+        "max_value": 3000.0,
+        "modality": modality,
+        "label_values": [0, 1, 2],
+        "label_frequency": {"0": 0.97, "1": 0.025, "2": 0.005},
+        "label_voxels": {},
+        "label_cases": {},
+        "label_names": {},
+        "intensity": [
+            {
+                "channel": 0,
+                "global": _stats(-500, 500, -1024, 1500, -1024, 3000),
+                "foreground": _stats(48.0, 37.5, -61.0, 182.0),
+            }
+        ],
+    }
 
 
 def decided(decisions) -> dict:
@@ -136,7 +179,7 @@ def test_tiny_2d_set_gets_a_patch_within_the_image_and_few_poolings():
 def test_odd_sized_images_get_a_patch_that_is_a_multiple_of_the_poolings():
     cfg, _ = plan(fp_2d(shape=(94, 93)), device="cpu")
     patch, depth = cfg["data"]["patch_size"], cfg["model"]["depth"]
-    assert all(p % 2**depth == 0 and p <= s for p, s in zip(patch, (94, 93)))
+    assert all(p % 2**depth == 0 and p <= s for p, s in zip(patch, (94, 93), strict=True))
     assert 4 <= min(patch) // 2**depth < 8
 
 
@@ -175,8 +218,14 @@ def test_a_smaller_memory_budget_shrinks_patch_and_batch():
     assert math.prod(small["data"]["patch_size"]) < math.prod(big["data"]["patch_size"])
     assert small_voxels < big_voxels
     assert small["train"]["batch_size"] >= 2
-    need = estimate_memory(small["data"]["patch_size"], depth=small["model"]["depth"], base_channels=32,
-                           max_channels=512, batch=small["train"]["batch_size"], amp=True)
+    need = estimate_memory(
+        small["data"]["patch_size"],
+        depth=small["model"]["depth"],
+        base_channels=32,
+        max_channels=512,
+        batch=small["train"]["batch_size"],
+        amp=True,
+    )
     assert need <= 1 * 2**30
     assert "fit 1 GB" in decided(decisions)["data.patch_size"].reason
     with pytest.raises(ConfigError, match="budget"):
@@ -185,8 +234,9 @@ def test_a_smaller_memory_budget_shrinks_patch_and_batch():
 
 def test_choose_patch_shrinks_the_axis_of_the_largest_physical_extent():
     # 40 slices of 3 mm (120 mm) and 512 px of 0.8 mm (410 mm): in-plane is cut first
-    patch, depth, need, shrunk = choose_patch([40, 512, 512], [3.0, 0.8, 0.8], base_channels=16, max_channels=320,
-                                              budget_bytes=2**30, amp=False)
+    patch, depth, need, shrunk = choose_patch(
+        [40, 512, 512], [3.0, 0.8, 0.8], base_channels=16, max_channels=320, budget_bytes=2**30, amp=False
+    )
     assert shrunk > 0 and need <= 2**30
     assert patch[0] >= 24 and patch[1] < 512
     assert depth == depth_for(patch, 3)
@@ -231,9 +281,12 @@ def test_background_null_makes_the_rarest_of_all_classes_primary_and_says_why():
 
 
 def test_an_explicit_primary_metric_wins_and_is_named_as_the_users():
-    cfg, decisions = plan(_membrane_fp(), device="cpu", class_names=["membrane", "cell"],
-                          sets=[("task.background", "null"), ("task.primary_metric", "cell"),
-                                ("train.iterations", "7")])
+    cfg, decisions = plan(
+        _membrane_fp(),
+        device="cpu",
+        class_names=["membrane", "cell"],
+        sets=[("task.background", "null"), ("task.primary_metric", "cell"), ("train.iterations", "7")],
+    )
     assert cfg["task"]["primary_metric"] == "cell" and cfg["train"]["iterations"] == 7
     why = decided(decisions)["task.primary_metric"].reason
     assert why == "your --set; the plan's pick: membrane, the rarest scored class (22 % of the voxels)"
@@ -246,7 +299,10 @@ def test_another_background_class_is_left_out_of_the_metric_and_the_derived_unio
     fp["kind"] = "pommier"
     cfg, decisions = plan(fp, device="cpu", sets=[("task.background", "1")])
     assert cfg["task"]["background"] == 1 and cfg["task"]["primary_metric"] == "background"  # 0 is scored now
-    assert "task.background = 1 (your --set): chromosome_alpha not scored" in decided(decisions)["task.primary_metric"].reason
+    assert (
+        "task.background = 1 (your --set): chromosome_alpha not scored"
+        in decided(decisions)["task.primary_metric"].reason
+    )
     assert cfg["task"]["derived"] == {"chromosome_beta_whole": [2, 3]}
     assert "task.background" in decided(decisions)["task.derived"].reason
     assert cfg["loss"][1]["include_background"] is True
@@ -262,8 +318,9 @@ def test_another_background_class_is_left_out_of_the_metric_and_the_derived_unio
 def test_written_yaml_loads_and_names_the_reasons(tmp_path):
     fp = fp_ct()
     cfg, decisions = plan(fp, device="cuda")
-    yaml_path, json_path = write_plan(cfg, decisions, tmp_path / "config.yaml", fingerprint=fp,
-                                      settings={"device": "cuda"})
+    yaml_path, json_path = write_plan(
+        cfg, decisions, tmp_path / "config.yaml", fingerprint=fp, settings={"device": "cuda"}
+    )
     loaded = load_config(yaml_path)
     assert loaded == cfg
     text = yaml_path.read_text()
@@ -274,8 +331,11 @@ def test_written_yaml_loads_and_names_the_reasons(tmp_path):
     # every decided key is in the file with a comment
     data = yaml.safe_load(text)
     assert data["model"]["depth"] == cfg["model"]["depth"] and data["train"]["scheduler"]["name"] == "poly"
-    assert all("  # " in line for line in text.splitlines() if line and not line.startswith("#") and
-               not line.rstrip().endswith(":"))
+    assert all(
+        "  # " in line
+        for line in text.splitlines()
+        if line and not line.startswith("#") and not line.rstrip().endswith(":")
+    )
     record = json.loads(json_path.read_text())
     assert json_path.name == "config.plan.json"
     assert record["fingerprint"]["n_cases"] == 40 and record["config"] == cfg
@@ -286,8 +346,9 @@ def test_written_yaml_loads_and_names_the_reasons(tmp_path):
 
 
 def test_zscore_with_fixed_statistics_after_clipping():
-    settings = section_settings("preprocess", {"clip_min": -100.0, "clip_max": 200.0, "normalize": "zscore",
-                                               "mean": 50.0, "std": 25.0})
+    settings = section_settings(
+        "preprocess", {"clip_min": -100.0, "clip_max": 200.0, "normalize": "zscore", "mean": 50.0, "std": 25.0}
+    )
     out = clip_and_normalize(np.array([[[-1000.0, 50.0, 100.0, 3000.0]]]), settings)
     np.testing.assert_allclose(out.ravel(), [-6.0, 0.0, 2.0, 6.0])
     assert out.dtype == np.float32
@@ -301,11 +362,14 @@ def test_zscore_without_statistics_uses_each_volume_and_a_constant_volume_is_zer
     assert not clip_and_normalize(np.full((2, 3, 3), 7.0), settings).any()
 
 
-@pytest.mark.parametrize("section,message", [
-    ({"normalize": "zscore", "mean": 1.0}, "go together"),
-    ({"normalize": "range", "mean": 1.0, "std": 2.0}, "zscore only"),
-    ({"normalize": "zscore", "mean": 1.0, "std": 0.0}, "must be > 0"),
-])
+@pytest.mark.parametrize(
+    "section,message",
+    [
+        ({"normalize": "zscore", "mean": 1.0}, "go together"),
+        ({"normalize": "range", "mean": 1.0, "std": 2.0}, "zscore only"),
+        ({"normalize": "zscore", "mean": 1.0, "std": 0.0}, "must be > 0"),
+    ],
+)
 def test_preprocess_zscore_settings_are_checked(section, message):
     with pytest.raises(ConfigError, match=message):
         section_settings("preprocess", section)
@@ -326,7 +390,7 @@ def _folder_2d(root, n=6, size=(40, 48), bits=8):
     top = 255 if bits == 8 else 4095
     for i in range(n):
         mask = np.zeros(size, np.uint8)
-        mask[10:20, 12 + i:30 + i] = 255
+        mask[10:20, 12 + i : 30 + i] = 255
         image = rng.integers(0, top // 4, size)
         image[mask > 0] = top - 5
         dtype = np.uint8 if bits == 8 else np.uint16
@@ -352,8 +416,9 @@ def test_fingerprint_of_a_2d_folder_with_0_255_masks(tmp_path):
 
 def test_dataset_json_names_the_classes_and_the_modality(tmp_path):
     root = _folder_2d(tmp_path / "cells")
-    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "nucleus": 255},
-                                                   "channel_names": {"0": "microscopy"}}))
+    (root / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "nucleus": 255}, "channel_names": {"0": "microscopy"}})
+    )
     fp = fingerprint(root, progress=False)
     assert fp["label_names"] == {"0": "background", "255": "nucleus"} and fp["modality"] == "MICROSCOPY"
     cfg, decisions = plan(fp, device="cpu")
@@ -431,8 +496,22 @@ def test_fingerprint_refuses_what_is_no_data_set(tmp_path):
 def test_plan_cli_prints_the_decisions_and_writes_a_loadable_config(tmp_path):
     root = _folder_2d(tmp_path / "cells")
     out = tmp_path / "plans" / "cells.yaml"
-    result = runner.invoke(app, ["plan", str(root), "-o", str(out), "--classes", "background,cell", "--device", "cpu",
-                                 "--set", "train.iterations=10"], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            str(root),
+            "-o",
+            str(out),
+            "--classes",
+            "background,cell",
+            "--device",
+            "cpu",
+            "--set",
+            "train.iterations=10",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "patch_size" in result.output and "rarest foreground class" in result.output
     cfg = load_config(out)
@@ -448,8 +527,22 @@ def test_plan_cli_decides_after_the_users_background(tmp_path):
     for mask in (root / "masks").iterdir():  # cells everywhere but a band of membrane
         Image.fromarray(255 - np.array(Image.open(mask))).save(mask)
     out = tmp_path / "cells.yaml"
-    result = runner.invoke(app, ["plan", str(root), "-o", str(out), "--classes", "membrane,cell", "--device", "cpu",
-                                 "--set", "task.background=null"], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "plan",
+            str(root),
+            "-o",
+            str(out),
+            "--classes",
+            "membrane,cell",
+            "--device",
+            "cpu",
+            "--set",
+            "task.background=null",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     cfg = load_config(out)
     assert cfg["task"]["background"] is None and cfg["task"]["primary_metric"] == "membrane"
@@ -460,9 +553,24 @@ def test_plan_cli_decides_after_the_users_background(tmp_path):
 def test_train_on_a_data_folder_plans_on_the_fly(tmp_path):
     root = _folder_2d(tmp_path / "cells", n=10, size=(32, 32))
     runs = tmp_path / "runs"
-    result = runner.invoke(app, ["train", str(root), "--device", "cpu", "--set", f"output.root={runs}",
-                                 "--set", "train.iterations=2", "--set", "model.base_channels=4",
-                                 "--set", "train.max_batches_per_epoch=1"], catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(root),
+            "--device",
+            "cpu",
+            "--set",
+            f"output.root={runs}",
+            "--set",
+            "train.iterations=2",
+            "--set",
+            "model.base_channels=4",
+            "--set",
+            "train.max_batches_per_epoch=1",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     run = runs / "plan_cells"
     assert (run / "plan.yaml").is_file() and (run / "fold_0" / "model.safetensors").is_file()
@@ -489,10 +597,26 @@ def test_cpu_plans_cap_the_patch_gpu_plans_take_the_median_image():
 def test_cv_on_a_data_folder_plans_on_the_fly(tmp_path):
     root = _folder_2d(tmp_path / "cells", n=12, size=(32, 32))
     runs = tmp_path / "runs"
-    result = runner.invoke(app, ["cv", str(root), "--device", "cpu", "--set", f"output.root={runs}",
-                                 "--set", "splits.n_folds=2", "--set", "train.iterations=1",
-                                 "--set", "model.base_channels=4", "--set", "train.max_batches_per_epoch=1"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        app,
+        [
+            "cv",
+            str(root),
+            "--device",
+            "cpu",
+            "--set",
+            f"output.root={runs}",
+            "--set",
+            "splits.n_folds=2",
+            "--set",
+            "train.iterations=1",
+            "--set",
+            "model.base_channels=4",
+            "--set",
+            "train.max_batches_per_epoch=1",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     run = runs / "plan_cells"
     assert (run / "plan.yaml").is_file() and (run / "fold_1" / "model.safetensors").is_file()

@@ -13,6 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from medseg.artifact import model_kwargs, model_meta, save_model
 from medseg.config import load_config
 from medseg.data.phantom import make_phantom
 from medseg.data.volume_io import write_dicom_series, write_hdf5_volume, write_nifti
@@ -20,20 +21,26 @@ from medseg.models import build_model
 from medseg.server import auth
 from medseg.server.app import create_app
 from medseg.server.settings import ServerSettings
-from medseg.artifact import model_kwargs, model_meta, save_model
 
 PASSWORD = "correct horse battery"
 SHAPE = (8, 32, 32)
 
 
 def _save_3d(directory: Path, head_bias: float, seed: int) -> Path:
-    cfg = load_config(overrides={
-        "name": directory.name,
-        "task": {"mode": "multilabel", "class_names": ["ctv"], "spatial_dims": 3, "derived": {},
-                 "primary_metric": "ctv"},
-        "model": {"name": "ctv_unet3d", "channels": [2, 2, 2, 2, 2]},
-        "preprocess": {"depth": 8, "size_xy": [32, 32]},
-    })
+    cfg = load_config(
+        overrides={
+            "name": directory.name,
+            "task": {
+                "mode": "multilabel",
+                "class_names": ["ctv"],
+                "spatial_dims": 3,
+                "derived": {},
+                "primary_metric": "ctv",
+            },
+            "model": {"name": "ctv_unet3d", "channels": [2, 2, 2, 2, 2]},
+            "preprocess": {"depth": 8, "size_xy": [32, 32]},
+        }
+    )
     torch.manual_seed(seed)
     model = build_model(cfg["model"]["name"], **model_kwargs(cfg))
     with torch.no_grad():  # untrained; the bias decides: everything (> 0) or nothing (< 0) is the target
@@ -43,8 +50,13 @@ def _save_3d(directory: Path, head_bias: float, seed: int) -> Path:
 
 
 def _save_2d(directory: Path) -> Path:
-    cfg = load_config(overrides={"name": directory.name, "data": {"size": [32, 32]},
-                                 "model": {"name": "unet", "depth": 2, "base_channels": 4}})
+    cfg = load_config(
+        overrides={
+            "name": directory.name,
+            "data": {"size": [32, 32]},
+            "model": {"name": "unet", "depth": 2, "base_channels": 4},
+        }
+    )
     torch.manual_seed(0)
     model = build_model(cfg["model"]["name"], **model_kwargs(cfg))
     return save_model(directory, model, model_meta(cfg))
@@ -53,9 +65,11 @@ def _save_2d(directory: Path) -> Path:
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("models")
-    return {"ct_full": _save_3d(root / "ct_full", 5.0, 0),
-            "ct_empty": _save_3d(root / "phantom_ct_empty", -5.0, 1),  # "phantom" in the name: a demo model
-            "chromo": _save_2d(root / "chromo2d")}
+    return {
+        "ct_full": _save_3d(root / "ct_full", 5.0, 0),
+        "ct_empty": _save_3d(root / "phantom_ct_empty", -5.0, 1),  # "phantom" in the name: a demo model
+        "chromo": _save_2d(root / "chromo2d"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -76,11 +90,15 @@ def phantom(tmp_path_factory) -> dict:
     ref2d[25:30, 5:15] = 3
     Image.fromarray(ref2d).save(png_ref)
     return {
-        "image": img, "label": lab,
+        "image": img,
+        "label": lab,
         "nifti": write_nifti(img, root / "case_image.nii.gz"),
         "nifti_label": write_nifti(lab, root / "case_label.nii.gz", label=True),
         "hdf5": write_hdf5_volume(img, root / "case.h5"),
-        "dicom_dir": series, "dicom_zip": zpath, "png": png, "png_ref": png_ref,
+        "dicom_dir": series,
+        "dicom_zip": zpath,
+        "png": png,
+        "png_ref": png_ref,
     }
 
 
@@ -111,16 +129,23 @@ class Server:
         self.client.cookies.clear()  # tests name the user on every call
         return {"Authorization": f"Bearer {r.json()['token']}"}
 
-    def upload(self, headers: dict, *paths: Path, model: str = "ct_full", reference: Path | None = None,
-               names: list[str] | None = None):
+    def upload(
+        self,
+        headers: dict,
+        *paths: Path,
+        model: str = "ct_full",
+        reference: Path | None = None,
+        names: list[str] | None = None,
+    ):
         files = [("files", ((names or [])[i] if names else p.name, p.read_bytes())) for i, p in enumerate(paths)]
         if reference is not None:
             files.append(("reference", (reference.name, reference.read_bytes())))
         return self.client.post("/api/studies", headers=headers, files=files, data={"model": model})
 
     def upload_bytes(self, headers: dict, name: str, content: bytes, model: str = "ct_full"):
-        return self.client.post("/api/studies", headers=headers, files=[("files", (name, io.BytesIO(content)))],
-                                data={"model": model})
+        return self.client.post(
+            "/api/studies", headers=headers, files=[("files", (name, io.BytesIO(content)))], data={"model": model}
+        )
 
     def run_jobs(self) -> int:
         return self.app.state.worker.run_pending()
@@ -147,7 +172,9 @@ def make_server(tmp_path, model_dirs):
 
     def make(models=("ct_full",), start_worker: bool = False, **changes) -> Server:
         paths = [model_dirs[m] if isinstance(m, str) else m for m in models]
-        return Server(ServerSettings(home=tmp_path / "other-home", models=paths,
-                                     torch_threads=None, device="cpu", **changes), start_worker=start_worker)
+        return Server(
+            ServerSettings(home=tmp_path / "other-home", models=paths, torch_threads=None, device="cpu", **changes),
+            start_worker=start_worker,
+        )
 
     return make

@@ -27,8 +27,13 @@ class Clock:
 def throttled(make_server):
     """A server that locks an account after 3 failures and an address after 6 (15 s, doubling, at most 60 s),
     on a clock the test moves."""
-    server = make_server(login_failures_per_user=3, login_failures_per_address=6, login_backoff_s=15.0,
-                         login_backoff_max_s=60.0, login_window_s=900.0)
+    server = make_server(
+        login_failures_per_user=3,
+        login_failures_per_address=6,
+        login_backoff_s=15.0,
+        login_backoff_max_s=60.0,
+        login_window_s=900.0,
+    )
     server.clock = server.app.state.throttle.clock = Clock()
     return server
 
@@ -107,8 +112,9 @@ def test_throttle_window_and_what_a_success_resets():
 
 def test_throttle_memory_is_bounded():
     clock = Clock()
-    t = auth.SignInThrottle(per_user=5, per_address=0, window=100, backoff=10, backoff_max=40, clock=clock,
-                            max_keys=100)
+    t = auth.SignInThrottle(
+        per_user=5, per_address=0, window=100, backoff=10, backoff_max=40, clock=clock, max_keys=100
+    )
     for k in range(1000):
         t.failed(f"sprayed{k}", "a")
     assert len(t._failures) <= 100

@@ -24,8 +24,12 @@ def test_password_hash_is_salted_scrypt_and_verifies():
 
 def test_create_user_refuses_bad_names_short_passwords_and_duplicates(server):
     auth.create_user(server.db, "alice", PASSWORD)
-    for name, password, words in [("alice", PASSWORD, "already exists"), ("ALICE", PASSWORD, "already exists"),
-                                  ("../x", PASSWORD, "not allowed"), ("bob", "short", "at least 8")]:
+    for name, password, words in [
+        ("alice", PASSWORD, "already exists"),
+        ("ALICE", PASSWORD, "already exists"),
+        ("../x", PASSWORD, "not allowed"),
+        ("bob", "short", "at least 8"),
+    ]:
         with pytest.raises(auth.AuthError, match=words):
             auth.create_user(server.db, name, password)
 
@@ -60,12 +64,23 @@ def test_expired_session_is_refused(server):
     assert server.client.get("/api/me", headers=headers).status_code == 401
 
 
-@pytest.mark.parametrize("method,path", [
-    ("get", "/api/me"), ("get", "/api/models"), ("get", "/api/studies"), ("post", "/api/studies"),
-    ("get", "/api/studies/abc"), ("delete", "/api/studies/abc"), ("post", "/api/studies/abc/rerun"),
-    ("get", "/api/results/abc"), ("get", "/api/results/abc/slices/0/image.png"),
-    ("get", "/api/results/abc/download/nifti"), ("get", "/api/users"), ("post", "/api/users"),
-])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("get", "/api/me"),
+        ("get", "/api/models"),
+        ("get", "/api/studies"),
+        ("post", "/api/studies"),
+        ("get", "/api/studies/abc"),
+        ("delete", "/api/studies/abc"),
+        ("post", "/api/studies/abc/rerun"),
+        ("get", "/api/results/abc"),
+        ("get", "/api/results/abc/slices/0/image.png"),
+        ("get", "/api/results/abc/download/nifti"),
+        ("get", "/api/users"),
+        ("post", "/api/users"),
+    ],
+)
 def test_every_api_route_needs_sign_in(server, method, path):
     assert getattr(server.client, method)(path).status_code == 401
 
@@ -78,7 +93,9 @@ def test_admin_creates_users_through_the_api(server):
     r = server.client.post("/api/users", json=new, headers=admin)
     assert r.status_code == 201 and r.json()["username"] == "carol" and not r.json()["is_admin"]
     assert server.client.post("/api/users", json=new, headers=admin).status_code == 409
-    assert server.client.post("/api/users", json={"username": "dave", "password": "x"}, headers=admin).status_code == 400
+    assert (
+        server.client.post("/api/users", json={"username": "dave", "password": "x"}, headers=admin).status_code == 400
+    )
     assert {u["username"] for u in server.client.get("/api/users", headers=admin).json()} == {"root", "alice", "carol"}
     assert server.client.post("/api/login", json=new).status_code == 200
 
@@ -107,8 +124,9 @@ def test_cross_site_post_is_refused(server):
 def test_cli_users_add_and_list(tmp_path):
     runner = CliRunner()
     home = tmp_path / "home"
-    r = runner.invoke(cli_app, ["users", "add", "alice", "--admin", "--password-stdin", "--home", str(home)],
-                      input=PASSWORD + "\n")
+    r = runner.invoke(
+        cli_app, ["users", "add", "alice", "--admin", "--password-stdin", "--home", str(home)], input=PASSWORD + "\n"
+    )
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli_app, ["users", "add", "bob", "--home", str(home)], input="longpassword\nlongpassword\n")
     assert r.exit_code == 0, r.output
@@ -126,8 +144,20 @@ def test_cli_serve_builds_the_app_and_runs_uvicorn(tmp_path, model_dirs, monkeyp
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: seen.update(app=app, host=host, port=port))
-    r = CliRunner().invoke(cli_app, ["serve", "--model", str(model_dirs["ct_full"]), "--model",
-                                     str(model_dirs["ct_empty"]), "--home", str(tmp_path / "h"), "--port", "8123"])
+    r = CliRunner().invoke(
+        cli_app,
+        [
+            "serve",
+            "--model",
+            str(model_dirs["ct_full"]),
+            "--model",
+            str(model_dirs["ct_empty"]),
+            "--home",
+            str(tmp_path / "h"),
+            "--port",
+            "8123",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
     assert set(seen["app"].state.registry.entries) == {"ct_full", "phantom_ct_empty"}

@@ -24,7 +24,9 @@ def test_job_runs_in_the_worker_not_in_the_request(server, phantom):
     [result] = study["results"]
     assert study["status"] == "done" and result["status"] == "done" and result["progress"] == 1
     assert result["attempts"] == 1 and result["error"] is None and result["n_slices"] == 8
-    assert result["input_sha256"] == study["input_sha256"] and result["summary"]["input_sha256"] == study["input_sha256"]
+    assert (
+        result["input_sha256"] == study["input_sha256"] and result["summary"]["input_sha256"] == study["input_sha256"]
+    )
     assert result["summary"]["model_version"] == result["model"]["version"]
     assert result["classes"] == [{"value": 1, "name": "ctv", "colour": "#e62828"}]
     assert set(result["downloads"]) == {"nifti", "summary.json", "summary.csv"}
@@ -164,8 +166,12 @@ def test_worker_thread_runs_jobs_started_with_the_app(make_server, phantom):
     server = make_server(models=["ct_full"], start_worker=True, poll_seconds=0.2, job_process=False)
     h = server.user("alice")
     with TestClient(server.app) as client:  # the lifespan starts the worker thread
-        sid = client.post("/api/studies", headers=h, data={"model": "ct_full"},
-                          files=[("files", ("case.nii.gz", phantom["nifti"].read_bytes()))]).json()["id"]
+        sid = client.post(
+            "/api/studies",
+            headers=h,
+            data={"model": "ct_full"},
+            files=[("files", ("case.nii.gz", phantom["nifti"].read_bytes()))],
+        ).json()["id"]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             status = client.get(f"/api/studies/{sid}", headers=h).json()["status"]

@@ -22,8 +22,13 @@ def _no_log_file_left(tmp_path):
 
 
 def throttle_of(settings: ServerSettings) -> auth.SignInThrottle:
-    return auth.SignInThrottle(settings.login_failures_per_user, settings.login_failures_per_address,
-                               settings.login_window_s, settings.login_backoff_s, settings.login_backoff_max_s)
+    return auth.SignInThrottle(
+        settings.login_failures_per_user,
+        settings.login_failures_per_address,
+        settings.login_window_s,
+        settings.login_backoff_s,
+        settings.login_backoff_max_s,
+    )
 
 
 def test_the_default_address_limit_lets_a_department_mistype(tmp_path):
@@ -50,9 +55,14 @@ def test_an_address_limit_of_0_leaves_only_the_account_limit(make_server):
     assert throttle.retry_after("alice", ADDRESS) == 15
 
 
-@pytest.mark.parametrize("changes, message", [({"login_failures_per_address": -1}, "login_failures_per_address"),
-                                               ({"access_log": "loud"}, "access_log is one of off, errors, all"),
-                                               ({"log_max_bytes": 0}, "log_max_bytes must be more than 0")])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"login_failures_per_address": -1}, "login_failures_per_address"),
+        ({"access_log": "loud"}, "access_log is one of off, errors, all"),
+        ({"log_max_bytes": 0}, "log_max_bytes must be more than 0"),
+    ],
+)
 def test_bad_settings_are_named(tmp_path, changes, message):
     with pytest.raises(ValueError, match=message):
         ServerSettings(home=tmp_path, **changes)
@@ -64,14 +74,35 @@ def test_cli_serve_passes_the_limit_and_log_options(tmp_path, model_dirs, monkey
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
     log_file = tmp_path / "log" / "medseg.log"
-    r = CliRunner().invoke(cli_app, ["serve", "--model", str(model_dirs["ct_full"]), "--home", str(tmp_path / "h"),
-                                     "--login-failures-per-address", "250", "--access-log", "all",
-                                     "--log-file", str(log_file), "--log-max-mb", "2", "--log-backups", "3"])
+    r = CliRunner().invoke(
+        cli_app,
+        [
+            "serve",
+            "--model",
+            str(model_dirs["ct_full"]),
+            "--home",
+            str(tmp_path / "h"),
+            "--login-failures-per-address",
+            "250",
+            "--access-log",
+            "all",
+            "--log-file",
+            str(log_file),
+            "--log-max-mb",
+            "2",
+            "--log-backups",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     settings = seen["app"].state.settings
     assert seen["app"].state.throttle.limits["address"] == 250 and seen["access_log"] is False  # uvicorn's is off
-    assert (settings.access_log, settings.log_file, settings.log_max_bytes, settings.log_backups) == \
-        ("all", log_file, 2 * 2**20, 3)
+    assert (settings.access_log, settings.log_file, settings.log_max_bytes, settings.log_backups) == (
+        "all",
+        log_file,
+        2 * 2**20,
+        3,
+    )
     assert settings.job_process  # jobs in a worker process unless --job-thread
     r = CliRunner().invoke(cli_app, ["serve", "--home", str(tmp_path / "h2"), "--access-log", "loud"])
     assert r.exit_code == 2 and "access_log is one of off, errors, all" in r.output
@@ -83,8 +114,9 @@ def _lines(path) -> list[str]:
     return path.read_text().splitlines() if path.is_file() else []
 
 
-@pytest.mark.parametrize("level, logged_ok, logged_error", [("off", False, False), ("errors", False, True),
-                                                            ("all", True, True)])
+@pytest.mark.parametrize(
+    "level, logged_ok, logged_error", [("off", False, False), ("errors", False, True), ("all", True, True)]
+)
 def test_access_log_levels(make_server, tmp_path, level, logged_ok, logged_error):
     log_file = tmp_path / "logs" / "medseg.log"
     server = make_server(access_log=level, log_file=log_file)

@@ -26,7 +26,6 @@ from medseg.errors import DataValidationError
 from medseg.server.app import create_app
 from medseg.server.settings import ServerSettings
 
-
 SHARED_MFISH = Path(__file__).resolve().parents[3] / "shared" / "data" / "mfish"
 SHAPE = (100, 120)
 BG, A, B, BOTH = 10, 100, 160, 250  # grey values of the drawn scene
@@ -35,8 +34,12 @@ BG, A, B, BOTH = 10, 100, 160, 250  # grey values of the drawn scene
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, constant_model) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("metaphase_server_models")
-    return {"semantic": constant_model(root / "metaphase", ["background", "chromosome", "overlap"], 1),  # chromosome everywhere
-            "pair": constant_model(root / "pairs", ["background", "chromosome_alpha", "chromosome_beta", "overlap"], 1)}
+    return {
+        "semantic": constant_model(
+            root / "metaphase", ["background", "chromosome", "overlap"], 1
+        ),  # chromosome everywhere
+        "pair": constant_model(root / "pairs", ["background", "chromosome_alpha", "chromosome_beta", "overlap"], 1),
+    }
 
 
 def _rect(r0, r1, c0, c1):
@@ -114,8 +117,11 @@ def test_metaphase_result_holds_the_instances_split_by_the_pair_model(make_serve
 
     info = result["instances"]
     assert info["n"] == 4 and (info["alone"], info["split"], info["kept_whole"]) == (1, 1, 1)
-    assert info["kept_whole_why"] == {"several_overlaps": {"count": 1, "reason": info["kept_whole_why"][
-        "several_overlaps"]["reason"]}} and "two or more overlaps" in info["kept_whole_why"]["several_overlaps"]["reason"]
+    assert (
+        info["kept_whole_why"]
+        == {"several_overlaps": {"count": 1, "reason": info["kept_whole_why"]["several_overlaps"]["reason"]}}
+        and "two or more overlaps" in info["kept_whole_why"]["several_overlaps"]["reason"]
+    )
     assert info["note"] is None and info["pair_model"] == offered["pair_model"]
     assert result["summary"]["model"]["pair_model"]["version"] == offered["pair_model"]["version"]
     assert "instances" in result["downloads"] and "instances" not in result["summary"]["classes"][0]
@@ -133,7 +139,9 @@ def test_metaphase_result_holds_the_instances_split_by_the_pair_model(make_serve
     assert records["whole"]["area"] == scene["alone"].sum()
     assert records["whole"]["bbox"] == {"top": 5, "left": 5, "height": 6, "width": 40}
     assert records["several_overlaps"]["area"] == scene["cluster"].sum()
-    assert sorted(r["area"] for r in split) == sorted([scene["b"].sum(), scene["a"].sum()])  # each whole, overlap in both
+    assert sorted(r["area"] for r in split) == sorted(
+        [scene["b"].sum(), scene["a"].sum()]
+    )  # each whole, overlap in both
     assert split[0]["overlaps_with"] == [split[1]["id"]] and split[1]["overlaps_with"] == [split[0]["id"]]
     # statuses against the median object (330 px): the bar alone, the two halves, the cluster of 1.8 × median
     assert (records["whole"]["status"], records["several_overlaps"]["status"]) == ("single", "clump")
@@ -149,16 +157,22 @@ def test_metaphase_result_holds_the_instances_split_by_the_pair_model(make_serve
         assert (mask == 255).sum() == r["area"] and mask.shape == cutout.shape
         assert np.all(cutout[mask == 0] == 0) and np.all(cutout[mask == 255] > BG)
     assert len([n for n in names if n.endswith(("_mask.png", "_cutout.png"))]) == 2 * 4
-    assert {"meta_1D/instances.json", "meta_1D/meta_1D_instance_labels.png", "meta_1D/meta_1D_labels.png",
-            "meta_1D/meta_1D_instances.png"} <= names
+    assert {
+        "meta_1D/instances.json",
+        "meta_1D/meta_1D_instance_labels.png",
+        "meta_1D/meta_1D_labels.png",
+        "meta_1D/meta_1D_instances.png",
+    } <= names
     zipped = json.loads(zf.read("meta_1D/instances.json"))
     assert zipped["instances"] == [{k: v for k, v in r.items() if k != "colour"} for r in table["instances"]]
     rows = list(csv.DictReader(io.StringIO(zf.read("meta_1D/chromosomes.csv").decode())))
-    assert [(int(r["id"]), r["status"], int(r["area_px"]), int(r["top"])) for r in rows] == \
-        [(r["id"], r["status"], r["area"], r["bbox"]["top"]) for r in table["instances"]]
+    assert [(int(r["id"]), r["status"], int(r["area_px"]), int(r["top"])) for r in rows] == [
+        (r["id"], r["status"], r["area"], r["bbox"]["top"]) for r in table["instances"]
+    ]
 
-    layer = np.array(Image.open(io.BytesIO(server.client.get(
-        result["slice_url"].format(k=0, kind="instances"), headers=h).content)))
+    layer = np.array(
+        Image.open(io.BytesIO(server.client.get(result["slice_url"].format(k=0, kind="instances"), headers=h).content))
+    )
     assert layer.shape == (*SHAPE, 4)
     assert np.all(layer[scene["overlap"]] == 255)  # overlap pixels: in two chromosomes, white
     assert np.all(layer[scene["grey"] == BG][:, 3] == 0)  # background transparent
@@ -171,13 +185,15 @@ def test_metaphase_result_holds_the_instances_split_by_the_pair_model(make_serve
     assert semantic[scene["overlap"]].min() == 2 and semantic[scene["alone"]].max() == 1
 
 
-def test_without_a_pair_model_crossings_are_kept_whole_and_classes_pass_through(make_server, models, scene, monkeypatch,
-                                                                                caplog):
+def test_without_a_pair_model_crossings_are_kept_whole_and_classes_pass_through(
+    make_server, models, scene, monkeypatch, caplog
+):
     from medseg.inference.instances import Instance
 
     record = Instance.record  # a karyotype classifier's keys on a record reach the table unchanged
-    monkeypatch.setattr(Instance, "record", lambda self: {**record(self), "class": 1, "class_name": "chr1",
-                                                          "class_confidence": 0.75})
+    monkeypatch.setattr(
+        Instance, "record", lambda self: {**record(self), "class": 1, "class_name": "chr1", "class_confidence": 0.75}
+    )
     caplog.set_level("INFO", logger="medseg.server")
     server = _server(make_server, models, pair=False)
     h = server.user("alice")
@@ -227,16 +243,20 @@ def test_a_bad_pair_model_is_refused_at_start(tmp_path, models):
         create_app(ServerSettings(**settings, pair_model=tmp_path / "nowhere"), start_worker=False)
     assert "nowhere" in str(err.value)
     with pytest.raises(DataValidationError, match="no --model segments background / chromosome / overlap"):
-        create_app(ServerSettings(**{**settings, "models": [models["pair"]]}, pair_model=models["pair"]),
-                   start_worker=False)
+        create_app(
+            ServerSettings(**{**settings, "models": [models["pair"]]}, pair_model=models["pair"]), start_worker=False
+        )
     from medseg.cli import app
 
-    result = CliRunner().invoke(app, ["serve", "--model", str(semantic), "--pair-model", str(semantic), "--home",
-                                      str(tmp_path / "cli-home")])
+    result = CliRunner().invoke(
+        app, ["serve", "--model", str(semantic), "--pair-model", str(semantic), "--home", str(tmp_path / "cli-home")]
+    )
     assert result.exit_code == 2 and "not a pair model" in result.output and "error:" in result.output
 
 
-@pytest.mark.skipif(not SHARED_MFISH.is_dir(), reason=f"the real M-FISH set is not here ({SHARED_MFISH}, ../shared/data)")
+@pytest.mark.skipif(
+    not SHARED_MFISH.is_dir(), reason=f"the real M-FISH set is not here ({SHARED_MFISH}, ../shared/data)"
+)
 def test_a_real_metaphase(make_server, models):
     """A published DAPI metaphase (LZW, palette TIFF) uploaded as it is; its label map stands in for the semantic
     model, so the instances are the label map's chromosome clusters."""
@@ -288,8 +308,12 @@ def _by_extent(x, boxes=None) -> np.ndarray:
 
 
 def test_karyotype_model_classes_every_chromosome(make_server, models, karyotype_model, scene):
-    server = make_server(models=[models["semantic"]], pair_model=models["pair"], karyotype_model=karyotype_model,
-                         karyotype_vote="majority")
+    server = make_server(
+        models=[models["semantic"]],
+        pair_model=models["pair"],
+        karyotype_model=karyotype_model,
+        karyotype_vote="majority",
+    )
     h = server.user("alice")
     (offered,) = server.client.get("/api/models", headers=h).json()
     karyo = offered["karyotype_model"]
@@ -307,7 +331,10 @@ def test_karyotype_model_classes_every_chromosome(make_server, models, karyotype
     assert info["classes_text"] == "classes found: 1 ×2, X ×1; 1 not classified"
     table = server.client.get(info["table_url"], headers=h).json()
     assert (table["karyotype_model"], table["karyotype_model_version"], table["karyotype_vote"]) == (
-        karyo["name"], karyo["version"], "majority")
+        karyo["name"],
+        karyo["version"],
+        "majority",
+    )
     by_area = {r["area"]: r for r in table["instances"]}
     alone, a, b, cluster = (by_area[int(scene[k].sum())] for k in ("alone", "a", "b", "cluster"))
     for record, name in ((alone, "1"), (b, "X"), (cluster, "1")):
@@ -351,19 +378,36 @@ def test_a_bad_karyotype_model_is_refused_at_start(tmp_path, models, karyotype_m
         create_app(ServerSettings(**settings, karyotype_model=semantic), start_worker=False)
     assert str(semantic) in str(err.value)
     with pytest.raises(DataValidationError, match="--karyotype-model is given, but no --model segments"):
-        create_app(ServerSettings(**{**settings, "models": [models["pair"]]}, karyotype_model=karyotype_model),
-                   start_worker=False)
+        create_app(
+            ServerSettings(**{**settings, "models": [models["pair"]]}, karyotype_model=karyotype_model),
+            start_worker=False,
+        )
     with pytest.raises(ValueError, match="--karyotype-vote takes soft or majority"):
-        create_app(ServerSettings(**settings, karyotype_model=karyotype_model, karyotype_vote="mean"),
-                   start_worker=False)
+        create_app(
+            ServerSettings(**settings, karyotype_model=karyotype_model, karyotype_vote="mean"), start_worker=False
+        )
     from medseg.cli import app
 
-    result = CliRunner().invoke(app, ["serve", "--model", str(semantic), "--karyotype-model", str(semantic),
-                                      "--home", str(tmp_path / "cli-home")])
+    result = CliRunner().invoke(
+        app,
+        ["serve", "--model", str(semantic), "--karyotype-model", str(semantic), "--home", str(tmp_path / "cli-home")],
+    )
     assert result.exit_code == 2 and "not a karyotyping model" in result.output and "error:" in result.output
     assert f"error: {semantic}: not a karyotyping model" in result.output  # names the folder given
-    result = CliRunner().invoke(app, ["serve", "--model", str(semantic), "--karyotype-model", str(karyotype_model),
-                                      "--karyotype-vote", "mean", "--home", str(tmp_path / "cli-home")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            "--model",
+            str(semantic),
+            "--karyotype-model",
+            str(karyotype_model),
+            "--karyotype-vote",
+            "mean",
+            "--home",
+            str(tmp_path / "cli-home"),
+        ],
+    )
     assert result.exit_code == 2 and "--karyotype-vote takes soft or majority" in result.output
 
 
@@ -376,7 +420,7 @@ def test_neighbouring_ids_get_distant_palette_colours():
         assert (lut[0] == 0).all() and sorted(map(tuple, lut[1:])) == sorted(map(tuple, palette))  # each colour once
         index = [next(k for k, c in enumerate(palette) if (c == row).all()) for row in lut[1:]]
         if n >= 7:  # ids i and i + 1 (neighbours in raster order) are a third of the palette apart or more
-            assert min(min(abs(a - b), n - abs(a - b)) for a, b in zip(index, index[1:])) >= n // 3
+            assert min(min(abs(a - b), n - abs(a - b)) for a, b in zip(index, index[1:], strict=False)) >= n // 3
 
 
 STATIC = Path(__file__).resolve().parents[2] / "src" / "medseg" / "server" / "static"
@@ -386,11 +430,11 @@ def test_the_page_offers_the_chromosomes_first_and_the_karyogram_beside_them():
     """The metaphase page's downloads: the chromosomes zip first, the karyogram next (shown only where the result
     has one), the label as class indices; the upload help names metaphase images and TIFF."""
     html = (STATIC / "index.html").read_text()
-    downloads = html[html.index('<div class="downloads">'):]
+    downloads = html[html.index('<div class="downloads">') :]
     order = [downloads.index(f'id="download-{k}"') for k in ("instances", "karyogram", "label", "summary")]
     assert order == sorted(order)
     assert re.search(r'id="download-karyogram"[^>]*hidden', html)
     js = (STATIC / "app.js").read_text()
     assert 'show($("download-karyogram"), Boolean(d.karyogram))' in js and "Label (PNG, class indices)" in js
-    help_text = html[html.index('id="upload-file"'):html.index("</small>")]
+    help_text = html[html.index('id="upload-file"') : html.index("</small>")]
     assert "metaphase image (TIFF" in help_text

@@ -48,8 +48,10 @@ def warnings_of(server, headers, study_id: str) -> list[str]:
 
 def test_needed_modality_from_model_json():
     ct_window = {"normalize": "range", "clip_min": -1024.0, "clip_max": 576.0}
-    assert needed_modality({"task": {"modality": "mr"}, "preprocessing": {"volume": ct_window}}) == \
-        ("MR", "model.json: task.modality")
+    assert needed_modality({"task": {"modality": "mr"}, "preprocessing": {"volume": ct_window}}) == (
+        "MR",
+        "model.json: task.modality",
+    )
     modality, why = needed_modality({"preprocessing": {"volume": ct_window}})
     assert modality == "CT" and "[-1024.0, 576.0]" in why
     assert needed_modality({"preprocessing": {"volume": {**ct_window, "normalize": "minmax"}}})[0] is None
@@ -76,14 +78,16 @@ def test_an_input_without_modality_is_accepted_with_a_warning(server, phantom, t
     [warning] = warnings_of(server, h, study.json()["id"])
     assert "records no modality" in warning and "needs CT" in warning and "Hounsfield" not in warning
 
-    scaled = phantom["image"].with_array(np.linspace(0, 1, phantom["image"].array.size, dtype=np.float32)
-                                         .reshape(phantom["image"].shape), modality=None)
+    scaled = phantom["image"].with_array(
+        np.linspace(0, 1, phantom["image"].array.size, dtype=np.float32).reshape(phantom["image"].shape), modality=None
+    )
     study = server.upload(h, write_nifti(scaled, tmp_path / "scaled.nii.gz")).json()
     [warning] = warnings_of(server, h, study["id"])
     assert "(0 to 1) do not look like CT Hounsfield units" in warning
     result = server.client.get(f"/api/studies/{study['id']}", headers=h).json()["results"][0]
-    on_disk = json.loads((server.settings.studies_dir / study["id"] / "results" / result["id"] / "summary.json")
-                         .read_text())
+    on_disk = json.loads(
+        (server.settings.studies_dir / study["id"] / "results" / result["id"] / "summary.json").read_text()
+    )
     assert on_disk["warnings"] == [warning]
 
     ct = server.upload(h, phantom["nifti"]).json()  # records CT: nothing to say
@@ -91,8 +95,9 @@ def test_an_input_without_modality_is_accepted_with_a_warning(server, phantom, t
 
 
 def test_a_model_that_records_no_modality_warns_instead(make_server, model_dirs, mr_series, tmp_path):
-    free = model_variant(model_dirs, tmp_path, "free_3d",
-                         lambda meta: meta["preprocessing"]["volume"].update(normalize="minmax"))
+    free = model_variant(
+        model_dirs, tmp_path, "free_3d", lambda meta: meta["preprocessing"]["volume"].update(normalize="minmax")
+    )
     server = make_server(models=[free, "ct_full"])
     h = server.user("alice")
     study = server.upload(h, mr_series["zip"], model="free_3d")
@@ -109,6 +114,8 @@ def test_an_explicit_modality_in_model_json(make_server, model_dirs, phantom, mr
     h = server.user("alice")
     assert server.client.get("/api/models", headers=h).json()[0]["modality"] == "MR"
     r = server.upload(h, phantom["nifti"], model="mr_3d")
-    assert r.status_code == 422 and "modality is CT, but model 'mr_3d' needs MR (model.json: task.modality)" \
-        in r.json()["detail"]
+    assert (
+        r.status_code == 422
+        and "modality is CT, but model 'mr_3d' needs MR (model.json: task.modality)" in r.json()["detail"]
+    )
     assert server.upload(h, mr_series["zip"], model="mr_3d").status_code == 201

@@ -29,14 +29,27 @@ GRID = 32
 
 
 def _save_gi(directory: Path, context: int) -> Path:
-    cfg = load_config(overrides={
-        "name": directory.name,
-        "task": {"mode": "multilabel", "class_names": ORGANS, "background": 0, "derived": None,
-                 "primary_metric": "stomach", "spatial_dims": 2},
-        "data": {"size": [GRID, GRID], "resize": True, "normalize": "minmax", "context_slices": context,
-                 "context_stride": 2},
-        "model": {"name": "unet", "depth": 2, "base_channels": 4},
-    })
+    cfg = load_config(
+        overrides={
+            "name": directory.name,
+            "task": {
+                "mode": "multilabel",
+                "class_names": ORGANS,
+                "background": 0,
+                "derived": None,
+                "primary_metric": "stomach",
+                "spatial_dims": 2,
+            },
+            "data": {
+                "size": [GRID, GRID],
+                "resize": True,
+                "normalize": "minmax",
+                "context_slices": context,
+                "context_stride": 2,
+            },
+            "model": {"name": "unet", "depth": 2, "base_channels": 4},
+        }
+    )
     torch.manual_seed(0)
     return save_model(directory, build_model("unet", **model_kwargs(cfg)), model_meta(cfg))
 
@@ -100,8 +113,9 @@ def competition_zip(n: int = 4, h: int = GRID, w: int = GRID) -> bytes:
     """Slices named as in the competition (slice_SSSS_W_H_pw_ph.png), stored out of order; slice s has level
     1000·s."""
     order = [3, 1, 4, 2, 5, 6][:n]
-    return zip_bytes({f"case7_day0/scans/slice_{s:04d}_{w}_{h}_1.50_1.50.png": png_bytes(slice_image(1000 * s, h, w))
-                      for s in order})
+    return zip_bytes(
+        {f"case7_day0/scans/slice_{s:04d}_{w}_{h}_1.50_1.50.png": png_bytes(slice_image(1000 * s, h, w)) for s in order}
+    )
 
 
 def done_result(server, headers, name: str, content: bytes, model: str) -> tuple[dict, dict]:
@@ -182,8 +196,9 @@ def test_models_list_their_structures(gi_server):
     models = {m["id"]: m for m in gi_server.client.get("/api/models", headers=h).json()}
     gi = models["gi2d"]
     assert gi["mode"] == "multilabel" and gi["stacks"] and gi["spatial_dims"] == 2
-    assert gi["channels"] == [{"channel": c, "name": n, "value": 1 << c, "colour": channel_hex(c)}
-                              for c, n in enumerate(ORGANS)]
+    assert gi["channels"] == [
+        {"channel": c, "name": n, "value": 1 << c, "colour": channel_hex(c)} for c, n in enumerate(ORGANS)
+    ]
     assert len({c["colour"] for c in gi["channels"]}) == 3
     assert models["chromo2d"]["channels"] == [] and not models["chromo2d"]["stacks"]
     assert [c["name"] for c in models["ct_full"]["channels"]] == ["ctv"] and not models["ct_full"]["stacks"]
@@ -199,10 +214,14 @@ def test_zip_of_png_slices_keeps_overlapping_structures(gi_server, fake_model, t
 
     # the API names every structure with its colour, value in the files and own layer
     assert result["multilabel"] and [c["name"] for c in result["channels"]] == ORGANS
-    assert [(c["value"], c["colour"], c["layer"]) for c in result["channels"]] == \
-        [(1 << c, channel_hex(c), f"label-{c}") for c in range(3)]
-    assert [(c["value"], c["colour"]) for c in result["classes"]] == [(1, channel_hex(0)), (2, channel_hex(1)),
-                                                                      (4, channel_hex(2))]
+    assert [(c["value"], c["colour"], c["layer"]) for c in result["channels"]] == [
+        (1 << c, channel_hex(c), f"label-{c}") for c in range(3)
+    ]
+    assert [(c["value"], c["colour"]) for c in result["classes"]] == [
+        (1, channel_hex(0)),
+        (2, channel_hex(1)),
+        (4, channel_hex(2)),
+    ]
     assert set(result["downloads"]) == {"png-slices", "nifti", "slicer-seg", "summary.json", "summary.csv"}
 
     # every structure counted on its own: the overlap pixels count for both
@@ -219,7 +238,11 @@ def test_zip_of_png_slices_keeps_overlapping_structures(gi_server, fake_model, t
 
     csv_rows = gi_server.client.get(result["downloads"]["summary.csv"], headers=h).text.splitlines()
     assert csv_rows[0] == "value,name,voxels,volume_ml,area_mm2"
-    assert [row.split(",")[:2] for row in csv_rows[1:]] == [["1", "large_bowel"], ["2", "small_bowel"], ["4", "stomach"]]
+    assert [row.split(",")[:2] for row in csv_rows[1:]] == [
+        ["1", "large_bowel"],
+        ["2", "small_bowel"],
+        ["4", "stomach"],
+    ]
 
     # the exports read back give the same masks, with the overlap in two structures
     z = zipfile.ZipFile(io.BytesIO(gi_server.client.get(result["downloads"]["png-slices"], headers=h).content))
@@ -297,8 +320,11 @@ def test_one_slice_png(gi_server, fake_model, tmp_path):
     assert np.array_equal(channels.unpack(label, 3), expected_masks(GRID, GRID))
     rows = [c["pixels"] for c in result["summary"]["classes"]]
     assert rows == [int(m.sum()) for m in expected_masks(GRID, GRID)]
-    assert result["summary"]["overlap"] == {"count": 6 * GRID + 8, "unit": "pixels",
-                                           "text": result["summary"]["overlap"]["text"]}
+    assert result["summary"]["overlap"] == {
+        "count": 6 * GRID + 8,
+        "unit": "pixels",
+        "text": result["summary"]["overlap"]["text"],
+    }
 
 
 def test_nifti_volume_for_a_slice_model_and_rerun(gi_server, fake_model, phantom, tmp_path):
@@ -359,21 +385,44 @@ def test_dicom_seg_has_one_segment_per_structure_and_keeps_overlaps(gi_server, f
 
 
 BAD_ZIPS = {
-    "mixed sizes": (lambda: zip_bytes({"a1.png": png_bytes(slice_image(1)), "a2.png": png_bytes(slice_image(2, 40, 48))}),
-                    "gi2d", 422, "'a2.png' is 48×40 pixels, slice 'a1.png' 32×32: all slices of one scan must be the same size"),
-    "a text file": (lambda: zip_bytes({"a1.png": png_bytes(slice_image(1)), "a2.png": png_bytes(slice_image(2)),
-                                       "notes.txt": b"hello"}),
-                    "gi2d", 422, "zip member 'notes.txt' is not a slice image"),
-    "a broken PNG": (lambda: zip_bytes({"a1.png": png_bytes(slice_image(1)), "a2.png": b"not a png" * 10}),
-                     "gi2d", 422, "slice 'a2.png': cannot be read"),
-    "a wrong declared size": (lambda: zip_bytes({"slice_0001_40_40_1.50_1.50.png": png_bytes(slice_image(1))}),
-                              "gi2d", 422, "is 32×32 pixels, its name declares 40×40"),
-    "two scans": (lambda: zip_bytes({f"{d}/slice_0001_32_32_1.50_1.50.png": png_bytes(slice_image(1))
-                                     for d in ("day1", "day2")}),
-                  "gi2d", 422, "slice number 0001 appears twice"),
-    "mixed bit depth": (lambda: zip_bytes({"a1.png": png_bytes(slice_image(1)),
-                                           "a2.png": png_bytes(np.zeros((32, 32), np.uint8))}),
-                        "gi2d", 422, "holds 8-bit pixels, slice 'a1.png' 16-bit"),
+    "mixed sizes": (
+        lambda: zip_bytes({"a1.png": png_bytes(slice_image(1)), "a2.png": png_bytes(slice_image(2, 40, 48))}),
+        "gi2d",
+        422,
+        "'a2.png' is 48×40 pixels, slice 'a1.png' 32×32: all slices of one scan must be the same size",
+    ),
+    "a text file": (
+        lambda: zip_bytes(
+            {"a1.png": png_bytes(slice_image(1)), "a2.png": png_bytes(slice_image(2)), "notes.txt": b"hello"}
+        ),
+        "gi2d",
+        422,
+        "zip member 'notes.txt' is not a slice image",
+    ),
+    "a broken PNG": (
+        lambda: zip_bytes({"a1.png": png_bytes(slice_image(1)), "a2.png": b"not a png" * 10}),
+        "gi2d",
+        422,
+        "slice 'a2.png': cannot be read",
+    ),
+    "a wrong declared size": (
+        lambda: zip_bytes({"slice_0001_40_40_1.50_1.50.png": png_bytes(slice_image(1))}),
+        "gi2d",
+        422,
+        "is 32×32 pixels, its name declares 40×40",
+    ),
+    "two scans": (
+        lambda: zip_bytes({f"{d}/slice_0001_32_32_1.50_1.50.png": png_bytes(slice_image(1)) for d in ("day1", "day2")}),
+        "gi2d",
+        422,
+        "slice number 0001 appears twice",
+    ),
+    "mixed bit depth": (
+        lambda: zip_bytes({"a1.png": png_bytes(slice_image(1)), "a2.png": png_bytes(np.zeros((32, 32), np.uint8))}),
+        "gi2d",
+        422,
+        "holds 8-bit pixels, slice 'a1.png' 16-bit",
+    ),
     "path traversal": (lambda: zip_bytes({"../a1.png": png_bytes(slice_image(1))}), "gi2d", 422, "path traversal"),
     "not a zip": (lambda: b"PK\x03\x04 truncated", "gi2d", 422, "not a readable zip"),
     "a model of single images": (lambda: competition_zip(2), "chromo2d", 422, "which segments 2D images one at a time"),

@@ -38,7 +38,10 @@ def test_slices_of_a_volume(server, phantom):
     h = server.user("alice")
     _, result = _done(server, h, phantom["nifti"], reference=phantom["nifti_label"])
     url = result["slice_url"]
-    get = lambda k, kind: server.client.get(url.format(k=k, kind=kind), headers=h)
+
+    def get(k, kind):
+        return server.client.get(url.format(k=k, kind=kind), headers=h)
+
     image = _png(get(0, "image"))
     assert image.size == (32, 32) and image.mode == "L"
     label = _png(get(7, "label"))
@@ -162,8 +165,9 @@ def test_dicom_seg_from_loose_dicom_files(server, phantom, tmp_path):
     ds = pydicom.dcmread(out)
     assert int(ds.NumberOfFrames) == 8
     # each frame sits where the source instance it references lies
-    position = {pydicom.dcmread(f).SOPInstanceUID: [float(v) for v in pydicom.dcmread(f).ImagePositionPatient]
-                for f in files}
+    position = {
+        pydicom.dcmread(f).SOPInstanceUID: [float(v) for v in pydicom.dcmread(f).ImagePositionPatient] for f in files
+    }
     for frame in ds.PerFrameFunctionalGroupsSequence:
         uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
         at = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
@@ -215,11 +219,15 @@ def test_other_users_see_nothing(server, phantom):
     sid, rid = study["id"], result["id"]
     c = server.client
     assert c.get("/api/studies", headers=bob).json() == []
-    for method, url in [("get", f"/api/studies/{sid}"), ("delete", f"/api/studies/{sid}"),
-                        ("get", f"/api/results/{rid}"), ("get", f"/api/results/{rid}/slices/0/image.png"),
-                        ("get", f"/api/results/{rid}/slices/0/label.png"),
-                        ("get", f"/api/results/{rid}/slices/0/reference.png"),
-                        *[("get", f"/api/results/{rid}/download/{f}") for f in result["downloads"]]]:
+    for method, url in [
+        ("get", f"/api/studies/{sid}"),
+        ("delete", f"/api/studies/{sid}"),
+        ("get", f"/api/results/{rid}"),
+        ("get", f"/api/results/{rid}/slices/0/image.png"),
+        ("get", f"/api/results/{rid}/slices/0/label.png"),
+        ("get", f"/api/results/{rid}/slices/0/reference.png"),
+        *[("get", f"/api/results/{rid}/download/{f}") for f in result["downloads"]],
+    ]:
         r = getattr(c, method)(url, headers=bob)
         assert r.status_code == 404, (url, r.status_code)
         assert sid not in r.text and rid not in r.text
@@ -246,9 +254,19 @@ def test_models_health_and_openapi(server):
     assert health["status"] == "ok" and health["models"] == 3
     assert models["ct_full"]["modality"] == "CT" and models["chromo2d"]["modality"] is None
     spec = server.client.get("/openapi.json").json()
-    for path in ["/api/login", "/api/logout", "/api/me", "/api/models", "/api/studies", "/api/studies/{study_id}",
-                 "/api/studies/{study_id}/rerun", "/api/results/{result_id}/slices/{k}/{kind}.png",
-                 "/api/results/{result_id}/download/{fmt}", "/api/health", "/api/users"]:
+    for path in [
+        "/api/login",
+        "/api/logout",
+        "/api/me",
+        "/api/models",
+        "/api/studies",
+        "/api/studies/{study_id}",
+        "/api/studies/{study_id}/rerun",
+        "/api/results/{result_id}/slices/{k}/{kind}.png",
+        "/api/results/{result_id}/download/{fmt}",
+        "/api/health",
+        "/api/users",
+    ]:
         assert path in spec["paths"], path
     assert "multipart/form-data" in spec["paths"]["/api/studies"]["post"]["requestBody"]["content"]
     assert server.client.get("/docs").status_code == 200
@@ -269,10 +287,33 @@ def test_demo_flag_from_model_json(tmp_path, model_dirs):
     assert entry.demo and "synthesized" in entry.demo_reason
 
 
-CONTRACT_IDS = ["username", "password", "login-button", "login-error", "demo-banner", "upload-file", "reference-file",
-                "model-select", "upload-button", "upload-error", "studies", "viewer", "slice-index", "slice-slider",
-                "img-original", "img-overlay", "img-reference", "autoplay", "opacity", "legend", "download-label",
-                "download-dicom-seg", "download-summary", "logout", "viewer-warnings"]
+CONTRACT_IDS = [
+    "username",
+    "password",
+    "login-button",
+    "login-error",
+    "demo-banner",
+    "upload-file",
+    "reference-file",
+    "model-select",
+    "upload-button",
+    "upload-error",
+    "studies",
+    "viewer",
+    "slice-index",
+    "slice-slider",
+    "img-original",
+    "img-overlay",
+    "img-reference",
+    "autoplay",
+    "opacity",
+    "legend",
+    "download-label",
+    "download-dicom-seg",
+    "download-summary",
+    "logout",
+    "viewer-warnings",
+]
 
 
 def test_page_contract_and_nothing_external():

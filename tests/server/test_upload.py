@@ -22,10 +22,20 @@ def asgi_post(app, path: str, headers: dict, chunks: list[bytes]) -> int:
     upload; returns the response status."""
     import asyncio
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in {**headers, "host": "testserver"}.items()],
-             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in {**headers, "host": "testserver"}.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
     messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1} for i, c in enumerate(chunks)]
     sent = []
 
@@ -98,8 +108,13 @@ def _zip(members: dict[str, bytes]) -> bytes:
 
 
 BAD = {
-    "corrupt NIfTI": ("scan.nii.gz", b"\x1f\x8b\x08\x00" + b"not really gzip" * 20, "ct_full", 422,
-                      "not a readable NIfTI"),
+    "corrupt NIfTI": (
+        "scan.nii.gz",
+        b"\x1f\x8b\x08\x00" + b"not really gzip" * 20,
+        "ct_full",
+        422,
+        "not a readable NIfTI",
+    ),
     "text named .png": ("photo.png", b"hello, I am text\n" * 10, "chromo2d", 422, "cannot be read as a PNG/TIFF"),
     "unsupported type": ("notes.txt", b"hello", "ct_full", 415, "unsupported file type"),
     "zip with ../ member": ("series.zip", _zip({"../evil.dcm": b"DICM" * 10}), "ct_full", 422, "path traversal"),
@@ -164,8 +179,10 @@ def test_reference_on_another_grid_is_refused(server, phantom, tmp_path):
     short = tmp_path / "ref_short.png"  # 30 rows of the image's 48 columns: sizes given as width × height
     Image.fromarray(np.zeros((30, 48), np.uint8)).save(short)
     r = server.upload(h, phantom["png"], model="chromo2d", reference=short)
-    assert r.status_code == 422 and "the reference is 48 × 30 pixels (width × height), the image 48 × 40" in \
-        r.json()["detail"]
+    assert (
+        r.status_code == 422
+        and "the reference is 48 × 30 pixels (width × height), the image 48 × 40" in r.json()["detail"]
+    )
     assert_nothing_stored(server)
 
 
@@ -175,8 +192,7 @@ def test_missing_or_unknown_model_and_no_file(server, phantom):
     assert r.status_code == 400 and "unknown model 'nope'" in r.json()["detail"]
     r = server.client.post("/api/studies", headers=h, files=[("files", ("a.nii.gz", phantom["nifti"].read_bytes()))])
     assert r.status_code == 400 and "choose a model" in r.json()["detail"]
-    r = server.client.post("/api/studies", headers=h, data={"model": "ct_full"},
-                           files=[("other", ("a.nii.gz", b"x"))])
+    r = server.client.post("/api/studies", headers=h, data={"model": "ct_full"}, files=[("other", ("a.nii.gz", b"x"))])
     assert r.status_code == 400 and "unexpected form field 'other'" in r.json()["detail"]
     r = server.client.post("/api/studies", headers=h, json={"model": "ct_full"})
     assert r.status_code == 415
@@ -204,14 +220,17 @@ def test_too_large_upload_is_refused_and_removed(server, phantom, monkeypatch):
 
     monkeypatch.setattr(upload._Receiver, "on_part_data", spy)
     boundary = "medsegtestboundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nct_full\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.nii.gz\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nct_full\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.nii.gz"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
 
-    chunks = [head, *(big[i:i + 16384] for i in range(0, len(big), 16384)), tail]
-    status = asgi_post(server.app, "/api/studies", {**h, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-                       chunks)  # the test client would send the body as one piece: this sends it in chunks
+    chunks = [head, *(big[i : i + 16384] for i in range(0, len(big), 16384)), tail]
+    status = asgi_post(
+        server.app, "/api/studies", {**h, "Content-Type": f"multipart/form-data; boundary={boundary}"}, chunks
+    )  # the test client would send the body as one piece: this sends it in chunks
     assert status == 413
     assert written and all(on_disk for _, on_disk, _ in written)  # it was written to disk in chunks...
     assert 0 < sum(n for *_, n in written) <= 64 * 1024
@@ -243,13 +262,16 @@ def test_chunked_upload_is_stored_whole(server, phantom):
     h = server.user("alice")
     data = phantom["nifti"].read_bytes()
     boundary = "medsegtestboundary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nct_full\r\n"
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"../../up/case.nii.gz\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nct_full\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="../../up/case.nii.gz"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
     body = head + data + f"\r\n--{boundary}--\r\n".encode()
-    chunks = [body[i:i + 1000] for i in range(0, len(body), 1000)]  # boundaries split across chunks too
-    status = asgi_post(server.app, "/api/studies", {**h, "Content-Type": f"multipart/form-data; boundary={boundary}"},
-                       chunks)
+    chunks = [body[i : i + 1000] for i in range(0, len(body), 1000)]  # boundaries split across chunks too
+    status = asgi_post(
+        server.app, "/api/studies", {**h, "Content-Type": f"multipart/form-data; boundary={boundary}"}, chunks
+    )
     assert status == 201
     [study] = server.client.get("/api/studies", headers=h).json()
     assert study["name"] == "case.nii.gz"  # the client's path is dropped, never used on disk

@@ -3,8 +3,6 @@ any window, cached for good (ETag + immutable, 304 on revalidation), and nobody 
 
 from __future__ import annotations
 
-import gzip
-
 import numpy as np
 import pytest
 
@@ -58,8 +56,12 @@ def test_revalidation_answers_304_and_clients_without_gzip_get_plain_bytes(serve
 
     url = manifest.json()["label"]["url"]
     zipped = server.client.get(url, headers={**h, "Accept-Encoding": "gzip"})
-    assert server.client.get(url, headers={**h, "Accept-Encoding": "gzip",
-                                           "If-None-Match": zipped.headers["etag"]}).status_code == 304
+    assert (
+        server.client.get(
+            url, headers={**h, "Accept-Encoding": "gzip", "If-None-Match": zipped.headers["etag"]}
+        ).status_code
+        == 304
+    )
     plain = server.client.get(url, headers={**h, "Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and plain.headers["etag"] != zipped.headers["etag"]
     assert len(plain.content) == int(np.prod(manifest.json()["shape"]))  # uint8, one byte a voxel
@@ -76,8 +78,11 @@ def test_bad_versions_kinds_and_other_users(server, phantom):
     result = _done(server, alice, phantom["nifti"])
     url = result["volume_url"]
     assert url.endswith(f"/v{volumes.FORMAT_VERSION}")
-    for path, status in [(url.replace(f"/v{volumes.FORMAT_VERSION}", "/v999"), 404), (url + "/other", 404),
-                         (url + "/reference", 404)]:  # no reference uploaded
+    for path, status in [
+        (url.replace(f"/v{volumes.FORMAT_VERSION}", "/v999"), 404),
+        (url + "/other", 404),
+        (url + "/reference", 404),
+    ]:  # no reference uploaded
         r = server.client.get(path, headers=alice)
         assert r.status_code == status and r.json()["detail"], path
     for path in (url, url + "/image", url + "/label"):

@@ -28,8 +28,12 @@ def test_a_killed_worker_process_resumes_its_job_and_a_new_one_runs_it(make_serv
     with TestClient(server.app) as client:
         runner = server.app.state.runner
         first_pid = runner.pid
-        sid = client.post("/api/studies", headers=h, data={"model": "ct_full"},
-                          files=[("files", ("case.nii.gz", phantom["nifti"].read_bytes()))]).json()["id"]
+        sid = client.post(
+            "/api/studies",
+            headers=h,
+            data={"model": "ct_full"},
+            files=[("files", ("case.nii.gz", phantom["nifti"].read_bytes()))],
+        ).json()["id"]
         result_id = client.get(f"/api/studies/{sid}", headers=h).json()["results"][0]["id"]
         row = lambda: server.db.result_any_owner(result_id)  # noqa: E731
         _wait(lambda: row()["status"] == "running", 60, "the job to start")

@@ -14,8 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest's toy data
 
 import torch  # noqa: E402
-
 from conftest import make_toy_pairs  # noqa: E402
+
 from medseg.config import load_config  # noqa: E402
 from medseg.training import distributed  # noqa: E402
 from medseg.training.run import trainer_class  # noqa: E402
@@ -31,8 +31,14 @@ def case_cfg(kind: str, root: Path) -> dict:
         "data": {"size": [32, 32]},
         "model": {"name": "unet", "depth": 2, "base_channels": 2, "norm": "none"},
         "loss": [{"name": "ce"}],
-        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-2, "seed": 0, "deterministic": True,
-                  "distributed": {"timeout_minutes": 1.0}},
+        "train": {
+            "epochs": 2,
+            "batch_size": 8,
+            "lr": 1e-2,
+            "seed": 0,
+            "deterministic": True,
+            "distributed": {"timeout_minutes": 1.0},
+        },
         "evaluate": {"batch_size": 8},
         "output": {"root": str(root)},
     }
@@ -46,8 +52,9 @@ def case_cfg(kind: str, root: Path) -> dict:
 def make_trainer(kind: str, root: Path, run_dir: Path):
     cfg = case_cfg(kind, root)
     data = make_toy_pairs(n=N_TRAIN + N_VAL, size=32, seed=0)
-    return trainer_class(cfg)(cfg, run_dir, data, list(range(N_TRAIN)), list(range(N_TRAIN, N_TRAIN + N_VAL)),
-                              fold=0, progress=False)
+    return trainer_class(cfg)(
+        cfg, run_dir, data, list(range(N_TRAIN)), list(range(N_TRAIN, N_TRAIN + N_VAL)), fold=0, progress=False
+    )
 
 
 if __name__ == "__main__":

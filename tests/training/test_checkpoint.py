@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from medseg.models import UNet
@@ -42,7 +41,7 @@ def test_training_state_restores_adam_exactly(tmp_path, no_pickle, only_safetens
     assert opt_b.param_groups[0]["lr"] == 1e-2
     assert tuple(opt_b.param_groups[0]["betas"]) == (0.8, 0.95)
     assert opt_b.param_groups[0]["weight_decay"] == 1e-4
-    for p_a, p_b in zip(model_a.parameters(), model_b.parameters()):
+    for p_a, p_b in zip(model_a.parameters(), model_b.parameters(), strict=True):
         sa, sb = opt_a.state[p_a], opt_b.state[p_b]
         assert float(sb["step"]) == 2.0
         for key in ("step", "exp_avg", "exp_avg_sq"):
@@ -51,7 +50,7 @@ def test_training_state_restores_adam_exactly(tmp_path, no_pickle, only_safetens
     loss_a = _step(model_a, opt_a, 3)
     loss_b = _step(model_b, opt_b, 3)
     assert loss_a == loss_b
-    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
+    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
         assert torch.equal(a, b), name  # bit-for-bit, buffers included
 
 

@@ -34,11 +34,17 @@ TRAIN, VAL = list(range(16)), list(range(16, 24))
 
 def _cfg(tmp_path, **train):
     """A U-Net small enough to compile in seconds: depth 2, 2 base channels, no normalisation."""
-    return load_config(overrides={
-        "name": "tiny_opts", "data": {"size": [32, 32]},
-        "model": {"name": "unet", "depth": 2, "base_channels": 2, "norm": "none"}, "loss": [{"name": "ce"}],
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-2, "seed": 0, "max_batches_per_epoch": 3, **train},
-        "evaluate": {"batch_size": 8}, "output": {"root": str(tmp_path / "runs")}})
+    return load_config(
+        overrides={
+            "name": "tiny_opts",
+            "data": {"size": [32, 32]},
+            "model": {"name": "unet", "depth": 2, "base_channels": 2, "norm": "none"},
+            "loss": [{"name": "ce"}],
+            "train": {"epochs": 1, "batch_size": 8, "lr": 1e-2, "seed": 0, "max_batches_per_epoch": 3, **train},
+            "evaluate": {"batch_size": 8},
+            "output": {"root": str(tmp_path / "runs")},
+        }
+    )
 
 
 def _fit(tmp_path, toy_data, name, **train) -> Trainer:
@@ -58,23 +64,35 @@ def _history(t: Trainer) -> dict:
 
 
 # --- config --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("train", [{"channels_last": "auto"}, {"channels_last": True}, {"channels_last": False},
-                                   {"num_workers": "auto"}, {"num_workers": 0}, {"num_workers": 3},
-                                   {"compile": True, "compile_backend": "aot_eager"}])
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"channels_last": "auto"},
+        {"channels_last": True},
+        {"channels_last": False},
+        {"num_workers": "auto"},
+        {"num_workers": 0},
+        {"num_workers": 3},
+        {"compile": True, "compile_backend": "aot_eager"},
+    ],
+)
 def test_the_schema_accepts(train):
     cfg = load_config(overrides={"train": train})
     assert all(cfg["train"][k] == v for k, v in train.items())
 
 
-@pytest.mark.parametrize("train, message", [
-    ({"channels_last": "yes"}, "train.channels_last must be auto, true or false, got 'yes'"),
-    ({"channels_last": 1}, "train.channels_last must be auto, true or false, got 1"),
-    ({"num_workers": -1}, "train.num_workers must be auto or a number of worker processes >= 0, got -1"),
-    ({"num_workers": "many"}, "train.num_workers must be auto or a number"),
-    ({"num_workers": True}, "train.num_workers must be auto or a number"),
-    ({"compile": "auto"}, "config key 'train.compile' must be a boolean"),
-    ({"compile_backend": " "}, "train.compile_backend must name a torch.compile backend"),
-])
+@pytest.mark.parametrize(
+    "train, message",
+    [
+        ({"channels_last": "yes"}, "train.channels_last must be auto, true or false, got 'yes'"),
+        ({"channels_last": 1}, "train.channels_last must be auto, true or false, got 1"),
+        ({"num_workers": -1}, "train.num_workers must be auto or a number of worker processes >= 0, got -1"),
+        ({"num_workers": "many"}, "train.num_workers must be auto or a number"),
+        ({"num_workers": True}, "train.num_workers must be auto or a number"),
+        ({"compile": "auto"}, "config key 'train.compile' must be a boolean"),
+        ({"compile_backend": " "}, "train.compile_backend must name a torch.compile backend"),
+    ],
+)
 def test_the_schema_rejects(train, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides={"train": train})
@@ -108,8 +126,15 @@ def test_a_worker_runs_one_thread(tmp_path, toy_data):
     before = torch.get_num_threads()
     torch.set_num_threads(2)  # a pool a forked worker would otherwise inherit
     try:
-        seen = list(DataLoader(list(range(2)), batch_size=1, num_workers=1, collate_fn=lambda b: _threads_in_worker(b),
-                               worker_init_fn=threads.init_worker))
+        seen = list(
+            DataLoader(
+                list(range(2)),
+                batch_size=1,
+                num_workers=1,
+                collate_fn=lambda b: _threads_in_worker(b),
+                worker_init_fn=threads.init_worker,
+            )
+        )
     finally:
         torch.set_num_threads(before)
     assert seen == [1, 1]
@@ -132,7 +157,10 @@ def test_channels_last_on_the_cpu_trains_like_the_plain_run(tmp_path, toy_data):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert _history(cl) == pytest.approx(_history(plain), abs=1e-5)
     assert _max_diff(tmp_path / "cl/last.safetensors", tmp_path / "plain/last.safetensors") < 1e-5
-    assert load_file(str(tmp_path / "cl/model.safetensors")).keys() == load_file(str(tmp_path / "plain/model.safetensors")).keys()
+    assert (
+        load_file(str(tmp_path / "cl/model.safetensors")).keys()
+        == load_file(str(tmp_path / "plain/model.safetensors")).keys()
+    )
 
 
 # --- torch.compile -------------------------------------------------------------------------------------------
@@ -154,12 +182,16 @@ def test_compile_wiring_trains_like_the_plain_run(tmp_path, toy_data):
     _check_compiled_like_plain(tmp_path, toy_data, "eager", 1e-5)
 
 
-@pytest.mark.skipif(compiler_missing(torch.device("cpu"), "inductor") is not None,
-                    reason=f"torch.compile's inductor needs a C++ compiler on the CPU: "
-                           f"{compiler_missing(torch.device('cpu'), 'inductor')}")
-@pytest.mark.skipif(os.environ.get("MEDSEG_TEST_INDUCTOR") != "1",
-                    reason="inductor compiles this tiny U-Net for 45-110 s on a busy 2-core CPU: set "
-                           "MEDSEG_TEST_INDUCTOR=1 to run it (the eager-backend test checks the wiring)")
+@pytest.mark.skipif(
+    compiler_missing(torch.device("cpu"), "inductor") is not None,
+    reason=f"torch.compile's inductor needs a C++ compiler on the CPU: "
+    f"{compiler_missing(torch.device('cpu'), 'inductor')}",
+)
+@pytest.mark.skipif(
+    os.environ.get("MEDSEG_TEST_INDUCTOR") != "1",
+    reason="inductor compiles this tiny U-Net for 45-110 s on a busy 2-core CPU: set "
+    "MEDSEG_TEST_INDUCTOR=1 to run it (the eager-backend test checks the wiring)",
+)
 def test_compile_with_inductor_trains_like_the_plain_run(tmp_path, toy_data):
     _check_compiled_like_plain(tmp_path, toy_data, "inductor", 1e-4)
 
@@ -184,8 +216,9 @@ def test_a_compiler_failure_at_the_first_step_falls_back(tmp_path, toy_data):
         pass
 
     BackendFailed.__module__ = "torch._dynamo.exc"  # what a failing backend raises
-    t = Trainer(_cfg(tmp_path, compile=True, compile_backend="eager"), tmp_path / "f", toy_data, TRAIN, VAL,
-                progress=False)
+    t = Trainer(
+        _cfg(tmp_path, compile=True, compile_backend="eager"), tmp_path / "f", toy_data, TRAIN, VAL, progress=False
+    )
 
     def broken(*args, **kwargs):
         raise BackendFailed("compiling failed")

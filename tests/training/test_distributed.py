@@ -45,7 +45,7 @@ def test_rank_shards_are_the_one_process_batches():
     shards = [list(distributed.RankShard(order, r, 2, 4)) for r in range(2)]
     assert [len(s) for s in shards] == [len(distributed.RankShard(order, r, 2, 4)) for r in range(2)] == [10, 10]
     for k in range(2):  # global batch k = rank 0's slice + rank 1's slice = one process's batch k
-        assert shards[0][4 * k:4 * k + 4] + shards[1][4 * k:4 * k + 4] == order[8 * k:8 * k + 8]
+        assert shards[0][4 * k : 4 * k + 4] + shards[1][4 * k : 4 * k + 4] == order[8 * k : 8 * k + 8]
     assert shards[0][8:] + shards[1][8:] == order[16:20]  # the rest split evenly, nothing padded here
     odd = [list(distributed.RankShard(list(range(9)), r, 2, 4)) for r in range(2)]
     assert odd == [[0, 1, 2, 3, 8], [4, 5, 6, 7, 0]]  # the last batch padded from the start, equal counts
@@ -67,7 +67,7 @@ def test_merged_validation_counts_equal_one_accumulator():
     parts = [SegmentationMetrics.from_task(task, hausdorff=False) for _ in range(3)]
     for i, m in enumerate(parts):
         if i < 2:  # the third rank had no image
-            m.update(pred[3 * i:3 * i + 3], true[3 * i:3 * i + 3])
+            m.update(pred[3 * i : 3 * i + 3], true[3 * i : 3 * i + 3])
     merged = parts[0]
     for m in parts[1:]:
         merged.merge(m)
@@ -136,19 +136,31 @@ def test_two_gloo_ranks_train_like_one_process_on_the_global_batch(tmp_path):
     """2 ranks × batch 4 = 1 process × batch 8, after 2 epochs of 2 steps: the plain trainer, QAM + OCM (its
     softmax over the gathered global batch) and the adversarial one (D in DDP too); validation sharded over
     the ranks and its counts gathered gives the one-process metrics."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           str(HERE / "ddp_worker.py"), str(tmp_path), "plain,noisy,adversarial"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        str(HERE / "ddp_worker.py"),
+        str(tmp_path),
+        "plain,noisy,adversarial",
+    ]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     for kind in ("plain", "noisy", "adversarial"):
         ddp_worker.make_trainer(kind, tmp_path, tmp_path / f"one_{kind}").fit(restart=True)
         tolerance = {"plain": 1e-4, "noisy": 1e-3, "adversarial": 5e-3}[kind]
-        assert _max_diff(tmp_path / f"one_{kind}/last.safetensors", tmp_path / f"ddp_{kind}/last.safetensors") < tolerance
-        assert load_file(str(tmp_path / f"ddp_{kind}/model.safetensors")).keys() == \
-            load_file(str(tmp_path / f"one_{kind}/model.safetensors")).keys()
+        assert (
+            _max_diff(tmp_path / f"one_{kind}/last.safetensors", tmp_path / f"ddp_{kind}/last.safetensors") < tolerance
+        )
+        assert (
+            load_file(str(tmp_path / f"ddp_{kind}/model.safetensors")).keys()
+            == load_file(str(tmp_path / f"one_{kind}/model.safetensors")).keys()
+        )
         one, ddp = (json.loads((tmp_path / f"{w}_{kind}/history.json").read_text()) for w in ("one", "ddp"))
         assert len(one) == len(ddp) == 2
-        for a, b in zip(one, ddp):
+        for a, b in zip(one, ddp, strict=True):
             assert a["steps"] == b["steps"] == 2 * a["epoch"]
             for key, value in a.items():
                 if not key.endswith("time_s") and isinstance(value, float):
@@ -181,7 +193,7 @@ loss: [{{name: ce}}]
 train: {{epochs: {epochs}, batch_size: 4, lr: 0.01, seed: 0, distributed: {{timeout_minutes: 1.0}}}}
 splits: {{n_folds: {folds}, test_fraction: 0.2}}
 evaluate: {{batch_size: 4}}
-output: {{root: {tmp_path / 'runs'}}}
+output: {{root: {tmp_path / "runs"}}}
 """)
     return cfg
 
@@ -201,7 +213,8 @@ def test_a_dead_rank_fails_the_run_cleanly_and_a_rerun_resumes(tmp_path):
         "            print('test hook: rank 1 dies', flush=True)\n"
         "            os._exit(3)\n"
         "        return _train_epoch(self, epoch)\n"
-        "    Trainer.train_epoch = train_epoch\n")
+        "    Trainer.train_epoch = train_epoch\n"
+    )
     cmd = [sys.executable, "-m", "medseg", "train", str(cfg), "--nproc", "2"]
     t0 = time.perf_counter()
     died = subprocess.run(cmd, env={**ENV, "PYTHONPATH": str(hook)}, capture_output=True, text=True, timeout=180)
@@ -225,9 +238,8 @@ def test_cv_parallel_names_a_failing_fold_then_gives_the_serial_folds(tmp_path):
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(
-        "import sys\n"
-        "if sys.argv[-2:] == ['--fold', '1']:\n"
-        "    raise SystemExit('test hook: fold 1 breaks')\n")
+        "import sys\nif sys.argv[-2:] == ['--fold', '1']:\n    raise SystemExit('test hook: fold 1 breaks')\n"
+    )
     cmd = [sys.executable, "-m", "medseg", "cv", str(cfg_path), "--parallel", "2"]
     broken = subprocess.run(cmd, env={**ENV, "PYTHONPATH": str(hook)}, capture_output=True, text=True, timeout=240)
     assert broken.returncode == 2
@@ -248,8 +260,13 @@ def test_cv_parallel_names_a_failing_fold_then_gives_the_serial_folds(tmp_path):
         one = json.loads((tmp_path / "serial" / "tiny_ddp" / f"fold_{fold}" / "history.json").read_text())
         par = json.loads((parallel_root / f"fold_{fold}" / "history.json").read_text())
         assert [r["val_loss"] for r in par] == pytest.approx([r["val_loss"] for r in one], abs=1e-6)
-        assert _max_diff(parallel_root / f"fold_{fold}" / "model.safetensors",
-                         tmp_path / "serial" / "tiny_ddp" / f"fold_{fold}" / "model.safetensors") < 1e-6
+        assert (
+            _max_diff(
+                parallel_root / f"fold_{fold}" / "model.safetensors",
+                tmp_path / "serial" / "tiny_ddp" / f"fold_{fold}" / "model.safetensors",
+            )
+            < 1e-6
+        )
 
 
 _PLAN_RANK = """
@@ -279,15 +296,30 @@ def test_train_data_under_torchrun_plans_on_rank_0_only(tmp_path):
         "    import medseg.planning as planning\n"
         "    def refuse(*args, **kwargs):\n"
         "        raise SystemExit('test hook: rank 1 planned')\n"
-        "    planning.fingerprint = planning.plan = refuse\n")
+        "    planning.fingerprint = planning.plan = refuse\n"
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sets = ["train.batch_size=4", f"output.root={tmp_path / 'runs'}"]
-    procs = [subprocess.Popen([sys.executable, "-c", _PLAN_RANK, str(folder), str(tmp_path), *sets],
-                              env={**ENV, "PYTHONPATH": str(hook), "RANK": str(r), "LOCAL_RANK": str(r),
-                                   "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PLAN_RANK, str(folder), str(tmp_path), *sets],
+            env={
+                **ENV,
+                "PYTHONPATH": str(hook),
+                "RANK": str(r),
+                "LOCAL_RANK": str(r),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     outs = [p.communicate(timeout=180)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
     assert "plan for " in outs[0] and "plan for " not in outs[1] and "rank 1 planned" not in outs[1]

@@ -13,8 +13,6 @@ from scipy import ndimage
 
 from medseg.config import load_config, validate
 from medseg.data.datasets import SegmentationData
-from medseg.errors import ConfigError
-from medseg.training import run as run_mod
 from medseg.data.label_noise import (
     apply_label_noise,
     ball,
@@ -23,9 +21,11 @@ from medseg.data.label_noise import (
     perturb_label,
     simulate_label_noise,
 )
+from medseg.errors import ConfigError
 from medseg.evaluation.paper_numbers import THESIS_TABLE_3_1
 from medseg.losses.segmentation import per_sample_loss
 from medseg.models.quality_awareness import QualityAwarenessModule, quality_weights
+from medseg.training import run as run_mod
 from medseg.training.noisy_labels import NoisyLabelTrainer
 from medseg.training.run import train_fold, trainer_class
 from medseg.training.trainer import Trainer
@@ -346,7 +346,9 @@ def test_step_minimises_the_qam_weighted_loss_and_updates_both_networks(tiny_cfg
     # Xeon here) round the two differently by ~2e-4
     assert out["weighted_loss"] == pytest.approx(float((expected_w * losses).sum()), rel=1e-3)  # Eq. 3-2
     assert out["loss"] == pytest.approx(float(losses.mean()), rel=1e-3)
-    seg_changed = [k for k, v in trainer.model.state_dict().items() if k in s0 and "weight" in k and not torch.equal(v, s0[k])]
+    seg_changed = [
+        k for k, v in trainer.model.state_dict().items() if k in s0 and "weight" in k and not torch.equal(v, s0[k])
+    ]
     qam_changed = [k for k, v in trainer.qam.state_dict().items() if not torch.equal(v, q0[k])]
     assert seg_changed and len(qam_changed) == len(q0)  # every QAM weight and bias moved
     assert trainer.optimizers["qam"].param_groups[0]["lr"] == pytest.approx(1e-4)
@@ -390,8 +392,17 @@ def test_fit_logs_weights_and_resume_restores_qam(tiny_cfg, toy_data, tmp_path):
     first.fit()
     history = json.loads((tmp_path / "fold_0" / "history.json").read_text())
     for row in history:
-        for key in ("train_loss", "train_weighted_loss", "val_loss", "train_qam_w_mean", "train_qam_w_min",
-                    "train_qam_w_max", "train_qam_ratio_max", "train_qam_rel_clean", "train_qam_rel_noisy"):
+        for key in (
+            "train_loss",
+            "train_weighted_loss",
+            "val_loss",
+            "train_qam_w_mean",
+            "train_qam_w_min",
+            "train_qam_w_max",
+            "train_qam_ratio_max",
+            "train_qam_rel_clean",
+            "train_qam_rel_noisy",
+        ):
             assert math.isfinite(row[key]), key
         assert row["train_qam_w_mean"] == pytest.approx(1 / 8)  # 4 full batches of 8: every batch's Θ sums to 1
         assert row["train_qam_w_min"] <= 1 / 8 <= row["train_qam_w_max"]
@@ -431,7 +442,14 @@ def test_thesis_table_3_1_is_consistent():
     lines = [r["line"] for r in rows]
     assert lines == sorted(lines) and lines[0] == 367 and lines[-1] == 389
     assert {(r["fraction"], r["n_range"]) for r in rows if r["method"] == "qam_ocm"} == {
-        (0.0, None), (0.25, (1, 8)), (0.5, (1, 8)), (0.75, (1, 8)), (0.25, (5, 13)), (0.5, (5, 13)), (0.75, (5, 13))}
+        (0.0, None),
+        (0.25, (1, 8)),
+        (0.5, (1, 8)),
+        (0.75, (1, 8)),
+        (0.25, (5, 13)),
+        (0.5, (5, 13)),
+        (0.75, (5, 13)),
+    }
     # Spot checks against the thesis text: line 389 and line 388 (clavicle 0.801 and 0.366, quoted at line 404).
     assert rows[-1]["values"] == {"lung": 0.938, "heart": 0.937, "clavicle": 0.801, "mean": 0.892}
     assert rows[-2]["values"]["clavicle"] == 0.366
@@ -452,7 +470,9 @@ def test_thesis_rows_match_the_thesis_text():
         cells = text[row["line"] - 1].replace("<b>", "").replace("</b>", "").split("\t")
         assert [float(c) for c in cells[3:7]] == list(row["values"].values()), row["line"]
         if row["fraction"]:
-            assert cells[0] == f"{round(100 * row['fraction'])}%" and cells[1].startswith("{}-{}".format(*row["n_range"]))
+            assert cells[0] == f"{round(100 * row['fraction'])}%" and cells[1].startswith(
+                "{}-{}".format(*row["n_range"])
+            )
         else:
             assert cells[0] == "无"
 

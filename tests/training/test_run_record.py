@@ -6,10 +6,10 @@ import copy
 import json
 
 import pytest
+from tests.conftest import make_toy_pairs
 
 from medseg.data.runs import RunMismatch, run_dir_for
 from medseg.training.run import train_fold
-from tests.conftest import make_toy_pairs
 
 
 def _train(cfg, data, fold=0, **kw):
@@ -36,8 +36,11 @@ def test_other_data_is_refused_before_anything_is_written(one_epoch):
     _train(one_epoch, make_toy_pairs(n=20, seed=0))
     run = run_dir_for(one_epoch)
     before = _snapshot(run)
-    with pytest.raises(RunMismatch, match=r"holds another training — data: trained on toy \(content hash \w+\), this "
-                                          r"command gives toy \(\w+\).*--name NEW.*--restart"):
+    with pytest.raises(
+        RunMismatch,
+        match=r"holds another training — data: trained on toy \(content hash \w+\), this "
+        r"command gives toy \(\w+\).*--name NEW.*--restart",
+    ):
         _train(one_epoch, make_toy_pairs(n=20, seed=1))
     assert _snapshot(run) == before
 

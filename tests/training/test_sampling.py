@@ -31,7 +31,7 @@ def test_each_image_stands_for_its_rarest_class():
     # groups: class 1 -> images 0-2, class 2 (2 images, rarer than 1's 4) -> images 3-4, class 3 -> image 5
     assert w == pytest.approx(np.array([1 / 3, 1 / 3, 1 / 3, 1 / 2, 1 / 2, 1.0]) / 3)
     per_class = Counter()
-    for g, wi in zip([1, 1, 1, 2, 2, 3], w):
+    for g, wi in zip([1, 1, 1, 2, 2, 3], w, strict=True):
         per_class[g] += wi
     assert all(v == pytest.approx(1 / 3) for v in per_class.values())
 

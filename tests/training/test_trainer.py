@@ -81,9 +81,18 @@ def test_early_stopping_and_plateau_schedule(tiny_cfg, toy_data, tmp_path):
     # the validation loss): ReduceLROnPlateau (relative threshold 1e-4) sees no improvement after epoch 1
     # and halves the rate at once (patience 0); early stopping with min_delta 10 counts only epoch 1 as
     # an improvement and stops after 2 bad epochs.
-    t = _trainer(tiny_cfg, toy_data, tmp_path, model={"norm": "none"}, train={"epochs": 20, "lr": 1e-6,
-                                                     "early_stopping": {"patience": 2, "min_delta": 10.0},
-                                                     "scheduler": {"factor": 0.5, "patience": 0, "min_lr": 0.0}})
+    t = _trainer(
+        tiny_cfg,
+        toy_data,
+        tmp_path,
+        model={"norm": "none"},
+        train={
+            "epochs": 20,
+            "lr": 1e-6,
+            "early_stopping": {"patience": 2, "min_delta": 10.0},
+            "scheduler": {"factor": 0.5, "patience": 0, "min_lr": 0.0},
+        },
+    )
     summary = t.fit()
     assert summary["epochs_run"] == 3 and summary["best_epoch"] == 1
     lrs = [r["lr"] for r in t.history]
@@ -93,7 +102,9 @@ def test_early_stopping_and_plateau_schedule(tiny_cfg, toy_data, tmp_path):
 def test_sigmoid_multilabel_task_uses_same_loop(tiny_cfg, toy_data, tmp_path):
     # Multi-label: two overlapping structures as separate channels (α whole, β whole).
     cfg = copy.deepcopy(tiny_cfg)
-    cfg["task"].update({"mode": "multilabel", "class_names": ["alpha", "beta"], "derived": {}, "primary_metric": "alpha"})
+    cfg["task"].update(
+        {"mode": "multilabel", "class_names": ["alpha", "beta"], "derived": {}, "primary_metric": "alpha"}
+    )
     cfg["loss"] = [{"name": "bce"}, {"name": "dice", "weight": 0.5}]
     data = copy.deepcopy(toy_data)
     lab = data.labels

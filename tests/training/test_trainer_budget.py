@@ -41,8 +41,9 @@ def _count_steps(monkeypatch) -> dict:
 
 
 @pytest.mark.parametrize("iterations,cap,per_epoch", [(10, None, [4, 4, 2]), (7, 3, [3, 3, 1]), (8, None, [4, 4])])
-def test_iterations_budget_stops_at_exactly_n_steps(tiny_cfg, toy_data, tmp_path, monkeypatch, iterations, cap,
-                                                    per_epoch):
+def test_iterations_budget_stops_at_exactly_n_steps(
+    tiny_cfg, toy_data, tmp_path, monkeypatch, iterations, cap, per_epoch
+):
     calls = _count_steps(monkeypatch)
     # epochs: 50 would be far more; the budget decides (32 training images / batch 8 = 4 steps an epoch)
     cfg = _cfg(tiny_cfg, epochs=50, iterations=iterations, max_batches_per_epoch=cap)
@@ -128,7 +129,8 @@ def test_512_folder_trains_on_patches_and_predicts_full_size(tiny_cfg, tmp_path)
     trainer.train_step = lambda batch: (batches.append(tuple(batch["image"].shape)), real(batch))[1]
     validated: list[tuple[int, ...]] = []
     hook = trainer.model.register_forward_pre_hook(
-        lambda m, args: None if m.training else validated.append(tuple(args[0].shape[2:])))
+        lambda m, args: None if m.training else validated.append(tuple(args[0].shape[2:]))
+    )
     summary = trainer.fit()
     hook.remove()
     assert batches == [(2, 1, 64, 64)] * 6  # 6 steps on 64×64 patches

@@ -23,7 +23,13 @@ from medseg.training.run import trainer_class
 def recurrent_cfg(**sections):
     base = {
         "name": "ctv_toy",
-        "task": {"mode": "multilabel", "class_names": ["ctv"], "derived": {}, "primary_metric": "ctv", "spatial_dims": 3},
+        "task": {
+            "mode": "multilabel",
+            "class_names": ["ctv"],
+            "derived": {},
+            "primary_metric": "ctv",
+            "spatial_dims": 3,
+        },
         "data": {"size": None},
         "model": {"name": "ctv_unet3d", "channels": [2, 4], "recurrent": True, "recurrent_steps": 3},
         "loss": [{"name": "bce"}, {"name": "dice"}],
@@ -37,10 +43,15 @@ def recurrent_cfg(**sections):
 
 VARIANTS = {
     "plain": {},
-    "noisy_labels_qam": {"noisy_labels": {"qam": {"enabled": True, "channels": [4, 4], "convs": [1, 1]},
-                                          "ocm": {"enabled": True}}},
-    "adversarial": {"adversarial": {"enabled": True, "discriminator": {"name": "patchgan", "channels": [4, 8],
-                                                                       "strides": [2, 1, 1]}}},
+    "noisy_labels_qam": {
+        "noisy_labels": {"qam": {"enabled": True, "channels": [4, 4], "convs": [1, 1]}, "ocm": {"enabled": True}}
+    },
+    "adversarial": {
+        "adversarial": {
+            "enabled": True,
+            "discriminator": {"name": "patchgan", "channels": [4, 8], "strides": [2, 1, 1]},
+        }
+    },
 }
 
 
@@ -69,8 +80,9 @@ def test_every_trainer_trains_every_refinement_pass(variant, tmp_path, monkeypat
 
 def test_hook_weights_the_passes_per_sample():
     torch.manual_seed(0)
-    model = build_model("ctv_unet3d", in_channels=1, out_channels=1, channels=[2, 3], recurrent=True,
-                        recurrent_steps=3).train()
+    model = build_model(
+        "ctv_unet3d", in_channels=1, out_channels=1, channels=[2, 3], recurrent=True, recurrent_steps=3
+    ).train()
     loss_fn = build_loss([{"name": "bce"}], "multilabel")
     x = torch.randn(2, 1, 8, 8, 8)
     y = (torch.rand(2, 1, 8, 8, 8) > 0.5).long()
@@ -78,7 +90,7 @@ def test_hook_weights_the_passes_per_sample():
     per_sample, last = training_loss(model, lambda lg, t: per_sample_loss(loss_fn, lg, t), x, y)
     torch.manual_seed(1)
     steps = model(x, return_steps=True)
-    expected = sum(w * per_sample_loss(loss_fn, s, y) for w, s in zip(model.step_weights(), steps))
+    expected = sum(w * per_sample_loss(loss_fn, s, y) for w, s in zip(model.step_weights(), steps, strict=True))
     assert per_sample.shape == (2,)
     torch.testing.assert_close(per_sample, expected)
     torch.testing.assert_close(last, steps[-1])

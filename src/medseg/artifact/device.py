@@ -8,7 +8,7 @@ from medseg.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """"auto" → CUDA when there is one, else the CPU; a name this machine cannot use is a ConfigError."""
+    """ "auto" → CUDA when there is one, else the CPU; a name this machine cannot use is a ConfigError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

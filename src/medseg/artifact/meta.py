@@ -31,8 +31,12 @@ def sliding_window_settings(section: dict | None) -> dict | None:
     if not section or section.get("roi_size") is None:
         return None
     s = section_settings("evaluate.sliding_window", section)
-    return {"roi_size": [int(v) for v in s["roi_size"]], "overlap": float(s["overlap"]),
-            "sw_batch_size": int(s["sw_batch_size"]), "mode": s["mode"]}
+    return {
+        "roi_size": [int(v) for v in s["roi_size"]],
+        "overlap": float(s["overlap"]),
+        "sw_batch_size": int(s["sw_batch_size"]),
+        "mode": s["mode"],
+    }
 
 
 def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict:
@@ -48,17 +52,23 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
         "task": cfg["task"],
         # 2D: how an image is fed (data.size, data.normalize: medseg.data.transforms.normalize_input) and the
         # sliding window it is validated and predicted with; the predictor reads both back from here.
-        "preprocessing": {"size": cfg["data"]["size"], "image_pad_value": cfg["data"]["image_pad_value"],
-                          "normalize": normalize, "intensity": intensity,
-                          # resize: images scaled to size (not padded) and predictions scaled back; context: the
-                          # 2.5D input (k neighbouring slices of the scan on each side, stride apart)
-                          "resize": bool(cfg["data"].get("resize", False)),
-                          "context_slices": int(cfg["data"].get("context_slices") or 0),
-                          "context_stride": int(cfg["data"].get("context_stride") or 1)},
+        "preprocessing": {
+            "size": cfg["data"]["size"],
+            "image_pad_value": cfg["data"]["image_pad_value"],
+            "normalize": normalize,
+            "intensity": intensity,
+            # resize: images scaled to size (not padded) and predictions scaled back; context: the
+            # 2.5D input (k neighbouring slices of the scan on each side, stride apart)
+            "resize": bool(cfg["data"].get("resize", False)),
+            "context_slices": int(cfg["data"].get("context_slices") or 0),
+            "context_stride": int(cfg["data"].get("context_stride") or 1),
+        },
         # evaluate.tta: whether prediction averages flipped/rotated copies by default (the planner turns it on, as
         # nnU-Net mirrors at prediction; `medseg predict --tta/--no-tta` overrides it)
-        "evaluate": {"sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window")),
-                     "tta": bool(cfg["evaluate"].get("tta", False))},
+        "evaluate": {
+            "sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window")),
+            "tta": bool(cfg["evaluate"].get("tta", False)),
+        },
     }
     if int(cfg["task"].get("spatial_dims", 2)) == 3:
         # Volumes are fed clipped, normalised and resampled (transforms3d.preprocess_volume) and predicted with
@@ -67,8 +77,12 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
 
         meta["preprocessing"] = {"volume": preprocess_settings(cfg)}
     if data is not None:
-        meta["data"] = {"source": data.source, "fingerprint": data.fingerprint, "synthesized": data.synthesized,
-                        "n_images": len(data)}
+        meta["data"] = {
+            "source": data.source,
+            "fingerprint": data.fingerprint,
+            "synthesized": data.synthesized,
+            "n_images": len(data),
+        }
     meta.update(extra)
     return meta
 

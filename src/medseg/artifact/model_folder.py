@@ -48,8 +48,11 @@ def read_model_meta(directory: Path) -> dict:
     if not path.is_file():
         raise DataValidationError(path, "no model.json here; give a trained fold directory or a run directory")
     if path.stat().st_size > MAX_META_BYTES:
-        raise DataValidationError(path, f"model.json is {path.stat().st_size:,} bytes, more than {MAX_META_BYTES:,}: "
-                                        "not a medseg model description")
+        raise DataValidationError(
+            path,
+            f"model.json is {path.stat().st_size:,} bytes, more than {MAX_META_BYTES:,}: "
+            "not a medseg model description",
+        )
     try:
         meta = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -75,8 +78,9 @@ def check_model_meta(directory: Path, meta: dict, *, trust_code: bool = False) -
         raise DataValidationError(directory / MODEL_META, str(exc)) from exc
     name = meta.get("weights", MODEL_WEIGHTS)
     if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-        raise DataValidationError(directory / MODEL_META, f"'weights' must be a file name in the model folder, got "
-                                                          f"{name!r}")
+        raise DataValidationError(
+            directory / MODEL_META, f"'weights' must be a file name in the model folder, got {name!r}"
+        )
     return directory / name
 
 
@@ -93,8 +97,9 @@ def weights_header(weights: Path) -> dict[str, tuple[int, ...]]:
         raise DataValidationError(weights, f"cannot read the weights ({' '.join(str(exc).split())})") from exc
 
 
-def load_model(directory: Path, device: str | torch.device = "cpu", *, trust_code: bool = False
-               ) -> tuple[nn.Module, dict]:
+def load_model(
+    directory: Path, device: str | torch.device = "cpu", *, trust_code: bool = False
+) -> tuple[nn.Module, dict]:
     """Build the architecture named in ``model.json`` and load its safetensors weights.
 
     Nothing is allocated before the sizes agree: the architecture is first built on PyTorch's ``meta``
@@ -118,9 +123,12 @@ def load_model(directory: Path, device: str | torch.device = "cpu", *, trust_cod
         missing = sorted(set(expected) - set(header))[:5]
         unexpected = sorted(set(header) - set(expected))[:5]
         other = sorted(k for k in set(expected) & set(header) if expected[k] != header[k])[:3]
-        raise DataValidationError(weights, "weights do not fit the architecture in model.json: "
-                                           f"missing {missing}, unexpected {unexpected}, other shapes "
-                                           + str([f"{k}: {header[k]} vs {expected[k]}" for k in other]))
+        raise DataValidationError(
+            weights,
+            "weights do not fit the architecture in model.json: "
+            f"missing {missing}, unexpected {unexpected}, other shapes "
+            + str([f"{k}: {header[k]} vs {expected[k]}" for k in other]),
+        )
     del skeleton
     model = build_model(name, trust_code=trust_code, **kwargs)
     try:
@@ -131,5 +139,14 @@ def load_model(directory: Path, device: str | torch.device = "cpu", *, trust_cod
     return model.to(device).eval(), meta
 
 
-__all__ = ["MAX_META_BYTES", "MODEL_META", "MODEL_WEIGHTS", "check_model_meta", "load_model", "model_state",
-           "read_model_meta", "save_model", "weights_header"]
+__all__ = [
+    "MAX_META_BYTES",
+    "MODEL_META",
+    "MODEL_WEIGHTS",
+    "check_model_meta",
+    "load_model",
+    "model_state",
+    "read_model_meta",
+    "save_model",
+    "weights_header",
+]

@@ -29,16 +29,29 @@ from medseg.cli._common import HelpTyper, MedsegGroup
 
 # Registered here, not where they are defined, so that this list is the order `medseg --help` shows them in:
 # the steps of a project (plan, train, evaluate, predict), then the tools; the groups come last.
-COMMANDS = (("plan", plan.plan), ("train", train.train), ("cv", train.cv), ("evaluate", evaluate.evaluate_cmd),
-            ("predict", predict.predict), ("evaluate-metaphases", evaluate.evaluate_metaphases_cmd),
-            ("reproduce", evaluate.reproduce), ("models", config.models), ("serve", serve.serve))
+COMMANDS = (
+    ("plan", plan.plan),
+    ("train", train.train),
+    ("cv", train.cv),
+    ("evaluate", evaluate.evaluate_cmd),
+    ("predict", predict.predict),
+    ("evaluate-metaphases", evaluate.evaluate_metaphases_cmd),
+    ("reproduce", evaluate.reproduce),
+    ("models", config.models),
+    ("serve", serve.serve),
+)
 GROUPS = (("data", data.data_app), ("users", serve.users_app), ("config", config.config_app))
 
 
 def _build_app() -> HelpTyper:
     # rich_markup_mode=None: click's plain messages, which are never hard-wrapped (rich's error panels are).
-    app = HelpTyper(cls=MedsegGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                    help="medseg: medical image segmentation with the U-Net family.")
+    app = HelpTyper(
+        cls=MedsegGroup,
+        add_completion=False,
+        no_args_is_help=True,
+        rich_markup_mode=None,
+        help="medseg: medical image segmentation with the U-Net family.",
+    )
     for name, command in COMMANDS:
         app.command(name)(command)
     for name, group in GROUPS:

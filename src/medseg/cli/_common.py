@@ -7,7 +7,7 @@ Nothing here imports torch or the data stack: ``medseg --help`` loads this modul
 from __future__ import annotations
 
 import errno
-from typing import List, NoReturn, Optional
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -137,7 +137,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     console.print(Text.assemble(("warning:", "yellow"), " ", one_line(message)))
 
 
-def int_list(text: Optional[str], option: str) -> Optional[list[int]]:
+def int_list(text: str | None, option: str) -> list[int] | None:
     """``"0,1,2"`` → [0, 1, 2]; a usage error naming the option otherwise."""
     if not text:
         return None
@@ -147,7 +147,7 @@ def int_list(text: Optional[str], option: str) -> Optional[list[int]]:
         raise typer.BadParameter(f"{option} takes comma-separated integers, got {text!r}") from None
 
 
-def set_items(sets: List[str]) -> list[tuple[str, str]]:
+def set_items(sets: list[str]) -> list[tuple[str, str]]:
     """``--set key=value`` options as (key, value text) pairs; a usage error for an item without ``=``."""
     items = []
     for item in sets:
@@ -158,19 +158,39 @@ def set_items(sets: List[str]) -> list[tuple[str, str]]:
     return items
 
 
-def check_vote(karyotype_vote: Optional[str]) -> None:
+def check_vote(karyotype_vote: str | None) -> None:
     """``--karyotype-vote``: soft or majority (None: the run's own)."""
     if karyotype_vote not in (None, "soft", "majority"):
         raise typer.BadParameter(f"--karyotype-vote takes soft or majority, got {karyotype_vote!r}")
 
 
 DEVICE_HELP = "auto (CUDA if available, else CPU), cpu, cuda, cuda:1"
-DataOpt = typer.Option(None, "--data", metavar="PATH", help="HDF5 file (Pommier layout), images/+masks/ folder, or synth:demo / synth:pommier.")
-SetOpt = typer.Option([], "--set", metavar="KEY=VALUE", help="Override a config value, e.g. --set train.batch_size=32 (repeatable).")
-StrayLabelsOpt = typer.Option("nearest", "--stray-labels", metavar="MODE", help="Label values outside the "
-                               "classes: reject the file, make them background, or give each the label of the "
-                               "nearest valid pixel (nearest).")
-TrustCodeOpt = typer.Option(False, "--trust-code", help="Allow a model.json that names code outside medseg's registry "
-                            "(package.module:Class): loading it imports and runs that code. Only for folders you trust.")
-AllowGapsOpt = typer.Option(False, "--allow-gaps", help="A DICOM series with whole slices missing is read with "
-                            "those slices filled (the series' minimum value) and the gap reported, instead of refused.")
+DataOpt = typer.Option(
+    None,
+    "--data",
+    metavar="PATH",
+    help="HDF5 file (Pommier layout), images/+masks/ folder, or synth:demo / synth:pommier.",
+)
+SetOpt = typer.Option(
+    [], "--set", metavar="KEY=VALUE", help="Override a config value, e.g. --set train.batch_size=32 (repeatable)."
+)
+StrayLabelsOpt = typer.Option(
+    "nearest",
+    "--stray-labels",
+    metavar="MODE",
+    help="Label values outside the "
+    "classes: reject the file, make them background, or give each the label of the "
+    "nearest valid pixel (nearest).",
+)
+TrustCodeOpt = typer.Option(
+    False,
+    "--trust-code",
+    help="Allow a model.json that names code outside medseg's registry "
+    "(package.module:Class): loading it imports and runs that code. Only for folders you trust.",
+)
+AllowGapsOpt = typer.Option(
+    False,
+    "--allow-gaps",
+    help="A DICOM series with whole slices missing is read with "
+    "those slices filled (the series' minimum value) and the gap reported, instead of refused.",
+)

@@ -4,7 +4,6 @@ config's model.name may name)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import typer
 
@@ -16,7 +15,7 @@ config_app = command_group("Inspect experiment configs (the YAML files under con
 @config_app.command("show")
 def config_show(
     config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/chromosomes/unet.yaml"),
-    sets: List[str] = SetOpt,
+    sets: list[str] = SetOpt,
 ):
     """Print the resolved config as YAML (defaults, the _base_ chain, CONFIG, --set), each value's source at
     the end of its line: default, the YAML file that set it, or --set."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -12,13 +11,23 @@ from rich.text import Text
 
 from medseg.cli._common import SetOpt, console, set_items
 
-ClassesOpt = typer.Option(None, "--classes", metavar="A,B,...", help="Class names, background first, one per "
-                          "label value found (default: background, foreground / class_1, ... or dataset.json's).")
-BudgetOpt = typer.Option(None, "--budget-gb", metavar="G", help="Memory one training step may take on the device, "
-                         "in GB: sizes the patch and the batch (default 8 on CUDA, 2 on a CPU).")
+ClassesOpt = typer.Option(
+    None,
+    "--classes",
+    metavar="A,B,...",
+    help="Class names, background first, one per "
+    "label value found (default: background, foreground / class_1, ... or dataset.json's).",
+)
+BudgetOpt = typer.Option(
+    None,
+    "--budget-gb",
+    metavar="G",
+    help="Memory one training step may take on the device, "
+    "in GB: sizes the patch and the batch (default 8 on CUDA, 2 on a CPU).",
+)
 
 
-def _plan_device(device: Optional[str]) -> str:
+def _plan_device(device: str | None) -> str:
     """cpu or cuda: what a plan is sized for (``--device``, else CUDA when it is available)."""
     if device and device != "auto":
         return "cuda" if device.startswith("cuda") else "cpu"
@@ -27,8 +36,9 @@ def _plan_device(device: Optional[str]) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def plan_data(data: str, classes: Optional[str], budget_gb: Optional[float], device: Optional[str],
-              sets: List[str], progress: bool = True):
+def plan_data(
+    data: str, classes: str | None, budget_gb: float | None, device: str | None, sets: list[str], progress: bool = True
+):
     """Fingerprint ``data`` and plan a config for it (``medseg plan`` and ``medseg train DATA``):
     (config, decisions, fingerprint, settings)."""
     from medseg.planning import fingerprint, plan
@@ -61,15 +71,25 @@ def print_decisions(decisions, title: str) -> None:
 
 
 def plan(
-    data: str = typer.Argument(..., metavar="DATA", help="images/+masks/ folder (2D), folder of volumes (3D), "
-                               "Pommier-layout HDF5, or synth:demo / synth:pommier / synth:phantom."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", metavar="CONFIG", help="YAML config to write (default: "
-                                       "plan_NAME.yaml here, NAME the data's); the fingerprint goes beside it as "
-                                       "CONFIG's stem + .plan.json."),
-    classes: Optional[str] = ClassesOpt,
-    budget_gb: Optional[float] = BudgetOpt,
-    device: Optional[str] = typer.Option(None, help="Plan for cpu or cuda (default: CUDA if available)."),
-    sets: List[str] = SetOpt,
+    data: str = typer.Argument(
+        ...,
+        metavar="DATA",
+        help="images/+masks/ folder (2D), folder of volumes (3D), "
+        "Pommier-layout HDF5, or synth:demo / synth:pommier / synth:phantom.",
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        metavar="CONFIG",
+        help="YAML config to write (default: "
+        "plan_NAME.yaml here, NAME the data's); the fingerprint goes beside it as "
+        "CONFIG's stem + .plan.json.",
+    ),
+    classes: str | None = ClassesOpt,
+    budget_gb: float | None = BudgetOpt,
+    device: str | None = typer.Option(None, help="Plan for cpu or cuda (default: CUDA if available)."),
+    sets: list[str] = SetOpt,
 ):
     """Configure training from the data itself (nnU-Net's planning): fingerprint DATA, choose patch,
     network, batch, normalisation and schedule, print every decision with its reason, write the config."""

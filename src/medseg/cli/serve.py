@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -13,11 +12,13 @@ from medseg.cli._common import DEVICE_HELP, check_vote, command_group, console
 
 users_app = command_group("Accounts of the web server (medseg serve).")
 
-HomeOpt = typer.Option(None, "--home", metavar="DIR", help="Where the server keeps its database and studies (default $MEDSEG_HOME).")
+HomeOpt = typer.Option(
+    None, "--home", metavar="DIR", help="Where the server keeps its database and studies (default $MEDSEG_HOME)."
+)
 PasswordStdinOpt = typer.Option(False, "--password-stdin", help="Read the password from standard input.")
 
 
-def _server_db(home: Optional[Path]):
+def _server_db(home: Path | None):
     """(settings, database) of the server home that the ``users`` commands work on."""
     from medseg.server.db import Database
     from medseg.server.settings import ServerSettings
@@ -40,7 +41,7 @@ def users_add(
     name: str = typer.Argument(..., help="User name (letters, digits, _ . @ -)."),
     admin: bool = typer.Option(False, "--admin", help="May create users through the API."),
     password_stdin: bool = PasswordStdinOpt,
-    home: Optional[Path] = HomeOpt,
+    home: Path | None = HomeOpt,
 ):
     """Create a user of the web server (the password is prompted for unless --password-stdin)."""
     from medseg.server.auth import create_user
@@ -51,7 +52,7 @@ def users_add(
 
 
 @users_app.command("list")
-def users_list(home: Optional[Path] = HomeOpt):
+def users_list(home: Path | None = HomeOpt):
     """List the users of the web server."""
     table = Table("user", "admin", "studies", "created")
     for u in _server_db(home)[1].users():
@@ -63,7 +64,7 @@ def users_list(home: Optional[Path] = HomeOpt):
 def users_passwd(
     name: str = typer.Argument(..., help="User name."),
     password_stdin: bool = PasswordStdinOpt,
-    home: Optional[Path] = HomeOpt,
+    home: Path | None = HomeOpt,
 ):
     """Set a user's password (prompted unless --password-stdin); every session of that user ends. (A running
     server's sign-in back-off on the account stays until it expires; the API's admin reset lifts it.)"""
@@ -78,7 +79,7 @@ def users_passwd(
 def users_remove(
     name: str = typer.Argument(..., help="User name."),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation."),
-    home: Optional[Path] = HomeOpt,
+    home: Path | None = HomeOpt,
 ):
     """Remove a user with their sessions, studies and results, the files on disk included."""
     from medseg.server.auth import user_named
@@ -87,8 +88,10 @@ def users_remove(
     settings, db = _server_db(home)
     row = user_named(db, name)
     if not yes:
-        typer.confirm(f"remove user {row['username']} and their {len(db.studies(row['id']))} studies (files "
-                      "included)?", abort=True)
+        typer.confirm(
+            f"remove user {row['username']} and their {len(db.studies(row['id']))} studies (files included)?",
+            abort=True,
+        )
     user, removed = remove_user(db, settings, name)
     studies = f"{removed} stud{'y' if removed == 1 else 'ies'}"
     console.print(f"removed user {user.username} and {studies} from {settings.root}")
@@ -101,11 +104,19 @@ def _print_server_start(web, settings, host: str, port: int) -> None:
         note = "  (demo model trained on synthetic data — not a clinical model)" if entry.demo else ""
         console.print(f"model {entry.id}: {entry.version}, {entry.spatial_dims}D, {entry.path}{note}")
         if entry.instances:
-            console.print("  chromosome instances: " + (f"pair model {entry.pair.version}, {entry.pair.path}"
-                                                        if entry.pair else "no --pair-model, crossings kept whole"))
+            console.print(
+                "  chromosome instances: "
+                + (
+                    f"pair model {entry.pair.version}, {entry.pair.path}"
+                    if entry.pair
+                    else "no --pair-model, crossings kept whole"
+                )
+            )
             if entry.karyotype:
-                console.print(f"  karyotype classes: {entry.karyotype.version} ({entry.karyotype_vote} vote), "
-                              f"{entry.karyotype.path}")
+                console.print(
+                    f"  karyotype classes: {entry.karyotype.version} ({entry.karyotype_vote} vote), "
+                    f"{entry.karyotype.path}"
+                )
     if not registry.entries:
         console.print("no model given (--model RUN_DIR): uploads will be refused", style="yellow")
     if not web.state.db.users():
@@ -114,38 +125,72 @@ def _print_server_start(web, settings, host: str, port: int) -> None:
 
 
 def serve(
-    model: List[Path] = typer.Option([], "--model", metavar="RUN", help="A trained run or fold directory (repeatable)."),
+    model: list[Path] = typer.Option(
+        [], "--model", metavar="RUN", help="A trained run or fold directory (repeatable)."
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    home: Optional[Path] = HomeOpt,
+    home: Path | None = HomeOpt,
     max_upload_mb: int = typer.Option(1024, metavar="MIB", help="Largest upload in MiB (413 beyond)."),
     device: str = typer.Option("auto", help=f"{DEVICE_HELP}."),
-    trust_code: bool = typer.Option(False, "--trust-code", help="Serve models whose model.json names code outside "
-                                    "medseg's registry (importing it runs it). Off: such models are refused at start."),
-    pair_model: Optional[Path] = typer.Option(None, "--pair-model", metavar="PAIR_RUN", help="A 4-class pair model "
-                                              "(background, chromosome A, B, overlap) for every metaphase model "
-                                              "(background / chromosome / overlap): it splits each crossing of two "
-                                              "chromosomes in the results' chromosome instances; without it crossings "
-                                              "are kept whole."),
-    karyotype_model: Optional[Path] = typer.Option(None, "--karyotype-model", metavar="KARYO_RUN", help="A "
-                                                   "karyotyping model (classes 1-22, X, Y; configs/mfish/"
-                                                   "karyotype_unet.yaml) for every metaphase model: it gives each "
-                                                   "chromosome instance its class (class, class_name, "
-                                                   "class_confidence in instances.json, the page's class column)."),
-    karyotype_vote: str = typer.Option("soft", "--karyotype-vote", metavar="VOTE", help="With --karyotype-model: "
-                                       "soft (mean probability over the chromosome's pixels) or majority."),
-    login_failures_per_address: int = typer.Option(100, "--login-failures-per-address", metavar="N", help="Failed "
-                                                   "sign-ins from one address within 15 minutes before it backs off "
-                                                   "(429, 15 s doubling); everyone behind one NAT or proxy shares "
-                                                   "it. 0: no address limit (the per-account limit, 5, stays)."),
-    access_log: str = typer.Option("errors", "--access-log", metavar="LEVEL", help="off, errors (responses >= "
-                                   "400) or all."),
-    log_file: Optional[Path] = typer.Option(None, "--log-file", metavar="FILE", help="Write the server's log and "
-                                            "access log to FILE, rotated at --log-max-mb (default: the console)."),
+    trust_code: bool = typer.Option(
+        False,
+        "--trust-code",
+        help="Serve models whose model.json names code outside "
+        "medseg's registry (importing it runs it). Off: such models are refused at start.",
+    ),
+    pair_model: Path | None = typer.Option(
+        None,
+        "--pair-model",
+        metavar="PAIR_RUN",
+        help="A 4-class pair model "
+        "(background, chromosome A, B, overlap) for every metaphase model "
+        "(background / chromosome / overlap): it splits each crossing of two "
+        "chromosomes in the results' chromosome instances; without it crossings "
+        "are kept whole.",
+    ),
+    karyotype_model: Path | None = typer.Option(
+        None,
+        "--karyotype-model",
+        metavar="KARYO_RUN",
+        help="A "
+        "karyotyping model (classes 1-22, X, Y; configs/mfish/"
+        "karyotype_unet.yaml) for every metaphase model: it gives each "
+        "chromosome instance its class (class, class_name, "
+        "class_confidence in instances.json, the page's class column).",
+    ),
+    karyotype_vote: str = typer.Option(
+        "soft",
+        "--karyotype-vote",
+        metavar="VOTE",
+        help="With --karyotype-model: soft (mean probability over the chromosome's pixels) or majority.",
+    ),
+    login_failures_per_address: int = typer.Option(
+        100,
+        "--login-failures-per-address",
+        metavar="N",
+        help="Failed "
+        "sign-ins from one address within 15 minutes before it backs off "
+        "(429, 15 s doubling); everyone behind one NAT or proxy shares "
+        "it. 0: no address limit (the per-account limit, 5, stays).",
+    ),
+    access_log: str = typer.Option(
+        "errors", "--access-log", metavar="LEVEL", help="off, errors (responses >= 400) or all."
+    ),
+    log_file: Path | None = typer.Option(
+        None,
+        "--log-file",
+        metavar="FILE",
+        help="Write the server's log and access log to FILE, rotated at --log-max-mb (default: the console).",
+    ),
     log_max_mb: int = typer.Option(10, "--log-max-mb", metavar="MIB", help="Size at which --log-file rotates."),
     log_backups: int = typer.Option(5, "--log-backups", metavar="N", help="Rotated log files kept."),
-    job_thread: bool = typer.Option(False, "--job-thread", help="Run segmentation jobs in a thread of the web "
-                                    "process instead of a worker process of their own (slower under load)."),
+    job_thread: bool = typer.Option(
+        False,
+        "--job-thread",
+        help="Run segmentation jobs in a thread of the web "
+        "process instead of a worker process of their own (slower under load).",
+    ),
 ):
     """Run the web server: upload a study, automatic segmentation, slice viewer, downloads."""
     import uvicorn
@@ -155,12 +200,22 @@ def serve(
 
     check_vote(karyotype_vote)
     try:
-        settings = ServerSettings(models=list(model), max_upload_bytes=max_upload_mb * MiB, device=device,
-                                  trust_code=trust_code, pair_model=pair_model, karyotype_model=karyotype_model,
-                                  karyotype_vote=karyotype_vote, login_failures_per_address=login_failures_per_address,
-                                  access_log=access_log, log_file=log_file, log_max_bytes=log_max_mb * MiB,
-                                  log_backups=log_backups, job_process=not job_thread,
-                                  **({"home": home} if home else {}))
+        settings = ServerSettings(
+            models=list(model),
+            max_upload_bytes=max_upload_mb * MiB,
+            device=device,
+            trust_code=trust_code,
+            pair_model=pair_model,
+            karyotype_model=karyotype_model,
+            karyotype_vote=karyotype_vote,
+            login_failures_per_address=login_failures_per_address,
+            access_log=access_log,
+            log_file=log_file,
+            log_max_bytes=log_max_mb * MiB,
+            log_backups=log_backups,
+            job_process=not job_thread,
+            **({"home": home} if home else {}),
+        )
     except ValueError as exc:  # a limit or log option out of range
         raise typer.BadParameter(str(exc)) from None
     lock = lock_home(settings)  # noqa: F841 - held until the process ends

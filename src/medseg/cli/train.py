@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -13,14 +12,19 @@ from medseg.cli._common import DEVICE_HELP, DataOpt, SetOpt, console, fail, int_
 from medseg.cli.evaluate import print_competition
 from medseg.cli.plan import BudgetOpt, ClassesOpt, plan_data, print_decisions
 
-ConfigArg = typer.Argument(..., metavar="CONFIG", help="Experiment YAML, e.g. configs/chromosomes/unet.yaml; "
-                           "or DATA (a data folder, HDF5 file or synth:...) to plan the config on the fly.")
+ConfigArg = typer.Argument(
+    ...,
+    metavar="CONFIG",
+    help="Experiment YAML, e.g. configs/chromosomes/unet.yaml; "
+    "or DATA (a data folder, HDF5 file or synth:...) to plan the config on the fly.",
+)
 NameOpt = typer.Option(None, help="Run name (default: the config's name).")
 TrainDeviceOpt = typer.Option(None, help=f"{DEVICE_HELP} (default: the config's train.device).")
 
 
-def _config(config: Path, data: Optional[str], name: Optional[str], epochs: Optional[int], sets: List[str],
-            device: Optional[str]) -> dict:
+def _config(
+    config: Path, data: str | None, name: str | None, epochs: int | None, sets: list[str], device: str | None
+) -> dict:
     from medseg.config import load_config, set_dotted, validate
 
     cfg = load_config(config)
@@ -37,9 +41,17 @@ def _config(config: Path, data: Optional[str], name: Optional[str], epochs: Opti
     return validate(cfg)
 
 
-def _planned_config(data_arg: str, data: Optional[str], name: Optional[str], epochs: Optional[int],
-                    sets: List[str], device: Optional[str], classes: Optional[str],
-                    budget_gb: Optional[float], restart: bool = False) -> dict:
+def _planned_config(
+    data_arg: str,
+    data: str | None,
+    name: str | None,
+    epochs: int | None,
+    sets: list[str],
+    device: str | None,
+    classes: str | None,
+    budget_gb: float | None,
+    restart: bool = False,
+) -> dict:
     """``medseg train DATA``: plan a config for DATA, apply the options, print the decisions and keep the
     plan (plan.yaml, plan.json) in the run folder — unless the run was trained already and is not restarted:
     its plan is left as it is (the training refuses a config other than the run's)."""
@@ -62,8 +74,9 @@ def _planned_config(data_arg: str, data: Optional[str], name: Optional[str], epo
     if not restart and any(run_dir.glob("fold_*/config.yaml")):
         console.print(f"plan: the run {run_dir} exists; its plan.yaml is kept")
         return cfg
-    yaml_path, json_path = write_plan(cfg, decisions, run_dir / "plan.yaml", fingerprint=fp,
-                                      json_path=run_dir / "plan.json", settings=settings)
+    yaml_path, json_path = write_plan(
+        cfg, decisions, run_dir / "plan.yaml", fingerprint=fp, json_path=run_dir / "plan.json", settings=settings
+    )
     console.print(f"plan: {yaml_path}, fingerprint: {json_path}")
     return cfg
 
@@ -85,11 +98,16 @@ def _config_or_plan(config: Path, data, name, epochs, sets, device, classes, bud
     if _is_data_argument(config):  # under torchrun rank 0 alone plans; the other ranks train its config
         from medseg.training.run import plan_on_main_rank
 
-        return plan_on_main_rank(lambda: _planned_config(str(config), data, name, epochs, sets, device, classes,
-                                                         budget_gb, restart), device, set_items(sets))
+        return plan_on_main_rank(
+            lambda: _planned_config(str(config), data, name, epochs, sets, device, classes, budget_gb, restart),
+            device,
+            set_items(sets),
+        )
     if classes or budget_gb is not None:
-        raise typer.BadParameter("--classes and --budget-gb plan a config from DATA; with a YAML config set "
-                                 "task.class_names and the sizes in it (or with --set)")
+        raise typer.BadParameter(
+            "--classes and --budget-gb plan a config from DATA; with a YAML config set "
+            "task.class_names and the sizes in it (or with --set)"
+        )
     return _config(config, data, name, epochs, sets, device)
 
 
@@ -98,8 +116,9 @@ def _fold_result(summary: dict, primary: str) -> str:
     best = summary["best_val"]
     iou = best.get(f"val_iou/{primary}")
     if "val_loss" in best:
-        return (f"best epoch {summary['best_epoch']} of {summary['epochs_run']} (val loss {best['val_loss']:.4f}"
-                + (f", IoU[{primary}] {100 * iou:.1f} %)" if iou is not None else ")"))
+        return f"best epoch {summary['best_epoch']} of {summary['epochs_run']} (val loss {best['val_loss']:.4f}" + (
+            f", IoU[{primary}] {100 * iou:.1f} %)" if iou is not None else ")"
+        )
     # no validation set: the last epoch's model is the one kept
     return f"{summary['epochs_run']} epochs, no validation set: the last model is kept"
 
@@ -107,18 +126,27 @@ def _fold_result(summary: dict, primary: str) -> str:
 def train(
     config: Path = ConfigArg,
     fold: int = typer.Option(0, metavar="K", help="Cross-validation fold to train."),
-    data: Optional[str] = DataOpt,
-    name: Optional[str] = NameOpt,
-    epochs: Optional[int] = typer.Option(None, metavar="N", help="Number of epochs (overrides train.epochs)."),
-    sets: List[str] = SetOpt,
-    device: Optional[str] = TrainDeviceOpt,
-    restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an interrupted run; a run "
-                                 "folder holding another training (other data, config or split) is replaced."),
-    classes: Optional[str] = ClassesOpt,
-    budget_gb: Optional[float] = BudgetOpt,
-    nproc: int = typer.Option(1, "--nproc", metavar="N", help="Train with N processes on this machine "
-                              "(DistributedDataParallel via torchrun: one per GPU, or N CPU processes sharing the "
-                              "cores); train.batch_size stays the global batch."),
+    data: str | None = DataOpt,
+    name: str | None = NameOpt,
+    epochs: int | None = typer.Option(None, metavar="N", help="Number of epochs (overrides train.epochs)."),
+    sets: list[str] = SetOpt,
+    device: str | None = TrainDeviceOpt,
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Start over instead of resuming an interrupted run; a run "
+        "folder holding another training (other data, config or split) is replaced.",
+    ),
+    classes: str | None = ClassesOpt,
+    budget_gb: float | None = BudgetOpt,
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        metavar="N",
+        help="Train with N processes on this machine "
+        "(DistributedDataParallel via torchrun: one per GPU, or N CPU processes sharing the "
+        "cores); train.batch_size stays the global batch.",
+    ),
 ):
     """Train one fold. An interrupted run resumes from its last epoch. Given DATA instead of a config, plans
     one first (as medseg plan) and keeps plan.yaml and plan.json in the run folder. Several processes:
@@ -157,31 +185,42 @@ def _launch_ranks(cfg: dict, fold: int, restart: bool, nproc: int) -> None:
         console.print(f"launching {nproc} processes: {' '.join(distributed.launch_command(nproc, args))}")
         code = distributed.launch(nproc, args)
     if code:
-        fail(f"distributed training with {nproc} processes failed (torchrun exit code {code}; the failing rank's "
-             "error is above); run the same command again to resume from the last saved epoch")
+        fail(
+            f"distributed training with {nproc} processes failed (torchrun exit code {code}; the failing rank's "
+            "error is above); run the same command again to resume from the last saved epoch"
+        )
 
 
 def cv(
     config: Path = ConfigArg,
-    folds: Optional[str] = typer.Option(None, metavar="K,...", help="Comma-separated folds to train (default: all)."),
-    data: Optional[str] = DataOpt,
-    name: Optional[str] = NameOpt,
-    epochs: Optional[int] = typer.Option(None, metavar="N", help="Number of epochs per fold (overrides train.epochs)."),
-    sets: List[str] = SetOpt,
-    device: Optional[str] = TrainDeviceOpt,
-    restart: bool = typer.Option(False, "--restart", help="Start every fold over instead of resuming interrupted "
-                                 "ones; a run folder holding another training (other data, config or split) is replaced."),
+    folds: str | None = typer.Option(None, metavar="K,...", help="Comma-separated folds to train (default: all)."),
+    data: str | None = DataOpt,
+    name: str | None = NameOpt,
+    epochs: int | None = typer.Option(None, metavar="N", help="Number of epochs per fold (overrides train.epochs)."),
+    sets: list[str] = SetOpt,
+    device: str | None = TrainDeviceOpt,
+    restart: bool = typer.Option(
+        False,
+        "--restart",
+        help="Start every fold over instead of resuming interrupted "
+        "ones; a run folder holding another training (other data, config or split) is replaced.",
+    ),
     evaluate: bool = typer.Option(True, help="Score every fold on the held-out test set afterwards."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (flips, 90° rotations) in the evaluation."),
-    classes: Optional[str] = ClassesOpt,
-    budget_gb: Optional[float] = BudgetOpt,
-    parallel: int = typer.Option(1, "--parallel", metavar="K", help="Train K folds at once, each in its own process "
-                                 "(one GPU each when there are GPUs; on the CPU the cores are shared among them)."),
+    classes: str | None = ClassesOpt,
+    budget_gb: float | None = BudgetOpt,
+    parallel: int = typer.Option(
+        1,
+        "--parallel",
+        metavar="K",
+        help="Train K folds at once, each in its own process "
+        "(one GPU each when there are GPUs; on the CPU the cores are shared among them).",
+    ),
 ):
     """Cross-validation: train every fold, then evaluate them on the held-out test set. Given DATA instead of a
     config, plans one first (as medseg plan) and keeps plan.yaml and plan.json in the run folder."""
-    from medseg.evaluation.evaluate import evaluate_run
     from medseg.data.runs import run_dir_for
+    from medseg.evaluation.evaluate import evaluate_run
     from medseg.threads import configure_threads
     from medseg.training import distributed
     from medseg.training.run import cross_validate, cross_validate_parallel
@@ -201,7 +240,11 @@ def cv(
             cross_validate(cfg, folds=fold_list, restart=restart)
     finally:
         distributed.cleanup()
-    if evaluate and distributed.env_info().is_main:  # the folds were just trained from the user's own config: its code is trusted
-        report = evaluate_run(run_dir_for(cfg), tta=tta, folds=fold_list, device=cfg["train"]["device"], trust_code=True)
+    if (
+        evaluate and distributed.env_info().is_main
+    ):  # the folds were just trained from the user's own config: its code is trusted
+        report = evaluate_run(
+            run_dir_for(cfg), tta=tta, folds=fold_list, device=cfg["train"]["device"], trust_code=True
+        )
         console.print(f"report: {report}")
         print_competition(report)

@@ -54,12 +54,37 @@ from medseg.config_schema.training import (
 )
 
 __all__ = [
-    "CHROMOSOME_CLASSES", "NOISE_MODES", "AdversarialConfig", "AugmentConfig", "Config", "DataConfig",
-    "DiscriminatorConfig", "DistributedConfig", "EarlyStoppingConfig", "EvaluateConfig", "NoisyLabelsConfig",
-    "OcmConfig", "OutputConfig", "PhantomConfig", "PreprocessConfig", "QamConfig", "SchedulerConfig", "Section",
-    "SlidingWindowConfig", "SplitsConfig", "TaskConfig", "TrainConfig", "ValidationConfig", "VolumeAugmentConfig",
-    "check_derived_structures", "field_map", "noise_range", "scored_class_names", "section_model",
-    "structure_signatures", "sub_model",
+    "CHROMOSOME_CLASSES",
+    "NOISE_MODES",
+    "AdversarialConfig",
+    "AugmentConfig",
+    "Config",
+    "DataConfig",
+    "DiscriminatorConfig",
+    "DistributedConfig",
+    "EarlyStoppingConfig",
+    "EvaluateConfig",
+    "NoisyLabelsConfig",
+    "OcmConfig",
+    "OutputConfig",
+    "PhantomConfig",
+    "PreprocessConfig",
+    "QamConfig",
+    "SchedulerConfig",
+    "Section",
+    "SlidingWindowConfig",
+    "SplitsConfig",
+    "TaskConfig",
+    "TrainConfig",
+    "ValidationConfig",
+    "VolumeAugmentConfig",
+    "check_derived_structures",
+    "field_map",
+    "noise_range",
+    "scored_class_names",
+    "section_model",
+    "structure_signatures",
+    "sub_model",
 ]
 
 
@@ -75,11 +100,17 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
-    model: dict[str, Any] = Field(default_factory=_default_model, description=(
-        "architecture name and settings, free-form (checked by medseg.models.registry); a model section "
-        "naming another architecture replaces these U-Net settings instead of merging with them"))
-    loss: Any = Field(default_factory=lambda: [{"name": "ce"}], description=(
-        "a loss name, a mapping {name: ..., weight: ..., settings} or a list of them (medseg.losses)"))
+    model: dict[str, Any] = Field(
+        default_factory=_default_model,
+        description=(
+            "architecture name and settings, free-form (checked by medseg.models.registry); a model section "
+            "naming another architecture replaces these U-Net settings instead of merging with them"
+        ),
+    )
+    loss: Any = Field(
+        default_factory=lambda: [{"name": "ce"}],
+        description=("a loss name, a mapping {name: ..., weight: ..., settings} or a list of them (medseg.losses)"),
+    )
     train: TrainConfig = Field(default_factory=TrainConfig)
     adversarial: AdversarialConfig = Field(default_factory=AdversarialConfig)
     noisy_labels: NoisyLabelsConfig = Field(default_factory=NoisyLabelsConfig)
@@ -98,8 +129,9 @@ class Config(Section):
     @classmethod
     def _loss(cls, value):
         items = value if isinstance(value, list) else [value]
-        if not items or not all(isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("name"), str))
-                                for v in items):
+        if not items or not all(
+            isinstance(v, str) or (isinstance(v, dict) and isinstance(v.get("name"), str)) for v in items
+        ):
             raise ValueError(f"loss must be a loss name, a mapping with a name, or a list of these; got {value!r}")
         return value
 
@@ -111,9 +143,11 @@ class Config(Section):
         if self.adversarial.enabled and nl.qam.enabled:
             raise ValueError("adversarial and noisy_labels.qam cannot be combined (each has its own trainer)")
         if nl.qam.enabled and self.train.batch_size < 2:
-            raise ValueError("noisy_labels.qam weighs the samples of a batch against each other: train.batch_size "
-                             "must be >= 2 (thesis line 559: batch size 1 made QAM unusable; in 3D train on "
-                             "batches of patches)")
+            raise ValueError(
+                "noisy_labels.qam weighs the samples of a batch against each other: train.batch_size "
+                "must be >= 2 (thesis line 559: batch size 1 made QAM unusable; in 3D train on "
+                "batches of patches)"
+            )
         dims = self.task.spatial_dims
         shape_names = "[H, W] pixels" if dims == 2 else "[D, H, W] voxels"
         patch = self.data.patch_size
@@ -121,13 +155,16 @@ class Config(Section):
             raise ValueError(f"data.patch_size must be {shape_names} for task.spatial_dims {dims}, got {patch!r}")
         roi = self.evaluate.sliding_window.roi_size
         if roi is not None and len(roi) != dims:
-            raise ValueError(f"evaluate.sliding_window.roi_size must be {shape_names} for task.spatial_dims {dims}, "
-                             f"got {roi!r}")
+            raise ValueError(
+                f"evaluate.sliding_window.roi_size must be {shape_names} for task.spatial_dims {dims}, got {roi!r}"
+            )
         if self.task.spatial_dims == 3:
             for key in ("flip_prob", "rot90_prob", "elastic_prob", "noise_prob"):
                 if getattr(self.augment, key) > 0:
-                    raise ValueError(f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
-                                     f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)")
+                    raise ValueError(
+                        f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
+                        f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)"
+                    )
         return self
 
 

@@ -46,13 +46,22 @@ class VolumeAugmentConfig(Section):
 class AugmentConfig(Section):
     flip_prob: float = Field(0.0, description="2D: random flips along each axis")
     rot90_prob: float = Field(0.0, description="2D: random 90° rotations")
-    elastic_prob: float = Field(0.0, description="2D: probability of an elastic deformation (the GI paper, after "
-                                                 "Simard et al.; MONAI Rand2DElastic: image bilinear, masks nearest)")
-    elastic_spacing: list[float] = Field(default_factory=lambda: [16.0, 16.0], description=(
-        "2D elastic: distance between the deformation's control points, pixels [H, W]"))
-    elastic_magnitude: list[float] = Field(default_factory=lambda: [1.0, 2.0], description=(
-        "2D elastic: range [lo, hi] of the control points' random displacement, in pixels (MONAI's magnitude_range; "
-        "the smooth field between them moves pixels by about that much)"))
+    elastic_prob: float = Field(
+        0.0,
+        description="2D: probability of an elastic deformation (the GI paper, after "
+        "Simard et al.; MONAI Rand2DElastic: image bilinear, masks nearest)",
+    )
+    elastic_spacing: list[float] = Field(
+        default_factory=lambda: [16.0, 16.0],
+        description=("2D elastic: distance between the deformation's control points, pixels [H, W]"),
+    )
+    elastic_magnitude: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0],
+        description=(
+            "2D elastic: range [lo, hi] of the control points' random displacement, in pixels "
+            "(MONAI's magnitude_range; the smooth field between them moves pixels by about that much)"
+        ),
+    )
     noise_prob: float = Field(0.0, description="2D: probability of additive Gaussian noise on the image")
     noise_std: float = Field(0.05, description="2D: the noise's standard deviation (in the normalised input's units)")
     volume: VolumeAugmentConfig = Field(default_factory=VolumeAugmentConfig)
@@ -64,8 +73,9 @@ class AugmentConfig(Section):
         _probability(self.elastic_prob, "augment.elastic_prob")
         _probability(self.noise_prob, "augment.noise_prob")
         if len(self.elastic_spacing) != 2 or min(self.elastic_spacing) <= 0:
-            raise ValueError(f"augment.elastic_spacing must be two positive pixel distances [H, W], got "
-                             f"{self.elastic_spacing!r}")
+            raise ValueError(
+                f"augment.elastic_spacing must be two positive pixel distances [H, W], got {self.elastic_spacing!r}"
+            )
         lo_hi = self.elastic_magnitude
         if len(lo_hi) != 2 or not 0 <= lo_hi[0] <= lo_hi[1]:
             raise ValueError(f"augment.elastic_magnitude must be [lo, hi] with 0 <= lo <= hi, got {lo_hi!r}")

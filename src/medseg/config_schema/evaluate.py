@@ -16,8 +16,10 @@ class SlidingWindowConfig(Section):
     roi_size ([H, W] in 2D, [D, H, W] in 3D; null: whole images/volumes) overlapping by `overlap`."""
 
     roi_size: list[int] | None = Field(
-        None, description="[H, W] (2D) or [D, H, W] (3D) window; null: whole images or volumes (2D images larger "
-                          "than 1024 px a side are still tiled at inference)")
+        None,
+        description="[H, W] (2D) or [D, H, W] (3D) window; null: whole images or volumes (2D images larger "
+        "than 1024 px a side are still tiled at inference)",
+    )
     overlap: float = 0.5
     sw_batch_size: int = 1
     mode: Literal["gaussian", "constant"] = "gaussian"
@@ -37,16 +39,20 @@ class EvaluateConfig(Section):
     hausdorff: bool = True
     sliding_window: SlidingWindowConfig = Field(default_factory=SlidingWindowConfig)
     references: Literal["auto", "none"] = Field(
-        "auto", description="published numbers set beside ours in the report (medseg.evaluation.paper_numbers): "
-                            "auto = the chromosome papers' rows for the model's family on the chromosome task "
-                            "(task.class_names = background, chromosome_alpha, chromosome_beta, overlap), the CTV "
-                            "thesis' rows for its model (ctv_unet3d), none for any other task | none = no "
-                            "published rows (a chromosome task's report then keeps its own rows and definitions)")
+        "auto",
+        description="published numbers set beside ours in the report (medseg.evaluation.paper_numbers): "
+        "auto = the chromosome papers' rows for the model's family on the chromosome task "
+        "(task.class_names = background, chromosome_alpha, chromosome_beta, overlap), the CTV "
+        "thesis' rows for its model (ctv_unet3d), none for any other task | none = no "
+        "published rows (a chromosome task's report then keeps its own rows and definitions)",
+    )
     karyotype_vote: Literal["soft", "majority"] = Field(
-        "soft", description="karyotype task (classes background, 1-22, X, Y; data.path mfish:karyotype): a "
-                            "chromosome's class from its pixels' probabilities: soft = argmax over 1-24 of the mean "
-                            "probability over its mask | majority = the most frequent pixel argmax "
-                            "(medseg.metrics.karyotype)")
+        "soft",
+        description="karyotype task (classes background, 1-22, X, Y; data.path mfish:karyotype): a "
+        "chromosome's class from its pixels' probabilities: soft = argmax over 1-24 of the mean "
+        "probability over its mask | majority = the most frequent pixel argmax "
+        "(medseg.metrics.karyotype)",
+    )
 
 
 class OutputConfig(Section):

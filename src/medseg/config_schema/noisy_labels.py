@@ -10,8 +10,15 @@ from pydantic import Field, field_validator, model_validator
 from medseg.config_schema.base import Section, positive
 from medseg.config_schema.task import TaskConfig
 
-__all__ = ["NOISE_MODES", "NoisyLabelsConfig", "OcmConfig", "QamConfig", "check_derived_structures", "noise_range",
-           "structure_signatures"]
+__all__ = [
+    "NOISE_MODES",
+    "NoisyLabelsConfig",
+    "OcmConfig",
+    "QamConfig",
+    "check_derived_structures",
+    "noise_range",
+    "structure_signatures",
+]
 
 NOISE_MODES = ("dilate", "erode", "both")
 
@@ -54,14 +61,19 @@ class NoisyLabelsConfig(Section):
     and work with or without simulated noise."""
 
     enabled: bool = False
-    fraction: float = Field(0.0, description="share of the fold's training samples corrupted "
-                                             "(Table 3.1: 0, 0.25, 0.5, 0.75)")
-    dilate_range: list[int] = Field(default_factory=lambda: [1, 8], description=(
-        "n ~ uniform integer in [lo, hi] px, for dilation and shrinking (Table 3.1: 1-8, 5-13)"))
+    fraction: float = Field(
+        0.0, description="share of the fold's training samples corrupted (Table 3.1: 0, 0.25, 0.5, 0.75)"
+    )
+    dilate_range: list[int] = Field(
+        default_factory=lambda: [1, 8],
+        description=("n ~ uniform integer in [lo, hi] px, for dilation and shrinking (Table 3.1: 1-8, 5-13)"),
+    )
     mode: Literal["dilate", "erode", "both"] = Field(
-        "both", description="dilate | erode | both (each corrupted sample dilated or eroded with probability ½)")
+        "both", description="dilate | erode | both (each corrupted sample dilated or eroded with probability ½)"
+    )
     structures: Literal["classes", "derived"] = Field(
-        "classes", description="classes (each foreground class) | derived (task.derived unions: whole chromosomes)")
+        "classes", description="classes (each foreground class) | derived (task.derived unions: whole chromosomes)"
+    )
     seed: int = 0
     qam: QamConfig = Field(default_factory=QamConfig)
     ocm: OcmConfig = Field(default_factory=OcmConfig)
@@ -104,14 +116,18 @@ def structure_signatures(structures: list[list[int]], num_classes: int) -> dict[
     if k == 0:
         raise ValueError("noisy_labels.structures: derived needs task.derived to name at least one structure")
     if 2**k != num_classes:
-        raise ValueError(f"noisy_labels.structures: derived needs the {k} task.derived unions to code each of the "
-                         f"{num_classes} classes by which unions hold it (2^{k} = {2**k} patterns); use 'classes'")
+        raise ValueError(
+            f"noisy_labels.structures: derived needs the {k} task.derived unions to code each of the "
+            f"{num_classes} classes by which unions hold it (2^{k} = {2**k} patterns); use 'classes'"
+        )
     seen: dict[int, int] = {}
     for c in range(num_classes):
         sig = sum(1 << i for i, members in enumerate(structures) if c in {int(m) for m in members})
         if sig in seen:
-            raise ValueError(f"noisy_labels.structures: classes {seen[sig]} and {c} lie in the same task.derived "
-                             "unions, so a perturbed map could not tell them apart; use 'classes'")
+            raise ValueError(
+                f"noisy_labels.structures: classes {seen[sig]} and {c} lie in the same task.derived "
+                "unions, so a perturbed map could not tell them apart; use 'classes'"
+            )
         seen[sig] = c
     if seen.get(0) != 0:
         raise ValueError("noisy_labels.structures: the background (class 0) must lie in no task.derived union")
@@ -121,6 +137,7 @@ def structure_signatures(structures: list[list[int]], num_classes: int) -> dict[
 def check_derived_structures(task: TaskConfig) -> None:
     """``noisy_labels.structures: derived``: multiclass tasks only, unions as :func:`structure_signatures`."""
     if task.mode != "multiclass":
-        raise ValueError("noisy_labels.structures: derived needs a multiclass task; multilabel maps are perturbed "
-                         "channel by channel")
+        raise ValueError(
+            "noisy_labels.structures: derived needs a multiclass task; multilabel maps are perturbed channel by channel"
+        )
     structure_signatures(list((task.derived or {}).values()), len(task.class_names))

@@ -8,8 +8,15 @@ from pydantic import Field, field_validator
 
 from medseg.config_schema.base import Section, positive
 
-__all__ = ["AdversarialConfig", "DiscriminatorConfig", "DistributedConfig", "EarlyStoppingConfig", "SchedulerConfig",
-           "TrainConfig", "ValidationConfig"]
+__all__ = [
+    "AdversarialConfig",
+    "DiscriminatorConfig",
+    "DistributedConfig",
+    "EarlyStoppingConfig",
+    "SchedulerConfig",
+    "TrainConfig",
+    "ValidationConfig",
+]
 
 
 class SchedulerConfig(Section):
@@ -39,12 +46,17 @@ class DistributedConfig(Section):
     """Data-parallel training (``torchrun`` / ``medseg train --nproc N``; medseg.training.distributed). The
     global batch is ``train.batch_size``, split evenly over the processes."""
 
-    sync_batchnorm: bool = Field(False, description="BatchNorm statistics over the global batch (SyncBatchNorm; "
-                                                    "CUDA only in PyTorch); off: each rank normalises its own share")
-    find_unused_parameters: bool = Field(False, description="DDP's find_unused_parameters, for models with parameters "
-                                                            "a step does not use")
-    timeout_minutes: float = Field(10.0, description="a collective waiting longer for a peer (a dead rank) fails "
-                                                     "instead of hanging")
+    sync_batchnorm: bool = Field(
+        False,
+        description="BatchNorm statistics over the global batch (SyncBatchNorm; "
+        "CUDA only in PyTorch); off: each rank normalises its own share",
+    )
+    find_unused_parameters: bool = Field(
+        False, description="DDP's find_unused_parameters, for models with parameters a step does not use"
+    )
+    timeout_minutes: float = Field(
+        10.0, description="a collective waiting longer for a peer (a dead rank) fails instead of hanging"
+    )
 
     @field_validator("timeout_minutes")
     @classmethod
@@ -61,47 +73,70 @@ class ValidationConfig(Section):
 
     images: int | None = Field(None, ge=1, description="validation images per epoch: a fixed seeded subset; null = all")
     full_every: int = Field(0, ge=0, description="every N epochs also validate on every validation image (0: never)")
-    final: bool = Field(True, description="when a subset is validated per epoch: the selected model on every "
-                                          "validation image once training ends")
+    final: bool = Field(
+        True,
+        description="when a subset is validated per epoch: the selected model on every "
+        "validation image once training ends",
+    )
     seed: int = 0
 
 
 class TrainConfig(Section):
     epochs: int = 300
     steps_per_epoch: int | None = Field(
-        None, description="an epoch is this many optimizer steps, batches drawn with replacement whatever the "
-                          "training set's size (nnU-Net: 250); null: one pass over the training images (the papers)")
+        None,
+        description="an epoch is this many optimizer steps, batches drawn with replacement whatever the "
+        "training set's size (nnU-Net: 250); null: one pass over the training images (the papers)",
+    )
     iterations: int | None = Field(
-        None, description="training budget in optimizer steps (nnU-Net style); when set it overrides epochs: "
-                          "ceil(iterations / batches per epoch) epochs, the last one cut at exactly this many steps")
+        None,
+        description="training budget in optimizer steps (nnU-Net style); when set it overrides epochs: "
+        "ceil(iterations / batches per epoch) epochs, the last one cut at exactly this many steps",
+    )
     time_limit_minutes: float | None = Field(
-        None, description="wall-clock budget of one fold's training in minutes: training stops at the first batch "
-                          "past it (the epoch is then validated and saved); null: no limit. For comparisons at equal "
-                          "time; poly and cosine schedules then reach their end at the limit")
+        None,
+        description="wall-clock budget of one fold's training in minutes: training stops at the first batch "
+        "past it (the epoch is then validated and saved); null: no limit. For comparisons at equal "
+        "time; poly and cosine schedules then reach their end at the limit",
+    )
     sampling: Literal["uniform", "class_balanced"] = Field(
-        "uniform", description="which training images a step draws: uniform, or class_balanced (each foreground "
-                               "class about equally often: an image stands for the rarest class it holds; "
-                               "medseg.training.sampling)")
+        "uniform",
+        description="which training images a step draws: uniform, or class_balanced (each foreground "
+        "class about equally often: an image stands for the rarest class it holds; "
+        "medseg.training.sampling)",
+    )
     batch_size: int = 8
     lr: float = 1.0e-3
     weight_decay: float = 0.0
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     seed: int = 0
-    amp: bool = Field(True, description="mixed precision: on CUDA bf16 (fp16 + loss scaling where the GPU has no "
-                                        "bf16); on a CPU bf16 only where it has native bf16 (AVX512-BF16, AMX, Arm "
-                                        "BF16), else off")
+    amp: bool = Field(
+        True,
+        description="mixed precision: on CUDA bf16 (fp16 + loss scaling where the GPU has no "
+        "bf16); on a CPU bf16 only where it has native bf16 (AVX512-BF16, AMX, Arm "
+        "BF16), else off",
+    )
     channels_last: bool | Literal["auto"] = Field(
-        "auto", description="2D models in channels-last memory format: auto = where measured to gain (CUDA; not "
-                            "the CPU, see the README), true = on any device, false = never")
-    compile: bool = Field(False, description="torch.compile the network for training (validation and the saved "
-                                             "model use the plain module); needs a C++ compiler on the CPU")
-    compile_backend: str = Field("inductor", description="torch.compile backend (inductor; eager / aot_eager to "
-                                                         "check the wiring without compiling)")
+        "auto",
+        description="2D models in channels-last memory format: auto = where measured to gain (CUDA; not "
+        "the CPU, see the README), true = on any device, false = never",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the network for training (validation and the saved "
+        "model use the plain module); needs a C++ compiler on the CPU",
+    )
+    compile_backend: str = Field(
+        "inductor",
+        description="torch.compile backend (inductor; eager / aot_eager to check the wiring without compiling)",
+    )
     num_workers: int | Literal["auto"] = Field(
-        "auto", description="DataLoader worker processes: auto = sized from this process's share of the cores "
-                            "(0 on the CPU, where it was measured not to gain; on CUDA the share less one, at most "
-                            "8); or a number >= 0")
+        "auto",
+        description="DataLoader worker processes: auto = sized from this process's share of the cores "
+        "(0 on the CPU, where it was measured not to gain; on CUDA the share less one, at most "
+        "8); or a number >= 0",
+    )
     device: str = "auto"
     max_batches_per_epoch: int | None = Field(None, description="cap for quick CPU runs")
     val_max_batches: int | None = None

@@ -5,7 +5,7 @@ as uint8 and converted per batch; a generic 2D folder set goes through the same 
 whole, its size is checked before it is converted: each image against the voxel budget, the whole set
 against the memory limit (:mod:`medseg.data.limits`), with a message naming the file.
 
-Image size (``data.size``, issue 12). With ``data.size: [H, W]`` every image is padded all round to that size
+Image size (``data.size``). With ``data.size: [H, W]`` every image is padded all round to that size
 (the papers pad 94 × 93 to 128 × 128: padding loses nothing and is silent); an image *larger* than it is
 centre-cropped, which throws pixels away for good — that is never silent: a warning (one line on the
 terminal) and a note in ``data.notes`` (which reports show) say how many images lose what share of their
@@ -136,10 +136,12 @@ def crop_warning(shapes: Sequence[tuple[int, int]], size: Sequence[int], source:
             largest = max(largest, (h, w), key=lambda s: s[0] * s[1])
     if not n_cut:
         return None
-    return (f"{source}: data.size {th}x{tw} is smaller than {n_cut} of {len(shapes)} images (largest "
-            f"{largest[0]}x{largest[1]}), which are centre-cropped to it: {100 * cut / total:.1f} % of all pixels "
-            f"({cut:,} of {total:,}) are cut away and never trained on or evaluated. Set data.size: null (full "
-            "resolution) with data.patch_size: [H, W] to train on random patches of the whole images")
+    return (
+        f"{source}: data.size {th}x{tw} is smaller than {n_cut} of {len(shapes)} images (largest "
+        f"{largest[0]}x{largest[1]}), which are centre-cropped to it: {100 * cut / total:.1f} % of all pixels "
+        f"({cut:,} of {total:,}) are cut away and never trained on or evaluated. Set data.size: null (full "
+        "resolution) with data.patch_size: [H, W] to train on random patches of the whole images"
+    )
 
 
 CROP_MARK = "centre-cropped to it"  # in every crop message: the loader has already shown it as a warning
@@ -166,7 +168,9 @@ def resolve_data_path(data_cfg: dict) -> tuple[Path, bool]:
         raise DataValidationError(None, f"unknown synthesized set {spec!r}; use {synthesizer_names()}")
     path = Path(spec).expanduser()
     if not path.exists():
-        raise DataValidationError(path, "data not found (give an HDF5 file in the Pommier layout or a folder with images/ and masks/)")
+        raise DataValidationError(
+            path, "data not found (give an HDF5 file in the Pommier layout or a folder with images/ and masks/)"
+        )
     return path, is_synthesized(path)
 
 
@@ -196,9 +200,11 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
     path, synthesized = resolve_data_path(data_cfg)
     for key, off in (("resize", False), ("context_slices", 0)):
         if (data_cfg.get(key) or off) != off:  # never ignored silently
-            raise ConfigError(f"data.{key} is read for slice data in scans (the UW-Madison GI folder, "
-                              f"data.format: uwgi); {path} is not one: remove data.{key}"
-                              + (" (data.size pads or centre-crops 2D images)" if key == "resize" else ""))
+            raise ConfigError(
+                f"data.{key} is read for slice data in scans (the UW-Madison GI folder, "
+                f"data.format: uwgi); {path} is not one: remove data.{key}"
+                + (" (data.size pads or centre-crops 2D images)" if key == "resize" else "")
+            )
     fmt = data_cfg.get("format", "auto")
     if fmt == "auto":
         fmt = "folder" if path.is_dir() else "pommier"
@@ -209,16 +215,23 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
     split_file: str | None = None
     limit = data_cfg.get("limit")
     if fmt == "pommier":
-        images, labels, report = read_pommier_h5(path, key=data_cfg.get("h5_key", "dataset_1"), num_classes=num_classes,
-                                                 stray_labels=data_cfg["stray_labels"])
+        images, labels, report = read_pommier_h5(
+            path,
+            key=data_cfg.get("h5_key", "dataset_1"),
+            num_classes=num_classes,
+            stray_labels=data_cfg["stray_labels"],
+        )
         if report.stray_pixels:
             notes.append(f"{path.name}: {report.summary()}")
         if limit:
             images, labels = images[: int(limit)], labels[: int(limit)]
         original = images.shape[1:]
         pixels = int(np.prod(size)) if size else int(np.prod(original))
-        check_dataset_bytes(path, len(images) * pixels * (np.dtype(np.float32).itemsize + 1),
-                            what=f"{len(images):,} images of {'x'.join(map(str, size or original))} (float32 + labels)")
+        check_dataset_bytes(
+            path,
+            len(images) * pixels * (np.dtype(np.float32).itemsize + 1),
+            what=f"{len(images):,} images of {'x'.join(map(str, size or original))} (float32 + labels)",
+        )
         if size:
             warn_crop(notes, [tuple(original)] * len(images), size, path.name)
             images = pad_to(images, size, data_cfg["image_pad_value"])
@@ -229,42 +242,66 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
         if groups is not None:
             ready = path.with_name(path.stem + ".splits.json")  # mfish-pairs' own split by slide
             split_file = str(ready) if ready.is_file() and not limit else None
-            notes.append(f"{path.name}: pairs of {len(set(groups))} slides; splits keep each slide's pairs together"
-                         + (f" (the file's own split {ready.name}, unless splits.file says otherwise)" if split_file else ""))
+            notes.append(
+                f"{path.name}: pairs of {len(set(groups))} slides; splits keep each slide's pairs together"
+                + (f" (the file's own split {ready.name}, unless splits.file says otherwise)" if split_file else "")
+            )
     elif fmt == "folder":
-        from medseg.data.folder import (
-            image_shape,
-            load_folder_dataset,
-            pair_files,
-            resolve_folder,
-        )
-
-        images_dir, masks_dir = resolve_folder(path)
-        # The sizes from the headers (nothing decoded): what data.size would crop, or the common canvas.
-        shapes = [tuple(int(v) for v in image_shape(p)[:2]) for p in pair_files(images_dir, masks_dir).images]
-        used = shapes[: int(limit)] if limit else shapes
-        load_size = size
-        if size:
-            warn_crop(notes, used, size, path.name)
-        elif len(set(shapes)) > 1:  # full resolution, images of different sizes: one canvas, boxes recorded
-            load_size = (max(h for h, _ in shapes), max(w for _, w in shapes))
-            boxes = [((load_size[0] - h) // 2, (load_size[1] - w) // 2, h, w) for h, w in used]
-            small, large = (f(used, key=lambda s: s[0] * s[1]) for f in (min, max))
-            notes.append(f"{path.name}: {len(set(used))} image sizes at full resolution (from "
-                         f"{small[0]}x{small[1]} to {large[0]}x{large[1]}), held on a "
-                         f"{load_size[0]}x{load_size[1]} canvas; each image is used and scored within its own size")
-        images, labels, names = load_folder_dataset(images_dir, masks_dir, num_classes=num_classes, size=load_size,
-                                                    mask_values=data_cfg.get("mask_values"),
-                                                    pad_value=data_cfg["image_pad_value"])
-        if limit:
-            images, labels, names = images[: int(limit)], labels[: int(limit)], names[: int(limit)]
-        original = images.shape[1:]
+        images, labels, names, original, boxes = _load_folder(path, data_cfg, num_classes, size, limit, notes)
     else:
-        raise DataValidationError(path, f"unknown data format {fmt!r}; use auto, pommier, folder or uwgi (the "
-                                        "UW-Madison folder, read by medseg.data.uwgi_dataset)")
-    return SegmentationData(np.ascontiguousarray(images, dtype=np.float32), np.ascontiguousarray(labels, dtype=np.uint8),
-                            names, str(path), synthesized, notes, tuple(original), boxes=boxes, groups=groups,
-                            split_file=split_file)
+        raise DataValidationError(
+            path,
+            f"unknown data format {fmt!r}; use auto, pommier, folder or uwgi (the "
+            "UW-Madison folder, read by medseg.data.uwgi_dataset)",
+        )
+    return SegmentationData(
+        np.ascontiguousarray(images, dtype=np.float32),
+        np.ascontiguousarray(labels, dtype=np.uint8),
+        names,
+        str(path),
+        synthesized,
+        notes,
+        tuple(original),
+        boxes=boxes,
+        groups=groups,
+        split_file=split_file,
+    )
+
+
+def _load_folder(path: Path, data_cfg: dict, num_classes: int, size: tuple | None, limit, notes: list[str]) -> tuple:
+    """An images/ + masks/ folder for :func:`load_data`: (images, labels, names, original shape, boxes); its
+    notes are appended to ``notes``."""
+    from medseg.data.folder import image_shape, load_folder_dataset, pair_files, resolve_folder
+
+    images_dir, masks_dir = resolve_folder(path)
+    # The sizes from the headers (nothing decoded): what data.size would crop, or the common canvas.
+    shapes = [tuple(int(v) for v in image_shape(p)[:2]) for p in pair_files(images_dir, masks_dir).images]
+    used = shapes[: int(limit)] if limit else shapes
+    load_size = size
+    boxes: list[Box] | None = None
+    if size:
+        warn_crop(notes, used, size, path.name)
+    elif len(set(shapes)) > 1:  # full resolution, images of different sizes: one canvas, boxes recorded
+        load_size = (max(h for h, _ in shapes), max(w for _, w in shapes))
+        boxes = [((load_size[0] - h) // 2, (load_size[1] - w) // 2, h, w) for h, w in used]
+        small, large = (f(used, key=lambda s: s[0] * s[1]) for f in (min, max))
+        notes.append(
+            f"{path.name}: {len(set(used))} image sizes at full resolution (from "
+            f"{small[0]}x{small[1]} to {large[0]}x{large[1]}), held on a "
+            f"{load_size[0]}x{load_size[1]} canvas; each image is used and scored within its own size"
+        )
+    images, labels, names = load_folder_dataset(
+        images_dir,
+        masks_dir,
+        num_classes=num_classes,
+        size=load_size,
+        mask_values=data_cfg.get("mask_values"),
+        pad_value=data_cfg["image_pad_value"],
+    )
+    if limit:
+        images, labels, names = images[: int(limit)], labels[: int(limit)], names[: int(limit)]
+    original = images.shape[1:]
+    return images, labels, names, original, boxes
 
 
 class SegmentationDataset(Dataset):
@@ -290,8 +327,10 @@ class SegmentationDataset(Dataset):
         image = normalize_input(image, self.normalize)
         if self.data.context is None:  # one channel; a 2.5D stack has its channels already
             image = image[None]
-        sample = {"image": torch.from_numpy(np.array(image, dtype=np.float32)),
-                  "label": torch.from_numpy(label.astype(np.int64))}
+        sample = {
+            "image": torch.from_numpy(np.array(image, dtype=np.float32)),
+            "label": torch.from_numpy(label.astype(np.int64)),
+        }
         if self.transform is not None:
             sample = self.transform(sample)
         sample["index"] = idx

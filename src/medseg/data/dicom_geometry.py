@@ -31,23 +31,30 @@ def one_series(slices: list[DicomSlice], where: Path, options: SeriesOptions) ->
         groups[s.series_uid].append(s)
     if options.series_uid is not None:
         if options.series_uid not in groups:
-            raise DataValidationError(where, f"no series with SeriesInstanceUID {options.series_uid}; found: "
-                                             + ", ".join(sorted(groups)))
+            raise DataValidationError(
+                where, f"no series with SeriesInstanceUID {options.series_uid}; found: " + ", ".join(sorted(groups))
+            )
         slices = groups[options.series_uid]
     elif len(groups) > 1:
         listing = "; ".join(
             f"{uid or '(no UID)'}: {len(g)} files, Modality {g[0].modality or '?'}"
             + (f", '{g[0].description}'" if g[0].description else "")
             + f", e.g. {g[0].name}"
-            for uid, g in sorted(groups.items(), key=lambda kv: -len(kv[1])))
+            for uid, g in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+        )
         raise DataValidationError(
-            where, f"mixed series: {len(groups)} different SeriesInstanceUIDs in one input ({listing}); choose one "
-                   "with series_uid=... or put each series in its own folder")
+            where,
+            f"mixed series: {len(groups)} different SeriesInstanceUIDs in one input ({listing}); choose one "
+            "with series_uid=... or put each series in its own folder",
+        )
     if options.require_modality is not None:
         for s in slices:
             if s.modality.upper() != options.require_modality.upper():
-                raise DataValidationError(where, f"{s.name}: Modality is {s.modality or '(missing)'}, a "
-                                                 f"{options.require_modality} series is required")
+                raise DataValidationError(
+                    where,
+                    f"{s.name}: Modality is {s.modality or '(missing)'}, a "
+                    f"{options.require_modality} series is required",
+                )
     return slices
 
 
@@ -56,19 +63,28 @@ def check_slices(slices: list[DicomSlice], where: Path) -> None:
     with the geometry tags that place it in the patient."""
     for s in slices:
         if s.samples != 1:
-            raise DataValidationError(where, f"{s.name}: {s.samples} samples per pixel (colour); a grey CT/MR "
-                                             "image has 1")
+            raise DataValidationError(
+                where, f"{s.name}: {s.samples} samples per pixel (colour); a grey CT/MR image has 1"
+            )
         if s.frames > 1:
-            raise DataValidationError(where, f"{s.name}: multi-frame (enhanced) DICOM with {s.frames} frames is not "
-                                             "supported; export the series as one file per slice")
+            raise DataValidationError(
+                where,
+                f"{s.name}: multi-frame (enhanced) DICOM with {s.frames} frames is not "
+                "supported; export the series as one file per slice",
+            )
     _check_decoders(slices, where)
     sizes = Counter((s.rows, s.cols) for s in slices)
     if len(sizes) > 1:
-        desc = ", ".join(f"{n} file(s) of {r}×{c} (e.g. {next(s.name for s in slices if (s.rows, s.cols) == (r, c))})"
-                         for (r, c), n in sizes.most_common())
+        desc = ", ".join(
+            f"{n} file(s) of {r}×{c} (e.g. {next(s.name for s in slices if (s.rows, s.cols) == (r, c))})"
+            for (r, c), n in sizes.most_common()
+        )
         raise DataValidationError(where, f"mixed slice sizes (Rows×Columns) in one series: {desc}")
-    for key, attr in (("ImageOrientationPatient", "orientation"), ("ImagePositionPatient", "position"),
-                      ("PixelSpacing", "pixel_spacing")):
+    for key, attr in (
+        ("ImageOrientationPatient", "orientation"),
+        ("ImagePositionPatient", "position"),
+        ("PixelSpacing", "pixel_spacing"),
+    ):
         for s in slices:
             if getattr(s, attr) is None and (key == "PixelSpacing" or len(slices) > 1):
                 raise DataValidationError(where, f"{s.name}: no {key}; cannot place the slice in the patient")
@@ -95,16 +111,20 @@ def series_geometry(slices: list[DicomSlice], where: Path, options: SeriesOption
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
     if min(np.linalg.norm(row_dir), np.linalg.norm(col_dir), np.linalg.norm(normal)) < 1e-6:
-        raise DataValidationError(where, f"{first.name}: ImageOrientationPatient {iop.tolist()} does not give two "
-                                         "independent axes")
+        raise DataValidationError(
+            where, f"{first.name}: ImageOrientationPatient {iop.tolist()} does not give two independent axes"
+        )
     row_dir, col_dir = row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
     normal = np.cross(row_dir, col_dir)
     normal /= np.linalg.norm(normal)
     for s in slices:
         other = s.orientation if s.orientation is not None else iop
         if np.abs(other - iop).max() > 1e-3:
-            raise DataValidationError(where, f"{s.name}: ImageOrientationPatient {other.tolist()} differs from "
-                                             f"{iop.tolist()} ({first.name}); the files are not one volume")
+            raise DataValidationError(
+                where,
+                f"{s.name}: ImageOrientationPatient {other.tolist()} differs from "
+                f"{iop.tolist()} ({first.name}); the files are not one volume",
+            )
     positions = np.array([s.position if s.position is not None else np.zeros(3) for s in slices])
     along = positions @ normal
     order = np.argsort(along, kind="stable")
@@ -112,8 +132,11 @@ def series_geometry(slices: list[DicomSlice], where: Path, options: SeriesOption
     positions, along = positions[order], along[order]
     for s in slices:
         if np.abs(s.pixel_spacing - first.pixel_spacing).max() > 1e-4:
-            raise DataValidationError(where, f"{s.name}: PixelSpacing {s.pixel_spacing.tolist()} differs from "
-                                             f"{first.pixel_spacing.tolist()} ({first.name})")
+            raise DataValidationError(
+                where,
+                f"{s.name}: PixelSpacing {s.pixel_spacing.tolist()} differs from "
+                f"{first.pixel_spacing.tolist()} ({first.name})",
+            )
     n = len(slices)
     index, gaps = np.arange(n), []
     if n == 1:
@@ -124,8 +147,10 @@ def series_geometry(slices: list[DicomSlice], where: Path, options: SeriesOption
         if dup.size:
             i = int(dup[0])
             raise DataValidationError(
-                where, f"two slices at the same position ({along[i]:.3f} mm along the normal): {slices[i].name} and "
-                       f"{slices[i + 1].name} (several acquisitions or echoes in one series?)")
+                where,
+                f"two slices at the same position ({along[i]:.3f} mm along the normal): {slices[i].name} and "
+                f"{slices[i + 1].name} (several acquisitions or echoes in one series?)",
+            )
         step = float(np.median(diffs))
         tol = max(options.spacing_rtol * step, 1e-3)
         bad = np.flatnonzero(np.abs(diffs - step) > tol)
@@ -134,25 +159,40 @@ def series_geometry(slices: list[DicomSlice], where: Path, options: SeriesOption
             k = int(round(diffs[i] / step)) - 1
             whole = k >= 1 and abs(diffs[i] - (k + 1) * step) <= tol
             if not (whole and options.allow_gaps):
-                what = (f"{k} slice(s) missing; pass allow_gaps=True (medseg data convert / predict: --allow-gaps) "
-                        "to fill them with the "
-                        "series' minimum value" if whole else "irregular slice spacing (not a whole number of "
-                                                               "missing slices)")
+                what = (
+                    f"{k} slice(s) missing; pass allow_gaps=True (medseg data convert / predict: --allow-gaps) "
+                    "to fill them with the "
+                    "series' minimum value"
+                    if whole
+                    else "irregular slice spacing (not a whole number of missing slices)"
+                )
                 raise DataValidationError(
-                    where, f"slice spacing is not uniform: gap of {diffs[i]:.3f} mm between slice {i} "
-                           f"({slices[i].name}, {along[i]:.3f} mm along the normal) and slice {i + 1} "
-                           f"({slices[i + 1].name}, {along[i + 1]:.3f} mm) where the series' spacing is {step:.3f} mm: "
-                           f"{what} ({len(bad)} irregular gap(s) in {n} slices)")
+                    where,
+                    f"slice spacing is not uniform: gap of {diffs[i]:.3f} mm between slice {i} "
+                    f"({slices[i].name}, {along[i]:.3f} mm along the normal) and slice {i + 1} "
+                    f"({slices[i + 1].name}, {along[i + 1]:.3f} mm) where the series' spacing is {step:.3f} mm: "
+                    f"{what} ({len(bad)} irregular gap(s) in {n} slices)",
+                )
             missing[i + 1] = k
-            gaps.append({"after": slices[i].name, "before": slices[i + 1].name, "after_mm": round(float(along[i]), 4),
-                         "before_mm": round(float(along[i + 1]), 4), "gap_mm": round(float(diffs[i]), 4),
-                         "slices_filled": k})
+            gaps.append(
+                {
+                    "after": slices[i].name,
+                    "before": slices[i + 1].name,
+                    "after_mm": round(float(along[i]), 4),
+                    "before_mm": round(float(along[i + 1]), 4),
+                    "gap_mm": round(float(diffs[i]), 4),
+                    "slices_filled": k,
+                }
+            )
         index = index + np.cumsum(missing)
         z_spacing = float((along[-1] - along[0]) / index[-1])
         lateral = positions - positions[0] - np.outer(along - along[0], normal)
         if np.linalg.norm(lateral, axis=1).max() > max(0.05 * z_spacing, 0.01):
-            warnings.warn(f"{where}: slice positions do not advance along the slice normal (gantry tilt?); "
-                          "the volume's z axis is the normal, as in ITK", stacklevel=4)
+            warnings.warn(
+                f"{where}: slice positions do not advance along the slice normal (gantry tilt?); "
+                "the volume's z axis is the normal, as in ITK",
+                stacklevel=4,
+            )
     return SeriesGeometry(slices, index, z_spacing, positions[0], np.stack([row_dir, col_dir, normal], axis=1), gaps)
 
 
@@ -164,7 +204,7 @@ def series_pixels(slices: list[DicomSlice], index: np.ndarray, n_total: int, whe
     intercepts = np.array([s.intercept for s in slices])
     integral = bool(np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts)))
     out = np.empty((n_total, rows, cols), np.int32 if integral else np.float32)
-    for k, s in zip(index.tolist(), slices):
+    for k, s in zip(index.tolist(), slices, strict=True):
         try:
             with quiet_pydicom():
                 raw = s.ds.pixel_array
@@ -204,8 +244,10 @@ def _check_decoders(slices: list[DicomSlice], where: Path) -> None:
                 try:
                     decoder = get_decoder(uid)
                     if not decoder.is_available:
-                        problem = (f"no decoder for its compressed transfer syntax {uid.name} ({ts}) is installed; "
-                                   f"install one of: {'; '.join(decoder.missing_dependencies)}")
+                        problem = (
+                            f"no decoder for its compressed transfer syntax {uid.name} ({ts}) is installed; "
+                            f"install one of: {'; '.join(decoder.missing_dependencies)}"
+                        )
                 except (NotImplementedError, ValueError):
                     problem = f"pydicom has no decoder for the transfer syntax {uid.name} ({ts})"
             seen[ts] = problem

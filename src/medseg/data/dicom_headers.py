@@ -41,17 +41,63 @@ __all__ = [
 DEFAULT_SPACING_RTOL = 0.1  # a gap may differ from the series' slice spacing by 10 % before it is an error
 _DEFER_BYTES = 1024  # elements larger than this (PixelData) stay on disk until used
 _NOT_DICOM_SUFFIXES = {
-    ".json", ".txt", ".md", ".csv", ".xml", ".html", ".pdf", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif",
-    ".tiff", ".nii", ".gz", ".h5", ".hdf5", ".zip", ".py", ".yaml", ".yml", ".ini", ".log", ".exe", ".bat", ".sh",
-    ".db", ".inf", ".htm", ".js", ".css", ".ico", ".dll", ".jar", ".rtf", ".doc", ".docx", ".xls", ".xlsx", ".toml",
-    ".cfg", ".nrrd", ".mha", ".mhd", ".plist",
+    ".json",
+    ".txt",
+    ".md",
+    ".csv",
+    ".xml",
+    ".html",
+    ".pdf",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".nii",
+    ".gz",
+    ".h5",
+    ".hdf5",
+    ".zip",
+    ".py",
+    ".yaml",
+    ".yml",
+    ".ini",
+    ".log",
+    ".exe",
+    ".bat",
+    ".sh",
+    ".db",
+    ".inf",
+    ".htm",
+    ".js",
+    ".css",
+    ".ico",
+    ".dll",
+    ".jar",
+    ".rtf",
+    ".doc",
+    ".docx",
+    ".xls",
+    ".xlsx",
+    ".toml",
+    ".cfg",
+    ".nrrd",
+    ".mha",
+    ".mhd",
+    ".plist",
 }
 
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".dic", ".ima"}
 _DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 # The two-letter value representations: an explicit-VR element has one of them at bytes 4-5.
-_VRS = {vr.encode() for vr in (
-    "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV").split()}
+_VRS = {
+    vr.encode()
+    for vr in (
+        "AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV"
+    ).split()
+}
 NameRole = Literal["dicom", "unknown", "other"]
 
 
@@ -158,16 +204,22 @@ def read_header(file: Path, role: NameRole = "dicom", max_voxels: int | None = N
         if size == 0 and role != "other":
             raise DataValidationError(file, "is empty (0 bytes): a DICOM file lost in copying?")
         if role == "dicom":
-            raise DataValidationError(file, "is not a readable DICOM file: no 'DICM' marker at byte 128 and no DICOM "
-                                            "element at its start (damaged, truncated, or not DICOM)")
+            raise DataValidationError(
+                file,
+                "is not a readable DICOM file: no 'DICM' marker at byte 128 and no DICOM "
+                "element at its start (damaged, truncated, or not DICOM)",
+            )
         if role == "unknown" and not any(head[:128]):
-            raise DataValidationError(file, "starts with zero bytes but has no 'DICM' marker: a damaged or truncated "
-                                            "DICOM file")
+            raise DataValidationError(
+                file, "starts with zero bytes but has no 'DICM' marker: a damaged or truncated DICOM file"
+            )
         return None
     limit = max_dicom_file_bytes(max_voxels)
     if size > limit:
-        raise DataValidationError(file, f"is {size:,} bytes, more than any image within the voxel budget needs "
-                                        f"({limit:,} bytes; {MAX_VOXELS_ENV})")
+        raise DataValidationError(
+            file,
+            f"is {size:,} bytes, more than any image within the voxel budget needs ({limit:,} bytes; {MAX_VOXELS_ENV})",
+        )
     import pydicom
 
     try:
@@ -271,16 +323,27 @@ def parse_slice(file: Path, name: str, ds, where: Path, options: SeriesOptions) 
         check_voxels(None, (frames, rows, cols), "the slice", options.max_voxels)
         meta = getattr(ds, "file_meta", None)
         s = DicomSlice(
-            file, name, ds, series_uid=_text(ds, "SeriesInstanceUID"),
-            modality=_text(ds, "Modality"), rows=rows, cols=cols, frames=frames,
+            file,
+            name,
+            ds,
+            series_uid=_text(ds, "SeriesInstanceUID"),
+            modality=_text(ds, "Modality"),
+            rows=rows,
+            cols=cols,
+            frames=frames,
             samples=int(_number(ds, "SamplesPerPixel", 1)),
             transfer_syntax=(_text(meta, "TransferSyntaxUID") if meta is not None else "") or "1.2.840.10008.1.2",
-            position=_numbers(ds, "ImagePositionPatient", 3), orientation=_numbers(ds, "ImageOrientationPatient", 6),
-            pixel_spacing=_numbers(ds, "PixelSpacing", 2), slope=_number(ds, "RescaleSlope", 1.0) or 1.0,
+            position=_numbers(ds, "ImagePositionPatient", 3),
+            orientation=_numbers(ds, "ImageOrientationPatient", 6),
+            pixel_spacing=_numbers(ds, "PixelSpacing", 2),
+            slope=_number(ds, "RescaleSlope", 1.0) or 1.0,
             intercept=_number(ds, "RescaleIntercept", 0.0),
             thickness=abs(_number(ds, "SpacingBetweenSlices", 0.0)) or abs(_number(ds, "SliceThickness", 0.0)) or 1.0,
-            sop_uid=_text(ds, "SOPInstanceUID"), study_uid=_text(ds, "StudyInstanceUID"),
-            frame_uid=_text(ds, "FrameOfReferenceUID"), description=_text(ds, "SeriesDescription"))
+            sop_uid=_text(ds, "SOPInstanceUID"),
+            study_uid=_text(ds, "StudyInstanceUID"),
+            frame_uid=_text(ds, "FrameOfReferenceUID"),
+            description=_text(ds, "SeriesDescription"),
+        )
         if _PIXEL_DATA not in ds:
             raise _HeaderProblem("no pixel data (PixelData element missing)")
     except DataValidationError as exc:
@@ -309,8 +372,10 @@ def _check_extent(file: Path, ds) -> None:
         elem = ds.get_item(tag, keep_deferred=True)
         tell, length = getattr(elem, "value_tell", None), getattr(elem, "length", None)
         if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size:
-            raise _HeaderProblem(f"truncated: {keyword_for_tag(tag) or tag} declares {length:,} bytes, the file "
-                                 f"ends after {max(0, size - tell):,}")
+            raise _HeaderProblem(
+                f"truncated: {keyword_for_tag(tag) or tag} declares {length:,} bytes, the file "
+                f"ends after {max(0, size - tell):,}"
+            )
 
 
 def candidate_files(folder: Path) -> list[Path]:

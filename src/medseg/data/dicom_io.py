@@ -164,8 +164,15 @@ def read_dicom_series(
     return _read_series([(path, printable(path.name))], path.parent, options, explicit=True, source=path)
 
 
-def _read_series(entries: list[tuple[Path, str]], where: Path, options: SeriesOptions, *, explicit: bool = False,
-                 source: Path, skipped: list[str] | None = None) -> Volume:
+def _read_series(
+    entries: list[tuple[Path, str]],
+    where: Path,
+    options: SeriesOptions,
+    *,
+    explicit: bool = False,
+    source: Path,
+    skipped: list[str] | None = None,
+) -> Volume:
     """``where``: the folder or zip that errors name; ``entries``: (file to read, name used in messages).
     ``explicit``: the files were named one by one, so each must be DICOM. ``skipped``: names already left
     out (zip members that are not DICOM by name); the non-DICOM and non-image files met here are added."""
@@ -194,24 +201,33 @@ def _read_series(entries: list[tuple[Path, str]], where: Path, options: SeriesOp
         else:
             slices.append(item)
     if not slices:
-        raise DataValidationError(where, f"no DICOM image files found ({looked_at} files looked at, {len(skipped)} "
-                                         "skipped as non-DICOM or non-image objects)")
+        raise DataValidationError(
+            where,
+            f"no DICOM image files found ({looked_at} files looked at, {len(skipped)} "
+            "skipped as non-DICOM or non-image objects)",
+        )
     slices = one_series(slices, where, options)
     for item in non_images:  # RTSTRUCT, SR, KO... have series of their own: one in the image series is damaged
         if item.kind == "no image" and item.series_uid == slices[0].series_uid:
-            raise DataValidationError(where, f"{item.name}: no Rows/Columns in an object of the image series "
-                                             f"{item.series_uid or '(no UID)'}: a damaged slice?")
+            raise DataValidationError(
+                where,
+                f"{item.name}: no Rows/Columns in an object of the image series "
+                f"{item.series_uid or '(no UID)'}: a damaged slice?",
+            )
     check_slices(slices, where)
     geometry = series_geometry(slices, where, options)
     slices = geometry.slices
     n_total = int(geometry.index[-1]) + 1
     check_voxels(where, (n_total, slices[0].rows, slices[0].cols), "the series", options.max_voxels)
     for g in geometry.gaps:
-        warnings.warn(f"{where}: {g['slices_filled']} missing slice(s) between {g['after']} and {g['before']} "
-                      f"(a {g['gap_mm']:.3f} mm gap) filled with the series' minimum value", stacklevel=3)
+        warnings.warn(
+            f"{where}: {g['slices_filled']} missing slice(s) between {g['after']} and {g['before']} "
+            f"(a {g['gap_mm']:.3f} mm gap) filled with the series' minimum value",
+            stacklevel=3,
+        )
     out = series_pixels(slices, geometry.index, n_total, where)
     first = slices[0]
-    by_index = dict(zip(geometry.index.tolist(), slices))
+    by_index = dict(zip(geometry.index.tolist(), slices, strict=True))
     meta = {
         "format": "dicom",
         "source": str(source),
@@ -230,8 +246,14 @@ def _read_series(entries: list[tuple[Path, str]], where: Path, options: SeriesOp
     }
     if geometry.gaps:
         meta["gaps"] = geometry.gaps
-    volume = Volume(out, (geometry.z_spacing, *first.pixel_spacing), tuple(geometry.origin), geometry.direction,
-                    first.modality or None, meta)
+    volume = Volume(
+        out,
+        (geometry.z_spacing, *first.pixel_spacing),
+        tuple(geometry.origin),
+        geometry.direction,
+        first.modality or None,
+        meta,
+    )
     return validate_volume(volume, where, "the series")
 
 
@@ -267,9 +289,25 @@ _CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 _SOP_CLASS = {"CT": _CT_IMAGE_STORAGE, "MR": _MR_IMAGE_STORAGE}
 _TEMPLATE_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyInstanceUID", "StudyDate",
-    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription", "FrameOfReferenceUID",
-    "PositionReferenceIndicator", "Manufacturer", "InstitutionName", "KVP", "PatientPosition", "BodyPartExamined",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "PatientAge",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+    "StudyDescription",
+    "FrameOfReferenceUID",
+    "PositionReferenceIndicator",
+    "Manufacturer",
+    "InstitutionName",
+    "KVP",
+    "PatientPosition",
+    "BodyPartExamined",
 )
 
 
@@ -281,8 +319,7 @@ def _template_values(template) -> dict:
     if not isinstance(template, pydicom.Dataset):
         tpath = Path(template)
         if tpath.is_dir():
-            ds = next((d for f in candidate_files(tpath) if (d := read_header(f, name_role(f.name))) is not None),
-                      None)
+            ds = next((d for f in candidate_files(tpath) if (d := read_header(f, name_role(f.name))) is not None), None)
             if ds is None:
                 raise DataValidationError(tpath, "no DICOM file to use as a template")
         else:
@@ -293,34 +330,58 @@ def _template_values(template) -> dict:
     return {k: template.get(k) for k in _TEMPLATE_KEYWORDS if k in template and template.get(k) not in (None, "")}
 
 
-def _series_attributes(volume: Volume, template, modality: str, series_number: int,
-                       series_description: str) -> dict:
+def _series_attributes(volume: Volume, template, modality: str, series_number: int, series_description: str) -> dict:
     """The attributes every slice of the series shares, by keyword: patient, study and Frame of Reference
     (from ``template``, else ``volume.meta``, else made up), and a new series."""
     from pydicom.uid import generate_uid
 
     common = {
-        "PatientName": "ANONYMOUS", "PatientID": "ANON", "PatientBirthDate": "", "PatientSex": "",
+        "PatientName": "ANONYMOUS",
+        "PatientID": "ANON",
+        "PatientBirthDate": "",
+        "PatientSex": "",
         "StudyInstanceUID": volume.meta.get("StudyInstanceUID") or generate_uid(),
         "FrameOfReferenceUID": volume.meta.get("FrameOfReferenceUID") or generate_uid(),
-        "StudyDate": datetime.now().strftime("%Y%m%d"), "StudyTime": datetime.now().strftime("%H%M%S"),
-        "StudyID": "1", "AccessionNumber": "", "ReferringPhysicianName": "", "PositionReferenceIndicator": "",
-        "Manufacturer": "medseg", "KVP": "",
+        "StudyDate": datetime.now().strftime("%Y%m%d"),
+        "StudyTime": datetime.now().strftime("%H%M%S"),
+        "StudyID": "1",
+        "AccessionNumber": "",
+        "ReferringPhysicianName": "",
+        "PositionReferenceIndicator": "",
+        "Manufacturer": "medseg",
+        "KVP": "",
     }
     common.update(_template_values(template))
     series_uid = generate_uid()
     now = datetime.now()
     return {
-        "SpecificCharacterSet": "ISO_IR 192", "ImageType": ["DERIVED", "SECONDARY", "AXIAL"], **common,
-        "Modality": modality, "SeriesInstanceUID": series_uid, "SeriesNumber": series_number,
+        "SpecificCharacterSet": "ISO_IR 192",
+        "ImageType": ["DERIVED", "SECONDARY", "AXIAL"],
+        **common,
+        "Modality": modality,
+        "SeriesInstanceUID": series_uid,
+        "SeriesNumber": series_number,
         "SeriesDescription": series_description[:64],
-        "SeriesDate": now.strftime("%Y%m%d"), "ContentDate": now.strftime("%Y%m%d"),
-        "SeriesTime": now.strftime("%H%M%S"), "ContentTime": now.strftime("%H%M%S"),
+        "SeriesDate": now.strftime("%Y%m%d"),
+        "ContentDate": now.strftime("%Y%m%d"),
+        "SeriesTime": now.strftime("%H%M%S"),
+        "ContentTime": now.strftime("%H%M%S"),
     }
 
 
-def _slice_dataset(k: int, pixels: np.ndarray, volume: Volume, *, sop_class: str, modality: str, series: dict,
-                   iop: list[str], slope: float, intercept: float, window_center: float):
+def _slice_dataset(
+    k: int,
+    pixels: np.ndarray,
+    volume: Volume,
+    *,
+    sop_class: str,
+    modality: str,
+    series: dict,
+    iop: list[str],
+    slope: float,
+    intercept: float,
+    window_center: float,
+):
     """The dataset of slice ``k`` (0-based): the attributes the series shares, a new SOPInstanceUID, the
     slice's number, position and pixels, the pixel encoding, the rescale to HU and the display window."""
     import pydicom
@@ -423,14 +484,24 @@ def write_dicom_series(
     direction = volume.direction
     series = _series_attributes(volume, template, modality, series_number, series_description)
     iop = [_ds(v) for v in (*direction[:, 0], *direction[:, 1])]
-    window_center = (float(np.median(volume.array)) if volume.array.size else 0.0)
+    window_center = float(np.median(volume.array)) if volume.array.size else 0.0
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(folder)
     tmp.mkdir()
     try:
         for k in range(n):
-            ds = _slice_dataset(k, stored[k], volume, sop_class=sop_class, modality=modality, series=series,
-                                iop=iop, slope=slope, intercept=intercept, window_center=window_center)
+            ds = _slice_dataset(
+                k,
+                stored[k],
+                volume,
+                sop_class=sop_class,
+                modality=modality,
+                series=series,
+                iop=iop,
+                slope=slope,
+                intercept=intercept,
+                window_center=window_center,
+            )
             ds.save_as(tmp / f"IM{k + 1:04d}.dcm", enforce_file_format=True)
         _publish_series(tmp, folder)
     except BaseException:

@@ -44,8 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.image_io import check_integer_labels, read_stored
-from medseg.data.image_io import image_shape  # noqa: F401 - imported from here by the server and the CLI
+from medseg.data.image_io import (
+    check_integer_labels,
+    image_shape,  # noqa: F401 - imported from here by the server and the CLI
+    read_stored,
+)
 from medseg.data.limits import MAX_CLASSES, check_dataset_bytes
 from medseg.data.pommier import pad_to
 from medseg.data.splits import natural_key
@@ -137,7 +140,7 @@ def normalize_intensity(image: np.ndarray) -> np.ndarray:
 
 
 def _describe_values(values: np.ndarray, counts: np.ndarray, limit: int = 20) -> str:
-    parts = [f"{_fmt(v)} ({int(c)} px)" for v, c in zip(values[:limit], counts[:limit])]
+    parts = [f"{_fmt(v)} ({int(c)} px)" for v, c in zip(values[:limit], counts[:limit], strict=True)]
     more = f" and {len(values) - limit} more" if len(values) > limit else ""
     return ", ".join(parts) + more
 
@@ -379,13 +382,16 @@ def load_folder_dataset(
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     held = 0  # bytes of the normalised images and masks so far: the data set is held in memory whole
-    for img_path, mask_path in zip(pairs.images, pairs.masks):
+    for img_path, mask_path in zip(pairs.images, pairs.masks, strict=True):
         raw = read_image(img_path)
         mask = read_mask(mask_path, num_classes, mask_values=mask_values)
         pixels = int(np.prod(size)) if size is not None else raw.size
         held += pixels * (np.dtype(np.float32).itemsize + 1)
-        check_dataset_bytes(Path(images_dir), held * len(pairs) // (len(images) + 1),
-                            what=f"the {len(pairs)} images of this folder (estimated from the first {len(images) + 1})")
+        check_dataset_bytes(
+            Path(images_dir),
+            held * len(pairs) // (len(images) + 1),
+            what=f"the {len(pairs)} images of this folder (estimated from the first {len(images) + 1})",
+        )
         if raw.shape != mask.shape:
             raise DataValidationError(
                 img_path,
@@ -403,7 +409,7 @@ def load_folder_dataset(
         labels.append(mask)
     if size is None:
         shapes: dict[tuple[int, ...], list[str]] = {}
-        for path, image in zip(pairs.images, images):
+        for path, image in zip(pairs.images, images, strict=True):
             shapes.setdefault(image.shape, []).append(path.name)
         if len(shapes) > 1:
             listed = "; ".join(
@@ -459,17 +465,22 @@ def survey_masks(mask_files: Sequence[str | Path], *, progress: bool = True) -> 
         path = Path(path)
         values, counts = np.unique(_mask_array(path, None), return_counts=True)
         per_file[path.name] = (values, counts)
-        for v, c in zip(values.tolist(), counts.tolist()):
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
             entry = totals.setdefault(float(v), [0, 0])
             entry[0] += int(c)
             entry[1] += 1
     keys = sorted(totals)
-    return MaskSurvey(values=np.array(keys), pixels=np.array([totals[k][0] for k in keys], dtype=np.int64),
-                      files=np.array([totals[k][1] for k in keys], dtype=np.int64), per_file=per_file)
+    return MaskSurvey(
+        values=np.array(keys),
+        pixels=np.array([totals[k][0] for k in keys], dtype=np.int64),
+        files=np.array([totals[k][1] for k in keys], dtype=np.int64),
+        per_file=per_file,
+    )
 
 
-def suggest_mask_settings(values: Sequence[float], num_classes: int | None = None,
-                          class_names: Sequence[str] | None = None) -> dict:
+def suggest_mask_settings(
+    values: Sequence[float], num_classes: int | None = None, class_names: Sequence[str] | None = None
+) -> dict:
     """The ``data.mask_values`` and ``task.class_names`` that read masks holding these distinct ``values``.
 
     Values ``0..k-1`` are class indices (no ``mask_values`` needed); any other coding (e.g. 0/255, or
@@ -483,16 +494,25 @@ def suggest_mask_settings(values: Sequence[float], num_classes: int | None = Non
     if indices and (n is not None or vals == list(range(len(vals)))):
         k = n if n is not None else len(vals)
         names = list(class_names) if class_names else _default_names(k)
-        return {"mask_values": None, "class_names": names,
-                "note": f"the masks hold class indices {vals[0]}..{vals[-1]}: no data.mask_values needed"}
+        return {
+            "mask_values": None,
+            "class_names": names,
+            "note": f"the masks hold class indices {vals[0]}..{vals[-1]}: no data.mask_values needed",
+        }
     if n is not None and n != len(vals):
-        return {"mask_values": None, "class_names": list(class_names) if class_names else _default_names(n),
-                "note": f"the masks hold {len(vals)} distinct values but {n} classes were given: give one class per "
-                        "stored value (or fix the masks); data.mask_values lists one value per class, in class "
-                        "order"}
+        return {
+            "mask_values": None,
+            "class_names": list(class_names) if class_names else _default_names(n),
+            "note": f"the masks hold {len(vals)} distinct values but {n} classes were given: give one class per "
+            "stored value (or fix the masks); data.mask_values lists one value per class, in class "
+            "order",
+        }
     names = list(class_names) if class_names else _default_names(len(vals))
-    note = (f"the {len(vals)} stored values, in increasing order, as classes 0..{len(vals) - 1}"
-            + (" (0 first: the background)" if vals and vals[0] == 0 else "") + "; reorder to match your classes")
+    note = (
+        f"the {len(vals)} stored values, in increasing order, as classes 0..{len(vals) - 1}"
+        + (" (0 first: the background)" if vals and vals[0] == 0 else "")
+        + "; reorder to match your classes"
+    )
     return {"mask_values": vals, "class_names": names, "note": note}
 
 

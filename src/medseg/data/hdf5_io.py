@@ -52,8 +52,9 @@ def hdf5_errors(path: Path, what: str = "") -> Iterator[None]:
         raise
     except _HDF5_ERRORS as exc:
         where = f"{what} " if what else ""
-        raise DataValidationError(path, f"{where}cannot be read: not a readable HDF5 file, or a corrupt one "
-                                        f"({exception_text(exc)})") from exc
+        raise DataValidationError(
+            path, f"{where}cannot be read: not a readable HDF5 file, or a corrupt one ({exception_text(exc)})"
+        ) from exc
 
 
 @contextmanager
@@ -87,17 +88,33 @@ def _text_attr(text: str):
 
 
 def _geometry_attrs(volume: Volume) -> dict:
-    meta = json.dumps(_json_safe({k: v for k, v in volume.meta.items()  # per-file lists may outgrow an attribute
-                                  if k not in ("sop_instance_uids", "files", "skipped_names")}))
+    meta = json.dumps(
+        _json_safe(
+            {
+                k: v
+                for k, v in volume.meta.items()  # per-file lists may outgrow an attribute
+                if k not in ("sop_instance_uids", "files", "skipped_names")
+            }
+        )
+    )
     return {
-        "spacing": np.asarray(volume.spacing, float), "origin": np.asarray(volume.origin, float),
-        "direction": np.asarray(volume.direction, float), "axes": _text_attr("zyx"),
-        "modality": _text_attr(volume.modality or ""), "meta": _text_attr(meta),
+        "spacing": np.asarray(volume.spacing, float),
+        "origin": np.asarray(volume.origin, float),
+        "direction": np.asarray(volume.direction, float),
+        "axes": _text_attr("zyx"),
+        "modality": _text_attr(volume.modality or ""),
+        "meta": _text_attr(meta),
     }
 
 
-def write_hdf5_volume(volume: Volume, path: str | Path, key: str = "image",
-                      label: Volume | np.ndarray | None = None, *, compression_level: int = 4) -> Path:
+def write_hdf5_volume(
+    volume: Volume,
+    path: str | Path,
+    key: str = "image",
+    label: Volume | np.ndarray | None = None,
+    *,
+    compression_level: int = 4,
+) -> Path:
     """Write ``volume`` (dataset ``key``) and optionally ``label`` (dataset ``label``, uint8) to HDF5, gzip,
     one chunk per slice, geometry as dataset attributes; atomically."""
     path = Path(path)
@@ -116,8 +133,14 @@ def write_hdf5_volume(volume: Volume, path: str | Path, key: str = "image",
             if arr.dtype == bool:
                 arr = arr.astype(np.uint8)
             chunks = (1, *arr.shape[1:]) if arr.size else None
-            d = f.create_dataset(name, data=arr, chunks=chunks, compression="gzip" if arr.size else None,
-                                 compression_opts=compression_level if arr.size else None, shuffle=bool(arr.size))
+            d = f.create_dataset(
+                name,
+                data=arr,
+                chunks=chunks,
+                compression="gzip" if arr.size else None,
+                compression_opts=compression_level if arr.size else None,
+                shuffle=bool(arr.size),
+            )
             for k, v in _geometry_attrs(geo).items():
                 d.attrs[k] = v
     return path
@@ -144,8 +167,9 @@ def _attr_array(path: Path, key: str, name: str, value, shape: tuple[int, ...]) 
     try:
         array = np.asarray(value, float)
     except (TypeError, ValueError) as exc:
-        raise DataValidationError(path, f"attribute {name!r} of {key!r} is {' '.join(str(value).split())[:80]!r}, "
-                                        "not numbers") from exc
+        raise DataValidationError(
+            path, f"attribute {name!r} of {key!r} is {' '.join(str(value).split())[:80]!r}, not numbers"
+        ) from exc
     if array.shape != shape:
         raise DataValidationError(path, f"attribute {name!r} of {key!r} has shape {array.shape}, expected {shape}")
     return array
@@ -174,8 +198,11 @@ def read_hdf5_volume(path: str | Path, key: str | None = "image", *, max_voxels:
             value = d.attrs.get(name, f.attrs.get(name))
             if value is None:
                 if default is None:
-                    raise DataValidationError(path, f"dataset {key!r} has no {name!r} attribute (write the file "
-                                                    "with write_hdf5_volume, or add spacing/origin/direction)")
+                    raise DataValidationError(
+                        path,
+                        f"dataset {key!r} has no {name!r} attribute (write the file "
+                        "with write_hdf5_volume, or add spacing/origin/direction)",
+                    )
                 return default
             return _attr_array(path, key, name, value, shape)
 
@@ -190,8 +217,9 @@ def read_hdf5_volume(path: str | Path, key: str | None = "image", *, max_voxels:
             meta = {}
     meta = meta if isinstance(meta, dict) else {}
     meta.update({"format": "hdf5", "source": str(path), "key": key})
-    return validate_volume(Volume(array, tuple(spacing), tuple(origin), direction, modality, meta), path,
-                           f"dataset {key!r}")
+    return validate_volume(
+        Volume(array, tuple(spacing), tuple(origin), direction, modality, meta), path, f"dataset {key!r}"
+    )
 
 
 def _h5_datasets(f) -> list[str]:

@@ -61,11 +61,17 @@ def _decoding(path: Path) -> Iterator[None]:
     except Image.DecompressionBombError as exc:
         # Pillow refuses above 2 × Image.MAX_IMAGE_PIXELS (179 M) before medseg sees the size; with the default
         # budget (134 M voxels) such an image is over the budget too, so say it in the budget's words.
-        raise DataValidationError(path, f"the image's header declares more pixels than the limit of "
-                                        f"{voxel_budget():,} voxels allows (Pillow: {exception_text(exc)})") from exc
+        raise DataValidationError(
+            path,
+            f"the image's header declares more pixels than the limit of "
+            f"{voxel_budget():,} voxels allows (Pillow: {exception_text(exc)})",
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - see the docstring
-        kind = "a TIFF image; the file may be corrupt or not a TIFF" if _is_tiff(path) else \
-            "a PNG/TIFF image; the file may be corrupt or not an image"
+        kind = (
+            "a TIFF image; the file may be corrupt or not a TIFF"
+            if _is_tiff(path)
+            else "a PNG/TIFF image; the file may be corrupt or not an image"
+        )
         raise DataValidationError(path, f"cannot be read as {kind} ({exception_text(exc)})") from exc
 
 
@@ -134,8 +140,9 @@ def open_image(path: str | Path, what: str = "image", max_voxels: int | None = N
         yield img
 
 
-def read_stored(path: str | Path, what: str = "image",
-                max_voxels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def read_stored(
+    path: str | Path, what: str = "image", max_voxels: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a PNG/TIFF as stored. Returns the array, (H, W) or (H, W, C), and for a palette image the
     (H, W, 3) colours its indices stand for (else None). Raises DataValidationError naming the file for a
     missing, unreadable or corrupt file, a size over the voxel budget (from the header, before decoding),
@@ -159,7 +166,8 @@ def check_integer_labels(path: str | Path, arr: np.ndarray, what: str = "mask") 
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all() or not np.array_equal(arr, np.round(arr)):
             raise DataValidationError(
-                path, f"{what} has dtype {arr.dtype} with non-integer values; {what}s must hold integer labels")
+                path, f"{what} has dtype {arr.dtype} with non-integer values; {what}s must hold integer labels"
+            )
     elif arr.dtype.kind not in "uib":
         raise DataValidationError(path, f"{what} has dtype {arr.dtype}; expected integer labels")
 
@@ -216,9 +224,11 @@ def _read_tiff_pillow(path: Path, page) -> np.ndarray:
             return np.array(img)  # bilevel ("1"): bool, as tifffile gives it
     except Exception as exc:  # noqa: BLE001 - say which decoders were tried; _decoding names the file
         raise DataValidationError(
-            path, f"cannot decode this TIFF's {compression} compression: tifffile needs the optional imagecodecs "
-                  f"package for it (pip install imagecodecs) and Pillow failed ({exception_text(exc)}); the file "
-                  "may be corrupt") from exc
+            path,
+            f"cannot decode this TIFF's {compression} compression: tifffile needs the optional imagecodecs "
+            f"package for it (pip install imagecodecs) and Pillow failed ({exception_text(exc)}); the file "
+            "may be corrupt",
+        ) from exc
 
 
 def _read_pil(path: Path, what: str, max_voxels: int | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -23,16 +23,32 @@ Region measurements come from :func:`skimage.measure.regionprops`; the resamplin
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["FEATURE_NAMES", "INTENSITY_LEVEL", "PROFILE_BINS", "UPRIGHT_MEDIAN_LENGTH", "UPRIGHT_SHAPE",
-           "chromosome_features", "long_axis", "metaphase_cutouts", "per_metaphase", "upright_cutout"]
+__all__ = [
+    "FEATURE_NAMES",
+    "INTENSITY_LEVEL",
+    "PROFILE_BINS",
+    "UPRIGHT_MEDIAN_LENGTH",
+    "UPRIGHT_SHAPE",
+    "chromosome_features",
+    "long_axis",
+    "metaphase_cutouts",
+    "per_metaphase",
+    "upright_cutout",
+]
 
 PROFILE_BINS = 12
-FEATURE_NAMES = ("area", "length", "width", "mean_intensity", "summed_intensity",
-                 *(f"profile_{i}" for i in range(PROFILE_BINS)))
+FEATURE_NAMES = (
+    "area",
+    "length",
+    "width",
+    "mean_intensity",
+    "summed_intensity",
+    *(f"profile_{i}" for i in range(PROFILE_BINS)),
+)
 UPRIGHT_SHAPE = (64, 32)  # rows x columns of the upright cut-out: the median chromosome at 24 px leaves 2.6x room
 UPRIGHT_MEDIAN_LENGTH = 24.0  # px: the length the median chromosome of every metaphase gets on the canvas
 INTENSITY_LEVEL = 96.0  # the grey value the metaphase's median chromosome intensity gets (uint8 headroom to 2.6x)
@@ -107,8 +123,9 @@ def per_metaphase(features: np.ndarray, metaphase: Sequence) -> np.ndarray:
     return out
 
 
-def upright_cutout(grey: np.ndarray, mask: np.ndarray, *, scale: float, intensity: float,
-                   shape: tuple[int, int] = UPRIGHT_SHAPE) -> tuple[np.ndarray, np.ndarray, bool]:
+def upright_cutout(
+    grey: np.ndarray, mask: np.ndarray, *, scale: float, intensity: float, shape: tuple[int, int] = UPRIGHT_SHAPE
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """The chromosome upright on a ``shape`` canvas (see the module docstring): ``scale`` canvas px per image px
     (:data:`UPRIGHT_MEDIAN_LENGTH` / the metaphase's median length), ``intensity`` the metaphase's median
     chromosome grey. Returns (image uint8, 0 outside the chromosome and ≥ 1 inside; mask bool; shrunk: whether it
@@ -135,14 +152,18 @@ def upright_cutout(grey: np.ndarray, mask: np.ndarray, *, scale: float, intensit
     return image, inside, bool(shrunk)
 
 
-def metaphase_cutouts(windows: Sequence[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int] = UPRIGHT_SHAPE,
-                      median_length: float = UPRIGHT_MEDIAN_LENGTH
-                      ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, bool]]]:
+def metaphase_cutouts(
+    windows: Sequence[tuple[np.ndarray, np.ndarray]],
+    shape: tuple[int, int] = UPRIGHT_SHAPE,
+    median_length: float = UPRIGHT_MEDIAN_LENGTH,
+) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, bool]]]:
     """Every chromosome of one metaphase (``windows``: (grey, mask) each) measured and cut out upright: its raw
     features (N, 17) and :func:`upright_cutout` scaled so the metaphase's median chromosome is ``median_length``
     px long, its DAPI by the median intensity — the one rule of the training set and of inference."""
     raw = np.stack([chromosome_features(g, m) for g, m in windows])
     length, intensity = float(np.median(raw[:, 1])), float(np.median(raw[:, 3]))
-    cuts = [upright_cutout(g, m, scale=median_length / length, intensity=max(intensity, 1.0), shape=shape)
-            for g, m in windows]
+    cuts = [
+        upright_cutout(g, m, scale=median_length / length, intensity=max(intensity, 1.0), shape=shape)
+        for g, m in windows
+    ]
     return raw, cuts

@@ -96,8 +96,15 @@ def _signature_table(structures: Sequence[Sequence[int]], num_classes: int) -> n
     return table
 
 
-def perturb_label(label: np.ndarray, op: str, n: int, *, task_mode: str = "multiclass",
-                  structures: Sequence[Sequence[int]] | None = None, num_classes: int | None = None) -> np.ndarray:
+def perturb_label(
+    label: np.ndarray,
+    op: str,
+    n: int,
+    *,
+    task_mode: str = "multiclass",
+    structures: Sequence[Sequence[int]] | None = None,
+    num_classes: int | None = None,
+) -> np.ndarray:
     """Dilate or erode every structure of one label by ``n`` pixels (see the module docstring for the rules).
 
     ``label``: (*S) class indices (multiclass) or (C, *S) binary maps (multilabel), 2D or 3D.
@@ -136,10 +143,19 @@ def perturb_label(label: np.ndarray, op: str, n: int, *, task_mode: str = "multi
     return out
 
 
-def simulate_label_noise(labels: np.ndarray, indices: Sequence[int], *, fraction: float,
-                         n_range: Sequence[int] = (1, 8), mode: str = "both", seed: int | Sequence[int] = 0,
-                         task_mode: str = "multiclass", structures: Sequence[Sequence[int]] | None = None,
-                         num_classes: int | None = None, progress: bool = False) -> tuple[np.ndarray, list[dict]]:
+def simulate_label_noise(
+    labels: np.ndarray,
+    indices: Sequence[int],
+    *,
+    fraction: float,
+    n_range: Sequence[int] = (1, 8),
+    mode: str = "both",
+    seed: int | Sequence[int] = 0,
+    task_mode: str = "multiclass",
+    structures: Sequence[Sequence[int]] | None = None,
+    num_classes: int | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, list[dict]]:
     """Corrupt ``round(fraction · len(indices))`` of the samples ``indices`` of ``labels`` (N, [C,] *S).
 
     Returns a copy of ``labels`` (the input is never modified) and one record ``{"index", "op", "n",
@@ -166,7 +182,9 @@ def simulate_label_noise(labels: np.ndarray, indices: Sequence[int], *, fraction
     for idx in Progress(chosen, desc="simulating label noise", unit="sample", leave=False, disable=not progress):
         op = NOISE_OPS[int(rng.integers(2))] if mode == "both" else mode
         n = int(rng.integers(lo, hi + 1))
-        out[idx] = perturb_label(labels[idx], op, n, task_mode=task_mode, structures=structures, num_classes=num_classes)
+        out[idx] = perturb_label(
+            labels[idx], op, n, task_mode=task_mode, structures=structures, num_classes=num_classes
+        )
         records.append({"index": int(idx), "op": op, "n": n, "changed": int((out[idx] != labels[idx]).sum())})
     return out, records
 
@@ -191,19 +209,40 @@ def apply_label_noise(cfg: dict, data, train_idx: Sequence[int], fold: int = 0, 
     spatial_dims = int(cfg["task"]["spatial_dims"])
     expected = 1 + spatial_dims + (task_mode == "multilabel")
     if data.labels.ndim != expected:
-        raise DataValidationError(data.source, f"labels of shape {data.labels.shape} do not fit a {spatial_dims}D "
-                                  f"{task_mode} task (expected {expected} dimensions) for the label-noise simulation")
+        raise DataValidationError(
+            data.source,
+            f"labels of shape {data.labels.shape} do not fit a {spatial_dims}D "
+            f"{task_mode} task (expected {expected} dimensions) for the label-noise simulation",
+        )
     lo, hi = noise_range(nl["dilate_range"])
     labels, records = simulate_label_noise(
-        data.labels, train_idx, fraction=float(nl["fraction"]), n_range=(lo, hi), mode=nl["mode"],
-        seed=[int(nl["seed"]), int(fold)], task_mode=task_mode, structures=noise_structures(cfg),
-        num_classes=len(cfg["task"]["class_names"]), progress=progress)
-    note = (f"label noise: {len(records)} of {len(train_idx)} training samples of fold {fold} {nl['mode']} "
-            f"by {lo}-{hi} px (seed {nl['seed']}); validation and test labels are clean")
+        data.labels,
+        train_idx,
+        fraction=float(nl["fraction"]),
+        n_range=(lo, hi),
+        mode=nl["mode"],
+        seed=[int(nl["seed"]), int(fold)],
+        task_mode=task_mode,
+        structures=noise_structures(cfg),
+        num_classes=len(cfg["task"]["class_names"]),
+        progress=progress,
+    )
+    note = (
+        f"label noise: {len(records)} of {len(train_idx)} training samples of fold {fold} {nl['mode']} "
+        f"by {lo}-{hi} px (seed {nl['seed']}); validation and test labels are clean"
+    )
     noisy = dataclasses.replace(data, labels=labels, notes=[*data.notes, note])
-    report = {"fold": int(fold), "fraction": float(nl["fraction"]), "dilate_range": [lo, hi], "mode": nl["mode"],
-              "structures": nl["structures"], "seed": [int(nl["seed"]), int(fold)], "n_train": len(train_idx),
-              "n_corrupted": len(records), "records": records}
+    report = {
+        "fold": int(fold),
+        "fraction": float(nl["fraction"]),
+        "dilate_range": [lo, hi],
+        "mode": nl["mode"],
+        "structures": nl["structures"],
+        "seed": [int(nl["seed"]), int(fold)],
+        "n_train": len(train_idx),
+        "n_corrupted": len(records),
+        "records": records,
+    }
     return noisy, report
 
 

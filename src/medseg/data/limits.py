@@ -85,8 +85,9 @@ def _env_int(name: str) -> int | None:
     try:
         value = int(float(raw)) if "e" in raw.lower() else int(raw)
     except ValueError:
-        raise DataValidationError(None, f"environment variable {name}={os.environ[name]!r} is not a whole "
-                                        "number") from None
+        raise DataValidationError(
+            None, f"environment variable {name}={os.environ[name]!r} is not a whole number"
+        ) from None
     if value <= 0:
         raise DataValidationError(None, f"environment variable {name}={value} must be positive")
     return value
@@ -103,8 +104,9 @@ def _count(shape: Iterable[int]) -> int:
     return math.prod(int(s) for s in shape)  # Python ints: a header's 60000 × 60000 × 60000 cannot overflow
 
 
-def check_voxels(path: str | Path | None, shape: Sequence[int], what: str = "image",
-                 max_voxels: int | None = None) -> int:
+def check_voxels(
+    path: str | Path | None, shape: Sequence[int], what: str = "image", max_voxels: int | None = None
+) -> int:
     """Refuse ``shape`` (read from a header) when it holds more voxels than the budget; the voxel count.
 
     Call it before the data are read: the point is that nothing of that size is ever allocated.
@@ -118,8 +120,10 @@ def check_voxels(path: str | Path | None, shape: Sequence[int], what: str = "ima
         if max_voxels is not None:  # the caller's own budget (the server's setting): no environment variable to name
             problem = f"exceeds the limit of {limit:,} voxels; crop or resample it"
         else:
-            problem = (f"exceeds the limit of {limit:,} voxels ({MAX_VOXELS_ENV}); crop or resample it, or raise "
-                       f"{MAX_VOXELS_ENV} if this machine has the memory")
+            problem = (
+                f"exceeds the limit of {limit:,} voxels ({MAX_VOXELS_ENV}); crop or resample it, or raise "
+                f"{MAX_VOXELS_ENV} if this machine has the memory"
+            )
         raise DataValidationError(path, f"{what} of {n:,} voxels {shape} {problem}")
     return n
 
@@ -146,6 +150,8 @@ def check_dataset_bytes(path: str | Path | None, nbytes: int, what: str = "the d
     limit = dataset_bytes_limit()
     if nbytes > limit:
         raise DataValidationError(
-            path, f"{what} would take {nbytes / 2**30:,.2f} GiB in memory, more than the limit of "
-                  f"{limit / 2**30:,.2f} GiB (half of this machine's memory, or {MAX_DATASET_BYTES_ENV}); "
-                  "use a subset (data.limit) or a smaller size")
+            path,
+            f"{what} would take {nbytes / 2**30:,.2f} GiB in memory, more than the limit of "
+            f"{limit / 2**30:,.2f} GiB (half of this machine's memory, or {MAX_DATASET_BYTES_ENV}); "
+            "use a subset (data.limit) or a smaller size",
+        )

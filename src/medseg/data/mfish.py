@@ -32,9 +32,22 @@ from medseg.data.writing import atomic_file
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
 
-__all__ = ["CLASS_NAMES", "Metaphase", "check_karyotype", "find_metaphases", "find_unlabelled", "folder_of",
-           "is_mfish_folder", "is_unlabelled_code", "licence_notice", "read_metaphase", "semantic_labels",
-           "slide_of", "survey", "write_semantic_folder"]
+__all__ = [
+    "CLASS_NAMES",
+    "Metaphase",
+    "check_karyotype",
+    "find_metaphases",
+    "find_unlabelled",
+    "folder_of",
+    "is_mfish_folder",
+    "is_unlabelled_code",
+    "licence_notice",
+    "read_metaphase",
+    "semantic_labels",
+    "slide_of",
+    "survey",
+    "write_semantic_folder",
+]
 
 CLASS_NAMES = ("background", "chromosome", "overlap")
 OVERLAP_VALUE = 255  # the README's "-1"
@@ -54,7 +67,8 @@ class Metaphase:
 
 
 def folder_of(name: str) -> str:
-    """The slide folder of an image name written by :func:`write_semantic_folder` (``A01__XY__A0101XY`` → ``A01__XY``)."""
+    """The slide folder of an image name written by :func:`write_semantic_folder`
+    (``A01__XY__A0101XY`` → ``A01__XY``)."""
     return name.rsplit("__", 1)[0]
 
 
@@ -82,9 +96,11 @@ def _scan(root: str | Path) -> tuple[list[Metaphase], list[Path]]:
                 unlabelled.append(dapis[ident])
             else:
                 raise DataValidationError(
-                    dapis[ident], f"DAPI image without its karyotype label map {ident}K.tif; only the 'EX' (extreme) "
-                                  "metaphases are published without one (karyotype code EX in the image or folder "
-                                  "name); restore the label map or remove the image")
+                    dapis[ident],
+                    f"DAPI image without its karyotype label map {ident}K.tif; only the 'EX' (extreme) "
+                    "metaphases are published without one (karyotype code EX in the image or folder "
+                    "name); restore the label map or remove the image",
+                )
     return out, unlabelled
 
 
@@ -97,8 +113,9 @@ def _by_id(files: list[Path], code: str, what: str) -> dict[str, Path]:
             continue
         ident = p.stem[:-1]
         if ident in out:
-            raise DataValidationError(p, f"a second {what} for metaphase {ident} (also {out[ident].name}); keep one "
-                                         "file per metaphase")
+            raise DataValidationError(
+                p, f"a second {what} for metaphase {ident} (also {out[ident].name}); keep one file per metaphase"
+            )
         out[ident] = p
     return out
 
@@ -156,18 +173,24 @@ def check_karyotype(path: str | Path, karyo: np.ndarray) -> None:
     values, counts = np.unique(np.asarray(karyo), return_counts=True)
     bad = (values < 0) | ((values > 24) & (values != OVERLAP_VALUE))
     if bad.any():
-        listed = ", ".join(f"{v} ({c} px)" for v, c in zip(values[bad].tolist()[:20], counts[bad].tolist()[:20]))
-        raise DataValidationError(path, f"karyotype values [{listed}] are neither 0 (background), 1–24 "
-                                        "(chromosome class) nor 255 (overlap)")
+        listed = ", ".join(
+            f"{v} ({c} px)" for v, c in zip(values[bad].tolist()[:20], counts[bad].tolist()[:20], strict=True)
+        )
+        raise DataValidationError(
+            path, f"karyotype values [{listed}] are neither 0 (background), 1–24 (chromosome class) nor 255 (overlap)"
+        )
 
 
 def read_metaphase(m: Metaphase) -> tuple[np.ndarray, np.ndarray]:
     """(DAPI uint8 (H, W), karyotype uint8 (H, W)); shapes and karyotype values checked (errors name the file)."""
     dapi, karyo = _read_tif(m.dapi, "DAPI image"), _read_tif(m.karyotype)
     if karyo.shape != dapi.shape:
-        raise DataValidationError(m.karyotype, f"karyotype label map is {karyo.shape[0]}x{karyo.shape[1]} but its "
-                                               f"DAPI image {m.dapi.name} is {dapi.shape[0]}x{dapi.shape[1]} (HxW); "
-                                               "they must have the same shape")
+        raise DataValidationError(
+            m.karyotype,
+            f"karyotype label map is {karyo.shape[0]}x{karyo.shape[1]} but its "
+            f"DAPI image {m.dapi.name} is {dapi.shape[0]}x{dapi.shape[1]} (HxW); "
+            "they must have the same shape",
+        )
     check_karyotype(m.karyotype, karyo)
     if dapi.dtype != np.uint8:
         raise DataValidationError(m.dapi, f"DAPI image has dtype {dapi.dtype}; the M-FISH set is 8-bit")
@@ -181,8 +204,9 @@ def semantic_labels(karyotype: np.ndarray) -> np.ndarray:
     return out
 
 
-def write_semantic_folder(root: str | Path, out: str | Path, *, limit: int | None = None,
-                          progress: bool = True) -> dict:
+def write_semantic_folder(
+    root: str | Path, out: str | Path, *, limit: int | None = None, progress: bool = True
+) -> dict:
     """Write ``out/images/<folder>__<id>.png`` (DAPI) and ``out/masks/…png`` (0/1/2), ``manifest.json``
     (class names, each image's folder, pixel counts) and the licence notice; returns the manifest."""
     from PIL import Image
@@ -204,11 +228,17 @@ def write_semantic_folder(root: str | Path, out: str | Path, *, limit: int | Non
     notice = root / NOTICE
     if notice.is_file():
         shutil.copyfile(notice, out / NOTICE)
-    manifest = {"source": str(root), "dataset": "M-FISH Image Set #1 (PSI/ADIR), jeanpat/MFISH",
-                "task": "whole-metaphase segmentation: background / chromosome / overlap",
-                "class_names": list(CLASS_NAMES), "n_images": len(metaphases),
-                "n_folders": len(set(folders.values())), "pixels_per_class": dict(zip(CLASS_NAMES, counts.tolist())),
-                "folder_of_image": folders, "licence": NOTICE}
+    manifest = {
+        "source": str(root),
+        "dataset": "M-FISH Image Set #1 (PSI/ADIR), jeanpat/MFISH",
+        "task": "whole-metaphase segmentation: background / chromosome / overlap",
+        "class_names": list(CLASS_NAMES),
+        "n_images": len(metaphases),
+        "n_folders": len(set(folders.values())),
+        "pixels_per_class": dict(zip(CLASS_NAMES, counts.tolist(), strict=True)),
+        "folder_of_image": folders,
+        "licence": NOTICE,
+    }
     with atomic_file(out / "manifest.json", ".json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
     return manifest
@@ -244,14 +274,21 @@ def survey(root: str | Path, *, progress: bool = True) -> dict:
         dapi, karyo = read_metaphase(m)
         shapes[dapi.shape] += 1
         values, counts = np.unique(karyo, return_counts=True)
-        for v, c in zip(values.tolist(), counts.tolist()):
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
             pixels[v] += c
             files[v] += 1
         overlaps += ndimage.label(karyo == OVERLAP_VALUE, np.ones((3, 3), bool))[1]
     notice, _ = licence_notice(root)
     folders = {m.folder for m in metaphases} | {p.parent.name for p in unlabelled}
-    return {"root": str(root), "n_folders": len(folders), "n_slides": len({slide_of(f) for f in folders}),
-            "n_labelled": len(metaphases), "n_unlabelled": len(unlabelled),
-            "shapes": {f"{h}x{w}": n for (h, w), n in shapes.most_common()},
-            "label_pixels": dict(sorted(pixels.items())), "label_files": dict(sorted(files.items())),
-            "overlap_regions": int(overlaps), "licence": str(notice) if notice else None}
+    return {
+        "root": str(root),
+        "n_folders": len(folders),
+        "n_slides": len({slide_of(f) for f in folders}),
+        "n_labelled": len(metaphases),
+        "n_unlabelled": len(unlabelled),
+        "shapes": {f"{h}x{w}": n for (h, w), n in shapes.most_common()},
+        "label_pixels": dict(sorted(pixels.items())),
+        "label_files": dict(sorted(files.items())),
+        "overlap_regions": int(overlaps),
+        "licence": str(notice) if notice else None,
+    }

@@ -1,5 +1,5 @@
 """Karyotyping set: every REAL isolated M-FISH chromosome as a DAPI cut-out labelled with its class
-(``data.path: mfish:karyotype``, issue 14 part 6; built on first use by :mod:`medseg.data.mfish_sets`).
+(``data.path: mfish:karyotype``; built on first use by :mod:`medseg.data.mfish_sets`).
 
 medseg has one training loop, a segmentation loop (:mod:`medseg.training.trainer`). To keep it one, the
 chromosome classifier is a **per-pixel classifier of the cut-out with a vote**:
@@ -48,18 +48,34 @@ import json
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from medseg.data.karyotype_features import (FEATURE_NAMES, INTENSITY_LEVEL, UPRIGHT_MEDIAN_LENGTH, UPRIGHT_SHAPE,
-                                            chromosome_features, metaphase_cutouts)
+from medseg.data.karyotype_features import (
+    FEATURE_NAMES,
+    INTENSITY_LEVEL,
+    UPRIGHT_MEDIAN_LENGTH,
+    UPRIGHT_SHAPE,
+    chromosome_features,
+    metaphase_cutouts,
+)
 from medseg.data.mfish import find_metaphases, find_unlabelled, licence_notice, read_metaphase, slide_of
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
 
-__all__ = ["CANVAS", "KARYOTYPE_CLASSES", "LAYOUTS", "MARGIN", "MIN_AREA", "chromosome_cutout", "class_name",
-           "is_karyotype_task", "run_mfish_karyotype"]
+__all__ = [
+    "CANVAS",
+    "KARYOTYPE_CLASSES",
+    "LAYOUTS",
+    "MARGIN",
+    "MIN_AREA",
+    "chromosome_cutout",
+    "class_name",
+    "is_karyotype_task",
+    "run_mfish_karyotype",
+]
 
 #: Class 0 background, then the karyotype classes as the label maps number them (1–22, 23 = X, 24 = Y).
 KARYOTYPE_CLASSES = ("background", *(str(c) for c in range(1, 23)), "X", "Y")
@@ -80,8 +96,9 @@ def is_karyotype_task(class_names) -> bool:
     return [str(c) for c in class_names] == list(KARYOTYPE_CLASSES)
 
 
-def chromosome_cutout(grey: np.ndarray, mask: np.ndarray, size: int = CANVAS,
-                      margin: int = MARGIN) -> tuple[np.ndarray, np.ndarray] | None:
+def chromosome_cutout(
+    grey: np.ndarray, mask: np.ndarray, size: int = CANVAS, margin: int = MARGIN
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The cut-out of one chromosome on a ``size`` × ``size`` canvas: ``grey`` (2-D uint8, any window holding the
     chromosome) inside ``mask`` (bool, same shape), 0 elsewhere, its bounding box centred on the canvas (an odd
     difference puts the extra pixel at the bottom / right). Returns (image uint8, mask bool) on the canvas, or
@@ -103,24 +120,28 @@ def chromosome_cutout(grey: np.ndarray, mask: np.ndarray, size: int = CANVAS,
     image = np.zeros((size, size), np.uint8)
     canvas_mask = np.zeros((size, size), bool)
     top, left = (size - h) // 2, (size - w) // 2
-    image[top:top + h, left:left + w] = np.where(box, grey[r0:r1, c0:c1], 0)
-    canvas_mask[top:top + h, left:left + w] = box
+    image[top : top + h, left : left + w] = np.where(box, grey[r0:r1, c0:c1], 0)
+    canvas_mask[top : top + h, left : left + w] = box
     return image, canvas_mask
 
 
-def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANVAS, margin: int = MARGIN,
-                        min_area: int = MIN_AREA, split_seed: int = 0, limit: int | None = None,
-                        layout: str = "canvas", progress: bool = True) -> dict:
+def run_mfish_karyotype(
+    src: str | Path,
+    output: str | Path,
+    *,
+    size: int = CANVAS,
+    margin: int = MARGIN,
+    min_area: int = MIN_AREA,
+    split_seed: int = 0,
+    limit: int | None = None,
+    layout: str = "canvas",
+    progress: bool = True,
+) -> dict:
     """Write the karyotyping set of the M-FISH folder ``src`` to ``output`` (``.h5``) and its sidecars (see the
     module docstring); ``limit``: only the first N labelled metaphases; ``layout``: ``canvas`` (unscaled on the
-    ``size`` square) or ``upright`` (:func:`medseg.data.karyotype_features.upright_cutout`). Every file is written under a temporary
-    name and renamed at the end. Returns the summary (the JSON's content plus the paths)."""
-    import h5py
-
-    import medseg
-    from medseg.data.mfish_pairs import held_out_slides, isolated_chromosomes, pairs_from_karyotype
-    from medseg.data.pommier import give_default_mode, write_pommier_h5
-    from medseg.data.writing import atomic_files
+    ``size`` square) or ``upright`` (:func:`medseg.data.karyotype_features.upright_cutout`). Every file is written
+    under a temporary name and renamed at the end. Returns the summary (the JSON's content plus the paths)."""
+    from medseg.data.mfish_pairs import held_out_slides
 
     started = time.perf_counter()
     src, output = Path(src), Path(output)
@@ -137,44 +158,142 @@ def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANV
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     shape = (size, size) if layout == "canvas" else UPRIGHT_SHAPE
-    images, labels, records, features = [], [], [], []
-    shrunk_to_fit = 0
-    pair_slides: list[str] = []  # one per real pair: the held-out slides are mfish-pairs' (the same rule)
-    left_out = Counter({"speck": 0, "at_metaphase_border": 0, "too_large_for_canvas": 0})
-    largest = (0, 0)
+    cut = _cut_chromosomes(metaphases, layout, shape, size, margin, min_area, progress)
+    if not cut.images:
+        raise DataValidationError(src, f"no isolated chromosome in the {len(metaphases)} metaphase(s) read")
+    test_slides = held_out_slides(cut.pair_slides, seed=split_seed) if cut.pair_slides else []
+    summary = _karyotype_summary(
+        cut,
+        src,
+        metaphases,
+        limit,
+        layout,
+        shape,
+        margin,
+        min_area,
+        split_seed,
+        test_slides,
+        splits_path.name,
+        licence_path.name if notice else None,
+        notice_text,
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temps = {
+        output: output.with_name(f".{output.name}.karyo-tmp"),
+        json_path: json_path.with_name(f".{json_path.name}.karyo-tmp"),
+        splits_path: splits_path.with_name(f".{splits_path.name}.karyo-tmp"),
+    }
+    if notice is not None:
+        temps[licence_path] = licence_path.with_name(f".{licence_path.name}.karyo-tmp")
+    _write_karyotype_set(
+        temps,
+        output,
+        json_path,
+        splits_path,
+        licence_path,
+        notice,
+        cut,
+        dict(summary, chromosomes=cut.records),
+        test_slides,
+    )
+    summary.update(
+        output=str(output),
+        json=str(json_path),
+        splits=str(splits_path),
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    return summary
+
+
+@dataclass
+class _Cutouts:
+    """What :func:`_cut_chromosomes` gathers from the metaphases: one entry per kept chromosome in ``images``,
+    ``labels``, ``records`` and ``features``; the slide of every real pair (the held-out slides are
+    mfish-pairs', the same rule); what was left out and why; the largest chromosome box seen."""
+
+    images: list = field(default_factory=list)
+    labels: list = field(default_factory=list)
+    records: list = field(default_factory=list)
+    features: list = field(default_factory=list)
+    pair_slides: list[str] = field(default_factory=list)
+    left_out: Counter = field(
+        default_factory=lambda: Counter({"speck": 0, "at_metaphase_border": 0, "too_large_for_canvas": 0})
+    )
+    largest: tuple = (0, 0)
+    shrunk_to_fit: int = 0
+
+
+def _cut_chromosomes(
+    metaphases, layout: str, shape: tuple, size: int, margin: int, min_area: int, progress: bool
+) -> _Cutouts:
+    """The cut-out, label, record and raw features of every whole isolated chromosome of ``metaphases``."""
+    from medseg.data.mfish_pairs import isolated_chromosomes, pairs_from_karyotype
+
+    cut = _Cutouts()
     for m in Progress(metaphases, desc="M-FISH chromosomes", unit="image", disable=not progress):
         dapi, karyo = read_metaphase(m)
         pairs, _ = pairs_from_karyotype(dapi, karyo, folder=m.folder, image_id=m.id)
-        pair_slides += [slide_of(m.folder)] * len(pairs)
-        chromosomes, specks = isolated_chromosomes(dapi, karyo, margin=0, min_px=min_area, folder=m.folder,
-                                                   image_id=m.id)
-        left_out["speck"] += specks
+        cut.pair_slides += [slide_of(m.folder)] * len(pairs)
+        chromosomes, specks = isolated_chromosomes(
+            dapi, karyo, margin=0, min_px=min_area, folder=m.folder, image_id=m.id
+        )
+        cut.left_out["speck"] += specks
         whole = [ch for ch in chromosomes if not ch.at_border]
-        left_out["at_metaphase_border"] += len(chromosomes) - len(whole)
+        cut.left_out["at_metaphase_border"] += len(chromosomes) - len(whole)
         if not whole:
             continue
-        raw, upright = metaphase_cutouts([(ch.image, ch.mask) for ch in whole], shape) if layout == "upright" \
+        raw, upright = (
+            metaphase_cutouts([(ch.image, ch.mask) for ch in whole], shape)
+            if layout == "upright"
             else (np.stack([chromosome_features(ch.image, ch.mask) for ch in whole]), None)
-        for k, (ch, row) in enumerate(zip(whole, raw)):
-            largest = max(largest, ch.mask.shape, key=max)
+        )
+        for k, (ch, row) in enumerate(zip(whole, raw, strict=True)):
+            cut.largest = max(cut.largest, ch.mask.shape, key=max)
             if upright is not None:
                 image, mask, shrunk = upright[k]
-                shrunk_to_fit += shrunk
+                cut.shrunk_to_fit += shrunk
             else:
-                cut = chromosome_cutout(ch.image, ch.mask, size, margin)
-                if cut is None:
-                    left_out["too_large_for_canvas"] += 1
+                canvas = chromosome_cutout(ch.image, ch.mask, size, margin)
+                if canvas is None:
+                    cut.left_out["too_large_for_canvas"] += 1
                     continue
-                image, mask = cut
-            images.append(image)
-            labels.append(mask.astype(np.uint8) * np.uint8(ch.cls))
-            features.append(row)
-            records.append({"slide": slide_of(m.folder), "folder": m.folder, "image": m.id, "class": ch.cls,
-                            "area": ch.area, "touches_other": ch.touches_other,
-                            "box": [int(v) for v in ch.box]})
-    if not images:
-        raise DataValidationError(src, f"no isolated chromosome in the {len(metaphases)} metaphase(s) read")
-    test_slides = held_out_slides(pair_slides, seed=split_seed) if pair_slides else []
+                image, mask = canvas
+            cut.images.append(image)
+            cut.labels.append(mask.astype(np.uint8) * np.uint8(ch.cls))
+            cut.features.append(row)
+            cut.records.append(
+                {
+                    "slide": slide_of(m.folder),
+                    "folder": m.folder,
+                    "image": m.id,
+                    "class": ch.cls,
+                    "area": ch.area,
+                    "touches_other": ch.touches_other,
+                    "box": [int(v) for v in ch.box],
+                }
+            )
+    return cut
+
+
+def _karyotype_summary(
+    cut: _Cutouts,
+    src: Path,
+    metaphases,
+    limit,
+    layout: str,
+    shape: tuple,
+    margin: int,
+    min_area: int,
+    split_seed: int,
+    test_slides: list[str],
+    splits_file: str,
+    licence_file: str | None,
+    notice_text,
+) -> dict:
+    """The set's provenance record (the JSON sidecar without the per-chromosome records)."""
+    import medseg
+
+    records = cut.records
     slides = [r["slide"] for r in records]
     test = set(test_slides)
     per_class = {}
@@ -182,7 +301,7 @@ def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANV
         n_test = sum(1 for r in records if r["class"] == c and r["slide"] in test)
         n_all = sum(1 for r in records if r["class"] == c)
         per_class[class_name(c)] = {"train": n_all - n_test, "test": n_test}
-    summary = {
+    return {
         "synthesized": False,
         "real": True,
         "what": "mfish:karyotype - REAL isolated M-FISH chromosomes, one DAPI cut-out each, labelled mask x class",
@@ -190,59 +309,88 @@ def run_mfish_karyotype(src: str | Path, output: str | Path, *, size: int = CANV
         "dataset": _DATASET,
         "medseg_version": medseg.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": {"path": str(src.resolve()), "n_metaphases": len(metaphases), "limit": limit,
-                   "n_unlabelled_skipped": len(find_unlabelled(src))},
+        "source": {
+            "path": str(src.resolve()),
+            "n_metaphases": len(metaphases),
+            "limit": limit,
+            "n_unlabelled_skipped": len(find_unlabelled(src)),
+        },
         "layout": layout,
         "canvas": list(shape),
-        "upright": {"median_length_px": UPRIGHT_MEDIAN_LENGTH, "median_intensity_grey": INTENSITY_LEVEL,
-                    "shrunk_to_fit": shrunk_to_fit} if layout == "upright" else None,
-        "features": {"names": list(FEATURE_NAMES), "what": "raw per chromosome (HDF5 dataset 'features'); divide "
-                     "each column by its metaphase's median (medseg.data.karyotype_features.per_metaphase)"},
+        "upright": {
+            "median_length_px": UPRIGHT_MEDIAN_LENGTH,
+            "median_intensity_grey": INTENSITY_LEVEL,
+            "shrunk_to_fit": cut.shrunk_to_fit,
+        }
+        if layout == "upright"
+        else None,
+        "features": {
+            "names": list(FEATURE_NAMES),
+            "what": "raw per chromosome (HDF5 dataset 'features'); divide "
+            "each column by its metaphase's median (medseg.data.karyotype_features.per_metaphase)",
+        },
         "margin": margin,
         "min_area": min_area,
-        "largest_box": list(largest),
-        "n_images": len(images),
+        "largest_box": list(cut.largest),
+        "n_images": len(cut.images),
         "class_names": list(KARYOTYPE_CLASSES),
         "labels": "0 background; 1-22 autosomes, 23 X, 24 Y: the chromosome's mask times its class",
-        "image": ("DAPI grey values inside the chromosome's mask, 0 elsewhere, its bounding box centred on the canvas "
-                  "(never rescaled)") if layout == "canvas" else
-                 ("DAPI / the metaphase's median chromosome grey x 96, rotated to its long axis (brighter half up), "
-                  "scaled so the metaphase's median chromosome is 24 px long, 0 outside it"),
-        "left_out": dict(left_out),
+        "image": (
+            "DAPI grey values inside the chromosome's mask, 0 elsewhere, its bounding box centred on the canvas "
+            "(never rescaled)"
+        )
+        if layout == "canvas"
+        else (
+            "DAPI / the metaphase's median chromosome grey x 96, rotated to its long axis (brighter half up), "
+            "scaled so the metaphase's median chromosome is 24 px long, 0 outside it"
+        ),
+        "left_out": dict(cut.left_out),
         "touching_another_chromosome_kept": sum(r["touches_other"] for r in records),
         "held_out_slides": test_slides,
         "held_out_rule": f"the held-out slides of `medseg data mfish-pairs` (split_seed {split_seed}) on the same "
-                         "metaphases (medseg.data.mfish_pairs.held_out_slides)",
+        "metaphases (medseg.data.mfish_pairs.held_out_slides)",
         "n_train": sum(1 for s in slides if s not in test),
         "n_test": sum(1 for s in slides if s in test),
         "per_class": per_class,
         "chromosomes_per_slide": dict(sorted(Counter(slides).items())),
         "split_by": "slide (HDF5 dataset 'slide'); test = held_out_slides, folds drawn by slide from the rest",
-        "splits_file": splits_path.name,
-        "licence": {"file": licence_path.name if notice else None, "notice": notice_text},
+        "splits_file": splits_file,
+        "licence": {"file": licence_file, "notice": notice_text},
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temps = {output: output.with_name(f".{output.name}.karyo-tmp"),
-             json_path: json_path.with_name(f".{json_path.name}.karyo-tmp"),
-             splits_path: splits_path.with_name(f".{splits_path.name}.karyo-tmp")}
-    if notice is not None:
-        temps[licence_path] = licence_path.with_name(f".{licence_path.name}.karyo-tmp")
+
+
+def _write_karyotype_set(
+    temps: dict,
+    output: Path,
+    json_path: Path,
+    splits_path: Path,
+    licence_path: Path,
+    notice: Path | None,
+    cut: _Cutouts,
+    provenance: dict,
+    test_slides: list[str],
+) -> None:
+    """The HDF5 set, its JSON, split and licence sidecars, under the temporary names of ``temps``: all of them
+    or none."""
+    import h5py
+
+    from medseg.data.pommier import give_default_mode, write_pommier_h5
+    from medseg.data.writing import atomic_files
+
+    records = cut.records
     with atomic_files(temps):  # all of them or none
-        write_pommier_h5(temps[output], np.stack(images), np.stack(labels))
+        write_pommier_h5(temps[output], np.stack(cut.images), np.stack(cut.labels))
         with h5py.File(temps[output], "a") as f:
             text = h5py.string_dtype("utf-8")
             for key in ("slide", "folder", "image"):
                 f.create_dataset(key, data=np.array([r[key] for r in records], dtype=object), dtype=text)
             f.create_dataset("class", data=np.array([r["class"] for r in records], np.uint8))
             f.create_dataset("area", data=np.array([r["area"] for r in records], np.int32))
-            f.create_dataset("features", data=np.stack(features).astype(np.float32))
+            f.create_dataset("features", data=np.stack(cut.features).astype(np.float32))
             f.attrs["source"] = _DATASET + " -- REAL data; licence notice in the .README.TXT beside this file"
-        temps[json_path].write_text(json.dumps(dict(summary, chromosomes=records), indent=1) + "\n")
+        temps[json_path].write_text(json.dumps(provenance, indent=1) + "\n")
         temps[splits_path].write_text(json.dumps({"test": test_slides}, indent=1) + "\n")
         for p in (temps[json_path], temps[splits_path]):
             give_default_mode(p)
         if notice is not None:
             shutil.copyfile(notice, temps[licence_path])
-    summary.update(output=str(output), json=str(json_path), splits=str(splits_path),
-                   seconds=round(time.perf_counter() - started, 2))
-    return summary

@@ -48,8 +48,15 @@ from medseg.errors import ConfigError, DataValidationError
 from medseg.paths import medseg_home
 from medseg.progress import Progress
 
-__all__ = ["PAIR_SPLIT_SEED", "TOUCHING", "is_mfish_config", "load_mfish_metaphases", "pair_split_file",
-           "pair_test_slides", "touching_labels"]
+__all__ = [
+    "PAIR_SPLIT_SEED",
+    "TOUCHING",
+    "is_mfish_config",
+    "load_mfish_metaphases",
+    "pair_split_file",
+    "pair_test_slides",
+    "touching_labels",
+]
 
 #: ``medseg data mfish-pairs``' default ``split_seed``: the pairs' held-out slides are drawn with it.
 PAIR_SPLIT_SEED = 0
@@ -120,11 +127,13 @@ def pair_split_file(root: str | Path, *, seed: int = PAIR_SPLIT_SEED, progress: 
         return path
     slides = pair_test_slides(root, seed=seed, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = (f"# Whole-metaphase split of {root}, by slide (medseg.data.mfish_metaphase).\n"
-            f"# test: the held-out slides of `medseg data mfish-pairs` (group_splits over the {len(slides['pair_slides'])} "
-            f"slides with pairs, seed {seed}),\n# so a pair model trained on the pairs' training slides is never tested "
-            f"on them. All slides: {', '.join(slides['all_slides'])}.\n"
-            f"test: {json.dumps(slides['test'])}\n")
+    text = (
+        f"# Whole-metaphase split of {root}, by slide (medseg.data.mfish_metaphase).\n"
+        f"# test: the held-out slides of `medseg data mfish-pairs` (group_splits over the {len(slides['pair_slides'])} "
+        f"slides with pairs, seed {seed}),\n# so a pair model trained on the pairs' training slides is never tested "
+        f"on them. All slides: {', '.join(slides['all_slides'])}.\n"
+        f"test: {json.dumps(slides['test'])}\n"
+    )
     with atomic_file(path, ".yaml") as tmp:
         tmp.write_text(text)
     return path
@@ -138,12 +147,17 @@ def load_mfish_metaphases(cfg: dict, progress: bool = True) -> SegmentationData:
     touching_px = int(data_cfg.get("mfish_touching_px") or 0)
     names = (*CLASS_NAMES, TOUCHING) if touching_px > 0 else CLASS_NAMES
     if len(names_cfg) != len(names):
-        raise ConfigError(f"data.format mfish with data.mfish_touching_px {touching_px} gives {len(names)} classes "
-                          f"({', '.join(names)}); task.class_names has {len(names_cfg)} ({', '.join(names_cfg)}): "
-                          f"set task.class_names: [{', '.join(names)}]")
+        raise ConfigError(
+            f"data.format mfish with data.mfish_touching_px {touching_px} gives {len(names)} classes "
+            f"({', '.join(names)}); task.class_names has {len(names_cfg)} ({', '.join(names_cfg)}): "
+            f"set task.class_names: [{', '.join(names)}]"
+        )
     if not root.is_dir() or not is_mfish_folder(root):
-        raise DataValidationError(root, "not the M-FISH set (data.format: mfish): expected sub-folders (one per "
-                                        "slide) of <id>D.tif DAPI images with <id>K.tif label maps")
+        raise DataValidationError(
+            root,
+            "not the M-FISH set (data.format: mfish): expected sub-folders (one per "
+            "slide) of <id>D.tif DAPI images with <id>K.tif label maps",
+        )
     for key, off in (("resize", False), ("context_slices", 0), ("mask_values", None)):
         if (data_cfg.get(key) or off) != off:
             raise ConfigError(f"data.{key} is not read for the M-FISH metaphases ({root}): remove it")
@@ -158,8 +172,11 @@ def load_mfish_metaphases(cfg: dict, progress: bool = True) -> SegmentationData:
         check_voxels(m.dapi, shape, "DAPI image")
         shapes.append(shape[:2])
     canvas = size or (max(h for h, _ in shapes), max(w for _, w in shapes))
-    check_dataset_bytes(root, len(metaphases) * canvas[0] * canvas[1] * 5,
-                        what=f"{len(metaphases)} metaphases on a {canvas[0]}x{canvas[1]} canvas (float32 + labels)")
+    check_dataset_bytes(
+        root,
+        len(metaphases) * canvas[0] * canvas[1] * 5,
+        what=f"{len(metaphases)} metaphases on a {canvas[0]}x{canvas[1]} canvas (float32 + labels)",
+    )
     notes: list[str] = []
     if size:
         warn_crop(notes, shapes, size, root.name)
@@ -176,16 +193,27 @@ def load_mfish_metaphases(cfg: dict, progress: bool = True) -> SegmentationData:
         else:
             h, w = dapi.shape
             top, left = (canvas[0] - h) // 2, (canvas[1] - w) // 2
-            images[k, top:top + h, left:left + w] = dapi.astype(np.float32) / 255.0
-            labels[k, top:top + h, left:left + w] = touching_labels(karyo, touching_px)
+            images[k, top : top + h, left : left + w] = dapi.astype(np.float32) / 255.0
+            labels[k, top : top + h, left : left + w] = touching_labels(karyo, touching_px)
             boxes.append((top, left, h, w))
     groups = [slide_of(m.folder) for m in metaphases]
     if not size and len(set(shapes)) == 1:
         boxes = None  # every metaphase fills the canvas
-    notes.append(f"{root.name}: {len(metaphases)} REAL M-FISH metaphases of {len(set(groups))} slides "
-                 f"(background / chromosome / overlap); splits keep each slide's metaphases together")
-    data = SegmentationData(images, labels, [m.name for m in metaphases], str(root), False, notes,
-                            tuple(canvas), groups=groups, boxes=boxes if not size else None)
+    notes.append(
+        f"{root.name}: {len(metaphases)} REAL M-FISH metaphases of {len(set(groups))} slides "
+        f"(background / chromosome / overlap); splits keep each slide's metaphases together"
+    )
+    data = SegmentationData(
+        images,
+        labels,
+        [m.name for m in metaphases],
+        str(root),
+        False,
+        notes,
+        tuple(canvas),
+        groups=groups,
+        boxes=boxes if not size else None,
+    )
     split = pair_split_file(root, progress=progress)
     from medseg.data.splits import read_split_file
 
@@ -195,6 +223,8 @@ def load_mfish_metaphases(cfg: dict, progress: bool = True) -> SegmentationData:
         data.split_file = str(split)
         notes.append(f"held-out test slides {', '.join(test)} = those of `medseg data mfish-pairs` ({split})")
     else:  # data.limit left some test slide out: the names would not resolve
-        notes.append(f"data.limit {limit} leaves out held-out slides of the pairs' split; the split is drawn by "
-                     "slide from what is loaded (not the pairs' test slides)")
+        notes.append(
+            f"data.limit {limit} leaves out held-out slides of the pairs' split; the split is drawn by "
+            "slide from what is loaded (not the pairs' test slides)"
+        )
     return data

@@ -58,9 +58,9 @@ import shutil
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -73,13 +73,25 @@ from medseg.data.mfish import (
     read_metaphase,
     slide_of,
 )
-from medseg.data.synth import RULE_TEXT, RULES, order_pair  # noqa: F401  (re-exported)
 from medseg.data.pommier import POMMIER_CLASSES, POMMIER_SHAPE
+from medseg.data.synth import RULE_TEXT, RULES, order_pair  # noqa: F401  (re-exported)
 from medseg.errors import DataValidationError
 from medseg.progress import Progress
 
-__all__ = ["LEFT_OUT", "RULES", "IsolatedChromosome", "Pair", "PairOptions", "group_splits", "held_out_slides",
-           "isolated_chromosomes", "order_pair", "pair_slides", "pairs_from_karyotype", "run_mfish_pairs"]
+__all__ = [
+    "LEFT_OUT",
+    "RULES",
+    "IsolatedChromosome",
+    "Pair",
+    "PairOptions",
+    "group_splits",
+    "held_out_slides",
+    "isolated_chromosomes",
+    "order_pair",
+    "pair_slides",
+    "pairs_from_karyotype",
+    "run_mfish_pairs",
+]
 
 #: Why an overlap region gives no pair (``cut_by_crop`` only with ``keep_cut=False``).
 LEFT_OUT = ("too_small", "same_class", "three_or_more", "no_chromosome", "duplicate", "cut_by_crop")
@@ -128,9 +140,18 @@ class Pair:
     other_px: int  # pixels of other chromosomes in the crop (background in the label map)
 
     def record(self) -> dict:
-        return {"folder": self.folder, "slide": slide_of(self.folder), "image": self.image_id, "classes": list(self.classes),
-                "areas": list(self.areas), "overlap_px": self.overlap_px, "box": list(self.box),
-                "centred_on": self.centred_on, "cut": self.cut, "other_px": self.other_px}
+        return {
+            "folder": self.folder,
+            "slide": slide_of(self.folder),
+            "image": self.image_id,
+            "classes": list(self.classes),
+            "areas": list(self.areas),
+            "overlap_px": self.overlap_px,
+            "box": list(self.box),
+            "centred_on": self.centred_on,
+            "cut": self.cut,
+            "other_px": self.other_px,
+        }
 
 
 @dataclass
@@ -157,7 +178,7 @@ class _Overlaps:
 
 
 def _window(sl: tuple[slice, slice], pad: int, shape: tuple[int, int]) -> tuple[slice, slice]:
-    return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape))
+    return tuple(slice(max(0, s.start - pad), min(n, s.stop + pad)) for s, n in zip(sl, shape, strict=True))
 
 
 def _overlap_regions(karyo: np.ndarray, touch_px: int) -> _Overlaps:
@@ -190,15 +211,16 @@ def _crop_start(union: tuple[int, int], overlap: tuple[int, int], size: int, len
 
 def _pad_to_crop(dapi: np.ndarray, karyo: np.ndarray, crop: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """A metaphase smaller than the crop, padded at the bottom/right (DAPI with its background median)."""
-    pad = [(0, max(0, c - s)) for c, s in zip(crop, karyo.shape)]
+    pad = [(0, max(0, c - s)) for c, s in zip(crop, karyo.shape, strict=True)]
     if not any(p for _, p in pad):
         return dapi, karyo
     bg = int(np.median(dapi[karyo == 0])) if (karyo == 0).any() else 0
     return np.pad(dapi, pad, constant_values=bg), np.pad(karyo, pad, constant_values=0)
 
 
-def pairs_from_karyotype(dapi: np.ndarray, karyo: np.ndarray, options: PairOptions = PairOptions(), *,
-                         folder: str = "", image_id: str = "") -> tuple[list[Pair], Counter]:
+def pairs_from_karyotype(
+    dapi: np.ndarray, karyo: np.ndarray, options: PairOptions = PairOptions(), *, folder: str = "", image_id: str = ""
+) -> tuple[list[Pair], Counter]:
     """The pairs of one metaphase (DAPI uint8 and karyotype label map, same shape) and the counts: ``overlaps``
     (regions of label 255), ``kept``, each reason of :data:`LEFT_OUT`, ``cut`` (pairs reaching beyond the
     crop, kept or not) and ``with_other_chromosomes`` (kept crops holding pixels of other chromosomes)."""
@@ -219,7 +241,7 @@ def pairs_from_karyotype(dapi: np.ndarray, karyo: np.ndarray, options: PairOptio
 
     pairs: list[Pair] = []
     seen: set[tuple[int, int, int, int]] = set()
-    for k, (sl, classes) in enumerate(zip(ov.slices, ov.classes), start=1):
+    for k, (sl, classes) in enumerate(zip(ov.slices, ov.classes, strict=True), start=1):
         if ov.sizes[k] < options.min_overlap_px:
             counts["too_small"] += 1
             continue
@@ -234,9 +256,12 @@ def pairs_from_karyotype(dapi: np.ndarray, karyo: np.ndarray, options: PairOptio
             counts["duplicate"] += 1
             continue
         seen.add(key)
-        a, b = (instance_labels(c) == i for c, i in zip(classes, ids))
-        (a, ca), (b, cb) = ((a, classes[0]), (b, classes[1])) if order_pair(a, b, *classes, options.rule) else \
-            ((b, classes[1]), (a, classes[0]))
+        a, b = (instance_labels(c) == i for c, i in zip(classes, ids, strict=True))
+        (a, ca), (b, cb) = (
+            ((a, classes[0]), (b, classes[1]))
+            if order_pair(a, b, *classes, options.rule)
+            else ((b, classes[1]), (a, classes[0]))
+        )
         union = a | b
         r0, r1, c0, c1 = _bbox(union)
         o0, o1, p0, p1 = _bbox(ov.labelled[sl] == k)
@@ -262,15 +287,34 @@ def pairs_from_karyotype(dapi: np.ndarray, karyo: np.ndarray, options: PairOptio
                 background = karyo[win] == 0
                 image[others] = int(np.median(image[background])) if background.any() else 0
         counts["kept"] += 1
-        pairs.append(Pair(image=image, labels=labels, folder=folder, image_id=image_id, classes=(ca, cb),
-                          areas=(int(a.sum()), int(b.sum())), overlap_px=int((a & b).sum()), box=(top, left),
-                          centred_on=on_r if on_r == on_c else f"{on_r}/{on_c}", cut=cut,
-                          other_px=int(others.sum())))
+        pairs.append(
+            Pair(
+                image=image,
+                labels=labels,
+                folder=folder,
+                image_id=image_id,
+                classes=(ca, cb),
+                areas=(int(a.sum()), int(b.sum())),
+                overlap_px=int((a & b).sum()),
+                box=(top, left),
+                centred_on=on_r if on_r == on_c else f"{on_r}/{on_c}",
+                cut=cut,
+                other_px=int(others.sum()),
+            )
+        )
     return pairs, counts
 
 
-def isolated_chromosomes(dapi: np.ndarray, karyo: np.ndarray, *, touch_px: int = 1, margin: int = 4,
-                         min_px: int = 10, folder: str = "", image_id: str = "") -> tuple[list[IsolatedChromosome], int]:
+def isolated_chromosomes(
+    dapi: np.ndarray,
+    karyo: np.ndarray,
+    *,
+    touch_px: int = 1,
+    margin: int = 4,
+    min_px: int = 10,
+    folder: str = "",
+    image_id: str = "",
+) -> tuple[list[IsolatedChromosome], int]:
     """Every chromosome (8-connected component of one class 1–24) with no overlap pixel within ``touch_px``,
     cropped with ``margin`` pixels around it; returns them and the number of components under ``min_px``
     pixels left out (specks)."""
@@ -295,16 +339,23 @@ def isolated_chromosomes(dapi: np.ndarray, karyo: np.ndarray, *, touch_px: int =
                 continue
             box = _window(sl, margin, karyo.shape)
             mask = labelled[box] == i
-            out.append(IsolatedChromosome(
-                image=dapi[box].astype(np.uint8, copy=True), mask=mask, folder=folder, image_id=image_id, cls=c,
-                area=area, box=(box[0].start, box[1].start, box[0].stop - box[0].start, box[1].stop - box[1].start),
-                touches_other=bool((karyo[win][ring] > 0).any()),
-                at_border=sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w))
+            out.append(
+                IsolatedChromosome(
+                    image=dapi[box].astype(np.uint8, copy=True),
+                    mask=mask,
+                    folder=folder,
+                    image_id=image_id,
+                    cls=c,
+                    area=area,
+                    box=(box[0].start, box[1].start, box[0].stop - box[0].start, box[1].stop - box[1].start),
+                    touches_other=bool((karyo[win][ring] > 0).any()),
+                    at_border=sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w,
+                )
+            )
     return out, small
 
 
-def group_splits(groups: list[str], stem: str, *, test_fraction: float = 0.2, n_folds: int = 5,
-                 seed: int = 0) -> dict:
+def group_splits(groups: list[str], stem: str, *, test_fraction: float = 0.2, n_folds: int = 5, seed: int = 0) -> dict:
     """A split file by group (the slide) for pairs ``stem[0]``, ``stem[1]``, … of groups ``groups``: a test set and
     ``n_folds`` validation sets, each made of whole groups (:func:`medseg.data.splits.make_splits` over the
     groups in natural order), in the names format of ``splits.file``. Under three groups: no test set, no folds
@@ -374,7 +425,7 @@ def _held_out_of_file(pairs_h5: Path) -> list[str]:
             raise DataValidationError(pairs_h5, "no 'slide' dataset: not a medseg data mfish-pairs file")
         slides = [s.decode() if isinstance(s, bytes) else str(s) for s in f["slide"][:]]
     prefix = pairs_h5.stem + "["
-    return sorted({slides[int(name[len(prefix):-1])] for name in test if name.startswith(prefix)})
+    return sorted({slides[int(name[len(prefix) : -1])] for name in test if name.startswith(prefix)})
 
 
 def _write_isolated(out_dir: Path, chromosomes: list[IsolatedChromosome], notice: Path | None) -> Path:
@@ -392,9 +443,21 @@ def _write_isolated(out_dir: Path, chromosomes: list[IsolatedChromosome], notice
         for sub, arr in (("images", ch.image), ("masks", ch.mask.astype(np.uint8) * 255)):
             with atomic_file(out_dir / sub / f"{name}.png", ".png") as tmp:
                 Image.fromarray(arr).save(tmp, format="PNG")
-        rows.append({"name": name, "folder": ch.folder, "image": ch.image_id, "class": ch.cls, "area": ch.area,
-                     "top": ch.box[0], "left": ch.box[1], "height": ch.box[2], "width": ch.box[3],
-                     "touches_other": int(ch.touches_other), "at_border": int(ch.at_border)})
+        rows.append(
+            {
+                "name": name,
+                "folder": ch.folder,
+                "image": ch.image_id,
+                "class": ch.cls,
+                "area": ch.area,
+                "top": ch.box[0],
+                "left": ch.box[1],
+                "height": ch.box[2],
+                "width": ch.box[3],
+                "touches_other": int(ch.touches_other),
+                "at_border": int(ch.at_border),
+            }
+        )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["name"], lineterminator="\n")
     writer.writeheader()
@@ -406,30 +469,28 @@ def _write_isolated(out_dir: Path, chromosomes: list[IsolatedChromosome], notice
     return out_dir / "index.csv"
 
 
-def run_mfish_pairs(src: str | Path, output: str | Path, *, options: PairOptions = PairOptions(),
-                    limit: int | None = None, isolated_dir: str | Path | None = None, isolated_margin: int = 4,
-                    split_seed: int = 0, preview: bool = True, progress: bool = True) -> dict:
+def run_mfish_pairs(
+    src: str | Path,
+    output: str | Path,
+    *,
+    options: PairOptions = PairOptions(),
+    limit: int | None = None,
+    isolated_dir: str | Path | None = None,
+    isolated_margin: int = 4,
+    split_seed: int = 0,
+    preview: bool = True,
+    progress: bool = True,
+) -> dict:
     """Body of ``medseg data mfish-pairs``: the pairs of the first ``limit`` (default all) labelled metaphases
     under ``src`` written to ``output`` (Pommier HDF5 layout, plus datasets ``folder``, ``slide`` and ``image``
-    naming each pair's folder, slide and metaphase), ``<output stem>.json`` (provenance: REAL data, source, options, rule, counts,
-    one record per pair), ``<output stem>.splits.json`` (split by slide), ``<output stem>.png`` (preview) and
-    ``<output stem>.README.TXT`` (the set's licence notice). With ``isolated_dir``, every chromosome that touches
-    no overlap as ``images/`` + ``masks/`` PNGs with ``index.csv``. Returns the summary (the JSON without the
-    per-pair records, plus the paths)."""
-    import h5py
-
-    import medseg
-    from medseg.data.pommier import give_default_mode, write_pommier_h5
-    from medseg.data.writing import atomic_files
-    from medseg.data.synth import save_preview, sidecar_paths
-
+    naming each pair's folder, slide and metaphase), ``<output stem>.json`` (provenance: REAL data, source,
+    options, rule, counts, one record per pair), ``<output stem>.splits.json`` (split by slide),
+    ``<output stem>.png`` (preview) and ``<output stem>.README.TXT`` (the set's licence notice). With
+    ``isolated_dir``, every chromosome that touches no overlap as ``images/`` + ``masks/`` PNGs with
+    ``index.csv``. Returns the summary (the JSON without the per-pair records, plus the paths)."""
     started = time.perf_counter()
-    src, output = Path(src), Path(output)
-    json_path, png_path = sidecar_paths(output)
-    if output.suffix.lower() in (".json", ".png", ".txt"):
-        raise ValueError(f"output {output} would collide with its sidecar files; use a .h5 name")
-    splits_path = output.with_name(output.stem + ".splits.json")
-    licence_path = output.with_name(output.stem + ".README.TXT")
+    src, files = Path(src), _PairsFiles.of(Path(output))
+    output = files.output
     metaphases = find_metaphases(src)
     if limit is not None:
         if limit < 1:
@@ -438,111 +499,240 @@ def run_mfish_pairs(src: str | Path, output: str | Path, *, options: PairOptions
     unlabelled = find_unlabelled(src)
     notice, notice_text = licence_notice(src)
 
-    pairs: list[Pair] = []
-    counts: Counter = Counter()
-    shapes: Counter = Counter()
-    isolated: list[IsolatedChromosome] = []
-    isolated_small = 0
+    cut = _cut_pairs(metaphases, options, isolated_dir, isolated_margin, progress)
+    if not cut.pairs:
+        raise DataValidationError(
+            src,
+            f"no overlap in the {len(metaphases)} metaphase(s) read joins exactly two chromosomes of different "
+            f"classes (counts: {dict(cut.counts)}); nothing to write",
+        )
+    cut.stack()
+    summary = _pairs_summary(cut, src, metaphases, limit, len(unlabelled), options, split_seed, files)
+    summary["licence"] = {"file": files.licence.name if notice else None, "notice": notice_text}
+    if isolated_dir is not None:
+        summary["isolated"] = {
+            "dir": str(isolated_dir),
+            "n": len(cut.isolated),
+            "left_out_small": cut.isolated_small,
+            "touching_another_chromosome": sum(c.touches_other for c in cut.isolated),
+            "at_metaphase_border": sum(c.at_border for c in cut.isolated),
+        }
+    provenance = dict(summary, pairs=[p.record() for p in cut.pairs])
+    split = group_splits(cut.slides, output.stem, seed=split_seed)
+    if not split["test"]:
+        _warn_no_test_set(src, cut.slides, split, files.splits)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _write_pairs_set(files, notice, options, cut, provenance, split, preview)
+    if isolated_dir is not None:
+        summary["isolated"]["index"] = str(_write_isolated(Path(isolated_dir), cut.isolated, notice))
+    summary.update(
+        output=str(output),
+        json=str(files.json),
+        splits=str(files.splits),
+        preview=str(files.png) if preview else None,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+    return summary
+
+
+@dataclass(frozen=True)
+class _PairsFiles:
+    """The files ``medseg data mfish-pairs`` writes for ``output``."""
+
+    output: Path
+    json: Path  # provenance
+    png: Path  # preview
+    splits: Path
+    licence: Path  # the set's licence notice
+
+    @classmethod
+    def of(cls, output: Path) -> _PairsFiles:
+        from medseg.data.synth import sidecar_paths
+
+        json_path, png_path = sidecar_paths(output)
+        if output.suffix.lower() in (".json", ".png", ".txt"):
+            raise ValueError(f"output {output} would collide with its sidecar files; use a .h5 name")
+        return cls(
+            output,
+            json_path,
+            png_path,
+            output.with_name(output.stem + ".splits.json"),
+            output.with_name(output.stem + ".README.TXT"),
+        )
+
+    def temps(self, preview: bool, notice: Path | None) -> dict[Path, Path]:
+        """The temporary name each file is written under (the preview only with ``preview``, the licence
+        notice only when there is one)."""
+        temps = {
+            self.output: self.output.with_name(f".{self.output.name}.mfish-tmp"),
+            self.json: self.json.with_name(f".{self.json.name}.mfish-tmp"),
+            self.splits: self.splits.with_name(f".{self.splits.name}.mfish-tmp"),
+        }
+        if preview:
+            temps[self.png] = self.png.with_name(f".{self.png.name}.mfish-tmp.png")
+        if notice is not None:
+            temps[self.licence] = self.licence.with_name(f".{self.licence.name}.mfish-tmp")
+        return temps
+
+
+@dataclass
+class _CutPairs:
+    """What :func:`_cut_pairs` gathers from the metaphases; :meth:`stack` adds the arrays that are written."""
+
+    pairs: list[Pair] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)  # overlaps found, left out (per reason), cut, ...
+    shapes: Counter = field(default_factory=Counter)  # metaphase shapes, "HxW"
+    isolated: list[IsolatedChromosome] = field(default_factory=list)
+    isolated_small: int = 0
+    images: np.ndarray | None = None  # (N, H, W) uint8, one per pair
+    labels: np.ndarray | None = None  # (N, H, W): 0 background, 1 A, 2 B, 3 overlap
+    slides: list[str] = field(default_factory=list)  # the slide of every pair
+    overlap_px: np.ndarray | None = None  # overlap pixels in each crop
+
+    def stack(self) -> None:
+        self.images = np.stack([p.image for p in self.pairs])
+        self.labels = np.stack([p.labels for p in self.pairs])
+        self.slides = [slide_of(p.folder) for p in self.pairs]
+        self.overlap_px = (self.labels == 3).reshape(len(self.labels), -1).sum(axis=1)
+
+
+def _cut_pairs(metaphases, options: PairOptions, isolated_dir, isolated_margin: int, progress: bool) -> _CutPairs:
+    """The pairs of every metaphase, with the counts, and (with ``isolated_dir``) its isolated chromosomes."""
+    cut = _CutPairs()
     for m in Progress(metaphases, desc="M-FISH metaphases", unit="image", disable=not progress):
         dapi, karyo = read_metaphase(m)
-        shapes[f"{dapi.shape[0]}x{dapi.shape[1]}"] += 1
+        cut.shapes[f"{dapi.shape[0]}x{dapi.shape[1]}"] += 1
         found, c = pairs_from_karyotype(dapi, karyo, options, folder=m.folder, image_id=m.id)
-        pairs += found
-        counts.update(c)
+        cut.pairs += found
+        cut.counts.update(c)
         if isolated_dir is not None:
-            chromosomes, small = isolated_chromosomes(dapi, karyo, touch_px=options.touch_px, margin=isolated_margin,
-                                                      folder=m.folder, image_id=m.id)
-            isolated += chromosomes
-            isolated_small += small
-    if not pairs:
-        raise DataValidationError(src, f"no overlap in the {len(metaphases)} metaphase(s) read joins exactly two "
-                                       f"chromosomes of different classes (counts: {dict(counts)}); nothing to write")
+            chromosomes, small = isolated_chromosomes(
+                dapi, karyo, touch_px=options.touch_px, margin=isolated_margin, folder=m.folder, image_id=m.id
+            )
+            cut.isolated += chromosomes
+            cut.isolated_small += small
+    return cut
 
-    images = np.stack([p.image for p in pairs])
-    labels = np.stack([p.labels for p in pairs])
-    folders = [p.folder for p in pairs]
-    slides = [slide_of(f) for f in folders]
-    overlap_px = (labels == 3).reshape(len(labels), -1).sum(axis=1)
-    left_out = {k: int(counts[k]) for k in LEFT_OUT}
-    summary = {
+
+def _pairs_summary(
+    cut: _CutPairs,
+    src: Path,
+    metaphases,
+    limit: int | None,
+    n_unlabelled: int,
+    options: PairOptions,
+    split_seed: int,
+    files: _PairsFiles,
+) -> dict:
+    """The set's provenance record (the JSON sidecar without the per-pair records), up to its licence."""
+    import medseg
+
+    counts, overlap_px = cut.counts, cut.overlap_px
+    return {
         "synthesized": False,
         "real": True,
         "format": "pommier",
         "dataset": _DATASET,
         "medseg_version": medseg.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "source": {"path": str(src.resolve()), "n_metaphases": len(metaphases), "limit": limit,
-                   "n_unlabelled_skipped": len(unlabelled), "unlabelled_rule": "EX (extreme) metaphases have no "
-                   "label map and are skipped; any other DAPI image without one is an error",
-                   "metaphase_shapes": dict(shapes), "folders": sorted({m.folder for m in metaphases})},
+        "source": {
+            "path": str(src.resolve()),
+            "n_metaphases": len(metaphases),
+            "limit": limit,
+            "n_unlabelled_skipped": n_unlabelled,
+            "unlabelled_rule": "EX (extreme) metaphases have no "
+            "label map and are skipped; any other DAPI image without one is an error",
+            "metaphase_shapes": dict(cut.shapes),
+            "folders": sorted({m.folder for m in metaphases}),
+        },
         "shape": list(options.crop),
-        "n_images": len(pairs),
-        "labels": {"0": "background (other chromosomes too)", "1": "chromosome A only", "2": "chromosome B only",
-                   "3": "overlap of A and B"},
+        "n_images": len(cut.pairs),
+        "labels": {
+            "0": "background (other chromosomes too)",
+            "1": "chromosome A only",
+            "2": "chromosome B only",
+            "3": "overlap of A and B",
+        },
         "class_names": list(POMMIER_CLASSES),
         "rule": {"name": options.rule, "text": RULE_TEXT[options.rule]},
         "options": asdict(options) | {"crop": list(options.crop)},
         "overlaps_found": int(counts["overlaps"]),
-        "kept": len(pairs),
-        "left_out": left_out,
+        "kept": len(cut.pairs),
+        "left_out": {k: int(counts[k]) for k in LEFT_OUT},
         "cut_by_crop_border": int(counts["cut"]),
         "cut_kept": options.keep_cut,
         "with_other_chromosomes": int(counts["with_other_chromosomes"]),
-        "pairs_per_folder": dict(sorted(Counter(folders).items())),
-        "pairs_per_slide": dict(sorted(Counter(slides).items())),
-        "overlap_px_in_crop": {"min": int(overlap_px.min()), "median": float(np.median(overlap_px)),
-                               "max": int(overlap_px.max())},
+        "pairs_per_folder": dict(sorted(Counter(p.folder for p in cut.pairs).items())),
+        "pairs_per_slide": dict(sorted(Counter(cut.slides).items())),
+        "overlap_px_in_crop": {
+            "min": int(overlap_px.min()),
+            "median": float(np.median(overlap_px)),
+            "max": int(overlap_px.max()),
+        },
         "split_by": "slide (folder[:3], e.g. A02 for A02__15 and A02__XY): HDF5 datasets 'slide' and 'folder', "
-                    "pairs[*].slide here, and the split file",
-        "splits_file": splits_path.name,
+        "pairs[*].slide here, and the split file",
+        "splits_file": files.splits.name,
         "split_seed": split_seed,
-        "held_out_slides": held_out_slides(slides, seed=split_seed),
-        "licence": {"file": licence_path.name if notice else None, "notice": notice_text},
+        "held_out_slides": held_out_slides(cut.slides, seed=split_seed),
     }
-    if isolated_dir is not None:
-        summary["isolated"] = {"dir": str(isolated_dir), "n": len(isolated), "left_out_small": isolated_small,
-                               "touching_another_chromosome": sum(c.touches_other for c in isolated),
-                               "at_metaphase_border": sum(c.at_border for c in isolated)}
-    provenance = dict(summary, pairs=[p.record() for p in pairs])
-    split = group_splits(slides, output.stem, seed=split_seed)
-    if not split["test"]:
-        # said here, where the file is made, not later when a training on it refuses or tests on nothing
-        found = sorted(set(slides))
-        folds = ("no folds either: medseg train/cv on it will refuse it" if "folds" not in split else
-                 "models trained on it cannot be tested on slides they never saw")
-        warnings.warn(f"{src}: the pairs come from {len(found)} slide(s) ({', '.join(found)}); holding out 20 % of the "
-                      f"slides as the test set needs pairs from at least 5 slides, so {splits_path.name} holds no "
-                      f"test set and {folds} — cut the pairs from a folder with more slides, or give a split with "
-                      "splits.file", stacklevel=2)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    temps = {output: output.with_name(f".{output.name}.mfish-tmp"),
-             json_path: json_path.with_name(f".{json_path.name}.mfish-tmp"),
-             splits_path: splits_path.with_name(f".{splits_path.name}.mfish-tmp")}
-    if preview:
-        temps[png_path] = png_path.with_name(f".{png_path.name}.mfish-tmp.png")
-    if notice is not None:
-        temps[licence_path] = licence_path.with_name(f".{licence_path.name}.mfish-tmp")
+
+def _warn_no_test_set(src: Path, slides: list[str], split: dict, splits_path: Path) -> None:
+    """Said where the file is made, not later when a training on it refuses or tests on nothing."""
+    found = sorted(set(slides))
+    folds = (
+        "no folds either: medseg train/cv on it will refuse it"
+        if "folds" not in split
+        else "models trained on it cannot be tested on slides they never saw"
+    )
+    warnings.warn(
+        f"{src}: the pairs come from {len(found)} slide(s) ({', '.join(found)}); holding out 20 % of the "
+        f"slides as the test set needs pairs from at least 5 slides, so {splits_path.name} holds no "
+        f"test set and {folds} — cut the pairs from a folder with more slides, or give a split with "
+        "splits.file",
+        stacklevel=3,
+    )
+
+
+def _write_pairs_set(
+    files: _PairsFiles,
+    notice: Path | None,
+    options: PairOptions,
+    cut: _CutPairs,
+    provenance: dict,
+    split: dict,
+    preview: bool,
+) -> None:
+    """The HDF5 set and its sidecars, each under its temporary name until all are written: all of them or
+    none."""
+    import h5py
+
+    from medseg.data.pommier import give_default_mode, write_pommier_h5
+    from medseg.data.synth import save_preview
+    from medseg.data.writing import atomic_files
+
+    temps = files.temps(preview, notice)
     with atomic_files(temps):  # all of them or none
-        write_pommier_h5(temps[output], images, labels)
-        with h5py.File(temps[output], "a") as f:
+        write_pommier_h5(temps[files.output], cut.images, cut.labels)
+        with h5py.File(temps[files.output], "a") as f:
             text = h5py.string_dtype("utf-8")
-            f.create_dataset("folder", data=np.array(folders, dtype=object), dtype=text)
-            f.create_dataset("slide", data=np.array(slides, dtype=object), dtype=text)
-            f.create_dataset("image", data=np.array([p.image_id for p in pairs], dtype=object), dtype=text)
+            f.create_dataset("folder", data=np.array([p.folder for p in cut.pairs], dtype=object), dtype=text)
+            f.create_dataset("slide", data=np.array(cut.slides, dtype=object), dtype=text)
+            f.create_dataset("image", data=np.array([p.image_id for p in cut.pairs], dtype=object), dtype=text)
             f.attrs["source"] = _DATASET + " -- REAL data; licence notice in the .README.TXT beside this file"
             f.attrs["rule"] = RULE_TEXT[options.rule]
-        temps[json_path].write_text(json.dumps(provenance, indent=1) + "\n")
-        temps[splits_path].write_text(json.dumps(split, indent=1) + "\n")
-        for p in (temps[json_path], temps[splits_path]):
+        temps[files.json].write_text(json.dumps(provenance, indent=1) + "\n")
+        temps[files.splits].write_text(json.dumps(split, indent=1) + "\n")
+        for p in (temps[files.json], temps[files.splits]):
             give_default_mode(p)
         if notice is not None:
-            shutil.copyfile(notice, temps[licence_path])
+            shutil.copyfile(notice, temps[files.licence])
         if preview:
-            save_preview(temps[png_path], images, labels, overlap_px=overlap_px,
-                         title=f"{output.name}: {len(images)} real M-FISH overlapping pairs (rule {options.rule})")
-    if isolated_dir is not None:
-        summary["isolated"]["index"] = str(_write_isolated(Path(isolated_dir), isolated, notice))
-    summary.update(output=str(output), json=str(json_path), splits=str(splits_path),
-                   preview=str(png_path) if preview else None, seconds=round(time.perf_counter() - started, 2))
-    return summary
+            save_preview(
+                temps[files.png],
+                cut.images,
+                cut.labels,
+                overlap_px=cut.overlap_px,
+                title=f"{files.output.name}: {len(cut.images)} real M-FISH overlapping pairs (rule {options.rule})",
+            )

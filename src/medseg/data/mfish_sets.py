@@ -15,7 +15,7 @@ from the real M-FISH folder on first use (as ``synth:*`` sets are) and kept unde
 The test set of all three is the same: the real pairs of the held-out slides (evaluate with
 ``--data mfish:pairs``).
 
-``mfish:karyotype`` (issue 14, part 6) is the karyotyping set: every real isolated chromosome as a DAPI cut-out
+``mfish:karyotype`` is the karyotyping set: every real isolated chromosome as a DAPI cut-out
 on a 128 × 128 canvas labelled mask × class (25 classes: background, 1–22, X, Y), tested on the same held-out
 slides (:mod:`medseg.data.mfish_karyotype`). Where the folder is: ``data.mfish_source``, else ``$MEDSEG_MFISH``, else
 ``../shared/data/mfish`` beside the working directory or beside the medseg checkout. Every set is built in a
@@ -52,14 +52,20 @@ def find_mfish_source(configured: str | None = None) -> Path:
         candidates = [Path(configured).expanduser()]
     else:
         candidates = [Path(p).expanduser() for p in [os.environ.get("MEDSEG_MFISH")] if p]
-        candidates += [Path.cwd().parent / "shared" / "data" / "mfish",
-                       Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mfish"]
+        candidates += [
+            Path.cwd().parent / "shared" / "data" / "mfish",
+            Path(__file__).resolve().parents[3].parent / "shared" / "data" / "mfish",
+        ]
     for c in candidates:
         if c.is_dir() and is_mfish_folder(c):
             return c.resolve()
-    raise DataValidationError(candidates[0], "no M-FISH folder here (the published set: folders of <id>D.tif + "
-                              "<id>K.tif); give it with data.mfish_source or $MEDSEG_MFISH (looked at: "
-                              + ", ".join(str(c) for c in dict.fromkeys(candidates)) + ")")
+    raise DataValidationError(
+        candidates[0],
+        "no M-FISH folder here (the published set: folders of <id>D.tif + "
+        "<id>K.tif); give it with data.mfish_source or $MEDSEG_MFISH (looked at: "
+        + ", ".join(str(c) for c in dict.fromkeys(candidates))
+        + ")",
+    )
 
 
 def _set_root(source: Path) -> Path:
@@ -92,9 +98,10 @@ def _build(final: Path, make) -> Path:
 def _real(source: Path, progress: bool) -> Path:
     from medseg.data.mfish_pairs import run_mfish_pairs
 
-    folder = _build(_set_root(source) / "real",
-                    lambda tmp: run_mfish_pairs(source, tmp / "pairs.h5", isolated_dir=tmp / "isolated",
-                                                progress=progress))
+    folder = _build(
+        _set_root(source) / "real",
+        lambda tmp: run_mfish_pairs(source, tmp / "pairs.h5", isolated_dir=tmp / "isolated", progress=progress),
+    )
     return folder / "pairs.h5"
 
 
@@ -102,18 +109,26 @@ def _synth(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
     from medseg.data.mfish_synth import run_mfish_synth
 
     pairs = _real(source, progress)
-    folder = _build(_set_root(source) / f"synth_{n_pairs}_s{seed}",
-                    lambda tmp: run_mfish_synth(pairs.parent / "isolated", tmp / "synth.h5", exclude_test_of=pairs,
-                                                compare=pairs, n_pairs=n_pairs, seed=seed, progress=progress))
+    folder = _build(
+        _set_root(source) / f"synth_{n_pairs}_s{seed}",
+        lambda tmp: run_mfish_synth(
+            pairs.parent / "isolated",
+            tmp / "synth.h5",
+            exclude_test_of=pairs,
+            compare=pairs,
+            n_pairs=n_pairs,
+            seed=seed,
+            progress=progress,
+        ),
+    )
     return folder / "synth.h5"
 
 
 def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
     import h5py
 
-    from medseg.data.pommier import GROUP_KEY, read_groups, read_pommier_h5, write_pommier_h5
-
     from medseg.data.mfish_pairs import held_out_slides
+    from medseg.data.pommier import GROUP_KEY, read_groups, read_pommier_h5, write_pommier_h5
 
     pairs, synth = _real(source, progress), _synth(source, n_pairs, seed, progress)
     held_out = held_out_slides(pairs)  # the slides mfish-synth left out too (the pairs file's own split)
@@ -124,18 +139,25 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
         keep = [i for i, slide in enumerate(slides) if slide not in held_out]
         syn_images, syn_labels, _ = read_pommier_h5(synth)
         if syn_images.shape[1:] != real_images.shape[1:]:
-            raise DataValidationError(synth, f"pairs of {syn_images.shape[1:]} cannot join the real pairs of "
-                                             f"{real_images.shape[1:]}")
+            raise DataValidationError(
+                synth, f"pairs of {syn_images.shape[1:]} cannot join the real pairs of {real_images.shape[1:]}"
+            )
         out = tmp / "both.h5"
-        write_pommier_h5(out, np.concatenate([syn_images, real_images[keep]]),
-                         np.concatenate([syn_labels, real_labels[keep]]))
+        write_pommier_h5(
+            out, np.concatenate([syn_images, real_images[keep]]), np.concatenate([syn_labels, real_labels[keep]])
+        )
         groups = [f"synth-{i:05d}" for i in range(len(syn_images))] + [slides[i] for i in keep]
         with h5py.File(out, "a") as f:
             f.create_dataset(GROUP_KEY, data=np.array(groups, dtype=object), dtype=h5py.string_dtype("utf-8"))
-        record = {"synthesized": True, "what": "mfish:both — SYNTHESIZED pairs from real chromosomes plus the REAL "
-                  "pairs of the training slides", "n_synthesized": int(len(syn_images)), "n_real": len(keep),
-                  "synthesized_from": str(synth), "real_from": str(pairs),
-                  "held_out_slides_left_out": held_out}
+        record = {
+            "synthesized": True,
+            "what": "mfish:both — SYNTHESIZED pairs from real chromosomes plus the REAL pairs of the training slides",
+            "n_synthesized": int(len(syn_images)),
+            "n_real": len(keep),
+            "synthesized_from": str(synth),
+            "real_from": str(pairs),
+            "held_out_slides_left_out": held_out,
+        }
         (tmp / "both.json").write_text(json.dumps(record, indent=1) + "\n")
         notice = pairs.with_name("pairs.README.TXT")
         if notice.is_file():
@@ -154,9 +176,12 @@ def _karyotype(source: Path, progress: bool, layout: str = "canvas") -> Path:
         s = run_mfish_karyotype(source, tmp / "karyotype.h5", layout=layout, progress=progress)
         if progress:
             counts = ", ".join(f"{name} {v['train']}/{v['test']}" for name, v in s["per_class"].items())
-            print(f"mfish:karyotype: {s['n_images']} chromosomes ({s['n_train']} training, {s['n_test']} test on the "
-                  f"held-out slides {', '.join(s['held_out_slides'])}); per class train/test: {counts}; left out: "
-                  + ", ".join(f"{k} {v}" for k, v in s["left_out"].items()), file=sys.stderr)
+            print(
+                f"mfish:karyotype: {s['n_images']} chromosomes ({s['n_train']} training, {s['n_test']} test on the "
+                f"held-out slides {', '.join(s['held_out_slides'])}); per class train/test: {counts}; left out: "
+                + ", ".join(f"{k} {v}" for k, v in s["left_out"].items()),
+                file=sys.stderr,
+            )
 
     # _f: the sets carry the hand-made features (sets built before them lack the HDF5 'features')
     name = f"karyotype_c{CANVAS}_f" if layout == "canvas" else "karyotype_upright_{}x{}".format(*UPRIGHT_SHAPE)
@@ -166,7 +191,9 @@ def _karyotype(source: Path, progress: bool, layout: str = "canvas") -> Path:
 def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
     """The HDF5 file of ``mfish:<kind>`` (made here if missing; see the module docstring)."""
     if kind not in KINDS:
-        raise DataValidationError(None, f"unknown M-FISH set 'mfish:{kind}'; use " + ", ".join(f"mfish:{k}" for k in KINDS))
+        raise DataValidationError(
+            None, f"unknown M-FISH set 'mfish:{kind}'; use " + ", ".join(f"mfish:{k}" for k in KINDS)
+        )
     source = find_mfish_source(data_cfg.get("mfish_source"))
     n_pairs = int(data_cfg.get("mfish_synth_pairs") or PUBLISHED_PAIRS)
     seed = int(data_cfg.get("synth_seed", 0))

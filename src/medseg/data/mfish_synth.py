@@ -34,9 +34,22 @@ from medseg.data.mfish import licence_notice, slide_of
 from medseg.data.synth import ChromosomeCrop, run_synth, synthesize_pairs
 from medseg.errors import DataValidationError
 
-__all__ = ["MFISH_OVERLAP_WEIGHT", "STATISTICS", "angle_acceptance", "calibrate_blend", "compare_pair_sets",
-           "crops_from_isolated", "crossing_angle", "pair_statistics", "read_pair_set", "run_mfish_synth",
-           "size_weights", "summarize", "target_statistics", "test_slides_of"]
+__all__ = [
+    "MFISH_OVERLAP_WEIGHT",
+    "STATISTICS",
+    "angle_acceptance",
+    "calibrate_blend",
+    "compare_pair_sets",
+    "crops_from_isolated",
+    "crossing_angle",
+    "pair_statistics",
+    "read_pair_set",
+    "run_mfish_synth",
+    "size_weights",
+    "summarize",
+    "target_statistics",
+    "test_slides_of",
+]
 
 #: Overlap weight w (overlap = max(a, b) + w * min(a, b)) whose synthesized pairs match the median overlap /
 #: single intensity ratio of the 338 real M-FISH pairs: measured 1.40 (quartiles 0.93-1.61, background-subtracted;
@@ -93,7 +106,9 @@ def crops_from_isolated(
     iso_dir = Path(iso_dir)
     index = iso_dir / "index.csv"
     if not index.is_file():
-        raise DataValidationError(iso_dir, "no index.csv: not a folder written by medseg data mfish-pairs --isolated-dir")
+        raise DataValidationError(
+            iso_dir, "no index.csv: not a folder written by medseg data mfish-pairs --isolated-dir"
+        )
     with index.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     available = sorted({slide_of(r["folder"]) for r in rows})
@@ -101,7 +116,9 @@ def crops_from_isolated(
     excluded = set(_split_names(exclude_slides) or [])
     unknown = sorted(set(wanted or []) - set(available))
     if unknown:
-        raise DataValidationError(iso_dir, f"slides {', '.join(unknown)} not in the index (it holds {', '.join(available)})")
+        raise DataValidationError(
+            iso_dir, f"slides {', '.join(unknown)} not in the index (it holds {', '.join(available)})"
+        )
     allowed = set(wanted if wanted is not None else available) - excluded
     left_out = {"other_slide": 0, "touches_other": 0, "at_border": 0, "too_small": 0, "too_large": 0}
     crops: list[ChromosomeCrop] = []
@@ -131,13 +148,21 @@ def crops_from_isolated(
         crops.append(ChromosomeCrop(image=image, mask=mask, name=r["name"]))
         used.add(slide)
     if len(crops) < 2:
-        raise DataValidationError(iso_dir, f"{len(crops)} chromosome(s) left from slides {sorted(allowed)}; "
-                                           "at least two are needed")
-    record = {"slides_used": sorted(used), "slides_excluded": sorted(excluded & set(available)),
-              "slides_available": available, "n_chromosomes": len(crops), "left_out": left_out,
-              "skip_touching": skip_touching, "skip_border": skip_border, "min_area": min_area,
-              "max_area": max_area,
-              "mask": "each chromosome's own label-map component (classes 1-24): nuclei and debris are never cut"}
+        raise DataValidationError(
+            iso_dir, f"{len(crops)} chromosome(s) left from slides {sorted(allowed)}; at least two are needed"
+        )
+    record = {
+        "slides_used": sorted(used),
+        "slides_excluded": sorted(excluded & set(available)),
+        "slides_available": available,
+        "n_chromosomes": len(crops),
+        "left_out": left_out,
+        "skip_touching": skip_touching,
+        "skip_border": skip_border,
+        "min_area": min_area,
+        "max_area": max_area,
+        "mask": "each chromosome's own label-map component (classes 1-24): nuclei and debris are never cut",
+    }
     return crops, record
 
 
@@ -198,8 +223,13 @@ def summarize(stats: dict[str, np.ndarray]) -> dict[str, dict]:
             out[k] = {"n": 0}
             continue
         q1, med, q3 = np.percentile(v, [25, 50, 75])
-        out[k] = {"n": len(v), "mean": round(float(v.mean()), 4), "q1": round(float(q1), 4),
-                  "median": round(float(med), 4), "q3": round(float(q3), 4)}
+        out[k] = {
+            "n": len(v),
+            "mean": round(float(v.mean()), 4),
+            "q1": round(float(q1), 4),
+            "median": round(float(med), 4),
+            "q3": round(float(q3), 4),
+        }
     return out
 
 
@@ -212,7 +242,10 @@ def read_pair_set(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compare_pair_sets(
-    sets: dict[str, tuple[np.ndarray, np.ndarray] | str | Path], png: str | Path, json_path: str | Path, *,
+    sets: dict[str, tuple[np.ndarray, np.ndarray] | str | Path],
+    png: str | Path,
+    json_path: str | Path,
+    *,
     title: str = "",
 ) -> dict:
     """Side-by-side histograms (one panel per statistic of :func:`pair_statistics`, one colour per set, each
@@ -239,9 +272,15 @@ def compare_pair_sets(
         bins = np.linspace(lo, hi if hi > lo else lo + 1, 31)
         for c, (n, v) in enumerate(values.items()):
             if len(v):
-                ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, density=True, histtype="step", linewidth=1.6,
-                        color=colours[c % len(colours)],
-                        label=f"{n} (n={len(v)}, median {np.median(v):.3g})")
+                ax.hist(
+                    np.clip(v, bins[0], bins[-1]),
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    linewidth=1.6,
+                    color=colours[c % len(colours)],
+                    label=f"{n} (n={len(v)}, median {np.median(v):.3g})",
+                )
         ax.set_xlabel(label, fontsize=8)
         ax.set_yticks([])
         ax.legend(fontsize=7, frameon=False)
@@ -255,8 +294,9 @@ def compare_pair_sets(
     return summaries
 
 
-def target_statistics(pairs_h5: str | Path, *, drop_test: bool = False,
-                      exclude_slides: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict]:
+def target_statistics(
+    pairs_h5: str | Path, *, drop_test: bool = False, exclude_slides: list[str] | None = None
+) -> tuple[dict[str, np.ndarray], dict]:
     """:func:`pair_statistics` of the real pairs of ``pairs_h5`` to match; ``drop_test``: without the pairs of its
     split's test set (``<stem>.splits.json``), and without the pairs of ``exclude_slides`` (by the file's ``slide``
     dataset, where it has one), so that held-out pairs do not shape the training data. Returns the statistics
@@ -270,11 +310,13 @@ def target_statistics(pairs_h5: str | Path, *, drop_test: bool = False,
     if drop_test:
         split_path = pairs_h5.with_name(pairs_h5.stem + ".splits.json")
         if not split_path.is_file():
-            raise DataValidationError(split_path, "no split file beside the pairs file (medseg data mfish-pairs writes it)")
+            raise DataValidationError(
+                split_path, "no split file beside the pairs file (medseg data mfish-pairs writes it)"
+            )
         prefix = pairs_h5.stem + "["
         for name in json.loads(split_path.read_text())["test"]:
             if name.startswith(prefix):
-                keep[int(name[len(prefix):-1])] = False
+                keep[int(name[len(prefix) : -1])] = False
     n_test = int(n - keep.sum())
     n_slides = 0
     if exclude_slides:
@@ -284,16 +326,20 @@ def target_statistics(pairs_h5: str | Path, *, drop_test: bool = False,
             held = np.isin(slides, list(exclude_slides)) & keep
             keep &= ~held
             n_slides = int(held.sum())
-    record = {"file": str(pairs_h5.resolve()), "n_pairs": int(keep.sum()), "test_pairs_dropped": n_test,
-              "excluded_slide_pairs_dropped": n_slides}
+    record = {
+        "file": str(pairs_h5.resolve()),
+        "n_pairs": int(keep.sum()),
+        "test_pairs_dropped": n_test,
+        "excluded_slide_pairs_dropped": n_slides,
+    }
     return {k: v[keep] for k, v in stats.items()}, record
 
 
 def size_weights(crop_areas: np.ndarray, real_areas: np.ndarray, *, n_bins: int = 12) -> np.ndarray:
     """Importance weights, one per chromosome, so that chromosomes drawn in proportion to them have the area
     distribution of ``real_areas`` (the areas of the real pairs' chromosomes, A and B pooled): real / isolated
-    histogram on ``n_bins`` (at most one per 5 real areas) equal-count bins of the real areas (plus one bin below and one above them, where
-    the real count is taken as 0.5, so that no chromosome is never drawn)."""
+    histogram on ``n_bins`` (at most one per 5 real areas) equal-count bins of the real areas (plus one bin
+    below and one above them, where the real count is taken as 0.5, so that no chromosome is never drawn)."""
     crop_areas = np.asarray(crop_areas, float)
     real = np.asarray(real_areas, float)
     real = real[np.isfinite(real)]
@@ -331,8 +377,14 @@ def angle_acceptance(real_angles: np.ndarray, *, n_bins: int = 9):
     return accept
 
 
-def calibrate_blend(crops: list[ChromosomeCrop], target_ratio: float, *, n_pairs: int = 300, seed: int = 0,
-                    weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> tuple[float, dict]:
+def calibrate_blend(
+    crops: list[ChromosomeCrop],
+    target_ratio: float,
+    *,
+    n_pairs: int = 300,
+    seed: int = 0,
+    weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+) -> tuple[float, dict]:
     """The overlap weight w whose synthesized pairs have median overlap/single intensity ratio
     ``target_ratio``: ``n_pairs`` pairs synthesized at each of ``weights`` (same seed, so the same placements),
     then linear interpolation of the (monotonic) median ratio. Returns w and ``{w: median ratio}``."""
@@ -344,6 +396,44 @@ def calibrate_blend(crops: list[ChromosomeCrop], target_ratio: float, *, n_pairs
     order = np.argsort(rs)
     w = float(np.clip(np.interp(target_ratio, rs[order], ws[order]), 0.0, 1.0))
     return round(w, 3), medians
+
+
+def _matching(
+    crops: list,
+    compare: str | Path | None,
+    exclude_test_of: str | Path | None,
+    excluded: list[str],
+    *,
+    rule: str | None,
+    match_sizes: bool | None,
+    match_angles: bool | None,
+) -> tuple[dict, np.ndarray | None, object | None]:
+    """How :func:`run_mfish_synth` matches the real pairs (see there): the record of it, the crops' draw weights
+    (or None) and the placements' acceptance (or None)."""
+    real_file = compare if compare is not None else exclude_test_of
+    if match_sizes is None:
+        match_sizes = real_file is not None
+    if match_angles is None:
+        match_angles = compare is not None
+    crop_weights = accept = None
+    matching: dict = {"rule": rule, "match_sizes": bool(match_sizes), "match_angles": bool(match_angles)}
+    if match_sizes or match_angles:
+        if real_file is None:
+            raise ValueError("matching sizes or angles needs the real pairs (compare or exclude_test_of)")
+        same = exclude_test_of is not None and Path(real_file).resolve() == Path(exclude_test_of).resolve()
+        target, matching["target"] = target_statistics(real_file, drop_test=same, exclude_slides=excluded)
+        if match_sizes:
+            real_areas = np.concatenate([target["area_a"], target["area_b"]])
+            crop_weights = size_weights(np.array([c.area for c in crops]), real_areas)
+            matching["size_weights"] = {
+                "min": round(float(crop_weights.min()), 4),
+                "median": round(float(np.median(crop_weights)), 4),
+                "max": round(float(crop_weights.max()), 4),
+            }
+        if match_angles:
+            accept = angle_acceptance(target["angle"])
+            matching["angle_acceptance_by_10_degrees"] = [round(float(p), 4) for p in accept.probabilities]
+    return matching, crop_weights, accept
 
 
 def run_mfish_synth(
@@ -382,8 +472,7 @@ def run_mfish_synth(
     excluded = list(_split_names(exclude_slides) or [])
     if exclude_test_of is not None:
         excluded += test_slides_of(exclude_test_of)
-    crops, selection = crops_from_isolated(iso_dir, slides=slides, exclude_slides=excluded or None,
-                                           max_area=max_area)
+    crops, selection = crops_from_isolated(iso_dir, slides=slides, exclude_slides=excluded or None, max_area=max_area)
     if exclude_test_of is not None:
         selection["test_slides_of"] = str(Path(exclude_test_of).resolve())
     calibration = None
@@ -394,49 +483,45 @@ def run_mfish_synth(
         target = float(np.nanmedian(real["intensity_ratio"]))
         blend, medians = calibrate_blend(crops, target, seed=seed)
         calibration = {"target_median_ratio": round(target, 4), "median_ratio_by_weight": medians, "weight": blend}
-    real_file = compare if compare is not None else exclude_test_of
-    if match_sizes is None:
-        match_sizes = real_file is not None
-    if match_angles is None:
-        match_angles = compare is not None
-    crop_weights = accept = None
-    matching: dict = {"rule": rule, "match_sizes": bool(match_sizes), "match_angles": bool(match_angles)}
-    if match_sizes or match_angles:
-        if real_file is None:
-            raise ValueError("matching sizes or angles needs the real pairs (compare or exclude_test_of)")
-        same = exclude_test_of is not None and Path(real_file).resolve() == Path(exclude_test_of).resolve()
-        target, matching["target"] = target_statistics(real_file, drop_test=same, exclude_slides=excluded)
-        if match_sizes:
-            real_areas = np.concatenate([target["area_a"], target["area_b"]])
-            crop_weights = size_weights(np.array([c.area for c in crops]), real_areas)
-            matching["size_weights"] = {"min": round(float(crop_weights.min()), 4),
-                                        "median": round(float(np.median(crop_weights)), 4),
-                                        "max": round(float(crop_weights.max()), 4)}
-        if match_angles:
-            accept = angle_acceptance(target["angle"])
-            matching["angle_acceptance_by_10_degrees"] = [round(float(p), 4) for p in accept.probabilities]
+    matching, crop_weights, accept = _matching(
+        crops, compare, exclude_test_of, excluded, rule=rule, match_sizes=match_sizes, match_angles=match_angles
+    )
     notice, notice_text = licence_notice(iso_dir)
     licence_path = output.with_name(output.stem + ".README.TXT")
-    source = {"kind": "mfish-isolated", "path": str(Path(iso_dir).resolve()), **selection,
-              "n_crops": len(crops)}
-    extra = {"real_chromosomes": True, "slides_used": selection["slides_used"],
-             "licence": {"file": licence_path.name if notice else None, "notice": notice_text}}
+    source = {"kind": "mfish-isolated", "path": str(Path(iso_dir).resolve()), **selection, "n_crops": len(crops)}
+    extra = {
+        "real_chromosomes": True,
+        "slides_used": selection["slides_used"],
+        "licence": {"file": licence_path.name if notice else None, "notice": notice_text},
+    }
     if calibration:
         extra["blend_calibration"] = calibration
     extra["matching"] = matching
-    summary = run_synth(output, crops=crops, source=source, n_pairs=n_pairs, pommier=pommier, seed=seed,
-                        blend=blend, progress=progress, extra=extra, rule=rule, crop_weights=crop_weights,
-                        accept=accept)
+    summary = run_synth(
+        output,
+        crops=crops,
+        source=source,
+        n_pairs=n_pairs,
+        pommier=pommier,
+        seed=seed,
+        blend=blend,
+        progress=progress,
+        extra=extra,
+        rule=rule,
+        crop_weights=crop_weights,
+        accept=accept,
+    )
     if notice is not None:
         shutil.copyfile(notice, licence_path)
     if compare is not None:
         cpng, cjson = output.with_name(output.stem + ".compare.png"), output.with_name(output.stem + ".compare.json")
         summary["comparison"] = compare_pair_sets(
-            {"real pairs": compare, "synthesized": output}, cpng, cjson,
+            {"real pairs": compare, "synthesized": output},
+            cpng,
+            cjson,
             title=f"real M-FISH pairs ({Path(compare).name}) vs pairs synthesized from real chromosomes "
-                  f"({output.name}, overlap weight {blend})")
+            f"({output.name}, overlap weight {blend})",
+        )
         summary.update(compare_png=str(cpng), compare_json=str(cjson))
     summary["seconds_total"] = round(time.perf_counter() - started, 2)
     return summary
-
-

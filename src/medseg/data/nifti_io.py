@@ -68,10 +68,11 @@ def read_nifti(path: str | Path, *, max_voxels: int | None = None) -> Volume:
     try:
         check_dtype(path, img.get_data_dtype(), "the NIfTI image")
         spatial = min(3, len(shape))
-        pixdim = np.asarray(stored["pixdim"], float)[1:1 + spatial]
+        pixdim = np.asarray(stored["pixdim"], float)[1 : 1 + spatial]
         if int(stored["sform_code"]) == 0 and not (np.all(np.isfinite(pixdim)) and np.all(pixdim > 0)):
-            raise DataValidationError(path, f"voxel sizes (pixdim) {pixdim.tolist()}: each must be a finite positive "
-                                            "number")
+            raise DataValidationError(
+                path, f"voxel sizes (pixdim) {pixdim.tolist()}: each must be a finite positive number"
+            )
         affine = np.asarray(img.affine, dtype=float)
         descrip = img.header.get("descrip")
         data = np.asanyarray(img.dataobj)
@@ -93,8 +94,14 @@ def read_nifti(path: str | Path, *, max_voxels: int | None = None) -> Volume:
     descrip = descrip.item().decode("latin-1", "replace") if descrip is not None else ""
     modality = descrip.split("modality=", 1)[1].split()[0] if "modality=" in descrip else None
     array = np.ascontiguousarray(data.transpose(2, 1, 0))
-    volume = Volume(array, (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0]), tuple(affine_lps[:3, 3]),
-                    m / spacing_xyz, modality or None, {"format": "nifti", "source": str(path)})
+    volume = Volume(
+        array,
+        (spacing_xyz[2], spacing_xyz[1], spacing_xyz[0]),
+        tuple(affine_lps[:3, 3]),
+        m / spacing_xyz,
+        modality or None,
+        {"format": "nifti", "source": str(path)},
+    )
     return validate_volume(volume, path)
 
 

@@ -28,9 +28,10 @@ Sets matched to real pairs may order each pair by a rule instead (:data:`RULES`,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -250,6 +251,7 @@ def synthesize_pairs(
     classes = _crop_classes(crops, rule)
     crop_p = _crop_probabilities(crop_weights, len(crops))
 
+    placement = (jitter, shape, min_overlap_px, blend, min_visible_px)  # the rest of _random_placement's arguments
     kept = _KeptPairs(target, shape)
     stats = _new_stats(accept is not None)
 
@@ -261,8 +263,7 @@ def synthesize_pairs(
             stats["passes"] += 1
             kept_this_pass = 0
             for i, j in _pairs_of_a_pass(rng, all_pairs, len(crops), crop_p):
-                res = _random_placement(rng, signals[i], masks[i], signals[j], masks[j], jitter, shape,
-                                        min_overlap_px, blend, min_visible_px)
+                res = _random_placement(rng, signals[i], masks[i], signals[j], masks[j], *placement)
                 stats["generated"] += 1
                 if res.status != "kept":
                     stats[f"rejected_{res.status}"] += 1
@@ -271,8 +272,9 @@ def synthesize_pairs(
                 if accept is not None and not rng.random() < float(accept(lab)):
                     stats["rejected_accept"] += 1
                     continue
-                if rule is not None and not order_pair((lab == 1) | (lab == 3), (lab == 2) | (lab == 3),
-                                                       classes[i], classes[j], rule):
+                if rule is not None and not order_pair(
+                    (lab == 1) | (lab == 3), (lab == 2) | (lab == 3), classes[i], classes[j], rule
+                ):
                     lab = np.where(lab == 3, 3, 3 - lab) * (lab > 0)
                     i, j = j, i
                 kept.add(res, lab, i, j)
@@ -289,8 +291,9 @@ def synthesize_pairs(
     return kept.result(stats)
 
 
-def _check_pair_counts(crops: list[ChromosomeCrop], n_pairs: int | None, min_overlap_px: int, jitter: int,
-                       min_visible_px: int) -> None:
+def _check_pair_counts(
+    crops: list[ChromosomeCrop], n_pairs: int | None, min_overlap_px: int, jitter: int, min_visible_px: int
+) -> None:
     if len(crops) < 2:
         raise ValueError(f"need at least two chromosome crops to make pairs, got {len(crops)}")
     if n_pairs is not None and n_pairs < 1:
@@ -317,14 +320,19 @@ def _crop_probabilities(crop_weights: np.ndarray | None, n_crops: int) -> np.nda
     if crop_weights is None:
         return None
     crop_weights = np.asarray(crop_weights, np.float64)
-    if crop_weights.shape != (n_crops,) or not np.isfinite(crop_weights).all() or (crop_weights < 0).any() \
-            or np.count_nonzero(crop_weights) < 2:
+    if (
+        crop_weights.shape != (n_crops,)
+        or not np.isfinite(crop_weights).all()
+        or (crop_weights < 0).any()
+        or np.count_nonzero(crop_weights) < 2
+    ):
         raise ValueError("crop_weights: one finite weight >= 0 per crop, at least two of them > 0")
     return crop_weights / crop_weights.sum()
 
 
-def _pairs_of_a_pass(rng: np.random.Generator, all_pairs: np.ndarray, n_crops: int,
-                     crop_p: np.ndarray | None) -> np.ndarray:
+def _pairs_of_a_pass(
+    rng: np.random.Generator, all_pairs: np.ndarray, n_crops: int, crop_p: np.ndarray | None
+) -> np.ndarray:
     """The (alpha, beta) crop indices one pass tries: every unordered pair in a random order, or (with
     ``crop_p``) as many pairs drawn by the crops' probabilities, each pair's two crops distinct."""
     if crop_p is None:

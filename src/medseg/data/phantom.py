@@ -48,14 +48,30 @@ __all__ = ["DEMO_NOTE", "HU", "SMALL_SHAPE", "make_phantom", "phantom_structures
 DEMO_NOTE = "synthetic phantom — demo data, not clinical"
 SMALL_SHAPE = (16, 64, 64)  # for tests
 HU = {
-    "air": -1000, "lung": -800, "fat": -100, "soft_tissue": 40, "bone_cortex": 1100, "bone_marrow": 750,
-    "bladder": 10, "rectum": 30, "rectal_gas": -900, "target": 60,
+    "air": -1000,
+    "lung": -800,
+    "fat": -100,
+    "soft_tissue": 40,
+    "bone_cortex": 1100,
+    "bone_marrow": 750,
+    "bladder": 10,
+    "rectum": 30,
+    "rectal_gas": -900,
+    "target": 60,
 }
 # drawing order: a later structure overwrites an earlier one
 _ORDER = ("body", "fat", "lung", "bone_marrow", "bone_cortex", "bladder", "rectum", "rectal_gas", "target")
-_HU_OF = {"body": "soft_tissue", "fat": "fat", "lung": "lung", "bone_marrow": "bone_marrow",
-          "bone_cortex": "bone_cortex", "bladder": "bladder", "rectum": "rectum", "rectal_gas": "rectal_gas",
-          "target": "target"}
+_HU_OF = {
+    "body": "soft_tissue",
+    "fat": "fat",
+    "lung": "lung",
+    "bone_marrow": "bone_marrow",
+    "bone_cortex": "bone_cortex",
+    "bladder": "bladder",
+    "rectum": "rectum",
+    "rectal_gas": "rectal_gas",
+    "target": "target",
+}
 
 
 def _grid(shape: Sequence[int]):
@@ -75,8 +91,9 @@ def _ellipse(y, x, c, r) -> np.ndarray:
     return ((y - c[0]) / r[0]) ** 2 + ((x - c[1]) / r[1]) ** 2 <= 1.0
 
 
-def phantom_structures(shape: Sequence[int] = (72, 256, 256), *, seed: int = 0,
-                       exclusive: bool = False) -> dict[str, np.ndarray]:
+def phantom_structures(
+    shape: Sequence[int] = (72, 256, 256), *, seed: int = 0, exclusive: bool = False
+) -> dict[str, np.ndarray]:
     """The phantom's structures as boolean (D, H, W) masks, plus ``"gtv"`` (the region the label is grown
     from). ``exclusive=False``: each structure whole (the body contains the organs); ``exclusive=True``:
     the voxels where each structure is the one drawn (what the image shows), plus ``"air"``; "gtv" is
@@ -85,7 +102,10 @@ def phantom_structures(shape: Sequence[int] = (72, 256, 256), *, seed: int = 0,
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"shape must be (D, H, W) with positive sizes, got {shape}")
     rng = np.random.default_rng(seed)
-    u = lambda lo, hi: float(rng.uniform(lo, hi))
+
+    def u(lo: float, hi: float) -> float:
+        return float(rng.uniform(lo, hi))
+
     z, y, x = _grid(shape)
     full = np.ones(shape, bool)
 
@@ -122,8 +142,12 @@ def phantom_structures(shape: Sequence[int] = (72, 256, 256), *, seed: int = 0,
     bone_cortex = bone_outer & ~bone_core
 
     # bladder (anterior, lower half) and rectum (posterior tube) with a gas pocket
-    bladder = _ellipsoid(z, y, x, (u(0.18, 0.32), cy - u(0.26, 0.32), u(-0.05, 0.05)),
-                         (u(0.16, 0.22), u(0.11, 0.15), u(0.17, 0.23))) & inner
+    bladder = (
+        _ellipsoid(
+            z, y, x, (u(0.18, 0.32), cy - u(0.26, 0.32), u(-0.05, 0.05)), (u(0.16, 0.22), u(0.11, 0.15), u(0.17, 0.23))
+        )
+        & inner
+    )
     rc = (cy + u(0.24, 0.28), u(-0.04, 0.04))
     rectum = _ellipse(y, x, rc, (u(0.055, 0.07), u(0.065, 0.08))) & (z <= 0.65) & inner
     gas = _ellipsoid(z, y, x, (u(0.2, 0.45), rc[0], rc[1]), (0.08, 0.03, 0.035)) & rectum
@@ -140,8 +164,17 @@ def phantom_structures(shape: Sequence[int] = (72, 256, 256), *, seed: int = 0,
         d, h, w = shape
         gtv[round(tc[0] * (d - 1)), round((tc[1] + 1) / 2 * (h - 1)), round((tc[2] + 1) / 2 * (w - 1))] = True
 
-    masks = {"body": body, "fat": fat, "lung": lung, "bone_marrow": bone_core, "bone_cortex": bone_cortex,
-             "bladder": bladder, "rectum": rectum, "rectal_gas": gas, "target": gtv}
+    masks = {
+        "body": body,
+        "fat": fat,
+        "lung": lung,
+        "bone_marrow": bone_core,
+        "bone_cortex": bone_cortex,
+        "bladder": bladder,
+        "rectum": rectum,
+        "rectal_gas": gas,
+        "target": gtv,
+    }
     if exclusive:
         owner = _owner(masks, shape)
         masks = {name: owner == k for k, name in enumerate(("air", *_ORDER))}
@@ -188,7 +221,7 @@ def make_phantom(
         pad = [int(np.ceil(margin / sp)) + 1 for sp in spacing]
         lo = np.maximum(idx.min(0) - pad, 0)
         hi = np.minimum(idx.max(0) + pad + 1, shape)
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
         dist = ndimage.distance_transform_edt(~gtv[box], sampling=spacing)
         ctv[box] = dist <= margin
     organs = masks["bone_marrow"] | masks["bone_cortex"] | masks["lung"] | masks["bladder"] | masks["rectum"]
@@ -197,8 +230,14 @@ def make_phantom(
 
     _, h, w = shape
     origin = (-(w - 1) / 2 * spacing[2], -(h - 1) / 2 * spacing[1], 0.0)  # (x, y, z) LPS: the couch axis through 0
-    meta = {"demo": True, "description": DEMO_NOTE, "seed": seed, "margin_mm": margin, "noise_hu": noise_hu,
-            "generator": "medseg.data.phantom"}
+    meta = {
+        "demo": True,
+        "description": DEMO_NOTE,
+        "seed": seed,
+        "margin_mm": margin,
+        "noise_hu": noise_hu,
+        "generator": "medseg.data.phantom",
+    }
     img = Volume(image, spacing, origin, np.eye(3), "CT", dict(meta))
     lab = img.with_array(ctv.astype(np.uint8), modality=None, meta={"kind": "label"})
     return img, lab
@@ -222,12 +261,11 @@ def write_phantom(
     Every file is written atomically and the manifest last. Returns the manifest's case entries.
     This is the body of ``medseg data phantom OUT_DIR [--n N] [--shape D H W] [--formats ...] [--seed S]``.
     """
-    from medseg.progress import Progress
-
     from medseg.data.dicom_io import write_dicom_series
     from medseg.data.hdf5_io import write_hdf5_volume
     from medseg.data.nifti_io import write_nifti
     from medseg.data.volume_io import write_label_like
+    from medseg.progress import Progress
 
     unknown = set(formats) - {"dicom", "nifti", "hdf5"}
     if unknown or not formats:
@@ -242,26 +280,48 @@ def write_phantom(
         img, lab = make_phantom(shape, spacing, seed=seed + i)
         files: dict[str, str] = {}
         if "dicom" in formats:
-            series = write_dicom_series(img, out_dir / "dicom" / name, overwrite=overwrite,
-                                        series_description=f"medseg phantom {name} (demo, not clinical)"[:64],
-                                        template=_phantom_template(name))
+            series = write_dicom_series(
+                img,
+                out_dir / "dicom" / name,
+                overwrite=overwrite,
+                series_description=f"medseg phantom {name} (demo, not clinical)"[:64],
+                template=_phantom_template(name),
+            )
             files["dicom"] = str(series.relative_to(out_dir))
-            files["dicom_label"] = str(write_label_like(lab.array, img, out_dir / "dicom" / f"{name}_label.nii.gz")
-                                       .relative_to(out_dir))
+            files["dicom_label"] = str(
+                write_label_like(lab.array, img, out_dir / "dicom" / f"{name}_label.nii.gz").relative_to(out_dir)
+            )
         if "nifti" in formats:
-            files["nifti_image"] = str(write_nifti(img, out_dir / "nifti" / f"{name}_image.nii.gz")
-                                       .relative_to(out_dir))
-            files["nifti_label"] = str(write_nifti(lab, out_dir / "nifti" / f"{name}_label.nii.gz", label=True)
-                                       .relative_to(out_dir))
+            files["nifti_image"] = str(
+                write_nifti(img, out_dir / "nifti" / f"{name}_image.nii.gz").relative_to(out_dir)
+            )
+            files["nifti_label"] = str(
+                write_nifti(lab, out_dir / "nifti" / f"{name}_label.nii.gz", label=True).relative_to(out_dir)
+            )
         if "hdf5" in formats:
             files["hdf5"] = str(write_hdf5_volume(img, out_dir / "hdf5" / f"{name}.h5", label=lab).relative_to(out_dir))
-        cases.append({"case": name, "seed": seed + i, "shape": list(img.shape), "spacing": list(img.spacing),
-                      "target_voxels": int(lab.array.sum()),
-                      "target_ml": round(float(lab.array.sum()) * float(np.prod(img.spacing)) / 1000.0, 2),
-                      "files": files})
-    manifest = {"description": DEMO_NOTE, "demo": True, "clinical": False, "generator": "medseg.data.phantom",
-                "hu": HU, "label": {"0": "background", "1": "target with margin (CTV-like)"},
-                "shape": [int(s) for s in shape], "spacing": [float(s) for s in spacing], "cases": cases}
+        cases.append(
+            {
+                "case": name,
+                "seed": seed + i,
+                "shape": list(img.shape),
+                "spacing": list(img.spacing),
+                "target_voxels": int(lab.array.sum()),
+                "target_ml": round(float(lab.array.sum()) * float(np.prod(img.spacing)) / 1000.0, 2),
+                "files": files,
+            }
+        )
+    manifest = {
+        "description": DEMO_NOTE,
+        "demo": True,
+        "clinical": False,
+        "generator": "medseg.data.phantom",
+        "hu": HU,
+        "label": {"0": "background", "1": "target with margin (CTV-like)"},
+        "shape": [int(s) for s in shape],
+        "spacing": [float(s) for s in spacing],
+        "cases": cases,
+    }
     path = out_dir / "manifest.json"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -72,7 +72,7 @@ def fix_stray_labels(
     if not stray.any():
         return labels, report
     values, counts = np.unique(labels[stray], return_counts=True)
-    report.stray_pixels = {int(v): int(c) for v, c in zip(values, counts)}
+    report.stray_pixels = {int(v): int(c) for v, c in zip(values, counts, strict=True)}
     report.images_affected = int(stray.reshape(len(labels), -1).any(axis=1).sum())
     if policy == "reject":
         raise DataValidationError(
@@ -218,7 +218,7 @@ def write_png_pairs(out_dir: str | Path, images: np.ndarray, labels: np.ndarray,
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    for i, (im, lb) in enumerate(zip(images, labels)):
+    for i, (im, lb) in enumerate(zip(images, labels, strict=True)):
         name = f"pair_{first_index + i:05d}.png"
         Image.fromarray(np.asarray(im, dtype=np.uint8)).save(out_dir / "images" / name)
         Image.fromarray(np.asarray(lb, dtype=np.uint8)).save(out_dir / "masks" / name)
@@ -238,6 +238,7 @@ def read_groups(path: str | Path, n: int, *, key: str = GROUP_KEY) -> list[str] 
             return None
         ds = f[key]
         if ds.ndim != 1 or ds.shape[0] < n:
-            raise DataValidationError(path, f"dataset '{key}' holds {ds.shape} values for {n} pairs; expected one "
-                                            "group name per pair")
+            raise DataValidationError(
+                path, f"dataset '{key}' holds {ds.shape} values for {n} pairs; expected one group name per pair"
+            )
         return [v.decode() if isinstance(v, bytes) else str(v) for v in ds[:n]]

@@ -113,8 +113,7 @@ def _centre_line(rng: np.random.Generator, t: np.ndarray, bend: float, step: flo
     return xy
 
 
-def _half_widths(rng: np.random.Generator, t: np.ndarray, radius: float, core: float,
-                 centromere: float) -> np.ndarray:
+def _half_widths(rng: np.random.Generator, t: np.ndarray, radius: float, core: float, centromere: float) -> np.ndarray:
     """Half-width along the centre line: centromere constriction, slight irregularity."""
     n = len(t)
     depth = rng.uniform(0.25, 0.4)
@@ -136,8 +135,9 @@ def _band_profile(rng: np.random.Generator, t: np.ndarray, n_bands: int, step: f
     return ndimage.gaussian_filter1d(levels[band_of], sigma=max(0.5 / step, 1.0), mode="nearest")
 
 
-def _telomere_spots(rng: np.random.Generator, xy: np.ndarray, half: np.ndarray, yy: np.ndarray, xx: np.ndarray,
-                    width: float) -> np.ndarray:
+def _telomere_spots(
+    rng: np.random.Generator, xy: np.ndarray, half: np.ndarray, yy: np.ndarray, xx: np.ndarray, width: float
+) -> np.ndarray:
     """The Cy3 telomere spots: one per chromatid at each end, each missing with probability 0.1."""
     n = len(xy)
     spot_sigma = max(0.65, 0.11 * width)
@@ -167,7 +167,6 @@ def _half_maximum_mask(cover: np.ndarray, signal: np.ndarray) -> np.ndarray:
     if n_lab > 1:
         mask = lab == (int(np.argmax(np.bincount(lab.ravel())[1:])) + 1)
     return ndimage.binary_fill_holes(mask)
-
 
 
 # Approximate relative lengths (% of the haploid autosome set) and centromere indices of the human

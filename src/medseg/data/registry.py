@@ -118,9 +118,12 @@ def data_set_for(cfg: Mapping) -> DataSet:
         if data_set.claims(spec, cfg):
             return data_set
     formats = ", ".join(d.format for d in data_sets() if d.format)
-    raise DataValidationError(spec, f"no data set medseg knows reads this as data.format "
-                                    f"{data.get('format', 'auto')!r}; data.format is auto (recognised from the "
-                                    f"path) or one of {formats}")
+    raise DataValidationError(
+        spec,
+        f"no data set medseg knows reads this as data.format "
+        f"{data.get('format', 'auto')!r}; data.format is auto (recognised from the "
+        f"path) or one of {formats}",
+    )
 
 
 def data_set_named(spec: str) -> DataSet | None:
@@ -148,5 +151,16 @@ def info_config(path: str | Path) -> dict:
     return {**DEFAULTS, "data": {**DEFAULTS["data"], "path": str(path)}}
 
 
-__all__ = ["DataSet", "Description", "InfoRequest", "Rows", "data_set_for", "data_set_named", "data_sets",
-           "info_config", "load_any_data", "register_data_set", "synthesizer_names"]
+__all__ = [
+    "DataSet",
+    "Description",
+    "InfoRequest",
+    "Rows",
+    "data_set_for",
+    "data_set_named",
+    "data_sets",
+    "info_config",
+    "load_any_data",
+    "register_data_set",
+    "synthesizer_names",
+]

@@ -65,23 +65,35 @@ def check_zip_members(path: str | Path, infos: Sequence[zipfile.ZipInfo], policy
     names, too many bytes declared, or a compression ratio only a zip bomb has."""
     policy = policy or ZipPolicy()
     if len(infos) > policy.max_members:
-        raise DataValidationError(path, f"refusing the archive: it has {len(infos):,} members, more than the limit "
-                                        f"of {policy.max_members:,}")
+        raise DataValidationError(
+            path, f"refusing the archive: it has {len(infos):,} members, more than the limit of {policy.max_members:,}"
+        )
     for info in infos:
         if not safe_member_name(info.filename):
-            raise DataValidationError(path, f"refusing the archive: member {info.filename!r} has an absolute path or "
-                                            "'..' (path traversal); re-create the zip with relative member names")
+            raise DataValidationError(
+                path,
+                f"refusing the archive: member {info.filename!r} has an absolute path or "
+                "'..' (path traversal); re-create the zip with relative member names",
+            )
     declared = sum(i.file_size for i in infos)
     if declared > policy.max_bytes:
-        raise DataValidationError(path, f"refusing the archive: it unpacks to {declared:,} bytes, more than the "
-                                        f"limit of {policy.max_bytes:,} bytes (zip-bomb guard)")
+        raise DataValidationError(
+            path,
+            f"refusing the archive: it unpacks to {declared:,} bytes, more than the "
+            f"limit of {policy.max_bytes:,} bytes (zip-bomb guard)",
+        )
     packed = sum(i.compress_size for i in infos)
-    for size, compressed, what in [(declared, packed, "the archive"),
-                                   *((i.file_size, i.compress_size, f"member {i.filename!r}") for i in infos)]:
+    for size, compressed, what in [
+        (declared, packed, "the archive"),
+        *((i.file_size, i.compress_size, f"member {i.filename!r}") for i in infos),
+    ]:
         if size > policy.ratio_from and size > policy.max_ratio * max(compressed, 1):
-            raise DataValidationError(path, f"refusing the archive: {what} is compressed "
-                                            f"{size / max(compressed, 1):,.0f} to 1 (more than "
-                                            f"{policy.max_ratio:g} to 1: a zip bomb?)")
+            raise DataValidationError(
+                path,
+                f"refusing the archive: {what} is compressed "
+                f"{size / max(compressed, 1):,.0f} to 1 (more than "
+                f"{policy.max_ratio:g} to 1: a zip bomb?)",
+            )
 
 
 def check_zip(path: str | Path, policy: ZipPolicy | None = None) -> list[zipfile.ZipInfo]:
@@ -98,9 +110,14 @@ def check_zip(path: str | Path, policy: ZipPolicy | None = None) -> list[zipfile
     return infos
 
 
-def extract_zip(zpath: Path, dest: Path, policy: ZipPolicy | int | None = None,
-                skipped: list[str] | None = None, *,
-                keep: Callable[[str], bool] | None = None) -> list[tuple[Path, str]]:
+def extract_zip(
+    zpath: Path,
+    dest: Path,
+    policy: ZipPolicy | int | None = None,
+    skipped: list[str] | None = None,
+    *,
+    keep: Callable[[str], bool] | None = None,
+) -> list[tuple[Path, str]]:
     """Copy the zip's members into ``dest`` under made-up names; (file, printable member name) pairs.
 
     The archive is checked against ``policy`` (a :class:`ZipPolicy`, or just its ``max_bytes``) before
@@ -133,13 +150,17 @@ def extract_zip(zpath: Path, dest: Path, policy: ZipPolicy | int | None = None,
                     while chunk := src.read(1 << 20):
                         total += len(chunk)
                         if total > policy.max_bytes:
-                            raise DataValidationError(zpath, f"refusing the archive: more than {policy.max_bytes:,} "
-                                                             "bytes uncompressed (zip-bomb guard)")
+                            raise DataValidationError(
+                                zpath,
+                                f"refusing the archive: more than {policy.max_bytes:,} "
+                                "bytes uncompressed (zip-bomb guard)",
+                            )
                         dst.write(chunk)
             except DataValidationError:
                 raise
             except Exception as exc:  # noqa: BLE001 - zipfile/zlib/bz2/lzma raise many types on a damaged member
-                raise DataValidationError(zpath, f"member {info.filename!r} cannot be extracted "
-                                                 f"({exception_text(exc)})") from exc
+                raise DataValidationError(
+                    zpath, f"member {info.filename!r} cannot be extracted ({exception_text(exc)})"
+                ) from exc
             out.append((target, printable(info.filename)))
     return out

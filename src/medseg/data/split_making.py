@@ -49,8 +49,18 @@ import numpy as np
 
 from medseg.errors import ConfigError, DataValidationError
 
-__all__ = ["FILE_PROTOCOL", "PROTOCOLS", "SINGLE_SPLIT_VAL_FRACTION", "STRATIFIED_PROTOCOL", "check_val_fraction",
-           "draw_folds", "is_int", "make_splits", "natural_key", "validate_split"]
+__all__ = [
+    "FILE_PROTOCOL",
+    "PROTOCOLS",
+    "SINGLE_SPLIT_VAL_FRACTION",
+    "STRATIFIED_PROTOCOL",
+    "check_val_fraction",
+    "draw_folds",
+    "is_int",
+    "make_splits",
+    "natural_key",
+    "validate_split",
+]
 
 PROTOCOLS = ("random", "ordered")
 #: the protocol a split read from a user's file of names records (see medseg.data.split_names.splits_from_names)
@@ -84,7 +94,12 @@ def is_int(x: Any) -> bool:
 
 
 def make_splits(
-    n: int, *, test_fraction: float = 0.2, n_folds: int = 5, seed: int = 0, protocol: str = "random",
+    n: int,
+    *,
+    test_fraction: float = 0.2,
+    n_folds: int = 5,
+    seed: int = 0,
+    protocol: str = "random",
     val_fraction: float | None = None,
 ) -> dict:
     """Make a seeded test set and cross-validation folds for ``n`` images (see the module docstring).
@@ -140,8 +155,9 @@ def check_val_fraction(val_fraction: Any) -> None:
         raise ConfigError(f"val_fraction must be in [0, 1) or None (k-fold), got {val_fraction!r}")
 
 
-def draw_folds(rest: np.ndarray, n_folds: int, val_fraction: float | None, rng: np.random.Generator,
-                what: str) -> list[dict]:
+def draw_folds(
+    rest: np.ndarray, n_folds: int, val_fraction: float | None, rng: np.random.Generator, what: str
+) -> list[dict]:
     """The folds over the non-test images ``rest`` (already in random order): k-fold (``val_fraction``
     None; one fold = a single 80/20 split), or each fold its own random ``val_fraction`` of them (0: none).
     ``what`` begins the error for too few images ("60 images leave 48")."""
@@ -149,8 +165,10 @@ def draw_folds(rest: np.ndarray, n_folds: int, val_fraction: float | None, rng: 
     if val_fraction is not None:
         n_val = _floor_fraction(n_rest, float(val_fraction))
         if n_rest - n_val < 1 or (val_fraction > 0 and n_val < 1):
-            raise ConfigError(f"{what} for training and validation: too few for a validation set of "
-                              f"{float(val_fraction):.0%}" + (" (none left to train on)" if n_val else ""))
+            raise ConfigError(
+                f"{what} for training and validation: too few for a validation set of "
+                f"{float(val_fraction):.0%}" + (" (none left to train on)" if n_val else "")
+            )
         vals = [rng.permutation(rest)[:n_val] if n_val else rest[:0] for _ in range(n_folds)]
     elif n_folds == 1:
         n_val = _floor_fraction(n_rest, SINGLE_SPLIT_VAL_FRACTION)
@@ -190,13 +208,17 @@ def validate_split(splits: Any, path: Path | None, n: int | None = None) -> dict
             "data, or delete it to make a new one (runs on the old split are then not comparable).",
         )
     if splits["protocol"] not in (*PROTOCOLS, FILE_PROTOCOL, STRATIFIED_PROTOCOL):
-        raise DataValidationError(path, f"unknown split protocol {splits['protocol']!r}; expected "
-                                        f"{', '.join((*PROTOCOLS, FILE_PROTOCOL, STRATIFIED_PROTOCOL))}")
+        raise DataValidationError(
+            path,
+            f"unknown split protocol {splits['protocol']!r}; expected "
+            f"{', '.join((*PROTOCOLS, FILE_PROTOCOL, STRATIFIED_PROTOCOL))}",
+        )
     n_folds = splits["n_folds"]
     folds = splits["folds"]
     val_fraction = splits.get("val_fraction")
-    if val_fraction is not None and (not isinstance(val_fraction, (int, float)) or isinstance(val_fraction, bool)
-                                     or not 0 <= val_fraction < 1):
+    if val_fraction is not None and (
+        not isinstance(val_fraction, (int, float)) or isinstance(val_fraction, bool) or not 0 <= val_fraction < 1
+    ):
         raise DataValidationError(path, f"split 'val_fraction' must be in [0, 1) or null, got {val_fraction!r}")
     no_val = val_fraction is not None and val_fraction == 0  # a split without validation sets
     if not isinstance(folds, list) or not folds:
@@ -228,10 +250,11 @@ def validate_split(splits: Any, path: Path | None, n: int | None = None) -> dict
         if not train:
             raise DataValidationError(path, f"split fold {k} has an empty train set")
         if not val and not no_val:
-            raise DataValidationError(path, f"split fold {k} has an empty val set (a split without validation sets "
-                                            "says \"val_fraction\": 0)")
+            raise DataValidationError(
+                path, f'split fold {k} has an empty val set (a split without validation sets says "val_fraction": 0)'
+            )
         if val and no_val:
-            raise DataValidationError(path, f"split fold {k} has a val set but the split says \"val_fraction\": 0")
+            raise DataValidationError(path, f'split fold {k} has a val set but the split says "val_fraction": 0')
         leak = set(test).intersection(train + val)
         if leak:
             raise DataValidationError(
@@ -239,7 +262,9 @@ def validate_split(splits: Any, path: Path | None, n: int | None = None) -> dict
             )
         both = set(train).intersection(val)
         if both:
-            raise DataValidationError(path, f"split fold {k}: {len(both)} index(es) in both train and val, e.g. {sorted(both)[:10]}")
+            raise DataValidationError(
+                path, f"split fold {k}: {len(both)} index(es) in both train and val, e.g. {sorted(both)[:10]}"
+            )
         if set(train).union(val) != non_test:
             left = sorted(non_test.difference(train).difference(val))
             raise DataValidationError(

@@ -65,11 +65,17 @@ def check_names(splits: dict, names: list[str], path: str | Path | None) -> None
     else:
         gone = sorted(set(map(str, stored)) - set(map(str, names)))
         new = sorted(set(map(str, names)) - set(map(str, stored)))
-        problem = "was made for other cases" + (f"; not in the data: {_listing(gone)}" if gone else "") + \
-            (f"; not in the split: {_listing(new)}" if new else "")
-    raise DataValidationError(path, f"this split {problem} than the data ({len(names)} cases or patients); its "
-                                    "indices would pick the wrong cases. Use the split made for this data, or "
-                                    "delete it to make a new one")
+        problem = (
+            "was made for other cases"
+            + (f"; not in the data: {_listing(gone)}" if gone else "")
+            + (f"; not in the split: {_listing(new)}" if new else "")
+        )
+    raise DataValidationError(
+        path,
+        f"this split {problem} than the data ({len(names)} cases or patients); its "
+        "indices would pick the wrong cases. Use the split made for this data, or "
+        "delete it to make a new one",
+    )
 
 
 def file_digest(path: str | Path) -> str:
@@ -111,9 +117,12 @@ class _CaseNames:
         for c in cases:
             u = self.unit_of[c]
             if u in taken and taken[u] != where:
-                what = f"case {self.given[c]!r}" if not self.grouped else \
-                    f"patient {self.units[u]!r} (case {self.given[c]!r}; data.patient_pattern keeps a patient's " \
+                what = (
+                    f"case {self.given[c]!r}"
+                    if not self.grouped
+                    else f"patient {self.units[u]!r} (case {self.given[c]!r}; data.patient_pattern keeps a patient's "
                     "cases together)"
+                )
                 raise DataValidationError(self.path, f"{what} is in both '{taken[u]}' and '{where}'")
             out.add(u)
         return out
@@ -135,10 +144,16 @@ class _CaseNames:
         """Case indices of one list of the file (``test``, ``folds[0].val``); an error naming the file for
         anything but a list of known names, each case named once."""
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            got = type(value).__name__ if not isinstance(value, list) else \
-                ", ".join(sorted({type(v).__name__ for v in value if not isinstance(v, str)}))
-            raise DataValidationError(self.path, f"'{where}' must be a list of case names (strings), got {got}; write "
-                                                 "the names of the files (e.g. img_01.png or img_01), not indices")
+            got = (
+                type(value).__name__
+                if not isinstance(value, list)
+                else ", ".join(sorted({type(v).__name__ for v in value if not isinstance(v, str)}))
+            )
+            raise DataValidationError(
+                self.path,
+                f"'{where}' must be a list of case names (strings), got {got}; write "
+                "the names of the files (e.g. img_01.png or img_01), not indices",
+            )
         unknown: list[str] = []
         named_by: dict[int, str] = {}
         repeated: list[str] = []
@@ -155,17 +170,27 @@ class _CaseNames:
         if unknown:
             examples = ", ".join(self.names[:3]) + (", ..." if len(self.names) > 3 else "")
             raise DataValidationError(
-                self.path, f"{len(unknown)} name(s) in '{where}' are not in the data: {_listing(unknown)}; the data's "
-                           f"{len(self.names)} cases are named like {examples}{self.hint}")
+                self.path,
+                f"{len(unknown)} name(s) in '{where}' are not in the data: {_listing(unknown)}; the data's "
+                f"{len(self.names)} cases are named like {examples}{self.hint}",
+            )
         if repeated:
-            raise DataValidationError(self.path, f"'{where}' names a case more than once: "
-                                                 + ", ".join(dict.fromkeys(repeated)))
+            raise DataValidationError(
+                self.path, f"'{where}' names a case more than once: " + ", ".join(dict.fromkeys(repeated))
+            )
         return sorted(named_by)
 
 
 def splits_from_names(
-    content: Any, path: str | Path, names: list[str], *, groups: list[str] | None = None, n_folds: int = 5,
-    seed: int = 0, val_fraction: float | None = None, hint: str = "",
+    content: Any,
+    path: str | Path,
+    names: list[str],
+    *,
+    groups: list[str] | None = None,
+    n_folds: int = 5,
+    seed: int = 0,
+    val_fraction: float | None = None,
+    hint: str = "",
 ) -> dict:
     """A split from a user's file of case names (``splits.file``), over the data's ``names``.
 
@@ -196,14 +221,23 @@ def splits_from_names(
     test_taken.update({u: "test" for u in test})
     units = finder.units
     rest = [u for u in range(len(units)) if u not in test]
-    out: dict[str, Any] = {"n": len(units), "seed": int(seed), "protocol": FILE_PROTOCOL,
-                           "test_fraction": round(len(test) / len(units), 6) if units else 0.0}
+    out: dict[str, Any] = {
+        "n": len(units),
+        "seed": int(seed),
+        "protocol": FILE_PROTOCOL,
+        "test_fraction": round(len(test) / len(units), 6) if units else 0.0,
+    }
     folds_in = content.get("folds")
     if folds_in is None:
         check_val_fraction(val_fraction)
         rng = np.random.default_rng(int(seed))
-        folds = draw_folds(rng.permutation(np.asarray(rest, dtype=np.int64)), int(n_folds), val_fraction, rng,
-                           f"{path}: the cases not in 'test' leave {len(rest)}")
+        folds = draw_folds(
+            rng.permutation(np.asarray(rest, dtype=np.int64)),
+            int(n_folds),
+            val_fraction,
+            rng,
+            f"{path}: the cases not in 'test' leave {len(rest)}",
+        )
         if val_fraction is not None:
             out["val_fraction"] = float(val_fraction)
     else:
@@ -217,13 +251,19 @@ def splits_from_names(
 def _check_file_keys(content: Any, path: Path) -> None:
     """A split file is a mapping with a ``test`` list and maybe ``folds``; an error naming the file if not."""
     if not isinstance(content, dict):
-        raise DataValidationError(path, "a split file must be a mapping {test: [names], folds: [{val: [names]}, ...]}, "
-                                        f"got {type(content).__name__}")
+        raise DataValidationError(
+            path,
+            "a split file must be a mapping {test: [names], folds: [{val: [names]}, ...]}, "
+            f"got {type(content).__name__}",
+        )
     unknown = [k for k in content if k not in ("test", "folds")]
     if unknown:
-        raise DataValidationError(path, f"unknown key(s) {_listing([str(k) for k in unknown])} in the split file; "
-                                        "expected test (a list of names) and optionally folds ([{val: [...], train: "
-                                        "[...]}, ...])")
+        raise DataValidationError(
+            path,
+            f"unknown key(s) {_listing([str(k) for k in unknown])} in the split file; "
+            "expected test (a list of names) and optionally folds ([{val: [...], train: "
+            "[...]}, ...])",
+        )
     if "test" not in content:
         raise DataValidationError(path, "the split file has no 'test' list (write test: [] for no held-out test set)")
 
@@ -232,14 +272,19 @@ def _folds_as_listed(folds_in: Any, finder: _CaseNames, test_taken: dict[int, st
     """The folds a split file lists (``folds``): each fold's val (and train, else every other non-test unit)."""
     path, units = finder.path, finder.units
     if not isinstance(folds_in, list) or not folds_in:
-        raise DataValidationError(path, "'folds' must be a non-empty list of {val: [names], train: [names]} "
-                                        "(or leave it out to draw the folds)")
+        raise DataValidationError(
+            path,
+            "'folds' must be a non-empty list of {val: [names], train: [names]} (or leave it out to draw the folds)",
+        )
     folds = []
     for k, fold in enumerate(folds_in):
         where = f"folds[{k}]"
         if not isinstance(fold, dict) or "val" not in fold or set(fold) - {"val", "train"}:
-            raise DataValidationError(path, f"'{where}' must be a mapping with a 'val' list of names and "
-                                            f"optionally a 'train' list, got {fold!r:.80}")
+            raise DataValidationError(
+                path,
+                f"'{where}' must be a mapping with a 'val' list of names and "
+                f"optionally a 'train' list, got {fold!r:.80}",
+            )
         taken = dict(test_taken)
         val = finder.side(finder.cases(fold["val"], f"{where}.val"), f"{where}.val", taken)
         taken.update({u: f"{where}.val" for u in val})
@@ -247,9 +292,12 @@ def _folds_as_listed(folds_in: Any, finder: _CaseNames, test_taken: dict[int, st
             train = finder.side(finder.cases(fold["train"], f"{where}.train"), f"{where}.train", taken)
             left = [units[u] for u in rest if u not in train and u not in val]
             if left:
-                raise DataValidationError(path, f"'{where}': {len(left)} case(s) are in neither 'test' nor this "
-                                                f"fold's train or val: {_listing(left)}; train and val of a fold "
-                                                "must be every case not in test (or leave train out)")
+                raise DataValidationError(
+                    path,
+                    f"'{where}': {len(left)} case(s) are in neither 'test' nor this "
+                    f"fold's train or val: {_listing(left)}; train and val of a fold "
+                    "must be every case not in test (or leave train out)",
+                )
         else:
             train = set(rest) - val
         if not train:
@@ -257,6 +305,9 @@ def _folds_as_listed(folds_in: Any, finder: _CaseNames, test_taken: dict[int, st
         folds.append({"train": sorted(train), "val": sorted(val)})
     empty = [k for k, f in enumerate(folds) if not f["val"]]
     if empty and len(empty) != len(folds):
-        raise DataValidationError(path, f"folds {empty} have an empty 'val' list and the others not; give every "
-                                        "fold a validation list, or none (val: [] in every fold: no validation)")
+        raise DataValidationError(
+            path,
+            f"folds {empty} have an empty 'val' list and the others not; give every "
+            "fold a validation list, or none (val: [] in every fold: no validation)",
+        )
     return folds

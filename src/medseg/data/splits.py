@@ -116,7 +116,8 @@ def load_or_create_splits(path: str | Path, n: int, *, names: list[str] | None =
     if differ:
         raise DataValidationError(
             path,
-            "existing split was made with other parameters: " + "; ".join(differ)
+            "existing split was made with other parameters: "
+            + "; ".join(differ)
             + ". Use the file's parameters, another split path, or delete the file to make a new split.",
         )
     return splits
@@ -132,8 +133,12 @@ def expand_patient_splits(splits: dict, patients: list[str], groups: list[str]) 
     def expand(idx):
         return sorted(i for p in idx for i in cases_of[patients[int(p)]])
 
-    out = dict(splits, n=len(groups), test=expand(splits["test"]),
-               folds=[{"train": expand(f["train"]), "val": expand(f["val"])} for f in splits["folds"]])
+    out = dict(
+        splits,
+        n=len(groups),
+        test=expand(splits["test"]),
+        folds=[{"train": expand(f["train"]), "val": expand(f["val"])} for f in splits["folds"]],
+    )
     out.pop("names", None)  # the patients' names: now under "patients", the indices being the cases'
     out["patients"] = list(patients)
     return out

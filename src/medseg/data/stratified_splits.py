@@ -30,8 +30,9 @@ def _best_fold(y_counts_per_fold: np.ndarray, y_cnt: np.ndarray, group_y_counts:
     return best_fold
 
 
-def stratified_group_assignment(strata, groups, n_folds: int, *, seed: int = 0,
-                                n_strata: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stratified_group_assignment(
+    strata, groups, n_folds: int, *, seed: int = 0, n_strata: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The fold of every group, as scikit-learn's ``StratifiedGroupKFold(shuffle=True)`` assigns them
     (scikit-learn is not a dependency): groups in a seeded random order, then sorted by the spread of their
     stratum counts (largest first), each put into the fold that keeps every stratum's share across folds
@@ -62,8 +63,9 @@ def make_stratified_group_splits(strata, groups, *, n_folds: int = 5, seed: int 
     group (patient, case) inside one fold and the strata in about equal shares per fold."""
     strata, groups = list(strata), list(groups)
     if len(strata) != len(groups) or not strata:
-        raise ConfigError(f"stratified splits need one stratum and one group per item, got {len(strata)} and "
-                          f"{len(groups)}")
+        raise ConfigError(
+            f"stratified splits need one stratum and one group per item, got {len(strata)} and {len(groups)}"
+        )
     if not is_int(n_folds) or n_folds < 2:
         raise ConfigError(f"splits.stratify needs n_folds >= 2, got {n_folds!r}")
     names = sorted(set(groups))
@@ -73,7 +75,16 @@ def make_stratified_group_splits(strata, groups, *, n_folds: int = 5, seed: int 
     g_index = {g: i for i, g in enumerate(names)}
     fold_of_item = np.array([fold_of_group[g_index[g]] for g in groups])
     everything = np.arange(len(groups))
-    folds = [{"train": everything[fold_of_item != k].tolist(), "val": everything[fold_of_item == k].tolist()}
-             for k in range(int(n_folds))]
-    return {"n": len(groups), "seed": int(seed), "protocol": STRATIFIED_PROTOCOL, "test_fraction": 0.0,
-            "n_folds": int(n_folds), "test": [], "folds": folds}
+    folds = [
+        {"train": everything[fold_of_item != k].tolist(), "val": everything[fold_of_item == k].tolist()}
+        for k in range(int(n_folds))
+    ]
+    return {
+        "n": len(groups),
+        "seed": int(seed),
+        "protocol": STRATIFIED_PROTOCOL,
+        "test_fraction": 0.0,
+        "n_folds": int(n_folds),
+        "test": [],
+        "folds": folds,
+    }

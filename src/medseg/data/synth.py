@@ -30,8 +30,8 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -197,16 +197,34 @@ def run_synth(
     source["crops"] = [c.name for c in crops]
 
     images, labels, stats = synthesize_pairs(
-        crops, n_pairs=n_pairs, shape=shape, seed=seed, min_overlap_px=min_overlap_px, progress=progress, blend=blend,
-        rule=rule, crop_weights=crop_weights, accept=accept,
+        crops,
+        n_pairs=n_pairs,
+        shape=shape,
+        seed=seed,
+        min_overlap_px=min_overlap_px,
+        progress=progress,
+        blend=blend,
+        rule=rule,
+        crop_weights=crop_weights,
+        accept=accept,
     )
-    summary = _summary(source, stats, seed=seed, pommier=pommier, shape=shape, min_overlap_px=min_overlap_px,
-                       blend=blend, rule=rule, counts_accept=accept is not None)
+    summary = _summary(
+        source,
+        stats,
+        seed=seed,
+        pommier=pommier,
+        shape=shape,
+        min_overlap_px=min_overlap_px,
+        blend=blend,
+        rule=rule,
+        counts_accept=accept is not None,
+    )
     summary.update(extra or {})
     provenance = dict(summary, pairs=stats["pair_index"].tolist())
     title = f"{output.name}: {len(images)} synthesized pairs ({source['kind']} source, seed {seed})"
-    json_path, png_path = _write_set(output, images, labels, provenance, stats["overlap_px"],
-                                     preview_title=title if preview else None)
+    json_path, png_path = _write_set(
+        output, images, labels, provenance, stats["overlap_px"], preview_title=title if preview else None
+    )
     summary.update(
         output=str(output),
         json=str(json_path),
@@ -216,8 +234,9 @@ def run_synth(
     return summary
 
 
-def _checked_request(output: Path, sources: tuple, pommier: bool, n_pairs: int | None,
-                     shape: tuple[int, int]) -> tuple[int | None, tuple[int, int]]:
+def _checked_request(
+    output: Path, sources: tuple, pommier: bool, n_pairs: int | None, shape: tuple[int, int]
+) -> tuple[int | None, tuple[int, int]]:
     """``(n_pairs, shape)`` of a :func:`run_synth` call, refusing an output named like its sidecar files, two
     sources at once, and a ``pommier=True`` contradicted by ``n_pairs`` or ``shape``."""
     if output.suffix.lower() in (".json", ".png"):
@@ -236,8 +255,9 @@ def _checked_request(output: Path, sources: tuple, pommier: bool, n_pairs: int |
     return n_pairs, shape
 
 
-def _load_source(crops_dir: str | Path | None, metaphase: str | Path | None, crop_scale: float,
-                 n_chromosomes: int, seed: int) -> tuple[list[ChromosomeCrop], dict]:
+def _load_source(
+    crops_dir: str | Path | None, metaphase: str | Path | None, crop_scale: float, n_chromosomes: int, seed: int
+) -> tuple[list[ChromosomeCrop], dict]:
     """The crops of a user's folder, of a metaphase image, or else procedural ones, and their provenance."""
     if crops_dir is not None:
         crops = crops_from_folder(crops_dir, scale=crop_scale)
@@ -262,15 +282,30 @@ def _metaphase_source(metaphase: str | Path, crop_scale: float) -> tuple[list[Ch
         karyo = _read_tif(beside)
     kept: dict = {}
     crops = crops_from_metaphase(metaphase, scale=crop_scale, label_map=karyo, stats=kept)
-    source = {"kind": "metaphase", "path": str(Path(metaphase).resolve()), "crop_scale": crop_scale,
-              "kept_by": f"label map {beside.name}" if beside is not None else "shape (nuclei dropped)", **kept}
+    source = {
+        "kind": "metaphase",
+        "path": str(Path(metaphase).resolve()),
+        "crop_scale": crop_scale,
+        "kept_by": f"label map {beside.name}" if beside is not None else "shape (nuclei dropped)",
+        **kept,
+    }
     if len(crops) < 2:
         raise DataValidationError(metaphase, f"found {len(crops)} chromosome(s); at least two are needed")
     return crops, source
 
 
-def _summary(source: dict, stats: dict, *, seed: int, pommier: bool, shape: tuple[int, int], min_overlap_px: int,
-             blend: Blend, rule: str | None, counts_accept: bool) -> dict:
+def _summary(
+    source: dict,
+    stats: dict,
+    *,
+    seed: int,
+    pommier: bool,
+    shape: tuple[int, int],
+    min_overlap_px: int,
+    blend: Blend,
+    rule: str | None,
+    counts_accept: bool,
+) -> dict:
     """What :func:`run_synth` returns and its JSON records (without the per-image list and the paths)."""
     import medseg
 
@@ -292,9 +327,11 @@ def _summary(source: dict, stats: dict, *, seed: int, pommier: bool, shape: tupl
         "rejected_outside": stats["rejected_outside"],
         "passes": stats["passes"],
         "min_overlap_px": min_overlap_px,
-        "composition": (f"{blend} of background-subtracted signals, clipped to 0..255; background 0"
-                        if isinstance(blend, str) else f"max(a, b) + {blend:g} * min(a, b) of background-subtracted "
-                        "signals, clipped to 0..255; background 0"),
+        "composition": (
+            f"{blend} of background-subtracted signals, clipped to 0..255; background 0"
+            if isinstance(blend, str)
+            else f"max(a, b) + {blend:g} * min(a, b) of background-subtracted signals, clipped to 0..255; background 0"
+        ),
         "blend": blend,
         "labels": {"0": "background", "1": "alpha only", "2": "beta only", "3": "overlap"},
         "overlap_px": {
@@ -311,8 +348,15 @@ def _summary(source: dict, stats: dict, *, seed: int, pommier: bool, shape: tupl
     return summary
 
 
-def _write_set(output: Path, images: np.ndarray, labels: np.ndarray, provenance: dict, overlaps: np.ndarray, *,
-               preview_title: str | None) -> tuple[Path, Path]:
+def _write_set(
+    output: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    provenance: dict,
+    overlaps: np.ndarray,
+    *,
+    preview_title: str | None,
+) -> tuple[Path, Path]:
     """Write the HDF5 file, its provenance JSON and (with a ``preview_title``) its preview PNG under temporary
     names, then rename all of them, so that a failure leaves none half-written. Returns the sidecars' paths."""
     json_path, png_path = sidecar_paths(output)

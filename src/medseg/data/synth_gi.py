@@ -33,8 +33,12 @@ from medseg.progress import Progress
 __all__ = ["PUBLISHED_SIZES", "PUBLISHED_SLICES", "SLICE_MM", "write_synth_gi"]
 
 #: (width, height, pixel spacing in mm) of the published scans.
-PUBLISHED_SIZES: tuple[tuple[int, int, float], ...] = ((266, 266, 1.50), (360, 310, 1.50),
-                                                       (276, 276, 1.63), (234, 234, 1.63))
+PUBLISHED_SIZES: tuple[tuple[int, int, float], ...] = (
+    (266, 266, 1.50),
+    (360, 310, 1.50),
+    (276, 276, 1.63),
+    (234, 234, 1.63),
+)
 #: Slices per scan in the published set.
 PUBLISHED_SLICES: tuple[int, ...] = (144, 80)
 #: Distance between slices (mm).
@@ -46,8 +50,16 @@ _SMALL_BOWEL_MM = 11.0
 _LARGE_BOWEL_MM = 17.0
 _CAECUM = (-0.55, 0.10, 0.33)
 _LARGE_BOWEL_PATH = (  # caecum → ascending → transverse (anterior) → descending → sigmoid
-    _CAECUM, (-0.60, 0.05, 0.50), (-0.58, -0.10, 0.68), (-0.30, -0.40, 0.72), (0.00, -0.45, 0.73),
-    (0.30, -0.40, 0.72), (0.60, -0.15, 0.70), (0.64, 0.05, 0.52), (0.60, 0.15, 0.34), (0.35, 0.35, 0.27),
+    _CAECUM,
+    (-0.60, 0.05, 0.50),
+    (-0.58, -0.10, 0.68),
+    (-0.30, -0.40, 0.72),
+    (0.00, -0.45, 0.73),
+    (0.30, -0.40, 0.72),
+    (0.60, -0.15, 0.70),
+    (0.64, 0.05, 0.52),
+    (0.60, 0.15, 0.34),
+    (0.35, 0.35, 0.27),
     (0.05, 0.30, 0.25),
 )
 
@@ -75,8 +87,14 @@ class _Case:
         self.st_lumps = rng.uniform(0.05, 0.15, 2), rng.uniform(0, 2 * np.pi, 2)
         self.body_lumps = rng.uniform(0.01, 0.04, 3), rng.uniform(0, 2 * np.pi, 3)
         # Day motion: an (x, y, u) shift per organ and a coil phase change per day.
-        self.days = [{"shift": {c: rng.normal(0, (0.035, 0.035, 0.012)) for c in CLASSES},
-                      "phase": rng.normal(0, 0.25), "gain": rng.uniform(0.85, 1.15)} for _ in range(n_days)]
+        self.days = [
+            {
+                "shift": {c: rng.normal(0, (0.035, 0.035, 0.012)) for c in CLASSES},
+                "phase": rng.normal(0, 0.25),
+                "gain": rng.uniform(0.85, 1.15),
+            }
+            for _ in range(n_days)
+        ]
 
     def large_bowel(self, day: int) -> np.ndarray:
         p = _polyline(_LARGE_BOWEL_PATH, 700)
@@ -91,8 +109,14 @@ class _Case:
         t = np.linspace(0, 1, 900)
         ang = 2 * np.pi * self.sb_turns * t + self.sb_phase + self.days[day]["phase"]
         r = 0.12 + 0.28 * np.abs(np.sin(self.sb_lobes * np.pi * t + 0.3))
-        coil = np.stack([self.sb_center[0] + r * np.cos(ang), self.sb_center[1] + 0.75 * r * np.sin(ang),
-                         0.36 + 0.24 * t + 0.03 * np.sin(11 * np.pi * t)], axis=1)
+        coil = np.stack(
+            [
+                self.sb_center[0] + r * np.cos(ang),
+                self.sb_center[1] + 0.75 * r * np.sin(ang),
+                0.36 + 0.24 * t + 0.03 * np.sin(11 * np.pi * t),
+            ],
+            axis=1,
+        )
         # The terminal ileum: from the caecum (same place as the large bowel's start) into the coil.
         lead = _polyline([_CAECUM, coil[0]], 80)
         path = np.concatenate([lead, coil]) + self.days[day]["shift"]["small_bowel"]
@@ -124,14 +148,14 @@ def _check_args(n_cases, slices) -> tuple[int, ...]:
     if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or not 1 <= n_cases <= 999:
         raise DataValidationError(None, f"n_cases must be an integer from 1 to 999, got {n_cases!r}")
     choices = (slices,) if isinstance(slices, (int, np.integer)) else tuple(slices)
-    if not choices or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 4 <= s <= 9999
-                          for s in choices):
+    if not choices or any(
+        isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 4 <= s <= 9999 for s in choices
+    ):
         raise DataValidationError(None, f"slices must be integers from 4 to 9999, got {slices!r}")
     return tuple(int(s) for s in choices)
 
 
-def write_synth_gi(out, *, n_cases: int = 4, seed: int = 0, slices=PUBLISHED_SLICES,
-                   progress: bool = True) -> dict:
+def write_synth_gi(out, *, n_cases: int = 4, seed: int = 0, slices=PUBLISHED_SLICES, progress: bool = True) -> dict:
     """Write a SYNTHESIZED UW-Madison-layout set of ``n_cases`` cases to the folder ``out``; the summary.
 
     ``slices``: the slice counts a scan may have (one is drawn per case), 144 or 80 as published; an int
@@ -168,8 +192,7 @@ def write_synth_gi(out, *, n_cases: int = 4, seed: int = 0, slices=PUBLISHED_SLI
         for case, days, w, h, sp, n_slices, case_seed in plan:
             crng = np.random.default_rng(case_seed)
             anatomy = _Case(crng, len(days))
-            cases_info.append({"case": case, "days": days, "width": w, "height": h, "pixel_mm": sp,
-                               "slices": n_slices})
+            cases_info.append({"case": case, "days": days, "width": w, "height": h, "pixel_mm": sp, "slices": n_slices})
             for d_i, day in enumerate(days):
                 folder = out / "train" / f"case{case}" / f"case{case}_day{day}" / "scans"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -181,7 +204,7 @@ def write_synth_gi(out, *, n_cases: int = 4, seed: int = 0, slices=PUBLISHED_SLI
     summary = {
         "synthesized": True,
         "note": "SYNTHESIZED data in the UW-Madison GI Tract layout: smooth blobs and tubes, not real anatomy, "
-                "not real MRI; for tests and demos only.",
+        "not real MRI; for tests and demos only.",
         "generator": "medseg.data.synth_gi.write_synth_gi",
         "layout": "UW-Madison GI Tract Image Segmentation (train.csv + train/case*/case*_day*/scans/*.png)",
         "seed": seed,
@@ -196,8 +219,12 @@ def write_synth_gi(out, *, n_cases: int = 4, seed: int = 0, slices=PUBLISHED_SLI
     }
     with atomic_file(out / "manifest.json", ".json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return {**summary, "output": str(out), "manifest": str(out / "manifest.json"),
-            "seconds": time.perf_counter() - start}
+    return {
+        **summary,
+        "output": str(out),
+        "manifest": str(out / "manifest.json"),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _write_scan(folder, case, day, d_i, anatomy: _Case, w, h, sp, n_slices, rng, rles, counts, bar) -> None:
@@ -206,8 +233,10 @@ def _write_scan(folder, case, day, d_i, anatomy: _Case, w, h, sp, n_slices, rng,
     # setting) keeps the published proportions instead of making the tubes fill the whole scan.
     extent_mm = SLICE_MM * max(n_slices - 1, 79)
     min_r_u = 0.6 / (n_slices - 1)  # a tube shows on at least one slice even for tiny test scans
-    r_u = {"large_bowel": max(_LARGE_BOWEL_MM / extent_mm, min_r_u),
-           "small_bowel": max(_SMALL_BOWEL_MM / extent_mm, min_r_u)}
+    r_u = {
+        "large_bowel": max(_LARGE_BOWEL_MM / extent_mm, min_r_u),
+        "small_bowel": max(_SMALL_BOWEL_MM / extent_mm, min_r_u),
+    }
     r_px = {"large_bowel": _LARGE_BOWEL_MM / sp, "small_bowel": _SMALL_BOWEL_MM / sp}
     paths = {"large_bowel": anatomy.large_bowel(d_i), "small_bowel": anatomy.small_bowel(d_i)}
     dayinfo = anatomy.days[d_i]
@@ -224,7 +253,9 @@ def _write_scan(folder, case, day, d_i, anatomy: _Case, w, h, sp, n_slices, rng,
         cx, cy = w / 2, h / 2 + 0.02 * h
         ang = np.arctan2((yy - cy) / ay, (xx - cx) / ax)
         rad = np.hypot((xx - cx) / ax, (yy - cy) / ay)
-        edge = 1 + sum(a * np.sin(k * ang + p) for k, (a, p) in zip((2, 3, 5), zip(bl_a, bl_p)))
+        edge = 1 + sum(
+            a * np.sin(k * ang + p) for k, (a, p) in zip((2, 3, 5), zip(bl_a, bl_p, strict=True), strict=True)
+        )
         body = rad <= edge
         geom = (cx, cy, ax, ay)
         masks = {c: _tube_mask(paths[c], u, r_u[c], r_px[c], geom, shape) for c in ("large_bowel", "small_bowel")}
@@ -257,6 +288,6 @@ def _write_scan(folder, case, day, d_i, anatomy: _Case, w, h, sp, n_slices, rng,
         present = [c for c in CLASSES if masks[c].any()]
         rles[id_] = {c: rle_encode(masks[c]) for c in CLASSES}
         counts["with_masks" if present else "without_masks"] += 1
-        if any((masks[a] & masks[b]).any() for i, a in enumerate(CLASSES) for b in CLASSES[i + 1:]):
+        if any((masks[a] & masks[b]).any() for i, a in enumerate(CLASSES) for b in CLASSES[i + 1 :]):
             counts["with_overlap"] += 1
         bar.update(1)

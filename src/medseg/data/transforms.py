@@ -6,7 +6,7 @@ The GI-tract paper (§IV-D) adds elastic deformation (Simard et al.) and Gaussia
 (``augment.elastic_*``, ``augment.noise_*``; :func:`_augmentation_2d`). Labels may be (H, W) class indices
 or (K, H, W) 0/1 channels (multilabel); both keep their layout, dtype and values.
 
-Patches (``data.patch_size: [H, W]``, issue 12): full-resolution images (``data.size: null``) are far larger
+Patches (``data.patch_size: [H, W]``): full-resolution images (``data.size: null``) are far larger
 than a batch of them can be, so each training sample is one random patch of its image, drawn after the
 flips/rotations (which see the whole image, so a rotated non-square image still yields a square patch).
 ``data.patch_pos_fraction`` is nnU-Net's foreground oversampling: with that probability the patch is centred
@@ -16,9 +16,9 @@ training uses patches: validation and prediction see whole images (by sliding wi
 ``evaluate.sliding_window.roi_size``).
 
 Input normalisation (``data.normalize``): the stored images are the dtype's range mapped to [0, 1]
-(``range``, as before issue 12); ``zscore`` feeds the network each image's own ``(x − mean) / std`` instead
-(:func:`normalize_input`), computed on the whole image before any patch is cut — the same function the
-predictor applies at inference, so a model sees the same numbers in training and in use.
+(``range``, what medseg did before ``zscore`` was offered); ``zscore`` feeds the network each image's own
+``(x − mean) / std`` instead (:func:`normalize_input`), computed on the whole image before any patch is cut —
+the same function the predictor applies at inference, so a model sees the same numbers in training and in use.
 """
 
 from __future__ import annotations
@@ -157,8 +157,10 @@ def build_train_transform(cfg: dict) -> Callable | None:
         flat = cfg.get("augment") or {}
         for key in ("elastic_prob", "noise_prob"):
             if float(flat.get(key) or 0.0) > 0:
-                raise ConfigError(f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
-                                  f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)")
+                raise ConfigError(
+                    f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
+                    f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)"
+                )
         return build_train_transform_3d(cfg)
     ts: list[Callable] = []
     augment = _augmentation_2d(cfg["augment"], cfg["task"].get("background", 0))
@@ -214,11 +216,22 @@ def _augmentation_2d(aug_cfg: dict, background: int | None = 0) -> Callable | No
     if elastic > 0:
         spacing = tuple(float(v) for v in aug_cfg.get("elastic_spacing", (16.0, 16.0)))
         lo, hi = (float(v) for v in aug_cfg.get("elastic_magnitude", (1.0, 2.0)))
-        ts.append(Rand2DElasticd(keys, spacing=spacing, magnitude_range=(lo, hi), prob=elastic,
-                                 mode=("bilinear", "nearest"), padding_mode="zeros"))
+        ts.append(
+            Rand2DElasticd(
+                keys,
+                spacing=spacing,
+                magnitude_range=(lo, hi),
+                prob=elastic,
+                mode=("bilinear", "nearest"),
+                padding_mode="zeros",
+            )
+        )
     if noise > 0:
-        ts.append(RandGaussianNoised(["image"], prob=noise, mean=0.0, std=float(aug_cfg.get("noise_std", 0.05)),
-                                     sample_std=False))
+        ts.append(
+            RandGaussianNoised(
+                ["image"], prob=noise, mean=0.0, std=float(aug_cfg.get("noise_std", 0.05)), sample_std=False
+            )
+        )
     return _ChannelFirstLabel(Compose(ts), background=background)
 
 
@@ -248,8 +261,10 @@ class _ChannelFirstLabel:
         if image.ndim != 3:
             raise ValueError(f"a 2D training sample's image must be (C, H, W), got {tuple(image.shape)}")
         if label.ndim not in (2, 3) or tuple(label.shape[-2:]) != tuple(image.shape[-2:]):
-            raise ValueError(f"a 2D training sample's label must be (H, W) class indices or (K, H, W) channels of "
-                             f"the image's size, got {tuple(label.shape)} for an image {tuple(image.shape)}")
+            raise ValueError(
+                f"a 2D training sample's label must be (H, W) class indices or (K, H, W) channels of "
+                f"the image's size, got {tuple(label.shape)} for an image {tuple(image.shape)}"
+            )
         channel = label.ndim == 3
         shift = 0 if channel or self.background is None else int(self.background)
         label_dtype = label.dtype

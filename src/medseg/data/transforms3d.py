@@ -161,12 +161,17 @@ def clip_and_normalize(array: np.ndarray, settings: dict) -> np.ndarray:
 
 def _target_shape(shape: Sequence[int], settings: dict) -> tuple[int, int, int]:
     d = int(settings["depth"]) if settings["depth"] is not None else int(shape[0])
-    hw = tuple(int(v) for v in settings["size_xy"]) if settings["size_xy"] is not None else tuple(int(v) for v in shape[1:])
+    hw = (
+        tuple(int(v) for v in settings["size_xy"])
+        if settings["size_xy"] is not None
+        else tuple(int(v) for v in shape[1:])
+    )
     return (d, *hw)
 
 
-def resize_volume(array: np.ndarray, shape: Sequence[int], *, mode: str = "trilinear",
-                  align_corners: bool = False) -> np.ndarray:
+def resize_volume(
+    array: np.ndarray, shape: Sequence[int], *, mode: str = "trilinear", align_corners: bool = False
+) -> np.ndarray:
     """Resample (D, H, W) or (C, D, H, W) to spatial ``shape`` (MONAI ``Resize``); ``mode`` ``nearest``
     (label maps: MONAI's "nearest-exact", the nearest voxel centre), ``trilinear`` or ``area``."""
     arr = np.asarray(array)
@@ -179,8 +184,11 @@ def resize_volume(array: np.ndarray, shape: Sequence[int], *, mode: str = "trili
         out = Resize(tuple(shape), mode="nearest-exact", dtype=torch.float32)(x.float())
         out = torch.as_tensor(out).round().to(dtype)
     else:
-        out = torch.as_tensor(Resize(tuple(shape), mode=mode, align_corners=None if mode == "area" else align_corners,
-                                     dtype=torch.float32)(x.float()))
+        out = torch.as_tensor(
+            Resize(
+                tuple(shape), mode=mode, align_corners=None if mode == "area" else align_corners, dtype=torch.float32
+            )(x.float())
+        )
     out = np.asarray(out)
     return out if channel else out[0]
 
@@ -189,7 +197,7 @@ def resampled_geometry(volume: Volume, shape: Sequence[int], align_corners: bool
     """Spacing and origin of ``volume`` resampled to ``shape`` (same extent, same direction)."""
     old = volume.shape
     spacing, shift = [], []
-    for n_old, n_new, s in zip(old, shape, volume.spacing):
+    for n_old, n_new, s in zip(old, shape, volume.spacing, strict=False):
         if align_corners and n_new > 1:
             new_s = s * (n_old - 1) / (n_new - 1)
             first = 0.0  # the first voxel centre stays where it was
@@ -238,8 +246,9 @@ def preprocess_label(label: np.ndarray | Volume, cfg: dict | None = None) -> np.
     return out
 
 
-def restore_shape(proba: np.ndarray, shape: Sequence[int], *, mode: str = "trilinear",
-                  align_corners: bool = False) -> np.ndarray:
+def restore_shape(
+    proba: np.ndarray, shape: Sequence[int], *, mode: str = "trilinear", align_corners: bool = False
+) -> np.ndarray:
     """Probabilities (C, d, h, w) predicted on the preprocessed grid → (C, *shape) on the original grid
     (the inverse resampling of :func:`preprocess_volume`; threshold or argmax afterwards)."""
     proba = np.asarray(proba, dtype=np.float32)
@@ -260,11 +269,20 @@ def augmentation_transforms(settings: dict) -> list:
         # MONAI's rotate_range[0] turns the plane of array axes 1 and 2, i.e. (y, x) about z (checked in
         # the tests); translate_range is in voxels.
         rotate = (rad, rad, rad) if settings["rotate_axes"] == "all" else (rad, 0.0, 0.0)
-        ts.append(RandAffined(list(KEYS), prob=float(settings["affine_prob"]), rotate_range=rotate,
-                              translate_range=(shift, shift, shift), mode=("bilinear", "nearest"),
-                              padding_mode=settings["padding_mode"]))
+        ts.append(
+            RandAffined(
+                list(KEYS),
+                prob=float(settings["affine_prob"]),
+                rotate_range=rotate,
+                translate_range=(shift, shift, shift),
+                mode=("bilinear", "nearest"),
+                padding_mode=settings["padding_mode"],
+            )
+        )
     if float(settings["flip_prob"]) > 0:
-        ts += [RandFlipd(list(KEYS), prob=float(settings["flip_prob"]), spatial_axis=int(a)) for a in settings["flip_axes"]]
+        ts += [
+            RandFlipd(list(KEYS), prob=float(settings["flip_prob"]), spatial_axis=int(a)) for a in settings["flip_axes"]
+        ]
     return ts
 
 
@@ -272,8 +290,9 @@ def noise_transform(settings: dict):
     var = float(settings["noise_var"])
     if var <= 0 or float(settings["noise_prob"]) <= 0:
         return None
-    return RandGaussianNoised("image", prob=float(settings["noise_prob"]), mean=0.0, std=math.sqrt(var),
-                              sample_std=False)
+    return RandGaussianNoised(
+        "image", prob=float(settings["noise_prob"]), mean=0.0, std=math.sqrt(var), sample_std=False
+    )
 
 
 def patch_transforms(patch_size: Sequence[int], pos_fraction: float | None) -> list:
@@ -281,8 +300,17 @@ def patch_transforms(patch_size: Sequence[int], pos_fraction: float | None) -> l
     if pos_fraction is None:
         ts.append(RandSpatialCropd(list(KEYS), roi_size=tuple(patch_size), random_size=False))
     else:
-        ts.append(RandCropByPosNegLabeld(list(KEYS), label_key="label", spatial_size=tuple(patch_size),
-                                         pos=pos_fraction, neg=1.0 - pos_fraction, num_samples=1, allow_smaller=False))
+        ts.append(
+            RandCropByPosNegLabeld(
+                list(KEYS),
+                label_key="label",
+                spatial_size=tuple(patch_size),
+                pos=pos_fraction,
+                neg=1.0 - pos_fraction,
+                num_samples=1,
+                allow_smaller=False,
+            )
+        )
     return ts
 
 
@@ -332,8 +360,10 @@ def build_train_transform_3d(cfg: dict | None) -> VolumeTrainTransform | None:
     flat = (cfg or {}).get("augment") or {}
     for key in ("flip_prob", "rot90_prob"):
         if float(flat.get(key) or 0.0) > 0:
-            raise ConfigError(f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
-                              f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)")
+            raise ConfigError(
+                f"augment.{key} is a 2D setting; 3D volumes take augment.volume "
+                f"(flip_prob, flip_axes, rotate_deg, shift_voxels, noise_var)"
+            )
     patch, pos = patch_settings(cfg)
     if patch is not None and len(patch) != 3:  # the schema takes [H, W] too (2D patches, medseg.data.transforms)
         raise ConfigError(f"data.patch_size must be [D, H, W] voxels for 3D volumes, got {list(patch)!r}")

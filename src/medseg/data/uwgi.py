@@ -83,7 +83,7 @@ def _parse_rle(rle: str, where: str | Path | None = "") -> tuple[np.ndarray, np.
     values = [int(t) for t in tokens]
     starts = np.array(values[0::2], dtype=object)  # Python ints: a huge start cannot overflow
     lengths = np.array(values[1::2], dtype=object)
-    for i, (s, n) in enumerate(zip(starts, lengths)):
+    for i, (s, n) in enumerate(zip(starts, lengths, strict=True)):
         if s < 1:
             raise _error(where, f"RLE run {i + 1} starts at {s}: starts are 1-based, so at least 1")
         if n < 1:
@@ -91,8 +91,11 @@ def _parse_rle(rle: str, where: str | Path | None = "") -> tuple[np.ndarray, np.
         if i and s < starts[i - 1] + lengths[i - 1]:
             prev_end = starts[i - 1] + lengths[i - 1] - 1
             what = "is not after" if s <= starts[i - 1] else "overlaps"
-            raise _error(where, f"RLE run {i + 1} (start {s}) {what} run {i} (pixels {starts[i - 1]}..{prev_end}): "
-                                "runs must be increasing and disjoint")
+            raise _error(
+                where,
+                f"RLE run {i + 1} (start {s}) {what} run {i} (pixels {starts[i - 1]}..{prev_end}): "
+                "runs must be increasing and disjoint",
+            )
     return (starts - 1), lengths
 
 
@@ -109,8 +112,9 @@ def _check_shape(shape, where) -> tuple[int, int]:
 def _check_fits(starts, lengths, h: int, w: int, where) -> None:
     if len(starts) and starts[-1] + lengths[-1] > h * w:
         end = starts[-1] + lengths[-1]  # 1-based last pixel of the last run
-        raise _error(where, f"RLE mask longer than the image: its last run ends at pixel {end}, "
-                            f"the {h}×{w} image has {h * w}")
+        raise _error(
+            where, f"RLE mask longer than the image: its last run ends at pixel {end}, the {h}×{w} image has {h * w}"
+        )
 
 
 def rle_decode(rle: str, shape: tuple[int, int], *, where: str = "") -> np.ndarray:
@@ -124,8 +128,8 @@ def rle_decode(rle: str, shape: tuple[int, int], *, where: str = "") -> np.ndarr
     starts, lengths = _parse_rle(rle, where)
     _check_fits(starts, lengths, h, w, where)
     flat = np.zeros(h * w, dtype=np.uint8)
-    for s, n in zip(starts, lengths):
-        flat[int(s):int(s) + int(n)] = 1
+    for s, n in zip(starts, lengths, strict=True):
+        flat[int(s) : int(s) + int(n)] = 1
     return flat.reshape(h, w)
 
 
@@ -136,13 +140,14 @@ def rle_encode(mask) -> str:
         raise DataValidationError(None, f"rle_encode takes a 2D (H, W) mask, got shape {arr.shape}")
     if arr.dtype != bool:
         if not np.isin(arr, (0, 1)).all():
-            raise DataValidationError(None, "rle_encode takes a binary mask (0/1 or bool); "
-                                            f"it holds values {np.unique(arr)[:5].tolist()}")
+            raise DataValidationError(
+                None, f"rle_encode takes a binary mask (0/1 or bool); it holds values {np.unique(arr)[:5].tolist()}"
+            )
         arr = arr != 0
     pixels = np.concatenate([[False], arr.ravel(), [False]])
     changes = np.flatnonzero(pixels[1:] != pixels[:-1]) + 1  # 1-based positions where a run starts or ends
     starts, ends = changes[0::2], changes[1::2]
-    return " ".join(f"{s} {e - s}" for s, e in zip(starts.tolist(), ends.tolist()))
+    return " ".join(f"{s} {e - s}" for s, e in zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 # ------------------------------------------------------------------------------------------ names and ids
@@ -152,7 +157,9 @@ def parse_id(id: str) -> tuple[int, int, int]:
     """``case{C}_day{D}_slice_{SSSS}`` → (C, D, SSSS) as ints."""
     m = _ID_RE.fullmatch(id) if isinstance(id, str) else None
     if m is None:
-        raise DataValidationError(None, f"id {printable(str(id))!r} is not of the form case{{C}}_day{{D}}_slice_{{SSSS}}")
+        raise DataValidationError(
+            None, f"id {printable(str(id))!r} is not of the form case{{C}}_day{{D}}_slice_{{SSSS}}"
+        )
     case, day, slc = (int(g) for g in m.groups())
     return case, day, slc
 
@@ -215,8 +222,11 @@ def read_train_csv(path: str | Path) -> TrainCsv:
             raise DataValidationError(path, "empty file: expected the columns id,class,segmentation")
         missing = [c for c in _CSV_COLUMNS if c not in columns]
         if missing:
-            raise DataValidationError(path, f"missing column(s) {', '.join(missing)}; the header is "
-                                            f"{printable(','.join(str(c) for c in columns))!r}")
+            raise DataValidationError(
+                path,
+                f"missing column(s) {', '.join(missing)}; the header is "
+                f"{printable(','.join(str(c) for c in columns))!r}",
+            )
         while True:
             try:
                 row = next(reader)
@@ -233,12 +243,15 @@ def read_train_csv(path: str | Path) -> TrainCsv:
             except DataValidationError as exc:
                 raise DataValidationError(path, f"line {line}: {exc.problem}") from None
             if cls not in CLASSES:
-                raise DataValidationError(path, f"line {line} (id {id_}): unknown class {printable(cls)!r}; "
-                                                f"expected one of {', '.join(CLASSES)}")
+                raise DataValidationError(
+                    path,
+                    f"line {line} (id {id_}): unknown class {printable(cls)!r}; expected one of {', '.join(CLASSES)}",
+                )
             classes = out.setdefault(id_, {})
             if cls in classes:
-                raise DataValidationError(path, f"line {line}: duplicate row for id {id_} class {cls} "
-                                                f"(first on line {out.lines[(id_, cls)]})")
+                raise DataValidationError(
+                    path, f"line {line}: duplicate row for id {id_} class {cls} (first on line {out.lines[(id_, cls)]})"
+                )
             _parse_rle(rle, f"{path} line {line} (id {id_}, class {cls})")
             classes[cls] = rle.strip()
             out.lines[(id_, cls)] = line
@@ -247,8 +260,11 @@ def read_train_csv(path: str | Path) -> TrainCsv:
     for id_, classes in out.items():
         absent = [c for c in CLASSES if c not in classes]
         if absent:
-            raise DataValidationError(path, f"id {id_} has no row for class(es) {', '.join(absent)} "
-                                            "(every id has one row per class, empty segmentation if absent)")
+            raise DataValidationError(
+                path,
+                f"id {id_} has no row for class(es) {', '.join(absent)} "
+                "(every id has one row per class, empty segmentation if absent)",
+            )
     return out
 
 
@@ -310,11 +326,15 @@ def scan_index(root: str | Path, *, subdir: str = "train") -> list[ScanRecord]:
             for png in sorted((day_dir / "scans").glob("*.png")):
                 info = parse_scan_filename(png)
                 if info["slice"] in seen:
-                    raise DataValidationError(png, f"a second file for slice {info['slice']} "
-                                                   f"(also {seen[info['slice']].name})")
+                    raise DataValidationError(
+                        png, f"a second file for slice {info['slice']} (also {seen[info['slice']].name})"
+                    )
                 seen[info["slice"]] = png
-                records.append(ScanRecord(case, day, info["slice"], png, info["width"], info["height"],
-                                          (info["pixel_h"], info["pixel_w"])))
+                records.append(
+                    ScanRecord(
+                        case, day, info["slice"], png, info["width"], info["height"], (info["pixel_h"], info["pixel_w"])
+                    )
+                )
     if not records:
         raise DataValidationError(train, f"no scans found: {expected}")
     records.sort(key=lambda r: (r.case, r.day, r.slice))
@@ -332,8 +352,9 @@ def read_scan(record: ScanRecord) -> np.ndarray:
             check_header(path, img)  # one frame: an animated PNG is not read as its first frame
             size = img.size
             if size != (record.width, record.height):
-                raise DataValidationError(path, f"image is {size[0]}×{size[1]} pixels, its name declares "
-                                                f"{record.width}×{record.height}")
+                raise DataValidationError(
+                    path, f"image is {size[0]}×{size[1]} pixels, its name declares {record.width}×{record.height}"
+                )
             arr = np.array(img)
     except DataValidationError:
         raise
@@ -357,13 +378,17 @@ def check_consistency(index: list[ScanRecord], rles: Mapping[str, Mapping[str, s
     no_image = sorted(set(rles) - set(ids))
     if no_image:
         more = f" and {len(no_image) - 5} more" if len(no_image) > 5 else ""
-        raise DataValidationError(getattr(rles, "path", None),
-                                  f"{len(no_image)} id(s) of train.csv have no image: {', '.join(no_image[:5])}{more}")
+        raise DataValidationError(
+            getattr(rles, "path", None),
+            f"{len(no_image)} id(s) of train.csv have no image: {', '.join(no_image[:5])}{more}",
+        )
     no_rows = [r for r in index if r.id not in rles]
     if no_rows:
         more = f" and {len(no_rows) - 5} more" if len(no_rows) > 5 else ""
-        raise DataValidationError(no_rows[0].path, f"{len(no_rows)} image(s) have no rows in train.csv: "
-                                                   f"{', '.join(r.id for r in no_rows[:5])}{more}")
+        raise DataValidationError(
+            no_rows[0].path,
+            f"{len(no_rows)} image(s) have no rows in train.csv: {', '.join(r.id for r in no_rows[:5])}{more}",
+        )
     for r in index:
         for cls, rle in rles[r.id].items():
             where = _row(rles, r.id, cls)

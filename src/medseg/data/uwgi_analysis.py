@@ -1,4 +1,4 @@
-"""Data analysis and cross-validation splits of the UW-Madison GI Tract set (issue 13).
+"""Data analysis and cross-validation splits of the UW-Madison GI Tract set.
 
 Follows section III of the paper in ``shared/papers/unet-gi-tract-mri.txt``: Tables 1–4 (images / cases /
 images with and without masks; scans per case; organ co-occurrence; image sizes), Fig. 3 (masks per image),
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.splits import stratified_group_assignment
 from medseg.data.uwgi import (
     CLASSES,
     check_consistency,
@@ -29,7 +30,6 @@ from medseg.data.uwgi import (
     read_train_csv,
     scan_index,
 )
-from medseg.data.splits import stratified_group_assignment
 from medseg.data.writing import atomic_file
 
 PROTOCOL = "StratifiedGroupKFold by case, stratified by organ count"
@@ -39,26 +39,33 @@ PROTOCOL = "StratifiedGroupKFold by case, stratified by organ count"
 PAPER_TABLES: dict = {
     "table1": {"images": 38496, "cases": 85, "images_without_masks": 21906, "images_with_masks": 16590},
     "table2_scans_per_case": {1: 9, 2: 8, 3: 45, 4: 2, 5: 20, 6: 1},
-    "table3_cooccurrence": [[14085, 10982, 6181],
-                            [10982, 11201, 3361],
-                            [6181, 3361, 8627]],
+    "table3_cooccurrence": [[14085, 10982, 6181], [10982, 11201, 3361], [6181, 3361, 8627]],
     "table4_image_sizes": {"266×266": 25920, "360×310": 11232, "276×276": 1200, "234×234": 144},
     "fig3_masks_per_image": {0: 21906, 1: 2468, 2: 10921, 3: 3201},
-    "fig3_combinations": {"large_bowel": 123, "small_bowel": 59, "stomach": 2286,
-                          "large_bowel+small_bowel": 7781, "large_bowel+stomach": 2980,
-                          "small_bowel+stomach": 160},
+    "fig3_combinations": {
+        "large_bowel": 123,
+        "small_bowel": 59,
+        "stomach": 2286,
+        "large_bowel+small_bowel": 7781,
+        "large_bowel+stomach": 2980,
+        "small_bowel+stomach": 160,
+    },
     "annotations": 33913,
     "slices_per_scan": {144: 259, 80: 15},
-    "fig6_peaks": {"large_bowel": {"slice": 100, "count": 240}, "small_bowel": {"slice": 102, "count": 235},
-                   "stomach": {"slice": 67, "count": 196}},
+    "fig6_peaks": {
+        "large_bowel": {"slice": 100, "count": 240},
+        "small_bowel": {"slice": 102, "count": 235},
+        "stomach": {"slice": 67, "count": 196},
+    },
 }
 
 
 # ------------------------------------------------------------------------------------------------- splits
 
 
-def uwgi_splits(ids: Sequence[str], organ_counts: Sequence[int], cases: Sequence[int], *, n_folds: int = 5,
-                seed: int = 0) -> dict:
+def uwgi_splits(
+    ids: Sequence[str], organ_counts: Sequence[int], cases: Sequence[int], *, n_folds: int = 5, seed: int = 0
+) -> dict:
     """Cross-validation folds of ``ids`` as in the paper: every case in one fold only, the number of organs
     per image (0–3, ``organ_counts``) in about equal proportions in every fold.
 
@@ -77,17 +84,23 @@ def uwgi_splits(ids: Sequence[str], organ_counts: Sequence[int], cases: Sequence
         raise ValueError(f"n_folds must be an integer ≥ 2, got {n_folds!r}")
     if n_folds > len(group_names):
         raise ValueError(f"n_folds={n_folds} is more than the number of cases ({len(group_names)})")
-    fold_of_group, y_counts_per_fold = stratified_group_assignment(y, groups, n_folds, seed=seed,
-                                                                  n_strata=len(CLASSES) + 1)
+    fold_of_group, y_counts_per_fold = stratified_group_assignment(
+        y, groups, n_folds, seed=seed, n_strata=len(CLASSES) + 1
+    )
     g_index = {name: i for i, name in enumerate(group_names)}
     g = np.array([g_index[c] for c in groups], dtype=int)
     folds = [{"val": []} for _ in range(n_folds)]
-    for id_, gi in zip(ids, g):
+    for id_, gi in zip(ids, g, strict=True):
         folds[fold_of_group[gi]]["val"].append(id_)
     for f in folds:
         f["val"].sort()
-    return {"folds": folds, "protocol": PROTOCOL, "seed": seed, "n_folds": n_folds,
-            "organ_counts": y_counts_per_fold.astype(int).tolist()}
+    return {
+        "folds": folds,
+        "protocol": PROTOCOL,
+        "seed": seed,
+        "n_folds": n_folds,
+        "organ_counts": y_counts_per_fold.astype(int).tolist(),
+    }
 
 
 def save_splits(splits: Mapping, path: str | Path) -> Path:
@@ -166,8 +179,12 @@ def analyze(root: str | Path) -> dict:
             s, cnt = max(by_slice[c].items(), key=lambda kv: (kv[1], -kv[0]))
             peaks[c] = {"slice": s, "count": cnt}
     return {
-        "table1": {"images": len(index), "cases": len(days), "images_without_masks": per_image[0],
-                   "images_with_masks": n_with},
+        "table1": {
+            "images": len(index),
+            "cases": len(days),
+            "images_without_masks": per_image[0],
+            "images_with_masks": n_with,
+        },
         "table2_scans_per_case": dict(sorted(Counter(len(d) for d in days.values()).items())),
         "table3_cooccurrence": cooc.tolist(),
         "table4_image_sizes": dict(sizes.most_common()),
@@ -213,9 +230,13 @@ def compare_with_paper(measured: Mapping) -> list[dict]:
     for length, n in PAPER_TABLES["slices_per_scan"].items():
         add(f"scans of {length} slices", n, _norm(measured["slices_per_scan"]).get(str(length), 0))
     for c, peak in PAPER_TABLES["fig6_peaks"].items():
-        add(f"Fig. 6: peak slice (count) of {c}", [peak["slice"], peak["count"]],
+        add(
+            f"Fig. 6: peak slice (count) of {c}",
+            [peak["slice"], peak["count"]],
             [measured["fig6_peaks"][c]["slice"], measured["fig6_peaks"][c]["count"]]
-            if c in measured["fig6_peaks"] else None)
+            if c in measured["fig6_peaks"]
+            else None,
+        )
     return rows
 
 
@@ -229,40 +250,82 @@ def _fmt(v) -> str:
 
 def report_markdown(measured: Mapping, comparison: Sequence[Mapping], figures: Mapping[str, str]) -> str:
     t1 = measured["table1"]
-    lines = ["# UW-Madison GI Tract: data analysis", "",
-             ("Measured on this folder beside the paper's values (section III of *unet-gi-tract-mri*, on the "
-              "full published training set: 38,496 images, 85 cases). A mismatch is expected on any other "
-              "folder (a subset, a stand-in)."), "",
-             f"{sum(r['match'] for r in comparison)} of {len(comparison)} quantities match the paper.", "",
-             "## Comparison with the paper", "", "| quantity | paper | measured | match |", "|---|---:|---:|:---:|"]
-    lines += [f"| {r['quantity']} | {_fmt(r['paper'])} | {_fmt(r['measured'])} | {'yes' if r['match'] else 'no'} |"
-              for r in comparison]
+    lines = [
+        "# UW-Madison GI Tract: data analysis",
+        "",
+        (
+            "Measured on this folder beside the paper's values (section III of *unet-gi-tract-mri*, on the "
+            "full published training set: 38,496 images, 85 cases). A mismatch is expected on any other "
+            "folder (a subset, a stand-in)."
+        ),
+        "",
+        f"{sum(r['match'] for r in comparison)} of {len(comparison)} quantities match the paper.",
+        "",
+        "## Comparison with the paper",
+        "",
+        "| quantity | paper | measured | match |",
+        "|---|---:|---:|:---:|",
+    ]
+    lines += [
+        f"| {r['quantity']} | {_fmt(r['paper'])} | {_fmt(r['measured'])} | {'yes' if r['match'] else 'no'} |"
+        for r in comparison
+    ]
     n = max(t1["images"], 1)
-    lines += ["", "## Table 1: images", "", "| images | cases | without masks | with masks |", "|---:|---:|---:|---:|",
-              (f"| {t1['images']:,} | {t1['cases']:,} | {t1['images_without_masks']:,} "
-               f"({100 * t1['images_without_masks'] / n:.2f} %) | {t1['images_with_masks']:,} "
-               f"({100 * t1['images_with_masks'] / n:.2f} %) |"),
-              "", "## Table 2: scans (days) per case", "", "| scans | cases |", "|---:|---:|"]
+    lines += [
+        "",
+        "## Table 1: images",
+        "",
+        "| images | cases | without masks | with masks |",
+        "|---:|---:|---:|---:|",
+        (
+            f"| {t1['images']:,} | {t1['cases']:,} | {t1['images_without_masks']:,} "
+            f"({100 * t1['images_without_masks'] / n:.2f} %) | {t1['images_with_masks']:,} "
+            f"({100 * t1['images_with_masks'] / n:.2f} %) |"
+        ),
+        "",
+        "## Table 2: scans (days) per case",
+        "",
+        "| scans | cases |",
+        "|---:|---:|",
+    ]
     lines += [f"| {d} | {c} |" for d, c in measured["table2_scans_per_case"].items()]
-    lines += ["", "## Table 3: organ co-occurrence (images; diagonal: images with the organ)", "",
-              "| | " + " | ".join(CLASSES) + " |", "|---|" + "---:|" * len(CLASSES)]
-    lines += [f"| {a} | " + " | ".join(f"{v:,}" for v in row) + " |"
-              for a, row in zip(CLASSES, measured["table3_cooccurrence"])]
+    lines += [
+        "",
+        "## Table 3: organ co-occurrence (images; diagonal: images with the organ)",
+        "",
+        "| | " + " | ".join(CLASSES) + " |",
+        "|---|" + "---:|" * len(CLASSES),
+    ]
+    lines += [
+        f"| {a} | " + " | ".join(f"{v:,}" for v in row) + " |"
+        for a, row in zip(CLASSES, measured["table3_cooccurrence"], strict=True)
+    ]
     lines += ["", "## Table 4: image sizes (W×H)", "", "| size | images |", "|---|---:|"]
     lines += [f"| {s} | {c:,} |" for s, c in measured["table4_image_sizes"].items()]
     lines += ["", "## Fig. 3: masks per image", "", "| masks | images |", "|---:|---:|"]
     lines += [f"| {m} | {c:,} |" for m, c in measured["fig3_masks_per_image"].items()]
     lines += ["", "| organs present | images |", "|---|---:|"]
     lines += [f"| {k} | {c:,} |" for k, c in measured["fig3_combinations"].items()]
-    lines += ["", "## Fig. 6: annotations by slice position", "", "| organ | peak slice | annotations there |",
-              "|---|---:|---:|"]
+    lines += [
+        "",
+        "## Fig. 6: annotations by slice position",
+        "",
+        "| organ | peak slice | annotations there |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {c} | {p['slice']} | {p['count']} |" for c, p in measured["fig6_peaks"].items()]
-    lines += ["", "## Fig. 12: overlap areas (pixels per image)", "", "| organs | images | max | median |",
-              "|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Fig. 12: overlap areas (pixels per image)",
+        "",
+        "| organs | images | max | median |",
+        "|---|---:|---:|---:|",
+    ]
     for key, areas in measured["fig12_overlap_areas"].items():
         label = "≥ 2 organs" if key == "any" else f"exactly {key}"
-        lines.append(f"| {label} | {len(areas):,} | {max(areas) if areas else 0} | "
-                     f"{float(np.median(areas)) if areas else 0:g} |")
+        lines.append(
+            f"| {label} | {len(areas):,} | {max(areas) if areas else 0} | {float(np.median(areas)) if areas else 0:g} |"
+        )
     lines += ["", "## Figures", ""] + [f"- {k}: ![{k}]({v})" for k, v in figures.items()] + [""]
     return "\n".join(lines)
 

@@ -143,7 +143,7 @@ def _axial_transform(volume: Volume) -> tuple[tuple[int, int, int], tuple[bool, 
     for component in (2, 1, 0):  # S → slices, P → rows, L → columns
         free = [a for a in range(3) if a not in order]
         order.append(max(free, key=lambda a: abs(dirs[component, a])))
-    flips = tuple(bool(dirs[component, a] < 0) for component, a in zip((2, 1, 0), order))
+    flips = tuple(bool(dirs[component, a] < 0) for component, a in zip((2, 1, 0), order, strict=True))
     return (order[0], order[1], order[2]), (flips[0], flips[1], flips[2])
 
 
@@ -155,14 +155,19 @@ def _apply(array: np.ndarray, order, flips) -> np.ndarray:
 def _same_grid(image: Volume, labels: Volume, where: Path | None) -> None:
     problems = []
     if not np.allclose(image.spacing, labels.spacing, rtol=1e-4, atol=1e-6):
-        problems.append(f"spacing {tuple(round(s, 4) for s in labels.spacing)} mm vs the image's "
-                        f"{tuple(round(s, 4) for s in image.spacing)} (z, y, x)")
+        problems.append(
+            f"spacing {tuple(round(s, 4) for s in labels.spacing)} mm vs the image's "
+            f"{tuple(round(s, 4) for s in image.spacing)} (z, y, x)"
+        )
     if not np.allclose(image.origin, labels.origin, atol=1e-2):
-        problems.append(f"origin {tuple(round(o, 3) for o in labels.origin)} mm vs the image's "
-                        f"{tuple(round(o, 3) for o in image.origin)}")
+        problems.append(
+            f"origin {tuple(round(o, 3) for o in labels.origin)} mm vs the image's "
+            f"{tuple(round(o, 3) for o in image.origin)}"
+        )
     if not np.allclose(image.direction, labels.direction, atol=1e-4):
-        problems.append(f"direction {labels.direction.round(4).tolist()} vs the image's "
-                        f"{image.direction.round(4).tolist()}")
+        problems.append(
+            f"direction {labels.direction.round(4).tolist()} vs the image's {image.direction.round(4).tolist()}"
+        )
     if problems:
         raise _error(where, "labels", "the label volume is not on the image's grid: " + "; ".join(problems))
 
@@ -187,38 +192,53 @@ def _check_int(value, name: str, lo: int) -> int:
     return int(value)
 
 
-def _check_organs(organ_labels: Mapping[str, Sequence[int]], labels: np.ndarray,
-                  where: Path | None) -> dict[str, tuple[int, ...]]:
+def _check_organs(
+    organ_labels: Mapping[str, Sequence[int]], labels: np.ndarray, where: Path | None
+) -> dict[str, tuple[int, ...]]:
     if not isinstance(organ_labels, Mapping) or not organ_labels:
-        raise DataValidationError(None, "organ_labels must map organ names (of "
-                                        f"{', '.join(CLASSES)}) to label ids, got {organ_labels!r}")
+        raise DataValidationError(
+            None, f"organ_labels must map organ names (of {', '.join(CLASSES)}) to label ids, got {organ_labels!r}"
+        )
     unknown = [str(k) for k in organ_labels if k not in CLASSES]
     if unknown:
-        raise DataValidationError(None, f"organ_labels: unknown organ name(s) {', '.join(map(repr, unknown))}; "
-                                        f"expected some of {', '.join(CLASSES)}")
+        raise DataValidationError(
+            None,
+            f"organ_labels: unknown organ name(s) {', '.join(map(repr, unknown))}; "
+            f"expected some of {', '.join(CLASSES)}",
+        )
     out: dict[str, tuple[int, ...]] = {}
     for organ, ids in organ_labels.items():
         ids = (ids,) if isinstance(ids, (int, np.integer)) else tuple(ids)
         if not ids or any(isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 1 for i in ids):
-            raise DataValidationError(None, f"organ_labels[{organ!r}] must be positive integer label ids, "
-                                            f"got {organ_labels[organ]!r}")
+            raise DataValidationError(
+                None, f"organ_labels[{organ!r}] must be positive integer label ids, got {organ_labels[organ]!r}"
+            )
         out[organ] = tuple(int(i) for i in ids)
     present = set(np.unique(labels).tolist())
     absent = {organ: [i for i in ids if i not in present] for organ, ids in out.items()}
     absent = {organ: ids for organ, ids in absent.items() if ids}
     if absent:
         listed = "; ".join(f"{organ} {ids}" for organ, ids in absent.items())
-        raise _error(where, "labels", f"label id(s) absent from the label volume: {listed} "
-                                      f"(it holds {sorted(present)[:40]})")
+        raise _error(
+            where, "labels", f"label id(s) absent from the label volume: {listed} (it holds {sorted(present)[:40]})"
+        )
     return out
 
 
 # ------------------------------------------------------------------------------------------ the converter
 
 
-def volume_to_uwgi(image, labels, out_root: str | Path, *, case: int, day: int,
-                   organ_labels: Mapping[str, Sequence[int]], spacing: Sequence[float] | None = None,
-                   append: bool = True) -> dict:
+def volume_to_uwgi(
+    image,
+    labels,
+    out_root: str | Path,
+    *,
+    case: int,
+    day: int,
+    organ_labels: Mapping[str, Sequence[int]],
+    spacing: Sequence[float] | None = None,
+    append: bool = True,
+) -> dict:
     """Write ``image`` and its organ ``labels`` as scan ``case{case}_day{day}`` of the UW-Madison layout
     under ``out_root``; returns a summary (JSON-ready).
 
@@ -234,40 +254,8 @@ def volume_to_uwgi(image, labels, out_root: str | Path, *, case: int, day: int,
     case = _check_int(case, "case", 0)
     day = _check_int(day, "day", 0)
     img_where, lab_where = _where(image), _where(labels)
-    img, img_vol = _load(image, "image")
-    lab, lab_vol = _load(labels, "labels")
-    for arr, where, name in ((img, img_where, "image"), (lab, lab_where, "labels")):
-        if arr.ndim != 3:
-            raise _error(where, name, f"a 3D (D, H, W) volume is needed, got shape {arr.shape}")
-        check_values(where, arr, name if where is None else "the " + name)
-    if lab.shape != img.shape:
-        raise _error(lab_where, "labels", f"label grid shape {lab.shape} differs from the image's {img.shape} "
-                                          "(D, H, W)")
-    if lab.dtype.kind not in "biu" and not np.all(np.mod(lab, 1) == 0):
-        raise _error(lab_where, "labels", f"label ids must be integers; the label volume holds fractional values "
-                                          f"({lab.dtype})")
-
-    if img_vol is not None:
-        if spacing is not None:
-            raise DataValidationError(img_where, "spacing is taken from the image volume; give it only for an "
-                                                 "array")
-        if lab_vol is not None:
-            _same_grid(img_vol, lab_vol, lab_where)
-        order, flips = _axial_transform(img_vol)
-        img, lab = _apply(img, order, flips), _apply(lab, order, flips)
-        vox = tuple(img_vol.spacing[a] for a in order)
-        orientation = {"axis_order": list(order), "flipped": list(flips),
-                       "note": "axial LPS: slice 1 most inferior, rows anterior→posterior, columns right→left"}
-    else:
-        if spacing is None:
-            raise DataValidationError(None, "spacing: give the (z, y, x) or (y, x) voxel spacing in mm of an "
-                                            "array image (the file names carry the pixel spacing)")
-        sp = tuple(float(s) for s in spacing)
-        if len(sp) not in (2, 3) or not all(np.isfinite(s) and s > 0 for s in sp):
-            raise DataValidationError(None, f"spacing must be 2 or 3 positive numbers (mm), got {spacing!r}")
-        vox = sp if len(sp) == 3 else (float("nan"), *sp)
-        orientation = {"axis_order": [0, 1, 2], "flipped": [False, False, False],
-                       "note": "array taken as (D, H, W) axial, written as it is"}
+    img, img_vol, lab, lab_vol = _load_pair(image, labels, img_where, lab_where)
+    img, lab, vox, orientation = _to_axial(img, lab, img_vol, lab_vol, img_where, lab_where, spacing)
     if img.shape[0] > _MAX_SLICES:
         raise _error(img_where, "image", f"{img.shape[0]} slices: ids and file names have room for {_MAX_SLICES}")
     organs = _check_organs(organ_labels, lab, lab_where)
@@ -275,23 +263,12 @@ def volume_to_uwgi(image, labels, out_root: str | Path, *, case: int, day: int,
     depth, height, width = img.shape
     pixel_h, pixel_w = vox[1], vox[2]
     if min(round(pixel_h, 2), round(pixel_w, 2)) <= 0:
-        raise _error(img_where, "image", f"pixel spacing {pixel_w}×{pixel_h} mm is 0.00 with the two decimals of "
-                                         "the file names")
+        raise _error(
+            img_where, "image", f"pixel spacing {pixel_w}×{pixel_h} mm is 0.00 with the two decimals of the file names"
+        )
 
-    # Masks, RLEs and statistics.
-    rles: dict[str, dict[str, str]] = {}
-    names = []
-    present = np.zeros((len(CLASSES), depth), bool)
-    voxels = {}
-    for k, cls in enumerate(CLASSES):
-        mask = np.isin(lab, organs[cls]) if cls in organs else np.zeros(lab.shape, bool)
-        present[k] = mask.any(axis=(1, 2))
-        voxels[cls] = int(np.count_nonzero(mask))
-        for z in range(depth):
-            id_ = f"case{case}_day{day}_slice_{z + 1:04d}"
-            rles.setdefault(id_, {})[cls] = rle_encode(mask[z])
-    for z in range(depth):
-        names.append(scan_filename(z + 1, width, height, pixel_w, pixel_h))
+    rles, present, voxels = _masks(lab, organs, case, day)
+    names = [scan_filename(z + 1, width, height, pixel_w, pixel_h) for z in range(depth)]
 
     # Where it goes, and what it must not clash with.
     out_root = Path(out_root)
@@ -299,48 +276,10 @@ def volume_to_uwgi(image, labels, out_root: str | Path, *, case: int, day: int,
         raise DataValidationError(out_root, "exists and is not a folder")
     csv_path = out_root / "train.csv"
     day_dir = out_root / "train" / f"case{case}" / f"case{case}_day{day}"
-    existing: dict[str, dict[str, str]] = {}
-    if csv_path.exists():
-        if not append:
-            raise DataValidationError(csv_path, "already exists: pass append=True to add a scan to it, or choose "
-                                                "a new folder")
-        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-        extra = [c for c in header if c not in ("id", "class", "segmentation")]
-        if extra:
-            raise DataValidationError(csv_path, f"has column(s) {', '.join(map(printable, extra))} besides "
-                                                "id,class,segmentation; appending would drop them")
-        existing = read_train_csv(csv_path)
-        clash = sorted(set(existing) & set(rles), key=parse_id)
-        if clash:
-            more = f" and {len(clash) - 5} more" if len(clash) > 5 else ""
-            raise DataValidationError(csv_path, f"already holds {len(clash)} of the ids to write: "
-                                                f"{', '.join(clash[:5])}{more}")
+    existing = _existing_rows(csv_path, rles, append) if csv_path.exists() else {}
     if day_dir.exists():
         raise DataValidationError(day_dir, "already exists: a scan of this case and day was written before")
-
-    created: list[Path] = []  # folders this call made, removed again (if empty) on failure
-    for folder in (out_root, out_root / "train", day_dir.parent):
-        if not folder.exists():
-            folder.mkdir()
-            created.append(folder)
-    tmp_dir = day_dir.with_name(f".{day_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    moved = False
-    try:
-        (tmp_dir / "scans").mkdir(parents=True)
-        for z, name in enumerate(names):
-            _write_png(tmp_dir / "scans" / name, pixels[z])
-        os.replace(tmp_dir, day_dir)
-        moved = True
-        write_train_csv(csv_path, {**existing, **rles})
-    except BaseException:
-        shutil.rmtree(day_dir if moved else tmp_dir, ignore_errors=True)
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        raise
+    _write_scan(out_root, day_dir, csv_path, names, pixels, {**existing, **rles})
 
     two_plus = int(np.count_nonzero(present.sum(axis=0) >= 2))
     return {
@@ -359,8 +298,9 @@ def volume_to_uwgi(image, labels, out_root: str | Path, *, case: int, day: int,
         "orientation": orientation,
         "intensity": intensity,
         "organ_labels": {cls: list(ids) for cls, ids in organs.items()},
-        "per_organ": {cls: {"voxels": voxels[cls], "slices": int(np.count_nonzero(present[k]))}
-                      for k, cls in enumerate(CLASSES)},
+        "per_organ": {
+            cls: {"voxels": voxels[cls], "slices": int(np.count_nonzero(present[k]))} for k, cls in enumerate(CLASSES)
+        },
         "n_slices_with_masks": int(np.count_nonzero(present.any(axis=0))),
         "n_slices_with_2plus_organs": two_plus,
         "n_slices_with_3_organs": int(np.count_nonzero(present.all(axis=0))),
@@ -369,9 +309,155 @@ def volume_to_uwgi(image, labels, out_root: str | Path, *, case: int, day: int,
     }
 
 
-def totalsegmentator_mr_to_uwgi(mr_path: str | Path, seg_path: str | Path, class_map_path: str | Path,
-                                out_root: str | Path, *, case: int, day: int, append: bool = True,
-                                key: str = "total_mr") -> dict:
+def _load_pair(
+    image, labels, img_where: Path | None, lab_where: Path | None
+) -> tuple[np.ndarray, Volume | None, np.ndarray, Volume | None]:
+    """The image and label arrays (and volumes, or None), checked: 3D, finite, one shape, integer label ids."""
+    img, img_vol = _load(image, "image")
+    lab, lab_vol = _load(labels, "labels")
+    for arr, where, name in ((img, img_where, "image"), (lab, lab_where, "labels")):
+        if arr.ndim != 3:
+            raise _error(where, name, f"a 3D (D, H, W) volume is needed, got shape {arr.shape}")
+        check_values(where, arr, name if where is None else "the " + name)
+    if lab.shape != img.shape:
+        raise _error(
+            lab_where, "labels", f"label grid shape {lab.shape} differs from the image's {img.shape} (D, H, W)"
+        )
+    if lab.dtype.kind not in "biu" and not np.all(np.mod(lab, 1) == 0):
+        raise _error(
+            lab_where, "labels", f"label ids must be integers; the label volume holds fractional values ({lab.dtype})"
+        )
+    return img, img_vol, lab, lab_vol
+
+
+def _to_axial(
+    img: np.ndarray,
+    lab: np.ndarray,
+    img_vol: Volume | None,
+    lab_vol: Volume | None,
+    img_where: Path | None,
+    lab_where: Path | None,
+    spacing: Sequence[float] | None,
+) -> tuple:
+    """(image, labels, voxel spacing (z, y, x), orientation record): a volume turned to axial LPS, an array as
+    it is with the given ``spacing`` (its slice spacing NaN when only ``(y, x)`` is given)."""
+    if img_vol is not None:
+        if spacing is not None:
+            raise DataValidationError(img_where, "spacing is taken from the image volume; give it only for an array")
+        if lab_vol is not None:
+            _same_grid(img_vol, lab_vol, lab_where)
+        order, flips = _axial_transform(img_vol)
+        img, lab = _apply(img, order, flips), _apply(lab, order, flips)
+        vox = tuple(img_vol.spacing[a] for a in order)
+        orientation = {
+            "axis_order": list(order),
+            "flipped": list(flips),
+            "note": "axial LPS: slice 1 most inferior, rows anterior→posterior, columns right→left",
+        }
+    else:
+        if spacing is None:
+            raise DataValidationError(
+                None,
+                "spacing: give the (z, y, x) or (y, x) voxel spacing in mm of an "
+                "array image (the file names carry the pixel spacing)",
+            )
+        sp = tuple(float(s) for s in spacing)
+        if len(sp) not in (2, 3) or not all(np.isfinite(s) and s > 0 for s in sp):
+            raise DataValidationError(None, f"spacing must be 2 or 3 positive numbers (mm), got {spacing!r}")
+        vox = sp if len(sp) == 3 else (float("nan"), *sp)
+        orientation = {
+            "axis_order": [0, 1, 2],
+            "flipped": [False, False, False],
+            "note": "array taken as (D, H, W) axial, written as it is",
+        }
+    return img, lab, vox, orientation
+
+
+def _masks(
+    lab: np.ndarray, organs: dict[str, tuple[int, ...]], case: int, day: int
+) -> tuple[dict[str, dict[str, str]], np.ndarray, dict[str, int]]:
+    """Every slice's RLE per class (``{id: {class: rle}}``), which slices hold each class (classes × slices) and
+    each class's voxel count."""
+    depth = lab.shape[0]
+    rles: dict[str, dict[str, str]] = {}
+    present = np.zeros((len(CLASSES), depth), bool)
+    voxels = {}
+    for k, cls in enumerate(CLASSES):
+        mask = np.isin(lab, organs[cls]) if cls in organs else np.zeros(lab.shape, bool)
+        present[k] = mask.any(axis=(1, 2))
+        voxels[cls] = int(np.count_nonzero(mask))
+        for z in range(depth):
+            id_ = f"case{case}_day{day}_slice_{z + 1:04d}"
+            rles.setdefault(id_, {})[cls] = rle_encode(mask[z])
+    return rles, present, voxels
+
+
+def _existing_rows(csv_path: Path, rles: Mapping[str, object], append: bool) -> dict[str, dict[str, str]]:
+    """The rows of an existing ``train.csv`` the new scan is added to; refused without ``append``, with columns
+    that appending would drop, or when it holds any of the ids of ``rles``."""
+    if not append:
+        raise DataValidationError(
+            csv_path, "already exists: pass append=True to add a scan to it, or choose a new folder"
+        )
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh), [])
+    extra = [c for c in header if c not in ("id", "class", "segmentation")]
+    if extra:
+        raise DataValidationError(
+            csv_path,
+            f"has column(s) {', '.join(map(printable, extra))} besides "
+            "id,class,segmentation; appending would drop them",
+        )
+    existing = read_train_csv(csv_path)
+    clash = sorted(set(existing) & set(rles), key=parse_id)
+    if clash:
+        more = f" and {len(clash) - 5} more" if len(clash) > 5 else ""
+        raise DataValidationError(
+            csv_path, f"already holds {len(clash)} of the ids to write: {', '.join(clash[:5])}{more}"
+        )
+    return existing
+
+
+def _write_scan(
+    out_root: Path, day_dir: Path, csv_path: Path, names: list[str], pixels: np.ndarray, rows: dict[str, dict[str, str]]
+) -> None:
+    """The scan's PNGs into ``day_dir`` (written under a temporary name, then renamed) and ``train.csv``
+    rewritten with ``rows``; on any failure what this call created is removed."""
+    created: list[Path] = []  # folders this call made, removed again (if empty) on failure
+    for folder in (out_root, out_root / "train", day_dir.parent):
+        if not folder.exists():
+            folder.mkdir()
+            created.append(folder)
+    tmp_dir = day_dir.with_name(f".{day_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    moved = False
+    try:
+        (tmp_dir / "scans").mkdir(parents=True)
+        for z, name in enumerate(names):
+            _write_png(tmp_dir / "scans" / name, pixels[z])
+        os.replace(tmp_dir, day_dir)
+        moved = True
+        write_train_csv(csv_path, rows)
+    except BaseException:
+        shutil.rmtree(day_dir if moved else tmp_dir, ignore_errors=True)
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def totalsegmentator_mr_to_uwgi(
+    mr_path: str | Path,
+    seg_path: str | Path,
+    class_map_path: str | Path,
+    out_root: str | Path,
+    *,
+    case: int,
+    day: int,
+    append: bool = True,
+    key: str = "total_mr",
+) -> dict:
     """A TotalSegmentator MR volume (``mr_path``) and its label map (``seg_path``) as scan
     ``case{case}_day{day}`` under ``out_root`` (see :func:`volume_to_uwgi`), with the ids of
     ``class_map_path`` (a JSON ``{key: {"id": "name"}}``, ``key`` "total_mr") for the organs of
@@ -396,8 +482,10 @@ def totalsegmentator_mr_to_uwgi(mr_path: str | Path, seg_path: str | Path, class
         if missing:
             raise DataValidationError(class_map_path, f"{key} has no class {', '.join(missing)} (needed for {cls})")
         organ_labels[cls] = [i for n in names for i in by_name[n]]
-    summary = volume_to_uwgi(mr_path, seg_path, out_root, case=case, day=day, organ_labels=organ_labels,
-                             append=append)
-    summary["class_map"] = {"path": str(class_map_path), "key": key,
-                            "organs": {cls: list(names) for cls, names in TOTALSEGMENTATOR_MR_ORGANS.items()}}
+    summary = volume_to_uwgi(mr_path, seg_path, out_root, case=case, day=day, organ_labels=organ_labels, append=append)
+    summary["class_map"] = {
+        "path": str(class_map_path),
+        "key": key,
+        "organs": {cls: list(names) for cls, names in TOTALSEGMENTATOR_MR_ORGANS.items()},
+    }
     return summary

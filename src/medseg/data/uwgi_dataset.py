@@ -1,4 +1,4 @@
-"""The UW-Madison GI-tract competition folder as a medseg data set (``data.format: uwgi``, issue 13).
+"""The UW-Madison GI-tract competition folder as a medseg data set (``data.format: uwgi``).
 
 The folder is read exactly as published (:mod:`medseg.data.uwgi`: ``train.csv`` + ``train/case*/case*_day*/
 scans/*.png``, checked for consistency first) and held like every 2D set, as one
@@ -66,8 +66,10 @@ def organ_channels(class_names: Sequence[str], where: str | Path | None = None) 
     """Index in :data:`~medseg.data.uwgi.CLASSES` of each of the task's classes (the label channels)."""
     unknown = [c for c in class_names if c not in CLASSES]
     if unknown or len(set(class_names)) != len(class_names):
-        raise ConfigError(f"task.class_names {list(class_names)} for UW-Madison data ({where}) must name organs of "
-                          f"the competition, each once: {', '.join(CLASSES)} (task.mode: multilabel)")
+        raise ConfigError(
+            f"task.class_names {list(class_names)} for UW-Madison data ({where}) must name organs of "
+            f"the competition, each once: {', '.join(CLASSES)} (task.mode: multilabel)"
+        )
     return [CLASSES.index(c) for c in class_names]
 
 
@@ -108,8 +110,9 @@ def resize_stack(arrays: np.ndarray, size: Sequence[int], *, labels: bool) -> np
     if labels:
         out = F.interpolate(x.float(), size=tuple(int(v) for v in size), mode="nearest").to(torch.uint8)
     else:
-        out = F.interpolate(x.float(), size=tuple(int(v) for v in size), mode="bilinear", align_corners=False,
-                            antialias=True)
+        out = F.interpolate(
+            x.float(), size=tuple(int(v) for v in size), mode="bilinear", align_corners=False, antialias=True
+        )
     out = out[:, 0] if squeeze else out
     return out.numpy()
 
@@ -130,9 +133,14 @@ def grid_of(settings: Mapping, shapes: Sequence[tuple[int, int]]) -> tuple[str, 
     return "canvas", (max(int(h) for h, _ in shapes), max(int(w) for _, w in shapes))
 
 
-def place_on_grid(images: np.ndarray, mode: str, grid: Sequence[int], *, pad_value: float | str = "border",
-                  masks: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int] | None]:
+def place_on_grid(
+    images: np.ndarray,
+    mode: str,
+    grid: Sequence[int],
+    *,
+    pad_value: float | str = "border",
+    masks: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int, int, int] | None]:
     """Slices of ONE shape, (n, H, W) float images in [0, 1] (and optionally their (n, C, H, W) 0/1 masks), on
     the grid ``grid`` as training feeds them: ``resize`` (images bilinear with antialiasing, masks nearest),
     ``pad`` (centre pad with ``pad_value`` — a number or ``"border"``, :func:`~medseg.data.pommier.pad_to` — or
@@ -151,11 +159,13 @@ def place_on_grid(images: np.ndarray, mode: str, grid: Sequence[int], *, pad_val
     if mode == "resize":
         if (h, w) == (gh, gw):
             return images, masks, None
-        return (resize_stack(images, (gh, gw), labels=False),
-                None if masks is None else resize_stack(masks, (gh, gw), labels=True), None)
+        return (
+            resize_stack(images, (gh, gw), labels=False),
+            None if masks is None else resize_stack(masks, (gh, gw), labels=True),
+            None,
+        )
     if mode == "pad":
-        return (pad_to(images, (gh, gw), pad_value),
-                None if masks is None else pad_to(masks, (gh, gw), 0), None)
+        return (pad_to(images, (gh, gw), pad_value), None if masks is None else pad_to(masks, (gh, gw), 0), None)
     if mode != "canvas":
         raise ValueError(f"grid mode must be resize, pad or canvas, got {mode!r}")
     if h > gh or w > gw:
@@ -170,8 +180,7 @@ def place_on_grid(images: np.ndarray, mode: str, grid: Sequence[int], *, pad_val
     return canvas, full, (top, left, h, w)
 
 
-def from_grid(proba: np.ndarray, mode: str, shape: Sequence[int],
-              box: Sequence[int] | None = None) -> np.ndarray:
+def from_grid(proba: np.ndarray, mode: str, shape: Sequence[int], box: Sequence[int] | None = None) -> np.ndarray:
     """Probabilities on the grid, (C, h, w) or (n, C, h, w), → at the slices' own size ``shape`` = (H, W): scaled
     back (bilinear) after ``resize``; cut out of the canvas ``box`` (top, left, H, W) when given; otherwise
     (``pad``, or a canvas of one size) the centre crop/pad inverse of :func:`place_on_grid` — the slice's
@@ -203,8 +212,10 @@ def load_uwgi_data(data_cfg: dict, task: dict, progress: bool = True):
     docstring)."""
     root, synthesized = resolve_data_path(data_cfg)
     if task.get("mode") != "multilabel":
-        raise ConfigError(f"UW-Madison data ({root}) has overlapping organs: set task.mode: multilabel (one sigmoid "
-                          "channel per organ)")
+        raise ConfigError(
+            f"UW-Madison data ({root}) has overlapping organs: set task.mode: multilabel (one sigmoid "
+            "channel per organ)"
+        )
     channels = organ_channels(task["class_names"], root)
     rles = read_train_csv(root / "train.csv")
     index = scan_index(root)
@@ -215,8 +226,11 @@ def load_uwgi_data(data_cfg: dict, task: dict, progress: bool = True):
     shapes = [r.shape for r in index]
     mode, grid = grid_of(data_cfg, shapes)
     n = len(index)
-    check_dataset_bytes(root, n * grid[0] * grid[1] * (4 + len(channels)),
-                        what=f"{n:,} slices of {grid[0]}x{grid[1]} (float32 + {len(channels)} masks)")
+    check_dataset_bytes(
+        root,
+        n * grid[0] * grid[1] * (4 + len(channels)),
+        what=f"{n:,} slices of {grid[0]}x{grid[1]} (float32 + {len(channels)} masks)",
+    )
     notes: list[str] = []
     if mode == "pad":
         warn_crop(notes, shapes, grid, root.name)
@@ -238,17 +252,42 @@ def load_uwgi_data(data_cfg: dict, task: dict, progress: bool = True):
     slices = [r.slice for r in index]
     k, stride = int(data_cfg.get("context_slices") or 0), int(data_cfg.get("context_stride") or 1)
     n_scans, n_cases = len(set(scans)), len({r.case for r in index})
-    what = {"resize": f"resized to {grid[0]}x{grid[1]}", "pad": f"padded to {grid[0]}x{grid[1]}",
-            "canvas": "at full resolution"}[mode]
-    notes.append(f"{root.name}: {n:,} slices of {n_scans} scans, {n_cases} cases (UW-Madison layout), {what}"
-                 + (f"; 2.5D input of {2 * k + 1} slices {stride} apart" if k else ""))
-    info = {"kind": KIND, "root": str(root), "grid": mode, "size": list(grid), "scans": scans, "slices": slices,
-            "original_shapes": [list(s) for s in shapes], "spacings": [list(r.spacing) for r in index],
-            "files": [str(r.path) for r in index], "case_day": [[r.case, r.day] for r in index],
-            "channels": channels}
-    return SegmentationData(images, labels, [r.id for r in index], str(root), synthesized, notes, grid,
-                            groups=[f"case{r.case}" for r in index], volume_info=info, boxes=boxes, strata=strata,
-                            context=context_indices(scans, slices, k, stride))
+    what = {
+        "resize": f"resized to {grid[0]}x{grid[1]}",
+        "pad": f"padded to {grid[0]}x{grid[1]}",
+        "canvas": "at full resolution",
+    }[mode]
+    notes.append(
+        f"{root.name}: {n:,} slices of {n_scans} scans, {n_cases} cases (UW-Madison layout), {what}"
+        + (f"; 2.5D input of {2 * k + 1} slices {stride} apart" if k else "")
+    )
+    info = {
+        "kind": KIND,
+        "root": str(root),
+        "grid": mode,
+        "size": list(grid),
+        "scans": scans,
+        "slices": slices,
+        "original_shapes": [list(s) for s in shapes],
+        "spacings": [list(r.spacing) for r in index],
+        "files": [str(r.path) for r in index],
+        "case_day": [[r.case, r.day] for r in index],
+        "channels": channels,
+    }
+    return SegmentationData(
+        images,
+        labels,
+        [r.id for r in index],
+        str(root),
+        synthesized,
+        notes,
+        grid,
+        groups=[f"case{r.case}" for r in index],
+        volume_info=info,
+        boxes=boxes,
+        strata=strata,
+        context=context_indices(scans, slices, k, stride),
+    )
 
 
 def is_uwgi_data(data) -> bool:
@@ -270,8 +309,9 @@ def original_masks(data, i: int, rles: dict | None = None) -> np.ndarray:
         rles = read_train_csv(Path(info["root"]) / "train.csv")
     i = int(i)
     (h, w), (case, day) = info["original_shapes"][i], info["case_day"][i]
-    record = ScanRecord(int(case), int(day), int(info["slices"][i]), Path(info["files"][i]), int(w), int(h),
-                        tuple(info["spacings"][i]))
+    record = ScanRecord(
+        int(case), int(day), int(info["slices"][i]), Path(info["files"][i]), int(w), int(h), tuple(info["spacings"][i])
+    )
     if record.id != data.names[i]:
         raise DataValidationError(record.path, f"item {i} is {data.names[i]}, its file says {record.id}")
     return masks_for(record, rles).transpose(2, 0, 1)[info["channels"]]
@@ -286,6 +326,21 @@ def scan_groups(data, indices: Sequence[int]) -> dict[str, list[int]]:
     return {s: sorted(v, key=lambda i: info["slices"][i]) for s, v in out.items()}
 
 
-__all__ = ["KIND", "UINT16_MAX", "context_indices", "from_grid", "grid_of", "is_uwgi_data", "is_uwgi_folder",
-           "load_uwgi_data", "organ_channels", "original_masks", "place_on_grid", "read_slice", "resize_stack",
-           "scan_groups", "scan_of", "to_original_size"]
+__all__ = [
+    "KIND",
+    "UINT16_MAX",
+    "context_indices",
+    "from_grid",
+    "grid_of",
+    "is_uwgi_data",
+    "is_uwgi_folder",
+    "load_uwgi_data",
+    "organ_channels",
+    "original_masks",
+    "place_on_grid",
+    "read_slice",
+    "resize_stack",
+    "scan_groups",
+    "scan_of",
+    "to_original_size",
+]

@@ -45,11 +45,16 @@ class Volume:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.array.shape)
 
-    def with_array(self, array: np.ndarray, **changes) -> "Volume":
+    def with_array(self, array: np.ndarray, **changes) -> Volume:
         """A volume on the same grid (a label map for this image, say)."""
-        return Volume(array, changes.get("spacing", self.spacing), changes.get("origin", self.origin),
-                      changes.get("direction", self.direction), changes.get("modality", self.modality),
-                      dict(self.meta, **changes.get("meta", {})))
+        return Volume(
+            array,
+            changes.get("spacing", self.spacing),
+            changes.get("origin", self.origin),
+            changes.get("direction", self.direction),
+            changes.get("modality", self.modality),
+            dict(self.meta, **changes.get("meta", {})),
+        )
 
     def affine_lps(self) -> np.ndarray:
         """4×4 voxel (x, y, z index) → LPS mm."""
@@ -68,8 +73,11 @@ def check_dtype(path: str | Path | None, dtype: np.dtype, what: str = "image") -
     """Refuse a data type that is not real numbers, before the data are read (from a header) or after."""
     dtype = np.dtype(dtype)
     if dtype.kind == "c":
-        raise DataValidationError(path, f"{what} holds complex values ({dtype}); medseg reads real intensities only "
-                                        "and will not drop the imaginary part: save the magnitude or the real part")
+        raise DataValidationError(
+            path,
+            f"{what} holds complex values ({dtype}); medseg reads real intensities only "
+            "and will not drop the imaginary part: save the magnitude or the real part",
+        )
     if dtype.kind not in "biuf":
         raise DataValidationError(path, f"{what} has data type {dtype}; expected integer or floating-point values")
 
@@ -84,7 +92,7 @@ def check_values(path: str | Path | None, array: np.ndarray, what: str = "image"
     if kind == "f":
         array = np.atleast_1d(array)
         step = max(1, _CHUNK_VALUES // max(1, array.size // len(array)))  # rows of axis 0 per slab (views)
-        bad = sum(int(np.count_nonzero(~np.isfinite(array[i:i + step]))) for i in range(0, len(array), step))
+        bad = sum(int(np.count_nonzero(~np.isfinite(array[i : i + step]))) for i in range(0, len(array), step))
         if bad:
             raise DataValidationError(path, f"{what} holds {bad:,} NaN or infinite value(s) of {array.size:,}")
 
@@ -95,13 +103,18 @@ def validate_volume(volume: Volume, path: str | Path | None, what: str = "volume
     check_values(path, volume.array, what)
     spacing = np.asarray(volume.spacing, float)
     if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
-        raise DataValidationError(path, f"{what} has voxel spacing {tuple(spacing.tolist())} mm (z, y, x); each must "
-                                        "be a finite positive number")
+        raise DataValidationError(
+            path,
+            f"{what} has voxel spacing {tuple(spacing.tolist())} mm (z, y, x); each must be a finite positive number",
+        )
     origin = np.asarray(volume.origin, float)
     if not np.all(np.isfinite(origin)):
         raise DataValidationError(path, f"{what} has origin {tuple(origin.tolist())} mm; it must be finite")
     direction = np.asarray(volume.direction, float)
     if not np.all(np.isfinite(direction)) or abs(np.linalg.det(direction)) < 1e-6:
-        raise DataValidationError(path, f"{what} has direction cosines {direction.round(6).tolist()}: not finite or "
-                                        "singular (two axes parallel or one of length zero)")
+        raise DataValidationError(
+            path,
+            f"{what} has direction cosines {direction.round(6).tolist()}: not finite or "
+            "singular (two axes parallel or one of length zero)",
+        )
     return volume

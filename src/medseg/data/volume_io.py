@@ -91,7 +91,7 @@ VolumeFormat = Literal["dicom", "nifti", "hdf5"]
 
 
 def volume_format(path: str | Path) -> VolumeFormat:
-    """"nifti" (.nii, .nii.gz), "hdf5" (.h5, .hdf5) or "dicom" (a folder, a .zip, a .dcm file)."""
+    """ "nifti" (.nii, .nii.gz), "hdf5" (.h5, .hdf5) or "dicom" (a folder, a .zip, a .dcm file)."""
     path = Path(path)
     suffix = suffix_of(path)
     if suffix in NIFTI_SUFFIXES:
@@ -103,8 +103,7 @@ def volume_format(path: str | Path) -> VolumeFormat:
     raise DataValidationError(path, "unknown volume format; give .nii/.nii.gz, .h5/.hdf5, a DICOM folder or a .zip")
 
 
-def read_volume(path: str | Path, *, key: str | None = None, max_voxels: int | None = None,
-                **dicom_options) -> Volume:
+def read_volume(path: str | Path, *, key: str | None = None, max_voxels: int | None = None, **dicom_options) -> Volume:
     """Read a volume whatever its format (see :func:`volume_format`). For HDF5, ``key`` defaults to
     "image" (or "label" in a file that holds only a label); ``dicom_options`` go to read_dicom_series
     (e.g. ``allow_gaps``). ``max_voxels``: the voxel budget (default ``$MEDSEG_MAX_VOXELS`` or 2**27)."""
@@ -146,8 +145,10 @@ def write_volume(volume: Volume, path: str | Path, *, label: bool = False, **opt
     if suffix == ".zip":
         raise DataValidationError(path, "writing a zip is not supported; give a folder for a DICOM series")
     if label:
-        raise DataValidationError(path, "a label map is written as NIfTI or HDF5 here (DICOM-SEG is not "
-                                        "supported yet); use a .nii.gz or .h5 name")
+        raise DataValidationError(
+            path,
+            "a label map is written as NIfTI or HDF5 here (DICOM-SEG is not supported yet); use a .nii.gz or .h5 name",
+        )
     return write_dicom_series(volume, path, **options)
 
 
@@ -161,8 +162,9 @@ def write_label_like(label_array: np.ndarray, reference: Volume, path: str | Pat
     path = Path(path)
     label_array = np.asarray(label_array)
     if label_array.shape != reference.shape:
-        raise DataValidationError(path, f"label shape {label_array.shape} differs from the reference volume's "
-                                        f"{reference.shape}")
+        raise DataValidationError(
+            path, f"label shape {label_array.shape} differs from the reference volume's {reference.shape}"
+        )
     suffix = suffix_of(path)
     if suffix not in NIFTI_SUFFIXES + HDF5_SUFFIXES:
         fmt = reference.meta.get("format", "dicom")
@@ -190,8 +192,11 @@ def _convert_job(inp: str, out: str, fmt: str, read_options: dict) -> dict:
     try:
         return _convert_one(inp, out, fmt, read_options)
     except DataValidationError as exc:
-        return {"input": inp, "error": str(exc), "_error": ("DataValidationError", str(exc.path) if exc.path else None,
-                                                           exc.problem)}
+        return {
+            "input": inp,
+            "error": str(exc),
+            "_error": ("DataValidationError", str(exc.path) if exc.path else None, exc.problem),
+        }
     except (OSError, ValueError) as exc:
         return {"input": inp, "error": str(exc), "_error": (type(exc).__name__, None, str(exc))}
 
@@ -212,10 +217,19 @@ def _convert_one(inp: str, out: str, fmt: str, read_options: dict) -> dict:
     else:
         write_nifti(vol, out)
     t2 = time.perf_counter()
-    return {"input": inp, "output": out, "seconds": round(t2 - t0, 4), "read_seconds": round(t1 - t0, 4),
-            "write_seconds": round(t2 - t1, 4), "shape": list(vol.shape), "spacing": list(vol.spacing),
-            "dtype": str(vol.array.dtype), "skipped_files": vol.meta.get("skipped_files", 0),
-            "gaps": vol.meta.get("gaps", []), "error": None}
+    return {
+        "input": inp,
+        "output": out,
+        "seconds": round(t2 - t0, 4),
+        "read_seconds": round(t1 - t0, 4),
+        "write_seconds": round(t2 - t1, 4),
+        "shape": list(vol.shape),
+        "spacing": list(vol.spacing),
+        "dtype": str(vol.array.dtype),
+        "skipped_files": vol.meta.get("skipped_files", 0),
+        "gaps": vol.meta.get("gaps", []),
+        "error": None,
+    }
 
 
 def convert_series(
@@ -256,8 +270,14 @@ def convert_series(
         if result.get("error"):
             if fail_fast:
                 _raise_error(result)
-            result = {"input": jobs[i][0], "output": None, "seconds": None, "shape": None, "spacing": None,
-                      "error": result["error"]}
+            result = {
+                "input": jobs[i][0],
+                "output": None,
+                "seconds": None,
+                "shape": None,
+                "spacing": None,
+                "error": result["error"],
+            }
         results[i] = result
         bar.update()
 
@@ -268,8 +288,9 @@ def convert_series(
                 finish(i, _convert_job(inp, out, fmt, read_options))
         else:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(_convert_job, inp, out, fmt, read_options): i
-                           for i, (inp, out) in enumerate(jobs)}
+                futures = {
+                    pool.submit(_convert_job, inp, out, fmt, read_options): i for i, (inp, out) in enumerate(jobs)
+                }
                 try:
                     for fut in as_completed(futures):
                         finish(futures[fut], fut.result())
@@ -309,12 +330,16 @@ def run_convert(
         else:
             expanded.append(p)
     t0 = time.perf_counter()
-    results = convert_series(expanded, out_dir, fmt, workers, require_modality=require_modality, allow_gaps=allow_gaps,
-                             progress=progress)
+    results = convert_series(
+        expanded, out_dir, fmt, workers, require_modality=require_modality, allow_gaps=allow_gaps, progress=progress
+    )
     wall = time.perf_counter() - t0
     ok = [r for r in results if r["error"] is None]
     return {
-        "out_dir": str(out_dir), "format": fmt, "converted": len(ok), "failed": len(results) - len(ok),
+        "out_dir": str(out_dir),
+        "format": fmt,
+        "converted": len(ok),
+        "failed": len(results) - len(ok),
         "wall_seconds": round(wall, 3),
         "seconds_per_series": round(float(np.mean([r["seconds"] for r in ok])), 4) if ok else None,
         "results": results,

@@ -42,8 +42,8 @@ from medseg.data.nifti_io import NIFTI_SUFFIXES
 from medseg.data.registry import load_any_data  # the registry's front door, where training imports it
 from medseg.data.volume_io import strip_suffix, suffix_of
 from medseg.errors import ConfigError, DataValidationError
-from medseg.progress import Progress
 from medseg.paths import medseg_home
+from medseg.progress import Progress
 
 
 def _suffix(path: Path) -> str | None:
@@ -63,8 +63,16 @@ def ensure_phantom(settings: dict, progress: bool = True) -> Path:
 
     out = phantom_dir(settings)
     if not (out / "manifest.json").is_file():
-        write_phantom(out, n=int(settings["n"]), formats=("hdf5",), shape=settings["shape"],
-                      spacing=settings["spacing"], seed=int(settings["seed"]), progress=progress, overwrite=True)
+        write_phantom(
+            out,
+            n=int(settings["n"]),
+            formats=("hdf5",),
+            shape=settings["shape"],
+            spacing=settings["spacing"],
+            seed=int(settings["seed"]),
+            progress=progress,
+            overwrite=True,
+        )
     return out
 
 
@@ -106,15 +114,18 @@ def _folder_pairs(folder: Path) -> list[tuple[str, Path, Path | None, str]]:
                 else:
                     pairs.append((case, p, lab, "file"))
             if missing:
-                raise DataValidationError(labels_dir, f"no label volume for {len(missing)} image(s): {', '.join(missing[:5])}")
+                raise DataValidationError(
+                    labels_dir, f"no label volume for {len(missing)} image(s): {', '.join(missing[:5])}"
+                )
             return pairs
     pairs = []
     for p in sorted(folder.iterdir()):
         stem = strip_suffix(p)
         if _suffix(p) in NIFTI_SUFFIXES and stem.endswith("_image"):
             case = stem[: -len("_image")]
-            lab = next((folder / f"{case}_label{s}" for s in NIFTI_SUFFIXES if (folder / f"{case}_label{s}").is_file()),
-                       None)
+            lab = next(
+                (folder / f"{case}_label{s}" for s in NIFTI_SUFFIXES if (folder / f"{case}_label{s}").is_file()), None
+            )
             if lab is None:
                 raise DataValidationError(p, f"no {case}_label.nii.gz beside it")
             pairs.append((case, p, lab, "file"))
@@ -130,9 +141,12 @@ def volume_pairs(folder: Path) -> list[tuple[str, Path, Path | None, str]]:
     else:
         pairs = _folder_pairs(folder)
     if not pairs:
-        raise DataValidationError(folder, "no volumes found: expected a phantom folder (manifest.json), images/ + "
-                                          "labels/, <case>_image.nii.gz + <case>_label.nii.gz, or .h5 files with "
-                                          "'image' and 'label' datasets")
+        raise DataValidationError(
+            folder,
+            "no volumes found: expected a phantom folder (manifest.json), images/ + "
+            "labels/, <case>_image.nii.gz + <case>_label.nii.gz, or .h5 files with "
+            "'image' and 'label' datasets",
+        )
     return sorted(pairs, key=lambda p: p[0])
 
 
@@ -184,7 +198,9 @@ def load_volume_data(cfg: dict, progress: bool = True) -> SegmentationData:
     else:
         folder = Path(spec).expanduser()
         if not folder.is_dir():
-            raise DataValidationError(folder, "volume data not found (give a folder of CT volumes and labels, or synth:phantom)")
+            raise DataValidationError(
+                folder, "volume data not found (give a folder of CT volumes and labels, or synth:phantom)"
+            )
         manifest = folder / "manifest.json"
         if manifest.is_file():
             try:
@@ -200,20 +216,33 @@ def load_volume_data(cfg: dict, progress: bool = True) -> SegmentationData:
         img, lab = _read_pair(img_path, lab_path, kind)
         where = lab_path or img_path
         if lab.shape != img.shape:
-            raise DataValidationError(where, f"label grid {lab.shape} differs from its image's {img.shape} ({img_path.name})")
+            raise DataValidationError(
+                where, f"label grid {lab.shape} differs from its image's {img.shape} ({img_path.name})"
+            )
         images.append(preprocess_volume(img.array, cfg))
         labels.append(preprocess_label(_label_channels(lab.array, mode, n_classes, where), cfg))
         if len(images) == 1:
-            check_dataset_bytes(folder, len(pairs) * (images[0].nbytes + labels[0].nbytes),
-                                what=f"{len(pairs)} preprocessed volumes of {images[0].shape}")
+            check_dataset_bytes(
+                folder,
+                len(pairs) * (images[0].nbytes + labels[0].nbytes),
+                what=f"{len(pairs)} preprocessed volumes of {images[0].shape}",
+            )
         names.append(case)
         shapes.append(list(img.shape))
         spacings.append(list(img.spacing))
     groups = patient_ids(names, data_cfg.get("patient_pattern"))
     notes = [f"{len(names)} volumes of {len(set(groups))} patients, preprocessed to {tuple(images[0].shape)}"]
-    return SegmentationData(np.stack(images), np.stack(labels), names, str(folder), synthesized, notes,
-                            tuple(images[0].shape), groups=groups,
-                            volume_info={"original_shapes": shapes, "spacings": spacings})
+    return SegmentationData(
+        np.stack(images),
+        np.stack(labels),
+        names,
+        str(folder),
+        synthesized,
+        notes,
+        tuple(images[0].shape),
+        groups=groups,
+        volume_info={"original_shapes": shapes, "spacings": spacings},
+    )
 
 
 __all__ = ["ensure_phantom", "load_any_data", "load_volume_data", "patient_ids", "phantom_dir", "volume_pairs"]

@@ -78,6 +78,7 @@ def label_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     if a.dtype == bool:
         return a.astype(np.uint8)
     if a.size and (not np.all(np.mod(a, 1) == 0) or a.min() < 0 or a.max() > 255):
-        raise DataValidationError(path, f"a label map must hold integers 0..255; got values {a.min()}..{a.max()} "
-                                        f"({a.dtype})")
+        raise DataValidationError(
+            path, f"a label map must hold integers 0..255; got values {a.min()}..{a.max()} ({a.dtype})"
+        )
     return a.astype(np.uint8)

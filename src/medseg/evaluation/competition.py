@@ -21,8 +21,9 @@ from medseg.data.uwgi_dataset import original_masks, scan_groups, to_original_si
 from medseg.metrics.uw_score import UWScore
 
 
-def competition_score(data, indices: Sequence[int], proba: np.ndarray, class_names: Sequence[str], *,
-                      threshold: float = 0.5) -> dict:
+def competition_score(
+    data, indices: Sequence[int], proba: np.ndarray, class_names: Sequence[str], *, threshold: float = 0.5
+) -> dict:
     """UWScore aggregate (mean over scans) of ``proba`` (N, C, h, w) — the probabilities of the items
     ``indices`` of the UW-Madison ``data``, in that order — plus ``per_scan`` final scores."""
     rles = read_train_csv(Path(data.volume_info["root"]) / "train.csv")

@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
-from medseg.progress import Progress
 
 from medseg.config import load_config
+from medseg.data.datasets import SegmentationData, update_metrics
 from medseg.data.registry import load_any_data
+from medseg.data.runs import splits_for
+from medseg.data.splits import fold_indices
 from medseg.errors import DataValidationError
 from medseg.evaluation.karyotype import karyotype_class_probabilities, karyotype_metric, update_in_chunks
 from medseg.evaluation.karyotype_cells import has_chromosome_records, karyotype_comparison
@@ -42,9 +44,7 @@ from medseg.evaluation.tasks import Task, language_for, shown_references, tasks_
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.metrics import SegmentationMetrics
 from medseg.metrics.efficiency import count_parameters, time_inference
-from medseg.data.runs import splits_for
-from medseg.data.splits import fold_indices
-from medseg.data.datasets import SegmentationData, update_metrics
+from medseg.progress import Progress
 
 
 def model_family(model_cfg: dict) -> str:
@@ -139,16 +139,20 @@ def check_same_data(run_dir: Path, data_obj) -> None:
     except (OSError, ValueError, AttributeError):
         return  # runs from before data.json recorded it
     if trained_on and trained_on != data_obj.fingerprint:
-        raise DataValidationError(data_obj.source, f"these are not the data the run {run_dir} was trained on "
-                                  f"(content hash {data_obj.fingerprint}, trained on {trained_on}, {record.name}): "
-                                  "its split would not be the run's; restore the data, or pass --data to evaluate "
-                                  "on other data deliberately")
+        raise DataValidationError(
+            data_obj.source,
+            f"these are not the data the run {run_dir} was trained on "
+            f"(content hash {data_obj.fingerprint}, trained on {trained_on}, {record.name}): "
+            "its split would not be the run's; restore the data, or pass --data to evaluate "
+            "on other data deliberately",
+        )
 
 
 def _new_metrics(cfg: dict, class_names: list[str]) -> SegmentationMetrics:
     # every class but task.background is scored (SegmentationMetrics.from_task)
-    return SegmentationMetrics.from_task({**cfg["task"], "class_names": class_names},
-                                         hausdorff=bool(cfg["evaluate"]["hausdorff"]))
+    return SegmentationMetrics.from_task(
+        {**cfg["task"], "class_names": class_names}, hausdorff=bool(cfg["evaluate"]["hausdorff"])
+    )
 
 
 @dataclass
@@ -198,7 +202,7 @@ def _score_fold(ev: _Evaluation, pred: Predictor, d: Path) -> None:
     idx = ev.test_idx
     if ev.cv_validation:
         _, val_idx, _ = fold_indices(ev.splits, _fold_number(pred, d))
-        idx = np.asarray(val_idx[:ev.limit_test] if ev.limit_test else val_idx, dtype=np.int64)
+        idx = np.asarray(val_idx[: ev.limit_test] if ev.limit_test else val_idx, dtype=np.int64)
     labels = data_obj.labels[idx]
     proba = pred.predict_proba(data_obj.inputs(idx), boxes=data_obj.boxes_of(idx))  # boxes: sizes differ
     m = _new_metrics(cfg, class_names)
@@ -277,8 +281,9 @@ def _score_ensemble(ev: _Evaluation, summary: dict, n_models: int, karyotype_out
         summary["karyotype"] = summary["ensemble"]["karyotype"] = ev.pooled_karyotype.aggregate()
         if own_data and has_chromosome_records(data_obj.source):  # the baseline beside it; per-cell decisions
             learned = karyotype_class_probabilities(ev.pooled_karyotype, ev.probs_sum, labels, n_models)
-            summary["karyotype"].update(karyotype_comparison(
-                data_obj.source, fold_indices(ev.splits, 0)[0], test_idx, learned, karyotype_out))
+            summary["karyotype"].update(
+                karyotype_comparison(data_obj.source, fold_indices(ev.splits, 0)[0], test_idx, learned, karyotype_out)
+            )
     per_image = ens_metrics.per_image()
     for row, i in zip(per_image, test_idx.tolist(), strict=True):  # name the cases (worst/best in reports)
         row.update({"case_index": int(i), "case": data_obj.names[int(i)]})
@@ -292,11 +297,13 @@ def _efficiency(predictor: Predictor, size: tuple[int, ...]) -> dict:
     dev = predictor.device
     in_channels = int(predictor.meta["model"]["kwargs"].get("in_channels", 1))  # 2.5D: several slices
     efficiency = {"params": count_parameters(model), "input": [in_channels, *size] if in_channels > 1 else list(size)}
-    efficiency["cpu_ms_per_image"] = time_inference(model, (in_channels, *size), device="cpu", warmup=2,
-                                                    runs=10)["ms_per_image_median"]
+    efficiency["cpu_ms_per_image"] = time_inference(model, (in_channels, *size), device="cpu", warmup=2, runs=10)[
+        "ms_per_image_median"
+    ]
     if dev.type == "cuda":
-        efficiency["gpu_ms_per_image"] = time_inference(model, (in_channels, *size), device=dev, warmup=10,
-                                                        runs=100)["ms_per_image_median"]
+        efficiency["gpu_ms_per_image"] = time_inference(model, (in_channels, *size), device=dev, warmup=10, runs=100)[
+            "ms_per_image_median"
+        ]
         efficiency["gpu"] = torch.cuda.get_device_name(dev)
     return efficiency
 
@@ -307,14 +314,25 @@ def _data_note(cfg: dict, data_obj: SegmentationData, tasks: Sequence[Task]) -> 
     if not data_obj.synthesized:
         return ""
     own = next((note for task in tasks if (note := task.synthesized_note(cfg, data_obj))), None)
-    return own or (f"Synthesized data ({data_obj.source}): these numbers show the pipeline works, not what the "
-                   "model would reach on real images.")
+    return own or (
+        f"Synthesized data ({data_obj.source}): these numbers show the pipeline works, not what the "
+        "model would reach on real images."
+    )
 
 
-def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | None = None,
-                 folds: Sequence[int] | None = None, device: str = "auto", out_dir: str | Path | None = None,
-                 limit_test: int | None = None, progress: bool = True, trust_code: bool = False,
-                 karyotype_vote: str | None = None) -> Path:
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    tta: bool | None = None,
+    folds: Sequence[int] | None = None,
+    device: str = "auto",
+    out_dir: str | Path | None = None,
+    limit_test: int | None = None,
+    progress: bool = True,
+    trust_code: bool = False,
+    karyotype_vote: str | None = None,
+) -> Path:
     """``trust_code``: allow a model.json that names code outside medseg (see medseg.models.registry).
     ``karyotype_vote``: soft | majority for a karyotype task (default: the run's evaluate.karyotype_vote)."""
     run_dir = Path(run_dir)
@@ -330,15 +348,17 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
     splits, split_path = splits_for(cfg, data_obj)
     _, _, test_idx = fold_indices(splits, 0)
     test_idx = np.asarray(test_idx[:limit_test] if limit_test else test_idx, dtype=np.int64)
-    ev = _Evaluation(cfg, data_obj, splits, test_idx, evaluated_spacings(cfg, data_obj), limit_test, karyotype_vote,
-                     tasks_for(cfg))
+    ev = _Evaluation(
+        cfg, data_obj, splits, test_idx, evaluated_spacings(cfg, data_obj), limit_test, karyotype_vote, tasks_for(cfg)
+    )
     class_names, primary = ev.class_names, cfg["task"]["primary_metric"]
     if cfg["task"]["mode"] == "multiclass":
         ev.confusion = np.zeros((len(class_names),) * 2, dtype=np.int64)
     ev.pooled_karyotype = karyotype_metric(cfg, class_names, karyotype_vote)
     for d in Progress(dirs, desc="evaluating folds", disable=not progress):
-        pred = Predictor.from_path(d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]),
-                                   trust_code=trust_code)
+        pred = Predictor.from_path(
+            d, device=device, tta=tta, batch_size=int(cfg["evaluate"]["batch_size"]), trust_code=trust_code
+        )
         ev.predictors.append(pred)
         _score_fold(ev, pred, d)
 
@@ -358,17 +378,37 @@ def evaluate_run(run_dir: str | Path, *, data: str | None = None, tta: bool | No
         distinct = {ev.spacings[int(i)] for i in eval_idx}
         summary["spacing"] = list(distinct.pop()) if len(distinct) == 1 else "per image"
 
-    evaluated_on = ("cross-validation: each fold's model on its own validation fold (no held-out test set)"
-                    if ev.cv_validation else "held-out test set")
+    evaluated_on = (
+        "cross-validation: each fold's model on its own validation fold (no held-out test set)"
+        if ev.cv_validation
+        else "held-out test set"
+    )
     result = EvaluationResult(
-        run_name=cfg["name"], class_names=class_names, metrics=summary, per_image=per_image,
-        images=images, labels=labels, preds=preds, confusion=ev.confusion,
-        fold_values=ev.fold_values, histories=ev.histories, references=references_for(cfg),
+        run_name=cfg["name"],
+        class_names=class_names,
+        metrics=summary,
+        per_image=per_image,
+        images=images,
+        labels=labels,
+        preds=preds,
+        confusion=ev.confusion,
+        fold_values=ev.fold_values,
+        histories=ev.histories,
+        references=references_for(cfg),
         efficiency=_efficiency(ev.predictors[0], tuple(images.shape[1:])),
         data_note=_data_note(cfg, data_obj, ev.tasks),
-        cross_validation=ev.cv_validation, fold_metric=f"{primary} IoU", primary=primary,
-        extra={"data": data_obj.source, "split_file": str(split_path), "n_test": int(len(eval_idx)), "tta": tta,
-               "evaluated_on": evaluated_on,
-               "folds": [d.name for d in dirs], "model": cfg["model"], "notes": data_obj.notes},
+        cross_validation=ev.cv_validation,
+        fold_metric=f"{primary} IoU",
+        primary=primary,
+        extra={
+            "data": data_obj.source,
+            "split_file": str(split_path),
+            "n_test": int(len(eval_idx)),
+            "tta": tta,
+            "evaluated_on": evaluated_on,
+            "folds": [d.name for d in dirs],
+            "model": cfg["model"],
+            "notes": data_obj.notes,
+        },
     )
     return write_report(out, result)

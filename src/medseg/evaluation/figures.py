@@ -113,8 +113,9 @@ def select_worst_best(scores: Sequence[float], k: int = 3) -> tuple[list[int], l
     return worst, best
 
 
-def pick_slices(images: np.ndarray, labels: np.ndarray, preds: np.ndarray, *, multilabel: bool,
-                background: int | None = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+def pick_slices(
+    images: np.ndarray, labels: np.ndarray, preds: np.ndarray, *, multilabel: bool, background: int | None = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Volumes → one drawable slice per case: the axial slice with the most true foreground (where every
     slice has as much, the one with the most predicted foreground; failing that, the middle slice). 2D cases
     pass through.
@@ -196,8 +197,11 @@ def _error_map(wrong: np.ndarray, correct_fg: np.ndarray) -> np.ndarray:
     return err
 
 
-def _grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]], handles: list,
-          path: str | Path) -> None:
+def _grid(
+    rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Sequence[str]]],
+    handles: list,
+    path: str | Path,
+) -> None:
     """Rows of image | ground truth | prediction | error map, each panel with its title; legend below."""
     fig = _new_figure(4 * 2.3, len(rows) * 2.35 + 0.5)
     axes = fig.subplots(len(rows), 4, squeeze=False)
@@ -211,8 +215,7 @@ def _grid(rows: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, S
             a.set_yticks([])
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     n_legend_rows = math.ceil(len(handles) / 6)
-    fig.subplots_adjust(bottom=(0.3 + 0.2 * n_legend_rows) / (len(rows) * 2.35 + 0.5) + 0.02, hspace=0.3,
-                        wspace=0.05)
+    fig.subplots_adjust(bottom=(0.3 + 0.2 * n_legend_rows) / (len(rows) * 2.35 + 0.5) + 0.02, hspace=0.3, wspace=0.05)
     _save(fig, path)
 
 
@@ -249,10 +252,21 @@ def overlay_examples(
         union = np.count_nonzero(t_ov | p_ov)
         ov_iou = np.count_nonzero(t_ov & p_ov) / union if union else 1.0
         size = f"{captions[r]} overlap, " if captions else ""
-        titles = (f"#{i}: {size}{int(t_ov.sum())} px", "ground truth", f"prediction (overlap IoU {100 * ov_iou:.1f}%)",
-                  f"errors: {int(wrong.sum())} px")
-        rows.append((_grey(images[i]), label_to_rgb(lab, n_classes), label_to_rgb(pre, n_classes),
-                     _error_map(wrong, lab != 0), titles))
+        titles = (
+            f"#{i}: {size}{int(t_ov.sum())} px",
+            "ground truth",
+            f"prediction (overlap IoU {100 * ov_iou:.1f}%)",
+            f"errors: {int(wrong.sum())} px",
+        )
+        rows.append(
+            (
+                _grey(images[i]),
+                label_to_rgb(lab, n_classes),
+                label_to_rgb(pre, n_classes),
+                _error_map(wrong, lab != 0),
+                titles,
+            )
+        )
     _grid(rows, legend_handles(class_names, error=True), path)
     return [int(i) for i in idx]
 
@@ -302,8 +316,15 @@ def case_overlays(
             truth_rgb = label_to_rgb(lab, n, background)
             pred_rgb = label_to_rgb(pre, n, background)
             fg = np.ones(lab.shape, bool) if background is None else lab != background
-        rows.append((_grey(images[i]), truth_rgb, pred_rgb, _error_map(wrong, fg),
-                     (title, "ground truth", "prediction", f"errors: {int(wrong.sum())} px")))
+        rows.append(
+            (
+                _grey(images[i]),
+                truth_rgb,
+                pred_rgb,
+                _error_map(wrong, fg),
+                (title, "ground truth", "prediction", f"errors: {int(wrong.sum())} px"),
+            )
+        )
     handles = legend_handles(class_names, error=True, background_index=background, multilabel=multilabel)
     _grid(rows, handles, path)
     return idx
@@ -387,9 +408,7 @@ def _pick_metric(keys: Sequence[str]) -> str | None:
     return None
 
 
-def training_curves(
-    histories: Mapping[str, Sequence[Mapping]], path: str | Path, metric: str | None = None
-) -> Path:
+def training_curves(histories: Mapping[str, Sequence[Mapping]], path: str | Path, metric: str | None = None) -> Path:
     """Loss (train solid, validation dashed), one validation metric and the learning rate per epoch.
 
     One colour per fold. ``metric`` is the history key to plot (e.g. ``"val_iou/overlap"``); by default an

@@ -62,7 +62,7 @@ def true_instances(karyo: np.ndarray, *, min_area: int = MIN_TRUE_AREA) -> list[
         bordering = [k for k, classes in enumerate(ov.classes, start=1) if c in classes]
         region = (karyo == c) | (np.isin(ov.labelled, bordering) if bordering else False)
         labelled, n = ndimage.label(region, _EIGHT)
-        for sl_k, sl in enumerate(ndimage.find_objects(labelled), start=1):
+        for sl_k, _ in enumerate(ndimage.find_objects(labelled), start=1):
             m = labelled == sl_k
             if not (m & (karyo == c)).any() or (m & (karyo == c)).sum() < min_area:
                 continue
@@ -75,8 +75,9 @@ def _flat(masks: list[np.ndarray]) -> list[np.ndarray]:
     return [np.flatnonzero(np.asarray(m).ravel()) for m in masks]
 
 
-def match_instances(pred_masks: list[np.ndarray], true_masks: list[np.ndarray], *,
-                    threshold: float = IOU_THRESHOLD) -> dict:
+def match_instances(
+    pred_masks: list[np.ndarray], true_masks: list[np.ndarray], *, threshold: float = IOU_THRESHOLD
+) -> dict:
     """Counts for one image: ``tp``, ``fp``, ``fn``, ``split``, ``merge``, ``n_pred``, ``n_true``, the matched
     pairs ``matches`` [(pred index, true index, IoU)] and their mean IoU (see the module docstring)."""
     return match_flat(_flat(pred_masks), _flat(true_masks), threshold=threshold)
@@ -95,7 +96,9 @@ def match_flat(pred: list[np.ndarray], true: list[np.ndarray], *, threshold: flo
     if iou.size:
         eligible = np.where(iou >= threshold, iou, 0.0)
         rows, cols = linear_sum_assignment(-eligible)
-        matches = [(int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols) if iou[r, c] >= threshold]
+        matches = [
+            (int(r), int(c), float(iou[r, c])) for r, c in zip(rows, cols, strict=True) if iou[r, c] >= threshold
+        ]
     tp = len(matches)
     inside = inter >= COVER * np.maximum(area_p[:, None], 1)  # p mostly inside g
     split = 0
@@ -107,9 +110,17 @@ def match_flat(pred: list[np.ndarray], true: list[np.ndarray], *, threshold: flo
                 split += 1
     holds = inter >= COVER * np.maximum(area_t[None, :], 1)  # p holds at least half of g
     merge = int((holds.sum(axis=1) >= 2).sum()) if holds.size else 0
-    return {"n_pred": len(pred), "n_true": len(true), "tp": tp, "fp": len(pred) - tp, "fn": len(true) - tp,
-            "split": split, "merge": merge, "matched_iou": float(np.mean([m[2] for m in matches])) if matches else None,
-            "matches": matches}
+    return {
+        "n_pred": len(pred),
+        "n_true": len(true),
+        "tp": tp,
+        "fp": len(pred) - tp,
+        "fn": len(true) - tp,
+        "split": split,
+        "merge": merge,
+        "matched_iou": float(np.mean([m[2] for m in matches])) if matches else None,
+        "matches": matches,
+    }
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict:
@@ -131,8 +142,14 @@ def score_metaphase(pred_masks: list[np.ndarray], semantic: np.ndarray, karyo: n
     fg_i, fg_u = _iou(semantic > 0, karyo > 0)
     row = {k: v for k, v in m.items() if k != "matches"}
     row.update(_prf(m["tp"], m["fp"], m["fn"]))
-    row.update(overlap_iou=ov_i / ov_u if ov_u else math.nan, overlap_inter=ov_i, overlap_union=ov_u,
-               chromosome_iou=fg_i / fg_u if fg_u else math.nan, chromosome_inter=fg_i, chromosome_union=fg_u)
+    row.update(
+        overlap_iou=ov_i / ov_u if ov_u else math.nan,
+        overlap_inter=ov_i,
+        overlap_union=ov_u,
+        chromosome_iou=fg_i / fg_u if fg_u else math.nan,
+        chromosome_inter=fg_i,
+        chromosome_union=fg_u,
+    )
     return row
 
 
@@ -169,7 +186,9 @@ def _figure(rows: list[dict], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(rows))
-    for k, (key, label) in enumerate((("precision", "precision"), ("recall", "recall"), ("overlap_iou", "overlap IoU"))):
+    for k, (key, label) in enumerate(
+        (("precision", "precision"), ("recall", "recall"), ("overlap_iou", "overlap IoU"))
+    ):
         ax.bar(x + (k - 1) * 0.27, [r[key] if r[key] == r[key] else 0 for r in rows], 0.27, label=label)
     ax.set_xticks(x, [r["metaphase"].split("__")[-1] for r in rows], rotation=90, fontsize=7)
     ax.set_ylim(0, 1)
@@ -189,8 +208,10 @@ def _removed_true(result, karyo: np.ndarray, true: list[np.ndarray]) -> dict:
         by_rule.setdefault(rule, []).append(np.sort((rows + t) * width + cols + left))
     # one matching per rule, not per object: a metaphase may shed thousands of specks (IoU >= 0.5 pairs one to one)
     flat_true = _flat(true)
-    return {rule: {"removed": len(objs), "true_chromosomes": match_flat(objs, flat_true)["tp"] if true else 0}
-            for rule, objs in by_rule.items()}
+    return {
+        rule: {"removed": len(objs), "true_chromosomes": match_flat(objs, flat_true)["tp"] if true else 0}
+        for rule, objs in by_rule.items()
+    }
 
 
 def _group_pools(rows: list[dict], key) -> dict:
@@ -198,8 +219,18 @@ def _group_pools(rows: list[dict], key) -> dict:
     groups: dict[str, list[dict]] = {}
     for r in rows:
         groups.setdefault(key(r), []).append(r)
-    keep = ("n_metaphases", "n_true", "n_pred", "tp", "split", "merge", "precision", "recall", "f1",
-            "mean_f1_per_metaphase")
+    keep = (
+        "n_metaphases",
+        "n_true",
+        "n_pred",
+        "tp",
+        "split",
+        "merge",
+        "precision",
+        "recall",
+        "f1",
+        "mean_f1_per_metaphase",
+    )
     out = {}
     for name, members in sorted(groups.items()):
         pooled = pool(members)
@@ -219,8 +250,11 @@ def _load_predictors(model, pair_model, data: Path, *, baseline: str | None, dev
         raise DataValidationError(data, "evaluate-metaphases takes a semantic model or --baseline otsu, one of them")
     predictor = None if model is None else Predictor.from_path(model, device=device, tta=None, trust_code=trust_code)
     if predictor is not None and not is_metaphase_model(predictor.meta):
-        raise DataValidationError(model, f"the model segments {', '.join(map(str, predictor.class_names))}; instances "
-                                         "need background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)")
+        raise DataValidationError(
+            model,
+            f"the model segments {', '.join(map(str, predictor.class_names))}; instances "
+            "need background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)",
+        )
     pair = None
     if pair_model is not None:
         pair = Predictor.from_path(pair_model, device=device, tta=None, trust_code=trust_code)
@@ -243,8 +277,10 @@ def _chosen_metaphases(data: Path, slides: str, limit: int | None) -> tuple[set[
         chosen = {s.strip() for s in slides.split(",") if s.strip()}
         unknown = chosen - {slide_of(m.folder) for m in metaphases}
         if unknown:
-            raise DataValidationError(data, f"no slide {', '.join(sorted(unknown))} here (--slides takes test, all or "
-                                            "slide ids such as A20,P09)")
+            raise DataValidationError(
+                data,
+                f"no slide {', '.join(sorted(unknown))} here (--slides takes test, all or slide ids such as A20,P09)",
+            )
     metaphases = [m for m in metaphases if slide_of(m.folder) in chosen][:limit]
     if not metaphases:
         raise DataValidationError(data, f"no labelled metaphase on the slides asked for ({slides})")
@@ -275,43 +311,85 @@ def _score_one_metaphase(m, predictor, pair, debris) -> tuple[dict, tuple]:
     true = true_instances(karyo)
     masks = result.masks()
     statuses = instance_statuses(result.instances, image.shape, image)  # as predict and the server give them
-    row = {"metaphase": m.name, "slide": slide_of(m.folder), **score_metaphase(masks, semantic, karyo),
-           "separation": result.counts, "segment_s": round(t1 - t0, 3), "separate_s": round(t2 - t1, 3),
-           "statuses": score_statuses(statuses, _flat(masks), _flat(true), karyo)}
+    row = {
+        "metaphase": m.name,
+        "slide": slide_of(m.folder),
+        **score_metaphase(masks, semantic, karyo),
+        "separation": result.counts,
+        "segment_s": round(t1 - t0, 3),
+        "separate_s": round(t2 - t1, 3),
+        "statuses": score_statuses(statuses, _flat(masks), _flat(true), karyo),
+    }
     return row, (image, result, karyo, statuses, true)
 
 
-def _metrics(rows: list[dict], pooled: dict, *, data: Path, chosen: set[str], slides: str, model, pair_model,
-             baseline, debris, removed: dict, counts: dict, started: float, notice_text) -> dict:
+def _metrics(
+    rows: list[dict],
+    pooled: dict,
+    *,
+    data: Path,
+    chosen: set[str],
+    slides: str,
+    model,
+    pair_model,
+    baseline,
+    debris,
+    removed: dict,
+    counts: dict,
+    started: float,
+    notice_text,
+) -> dict:
     """``metrics.json``: the set, the definitions, the pooled figures (all, per slide, per imaging system) and
     each metaphase's row."""
     from medseg.evaluation.status_accuracy import RULES, pool_statuses
 
-    return {"data": f"REAL M-FISH metaphases ({data})", "slides": sorted(chosen), "slides_rule": slides,
-            "n_metaphases": len(rows), "model": str(model),
-            "pair_model": None if pair_model is None else str(pair_model),
-            "iou_threshold": IOU_THRESHOLD, "matching": "Hungarian, maximising summed IoU over pairs with IoU >= 0.5",
-            "definitions": {"split": "a true chromosome with >= 2 predictions each >= 50 % inside it, together "
-                                     "covering >= 50 % of it",
-                            "merge": "a prediction holding >= 50 % of each of >= 2 true chromosomes",
-                            "true_instances": "each class value's 8-connected components with the overlap regions "
-                                              "bordering that class (mfish-pairs' rule)",
-                            "status_right": RULES},
-            "baseline": baseline, "debris_rules": (debris or DebrisRules()).record(), "debris_removed": removed,
-            "pooled": pooled, "status_accuracy": pool_statuses([r["statuses"] for r in rows]),
-            "per_slide": _group_pools(rows, lambda r: r["slide"]),
-            "per_system": _group_pools(rows, lambda r: r["slide"][:1]),
-            "seconds_per_metaphase": {k: round(float(np.mean([r[k] for r in rows])), 3)
-                                      for k in ("segment_s", "separate_s")},
-            "separation": counts, "per_metaphase": rows,
-            "seconds": round(time.perf_counter() - started, 1),
-            "licence": notice_text}
+    return {
+        "data": f"REAL M-FISH metaphases ({data})",
+        "slides": sorted(chosen),
+        "slides_rule": slides,
+        "n_metaphases": len(rows),
+        "model": str(model),
+        "pair_model": None if pair_model is None else str(pair_model),
+        "iou_threshold": IOU_THRESHOLD,
+        "matching": "Hungarian, maximising summed IoU over pairs with IoU >= 0.5",
+        "definitions": {
+            "split": "a true chromosome with >= 2 predictions each >= 50 % inside it, together covering >= 50 % of it",
+            "merge": "a prediction holding >= 50 % of each of >= 2 true chromosomes",
+            "true_instances": "each class value's 8-connected components with the overlap regions "
+            "bordering that class (mfish-pairs' rule)",
+            "status_right": RULES,
+        },
+        "baseline": baseline,
+        "debris_rules": (debris or DebrisRules()).record(),
+        "debris_removed": removed,
+        "pooled": pooled,
+        "status_accuracy": pool_statuses([r["statuses"] for r in rows]),
+        "per_slide": _group_pools(rows, lambda r: r["slide"]),
+        "per_system": _group_pools(rows, lambda r: r["slide"][:1]),
+        "seconds_per_metaphase": {
+            k: round(float(np.mean([r[k] for r in rows])), 3) for k in ("segment_s", "separate_s")
+        },
+        "separation": counts,
+        "per_metaphase": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+        "licence": notice_text,
+    }
 
 
-def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str | Path, *,
-                        pair_model: str | Path | None = None, slides: str = "test", limit: int | None = None,
-                        device: str = "auto", trust_code: bool = False, progress: bool = True,
-                        baseline: str | None = None, debris=None) -> dict:
+def evaluate_metaphases(
+    model: str | Path | None,
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    pair_model: str | Path | None = None,
+    slides: str = "test",
+    limit: int | None = None,
+    device: str = "auto",
+    trust_code: bool = False,
+    progress: bool = True,
+    baseline: str | None = None,
+    debris=None,
+) -> dict:
     """Body of ``medseg evaluate-metaphases``: the semantic ``model`` (+ ``pair_model``) on the labelled metaphases
     of the M-FISH folder ``data`` — those of the held-out test slides of ``medseg data mfish-pairs``
     (``slides="test"``, :func:`medseg.data.mfish_metaphase.pair_test_slides`), or ``"all"``, or a comma-separated
@@ -335,8 +413,7 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
 
     started = time.perf_counter()
     data, out_dir = Path(data), Path(out_dir)
-    predictor, pair = _load_predictors(model, pair_model, data, baseline=baseline, device=device,
-                                       trust_code=trust_code)
+    predictor, pair = _load_predictors(model, pair_model, data, baseline=baseline, device=device, trust_code=trust_code)
     chosen, metaphases = _chosen_metaphases(data, slides, limit)
     rows, counts, removed, worst = [], {}, {}, None
     for m in Progress(metaphases, desc="metaphases", unit="image", disable=not progress):
@@ -352,15 +429,33 @@ def evaluate_metaphases(model: str | Path | None, data: str | Path, out_dir: str
             worst = (row["f1"], m, image, result, karyo, statuses)
     pooled = pool(rows)
     notice, notice_text = licence_notice(data)
-    metrics = _metrics(rows, pooled, data=data, chosen=chosen, slides=slides, model=model, pair_model=pair_model,
-                       baseline=baseline, debris=debris, removed=removed, counts=counts, started=started,
-                       notice_text=notice_text)
+    metrics = _metrics(
+        rows,
+        pooled,
+        data=data,
+        chosen=chosen,
+        slides=slides,
+        model=model,
+        pair_model=pair_model,
+        baseline=baseline,
+        debris=debris,
+        removed=removed,
+        counts=counts,
+        started=started,
+        notice_text=notice_text,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1) + "\n")
     _figure(rows, out_dir / "per_metaphase.png")
     _, wm, wimage, wresult, wkaryo, wstatuses = worst
-    instance_figure(wimage, wresult, out_dir / "instances_lowest_f1.png", truth=true_instances(wkaryo),
-                    title=f"{wm.name}: lowest F1 of the set ({worst[0]:.2f})", statuses=wstatuses)
+    instance_figure(
+        wimage,
+        wresult,
+        out_dir / "instances_lowest_f1.png",
+        truth=true_instances(wkaryo),
+        title=f"{wm.name}: lowest F1 of the set ({worst[0]:.2f})",
+        statuses=wstatuses,
+    )
     if notice is not None:
         shutil.copyfile(notice, out_dir / "README.TXT")
     (out_dir / "report.md").write_text(_report(metrics))
@@ -373,43 +468,81 @@ def _pct(v) -> str:
 
 def _report(metrics: dict) -> str:
     p = metrics["pooled"]
-    lines = [f"# Chromosome instances on whole metaphases — {metrics['data']}", "",
-             (f"Baseline `{metrics['baseline']}` (no model)" if metrics["baseline"] else
-              f"Semantic model `{metrics['model']}`") + f", pair model `{metrics['pair_model']}`; {metrics['n_metaphases']} "
-             f"metaphases of slides {', '.join(metrics['slides'])} ({metrics['slides_rule']}). Instances match at "
-             f"IoU ≥ {metrics['iou_threshold']} ({metrics['matching']}). Split: {metrics['definitions']['split']}; "
-             f"merge: {metrics['definitions']['merge']}. True instances: {metrics['definitions']['true_instances']}.",
-             "", "## Pooled", "",
-             "| true | predicted | TP | FP | FN | precision % | recall % | F1 % | splits | merges | overlap IoU % | "
-             "chromosome IoU % |", "|---|---|---|---|---|---|---|---|---|---|---|---|",
-             f"| {p['n_true']} | {p['n_pred']} | {p['tp']} | {p['fp']} | {p['fn']} | {_pct(p['precision'])} | "
-             f"{_pct(p['recall'])} | {_pct(p['f1'])} | {p['split']} | {p['merge']} | {_pct(p['overlap_iou'])} | "
-             f"{_pct(p['chromosome_iou'])} |", "",
-             f"Mean F1 per metaphase {_pct(p['mean_f1_per_metaphase'])} %. Separation: "
-             + ", ".join(f"{k} {v}" for k, v in metrics["separation"].items()) + ".", "",
-             "Objects left out as no chromosome (rule: left out / of them true chromosomes): "
-             + (", ".join(f"{k} {v['removed']} / {v['true_chromosomes']}" for k, v in metrics["debris_removed"].items())
-                or "none") + f". Seconds a metaphase: {metrics['seconds_per_metaphase']}.", "",
-             "## Statuses against the label maps", "",
-             "How often each object's status (the page's and predict's: single, crossing, clump, doubtful) is right; "
-             "estimated: the chromosomes the headline counts for these objects, held: those they hold (>= 50 % of "
-             "each).", "",
-             "| status | objects | right | right % | estimated | held | right when |", "|---|---|---|---|---|---|---|",
-             *[f"| {name} | {a['n']} | {a['right']} | {_pct(a['accuracy'])} | {a['estimated']} | {a['held']} | "
-               f"{a['rule']} |" for name, a in metrics["status_accuracy"].items()], "",
-             "## Per slide and per imaging system", "",
-             "| slide / system | metaphases | true | TP | P % | R % | F1 % | lowest F1 % | splits | merges |",
-             "|---|---|---|---|---|---|---|---|---|---|",
-             *[f"| {name} | {g['n_metaphases']} | {g['n_true']} | {g['tp']} | {_pct(g['precision'])} | "
-               f"{_pct(g['recall'])} | {_pct(g['f1'])} | {_pct(g['lowest_f1'])} | {g['split']} | {g['merge']} |"
-               for name, g in [*metrics["per_slide"].items(), *metrics["per_system"].items()]], "",
-             "## Per metaphase", "",
-             "| metaphase | true | pred | TP | FP | FN | P % | R % | F1 % | splits | merges | overlap IoU % |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Chromosome instances on whole metaphases — {metrics['data']}",
+        "",
+        (
+            f"Baseline `{metrics['baseline']}` (no model)"
+            if metrics["baseline"]
+            else f"Semantic model `{metrics['model']}`"
+        )
+        + f", pair model `{metrics['pair_model']}`; {metrics['n_metaphases']} "
+        f"metaphases of slides {', '.join(metrics['slides'])} ({metrics['slides_rule']}). Instances match at "
+        f"IoU ≥ {metrics['iou_threshold']} ({metrics['matching']}). Split: {metrics['definitions']['split']}; "
+        f"merge: {metrics['definitions']['merge']}. True instances: {metrics['definitions']['true_instances']}.",
+        "",
+        "## Pooled",
+        "",
+        "| true | predicted | TP | FP | FN | precision % | recall % | F1 % | splits | merges | overlap IoU % | "
+        "chromosome IoU % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {p['n_true']} | {p['n_pred']} | {p['tp']} | {p['fp']} | {p['fn']} | {_pct(p['precision'])} | "
+        f"{_pct(p['recall'])} | {_pct(p['f1'])} | {p['split']} | {p['merge']} | {_pct(p['overlap_iou'])} | "
+        f"{_pct(p['chromosome_iou'])} |",
+        "",
+        f"Mean F1 per metaphase {_pct(p['mean_f1_per_metaphase'])} %. Separation: "
+        + ", ".join(f"{k} {v}" for k, v in metrics["separation"].items())
+        + ".",
+        "",
+        "Objects left out as no chromosome (rule: left out / of them true chromosomes): "
+        + (
+            ", ".join(f"{k} {v['removed']} / {v['true_chromosomes']}" for k, v in metrics["debris_removed"].items())
+            or "none"
+        )
+        + f". Seconds a metaphase: {metrics['seconds_per_metaphase']}.",
+        "",
+        "## Statuses against the label maps",
+        "",
+        "How often each object's status (the page's and predict's: single, crossing, clump, doubtful) is right; "
+        "estimated: the chromosomes the headline counts for these objects, held: those they hold (>= 50 % of "
+        "each).",
+        "",
+        "| status | objects | right | right % | estimated | held | right when |",
+        "|---|---|---|---|---|---|---|",
+        *[
+            f"| {name} | {a['n']} | {a['right']} | {_pct(a['accuracy'])} | {a['estimated']} | {a['held']} | "
+            f"{a['rule']} |"
+            for name, a in metrics["status_accuracy"].items()
+        ],
+        "",
+        "## Per slide and per imaging system",
+        "",
+        "| slide / system | metaphases | true | TP | P % | R % | F1 % | lowest F1 % | splits | merges |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {name} | {g['n_metaphases']} | {g['n_true']} | {g['tp']} | {_pct(g['precision'])} | "
+            f"{_pct(g['recall'])} | {_pct(g['f1'])} | {_pct(g['lowest_f1'])} | {g['split']} | {g['merge']} |"
+            for name, g in [*metrics["per_slide"].items(), *metrics["per_system"].items()]
+        ],
+        "",
+        "## Per metaphase",
+        "",
+        "| metaphase | true | pred | TP | FP | FN | P % | R % | F1 % | splits | merges | overlap IoU % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in metrics["per_metaphase"]:
-        lines.append(f"| {r['metaphase']} | {r['n_true']} | {r['n_pred']} | {r['tp']} | {r['fp']} | {r['fn']} | "
-                     f"{_pct(r['precision'])} | {_pct(r['recall'])} | {_pct(r['f1'])} | {r['split']} | {r['merge']} | "
-                     f"{_pct(r['overlap_iou'])} |")
-    lines += ["", "![per metaphase](per_metaphase.png)", "", "![lowest F1](instances_lowest_f1.png)", "",
-              "Derived from the M-FISH Image Set #1; its licence notice is in README.TXT beside this report.", ""]
+        lines.append(
+            f"| {r['metaphase']} | {r['n_true']} | {r['n_pred']} | {r['tp']} | {r['fp']} | {r['fn']} | "
+            f"{_pct(r['precision'])} | {_pct(r['recall'])} | {_pct(r['f1'])} | {r['split']} | {r['merge']} | "
+            f"{_pct(r['overlap_iou'])} |"
+        )
+    lines += [
+        "",
+        "![per metaphase](per_metaphase.png)",
+        "",
+        "![lowest F1](instances_lowest_f1.png)",
+        "",
+        "Derived from the M-FISH Image Set #1; its licence notice is in README.TXT beside this report.",
+        "",
+    ]
     return "\n".join(lines)

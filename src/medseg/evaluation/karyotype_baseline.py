@@ -46,14 +46,20 @@ class KaryotypeBaseline:
 
         self.features = np.asarray(self.features, np.float64)
         self.classes = np.asarray(self.classes, np.int64)
-        if self.features.ndim != 2 or self.features.shape[1] != len(FEATURE_NAMES) \
-                or len(self.classes) != len(self.features):
-            raise ValueError(f"features {self.features.shape} and classes {self.classes.shape}: expected (N, "
-                             f"{len(FEATURE_NAMES)}) and (N,)")
+        if (
+            self.features.ndim != 2
+            or self.features.shape[1] != len(FEATURE_NAMES)
+            or len(self.classes) != len(self.features)
+        ):
+            raise ValueError(
+                f"features {self.features.shape} and classes {self.classes.shape}: expected (N, "
+                f"{len(FEATURE_NAMES)}) and (N,)"
+            )
         if len(self.classes) == 0 or self.classes.min() < 1 or self.classes.max() > N_CLASSES:
             raise ValueError(f"classes must be 1..{N_CLASSES} and at least one chromosome")
-        self.forest = RandomForestClassifier(n_estimators=int(self.n_trees), class_weight="balanced",
-                                             random_state=int(self.seed), n_jobs=1)
+        self.forest = RandomForestClassifier(
+            n_estimators=int(self.n_trees), class_weight="balanced", random_state=int(self.seed), n_jobs=1
+        )
         self.forest.fit(self.features, self.classes)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
@@ -65,8 +71,14 @@ class KaryotypeBaseline:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        np.savez(path, features=self.features, classes=self.classes, seed=self.seed, n_trees=self.n_trees,
-                 feature_names=np.array(FEATURE_NAMES))
+        np.savez(
+            path,
+            features=self.features,
+            classes=self.classes,
+            seed=self.seed,
+            n_trees=self.n_trees,
+            feature_names=np.array(FEATURE_NAMES),
+        )
         return path
 
     @classmethod
@@ -82,5 +94,6 @@ class KaryotypeBaseline:
         except DataValidationError:
             raise
         except (OSError, KeyError, ValueError) as e:
-            raise DataValidationError(path, f"not a karyotype baseline (.npz of features, classes, seed, n_trees): "
-                                            f"{e}") from e
+            raise DataValidationError(
+                path, f"not a karyotype baseline (.npz of features, classes, seed, n_trees): {e}"
+            ) from e

@@ -19,8 +19,13 @@ from medseg.errors import DataValidationError
 from medseg.evaluation.karyotype_baseline import BASELINE_FILE, KaryotypeBaseline
 from medseg.metrics.karyotype_assignment import ABNORMAL_RATIO, assign_cells
 
-__all__ = ["cell_results", "confused_pairs", "has_chromosome_records", "karyotype_comparison",
-           "read_chromosome_records"]
+__all__ = [
+    "cell_results",
+    "confused_pairs",
+    "has_chromosome_records",
+    "karyotype_comparison",
+    "read_chromosome_records",
+]
 
 _RECORDS = ("features", "class", "folder", "image")
 
@@ -45,14 +50,19 @@ def read_chromosome_records(path: str | Path) -> tuple[np.ndarray, np.ndarray, n
     with open_hdf5(path) as f:
         missing = [k for k in _RECORDS if k not in f]
         if missing:
-            raise DataValidationError(path, f"no {', '.join(missing)} dataset(s): not a karyotype set of this medseg "
-                                            "version (delete its folder to have it rebuilt with its features)")
+            raise DataValidationError(
+                path,
+                f"no {', '.join(missing)} dataset(s): not a karyotype set of this medseg "
+                "version (delete its folder to have it rebuilt with its features)",
+            )
         features = np.asarray(f["features"][...], np.float64)
         classes = np.asarray(f["class"][...], np.int64)
         cells = np.char.add(np.char.add(f["folder"].asstr()[...].astype(str), "/"), f["image"].asstr()[...].astype(str))
     if not (len(features) == len(classes) == len(cells)):
-        raise DataValidationError(path, f"features ({len(features)}), class ({len(classes)}) and folder/image "
-                                        f"({len(cells)}) disagree in length")
+        raise DataValidationError(
+            path,
+            f"features ({len(features)}), class ({len(classes)}) and folder/image ({len(cells)}) disagree in length",
+        )
     return features, classes, cells
 
 
@@ -68,17 +78,33 @@ def cell_results(proba: np.ndarray, true: np.ndarray, cells: np.ndarray, *, rati
     rows = []
     for cell, a in per_cell.items():
         idx = np.asarray(cells) == cell
-        rows.append({"cell": cell, "n": int(idx.sum()), "sex": a.sex, "flagged": a.flagged, "reasons": a.reasons,
-                     "accuracy_without": _accuracy(own[idx], true[idx]),
-                     "accuracy_with": _accuracy(assigned[idx], true[idx])})
+        rows.append(
+            {
+                "cell": cell,
+                "n": int(idx.sum()),
+                "sex": a.sex,
+                "flagged": a.flagged,
+                "reasons": a.reasons,
+                "accuracy_without": _accuracy(own[idx], true[idx]),
+                "accuracy_with": _accuracy(assigned[idx], true[idx]),
+            }
+        )
 
     def quartiles(key: str) -> list[float]:
         return [float(q) for q in np.quantile([r[key] for r in rows], [0, 0.25, 0.5, 0.75, 1])] if rows else []
 
-    return {"accuracy_without": _accuracy(own, true), "accuracy_with": _accuracy(assigned, true),
-            "n": int(len(true)), "n_cells": len(rows), "n_flagged": sum(r["flagged"] for r in rows),
-            "ratio": ratio, "cells": rows, "cell_accuracy_quartiles_without": quartiles("accuracy_without"),
-            "cell_accuracy_quartiles_with": quartiles("accuracy_with"), "predicted_with": assigned.tolist()}
+    return {
+        "accuracy_without": _accuracy(own, true),
+        "accuracy_with": _accuracy(assigned, true),
+        "n": int(len(true)),
+        "n_cells": len(rows),
+        "n_flagged": sum(r["flagged"] for r in rows),
+        "ratio": ratio,
+        "cells": rows,
+        "cell_accuracy_quartiles_without": quartiles("accuracy_without"),
+        "cell_accuracy_quartiles_with": quartiles("accuracy_with"),
+        "predicted_with": assigned.tolist(),
+    }
 
 
 def confused_pairs(matrix, names, top: int = 8) -> list[dict]:
@@ -87,15 +113,22 @@ def confused_pairs(matrix, names, top: int = 8) -> list[dict]:
     both = np.triu(m + m.T, k=1)
     order = np.argsort(both, axis=None)[::-1][:top]
     out = []
-    for i, j in zip(*np.unravel_index(order, both.shape)):
+    for i, j in zip(*np.unravel_index(order, both.shape), strict=True):
         if both[i, j]:
-            out.append({"pair": [names[i], names[j]], "n": int(both[i, j]),
-                        f"{names[i]}_as_{names[j]}": int(m[i, j]), f"{names[j]}_as_{names[i]}": int(m[j, i])})
+            out.append(
+                {
+                    "pair": [names[i], names[j]],
+                    "n": int(both[i, j]),
+                    f"{names[i]}_as_{names[j]}": int(m[i, j]),
+                    f"{names[j]}_as_{names[i]}": int(m[j, i]),
+                }
+            )
     return out
 
 
-def karyotype_comparison(source: str | Path, train_idx, test_idx, learned_proba: np.ndarray, out_dir: str | Path,
-                         *, seed: int = 0) -> dict:
+def karyotype_comparison(
+    source: str | Path, train_idx, test_idx, learned_proba: np.ndarray, out_dir: str | Path, *, seed: int = 0
+) -> dict:
     """The baseline (fitted on ``train_idx``, saved to ``out_dir``/:data:`BASELINE_FILE`) and the learned model
     (``learned_proba`` (len(test_idx), 24)) on the chromosomes ``test_idx`` of the set ``source``, each without
     and with the per-cell assignment (:func:`cell_results`)."""
@@ -115,11 +148,22 @@ def karyotype_comparison(source: str | Path, train_idx, test_idx, learned_proba:
     shown = max(dict.fromkeys(test_cells.tolist()), key=lambda c: int((test_cells == c).sum()))
     where = np.flatnonzero(test_cells == shown)
     assigned = np.asarray(learned["predicted_with"])[where]
-    karyogram = {"cell": shown, "positions": where.tolist(), "truth": true[where].tolist(),
-                 "predicted": assigned.tolist(),
-                 "confidence": learned_proba[where, assigned - 1].round(4).tolist()}
-    return {"karyogram": karyogram,"baseline": {"what": "random forest (scikit-learn, 300 trees, class-balanced) on 17 features per "
-                                 "chromosome divided by its metaphase's median: area, length, width, mean and summed "
-                                 "DAPI, 12-bin profile along the long axis", "n_train": int(len(train_idx)),
-                         "file": BASELINE_FILE, **base},
-            "learned": learned}
+    karyogram = {
+        "cell": shown,
+        "positions": where.tolist(),
+        "truth": true[where].tolist(),
+        "predicted": assigned.tolist(),
+        "confidence": learned_proba[where, assigned - 1].round(4).tolist(),
+    }
+    return {
+        "karyogram": karyogram,
+        "baseline": {
+            "what": "random forest (scikit-learn, 300 trees, class-balanced) on 17 features per "
+            "chromosome divided by its metaphase's median: area, length, width, mean and summed "
+            "DAPI, 12-bin profile along the long axis",
+            "n_train": int(len(train_idx)),
+            "file": BASELINE_FILE,
+            **base,
+        },
+        "learned": learned,
+    }

@@ -146,7 +146,7 @@ PAPERS: dict[str, dict[str, Any]] = {
         "venue": "thesis",
         "file": "shared/papers/ctv-delineation-system-thesis.txt",
         "protocol": "Table 2.1: 340 cervical-cancer CT series, 3-fold CV by patient, mean Dice ratio of the folds; "
-                    "Table 3.1: JSRT chest radiographs, 165 train / 82 test",
+        "Table 3.1: JSRT chest radiographs, 165 train / 82 test",
     },
 }
 
@@ -158,7 +158,7 @@ PAPERS["gi_tract"] = {
     "venue": "machine-learning course report",
     "file": "shared/papers/unet-gi-tract-mri.txt",
     "protocol": "UW-Madison GI Tract (38,496 slices, 85 cases), 5-fold StratifiedGroupKFold by case, 128 x 128, "
-                "validation curves of one fold (which is not said), RTX 3080",
+    "validation curves of one fold (which is not said), RTX 3080",
 }
 
 CTV_THESIS_FILE = "shared/papers/ctv-delineation-system-thesis.txt"
@@ -200,7 +200,8 @@ class Published:
 
 
 def published_dir() -> Path:
-    """The folder of ``<paper>.yaml`` files: ``$MEDSEG_PUBLISHED_DIR`` or the checkout's ``configs/tables/published``."""
+    """The folder of ``<paper>.yaml`` files: ``$MEDSEG_PUBLISHED_DIR`` or the checkout's
+    ``configs/tables/published``."""
     env = os.environ.get(PUBLISHED_DIR_ENV)
     return Path(env).expanduser() if env else _DEFAULT_DIR
 
@@ -216,7 +217,13 @@ def load_published(directory: str | Path | None = None) -> Published:
 def published_rows() -> list[dict[str, Any]]:
     """Copies of ``PAPER_ROWS``, each with its ``line`` in the paper's text (int, or (first, last))."""
     p = load_published()
-    return [{**copy.deepcopy(r), "line": line} for r, line in zip(p.rows, p.lines)]
+    return [{**copy.deepcopy(r), "line": line} for r, line in zip(p.rows, p.lines, strict=True)]
+
+
+# Declared without a value (so `__all__`, linters and type checkers know them) and served by the module
+# ``__getattr__`` below: a module attribute that is not bound is looked up there.
+PAPER_ROWS: tuple[dict[str, Any], ...]
+THESIS_TABLE_3_1: dict[str, Any]
 
 
 def __getattr__(name: str) -> Any:
@@ -272,8 +279,12 @@ class _File:
     def line(self, value: Any, where: str) -> int | tuple[int, int]:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
             return value
-        if (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
-                                                                 for v in value) and 1 <= value[0] <= value[1]):
+        if (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            and 1 <= value[0] <= value[1]
+        ):
             return (value[0], value[1])
         raise self.fail(where, f"line: expected a line number or [first, last], got {value!r}")
 
@@ -301,11 +312,12 @@ def _read_table(f: _File, paper: str, index: int, spec: Any) -> tuple[list[dict[
     spec = f.mapping(spec, f"tables[{index}]", ("table", "source", "rows"), _TABLE_KEYS)
     table = spec["table"]
     if not isinstance(table, str):
-        raise f.fail(f"tables[{index}]", f"table: expected a string such as \"3\" or \"II\", got {table!r}")
+        raise f.fail(f"tables[{index}]", f'table: expected a string such as "3" or "II", got {table!r}')
     where = f"table {table!r}"
     source = f.text(spec["source"], f"{where}: source")
     defaults = _check_optional(
-        f, f.mapping(spec.get("defaults") or {}, f"{where}: defaults", (), set(_OPTIONAL)), f"{where}: defaults")
+        f, f.mapping(spec.get("defaults") or {}, f"{where}: defaults", (), set(_OPTIONAL)), f"{where}: defaults"
+    )
     if not isinstance(spec["rows"], list) or not spec["rows"]:
         raise f.fail(where, "rows: expected a non-empty list")
     rows, lines = [], []
@@ -367,8 +379,12 @@ def _read_table_3_1(f: _File, spec: Any) -> dict[str, Any]:
             raise f.fail(at, f"fraction: expected a noise fraction in [0, 1), got {fraction!r}")
         n_range = item["n_range"]
         if n_range is not None:
-            if not (isinstance(n_range, list) and len(n_range) == 2
-                    and all(isinstance(n, int) and not isinstance(n, bool) for n in n_range) and n_range[0] <= n_range[1]):
+            if not (
+                isinstance(n_range, list)
+                and len(n_range) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in n_range)
+                and n_range[0] <= n_range[1]
+            ):
                 raise f.fail(at, f"n_range: expected [low, high] pixels or null, got {n_range!r}")
             n_range = (n_range[0], n_range[1])
         if fraction and n_range is None:
@@ -378,9 +394,16 @@ def _read_table_3_1(f: _File, spec: Any) -> dict[str, Any]:
             raise f.fail(at, f"values: expected the columns {', '.join(columns)} in that order, got {values!r}")
         for key, value in values.items():
             f.number(value, f"{at}: values.{key}", nullable=False)
-        rows.append({"line": line, "fraction": fraction, "n_range": n_range,
-                     "method": f.text(item["method"], f"{at}: method"), "values": dict(values),
-                     "config": f.text(item["config"], f"{at}: config", nullable=True)})
+        rows.append(
+            {
+                "line": line,
+                "fraction": fraction,
+                "n_range": n_range,
+                "method": f.text(item["method"], f"{at}: method"),
+                "values": dict(values),
+                "config": f.text(item["config"], f"{at}: config", nullable=True),
+            }
+        )
     return {
         "source": f.text(spec["source"], f"{where}: source"),
         "lines": lines,
@@ -398,23 +421,31 @@ def _table_3_1_rows(t31: dict[str, Any]) -> list[dict[str, Any]]:
     """One PAPER_ROWS row per line of Table 3.1: the mean Dice in percent, the three structures in the note."""
     rows = []
     for r in t31["rows"]:
-        noise = "clean labels" if not r["fraction"] else f"{int(100 * r['fraction'])} %, {r['n_range'][0]}-{r['n_range'][1]} px"
+        noise = (
+            "clean labels"
+            if not r["fraction"]
+            else f"{int(100 * r['fraction'])} %, {r['n_range'][0]}-{r['n_range'][1]} px"
+        )
         row = _empty_row("ctv_thesis", f"{PAPERS['ctv_thesis']['short']}, Table 3.1", "3.1")
-        row.update(method=f"{r['method']} ({noise})", model_family="unet_noisy_labels",
-                   note="Dice of lung, heart, clavicle on JSRT: " + ", ".join(
-                       f"{k} {v}" for k, v in r["values"].items() if k != "mean"),
-                   dice=round(100.0 * r["values"]["mean"], 4))
+        row.update(
+            method=f"{r['method']} ({noise})",
+            model_family="unet_noisy_labels",
+            note="Dice of lung, heart, clavicle on JSRT: "
+            + ", ".join(f"{k} {v}" for k, v in r["values"].items() if k != "mean"),
+            dice=round(100.0 * r["values"]["mean"], 4),
+        )
         rows.append(row)
     return rows
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(directory: str) -> Published:
     folder = Path(directory)
     if not folder.is_dir():
         raise ConfigError(
             f"published numbers folder not found: {folder} (the repository checkout's configs/tables/published; "
-            f"set {PUBLISHED_DIR_ENV} to a folder holding {', '.join(f'{p}.yaml' for p in PAPERS)})")
+            f"set {PUBLISHED_DIR_ENV} to a folder holding {', '.join(f'{p}.yaml' for p in PAPERS)})"
+        )
     rows: list[dict[str, Any]] = []
     lines: list[Any] = []
     t31: dict[str, Any] | None = None
@@ -497,4 +528,8 @@ def rows_from(paper: str, table: str | None = None) -> list[dict[str, Any]]:
     """Copies of the rows of one paper (``"rse_unet"``, ``"arms_net"``, ``"amfl"``), optionally one table."""
     if paper not in PAPERS:
         raise ValueError(f"unknown paper {paper!r}; known: {', '.join(PAPERS)}")
-    return [copy.deepcopy(r) for r in load_published().rows if r["paper"] == paper and (table is None or r["table"] == table)]
+    return [
+        copy.deepcopy(r)
+        for r in load_published().rows
+        if r["paper"] == paper and (table is None or r["table"] == table)
+    ]

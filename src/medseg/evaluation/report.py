@@ -74,9 +74,12 @@ def write_report(out_dir: Path, result: EvaluationResult, *, headline: dict[str,
             {
                 "run_name": result.run_name,
                 "class_names": list(result.class_names),
-                "task": {**language_flags(language), "mode": result.mode,
-                         "background": None if result.background is None else result.class_names[result.background],
-                         "scored_classes": scored_classes(result)},
+                "task": {
+                    **language_flags(language),
+                    "mode": result.mode,
+                    "background": None if result.background is None else result.class_names[result.background],
+                    "scored_classes": scored_classes(result),
+                },
                 "data_note": result.data_note,
                 "headline_roles": roles,
                 "metrics": result.metrics,
@@ -91,7 +94,9 @@ def write_report(out_dir: Path, result: EvaluationResult, *, headline: dict[str,
             }
         )
         (tmp / "metrics.json").write_text(json.dumps(payload, indent=2, allow_nan=False, ensure_ascii=False) + "\n")
-        (tmp / "report.md").write_text(markdown(result, language, roles, drawn, problems, folds, cases), encoding="utf-8")
+        (tmp / "report.md").write_text(
+            markdown(result, language, roles, drawn, problems, folds, cases), encoding="utf-8"
+        )
         # move into place: figures, then metrics.json, then report.md (each os.replace is atomic)
         if drawn:
             (out_dir / "figures").mkdir(exist_ok=True)

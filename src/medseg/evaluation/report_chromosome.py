@@ -11,7 +11,6 @@ from medseg.evaluation.paper_numbers import ACCURACY_DEFINITIONS, ALPHA_BETA_DEF
 from medseg.evaluation.report_format import DASH, num, pct, plain, published, table
 from medseg.evaluation.report_result import EvaluationResult, scored_on
 
-
 HEADLINE_ROLES = ("overlap", "alpha", "beta", "alpha_whole", "beta_whole")
 _AB_SHORT = {NON_OVERLAP: "non-overlap region", COMPLETE: "complete chromosome", None: DASH}
 _ACC_SHORT = {
@@ -69,21 +68,33 @@ def _ours_rows(result: EvaluationResult, roles: Mapping[str, str | None]) -> lis
     return [
         {
             "label": "**ours** (as RSE-UNet)",
-            "overlap_iou": overlap, "alpha_iou": non["alpha"], "beta_iou": non["beta"],
-            "accuracy": num(m.get("foreground_accuracy")), "mean_iou": mean_iou,
-            "alpha_beta_definition": NON_OVERLAP, "accuracy_definition": "foreground_accuracy",
+            "overlap_iou": overlap,
+            "alpha_iou": non["alpha"],
+            "beta_iou": non["beta"],
+            "accuracy": num(m.get("foreground_accuracy")),
+            "mean_iou": mean_iou,
+            "alpha_beta_definition": NON_OVERLAP,
+            "accuracy_definition": "foreground_accuracy",
         },
         {
             "label": "**ours** (as ARMS Net)",
-            "overlap_iou": overlap, "alpha_iou": whole["alpha"], "beta_iou": whole["beta"],
-            "accuracy": num(m.get("derived_accuracy")), "mean_iou": mean_iou,
-            "alpha_beta_definition": COMPLETE, "accuracy_definition": "derived_accuracy",
+            "overlap_iou": overlap,
+            "alpha_iou": whole["alpha"],
+            "beta_iou": whole["beta"],
+            "accuracy": num(m.get("derived_accuracy")),
+            "mean_iou": mean_iou,
+            "alpha_beta_definition": COMPLETE,
+            "accuracy_definition": "derived_accuracy",
         },
         {
             "label": "**ours** (as AMFL)",
-            "overlap_iou": overlap, "alpha_iou": non["alpha"], "beta_iou": non["beta"],
-            "accuracy": num(m.get("pixel_accuracy")), "mean_iou": mean_iou,
-            "alpha_beta_definition": NON_OVERLAP, "accuracy_definition": "pixel_accuracy",
+            "overlap_iou": overlap,
+            "alpha_iou": non["alpha"],
+            "beta_iou": non["beta"],
+            "accuracy": num(m.get("pixel_accuracy")),
+            "mean_iou": mean_iou,
+            "alpha_beta_definition": NON_OVERLAP,
+            "accuracy_definition": "pixel_accuracy",
         },
     ]
 
@@ -95,9 +106,17 @@ def headline_section(result: EvaluationResult, roles: Mapping[str, str | None]) 
     rows = []
     for r in _ours_rows(result, roles):
         rows.append(
-            [r["label"], pct(r["overlap_iou"]), pct(r["alpha_iou"]), pct(r["beta_iou"]), pct(r["accuracy"]),
-             pct(r["mean_iou"]), _AB_SHORT[r["alpha_beta_definition"]], _ACC_SHORT[r["accuracy_definition"]],
-             "this run"]
+            [
+                r["label"],
+                pct(r["overlap_iou"]),
+                pct(r["alpha_iou"]),
+                pct(r["beta_iou"]),
+                pct(r["accuracy"]),
+                pct(r["mean_iou"]),
+                _AB_SHORT[r["alpha_beta_definition"]],
+                _ACC_SHORT[r["accuracy_definition"]],
+                "this run",
+            ]
         )
     headline_refs = [
         ref
@@ -106,11 +125,17 @@ def headline_section(result: EvaluationResult, roles: Mapping[str, str | None]) 
     ]
     for ref in headline_refs:
         rows.append(
-            [str(ref.get("method", DASH)), published(ref.get("overlap_iou")), published(ref.get("alpha_iou")),
-             published(ref.get("beta_iou")), published(ref.get("accuracy")), published(ref.get("mean_iou")),
-             _AB_SHORT.get(ref.get("alpha_beta_definition"), str(ref.get("alpha_beta_definition"))),
-             _ACC_SHORT.get(ref.get("accuracy_definition"), str(ref.get("accuracy_definition"))),
-             str(ref.get("source", DASH))]
+            [
+                str(ref.get("method", DASH)),
+                published(ref.get("overlap_iou")),
+                published(ref.get("alpha_iou")),
+                published(ref.get("beta_iou")),
+                published(ref.get("accuracy")),
+                published(ref.get("mean_iou")),
+                _AB_SHORT.get(ref.get("alpha_beta_definition"), str(ref.get("alpha_beta_definition"))),
+                _ACC_SHORT.get(ref.get("accuracy_definition"), str(ref.get("accuracy_definition"))),
+                str(ref.get("source", DASH)),
+            ]
         )
     L += table(header, rows)
     L += [
@@ -128,11 +153,14 @@ def headline_section(result: EvaluationResult, roles: Mapping[str, str | None]) 
     if order_free:
         pc = order_free.get("per_class", {})
         iou = lambda name: pct(pc.get(name, {}).get("iou"))  # noqa: E731
-        L += ["", f"Order-free (each image's better naming of the two chromosomes, {pct(order_free.get('swapped_fraction'))} "
-              f"of the images swapped): α IoU {iou('chromosome_alpha')}, β IoU {iou('chromosome_beta')} (non-overlap "
-              f"regions); {iou('chromosome_alpha_whole')} / {iou('chromosome_beta_whole')} (complete chromosomes). "
-              "The rows above score α and β under the data's naming rule; a gap between the two says the network "
-              "separates the chromosomes but names them differently (medseg.metrics.pairs)."]
+        L += [
+            "",
+            f"Order-free (each image's better naming of the two chromosomes, {pct(order_free.get('swapped_fraction'))} "
+            f"of the images swapped): α IoU {iou('chromosome_alpha')}, β IoU {iou('chromosome_beta')} (non-overlap "
+            f"regions); {iou('chromosome_alpha_whole')} / {iou('chromosome_beta_whole')} (complete chromosomes). "
+            "The rows above score α and β under the data's naming rule; a gap between the two says the network "
+            "separates the chromosomes but names them differently (medseg.metrics.pairs).",
+        ]
     if not headline_refs:
         L += ["", "_No reference rows were given for this run._"]
     notes = [f"{ref.get('source')}, {ref.get('method')}: {ref['note']}" for ref in headline_refs if ref.get("note")]
@@ -150,31 +178,64 @@ def chromosome_class_table(result: EvaluationResult, hd_unit: str, hd_words: str
     per_class = m.get("per_class", {})
     L = [f"## Per-class metrics ({scored_on(result)})", ""]
     has_hd = any("hausdorff" in v for v in per_class.values())
-    header = ["structure", "IoU", "Dice", "precision", "recall", "FNR", "FPR", f"Hausdorff ({hd_unit})", "pooled IoU",
-              "pooled Dice", "images with it"]
+    header = [
+        "structure",
+        "IoU",
+        "Dice",
+        "precision",
+        "recall",
+        "FNR",
+        "FPR",
+        f"Hausdorff ({hd_unit})",
+        "pooled IoU",
+        "pooled Dice",
+        "images with it",
+    ]
     rows = []
     for name, v in per_class.items():
         label = name if "members" not in v else f"{name} (= {' + '.join(v['members'])})"
         rows.append(
-            [label, pct(v.get("iou")), pct(v.get("dice")), pct(v.get("precision")), pct(v.get("recall")),
-             pct(v.get("fnr")), pct(v.get("fpr"), 4), plain(v.get("hausdorff"), 3) if has_hd else DASH,
-             pct(v.get("iou_pooled")), pct(v.get("dice_pooled")), str(v.get("n_images_present", DASH))]
+            [
+                label,
+                pct(v.get("iou")),
+                pct(v.get("dice")),
+                pct(v.get("precision")),
+                pct(v.get("recall")),
+                pct(v.get("fnr")),
+                pct(v.get("fpr"), 4),
+                plain(v.get("hausdorff"), 3) if has_hd else DASH,
+                pct(v.get("iou_pooled")),
+                pct(v.get("dice_pooled")),
+                str(v.get("n_images_present", DASH)),
+            ]
         )
     mean = m.get("mean", {})
     if mean:
         rows.append(
-            ["**mean** (" + ", ".join(m.get("mean_over", [])) + ")", pct(mean.get("iou")), pct(mean.get("dice")),
-             pct(mean.get("precision")), pct(mean.get("recall")), pct(mean.get("fnr")), pct(mean.get("fpr"), 4),
-             plain(mean.get("hausdorff"), 3) if has_hd else DASH, pct(mean.get("iou_pooled")),
-             pct(mean.get("dice_pooled")), DASH]
+            [
+                "**mean** (" + ", ".join(m.get("mean_over", [])) + ")",
+                pct(mean.get("iou")),
+                pct(mean.get("dice")),
+                pct(mean.get("precision")),
+                pct(mean.get("recall")),
+                pct(mean.get("fnr")),
+                pct(mean.get("fpr"), 4),
+                plain(mean.get("hausdorff"), 3) if has_hd else DASH,
+                pct(mean.get("iou_pooled")),
+                pct(mean.get("dice_pooled")),
+                DASH,
+            ]
         )
     L += table(header, rows)
     hd_kind = m.get("hausdorff_points", "all")
     L += [
         "",
-        ("Means over each fold's validation images, then over the folds; pooled = from the confusion counts summed "
-         "over a fold's images (then averaged over the folds). " if result.cross_validation else
-         "Means over images; pooled = from the confusion counts summed over all images. ")
+        (
+            "Means over each fold's validation images, then over the folds; pooled = from the confusion counts summed "
+            "over a fold's images (then averaged over the folds). "
+            if result.cross_validation
+            else "Means over images; pooled = from the confusion counts summed over all images. "
+        )
         + "FPR with four decimals. "
         f"Hausdorff over {'all points of the sets (AMFL Eq. 15)' if hd_kind == 'all' else 'surface points'}"
         + (f", {m['hausdorff_percentile']}th percentile" if m.get("hausdorff_percentile") is not None else "")

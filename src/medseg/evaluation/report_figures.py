@@ -38,33 +38,55 @@ class _Drawing:
 def _case_overlays(fig: _Drawing, result: EvaluationResult, cases: Mapping[str, Any]) -> None:
     """Any other task: the worst and best cases, coloured per class (or per channel) with a legend."""
     multilabel = result.mode == "multilabel"
-    shown = [("worst", k + 1, e) for k, e in enumerate(cases["worst"])] + \
-            [("best", k + 1, e) for k, e in enumerate(cases["best"])]
+    shown = [("worst", k + 1, e) for k, e in enumerate(cases["worst"])] + [
+        ("best", k + 1, e) for k, e in enumerate(cases["best"])
+    ]
     background = result.background
 
     def draw(path: Path) -> list[int]:
         idx = [e["index"] for _, _, e in shown]
         imgs, labs, preds, where = figures.pick_slices(
-            np.asarray(result.images)[idx], np.asarray(result.labels)[idx], np.asarray(result.preds)[idx],
-            multilabel=multilabel, background=background)
-        titles = [f"{kind} {k}: {e['case']}{fold_of(result, e['index'])}{', ' + w if w else ''}\n"
-                  f"mean Dice {pct(e['mean_dice'], 1)} %" for (kind, k, e), w in zip(shown, where, strict=True)]
-        figures.case_overlays(imgs, labs, preds, result.class_names, path, range(len(idx)), titles,
-                              multilabel=multilabel, background=background)
+            np.asarray(result.images)[idx],
+            np.asarray(result.labels)[idx],
+            np.asarray(result.preds)[idx],
+            multilabel=multilabel,
+            background=background,
+        )
+        titles = [
+            f"{kind} {k}: {e['case']}{fold_of(result, e['index'])}{', ' + w if w else ''}\n"
+            f"mean Dice {pct(e['mean_dice'], 1)} %"
+            for (kind, k, e), w in zip(shown, where, strict=True)
+        ]
+        figures.case_overlays(
+            imgs,
+            labs,
+            preds,
+            result.class_names,
+            path,
+            range(len(idx)),
+            titles,
+            multilabel=multilabel,
+            background=background,
+        )
         return idx
 
-    colours = ("each channel filled and outlined in its colour (channels may share pixels)" if multilabel
-               else "classes in the legend's colours" + (f", {result.class_names[background]} black"
-                                                        if background is not None else ""))
+    colours = (
+        "each channel filled and outlined in its colour (channels may share pixels)"
+        if multilabel
+        else "classes in the legend's colours"
+        + (f", {result.class_names[background]} black" if background is not None else "")
+    )
     fig.attempt(
         "overlays.png",
         "Worst and best cases: image | ground truth | prediction | errors",
         draw,
-        lambda idx: f"The {len(cases['worst'])} worst and {len(cases['best'])} best "
-        + ("validation cases" if result.cross_validation else "test cases")
-        + f" by {cases['score']}"
-        + ("; volumes at their slice with the most true foreground" if np.ndim(result.images) == 4 else "")
-        + f". Colours: {colours}; errors yellow.",
+        lambda idx: (
+            f"The {len(cases['worst'])} worst and {len(cases['best'])} best "
+            + ("validation cases" if result.cross_validation else "test cases")
+            + f" by {cases['score']}"
+            + ("; volumes at their slice with the most true foreground" if np.ndim(result.images) == 4 else "")
+            + f". Colours: {colours}; errors yellow."
+        ),
     )
 
 
@@ -79,9 +101,11 @@ def _confusion_matrix(fig: _Drawing, result: EvaluationResult, language: Task, c
         "confusion_matrix.png",
         f"Confusion matrix ({scored_on(result)})",
         lambda p: figures.confusion_matrix_figure(cm, result.class_names, p, normalize=True),
-        lambda _: "Rows = true class, columns = predicted class, each row as % of its true pixels"
-        + _source(language, "confusion_matrix.png")
-        + (" Summed over the validation cases of every fold." if result.cross_validation else ""),
+        lambda _: (
+            "Rows = true class, columns = predicted class, each row as % of its true pixels"
+            + _source(language, "confusion_matrix.png")
+            + (" Summed over the validation cases of every fold." if result.cross_validation else "")
+        ),
     )
 
 
@@ -95,9 +119,14 @@ def _fold_boxplot(fig: _Drawing, result: EvaluationResult, language: Task) -> No
             p,
             ylabel=f"{label} (%)",
         ),
-        lambda _: f"Per-image {label} of each fold's model on "
-        + ("its own validation cases (cross-validation, no held-out test set)." if result.cross_validation
-           else "the held-out test images" + _source(language, "folds.png")),
+        lambda _: (
+            f"Per-image {label} of each fold's model on "
+            + (
+                "its own validation cases (cross-validation, no held-out test set)."
+                if result.cross_validation
+                else "the held-out test images" + _source(language, "folds.png")
+            )
+        ),
     )
 
 
@@ -105,8 +134,7 @@ def _training_curves(fig: _Drawing, result: EvaluationResult, language: Task) ->
     metric = None
     if language.primary_curve and result.primary:
         recorded = {k for rows in result.histories.values() for r in rows for k in r}
-        metric = next((k for k in (f"val_dice/{result.primary}", f"val_iou/{result.primary}") if k in recorded),
-                      None)
+        metric = next((k for k in (f"val_dice/{result.primary}", f"val_iou/{result.primary}") if k in recorded), None)
     fig.attempt(
         "training_curves.png",
         "Training curves",
@@ -115,8 +143,9 @@ def _training_curves(fig: _Drawing, result: EvaluationResult, language: Task) ->
     )
 
 
-def draw_figures(result: EvaluationResult, language: Task, fig_dir: Path,
-                 cases: Mapping[str, Any] | None) -> tuple[list[tuple[str, str, str]], list[str]]:
+def draw_figures(
+    result: EvaluationResult, language: Task, fig_dir: Path, cases: Mapping[str, Any] | None
+) -> tuple[list[tuple[str, str, str]], list[str]]:
     """Draw the figures whose inputs are present, in ``language`` (the task whose language the report speaks).
     Returns ([(file, title, caption)], [problems])."""
     fig = _Drawing(fig_dir)

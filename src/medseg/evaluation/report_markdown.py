@@ -13,7 +13,6 @@ from medseg.evaluation.report_format import DASH, jsonable, num, pct, plain, pub
 from medseg.evaluation.report_result import EvaluationResult, hd_unit_of, scored_classes, scored_on
 from medseg.evaluation.tasks import TASKS, Task, shown_references
 
-
 _MAX_CLASS_COLUMNS = 8  # the cases table names each class's Dice up to this many scored classes
 _CPU_KEYS = ("cpu_ms", "cpu_ms_per_image")
 _GPU_KEYS = ("gpu_ms", "gpu_ms_per_image")
@@ -22,20 +21,28 @@ _GPU_KEYS = ("gpu_ms", "gpu_ms_per_image")
 def _classes_line(result: EvaluationResult, language: Task, hd_words: str) -> str:
     m = result.metrics
     n = m.get("n_images")
-    head = (f"{result.extra.get('evaluated_on', 'held-out test set').capitalize()}: "
-            f"{n if n is not None else DASH} {language.case_unit}"
-            f"{' per fold (mean)' if result.cross_validation else ''}; ")
+    head = (
+        f"{result.extra.get('evaluated_on', 'held-out test set').capitalize()}: "
+        f"{n if n is not None else DASH} {language.case_unit}"
+        f"{' per fold (mean)' if result.cross_validation else ''}; "
+    )
     tail = f". Values in % (two decimals) except Hausdorff distances ({hd_words})."
     own = language.classes_text(result)
     if own is not None:
         return head + own + tail
     if result.mode == "multilabel":
-        return (head + "structures (multi-label channels, each scored on its own): "
-                + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names)) + tail)
+        return (
+            head
+            + "structures (multi-label channels, each scored on its own): "
+            + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names))
+            + tail
+        )
     bg = result.background
     scored = set(scored_classes(result))
-    names = [f"{i} {c}" + (" (background, not scored)" if i == bg and c not in scored else "")
-             for i, c in enumerate(result.class_names)]
+    names = [
+        f"{i} {c}" + (" (background, not scored)" if i == bg and c not in scored else "")
+        for i, c in enumerate(result.class_names)
+    ]
     scope = "every class scored (no background class)" if bg is None else "scored: " + ", ".join(scored_classes(result))
     return head + "classes: " + ", ".join(names) + f"; {scope}" + tail
 
@@ -49,18 +56,43 @@ def _class_table(result: EvaluationResult, hd_unit: str, hd_words: str) -> list[
     derived = [n for n, v in per_class.items() if isinstance(v, Mapping) and "members" in v]
     has_hd = any("hausdorff" in v for v in per_class.values())
     L = [f"## Per-class metrics ({scored_on(result)})", ""]
-    header = ["class", "Dice", "IoU", "precision", "recall", f"Hausdorff ({hd_unit})", "pooled Dice", "pooled IoU",
-              "cases with it"]
+    header = [
+        "class",
+        "Dice",
+        "IoU",
+        "precision",
+        "recall",
+        f"Hausdorff ({hd_unit})",
+        "pooled Dice",
+        "pooled IoU",
+        "cases with it",
+    ]
 
     def cells(label: str, v: Mapping[str, Any], present: str) -> list[str]:
-        return [label, pct(v.get("dice")), pct(v.get("iou")), pct(v.get("precision")), pct(v.get("recall")),
-                plain(v.get("hausdorff"), 3) if has_hd else DASH, pct(v.get("dice_pooled")),
-                pct(v.get("iou_pooled")), present]
+        return [
+            label,
+            pct(v.get("dice")),
+            pct(v.get("iou")),
+            pct(v.get("precision")),
+            pct(v.get("recall")),
+            plain(v.get("hausdorff"), 3) if has_hd else DASH,
+            pct(v.get("dice_pooled")),
+            pct(v.get("iou_pooled")),
+            present,
+        ]
 
-    rows = [cells(name, per_class.get(name, {}), str(per_class.get(name, {}).get("n_images_present", DASH)))
-            for name in scored]
-    rows += [cells(f"{name} (= {' + '.join(per_class[name]['members'])})", per_class[name],
-                   str(per_class[name].get("n_images_present", DASH))) for name in derived]
+    rows = [
+        cells(name, per_class.get(name, {}), str(per_class.get(name, {}).get("n_images_present", DASH)))
+        for name in scored
+    ]
+    rows += [
+        cells(
+            f"{name} (= {' + '.join(per_class[name]['members'])})",
+            per_class[name],
+            str(per_class[name].get("n_images_present", DASH)),
+        )
+        for name in derived
+    ]
     mean = m.get("mean", {})
     if mean:
         rows.append(cells(f"**mean** ({', '.join(m.get('mean_over', scored))})", mean, DASH))
@@ -69,11 +101,19 @@ def _class_table(result: EvaluationResult, hd_unit: str, hd_words: str) -> list[
     bg = result.background
     L += [
         "",
-        ("Means over each fold's validation cases, then over the folds; pooled = from the confusion counts summed "
-         "over a fold's cases (then averaged over the folds). " if result.cross_validation else
-         "Means over cases; pooled = from the confusion counts summed over all cases. ")
-        + ("Every class is scored (no background class). " if bg is None and result.mode == "multiclass" else
-           "" if bg is None else f"Class {bg} ({result.class_names[bg]}) is the background and is not scored. ")
+        (
+            "Means over each fold's validation cases, then over the folds; pooled = from the confusion counts summed "
+            "over a fold's cases (then averaged over the folds). "
+            if result.cross_validation
+            else "Means over cases; pooled = from the confusion counts summed over all cases. "
+        )
+        + (
+            "Every class is scored (no background class). "
+            if bg is None and result.mode == "multiclass"
+            else ""
+            if bg is None
+            else f"Class {bg} ({result.class_names[bg]}) is the background and is not scored. "
+        )
         + f"Hausdorff distance over {'all points of the two sets' if hd_kind == 'all' else 'the boundary points'}"
         + (f", {m['hausdorff_percentile']}th percentile" if m.get("hausdorff_percentile") is not None else "")
         + f", in {'mm on the scored grid' if hd_unit == 'mm' else hd_words.removeprefix('in ')}"
@@ -81,11 +121,15 @@ def _class_table(result: EvaluationResult, hd_unit: str, hd_words: str) -> list[
         "(0, or the image diagonal) when only one is, so misses count in every mean.",
         "",
     ]
-    accuracies = [(key, label) for key, label in (
-        ("pixel_accuracy", "pixel accuracy" + (" (every channel right)" if result.mode == "multilabel" else "")),
-        ("foreground_accuracy", "foreground vs background"),
-        ("derived_accuracy", "mean over the derived structures"),
-    ) if key in m]
+    accuracies = [
+        (key, label)
+        for key, label in (
+            ("pixel_accuracy", "pixel accuracy" + (" (every channel right)" if result.mode == "multilabel" else "")),
+            ("foreground_accuracy", "foreground vs background"),
+            ("derived_accuracy", "mean over the derived structures"),
+        )
+        if key in m
+    ]
     if accuracies:
         L += ["Accuracies: " + "; ".join(f"{label} {pct(m.get(key))}" for key, label in accuracies) + ".", ""]
     return L
@@ -95,8 +139,13 @@ def _cases_section(result: EvaluationResult, cases: Mapping[str, Any]) -> list[s
     scored = scored_classes(result)
     per_class = len(scored) <= _MAX_CLASS_COLUMNS
     folds = any("fold" in e for e in [*cases["worst"], *cases["best"]])
-    header = ["", "case", *(["fold"] if folds else []), "mean Dice",
-              *([f"{c} Dice" for c in scored] if per_class else ["lowest class Dice"])]
+    header = [
+        "",
+        "case",
+        *(["fold"] if folds else []),
+        "mean Dice",
+        *([f"{c} Dice" for c in scored] if per_class else ["lowest class Dice"]),
+    ]
     rows = []
     for kind in ("worst", "best"):
         for k, e in enumerate(cases[kind], start=1):
@@ -106,13 +155,17 @@ def _cases_section(result: EvaluationResult, cases: Mapping[str, Any]) -> list[s
                 known = {c: v for c, v in e["dice"].items() if v is not None}
                 low = min(known, key=known.get) if known else None
                 detail = [DASH if low is None else f"{low} {pct(known[low])}"]
-            rows.append([f"{kind} {k}", e["case"], *([str(e.get("fold", DASH))] if folds else []),
-                         pct(e["mean_dice"]), *detail])
+            rows.append(
+                [f"{kind} {k}", e["case"], *([str(e.get("fold", DASH))] if folds else []), pct(e["mean_dice"]), *detail]
+            )
     L = [f"## Worst and best cases ({scored_on(result)})", ""]
     L += table(header, rows)
     drawn = result.images is not None and result.labels is not None and result.preds is not None
-    L += ["", f"Ranked by {cases['score']} (each case's own mean)."
-          + (" Their overlays are under Figures." if drawn else ""), ""]
+    L += [
+        "",
+        f"Ranked by {cases['score']} (each case's own mean)." + (" Their overlays are under Figures." if drawn else ""),
+        "",
+    ]
     return L
 
 
@@ -123,12 +176,18 @@ def _references_section(result: EvaluationResult, refs: Sequence[Mapping[str, An
         return []
     mean_dice = num(result.metrics.get("mean", {}).get("dice"))
     rows = [["**ours**", pct(mean_dice), "this run", DASH]]
-    rows += [[str(r.get("method", DASH)), published(r.get("dice")), str(r.get("source", DASH)),
-              str(r.get("note") or DASH)] for r in with_dice]
+    rows += [
+        [str(r.get("method", DASH)), published(r.get("dice")), str(r.get("source", DASH)), str(r.get("note") or DASH)]
+        for r in with_dice
+    ]
     L = ["## Published numbers", ""]
     L += table(["row", "Dice", "source", "note"], rows)
-    L += ["", "Ours: mean Dice over " + ", ".join(scored_classes(result)) + ". Published numbers are the paper's, "
-          "on its own data, shown unrounded: a scale for ours, not a like-for-like comparison.", ""]
+    L += [
+        "",
+        "Ours: mean Dice over " + ", ".join(scored_classes(result)) + ". Published numbers are the paper's, "
+        "on its own data, shown unrounded: a scale for ours, not a like-for-like comparison.",
+        "",
+    ]
     return L
 
 
@@ -164,15 +223,24 @@ def _efficiency_section(result: EvaluationResult, refs: Sequence[Mapping[str, An
     if e:
         params = num(e.get("params"))
         rows.append(
-            ["**ours**", DASH if params is None else f"{params / 1e6:.2f}M", plain(e.get(cpu_key)),
-             plain(e.get(gpu_key)), "this run"]
+            [
+                "**ours**",
+                DASH if params is None else f"{params / 1e6:.2f}M",
+                plain(e.get(cpu_key)),
+                plain(e.get(gpu_key)),
+                "this run",
+            ]
         )
     for r in eff_refs:
         params = num(r.get("params"))
         rows.append(
-            [str(r.get("method")), DASH if params is None else f"{params / 1e6:.2f}M",
-             published(r.get("time_ms_cpu"), 0), published(r.get("time_ms"), 0),
-             f"{r.get('source')}; {r.get('time_device') or 'device not stated'}"]
+            [
+                str(r.get("method")),
+                DASH if params is None else f"{params / 1e6:.2f}M",
+                published(r.get("time_ms_cpu"), 0),
+                published(r.get("time_ms"), 0),
+                f"{r.get('source')}; {r.get('time_device') or 'device not stated'}",
+            ]
         )
     L += table(["model", "params", "CPU ms / image", "GPU ms / image", "source"], rows)
     others = {k: v for k, v in e.items() if k not in ("params", cpu_key, gpu_key)}

@@ -15,7 +15,6 @@ import numpy as np
 from medseg.evaluation import figures
 from medseg.evaluation.report_format import num
 
-
 N_CASES_SHOWN = 3  # worst and best cases each
 
 
@@ -48,7 +47,7 @@ class EvaluationResult:
 
     @property
     def mode(self) -> str:
-        """"multiclass" or "multilabel": the metrics' mode, else read from the arrays' shapes."""
+        """ "multiclass" or "multilabel": the metrics' mode, else read from the arrays' shapes."""
         mode = self.metrics.get("mode") if isinstance(self.metrics, Mapping) else None
         if mode in ("multiclass", "multilabel"):
             return str(mode)
@@ -71,8 +70,9 @@ class EvaluationResult:
             return name
         if str(name) in self.class_names:
             return list(self.class_names).index(str(name))
-        raise ValueError(f"metrics name {name!r} as the background class, which is not one of the classes "
-                         f"{list(self.class_names)}")
+        raise ValueError(
+            f"metrics name {name!r} as the background class, which is not one of the classes {list(self.class_names)}"
+        )
 
     @property
     def fold_label(self) -> str:
@@ -173,11 +173,18 @@ def worst_best(result: EvaluationResult) -> dict[str, Any] | None:
 
     def entry(i: int) -> dict[str, Any]:
         row = result.per_image[i]
-        e: dict[str, Any] = {"index": i, "case": case_name(result, i), "mean_dice": scores[i],
-                             "dice": {c: num(row.get(f"dice/{c}")) for c in scored}}
+        e: dict[str, Any] = {
+            "index": i,
+            "case": case_name(result, i),
+            "mean_dice": scores[i],
+            "dice": {c: num(row.get(f"dice/{c}")) for c in scored},
+        }
         if row.get("fold") is not None:
             e["fold"] = row["fold"]
         return e
 
-    return {"score": "mean Dice over " + ", ".join(scored), "worst": [entry(i) for i in worst],
-            "best": [entry(i) for i in best]}
+    return {
+        "score": "mean Dice over " + ", ".join(scored),
+        "worst": [entry(i) for i in worst],
+        "best": [entry(i) for i in best],
+    }

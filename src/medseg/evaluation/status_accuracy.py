@@ -62,9 +62,13 @@ def status_truth(pred: list[np.ndarray], true: list[np.ndarray], karyo: np.ndarr
     out = []
     for i, p in enumerate(pred):
         values = flat[p]
-        out.append({"held": int(holds[i].sum()) if holds.size else 0,
-                    "overlap_px": int((values == OVERLAP_VALUE).sum()),
-                    "labelled_share": float((values > 0).mean()) if p.size else 0.0})
+        out.append(
+            {
+                "held": int(holds[i].sum()) if holds.size else 0,
+                "overlap_px": int((values == OVERLAP_VALUE).sum()),
+                "labelled_share": float((values > 0).mean()) if p.size else 0.0,
+            }
+        )
     return out
 
 

@@ -71,8 +71,13 @@ def predict_image_file(predictor: Predictor, path: Path, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = predictor.class_names
-    summary = {"image": str(path), "shape": list(image.shape), "classes": {},
-               "model": predictor.meta.get("model", {}).get("name"), "derived": {}}
+    summary = {
+        "image": str(path),
+        "shape": list(image.shape),
+        "classes": {},
+        "model": predictor.meta.get("model", {}).get("name"),
+        "derived": {},
+    }
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".predict-") as tmp:
         tmp = Path(tmp)
         Image.fromarray(labels.astype(np.uint8)).save(tmp / f"{stem}_labels.png")
@@ -85,7 +90,9 @@ def predict_image_file(predictor: Predictor, path: Path, out_dir: Path) -> dict:
         for name, members in (predictor.meta["task"].get("derived") or {}).items():
             mask = np.isin(labels, members)
             Image.fromarray((mask * 255).astype(np.uint8)).save(tmp / f"{stem}_{name}_mask.png")
-            Image.fromarray(np.stack([grey, mask.astype(np.uint8) * 255], axis=-1), mode="LA").save(tmp / f"{stem}_{name}_cutout.png")
+            Image.fromarray(np.stack([grey, mask.astype(np.uint8) * 255], axis=-1), mode="LA").save(
+                tmp / f"{stem}_{name}_cutout.png"
+            )
             summary["derived"][name] = int(mask.sum())
         (tmp / f"{stem}_summary.json").write_text(json.dumps(summary, indent=2))
         for f in tmp.iterdir():
@@ -93,16 +100,23 @@ def predict_image_file(predictor: Predictor, path: Path, out_dir: Path) -> dict:
     return summary
 
 
-def predict_image_files(predictor: Predictor, paths: Sequence[Path], out_dir: Path, *,
-                        report: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+def predict_image_files(
+    predictor: Predictor,
+    paths: Sequence[Path],
+    out_dir: Path,
+    *,
+    report: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> dict:
     """:func:`predict_image_file` for every image of ``paths``, under a progress bar. ``report`` (default: printed
     above the bar, on stderr) gets a line per image, and after the first of several an estimate of the time
     the rest will take (a 512² image with TTA takes seconds on a loaded CPU core: a folder of them, minutes).
     Returns ``n_images``, ``total_seconds``, ``ms_per_image`` and the images' summaries."""
     start = time.perf_counter()
     summaries = []
-    with Progress(total=len(paths), desc="predicting images", unit="image",
-                  disable=not progress or len(paths) < 2) as bar:
+    with Progress(
+        total=len(paths), desc="predicting images", unit="image", disable=not progress or len(paths) < 2
+    ) as bar:
         say = report or (lambda line: bar.write(line, file=sys.stderr))
         for path in paths:
             summary = predict_image_file(predictor, path, out_dir)
@@ -115,5 +129,9 @@ def predict_image_files(predictor: Predictor, paths: Sequence[Path], out_dir: Pa
                 about = f"{rest:.1f} s" if rest < 90 else f"{rest / 60:.1f} min"
                 say(f"first image {first:.1f} s: about {about} for the other {len(paths) - 1}")
     total = time.perf_counter() - start
-    return {"n_images": len(paths), "total_seconds": round(total, 3),
-            "ms_per_image": round(1000 * total / max(len(paths), 1), 1), "images": summaries}
+    return {
+        "n_images": len(paths),
+        "total_seconds": round(total, 3),
+        "ms_per_image": round(1000 * total / max(len(paths), 1), 1),
+        "images": summaries,
+    }

@@ -40,11 +40,17 @@ def check_input_kind(path: str | Path, spatial_dims: int, model: str | Path = "t
         if fmt == "dicom" and path.is_file() and path.suffix.lower() != ".zip" and not is_dicom_file(path):
             return  # DICOM by its name only (none, or .dcm), not by its bytes: the image reader names the problem
         what = _VOLUME_NAMES[fmt]
-        raise DataValidationError(path, f"this is {what} (3D), and {model} segments 2D images (PNG/TIFF/JPEG); give "
-                                        "a 2D image, or a 3D model for volumes")
+        raise DataValidationError(
+            path,
+            f"this is {what} (3D), and {model} segments 2D images (PNG/TIFF/JPEG); give "
+            "a 2D image, or a 3D model for volumes",
+        )
     if spatial_dims == 3 and is_image:
-        raise DataValidationError(path, f"this is a 2D image, and {model} segments 3D volumes (NIfTI, HDF5, DICOM "
-                                        "series); give a volume, or a 2D model for images")
+        raise DataValidationError(
+            path,
+            f"this is a 2D image, and {model} segments 3D volumes (NIfTI, HDF5, DICOM "
+            "series); give a volume, or a 2D model for images",
+        )
 
 
 @dataclass
@@ -58,8 +64,12 @@ class FolderContents:
 
     def describe(self) -> str:
         """What was found, e.g. "3 images (a.png, b.png, c.png) and 2 DICOM files (IM1, IM2)"."""
-        parts = [_count(self.images, "image"), _count(self.dicom, "DICOM file"), _count(self.other, "other file"),
-                 _count(self.folders, "folder")]
+        parts = [
+            _count(self.images, "image"),
+            _count(self.dicom, "DICOM file"),
+            _count(self.other, "other file"),
+            _count(self.folders, "folder"),
+        ]
         parts = [p for p in parts if p]
         return " and ".join(parts) if parts else "nothing"
 
@@ -67,7 +77,9 @@ class FolderContents:
 def _count(paths: Sequence[Path], what: str) -> str:
     if not paths:
         return ""
-    names = ", ".join(p.name for p in paths[:_SHOWN]) + (f", … {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else "")
+    names = ", ".join(p.name for p in paths[:_SHOWN]) + (
+        f", … {len(paths) - _SHOWN} more" if len(paths) > _SHOWN else ""
+    )
     return f"{len(paths)} {what}{'s' if len(paths) > 1 else ''} ({names})"
 
 
@@ -89,8 +101,9 @@ def folder_contents(folder: str | Path) -> FolderContents:
     return found
 
 
-def prediction_inputs(paths: Sequence[str | Path], spatial_dims: int,
-                      model: str | Path = "the model") -> tuple[list[Path], list[str]]:
+def prediction_inputs(
+    paths: Sequence[str | Path], spatial_dims: int, model: str | Path = "the model"
+) -> tuple[list[Path], list[str]]:
     """The inputs to predict one by one, and notes for the user: each file checked by
     :func:`check_input_kind`; a folder of 2D images (2D model) becomes its images, a folder of DICOM files (3D
     model) stays one series. Raises :class:`DataValidationError` naming the folder, and what it holds, when it
@@ -104,27 +117,39 @@ def prediction_inputs(paths: Sequence[str | Path], spatial_dims: int,
             continue
         found = folder_contents(path)
         if found.images and found.dicom:
-            raise DataValidationError(path, f"this folder mixes 2D images and DICOM files: {found.describe()}; give a "
-                                            "folder of images or the files of one DICOM series, not both")
+            raise DataValidationError(
+                path,
+                f"this folder mixes 2D images and DICOM files: {found.describe()}; give a "
+                "folder of images or the files of one DICOM series, not both",
+            )
         if found.dicom:
             if spatial_dims == 2:
-                raise DataValidationError(path, f"this is a DICOM series (3D; {found.describe()}, DICOM by their "
-                                                f"bytes), and {model} segments 2D images (PNG/TIFF/JPEG); give 2D "
-                                                "images, or a 3D model for volumes")
+                raise DataValidationError(
+                    path,
+                    f"this is a DICOM series (3D; {found.describe()}, DICOM by their "
+                    f"bytes), and {model} segments 2D images (PNG/TIFF/JPEG); give 2D "
+                    "images, or a 3D model for volumes",
+                )
             inputs.append(path)
         elif found.images:
             if spatial_dims == 3:
-                raise DataValidationError(path, f"this is a folder of 2D images ({found.describe()}), and {model} "
-                                                "segments 3D volumes (NIfTI, HDF5, DICOM series); give a volume, or a "
-                                                "2D model for images")
+                raise DataValidationError(
+                    path,
+                    f"this is a folder of 2D images ({found.describe()}), and {model} "
+                    "segments 3D volumes (NIfTI, HDF5, DICOM series); give a volume, or a "
+                    "2D model for images",
+                )
             inputs += found.images
             if found.other:
                 notes.append(f"{path}: {_count(found.other, 'other file')} not predicted (not PNG/TIFF/JPEG)")
         elif spatial_dims == 3 and found.folders:
             inputs.append(path)  # a DICOM export's root: the series reader searches its subfolders
         else:
-            raise DataValidationError(path, f"this folder holds no PNG/TIFF/JPEG image and no DICOM file (found "
-                                            f"{found.describe()}); give a folder of 2D images or of one DICOM series")
+            raise DataValidationError(
+                path,
+                f"this folder holds no PNG/TIFF/JPEG image and no DICOM file (found "
+                f"{found.describe()}); give a folder of 2D images or of one DICOM series",
+            )
     return inputs, notes
 
 

@@ -30,17 +30,39 @@ import numpy as np
 
 from medseg.inference.regions import touches_edge
 
-__all__ = ["STATUSES", "STATUS_COLOUR", "STATUS_MARK", "STATUS_TEXT", "chromosome_status", "chromosomes_csv",
-           "instance_statuses", "shape_measures", "single_median", "spread_of", "status_summary", "surroundings"]
+__all__ = [
+    "STATUSES",
+    "STATUS_COLOUR",
+    "STATUS_MARK",
+    "STATUS_TEXT",
+    "chromosome_status",
+    "chromosomes_csv",
+    "instance_statuses",
+    "shape_measures",
+    "single_median",
+    "spread_of",
+    "status_summary",
+    "surroundings",
+]
 
 STATUSES = ("single", "crossing_split", "crossing_whole", "clump", "doubtful")
-STATUS_TEXT = {"single": "single chromosome", "crossing_split": "crossing, split", "crossing_whole":
-               "crossing of two, kept whole", "clump": "probable clump", "doubtful": "possible debris / nucleus"}
+STATUS_TEXT = {
+    "single": "single chromosome",
+    "crossing_split": "crossing, split",
+    "crossing_whole": "crossing of two, kept whole",
+    "clump": "probable clump",
+    "doubtful": "possible debris / nucleus",
+}
 #: How the figure of ``medseg predict`` marks a status: the colour of the object's outline and number box, and a
 #: letter after its number, so that the statuses read in print and for colour-blind readers too (single: none,
 #: the common case stays uncluttered).
-STATUS_COLOUR = {"single": "#2ca02c", "crossing_split": "#1f77b4", "crossing_whole": "#9467bd", "clump": "#ff7f0e",
-                 "doubtful": "#d62728"}
+STATUS_COLOUR = {
+    "single": "#2ca02c",
+    "crossing_split": "#1f77b4",
+    "crossing_whole": "#9467bd",
+    "clump": "#ff7f0e",
+    "doubtful": "#d62728",
+}
 STATUS_MARK = {"single": "", "crossing_split": "s", "crossing_whole": "w", "clump": "c", "doubtful": "?"}
 # On the label maps of 12 M-FISH cells the largest single chromosomes (1, 2) reach 2.0-2.4 × the cell's median:
 # a "whole" object is called a clump only from CLUMP_FACTOR on; from LARGE_FACTOR on, one kept whole at an
@@ -58,8 +80,22 @@ NUCLEUS_SOLIDITY, NUCLEUS_AXIS_RATIO = 0.9, 0.6  # compact and round: no chromos
 EXPECTED = 46  # a normal human metaphase
 FAR = 6  # |estimate − 46| above this: the headline warns
 SPLIT_FALLBACKS = ("no_pair_model", "pair_model_failed", "pair_model_unsure")  # a crossing of two, kept whole
-CSV_COLUMNS = ("id", "status", "estimated_count", "area_px", "top", "left", "height", "width", "overlaps_with",
-               "separated_by", "status_reason", "class", "class_name", "class_confidence")
+CSV_COLUMNS = (
+    "id",
+    "status",
+    "estimated_count",
+    "area_px",
+    "top",
+    "left",
+    "height",
+    "width",
+    "overlaps_with",
+    "separated_by",
+    "status_reason",
+    "class",
+    "class_name",
+    "class_confidence",
+)
 
 
 def single_median(records: list[dict]) -> float:
@@ -110,15 +146,21 @@ def chromosome_status(record: dict, median: float, shape, spread: tuple[float, f
 
     if record.get("surround", 0) >= ON_NUCLEUS:
         return status("doubtful", 0, f"on a bright background (a nucleus?), {ratio:.2f} × median area")
-    if ratio >= CLUMP_FACTOR and record.get("solidity", 0) >= NUCLEUS_SOLIDITY \
-            and record.get("axis_ratio", 0) >= NUCLEUS_AXIS_RATIO:
+    if (
+        ratio >= CLUMP_FACTOR
+        and record.get("solidity", 0) >= NUCLEUS_SOLIDITY
+        and record.get("axis_ratio", 0) >= NUCLEUS_AXIS_RATIO
+    ):
         return status("doubtful", 0, f"compact and round, {ratio:.1f} × median area: nucleus-like")
     if ratio < TINY_FACTOR:
         return status("doubtful", 0, f"tiny: {ratio:.2f} × median area")
     if ratio < BORDER_FACTOR and _at_border(record, shape):
         return status("doubtful", 0, f"at the image border, {ratio:.2f} × median area")
-    if ratio < BORDER_FACTOR and spread is not None \
-            and np.hypot(*(np.subtract(_centre(record), spread[:2]))) > OFF_SPREAD * spread[2]:
+    if (
+        ratio < BORDER_FACTOR
+        and spread is not None
+        and np.hypot(*(np.subtract(_centre(record), spread[:2]))) > OFF_SPREAD * spread[2]
+    ):
         return status("doubtful", 0, f"off the metaphase's spread, {ratio:.2f} × median area")
     estimate = max(2, round(ratio))
     if how == "pair_model":
@@ -128,8 +170,11 @@ def chromosome_status(record: dict, median: float, shape, spread: tuple[float, f
     if ratio >= CLUMP_FACTOR or (how != "whole" and ratio >= LARGE_FACTOR) or how == "several_overlaps":
         kind = "several overlaps" if how == "several_overlaps" else "touching"
         return status("clump", estimate, f"{kind}: {ratio:.1f} × median area")
-    return status("single", 1, f"large ({ratio:.1f} × median): a long chromosome, or two touching"
-                  if ratio >= LARGE_FACTOR else "")
+    return status(
+        "single",
+        1,
+        f"large ({ratio:.1f} × median): a long chromosome, or two touching" if ratio >= LARGE_FACTOR else "",
+    )
 
 
 def shape_measures(mask: np.ndarray) -> dict:
@@ -140,8 +185,10 @@ def shape_measures(mask: np.ndarray) -> dict:
     if not props:
         return {"solidity": 0.0, "axis_ratio": 0.0}
     p = props[0]
-    return {"solidity": round(float(p.solidity), 3),
-            "axis_ratio": round(float(p.axis_minor_length / max(p.axis_major_length, 1e-9)), 3)}
+    return {
+        "solidity": round(float(p.solidity), 3),
+        "axis_ratio": round(float(p.axis_minor_length / max(p.axis_major_length, 1e-9)), 3),
+    }
 
 
 def surroundings(image: np.ndarray, instances) -> list[float]:
@@ -153,7 +200,7 @@ def surroundings(image: np.ndarray, instances) -> list[float]:
     foreground = np.zeros(image.shape, bool)
     for inst in instances:
         t, left, h, w = inst.bbox
-        foreground[t:t + h, left:left + w] |= inst.mask
+        foreground[t : t + h, left : left + w] |= inst.mask
     if not foreground.any() or foreground.all():
         return [0.0] * len(instances)
     background, chromosome = float(np.median(image[~foreground])), float(np.median(image[foreground]))
@@ -164,10 +211,10 @@ def surroundings(image: np.ndarray, instances) -> list[float]:
         t, left, h, w = inst.bbox
         t0, l0 = max(t - far, 0), max(left - far, 0)
         window = np.zeros((min(t + h + far, image.shape[0]) - t0, min(left + w + far, image.shape[1]) - l0), bool)
-        window[t - t0:t - t0 + h, left - l0:left - l0 + w] = inst.mask
+        window[t - t0 : t - t0 + h, left - l0 : left - l0 + w] = inst.mask
         ring = ndimage.binary_dilation(window, iterations=far) & ~ndimage.binary_dilation(window, iterations=near)
-        ring &= ~foreground[t0:t0 + window.shape[0], l0:l0 + window.shape[1]]
-        values = image[t0:t0 + window.shape[0], l0:l0 + window.shape[1]][ring]
+        ring &= ~foreground[t0 : t0 + window.shape[0], l0 : l0 + window.shape[1]]
+        values = image[t0 : t0 + window.shape[0], l0 : l0 + window.shape[1]][ring]
         out.append(round((float(np.median(values)) - background) / span, 2) if values.size else 0.0)
     return out
 
@@ -181,7 +228,7 @@ def instance_statuses(instances, shape, image: np.ndarray | None = None) -> list
     spread = spread_of(records, median)
     around = surroundings(image, instances) if image is not None else [None] * len(instances)
     out = []
-    for inst, record, surround in zip(instances, records, around):
+    for inst, record, surround in zip(instances, records, around, strict=True):
         extra = shape_measures(inst.mask) if median and record["area"] >= CLUMP_FACTOR * median else {}
         if surround is not None:
             extra["surround"] = surround
@@ -198,16 +245,26 @@ def status_summary(records: list[dict]) -> dict:
     if counts["crossing_split"]:
         parts.append(f"{counts['crossing_split']} from split crossings")
     if counts["crossing_whole"]:
-        parts.append(f"{counts['crossing_whole']} crossing{'s' * (counts['crossing_whole'] != 1)} kept whole "
-                     f"({2 * counts['crossing_whole']})")
+        parts.append(
+            f"{counts['crossing_whole']} crossing{'s' * (counts['crossing_whole'] != 1)} kept whole "
+            f"({2 * counts['crossing_whole']})"
+        )
     parts.append(f"{counts['clump']} clump{'s' * (counts['clump'] != 1)} (≈ {clumped})")
     parts.append(f"{counts['doubtful']} doubtful")
     warning = None
     if abs(estimate - EXPECTED) > FAR:
-        warning = (f"about {estimate} chromosomes estimated, far from the {EXPECTED} of a normal cell: check the "
-                   "clumps and doubtful objects by eye before reporting a count")
-    return {"counts": counts, "estimate": estimate, "clumped": clumped, "doubtful": counts["doubtful"],
-            "text": " · ".join(parts) + f" — about {estimate} chromosomes", "warning": warning}
+        warning = (
+            f"about {estimate} chromosomes estimated, far from the {EXPECTED} of a normal cell: check the "
+            "clumps and doubtful objects by eye before reporting a count"
+        )
+    return {
+        "counts": counts,
+        "estimate": estimate,
+        "clumped": clumped,
+        "doubtful": counts["doubtful"],
+        "text": " · ".join(parts) + f" — about {estimate} chromosomes",
+        "warning": warning,
+    }
 
 
 def chromosomes_csv(records: list[dict]) -> str:
@@ -218,9 +275,22 @@ def chromosomes_csv(records: list[dict]) -> str:
     for r in records:
         b = r["bbox"]
         confidence = r.get("class_confidence")
-        writer.writerow([r["id"], r.get("status", ""), r.get("estimated_count", ""), r["area"], b["top"], b["left"],
-                         b["height"], b["width"], " ".join(str(i) for i in r.get("overlaps_with") or []),
-                         r.get("separated_by", ""), r.get("status_reason", ""),
-                         "" if r.get("class") is None else r["class"], r.get("class_name") or "",
-                         "" if confidence is None else f"{confidence:.3f}"])
+        writer.writerow(
+            [
+                r["id"],
+                r.get("status", ""),
+                r.get("estimated_count", ""),
+                r["area"],
+                b["top"],
+                b["left"],
+                b["height"],
+                b["width"],
+                " ".join(str(i) for i in r.get("overlaps_with") or []),
+                r.get("separated_by", ""),
+                r.get("status_reason", ""),
+                "" if r.get("class") is None else r["class"],
+                r.get("class_name") or "",
+                "" if confidence is None else f"{confidence:.3f}",
+            ]
+        )
     return out.getvalue()

@@ -33,8 +33,8 @@ chromosomes that touch come apart; the regions a component was cut into beyond o
   chromosomes, or two crossing twice — the pair model is trained on one crossing of two), ``no_pair_model``
   (none given), ``pair_model_failed`` (it found under ``min_part_px`` pixels of A-only or B-only inside the
   component: it cannot tell the two apart there), ``pair_model_unsure`` (its mean top-class probability over the
-  component's own pixels in the crop is under ``min_pair_confidence``, 0.8). Whole is the choice because a karyotyper can still cut a
-  cluster by hand, while a wrong cut would hand them two wrong chromosomes.
+  component's own pixels in the crop is under ``min_pair_confidence``, 0.8). Whole is the choice because a
+  karyotyper can still cut a cluster by hand, while a wrong cut would hand them two wrong chromosomes.
 
 Output: :class:`InstanceResult` — the instances (raster order of their bounding boxes, ids from 1) with
 bounding box, area, the ids they overlap, each one's boolean mask (cropped to its box); an int32 label map in
@@ -68,10 +68,24 @@ from medseg.inference.regions import (
 )
 from medseg.progress import Progress
 
-__all__ = ["METAPHASE_CLASSES", "TOUCHING_NAME", "FALLBACKS", "Instance", "InstanceResult", "check_pair_model",
-           "crop_origin", "draw_instance_figure", "instance_colours", "instance_figure", "instance_summary",
-           "is_metaphase_model", "predict_metaphase_file", "separate_instances", "separation_text",
-           "write_instance_outputs"]
+__all__ = [
+    "METAPHASE_CLASSES",
+    "TOUCHING_NAME",
+    "FALLBACKS",
+    "Instance",
+    "InstanceResult",
+    "check_pair_model",
+    "crop_origin",
+    "draw_instance_figure",
+    "instance_colours",
+    "instance_figure",
+    "instance_summary",
+    "is_metaphase_model",
+    "predict_metaphase_file",
+    "separate_instances",
+    "separation_text",
+    "write_instance_outputs",
+]
 
 METAPHASE_CLASSES = ("background", "chromosome", "overlap")
 #: A metaphase model may add this class: the contact pixels of touching chromosomes (separation only; the
@@ -108,14 +122,18 @@ class Instance:
     def full_mask(self, shape: tuple[int, int]) -> np.ndarray:
         out = np.zeros(shape, bool)
         t, left, h, w = self.bbox
-        out[t:t + h, left:left + w] = self.mask
+        out[t : t + h, left : left + w] = self.mask
         return out
 
     def record(self) -> dict:
-        return {"id": self.id, "bbox": {"top": self.bbox[0], "left": self.bbox[1], "height": self.bbox[2],
-                                        "width": self.bbox[3]},
-                "area": self.area, "touches_overlap": self.touches_overlap, "overlaps_with": list(self.overlaps_with),
-                "separated_by": self.how}
+        return {
+            "id": self.id,
+            "bbox": {"top": self.bbox[0], "left": self.bbox[1], "height": self.bbox[2], "width": self.bbox[3]},
+            "area": self.area,
+            "touches_overlap": self.touches_overlap,
+            "overlaps_with": list(self.overlaps_with),
+            "separated_by": self.how,
+        }
 
 
 @dataclass
@@ -136,9 +154,11 @@ def is_metaphase_model(meta: dict) -> bool:
     """Whether a model (its model.json) segments background / chromosome / overlap [/ touching] (2D, multiclass)."""
     task = meta.get("task") or {}
     names = tuple(str(n).lower() for n in task.get("class_names") or ())
-    return names in (METAPHASE_CLASSES, (*METAPHASE_CLASSES, TOUCHING_NAME)) \
-        and task.get("mode", "multiclass") == "multiclass" \
+    return (
+        names in (METAPHASE_CLASSES, (*METAPHASE_CLASSES, TOUCHING_NAME))
+        and task.get("mode", "multiclass") == "multiclass"
         and int(task.get("spatial_dims", 2)) == 2
+    )
 
 
 def check_pair_model(meta: dict, where: str | Path) -> None:
@@ -146,13 +166,20 @@ def check_pair_model(meta: dict, where: str | Path) -> None:
     task = meta.get("task") or {}
     names = list(task.get("class_names") or [])
     if len(names) != 4 or task.get("mode", "multiclass") != "multiclass" or int(task.get("spatial_dims", 2)) != 2:
-        raise DataValidationError(where, f"not a pair model: --pair-model takes a 2D model of four classes "
-                                         f"(background, chromosome A, chromosome B, overlap, as trained on `medseg "
-                                         f"data mfish-pairs`), this one has {len(names)} ({', '.join(map(str, names))})")
+        raise DataValidationError(
+            where,
+            f"not a pair model: --pair-model takes a 2D model of four classes "
+            f"(background, chromosome A, chromosome B, overlap, as trained on `medseg "
+            f"data mfish-pairs`), this one has {len(names)} ({', '.join(map(str, names))})",
+        )
 
 
-def crop_origin(component_box: tuple[int, int, int, int], overlap_box: tuple[int, int, int, int],
-                shape: tuple[int, int], crop: tuple[int, int] = PAIR_CROP) -> tuple[int, int]:
+def crop_origin(
+    component_box: tuple[int, int, int, int],
+    overlap_box: tuple[int, int, int, int],
+    shape: tuple[int, int],
+    crop: tuple[int, int] = PAIR_CROP,
+) -> tuple[int, int]:
     """(top, left) of the pair crop as ``mfish-pairs`` places it: per axis centred on the component's extent
     when it fits in the crop, else on the overlap's; shifted to stay inside the image. Boxes are
     (r0, r1, c0, c1) half-open."""
@@ -175,7 +202,7 @@ def _pair_labels(pair_predictor, image: np.ndarray, top: int, left: int) -> tupl
     from medseg.inference.image import predict_arrays
 
     ch, cw = PAIR_CROP
-    window = image[top:top + ch, left:left + cw]
+    window = image[top : top + ch, left : left + cw]
     h, w = window.shape
     if (h, w) != PAIR_CROP:
         window = np.pad(window, ((0, ch - h), (0, cw - w)), constant_values=float(np.median(image)))
@@ -183,7 +210,9 @@ def _pair_labels(pair_predictor, image: np.ndarray, top: int, left: int) -> tupl
     return proba.argmax(0), proba.max(0)
 
 
-def _split_component(comp: np.ndarray, overlap: np.ndarray, pair: np.ndarray, min_part_px: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _split_component(
+    comp: np.ndarray, overlap: np.ndarray, pair: np.ndarray, min_part_px: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(A, B) boolean masks on the component's window, or None when the pair model finds no two chromosomes.
     ``comp``/``overlap`` are windows; ``pair`` the pair model's labels placed on the same window (-1 outside
     the crop)."""
@@ -202,10 +231,19 @@ def _split_component(comp: np.ndarray, overlap: np.ndarray, pair: np.ndarray, mi
     return a, b
 
 
-def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=None, *, min_area: int = MIN_AREA,
-                       min_overlap_px: int = MIN_OVERLAP_PX, min_part_px: int = MIN_PART_PX,
-                       min_pair_confidence: float = MIN_PAIR_CONFIDENCE, debris: DebrisRules | None = None,
-                       regions: np.ndarray | None = None, progress: bool = False) -> InstanceResult:
+def separate_instances(
+    image: np.ndarray,
+    semantic: np.ndarray,
+    pair_predictor=None,
+    *,
+    min_area: int = MIN_AREA,
+    min_overlap_px: int = MIN_OVERLAP_PX,
+    min_part_px: int = MIN_PART_PX,
+    min_pair_confidence: float = MIN_PAIR_CONFIDENCE,
+    debris: DebrisRules | None = None,
+    regions: np.ndarray | None = None,
+    progress: bool = False,
+) -> InstanceResult:
     """Chromosome instances from a metaphase's semantic labels (0 bg, 1 chromosome, 2 overlap, optionally 3
     touching) and its image (float (H, W) in [0, 1], what the pair model is fed); see the module docstring for
     every rule. ``debris``: the rules for what is no chromosome (default :class:`DebrisRules` with ``min_area``).
@@ -213,10 +251,19 @@ def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=N
     place of :func:`~medseg.inference.regions.touching_regions`."""
     image, semantic = np.asarray(image, np.float32), np.asarray(semantic)
     if image.shape != semantic.shape or image.ndim != 2:
-        raise ValueError(f"image {image.shape} and semantic labels {semantic.shape} must be two 2-D arrays of one shape")
+        raise ValueError(
+            f"image {image.shape} and semantic labels {semantic.shape} must be two 2-D arrays of one shape"
+        )
     rules = debris if debris is not None else DebrisRules(min_area=min_area)
-    counts = {"components": 0, **{k: 0 for k in DEBRIS_RULES}, "parted_at_contacts": 0, "whole": 0,
-              "pair_model": 0, **{k: 0 for k in FALLBACKS}, "small_overlaps_ignored": 0}
+    counts = {
+        "components": 0,
+        **{k: 0 for k in DEBRIS_RULES},
+        "parted_at_contacts": 0,
+        "whole": 0,
+        "pair_model": 0,
+        **{k: 0 for k in FALLBACKS},
+        "small_overlaps_ignored": 0,
+    }
     comps, n = touching_regions(semantic) if regions is None else (np.asarray(regions, np.int32), int(np.max(regions)))
     counts["parted_at_contacts"] = n - ndimage.label(semantic > 0, _EIGHT)[1]
     semantic = np.where(semantic == TOUCHING_CLASS, 1, semantic)  # contacts are chromosome pixels from here on
@@ -224,8 +271,9 @@ def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=N
     median = median_area(sizes[1:].tolist(), rules)
     found: list[tuple[tuple[int, int, int, int], np.ndarray, str, int, bool]] = []  # box, mask, how, comp, pair
     removed: list[tuple[str, tuple[int, int, int, int], np.ndarray]] = []
-    for k, sl in enumerate(Progress(ndimage.find_objects(comps), desc="chromosome clusters", unit="cluster",
-                                    disable=not progress), start=1):
+    for k, sl in enumerate(
+        Progress(ndimage.find_objects(comps), desc="chromosome clusters", unit="cluster", disable=not progress), start=1
+    ):
         if sl is None:
             continue
         comp = comps[sl] == k
@@ -250,40 +298,74 @@ def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=N
             found.append((box, comp, how, k, False))
             counts[how] += 1
             continue
-        overlap = ov_lab == big[0]
-        r0, r1, c0, c1 = _box(overlap)
-        top, left = crop_origin((top0, top0 + comp.shape[0], left0, left0 + comp.shape[1]),
-                                (top0 + r0, top0 + r1, left0 + c0, left0 + c1), semantic.shape)
-        labels, sure = _pair_labels(pair_predictor, image, top, left)
-        pair = np.full(comp.shape, -1, np.int16)  # the crop's labels on the component's window
-        confidence = np.full(comp.shape, np.nan, np.float32)
-        rs, re_ = max(top, top0), min(top + labels.shape[0], top0 + comp.shape[0])
-        cs, ce = max(left, left0), min(left + labels.shape[1], left0 + comp.shape[1])
-        if rs < re_ and cs < ce:
-            pair[rs - top0:re_ - top0, cs - left0:ce - left0] = labels[rs - top:re_ - top, cs - left:ce - left]
-            confidence[rs - top0:re_ - top0, cs - left0:ce - left0] = sure[rs - top:re_ - top, cs - left:ce - left]
-        own = confidence[comp & ~overlap]
-        if own[np.isfinite(own)].size and float(np.nanmean(own)) < min_pair_confidence:
-            found.append((box, comp, "pair_model_unsure", k, False))
-            counts["pair_model_unsure"] += 1
-            continue
-        split = _split_component(comp, overlap, pair, min_part_px)
+        how, split = _pair_model_split(
+            pair_predictor, image, semantic.shape, comp, box, ov_lab == big[0], min_part_px, min_pair_confidence
+        )
+        counts[how] += 1
         if split is None:
-            found.append((box, comp, "pair_model_failed", k, False))
-            counts["pair_model_failed"] += 1
+            found.append((box, comp, how, k, False))
             continue
-        counts["pair_model"] += 1
         for part in split:
             pr0, pr1, pc0, pc1 = _box(part)
-            found.append(((top0 + pr0, left0 + pc0, pr1 - pr0, pc1 - pc0), part[pr0:pr1, pc0:pc1], "pair_model", k,
-                          True))
-    found.sort(key=lambda f: (f[0][0], f[0][1]))
-    def touches(box, mask) -> bool:
-        return bool((semantic[box[0]:box[0] + box[2], box[1]:box[1] + box[3]][mask] == 2).any())
+            found.append(
+                ((top0 + pr0, left0 + pc0, pr1 - pr0, pc1 - pc0), part[pr0:pr1, pc0:pc1], "pair_model", k, True)
+            )
+    return _instance_result(found, semantic, counts, removed)
 
-    instances = [Instance(id=i, bbox=tuple(int(v) for v in box), mask=mask, how=how, component=comp,
-                          touches_overlap=touches(box, mask))
-                 for i, (box, mask, how, comp, _) in enumerate(found, start=1)]
+
+def _pair_model_split(
+    pair_predictor,
+    image: np.ndarray,
+    shape: tuple[int, int],
+    comp: np.ndarray,
+    box: tuple[int, int, int, int],
+    overlap: np.ndarray,
+    min_part_px: int,
+    min_pair_confidence: float,
+) -> tuple[str, tuple[np.ndarray, np.ndarray] | None]:
+    """The pair model's parting of one component (``comp`` at ``box``) with one overlap region: ("pair_model",
+    (A, B)), or why it is kept whole ("pair_model_unsure" or "pair_model_failed", None)."""
+    top0, left0 = box[:2]
+    r0, r1, c0, c1 = _box(overlap)
+    top, left = crop_origin(
+        (top0, top0 + comp.shape[0], left0, left0 + comp.shape[1]),
+        (top0 + r0, top0 + r1, left0 + c0, left0 + c1),
+        shape,
+    )
+    labels, sure = _pair_labels(pair_predictor, image, top, left)
+    pair = np.full(comp.shape, -1, np.int16)  # the crop's labels on the component's window
+    confidence = np.full(comp.shape, np.nan, np.float32)
+    rs, re_ = max(top, top0), min(top + labels.shape[0], top0 + comp.shape[0])
+    cs, ce = max(left, left0), min(left + labels.shape[1], left0 + comp.shape[1])
+    if rs < re_ and cs < ce:
+        pair[rs - top0 : re_ - top0, cs - left0 : ce - left0] = labels[rs - top : re_ - top, cs - left : ce - left]
+        confidence[rs - top0 : re_ - top0, cs - left0 : ce - left0] = sure[rs - top : re_ - top, cs - left : ce - left]
+    own = confidence[comp & ~overlap]
+    if own[np.isfinite(own)].size and float(np.nanmean(own)) < min_pair_confidence:
+        return "pair_model_unsure", None
+    split = _split_component(comp, overlap, pair, min_part_px)
+    return ("pair_model_failed", None) if split is None else ("pair_model", split)
+
+
+def _instance_result(found: list, semantic: np.ndarray, counts: dict, removed: list) -> InstanceResult:
+    """The instances of ``found`` (box, mask, how, component, from the pair model), numbered in reading order
+    (top, then left), with the label map (lower ids win at shared pixels) and the shared pixels."""
+    found.sort(key=lambda f: (f[0][0], f[0][1]))
+
+    def touches(box, mask) -> bool:
+        return bool((semantic[box[0] : box[0] + box[2], box[1] : box[1] + box[3]][mask] == 2).any())
+
+    instances = [
+        Instance(
+            id=i,
+            bbox=tuple(int(v) for v in box),
+            mask=mask,
+            how=how,
+            component=comp,
+            touches_overlap=touches(box, mask),
+        )
+        for i, (box, mask, how, comp, _) in enumerate(found, start=1)
+    ]
     by_comp: dict[int, list[Instance]] = {}
     for inst in instances:
         by_comp.setdefault(inst.component, []).append(inst)
@@ -294,8 +376,8 @@ def separate_instances(image: np.ndarray, semantic: np.ndarray, pair_predictor=N
     cover = np.zeros(semantic.shape, np.int16)
     for inst in reversed(instances):  # lower ids written last: they win at shared pixels
         t, left, h, w = inst.bbox
-        label_map[t:t + h, left:left + w][inst.mask] = inst.id
-        cover[t:t + h, left:left + w] += inst.mask
+        label_map[t : t + h, left : left + w][inst.mask] = inst.id
+        cover[t : t + h, left : left + w] += inst.mask
     counts["instances"] = len(instances)
     return InstanceResult(instances, label_map, cover >= 2, semantic.astype(np.uint8), counts, removed)
 
@@ -307,8 +389,15 @@ def instance_colours(n: int) -> np.ndarray:
     return class_colours(n + 1)[1:]
 
 
-def instance_figure(image: np.ndarray, result: InstanceResult, path: str | Path, *, title: str = "",
-                    truth: list[np.ndarray] | None = None, statuses: list[dict] | None = None) -> Path:
+def instance_figure(
+    image: np.ndarray,
+    result: InstanceResult,
+    path: str | Path,
+    *,
+    title: str = "",
+    truth: list[np.ndarray] | None = None,
+    statuses: list[dict] | None = None,
+) -> Path:
     """:func:`draw_instance_figure` saved as a PNG at ``path``."""
     fig = draw_instance_figure(image, result, title=title, truth=truth, statuses=statuses)
     path = Path(path)
@@ -316,8 +405,14 @@ def instance_figure(image: np.ndarray, result: InstanceResult, path: str | Path,
     return path
 
 
-def draw_instance_figure(image: np.ndarray, result: InstanceResult, *, title: str = "",
-                         truth: list[np.ndarray] | None = None, statuses: list[dict] | None = None):
+def draw_instance_figure(
+    image: np.ndarray,
+    result: InstanceResult,
+    *,
+    title: str = "",
+    truth: list[np.ndarray] | None = None,
+    statuses: list[dict] | None = None,
+):
     """The metaphase with every instance in its own colour, numbered at its centre; shared (overlap) pixels white
     so that both chromosomes of a crossing stay visible. With ``statuses`` (one dict per instance, in order, with
     ``status`` and ``estimated_count``: :func:`medseg.inference.instance_status.instance_statuses`) each object's
@@ -327,25 +422,24 @@ def draw_instance_figure(image: np.ndarray, result: InstanceResult, *, title: st
     matplotlib Figure (Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
 
-    from medseg.inference.instance_status import STATUS_COLOUR, STATUS_MARK, STATUS_TEXT, STATUSES
+    from medseg.inference.instance_status import STATUS_COLOUR, STATUS_MARK
 
     grey = np.clip(np.asarray(image, np.float32), 0, 1)
     if statuses is not None and len(statuses) != len(result.instances):
         raise ValueError(f"{len(statuses)} statuses for {len(result.instances)} instances")
 
     def rgb_of(hex_colour: str) -> np.ndarray:
-        return np.array([int(hex_colour[k:k + 2], 16) for k in (1, 3, 5)], np.float32)
+        return np.array([int(hex_colour[k : k + 2], 16) for k in (1, 3, 5)], np.float32)
 
     def paint(masks: list[np.ndarray], outlines: list[str] | None) -> np.ndarray:
         rgb = np.repeat(grey[..., None] * 255, 3, axis=-1)
         colours = instance_colours(len(masks)).astype(np.float32)
         count = np.zeros(grey.shape, np.int16)
-        for m, c in zip(masks, colours):
+        for m, c in zip(masks, colours, strict=True):
             rgb[m] = 0.35 * rgb[m] + 0.65 * c
             count += m
-        for m, colour in zip(masks, outlines or []):  # a 2 px rim in the status colour, inside the object
+        for m, colour in zip(masks, outlines or [], strict=False):  # a 2 px rim in the status colour, inside the object
             rgb[m & ~ndimage.binary_erosion(m, iterations=2)] = rgb_of(colour)
         rgb[count >= 2] = 255.0  # shared pixels: white, over the rims too
         return rgb.clip(0, 255).astype(np.uint8)
@@ -359,41 +453,81 @@ def draw_instance_figure(image: np.ndarray, result: InstanceResult, *, title: st
     FigureCanvasAgg(fig)
     for k, (name, masks, ids, marks) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), k + 1)
-        ax.imshow(paint(masks, None if marks is None else [STATUS_COLOUR.get(m, "#ffffff") for m in marks]),
-                  interpolation="nearest")
-        for j, (m, i) in enumerate(zip(masks, ids)):
+        ax.imshow(
+            paint(masks, None if marks is None else [STATUS_COLOUR.get(m, "#ffffff") for m in marks]),
+            interpolation="nearest",
+        )
+        for j, (m, i) in enumerate(zip(masks, ids, strict=True)):
             if m.any():
                 r, c = ndimage.center_of_mass(m)
                 status = marks[j] if marks is not None else None
-                ax.text(c, r, f"{i}{STATUS_MARK.get(status, '')}", color="white", fontsize=6, ha="center",
-                        va="center", bbox={"boxstyle": "round,pad=0.1", "lw": 0, "alpha": 0.8 if status else 0.5,
-                                           "fc": STATUS_COLOUR.get(status, "black")})
-        ax.set_title(f"{name}: {len(masks)}" + (" (white: overlap, in two chromosomes)" if k == len(panels) - 1
-                                                 else ""), fontsize=9)
+                ax.text(
+                    c,
+                    r,
+                    f"{i}{STATUS_MARK.get(status, '')}",
+                    color="white",
+                    fontsize=6,
+                    ha="center",
+                    va="center",
+                    bbox={
+                        "boxstyle": "round,pad=0.1",
+                        "lw": 0,
+                        "alpha": 0.8 if status else 0.5,
+                        "fc": STATUS_COLOUR.get(status, "black"),
+                    },
+                )
+        ax.set_title(
+            f"{name}: {len(masks)}" + (" (white: overlap, in two chromosomes)" if k == len(panels) - 1 else ""),
+            fontsize=9,
+        )
         ax.set_axis_off()
         if marks is not None:
-            handles = []
-            for s in STATUSES:
-                n = marks.count(s)
-                if not n:
-                    continue
-                mark = f"{STATUS_MARK[s]}: " if STATUS_MARK[s] else ""
-                label = f"{mark}{STATUS_TEXT[s]} ({n}"
-                if s in ("clump", "crossing_whole"):  # objects of several chromosomes: how many they hold
-                    label += f", ≈ {sum(st.get('estimated_count', 0) for st in statuses if st.get('status') == s)}"
-                handles.append(Patch(facecolor=STATUS_COLOUR[s], label=label + ")"))
-            if handles:
-                ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(3, len(handles)),
-                          fontsize=7, frameon=False, title="status (outline, number box; letter after the number)",
-                          title_fontsize=7)
+            _status_legend(ax, marks, statuses)
     if title:  # wrapped: the headline is longer than one panel is wide
         fig.suptitle("\n".join(textwrap.fill(line, 75 * len(panels)) for line in title.split("\n")), fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def instance_summary(result: InstanceResult, *, image: str, stem: str, semantic_model: str | None,
-                     pair_model: str | None, extra: list[dict] | None = None) -> dict:
+def _status_legend(ax, marks: list[str], statuses: list[dict]) -> None:
+    """A legend under ``ax`` naming the statuses among ``marks`` with their counts (for the objects of several
+    chromosomes also how many chromosomes they hold)."""
+    from matplotlib.patches import Patch
+
+    from medseg.inference.instance_status import STATUS_COLOUR, STATUS_MARK, STATUS_TEXT, STATUSES
+
+    handles = []
+    for s in STATUSES:
+        n = marks.count(s)
+        if not n:
+            continue
+        mark = f"{STATUS_MARK[s]}: " if STATUS_MARK[s] else ""
+        label = f"{mark}{STATUS_TEXT[s]} ({n}"
+        if s in ("clump", "crossing_whole"):  # objects of several chromosomes: how many they hold
+            label += f", ≈ {sum(st.get('estimated_count', 0) for st in statuses if st.get('status') == s)}"
+        handles.append(Patch(facecolor=STATUS_COLOUR[s], label=label + ")"))
+    if handles:
+        ax.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.01),
+            ncol=min(3, len(handles)),
+            fontsize=7,
+            frameon=False,
+            title="status (outline, number box; letter after the number)",
+            title_fontsize=7,
+        )
+
+
+def instance_summary(
+    result: InstanceResult,
+    *,
+    image: str,
+    stem: str,
+    semantic_model: str | None,
+    pair_model: str | None,
+    extra: list[dict] | None = None,
+) -> dict:
     """The content of ``instances.json``: the image, its shape, the models, the semantic pixel counts, the counts
     of :func:`separate_instances` and one record per instance (:meth:`Instance.record`), each updated with its
     dict of ``extra`` keys when given (one per instance, in order: the karyotype's class, class_name,
@@ -407,22 +541,39 @@ def instance_summary(result: InstanceResult, *, image: str, stem: str, semantic_
     for record, keys in zip(records, extra if extra is not None else [{}] * len(records), strict=True):
         record.update(keys)
     headline = status_summary(records) if any("status" in r for r in records) else None
-    return {"image": image, "shape": list(semantic.shape), "semantic_model": semantic_model, "pair_model": pair_model,
-            "pixels": {n: int((semantic == c).sum()) for c, n in enumerate(METAPHASE_CLASSES)},
-            "n_instances": len(result.instances), "counts": result.counts,
-            "label_map": f"{stem}_instance_labels.png: each pixel the id of one instance covering it (at overlap "
-                         "pixels the lower id); each instance whole in instances/chromosome_NNN_mask.png",
-            "instances": records, **({"statuses": headline} if headline else {})}
+    return {
+        "image": image,
+        "shape": list(semantic.shape),
+        "semantic_model": semantic_model,
+        "pair_model": pair_model,
+        "pixels": {n: int((semantic == c).sum()) for c, n in enumerate(METAPHASE_CLASSES)},
+        "n_instances": len(result.instances),
+        "counts": result.counts,
+        "label_map": f"{stem}_instance_labels.png: each pixel the id of one instance covering it (at overlap "
+        "pixels the lower id); each instance whole in instances/chromosome_NNN_mask.png",
+        "instances": records,
+        **({"statuses": headline} if headline else {}),
+    }
 
 
 def separation_text(counts: dict) -> str:
-    """"N crossings split by the pair model, M clusters kept whole": the figure's and the CLI's line."""
-    return (f"{counts['pair_model']} crossings split by the pair model, "
-            f"{sum(counts[k] for k in FALLBACKS)} clusters kept whole")
+    """ "N crossings split by the pair model, M clusters kept whole": the figure's and the CLI's line."""
+    return (
+        f"{counts['pair_model']} crossings split by the pair model, "
+        f"{sum(counts[k] for k in FALLBACKS)} clusters kept whole"
+    )
 
 
-def write_instance_outputs(folder: str | Path, image: np.ndarray, result: InstanceResult, summary: dict, *,
-                           stem: str, source: str | Path, margin: int = 4) -> Path:
+def write_instance_outputs(
+    folder: str | Path,
+    image: np.ndarray,
+    result: InstanceResult,
+    summary: dict,
+    *,
+    stem: str,
+    source: str | Path,
+    margin: int = 4,
+) -> Path:
     """Everything ``medseg predict`` writes for a metaphase, into the existing ``folder`` (the caller makes it
     complete atomically: :func:`predict_metaphase_file` renames it, the server publishes its job folder):
     ``<stem>_labels.png`` (semantic 0/1/2), ``<stem>_labels_color.png``, ``<stem>_instance_labels.png`` (16-bit
@@ -453,25 +604,47 @@ def write_instance_outputs(folder: str | Path, image: np.ndarray, result: Instan
         mask = inst.full_mask(image.shape)[t0:t1, l0:l1]
         Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "instances" / f"chromosome_{inst.id:03d}_mask.png")
         Image.fromarray(np.where(mask, grey[t0:t1, l0:l1], 0).astype(np.uint8)).save(
-            folder / "instances" / f"chromosome_{inst.id:03d}_cutout.png")
+            folder / "instances" / f"chromosome_{inst.id:03d}_cutout.png"
+        )
     records = summary.get("instances") or []
     headline = summary.get("statuses")  # the count a user reports, as the page's title gives it
-    title = f"{Path(source).name}: " + (f"{headline['text']}\n{len(result.instances)} objects, "
-                                        if headline else f"{len(result.instances)} chromosomes (")
+    title = f"{Path(source).name}: " + (
+        f"{headline['text']}\n{len(result.instances)} objects, "
+        if headline
+        else f"{len(result.instances)} chromosomes ("
+    )
     title += separation_text(result.counts) + ("" if headline else ")")
-    instance_figure(image, result, folder / f"{stem}_instances.png", title=title,
-                    statuses=records if headline and len(records) == len(result.instances) else None)
+    instance_figure(
+        image,
+        result,
+        folder / f"{stem}_instances.png",
+        title=title,
+        statuses=records if headline and len(records) == len(result.instances) else None,
+    )
     if any(r.get("class") is not None for r in records):  # a karyotyping model named them: the karyogram too
         from medseg.inference.karyogram import draw_karyogram
 
-        draw_karyogram(grey, result.instances, records, folder / f"{stem}_karyogram.png",
-                       title=f"{Path(source).name}: karyogram of {len(records)} chromosomes")
+        draw_karyogram(
+            grey,
+            result.instances,
+            records,
+            folder / f"{stem}_karyogram.png",
+            title=f"{Path(source).name}: karyogram of {len(records)} chromosomes",
+        )
     (folder / "instances.json").write_text(json.dumps(summary, indent=1) + "\n")
     return folder
 
 
-def predict_metaphase_file(predictor, pair_predictor, path: str | Path, out_dir: str | Path, *, margin: int = 4,
-                           progress: bool = True, classify=None) -> dict:
+def predict_metaphase_file(
+    predictor,
+    pair_predictor,
+    path: str | Path,
+    out_dir: str | Path,
+    *,
+    margin: int = 4,
+    progress: bool = True,
+    classify=None,
+) -> dict:
     """``medseg predict RUN metaphase.tif [--pair-model PAIR_RUN] -o OUT``: writes ``OUT/<stem>/`` with
     ``<stem>_labels.png`` (semantic 0/1/2), ``<stem>_labels_color.png``, ``<stem>_instances.png`` (the instance
     figure), ``<stem>_instance_labels.png`` (16-bit instance ids, :attr:`InstanceResult.label_map`),
@@ -487,24 +660,31 @@ def predict_metaphase_file(predictor, pair_predictor, path: str | Path, out_dir:
     path, out_dir = Path(path), Path(out_dir)
     if not is_metaphase_model(predictor.meta):
         names = ", ".join(map(str, predictor.class_names))
-        raise DataValidationError(path, f"the model segments {names}; chromosome instances need a model of "
-                                        "background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)")
+        raise DataValidationError(
+            path,
+            f"the model segments {names}; chromosome instances need a model of "
+            "background / chromosome / overlap (configs/mfish/metaphase_unet.yaml)",
+        )
     raw = read_image(path)
     image = normalize_intensity(raw)
     if image.shape[0] < 8 or image.shape[1] < 8:
-        raise DataValidationError(path, f"image is {image.shape[1]} × {image.shape[0]} px (width × height): "
-                                        "too small for a metaphase")
+        raise DataValidationError(
+            path, f"image is {image.shape[1]} × {image.shape[0]} px (width × height): too small for a metaphase"
+        )
     semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
     result = separate_instances(image, semantic, pair_predictor, progress=progress)
     stem = path.stem
     final = out_dir / stem
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = instance_summary(result, image=str(path), stem=stem,
-                               semantic_model=predictor.meta.get("model", {}).get("name"),
-                               pair_model=None if pair_predictor is None else
-                               pair_predictor.meta.get("model", {}).get("name"),
-                               # hook: classify(image, instances) -> one dict of extra keys per instance
-                               extra=None if classify is None else classify(image, result.instances))
+    summary = instance_summary(
+        result,
+        image=str(path),
+        stem=stem,
+        semantic_model=predictor.meta.get("model", {}).get("name"),
+        pair_model=None if pair_predictor is None else pair_predictor.meta.get("model", {}).get("name"),
+        # hook: classify(image, instances) -> one dict of extra keys per instance
+        extra=None if classify is None else classify(image, result.instances),
+    )
     tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", dir=out_dir))
     try:
         write_instance_outputs(tmp, image, result, summary, stem=stem, source=path, margin=margin)

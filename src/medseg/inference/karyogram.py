@@ -11,8 +11,8 @@ last row "unclassified". ``medseg predict ... --karyotype-model`` writes it as `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -38,8 +38,15 @@ def karyogram_slots(classes: Sequence[int | None]) -> dict[tuple[int, int], list
     return slots
 
 
-def draw_karyogram(grey: np.ndarray, instances: Sequence, records: Sequence[dict], path: str | Path, *,
-                   low: float = LOW_CONFIDENCE, title: str = "") -> Path:
+def draw_karyogram(
+    grey: np.ndarray,
+    instances: Sequence,
+    records: Sequence[dict],
+    path: str | Path,
+    *,
+    low: float = LOW_CONFIDENCE,
+    title: str = "",
+) -> Path:
     """Write the karyogram of one metaphase: ``grey`` its image (2-D uint8), ``instances`` objects with ``bbox``
     (top, left, height, width) and ``mask``, ``records`` one dict per instance with ``class`` (1–24 or None) and
     ``class_confidence``."""
@@ -50,8 +57,11 @@ def draw_karyogram(grey: np.ndarray, instances: Sequence, records: Sequence[dict
     if len(records) != len(instances):
         raise ValueError(f"{len(instances)} instances but {len(records)} records")
     grey = np.asarray(grey)
-    windows = [(grey[t:t + h, left:left + w], np.asarray(inst.mask, bool))
-               for inst in instances for t, left, h, w in [(int(v) for v in inst.bbox)]]
+    windows = [
+        (grey[t : t + h, left : left + w], np.asarray(inst.mask, bool))
+        for inst in instances
+        for t, left, h, w in [(int(v) for v in inst.bbox)]
+    ]
     cuts = [c[0] for c in metaphase_cutouts(windows, _SHAPE, _MEDIAN_LENGTH)[1]] if windows else []
     slots = karyogram_slots([r.get("class") for r in records])
     n_rows = len(KARYOGRAM_ROWS) + (1 if (len(KARYOGRAM_ROWS), 0) in slots else 0)
@@ -80,8 +90,15 @@ def draw_karyogram(grey: np.ndarray, instances: Sequence, records: Sequence[dict
                 if unsure:
                     ax.add_patch(Rectangle((x + 1, y0 + 1), w - 2, h - 2, fill=False, edgecolor="red", lw=1.2))
                 label = "–" if confidence is None else f"{100 * confidence:.0f}%" + ("?" if unsure else "")
-                ax.text(x + w / 2, y0 + h + 12, label, ha="center", va="center", fontsize=6,
-                        color="red" if unsure else "black")
+                ax.text(
+                    x + w / 2,
+                    y0 + h + 12,
+                    label,
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="red" if unsure else "black",
+                )
     if title:
         fig.suptitle(title, fontsize=9)
     path = Path(path)
@@ -89,8 +106,15 @@ def draw_karyogram(grey: np.ndarray, instances: Sequence, records: Sequence[dict
     return path
 
 
-def cutout_karyogram(images: np.ndarray, masks: np.ndarray, classes: Sequence[int | None],
-                     confidences: Sequence[float | None], path: str | Path, *, title: str = "") -> Path:
+def cutout_karyogram(
+    images: np.ndarray,
+    masks: np.ndarray,
+    classes: Sequence[int | None],
+    confidences: Sequence[float | None],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
     """:func:`draw_karyogram` of one cell given as its chromosomes' cut-outs (``images`` (n, H, W), uint8 or float
     in [0, 1]; ``masks`` (n, H, W) bool): the evaluation report's karyogram of a held-out cell."""
     from dataclasses import dataclass

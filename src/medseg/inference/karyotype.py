@@ -19,8 +19,8 @@ This module must not import :mod:`medseg.training` (layering: inference never im
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -36,11 +36,17 @@ def check_karyotype_model(meta: dict, where: str | Path) -> None:
     """Refuse (naming ``where``) a model that is not a 2D multiclass model of the karyotype's classes."""
     task = meta.get("task") or {}
     names = [str(n) for n in task.get("class_names") or []]
-    if not is_karyotype_task(names) or task.get("mode", "multiclass") != "multiclass" \
-            or int(task.get("spatial_dims", 2)) != 2:
-        raise DataValidationError(where, "not a karyotyping model: --karyotype-model takes a 2D model of the classes "
-                                         f"{', '.join(KARYOTYPE_CLASSES)} (configs/mfish/karyotype_unet.yaml); this "
-                                         f"one has {len(names)} ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})")
+    if (
+        not is_karyotype_task(names)
+        or task.get("mode", "multiclass") != "multiclass"
+        or int(task.get("spatial_dims", 2)) != 2
+    ):
+        raise DataValidationError(
+            where,
+            "not a karyotyping model: --karyotype-model takes a 2D model of the classes "
+            f"{', '.join(KARYOTYPE_CLASSES)} (configs/mfish/karyotype_unet.yaml); this "
+            f"one has {len(names)} ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''})",
+        )
 
 
 def grey_uint8(image: np.ndarray) -> np.ndarray:
@@ -67,8 +73,9 @@ def _upright_shape(meta: dict) -> tuple[int, int] | None:
     return None
 
 
-def classify_instances(predictor, image: np.ndarray, instances: Sequence, *, vote: str = "soft",
-                       margin: int = MARGIN) -> list[dict]:
+def classify_instances(
+    predictor, image: np.ndarray, instances: Sequence, *, vote: str = "soft", margin: int = MARGIN
+) -> list[dict]:
     """One dict per instance (in order): ``class`` (1–24, or None), ``class_name`` (``"1"``..``"22"``, ``"X"``,
     ``"Y"``, or None), ``class_confidence`` (the vote's score in [0, 1], or None); ``class_note`` only when no
     class was given. ``predictor``: a :class:`~medseg.inference.predictor.Predictor` of a karyotyping model;
@@ -83,18 +90,23 @@ def classify_instances(predictor, image: np.ndarray, instances: Sequence, *, vot
     cuts, masks, where = [], [], []
     upright = _upright_shape(predictor.meta)
     if upright is not None and len(instances):
-        windows = [(grey[t:t + h, left:left + w], np.asarray(inst.mask, bool))
-                   for inst in instances for t, left, h, w in [(int(v) for v in inst.bbox)]]
+        windows = [
+            (grey[t : t + h, left : left + w], np.asarray(inst.mask, bool))
+            for inst in instances
+            for t, left, h, w in [(int(v) for v in inst.bbox)]
+        ]
         for k, (cut, mask, _) in enumerate(metaphase_cutouts(windows, upright)[1]):
             cuts.append(cut)
             masks.append(mask)
             where.append(k)
     for k, inst in enumerate(instances if upright is None else ()):
         t, left, h, w = (int(v) for v in inst.bbox)
-        cut = chromosome_cutout(grey[t:t + h, left:left + w], inst.mask, size, margin)
+        cut = chromosome_cutout(grey[t : t + h, left : left + w], inst.mask, size, margin)
         if cut is None:
-            out[k]["class_note"] = (f"larger than the model's {size} x {size} canvas (bounding box {w} × {h} px, "
-                                    "width × height): not classified (never rescaled: length is a class cue)")
+            out[k]["class_note"] = (
+                f"larger than the model's {size} x {size} canvas (bounding box {w} × {h} px, "
+                "width × height): not classified (never rescaled: length is a class cue)"
+            )
             continue
         cuts.append(cut[0])
         masks.append(cut[1])
@@ -103,7 +115,7 @@ def classify_instances(predictor, image: np.ndarray, instances: Sequence, *, vot
         return out
     proba = predictor.predict_proba(np.stack(cuts).astype(np.float32) / 255.0)
     background = int((predictor.meta.get("task") or {}).get("background") or 0)
-    for k, p, mask in zip(where, proba, masks):
+    for k, p, mask in zip(where, proba, masks, strict=True):
         cls, confidence, _ = vote_of(p, mask, vote, background=background)
         out[k].update({"class": cls, "class_name": KARYOTYPE_CLASSES[cls], "class_confidence": round(confidence, 4)})
     return out

@@ -36,8 +36,9 @@ def otsu_foreground(image: np.ndarray, *, sigma: float = 1.0) -> np.ndarray:
     return ndimage.binary_fill_holes(smoothed > threshold_otsu(smoothed))
 
 
-def otsu_instances(image: np.ndarray, *, sigma: float = 1.0, min_distance: int = 30,
-                   debris: DebrisRules | None = None) -> InstanceResult:
+def otsu_instances(
+    image: np.ndarray, *, sigma: float = 1.0, min_distance: int = 30, debris: DebrisRules | None = None
+) -> InstanceResult:
     """The baseline's instances of one metaphase (float (H, W)); the semantic map holds 0 / 1 only."""
     foreground = otsu_foreground(image, sigma=sigma)
     regions, _ = distance_regions(foreground, min_distance=min_distance)

@@ -70,9 +70,16 @@ def _probabilities_(logits: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 class Predictor:
-    def __init__(self, models: Sequence[nn.Module], meta: dict, *, device: str | torch.device = "auto",
-                 tta: bool | None = False,
-                 batch_size: int = 32, sliding_window: dict | None = None):
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        meta: dict,
+        *,
+        device: str | torch.device = "auto",
+        tta: bool | None = False,
+        batch_size: int = 32,
+        sliding_window: dict | None = None,
+    ):
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.models = [m.to(self.device).eval() for m in models]
         self.meta = meta
@@ -92,13 +99,28 @@ class Predictor:
         self.normalize = str(pre.get("normalize") or "range") if self.spatial_dims == 2 else "range"
 
     @classmethod
-    def from_path(cls, path: str | Path, *, folds: Sequence[int] | None = None, device="auto", tta: bool | None = False,
-                  batch_size: int = 32, sliding_window: dict | None = None, trust_code: bool = False) -> Predictor:
+    def from_path(
+        cls,
+        path: str | Path,
+        *,
+        folds: Sequence[int] | None = None,
+        device="auto",
+        tta: bool | None = False,
+        batch_size: int = 32,
+        sliding_window: dict | None = None,
+        trust_code: bool = False,
+    ) -> Predictor:
         """Load a fold or run folder. ``trust_code``: allow a model.json naming code outside medseg's registry
         (importing it runs it); without it such a folder is refused with a ConfigError-like message."""
         loaded = [load_model(d, trust_code=trust_code) for d in model_dirs(path, folds)]
-        return cls([m for m, _ in loaded], loaded[0][1], device=device, tta=tta, batch_size=batch_size,
-                   sliding_window=sliding_window)
+        return cls(
+            [m for m, _ in loaded],
+            loaded[0][1],
+            device=device,
+            tta=tta,
+            batch_size=batch_size,
+            sliding_window=sliding_window,
+        )
 
     def _logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Logits of one model; with a roi (2D or 3D): MONAI sliding windows run on the model's device and are
@@ -107,7 +129,11 @@ class Predictor:
         larger than :data:`TILE_2D` is segmented the same way in tiles of that size: a fully convolutional
         net on a whole 10,000² image would need tens of GB of activations, a tile needs a fixed amount."""
         settings = self.sliding_window
-        if settings is None and self.spatial_dims == 2 and any(s > t for s, t in zip(x.shape[2:], TILE_2D)):
+        if (
+            settings is None
+            and self.spatial_dims == 2
+            and any(s > t for s, t in zip(x.shape[2:], TILE_2D, strict=False))
+        ):
             settings = {"roi_size": list(TILE_2D), "overlap": 0.25, "sw_batch_size": 1, "mode": "gaussian"}
         if settings is None:
             return model(x.to(self.device))
@@ -120,8 +146,9 @@ class Predictor:
         return torch.from_numpy(np.stack([normalize_input(im, self.normalize) for im in images.numpy()]))
 
     @torch.inference_mode()
-    def predict_proba(self, images: np.ndarray | torch.Tensor, boxes: Sequence[tuple[int, int, int, int]] | None = None
-                      ) -> np.ndarray:
+    def predict_proba(
+        self, images: np.ndarray | torch.Tensor, boxes: Sequence[tuple[int, int, int, int]] | None = None
+    ) -> np.ndarray:
         """images (N, *S) — or (N, C_in, *S) for a model of several input channels (2.5D slices) — float in
         [0, 1] → probabilities (N, C, *S) float32.
 
@@ -134,8 +161,10 @@ class Predictor:
             return self._predict_boxes(images, boxes)
         x_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
         if x_all.ndim not in (self.spatial_dims + 1, self.spatial_dims + 2):
-            raise ValueError(f"expected (N, *spatial) images (or (N, C, *spatial) with C input channels, e.g. 2.5D "
-                             f"slices) with {self.spatial_dims} spatial axes, got {tuple(x_all.shape)}")
+            raise ValueError(
+                f"expected (N, *spatial) images (or (N, C, *spatial) with C input channels, e.g. 2.5D "
+                f"slices) with {self.spatial_dims} spatial axes, got {tuple(x_all.shape)}"
+            )
         has_channels = x_all.ndim == self.spatial_dims + 2
         out = []
         ops = _tta_ops(self.spatial_dims) if self.tta else _tta_ops(self.spatial_dims)[:1]
@@ -153,9 +182,11 @@ class Predictor:
     def _predict_boxes(self, images, boxes) -> np.ndarray:
         images = np.asarray(images, dtype=np.float32)
         if len(boxes) != len(images):
-            raise ValueError(f"{len(boxes)} boxes for {len(images)} images; give one (top, left, height, width) per image")
+            raise ValueError(
+                f"{len(boxes)} boxes for {len(images)} images; give one (top, left, height, width) per image"
+            )
         out: np.ndarray | None = None
-        spatial = images.shape[-self.spatial_dims:]  # (N, *S) or (N, C_in, *S)
+        spatial = images.shape[-self.spatial_dims :]  # (N, *S) or (N, C_in, *S)
         for k, box in enumerate(boxes):
             proba = self.predict_proba(crop_box(images[k], box)[None])[0]
             if out is None:

@@ -24,8 +24,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["DEBRIS_RULES", "TOUCHING_CLASS", "DebrisRules", "debris_rule", "distance_regions", "median_area",
-           "touching_regions"]
+__all__ = [
+    "DEBRIS_RULES",
+    "TOUCHING_CLASS",
+    "DebrisRules",
+    "debris_rule",
+    "distance_regions",
+    "median_area",
+    "touching_regions",
+]
 
 TOUCHING_CLASS = 3  # semantic class value of the contact pixels (0 bg, 1 chromosome, 2 overlap, 3 touching)
 MIN_CORE_PX = 12  # px: a smaller core (a spot left between two contact lines) seeds no chromosome of its own
@@ -119,8 +126,9 @@ class DebrisRules:
         return asdict(self)
 
 
-def debris_rule(mask: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int], median: float | None,
-                rules: DebrisRules) -> str | None:
+def debris_rule(
+    mask: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int], median: float | None, rules: DebrisRules
+) -> str | None:
     """The first rule of :data:`DEBRIS_RULES` that one object fits (``mask`` on its bounding box
     ``box`` = (top, left, height, width) in an image of ``shape``), or None when it is taken for a chromosome.
     ``median``: the metaphase's median object area, None when it has too few objects to say."""

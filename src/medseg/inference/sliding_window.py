@@ -16,9 +16,16 @@ def sliding_window_logits(model, x: torch.Tensor, settings: dict, *, sw_device=N
     the stitched output."""
     from monai.inferers import sliding_window_inference
 
-    return sliding_window_inference(x, settings["roi_size"], settings["sw_batch_size"], model,
-                                    overlap=settings["overlap"], mode=settings["mode"], sw_device=sw_device,
-                                    device=device)
+    return sliding_window_inference(
+        x,
+        settings["roi_size"],
+        settings["sw_batch_size"],
+        model,
+        overlap=settings["overlap"],
+        mode=settings["mode"],
+        sw_device=sw_device,
+        device=device,
+    )
 
 
 __all__ = ["sliding_window_logits"]

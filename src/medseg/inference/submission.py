@@ -38,8 +38,14 @@ from medseg.data.writing import atomic_file
 from medseg.errors import ConfigError, DataValidationError
 from medseg.progress import Progress
 
-__all__ = ["COLUMNS", "SUBMISSION_CSV", "SUBMISSION_JSON", "check_submission_model", "resolve_scan_folder",
-           "write_submission"]
+__all__ = [
+    "COLUMNS",
+    "SUBMISSION_CSV",
+    "SUBMISSION_JSON",
+    "check_submission_model",
+    "resolve_scan_folder",
+    "write_submission",
+]
 
 SUBMISSION_CSV = "submission.csv"
 SUBMISSION_JSON = "submission.json"
@@ -66,23 +72,33 @@ def check_submission_model(predictor, model: str | Path | None = None) -> list[s
     prefix = "" if where is not None else f"{name}: "
     task = predictor.meta.get("task") or {}
     if int(task.get("spatial_dims", 2)) != 2:
-        raise DataValidationError(where, f"{prefix}a competition submission needs a 2D model of the GI slices; this "
-                                         "one segments 3D volumes")
+        raise DataValidationError(
+            where, f"{prefix}a competition submission needs a 2D model of the GI slices; this one segments 3D volumes"
+        )
     if task.get("mode") != "multilabel":
-        raise DataValidationError(where, f"{prefix}a competition submission needs a multilabel model (one sigmoid "
-                                         f"channel per organ: organs overlap); this one is {task.get('mode')!r} with "
-                                         f"classes {', '.join(map(str, task.get('class_names', [])))}")
+        raise DataValidationError(
+            where,
+            f"{prefix}a competition submission needs a multilabel model (one sigmoid "
+            f"channel per organ: organs overlap); this one is {task.get('mode')!r} with "
+            f"classes {', '.join(map(str, task.get('class_names', [])))}",
+        )
     names = [str(c) for c in task.get("class_names", [])]
     unknown = [c for c in names if c not in CLASSES]
     if not names or unknown or len(set(names)) != len(names):
-        raise DataValidationError(where, f"{prefix}its classes ({', '.join(names)}) must be organs of the "
-                                         f"competition, each once: {', '.join(CLASSES)}")
+        raise DataValidationError(
+            where,
+            f"{prefix}its classes ({', '.join(names)}) must be organs of the "
+            f"competition, each once: {', '.join(CLASSES)}",
+        )
     pre = predictor.meta.get("preprocessing") or {}
     k = int(pre.get("context_slices") or 0)
     in_channels = ((predictor.meta.get("model") or {}).get("kwargs") or {}).get("in_channels")
     if in_channels is not None and int(in_channels) != 1 + 2 * k:
-        raise DataValidationError(where, f"{prefix}the network takes {in_channels} input channel(s), its "
-                                         f"preprocessing.context_slices {k} gives {1 + 2 * k}")
+        raise DataValidationError(
+            where,
+            f"{prefix}the network takes {in_channels} input channel(s), its "
+            f"preprocessing.context_slices {k} gives {1 + 2 * k}",
+        )
     return names
 
 
@@ -91,15 +107,22 @@ def resolve_scan_folder(folder: str | Path) -> tuple[Path, str]:
     itself when it holds the ``case{C}`` folders (a ``test/`` or ``train/`` given explicitly)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataValidationError(folder, "folder not found" if not folder.exists() else
-                                  "not a folder: give a competition folder holding test/ or train/")
+        raise DataValidationError(
+            folder,
+            "folder not found"
+            if not folder.exists()
+            else "not a folder: give a competition folder holding test/ or train/",
+        )
     for sub in ("test", "train"):
         if (folder / sub).is_dir():
             return folder, sub
     if any(p.is_dir() and _CASE_DIR.fullmatch(p.name) for p in folder.iterdir()):
         return folder.parent, folder.name
-    raise DataValidationError(folder, f"no scans found: expected test/{_LAYOUT} or train/{_LAYOUT} (Kaggle's layout), "
-                                      f"or {_LAYOUT} in this folder itself")
+    raise DataValidationError(
+        folder,
+        f"no scans found: expected test/{_LAYOUT} or train/{_LAYOUT} (Kaggle's layout), "
+        f"or {_LAYOUT} in this folder itself",
+    )
 
 
 def _index(folder: Path) -> tuple[Path, list[ScanRecord]]:
@@ -108,8 +131,9 @@ def _index(folder: Path) -> tuple[Path, list[ScanRecord]]:
         return root / subdir, scan_index(root, subdir=subdir)
     except DataValidationError as exc:
         if subdir == "test" and exc.path == root / "test" and (root / "train").is_dir():
-            raise DataValidationError(exc.path, f"{exc.problem} (to predict the training scans instead, give "
-                                                f"{root / 'train'})") from None
+            raise DataValidationError(
+                exc.path, f"{exc.problem} (to predict the training scans instead, give {root / 'train'})"
+            ) from None
         raise
 
 
@@ -141,8 +165,15 @@ def _grid_scan(records: Sequence[ScanRecord], pre: dict, mode: str | None, grid:
     return images, mode, boxes
 
 
-def write_submission(predictor, folder: str | Path, out_dir: str | Path, *, progress: bool = True,
-                     threshold: float = 0.5, model: str | Path | None = None) -> dict:
+def write_submission(
+    predictor,
+    folder: str | Path,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    threshold: float = 0.5,
+    model: str | Path | None = None,
+) -> dict:
     """Predict every slice of the competition ``folder`` and write ``out_dir/submission.csv`` (``id,class,
     predicted``; see the module docstring) and ``out_dir/submission.json``; returns what the JSON records.
 
@@ -155,8 +186,10 @@ def write_submission(predictor, folder: str | Path, out_dir: str | Path, *, prog
     except (TypeError, ValueError):
         raise ConfigError(f"threshold must be a number between 0 and 1, got {threshold!r}") from None
     if not 0.0 <= threshold < 1.0:
-        raise ConfigError(f"threshold must be at least 0 and below 1 (a pixel is an organ where its probability "
-                          f"is above it), got {threshold}")
+        raise ConfigError(
+            f"threshold must be at least 0 and below 1 (a pixel is an organ where its probability "
+            f"is above it), got {threshold}"
+        )
     names = check_submission_model(predictor, model)
     scans_dir, index = _index(Path(folder))
     pre = dict(predictor.meta.get("preprocessing") or {})
@@ -185,11 +218,13 @@ def write_submission(predictor, folder: str | Path, out_dir: str | Path, *, prog
                     part = slice(lo, lo + batch)
                     inputs = images[part] if ctx is None else images[ctx[part]]  # (b, h, w) | (b, 2k+1, h, w)
                     proba = predictor.predict_proba(inputs, boxes=None if boxes is None else boxes[part])
-                    masks = [from_grid(proba[j], scan_mode, r.shape, None if boxes is None else boxes[lo + j])
-                             > threshold for j, r in enumerate(records[part])]
+                    masks = [
+                        from_grid(proba[j], scan_mode, r.shape, None if boxes is None else boxes[lo + j]) > threshold
+                        for j, r in enumerate(records[part])
+                    ]
                     t1 = time.perf_counter()
                     t_predict += t1 - t0
-                    for r, m in zip(records[part], masks):
+                    for r, m in zip(records[part], masks, strict=True):
                         for c, name in enumerate(names):
                             rle = rle_encode(m[c])
                             positive[name] += bool(rle)

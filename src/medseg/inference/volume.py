@@ -10,8 +10,8 @@ the input's shape (trilinear) and thresholded (multilabel) or arg-maxed (multicl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -59,8 +59,9 @@ def class_names_of_labels(predictor: Predictor) -> list[str]:
     return label_names(predictor.meta)
 
 
-def predict_volume(predictor: Predictor, volume: Volume, *, progress: Callable[[float], None] | None = None
-                   ) -> tuple[Volume, np.ndarray]:
+def predict_volume(
+    predictor: Predictor, volume: Volume, *, progress: Callable[[float], None] | None = None
+) -> tuple[Volume, np.ndarray]:
     """(label Volume uint8 on ``volume``'s grid, probabilities (C, D, H, W) float32 on that grid).
 
     ``progress`` (optional) is called with fractions in [0, 1] as the work advances.
@@ -79,7 +80,9 @@ def predict_volume(predictor: Predictor, volume: Volume, *, progress: Callable[[
     proba = restore_shape(proba, volume.shape, mode="trilinear", align_corners=bool(settings["align_corners"]))
     labels = label_map(predictor, proba)
     report(1.0)
-    return volume.with_array(labels, modality=None, meta={"kind": "label", "classes": class_names_of_labels(predictor)}), proba
+    return volume.with_array(
+        labels, modality=None, meta={"kind": "label", "classes": class_names_of_labels(predictor)}
+    ), proba
 
 
 def class_volumes_ml(labels: np.ndarray, spacing, names: list[str]) -> dict[str, float]:
@@ -107,15 +110,27 @@ def predict_volume_file(predictor: Predictor, path: Path, out_dir: Path, *, allo
     suffix = ".h5" if fmt == "hdf5" else ".nii.gz"
     written = write_label_like(labels.array, volume, out_dir / f"{stem}_label{suffix}")
     names = class_names_of_labels(predictor)
-    summary = {"input": str(path), "shape": list(volume.shape), "spacing_mm": list(volume.spacing),
-               "label_file": str(written), "model": predictor.meta.get("model", {}).get("name"),
-               "labels": {str(v): n for v, n in enumerate(names)},
-               "volume_ml": class_volumes_ml(labels.array, volume.spacing, names)}
+    summary = {
+        "input": str(path),
+        "shape": list(volume.shape),
+        "spacing_mm": list(volume.spacing),
+        "label_file": str(written),
+        "model": predictor.meta.get("model", {}).get("name"),
+        "labels": {str(v): n for v, n in enumerate(names)},
+        "volume_ml": class_volumes_ml(labels.array, volume.spacing, names),
+    }
     tmp = out_dir / f".{stem}_summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out_dir / f"{stem}_summary.json")
     return summary
 
 
-__all__ = ["class_names_of_labels", "class_volumes_ml", "label_map", "label_names", "predict_volume", "predict_volume_file",
-           "volume_settings"]
+__all__ = [
+    "class_names_of_labels",
+    "class_volumes_ml",
+    "label_map",
+    "label_names",
+    "predict_volume",
+    "predict_volume_file",
+    "volume_settings",
+]

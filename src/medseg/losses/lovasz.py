@@ -15,7 +15,7 @@ row per (image or batch, class), instead of the reference's Python loops; ignore
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -32,8 +32,14 @@ def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
 
 
-def lovasz_softmax(probs: torch.Tensor, target: torch.Tensor, *, classes: str | Sequence[int] = "present",
-                   per_image: bool = False, ignore_index: int | None = None) -> torch.Tensor:
+def lovasz_softmax(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    classes: str | Sequence[int] = "present",
+    per_image: bool = False,
+    ignore_index: int | None = None,
+) -> torch.Tensor:
     """Lovász-Softmax of probabilities ``probs`` (B, C, *S) against class indices ``target`` (B, *S)."""
     n_classes = probs.shape[1]
     probs = probs.flatten(2)  # B, C, N
@@ -75,8 +81,13 @@ class LovaszSoftmaxLoss(SegLoss):
         ignore_index: label value to leave out (none by default).
     """
 
-    def __init__(self, mode: str = "multiclass", per_image: bool = False, classes: str | Sequence[int] = "present",
-                 ignore_index: int | None = None):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        per_image: bool = False,
+        classes: str | Sequence[int] = "present",
+        ignore_index: int | None = None,
+    ):
         super().__init__(mode)
         if mode != "multiclass":
             raise ConfigError("the Lovász-Softmax loss ('lovasz') needs exclusive classes (mode multiclass)")
@@ -87,5 +98,6 @@ class LovaszSoftmaxLoss(SegLoss):
         self.ignore_index = ignore_index
 
     def compute(self, logits, target):
-        return lovasz_softmax(logits.softmax(1), target, classes=self.classes, per_image=self.per_image,
-                              ignore_index=self.ignore_index)
+        return lovasz_softmax(
+            logits.softmax(1), target, classes=self.classes, per_image=self.per_image, ignore_index=self.ignore_index
+        )

@@ -7,7 +7,7 @@ computes in float32 even under autocast: soft-Dice sums overflow in fp16.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,9 @@ class CrossEntropyLoss(SegLoss):
         super().__init__(mode)
         if mode != "multiclass":
             raise ConfigError("cross-entropy ('ce') needs exclusive classes; use 'bce' for multilabel tasks")
-        self.register_buffer("class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32))
+        self.register_buffer(
+            "class_weights", None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        )
 
     def compute(self, logits, target):
         return F.cross_entropy(logits, target.long(), weight=self.class_weights)
@@ -84,7 +86,9 @@ class BCELoss(SegLoss):
 
     def __init__(self, mode: str = "multiclass", pos_weight: Sequence[float] | None = None):
         super().__init__(mode)
-        self.register_buffer("pos_weight", None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32))
+        self.register_buffer(
+            "pos_weight", None if pos_weight is None else torch.tensor(pos_weight, dtype=torch.float32)
+        )
 
     def compute(self, logits, target):
         pw = None if self.pos_weight is None else self.pos_weight.view(-1, *([1] * (logits.ndim - 2)))
@@ -99,11 +103,18 @@ class DiceLoss(SegLoss):
     from dominating; ``include_background`` defaults to True for 4-class chromosome maps.
     """
 
-    def __init__(self, mode: str = "multiclass", include_background: bool = True, batch: bool = False,
-                 smooth: float = 1e-5):
+    def __init__(
+        self, mode: str = "multiclass", include_background: bool = True, batch: bool = False, smooth: float = 1e-5
+    ):
         super().__init__(mode)
-        self.dice = MonaiDiceLoss(include_background=include_background, softmax=mode == "multiclass",
-                                  sigmoid=mode == "multilabel", batch=batch, smooth_nr=smooth, smooth_dr=smooth)
+        self.dice = MonaiDiceLoss(
+            include_background=include_background,
+            softmax=mode == "multiclass",
+            sigmoid=mode == "multilabel",
+            batch=batch,
+            smooth_nr=smooth,
+            smooth_dr=smooth,
+        )
 
     def compute(self, logits, target):
         return self.dice(logits, self.dense_target(logits, target))
@@ -119,8 +130,13 @@ class FocalLoss(SegLoss):
     (sigmoid), which is the paper's equation read literally. ``alpha`` may also be one value per class.
     """
 
-    def __init__(self, mode: str = "multiclass", alpha: float | Sequence[float] | None = 0.25, gamma: float = 2.0,
-                 use_softmax: bool | None = None):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        alpha: float | Sequence[float] | None = 0.25,
+        gamma: float = 2.0,
+        use_softmax: bool | None = None,
+    ):
         super().__init__(mode)
         use_softmax = (mode == "multiclass") if use_softmax is None else use_softmax
         if use_softmax and mode == "multilabel":
@@ -149,7 +165,7 @@ class CompositeLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total = logits.new_zeros((), dtype=torch.float32)
-        for name, w, loss in zip(self.names, self.weights, self.losses):
+        for name, w, loss in zip(self.names, self.weights, self.losses, strict=True):
             value = loss(logits, target)
             self.parts[name] = float(value.detach())
             total = total + w * value
@@ -174,7 +190,10 @@ def build_loss(spec: str | dict | Sequence[dict], mode: str = "multiclass") -> C
         names.append(name if name not in names else f"{name}_{len(names)}")
     return CompositeLoss(losses, weights, names)
 
-def per_sample_loss(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+
+def per_sample_loss(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], logits: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
     """(B,) the configured loss evaluated on each sample of the batch alone (Eq. 3-2's L_i).
 
     Works for every registered loss (each sees a batch of one); a loss that pools over the batch (Dice with

@@ -37,7 +37,7 @@ classes (MONAI's ``GeneralizedDiceLoss`` convention). AMFL's **Weight-CE** is ``
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -97,9 +97,16 @@ class AdaptiveSmoothWeightedBCE(_WeightedBCEBase):
         probabilities: ``sigmoid`` (default) or ``softmax``.
     """
 
-    def __init__(self, mode: str = "multiclass", weight_on: str = "negative", base: float = 1000.0,
-                 pos_counts: Sequence[float] | None = None, neg_counts: Sequence[float] | None = None,
-                 min_count: float = 1.0, probabilities: str = "sigmoid"):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        weight_on: str = "negative",
+        base: float = 1000.0,
+        pos_counts: Sequence[float] | None = None,
+        neg_counts: Sequence[float] | None = None,
+        min_count: float = 1.0,
+        probabilities: str = "sigmoid",
+    ):
         super().__init__(mode, weight_on, probabilities)
         if (pos_counts is None) != (neg_counts is None):
             raise ConfigError("as_wbce needs both pos_counts and neg_counts, or neither (count per batch)")
@@ -141,8 +148,13 @@ class WeightedBCE(_WeightedBCEBase):
     ``weight`` in a loss config is the term's weight in a sum of losses.)
     """
 
-    def __init__(self, mode: str = "multiclass", w: float | Sequence[float] = 1.0, weight_on: str = "negative",
-                 probabilities: str = "sigmoid"):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        w: float | Sequence[float] = 1.0,
+        weight_on: str = "negative",
+        probabilities: str = "sigmoid",
+    ):
         super().__init__(mode, weight_on, probabilities)
         weights = torch.tensor(w, dtype=torch.float32).reshape(-1)
         if (weights < 0).any():
@@ -169,8 +181,14 @@ class WeightedDiceLoss(SegLoss):
 
     WEIGHT_TYPES = ("inverse", "inverse_square", "uniform")
 
-    def __init__(self, mode: str = "multiclass", weights: Sequence[float] | None = None, weight_type: str = "inverse",
-                 include_background: bool = True, smooth: float = 1e-5):
+    def __init__(
+        self,
+        mode: str = "multiclass",
+        weights: Sequence[float] | None = None,
+        weight_type: str = "inverse",
+        include_background: bool = True,
+        smooth: float = 1e-5,
+    ):
         super().__init__(mode)
         if weight_type not in self.WEIGHT_TYPES:
             raise ConfigError(f"weight_type must be one of {self.WEIGHT_TYPES}, got {weight_type!r}")

@@ -20,7 +20,7 @@ left out of the balanced accuracy (never counted as 0 or 1). Shapes: probabiliti
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -29,7 +29,9 @@ __all__ = ["VOTES", "ChromosomeClassAccuracy", "class_probabilities", "vote"]
 VOTES = ("soft", "majority")
 
 
-def vote(proba: np.ndarray, mask: np.ndarray, method: str = "soft", *, background: int = 0) -> tuple[int, float, np.ndarray]:
+def vote(
+    proba: np.ndarray, mask: np.ndarray, method: str = "soft", *, background: int = 0
+) -> tuple[int, float, np.ndarray]:
     """The class of one chromosome from per-pixel probabilities ``proba`` (C, H, W) over its ``mask`` (H, W) bool:
     (class index in 1..C-1, confidence, per-class score (C,) with the background's set to 0). ``soft``: the score
     is the mean probability over the mask; ``majority``: the share of mask pixels whose argmax over the
@@ -55,15 +57,16 @@ def vote(proba: np.ndarray, mask: np.ndarray, method: str = "soft", *, backgroun
     return cls, float(score[cls]), score
 
 
-def class_probabilities(proba: np.ndarray, labels: np.ndarray, method: str = "soft", *,
-                        background: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def class_probabilities(
+    proba: np.ndarray, labels: np.ndarray, method: str = "soft", *, background: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per chromosome (one per image, as :meth:`ChromosomeClassAccuracy.update` reads them): its true class (the
     most frequent label of its mask) and the vote's scores over the chromosome classes normalised to sum 1
     ((N, C − 1), column k for the k-th non-background class): the input of a per-cell assignment
     (:mod:`medseg.metrics.karyotype_assignment`). Images without a chromosome pixel are skipped."""
     proba, labels = np.asarray(proba), np.asarray(labels)
     true, rows = [], []
-    for p, lab in zip(proba, labels):
+    for p, lab in zip(proba, labels, strict=True):
         mask = lab != background
         if not mask.any():
             continue
@@ -96,8 +99,9 @@ class ChromosomeClassAccuracy:
         """Count one chromosome of class ``true_cls`` classified as ``pred_cls`` (class indices, not background)."""
         for c in (true_cls, pred_cls):
             if int(c) not in self._index:
-                raise ValueError(f"class {c} is not a chromosome class (1..{len(self.class_names) - 1} but "
-                                 f"{self.background})")
+                raise ValueError(
+                    f"class {c} is not a chromosome class (1..{len(self.class_names) - 1} but {self.background})"
+                )
         self.matrix[self._index[int(true_cls)], self._index[int(pred_cls)]] += 1
         if confidence is not None:
             self.confidences.append((int(true_cls) == int(pred_cls), float(confidence)))
@@ -108,9 +112,11 @@ class ChromosomeClassAccuracy:
         chromosome counted."""
         proba, labels = np.asarray(proba), np.asarray(labels)
         if proba.ndim != 4 or labels.shape != (proba.shape[0], *proba.shape[2:]):
-            raise ValueError(f"probabilities {proba.shape} and labels {labels.shape}: expected (N, C, H, W) and (N, H, W)")
+            raise ValueError(
+                f"probabilities {proba.shape} and labels {labels.shape}: expected (N, C, H, W) and (N, H, W)"
+            )
         out = []
-        for p, lab in zip(proba, labels):
+        for p, lab in zip(proba, labels, strict=True):
             mask = lab != self.background
             if not mask.any():
                 continue
@@ -141,7 +147,8 @@ class ChromosomeClassAccuracy:
             row[k] = 0
             confused = int(np.argmax(row)) if row.any() else None
             per_class[self.class_names[c]] = {
-                "n": int(n_true[k]), "correct": int(right[k]),
+                "n": int(n_true[k]),
+                "correct": int(right[k]),
                 "accuracy": float(right[k] / n_true[k]) if n_true[k] else None,
                 "n_predicted": int(n_pred[k]),
                 "precision": float(right[k] / n_pred[k]) if n_pred[k] else None,

@@ -17,8 +17,8 @@ out) is not a flag: the slots are upper bounds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -79,8 +79,10 @@ def assign_cell(proba: np.ndarray, *, ratio: float = ABNORMAL_RATIO) -> CellAssi
     if kept.any():
         classes[kept] = own[kept]
         names = ", ".join(_name(c) for c in sorted(set(own[kept].tolist())))
-        reasons.append(f"{int(kept.sum())} chromosome(s) kept their own class ({names}): the normal cell's slot was "
-                       f"over {ratio:g}x less likely")
+        reasons.append(
+            f"{int(kept.sum())} chromosome(s) kept their own class ({names}): the normal cell's slot was "
+            f"over {ratio:g}x less likely"
+        )
     return CellAssignment(classes, sex, bool(reasons), reasons)
 
 
@@ -88,8 +90,9 @@ def _name(cls: int) -> str:
     return {X: "X", Y: "Y"}.get(int(cls), str(int(cls)))
 
 
-def assign_cells(proba: np.ndarray, cells: Sequence, *, ratio: float = ABNORMAL_RATIO
-                 ) -> tuple[np.ndarray, dict[str, CellAssignment]]:
+def assign_cells(
+    proba: np.ndarray, cells: Sequence, *, ratio: float = ABNORMAL_RATIO
+) -> tuple[np.ndarray, dict[str, CellAssignment]]:
     """:func:`assign_cell` for every cell: ``proba`` (N, 24), ``cells`` (N,) the cell (metaphase) id of each
     chromosome. Returns the classes (N,) and each cell's :class:`CellAssignment`."""
     proba = np.asarray(proba, np.float64)

@@ -29,8 +29,9 @@ def _iou(p: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
 
 
-def best_assignment(pred: np.ndarray, target: np.ndarray, *, alpha: int = 1, beta: int = 2,
-                    overlap: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def best_assignment(
+    pred: np.ndarray, target: np.ndarray, *, alpha: int = 1, beta: int = 2, overlap: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
     """``pred`` (B, H, W) label maps with α and β swapped where that fits ``target`` better (see the module
     docstring), and the boolean (B,) array of the images swapped. ``pred`` itself is not modified."""
     pred = np.asarray(pred)

@@ -286,10 +286,15 @@ class SegmentationMetrics:
         if isinstance(background, str) and background == "auto":
             background = 0 if mode == "multiclass" else None
         if background is not None:
-            if isinstance(background, bool) or not isinstance(background, (int, np.integer)) \
-                    or not 0 <= int(background) < n:
-                raise ValueError(f"background must be a class index in 0..{n - 1}, None (no background) or 'auto', "
-                                 f"got {background!r}")
+            if (
+                isinstance(background, bool)
+                or not isinstance(background, (int, np.integer))
+                or not 0 <= int(background) < n
+            ):
+                raise ValueError(
+                    f"background must be a class index in 0..{n - 1}, None (no background) or 'auto', "
+                    f"got {background!r}"
+                )
             background = int(background)
         self.background: int | None = background
         self.include_background = bool(include_background)
@@ -301,8 +306,10 @@ class SegmentationMetrics:
             if not idx_t or any(i < 0 or i >= n for i in idx_t):
                 raise ValueError(f"derived structure {name!r} has indices {list(idx_t)} outside 0..{n - 1}")
             if background is not None and background in idx_t:
-                raise ValueError(f"derived structure {name!r} includes the background class {background} "
-                                 f"({self.class_names[background]!r})")
+                raise ValueError(
+                    f"derived structure {name!r} includes the background class {background} "
+                    f"({self.class_names[background]!r})"
+                )
             self.derived[str(name)] = idx_t
         self.hausdorff = bool(hausdorff)
         self.spacing = None if spacing is None else _spacing_for(len(tuple(spacing)), spacing)
@@ -325,8 +332,7 @@ class SegmentationMetrics:
         (``hausdorff``, ``spacing``, ...)."""
         mode = task.get("mode", "multiclass")
         background = task.get("background", 0) if mode == "multiclass" else None
-        return cls(list(task["class_names"]), mode=mode, background=background, derived=task.get("derived"),
-                   **kwargs)
+        return cls(list(task["class_names"]), mode=mode, background=background, derived=task.get("derived"), **kwargs)
 
     @property
     def scored_classes(self) -> list[str]:
@@ -353,7 +359,11 @@ class SegmentationMetrics:
         shards of a validation set scored by several processes: the raw per-image counts, accuracies and
         the confusion matrix are joined (counts summed, never means of means), so :meth:`aggregate` gives
         what one accumulator that saw every image would give."""
-        if (other.class_names, other.mode, other.structure_names) != (self.class_names, self.mode, self.structure_names):
+        if (other.class_names, other.mode, other.structure_names) != (
+            self.class_names,
+            self.mode,
+            self.structure_names,
+        ):
             raise ValueError("cannot merge metrics of different classes or modes")
         if other._n == 0:
             return
@@ -395,9 +405,7 @@ class SegmentationMetrics:
         else:
             c = len(self.class_names)
             if p.ndim < 4 or p.shape[1] != c:
-                raise ValueError(
-                    f"multilabel update expects binary masks (B, {c}, *spatial), got shape {p.shape}"
-                )
+                raise ValueError(f"multilabel update expects binary masks (B, {c}, *spatial), got shape {p.shape}")
             spacings = self._batch_spacings(spacing, p.shape[0], p.shape[2:])
             counts, masks_p, masks_t, pix, fg = self._multilabel_batch(
                 as_bool_mask(p, "pred"), as_bool_mask(t, "target")
@@ -441,8 +449,10 @@ class SegmentationMetrics:
             out = [_spacing_for(ndim, row) for row in arr.tolist()]
         known = {sp is not None for sp in [*self._spacings, *out]}
         if len(known) > 1:
-            raise ValueError("some images were given a spacing and others not: Hausdorff distances would mix "
-                             f"{self.spacing_unit} and pixels in one mean")
+            raise ValueError(
+                "some images were given a spacing and others not: Hausdorff distances would mix "
+                f"{self.spacing_unit} and pixels in one mean"
+            )
         return out
 
     @property

@@ -1,5 +1,7 @@
 """Networks: one file per architecture, shared pieces in :mod:`medseg.models.blocks`."""
 
+# Importing a module registers its networks: in this order (the order models are listed in).
+# isort: off
 from medseg.models.registry import available_models, build_model, register_model
 from medseg.models import unet  # noqa: F401  (registers the U-Net family)
 from medseg.models import rse_unet  # noqa: F401  (registers rse_unet)
@@ -16,5 +18,6 @@ from medseg.models import monai_unet  # noqa: F401  (registers monai_unet)
 from medseg.models import chromosome_classifier  # noqa: F401  (registers chromosome_classifier)
 from medseg.models.blocks import training_loss
 from medseg.models.unet import UNet
+# isort: on
 
 __all__ = ["UNet", "available_models", "build_model", "register_model", "training_loss"]

@@ -46,15 +46,26 @@ What the paper gives (§3, Fig. 3–5, Tables 1–5) and how it is read here:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
 from torch import nn
 
-from medseg.models.blocks import (DAC, PPM, ConvNormAct, PyramidPooling, ResPath, SegmentationNet, UpSample,
-                                  make_act, make_norm, make_pool, stage_channels)
+from medseg.models.blocks import (
+    DAC,
+    PPM,
+    ConvNormAct,
+    PyramidPooling,
+    ResPath,
+    SegmentationNet,
+    UpSample,
+    make_act,
+    make_norm,
+    make_pool,
+    stage_channels,
+)
 from medseg.models.registry import register_model
 from medseg.models.unet import UNetDecoder, UNetEncoder
 
@@ -63,8 +74,9 @@ BOTTOM_SECOND = ("conv", "ppm", "assp")
 _EPS = 1e-9
 
 
-def adaptive_values(size: Sequence[float], n_branches: int, *, kind: str = "rate",
-                    replacement: int | None = None) -> tuple[int, ...]:
+def adaptive_values(
+    size: Sequence[float], n_branches: int, *, kind: str = "rate", replacement: int | None = None
+) -> tuple[int, ...]:
     """The paper's ⌈√(m·n) / 2^l⌉ for l = 1..n, with its replacement rule (ARMS Net §3.2.1, §3.2.2).
 
     ``kind="rate"`` (AMAC): a raw value √(m·n)/2^l below 1 is invalid; ``kind="pool"`` (ASSP): a window
@@ -114,9 +126,19 @@ class AMAC(nn.Module):
     ``last_rates`` holds the dilations used and ``last_pointwise`` which branches applied their 1×1 conv.
     """
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, *, spatial_dims: int = 2,
-                 n_branches: int = 4, mode: str = "parallel", design_size: Sequence[float] | None = None,
-                 replacement: int | None = None, norm: str | None = "batch", act: str | None = "relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        *,
+        spatial_dims: int = 2,
+        n_branches: int = 4,
+        mode: str = "parallel",
+        design_size: Sequence[float] | None = None,
+        replacement: int | None = None,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+    ):
         super().__init__()
         if mode not in ("parallel", "cascade"):
             raise ValueError(f"AMAC mode must be parallel or cascade, got {mode!r}")
@@ -131,21 +153,33 @@ class AMAC(nn.Module):
         self.design_size = None if design_size is None else tuple(design_size)
         self.replacement = replacement
         # parallel: conv l belongs to branch l; cascade: conv j is the j-th smallest rate's, shared by branches.
-        self.atrous = nn.ModuleList([conv(in_channels if (mode == "parallel" or j == 0) else out_channels,
-                                          out_channels, kernel_size=3, bias=bias) for j in range(n_branches)])
+        self.atrous = nn.ModuleList(
+            [
+                conv(
+                    in_channels if (mode == "parallel" or j == 0) else out_channels,
+                    out_channels,
+                    kernel_size=3,
+                    bias=bias,
+                )
+                for j in range(n_branches)
+            ]
+        )
         self.norms = nn.ModuleList([make_norm(norm, out_channels, spatial_dims) for _ in range(n_branches)])
         self.act = make_act(act)
         self.pointwise = nn.ModuleList([conv(out_channels, out_channels, kernel_size=1) for _ in range(n_branches)])
-        self.shortcut = (nn.Identity() if in_channels == out_channels else
-                         ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1, norm=norm,
-                                     act=None))
+        self.shortcut = (
+            nn.Identity()
+            if in_channels == out_channels
+            else ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1, norm=norm, act=None)
+        )
         self.last_rates: tuple[int, ...] | None = None
         self.last_pointwise: tuple[bool, ...] | None = None
 
     def rates_for(self, size: Sequence[int]) -> tuple[int, ...]:
         """Atrous rate of each branch for a feature map of spatial ``size`` (``design_size`` if set)."""
-        return adaptive_values(self.design_size or tuple(size), self.n_branches, kind="rate",
-                               replacement=self.replacement)
+        return adaptive_values(
+            self.design_size or tuple(size), self.n_branches, kind="rate", replacement=self.replacement
+        )
 
     def _atrous(self, j: int, x: torch.Tensor, rate: int) -> torch.Tensor:
         conv = self.atrous[j]
@@ -157,10 +191,10 @@ class AMAC(nn.Module):
         out = self.shortcut(x)
         used = []
         if self.mode == "parallel":
-            for l, rate in enumerate(rates):
-                y = self._atrous(l, x, rate)
+            for j, rate in enumerate(rates):
+                y = self._atrous(j, x, rate)
                 if rate > 1:
-                    y = self.pointwise[l](y)
+                    y = self.pointwise[j](y)
                 out = out + y
                 used.append(rate > 1)
         else:
@@ -184,8 +218,16 @@ class ASSP(PyramidPooling):
     step ``stride`` (2), Keras-'same' pooling. ``last_pool_sizes`` holds the windows of the last call.
     """
 
-    def __init__(self, in_channels: int, *, n_branches: int = 3, stride: int = 2,
-                 design_size: Sequence[float] | None = None, replacement: int | None = None, **kwargs):
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        n_branches: int = 3,
+        stride: int = 2,
+        design_size: Sequence[float] | None = None,
+        replacement: int | None = None,
+        **kwargs,
+    ):
         kwargs = {"padding": "same", "upsample": "nearest", "pool": "max", "fuse": "conv1x1", **kwargs}
         super().__init__(in_channels, (), (), n_branches=n_branches, **kwargs)
         self.stride = stride
@@ -193,9 +235,26 @@ class ASSP(PyramidPooling):
         self.replacement = replacement
 
     def pool_params(self, size: Sequence[int]) -> list[tuple[int, int]]:
-        sizes = adaptive_values(self.design_size or tuple(size), self.n_branches, kind="pool",
-                                replacement=self.replacement)
+        sizes = adaptive_values(
+            self.design_size or tuple(size), self.n_branches, kind="pool", replacement=self.replacement
+        )
         return [(k, self.stride) for k in sizes]
+
+
+def _skip_paths(
+    skip: str, channels: list[int], respath_lengths: Sequence[int] | None, post_norm: bool, common: dict
+) -> nn.ModuleList:
+    """One skip connection per encoder level, shallow first: a Res Path of ``respath_lengths`` blocks (default
+    ``depth, …, 1``) or the plain U-Net skip."""
+    depth = len(channels) - 1
+    if skip == "respath":
+        lengths = list(respath_lengths) if respath_lengths is not None else list(range(depth, 0, -1))
+        if len(lengths) != depth:
+            raise ValueError(f"respath_lengths needs {depth} values (one per skip), got {len(lengths)}")
+        return nn.ModuleList(
+            [ResPath(ch, n, post_norm=post_norm, **common) for ch, n in zip(channels[:-1], lengths, strict=True)]
+        )
+    return nn.ModuleList([nn.Identity() for _ in channels[:-1]])
 
 
 @register_model("arms_net")
@@ -222,15 +281,36 @@ class ARMSNet(SegmentationNet):
         dac_rates, dac_share_weights: CE-Net DAC settings for UNet(DAR).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 4,
-                 base_channels: int = 32, norm: str = "batch", act: str = "relu", upsample: str = "transpose",
-                 skip: str = "respath", respath_lengths: Sequence[int] | None = None, respath_post_norm: bool = True,
-                 bottom: Sequence[str] = ("amac", "assp"), input_size_for_rates: int | Sequence[int] | None = None,
-                 amac_branches: int = 4, amac_mode: str = "parallel", rate_replacement: int | None = None,
-                 assp_branches: int = 3, assp_stride: int = 2, ppm_sizes: Sequence[int] = (2, 3, 4),
-                 pool: str = "max", pyramid_upsample: str = "nearest", pyramid_channels: int | None = None,
-                 fuse: str | None = "conv1x1", dac_rates: Sequence[int] = (1, 3, 5), dac_share_weights: bool = True,
-                 max_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 4,
+        base_channels: int = 32,
+        norm: str = "batch",
+        act: str = "relu",
+        upsample: str = "transpose",
+        skip: str = "respath",
+        respath_lengths: Sequence[int] | None = None,
+        respath_post_norm: bool = True,
+        bottom: Sequence[str] = ("amac", "assp"),
+        input_size_for_rates: int | Sequence[int] | None = None,
+        amac_branches: int = 4,
+        amac_mode: str = "parallel",
+        rate_replacement: int | None = None,
+        assp_branches: int = 3,
+        assp_stride: int = 2,
+        ppm_sizes: Sequence[int] = (2, 3, 4),
+        pool: str = "max",
+        pyramid_upsample: str = "nearest",
+        pyramid_channels: int | None = None,
+        fuse: str | None = "conv1x1",
+        dac_rates: Sequence[int] = (1, 3, 5),
+        dac_share_weights: bool = True,
+        max_channels: int | None = None,
+    ):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth (number of poolings) must be >= 1, got {depth}")
@@ -238,8 +318,10 @@ class ARMSNet(SegmentationNet):
             raise ValueError(f"skip must be respath or plain, got {skip!r}")
         bottom = tuple(bottom)
         if len(bottom) != 2 or bottom[0] not in BOTTOM_FIRST or bottom[1] not in BOTTOM_SECOND:
-            raise ValueError(f"bottom must be (first, second) with first in {BOTTOM_FIRST} and second in "
-                             f"{BOTTOM_SECOND}, got {bottom!r}")
+            raise ValueError(
+                f"bottom must be (first, second) with first in {BOTTOM_FIRST} and second in "
+                f"{BOTTOM_SECOND}, got {bottom!r}"
+            )
         self.spatial_dims = spatial_dims
         self.divisor = 2**depth
         self.depth = depth
@@ -258,8 +340,15 @@ class ARMSNet(SegmentationNet):
         elif bottom[0] == "dac":
             first = DAC(c_in, c, rates=dac_rates, share_weights=dac_share_weights, **common)
         else:
-            first = AMAC(c_in, c, n_branches=amac_branches, mode=amac_mode, design_size=design,
-                         replacement=rate_replacement, **common)
+            first = AMAC(
+                c_in,
+                c,
+                n_branches=amac_branches,
+                mode=amac_mode,
+                design_size=design,
+                replacement=rate_replacement,
+                **common,
+            )
         pyramid = dict(branch_channels=pyramid_channels, pool=pool, upsample=pyramid_upsample, fuse=fuse, **common)
         if bottom[1] == "conv":
             second: nn.Module = ConvNormAct(c, c, **common)
@@ -268,23 +357,23 @@ class ARMSNet(SegmentationNet):
             second = PPM(c, ppm_sizes, **pyramid)
             bottom_out = second.out_channels
         else:
-            second = ASSP(c, n_branches=assp_branches, stride=assp_stride, design_size=design,
-                          replacement=rate_replacement, **pyramid)
+            second = ASSP(
+                c,
+                n_branches=assp_branches,
+                stride=assp_stride,
+                design_size=design,
+                replacement=rate_replacement,
+                **pyramid,
+            )
             bottom_out = second.out_channels
         self.bottom = nn.Sequential(first, second)
 
-        if skip == "respath":
-            lengths = list(respath_lengths) if respath_lengths is not None else list(range(depth, 0, -1))
-            if len(lengths) != depth:
-                raise ValueError(f"respath_lengths needs {depth} values (one per skip), got {len(lengths)}")
-            self.skips = nn.ModuleList([ResPath(ch, n, post_norm=respath_post_norm, **common)
-                                        for ch, n in zip(channels[:-1], lengths)])
-        else:
-            self.skips = nn.ModuleList([nn.Identity() for _ in channels[:-1]])
+        self.skips = _skip_paths(skip, channels, respath_lengths, respath_post_norm, common)
         self.decoder = UNetDecoder(channels, upsample=upsample, **common)
         if bottom_out != c:  # fuse="none": the decoder's first upsampling takes the wider concatenation
-            self.decoder.ups[0] = UpSample(bottom_out, channels[-2], spatial_dims=spatial_dims, mode=upsample,
-                                           norm=norm, act=act)
+            self.decoder.ups[0] = UpSample(
+                bottom_out, channels[-2], spatial_dims=spatial_dims, mode=upsample, norm=norm, act=act
+            )
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
 
     @property
@@ -300,7 +389,7 @@ class ARMSNet(SegmentationNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
         deepest = self.bottom(self.pool(feats[-1]))
-        skips = [s(f) for s, f in zip(self.skips, feats)]
+        skips = [s(f) for s, f in zip(self.skips, feats, strict=True)]
         return self.head(self.decoder(feats + [deepest], skips))
 
 

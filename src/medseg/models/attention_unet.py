@@ -29,18 +29,27 @@ class AttentionUNetDecoder(UNetDecoder):
     share this forward pass.
     """
 
-    def __init__(self, channels: list[int], *, spatial_dims: int, norm: str, act: str, upsample: str = "upconv",
-                 gate_stride: int = 1):
+    def __init__(
+        self,
+        channels: list[int],
+        *,
+        spatial_dims: int,
+        norm: str,
+        act: str,
+        upsample: str = "upconv",
+        gate_stride: int = 1,
+    ):
         super().__init__(channels, spatial_dims=spatial_dims, norm=norm, act=act, upsample=upsample)
         self.gate_stride = gate_stride
-        self.gates: nn.ModuleList | None = make_gates(channels, spatial_dims=spatial_dims, norm=norm,
-                                                      gate_stride=gate_stride)
+        self.gates: nn.ModuleList | None = make_gates(
+            channels, spatial_dims=spatial_dims, norm=norm, gate_stride=gate_stride
+        )
 
     def forward(self, feats: list[torch.Tensor], skips: list[torch.Tensor] | None = None) -> torch.Tensor:
         skips = feats[:-1] if skips is None else skips
         gates = self.gates if self.gates is not None else [None] * len(self.ups)
         x = feats[-1]
-        for up, gate, conv, skip in zip(self.ups, gates, self.convs, reversed(skips)):
+        for up, gate, conv, skip in zip(self.ups, gates, self.convs, reversed(skips), strict=True):
             u = up(x)
             if gate is not None:
                 skip = gate(skip, u if self.gate_stride == 1 else x)
@@ -51,10 +60,13 @@ class AttentionUNetDecoder(UNetDecoder):
 def make_gates(channels: list[int], *, spatial_dims: int, norm: str, gate_stride: int) -> nn.ModuleList:
     """One gate per decoder level, deepest first (the order of ``UNetDecoder.ups``); F_int = skip / 2."""
     gates = nn.ModuleList()
-    for deep, skip in zip(channels[:0:-1], channels[-2::-1]):
+    for deep, skip in zip(channels[:0:-1], channels[-2::-1], strict=True):
         gate_channels = skip if gate_stride == 1 else deep  # up(x) has `skip` channels, x has `deep`
-        gates.append(AttentionGate(skip, gate_channels, max(1, skip // 2), spatial_dims=spatial_dims, norm=norm,
-                                   gate_stride=gate_stride))
+        gates.append(
+            AttentionGate(
+                skip, gate_channels, max(1, skip // 2), spatial_dims=spatial_dims, norm=norm, gate_stride=gate_stride
+            )
+        )
     return gates
 
 
@@ -74,13 +86,26 @@ class AttentionUNet(EncoderDecoderNet):
         dropout: dropout after the bottleneck stage.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 4,
-                 base_channels: int = 64, norm: str = "batch", act: str = "relu", upsample: str = "upconv",
-                 gate_stride: int = 1, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 4,
+        base_channels: int = 64,
+        norm: str = "batch",
+        act: str = "relu",
+        upsample: str = "upconv",
+        gate_stride: int = 1,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.init_stages(spatial_dims, depth, base_channels)
-        self.encoder = UNetEncoder(in_channels, self.channels, spatial_dims=spatial_dims, norm=norm, act=act,
-                                   dropout=dropout)
-        self.decoder = AttentionUNetDecoder(self.channels, spatial_dims=spatial_dims, norm=norm, act=act,
-                                            upsample=upsample, gate_stride=gate_stride)
+        self.encoder = UNetEncoder(
+            in_channels, self.channels, spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout
+        )
+        self.decoder = AttentionUNetDecoder(
+            self.channels, spatial_dims=spatial_dims, norm=norm, act=act, upsample=upsample, gate_stride=gate_stride
+        )
         self.head = Conv[Conv.CONV, spatial_dims](self.channels[0], out_channels, kernel_size=1)

@@ -40,11 +40,13 @@ from medseg.models.blocks import ConvNormAct, SegmentationNet, make_act, make_no
 from medseg.models.registry import register_model
 
 
-def _conv_norm(in_ch: int, out_ch: int, *, kernel_size: int = 3, stride: int = 1, groups: int = 1, spatial_dims: int,
-               norm: str) -> nn.Sequential:
+def _conv_norm(
+    in_ch: int, out_ch: int, *, kernel_size: int = 3, stride: int = 1, groups: int = 1, spatial_dims: int, norm: str
+) -> nn.Sequential:
     """Conv (no act) + norm; depth-wise when ``groups == in_ch``."""
-    conv = Conv[Conv.CONV, spatial_dims](in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2,
-                                         groups=groups, bias=norm in (None, "none"))
+    conv = Conv[Conv.CONV, spatial_dims](
+        in_ch, out_ch, kernel_size, stride=stride, padding=kernel_size // 2, groups=groups, bias=norm in (None, "none")
+    )
     return nn.Sequential(conv, make_norm(norm, out_ch, spatial_dims))
 
 
@@ -63,8 +65,10 @@ class StemBlock(nn.Module):
         super().__init__()
         kw = dict(spatial_dims=spatial_dims, norm=norm, act=act)
         self.conv = ConvNormAct(in_channels, channels, stride=2, **kw)
-        self.left = nn.Sequential(ConvNormAct(channels, max(1, channels // 2), kernel_size=1, **kw),
-                                  ConvNormAct(max(1, channels // 2), channels, stride=2, **kw))
+        self.left = nn.Sequential(
+            ConvNormAct(channels, max(1, channels // 2), kernel_size=1, **kw),
+            ConvNormAct(max(1, channels // 2), channels, stride=2, **kw),
+        )
         self.right = Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1)
         self.fuse = ConvNormAct(2 * channels, channels, **kw)
 
@@ -76,13 +80,24 @@ class StemBlock(nn.Module):
 class GatherExpansion(nn.Module):
     """Gather-and-expansion layer, Fig. 5b (stride 1) and 5c (stride 2)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, expansion: int = 6, spatial_dims: int,
-                 norm: str, act: str):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        expansion: int = 6,
+        spatial_dims: int,
+        norm: str,
+        act: str,
+    ):
         super().__init__()
         mid = in_channels * expansion
         kw = dict(spatial_dims=spatial_dims, norm=norm)
-        layers: list[nn.Module] = [ConvNormAct(in_channels, in_channels, act=act, **kw),
-                                   _conv_norm(in_channels, mid, stride=stride, groups=in_channels, **kw)]
+        layers: list[nn.Module] = [
+            ConvNormAct(in_channels, in_channels, act=act, **kw),
+            _conv_norm(in_channels, mid, stride=stride, groups=in_channels, **kw),
+        ]
         if stride == 2:
             layers.append(_conv_norm(mid, mid, groups=mid, **kw))
         layers.append(_conv_norm(mid, out_channels, kernel_size=1, **kw))
@@ -90,8 +105,10 @@ class GatherExpansion(nn.Module):
         if stride == 1 and in_channels == out_channels:
             self.shortcut: nn.Module = nn.Identity()
         else:
-            self.shortcut = nn.Sequential(_conv_norm(in_channels, in_channels, stride=stride, groups=in_channels, **kw),
-                                          _conv_norm(in_channels, out_channels, kernel_size=1, **kw))
+            self.shortcut = nn.Sequential(
+                _conv_norm(in_channels, in_channels, stride=stride, groups=in_channels, **kw),
+                _conv_norm(in_channels, out_channels, kernel_size=1, **kw),
+            )
         self.act = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,9 +136,11 @@ class SemanticBranch(nn.Module):
         self.stem = StemBlock(in_channels, c1, spatial_dims=spatial_dims, norm=norm, act=act)
         self.s3 = nn.Sequential(GatherExpansion(c1, c3, stride=2, **kw), GatherExpansion(c3, c3, **kw))
         self.s4 = nn.Sequential(GatherExpansion(c3, c4, stride=2, **kw), GatherExpansion(c4, c4, **kw))
-        self.s5 = nn.Sequential(GatherExpansion(c4, c5, stride=2, **kw),
-                                *[GatherExpansion(c5, c5, **kw) for _ in range(3)],
-                                ContextEmbedding(c5, spatial_dims=spatial_dims, norm=norm, act=act))
+        self.s5 = nn.Sequential(
+            GatherExpansion(c4, c5, stride=2, **kw),
+            *[GatherExpansion(c5, c5, **kw) for _ in range(3)],
+            ContextEmbedding(c5, spatial_dims=spatial_dims, norm=norm, act=act),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.s5(self.s4(self.s3(self.stem(x))))
@@ -133,13 +152,17 @@ class GuidedAggregation(nn.Module):
     def __init__(self, channels: int, *, spatial_dims: int, norm: str):
         super().__init__()
         kw = dict(spatial_dims=spatial_dims, norm=norm)
-        self.detail_keep = nn.Sequential(_conv_norm(channels, channels, groups=channels, **kw),
-                                         _pw(channels, channels, spatial_dims))
-        self.detail_down = nn.Sequential(_conv_norm(channels, channels, stride=2, **kw),
-                                         Pool[Pool.AVG, spatial_dims](kernel_size=3, stride=2, padding=1))
+        self.detail_keep = nn.Sequential(
+            _conv_norm(channels, channels, groups=channels, **kw), _pw(channels, channels, spatial_dims)
+        )
+        self.detail_down = nn.Sequential(
+            _conv_norm(channels, channels, stride=2, **kw),
+            Pool[Pool.AVG, spatial_dims](kernel_size=3, stride=2, padding=1),
+        )
         self.semantic_up = _conv_norm(channels, channels, **kw)
-        self.semantic_keep = nn.Sequential(_conv_norm(channels, channels, groups=channels, **kw),
-                                           _pw(channels, channels, spatial_dims))
+        self.semantic_keep = nn.Sequential(
+            _conv_norm(channels, channels, groups=channels, **kw), _pw(channels, channels, spatial_dims)
+        )
         self.fuse = _conv_norm(channels, channels, **kw)
 
     def forward(self, detail: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
@@ -165,9 +188,21 @@ class BiSeNetV2(SegmentationNet):
         norm, act: of every conv; dropout: before the head's classifier (0.1).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 5,
-                 base_channels: int = 64, semantic_ratio: float = 0.25, expansion: int = 6, head_channels: int = 1024,
-                 norm: str = "batch", act: str = "relu", dropout: float = 0.1):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 5,
+        base_channels: int = 64,
+        semantic_ratio: float = 0.25,
+        expansion: int = 6,
+        head_channels: int = 1024,
+        norm: str = "batch",
+        act: str = "relu",
+        dropout: float = 0.1,
+    ):
         super().__init__()
         if depth != 5:
             raise ValueError(f"BiSeNetV2's semantic branch downsamples exactly 5 times; depth must be 5, got {depth}")
@@ -176,16 +211,24 @@ class BiSeNetV2(SegmentationNet):
         b = base_channels
         kw = dict(spatial_dims=spatial_dims, norm=norm, act=act)
         self.detail = nn.Sequential(
-            ConvNormAct(in_channels, b, stride=2, **kw), ConvNormAct(b, b, **kw),
-            ConvNormAct(b, b, stride=2, **kw), ConvNormAct(b, b, **kw), ConvNormAct(b, b, **kw),
-            ConvNormAct(b, 2 * b, stride=2, **kw), ConvNormAct(2 * b, 2 * b, **kw), ConvNormAct(2 * b, 2 * b, **kw))
+            ConvNormAct(in_channels, b, stride=2, **kw),
+            ConvNormAct(b, b, **kw),
+            ConvNormAct(b, b, stride=2, **kw),
+            ConvNormAct(b, b, **kw),
+            ConvNormAct(b, b, **kw),
+            ConvNormAct(b, 2 * b, stride=2, **kw),
+            ConvNormAct(2 * b, 2 * b, **kw),
+            ConvNormAct(2 * b, 2 * b, **kw),
+        )
         widths = [max(1, int(round(semantic_ratio * b * m))) for m in (1, 2, 4, 8)]
         self.semantic = SemanticBranch(in_channels, widths, expansion=expansion, **kw)
         if widths[-1] != 2 * b:
             raise ValueError(f"semantic_ratio·8·base ({widths[-1]}) must equal the detail width 2·base ({2 * b})")
         self.aggregate = GuidedAggregation(2 * b, spatial_dims=spatial_dims, norm=norm)
-        self.head = nn.Sequential(ConvNormAct(2 * b, head_channels, dropout=dropout, **kw),
-                                  Conv[Conv.CONV, spatial_dims](head_channels, out_channels, kernel_size=1))
+        self.head = nn.Sequential(
+            ConvNormAct(2 * b, head_channels, dropout=dropout, **kw),
+            Conv[Conv.CONV, spatial_dims](head_channels, out_channels, kernel_size=1),
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         y = self.aggregate(self.detail(x), self.semantic(x))

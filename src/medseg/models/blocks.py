@@ -33,8 +33,12 @@ def make_act(act: str | None) -> nn.Module:
     """``relu``, ``leakyrelu`` (slope 0.01), ``elu``, ``prelu`` or ``none``."""
     if act is None or act == "none":
         return nn.Identity()
-    table = {"relu": (Act.RELU, {"inplace": True}), "leakyrelu": (Act.LEAKYRELU, {"negative_slope": 0.01, "inplace": True}),
-             "elu": (Act.ELU, {"inplace": True}), "prelu": (Act.PRELU, {})}
+    table = {
+        "relu": (Act.RELU, {"inplace": True}),
+        "leakyrelu": (Act.LEAKYRELU, {"negative_slope": 0.01, "inplace": True}),
+        "elu": (Act.ELU, {"inplace": True}),
+        "prelu": (Act.PRELU, {}),
+    }
     if act not in table:
         raise ValueError(f"unknown activation {act!r}; use relu, leakyrelu, elu, prelu or none")
     name, kwargs = table[act]
@@ -44,12 +48,29 @@ def make_act(act: str | None) -> nn.Module:
 class ConvNormAct(nn.Sequential):
     """Convolution → normalisation → activation (→ dropout). Bias is dropped when a norm follows."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, spatial_dims: int = 2, kernel_size: int = 3,
-                 stride: int = 1, dilation: int = 1, norm: str | None = "batch", act: str | None = "relu",
-                 dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        spatial_dims: int = 2,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+        dropout: float = 0.0,
+    ):
         padding = dilation * (kernel_size - 1) // 2
-        conv = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                                             dilation=dilation, bias=norm in (None, "none"))
+        conv = Conv[Conv.CONV, spatial_dims](
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            bias=norm in (None, "none"),
+        )
         layers: list[nn.Module] = [conv, make_norm(norm, out_channels, spatial_dims), make_act(act)]
         if dropout > 0:
             layers.append(nn.Dropout2d(dropout) if spatial_dims == 2 else nn.Dropout3d(dropout))
@@ -59,8 +80,17 @@ class ConvNormAct(nn.Sequential):
 class DoubleConv(nn.Sequential):
     """The U-Net stage: two 3×3(×3) ConvNormAct (Ronneberger et al., 2015)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, spatial_dims: int = 2, norm: str | None = "batch",
-                 act: str | None = "relu", dropout: float = 0.0, mid_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        spatial_dims: int = 2,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+        dropout: float = 0.0,
+        mid_channels: int | None = None,
+    ):
         mid = mid_channels or out_channels
         super().__init__(
             ConvNormAct(in_channels, mid, spatial_dims=spatial_dims, norm=norm, act=act),
@@ -82,8 +112,16 @@ class UpSample(nn.Module):
     used by this mode only).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, spatial_dims: int = 2, mode: str = "transpose",
-                 norm: str | None = "batch", act: str | None = "relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        spatial_dims: int = 2,
+        mode: str = "transpose",
+        norm: str | None = "batch",
+        act: str | None = "relu",
+    ):
         super().__init__()
         self.mode = mode
         if mode == "transpose":
@@ -106,14 +144,20 @@ class UpSample(nn.Module):
         return self.op(F.interpolate(x, scale_factor=2, mode=interp, **kwargs))
 
 
-def stage_channels(base_channels: int, depth: int, multiplier: float = 2.0, max_channels: int | None = None) -> list[int]:
+def stage_channels(
+    base_channels: int, depth: int, multiplier: float = 2.0, max_channels: int | None = None
+) -> list[int]:
     """Channels of the ``depth + 1`` encoder stages: base·mᶦ, capped at ``max_channels``."""
     chans = [int(round(base_channels * multiplier**i)) for i in range(depth + 1)]
     return [min(c, max_channels) for c in chans] if max_channels else chans
 
 
-def training_loss(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                  image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def training_loss(
+    model: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    target: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, logits)`` of a training step for any model: its ``training_loss`` hook when it has one
     (every :class:`SegmentationNet`; a ``torch.compile`` wrapper is looked through), else
     ``loss_fn(model(image), target)`` for a plain ``nn.Module``."""
@@ -138,8 +182,9 @@ class SegmentationNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def training_loss(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image: torch.Tensor,
-                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_loss(
+        self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loss, logits)`` of one training step: ``loss_fn(self(image), target)`` and the logits.
 
         The hook through which a model owns what is special about its training loss (a loss over several
@@ -182,8 +227,14 @@ class EncoderDecoderNet(SegmentationNet):
     stage widths), then build ``self.encoder``, ``self.decoder`` and ``self.head``.
     """
 
-    def init_stages(self, spatial_dims: int, depth: int, base_channels: int,
-                    max_channels: int | None = None, channels: Sequence[int] | None = None) -> list[int]:
+    def init_stages(
+        self,
+        spatial_dims: int,
+        depth: int,
+        base_channels: int,
+        max_channels: int | None = None,
+        channels: Sequence[int] | None = None,
+    ) -> list[int]:
         """Check ``depth``, set the padding divisor and return the ``depth + 1`` stage widths: base·2ᶦ capped
         at ``max_channels``, or ``channels`` as given (then exactly ``depth + 1`` of them)."""
         if depth < 1:
@@ -192,8 +243,11 @@ class EncoderDecoderNet(SegmentationNet):
             raise ValueError(f"{depth} poolings need {depth + 1} stage widths, got {list(channels)}")
         self.spatial_dims = spatial_dims
         self.divisor = 2**depth
-        self.channels = ([int(c) for c in channels] if channels is not None
-                         else stage_channels(base_channels, depth, max_channels=max_channels))
+        self.channels = (
+            [int(c) for c in channels]
+            if channels is not None
+            else stage_channels(base_channels, depth, max_channels=max_channels)
+        )
         return self.channels
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,20 +331,32 @@ class AttentionGate(nn.Module):
     Convolutions followed by a norm drop their bias (the norm's shift is b_g / b_ψ).
     """
 
-    def __init__(self, skip_channels: int, gate_channels: int, inter_channels: int, *, spatial_dims: int = 2,
-                 norm: str | None = "batch", gate_stride: int = 1):
+    def __init__(
+        self,
+        skip_channels: int,
+        gate_channels: int,
+        inter_channels: int,
+        *,
+        spatial_dims: int = 2,
+        norm: str | None = "batch",
+        gate_stride: int = 1,
+    ):
         super().__init__()
         if gate_stride not in (1, 2):
-            raise ValueError(f"gate_stride must be 1 (gate at the skip's grid) or 2 (Oktay's coarse grid), "
-                             f"got {gate_stride}")
+            raise ValueError(
+                f"gate_stride must be 1 (gate at the skip's grid) or 2 (Oktay's coarse grid), got {gate_stride}"
+            )
         conv = Conv[Conv.CONV, spatial_dims]
         bias = norm in (None, "none")
         self.spatial_dims = spatial_dims
         self.gate_stride = gate_stride
-        self.w_x = nn.Sequential(conv(skip_channels, inter_channels, kernel_size=gate_stride, stride=gate_stride,
-                                      bias=bias), make_norm(norm, inter_channels, spatial_dims))
-        self.w_g = nn.Sequential(conv(gate_channels, inter_channels, kernel_size=1, bias=bias),
-                                 make_norm(norm, inter_channels, spatial_dims))
+        self.w_x = nn.Sequential(
+            conv(skip_channels, inter_channels, kernel_size=gate_stride, stride=gate_stride, bias=bias),
+            make_norm(norm, inter_channels, spatial_dims),
+        )
+        self.w_g = nn.Sequential(
+            conv(gate_channels, inter_channels, kernel_size=1, bias=bias), make_norm(norm, inter_channels, spatial_dims)
+        )
         self.psi = nn.Sequential(conv(inter_channels, 1, kernel_size=1, bias=bias), make_norm(norm, 1, spatial_dims))
 
     def coefficients(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -320,8 +386,16 @@ class RecurrentConv(nn.Module):
     (default) is that; ``weights="separate"`` gives Eq. 1 literally (a second 3×3 conv for ``h``).
     """
 
-    def __init__(self, channels: int, *, t: int = 2, spatial_dims: int = 2, norm: str | None = "batch",
-                 act: str | None = "relu", weights: str = "shared"):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        t: int = 2,
+        spatial_dims: int = 2,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+        weights: str = "shared",
+    ):
         super().__init__()
         if t < 1:
             raise ValueError(f"t (recurrent steps) must be >= 1, got {t}")
@@ -355,8 +429,17 @@ class RRCNNBlock(nn.Module):
     as in the public code) first maps the input to ``out_channels`` so that the residual sum is defined.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, t: int = 2, spatial_dims: int = 2,
-                 norm: str | None = "batch", act: str | None = "relu", weights: str = "shared"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        t: int = 2,
+        spatial_dims: int = 2,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+        weights: str = "shared",
+    ):
         super().__init__()
         self.proj = Conv[Conv.CONV, spatial_dims](in_channels, out_channels, kernel_size=1)
         kw = dict(t=t, spatial_dims=spatial_dims, norm=norm, act=act, weights=weights)
@@ -378,13 +461,22 @@ class ResPathBlock(nn.Module):
     — a final norm (``post_norm=False`` drops it). Convs before a norm have no bias.
     """
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, *, spatial_dims: int = 2,
-                 norm: str | None = "batch", act: str | None = "relu", post_norm: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        *,
+        spatial_dims: int = 2,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+        post_norm: bool = True,
+    ):
         super().__init__()
         out_channels = out_channels or in_channels
         self.conv = ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, norm=norm, act=act)
-        self.shortcut = ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1, norm=norm,
-                                    act=None)
+        self.shortcut = ConvNormAct(
+            in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1, norm=norm, act=None
+        )
         self.act = make_act(act)
         self.norm = make_norm(norm, out_channels, spatial_dims) if post_norm else nn.Identity()
 
@@ -399,8 +491,9 @@ class ResPath(nn.Sequential):
         if length < 1:
             raise ValueError(f"a Res Path needs at least one residual block, got {length}")
         out_channels = out_channels or in_channels
-        super().__init__(*[ResPathBlock(in_channels if i == 0 else out_channels, out_channels, **kwargs)
-                           for i in range(length)])
+        super().__init__(
+            *[ResPathBlock(in_channels if i == 0 else out_channels, out_channels, **kwargs) for i in range(length)]
+        )
 
 
 class DAC(nn.Module):
@@ -414,17 +507,28 @@ class DAC(nn.Module):
     ConvNormAct first projects the input (the official module keeps its 512 channels).
     """
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, *, spatial_dims: int = 2,
-                 rates: Sequence[int] = (1, 3, 5), share_weights: bool = True, norm: str | None = "batch",
-                 act: str | None = "relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        *,
+        spatial_dims: int = 2,
+        rates: Sequence[int] = (1, 3, 5),
+        share_weights: bool = True,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+    ):
         super().__init__()
         check_channels("DAC rates", rates, 3)
         out_channels = out_channels or in_channels
         c = out_channels
         conv = Conv[Conv.CONV, spatial_dims]
         self.rates = tuple(int(r) for r in rates)
-        self.proj = (nn.Identity() if in_channels == c else
-                     ConvNormAct(in_channels, c, spatial_dims=spatial_dims, kernel_size=1, norm=norm, act=act))
+        self.proj = (
+            nn.Identity()
+            if in_channels == c
+            else ConvNormAct(in_channels, c, spatial_dims=spatial_dims, kernel_size=1, norm=norm, act=act)
+        )
         # Which of the three atrous convs each branch chains; every branch but the first ends with the 1×1.
         self.branch_slots = ((0,), (1,), (0, 1), (0, 1, 2))
         self.share_weights = share_weights
@@ -460,8 +564,14 @@ class DAC(nn.Module):
 
 
 def _pool_fn(kind: str, spatial_dims: int):
-    return {("max", 1): F.max_pool1d, ("max", 2): F.max_pool2d, ("max", 3): F.max_pool3d,
-            ("avg", 1): F.avg_pool1d, ("avg", 2): F.avg_pool2d, ("avg", 3): F.avg_pool3d}[(kind, spatial_dims)]
+    return {
+        ("max", 1): F.max_pool1d,
+        ("max", 2): F.max_pool2d,
+        ("max", 3): F.max_pool3d,
+        ("avg", 1): F.avg_pool1d,
+        ("avg", 2): F.avg_pool2d,
+        ("avg", 3): F.avg_pool3d,
+    }[(kind, spatial_dims)]
 
 
 def pool_same(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], kind: str = "max") -> torch.Tensor:
@@ -471,7 +581,7 @@ def pool_same(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], kin
     average pooling divides by the number of real pixels in each window.
     """
     pads: list[int] = []
-    for s, k, st in zip(reversed(x.shape[2:]), reversed(list(kernel)), reversed(list(stride))):
+    for s, k, st in zip(reversed(x.shape[2:]), reversed(list(kernel)), reversed(list(stride)), strict=False):
         total = max((math.ceil(s / st) - 1) * st + k - s, 0)
         pads += [total // 2, total - total // 2]
     pool_fn = _pool_fn(kind, x.ndim - 2)
@@ -497,11 +607,25 @@ class PyramidPooling(nn.Module):
     windows from the input size (ARMS Net's ASSP).
     """
 
-    def __init__(self, in_channels: int, kernel_sizes: Sequence[int], strides: Sequence[int] | None = None, *,
-                 spatial_dims: int = 2, branch_channels: int | None = None, shared_conv: bool = False,
-                 branch_norm_act: bool = True, pool: str = "max", padding: str = "valid", upsample: str = "bilinear",
-                 fuse: str | None = "conv1x1", out_channels: int | None = None, norm: str | None = "batch",
-                 act: str | None = "relu", n_branches: int | None = None):
+    def __init__(
+        self,
+        in_channels: int,
+        kernel_sizes: Sequence[int],
+        strides: Sequence[int] | None = None,
+        *,
+        spatial_dims: int = 2,
+        branch_channels: int | None = None,
+        shared_conv: bool = False,
+        branch_norm_act: bool = True,
+        pool: str = "max",
+        padding: str = "valid",
+        upsample: str = "bilinear",
+        fuse: str | None = "conv1x1",
+        out_channels: int | None = None,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+        n_branches: int | None = None,
+    ):
         super().__init__()
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be max or avg, got {pool!r}")
@@ -534,13 +658,19 @@ class PyramidPooling(nn.Module):
             self.out_channels = cat_channels
         else:
             self.out_channels = out_channels or in_channels
-            self.fuse = ConvNormAct(cat_channels, self.out_channels, spatial_dims=spatial_dims,
-                                    kernel_size=1 if fuse == "conv1x1" else 3, norm=norm, act=act)
+            self.fuse = ConvNormAct(
+                cat_channels,
+                self.out_channels,
+                spatial_dims=spatial_dims,
+                kernel_size=1 if fuse == "conv1x1" else 3,
+                norm=norm,
+                act=act,
+            )
         self.last_pool_sizes: tuple[int, ...] | None = None
 
     def pool_params(self, size: Sequence[int]) -> list[tuple[int, int]]:
         """(window, step) of each branch for an input of spatial ``size``."""
-        return list(zip(self.kernel_sizes, self.strides))
+        return list(zip(self.kernel_sizes, self.strides, strict=False))
 
     def _pool(self, x: torch.Tensor, k: int, s: int) -> torch.Tensor:
         size = x.shape[2:]
@@ -581,6 +711,13 @@ class RMP(PyramidPooling):
     """
 
     def __init__(self, in_channels: int, sizes: Sequence[int] = (2, 3, 5, 6), **kwargs):
-        kwargs = {"branch_channels": 1, "shared_conv": True, "branch_norm_act": False, "pool": "max",
-                  "upsample": "bilinear", "fuse": None, **kwargs}
+        kwargs = {
+            "branch_channels": 1,
+            "shared_conv": True,
+            "branch_norm_act": False,
+            "pool": "max",
+            "upsample": "bilinear",
+            "fuse": None,
+            **kwargs,
+        }
         super().__init__(in_channels, sizes, sizes, **kwargs)

@@ -19,7 +19,7 @@ input the bottom map is 4×4, smaller than RMP's 5×5 and 6×6 windows: those wi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.networks.layers.factories import Conv, Pool
@@ -33,8 +33,16 @@ class BasicBlock(nn.Module):
     """ResNet basic block (He et al. 2016): ``act(norm(conv3×3(act(norm(conv3×3(x))))) + shortcut(x))``; the
     shortcut is a strided 1×1 conv + norm when the stride or the width changes."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, stride: int = 1, spatial_dims: int = 2,
-                 norm: str = "batch", act: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        stride: int = 1,
+        spatial_dims: int = 2,
+        norm: str = "batch",
+        act: str = "relu",
+    ):
         super().__init__()
         conv = Conv[Conv.CONV, spatial_dims]
         self.conv1 = conv(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
@@ -44,8 +52,10 @@ class BasicBlock(nn.Module):
         self.act = make_act(act)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(conv(in_channels, out_channels, 1, stride=stride, bias=False),
-                                          make_norm(norm, out_channels, spatial_dims))
+            self.shortcut = nn.Sequential(
+                conv(in_channels, out_channels, 1, stride=stride, bias=False),
+                make_norm(norm, out_channels, spatial_dims),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act(self.norm1(self.conv1(x)))
@@ -56,20 +66,40 @@ class ResNetEncoder(nn.Module):
     """ResNet-34-style encoder: stem (7×7 stride 2 + norm + act + 3×3 stride-2 max pooling) and four stages of
     basic blocks; the first block of stages 2–4 strides by 2. Returns the four stages' outputs (÷4 … ÷32)."""
 
-    def __init__(self, in_channels: int = 1, *, widths: Sequence[int] = (64, 128, 256, 512),
-                 blocks: Sequence[int] = (3, 4, 6, 3), spatial_dims: int = 2, norm: str = "batch", act: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        *,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        blocks: Sequence[int] = (3, 4, 6, 3),
+        spatial_dims: int = 2,
+        norm: str = "batch",
+        act: str = "relu",
+    ):
         super().__init__()
         check_channels("widths", widths, 4)
         check_channels("blocks", blocks, 4)
         conv = Conv[Conv.CONV, spatial_dims]
-        self.stem = nn.Sequential(conv(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
-                                  make_norm(norm, widths[0], spatial_dims), make_act(act),
-                                  Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1))
+        self.stem = nn.Sequential(
+            conv(in_channels, widths[0], 7, stride=2, padding=3, bias=False),
+            make_norm(norm, widths[0], spatial_dims),
+            make_act(act),
+            Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1),
+        )
         self.stages = nn.ModuleList()
         prev = widths[0]
-        for i, (w, n) in enumerate(zip(widths, blocks)):
-            layers = [BasicBlock(prev if j == 0 else w, w, stride=2 if (i > 0 and j == 0) else 1,
-                                 spatial_dims=spatial_dims, norm=norm, act=act) for j in range(n)]
+        for i, (w, n) in enumerate(zip(widths, blocks, strict=True)):
+            layers = [
+                BasicBlock(
+                    prev if j == 0 else w,
+                    w,
+                    stride=2 if (i > 0 and j == 0) else 1,
+                    spatial_dims=spatial_dims,
+                    norm=norm,
+                    act=act,
+                )
+                for j in range(n)
+            ]
             self.stages.append(nn.Sequential(*layers))
             prev = w
 
@@ -85,16 +115,22 @@ class ResNetEncoder(nn.Module):
 class CENetDecoderBlock(nn.Sequential):
     """CE-Net decoder block: 1×1 conv to C/4, 3×3 stride-2 transposed conv (×2), 1×1 conv; each + norm + act."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, spatial_dims: int = 2, norm: str = "batch",
-                 act: str = "relu"):
+    def __init__(
+        self, in_channels: int, out_channels: int, *, spatial_dims: int = 2, norm: str = "batch", act: str = "relu"
+    ):
         mid = max(1, in_channels // 4)
         conv = Conv[Conv.CONV, spatial_dims]
         deconv = Conv[Conv.CONVTRANS, spatial_dims]
         super().__init__(
-            conv(in_channels, mid, 1), make_norm(norm, mid, spatial_dims), make_act(act),
-            deconv(mid, mid, 3, stride=2, padding=1, output_padding=1), make_norm(norm, mid, spatial_dims),
+            conv(in_channels, mid, 1),
+            make_norm(norm, mid, spatial_dims),
             make_act(act),
-            conv(mid, out_channels, 1), make_norm(norm, out_channels, spatial_dims), make_act(act),
+            deconv(mid, mid, 3, stride=2, padding=1, output_padding=1),
+            make_norm(norm, mid, spatial_dims),
+            make_act(act),
+            conv(mid, out_channels, 1),
+            make_norm(norm, out_channels, spatial_dims),
+            make_act(act),
         )
 
 
@@ -112,11 +148,21 @@ class CENet(SegmentationNet):
         norm, act: for the encoder and decoder blocks (``batch``, ``relu``).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2,
-                 widths: Sequence[int] = (64, 128, 256, 512), blocks: Sequence[int] = (3, 4, 6, 3),
-                 dac_rates: Sequence[int] = (1, 3, 5), dac_share_weights: bool = True,
-                 rmp_sizes: Sequence[int] = (2, 3, 5, 6), head_channels: int = 32, norm: str = "batch",
-                 act: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        blocks: Sequence[int] = (3, 4, 6, 3),
+        dac_rates: Sequence[int] = (1, 3, 5),
+        dac_share_weights: bool = True,
+        rmp_sizes: Sequence[int] = (2, 3, 5, 6),
+        head_channels: int = 32,
+        norm: str = "batch",
+        act: str = "relu",
+    ):
         super().__init__()
         self.spatial_dims = spatial_dims
         self.divisor = 32
@@ -124,19 +170,22 @@ class CENet(SegmentationNet):
         common = dict(spatial_dims=spatial_dims, norm=norm, act=act)
         self.encoder = ResNetEncoder(in_channels, widths=widths, blocks=blocks, **common)
         # DAC as in the official code: convs with bias, no norm, ReLU.
-        self.dac = DAC(widths[3], rates=dac_rates, share_weights=dac_share_weights, spatial_dims=spatial_dims,
-                       act=act)
+        self.dac = DAC(widths[3], rates=dac_rates, share_weights=dac_share_weights, spatial_dims=spatial_dims, act=act)
         self.rmp = RMP(widths[3], rmp_sizes, spatial_dims=spatial_dims)
-        self.decoders = nn.ModuleList([
-            CENetDecoderBlock(self.rmp.out_channels, widths[2], **common),
-            CENetDecoderBlock(widths[2], widths[1], **common),
-            CENetDecoderBlock(widths[1], widths[0], **common),
-            CENetDecoderBlock(widths[0], widths[0], **common),
-        ])
+        self.decoders = nn.ModuleList(
+            [
+                CENetDecoderBlock(self.rmp.out_channels, widths[2], **common),
+                CENetDecoderBlock(widths[2], widths[1], **common),
+                CENetDecoderBlock(widths[1], widths[0], **common),
+                CENetDecoderBlock(widths[0], widths[0], **common),
+            ]
+        )
         conv = Conv[Conv.CONV, spatial_dims]
         self.head = nn.Sequential(
-            Conv[Conv.CONVTRANS, spatial_dims](widths[0], head_channels, 4, stride=2, padding=1), make_act(act),
-            conv(head_channels, head_channels, 3, padding=1), make_act(act),
+            Conv[Conv.CONVTRANS, spatial_dims](widths[0], head_channels, 4, stride=2, padding=1),
+            make_act(act),
+            conv(head_channels, head_channels, 3, padding=1),
+            make_act(act),
             conv(head_channels, out_channels, 3, padding=1),
         )
 

@@ -40,9 +40,8 @@ its own metaphase, ``configs/mfish/karyotype_upright.yaml``) three options make 
 
 from __future__ import annotations
 
-from typing import Callable
-
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,10 +75,24 @@ class ChromosomeClassifier(SegmentationNet):
         augment_degrees, augment_scale: the largest rotation (degrees) and relative scale change.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 25, *, spatial_dims: int = 2, depth: int = 4,
-                 base_channels: int = 16, norm: str = "batch", act: str = "relu", dropout: float = 0.2,
-                 label_smoothing: float = 0.0, head_grid: list[int] | None = None, side_features: bool = False,
-                 augment: bool = False, augment_degrees: float = 10.0, augment_scale: float = 0.08):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 25,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 4,
+        base_channels: int = 16,
+        norm: str = "batch",
+        act: str = "relu",
+        dropout: float = 0.2,
+        label_smoothing: float = 0.0,
+        head_grid: list[int] | None = None,
+        side_features: bool = False,
+        augment: bool = False,
+        augment_degrees: float = 10.0,
+        augment_scale: float = 0.08,
+    ):
         super().__init__()
         if spatial_dims != 2:
             raise ValueError("chromosome_classifier is a 2D network (cut-outs of metaphase images)")
@@ -101,8 +114,17 @@ class ChromosomeClassifier(SegmentationNet):
         self.side_features = bool(side_features)
         # the features differ between classes by a few hundredths (an area share of 0.06 or 0.08): standardised
         # first, else the MLP's weights must grow for thousands of steps before it sees them
-        self.side = nn.Sequential(nn.BatchNorm1d(SHAPE_FEATURES), nn.Linear(SHAPE_FEATURES, SIDE_WIDTH), nn.ReLU(),
-                                  nn.Linear(SIDE_WIDTH, SIDE_WIDTH), nn.ReLU()) if self.side_features else None
+        self.side = (
+            nn.Sequential(
+                nn.BatchNorm1d(SHAPE_FEATURES),
+                nn.Linear(SHAPE_FEATURES, SIDE_WIDTH),
+                nn.ReLU(),
+                nn.Linear(SIDE_WIDTH, SIDE_WIDTH),
+                nn.ReLU(),
+            )
+            if self.side_features
+            else None
+        )
         self.head = nn.Linear(pooled + (SIDE_WIDTH if self.side_features else 0), out_channels - 1)
         self.label_smoothing = float(label_smoothing)
         self.augment = bool(augment)
@@ -111,8 +133,11 @@ class ChromosomeClassifier(SegmentationNet):
     def class_logits(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(N, out_channels − 1): one logit per chromosome class (label value 1, 2, …); ``mask``: the cut-out's
         pixels (for the side features; default: :meth:`cutout_mask` of ``x``)."""
-        side = self.side(self.shape_features(x, self.cutout_mask(x) if mask is None else mask)) \
-            if self.side is not None else None
+        side = (
+            self.side(self.shape_features(x, self.cutout_mask(x) if mask is None else mask))
+            if self.side is not None
+            else None
+        )
         x, _ = self.pad_input(x)
         for i, stage in enumerate(self.stages):
             x = stage(x if i == 0 else self.pool(x))
@@ -149,8 +174,13 @@ class ChromosomeClassifier(SegmentationNet):
         counts = torch.einsum("nhp,nh->np", onehot, m.sum(dim=2))
         mean = grey.sum(dim=(1, 2)) / area.clamp(min=1)
         profile = torch.where(counts > 0, sums / counts.clamp(min=1), mean[:, None])
-        return torch.cat([torch.stack([area / (h * w), length / h, width / w, mean, grey.sum(dim=(1, 2)) / (h * w)],
-                                      dim=1), profile], dim=1)
+        return torch.cat(
+            [
+                torch.stack([area / (h * w), length / h, width / w, mean, grey.sum(dim=(1, 2)) / (h * w)], dim=1),
+                profile,
+            ],
+            dim=1,
+        )
 
     def augmented(self, x: torch.Tensor) -> torch.Tensor:
         """A random rotation / scale / shift of every cut-out and a gain and gamma of its grey values (the
@@ -161,14 +191,22 @@ class ChromosomeClassifier(SegmentationNet):
         zoom = 1 + g[:, 1] * self.augment_scale
         cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
         # affine_grid's coordinates run -1..1 along each axis: rotate in pixels, not in those units
-        theta = torch.stack([torch.stack([cos, -sin * h / w, g[:, 2] * 2 / w], 1),
-                             torch.stack([sin * w / h, cos, g[:, 3] * 2 / h], 1)], 1)
+        theta = torch.stack(
+            [torch.stack([cos, -sin * h / w, g[:, 2] * 2 / w], 1), torch.stack([sin * w / h, cos, g[:, 3] * 2 / h], 1)],
+            1,
+        )
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         warped = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        inside = F.grid_sample(self.cutout_mask(x).to(x.dtype), grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False) >= 0.5
+        inside = (
+            F.grid_sample(
+                self.cutout_mask(x).to(x.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            )
+            >= 0.5
+        )
         gain = (1 + 0.15 * g[:, 4]).view(n, 1, 1, 1)
-        gamma = torch.exp(torch.empty(n, 1, 1, 1, device=x.device, dtype=x.dtype).uniform_(math.log(0.8), math.log(1.25)))
+        gamma = torch.exp(
+            torch.empty(n, 1, 1, 1, device=x.device, dtype=x.dtype).uniform_(math.log(0.8), math.log(1.25))
+        )
         out = gain * warped.clamp(min=1e-6) ** gamma
         return torch.where(inside, out.clamp(min=1e-3), torch.zeros_like(out))
 
@@ -183,16 +221,20 @@ class ChromosomeClassifier(SegmentationNet):
         h, w = mask.shape[2:]
         inside = logits[:, :, None, None].expand(n, k, h, w)
         classes = torch.where(mask, inside, torch.zeros_like(inside))
-        background = torch.where(mask, torch.full_like(mask, -BACKGROUND_LOGIT, dtype=logits.dtype),
-                                 torch.full_like(mask, BACKGROUND_LOGIT, dtype=logits.dtype))
+        background = torch.where(
+            mask,
+            torch.full_like(mask, -BACKGROUND_LOGIT, dtype=logits.dtype),
+            torch.full_like(mask, BACKGROUND_LOGIT, dtype=logits.dtype),
+        )
         return torch.cat([background, classes], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mask = self.cutout_mask(x)
         return self.paint(self.class_logits(x, mask), mask)
 
-    def training_loss(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image: torch.Tensor,
-                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_loss(
+        self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy per chromosome (``loss_fn`` is not used: see the module docstring); a canvas without a
         chromosome (label all 0) adds nothing."""
         logits = self.class_logits(self.augmented(image) if self.augment else image)

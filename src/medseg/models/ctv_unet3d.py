@@ -85,32 +85,57 @@ LOSS_STEPS = ("weighted", "all", "last")
 FEEDBACK = ("sigmoid", "softmax", "logits")
 
 
-def conv_module(in_channels: int, out_channels: int, *, spatial_dims: int = 3, order: str = "conv_act_norm",
-                norm: str | None = "batch", act: str | None = "elu") -> nn.Module:
+def conv_module(
+    in_channels: int,
+    out_channels: int,
+    *,
+    spatial_dims: int = 3,
+    order: str = "conv_act_norm",
+    norm: str | None = "batch",
+    act: str | None = "elu",
+) -> nn.Module:
     """The thesis' conv module: 3×3×3 conv, ELU and batch norm, in ``order`` (see the module docstring)."""
     if order == "conv_norm_act":
         return ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, norm=norm, act=act)
     if order == "conv_act_norm":
         # conv (with bias: no norm follows it directly) + act, then the norm.
-        return nn.Sequential(ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, norm=None, act=act),
-                             make_norm(norm, out_channels, spatial_dims))
+        return nn.Sequential(
+            ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, norm=None, act=act),
+            make_norm(norm, out_channels, spatial_dims),
+        )
     raise ValueError(f"unknown conv module order {order!r}; use {' or '.join(ORDERS)}")
 
 
 class CTVStage(nn.Module):
     """Two conv modules, optionally with the residual shortcut and SE: ``SE(body(x)) [+ shortcut(x)]``."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, spatial_dims: int = 3, residual: bool = False,
-                 se: bool = False, se_reduction: int = 16, order: str = "conv_act_norm", norm: str | None = "batch",
-                 act: str | None = "elu"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        spatial_dims: int = 3,
+        residual: bool = False,
+        se: bool = False,
+        se_reduction: int = 16,
+        order: str = "conv_act_norm",
+        norm: str | None = "batch",
+        act: str | None = "elu",
+    ):
         super().__init__()
         kw = {"spatial_dims": spatial_dims, "order": order, "norm": norm, "act": act}
-        self.body = nn.Sequential(conv_module(in_channels, out_channels, **kw), conv_module(out_channels, out_channels, **kw))
+        self.body = nn.Sequential(
+            conv_module(in_channels, out_channels, **kw), conv_module(out_channels, out_channels, **kw)
+        )
         self.se = SqueezeExcitation(out_channels, spatial_dims=spatial_dims, reduction=se_reduction) if se else None
         if residual:
-            self.shortcut = (nn.Identity() if in_channels == out_channels else
-                             ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1, norm=norm,
-                                         act=None))
+            self.shortcut = (
+                nn.Identity()
+                if in_channels == out_channels
+                else ConvNormAct(
+                    in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1, norm=norm, act=None
+                )
+            )
         else:
             self.shortcut = None
 
@@ -127,8 +152,17 @@ class UNet3DCore(nn.Module):
     """One pass of the network: encoder stages + max pooling, bridge, up-sampling + skip + decoder stages,
     1×1×1 head. (B, in_channels, *S) → logits (B, out_channels, *S), S divisible by 2**len(channels)."""
 
-    def __init__(self, in_channels: int, out_channels: int, channels: Sequence[int], bridge_channels: int, *,
-                 spatial_dims: int = 3, upsample: str = "transpose", **stage_kw):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        channels: Sequence[int],
+        bridge_channels: int,
+        *,
+        spatial_dims: int = 3,
+        upsample: str = "transpose",
+        **stage_kw,
+    ):
         super().__init__()
         self.encoder = nn.ModuleList()
         prev = in_channels
@@ -141,8 +175,16 @@ class UNet3DCore(nn.Module):
         self.decoder = nn.ModuleList()
         prev = bridge_channels
         for c in reversed(channels):
-            self.ups.append(UpSample(prev, c, spatial_dims=spatial_dims, mode=upsample, norm=stage_kw.get("norm", "batch"),
-                                     act=stage_kw.get("act", "elu")))
+            self.ups.append(
+                UpSample(
+                    prev,
+                    c,
+                    spatial_dims=spatial_dims,
+                    mode=upsample,
+                    norm=stage_kw.get("norm", "batch"),
+                    act=stage_kw.get("act", "elu"),
+                )
+            )
             self.decoder.append(CTVStage(2 * c, c, spatial_dims=spatial_dims, **stage_kw))
             prev = c
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
@@ -154,7 +196,7 @@ class UNet3DCore(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bridge(x)
-        for up, dec, skip in zip(self.ups, self.decoder, reversed(skips)):
+        for up, dec, skip in zip(self.ups, self.decoder, reversed(skips), strict=True):
             x = dec(torch.cat([skip, up(x)], dim=1))
         return self.head(x)
 
@@ -187,8 +229,9 @@ class PerPassBatchNorm(nn.Module):
             self.num_batches_tracked[k] += 1
             factor = 1.0 / float(self.num_batches_tracked[k]) if self.momentum is None else self.momentum
         # the row views are updated in place by batch_norm in training mode
-        return F.batch_norm(x, self.running_mean[k], self.running_var[k], self.weight, self.bias, self.training,
-                            factor, self.eps)
+        return F.batch_norm(
+            x, self.running_mean[k], self.running_var[k], self.weight, self.bias, self.training, factor, self.eps
+        )
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()}, passes={self.passes}, eps={self.eps}, momentum={self.momentum}"
@@ -247,19 +290,38 @@ class CTVUNet3D(SegmentationNet):
     the K passes' logits.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 1, *, spatial_dims: int = 3,
-                 channels: Sequence[int] = THESIS_CHANNELS, depth: int | None = None, bridge_channels: int | None = None,
-                 residual: bool = False, se: bool = False, se_reduction: int = 16, recurrent: bool = False,
-                 recurrent_steps: int = 3, loss_steps: str = "weighted", feedback: str = "sigmoid",
-                 detach_feedback: bool = False, pass_norm: str = "per_pass", order: str = "conv_act_norm",
-                 norm: str = "batch", act: str = "elu", upsample: str = "transpose"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        *,
+        spatial_dims: int = 3,
+        channels: Sequence[int] = THESIS_CHANNELS,
+        depth: int | None = None,
+        bridge_channels: int | None = None,
+        residual: bool = False,
+        se: bool = False,
+        se_reduction: int = 16,
+        recurrent: bool = False,
+        recurrent_steps: int = 3,
+        loss_steps: str = "weighted",
+        feedback: str = "sigmoid",
+        detach_feedback: bool = False,
+        pass_norm: str = "per_pass",
+        order: str = "conv_act_norm",
+        norm: str = "batch",
+        act: str = "elu",
+        upsample: str = "transpose",
+    ):
         super().__init__()
         channels = [int(c) for c in channels]
         if not channels or min(channels) < 1:
             raise ValueError(f"channels must be one or more positive widths, got {channels}")
         if depth is not None and int(depth) != len(channels):
-            raise ValueError(f"depth (number of poolings) {depth} does not match the {len(channels)} stage widths "
-                             f"{channels}: one pooling follows each stage")
+            raise ValueError(
+                f"depth (number of poolings) {depth} does not match the {len(channels)} stage widths "
+                f"{channels}: one pooling follows each stage"
+            )
         if order not in ORDERS:
             raise ValueError(f"unknown conv module order {order!r}; use {' or '.join(ORDERS)}")
         if feedback not in FEEDBACK:
@@ -280,20 +342,35 @@ class CTVUNet3D(SegmentationNet):
         self.detach_feedback = bool(detach_feedback)
         self._warned = False
         core_in = in_channels + (out_channels if self.recurrent else 0)
-        self.core = UNet3DCore(core_in, out_channels, channels, int(bridge_channels or channels[-1]),
-                               spatial_dims=spatial_dims, upsample=upsample, residual=residual, se=se,
-                               se_reduction=se_reduction, order=order, norm=norm, act=act)
+        self.core = UNet3DCore(
+            core_in,
+            out_channels,
+            channels,
+            int(bridge_channels or channels[-1]),
+            spatial_dims=spatial_dims,
+            upsample=upsample,
+            residual=residual,
+            se=se,
+            se_reduction=se_reduction,
+            order=order,
+            norm=norm,
+            act=act,
+        )
         self.pass_norm = pass_norm
-        self._pass_norms = (_per_pass_norms(self.core, self.steps) if self.recurrent and pass_norm == "per_pass"
-                            else [])
+        self._pass_norms = _per_pass_norms(self.core, self.steps) if self.recurrent and pass_norm == "per_pass" else []
 
     def step_weights(self) -> list[float]:
         """The loss weight of each pass (one pass, weight 1, without recurrence)."""
         return step_weights(self.steps, self.loss_steps) if self.recurrent else [1.0]
 
     def _feed(self, logits: torch.Tensor) -> torch.Tensor:
-        fb = (logits.sigmoid() if self.feedback == "sigmoid" else logits.softmax(1) if self.feedback == "softmax"
-              else logits)
+        fb = (
+            logits.sigmoid()
+            if self.feedback == "sigmoid"
+            else logits.softmax(1)
+            if self.feedback == "softmax"
+            else logits
+        )
         return fb.detach() if self.detach_feedback else fb
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,14 +392,18 @@ class CTVUNet3D(SegmentationNet):
         if return_steps:
             return steps
         if self.training and self.recurrent and self.loss_steps != "last" and not self._warned:
-            warnings.warn(f"CTVUNet3D(loss_steps={self.loss_steps!r}): model(x) returns only the last of "
-                          f"{self.steps} passes, so a loss on it trains the last pass only; use "
-                          f"model.training_loss(loss_fn, x, y) (or loss_steps='last')", stacklevel=2)
+            warnings.warn(
+                f"CTVUNet3D(loss_steps={self.loss_steps!r}): model(x) returns only the last of "
+                f"{self.steps} passes, so a loss on it trains the last pass only; use "
+                f"model.training_loss(loss_fn, x, y) (or loss_steps='last')",
+                stacklevel=2,
+            )
             self._warned = True
         return steps[-1]
 
-    def training_loss(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image: torch.Tensor,
-                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_loss(
+        self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], image: torch.Tensor, target: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``Σ_k w_k · loss_fn(logits_k, target)`` over the refinement passes (weights :meth:`step_weights`)
         and the last pass's logits; without recurrence ``loss_fn(model(image), target)``.
 
@@ -334,7 +415,7 @@ class CTVUNet3D(SegmentationNet):
             return super().training_loss(loss_fn, image, target)
         steps = self(image, return_steps=True)
         total = None
-        for w, logits in zip(self.step_weights(), steps):
+        for w, logits in zip(self.step_weights(), steps, strict=True):
             if w == 0:
                 continue
             term = w * loss_fn(logits, target)

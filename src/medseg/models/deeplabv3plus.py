@@ -40,17 +40,30 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, mid_channels: int, *, stride: int = 1, dilation: int = 1,
-                 spatial_dims: int = 2, norm: str = "batch", act: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        *,
+        stride: int = 1,
+        dilation: int = 1,
+        spatial_dims: int = 2,
+        norm: str = "batch",
+        act: str = "relu",
+    ):
         super().__init__()
         out = mid_channels * self.expansion
         kw = dict(spatial_dims=spatial_dims, norm=norm)
         self.conv1 = ConvNormAct(in_channels, mid_channels, kernel_size=1, act=act, **kw)
-        self.conv2 = ConvNormAct(mid_channels, mid_channels, kernel_size=3, stride=stride, dilation=dilation, act=act,
-                                 **kw)
+        self.conv2 = ConvNormAct(
+            mid_channels, mid_channels, kernel_size=3, stride=stride, dilation=dilation, act=act, **kw
+        )
         self.conv3 = ConvNormAct(mid_channels, out, kernel_size=1, act=None, **kw)
-        self.shortcut = (ConvNormAct(in_channels, out, kernel_size=1, stride=stride, act=None, **kw)
-                         if stride != 1 or in_channels != out else nn.Identity())
+        self.shortcut = (
+            ConvNormAct(in_channels, out, kernel_size=1, stride=stride, act=None, **kw)
+            if stride != 1 or in_channels != out
+            else nn.Identity()
+        )
         self.act = make_act(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,29 +73,41 @@ class Bottleneck(nn.Module):
 class ResNetBackbone(nn.Module):
     """Bottleneck ResNet returning (stage-1 features at stride 4, last-stage features at ``output_stride``)."""
 
-    def __init__(self, in_channels: int, *, layers: tuple[int, ...], base_channels: int = 64, output_stride: int = 16,
-                 multi_grid: tuple[int, ...] = (1, 2, 4), spatial_dims: int = 2, norm: str = "batch",
-                 act: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        layers: tuple[int, ...],
+        base_channels: int = 64,
+        output_stride: int = 16,
+        multi_grid: tuple[int, ...] = (1, 2, 4),
+        spatial_dims: int = 2,
+        norm: str = "batch",
+        act: str = "relu",
+    ):
         super().__init__()
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
         if len(layers) != 4:
             raise ValueError(f"layers needs 4 stage lengths, got {layers}")
         kw = dict(spatial_dims=spatial_dims, norm=norm, act=act)
-        self.stem = nn.Sequential(ConvNormAct(in_channels, base_channels, kernel_size=7, stride=2, **kw),
-                                  Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1))
+        self.stem = nn.Sequential(
+            ConvNormAct(in_channels, base_channels, kernel_size=7, stride=2, **kw),
+            Pool[Pool.MAX, spatial_dims](kernel_size=3, stride=2, padding=1),
+        )
         # (stride, dilation) of stages 1-4: stride 4 after the stem; each later stride-2 stage halves again
         # until the output stride is reached, after which stages dilate instead.
         plan = [(1, 1), (2, 1), (2, 1), (1, 2)] if output_stride == 16 else [(1, 1), (2, 1), (1, 2), (1, 4)]
         self.stages = nn.ModuleList()
         prev = base_channels
-        for i, (n, (stride, dilation)) in enumerate(zip(layers, plan)):
+        for i, (n, (stride, dilation)) in enumerate(zip(layers, plan, strict=True)):
             mid = base_channels * 2**i
             grid = multi_grid if i == 3 else (1,)
             blocks = []
             for j in range(n):
-                blocks.append(Bottleneck(prev, mid, stride=stride if j == 0 else 1,
-                                         dilation=dilation * grid[j % len(grid)], **kw))
+                blocks.append(
+                    Bottleneck(prev, mid, stride=stride if j == 0 else 1, dilation=dilation * grid[j % len(grid)], **kw)
+                )
                 prev = mid * Bottleneck.expansion
             self.stages.append(nn.Sequential(*blocks))
         self.low_channels = base_channels * Bottleneck.expansion
@@ -99,15 +124,25 @@ class ResNetBackbone(nn.Module):
 class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: 1×1, three atrous 3×3 and image pooling branches, then a 1×1 projection."""
 
-    def __init__(self, in_channels: int, channels: int = 256, *, rates: tuple[int, ...] = (6, 12, 18),
-                 spatial_dims: int = 2, norm: str = "batch", act: str = "relu", dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int = 256,
+        *,
+        rates: tuple[int, ...] = (6, 12, 18),
+        spatial_dims: int = 2,
+        norm: str = "batch",
+        act: str = "relu",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         kw = dict(spatial_dims=spatial_dims, norm=norm, act=act)
         atrous = [ConvNormAct(in_channels, channels, kernel_size=3, dilation=r, **kw) for r in rates]
         self.branches = nn.ModuleList([ConvNormAct(in_channels, channels, kernel_size=1, **kw)] + atrous)
-        self.pool_branch = nn.Sequential(Pool[Pool.ADAPTIVEAVG, spatial_dims](1),
-                                         ConvNormAct(in_channels, channels, kernel_size=1, norm=None, act=act,
-                                                     spatial_dims=spatial_dims))
+        self.pool_branch = nn.Sequential(
+            Pool[Pool.ADAPTIVEAVG, spatial_dims](1),
+            ConvNormAct(in_channels, channels, kernel_size=1, norm=None, act=act, spatial_dims=spatial_dims),
+        )
         self.project = ConvNormAct((len(rates) + 2) * channels, channels, kernel_size=1, dropout=dropout, **kw)
         self.spatial_dims = spatial_dims
 
@@ -140,11 +175,24 @@ class DeepLabV3Plus(SegmentationNet):
         norm, act: of every conv; dropout: after the ASPP projection.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2,
-                 backbone: str = "resnet101", layers: tuple[int, ...] | None = None, depth: int = 4,
-                 base_channels: int = 64, aspp_channels: int = 256, aspp_rates: tuple[int, ...] = (6, 12, 18),
-                 low_level_channels: int = 48, multi_grid: tuple[int, ...] = (1, 2, 4), norm: str = "batch",
-                 act: str = "relu", dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        backbone: str = "resnet101",
+        layers: tuple[int, ...] | None = None,
+        depth: int = 4,
+        base_channels: int = 64,
+        aspp_channels: int = 256,
+        aspp_rates: tuple[int, ...] = (6, 12, 18),
+        low_level_channels: int = 48,
+        multi_grid: tuple[int, ...] = (1, 2, 4),
+        norm: str = "batch",
+        act: str = "relu",
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if depth not in (3, 4):
             raise ValueError(f"depth is log2 of the output stride: 4 (stride 16) or 3 (stride 8), got {depth}")
@@ -155,13 +203,21 @@ class DeepLabV3Plus(SegmentationNet):
         self.spatial_dims = spatial_dims
         self.divisor = 2**depth
         kw = dict(spatial_dims=spatial_dims, norm=norm, act=act)
-        self.backbone = ResNetBackbone(in_channels, layers=tuple(layers), base_channels=base_channels,
-                                       output_stride=2**depth, multi_grid=tuple(multi_grid), **kw)
+        self.backbone = ResNetBackbone(
+            in_channels,
+            layers=tuple(layers),
+            base_channels=base_channels,
+            output_stride=2**depth,
+            multi_grid=tuple(multi_grid),
+            **kw,
+        )
         rates = tuple(r * (16 // 2**depth) for r in aspp_rates)
         self.aspp = ASPP(self.backbone.out_channels, aspp_channels, rates=rates, dropout=dropout, **kw)
         self.reduce = ConvNormAct(self.backbone.low_channels, low_level_channels, kernel_size=1, **kw)
-        self.decoder = nn.Sequential(ConvNormAct(aspp_channels + low_level_channels, aspp_channels, **kw),
-                                     ConvNormAct(aspp_channels, aspp_channels, **kw))
+        self.decoder = nn.Sequential(
+            ConvNormAct(aspp_channels + low_level_channels, aspp_channels, **kw),
+            ConvNormAct(aspp_channels, aspp_channels, **kw),
+        )
         self.head = Conv[Conv.CONV, spatial_dims](aspp_channels, out_channels, kernel_size=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -30,10 +30,15 @@ from medseg.models.blocks import SegmentationNet, make_norm
 from medseg.models.registry import register_model
 
 
-def _cna(in_ch: int, out_ch: int, kernel, *, stride=1, padding=0, dilation=1, norm: str = "batch",
-         act: bool = True) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation,
-                                         bias=norm in (None, "none")), make_norm(norm, out_ch, 2)]
+def _cna(
+    in_ch: int, out_ch: int, kernel, *, stride=1, padding=0, dilation=1, norm: str = "batch", act: bool = True
+) -> nn.Sequential:
+    layers: list[nn.Module] = [
+        nn.Conv2d(
+            in_ch, out_ch, kernel, stride=stride, padding=padding, dilation=dilation, bias=norm in (None, "none")
+        ),
+        make_norm(norm, out_ch, 2),
+    ]
     if act:
         layers.append(nn.PReLU(out_ch))
     return nn.Sequential(*layers)
@@ -45,10 +50,12 @@ class InitialBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, *, norm: str = "batch"):
         super().__init__()
         if out_channels <= in_channels:
-            raise ValueError(f"the initial block needs more output ({out_channels}) than input ({in_channels}) "
-                             "channels")
-        self.conv = nn.Conv2d(in_channels, out_channels - in_channels, 3, stride=2, padding=1,
-                              bias=norm in (None, "none"))
+            raise ValueError(
+                f"the initial block needs more output ({out_channels}) than input ({in_channels}) channels"
+            )
+        self.conv = nn.Conv2d(
+            in_channels, out_channels - in_channels, 3, stride=2, padding=1, bias=norm in (None, "none")
+        )
         self.pool = nn.MaxPool2d(2, 2)
         self.norm = make_norm(norm, out_channels, 2)
         self.act = nn.PReLU(out_channels)
@@ -60,8 +67,18 @@ class InitialBlock(nn.Module):
 class Bottleneck(nn.Module):
     """ENet bottleneck; ``kind`` is ``regular``, ``dilated``, ``asymmetric``, ``down`` or ``up``."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, kind: str = "regular", dilation: int = 1,
-                 dropout: float = 0.1, norm: str = "batch", ratio: int = 4, internal: str = "output"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        kind: str = "regular",
+        dilation: int = 1,
+        dropout: float = 0.1,
+        norm: str = "batch",
+        ratio: int = 4,
+        internal: str = "output",
+    ):
         super().__init__()
         self.kind = kind
         if internal not in ("output", "input"):
@@ -77,12 +94,16 @@ class Bottleneck(nn.Module):
         elif kind == "dilated":
             main = _cna(mid, mid, 3, padding=dilation, dilation=dilation, norm=norm)
         elif kind == "asymmetric":
-            main = nn.Sequential(nn.Conv2d(mid, mid, (5, 1), padding=(2, 0), bias=False),
-                                 *_cna(mid, mid, (1, 5), padding=(0, 2), norm=norm))
+            main = nn.Sequential(
+                nn.Conv2d(mid, mid, (5, 1), padding=(2, 0), bias=False),
+                *_cna(mid, mid, (1, 5), padding=(0, 2), norm=norm),
+            )
         elif kind == "up":
-            main = nn.Sequential(nn.ConvTranspose2d(mid, mid, 3, stride=2, padding=1, output_padding=1,
-                                                    bias=norm in (None, "none")),
-                                 make_norm(norm, mid, 2), nn.PReLU(mid))
+            main = nn.Sequential(
+                nn.ConvTranspose2d(mid, mid, 3, stride=2, padding=1, output_padding=1, bias=norm in (None, "none")),
+                make_norm(norm, mid, 2),
+                nn.PReLU(mid),
+            )
             self.main_proj = _cna(in_channels, out_channels, 1, norm=norm, act=False)
             self.unpool = nn.MaxUnpool2d(2, 2)
         else:
@@ -104,8 +125,16 @@ class Bottleneck(nn.Module):
 
 
 # The paper's Table 1 after each downsampling of stage 2 (and for stage 3 without it).
-_STAGE23 = [("regular", 1), ("dilated", 2), ("asymmetric", 1), ("dilated", 4),
-            ("regular", 1), ("dilated", 8), ("asymmetric", 1), ("dilated", 16)]
+_STAGE23 = [
+    ("regular", 1),
+    ("dilated", 2),
+    ("asymmetric", 1),
+    ("dilated", 4),
+    ("regular", 1),
+    ("dilated", 8),
+    ("asymmetric", 1),
+    ("dilated", 16),
+]
 
 
 @register_model("enet")
@@ -125,9 +154,18 @@ class ENet(SegmentationNet):
             ports do: 359,136). AMFL Table IV's 0.35 M is within 4 % of either; the paper says 0.37 M.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 3,
-                 base_channels: int = 16, norm: str = "batch", dropout: tuple[float, float] = (0.01, 0.1),
-                 internal: str = "output"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 3,
+        base_channels: int = 16,
+        norm: str = "batch",
+        dropout: tuple[float, float] = (0.01, 0.1),
+        internal: str = "output",
+    ):
         super().__init__()
         if spatial_dims != 2:
             raise ValueError("ENet is 2D only (its asymmetric 5×1 / 1×5 convolutions)")
@@ -140,10 +178,12 @@ class ENet(SegmentationNet):
         self.down1 = Bottleneck(b, 4 * b, kind="down", dropout=p1, **kw)
         self.stage1 = nn.Sequential(*[Bottleneck(4 * b, 4 * b, dropout=p1, **kw) for _ in range(4)])
         self.down2 = Bottleneck(4 * b, 8 * b, kind="down", dropout=p2, **kw)
-        self.stage2 = nn.Sequential(*[Bottleneck(8 * b, 8 * b, kind=k, dilation=d, dropout=p2, **kw)
-                                      for k, d in _STAGE23])
-        self.stage3 = nn.Sequential(*[Bottleneck(8 * b, 8 * b, kind=k, dilation=d, dropout=p2, **kw)
-                                      for k, d in _STAGE23])
+        self.stage2 = nn.Sequential(
+            *[Bottleneck(8 * b, 8 * b, kind=k, dilation=d, dropout=p2, **kw) for k, d in _STAGE23]
+        )
+        self.stage3 = nn.Sequential(
+            *[Bottleneck(8 * b, 8 * b, kind=k, dilation=d, dropout=p2, **kw) for k, d in _STAGE23]
+        )
         self.up4 = Bottleneck(8 * b, 4 * b, kind="up", dropout=p2, **kw)
         self.stage4 = nn.Sequential(*[Bottleneck(4 * b, 4 * b, dropout=p2, **kw) for _ in range(2)])
         self.up5 = Bottleneck(4 * b, b, kind="up", dropout=p2, **kw)

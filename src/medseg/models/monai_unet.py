@@ -31,17 +31,32 @@ from medseg.models.registry import register_model
 class MonaiUNet(SegmentationNet):
     """``monai.networks.nets.UNet`` with medseg's padding to the stride product and the ``training_loss`` hook."""
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, *, spatial_dims: int = 2,
-                 channels: Sequence[int] | None = None, strides: Sequence[int] | None = None,
-                 num_res_units: int = 2, norm: str = "instance", dropout: float = 0.0, act: str = "prelu",
-                 depth: int | None = None, base_channels: int | None = None, max_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        *,
+        spatial_dims: int = 2,
+        channels: Sequence[int] | None = None,
+        strides: Sequence[int] | None = None,
+        num_res_units: int = 2,
+        norm: str = "instance",
+        dropout: float = 0.0,
+        act: str = "prelu",
+        depth: int | None = None,
+        base_channels: int | None = None,
+        max_channels: int | None = None,
+    ):
         super().__init__()
         from monai.networks.nets import UNet as _MonaiUNet
 
         if depth is not None or base_channels is not None:
             if channels is not None or strides is not None:
                 raise ValueError("give channels/strides or depth/base_channels, not both")
-            depth, base = int(depth if depth is not None else 4), int(base_channels if base_channels is not None else 32)
+            depth, base = (
+                int(depth if depth is not None else 4),
+                int(base_channels if base_channels is not None else 32),
+            )
             if depth < 1 or base < 1:
                 raise ValueError(f"depth and base_channels must be >= 1, got {depth} and {base}")
             channels = [min(base * 2**k, int(max_channels)) if max_channels else base * 2**k for k in range(depth + 1)]
@@ -52,10 +67,17 @@ class MonaiUNet(SegmentationNet):
             raise ValueError(f"strides need one value fewer than channels ({len(channels) - 1}), got {strides}")
         self.spatial_dims = int(spatial_dims)
         self.divisor = math.prod(strides)
-        self.net = _MonaiUNet(spatial_dims=self.spatial_dims, in_channels=int(in_channels),
-                              out_channels=int(out_channels), channels=channels, strides=strides,
-                              num_res_units=int(num_res_units), norm=norm, dropout=float(dropout),
-                              act=str(act).upper())
+        self.net = _MonaiUNet(
+            spatial_dims=self.spatial_dims,
+            in_channels=int(in_channels),
+            out_channels=int(out_channels),
+            channels=channels,
+            strides=strides,
+            num_res_units=int(num_res_units),
+            norm=norm,
+            dropout=float(dropout),
+            act=str(act).upper(),
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -46,15 +46,26 @@ from medseg.models.registry import register_model
 class NestedConvBlock(nn.Sequential):
     """N(·): Conv 3×3 (pad 1, stride 1) → norm → act, twice, with I → M → O channels (AMFL Eq. 2)."""
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, *, spatial_dims: int = 2,
-                 norm: str | None = "batch", act: str | None = "relu", bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        out_channels: int,
+        *,
+        spatial_dims: int = 2,
+        norm: str | None = "batch",
+        act: str | None = "relu",
+        bias: bool = False,
+    ):
         conv = Conv[Conv.CONV, spatial_dims]
         has_norm = norm not in (None, "none")
         super().__init__(
             conv(in_channels, mid_channels, 3, stride=1, padding=1, bias=bias or not has_norm),
-            make_norm(norm, mid_channels, spatial_dims), make_act(act),
+            make_norm(norm, mid_channels, spatial_dims),
+            make_act(act),
             conv(mid_channels, out_channels, 3, stride=1, padding=1, bias=bias or not has_norm),
-            make_norm(norm, out_channels, spatial_dims), make_act(act),
+            make_norm(norm, out_channels, spatial_dims),
+            make_act(act),
         )
 
 
@@ -75,9 +86,21 @@ class NestedUNet(SegmentationNet):
         max_channels: optional cap on f(i).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 4,
-                 base_channels: int = 64, norm: str = "batch", act: str = "relu", upsample: str = "bilinear",
-                 deep_supervision: bool = False, conv_bias: bool = False, max_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 4,
+        base_channels: int = 64,
+        norm: str = "batch",
+        act: str = "relu",
+        upsample: str = "bilinear",
+        deep_supervision: bool = False,
+        conv_bias: bool = False,
+        max_channels: int | None = None,
+    ):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth (number of poolings) must be >= 1, got {depth}")
@@ -128,4 +151,4 @@ class NestedUNet(SegmentationNet):
         top = self.node_outputs(x)[0]  # x^{0,0..depth}
         if not self.deep_supervision:
             return self.heads[0](top[-1])
-        return torch.stack([head(t) for head, t in zip(self.heads, top[1:])]).mean(0)
+        return torch.stack([head(t) for head, t in zip(self.heads, top[1:], strict=True)]).mean(0)

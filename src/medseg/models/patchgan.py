@@ -31,7 +31,7 @@ MSE against 1/0 targets without the ½ of LSGAN; medseg.training.adversarial wri
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.networks.layers.factories import Conv
@@ -60,10 +60,20 @@ class PatchGANDiscriminator(nn.Module):
         sigmoid: apply the final sigmoid (paper: yes).
     """
 
-    def __init__(self, in_channels: int = 5, out_channels: int = 1, *, spatial_dims: int = 2,
-                 channels: Sequence[int] = (64, 128, 256, 512), strides: Sequence[int] = (2, 2, 2, 1, 1),
-                 padding: int = 2, kernel_size: int = 4, negative_slope: float = 0.2, norm: str | None = "none",
-                 sigmoid: bool = True):
+    def __init__(
+        self,
+        in_channels: int = 5,
+        out_channels: int = 1,
+        *,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = (64, 128, 256, 512),
+        strides: Sequence[int] = (2, 2, 2, 1, 1),
+        padding: int = 2,
+        kernel_size: int = 4,
+        negative_slope: float = 0.2,
+        norm: str | None = "none",
+        sigmoid: bool = True,
+    ):
         super().__init__()
         channels = [int(c) for c in channels]
         strides = [int(s) for s in strides]
@@ -72,7 +82,7 @@ class PatchGANDiscriminator(nn.Module):
         conv = Conv[Conv.CONV, spatial_dims]
         layers: list[nn.Module] = []
         prev = in_channels
-        for i, (c, s) in enumerate(zip(channels, strides)):
+        for i, (c, s) in enumerate(zip(channels, strides, strict=False)):
             use_norm = i > 0 and norm not in (None, "none")
             layers.append(conv(prev, c, kernel_size, stride=s, padding=padding, bias=not use_norm))
             if use_norm:

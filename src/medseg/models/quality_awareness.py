@@ -47,15 +47,22 @@ class QualityAwarenessModule(nn.Module):
     initialisation (:meth:`reset_parameters`).
     """
 
-    def __init__(self, in_channels: int, *, spatial_dims: int = 2, channels: Sequence[int] = (64, 128, 256, 512, 512),
-                 convs: Sequence[int] = (2, 2, 3, 3, 3), norm: str | None = "none"):
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        spatial_dims: int = 2,
+        channels: Sequence[int] = (64, 128, 256, 512, 512),
+        convs: Sequence[int] = (2, 2, 3, 3, 3),
+        norm: str | None = "none",
+    ):
         super().__init__()
         if len(channels) != len(convs) or not channels:
             raise ValueError("channels and convs need one value per stage (same length, >= 1)")
         self.spatial_dims = spatial_dims
         self.stages = nn.ModuleList()
         prev = in_channels
-        for c, k in zip(channels, convs):
+        for c, k in zip(channels, convs, strict=True):
             layers = []
             for _ in range(int(k)):
                 layers.append(ConvNormAct(prev, int(c), spatial_dims=spatial_dims, norm=norm, act="relu"))

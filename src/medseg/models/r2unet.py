@@ -26,30 +26,52 @@ from medseg.models.unet import UNetEncoder
 class R2UNetEncoder(UNetEncoder):
     """The U-Net contracting path (pool → stage, every stage's features returned) with RRCNN stages."""
 
-    def __init__(self, in_channels: int, channels: list[int], *, spatial_dims: int, norm: str, act: str,
-                 t: int = 2, weights: str = "shared", pool: str = "max"):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: list[int],
+        *,
+        spatial_dims: int,
+        norm: str,
+        act: str,
+        t: int = 2,
+        weights: str = "shared",
+        pool: str = "max",
+    ):
         nn.Module.__init__(self)  # UNetEncoder.__init__ would build DoubleConv stages; only its forward is reused
         kw = dict(t=t, spatial_dims=spatial_dims, norm=norm, act=act, weights=weights)
         ins = [in_channels] + channels[:-1]
-        self.stages = nn.ModuleList(RRCNNBlock(cin, cout, **kw) for cin, cout in zip(ins, channels))
+        self.stages = nn.ModuleList(RRCNNBlock(cin, cout, **kw) for cin, cout in zip(ins, channels, strict=True))
         self.pool = make_pool(spatial_dims, pool)
 
 
 class R2UNetDecoder(AttentionUNetDecoder):
     """The U-Net expanding path with RRCNN stages, and attention gates on the skips when ``attention``."""
 
-    def __init__(self, channels: list[int], *, spatial_dims: int, norm: str, act: str, upsample: str = "upconv",
-                 t: int = 2, weights: str = "shared", attention: bool = False, gate_stride: int = 1):
+    def __init__(
+        self,
+        channels: list[int],
+        *,
+        spatial_dims: int,
+        norm: str,
+        act: str,
+        upsample: str = "upconv",
+        t: int = 2,
+        weights: str = "shared",
+        attention: bool = False,
+        gate_stride: int = 1,
+    ):
         nn.Module.__init__(self)  # the parent builders make DoubleConv stages; only the forward is reused
         kw = dict(t=t, spatial_dims=spatial_dims, norm=norm, act=act, weights=weights)
         self.ups = nn.ModuleList()
         self.convs = nn.ModuleList()
-        for deep, skip in zip(channels[:0:-1], channels[-2::-1]):
+        for deep, skip in zip(channels[:0:-1], channels[-2::-1], strict=True):
             self.ups.append(UpSample(deep, skip, spatial_dims=spatial_dims, mode=upsample, norm=norm, act=act))
             self.convs.append(RRCNNBlock(2 * skip, skip, **kw))
         self.gate_stride = gate_stride
-        self.gates = (make_gates(channels, spatial_dims=spatial_dims, norm=norm, gate_stride=gate_stride)
-                      if attention else None)
+        self.gates = (
+            make_gates(channels, spatial_dims=spatial_dims, norm=norm, gate_stride=gate_stride) if attention else None
+        )
 
 
 @register_model("r2unet")
@@ -69,15 +91,29 @@ class R2UNet(EncoderDecoderNet):
         gate_stride: see :class:`~medseg.models.attention_unet.AttentionUNet`.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 4,
-                 base_channels: int = 64, t: int = 2, recurrent_weights: str = "shared", norm: str = "batch",
-                 act: str = "relu", upsample: str = "upconv", attention: bool = False, gate_stride: int = 1):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 4,
+        base_channels: int = 64,
+        t: int = 2,
+        recurrent_weights: str = "shared",
+        norm: str = "batch",
+        act: str = "relu",
+        upsample: str = "upconv",
+        attention: bool = False,
+        gate_stride: int = 1,
+    ):
         super().__init__()
         self.init_stages(spatial_dims, depth, base_channels)
         kw = dict(spatial_dims=spatial_dims, norm=norm, act=act, t=t, weights=recurrent_weights)
         self.encoder = R2UNetEncoder(in_channels, self.channels, **kw)
-        self.decoder = R2UNetDecoder(self.channels, upsample=upsample, attention=attention, gate_stride=gate_stride,
-                                     **kw)
+        self.decoder = R2UNetDecoder(
+            self.channels, upsample=upsample, attention=attention, gate_stride=gate_stride, **kw
+        )
         self.head = Conv[Conv.CONV, spatial_dims](self.channels[0], out_channels, kernel_size=1)
 
 

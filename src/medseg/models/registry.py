@@ -14,7 +14,8 @@ the constructor's own signature decides which names it takes.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -69,8 +70,10 @@ def _check_value(key: str, value: Any, depth: int = 0) -> None:
         for v in value:
             _check_value(key, v, depth + 1)
         return
-    raise ConfigError(f"model setting {key!r} has a value of type {type(value).__name__}; numbers, strings, "
-                      "booleans and short lists of them are allowed")
+    raise ConfigError(
+        f"model setting {key!r} has a value of type {type(value).__name__}; numbers, strings, "
+        "booleans and short lists of them are allowed"
+    )
 
 
 def check_model_spec(name: Any, kwargs: Any, *, trust_code: bool = False) -> None:
@@ -86,7 +89,8 @@ def check_model_spec(name: Any, kwargs: Any, *, trust_code: bool = False) -> Non
         if not trust_code:
             raise ConfigError(
                 f"the model is {name!r}, code outside medseg: building it would import and run that module. "
-                "Load it only if you trust where it came from, with --trust-code")
+                "Load it only if you trust where it came from, with --trust-code"
+            )
     elif name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(available_models())}")
     if not isinstance(kwargs, dict):

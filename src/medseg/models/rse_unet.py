@@ -51,14 +51,23 @@ Choices where the paper is silent or ambiguous (figures are not in the text; eac
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.networks.layers.factories import Conv
 from torch import nn
 
-from medseg.models.blocks import (ConvNormAct, DoubleConv, EncoderDecoderNet, ResPathBlock, SpatialAttention,
-                                  SqueezeExcitation, UpSample, check_channels, make_pool)
+from medseg.models.blocks import (
+    ConvNormAct,
+    DoubleConv,
+    EncoderDecoderNet,
+    ResPathBlock,
+    SpatialAttention,
+    SqueezeExcitation,
+    UpSample,
+    check_channels,
+    make_pool,
+)
 from medseg.models.registry import register_model
 
 RESPATH_ATTENTION = ("channel+spatial", "channel", "spatial", "none")
@@ -70,15 +79,30 @@ class ResSEBlock(nn.Module):
     The shortcut is the identity when ``in_channels == out_channels``, else a 1×1 conv + norm.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, spatial_dims: int = 2, norm: str = "batch",
-                 act: str = "relu", se: bool = True, se_reduction: int = 16, se_bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        spatial_dims: int = 2,
+        norm: str = "batch",
+        act: str = "relu",
+        se: bool = True,
+        se_reduction: int = 16,
+        se_bias: bool = False,
+    ):
         super().__init__()
         self.body = DoubleConv(in_channels, out_channels, spatial_dims=spatial_dims, norm=norm, act=act)
-        self.se = (SqueezeExcitation(out_channels, spatial_dims=spatial_dims, reduction=se_reduction, bias=se_bias)
-                   if se else nn.Identity())
-        self.shortcut = (nn.Identity() if in_channels == out_channels else
-                         ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1, norm=norm,
-                                     act=None))
+        self.se = (
+            SqueezeExcitation(out_channels, spatial_dims=spatial_dims, reduction=se_reduction, bias=se_bias)
+            if se
+            else nn.Identity()
+        )
+        self.shortcut = (
+            nn.Identity()
+            if in_channels == out_channels
+            else ConvNormAct(in_channels, out_channels, spatial_dims=spatial_dims, kernel_size=1, norm=norm, act=None)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.se(self.body(x)) + self.shortcut(x)
@@ -94,8 +118,17 @@ class MDPAC(nn.Module):
     pixels away. See the module docstring for the reading of Eq. 4.
     """
 
-    def __init__(self, channels: int, *, spatial_dims: int = 2, dilations: Sequence[int] = (1, 2, 4),
-                 mode: str = "dense", growth: int | None = None, norm: str = "batch", act: str = "relu"):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_dims: int = 2,
+        dilations: Sequence[int] = (1, 2, 4),
+        mode: str = "dense",
+        growth: int | None = None,
+        norm: str = "batch",
+        act: str = "relu",
+    ):
         super().__init__()
         if mode not in ("dense", "sum"):
             raise ValueError(f"unknown MDPAC mode {mode!r}; use dense or sum")
@@ -108,14 +141,24 @@ class MDPAC(nn.Module):
         if mode == "dense":
             growth = int(growth) if growth else max(1, channels // 4)
             for j, d in enumerate(dilations):
-                self.layers.append(ConvNormAct(channels + j * growth, growth, spatial_dims=spatial_dims, dilation=d,
-                                               norm=norm, act=act))
-            self.fuse = ConvNormAct(channels + len(dilations) * growth, channels, spatial_dims=spatial_dims,
-                                    kernel_size=1, norm=norm, act=act)
+                self.layers.append(
+                    ConvNormAct(
+                        channels + j * growth, growth, spatial_dims=spatial_dims, dilation=d, norm=norm, act=act
+                    )
+                )
+            self.fuse = ConvNormAct(
+                channels + len(dilations) * growth,
+                channels,
+                spatial_dims=spatial_dims,
+                kernel_size=1,
+                norm=norm,
+                act=act,
+            )
         else:
             for d in dilations:
-                self.layers.append(ConvNormAct(channels, channels, spatial_dims=spatial_dims, dilation=d, norm=norm,
-                                               act=act))
+                self.layers.append(
+                    ConvNormAct(channels, channels, spatial_dims=spatial_dims, dilation=d, norm=norm, act=act)
+                )
             self.fuse = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,16 +181,32 @@ class AttentionResPathBlock(ResPathBlock):
     and then CBAM spatial attention applied to the 3×3 branch before the addition.
     """
 
-    def __init__(self, channels: int, *, spatial_dims: int = 2, norm: str = "batch", act: str = "relu",
-                 attention: str = "channel+spatial", se_reduction: int = 16, se_bias: bool = False,
-                 spatial_kernel: int = 7, post_norm: bool = True):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_dims: int = 2,
+        norm: str = "batch",
+        act: str = "relu",
+        attention: str = "channel+spatial",
+        se_reduction: int = 16,
+        se_bias: bool = False,
+        spatial_kernel: int = 7,
+        post_norm: bool = True,
+    ):
         if attention not in RESPATH_ATTENTION:
             raise ValueError(f"unknown ResPath attention {attention!r}; use one of {', '.join(RESPATH_ATTENTION)}")
         super().__init__(channels, channels, spatial_dims=spatial_dims, norm=norm, act=act, post_norm=post_norm)
-        self.channel_att = (SqueezeExcitation(channels, spatial_dims=spatial_dims, reduction=se_reduction, bias=se_bias)
-                            if "channel" in attention else nn.Identity())
-        self.spatial_att = (SpatialAttention(spatial_dims=spatial_dims, kernel_size=spatial_kernel)
-                            if "spatial" in attention else nn.Identity())
+        self.channel_att = (
+            SqueezeExcitation(channels, spatial_dims=spatial_dims, reduction=se_reduction, bias=se_bias)
+            if "channel" in attention
+            else nn.Identity()
+        )
+        self.spatial_att = (
+            SpatialAttention(spatial_dims=spatial_dims, kernel_size=spatial_kernel)
+            if "spatial" in attention
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.spatial_att(self.channel_att(self.conv(x))) + self.shortcut(x)))
@@ -182,13 +241,31 @@ class RSEUNet(EncoderDecoderNet):
         norm, act, upsample, max_channels: as for :class:`~medseg.models.unet.UNet`.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 4,
-                 base_channels: int = 64, res_se: bool = True, mdpac: bool = True, res_path: bool = True,
-                 se_reduction: int = 16, se_bias: bool = False, mdpac_dilations: Sequence[int] = (1, 2, 4),
-                 mdpac_mode: str = "dense", mdpac_growth: int | None = None,
-                 respath_blocks: Sequence[int] | None = None, respath_attention: str = "channel+spatial",
-                 spatial_kernel: int = 7, respath_post_norm: bool = True, norm: str = "batch", act: str = "relu",
-                 upsample: str = "transpose", max_channels: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 4,
+        base_channels: int = 64,
+        res_se: bool = True,
+        mdpac: bool = True,
+        res_path: bool = True,
+        se_reduction: int = 16,
+        se_bias: bool = False,
+        mdpac_dilations: Sequence[int] = (1, 2, 4),
+        mdpac_mode: str = "dense",
+        mdpac_growth: int | None = None,
+        respath_blocks: Sequence[int] | None = None,
+        respath_attention: str = "channel+spatial",
+        spatial_kernel: int = 7,
+        respath_post_norm: bool = True,
+        norm: str = "batch",
+        act: str = "relu",
+        upsample: str = "transpose",
+        max_channels: int | None = None,
+    ):
         super().__init__()
         channels = self.init_stages(spatial_dims, depth, base_channels, max_channels)
         common = {"spatial_dims": spatial_dims, "norm": norm, "act": act}
@@ -207,20 +284,32 @@ class RSEUNet(EncoderDecoderNet):
             self.encoder.append(block(prev, c, se=i > 0))  # stage 0 is the Resblock: no SE (§2.3)
             prev = c
         self.pool = make_pool(spatial_dims, "max")
-        self.bottleneck = (MDPAC(channels[-1], dilations=mdpac_dilations, mode=mdpac_mode, growth=mdpac_growth,
-                                 **common) if mdpac else nn.Identity())
+        self.bottleneck = (
+            MDPAC(channels[-1], dilations=mdpac_dilations, mode=mdpac_mode, growth=mdpac_growth, **common)
+            if mdpac
+            else nn.Identity()
+        )
         if respath_blocks is None:
             respath_blocks = [depth - i for i in range(depth)]
         check_channels("respath_blocks", respath_blocks, depth)
         self.respath_blocks = [int(n) for n in respath_blocks]
         self.skips = nn.ModuleList(
-            AttentionResPath(c, n, attention=respath_attention, spatial_kernel=spatial_kernel,
-                             post_norm=respath_post_norm, **common, **se_kw)
-            if res_path else nn.Identity()
-            for c, n in zip(channels[:-1], self.respath_blocks))
+            AttentionResPath(
+                c,
+                n,
+                attention=respath_attention,
+                spatial_kernel=spatial_kernel,
+                post_norm=respath_post_norm,
+                **common,
+                **se_kw,
+            )
+            if res_path
+            else nn.Identity()
+            for c, n in zip(channels[:-1], self.respath_blocks, strict=True)
+        )
         self.ups = nn.ModuleList()
         self.decoder = nn.ModuleList()
-        for deep, skip in zip(channels[:0:-1], channels[-2::-1]):
+        for deep, skip in zip(channels[:0:-1], channels[-2::-1], strict=True):
             self.ups.append(UpSample(deep, skip, spatial_dims=spatial_dims, mode=upsample))
             self.decoder.append(block(2 * skip, skip))
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
@@ -233,7 +322,7 @@ class RSEUNet(EncoderDecoderNet):
             x = stage(x)
             feats.append(x)
         x = self.bottleneck(feats.pop())
-        skips = [path(f) for path, f in zip(self.skips, feats)]
-        for up, dec, skip in zip(self.ups, self.decoder, reversed(skips)):
+        skips = [path(f) for path, f in zip(self.skips, feats, strict=True)]
+        for up, dec, skip in zip(self.ups, self.decoder, reversed(skips), strict=True):
             x = dec(torch.cat([skip, up(x)], dim=1))
         return self.head(x)

@@ -38,8 +38,17 @@ class SegNet(SegmentationNet):
         norm, act: of every conv (the paper: batch norm and ReLU).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int = 5,
-                 base_channels: int = 64, norm: str = "batch", act: str = "relu"):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int = 5,
+        base_channels: int = 64,
+        norm: str = "batch",
+        act: str = "relu",
+    ):
         super().__init__()
         if not 1 <= depth <= len(VGG16_CONVS):
             raise ValueError(f"depth (encoder stages) must be in 1..{len(VGG16_CONVS)}, got {depth}")
@@ -52,7 +61,7 @@ class SegNet(SegmentationNet):
 
         self.encoder = nn.ModuleList()
         prev = in_channels
-        for width, n in zip(widths, n_convs):
+        for width, n in zip(widths, n_convs, strict=True):
             layers = []
             for _ in range(n):
                 layers.append(ConvNormAct(prev, width, **kw))
@@ -80,6 +89,6 @@ class SegNet(SegmentationNet):
             size = x.shape
             x, idx = self.pool(x)
             memory.append((idx, size))
-        for stage, (idx, size) in zip(self.decoder, reversed(memory)):
+        for stage, (idx, size) in zip(self.decoder, reversed(memory), strict=True):
             x = stage(self.unpool(x, idx, output_size=size))
         return self.head(x)

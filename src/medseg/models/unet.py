@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from monai.networks.layers.factories import Conv
 from torch import nn
 
 from medseg.models.blocks import DoubleConv, EncoderDecoderNet, UpSample, make_pool
 from medseg.models.registry import register_model
-from monai.networks.layers.factories import Conv
 
 # The GI-tract paper's two U-Nets by their pooling count, widths reconstructed from its parameter counts
 # (2.50 M and 5.72 M; module docstring): doubling from 16, the bottleneck width chosen to give the count.
 GI_UNET_CHANNELS: dict[int, list[int]] = {4: [16, 32, 64, 128, 336], 5: [16, 32, 64, 128, 256, 322]}
 
 
-def resolve_stages(depth: int | None, channels: list[int] | None, default_depth: int = 4) -> tuple[int, list[int] | None]:
+def resolve_stages(
+    depth: int | None, channels: list[int] | None, default_depth: int = 4
+) -> tuple[int, list[int] | None]:
     """``(depth, channels)`` of a U-Net given ``depth`` and/or explicit per-stage ``channels``.
 
     ``channels`` (first = full resolution, last = bottleneck) fixes the depth at ``len(channels) - 1``; a
@@ -46,22 +48,34 @@ def resolve_stages(depth: int | None, channels: list[int] | None, default_depth:
         raise ValueError(f"channels must be a list of stage widths, got {channels!r}")
     widths = list(channels)
     if len(widths) < 2:
-        raise ValueError(f"channels needs at least 2 stage widths (full resolution ... bottleneck, i.e. depth >= 1), "
-                         f"got {widths!r}")
+        raise ValueError(
+            f"channels needs at least 2 stage widths (full resolution ... bottleneck, i.e. depth >= 1), got {widths!r}"
+        )
     for c in widths:
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise ValueError(f"channels must be whole numbers >= 1 (one width per stage), got {widths!r}")
     if depth is not None and int(depth) != len(widths) - 1:
-        raise ValueError(f"depth = {depth} poolings disagrees with channels = {widths} ({len(widths)} stages give "
-                         f"depth {len(widths) - 1}): set depth to {len(widths) - 1} or leave it out")
+        raise ValueError(
+            f"depth = {depth} poolings disagrees with channels = {widths} ({len(widths)} stages give "
+            f"depth {len(widths) - 1}): set depth to {len(widths) - 1} or leave it out"
+        )
     return len(widths) - 1, widths
 
 
 class UNetEncoder(nn.Module):
     """The contracting path: DoubleConv stages separated by 2× pooling; returns every stage's features."""
 
-    def __init__(self, in_channels: int, channels: list[int], *, spatial_dims: int, norm: str, act: str,
-                 dropout: float = 0.0, pool: str = "max"):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: list[int],
+        *,
+        spatial_dims: int,
+        norm: str,
+        act: str,
+        dropout: float = 0.0,
+        pool: str = "max",
+    ):
         super().__init__()
         self.stages = nn.ModuleList()
         prev = in_channels
@@ -88,17 +102,18 @@ class UNetDecoder(nn.Module):
         super().__init__()
         self.ups = nn.ModuleList()
         self.convs = nn.ModuleList()
-        for deep, skip in zip(channels[:0:-1], channels[-2::-1]):
+        for deep, skip in zip(channels[:0:-1], channels[-2::-1], strict=True):
             self.ups.append(UpSample(deep, skip, spatial_dims=spatial_dims, mode=upsample, norm=norm, act=act))
             self.convs.append(DoubleConv(2 * skip, skip, spatial_dims=spatial_dims, norm=norm, act=act))
 
-    def forward(self, feats: list[torch.Tensor], skips: list[torch.Tensor] | None = None,
-                return_all: bool = False) -> torch.Tensor | list[torch.Tensor]:
+    def forward(
+        self, feats: list[torch.Tensor], skips: list[torch.Tensor] | None = None, return_all: bool = False
+    ) -> torch.Tensor | list[torch.Tensor]:
         """The last decoder stage's features; ``return_all``: every decoder stage's, deepest first."""
         skips = feats[:-1] if skips is None else skips
         x = feats[-1]
         outs = []
-        for up, conv, skip in zip(self.ups, self.convs, reversed(skips)):
+        for up, conv, skip in zip(self.ups, self.convs, reversed(skips), strict=True):
             x = conv(torch.cat([skip, up(x)], dim=1))
             outs.append(x)
         return outs if return_all else x
@@ -134,23 +149,40 @@ class UNet(EncoderDecoderNet):
     stage k (k = 0 the full-resolution output) weighs 1/2^k, the weights normalised to sum 1, as nnU-Net.
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 4, *, spatial_dims: int = 2, depth: int | None = None,
-                 base_channels: int = 64, norm: str = "batch", act: str = "relu", upsample: str = "transpose",
-                 dropout: float = 0.0, max_channels: int | None = None, deep_supervision: int = 0,
-                 channels: list[int] | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 4,
+        *,
+        spatial_dims: int = 2,
+        depth: int | None = None,
+        base_channels: int = 64,
+        norm: str = "batch",
+        act: str = "relu",
+        upsample: str = "transpose",
+        dropout: float = 0.0,
+        max_channels: int | None = None,
+        deep_supervision: int = 0,
+        channels: list[int] | None = None,
+    ):
         super().__init__()
         depth, widths = resolve_stages(depth, channels)
         channels = self.init_stages(spatial_dims, depth, base_channels, max_channels, channels=widths)
         if not 0 <= int(deep_supervision) < depth:
-            raise ValueError(f"deep_supervision must be between 0 and depth - 1 = {depth - 1} decoder stages, "
-                             f"got {deep_supervision}")
-        self.encoder = UNetEncoder(in_channels, channels, spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout)
+            raise ValueError(
+                f"deep_supervision must be between 0 and depth - 1 = {depth - 1} decoder stages, got {deep_supervision}"
+            )
+        self.encoder = UNetEncoder(
+            in_channels, channels, spatial_dims=spatial_dims, norm=norm, act=act, dropout=dropout
+        )
         self.decoder = UNetDecoder(channels, spatial_dims=spatial_dims, norm=norm, act=act, upsample=upsample)
         self.head = Conv[Conv.CONV, spatial_dims](channels[0], out_channels, kernel_size=1)
         self.deep_supervision = int(deep_supervision)
         # decoder stages k = 1..K above the output, at 1/2^k resolution (stage widths channels[k])
-        self.aux_heads = nn.ModuleList(Conv[Conv.CONV, spatial_dims](channels[k], out_channels, kernel_size=1)
-                                       for k in range(1, self.deep_supervision + 1))
+        self.aux_heads = nn.ModuleList(
+            Conv[Conv.CONV, spatial_dims](channels[k], out_channels, kernel_size=1)
+            for k in range(1, self.deep_supervision + 1)
+        )
 
     def supervision_weights(self) -> list[float]:
         """Loss weights of the output (first) and the supervised lower stages: 1/2^k, normalised."""
@@ -169,7 +201,7 @@ class UNet(EncoderDecoderNet):
         weights = self.supervision_weights()
         total = weights[0] * loss_fn(logits, target)
         mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
-        for k, (w, head) in enumerate(zip(weights[1:], self.aux_heads), start=1):
+        for k, (w, head) in enumerate(zip(weights[1:], self.aux_heads, strict=True), start=1):
             aux = F.interpolate(head(outs[-1 - k]), size=x.shape[2:], mode=mode, align_corners=False)
             total = total + w * loss_fn(self.crop_output(aux, size, pads), target)
         return total, logits

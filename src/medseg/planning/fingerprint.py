@@ -69,14 +69,25 @@ def intensity_stats(values: np.ndarray) -> dict | None:
     if v.size == 0:
         return None
     lo, hi = np.percentile(v, PERCENTILES)
-    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max()),
-            "median": float(np.median(v)), "p00_5": float(lo), "p99_5": float(hi), "n_voxels": int(v.size)}
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "median": float(np.median(v)),
+        "p00_5": float(lo),
+        "p99_5": float(hi),
+        "n_voxels": int(v.size),
+    }
 
 
 def _axis_stats(rows: list[list[float]], cast=float) -> dict:
     arr = np.asarray(rows, dtype=np.float64)
-    return {"min": [cast(v) for v in arr.min(0)], "median": [cast(v) for v in np.median(arr, 0)],
-            "max": [cast(v) for v in arr.max(0)]}
+    return {
+        "min": [cast(v) for v in arr.min(0)],
+        "median": [cast(v) for v in np.median(arr, 0)],
+        "max": [cast(v) for v in arr.max(0)],
+    }
 
 
 def _bits(dtype: np.dtype) -> int:
@@ -104,7 +115,7 @@ class _Collector:
 
     def labels(self, label: np.ndarray) -> None:
         values, counts = np.unique(np.asarray(label), return_counts=True)
-        for v, c in zip(values.tolist(), counts.tolist()):
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
             self.label_voxels[int(v)] += int(c)
             self.label_cases[int(v)] += 1
 
@@ -142,11 +153,13 @@ class _Collector:
             "label_frequency": {str(v): float(self.label_voxels[v] / total) for v in values} if total else {},
             "label_cases": {str(v): int(self.label_cases[v]) for v in values},
             "n_sampled": self.n_sampled,
-            "intensity": [{
-                "channel": 0,
-                "global": intensity_stats(np.concatenate(self.global_values)) if self.global_values else None,
-                "foreground": intensity_stats(np.concatenate(self.fg_values)) if self.fg_values else None,
-            }],
+            "intensity": [
+                {
+                    "channel": 0,
+                    "global": intensity_stats(np.concatenate(self.global_values)) if self.global_values else None,
+                    "foreground": intensity_stats(np.concatenate(self.fg_values)) if self.fg_values else None,
+                }
+            ],
         }
         out.update(fields)
         return out
@@ -174,8 +187,9 @@ def _dataset_json(folder: Path) -> tuple[dict[int, str], str | None]:
                 else:  # v1: "value" -> name
                     names[int(key)] = str(value)
             except (TypeError, ValueError):
-                raise DataValidationError(path, f"labels entry {key!r}: {value!r} is not a label value and a "
-                                                "name") from None
+                raise DataValidationError(
+                    path, f"labels entry {key!r}: {value!r} is not a label value and a name"
+                ) from None
     channels = meta.get("channel_names") or meta.get("modality") or {}
     modality = channels.get("0") if isinstance(channels, dict) else None
     return names, (str(modality) if modality else None)
@@ -204,20 +218,27 @@ def _check_class_count(masks_dir: Path, mask_path: Path, n_values: int) -> None:
     from medseg.data.limits import MAX_CLASSES
 
     if n_values > MAX_CLASSES:
-        raise DataValidationError(mask_path, f"the masks hold {n_values} distinct values so far (this file included), "
-                                             f"more than the {MAX_CLASSES} classes a task can have (one class per "
-                                             "stored value; labels are uint8); masks must hold class indices or one "
-                                             f"grey value per class: is {masks_dir.name}/ a folder of grey images?")
+        raise DataValidationError(
+            mask_path,
+            f"the masks hold {n_values} distinct values so far (this file included), "
+            f"more than the {MAX_CLASSES} classes a task can have (one class per "
+            "stored value; labels are uint8); masks must hold class indices or one "
+            f"grey value per class: is {masks_dir.name}/ a folder of grey images?",
+        )
 
 
-def _folder2d(root: Path, images_dir: Path, masks_dir: Path, max_cases: int, collector: _Collector,
-              progress: bool) -> dict:
+def _folder2d(
+    root: Path, images_dir: Path, masks_dir: Path, max_cases: int, collector: _Collector, progress: bool
+) -> dict:
     from medseg.data.folder import image_shape, pair_files, read_image
 
     pairs = pair_files(images_dir, masks_dir)
     sampled = set(_sample_indices(len(pairs), max_cases))
-    for i, (img_path, mask_path) in enumerate(Progress(list(zip(pairs.images, pairs.masks)), desc="fingerprint",
-                                                       unit="image", disable=not progress)):
+    for i, (img_path, mask_path) in enumerate(
+        Progress(
+            list(zip(pairs.images, pairs.masks, strict=True)), desc="fingerprint", unit="image", disable=not progress
+        )
+    ):
         collector.shapes.append(list(image_shape(img_path))[:2])
         mask = _read_mask_values(mask_path)
         collector.labels(mask)
@@ -225,12 +246,16 @@ def _folder2d(root: Path, images_dir: Path, masks_dir: Path, max_cases: int, col
         if i in sampled:
             image = read_image(img_path)
             if image.shape != mask.shape:
-                raise DataValidationError(img_path, f"image is {image.shape[0]}x{image.shape[1]} (HxW) but its mask "
-                                                    f"{mask_path} is {mask.shape[0]}x{mask.shape[1]}")
+                raise DataValidationError(
+                    img_path,
+                    f"image is {image.shape[0]}x{image.shape[1]} (HxW) but its mask "
+                    f"{mask_path} is {mask.shape[0]}x{mask.shape[1]}",
+                )
             collector.image(image, mask)
     shapes = {tuple(s) for s in collector.shapes}
-    return collector.result(kind="folder2d", spatial_dims=2, n_cases=len(pairs), same_shape=len(shapes) == 1,
-                            path=str(root))
+    return collector.result(
+        kind="folder2d", spatial_dims=2, n_cases=len(pairs), same_shape=len(shapes) == 1, path=str(root)
+    )
 
 
 def _volumes3d(folder: Path, spec: str, max_cases: int, collector: _Collector, progress: bool) -> dict:
@@ -247,11 +272,12 @@ def _volumes3d(folder: Path, spec: str, max_cases: int, collector: _Collector, p
         else:
             image, label = read_volume(img_path), read_volume(lab_path)
         if label.shape != image.shape:
-            raise DataValidationError(lab_path or img_path, f"label grid {label.shape} differs from its image's "
-                                                            f"{image.shape} (case {case})")
+            raise DataValidationError(
+                lab_path or img_path, f"label grid {label.shape} differs from its image's {image.shape} (case {case})"
+            )
         collector.shapes.append(list(image.shape))
         collector.spacings.append([float(s) for s in image.spacing])
-        collector.extents.append([n * float(s) for n, s in zip(image.shape, image.spacing)])
+        collector.extents.append([n * float(s) for n, s in zip(image.shape, image.spacing, strict=True)])
         if image.modality:
             collector.modalities[str(image.modality).upper()] += 1
         collector.labels(label.array)
@@ -269,9 +295,12 @@ def _pommier_key(f, path: Path, key: str | None) -> str:
     for name, obj in f.items():
         if isinstance(obj, h5py.Dataset) and obj.ndim == 4 and obj.shape[-1] == 2:
             return name
-    raise DataValidationError(path, f"no dataset of images and labels (N x H x W x 2, the Pommier layout) "
-                                    f"among {sorted(f.keys())}; a 2D data set is a folder of images/ + masks/, a 3D "
-                                    "one a folder of volumes")
+    raise DataValidationError(
+        path,
+        f"no dataset of images and labels (N x H x W x 2, the Pommier layout) "
+        f"among {sorted(f.keys())}; a 2D data set is a folder of images/ + masks/, a 3D "
+        "one a folder of volumes",
+    )
 
 
 def _pommier(path: Path, spec: str, key: str | None, max_cases: int, collector: _Collector, progress: bool) -> dict:
@@ -290,7 +319,7 @@ def _pommier(path: Path, spec: str, key: str | None, max_cases: int, collector: 
         sampled = set(_sample_indices(n, max_cases))
         bar = Progress(total=n, desc="fingerprint", unit="image", disable=not progress)
         for start in range(0, n, _POMMIER_CHUNK):
-            block = ds[start:start + _POMMIER_CHUNK]
+            block = ds[start : start + _POMMIER_CHUNK]
             images, labels = block[..., 0], block[..., 1]
             counts = np.bincount(labels.ravel().astype(np.int64), minlength=1)
             present = [np.unique(lab) for lab in labels]
@@ -322,9 +351,15 @@ def _is_2d_folder(path: Path) -> tuple[Path, Path] | None:
     return resolve_folder(path)
 
 
-def fingerprint(data_path: str | Path, *, max_cases: int = DEFAULT_MAX_CASES,
-                voxels_per_case: int = DEFAULT_VOXELS_PER_CASE, seed: int = 0, h5_key: str | None = None,
-                progress: bool = True) -> dict:
+def fingerprint(
+    data_path: str | Path,
+    *,
+    max_cases: int = DEFAULT_MAX_CASES,
+    voxels_per_case: int = DEFAULT_VOXELS_PER_CASE,
+    seed: int = 0,
+    h5_key: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Describe the data set at ``data_path`` (see the module docstring): a JSON-safe dict.
 
     Raises :class:`DataValidationError` naming the path when it is no data set medseg can read, and
@@ -336,9 +371,12 @@ def fingerprint(data_path: str | Path, *, max_cases: int = DEFAULT_MAX_CASES,
     from medseg.data.uwgi_dataset import is_uwgi_config
 
     if is_uwgi_config({"path": spec, "format": "auto"}):  # slices in scans with their own recipe: the GI configs
-        raise DataValidationError(spec, "is UW-Madison GI-tract data (train.csv + train/ scans), which medseg trains "
-                                        "with the paper's recipe instead of a plan: medseg cv configs/gi/unet4.yaml "
-                                        f"--set data.path={spec} (README: 'GI tract (UW-Madison)')")
+        raise DataValidationError(
+            spec,
+            "is UW-Madison GI-tract data (train.csv + train/ scans), which medseg trains "
+            "with the paper's recipe instead of a plan: medseg cv configs/gi/unet4.yaml "
+            f"--set data.path={spec} (README: 'GI tract (UW-Madison)')",
+        )
     collector = _Collector(voxels_per_case, seed)
     label_names: dict[int, str] = {}
     meta_modality = None
@@ -347,8 +385,9 @@ def fingerprint(data_path: str | Path, *, max_cases: int = DEFAULT_MAX_CASES,
             from medseg.config import DEFAULTS
             from medseg.data.volumes import ensure_phantom
 
-            out = _volumes3d(ensure_phantom(DEFAULTS["data"]["phantom"], progress), spec, max_cases, collector,
-                             progress)
+            out = _volumes3d(
+                ensure_phantom(DEFAULTS["data"]["phantom"], progress), spec, max_cases, collector, progress
+            )
         else:
             from medseg.config import DEFAULTS
             from medseg.data.datasets import resolve_data_path
@@ -359,14 +398,19 @@ def fingerprint(data_path: str | Path, *, max_cases: int = DEFAULT_MAX_CASES,
     else:
         path = Path(spec).expanduser().absolute()  # a plan written elsewhere still finds its data
         if not path.exists():
-            raise DataValidationError(path, "data not found (give a folder of images/ + masks/, a folder of volumes "
-                                            "or a Pommier-layout HDF5 file)")
+            raise DataValidationError(
+                path,
+                "data not found (give a folder of images/ + masks/, a folder of volumes or a Pommier-layout HDF5 file)",
+            )
         if path.is_file():
             from medseg.data.hdf5_io import HDF5_SUFFIXES
 
             if not path.name.lower().endswith(HDF5_SUFFIXES):
-                raise DataValidationError(path, "not a data set: give a folder of images/ + masks/ (2D), a folder of "
-                                                "volumes (3D) or an HDF5 file in the Pommier layout")
+                raise DataValidationError(
+                    path,
+                    "not a data set: give a folder of images/ + masks/ (2D), a folder of "
+                    "volumes (3D) or an HDF5 file in the Pommier layout",
+                )
             out = _pommier(path, str(path), h5_key, max_cases, collector, progress)
         else:
             label_names, meta_modality = _dataset_json(path)

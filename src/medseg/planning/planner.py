@@ -49,7 +49,6 @@ import yaml
 from medseg.errors import ConfigError, DataValidationError
 from medseg.planning.task_plan import PLAN_INPUTS, Decision, _pct, class_plan, loss_plan, user_inputs
 
-
 DEFAULT_BUDGET_GB = {"cuda": 8.0, "cpu": 2.0}
 DEFAULT_ITERATIONS = {"cuda": 50_000, "cpu": 2_000}
 # A CPU plan is 4x narrower than nnU-Net's 32: at equal wall-clock time more steps beat more width there
@@ -90,21 +89,39 @@ HU_AIR = -500.0  # minimum intensities below this look like CT in Hounsfield uni
 
 
 @functools.lru_cache(maxsize=64)
-def unet_parameters(spatial_dims: int, depth: int, base_channels: int, max_channels: int | None,
-                    out_channels: int = 2) -> int:
+def unet_parameters(
+    spatial_dims: int, depth: int, base_channels: int, max_channels: int | None, out_channels: int = 2
+) -> int:
     """Parameters of medseg's U-Net with these settings, counted on PyTorch's meta device (nothing allocated)."""
     import torch
 
     from medseg.models import build_model
 
     with torch.device("meta"):
-        model = build_model("unet", in_channels=1, out_channels=out_channels, spatial_dims=spatial_dims, depth=depth,
-                            base_channels=base_channels, max_channels=max_channels, norm="instance", act="leakyrelu")
+        model = build_model(
+            "unet",
+            in_channels=1,
+            out_channels=out_channels,
+            spatial_dims=spatial_dims,
+            depth=depth,
+            base_channels=base_channels,
+            max_channels=max_channels,
+            norm="instance",
+            act="leakyrelu",
+        )
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def estimate_memory(patch: Sequence[int], *, depth: int, base_channels: int, max_channels: int | None,
-                    batch: int, amp: bool, out_channels: int = 2) -> int:
+def estimate_memory(
+    patch: Sequence[int],
+    *,
+    depth: int,
+    base_channels: int,
+    max_channels: int | None,
+    batch: int,
+    amp: bool,
+    out_channels: int = 2,
+) -> int:
     """Rough bytes of one U-Net training step on ``batch`` patches: the feature maps of every stage
     (``MAPS_PER_CHANNEL`` float32 maps per channel and voxel, ×``AMP_FACTOR`` with AMP) plus the weights,
     their gradients and Adam's moments. A planning estimate (within tens of percent), not a guarantee."""
@@ -148,9 +165,16 @@ def _round_down(patch: Sequence[int], divisor: int) -> list[int]:
     return [max(divisor, (int(p) // divisor) * divisor) for p in patch]
 
 
-def choose_patch(start: Sequence[int], spacing: Sequence[float] | None, *, base_channels: int,
-                 max_channels: int | None, budget_bytes: int, amp: bool,
-                 out_channels: int = 2) -> tuple[list[int], int, int, int]:
+def choose_patch(
+    start: Sequence[int],
+    spacing: Sequence[float] | None,
+    *,
+    base_channels: int,
+    max_channels: int | None,
+    budget_bytes: int,
+    amp: bool,
+    out_channels: int = 2,
+) -> tuple[list[int], int, int, int]:
     """``(patch, depth, bytes at batch 2, times shrunk)``: the largest patch from ``start`` (the median image)
     whose batch of 2 fits ``budget_bytes``; shrinks the axis of the largest physical extent (pixels × spacing)
     by one pooling unit at a time, each side kept a multiple of 2^depth."""
@@ -161,16 +185,25 @@ def choose_patch(start: Sequence[int], spacing: Sequence[float] | None, *, base_
     while True:
         depth = depth_for(patch, dims)
         patch = _round_down(patch, 2**depth)
-        need = estimate_memory(patch, depth=depth, base_channels=base_channels, max_channels=max_channels,
-                               batch=MIN_BATCH, amp=amp, out_channels=out_channels)
+        need = estimate_memory(
+            patch,
+            depth=depth,
+            base_channels=base_channels,
+            max_channels=max_channels,
+            batch=MIN_BATCH,
+            amp=amp,
+            out_channels=out_channels,
+        )
         if need <= budget_bytes:
             return patch, depth, need, shrunk
         unit = 2**depth
         can_shrink = [i for i in range(dims) if patch[i] - unit >= 2 * MIN_BOTTLENECK]
         if not can_shrink:
-            raise ConfigError(f"a memory budget of {budget_bytes / 2**30:.2f} GB does not hold a batch of {MIN_BATCH} "
-                              f"of even the smallest patch {patch} (about {need / 2**30:.2f} GB): give a larger "
-                              "budget (--budget-gb)")
+            raise ConfigError(
+                f"a memory budget of {budget_bytes / 2**30:.2f} GB does not hold a batch of {MIN_BATCH} "
+                f"of even the smallest patch {patch} (about {need / 2**30:.2f} GB): give a larger "
+                "budget (--budget-gb)"
+            )
         axis = max(can_shrink, key=lambda i: (patch[i] * spacing[i], patch[i]))
         patch[axis] -= unit
         shrunk += 1
@@ -203,24 +236,30 @@ def _resample_plan(fp: dict, decisions: list[Decision]) -> tuple[list[int], list
     n = int(fp["n_cases"])
     max_voxels = voxel_budget()
     max_bytes = dataset_bytes_limit()
-    shape = [max(1, round(e / s)) for e, s in zip(extent, target)]
+    shape = [max(1, round(e / s)) for e, s in zip(extent, target, strict=True)]
     coarsened = []
     while math.prod(shape) > max_voxels or n * math.prod(shape) * 5 > max_bytes:
         if math.prod(shape) == 1:
-            raise DataValidationError(fp.get("path"), f"{n} volumes do not fit the memory limit of "
-                                                      f"{max_bytes / 2**30:.1f} GB at any resolution")
+            raise DataValidationError(
+                fp.get("path"),
+                f"{n} volumes do not fit the memory limit of {max_bytes / 2**30:.1f} GB at any resolution",
+            )
         finest, coarsest = min(target[1:]), max(target)
         if finest * 1.1 < coarsest and target[0] > finest:  # in-plane first: anisotropy shrinks
             target[1:] = [min(t * 1.1, target[0]) for t in target[1:]]
         else:
             target = [t * 1.1 for t in target]
-        shape = [max(1, round(e / s)) for e, s in zip(extent, target)]
+        shape = [max(1, round(e / s)) for e, s in zip(extent, target, strict=True)]
         coarsened = target
-    why = (f"median spacing {_fmt_shape(round(s, 3) for s in spacing)} mm (z, y, x), median size "
-           f"{_fmt_shape(round(e) for e in extent)} mm")
+    why = (
+        f"median spacing {_fmt_shape(round(s, 3) for s in spacing)} mm (z, y, x), median size "
+        f"{_fmt_shape(round(e) for e in extent)} mm"
+    )
     if coarsened:
-        why += (f"; coarsened to {_fmt_shape(round(t, 3) for t in target)} mm so a volume holds at most {max_voxels:,} "
-                f"voxels and the {n} preprocessed cases at most {max_bytes / 2**30:.1f} GB")
+        why += (
+            f"; coarsened to {_fmt_shape(round(t, 3) for t in target)} mm so a volume holds at most {max_voxels:,} "
+            f"voxels and the {n} preprocessed cases at most {max_bytes / 2**30:.1f} GB"
+        )
     decisions.append(Decision("preprocess.depth", shape[0], f"{shape[0]} slices: " + why))
     decisions.append(Decision("preprocess.size_xy", shape[1:], f"{_fmt_shape(shape[1:])} px in-plane: " + why))
     return shape, target
@@ -236,23 +275,39 @@ def _normalize_3d(fp: dict, decisions: list[Decision]) -> None:
         if not fg["p00_5"] < fg["p99_5"]:  # a constant foreground gives no window: the whole volumes' then
             window, region = stats["global"], f"all (the {region} voxels hold one value)"
         if window["p00_5"] < window["p99_5"]:
-            decisions.append(Decision("preprocess.clip_min", round(window["p00_5"], 4),
-                                      f"{why}: the {region} voxels' 0.5th percentile (nnU-Net's CT clipping)"))
-            decisions.append(Decision("preprocess.clip_max", round(window["p99_5"], 4),
-                                      f"the {region} voxels' 99.5th percentile"))
+            decisions.append(
+                Decision(
+                    "preprocess.clip_min",
+                    round(window["p00_5"], 4),
+                    f"{why}: the {region} voxels' 0.5th percentile (nnU-Net's CT clipping)",
+                )
+            )
+            decisions.append(
+                Decision("preprocess.clip_max", round(window["p99_5"], 4), f"the {region} voxels' 99.5th percentile")
+            )
         else:
             decisions.append(Decision("preprocess.clip_min", None, f"{why}; every voxel holds one value: no window"))
             decisions.append(Decision("preprocess.clip_max", None, "no window"))
-        decisions.append(Decision("preprocess.normalize", "zscore", "CT: one fixed z-score for every volume, so a "
-                                                                    "tissue keeps its value (nnU-Net)"))
+        decisions.append(
+            Decision(
+                "preprocess.normalize",
+                "zscore",
+                "CT: one fixed z-score for every volume, so a tissue keeps its value (nnU-Net)",
+            )
+        )
         std = fg["std"] if fg["std"] > 1e-6 else 1.0
         decisions.append(Decision("preprocess.mean", round(fg["mean"], 4), f"mean of the {region} voxels"))
         decisions.append(Decision("preprocess.std", round(std, 4), f"std of the {region} voxels"))
     else:
         decisions.append(Decision("preprocess.clip_min", None, f"{why}: no fixed window"))
         decisions.append(Decision("preprocess.clip_max", None, "no fixed window"))
-        decisions.append(Decision("preprocess.normalize", "zscore", "each volume by its own mean and std "
-                                                                    "(nnU-Net for non-CT: no absolute scale)"))
+        decisions.append(
+            Decision(
+                "preprocess.normalize",
+                "zscore",
+                "each volume by its own mean and std (nnU-Net for non-CT: no absolute scale)",
+            )
+        )
         decisions.append(Decision("preprocess.mean", None, "each volume's own"))
         decisions.append(Decision("preprocess.std", None, "each volume's own"))
 
@@ -264,8 +319,10 @@ def _normalize_2d(fp: dict, decisions: list[Decision]) -> None:
         decisions.append(Decision("data.normalize", "range", "CT: the stored range keeps Hounsfield units comparable"))
         return
     if bits == 16 and top is not None:
-        why = (f"16-bit images using 0..{top:g} of 65535: the dtype range would squeeze them into "
-               f"[0, {top / 65535:.3g}]; z-scored per image (nnU-Net for non-CT)")
+        why = (
+            f"16-bit images using 0..{top:g} of 65535: the dtype range would squeeze them into "
+            f"[0, {top / 65535:.3g}]; z-scored per image (nnU-Net for non-CT)"
+        )
     elif bits == 8:
         why = "8-bit images, modality not CT: z-scored per image (nnU-Net for non-CT)"
     else:
@@ -289,14 +346,21 @@ def _plan_name(source: str) -> Decision:
     return Decision("name", "plan_" + (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) or "data"), "runs go to runs/<name>/")
 
 
-def _plan_task_and_data(fp: dict, class_names: Sequence[str] | None, sets: Sequence[tuple[str, Any]],
-                        decisions: list[Decision], *, dims: int,
-                        n_cases: int) -> tuple[list[str], int | None, list[int], list[float] | None]:
+def _plan_task_and_data(
+    fp: dict,
+    class_names: Sequence[str] | None,
+    sets: Sequence[tuple[str, Any]],
+    decisions: list[Decision],
+    *,
+    dims: int,
+    n_cases: int,
+) -> tuple[list[str], int | None, list[int], list[float] | None]:
     """``task.*``, ``data.*`` and ``preprocess.*`` (appended to ``decisions``); returns the class names, the
     background class, the median image (preprocessed volume) the patch starts from and its spacing (3D)."""
     source = str(fp["path"])
-    decisions.append(Decision("task.spatial_dims", dims, f"{'volumes' if dims == 3 else 'images'} "
-                                                          f"({fp['kind']}, {n_cases} cases)"))
+    decisions.append(
+        Decision("task.spatial_dims", dims, f"{'volumes' if dims == 3 else 'images'} ({fp['kind']}, {n_cases} cases)")
+    )
     user = user_inputs(sets)
     names, background, mask_decision = class_plan(fp, class_names, decisions, user)
 
@@ -306,8 +370,9 @@ def _plan_task_and_data(fp: dict, class_names: Sequence[str] | None, sets: Seque
     if fp["kind"] == "pommier" and fp.get("h5_key") not in (None, "dataset_1"):
         decisions.append(Decision("data.h5_key", fp["h5_key"], "the file's image/label dataset"))
     if dims == 2:
-        decisions.append(Decision("data.size", None, "full resolution: each image keeps its own size, training "
-                                                     "takes patches"))
+        decisions.append(
+            Decision("data.size", None, "full resolution: each image keeps its own size, training takes patches")
+        )
     spacing = None
     if dims == 3:
         median, spacing = _resample_plan(fp, decisions)
@@ -316,15 +381,26 @@ def _plan_task_and_data(fp: dict, class_names: Sequence[str] | None, sets: Seque
         median = [int(v) for v in fp["shape"]["median"]]
         _normalize_2d(fp, decisions)
     if min(median) < 2 * MIN_BOTTLENECK:
-        raise DataValidationError(fp.get("path"), f"the median {'volume' if dims == 3 else 'image'} is "
-                                                  f"{_fmt_shape(median)}: too small for a U-Net (at least "
-                                                  f"{2 * MIN_BOTTLENECK} px a side)")
+        raise DataValidationError(
+            fp.get("path"),
+            f"the median {'volume' if dims == 3 else 'image'} is "
+            f"{_fmt_shape(median)}: too small for a U-Net (at least "
+            f"{2 * MIN_BOTTLENECK} px a side)",
+        )
     return names, background, median, spacing
 
 
-def _plan_network(median: Sequence[int], spacing: Sequence[float] | None, decisions: list[Decision], *,
-                  kind: str, dims: int, n_cases: int, budget_gb: float,
-                  out_channels: int) -> tuple[list[int], int]:
+def _plan_network(
+    median: Sequence[int],
+    spacing: Sequence[float] | None,
+    decisions: list[Decision],
+    *,
+    kind: str,
+    dims: int,
+    n_cases: int,
+    budget_gb: float,
+    out_channels: int,
+) -> tuple[list[int], int]:
     """``data.patch_*``, ``model.*`` and ``train.batch_size`` (appended to ``decisions``); returns the patch
     and the batch size."""
     budget = int(budget_gb * 2**30)
@@ -333,12 +409,15 @@ def _plan_network(median: Sequence[int], spacing: Sequence[float] | None, decisi
     base = CPU_2D_NETWORK["base_channels"] if monai_net else BASE_CHANNELS[kind]
     max_ch = CPU_2D_NETWORK["max_channels"] if monai_net else MAX_CHANNELS[dims]
     start, cpu_capped = cpu_patch_start(median, spacing) if kind == "cpu" else (list(median), False)
-    patch, depth, need, shrunk = choose_patch(start, spacing, base_channels=base, max_channels=max_ch,
-                                              budget_bytes=budget, amp=amp, out_channels=out_channels)
-    per_sample = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=1, amp=amp,
-                                 out_channels=out_channels)
-    fixed = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=0, amp=amp,
-                            out_channels=out_channels)
+    patch, depth, need, shrunk = choose_patch(
+        start, spacing, base_channels=base, max_channels=max_ch, budget_bytes=budget, amp=amp, out_channels=out_channels
+    )
+    per_sample = estimate_memory(
+        patch, depth=depth, base_channels=base, max_channels=max_ch, batch=1, amp=amp, out_channels=out_channels
+    )
+    fixed = estimate_memory(
+        patch, depth=depth, base_channels=base, max_channels=max_ch, batch=0, amp=amp, out_channels=out_channels
+    )
     by_memory = int((budget - fixed) // max(per_sample - fixed, 1))
     median_voxels = math.prod(median)
     by_data = int(BATCH_DATASET_FRACTION * n_cases * median_voxels // math.prod(patch))
@@ -346,110 +425,218 @@ def _plan_network(median: Sequence[int], spacing: Sequence[float] | None, decisi
     cpu_batch_capped = kind == "cpu" and batch > CPU_MAX_BATCH
     if cpu_batch_capped:
         batch = CPU_MAX_BATCH
-    need = estimate_memory(patch, depth=depth, base_channels=base, max_channels=max_ch, batch=batch, amp=amp,
-                           out_channels=out_channels)
+    need = estimate_memory(
+        patch, depth=depth, base_channels=base, max_channels=max_ch, batch=batch, amp=amp, out_channels=out_channels
+    )
     what = "preprocessed volume" if dims == 3 else "image"
     patch_why = f"median {what} {_fmt_shape(median)}"
     if cpu_capped:
-        patch_why += (f", capped at {CPU_MAX_PATCH_VOXELS[dims]:,} voxels for a CPU (step time, not memory, limits "
-                      f"training there; --device cuda plans the GPU patch)")
+        patch_why += (
+            f", capped at {CPU_MAX_PATCH_VOXELS[dims]:,} voxels for a CPU (step time, not memory, limits "
+            f"training there; --device cuda plans the GPU patch)"
+        )
     if shrunk:
         patch_why += f", shrunk (largest physical extent first) to fit {budget_gb:g} GB"
     patch_why += f"; {depth} poolings; about {need / 2**30:.2f} GB at batch {batch}"
     decisions.append(Decision("data.patch_size", patch, patch_why))
-    decisions.append(Decision("data.patch_pos_fraction", POS_FRACTION, "a third of the patches centred on "
-                                                                       "foreground (nnU-Net's oversampling)"))
-    _model_decisions(decisions, monai_net=monai_net, kind=kind, dims=dims, patch=patch, depth=depth, base=base,
-                     max_ch=max_ch, batch=batch)
+    decisions.append(
+        Decision(
+            "data.patch_pos_fraction",
+            POS_FRACTION,
+            "a third of the patches centred on foreground (nnU-Net's oversampling)",
+        )
+    )
+    _model_decisions(
+        decisions,
+        monai_net=monai_net,
+        kind=kind,
+        dims=dims,
+        patch=patch,
+        depth=depth,
+        base=base,
+        max_ch=max_ch,
+        batch=batch,
+    )
     if by_data < by_memory:
-        batch_why = (f"a batch covers at most {_pct(BATCH_DATASET_FRACTION)} of the data set's voxels (nnU-Net); the "
-                     f"budget would hold {by_memory}")
+        batch_why = (
+            f"a batch covers at most {_pct(BATCH_DATASET_FRACTION)} of the data set's voxels (nnU-Net); the "
+            f"budget would hold {by_memory}"
+        )
     else:
         batch_why = f"what {budget_gb:g} GB holds at this patch (about {(per_sample - fixed) / 2**20:.0f} MB a patch)"
     if cpu_batch_capped:
-        batch_why = (f"a CPU: at most {CPU_MAX_BATCH} (step time grows with the batch; more, smaller steps a minute); "
-                     + batch_why)
+        batch_why = (
+            f"a CPU: at most {CPU_MAX_BATCH} (step time grows with the batch; more, smaller steps a minute); "
+            + batch_why
+        )
     if batch == MIN_BATCH and min(by_memory, by_data) < MIN_BATCH:
         batch_why = f"the minimum of {MIN_BATCH}: " + batch_why
     decisions.append(Decision("train.batch_size", batch, batch_why))
     return patch, batch
 
 
-def _model_decisions(decisions: list[Decision], *, monai_net: bool, kind: str, dims: int, patch: Sequence[int],
-                     depth: int, base: int, max_ch: int, batch: int) -> None:
+def _model_decisions(
+    decisions: list[Decision],
+    *,
+    monai_net: bool,
+    kind: str,
+    dims: int,
+    patch: Sequence[int],
+    depth: int,
+    base: int,
+    max_ch: int,
+    batch: int,
+) -> None:
     """``model.*``: the network, its depth (from the patch), widths, norm and activation."""
     bottleneck = [p // 2**depth for p in patch]
     if monai_net:
-        decisions.append(Decision("model.name", CPU_2D_NETWORK["name"], "2D on a CPU: MONAI's residual UNet, strided "
-                                  "from its first layer: more capacity per CPU second than medseg's U-Net (--device "
-                                  "cuda plans medseg's)"))
+        decisions.append(
+            Decision(
+                "model.name",
+                CPU_2D_NETWORK["name"],
+                "2D on a CPU: MONAI's residual UNet, strided "
+                "from its first layer: more capacity per CPU second than medseg's U-Net (--device "
+                "cuda plans medseg's)",
+            )
+        )
     else:
         decisions.append(Decision("model.name", "unet", "medseg's U-Net, 2D and 3D from the same blocks"))
     thin = min(range(dims), key=lambda i: patch[i])
-    decisions.append(Decision("model.depth", depth, f"bottleneck {_fmt_shape(bottleneck)} px: the thinnest patch "
-                                                    f"axis ({patch[thin]}) pooled to {MIN_BOTTLENECK}-"
-                                                    f"{2 * MIN_BOTTLENECK} px"))
+    decisions.append(
+        Decision(
+            "model.depth",
+            depth,
+            f"bottleneck {_fmt_shape(bottleneck)} px: the thinnest patch "
+            f"axis ({patch[thin]}) pooled to {MIN_BOTTLENECK}-"
+            f"{2 * MIN_BOTTLENECK} px",
+        )
+    )
     if monai_net:
         decisions.append(Decision("model.base_channels", base, "MONAI's CPU layout 16…256, 2 residual units a stage"))
         decisions.append(Decision("model.max_channels", max_ch, "the layout's cap"))
     else:
-        decisions.append(Decision("model.base_channels", base, f"{'CUDA' if kind == 'cuda' else 'a CPU'}: "
-                                                               f"{base} (nnU-Net's 32{', a quarter for CPU speed: more steps a minute' if kind == 'cpu' else ''})"))
+        decisions.append(
+            Decision(
+                "model.base_channels",
+                base,
+                f"{'CUDA' if kind == 'cuda' else 'a CPU'}: "
+                f"{base} (nnU-Net's 32{', a quarter for CPU speed: more steps a minute' if kind == 'cpu' else ''})",
+            )
+        )
         decisions.append(Decision("model.max_channels", max_ch, f"nnU-Net's cap for {dims}D"))
     decisions.append(Decision("model.norm", "instance", f"batches of {batch} patches: instance norm (nnU-Net)"))
-    decisions.append(Decision("model.act", CPU_2D_NETWORK["act"] if monai_net else "leakyrelu",
-                              "MONAI's default activation" if monai_net else "nnU-Net's activation"))
+    decisions.append(
+        Decision(
+            "model.act",
+            CPU_2D_NETWORK["act"] if monai_net else "leakyrelu",
+            "MONAI's default activation" if monai_net else "nnU-Net's activation",
+        )
+    )
 
 
 def _plan_training(kind: str, iterations: int | None, background: int | None, decisions: list[Decision]) -> None:
     """The loss and ``train.*`` but the batch: the step budget, epochs, validation, optimizer and schedule."""
     decisions.append(loss_plan(background))
     steps = int(iterations) if iterations is not None else DEFAULT_ITERATIONS[kind]
-    decisions.append(Decision("train.iterations", steps, "optimizer steps" + (
-        "" if iterations is not None else f" (default for {'CUDA' if kind == 'cuda' else 'a CPU'}; nnU-Net runs "
-                                          "250,000 on a GPU)")))
-    decisions.append(Decision("train.steps_per_epoch", EPOCH_STEPS, f"epochs of {EPOCH_STEPS} steps drawn with "
-                                                                    "replacement (nnU-Net's), whatever the data's size: "
-                                                                    "validation that often"))
-    decisions.append(Decision("train.validation.images", VAL_IMAGES, f"each epoch {VAL_IMAGES} validation images at "
-                              "most (a fixed seeded subset): validating costs a few % of the time; the selected "
-                              "model is validated on all of them at the end"))
+    decisions.append(
+        Decision(
+            "train.iterations",
+            steps,
+            "optimizer steps"
+            + (
+                ""
+                if iterations is not None
+                else f" (default for {'CUDA' if kind == 'cuda' else 'a CPU'}; nnU-Net runs 250,000 on a GPU)"
+            ),
+        )
+    )
+    decisions.append(
+        Decision(
+            "train.steps_per_epoch",
+            EPOCH_STEPS,
+            f"epochs of {EPOCH_STEPS} steps drawn with "
+            "replacement (nnU-Net's), whatever the data's size: "
+            "validation that often",
+        )
+    )
+    decisions.append(
+        Decision(
+            "train.validation.images",
+            VAL_IMAGES,
+            f"each epoch {VAL_IMAGES} validation images at "
+            "most (a fixed seeded subset): validating costs a few % of the time; the selected "
+            "model is validated on all of them at the end",
+        )
+    )
     n_epochs = math.ceil(steps / EPOCH_STEPS)
-    decisions.append(Decision("train.early_stopping.patience", max(n_epochs, 1),
-                              "as many epochs as the budget takes: no early stopping, the poly schedule runs out "
-                              "(the best checkpoint is still kept)"))
+    decisions.append(
+        Decision(
+            "train.early_stopping.patience",
+            max(n_epochs, 1),
+            "as many epochs as the budget takes: no early stopping, the poly schedule runs out "
+            "(the best checkpoint is still kept)",
+        )
+    )
     decisions.append(Decision("train.lr", LR, "Adam"))
     decisions.append(Decision("train.scheduler.name", "poly", "lr·(1 − t/T)^0.9 (nnU-Net)"))
 
 
-def _plan_augment_and_evaluate(fp: dict, patch: Sequence[int], batch: int, dims: int,
-                               decisions: list[Decision]) -> None:
+def _plan_augment_and_evaluate(
+    fp: dict, patch: Sequence[int], batch: int, dims: int, decisions: list[Decision]
+) -> None:
     """``augment.*`` (from the patch's shape and the spacing's anisotropy) and ``evaluate.*``."""
     if dims == 2:
         square = patch[0] == patch[1]
         decisions.append(Decision("augment.flip_prob", 0.5, "flips along both axes"))
-        decisions.append(Decision("augment.rot90_prob", 0.5 if square else 0.0,
-                                  "90° rotations" if square else "no 90° rotations: the patch is not square"))
+        decisions.append(
+            Decision(
+                "augment.rot90_prob",
+                0.5 if square else 0.0,
+                "90° rotations" if square else "no 90° rotations: the patch is not square",
+            )
+        )
     else:
         decisions.append(Decision("augment.volume.enabled", True, "rotation, shift, flips and noise (thesis §2.1)"))
         anisotropic = fp["spacing"]["anisotropy"] > 3
-        decisions.append(Decision("augment.volume.rotate_axes", "axial" if anisotropic else "all",
-                                  f"anisotropy {fp['spacing']['anisotropy']:.2g}: " +
-                                  ("rotate about z only (thick slices)" if anisotropic else "rotate about every axis")))
+        decisions.append(
+            Decision(
+                "augment.volume.rotate_axes",
+                "axial" if anisotropic else "all",
+                f"anisotropy {fp['spacing']['anisotropy']:.2g}: "
+                + ("rotate about z only (thick slices)" if anisotropic else "rotate about every axis"),
+            )
+        )
     decisions.append(Decision("evaluate.sliding_window.roi_size", patch, "the training patch"))
     decisions.append(Decision("evaluate.sliding_window.overlap", 0.5, "half-overlapping windows"))
     decisions.append(Decision("evaluate.sliding_window.mode", "gaussian", "Gaussian blending (nnU-Net)"))
     decisions.append(Decision("evaluate.sliding_window.sw_batch_size", batch, "the training batch"))
-    decisions.append(Decision("evaluate.tta", True, "mirror test-time augmentation at evaluation and prediction "
-                                                    "(nnU-Net): flipped copies averaged; --no-tta to skip"))
+    decisions.append(
+        Decision(
+            "evaluate.tta",
+            True,
+            "mirror test-time augmentation at evaluation and prediction "
+            "(nnU-Net): flipped copies averaged; --no-tta to skip",
+        )
+    )
     if dims == 3 or not fp.get("same_shape", True):
-        decisions.append(Decision("evaluate.batch_size", 1, "whole images of different sizes: one at a time"
-                                  if dims == 2 else "whole volumes: one at a time"))
+        decisions.append(
+            Decision(
+                "evaluate.batch_size",
+                1,
+                "whole images of different sizes: one at a time" if dims == 2 else "whole volumes: one at a time",
+            )
+        )
 
 
-def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu",
-         class_names: Sequence[str] | None = None, iterations: int | None = None,
-         sets: Sequence[tuple[str, Any]] = ()) -> tuple[dict, list[Decision]]:
+def plan(
+    fp: dict,
+    *,
+    memory_budget_gb: float | None = None,
+    device: str = "cpu",
+    class_names: Sequence[str] | None = None,
+    iterations: int | None = None,
+    sets: Sequence[tuple[str, Any]] = (),
+) -> tuple[dict, list[Decision]]:
     """A complete, validated config for the data ``fp`` describes, and the decisions that made it.
 
     ``memory_budget_gb``: what one training step may take on the device (default 8 on CUDA, 2 on a CPU);
@@ -468,10 +655,12 @@ def plan(fp: dict, *, memory_budget_gb: float | None = None, device: str = "cpu"
     dims = int(fp["spatial_dims"])
     n_cases = int(fp["n_cases"])
     decisions: list[Decision] = [_plan_name(str(fp["path"]))]
-    names, background, median, spacing = _plan_task_and_data(fp, class_names, sets, decisions, dims=dims,
-                                                             n_cases=n_cases)
-    patch, batch = _plan_network(median, spacing, decisions, kind=kind, dims=dims, n_cases=n_cases,
-                                 budget_gb=budget_gb, out_channels=len(names))
+    names, background, median, spacing = _plan_task_and_data(
+        fp, class_names, sets, decisions, dims=dims, n_cases=n_cases
+    )
+    patch, batch = _plan_network(
+        median, spacing, decisions, kind=kind, dims=dims, n_cases=n_cases, budget_gb=budget_gb, out_channels=len(names)
+    )
     _plan_training(kind, iterations, background, decisions)
     _plan_augment_and_evaluate(fp, patch, batch, dims, decisions)
     cfg = load_config(overrides=_nest(decisions))
@@ -575,28 +764,50 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_plan(cfg: dict, decisions: Sequence[Decision], path: str | Path, *, fingerprint: dict | None = None,
-               json_path: str | Path | None = None, settings: dict | None = None) -> tuple[Path, Path | None]:
+def write_plan(
+    cfg: dict,
+    decisions: Sequence[Decision],
+    path: str | Path,
+    *,
+    fingerprint: dict | None = None,
+    json_path: str | Path | None = None,
+    settings: dict | None = None,
+) -> tuple[Path, Path | None]:
     """Write the plan as a commented YAML config at ``path`` (loads with :func:`medseg.config.load_config`)
     and, with a ``fingerprint``, the fingerprint, decisions, settings and whole config as JSON at
     ``json_path`` (default ``<path stem>.plan.json`` beside it). Returns both paths."""
     path = Path(path)
     settings = dict(settings or {})
-    header = [f"planned by `medseg plan` from {cfg['data']['path']}" + (
-        f" ({fingerprint['n_cases']} cases, {fingerprint['spatial_dims']}D)" if fingerprint else ""),
+    header = [
+        f"planned by `medseg plan` from {cfg['data']['path']}"
+        + (f" ({fingerprint['n_cases']} cases, {fingerprint['spatial_dims']}D)" if fingerprint else ""),
         *([", ".join(f"{k} {v}" for k, v in settings.items())] if settings else []),
         "each key carries the reason it was chosen; keys not listed keep medseg's defaults",
-        f"train with: medseg train {path.name}"]
+        f"train with: medseg train {path.name}",
+    ]
     _atomic_write(path, plan_yaml(cfg, decisions, header))
     out_json = None
     if fingerprint is not None:
         out_json = Path(json_path) if json_path is not None else path.with_name(path.stem + ".plan.json")
-        record = {"settings": settings, "fingerprint": fingerprint,
-                  "decisions": [{"key": d.key, "value": d.value, "reason": d.reason} for d in decisions],
-                  "config": cfg}
+        record = {
+            "settings": settings,
+            "fingerprint": fingerprint,
+            "decisions": [{"key": d.key, "value": d.value, "reason": d.reason} for d in decisions],
+            "config": cfg,
+        }
         _atomic_write(out_json, json.dumps(_json_safe(record), indent=2, allow_nan=False) + "\n")
     return path, out_json
 
 
-__all__ = ["Decision", "apply_sets", "choose_patch", "depth_for", "estimate_memory", "format_value", "plan", "plan_yaml",
-           "unet_parameters", "write_plan"]
+__all__ = [
+    "Decision",
+    "apply_sets",
+    "choose_patch",
+    "depth_for",
+    "estimate_memory",
+    "format_value",
+    "plan",
+    "plan_yaml",
+    "unet_parameters",
+    "write_plan",
+]

@@ -29,6 +29,7 @@ class Decision(NamedTuple):
 def _pct(x: float) -> str:
     return f"{100 * x:.3g} %"
 
+
 # ``--set`` keys the planner decides from rather than overwrites: the metric, the background and the loss follow them.
 PLAN_INPUTS = ("task.class_names", "task.background", "task.primary_metric")
 
@@ -57,24 +58,22 @@ def loss_plan(background: int | None) -> Decision:
     elif background is None:
         why = "task.background = null (your --set): cross-entropy + batch soft Dice over every class"
     else:
-        why = (f"task.background = {background} (your --set): cross-entropy + batch soft Dice over every class (the "
-               "Dice can leave out class 0 only)")
-    return Decision("loss", [{"name": "ce"}, {"name": "dice", "batch": True, "include_background": not without_bg}],
-                    why)
+        why = (
+            f"task.background = {background} (your --set): cross-entropy + batch soft Dice over every class (the "
+            "Dice can leave out class 0 only)"
+        )
+    return Decision(
+        "loss", [{"name": "ce"}, {"name": "dice", "batch": True, "include_background": not without_bg}], why
+    )
 
 
-def class_plan(fp: dict, class_names: Sequence[str] | None, decisions: list[Decision],
-               user: dict[str, Any]) -> tuple[list[str], int | None, Decision | None]:
-    """Class names, background and primary metric (appended to ``decisions``), decided after the user's
-    ``task.*`` settings (``user``: dotted key → value); returns the class names, the background class and the
-    ``data.mask_values`` decision (None when the masks hold class indices)."""
-    values = [int(v) for v in fp["label_values"]]
-    freq = {int(k): float(v) for k, v in (fp.get("label_frequency") or {}).items()}
+def _stored_classes(
+    fp: dict, values: list[int], freq: dict[int, float]
+) -> tuple[list[int], list[str] | None, str, list[int] | None]:
+    """The stored value of each class, the class names the layout fixes (or None), why, and the
+    ``data.mask_values`` (None when the masks hold class indices)."""
     kind, dims = fp["kind"], int(fp["spatial_dims"])
     where = fp.get("path")
-    if len(values) < 2 and kind != "pommier":
-        raise DataValidationError(where, f"the labels hold only the value(s) {values}: nothing to segment (masks "
-                                         "must mark at least one structure besides the background)")
     stored = list(values)  # stored grey value of class k (2D folders)
     mask_values = None
     if kind == "pommier":
@@ -85,16 +84,24 @@ def class_plan(fp: dict, class_names: Sequence[str] | None, decisions: list[Deci
         stored = list(range(len(names)))
         reason = "the Pommier layout's classes (0 background, 1 α, 2 β, 3 overlap)"
         if stray:
-            reason += (f"; stray label values {stray} ({', '.join(_pct(freq.get(v, 0)) for v in stray)} of the pixels)"
-                       " get their nearest valid pixel's label (data.stray_labels: nearest)")
+            reason += (
+                f"; stray label values {stray} ({', '.join(_pct(freq.get(v, 0)) for v in stray)} of the pixels)"
+                " get their nearest valid pixel's label (data.stray_labels: nearest)"
+            )
     elif dims == 3:
         top = max(values)
         if min(values) < 0 or top > 255:
-            raise DataValidationError(where, f"label values {values[:10]} are not class indices 0..255; 3D labels "
-                                             "must hold class indices 0..C-1 (convert them first)")
+            raise DataValidationError(
+                where,
+                f"label values {values[:10]} are not class indices 0..255; 3D labels "
+                "must hold class indices 0..C-1 (convert them first)",
+            )
         if top > 2 * len(values) + 8:
-            raise DataValidationError(where, f"label values {values[:10]} are not class indices 0..C-1 (3D labels are "
-                                             "read as class indices; stored 0/255 or other codes must be converted)")
+            raise DataValidationError(
+                where,
+                f"label values {values[:10]} are not class indices 0..C-1 (3D labels are "
+                "read as class indices; stored 0/255 or other codes must be converted)",
+            )
         stored = list(range(top + 1))
         names = None
         reason = f"label values {values} found in {fp['n_sampled']} label volumes"
@@ -108,10 +115,33 @@ def class_plan(fp: dict, class_names: Sequence[str] | None, decisions: list[Deci
             mask_values = values
             reason = f"mask grey values {values} found in the {fp['n_cases']} masks, one class each in that order"
         names = None
+    return stored, names, reason, mask_values
+
+
+def class_plan(
+    fp: dict, class_names: Sequence[str] | None, decisions: list[Decision], user: dict[str, Any]
+) -> tuple[list[str], int | None, Decision | None]:
+    """Class names, background and primary metric (appended to ``decisions``), decided after the user's
+    ``task.*`` settings (``user``: dotted key → value); returns the class names, the background class and the
+    ``data.mask_values`` decision (None when the masks hold class indices)."""
+    values = [int(v) for v in fp["label_values"]]
+    freq = {int(k): float(v) for k, v in (fp.get("label_frequency") or {}).items()}
+    kind = fp["kind"]
+    where = fp.get("path")
+    if len(values) < 2 and kind != "pommier":
+        raise DataValidationError(
+            where,
+            f"the labels hold only the value(s) {values}: nothing to segment (masks "
+            "must mark at least one structure besides the background)",
+        )
+    stored, names, reason, mask_values = _stored_classes(fp, values, freq)
     n_classes = len(stored)
     if n_classes > MAX_CLASSES:  # training's mask reader refuses such a task: never plan it
-        raise DataValidationError(where, f"the labels hold {n_classes} distinct values, more than the {MAX_CLASSES} "
-                                         "classes a task can have (one class per stored value; labels are uint8)")
+        raise DataValidationError(
+            where,
+            f"the labels hold {n_classes} distinct values, more than the {MAX_CLASSES} "
+            "classes a task can have (one class per stored value; labels are uint8)",
+        )
     label_names = {int(k): v for k, v in (fp.get("label_names") or {}).items()}
     given = "--classes"
     if "task.class_names" in user:
@@ -123,8 +153,10 @@ def class_plan(fp: dict, class_names: Sequence[str] | None, decisions: list[Deci
     if class_names:
         class_names = [str(c).strip() for c in class_names]
         if len(class_names) != n_classes:
-            raise ConfigError(f"{given} names {len(class_names)} classes ({', '.join(class_names)}) but the labels "
-                              f"hold {n_classes} (values {stored}); give one name per class, background first")
+            raise ConfigError(
+                f"{given} names {len(class_names)} classes ({', '.join(class_names)}) but the labels "
+                f"hold {n_classes} (values {stored}); give one name per class, background first"
+            )
         names, reason = class_names, reason + f"; names from {given}"
     elif names is None and label_names and all(v in label_names for v in stored):
         names, reason = [label_names[v] for v in stored], reason + "; names from dataset.json"
@@ -138,8 +170,11 @@ def class_plan(fp: dict, class_names: Sequence[str] | None, decisions: list[Deci
     decisions.append(Decision("task.background", background, background_why))
     mask_decision = None
     if mask_values is not None:
-        mask_decision = Decision("data.mask_values", mask_values,
-                                 "masks store " + ", ".join(f"{n} as {v}" for n, v in zip(names, mask_values)))
+        mask_decision = Decision(
+            "data.mask_values",
+            mask_values,
+            "masks store " + ", ".join(f"{n} as {v}" for n, v in zip(names, mask_values, strict=True)),
+        )
     decisions.append(_primary_metric_plan(names, [freq.get(v, 0.0) for v in stored], background, user))
     derived, derived_why = {}, "no unions of classes to report"
     if kind == "pommier":
@@ -160,13 +195,16 @@ def _background_plan(names: Sequence[str], user: dict[str, Any]) -> tuple[int | 
     if bg is None:
         return None, "your --set: no background class, every class is scored"
     if isinstance(bg, bool) or not isinstance(bg, int) or not 0 <= bg < len(names):
-        raise ConfigError(f"--set task.background={bg!r}: give the index of the background class ("
-                          f"{', '.join(f'{k} {n}' for k, n in enumerate(names))}), or null when no class is background")
+        raise ConfigError(
+            f"--set task.background={bg!r}: give the index of the background class ("
+            f"{', '.join(f'{k} {n}' for k, n in enumerate(names))}), or null when no class is background"
+        )
     return bg, f"your --set: class {bg} ({names[bg]}) is the background: not scored"
 
 
-def _primary_metric_plan(names: Sequence[str], freq: Sequence[float], background: int | None,
-                         user: dict[str, Any]) -> Decision:
+def _primary_metric_plan(
+    names: Sequence[str], freq: Sequence[float], background: int | None, user: dict[str, Any]
+) -> Decision:
     """``task.primary_metric``: the rarest *scored* class (every class but ``background``; all with none), whose
     IoU a report should lead with; the user's ``--set task.primary_metric`` wins and is named as theirs."""
     scored = [(f, k) for k, f in enumerate(freq) if k != background and f > 0]

@@ -36,11 +36,15 @@ from medseg.server.worker_process import WorkerProcess
 __all__ = ["STATIC", "create_app", "lock_home"]
 
 log = logging.getLogger("medseg.server")
-CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
-DESCRIPTION = ("Upload a CT volume or an image, get an automatic segmentation, view it slice by slice and download "
-               "it (label in the input's format, DICOM-SEG, summary). Sign in with POST /api/login; send the token "
-               "as 'Authorization: Bearer <token>'.")
+CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+)
+DESCRIPTION = (
+    "Upload a CT volume or an image, get an automatic segmentation, view it slice by slice and download "
+    "it (label in the input's format, DICOM-SEG, summary). Sign in with POST /api/login; send the token "
+    "as 'Authorization: Bearer <token>'."
+)
 
 
 def lock_home(settings: ServerSettings):
@@ -76,8 +80,11 @@ async def headers_and_origin(request: Request, call_next):
     """Security headers on every response; a state-changing request from another site is refused (defence
     in depth beside the SameSite cookie)."""
     origin = request.headers.get("origin")
-    if request.method not in ("GET", "HEAD", "OPTIONS") and origin and \
-            urlsplit(origin).netloc != request.headers.get("host"):
+    if (
+        request.method not in ("GET", "HEAD", "OPTIONS")
+        and origin
+        and urlsplit(origin).netloc != request.headers.get("host")
+    ):
         return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
     response = await call_next(request)
     if not request.url.path.startswith(("/docs", "/redoc")):
@@ -103,9 +110,14 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     settings.make_dirs()
     logs.configure(settings)
     db = Database(settings.db_path)
-    registry = ModelRegistry(settings.models, settings.device, trust_code=settings.trust_code,
-                             pair_model=settings.pair_model, karyotype_model=settings.karyotype_model,
-                             karyotype_vote=settings.karyotype_vote)
+    registry = ModelRegistry(
+        settings.models,
+        settings.device,
+        trust_code=settings.trust_code,
+        pair_model=settings.pair_model,
+        karyotype_model=settings.karyotype_model,
+        karyotype_vote=settings.karyotype_vote,
+    )
     worker = Worker(db, settings, registry)
     # jobs run in a process of their own (a crash there ends only that job); the thread stays for --job-thread
     runner = WorkerProcess(settings, db) if settings.job_process else worker
@@ -115,8 +127,13 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
         log.warning("start-up: removed %s; interrupted jobs %s", removed, recovered)
 
     app = FastAPI(title="medseg", version=medseg.__version__, lifespan=lifespan, description=DESCRIPTION)
-    throttle = auth.SignInThrottle(settings.login_failures_per_user, settings.login_failures_per_address,
-                                   settings.login_window_s, settings.login_backoff_s, settings.login_backoff_max_s)
+    throttle = auth.SignInThrottle(
+        settings.login_failures_per_user,
+        settings.login_failures_per_address,
+        settings.login_window_s,
+        settings.login_backoff_s,
+        settings.login_backoff_max_s,
+    )
     app.state.settings, app.state.db, app.state.registry, app.state.worker = settings, db, registry, worker
     app.state.runner = runner
     app.state.throttle = throttle

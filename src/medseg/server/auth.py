@@ -88,8 +88,9 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, n, r, p, salt_hex, hash_hex = stored.split("$")
         if scheme != "scrypt":
             return False
-        digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), n=int(n), r=int(r), p=int(p),
-                                dklen=len(hash_hex) // 2)
+        digest = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt_hex), n=int(n), r=int(r), p=int(p), dklen=len(hash_hex) // 2
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(digest.hex(), hash_hex)
@@ -103,8 +104,9 @@ def _check_password(password: str) -> None:
 
 def create_user(db: Database, username: str, password: str, *, is_admin: bool = False) -> User:
     if not _USERNAME.match(username or ""):
-        raise AuthError(f"user name {username!r} is not allowed: 1-64 letters, digits and _ . @ -, "
-                        "starting with a letter or digit")
+        raise AuthError(
+            f"user name {username!r} is not allowed: 1-64 letters, digits and _ . @ -, starting with a letter or digit"
+        )
     _check_password(password)
     try:
         return User.from_row(db.add_user(username, hash_password(password), is_admin))
@@ -130,16 +132,19 @@ def authenticate(db: Database, username: str, password: str) -> User | None:
     return User.from_row(row) if verify_password(password or "", row["password_hash"]) else None
 
 
-def authenticate_throttled(db: Database, throttle: SignInThrottle, username: str, password: str,
-                           address: str | None) -> User | None:
+def authenticate_throttled(
+    db: Database, throttle: SignInThrottle, username: str, password: str, address: str | None
+) -> User | None:
     """:func:`authenticate` behind ``throttle``: HTTP 429 with ``Retry-After`` while the account or the
     address is locked (asked first: no scrypt call, no answer about the password); a failure is counted,
     a success clears the account's failures."""
     wait = throttle.retry_after(username, address)
     if wait:
-        raise HTTPException(status_code=429, headers={"Retry-After": str(wait)},
-                            detail=f"too many failed sign-ins for this account or from this address: "
-                                   f"try again in {wait} s")
+        raise HTTPException(
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+            detail=f"too many failed sign-ins for this account or from this address: try again in {wait} s",
+        )
     user = authenticate(db, username, password)
     if user is None:
         throttle.failed(username, address)
@@ -164,8 +169,9 @@ def remove_user(db: Database, username: str) -> tuple[User, list[str]]:
     row = user_named(db, username)
     study_ids = db.delete_user(row["id"])
     if study_ids is None:
-        raise AuthConflict(f"{row['username']!r} is the last administrator; make another one first "
-                           "(medseg users add NAME --admin)")
+        raise AuthConflict(
+            f"{row['username']!r} is the last administrator; make another one first (medseg users add NAME --admin)"
+        )
     return User.from_row(row), study_ids
 
 
@@ -185,8 +191,16 @@ class SignInThrottle:
     per-address limit there (0 switches it off) rather than trusting a forwarded header.
     """
 
-    def __init__(self, per_user: int, per_address: int, window: float, backoff: float, backoff_max: float,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000):
+    def __init__(
+        self,
+        per_user: int,
+        per_address: int,
+        window: float,
+        backoff: float,
+        backoff_max: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ):
         self.limits = {"user": per_user, "address": per_address}
         self.window, self.backoff, self.backoff_max = window, backoff, backoff_max
         self.clock, self.max_keys = clock, max_keys
@@ -237,7 +251,7 @@ class SignInThrottle:
             del self._locked_until[key]
         for key in [k for k, t in self._failures.items() if not t or t[-1] <= now - self.window]:
             del self._failures[key]
-        for key in list(self._failures)[:max(0, len(self._failures) - self.max_keys // 2)]:
+        for key in list(self._failures)[: max(0, len(self._failures) - self.max_keys // 2)]:
             del self._failures[key]
             self._locked_until.pop(key, None)
 
@@ -278,8 +292,11 @@ def current_user(request: Request) -> User:
     """FastAPI dependency: the signed-in user, or 401."""
     user = user_for_token(request.app.state.db, request_token(request))
     if user is None:
-        raise HTTPException(status_code=401, detail="not signed in (or the session expired): sign in again",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            status_code=401,
+            detail="not signed in (or the session expired): sign in again",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return user
 
 

@@ -29,7 +29,8 @@ def not_modified(request: Request, etag: str) -> Response | None:
 def immutable_file(request: Request, path: Path, media_type: str, **kwargs) -> Response:
     etag = etag_of(path)
     return not_modified(request, etag) or FileResponse(
-        path, media_type=media_type, headers={"Cache-Control": IMMUTABLE, "ETag": etag}, **kwargs)
+        path, media_type=media_type, headers={"Cache-Control": IMMUTABLE, "ETag": etag}, **kwargs
+    )
 
 
 class LargeFileResponse(FileResponse):
@@ -42,5 +43,7 @@ def gzip_file(request: Request, path: Path) -> Response:
     """A gzip file sent as it is stored, for the client to unpack (Content-Encoding)."""
     etag = etag_of(path)
     return not_modified(request, etag) or LargeFileResponse(
-        path, media_type="application/octet-stream",
-        headers={"Cache-Control": IMMUTABLE, "ETag": etag, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        path,
+        media_type="application/octet-stream",
+        headers={"Cache-Control": IMMUTABLE, "ETag": etag, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+    )

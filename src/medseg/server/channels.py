@@ -25,14 +25,18 @@ import numpy as np
 
 MAX_CHANNELS = 8  # bits of one uint8 label value
 
-ENCODING_TEXT = ("label value = sum of 2**c over the structures c present at the pixel (0: none); structure c's mask "
-                 "is (value >> c) & 1, so a pixel in two structures keeps both")
+ENCODING_TEXT = (
+    "label value = sum of 2**c over the structures c present at the pixel (0: none); structure c's mask "
+    "is (value >> c) & 1, so a pixel in two structures keeps both"
+)
 
 
 def check_channels(n: int, model: str = "the model") -> None:
     if n > MAX_CHANNELS:
-        raise RuntimeError(f"{model} has {n} structures; the server stores at most {MAX_CHANNELS} overlapping "
-                           "structures per result (one bit each in a uint8 label map)")
+        raise RuntimeError(
+            f"{model} has {n} structures; the server stores at most {MAX_CHANNELS} overlapping "
+            "structures per result (one bit each in a uint8 label map)"
+        )
 
 
 def pack(masks: np.ndarray) -> np.ndarray:
@@ -74,8 +78,11 @@ def file_value(value: int, multilabel: bool) -> int:
 
 def encoding(names: list[str]) -> dict:
     """``summary.label_encoding`` of a multi-label result whose channels are ``names``."""
-    return {"kind": "bits", "text": ENCODING_TEXT,
-            "structures": [{"channel": c, "name": n, "value": 1 << c} for c, n in enumerate(names)]}
+    return {
+        "kind": "bits",
+        "text": ENCODING_TEXT,
+        "structures": [{"channel": c, "name": n, "value": 1 << c} for c, n in enumerate(names)],
+    }
 
 
 def overlap_count(labels: np.ndarray) -> int:
@@ -84,5 +91,16 @@ def overlap_count(labels: np.ndarray) -> int:
     return int(np.count_nonzero(labels & (labels - 1)))  # more than one bit set
 
 
-__all__ = ["ENCODING_TEXT", "MAX_CHANNELS", "channel_mask", "check_channels", "encoding", "file_value", "overlap_count",
-           "pack", "pack_probabilities", "structure_mask", "unpack"]
+__all__ = [
+    "ENCODING_TEXT",
+    "MAX_CHANNELS",
+    "channel_mask",
+    "check_channels",
+    "encoding",
+    "file_value",
+    "overlap_count",
+    "pack",
+    "pack_probabilities",
+    "structure_mask",
+    "unpack",
+]

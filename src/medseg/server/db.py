@@ -126,16 +126,20 @@ class Database:
 
     def add_user(self, username: str, password_hash: str, is_admin: bool) -> dict:
         with self.connect() as con:
-            cur = con.execute("INSERT INTO users (username, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
-                              (username, password_hash, int(is_admin), now_iso()))
+            cur = con.execute(
+                "INSERT INTO users (username, password_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
+                (username, password_hash, int(is_admin), now_iso()),
+            )
             return _row(con.execute("SELECT * FROM users WHERE id = ?", (cur.lastrowid,)).fetchone())
 
     def user_by_name(self, username: str) -> dict | None:
         return self.one("SELECT * FROM users WHERE username = ?", (username,))
 
     def users(self) -> list[dict]:
-        return self.all("SELECT u.*, (SELECT COUNT(*) FROM studies s WHERE s.user_id = u.id) AS n_studies "
-                        "FROM users u ORDER BY u.username")
+        return self.all(
+            "SELECT u.*, (SELECT COUNT(*) FROM studies s WHERE s.user_id = u.id) AS n_studies "
+            "FROM users u ORDER BY u.username"
+        )
 
     def set_password_hash(self, user_id: int, password_hash: str, keep_session: str | None = None) -> None:
         """New hash and, in the same transaction, the end of every session of the user but ``keep_session``
@@ -152,7 +156,9 @@ class Database:
             ids = [r["id"] for r in con.execute("SELECT id FROM studies WHERE user_id = ?", (user_id,))]
             removed = con.execute(
                 "DELETE FROM users WHERE id = ? AND (is_admin = 0 OR "
-                "(SELECT COUNT(*) FROM users WHERE is_admin = 1) > 1)", (user_id,)).rowcount
+                "(SELECT COUNT(*) FROM users WHERE is_admin = 1) > 1)",
+                (user_id,),
+            ).rowcount
             return ids if removed else None
 
     # ------------------------------------------------------------------------------------- sessions
@@ -160,12 +166,16 @@ class Database:
     def add_session(self, token_hash: str, user_id: int, created: float, expires: float) -> None:
         with self.connect() as con:
             con.execute("DELETE FROM sessions WHERE expires_at < ?", (created,))
-            con.execute("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                        (token_hash, user_id, created, expires))
+            con.execute(
+                "INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
+                (token_hash, user_id, created, expires),
+            )
 
     def session_user(self, token_hash: str, now: float) -> dict | None:
-        return self.one("SELECT u.* FROM sessions s JOIN users u ON u.id = s.user_id "
-                        "WHERE s.token_hash = ? AND s.expires_at > ?", (token_hash, now))
+        return self.one(
+            "SELECT u.* FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ? AND s.expires_at > ?",
+            (token_hash, now),
+        )
 
     def delete_session(self, token_hash: str) -> None:
         self.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
@@ -209,7 +219,8 @@ class Database:
             "SELECT r.*, s.kind AS study_kind, s.input_format AS study_input_format, s.name AS study_name, "
             "s.reference_file AS study_reference_file, s.user_id AS study_user_id "
             "FROM results r JOIN studies s ON s.id = r.study_id WHERE r.id = ? AND s.user_id = ?",
-            (result_id, user_id))
+            (result_id, user_id),
+        )
 
     def result_any_owner(self, result_id: str) -> dict | None:
         return self.one("SELECT * FROM results WHERE id = ?", (result_id,))
@@ -220,21 +231,31 @@ class Database:
             row = con.execute(
                 "UPDATE results SET status = 'running', attempts = attempts + 1, started_at = ?, progress = 0, "
                 "error = NULL WHERE id = (SELECT id FROM results WHERE status = 'queued' "
-                "ORDER BY created_at, id LIMIT 1) RETURNING *", (now_iso(),)).fetchone()
+                "ORDER BY created_at, id LIMIT 1) RETURNING *",
+                (now_iso(),),
+            ).fetchone()
             return _row(row)
 
     def set_progress(self, result_id: str, progress: float) -> None:
-        self.execute("UPDATE results SET progress = ? WHERE id = ? AND status = 'running'",
-                     (float(progress), result_id))
+        self.execute(
+            "UPDATE results SET progress = ? WHERE id = ? AND status = 'running'", (float(progress), result_id)
+        )
 
     def finish(self, result_id: str, n_slices: int, summary: dict) -> bool:
-        return self.execute(
-            "UPDATE results SET status = 'done', progress = 1, finished_at = ?, n_slices = ?, summary = ?, "
-            "error = NULL WHERE id = ?", (now_iso(), n_slices, json.dumps(summary), result_id)) > 0
+        return (
+            self.execute(
+                "UPDATE results SET status = 'done', progress = 1, finished_at = ?, n_slices = ?, summary = ?, "
+                "error = NULL WHERE id = ?",
+                (now_iso(), n_slices, json.dumps(summary), result_id),
+            )
+            > 0
+        )
 
     def fail(self, result_id: str, message: str) -> None:
-        self.execute("UPDATE results SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
-                     (now_iso(), message, result_id))
+        self.execute(
+            "UPDATE results SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
+            (now_iso(), message, result_id),
+        )
 
     def requeue(self, result_id: str, note: str | None = None) -> None:
         self.execute("UPDATE results SET status = 'queued', progress = 0, error = ? WHERE id = ?", (note, result_id))

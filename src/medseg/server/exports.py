@@ -42,9 +42,9 @@ from PIL import Image
 
 import medseg
 from medseg.config_schema import scored_class_names
-from medseg.data.volume import Volume
 from medseg.data.dicom_headers import may_be_dicom
 from medseg.data.safe_zip import extract_zip, is_zip
+from medseg.data.volume import Volume
 from medseg.data.volume_io import write_label_like
 from medseg.errors import DataValidationError
 from medseg.metrics.segmentation import binary_stats, scores_from_counts
@@ -67,15 +67,22 @@ DOWNLOADS = {  # format -> file name in the result folder
 #: (0, 1, 2, ...), black in an image viewer.
 SAVED_AS = {"png": "label_class_indices.png"}
 MEDIA_TYPES = {
-    "nifti": "application/gzip", "hdf5": "application/x-hdf5", "png": "image/png", "dicom-seg": "application/dicom",
-    "png-slices": "application/zip", "slicer-seg": "application/octet-stream",
-    "summary.json": "application/json", "summary.csv": "text/csv", "instances": "application/zip",
+    "nifti": "application/gzip",
+    "hdf5": "application/x-hdf5",
+    "png": "image/png",
+    "dicom-seg": "application/dicom",
+    "png-slices": "application/zip",
+    "slicer-seg": "application/octet-stream",
+    "summary.json": "application/json",
+    "summary.csv": "text/csv",
+    "instances": "application/zip",
     "karyogram": "image/png",
 }
 
 
-def formats_for(kind: str, input_format: str, channels: int = 0, instances: bool = False,
-                karyogram: bool = False) -> list[str]:
+def formats_for(
+    kind: str, input_format: str, channels: int = 0, instances: bool = False, karyogram: bool = False
+) -> list[str]:
     """The download formats a result of this study offers, the label in the input's own format first.
     ``channels``: the structures of a multi-label result (0 for multiclass); with two or more, a volume's
     result also offers the 3D Slicer segmentation (``slicer-seg``), which keeps overlaps as layers.
@@ -93,12 +100,24 @@ def formats_for(kind: str, input_format: str, channels: int = 0, instances: bool
         label = ["nifti"]
     if kind != "2d" and channels > 1:
         label.append("slicer-seg")
-    return [*label, "summary.json", "summary.csv", *(["instances"] if instances else []),
-            *(["karyogram"] if instances and karyogram else [])]
+    return [
+        *label,
+        "summary.json",
+        "summary.csv",
+        *(["instances"] if instances else []),
+        *(["karyogram"] if instances and karyogram else []),
+    ]
 
 
-def write_labels(labels: np.ndarray, folder: Path, *, kind: str, input_format: str, volume: Volume | None,
-                 structures: list[str] | None = None) -> None:
+def write_labels(
+    labels: np.ndarray,
+    folder: Path,
+    *,
+    kind: str,
+    input_format: str,
+    volume: Volume | None,
+    structures: list[str] | None = None,
+) -> None:
     """The label files of :func:`formats_for` (DICOM-SEG apart), each written atomically. ``structures``: the
     channel names of a multi-label (bit-packed) result, None for multiclass."""
     if kind == "2d":
@@ -135,8 +154,10 @@ def write_png_slices(labels: np.ndarray, slice_names: list[str], path: Path) -> 
     return path
 
 
-_TISSUE = ("TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list~SCT^85756007^Tissue"
-           "~SCT^85756007^Tissue~^^~Anatomic codes - DICOM master list~^^~^^|")
+_TISSUE = (
+    "TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list~SCT^85756007^Tissue"
+    "~SCT^85756007^Tissue~^^~Anatomic codes - DICOM master list~^^~^^|"
+)
 
 
 def _nrrd_text(value: str) -> str:
@@ -152,26 +173,43 @@ def write_seg_nrrd(labels: np.ndarray, volume: Volume, structures: list[str], pa
     n = len(structures)
     layers = np.stack([(labels >> c) & 1 for c in range(n)], axis=-1).astype(np.uint8)  # (z, y, x, list)
     a = volume.affine_lps()
-    vec = lambda v: "(" + ",".join(f"{float(x):.17g}" for x in v) + ")"
+
+    def vec(v) -> str:
+        return "(" + ",".join(f"{float(x):.17g}" for x in v) + ")"
+
     d, h, w = labels.shape
-    lines = ["NRRD0004", "# medseg multi-label result: one layer per structure (3D Slicer .seg.nrrd)",
-             "type: unsigned char", "dimension: 4", "space: left-posterior-superior", f"sizes: {n} {w} {h} {d}",
-             "space directions: none " + " ".join(vec(a[:3, i]) for i in range(3)),
-             "kinds: list domain domain domain", "encoding: gzip", f"space origin: {vec(a[:3, 3])}",
-             "Segmentation_ContainedRepresentationNames:=Binary labelmap|",
-             "Segmentation_MasterRepresentation:=Binary labelmap",
-             "Segmentation_SourceRepresentation:=Binary labelmap",
-             "Segmentation_ReferenceImageExtentOffset:=0 0 0"]
+    lines = [
+        "NRRD0004",
+        "# medseg multi-label result: one layer per structure (3D Slicer .seg.nrrd)",
+        "type: unsigned char",
+        "dimension: 4",
+        "space: left-posterior-superior",
+        f"sizes: {n} {w} {h} {d}",
+        "space directions: none " + " ".join(vec(a[:3, i]) for i in range(3)),
+        "kinds: list domain domain domain",
+        "encoding: gzip",
+        f"space origin: {vec(a[:3, 3])}",
+        "Segmentation_ContainedRepresentationNames:=Binary labelmap|",
+        "Segmentation_MasterRepresentation:=Binary labelmap",
+        "Segmentation_SourceRepresentation:=Binary labelmap",
+        "Segmentation_ReferenceImageExtentOffset:=0 0 0",
+    ]
     colours = channel_colours(n)
     for c, name in enumerate(structures):
         name = _nrrd_text(name)
         zs, ys, xs = np.nonzero(layers[..., c])
-        extent = (f"{xs.min()} {xs.max()} {ys.min()} {ys.max()} {zs.min()} {zs.max()}" if len(zs)
-                  else "0 -1 0 -1 0 -1")
-        lines += [f"Segment{c}_Color:=" + " ".join(f"{v / 255:.6g}" for v in colours[c]),
-                  f"Segment{c}_ColorAutoGenerated:=0", f"Segment{c}_Extent:={extent}", f"Segment{c}_ID:={name}",
-                  f"Segment{c}_LabelValue:=1", f"Segment{c}_Layer:={c}", f"Segment{c}_Name:={name}",
-                  f"Segment{c}_NameAutoGenerated:=0", f"Segment{c}_Tags:={_TISSUE}"]
+        extent = f"{xs.min()} {xs.max()} {ys.min()} {ys.max()} {zs.min()} {zs.max()}" if len(zs) else "0 -1 0 -1 0 -1"
+        lines += [
+            f"Segment{c}_Color:=" + " ".join(f"{v / 255:.6g}" for v in colours[c]),
+            f"Segment{c}_ColorAutoGenerated:=0",
+            f"Segment{c}_Extent:={extent}",
+            f"Segment{c}_ID:={name}",
+            f"Segment{c}_LabelValue:=1",
+            f"Segment{c}_Layer:={c}",
+            f"Segment{c}_Name:={name}",
+            f"Segment{c}_NameAutoGenerated:=0",
+            f"Segment{c}_Tags:={_TISSUE}",
+        ]
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(("\n".join(lines) + "\n\n").encode("utf-8"))
@@ -193,9 +231,18 @@ def dicom_sources(input_dir: Path, files: list[str], work: Path, max_zip_bytes: 
     return paths
 
 
-def write_dicom_seg(labels: np.ndarray, volume: Volume, source_files: list[Path], label_names: list[str],
-                    model_name: str, model_version: str, path: Path, *, values: list[int] | None = None,
-                    multilabel: bool = False) -> Path:
+def write_dicom_seg(
+    labels: np.ndarray,
+    volume: Volume,
+    source_files: list[Path],
+    label_names: list[str],
+    model_name: str,
+    model_version: str,
+    path: Path,
+    *,
+    values: list[int] | None = None,
+    multilabel: bool = False,
+) -> Path:
     """A DICOM Segmentation of ``labels`` (D, H, W) over the series ``volume`` was read from: one segment per
     label value of ``values`` (default every value but 0; the server passes :func:`scored_values`); with
     ``multilabel`` the labels are bit-packed and value v's segment is channel v - 1 (segments may overlap).
@@ -219,33 +266,52 @@ def write_dicom_seg(labels: np.ndarray, volume: Volume, source_files: list[Path]
     order = volume.meta.get("sop_instance_uids") or []
     missing = [u for u in order if u not in by_uid]
     if not order or missing:
-        raise DataValidationError(None, f"cannot write DICOM-SEG: {len(missing)} of the series' instances are "
-                                        "missing from the stored upload")
+        raise DataValidationError(
+            None, f"cannot write DICOM-SEG: {len(missing)} of the series' instances are missing from the stored upload"
+        )
     sources = [by_uid[u] for u in order]
     values = list(range(1, len(label_names))) if values is None else list(values)
     mask = np.stack([structure_mask(labels, v, multilabel) for v in values], axis=-1).astype(np.uint8)  # (D, H, W, S)
-    algorithm = hd.AlgorithmIdentificationSequence(name="medseg", version=model_version[:64],
-                                                   family=codes.cid7162.ArtificialIntelligence,
-                                                   source=f"medseg {medseg.__version__}")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="medseg",
+        version=model_version[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+        source=f"medseg {medseg.__version__}",
+    )
     segments = [
         hd.seg.SegmentDescription(
-            segment_number=k + 1, segment_label=label_names[v][:64],
+            segment_number=k + 1,
+            segment_label=label_names[v][:64],
             segmented_property_category=codes.SCT.AnatomicalStructure,
             segmented_property_type=codes.SCT.Tissue,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm, tracking_uid=generate_uid(), tracking_id=label_names[v][:64])
-        for k, v in enumerate(values)]
+            algorithm_identification=algorithm,
+            tracking_uid=generate_uid(),
+            tracking_id=label_names[v][:64],
+        )
+        for k, v in enumerate(values)
+    ]
     with warnings.catch_warnings():
         # highdicom warns about the source's patient name (e.g. a one-part "ANONYMOUS"): not ours to change
         warnings.simplefilter("ignore", UserWarning)
         seg = hd.seg.Segmentation(
-            source_images=sources, pixel_array=mask, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=segments, series_instance_uid=generate_uid(), series_number=900,
-            sop_instance_uid=generate_uid(), instance_number=1, manufacturer="medseg",
-            manufacturer_model_name=model_name[:64], software_versions=medseg.__version__,
-            device_serial_number=model_version[:64], content_label="MEDSEG",
+            source_images=sources,
+            pixel_array=mask,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segments,
+            series_instance_uid=generate_uid(),
+            series_number=900,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="medseg",
+            manufacturer_model_name=model_name[:64],
+            software_versions=medseg.__version__,
+            device_serial_number=model_version[:64],
+            content_label="MEDSEG",
             content_description=f"medseg automatic segmentation, model {model_version}"[:64],
-            series_description=f"medseg {model_version}"[:64], omit_empty_frames=False)
+            series_description=f"medseg {model_version}"[:64],
+            omit_empty_frames=False,
+        )
     tmp = path.with_name(f".{path.name}.tmp")
     seg.save_as(tmp)
     os.replace(tmp, path)
@@ -261,8 +327,15 @@ def scored_values(task: dict, label_names: list[str]) -> list[int]:
     return [label_names.index(name) for name in scored_class_names(task)]
 
 
-def summarize(labels: np.ndarray, label_names: list[str], spacing: list[float | None] | None, kind: str,
-              reference: np.ndarray | None = None, values: list[int] | None = None, multilabel: bool = False) -> dict:
+def summarize(
+    labels: np.ndarray,
+    label_names: list[str],
+    spacing: list[float | None] | None,
+    kind: str,
+    reference: np.ndarray | None = None,
+    values: list[int] | None = None,
+    multilabel: bool = False,
+) -> dict:
     """Per scored class (label ``values``; default every value but 0): voxels and ml (3D) or pixels and mm² (2D,
     None without a spacing); with a reference: its voxel count and the Dice (both empty → 1, medseg's
     empty-mask convention). A stack of slices whose thickness is unknown (spacing [None, y, x]) has no ml
@@ -291,8 +364,9 @@ def summarize(labels: np.ndarray, label_names: list[str], spacing: list[float | 
             row.update(pixels=n, area_mm2=None if unit is None else round(n * unit, 6))
         if reference is not None:
             stats = binary_stats(pred, structure_mask(reference, v, multilabel))
-            row.update(reference_count=stats["tp"] + stats["fn"],
-                       dice=round(float(scores_from_counts(**stats)["dice"]), 6))
+            row.update(
+                reference_count=stats["tp"] + stats["fn"], dice=round(float(scores_from_counts(**stats)["dice"]), 6)
+            )
         classes.append(row)
     out = {"kind": kind, "shape": list(labels.shape), "spacing": spacing, "classes": classes}
     if kind == "3d":
@@ -300,8 +374,11 @@ def summarize(labels: np.ndarray, label_names: list[str], spacing: list[float | 
     if multilabel:
         out["multilabel"] = True
         out["label_encoding"] = encoding(label_names[1:])
-        out["overlap"] = {"count": overlap_count(labels), "unit": "voxels" if kind == "3d" else "pixels",
-                          "text": "pixels/voxels in two structures or more (each counted in every structure)"}
+        out["overlap"] = {
+            "count": overlap_count(labels),
+            "unit": "voxels" if kind == "3d" else "pixels",
+            "text": "pixels/voxels in two structures or more (each counted in every structure)",
+        }
     return out
 
 

@@ -40,10 +40,10 @@ import numpy as np
 
 import medseg
 from medseg.data.folder import normalize_intensity
-from medseg.data.volume import Volume
-from medseg.errors import DataValidationError
 from medseg.data.pommier import pad_to
 from medseg.data.uwgi_dataset import context_indices, from_grid, resize_stack
+from medseg.data.volume import Volume
+from medseg.errors import DataValidationError
 from medseg.inference.volume import class_names_of_labels, display_background, label_map, predict_volume
 from medseg.server import channels, exports, metaphase, slices, stacks, volumes
 from medseg.server.db import Database, now_iso
@@ -52,8 +52,8 @@ from medseg.server.settings import ServerSettings
 from medseg.server.storage import (
     StudyPaths,
     check_modality,
-    model_refusal,
     modality_warnings,
+    model_refusal,
     new_id,
     read_input,
     read_reference,
@@ -65,8 +65,10 @@ from medseg.threads import compute_share
 log = logging.getLogger("medseg.server")
 
 RESTARTED_NOTE = "resumed after a server restart"
-GAVE_UP = ("the server stopped twice while this job ran, so it was not started a third time; "
-           "re-run the study (perhaps with another model)")
+GAVE_UP = (
+    "the server stopped twice while this job ran, so it was not started a third time; "
+    "re-run the study (perhaps with another model)"
+)
 
 
 class _Progress:
@@ -137,6 +139,58 @@ def _slice_labels(predictor, stack: np.ndarray, progress=None) -> np.ndarray:
         if progress is not None:
             progress(float(index[-1] + 1) / d)
     return out
+
+
+def _predict_labels(predictor, entry, image, volume: Volume | None, multilabel: bool, progress) -> tuple:
+    """(labels, grey): the label map of a 2D image, a stack of slices (slice by slice) or a volume (bit-packed
+    channels for a multilabel model), and the grey values it was drawn on; ``progress`` goes from 0.1 to 0.75."""
+
+    def segment(f):
+        return progress(0.1 + 0.65 * f)
+
+    if volume is None:
+        labels = _slice_labels(predictor, normalize_intensity(image)[None], segment)
+        grey = image[None]
+    elif entry.spatial_dims == 2:  # a stack of slices, slice by slice
+        labels, grey = _slice_labels(predictor, normalize_intensity(volume.array), segment), volume.array
+    else:
+        label_volume, proba = predict_volume(predictor, volume, progress=segment)
+        labels = channels.pack_probabilities(proba) if multilabel else label_volume.array
+        del proba
+        grey = volume.array
+    return labels, grey
+
+
+def _provenance(job: dict, study: dict, entry, instances: dict | None, warnings: list[str]) -> dict:
+    """What a result's summary records besides its measurements: the study, the result, the model(s), the
+    generator and the warnings."""
+    return {
+        "study": {
+            "id": study["id"],
+            "name": study["name"],
+            "input_format": study["input_format"],
+            "input_files": study["input_files"],
+            "input_sha256": study["input_sha256"],
+            "reference_file": study["reference_file"],
+        },
+        "result": {"id": job["id"], "created_at": job["created_at"], "finished_at": now_iso()},
+        "model": {
+            "id": entry.id,
+            "name": entry.name,
+            "version": entry.version,
+            "demo": entry.demo,
+            "note": DEMO_NOTE if entry.demo else None,
+            **(
+                {"pair_model": instances["pair_model"], "karyotype_model": instances["karyotype_model"]}
+                if instances
+                else {}
+            ),
+        },
+        "input_sha256": study["input_sha256"],
+        "model_version": entry.version,
+        "generator": f"medseg {medseg.__version__}",
+        "warnings": warnings,
+    }
 
 
 class Worker:
@@ -253,8 +307,10 @@ class Worker:
     def _segment(self, job: dict, study: dict, paths: StudyPaths, work: Path) -> tuple[dict, int]:
         entry = self.registry.get(job["model_id"])
         if entry is None:
-            raise RuntimeError(f"model {job['model_id']!r} ({job['model_version']}) is not offered by this server "
-                               "any more (it was started without that --model); re-run with another model")
+            raise RuntimeError(
+                f"model {job['model_id']!r} ({job['model_version']}) is not offered by this server "
+                "any more (it was started without that --model); re-run with another model"
+            )
         progress = _Progress(self.db, job["id"])
         progress(0.02)
         predictor = self.registry.predictor(entry)
@@ -273,30 +329,31 @@ class Worker:
             raise RuntimeError(f"{refusal}; re-run with another model")
         check_modality(entry, volume.modality if volume is not None else None, study["name"])
         warnings = modality_warnings(entry, image) + self._spacing_warnings(study)
-        segment = lambda f: progress(0.1 + 0.65 * f)
-        if volume is None:
-            labels = _slice_labels(predictor, normalize_intensity(image)[None], segment)
-            grey = image[None]
-        elif entry.spatial_dims == 2:  # a stack of slices, slice by slice
-            labels, grey = _slice_labels(predictor, normalize_intensity(volume.array), segment), volume.array
-        else:
-            label_volume, proba = predict_volume(predictor, volume, progress=segment)
-            labels = channels.pack_probabilities(proba) if multilabel else label_volume.array
-            del proba
-            grey = volume.array
+        labels, grey = _predict_labels(predictor, entry, image, volume, multilabel, progress)
         progress(0.75)
         if not multilabel and labels.size and int(labels.max()) >= len(names):
             raise RuntimeError(f"the model wrote label {int(labels.max())} but names only {len(names)} values")
 
         out = work / "result"
         out.mkdir()
-        exports.write_labels(labels, out, kind=study["kind"], input_format=study["input_format"], volume=volume,
-                             structures=structures)
+        exports.write_labels(
+            labels, out, kind=study["kind"], input_format=study["input_format"], volume=volume, structures=structures
+        )
         if study["input_format"] == "dicom":
-            sources = exports.dicom_sources(paths.input, study["input_files"], work / "dicom",
-                                            self.settings.max_unzipped_bytes)
-            exports.write_dicom_seg(labels, volume, sources, names, entry.name, entry.version,
-                                    out / exports.DOWNLOADS["dicom-seg"], values=scored, multilabel=multilabel)
+            sources = exports.dicom_sources(
+                paths.input, study["input_files"], work / "dicom", self.settings.max_unzipped_bytes
+            )
+            exports.write_dicom_seg(
+                labels,
+                volume,
+                sources,
+                names,
+                entry.name,
+                entry.version,
+                out / exports.DOWNLOADS["dicom-seg"],
+                values=scored,
+                multilabel=multilabel,
+            )
         progress(0.8)
         background = display_background(predictor.meta)  # drawn transparent, coloured like the figures
         if multilabel:  # one layer per structure besides the striped "label" layer
@@ -312,32 +369,30 @@ class Worker:
             else:
                 slices.write_label_slices(reference, work / "reference-slices", background)
         # the whole arrays too, so the page draws every slice itself (medseg.server.volumes)
-        volumes.write_volumes(out / "volume", grey, study["window"], labels, reference, background=background,
-                              n_channels=len(structures) if multilabel else 0)
+        volumes.write_volumes(
+            out / "volume",
+            grey,
+            study["window"],
+            labels,
+            reference,
+            background=background,
+            n_channels=len(structures) if multilabel else 0,
+        )
         instances = None
         if entry.instances and study["kind"] == "2d":  # whole metaphases → chromosome instances
             pair = None if entry.pair is None else self.registry.predictor(entry.pair)  # loaded on first use
             karyo = None if entry.karyotype is None else self.registry.predictor(entry.karyotype)  # likewise
-            instances, more = metaphase.write_result_instances(entry, pair, image, labels[0], out, work,
-                                                               study_name=study["name"], karyotype_predictor=karyo)
+            instances, more = metaphase.write_result_instances(
+                entry, pair, image, labels[0], out, work, study_name=study["name"], karyotype_predictor=karyo
+            )
             warnings += more
         progress(0.95)
 
-        summary = exports.summarize(labels, names, study["spacing"], study["kind"], reference, values=scored,
-                                    multilabel=multilabel)
+        summary = exports.summarize(
+            labels, names, study["spacing"], study["kind"], reference, values=scored, multilabel=multilabel
+        )
         summary["background"] = background  # the viewer's legend colours (result_json)
-        summary.update({
-            "study": {"id": study["id"], "name": study["name"], "input_format": study["input_format"],
-                      "input_files": study["input_files"], "input_sha256": study["input_sha256"],
-                      "reference_file": study["reference_file"]},
-            "result": {"id": job["id"], "created_at": job["created_at"], "finished_at": now_iso()},
-            "model": {"id": entry.id, "name": entry.name, "version": entry.version, "demo": entry.demo,
-                      "note": DEMO_NOTE if entry.demo else None,
-                      **({"pair_model": instances["pair_model"], "karyotype_model": instances["karyotype_model"]}
-                         if instances else {})},
-            "input_sha256": study["input_sha256"], "model_version": entry.version,
-            "generator": f"medseg {medseg.__version__}", "warnings": warnings,
-        })
+        summary.update(_provenance(job, study, entry, instances, warnings))
         if instances is not None:
             summary["instances"] = instances
         return summary, n_slices
@@ -348,17 +403,27 @@ class Worker:
         if study["input_format"] != stacks.FORMAT:
             return []
         if study["spacing"] is None:
-            return [("the slice images' names do not give their pixel spacing or slice thickness: sizes are in "
-                     "pixels, and the NIfTI / Slicer exports place the pixels and slices 1 mm apart")]
-        return [("the slice thickness is not recorded in the slice images' names: no volume in ml is given (areas "
-                 "are summed over the slices), and the NIfTI / Slicer exports place the slices 1 mm apart")]
+            return [
+                (
+                    "the slice images' names do not give their pixel spacing or slice thickness: sizes are in "
+                    "pixels, and the NIfTI / Slicer exports place the pixels and slices 1 mm apart"
+                )
+            ]
+        return [
+            (
+                "the slice thickness is not recorded in the slice images' names: no volume in ml is given (areas "
+                "are summed over the slices), and the NIfTI / Slicer exports place the slices 1 mm apart"
+            )
+        ]
 
     def _publish(self, job: dict, paths: StudyPaths, work: Path) -> bool:
         """Rename the finished files into the study; False (nothing kept) if the study or result is gone."""
         if self.db.result_any_owner(job["id"]) is None or not paths.root.is_dir():
             return False
-        for made, target in ((work / "image-slices", paths.image_slices),
-                             (work / "reference-slices", paths.reference_slices)):
+        for made, target in (
+            (work / "image-slices", paths.image_slices),
+            (work / "reference-slices", paths.reference_slices),
+        ):
             if made.is_dir() and not target.exists():
                 target.parent.mkdir(exist_ok=True)
                 os.replace(made, target)

@@ -41,8 +41,9 @@ def configure(settings: ServerSettings) -> logging.Handler | None:
             ACCESS.addHandler(handler)
         return None
     settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(settings.log_file, maxBytes=settings.log_max_bytes,
-                                  backupCount=settings.log_backups, encoding="utf-8")
+    handler = RotatingFileHandler(
+        settings.log_file, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups, encoding="utf-8"
+    )
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.medseg_server = True
     SERVER.addHandler(handler)  # the access logger is its child: its lines reach this handler too
@@ -73,6 +74,12 @@ class AccessLog:
         finally:
             if self.level == "all" or status[0] >= 400:
                 client = scope.get("client")
-                ACCESS.log(logging.WARNING if status[0] >= 500 else logging.INFO, "%s %s %s %d %.1f ms",
-                           client[0] if client else "-", scope["method"], scope["path"], status[0],
-                           1000 * (time.perf_counter() - start))
+                ACCESS.log(
+                    logging.WARNING if status[0] >= 500 else logging.INFO,
+                    "%s %s %s %d %.1f ms",
+                    client[0] if client else "-",
+                    scope["method"],
+                    scope["path"],
+                    status[0],
+                    1000 * (time.perf_counter() - start),
+                )

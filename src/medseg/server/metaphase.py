@@ -28,8 +28,9 @@ Every record carries its status (single, crossing, clump with an estimated count
 :mod:`medseg.inference.instance_status`) and ``statuses`` the headline built from them.
 
 The result's summary keeps the counts only (``summary.instances``: with a karyotyping model also the number of
-chromosomes per class), not the per-chromosome records, so a study list stays small whatever the image holds. A segmentation that falls into more than :data:`MAX_INSTANCES` pieces
-is no metaphase: its semantic result is kept, without instances, and a warning says why.
+chromosomes per class), not the per-chromosome records, so a study list stays small whatever the image holds.
+A segmentation that falls into more than :data:`MAX_INSTANCES` pieces is no metaphase: its semantic result is
+kept, without instances, and a warning says why.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from medseg.data.folder import normalize_intensity
+from medseg.inference.instance_status import chromosomes_csv, instance_statuses, status_summary
 from medseg.inference.instances import (
     FALLBACKS,
     instance_colours,
@@ -50,17 +52,22 @@ from medseg.inference.instances import (
     separate_instances,
     write_instance_outputs,
 )
-from medseg.inference.instance_status import chromosomes_csv, instance_statuses, status_summary
 from medseg.inference.karyotype import classify_instances
 from medseg.server.slices import FILL_ALPHA, slice_file
 
 log = logging.getLogger("medseg.server")
 LAYER = "instances"  # the slice kind of the instance layer (and its folder under slices/)
-FILES = {"json": "instances.json", "labels": "instance_labels.png", "zip": "instances.zip",
-         "karyogram": "karyogram.png"}
+FILES = {
+    "json": "instances.json",
+    "labels": "instance_labels.png",
+    "zip": "instances.zip",
+    "karyogram": "karyogram.png",
+}
 MAX_INSTANCES = 2000  # a metaphase holds ~46 chromosomes; thousands of pieces are noise, not chromosomes
-NO_PAIR_NOTE = ("This server has no pair model, so each crossing of two chromosomes is kept whole as one object "
-                "(counted as two in the estimate): separate them by hand, or ask the administrator for a pair model.")
+NO_PAIR_NOTE = (
+    "This server has no pair model, so each crossing of two chromosomes is kept whole as one object "
+    "(counted as two in the estimate): separate them by hand, or ask the administrator for a pair model."
+)
 #: The fix only an operator can make: to the server log, not to the page.
 NO_PAIR_LOG = "metaphase result without a pair model: start medseg serve with --pair-model PAIR_RUN to split crossings"
 REASONS = {  # why a component was kept whole (medseg.inference.instances.FALLBACKS)
@@ -104,8 +111,9 @@ def instance_rgba(label_map: np.ndarray, shared: np.ndarray, n: int) -> np.ndarr
     out = np.zeros((*ids.shape, 4), np.uint8)
     out[..., :3] = lut[ids]
     padded = np.pad(ids, 1)
-    edge = ((padded[:-2, 1:-1] != ids) | (padded[2:, 1:-1] != ids) | (padded[1:-1, :-2] != ids)
-            | (padded[1:-1, 2:] != ids))
+    edge = (
+        (padded[:-2, 1:-1] != ids) | (padded[2:, 1:-1] != ids) | (padded[1:-1, :-2] != ids) | (padded[1:-1, 2:] != ids)
+    )
     out[..., 3] = np.where(ids > 0, np.where(edge, 255, FILL_ALPHA), 0)
     out[np.asarray(shared, bool)] = 255
     return out
@@ -129,13 +137,22 @@ def class_counts(records: list[dict]) -> tuple[dict[str, int], int]:
 
 
 def classes_text(counts: dict[str, int], unclassified: int) -> str:
-    """"classes found: 1 ×2, 2 ×2, X ×1; 1 not classified" (the result's line)."""
+    """ "classes found: 1 ×2, 2 ×2, X ×1; 1 not classified" (the result's line)."""
     found = ", ".join(f"{name} ×{n}" for name, n in counts.items()) or "none"
     return f"classes found: {found}" + (f"; {unclassified} not classified" if unclassified else "")
 
 
-def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: np.ndarray, out: Path, work: Path,
-                           *, study_name: str, karyotype_predictor=None) -> tuple[dict | None, list[str]]:
+def write_result_instances(
+    entry,
+    pair_predictor,
+    image: np.ndarray,
+    semantic: np.ndarray,
+    out: Path,
+    work: Path,
+    *,
+    study_name: str,
+    karyotype_predictor=None,
+) -> tuple[dict | None, list[str]]:
     """Instances of one metaphase into the result folder ``out`` (the module docstring lists the files); the
     predict-style folder is written under ``work`` first. ``image``: the stored 2D image (as read), ``semantic``
     the worker's (H, W) labels 0/1/2; ``karyotype_predictor``: the loaded ``entry.karyotype`` (voting by
@@ -146,25 +163,39 @@ def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: n
     result = separate_instances(grey, semantic, pair_predictor)
     n = len(result.instances)
     if n > MAX_INSTANCES:
-        return None, [f"the segmentation falls into {n} pieces (more than {MAX_INSTANCES}): this does not look like a "
-                      "metaphase, so no chromosome instances are given"]
+        return None, [
+            f"the segmentation falls into {n} pieces (more than {MAX_INSTANCES}): this does not look like a "
+            "metaphase, so no chromosome instances are given"
+        ]
     pair = None if entry.pair is None else {"name": entry.pair.name, "version": entry.pair.version}
     if pair is None:
         log.info(NO_PAIR_LOG)
     stem = file_stem(study_name)
     karyotype = None if karyotype_predictor is None else entry.karyotype_model()  # {name, version, vote}
     # as medseg predict --karyotype-model: the class keys on every record
-    classes = None if karyotype is None else classify_instances(karyotype_predictor, grey, result.instances,
-                                                                vote=karyotype["vote"])
+    classes = (
+        None
+        if karyotype is None
+        else classify_instances(karyotype_predictor, grey, result.instances, vote=karyotype["vote"])
+    )
     statuses = instance_statuses(result.instances, semantic.shape, grey)  # each object's status (single, clump, ...)
     extra = statuses if classes is None else [{**c, **s} for c, s in zip(classes, statuses, strict=True)]
-    summary = instance_summary(result, image=study_name, stem=stem, semantic_model=entry.name,
-                               pair_model=None if pair is None else pair["name"], extra=extra)
+    summary = instance_summary(
+        result,
+        image=study_name,
+        stem=stem,
+        semantic_model=entry.name,
+        pair_model=None if pair is None else pair["name"],
+        extra=extra,
+    )
     summary["statuses"] = status_summary(summary["instances"])
     summary.update(semantic_model_version=entry.version, pair_model_version=None if pair is None else pair["version"])
     named = karyotype or {}
-    summary.update(karyotype_model=named.get("name"), karyotype_model_version=named.get("version"),
-                   karyotype_vote=named.get("vote"))
+    summary.update(
+        karyotype_model=named.get("name"),
+        karyotype_model_version=named.get("version"),
+        karyotype_vote=named.get("vote"),
+    )
     folder = work / "instance-files" / stem
     folder.mkdir(parents=True)
     write_instance_outputs(folder, grey, result, summary, stem=stem, source=study_name)
@@ -183,19 +214,31 @@ def write_result_instances(entry, pair_predictor, image: np.ndarray, semantic: n
     per_class = {}
     if karyotype is not None:
         found, unclassified = class_counts(summary["instances"])
-        per_class = {"class_counts": found, "unclassified": unclassified,
-                     "classes_text": classes_text(found, unclassified)}
+        per_class = {
+            "class_counts": found,
+            "unclassified": unclassified,
+            "classes_text": classes_text(found, unclassified),
+        }
     return {
-        "n": n, "counts": c, "pair_model": pair, "note": None if pair is not None else NO_PAIR_NOTE,
-        "karyotype_model": karyotype, **per_class, "statuses": summary["statuses"],
+        "n": n,
+        "counts": c,
+        "pair_model": pair,
+        "note": None if pair is not None else NO_PAIR_NOTE,
+        "karyotype_model": karyotype,
+        **per_class,
+        "statuses": summary["statuses"],
         "karyogram": karyogram.is_file(),
-        "alone": c["whole"], "split": c["pair_model"], "kept_whole": sum(c[k] for k in FALLBACKS),
+        "alone": c["whole"],
+        "split": c["pair_model"],
+        "kept_whole": sum(c[k] for k in FALLBACKS),
         "kept_whole_why": {k: {"count": v, "reason": REASONS[k]} for k, v in kept.items()},
         "layer": LAYER,
-        "text": (f"{n} objects: {c['whole']} alone, {c['pair_model']} crossings split by the pair model"
-                 + (f" ({2 * c['pair_model']} chromosomes)" if c["pair_model"] else "")
-                 + f", {sum(c[k] for k in FALLBACKS)} clusters kept whole"
-                 + (" (" + "; ".join(f"{v} × {REASONS[k]}" for k, v in kept.items()) + ")" if kept else "")),
+        "text": (
+            f"{n} objects: {c['whole']} alone, {c['pair_model']} crossings split by the pair model"
+            + (f" ({2 * c['pair_model']} chromosomes)" if c["pair_model"] else "")
+            + f", {sum(c[k] for k in FALLBACKS)} clusters kept whole"
+            + (" (" + "; ".join(f"{v} × {REASONS[k]}" for k, v in kept.items()) + ")" if kept else "")
+        ),
     }, []
 
 
@@ -207,7 +250,7 @@ def instance_table(path: Path) -> dict:
     records = data.get("instances") or []
     ids = [int(r.get("id", 0)) for r in records]
     lut = instance_lut(max(ids, default=0))
-    for record, i in zip(records, ids):
+    for record, i in zip(records, ids, strict=True):
         if 1 <= i < len(lut):  # as instance_rgba draws it
             record["colour"] = "#{:02x}{:02x}{:02x}".format(*(int(v) for v in lut[i]))
     return data

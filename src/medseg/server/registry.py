@@ -27,14 +27,14 @@ from pathlib import Path
 
 import yaml
 
+from medseg.artifact import check_model_meta, read_model_meta
 from medseg.errors import DataValidationError
 from medseg.inference.instances import check_pair_model, is_metaphase_model
 from medseg.inference.karyotype import check_karyotype_model
 from medseg.inference.predictor import Predictor, model_dirs
 from medseg.inference.volume import display_background, label_names
-from medseg.palette import channel_hex, class_hex
-from medseg.artifact import check_model_meta, read_model_meta
 from medseg.metrics.karyotype import VOTES
+from medseg.palette import channel_hex, class_hex
 
 DEMO_NOTE = "demo model trained on synthetic data — not a clinical model"
 _DEMO_WORDS = ("phantom", "demo")
@@ -79,13 +79,14 @@ def needed_modality(meta: dict) -> tuple[str | None, str]:
     the values are calibrated, as CT numbers are and MR or PET intensities are not."""
     pre = meta.get("preprocessing") or {}
     volume = pre.get("volume") or {}
-    for where, section in (("task", meta.get("task") or {}), ("preprocessing", pre),
-                           ("preprocessing.volume", volume)):
+    for where, section in (("task", meta.get("task") or {}), ("preprocessing", pre), ("preprocessing.volume", volume)):
         if section.get("modality"):
             return str(section["modality"]).upper(), f"model.json: {where}.modality"
     if volume.get("normalize") == "range" and None not in (volume.get("clip_min"), volume.get("clip_max")):
-        return "CT", (f"model.json: trained on intensities clipped to the fixed window "
-                      f"[{volume['clip_min']}, {volume['clip_max']}]")
+        return "CT", (
+            f"model.json: trained on intensities clipped to the fixed window "
+            f"[{volume['clip_min']}, {volume['clip_max']}]"
+        )
     return None, "model.json records no modality"
 
 
@@ -148,8 +149,10 @@ class ModelEntry:
         :mod:`medseg.server.channels`) and colour; [] for a multiclass model."""
         if not self.multilabel:
             return []
-        return [{"channel": c, "name": n, "value": 1 << c, "colour": channel_hex(c)}
-                for c, n in enumerate(self.meta["task"]["class_names"])]
+        return [
+            {"channel": c, "name": n, "value": 1 << c, "colour": channel_hex(c)}
+            for c, n in enumerate(self.meta["task"]["class_names"])
+        ]
 
     @property
     def instances(self) -> bool:
@@ -163,13 +166,23 @@ class ModelEntry:
 
     def public(self) -> dict:
         return {
-            "id": self.id, "name": self.name, "version": self.version, "spatial_dims": self.spatial_dims,
-            "mode": self.meta["task"].get("mode", "multiclass"), "folds": self.n_folds,
-            "classes": [{"value": v, "name": n, "colour": class_hex(v, display_background(self.meta))}
-                        for v, n in enumerate(self.labels)],
-            "channels": self.channels(), "stacks": self.takes_stacks,
-            "demo": self.demo, "demo_note": DEMO_NOTE if self.demo else None, "demo_reason": self.demo_reason,
-            "modality": self.modality[0], "instances": self.instances,
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "spatial_dims": self.spatial_dims,
+            "mode": self.meta["task"].get("mode", "multiclass"),
+            "folds": self.n_folds,
+            "classes": [
+                {"value": v, "name": n, "colour": class_hex(v, display_background(self.meta))}
+                for v, n in enumerate(self.labels)
+            ],
+            "channels": self.channels(),
+            "stacks": self.takes_stacks,
+            "demo": self.demo,
+            "demo_note": DEMO_NOTE if self.demo else None,
+            "demo_reason": self.demo_reason,
+            "modality": self.modality[0],
+            "instances": self.instances,
             "pair_model": None if self.pair is None else {"name": self.pair.name, "version": self.pair.version},
             "karyotype_model": self.karyotype_model(),
         }
@@ -182,8 +195,16 @@ class ModelEntry:
 
 
 class ModelRegistry:
-    def __init__(self, paths: list[Path], device: str = "auto", *, trust_code: bool = False,
-                 pair_model: Path | None = None, karyotype_model: Path | None = None, karyotype_vote: str = "soft"):
+    def __init__(
+        self,
+        paths: list[Path],
+        device: str = "auto",
+        *,
+        trust_code: bool = False,
+        pair_model: Path | None = None,
+        karyotype_model: Path | None = None,
+        karyotype_vote: str = "soft",
+    ):
         """``trust_code``: the operator's --trust-code; without it a model.json naming code outside medseg's
         registry is refused here, at start-up, before anything is imported. ``pair_model``: --pair-model,
         checked here (a 2D model of four classes) and attached to every metaphase model; ``karyotype_model``:
@@ -207,9 +228,12 @@ class ModelRegistry:
         metaphase = [e for e in self.entries.values() if e.instances]
         for flag, given in (("--pair-model", pair_model), ("--karyotype-model", karyotype_model)):
             if given is not None and not metaphase:
-                raise DataValidationError(given, f"{flag} is given, but no --model segments background / "
-                                                 "chromosome / overlap (whole metaphases, "
-                                                 "configs/mfish/metaphase_unet.yaml): nothing would use it")
+                raise DataValidationError(
+                    given,
+                    f"{flag} is given, but no --model segments background / "
+                    "chromosome / overlap (whole metaphases, "
+                    "configs/mfish/metaphase_unet.yaml): nothing would use it",
+                )
         for entry in metaphase:
             entry.pair, entry.karyotype, entry.karyotype_vote = self.pair, self.karyotype, karyotype_vote
 
@@ -238,7 +262,7 @@ class ModelRegistry:
                 raise DataValidationError(weights, "missing: the model has no weights")
             shas.append(_sha256_file(weights))
         sha = shas[0] if len(shas) == 1 else hashlib.sha256("".join(shas).encode()).hexdigest()
-        described = list(zip(dirs, metas)) + ([] if path in dirs else [(path, meta)])
+        described = list(zip(dirs, metas, strict=True)) + ([] if path in dirs else [(path, meta)])
         reasons = [r for d, m in described if (r := _synthesized(d, m))]
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.resolve().name).strip("-.") or "model"
         if re.fullmatch(r"fold_\d+", base):

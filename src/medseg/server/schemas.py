@@ -6,6 +6,7 @@ from pydantic import BaseModel, Field
 
 from medseg.server import auth
 
+
 class LoginBody(BaseModel):
     username: str
     password: str
@@ -51,8 +52,9 @@ class ClassOut(BaseModel):
 class ChannelOut(BaseModel):
     channel: int = Field(description="The model's output channel (bit c of the label files)")
     name: str
-    value: int = Field(description="The structure's value in the label files: 2**channel (values add up where "
-                                   "structures overlap)")
+    value: int = Field(
+        description="The structure's value in the label files: 2**channel (values add up where structures overlap)"
+    )
     colour: str
 
 
@@ -69,20 +71,33 @@ class ModelOut(BaseModel):
     folds: int
     classes: list[ClassOut]
     channels: list[ChannelOut] = Field([], description="A multilabel model's structures (they may overlap)")
-    stacks: bool = Field(False, description="A 2D model that also segments a volume or a zip of slice images, slice "
-                                            "by slice")
+    stacks: bool = Field(
+        False, description="A 2D model that also segments a volume or a zip of slice images, slice by slice"
+    )
     demo: bool
     demo_note: str | None = None
     demo_reason: str | None = None
-    modality: str | None = Field(None, description="The modality the model needs (an input recording another is "
-                                                   "refused), or null when its model.json says nothing")
-    instances: bool = Field(False, description="A metaphase model (background / chromosome / overlap): its results on "
-                                               "an image also give every chromosome as its own instance")
-    pair_model: dict | None = Field(None, description="{name, version} of the pair model that splits crossings of two "
-                                                      "chromosomes (medseg serve --pair-model); null: kept whole")
-    karyotype_model: dict | None = Field(None, description="{name, version, vote} of the karyotyping model that gives "
-                                                           "every chromosome instance its class (medseg serve "
-                                                           "--karyotype-model); null: none")
+    modality: str | None = Field(
+        None,
+        description="The modality the model needs (an input recording another is "
+        "refused), or null when its model.json says nothing",
+    )
+    instances: bool = Field(
+        False,
+        description="A metaphase model (background / chromosome / overlap): its results on "
+        "an image also give every chromosome as its own instance",
+    )
+    pair_model: dict | None = Field(
+        None,
+        description="{name, version} of the pair model that splits crossings of two "
+        "chromosomes (medseg serve --pair-model); null: kept whole",
+    )
+    karyotype_model: dict | None = Field(
+        None,
+        description="{name, version, vote} of the karyotyping model that gives "
+        "every chromosome instance its class (medseg serve "
+        "--karyotype-model); null: none",
+    )
 
 
 class ResultOut(BaseModel):
@@ -99,24 +114,38 @@ class ResultOut(BaseModel):
     finished_at: str | None = None
     n_slices: int | None = None
     classes: list[ClassOut] = []
-    multilabel: bool = Field(False, description="Structures may overlap: the label files are bit-packed "
-                                                "(summary.label_encoding) and each structure has its own layer")
+    multilabel: bool = Field(
+        False,
+        description="Structures may overlap: the label files are bit-packed "
+        "(summary.label_encoding) and each structure has its own layer",
+    )
     channels: list[ResultChannelOut] = Field([], description="A multilabel result's structures, once done")
     summary: dict | None = None
-    instances: dict | None = Field(None, description="A metaphase result's chromosome instances, once done: n, counts "
-                                                     "(alone, split by the pair model, kept whole and why), pair_model, "
-                                                     "note, karyotype_model (with one: class_counts, unclassified, "
-                                                     "classes_text), statuses (counts per status, the estimate of "
-                                                     "chromosomes, text: the headline, warning when far from 46), "
-                                                     "karyogram (true: the karyogram download); the "
-                                                     "per-chromosome records at table_url")
-    warnings: list[str] = Field([], description="What to check about this result (e.g. an input that records no "
-                                                "modality for a CT model); once done")
-    slice_url: str = Field(description="Template: replace {k} (0-based) and {kind} (image | label | reference, or "
-                                       "label-<c> for structure c of a multilabel result, or instances for a "
-                                       "result with chromosome instances)")
-    volume_url: str | None = Field(None, description="Once done: the manifest of the whole image and label arrays "
-                                                     "(shape, encoding, colours, URLs), for drawing slices client-side")
+    instances: dict | None = Field(
+        None,
+        description="A metaphase result's chromosome instances, once done: n, counts "
+        "(alone, split by the pair model, kept whole and why), pair_model, "
+        "note, karyotype_model (with one: class_counts, unclassified, "
+        "classes_text), statuses (counts per status, the estimate of "
+        "chromosomes, text: the headline, warning when far from 46), "
+        "karyogram (true: the karyogram download); the "
+        "per-chromosome records at table_url",
+    )
+    warnings: list[str] = Field(
+        [],
+        description="What to check about this result (e.g. an input that records no "
+        "modality for a CT model); once done",
+    )
+    slice_url: str = Field(
+        description="Template: replace {k} (0-based) and {kind} (image | label | reference, or "
+        "label-<c> for structure c of a multilabel result, or instances for a "
+        "result with chromosome instances)"
+    )
+    volume_url: str | None = Field(
+        None,
+        description="Once done: the manifest of the whole image and label arrays "
+        "(shape, encoding, colours, URLs), for drawing slices client-side",
+    )
     downloads: dict[str, str] = Field(description="Format → URL, once done")
 
 
@@ -129,8 +158,9 @@ class StudyOut(BaseModel):
     input_sha256: str
     input_bytes: int
     shape: list[int]
-    spacing: list[float | None] | None = Field(None, description="(z, y, x) mm; z null for a stack of slice images "
-                                                                 "(thickness unknown)")
+    spacing: list[float | None] | None = Field(
+        None, description="(z, y, x) mm; z null for a stack of slice images (thickness unknown)"
+    )
     modality: str | None = None
     window: dict
     created_at: str
@@ -148,15 +178,35 @@ class HealthOut(BaseModel):
     jobs: dict[str, int] | None = Field(None, description="Results per status, all users; signed-in callers only")
 
 
-UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["files"],
-    "properties": {
-        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                  "description": "One PNG/TIFF image, NIfTI or HDF5 volume or zipped DICOM series, or the files "
-                                 "of one DICOM series; for a model that segments stacks of slices also a zip of "
-                                 "the PNG/TIFF slices of one scan (slice_SSSS_W_H_pw_ph.png names: ordered by "
-                                 "SSSS, spacing from the name; other names: natural order)"},
-        "reference": {"type": "string", "format": "binary",
-                      "description": "Optional reference label on the same grid (PNG/TIFF, NIfTI, HDF5)"},
-        "model": {"type": "string", "description": "Model id (GET /api/models); optional with one model"},
-    }}}}}}
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "One PNG/TIFF image, NIfTI or HDF5 volume or zipped DICOM series, or "
+                            "the files of one DICOM series; for a model that segments stacks of slices also a zip of "
+                            "the PNG/TIFF slices of one scan (slice_SSSS_W_H_pw_ph.png names: ordered by "
+                            "SSSS, spacing from the name; other names: natural order)",
+                        },
+                        "reference": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Optional reference label on the same grid (PNG/TIFF, NIfTI, HDF5)",
+                        },
+                        "model": {
+                            "type": "string",
+                            "description": "Model id (GET /api/models); optional with one model",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}

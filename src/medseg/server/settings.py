@@ -27,8 +27,6 @@ MiB = 2**20
 ACCESS_LOG = ("off", "errors", "all")
 
 
-
-
 @dataclass
 class ServerSettings:
     home: Path = field(default_factory=medseg_home)

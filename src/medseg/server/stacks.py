@@ -84,18 +84,24 @@ def _order(members: list[str], zpath: Path) -> tuple[list[int], dict | None]:
     seen: dict[int, str] = {}
     for m, p in zip(members, parsed, strict=True):
         if p["slice"] in seen:
-            raise DataValidationError(zpath, f"slice number {p['slice']:04d} appears twice ({printable(seen[p['slice']])!r} "
-                                             f"and {printable(m)!r}): upload the slices of one scan per study")
+            raise DataValidationError(
+                zpath,
+                f"slice number {p['slice']:04d} appears twice ({printable(seen[p['slice']])!r} "
+                f"and {printable(m)!r}): upload the slices of one scan per study",
+            )
         seen[p["slice"]] = m
     order = sorted(range(len(members)), key=lambda i: parsed[i]["slice"])
     first = parsed[order[0]]
     for i in order:
         p = parsed[i]
         if abs(p["pixel_w"] - first["pixel_w"]) > 1e-6 or abs(p["pixel_h"] - first["pixel_h"]) > 1e-6:
-            raise DataValidationError(zpath, f"slice {printable(members[i])!r} declares a pixel spacing of "
-                                             f"{p['pixel_w']:g}×{p['pixel_h']:g} mm, slice "
-                                             f"{printable(members[order[0]])!r} {first['pixel_w']:g}×"
-                                             f"{first['pixel_h']:g} mm: the slices of one scan share one")
+            raise DataValidationError(
+                zpath,
+                f"slice {printable(members[i])!r} declares a pixel spacing of "
+                f"{p['pixel_w']:g}×{p['pixel_h']:g} mm, slice "
+                f"{printable(members[order[0]])!r} {first['pixel_w']:g}×"
+                f"{first['pixel_h']:g} mm: the slices of one scan share one",
+            )
     return order, {"parsed": parsed, "pixel_w": first["pixel_w"], "pixel_h": first["pixel_h"]}
 
 
@@ -109,8 +115,9 @@ def _member_error(zpath: Path, name: str, path: Path, exc: DataValidationError) 
     return DataValidationError(zpath, f"slice {printable(name)!r}: {problem}")
 
 
-def read_slice_zip(zpath: Path, work_dir: Path, *, policy: ZipPolicy | None = None,
-                   max_voxels: int | None = None) -> Volume:
+def read_slice_zip(
+    zpath: Path, work_dir: Path, *, policy: ZipPolicy | None = None, max_voxels: int | None = None
+) -> Volume:
     """The slices of the zip at ``zpath`` as one Volume (D, H, W) in their stored dtype, extracted into a
     temporary folder under ``work_dir`` (removed again). ``meta``: ``format`` "slices", ``slice_names``
     (member names in slice order), ``pixel_spacing`` ((y, x) mm, or None when the names do not give it);
@@ -121,10 +128,13 @@ def read_slice_zip(zpath: Path, work_dir: Path, *, policy: ZipPolicy | None = No
     members = [i.filename for i in infos if not i.is_dir() and not _junk(i.filename)]
     others = [m for m in members if not _is_image(m)]
     if others:
-        listed = ", ".join(repr(printable(m)) for m in others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
-                                                                        else "")
-        raise DataValidationError(zpath, f"zip member {listed} is not a slice image: a zip of slices holds only the "
-                                         "PNG/TIFF slices of one scan")
+        listed = ", ".join(repr(printable(m)) for m in others[:3]) + (
+            f" and {len(others) - 3} more" if len(others) > 3 else ""
+        )
+        raise DataValidationError(
+            zpath,
+            f"zip member {listed} is not a slice image: a zip of slices holds only the PNG/TIFF slices of one scan",
+        )
     if not members:
         raise DataValidationError(zpath, "the zip holds no PNG/TIFF slice images")
     order, named = _order(members, zpath)
@@ -145,12 +155,18 @@ def read_slice_zip(zpath: Path, work_dir: Path, *, policy: ZipPolicy | None = No
             if named is not None:
                 p = named["parsed"][order[i]]
                 if shape != (p["height"], p["width"]):
-                    raise DataValidationError(zpath, f"slice {printable(name)!r} is {shape[1]}×{shape[0]} pixels, its "
-                                                     f"name declares {p['width']}×{p['height']}")
+                    raise DataValidationError(
+                        zpath,
+                        f"slice {printable(name)!r} is {shape[1]}×{shape[0]} pixels, its "
+                        f"name declares {p['width']}×{p['height']}",
+                    )
             if shape != shapes[0]:
-                raise DataValidationError(zpath, f"slice {printable(name)!r} is {shape[1]}×{shape[0]} pixels, slice "
-                                                 f"{printable(names[0])!r} {shapes[0][1]}×{shapes[0][0]}: all slices of "
-                                                 "one scan must be the same size")
+                raise DataValidationError(
+                    zpath,
+                    f"slice {printable(name)!r} is {shape[1]}×{shape[0]} pixels, slice "
+                    f"{printable(names[0])!r} {shapes[0][1]}×{shapes[0][0]}: all slices of "
+                    "one scan must be the same size",
+                )
         check_voxels(zpath, (len(names), *shapes[0]), f"the stack of {len(names)} slices", max_voxels)
         arrays = []
         for name, path in zip(names, paths, strict=True):
@@ -159,16 +175,27 @@ def read_slice_zip(zpath: Path, work_dir: Path, *, policy: ZipPolicy | None = No
             except DataValidationError as exc:
                 raise _member_error(zpath, name, path, exc) from exc
             if arrays and array.dtype != arrays[0].dtype:
-                raise DataValidationError(zpath, f"slice {printable(name)!r} holds {_depth(array.dtype)} pixels, slice "
-                                                 f"{printable(names[0])!r} {_depth(arrays[0].dtype)}: all slices of "
-                                                 "one scan must have the same bit depth")
+                raise DataValidationError(
+                    zpath,
+                    f"slice {printable(name)!r} holds {_depth(array.dtype)} pixels, slice "
+                    f"{printable(names[0])!r} {_depth(arrays[0].dtype)}: all slices of "
+                    "one scan must have the same bit depth",
+                )
             arrays.append(array)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     pixel = (named["pixel_h"], named["pixel_w"]) if named is not None else None
-    return Volume(np.stack(arrays), (1.0, *(pixel or (1.0, 1.0))), modality=None,
-                  meta={"format": FORMAT, "source": str(zpath), "slice_names": names,
-                        "pixel_spacing": list(pixel) if pixel else None})
+    return Volume(
+        np.stack(arrays),
+        (1.0, *(pixel or (1.0, 1.0))),
+        modality=None,
+        meta={
+            "format": FORMAT,
+            "source": str(zpath),
+            "slice_names": names,
+            "pixel_spacing": list(pixel) if pixel else None,
+        },
+    )
 
 
 def study_spacing(volume: Volume) -> list | None:

@@ -47,11 +47,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.folder import read_image, read_mask
-from medseg.data.volume import Volume
 from medseg.data.dicom_io import read_dicom_series
+from medseg.data.folder import read_image, read_mask
 from medseg.data.limits import check_voxels
 from medseg.data.safe_zip import ZipPolicy, check_zip
+from medseg.data.volume import Volume
 from medseg.data.volume_io import header_shape, read_volume, write_label_like
 from medseg.data.writing import label_uint8
 from medseg.errors import DataValidationError
@@ -65,8 +65,10 @@ from medseg.server.upload import Received, ReceivedFile, UploadRefused
 IMAGE_2D = {".png": "png", ".tif": "tiff", ".tiff": "tiff"}
 REFERENCE_2D = "reference.png"  # the reference as label values, whatever coding it was uploaded in
 REFERENCE_3D = "reference.nii.gz"
-ACCEPTED = ("PNG/TIFF images, NIfTI (.nii, .nii.gz), HDF5 (.h5, .hdf5), a DICOM series (a .zip or the .dcm files), or "
-            "a .zip of the PNG/TIFF slices of one scan")
+ACCEPTED = (
+    "PNG/TIFF images, NIfTI (.nii, .nii.gz), HDF5 (.h5, .hdf5), a DICOM series (a .zip or the .dcm files), or "
+    "a .zip of the PNG/TIFF slices of one scan"
+)
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -127,8 +129,7 @@ def _has_dicom_preamble(path: Path) -> bool:
         return False
 
 
-def read_input(input_dir: Path, input_format: str, files: list[str],
-               settings: ServerSettings) -> np.ndarray | Volume:
+def read_input(input_dir: Path, input_format: str, files: list[str], settings: ServerSettings) -> np.ndarray | Volume:
     """A stored input as medseg reads it: a 2D array as stored (PNG/TIFF) or a Volume (a zip of slices: the
     stack, :func:`medseg.server.stacks.read_slice_zip`). The readers check this server's voxel budget on the
     headers, before decoding, and its zip policy."""
@@ -156,8 +157,9 @@ def read_reference(paths: StudyPaths) -> np.ndarray:
 def zip_policy(settings: ServerSettings) -> ZipPolicy:
     """The zip policy of this server: the volume reader's :class:`~medseg.data.safe_zip.ZipPolicy` with the
     limits of ``settings`` (pass it to ``read_dicom_series(zip_policy=...)`` too, so both apply the same)."""
-    return ZipPolicy(max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio,
-                     max_members=settings.max_zip_members)
+    return ZipPolicy(
+        max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio, max_members=settings.max_zip_members
+    )
 
 
 def check_upload_zip(path: Path, shown: str, settings: ServerSettings) -> None:
@@ -177,15 +179,26 @@ def _probe_hdf5(path: Path, shown: str, settings: ServerSettings) -> None:
     server's process that would hang the request and then the worker for every user. The child is killed
     after ``settings.hdf5_probe_seconds``. Its other failures are left to the read that follows here, which
     names the problem (the same code on the same bytes: it fails the same way, without hanging)."""
-    code = ("import sys; from medseg.data.volume_io import read_volume; "
-            "read_volume(sys.argv[1], max_voxels=int(sys.argv[2]))")
+    code = (
+        "import sys; from medseg.data.volume_io import read_volume; "
+        "read_volume(sys.argv[1], max_voxels=int(sys.argv[2]))"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
-        subprocess.run([sys.executable, "-c", code, str(path), str(settings.max_voxels)], capture_output=True,
-                       timeout=settings.hdf5_probe_seconds, env=env, check=False)
+        subprocess.run(
+            [sys.executable, "-c", code, str(path), str(settings.max_voxels)],
+            capture_output=True,
+            timeout=settings.hdf5_probe_seconds,
+            env=env,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        raise UploadRefused(422, f"reading the HDF5 file did not finish within {settings.hdf5_probe_seconds:g} s: "
-                                 "its metadata are damaged so that the HDF5 library loops", shown) from None
+        raise UploadRefused(
+            422,
+            f"reading the HDF5 file did not finish within {settings.hdf5_probe_seconds:g} s: "
+            "its metadata are damaged so that the HDF5 library loops",
+            shown,
+        ) from None
 
 
 def check_header_size(path: Path, fmt: str, shown: str, settings: ServerSettings) -> None:
@@ -216,8 +229,9 @@ class _Staged:
         self.names = {f.path: f.filename for f in received.files}
         inputs = received.of("files")
         if inputs:  # the readers name the folder for an error of the series as a whole
-            self.names[staging / "input"] = inputs[0].filename if len(inputs) == 1 else \
-                f"DICOM series ({len(inputs)} files)"
+            self.names[staging / "input"] = (
+                inputs[0].filename if len(inputs) == 1 else f"DICOM series ({len(inputs)} files)"
+            )
 
     def refusal(self, exc: Exception, default: str | None) -> UploadRefused:
         if isinstance(exc, UploadRefused):
@@ -245,9 +259,12 @@ def _input_format(inputs: list[ReceivedFile]) -> str:
         return formats[0]
     for f, fmt in zip(inputs, formats, strict=True):
         if fmt != "dicom":
-            raise UploadRefused(415 if fmt is None else 400,
-                                "several files are read as one DICOM series, and this is not a DICOM file; upload "
-                                "one image or volume per study", f.filename)
+            raise UploadRefused(
+                415 if fmt is None else 400,
+                "several files are read as one DICOM series, and this is not a DICOM file; upload "
+                "one image or volume per study",
+                f.filename,
+            )
     return "dicom"
 
 
@@ -260,8 +277,9 @@ def _content_hash(inputs: list[ReceivedFile]) -> str:
     return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
-def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, model: ModelEntry,
-                     staging: Path, settings: ServerSettings) -> None:
+def _store_reference(
+    ref: ReceivedFile, kind: str, image: np.ndarray | Volume, model: ModelEntry, staging: Path, settings: ServerSettings
+) -> None:
     """Check the reference label against the image's grid and store it as label values (PNG / NIfTI on the
     image's geometry), so every later result compares against the same values."""
     fmt = input_format_of(ref.filename, ref.path)
@@ -271,19 +289,24 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
         if fmt not in ("png", "tiff"):
             raise UploadRefused(415, "the reference of a 2D image must be a PNG/TIFF label image", ref.filename)
         # a multi-label model's reference is read in its result's bit coding (medseg.server.channels)
-        labels = read_mask(ref.path, min(256, 2 ** (len(model.labels) - 1)) if model.multilabel
-                           else max(2, len(model.labels)))
+        labels = read_mask(
+            ref.path, min(256, 2 ** (len(model.labels) - 1)) if model.multilabel else max(2, len(model.labels))
+        )
         if labels.shape != image.shape:
-            raise UploadRefused(422, f"the reference is {labels.shape[1]} × {labels.shape[0]} pixels (width × "
-                                     f"height), the image {image.shape[1]} × {image.shape[0]}: not the same grid",
-                                ref.filename)
+            raise UploadRefused(
+                422,
+                f"the reference is {labels.shape[1]} × {labels.shape[0]} pixels (width × "
+                f"height), the image {image.shape[1]} × {image.shape[0]}: not the same grid",
+                ref.filename,
+            )
         from PIL import Image
 
         Image.fromarray(labels).save(out / REFERENCE_2D)
         return
     if fmt not in ("nifti", "hdf5"):
-        raise UploadRefused(415, "the reference of a volume must be a NIfTI (.nii, .nii.gz) or HDF5 (.h5) label",
-                            ref.filename)
+        raise UploadRefused(
+            415, "the reference of a volume must be a NIfTI (.nii, .nii.gz) or HDF5 (.h5) label", ref.filename
+        )
     key = None
     if fmt == "hdf5":
         from medseg.data.hdf5_io import open_hdf5
@@ -293,12 +316,16 @@ def _store_reference(ref: ReceivedFile, kind: str, image: np.ndarray | Volume, m
             key = "label" if "label" in f else None
     ref_volume = read_volume(ref.path, key=key, max_voxels=settings.max_voxels)
     if ref_volume.shape != image.shape:
-        raise UploadRefused(422, f"the reference has shape {ref_volume.shape}, the image {image.shape}: not the same "
-                                 "grid", ref.filename)
+        raise UploadRefused(
+            422, f"the reference has shape {ref_volume.shape}, the image {image.shape}: not the same grid", ref.filename
+        )
     if not np.allclose(ref_volume.spacing, image.spacing, rtol=1e-3, atol=1e-4):
-        raise UploadRefused(422, f"the reference's voxel spacing {tuple(round(s, 4) for s in ref_volume.spacing)} mm "
-                                 f"differs from the image's {tuple(round(s, 4) for s in image.spacing)} mm",
-                            ref.filename)
+        raise UploadRefused(
+            422,
+            f"the reference's voxel spacing {tuple(round(s, 4) for s in ref_volume.spacing)} mm "
+            f"differs from the image's {tuple(round(s, 4) for s in image.spacing)} mm",
+            ref.filename,
+        )
     write_label_like(label_uint8(ref_volume.array, ref.path), image, out / REFERENCE_3D)
 
 
@@ -310,13 +337,17 @@ def model_refusal(model: ModelEntry, kind: str, input_format: str) -> str | None
         if kind == "2d":
             return f"a 2D image cannot be segmented by model {model.id!r}, which segments 3D volumes"
         if input_format == stacks.FORMAT:
-            return (f"a zip of 2D slice images cannot be segmented by model {model.id!r}, which segments 3D volumes "
-                    "(NIfTI, HDF5, DICOM)")
+            return (
+                f"a zip of 2D slice images cannot be segmented by model {model.id!r}, which segments 3D volumes "
+                "(NIfTI, HDF5, DICOM)"
+            )
         return None
     if kind == "3d" and not model.takes_stacks:
         what = "a zip of slice images" if input_format == stacks.FORMAT else "a volume"
-        return (f"{what} cannot be segmented by model {model.id!r}, which segments 2D images one at a time (it was "
-                "not trained on the slices of scans: no 2.5D input, not multi-label)")
+        return (
+            f"{what} cannot be segmented by model {model.id!r}, which segments 2D images one at a time (it was "
+            "not trained on the slices of scans: no 2.5D input, not multi-label)"
+        )
     return None
 
 
@@ -324,8 +355,11 @@ def check_modality(model: ModelEntry, modality: str | None, shown: str) -> None:
     """422 when the input records a modality other than the one ``model`` needs (module docstring)."""
     needed, why = model.modality
     if needed and modality and modality.upper() != needed:
-        raise UploadRefused(422, f"the input's modality is {modality}, but model {model.id!r} needs {needed} "
-                                 f"({why}); choose another model", shown)
+        raise UploadRefused(
+            422,
+            f"the input's modality is {modality}, but model {model.id!r} needs {needed} ({why}); choose another model",
+            shown,
+        )
 
 
 def modality_warnings(model: ModelEntry, image: np.ndarray | Volume) -> list[str]:
@@ -334,19 +368,28 @@ def modality_warnings(model: ModelEntry, image: np.ndarray | Volume) -> list[str
         return []
     needed, why = model.modality
     array = image.array
-    not_hu = "" if looks_like_hu(array, image.modality) else \
-        f"its values ({float(array.min()):g} to {float(array.max()):g}) do not look like CT Hounsfield units"
+    not_hu = (
+        ""
+        if looks_like_hu(array, image.modality)
+        else f"its values ({float(array.min()):g} to {float(array.max()):g}) do not look like CT Hounsfield units"
+    )
     if needed and not image.modality:
-        return [f"the input records no modality, and model {model.id!r} needs {needed} ({why}): check that it is "
-                f"{needed}" + (f"; {not_hu}" if needed == "CT" and not_hu else "")]
+        return [
+            f"the input records no modality, and model {model.id!r} needs {needed} ({why}): check that it is "
+            f"{needed}" + (f"; {not_hu}" if needed == "CT" and not_hu else "")
+        ]
     if not needed and not_hu:
-        return [f"model {model.id!r} does not record which modality it was trained on, and "
-                + (f"the input is {image.modality}, not CT" if image.modality else not_hu) + ": check the result"]
+        return [
+            f"model {model.id!r} does not record which modality it was trained on, and "
+            + (f"the input is {image.modality}, not CT" if image.modality else not_hu)
+            + ": check the result"
+        ]
     return []
 
 
-def store_upload(db: Database, settings: ServerSettings, user_id: int, model: ModelEntry, received: Received,
-                 staging: Path) -> str:
+def store_upload(
+    db: Database, settings: ServerSettings, user_id: int, model: ModelEntry, received: Received, staging: Path
+) -> str:
     """Check the staged upload, move it into place, insert the study and its queued result; the study id.
 
     Raises :class:`UploadRefused`; the caller removes ``staging`` in every case.
@@ -363,12 +406,19 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
     if refusal:
         raise UploadRefused(422, f"{refusal}; choose another model", shown)
     if fmt == stacks.FORMAT and refs:
-        raise UploadRefused(422, "a reference label cannot be compared with a zip of slices; upload the scan as a "
-                                 "NIfTI volume with a NIfTI reference", refs[0].filename)
+        raise UploadRefused(
+            422,
+            "a reference label cannot be compared with a zip of slices; upload the scan as a "
+            "NIfTI volume with a NIfTI reference",
+            refs[0].filename,
+        )
     staged = _Staged(staging, received)
     try:
-        if fmt in ("dicom", stacks.FORMAT) and len(inputs) == 1 and \
-                input_format_of(inputs[0].filename, inputs[0].path) == "zip":
+        if (
+            fmt in ("dicom", stacks.FORMAT)
+            and len(inputs) == 1
+            and input_format_of(inputs[0].filename, inputs[0].path) == "zip"
+        ):
             check_upload_zip(inputs[0].path, shown, settings)
         if len(inputs) == 1:
             check_header_size(inputs[0].path, fmt, shown, settings)
@@ -396,13 +446,22 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
     study_id = new_id()
     sha = _content_hash(inputs)
     study = {
-        "id": study_id, "user_id": user_id, "name": shown,
-        "kind": kind, "input_format": fmt, "input_files": files, "input_sha256": sha,
-        "input_bytes": sum(f.size for f in inputs), "reference_file": refs[0].filename if refs else None,
+        "id": study_id,
+        "user_id": user_id,
+        "name": shown,
+        "kind": kind,
+        "input_format": fmt,
+        "input_files": files,
+        "input_sha256": sha,
+        "input_bytes": sum(f.size for f in inputs),
+        "reference_file": refs[0].filename if refs else None,
         "shape": list(image.shape) if isinstance(image, Volume) else [1, *array.shape],
         "spacing": (stacks.study_spacing(image) if fmt == stacks.FORMAT else list(image.spacing))
-        if isinstance(image, Volume) else None,
-        "window": display_window(array, modality), "modality": modality, "created_at": now_iso(),
+        if isinstance(image, Volume)
+        else None,
+        "window": display_window(array, modality),
+        "modality": modality,
+        "created_at": now_iso(),
     }
     target = study_paths(settings, study_id).root
     staging.rename(target)
@@ -416,9 +475,19 @@ def store_upload(db: Database, settings: ServerSettings, user_id: int, model: Mo
 
 def new_result(study_id: str, input_sha256: str, model: ModelEntry) -> dict:
     """A queued result (job) row for ``model`` on a study."""
-    return {"id": new_id(), "study_id": study_id, "model_id": model.id, "model_name": model.name,
-            "model_version": model.version, "model_demo": int(model.demo), "input_sha256": input_sha256,
-            "status": "queued", "progress": 0.0, "attempts": 0, "created_at": now_iso()}
+    return {
+        "id": new_id(),
+        "study_id": study_id,
+        "model_id": model.id,
+        "model_name": model.name,
+        "model_version": model.version,
+        "model_demo": int(model.demo),
+        "input_sha256": input_sha256,
+        "status": "queued",
+        "progress": 0.0,
+        "attempts": 0,
+        "created_at": now_iso(),
+    }
 
 
 # ------------------------------------------------------------------------------------------------ removing
@@ -470,8 +539,20 @@ def cleanup(settings: ServerSettings, db: Database) -> dict:
 
 def study_json_fields(study: dict) -> dict:
     """The study's columns as the API shows them (no user id, no file system paths)."""
-    keys = ("id", "name", "kind", "input_format", "input_files", "input_sha256", "input_bytes", "shape", "spacing",
-            "modality", "window", "created_at")
+    keys = (
+        "id",
+        "name",
+        "kind",
+        "input_format",
+        "input_files",
+        "input_sha256",
+        "input_bytes",
+        "shape",
+        "spacing",
+        "modality",
+        "window",
+        "created_at",
+    )
     out = {k: study[k] for k in keys}
     out["reference_file"] = study["reference_file"]
     out["has_reference"] = study["reference_file"] is not None

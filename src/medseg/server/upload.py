@@ -63,7 +63,7 @@ def client_filename(raw: str) -> str:
     ``MAX_SHOWN_NAME`` characters (the end kept, so the extension still tells the type)."""
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
-    return (name if len(name) <= MAX_SHOWN_NAME else "…" + name[-(MAX_SHOWN_NAME - 1):]) or "unnamed"
+    return (name if len(name) <= MAX_SHOWN_NAME else "…" + name[-(MAX_SHOWN_NAME - 1) :]) or "unnamed"
 
 
 def safe_filename(name: str) -> str:
@@ -92,10 +92,15 @@ class _Receiver:
         self._taken: set[Path] = set()
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self.on_part_begin, "on_part_data": self.on_part_data,
-                "on_part_end": self.on_part_end, "on_header_field": self.on_header_field,
-                "on_header_value": self.on_header_value, "on_header_end": self.on_header_end,
-                "on_headers_finished": self.on_headers_finished}
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+        }
 
     def on_part_begin(self) -> None:
         self._disposition = b""
@@ -136,8 +141,9 @@ class _Receiver:
         elif name in TEXT_FIELDS and filename is None:
             self._text, self._text_name = bytearray(), name
         else:
-            raise UploadRefused(400, f"unexpected form field {name!r}; send 'files' (one or more), optionally "
-                                     "'reference' and 'model'")
+            raise UploadRefused(
+                400, f"unexpected form field {name!r}; send 'files' (one or more), optionally 'reference' and 'model'"
+            )
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._file is not None:

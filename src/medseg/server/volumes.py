@@ -43,8 +43,13 @@ def encode_image(array: np.ndarray, window: dict) -> tuple[np.ndarray, dict]:
     """(D, H, W[, 3]) → (stored array, its manifest entry without the URL)."""
     array = np.asarray(array)
     if array.ndim == 4:  # colour: windowed here, the page shows it as stored
-        return grey_u8(array, window), {"dtype": "uint8", "channels": int(array.shape[-1]), "offset": 0.0,
-                                         "scale": 1.0, "window": {**window, "low": 0.0, "high": 255.0}}
+        return grey_u8(array, window), {
+            "dtype": "uint8",
+            "channels": int(array.shape[-1]),
+            "offset": 0.0,
+            "scale": 1.0,
+            "window": {**window, "low": 0.0, "high": 255.0},
+        }
     entry = {"channels": 1, "window": dict(window)}
     if array.dtype == np.uint8 or array.dtype == bool:
         return array.astype(np.uint8), {**entry, "dtype": "uint8", "offset": 0.0, "scale": 1.0}
@@ -98,13 +103,25 @@ def _write_array(array: np.ndarray, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_volumes(folder: Path, grey: np.ndarray, window: dict, labels: np.ndarray,
-                  reference: np.ndarray | None, *, background: int | None, n_channels: int = 0) -> dict:
+def write_volumes(
+    folder: Path,
+    grey: np.ndarray,
+    window: dict,
+    labels: np.ndarray,
+    reference: np.ndarray | None,
+    *,
+    background: int | None,
+    n_channels: int = 0,
+) -> dict:
     """Write the arrays and ``volume.json`` (the manifest, URLs added when served) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     image, image_entry = encode_image(grey, window)
-    manifest = {"version": FORMAT_VERSION, "shape": [int(s) for s in labels.shape], "image": image_entry,
-                "multilabel": bool(n_channels)}
+    manifest = {
+        "version": FORMAT_VERSION,
+        "shape": [int(s) for s in labels.shape],
+        "image": image_entry,
+        "multilabel": bool(n_channels),
+    }
     _write_array(image, folder / file_name("image"))
     for kind, values in (("label", labels), ("reference", reference)):
         if values is None:

@@ -34,17 +34,24 @@ from medseg.server.settings import ServerSettings
 
 log = logging.getLogger("medseg.server")
 RESUMED = "resumed after the worker process stopped (exit code {code})"
-GAVE_UP = ("the worker process stopped twice while this job ran (exit code {code}; out of memory?), so it was "
-           "not started a third time")
+GAVE_UP = (
+    "the worker process stopped twice while this job ran (exit code {code}; out of memory?), so it was "
+    "not started a third time"
+)
 RESTART_PAUSE_S = 1.0  # between a crash and the next child: a child that dies at start cannot spin
 
 
 def _child(settings: ServerSettings, wake, stop) -> None:
     """The child's whole life: its own connection, models and loop, until ``stop`` is set."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    registry = ModelRegistry(settings.models, settings.device, trust_code=settings.trust_code,
-                             pair_model=settings.pair_model, karyotype_model=settings.karyotype_model,
-                             karyotype_vote=settings.karyotype_vote)
+    registry = ModelRegistry(
+        settings.models,
+        settings.device,
+        trust_code=settings.trust_code,
+        pair_model=settings.pair_model,
+        karyotype_model=settings.karyotype_model,
+        karyotype_vote=settings.karyotype_vote,
+    )
     worker = Worker(Database(settings.db_path), settings, registry)
     worker.use_events(wake, stop)
     worker.loop()
@@ -73,8 +80,9 @@ class WorkerProcess:
         self._watcher.start()
 
     def _spawn(self) -> None:
-        self._process = self._ctx.Process(target=_child, args=(self.settings, self._wake, self._stop),
-                                          name="medseg-worker", daemon=True)
+        self._process = self._ctx.Process(
+            target=_child, args=(self.settings, self._wake, self._stop), name="medseg-worker", daemon=True
+        )
         self._process.start()
 
     def notify(self) -> None:

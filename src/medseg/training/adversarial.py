@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medseg.losses.segmentation import one_hot
 from medseg.artifact import model_kwargs
+from medseg.losses.segmentation import one_hot
 from medseg.models import build_model
 from medseg.training.trainer import Trainer
 
@@ -62,8 +62,9 @@ class AdversarialTrainer(Trainer):
         spec = dict(self.cfg["adversarial"]["discriminator"])
         name = spec.pop("name")
         in_channels = int(model_kwargs(self.cfg)["in_channels"]) + len(self.class_names)
-        return build_model(name, trust_code=True, in_channels=in_channels, spatial_dims=self.cfg["task"]["spatial_dims"],
-                           **spec)  # the user's own config
+        return build_model(
+            name, trust_code=True, in_channels=in_channels, spatial_dims=self.cfg["task"]["spatial_dims"], **spec
+        )  # the user's own config
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         # Called by Trainer.__init__ after the generator is built and seeded: D is built here, on the same seed.
@@ -75,8 +76,9 @@ class AdversarialTrainer(Trainer):
         betas = tuple(float(b) for b in adv["betas"])
         d_lr = float(adv["lr"]) if adv.get("lr") is not None else float(tr["lr"])
         return {
-            "model": torch.optim.Adam(self.model.parameters(), lr=float(tr["lr"]), betas=betas,
-                                      weight_decay=float(tr["weight_decay"])),
+            "model": torch.optim.Adam(
+                self.model.parameters(), lr=float(tr["lr"]), betas=betas, weight_decay=float(tr["weight_decay"])
+            ),
             "disc": torch.optim.Adam(self.discriminator.parameters(), lr=d_lr, betas=betas),
         }
 
@@ -107,8 +109,11 @@ class AdversarialTrainer(Trainer):
             d_real = disc_step(image, real)
             d_fake = disc_step(image, fake.detach())
         d_loss = lsgan_d_loss(d_real, d_fake)
-        stats = {"d_loss": float(d_loss.detach()), "d_real": float(d_real.detach().float().mean()),
-                 "d_fake": float(d_fake.detach().float().mean())}  # read before D's step changes them
+        stats = {
+            "d_loss": float(d_loss.detach()),
+            "d_real": float(d_real.detach().float().mean()),
+            "d_fake": float(d_fake.detach().float().mean()),
+        }  # read before D's step changes them
         self.scaler.scale(d_loss).backward()
         self.scaler.step(opt_d)
 

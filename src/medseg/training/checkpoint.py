@@ -18,8 +18,13 @@ from medseg.artifact.model_folder import model_state
 from medseg.errors import DataValidationError
 
 
-def save_training_state(directory: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                        state: dict, extra_models: dict[str, nn.Module] | None = None) -> None:
+def save_training_state(
+    directory: Path,
+    model: nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: dict,
+    extra_models: dict[str, nn.Module] | None = None,
+) -> None:
     """Everything needed to resume: tensors to ``last.safetensors``, the rest to ``last_state.json``."""
     tensors: dict[str, torch.Tensor] = {f"model/{k}": v for k, v in model_state(model).items()}
     for name, m in (extra_models or {}).items():
@@ -41,8 +46,12 @@ def save_training_state(directory: Path, model: nn.Module, optimizers: dict[str,
     dump_json({**state, "optimizers": optim_meta}, Path(directory) / "last_state.json")
 
 
-def load_training_state(directory: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer],
-                        extra_models: dict[str, nn.Module] | None = None) -> dict | None:
+def load_training_state(
+    directory: Path,
+    model: nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+    extra_models: dict[str, nn.Module] | None = None,
+) -> dict | None:
     """Restore what :func:`save_training_state` wrote; ``None`` when there is nothing to resume.
 
     A damaged state (a truncated file from a full disk, a file edited by hand, a config changed since) is a
@@ -62,27 +71,34 @@ def load_training_state(directory: Path, model: nn.Module, optimizers: dict[str,
     try:
         tensors = load_file(str(tensor_path), device="cpu")
     except Exception as exc:  # safetensors raises its own error types
-        raise DataValidationError(tensor_path, f"the saved training tensors are damaged ({' '.join(str(exc).split())})"
-                                               f"{damaged}") from exc
+        raise DataValidationError(
+            tensor_path, f"the saved training tensors are damaged ({' '.join(str(exc).split())}){damaged}"
+        ) from exc
     try:
         target = getattr(model, "_orig_mod", model)
-        target.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")})
+        target.load_state_dict({k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")})
         for name, m in (extra_models or {}).items():
             prefix = f"{name}/"
-            getattr(m, "_orig_mod", m).load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                                                        if k.startswith(prefix)})
+            getattr(m, "_orig_mod", m).load_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
         for name, opt in optimizers.items():
             meta = state["optimizers"][name]
             sd_state = {}
             for pid, pstate in meta["state"].items():
-                sd_state[int(pid)] = {key: (tensors[f"optim/{name}/{pid}/{key}"] if value == "__tensor__" else value)
-                                      for key, value in pstate.items()}
+                sd_state[int(pid)] = {
+                    key: (tensors[f"optim/{name}/{pid}/{key}"] if value == "__tensor__" else value)
+                    for key, value in pstate.items()
+                }
             groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
             opt.load_state_dict({"state": sd_state, "param_groups": groups})
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise DataValidationError(tensor_path, "the saved training state does not fit this run's model and optimizer "
-                                               f"(was the config changed?): {' '.join(str(exc).split())[:300]}"
-                                               f"{damaged}") from exc
+        raise DataValidationError(
+            tensor_path,
+            "the saved training state does not fit this run's model and optimizer "
+            f"(was the config changed?): {' '.join(str(exc).split())[:300]}"
+            f"{damaged}",
+        ) from exc
     return state
 
 

@@ -104,8 +104,10 @@ def init(device: torch.device, timeout_minutes: float | None = None) -> DistInfo
         minutes = DEFAULT_TIMEOUT_MINUTES if timeout_minutes is None else float(timeout_minutes)
         dist.init_process_group(backend, timeout=_dt.timedelta(minutes=minutes))
     elif dist.get_backend() != backend:  # opened earlier (to plan) for another device than the config trains on
-        raise ConfigError(f"the process group was opened with {dist.get_backend()} but train.device {device} needs "
-                          f"{backend}: give the device with --device, so that planning and training agree")
+        raise ConfigError(
+            f"the process group was opened with {dist.get_backend()} but train.device {device} needs "
+            f"{backend}: give the device with --device, so that planning and training agree"
+        )
     return info()
 
 
@@ -207,7 +209,7 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(t)
-    return {k: float(v) / me.world_size for k, v in zip(keys, t.tolist())}
+    return {k: float(v) / me.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -226,7 +228,7 @@ class _GatherWithGrad(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)
-        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
 
 
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
@@ -241,9 +243,11 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 def per_rank_batch(global_batch: int, world_size: int) -> int:
     """The per-rank batch of a global ``train.batch_size``; an error when it does not split evenly."""
     if global_batch % world_size:
-        raise ConfigError(f"train.batch_size {global_batch} is the global batch of one optimizer step and must split "
-                          f"evenly over the {world_size} processes: use a multiple of {world_size} (e.g. "
-                          f"{world_size * max(1, round(global_batch / world_size))}), or another number of processes")
+        raise ConfigError(
+            f"train.batch_size {global_batch} is the global batch of one optimizer step and must split "
+            f"evenly over the {world_size} processes: use a multiple of {world_size} (e.g. "
+            f"{world_size * max(1, round(global_batch / world_size))}), or another number of processes"
+        )
     return global_batch // world_size
 
 
@@ -271,12 +275,12 @@ class RankShard(Sampler):
         g = self.per_rank * self.world_size
         full = len(order) // g * g
         for k in range(0, full, g):
-            yield from order[k + self.rank * self.per_rank: k + (self.rank + 1) * self.per_rank]
+            yield from order[k + self.rank * self.per_rank : k + (self.rank + 1) * self.per_rank]
         rest = order[full:]
         if rest:
             share = -(-len(rest) // self.world_size)
             padded = rest + order[: share * self.world_size - len(rest)]
-            yield from padded[self.rank * share:(self.rank + 1) * share]
+            yield from padded[self.rank * share : (self.rank + 1) * share]
 
 
 # --- launching ---------------------------------------------------------------------------------------------
@@ -284,8 +288,16 @@ class RankShard(Sampler):
 
 def launch_command(nproc: int, module_args: list[str], *, torchrun_args: list[str] | None = None) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc-per-node N -m medseg ARGS`` (torchrun itself)."""
-    return [sys.executable, "-m", "torch.distributed.run", *(torchrun_args or ["--standalone"]),
-            f"--nproc-per-node={int(nproc)}", "-m", "medseg", *module_args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *(torchrun_args or ["--standalone"]),
+        f"--nproc-per-node={int(nproc)}",
+        "-m",
+        "medseg",
+        *module_args,
+    ]
 
 
 def launch(nproc: int, module_args: list[str], *, torchrun_args: list[str] | None = None) -> int:
@@ -303,6 +315,26 @@ def launch(nproc: int, module_args: list[str], *, torchrun_args: list[str] | Non
     return subprocess.call(launch_command(nproc, module_args, torchrun_args=torchrun_args), env=env)
 
 
-__all__ = ["DistInfo", "MainRankFailed", "RankShard", "all_gather_objects", "any_rank", "barrier", "broadcast_object",
-           "cleanup", "env_info", "gather_with_grad", "info", "init", "is_main", "launch", "launch_command", "main_first",
-           "mean_over_ranks", "on_main_rank", "per_rank_batch", "rank_device", "shard"]
+__all__ = [
+    "DistInfo",
+    "MainRankFailed",
+    "RankShard",
+    "all_gather_objects",
+    "any_rank",
+    "barrier",
+    "broadcast_object",
+    "cleanup",
+    "env_info",
+    "gather_with_grad",
+    "info",
+    "init",
+    "is_main",
+    "launch",
+    "launch_command",
+    "main_first",
+    "mean_over_ranks",
+    "on_main_rank",
+    "per_rank_batch",
+    "rank_device",
+    "shard",
+]

@@ -58,9 +58,13 @@ class NoisyLabelTrainer(Trainer):
     def build_qam(self) -> QualityAwarenessModule:
         q = self.cfg["noisy_labels"]["qam"]
         in_channels = int(model_kwargs(self.cfg)["in_channels"]) + len(self.class_names)
-        return QualityAwarenessModule(in_channels, spatial_dims=int(self.cfg["task"]["spatial_dims"]),
-                                      channels=[int(c) for c in q["channels"]], convs=[int(c) for c in q["convs"]],
-                                      norm=q["norm"])
+        return QualityAwarenessModule(
+            in_channels,
+            spatial_dims=int(self.cfg["task"]["spatial_dims"]),
+            channels=[int(c) for c in q["channels"]],
+            convs=[int(c) for c in q["convs"]],
+            norm=q["norm"],
+        )
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         # Called by Trainer.__init__ after the segmentation network is built and seeded: QAM is built here.
@@ -96,7 +100,7 @@ class NoisyLabelTrainer(Trainer):
         if self.dist.active:  # Θ over the global batch: every rank's scores, gradients kept
             world, rank, b = self.dist.world_size, self.dist.rank, len(losses)
             all_weights = quality_weights(distributed.gather_with_grad(scores.float().flatten()), self.ocm_lambda)
-            weights = all_weights[rank * b:(rank + 1) * b]
+            weights = all_weights[rank * b : (rank + 1) * b]
             loss = world * (weights * losses).sum()  # DDP averages over ranks: × world gives the global sum
             log_w = all_weights.detach()
             log_i = torch.tensor(sum(distributed.all_gather_objects(index.tolist()), []), dtype=torch.long)
@@ -126,8 +130,12 @@ class NoisyLabelTrainer(Trainer):
         rel = torch.cat([b * len(b) for b, _ in self._weight_log])
         idx = torch.cat([i for _, i in self._weight_log])
         ratio = max(float(b.max() / b.min()) if float(b.min()) > 0 else float("inf") for b, _ in self._weight_log)
-        out = {"train_qam_w_mean": float(w.mean()), "train_qam_w_min": float(w.min()), "train_qam_w_max": float(w.max()),
-               "train_qam_ratio_max": ratio}
+        out = {
+            "train_qam_w_mean": float(w.mean()),
+            "train_qam_w_min": float(w.min()),
+            "train_qam_w_max": float(w.max()),
+            "train_qam_ratio_max": ratio,
+        }
         if self.label_noise is not None:
             noisy = torch.tensor(sorted(r["index"] for r in self.label_noise["records"]), dtype=idx.dtype)
             is_noisy = torch.isin(idx, noisy)

@@ -23,8 +23,10 @@ class ParallelSteps:
     def sync_batchnorm(self, module: nn.Module) -> nn.Module:
         """``train.distributed.sync_batchnorm``: BatchNorm over the global batch (PyTorch has it on CUDA only)."""
         if self.device.type != "cuda":
-            raise ConfigError("train.distributed.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm runs on GPUs "
-                              "only); on the CPU each rank normalises its own share of the batch: set it to false")
+            raise ConfigError(
+                "train.distributed.sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm runs on GPUs "
+                "only); on the CPU each rank normalises its own share of the batch: set it to false"
+            )
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
     def wrap_distributed(self) -> dict[str, nn.Module]:
@@ -53,9 +55,13 @@ class ParallelSteps:
         why = compiler_missing(self.device, backend)
         if why is not None:
             if self.dist.is_main:
-                warnings.warn(f"train.compile: torch.compile (backend {backend}) needs a C++ compiler on the CPU and "
-                              f"none was found ({why}); training uncompiled. Install g++ or clang (or set CXX), or "
-                              "set train.compile: false", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"train.compile: torch.compile (backend {backend}) needs a C++ compiler on the CPU and "
+                    f"none was found ({why}); training uncompiled. Install g++ or clang (or set CXX), or "
+                    "set train.compile: false",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             return None
         self._compile_pending = True  # the first step compiles: a failure there falls back to the plain network
         return torch.compile(self.model._call_impl, backend=backend, dynamic=False)
@@ -84,9 +90,12 @@ class ParallelSteps:
                 if not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
                     raise  # not the compiler's: the model's own error
                 if self.dist.is_main:
-                    warnings.warn(f"train.compile: torch.compile failed at the first step "
-                                  f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); training uncompiled",
-                                  RuntimeWarning, stacklevel=3)
+                    warnings.warn(
+                        f"train.compile: torch.compile failed at the first step "
+                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); training uncompiled",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                 self._compiled_call = self.model._compiled_call_impl = None
                 out = self._model_loss(loss_fn, image, label)
             self._compile_pending = False

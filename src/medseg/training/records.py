@@ -23,9 +23,12 @@ class RunRecords:
         # the raw value: a damaged epoch is reported below as a damaged state, not as a crash here
         found = distributed.all_gather_objects(None if state is None else state.get("epoch", -1))
         if len({repr(v) for v in found}) > 1:  # repr: a damaged value need not be hashable
-            raise DataValidationError(self.run_dir, f"the processes found different training states here (epoch "
-                                      f"per rank: {found}); every rank must see the same run folder — on several "
-                                      "machines put output.root on a shared filesystem — or start over with --restart")
+            raise DataValidationError(
+                self.run_dir,
+                f"the processes found different training states here (epoch "
+                f"per rank: {found}); every rank must see the same run folder — on several "
+                "machines put output.root on a shared filesystem — or start over with --restart",
+            )
         if state is None:
             return False
         try:
@@ -37,18 +40,32 @@ class RunRecords:
             self.elapsed_before = float(state.get("elapsed_s", 0.0))
             self.stopped_by_time = bool(state.get("stopped_by_time", False))
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataValidationError(self.run_dir / "last_state.json", f"the saved training state is damaged (no "
-                                      f"valid {exc}); resume is impossible: start this fold over with --restart") from exc
+            raise DataValidationError(
+                self.run_dir / "last_state.json",
+                f"the saved training state is damaged (no "
+                f"valid {exc}); resume is impossible: start this fold over with --restart",
+            ) from exc
         return True
 
     def save_state(self, epoch: int, finished: bool = False) -> None:
         if not self.dist.is_main:
             return
-        save_training_state(self.run_dir, self.model, self.optimizers,
-                            {"epoch": epoch, "fold": self.fold, "finished": finished,
-                             "scheduler": self.scheduler.state_dict(), "early_stopping": self.early.state_dict(),
-                             "history": self.history, "elapsed_s": round(self.elapsed(), 3),
-                             "stopped_by_time": self.stopped_by_time}, self.extra_modules())
+        save_training_state(
+            self.run_dir,
+            self.model,
+            self.optimizers,
+            {
+                "epoch": epoch,
+                "fold": self.fold,
+                "finished": finished,
+                "scheduler": self.scheduler.state_dict(),
+                "early_stopping": self.early.state_dict(),
+                "history": self.history,
+                "elapsed_s": round(self.elapsed(), 3),
+                "stopped_by_time": self.stopped_by_time,
+            },
+            self.extra_modules(),
+        )
 
     def write_history(self) -> None:
         if not self.dist.is_main:
@@ -69,7 +86,7 @@ class RunRecords:
         wall = self.wall_s
         if not wall:
             return {}
-        rows = [r for r in self.history[self.start_epoch:] if "validation_time_s" in r]
+        rows = [r for r in self.history[self.start_epoch :] if "validation_time_s" in r]
         val = sum(float(r["validation_time_s"]) for r in rows) + float((self.final_val or {}).get("time_s", 0))
         share = val / wall
         if self.progress:
@@ -94,11 +111,16 @@ class RunRecords:
                 pass
         selected = self.selected_epoch()
         best = next((r for r in self.history if r["epoch"] == selected), {})
-        out = {"fold": self.fold, "run_dir": str(self.run_dir), "epochs_run": len(self.history),
-               "best_epoch": selected, "best_val": best,
-               "steps": int(self.history[-1].get("steps", 0)) if self.history else 0,
-               "selected": "best validation" if self.has_validation else "last epoch (no validation set)",
-               "stopped_by_time_limit": self.stopped_by_time}
+        out = {
+            "fold": self.fold,
+            "run_dir": str(self.run_dir),
+            "epochs_run": len(self.history),
+            "best_epoch": selected,
+            "best_val": best,
+            "steps": int(self.history[-1].get("steps", 0)) if self.history else 0,
+            "selected": "best validation" if self.has_validation else "last epoch (no validation set)",
+            "stopped_by_time_limit": self.stopped_by_time,
+        }
         out.update(self.time_shares())
         if self.final_val is not None:
             out["final_validation"] = self.final_val

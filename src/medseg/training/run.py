@@ -67,13 +67,17 @@ def plan_on_main_rank(plan, device: str | None, sets: list[tuple[str, str]]) -> 
 
     timeout = value("train.distributed.timeout_minutes", None)
     device_name = device or value("train.device", "auto") or "auto"
-    return distributed.on_main_rank(plan, resolve_device(str(device_name)),
-                                    float(timeout) if isinstance(timeout, (int, float)) else None,
-                                    what="planning the config")
+    return distributed.on_main_rank(
+        plan,
+        resolve_device(str(device_name)),
+        float(timeout) if isinstance(timeout, (int, float)) else None,
+        what="planning the config",
+    )
 
 
-def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, restart: bool = False,
-               progress: bool = True) -> dict:
+def train_fold(
+    cfg: dict, fold: int, *, data: SegmentationData | None = None, restart: bool = False, progress: bool = True
+) -> dict:
     from medseg.artifact import resolve_device
     from medseg.training import distributed
 
@@ -91,9 +95,17 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
     _replace_or_refuse(run_root, cfg, data, split_path, restart=restart, remove=me.is_main)
     if me.is_main:
         run_root.mkdir(parents=True, exist_ok=True)
-    info = {"splits_file": str(split_path.resolve()), "data": data.source, "fingerprint": data.fingerprint,
-            "synthesized": data.synthesized, "n_images": len(data), "notes": data.notes,
-            "n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)}
+    info = {
+        "splits_file": str(split_path.resolve()),
+        "data": data.source,
+        "fingerprint": data.fingerprint,
+        "synthesized": data.synthesized,
+        "n_images": len(data),
+        "notes": data.notes,
+        "n_train": len(train_idx),
+        "n_val": len(val_idx),
+        "n_test": len(test_idx),
+    }
     noise = None
     if (cfg.get("noisy_labels") or {}).get("enabled"):
         # Simulated annotation noise on this fold's TRAINING samples only; val/test labels stay clean.
@@ -109,22 +121,30 @@ def train_fold(cfg: dict, fold: int, *, data: SegmentationData | None = None, re
     if noise is not None:
         trainer.label_noise = noise
     if me.is_main:
-        ranks = (f" × {me.world_size} processes (batch {trainer.per_rank_batch} each, global "
-                 f"{cfg['train']['batch_size']})") if me.active else ""
-        tqdm.write(f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val / {len(test_idx)} held-out test images "
-                   f"on {trainer.device}{ranks}; split {split_path}")
+        ranks = (
+            (f" × {me.world_size} processes (batch {trainer.per_rank_batch} each, global {cfg['train']['batch_size']})")
+            if me.active
+            else ""
+        )
+        tqdm.write(
+            f"fold {fold}: {len(train_idx)} train / {len(val_idx)} val / {len(test_idx)} held-out test images "
+            f"on {trainer.device}{ranks}; split {split_path}"
+        )
     return trainer.fit(restart=restart)
 
 
-def _replace_or_refuse(run_root: Path, cfg: dict, data: SegmentationData, split_path: Path, *, restart: bool,
-                       remove: bool = True) -> None:
+def _replace_or_refuse(
+    run_root: Path, cfg: dict, data: SegmentationData, split_path: Path, *, restart: bool, remove: bool = True
+) -> None:
     """:func:`medseg.data.runs.check_same_training`, saying what a ``--restart`` removed."""
     if restart and not remove:
         return  # rank 0 replaces the run
     removed = check_same_training(run_root, cfg, data, split_path, restart=restart)
     if removed:
-        tqdm.write(f"note: --restart replaces the run {run_root} (it held another training): removed "
-                   f"{', '.join(p.name for p in removed)}")
+        tqdm.write(
+            f"note: --restart replaces the run {run_root} (it held another training): removed "
+            f"{', '.join(p.name for p in removed)}"
+        )
 
 
 def _changed(path: Path, record: dict) -> bool:
@@ -135,15 +155,18 @@ def _changed(path: Path, record: dict) -> bool:
         return True
 
 
-def cross_validate(cfg: dict, *, folds: list[int] | None = None, restart: bool = False, progress: bool = True) -> list[dict]:
+def cross_validate(
+    cfg: dict, *, folds: list[int] | None = None, restart: bool = False, progress: bool = True
+) -> list[dict]:
     data = load_any_data(cfg, progress)
     if folds is None:  # every fold of the split (a splits.file of names may list another number than n_folds)
         folds = list(range(len(splits_for(cfg, data)[0]["folds"])))
     return [train_fold(cfg, k, data=data, restart=restart, progress=progress) for k in folds]
 
 
-def cross_validate_parallel(cfg: dict, *, folds: list[int] | None = None, parallel: int = 2, restart: bool = False,
-                            progress: bool = True) -> list[dict]:
+def cross_validate_parallel(
+    cfg: dict, *, folds: list[int] | None = None, parallel: int = 2, restart: bool = False, progress: bool = True
+) -> list[dict]:
     """``medseg cv --parallel K``: the folds of :func:`cross_validate`, K at a time, each a ``medseg train``
     process of its own; returns the folds' summaries in fold order, as the serial run does.
 
@@ -180,12 +203,15 @@ def cross_validate_parallel(cfg: dict, *, folds: list[int] | None = None, parall
                 fold_dir = run_root / f"fold_{fold}"
                 fold_dir.mkdir(parents=True, exist_ok=True)
                 log = (fold_dir / "train.log").open("w")
-                cmd = [sys.executable, "-m", "medseg", "train", str(cfg_path), "--fold", str(fold)] + \
-                    (["--restart"] if restart else [])
+                cmd = [sys.executable, "-m", "medseg", "train", str(cfg_path), "--fold", str(fold)] + (
+                    ["--restart"] if restart else []
+                )
                 running[fold] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, slot)
                 if progress:
-                    tqdm.write(f"fold {fold}: started (process {running[fold][0].pid}"
-                               f"{', GPU ' + env['CUDA_VISIBLE_DEVICES'] if gpus else ''}), log {fold_dir / 'train.log'}")
+                    tqdm.write(
+                        f"fold {fold}: started (process {running[fold][0].pid}"
+                        f"{', GPU ' + env['CUDA_VISIBLE_DEVICES'] if gpus else ''}), log {fold_dir / 'train.log'}"
+                    )
             for fold, (proc, log, slot) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -195,15 +221,19 @@ def cross_validate_parallel(cfg: dict, *, folds: list[int] | None = None, parall
                 if proc.returncode:
                     failed.append((fold, proc.returncode))
                 if progress:
-                    tqdm.write(f"fold {fold}: {'finished' if not proc.returncode else f'FAILED (exit code {proc.returncode})'}")
+                    tqdm.write(
+                        f"fold {fold}: {'finished' if not proc.returncode else f'FAILED (exit code {proc.returncode})'}"
+                    )
             time.sleep(0.2)
     if failed:
         lines = []
         for fold, code in failed:
             tail = (run_root / f"fold_{fold}" / "train.log").read_text(errors="replace").strip().splitlines()[-3:]
             lines.append(f"fold {fold} failed (exit code {code}): {' | '.join(tail) or 'no output'}")
-        raise FoldFailed("; ".join(lines) + f" — logs in {run_root}/fold_K/train.log; run the same command again "
-                                           "to resume the unfinished folds")
+        raise FoldFailed(
+            "; ".join(lines) + f" — logs in {run_root}/fold_K/train.log; run the same command again "
+            "to resume the unfinished folds"
+        )
     return [json.loads((run_root / f"fold_{k}" / "summary.json").read_text()) for k in folds]
 
 

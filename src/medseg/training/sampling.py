@@ -50,5 +50,6 @@ def class_balanced_weights(classes: Sequence[np.ndarray]) -> np.ndarray:
 
 def class_balanced_sampler(weights: np.ndarray, num_samples: int, generator: torch.Generator) -> Sampler:
     """Draws ``num_samples`` positions into the training set with replacement, by ``weights``."""
-    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples, replacement=True,
-                                 generator=generator)
+    return WeightedRandomSampler(
+        torch.as_tensor(weights, dtype=torch.double), num_samples, replacement=True, generator=generator
+    )

@@ -27,8 +27,9 @@ POLY_EXPONENT = 0.9  # nnU-Net's PolyLRScheduler
 BUDGET_SCHEDULES = ("poly", "cosine", "constant")
 
 
-def progress(steps: int, total_steps: int | None, elapsed_s: float | None = None,
-             limit_s: float | None = None) -> float:
+def progress(
+    steps: int, total_steps: int | None, elapsed_s: float | None = None, limit_s: float | None = None
+) -> float:
     """How far through its budget a training is, in [0, 1]: the larger of steps / ``total_steps`` and
     ``elapsed_s`` / ``limit_s`` (each where given)."""
     parts = [0.0]
@@ -47,8 +48,9 @@ class BudgetSchedule:
         self.optimizer = optimizer
         self.name = sch.get("name", "plateau")
         if self.name not in BUDGET_SCHEDULES:
-            raise ConfigError(f"train.scheduler.name: unknown schedule {self.name!r} "
-                              "(use plateau, cosine, poly or constant)")
+            raise ConfigError(
+                f"train.scheduler.name: unknown schedule {self.name!r} (use plateau, cosine, poly or constant)"
+            )
         self.base_lrs = [float(g["lr"]) for g in optimizer.param_groups]
         self.floor = float(sch.get("min_lr", 0.0)) / self.base_lrs[0]
         self.warmup = min(max(int(sch.get("warmup_epochs", 0)), 0) / max(int(epochs), 1), 0.5)
@@ -69,7 +71,7 @@ class BudgetSchedule:
     def set_progress(self, t: float) -> None:
         self.progress = float(t)
         f = self.factor(t)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=False):
             group["lr"] = base * f
 
     def state_dict(self) -> dict:
@@ -85,8 +87,13 @@ class BudgetSchedule:
 def build_scheduler(optimizer: torch.optim.Optimizer, sch: dict, epochs: int):
     """The schedule of ``train.scheduler``: ReduceLROnPlateau for ``plateau``, else a :class:`BudgetSchedule`."""
     if sch.get("name", "plateau") == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=float(sch["factor"]),
-                                                          patience=int(sch["patience"]), min_lr=float(sch["min_lr"]))
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="min",
+            factor=float(sch["factor"]),
+            patience=int(sch["patience"]),
+            min_lr=float(sch["min_lr"]),
+        )
     return BudgetSchedule(optimizer, sch, epochs)
 
 

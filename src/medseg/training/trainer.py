@@ -4,10 +4,10 @@
 subclass it and override :meth:`Trainer.train_step` (and :meth:`Trainer.extra_modules` for more networks)
 rather than copying the loop — the nnU-Net v2 pattern.
 
-Per epoch: train (Adam; AMP, channels-last, torch.compile where they gain: see below), validate (loss and per-class IoU/Dice), step
-ReduceLROnPlateau on the validation loss (factor 0.5, patience 3), keep the best weights, write
-``history.csv``/``history.json`` and the resumable state; stop early after ``patience`` (9) epochs without
-a better validation loss.
+Per epoch: train (Adam; AMP, channels-last, torch.compile where they gain: see below), validate (loss and
+per-class IoU/Dice), step ReduceLROnPlateau on the validation loss (factor 0.5, patience 3), keep the best
+weights, write ``history.csv``/``history.json`` and the resumable state; stop early after ``patience`` (9)
+epochs without a better validation loss.
 
 Beyond the papers, for training on one's own data:
 
@@ -41,8 +41,8 @@ slice of every global batch (``train.batch_size``), validation is sharded and it
 learning-rate step, early stop, time limit — is rank 0's, broadcast, and only rank 0 writes files, from the
 unwrapped network (the same safetensors keys as one process). With one process none of this runs.
 
-Speed options (:mod:`medseg.training.speed`; measurements in ``benchmarks/results/distributed_cpu.json``, README "Beyond one
-process"), each kept on by default only where an end-to-end training measured a gain:
+Speed options (:mod:`medseg.training.speed`; measurements in ``benchmarks/results/distributed_cpu.json``,
+README "Beyond one process"), each kept on by default only where an end-to-end training measured a gain:
 
 * ``train.amp``: mixed precision. CUDA: bf16 where the GPU has it, else fp16 with loss scaling. CPU: bf16
   autocast only where the processor has native bf16 arithmetic (:func:`cpu_bf16_native`: AVX512-BF16 or AMX
@@ -73,8 +73,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from safetensors.torch import load_file
+from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
@@ -100,7 +100,8 @@ from medseg.training.early_stopping import EarlyStopping
 from medseg.training.parallel import ParallelSteps
 from medseg.training.records import RunRecords
 from medseg.training.sampling import class_balanced_sampler, class_balanced_weights, image_classes
-from medseg.training.schedules import BudgetSchedule, build_scheduler, progress as budget_progress
+from medseg.training.schedules import BudgetSchedule, build_scheduler
+from medseg.training.schedules import progress as budget_progress
 from medseg.training.speed import (
     CPU_CHANNELS_LAST_AUTO,
     compiler_missing,
@@ -108,8 +109,14 @@ from medseg.training.speed import (
     resolve_channels_last,
 )
 
-__all__ = ["CPU_CHANNELS_LAST_AUTO", "Trainer", "compiler_missing", "cpu_bf16_native", "resolve_channels_last",
-           "seed_everything"]
+__all__ = [
+    "CPU_CHANNELS_LAST_AUTO",
+    "Trainer",
+    "compiler_missing",
+    "cpu_bf16_native",
+    "resolve_channels_last",
+    "seed_everything",
+]
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -124,8 +131,17 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 class Trainer(RunRecords, ParallelSteps):
     """Train one fold. ``run_dir`` receives config, history, best model and the resumable state."""
 
-    def __init__(self, cfg: dict, run_dir: Path, data: SegmentationData, train_idx, val_idx, *, fold: int = 0,
-                 progress: bool = True):
+    def __init__(
+        self,
+        cfg: dict,
+        run_dir: Path,
+        data: SegmentationData,
+        train_idx,
+        val_idx,
+        *,
+        fold: int = 0,
+        progress: bool = True,
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.data = data
@@ -166,27 +182,7 @@ class Trainer(RunRecords, ParallelSteps):
         self.val_set = SegmentationDataset(data, val_idx, normalize=normalize)
         self.has_validation = len(self.val_set) > 0
         self._check_batchable(spatial_dims)
-        # The budget: train.iterations optimizer steps (over ceil(N / steps per epoch) epochs), else train.epochs;
-        # an epoch is train.steps_per_epoch steps (drawn with replacement), else one pass over the training set.
-        limit = tr["max_batches_per_epoch"]
-        self.fixed_epoch = tr.get("steps_per_epoch") is not None and len(self.train_set) > 0
-        batches = int(tr["steps_per_epoch"]) if self.fixed_epoch else math.ceil(len(self.train_set) / int(tr["batch_size"]))
-        self.steps_per_epoch = min(batches, int(limit)) if limit else batches
-        self.sampling = str(tr.get("sampling") or "uniform")
-        self.sample_weights = None
-        if self.sampling == "class_balanced" and len(self.train_set) > 0:
-            labels = data.labels[self.train_set.indices]
-            self.sample_weights = class_balanced_weights(
-                image_classes(labels, self.mode, cfg["task"].get("background")))
-        self.iterations = None if tr.get("iterations") is None else int(tr["iterations"])
-        if self.iterations is not None:
-            if self.steps_per_epoch < 1:
-                raise DataValidationError(data.source, f"fold {fold} has no training images: train.iterations "
-                                                       f"({self.iterations}) cannot be spent")
-            self.epochs = math.ceil(self.iterations / self.steps_per_epoch)
-        else:
-            self.epochs = int(tr["epochs"])
-        self.total_steps = self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch
+        self._plan_budget()
         self.scheduler = build_scheduler(self.optimizer, tr["scheduler"], self.epochs)
         # per-epoch validation on a fixed seeded subset (train.validation.images), the whole set at the end
         vcfg = tr["validation"]
@@ -212,14 +208,45 @@ class Trainer(RunRecords, ParallelSteps):
         self.wall_s: float | None = None  # this call of fit's wall time, once it has trained
         self.final_val: dict | None = None  # the selected model on every validation image (train.validation.final)
 
+    def _plan_budget(self) -> None:
+        """The budget: train.iterations optimizer steps (over ceil(N / steps per epoch) epochs), else train.epochs;
+        an epoch is train.steps_per_epoch steps (drawn with replacement), else one pass over the training set."""
+        tr = self.cfg["train"]
+        limit = tr["max_batches_per_epoch"]
+        self.fixed_epoch = tr.get("steps_per_epoch") is not None and len(self.train_set) > 0
+        batches = (
+            int(tr["steps_per_epoch"]) if self.fixed_epoch else math.ceil(len(self.train_set) / int(tr["batch_size"]))
+        )
+        self.steps_per_epoch = min(batches, int(limit)) if limit else batches
+        self.sampling = str(tr.get("sampling") or "uniform")
+        self.sample_weights = None
+        if self.sampling == "class_balanced" and len(self.train_set) > 0:
+            labels = self.data.labels[self.train_set.indices]
+            self.sample_weights = class_balanced_weights(
+                image_classes(labels, self.mode, self.cfg["task"].get("background"))
+            )
+        self.iterations = None if tr.get("iterations") is None else int(tr["iterations"])
+        if self.iterations is not None:
+            if self.steps_per_epoch < 1:
+                raise DataValidationError(
+                    self.data.source,
+                    f"fold {self.fold} has no training images: train.iterations ({self.iterations}) cannot be spent",
+                )
+            self.epochs = math.ceil(self.iterations / self.steps_per_epoch)
+        else:
+            self.epochs = int(tr["epochs"])
+        self.total_steps = self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch
+
     def _check_batchable(self, spatial_dims: int) -> None:
         """Training images of different sizes (``data.size: null``) only stack into batches as patches."""
         boxes = self.data.boxes_of(self.train_set.indices) if spatial_dims == 2 else None
         sizes = {tuple(b[2:]) for b in boxes} if boxes else set()
         if len(sizes) > 1 and not self.cfg["data"].get("patch_size") and int(self.cfg["train"]["batch_size"]) > 1:
-            raise ConfigError(f"the training images have {len(sizes)} different sizes (data.size: null) and cannot be "
-                              f"stacked into batches of {self.cfg['train']['batch_size']}: set data.patch_size: [H, W] to "
-                              "train on random patches (or train.batch_size: 1, or a data.size)")
+            raise ConfigError(
+                f"the training images have {len(sizes)} different sizes (data.size: null) and cannot be "
+                f"stacked into batches of {self.cfg['train']['batch_size']}: set data.patch_size: [H, W] to "
+                "train on random patches (or train.batch_size: 1, or a data.size)"
+            )
 
     def batches_in_epoch(self, epoch: int) -> int:
         """Optimizer steps of epoch ``epoch`` (0-based): all of them, except the last epoch of a
@@ -230,11 +257,17 @@ class Trainer(RunRecords, ParallelSteps):
 
     # -- pieces a variant may override -------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        return build_model(self.cfg["model"]["name"], trust_code=True, **model_kwargs(self.cfg))  # the user's own config
+        return build_model(
+            self.cfg["model"]["name"], trust_code=True, **model_kwargs(self.cfg)
+        )  # the user's own config
 
     def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         tr = self.cfg["train"]
-        return {"model": torch.optim.Adam(self.model.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))}
+        return {
+            "model": torch.optim.Adam(
+                self.model.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"])
+            )
+        }
 
     def extra_modules(self) -> dict[str, nn.Module]:
         """Further networks trained alongside (a discriminator, a quality-awareness module)."""
@@ -277,11 +310,17 @@ class Trainer(RunRecords, ParallelSteps):
     def loader(self, dataset, shuffle: bool, epoch: int = 0) -> DataLoader:
         tr = self.cfg["train"]
         gen = torch.Generator().manual_seed(int(tr["seed"]) * 100_003 + self.fold * 1009 + epoch)
-        batch = int(tr["batch_size"]) if shuffle else max(int(tr["batch_size"]), int(self.cfg["evaluate"]["batch_size"]))
+        batch = (
+            int(tr["batch_size"]) if shuffle else max(int(tr["batch_size"]), int(self.cfg["evaluate"]["batch_size"]))
+        )
         if not shuffle and self.data.boxes is not None:
             batch = 1  # images of different sizes: validated one by one, each at its own size
-        workers = {"num_workers": self.num_workers, "worker_init_fn": init_worker if self.num_workers else None,
-                   "pin_memory": self.device.type == "cuda", "drop_last": False}
+        workers = {
+            "num_workers": self.num_workers,
+            "worker_init_fn": init_worker if self.num_workers else None,
+            "pin_memory": self.device.type == "cuda",
+            "drop_last": False,
+        }
         if shuffle and (self.dist.active or self.fixed_epoch or self.sample_weights is not None):
             # train.steps_per_epoch: that many global batches drawn with replacement, whatever the set's size;
             # train.sampling: class_balanced draws by class (medseg.training.sampling), with replacement too
@@ -289,8 +328,11 @@ class Trainer(RunRecords, ParallelSteps):
             if self.sample_weights is not None:
                 base = class_balanced_sampler(self.sample_weights, n, gen)
             else:
-                base = (RandomSampler(dataset, replacement=True, num_samples=n, generator=gen)
-                        if self.fixed_epoch else RandomSampler(dataset, generator=gen))
+                base = (
+                    RandomSampler(dataset, replacement=True, num_samples=n, generator=gen)
+                    if self.fixed_epoch
+                    else RandomSampler(dataset, generator=gen)
+                )
             if not self.dist.active:
                 return DataLoader(dataset, batch_size=batch, sampler=base, **workers)
             # this rank's slice of each of the one-process run's batches
@@ -306,8 +348,9 @@ class Trainer(RunRecords, ParallelSteps):
         total = min(len(loader), self.batches_in_epoch(epoch))
         sums: dict[str, float] = {}
         n = 0
-        bar = Progress(loader, total=total, desc=f"fold {self.fold} epoch {epoch + 1}", leave=False,
-                       disable=not self.progress)
+        bar = Progress(
+            loader, total=total, desc=f"fold {self.fold} epoch {epoch + 1}", leave=False, disable=not self.progress
+        )
         timed = self.deadline is not None
         for i, batch in enumerate(bar):
             if i >= total or (distributed.any_rank(self.out_of_time()) if timed else False):
@@ -339,7 +382,10 @@ class Trainer(RunRecords, ParallelSteps):
         if self.dist.active:  # this rank's share of the images the one-process run validates
             loader = self.loader(val_set, shuffle=False)
             n = min(len(val_set), int(limit) * loader.batch_size) if limit else len(val_set)
-            val_set, limit = Subset(val_set, distributed.shard(list(range(n)), self.dist.rank, self.dist.world_size)), None
+            val_set, limit = (
+                Subset(val_set, distributed.shard(list(range(n)), self.dist.rank, self.dist.world_size)),
+                None,
+            )
         loss_sum, count = 0.0, 0
         for i, batch in enumerate(self.loader(val_set, shuffle=False)):
             if limit and i >= int(limit):
@@ -388,28 +434,36 @@ class Trainer(RunRecords, ParallelSteps):
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
         if self.iterations is not None and self.progress:
-            tqdm.write(f"fold {self.fold}: train.iterations {self.iterations} = {epochs} epoch(s) of up to "
-                       f"{self.steps_per_epoch} step(s), the last one cut at the budget")
+            tqdm.write(
+                f"fold {self.fold}: train.iterations {self.iterations} = {epochs} epoch(s) of up to "
+                f"{self.steps_per_epoch} step(s), the last one cut at the budget"
+            )
         monitor = self.monitor_key()
         if not self.has_validation and main:
-            tqdm.write(f"fold {self.fold}: no validation set: nothing is validated, the learning-rate schedule and "
-                       f"early stopping follow {monitor}, and the model is saved after every epoch — the last one "
-                       "is the model kept")
+            tqdm.write(
+                f"fold {self.fold}: no validation set: nothing is validated, the learning-rate schedule and "
+                f"early stopping follow {monitor}, and the model is saved after every epoch — the last one "
+                "is the model kept"
+            )
         primary = self.cfg["task"]["primary_metric"]
         limit = self.cfg["train"].get("time_limit_minutes")
         self.fit_start = time.perf_counter()
         self.deadline = None if limit is None else self.fit_start + 60.0 * float(limit) - self.elapsed_before
         if self.val_subset is not None and main:
-            tqdm.write(f"fold {self.fold}: validating {len(self.val_subset)} of {len(self.val_set)} validation images "
-                       "each epoch (train.validation.images)" + (", all of them once training ends"
-                                                                 if self.cfg["train"]["validation"]["final"] else ""))
+            tqdm.write(
+                f"fold {self.fold}: validating {len(self.val_subset)} of {len(self.val_set)} validation images "
+                "each epoch (train.validation.images)"
+                + (", all of them once training ends" if self.cfg["train"]["validation"]["final"] else "")
+            )
         full_every = int(self.cfg["train"]["validation"]["full_every"])
         for epoch in range(self.start_epoch, epochs):
             if distributed.any_rank(self.out_of_time()):  # the limit fell on validation or saving: end here
                 self.stop_for_time(epoch)
                 break
             # each rank its own random stream (augmentation); rank 0's is the one-process run's
-            seed_everything(int(self.cfg["train"]["seed"]) * 1000 + self.fold * 100 + epoch + 1_000_003 * self.dist.rank)
+            seed_everything(
+                int(self.cfg["train"]["seed"]) * 1000 + self.fold * 100 + epoch + 1_000_003 * self.dist.rank
+            )
             t0 = time.perf_counter()
             self.follow_budget()
             row = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -432,12 +486,8 @@ class Trainer(RunRecords, ParallelSteps):
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(row["val_loss" if self.has_validation else "train_loss"])
             self.history.append(row)
-            if main and self.has_validation and improved:  # rank 0 alone writes, from the unwrapped network
-                save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
-                                                                  best_val_loss=row["val_loss"]))
-            elif main and not self.has_validation:  # nothing to select by: the latest weights are the model
-                save_model(self.run_dir, self.model, model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1,
-                                                                  selected="last epoch (no validation set)"))
+            if main:  # rank 0 alone writes, from the unwrapped network
+                self._save_epoch_model(row, epoch, improved)
             row["training_time_s"] = round(t_val - t0, 3)
             row["validation_time_s"] = round(time.perf_counter() - t_val, 3)  # validating and saving the model
             row["time_s"] = round(time.perf_counter() - t0, 3)
@@ -446,11 +496,7 @@ class Trainer(RunRecords, ParallelSteps):
             self.save_state(epoch, finished=stop)
             self.write_history()
             if self.progress:
-                scores = (f"val {row['val_loss']:.4f}  IoU[{primary}] {100 * row.get(f'val_iou/{primary}', float('nan')):.2f}"
-                          if self.has_validation else "no validation")
-                tqdm.write(f"fold {self.fold} epoch {epoch + 1}/{epochs}  step {row['steps']}  train {row['train_loss']:.4f}  "
-                           f"{scores}  lr {row['lr']:.1e}  {row['time_s']:.1f}s (validation {row['validation_time_s']:.1f}s)"
-                           f"{'  *best' if improved and self.has_validation else ''}")
+                self._print_epoch(row, epoch, epochs, primary, improved)
             if self.early.should_stop:
                 if main:
                     tqdm.write(f"fold {self.fold}: early stop after epoch {epoch + 1} (best {self.early.best_epoch})")
@@ -463,6 +509,40 @@ class Trainer(RunRecords, ParallelSteps):
         if self.history:
             self.final_validation()
         return self.summary()
+
+    def _save_epoch_model(self, row: dict, epoch: int, improved: bool) -> None:
+        """The model after epoch ``epoch``, saved when it is the best so far, or after every epoch without a
+        validation set (nothing to select by: the latest weights are the model)."""
+        if self.has_validation and improved:
+            save_model(
+                self.run_dir,
+                self.model,
+                model_meta(self.cfg, self.data, fold=self.fold, best_epoch=epoch + 1, best_val_loss=row["val_loss"]),
+            )
+        elif not self.has_validation:
+            save_model(
+                self.run_dir,
+                self.model,
+                model_meta(
+                    self.cfg,
+                    self.data,
+                    fold=self.fold,
+                    best_epoch=epoch + 1,
+                    selected="last epoch (no validation set)",
+                ),
+            )
+
+    def _print_epoch(self, row: dict, epoch: int, epochs: int, primary: str, improved: bool) -> None:
+        scores = (
+            f"val {row['val_loss']:.4f}  IoU[{primary}] {100 * row.get(f'val_iou/{primary}', float('nan')):.2f}"
+            if self.has_validation
+            else "no validation"
+        )
+        tqdm.write(
+            f"fold {self.fold} epoch {epoch + 1}/{epochs}  step {row['steps']}  train {row['train_loss']:.4f}  "
+            f"{scores}  lr {row['lr']:.1e}  {row['time_s']:.1f}s (validation {row['validation_time_s']:.1f}s)"
+            f"{'  *best' if improved and self.has_validation else ''}"
+        )
 
     def stop_for_time(self, epoch: int) -> None:
         """The time limit passed before epoch ``epoch`` trained a step: the last epoch's state is marked finished
@@ -484,14 +564,20 @@ class Trainer(RunRecords, ParallelSteps):
             for p in self.model.state_dict().values():
                 torch.distributed.broadcast(p, src=0)
         row = self.validate(full=True)
-        self.final_val = {"epoch": self.selected_epoch(), "images": len(self.val_set), **row,
-                          "time_s": round(time.perf_counter() - t0, 3)}
+        self.final_val = {
+            "epoch": self.selected_epoch(),
+            "images": len(self.val_set),
+            **row,
+            "time_s": round(time.perf_counter() - t0, 3),
+        }
         self.wall_s += self.final_val["time_s"]
         if self.progress:
             primary = self.cfg["task"]["primary_metric"]
-            tqdm.write(f"fold {self.fold}: the selected model (epoch {self.final_val['epoch']}) on all "
-                       f"{len(self.val_set)} validation images: val {row['val_loss']:.4f}  IoU[{primary}] "
-                       f"{100 * row.get(f'val_iou/{primary}', float('nan')):.2f}  ({self.final_val['time_s']:.1f}s)")
+            tqdm.write(
+                f"fold {self.fold}: the selected model (epoch {self.final_val['epoch']}) on all "
+                f"{len(self.val_set)} validation images: val {row['val_loss']:.4f}  IoU[{primary}] "
+                f"{100 * row.get(f'val_iou/{primary}', float('nan')):.2f}  ({self.final_val['time_s']:.1f}s)"
+            )
 
     def out_of_time(self) -> bool:
         """Past ``train.time_limit_minutes`` (counted from the start of :meth:`fit`, plus the time trained
@@ -506,8 +592,9 @@ class Trainer(RunRecords, ParallelSteps):
         """How far through its budget the training is (:func:`medseg.training.schedules.progress`): steps done /
         the step budget, or elapsed / ``train.time_limit_minutes`` when further."""
         limit = self.cfg["train"].get("time_limit_minutes")
-        return budget_progress(self.global_step, self.total_steps, self.elapsed(),
-                               None if limit is None else 60.0 * float(limit))
+        return budget_progress(
+            self.global_step, self.total_steps, self.elapsed(), None if limit is None else 60.0 * float(limit)
+        )
 
     def follow_budget(self) -> None:
         """Before each optimizer step: the learning rate of a budget schedule (poly, cosine) at the progress
@@ -517,5 +604,3 @@ class Trainer(RunRecords, ParallelSteps):
             if self.dist.active and self.cfg["train"].get("time_limit_minutes") is not None:
                 t = distributed.broadcast_object(t)
             self.scheduler.set_progress(t)
-
-

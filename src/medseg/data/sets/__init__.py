@@ -9,7 +9,10 @@ by their layout (the M-FISH set, a UW-Madison folder: otherwise plain folders); 
 Pommier file for anything that is not a folder and an images/ + masks/ folder for any other folder.
 """
 
+# The order of these imports is the order data sets are asked to claim a path (first claim wins).
+# isort: off
 from medseg.data.sets import phantom, volumes  # noqa: F401  (register synth:phantom, then any volumes)
 from medseg.data.sets import synth, synth_gi, mfish_sets  # noqa: F401  (register synth:*, then mfish:*)
 from medseg.data.sets import mfish, uwgi  # noqa: F401  (register the M-FISH and UW-Madison folders)
 from medseg.data.sets import pommier, folder  # noqa: F401  (register any other file, then any other folder)
+# isort: on

@@ -17,17 +17,29 @@ def describe_mfish(path: Path) -> tuple[str, Rows]:
     files = s["label_files"]
     title = f"{path} (M-FISH set: DAPI + karyotype label map pairs)"
     return title, [
-        ("slides", f"{s['n_slides']} slides in {s['n_folders']} folders (<slide>__<karyotype>: a slide's "
-                   "metaphases may lie in several folders; split by slide, never by image)"),
-        ("metaphases", f"{s['n_labelled']} labelled (<id>D.tif + <id>K.tif); {s['n_unlabelled']} EX "
-                       "(extreme) without a label map, skipped"),
+        (
+            "slides",
+            f"{s['n_slides']} slides in {s['n_folders']} folders (<slide>__<karyotype>: a slide's "
+            "metaphases may lie in several folders; split by slide, never by image)",
+        ),
+        (
+            "metaphases",
+            f"{s['n_labelled']} labelled (<id>D.tif + <id>K.tif); {s['n_unlabelled']} EX "
+            "(extreme) without a label map, skipped",
+        ),
         ("image sizes", ", ".join(f"{k}: {v}" for k, v in s["shapes"].items())),
-        ("label values", "0 background, 1-22 autosomes, 23 X, 24 Y, 255 overlap; pixels (files): "
-         + ", ".join(f"{v}: {px:,} ({files[v]})" for v, px in s["label_pixels"].items())),
+        (
+            "label values",
+            "0 background, 1-22 autosomes, 23 X, 24 Y, 255 overlap; pixels (files): "
+            + ", ".join(f"{v}: {px:,} ({files[v]})" for v, px in s["label_pixels"].items()),
+        ),
         ("overlap regions", f"{s['overlap_regions']:,} (8-connected regions of 255, any size)"),
         ("licence", s["licence"] or "README.TXT not found: the licence requires its notice with every copy"),
-        ("use", "medseg data mfish SRC OUT (3-class folder), medseg data mfish-pairs SRC -o pairs.h5 "
-                "(Pommier-layout overlapping pairs)"),
+        (
+            "use",
+            "medseg data mfish SRC OUT (3-class folder), medseg data mfish-pairs SRC -o pairs.h5 "
+            "(Pommier-layout overlapping pairs)",
+        ),
     ]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
 
 from medseg.data.registry import DataSet, Description, InfoRequest, Rows
 
@@ -17,7 +16,7 @@ def is_volume_config(cfg: Mapping) -> bool:
     return int(cfg.get("task", {}).get("spatial_dims", 2)) == 3
 
 
-def describe_hdf5(path: Path, stray_labels: str, n: Optional[int], names: Optional[list[str]]) -> Rows:
+def describe_hdf5(path: Path, stray_labels: str, n: int | None, names: list[str] | None) -> Rows:
     """An HDF5 file read as training reads it: images, shape, pixels per label value, whether synthesized."""
     import numpy as np
 
@@ -28,10 +27,12 @@ def describe_hdf5(path: Path, stray_labels: str, n: Optional[int], names: Option
     data = load_data(cfg, n or 4)
     found, counted = np.unique(data.labels, return_counts=True)
     label = (lambda v: f"{v} {names[v]}") if names else str
-    rows = [("images", str(len(data))),
-            ("shape", str(data.images.shape[1:])),
-            ("label pixels", ", ".join(f"{label(int(v))}: {c}" for v, c in zip(found, counted))),
-            ("synthesized", str(data.synthesized))]
+    rows = [
+        ("images", str(len(data))),
+        ("shape", str(data.images.shape[1:])),
+        ("label pixels", ", ".join(f"{label(int(v))}: {c}" for v, c in zip(found, counted, strict=True))),
+        ("synthesized", str(data.synthesized)),
+    ]
     return rows + [("note", note) for note in data.notes]
 
 
@@ -61,12 +62,16 @@ def describe_uwgi(path: Path) -> list[str]:
     sizes = Counter(f"{r.width}x{r.height}" for r in index)
     with_masks = sum(any(rles[r.id][c] for c in CLASSES) for r in index)
     per_organ = {c: sum(bool(rles[r.id][c]) for r in index) for c in CLASSES}
-    return [f"{path}: UW-Madison GI-tract layout — {len(index):,} slices in {len(scans)} scans of "
-            f"{len({r.case for r in index})} cases; {with_masks:,} slices with a mask, {len(index) - with_masks:,} "
-            "without; slices per organ: " + ", ".join(f"{c} {n:,}" for c, n in per_organ.items())
-            + "; sizes (W x H): " + ", ".join(f"{k} {v:,}" for k, v in sizes.most_common()),
-            "train it with configs/gi/unet4.yaml (task.mode multilabel, data.format uwgi); the paper's "
-            "analysis: medseg data analyze " + str(path)]
+    return [
+        f"{path}: UW-Madison GI-tract layout — {len(index):,} slices in {len(scans)} scans of "
+        f"{len({r.case for r in index})} cases; {with_masks:,} slices with a mask, {len(index) - with_masks:,} "
+        "without; slices per organ: "
+        + ", ".join(f"{c} {n:,}" for c, n in per_organ.items())
+        + "; sizes (W x H): "
+        + ", ".join(f"{k} {v:,}" for k, v in sizes.most_common()),
+        "train it with configs/gi/unet4.yaml (task.mode multilabel, data.format uwgi); the paper's "
+        "analysis: medseg data analyze " + str(path),
+    ]
 
 
 class UWGILayout(DataSet):

@@ -33,8 +33,12 @@ class SynthPairs(PommierLayout):
         if not path.exists():
             from medseg.data.synth import run_synth
 
-            run_synth(path, pommier=pommier, n_pairs=None if pommier else int(data_cfg["synth_pairs"]),
-                      seed=int(data_cfg["synth_seed"]))
+            run_synth(
+                path,
+                pommier=pommier,
+                n_pairs=None if pommier else int(data_cfg["synth_pairs"]),
+                seed=int(data_cfg["synth_seed"]),
+            )
         return path, True
 
 

@@ -20,8 +20,9 @@ class UWMadison(UWGILayout):
 
         fmt = cfg["data"].get("format", "auto")
         # synth:gi is a UW-Madison folder too, but its own data set's, which makes it
-        return fmt == self.format or (fmt == "auto" and not spec.startswith("synth:")
-                                      and is_uwgi_folder(Path(spec).expanduser()))
+        return fmt == self.format or (
+            fmt == "auto" and not spec.startswith("synth:") and is_uwgi_folder(Path(spec).expanduser())
+        )
 
     def describe(self, path: Path, request: InfoRequest) -> Description:
         return Description(str(path), lines=describe_uwgi(path))

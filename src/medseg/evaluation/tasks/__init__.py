@@ -58,5 +58,14 @@ def task_references(result: EvaluationResult) -> list[dict]:
     return shown_references(language_of(result), list(result.references))
 
 
-__all__ = ["NEUTRAL", "TASKS", "Task", "language_flags", "language_for", "language_of", "shown_references",
-           "task_references", "tasks_for"]
+__all__ = [
+    "NEUTRAL",
+    "TASKS",
+    "Task",
+    "language_flags",
+    "language_for",
+    "language_of",
+    "shown_references",
+    "task_references",
+    "tasks_for",
+]

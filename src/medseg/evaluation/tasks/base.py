@@ -55,8 +55,9 @@ class Task:
         return self.speaks({"class_names": result.class_names, "mode": result.mode})
 
     # ---- evaluation: scores beside the generic metrics
-    def fold_scores(self, cfg: Mapping, data: Any, idx: np.ndarray, proba: np.ndarray, pred: np.ndarray,
-                    labels: np.ndarray) -> dict:
+    def fold_scores(
+        self, cfg: Mapping, data: Any, idx: np.ndarray, proba: np.ndarray, pred: np.ndarray, labels: np.ndarray
+    ) -> dict:
         """Entries added to one fold's metrics: the items ``idx`` of ``data``, their probabilities, predicted
         and true labels."""
         return {}

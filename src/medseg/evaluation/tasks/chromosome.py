@@ -39,9 +39,12 @@ def order_free_scores(cfg: Mapping, class_names: list[str], pred_labels: np.ndar
     m = SegmentationMetrics.from_task({**cfg["task"], "class_names": class_names}, hausdorff=False)
     m.update(swapped, labels)
     agg = m.aggregate()
-    return {"per_class": {name: {k: v[k] for k in ("iou", "dice", "iou_pooled")} for name, v in agg["per_class"].items()},
-            "derived_accuracy": agg.get("derived_accuracy"), "n_swapped": int(swap.sum()),
-            "swapped_fraction": float(swap.mean()) if len(swap) else 0.0}
+    return {
+        "per_class": {name: {k: v[k] for k in ("iou", "dice", "iou_pooled")} for name, v in agg["per_class"].items()},
+        "derived_accuracy": agg.get("derived_accuracy"),
+        "n_swapped": int(swap.sum()),
+        "swapped_fraction": float(swap.mean()) if len(swap) else 0.0,
+    }
 
 
 class Chromosome(Task):
@@ -74,8 +77,10 @@ class Chromosome(Task):
         return {"order_free": order_free_scores(cfg, list(cfg["task"]["class_names"]), pred, labels)}
 
     def synthesized_note(self, cfg, data) -> str:
-        return ("Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
-                "compare the shape of the results with the papers, not the digits.")
+        return (
+            "Synthesized Pommier-procedure data (medseg data synth), not the real Pommier set: "
+            "compare the shape of the results with the papers, not the digits."
+        )
 
     def classes_text(self, result: EvaluationResult) -> str:
         return "classes: " + ", ".join(f"{i} {c}" for i, c in enumerate(result.class_names))
@@ -91,9 +96,11 @@ class Chromosome(Task):
             "overlays.png",
             "Examples: image | ground truth | prediction | errors",
             lambda p: figures.overlay_examples(result.images, result.labels, result.preds, result.class_names, p),
-            lambda idx: ("Validation images " if result.cross_validation else "Test images ")
-            + ", ".join(f"#{i}{fold_of(result, i)}" for i in idx)
-            + " (small, medium and large true overlap: 10th/50th/90th percentile of overlap area). "
-            "Colours: background black, α red, β green, overlap blue; errors yellow.",
+            lambda idx: (
+                ("Validation images " if result.cross_validation else "Test images ")
+                + ", ".join(f"#{i}{fold_of(result, i)}" for i in idx)
+                + " (small, medium and large true overlap: 10th/50th/90th percentile of overlap area). "
+                "Colours: background black, α red, β green, overlap blue; errors yellow."
+            ),
         )
         return True

@@ -12,5 +12,7 @@ class CTV(Task):
     name = "ctv"
 
     def synthesized_note(self, cfg, data) -> str:
-        return ("Synthetic CT-like phantom (medseg.data.phantom): DEMO DATA, not clinical — these numbers show the "
-                "pipeline works, not what the model would reach on patients. Volumes are scored on the preprocessed grid.")
+        return (
+            "Synthetic CT-like phantom (medseg.data.phantom): DEMO DATA, not clinical — these numbers show the "
+            "pipeline works, not what the model would reach on patients. Volumes are scored on the preprocessed grid."
+        )

@@ -18,25 +18,60 @@ def competition_section(m: Mapping[str, Any]) -> list[str]:
     size, under the competition's and the paper's rule for two empty masks; per fold and the fold mean."""
     c = m["competition"]
     other = c.get("other_convention") or {}
-    L = ["## UW-Madison competition score (per scan, at the original slice size)", "",
-         "0.4 × Dice (mean over every slice × organ image) + 0.6 × (1 − 3D Hausdorff / volume diagonal), each "
-         "slice one unit deep, averaged over scans" + (f" ({c.get('n_scans')} scans" if c.get("n_scans") else "")
-         + (", mean over folds)." if m.get("n_folds", 1) > 1 else ")."), ""]
-    rows = [["**all organs**", plain(c.get("uw_score"), 4), plain(c.get("dice"), 4), plain(c.get("hausdorff_score"), 4),
-             plain(other.get("uw_score"), 4), plain(other.get("dice"), 4)]]
+    L = [
+        "## UW-Madison competition score (per scan, at the original slice size)",
+        "",
+        "0.4 × Dice (mean over every slice × organ image) + 0.6 × (1 − 3D Hausdorff / volume diagonal), each "
+        "slice one unit deep, averaged over scans"
+        + (f" ({c.get('n_scans')} scans" if c.get("n_scans") else "")
+        + (", mean over folds)." if m.get("n_folds", 1) > 1 else ")."),
+        "",
+    ]
+    rows = [
+        [
+            "**all organs**",
+            plain(c.get("uw_score"), 4),
+            plain(c.get("dice"), 4),
+            plain(c.get("hausdorff_score"), 4),
+            plain(other.get("uw_score"), 4),
+            plain(other.get("dice"), 4),
+        ]
+    ]
     for organ, v in (c.get("per_organ") or {}).items():
         o = (other.get("per_organ") or {}).get(organ, {})
-        rows.append([organ, plain(v.get("uw_score"), 4), plain(v.get("dice"), 4), plain(v.get("hausdorff_score"), 4),
-                     plain(o.get("uw_score"), 4), plain(o.get("dice"), 4)])
+        rows.append(
+            [
+                organ,
+                plain(v.get("uw_score"), 4),
+                plain(v.get("dice"), 4),
+                plain(v.get("hausdorff_score"), 4),
+                plain(o.get("uw_score"), 4),
+                plain(o.get("dice"), 4),
+            ]
+        )
     L += table(["", "uw_score", "dice", "hausdorff_score", "uw_score (empty Dice 0)", "dice (empty Dice 0)"], rows)
-    L += ["", "Both masks empty: Dice 1 under the competition's rule (first columns), 0 under the paper's written "
-              "definition (last columns); the Hausdorff score is 1 either way.", ""]
+    L += [
+        "",
+        "Both masks empty: Dice 1 under the competition's rule (first columns), 0 under the paper's written "
+        "definition (last columns); the Hausdorff score is 1 either way.",
+        "",
+    ]
     per_fold = [f for f in m.get("per_fold") or [] if isinstance(f.get("competition"), Mapping)]
     if len(per_fold) > 1:
-        L += table(["fold", "scans", "uw_score", "dice", "hausdorff_score", "uw_score (empty Dice 0)"],
-                    [[str(f.get("fold")), str(f["competition"].get("n_scans")), plain(f["competition"].get("uw_score"), 4),
-                      plain(f["competition"].get("dice"), 4), plain(f["competition"].get("hausdorff_score"), 4),
-                      plain((f["competition"].get("other_convention") or {}).get("uw_score"), 4)] for f in per_fold])
+        L += table(
+            ["fold", "scans", "uw_score", "dice", "hausdorff_score", "uw_score (empty Dice 0)"],
+            [
+                [
+                    str(f.get("fold")),
+                    str(f["competition"].get("n_scans")),
+                    plain(f["competition"].get("uw_score"), 4),
+                    plain(f["competition"].get("dice"), 4),
+                    plain(f["competition"].get("hausdorff_score"), 4),
+                    plain((f["competition"].get("other_convention") or {}).get("uw_score"), 4),
+                ]
+                for f in per_fold
+            ],
+        )
         L += [""]
     return L
 
@@ -51,8 +86,9 @@ class GI(Task):
 
     def summarise(self, summary: dict, fold_aggs: list[dict]) -> None:
         if "competition" in summary:  # each fold scores its own scans: keep them all, not a mean over names
-            summary["competition"]["per_scan"] = {scan: v for agg in fold_aggs
-                                                  for scan, v in agg["competition"]["per_scan"].items()}
+            summary["competition"]["per_scan"] = {
+                scan: v for agg in fold_aggs for scan, v in agg["competition"]["per_scan"].items()
+            }
 
     def sections(self, result: EvaluationResult) -> list[str]:
         return competition_section(result.metrics) if isinstance(result.metrics.get("competition"), Mapping) else []

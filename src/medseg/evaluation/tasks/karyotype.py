@@ -28,8 +28,9 @@ class Karyotype(Task):
         m = result.metrics
         if not isinstance(m.get("karyotype"), Mapping):
             return []
-        return karyotype_section(m["karyotype"], cross_validation=result.cross_validation,
-                                 n_folds=int(m.get("n_folds") or 1))
+        return karyotype_section(
+            m["karyotype"], cross_validation=result.cross_validation, n_folds=int(m.get("n_folds") or 1)
+        )
 
     def figures(self, fig: Any, result: EvaluationResult, have_arrays: bool) -> bool:
         """The chromosomes' confusion matrix, which stands in for the 25 x 25 pixel one (kept in metrics.json),
@@ -37,23 +38,39 @@ class Karyotype(Task):
         was chosen."""
         if not isinstance(result.metrics.get("karyotype"), Mapping):
             return False
-        fig.attempt("karyotype_confusion.png", "Chromosome classes: confusion matrix",
-                    lambda p: karyotype_confusion_figure(result.metrics["karyotype"], p),
-                    lambda _: "One vote per chromosome. Rows = true class (its number of chromosomes in brackets), "
-                              "columns = predicted class; colour = share of the row, numbers = chromosomes.")
+        fig.attempt(
+            "karyotype_confusion.png",
+            "Chromosome classes: confusion matrix",
+            lambda p: karyotype_confusion_figure(result.metrics["karyotype"], p),
+            lambda _: (
+                "One vote per chromosome. Rows = true class (its number of chromosomes in brackets), "
+                "columns = predicted class; colour = share of the row, numbers = chromosomes."
+            ),
+        )
         shown = result.metrics["karyotype"].get("karyogram")
         if not (shown and have_arrays):
             return True
         from medseg.inference.karyogram import cutout_karyogram
 
         at = np.asarray(shown["positions"])
-        for name, key, confidence, what in (("karyogram_predicted.png", "predicted", shown["confidence"],
-                                             "classes decided per cell, confidence below each"),
-                                            ("karyogram_truth.png", "truth", [1.0] * len(at), "true classes")):
-            fig.attempt(name, f"Karyogram of held-out cell {shown['cell']}: {what}",
-                        lambda p, key=key, confidence=confidence: cutout_karyogram(
-                            result.images[at], result.labels[at] > 0, shown[key], confidence, p,
-                            title=f"{shown['cell']}: {key}"),
-                        lambda _: "Its isolated chromosomes, upright, by class (1-22 in rows, then X, Y); red frame "
-                                  "and ?: confidence under 50 %.")
+        for name, key, confidence, what in (
+            (
+                "karyogram_predicted.png",
+                "predicted",
+                shown["confidence"],
+                "classes decided per cell, confidence below each",
+            ),
+            ("karyogram_truth.png", "truth", [1.0] * len(at), "true classes"),
+        ):
+            fig.attempt(
+                name,
+                f"Karyogram of held-out cell {shown['cell']}: {what}",
+                lambda p, key=key, confidence=confidence: cutout_karyogram(
+                    result.images[at], result.labels[at] > 0, shown[key], confidence, p, title=f"{shown['cell']}: {key}"
+                ),
+                lambda _: (
+                    "Its isolated chromosomes, upright, by class (1-22 in rows, then X, Y); red frame "
+                    "and ?: confidence under 50 %."
+                ),
+            )
         return True

@@ -18,15 +18,19 @@ def set_password(db: Database, username: str, password: str, request: Request) -
         auth.set_password(db, username, password, keep_token=auth.request_token(request))
 
 
-@router.post("/api/login", response_model=LoginOut,
-             responses={429: {"description": "Too many failed sign-ins: wait the Retry-After seconds"}})
+@router.post(
+    "/api/login",
+    response_model=LoginOut,
+    responses={429: {"description": "Too many failed sign-ins: wait the Retry-After seconds"}},
+)
 def login(body: LoginBody, request: Request, response: Response, db: Db, settings: Settings, throttle: Throttle):
     user = auth.authenticate_throttled(db, throttle, body.username, body.password, client_address(request))
     if user is None:
         raise HTTPException(401, "wrong user name or password")
     token, lifetime = auth.new_session(db, user, settings.session_hours)
-    response.set_cookie(auth.COOKIE, token, max_age=lifetime, httponly=True, samesite="lax",
-                        secure=settings.cookie_secure, path="/")
+    response.set_cookie(
+        auth.COOKIE, token, max_age=lifetime, httponly=True, samesite="lax", secure=settings.cookie_secure, path="/"
+    )
     return {"token": token, "user": user.public(), "expires_in": lifetime}
 
 
@@ -46,12 +50,12 @@ def me(user: User = Depends(current_user)):
 
 
 @router.post("/api/me/password", status_code=204)
-def change_password(body: PasswordChangeBody, request: Request, db: Db, throttle: Throttle,
-                    user: User = Depends(current_user)):
+def change_password(
+    body: PasswordChangeBody, request: Request, db: Db, throttle: Throttle, user: User = Depends(current_user)
+):
     """Change your own password; your other sessions end (this one stays). A wrong current password is
     403 and counts as a failed sign-in."""
-    if auth.authenticate_throttled(db, throttle, user.username, body.current_password,
-                                   client_address(request)) is None:
+    if auth.authenticate_throttled(db, throttle, user.username, body.current_password, client_address(request)) is None:
         raise HTTPException(403, "the current password is wrong")
     set_password(db, user.username, body.new_password, request)
     return Response(status_code=204)
@@ -69,8 +73,9 @@ def add_user(body: NewUserBody, db: Db, _: User = Depends(admin_user)):
 
 
 @router.put("/api/users/{username}/password", status_code=204)
-def reset_password(username: str, body: PasswordBody, request: Request, db: Db, throttle: Throttle,
-                   _: User = Depends(admin_user)):
+def reset_password(
+    username: str, body: PasswordBody, request: Request, db: Db, throttle: Throttle, _: User = Depends(admin_user)
+):
     """Set a user's password (administrators): all of that user's sessions end, and a sign-in lock on the
     account is lifted."""
     set_password(db, username, body.password, request)

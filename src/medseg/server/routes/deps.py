@@ -60,9 +60,12 @@ def model_or_400(registry: ModelRegistry, model_id: str | None):
     if not model_id:
         if len(registry.entries) == 1:
             return next(iter(registry.entries.values()))
-        raise UploadRefused(400, "choose a model (form field 'model'); GET /api/models lists them"
-                            if registry.entries else
-                            "this server offers no model: start it with medseg serve --model RUN_DIR")
+        raise UploadRefused(
+            400,
+            "choose a model (form field 'model'); GET /api/models lists them"
+            if registry.entries
+            else "this server offers no model: start it with medseg serve --model RUN_DIR",
+        )
     entry = registry.get(model_id)
     if entry is None:
         raise UploadRefused(400, f"unknown model {model_id!r}; available: {', '.join(registry.entries) or 'none'}")
@@ -86,5 +89,8 @@ def own_result(db: Database, result_id: str, user: User) -> dict:
 def ready(result: dict) -> None:
     """409 unless the result's job is done (with the error of a failed one)."""
     if result["status"] != "done":
-        raise HTTPException(409, f"the result is {result['status']}, not done"
-                                 + (f": {result['error']}" if result["error"] and result["status"] == "failed" else ""))
+        raise HTTPException(
+            409,
+            f"the result is {result['status']}, not done"
+            + (f": {result['error']}" if result["error"] and result["status"] == "failed" else ""),
+        )

@@ -28,22 +28,28 @@ def get_result(result_id: str, db: Db, user: User = Depends(current_user)):
     return result_json(result, own_study(db, result["study_id"], user))
 
 
-def slice_folder(settings: ServerSettings, result: dict, result_id: str, kind: str,
-                 channel: re.Match | None) -> Path:
+def slice_folder(settings: ServerSettings, result: dict, result_id: str, kind: str, channel: re.Match | None) -> Path:
     """Where the viewer slices of ``kind`` lie: the study's image or reference slices, or the result's."""
     paths = storage.study_paths(settings, result["study_id"])
     if channel is not None:
         return channel_folder(paths.result(result_id) / "slices", int(channel.group(1)))
     if kind == metaphase.LAYER:
         return paths.result(result_id) / "slices" / metaphase.LAYER
-    return {"image": paths.image_slices, "reference": paths.reference_slices,
-            "label": paths.result(result_id) / "slices"}[kind]
+    return {
+        "image": paths.image_slices,
+        "reference": paths.reference_slices,
+        "label": paths.result(result_id) / "slices",
+    }[kind]
 
 
-@router.get("/api/results/{result_id}/slices/{k}/{kind}.png",
-            responses={200: {"content": {"image/png": {}}}}, response_class=FileResponse)
-def slice_png(result_id: str, k: int, kind: str, request: Request, db: Db, settings: Settings,
-              user: User = Depends(current_user)):
+@router.get(
+    "/api/results/{result_id}/slices/{k}/{kind}.png",
+    responses={200: {"content": {"image/png": {}}}},
+    response_class=FileResponse,
+)
+def slice_png(
+    result_id: str, k: int, kind: str, request: Request, db: Db, settings: Settings, user: User = Depends(current_user)
+):
     """Slice ``k`` (0-based): ``image`` grey, ``label`` the prediction layer (RGBA), ``reference`` (RGBA);
     ``label-<c>``: structure c's own layer of a multilabel result (its fill half transparent, its outline
     opaque, so overlapping structures show both); ``instances``: the chromosome instances of a metaphase
@@ -51,8 +57,10 @@ def slice_png(result_id: str, k: int, kind: str, request: Request, db: Db, setti
     result = own_result(db, result_id, user)
     channel = re.fullmatch(r"label-(\d{1,3})", kind)
     if kind not in ("image", "label", "reference", metaphase.LAYER) and channel is None:
-        raise HTTPException(404, "kind is image, label, reference, label-<structure> (multilabel results) or "
-                                 "instances (metaphase results)")
+        raise HTTPException(
+            404,
+            "kind is image, label, reference, label-<structure> (multilabel results) or instances (metaphase results)",
+        )
     ready(result)
     if kind == metaphase.LAYER and not (result.get("summary") or {}).get("instances"):
         raise HTTPException(404, "this result has no chromosome instances")
@@ -72,18 +80,23 @@ def volume_folder(db: Database, settings: ServerSettings, result_id: str, user: 
     result = own_result(db, result_id, user)
     ready(result)
     if version != volumes.FORMAT_VERSION:
-        raise HTTPException(404, f"volume format v{version} is not served; this server sends "
-                                 f"v{volumes.FORMAT_VERSION} (see the result's volume_url)")
+        raise HTTPException(
+            404,
+            f"volume format v{version} is not served; this server sends "
+            f"v{volumes.FORMAT_VERSION} (see the result's volume_url)",
+        )
     folder = storage.study_paths(settings, result["study_id"]).result(result_id) / "volume"
     if not (folder / volumes.MANIFEST).is_file():
-        raise HTTPException(404, "this result was made before whole volumes were kept: use its slice_url, "
-                                 "or re-run the study")
+        raise HTTPException(
+            404, "this result was made before whole volumes were kept: use its slice_url, or re-run the study"
+        )
     return folder
 
 
 @router.get("/api/results/{result_id}/volume/v{version}")
-def volume_manifest(result_id: str, version: int, request: Request, db: Db, settings: Settings,
-                    user: User = Depends(current_user)):
+def volume_manifest(
+    result_id: str, version: int, request: Request, db: Db, settings: Settings, user: User = Depends(current_user)
+):
     """The whole result for drawing it client-side: shape (D, H, W), and for ``image`` (dtype, offset,
     scale: value = offset + scale · stored; window), ``label`` and ``reference`` (dtype; ``lut`` RGBA per
     value, or the structures' ``channels`` colours of a bit-packed multilabel map) each with its ``url``: raw
@@ -100,10 +113,18 @@ def volume_manifest(result_id: str, version: int, request: Request, db: Db, sett
     return JSONResponse(manifest, headers={"Cache-Control": IMMUTABLE, "ETag": etag})
 
 
-@router.get("/api/results/{result_id}/volume/v{version}/{kind}",
-            responses={200: {"content": {"application/octet-stream": {}}}})
-def volume_array(result_id: str, version: int, kind: str, request: Request, db: Db, settings: Settings,
-                 user: User = Depends(current_user)):
+@router.get(
+    "/api/results/{result_id}/volume/v{version}/{kind}", responses={200: {"content": {"application/octet-stream": {}}}}
+)
+def volume_array(
+    result_id: str,
+    version: int,
+    kind: str,
+    request: Request,
+    db: Db,
+    settings: Settings,
+    user: User = Depends(current_user),
+):
     """One array of the manifest, gzip-encoded for clients that accept it (browsers), else plain."""
     if kind not in volumes.KINDS:
         raise HTTPException(404, f"kind is one of {', '.join(volumes.KINDS)}")
@@ -114,5 +135,7 @@ def volume_array(result_id: str, version: int, kind: str, request: Request, db: 
         return gzip_file(request, path)
     etag = etag_of(path, "-identity")
     return not_modified(request, etag) or Response(
-        gzip.decompress(path.read_bytes()), media_type="application/octet-stream",
-        headers={"Cache-Control": IMMUTABLE, "ETag": etag})
+        gzip.decompress(path.read_bytes()),
+        media_type="application/octet-stream",
+        headers={"Cache-Control": IMMUTABLE, "ETag": etag},
+    )

@@ -18,13 +18,15 @@ router = APIRouter(tags=["studies"])
 
 
 @router.post("/api/studies", response_model=StudyOut, status_code=201, openapi_extra=UPLOAD_BODY)
-async def upload(request: Request, db: Db, settings: Settings, registry: Registry, runner: Runner,
-                 user: User = Depends(current_user)):
+async def upload(
+    request: Request, db: Db, settings: Settings, registry: Registry, runner: Runner, user: User = Depends(current_user)
+):
     staging = settings.tmp_dir / f"upload-{storage.new_id()}"
     staging.mkdir(parents=True)
     try:
-        received = await receive_upload(request, staging, max_bytes=settings.max_upload_bytes,
-                                        max_files=settings.max_files)
+        received = await receive_upload(
+            request, staging, max_bytes=settings.max_upload_bytes, max_files=settings.max_files
+        )
         entry = model_or_400(registry, received.fields.get("model"))
         study_id = await run_in_threadpool(storage.store_upload, db, settings, user.id, entry, received, staging)
     finally:
@@ -52,14 +54,16 @@ def delete_study(study_id: str, db: Db, settings: Settings, user: User = Depends
 
 
 @router.post("/api/studies/{study_id}/rerun", response_model=ResultOut, status_code=201)
-def rerun(study_id: str, body: RerunBody, db: Db, registry: Registry, runner: Runner,
-          user: User = Depends(current_user)):
+def rerun(
+    study_id: str, body: RerunBody, db: Db, registry: Registry, runner: Runner, user: User = Depends(current_user)
+):
     study = own_study(db, study_id, user)
     entry = model_or_400(registry, body.model)
     refusal = storage.model_refusal(entry, study["kind"], study["input_format"])
     if refusal:
-        raise UploadRefused(422, f"{refusal}; this study is "
-                                 f"{'a 2D image' if study['kind'] == '2d' else 'a volume'}", study["name"])
+        raise UploadRefused(
+            422, f"{refusal}; this study is {'a 2D image' if study['kind'] == '2d' else 'a volume'}", study["name"]
+        )
     storage.check_modality(entry, study["modality"], study["name"])
     row = storage.new_result(study_id, study["input_sha256"], entry)
     db.add_result(row)
