@@ -138,7 +138,7 @@ def payload_of(
         "benchmark": "bench_mfish_karyotype",
         "date": dt.date.today().isoformat(),
         "device": f"{device_name(args.device)}, torch {torch.__version__}"
-        + (", 1 thread, shared with other jobs" if args.device == "cpu" else ""),
+        + (f", {max(int(args.threads), 1)} thread(s)" if args.device == "cpu" else ""),
         "command": " ".join(
             [
                 f"OMP_NUM_THREADS={threads}",
