@@ -82,8 +82,8 @@ def dicom_header_bomb(folder: Path) -> Path:
     import numpy as np
     import pydicom
 
-    from medseg.data.volume import Volume
-    from medseg.data.volume_io import write_dicom_series
+    from medseg.formats.volume import Volume
+    from medseg.formats.volume_files import write_dicom_series
 
     series = write_dicom_series(
         Volume(np.zeros((1, 8, 8), np.int16), (1.0, 1.0, 1.0), modality="CT"), folder / "bomb_series"
@@ -154,7 +154,7 @@ def run_case(case: str) -> dict:
     import torch
     from fastapi.testclient import TestClient
 
-    from medseg.data.limits import voxel_budget
+    from medseg.formats.limits import voxel_budget
     from medseg.server import auth
     from medseg.server.app import create_app
     from medseg.server.settings import ServerSettings

@@ -182,7 +182,7 @@ def running_server(home: Path, model: Path, device: str):
 # -- the input ---------------------------------------------------------------------------------------------
 def write_input(fmt: str, shape: tuple, spacing: tuple, seed: int, folder: Path) -> Path:
     from medseg.data.phantom import make_phantom
-    from medseg.data.volume_io import write_dicom_series, write_nifti
+    from medseg.formats.volume_files import write_dicom_series, write_nifti
 
     image, _ = make_phantom(shape, spacing, seed=seed)
     if fmt == "nifti":

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 from medseg.config import load_config
-from medseg.data.nifti_io import write_nifti
-from medseg.data.volume import Volume
-from medseg.data.volume_io import read_volume
+from medseg.formats.nifti import write_nifti
+from medseg.formats.volume import Volume
+from medseg.formats.volume_files import read_volume
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 runner = CliRunner()

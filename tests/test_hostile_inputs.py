@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 from medseg.data.folder import read_image, read_mask
-from medseg.data.limits import MAX_CLASSES
 from medseg.data.mfish import find_metaphases, read_metaphase
 from medseg.data.uwgi import CLASSES, check_consistency, masks_for, read_train_csv, scan_index
 from medseg.errors import DataValidationError
+from medseg.formats.limits import MAX_CLASSES
 from medseg.planning import fingerprint, plan
 
 SHAPE = (20, 24)  # (H, W) of the small valid files beside the hostile one

@@ -5,12 +5,13 @@ its layer nor upward):
 
 0. ``errors``, ``paths``, ``palette``, ``progress`` — leaves
 1. ``config_schema`` (the typed schema), then ``config`` (loading, sources)
-2. ``data``, ``models``, ``losses``, ``metrics``
-3. ``artifact`` — the model folder (model.json + safetensors), device resolution; ``planning`` (`medseg plan`)
-4. ``inference``
-5. ``evaluation``, ``training``
-6. ``server``, ``experiments`` (``medseg reproduce``: trains and evaluates)
-7. ``cli``; 8. ``__main__``
+2. ``formats`` — file formats (DICOM, NIfTI, HDF5, PNG/TIFF, zip safety, limits, atomic writing)
+3. ``data``, ``models``, ``losses``, ``metrics``
+4. ``artifact`` — the model folder (model.json + safetensors), device resolution; ``planning`` (`medseg plan`)
+5. ``inference``
+6. ``evaluation``, ``training``
+7. ``server``, ``experiments`` (``medseg reproduce``: trains and evaluates)
+8. ``cli``; 9. ``__main__``
 
 Imports inside functions count as much as those at the top: a lazy import still ties the layers.
 """
@@ -30,6 +31,7 @@ LAYERS = [
     {"__init__", "errors", "paths", "palette", "progress"},
     {"config_schema", "threads"},
     {"config"},
+    {"formats"},
     {"data", "models", "losses", "metrics"},
     {"artifact", "planning"},
     {"inference"},

@@ -469,7 +469,7 @@ def test_huge_png_is_refused_from_its_header(tmp_path, monkeypatch):
 
 
 def test_image_shape_reads_the_header_only(tmp_path):
-    from medseg.data.folder import image_shape
+    from medseg.formats.images import image_shape
 
     Image.new("L", (300, 200)).save(tmp_path / "h.png")
     assert image_shape(tmp_path / "h.png") == (200, 300)

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from medseg.data.phantom import DEMO_NOTE, HU, SMALL_SHAPE, make_phantom, phantom_structures, write_phantom
-from medseg.data.volume_io import read_volume
+from medseg.formats.volume_files import read_volume
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg.data.folder import image_shape, load_folder_dataset, read_image, read_mask
+from medseg.data.folder import load_folder_dataset, read_image, read_mask
 from medseg.errors import DataValidationError
+from medseg.formats.images import image_shape
 
 COMPRESSIONS = ["tiff_lzw", "tiff_adobe_deflate", "packbits"]
 

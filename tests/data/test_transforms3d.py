@@ -19,8 +19,8 @@ from medseg.data.transforms3d import (
     preprocess_volume,
     restore_shape,
 )
-from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.volume import Volume
 
 OFF = {"enabled": True, "rotate_deg": 0.0, "shift_voxels": 0.0, "flip_prob": 0.0, "noise_var": 0.0}
 

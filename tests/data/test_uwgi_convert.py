@@ -17,8 +17,8 @@ from medseg.data.uwgi_convert import (
     volume_to_uwgi,
     write_train_csv,
 )
-from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
+from medseg.formats.volume import Volume
 from medseg.metrics.uw_score import uw_scan_score
 
 TS = Path(__file__).resolve().parents[3] / "shared" / "data" / "ct" / "totalsegmentator"
@@ -48,7 +48,7 @@ def _read_back(root: Path):
 def real(tmp_path_factory):
     if not MR.is_file():
         pytest.skip("the real TotalSegmentator MR example is not beside the repository (../shared/data)")
-    from medseg.data.volume_io import read_volume
+    from medseg.formats.volume_files import read_volume
 
     out = tmp_path_factory.mktemp("uwgi_real")
     summary = totalsegmentator_mr_to_uwgi(MR, SEG, CLASS_MAP, out, case=7, day=3)
@@ -133,7 +133,7 @@ def test_real_append_second_day_and_refuse_clash(real, tmp_path):
 
 @needs_shared
 def test_real_label_file_of_another_shape_is_named(tmp_path):
-    from medseg.data.volume_io import read_volume, write_nifti
+    from medseg.formats.volume_files import read_volume, write_nifti
 
     seg = read_volume(SEG)
     bad = write_nifti(seg.with_array(seg.array[:, :, :-1]), tmp_path / "cropped_seg.nii.gz", label=True)

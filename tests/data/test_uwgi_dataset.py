@@ -22,7 +22,7 @@ from medseg.data.uwgi_dataset import (
     scan_groups,
     to_original_size,
 )
-from medseg.data.volumes import load_any_data
+from medseg.data.volume_folders import load_any_data
 from medseg.errors import ConfigError
 from medseg.evaluation.competition import competition_score
 

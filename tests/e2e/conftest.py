@@ -28,7 +28,7 @@ import pytest
 from PIL import Image
 
 from medseg.data.phantom import make_phantom
-from medseg.data.volume_io import write_dicom_series, write_nifti
+from medseg.formats.volume_files import write_dicom_series, write_nifti
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = [

@@ -15,11 +15,11 @@ from medseg.data.datasets import SegmentationData
 from medseg.data.phantom import make_phantom
 from medseg.data.runs import run_dir_for, splits_for
 from medseg.data.splits import fold_indices
-from medseg.data.volume_io import write_hdf5_volume
-from medseg.data.volumes import load_volume_data
+from medseg.data.volume_folders import load_volume_data
 from medseg.errors import DataValidationError
 from medseg.evaluation import evaluate as evaluate_module
 from medseg.evaluation.evaluate import evaluate_run, evaluated_spacings
+from medseg.formats.volume_files import write_hdf5_volume
 from medseg.metrics import image_diagonal
 from medseg.training.run import train_fold
 

@@ -35,8 +35,9 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medseg.data.folder import read_image, read_mask
 from medseg.data.pommier import read_pommier_h5, write_pommier_h5
-from medseg.data.volume import Volume
-from medseg.data.volume_io import (
+from medseg.errors import DataValidationError
+from medseg.formats.volume import Volume
+from medseg.formats.volume_files import (
     hdf5_shape,
     read_dicom_series,
     read_hdf5_volume,
@@ -46,7 +47,6 @@ from medseg.data.volume_io import (
     write_hdf5_volume,
     write_nifti,
 )
-from medseg.errors import DataValidationError
 
 REAL_CT = Path("/work/shared/data/ct/dcmqi/ct-3slice")
 FUZZ = settings(

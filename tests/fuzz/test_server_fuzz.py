@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medseg.data.volume_io import write_dicom_series
+from medseg.formats.volume_files import write_dicom_series
 from medseg.server.settings import MiB, ServerSettings
 from medseg.server.upload import MAX_SHOWN_NAME
 

@@ -9,9 +9,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medseg.cli import app
-from medseg.data.dicom_io import write_dicom_series
-from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
+from medseg.formats.dicom import write_dicom_series
+from medseg.formats.volume import Volume
 from medseg.inference.inputs import check_input_kind, folder_contents, prediction_inputs
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ import torch
 from medseg.artifact import model_kwargs, model_meta, save_model
 from medseg.config import load_config
 from medseg.data.phantom import make_phantom, write_phantom
-from medseg.data.volume_io import read_volume
+from medseg.formats.volume_files import read_volume
 from medseg.inference.predictor import Predictor
 from medseg.inference.volume import class_volumes_ml, label_map, predict_volume, predict_volume_file
 from medseg.models import build_model

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from medseg.cli import app
 from medseg.config import load_config, section_settings
-from medseg.data.nifti_io import write_nifti
 from medseg.data.pommier import write_pommier_h5
 from medseg.data.transforms3d import clip_and_normalize
-from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.nifti import write_nifti
+from medseg.formats.volume import Volume
 from medseg.planning import apply_sets, estimate_memory, fingerprint, plan, write_plan
 from medseg.planning.planner import choose_patch, depth_for
 

@@ -16,7 +16,7 @@ from PIL import Image
 from medseg.artifact import model_kwargs, model_meta, save_model
 from medseg.config import load_config
 from medseg.data.phantom import make_phantom
-from medseg.data.volume_io import write_dicom_series, write_hdf5_volume, write_nifti
+from medseg.formats.volume_files import write_dicom_series, write_hdf5_volume, write_nifti
 from medseg.models import build_model
 from medseg.server import auth
 from medseg.server.app import create_app

@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from medseg.data.volume_io import write_dicom_series, write_nifti
+from medseg.formats.volume_files import write_dicom_series, write_nifti
 from medseg.server.registry import needed_modality
 
 

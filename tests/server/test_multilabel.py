@@ -328,7 +328,7 @@ def test_one_slice_png(gi_server, fake_model, tmp_path):
 
 
 def test_nifti_volume_for_a_slice_model_and_rerun(gi_server, fake_model, phantom, tmp_path):
-    from medseg.data.volume_io import write_nifti
+    from medseg.formats.volume_files import write_nifti
 
     h = gi_server.user("alice")
     truth = np.repeat(channels.pack(expected_masks(32, 32))[None], 8, axis=0)

@@ -178,7 +178,7 @@ def test_dicom_seg_frames_match_the_slices(phantom, tmp_path):
     """Frame for the instance at slice k holds slice k of the label map (k + 1 pixels here)."""
     import highdicom as hd
 
-    from medseg.data.volume_io import read_dicom_series
+    from medseg.formats.volume_files import read_dicom_series
     from medseg.server.exports import write_dicom_seg
 
     files = sorted(phantom["dicom_dir"].iterdir())

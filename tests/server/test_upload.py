@@ -13,8 +13,8 @@ import pydicom
 import pytest
 from PIL import Image
 
-from medseg.data.volume import Volume
-from medseg.data.volume_io import write_nifti
+from medseg.formats.volume import Volume
+from medseg.formats.volume_files import write_nifti
 
 
 def asgi_post(app, path: str, headers: dict, chunks: list[bytes]) -> int:

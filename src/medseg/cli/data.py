@@ -469,7 +469,7 @@ def data_convert(
     allow_gaps: bool = AllowGapsOpt,
 ):
     """Convert DICOM series to HDF5 or NIfTI ahead of training (geometry kept); reports seconds per series."""
-    from medseg.data.volume_io import run_convert
+    from medseg.formats.volume_files import run_convert
 
     summary = run_convert(
         inputs, out, fmt, workers, require_modality="CT" if require_ct else None, scan=scan, allow_gaps=allow_gaps

@@ -102,7 +102,7 @@ def _load_grey(path: Path) -> np.ndarray:
 
             return read_image(path)
         else:
-            from medseg.data.image_io import open_image  # the size and frame checks every reader shares
+            from medseg.formats.images import open_image  # the size and frame checks every reader shares
 
             with open_image(path) as im:
                 im.load()

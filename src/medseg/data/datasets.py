@@ -3,7 +3,7 @@
 The whole chromosome set is small (13,434 × 128 × 128 bytes ≈ 220 MB as uint8), so it is held in memory
 as uint8 and converted per batch; a generic 2D folder set goes through the same class. Because it is held
 whole, its size is checked before it is converted: each image against the voxel budget, the whole set
-against the memory limit (:mod:`medseg.data.limits`), with a message naming the file.
+against the memory limit (:mod:`medseg.formats.limits`), with a message naming the file.
 
 Image size (``data.size``). With ``data.size: [H, W]`` every image is padded all round to that size
 (the papers pad 94 × 93 to 128 × 128: padding loses nothing and is silent); an image *larger* than it is
@@ -16,7 +16,7 @@ held on one common canvas (the largest height × the largest width, each image p
 (:meth:`SegmentationData.item`, :class:`SegmentationDataset`, :func:`update_metrics`, and
 ``Predictor.predict_proba(..., boxes=...)``), so padding is never trained on, predicted or scored. One array
 keeps every caller's ``data.images[idx]`` working, and its bytes (number of images × canvas) are what is
-checked against the memory limit, so memory stays bounded by :mod:`medseg.data.limits`; a set of very
+checked against the memory limit, so memory stays bounded by :mod:`medseg.formats.limits`; a set of very
 different sizes pays for the canvas (``data.limit`` or splitting the set helps there).
 """
 
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medseg.data.limits import check_dataset_bytes
 from medseg.data.pommier import pad_to, read_groups, read_pommier_h5
 from medseg.data.registry import data_set_named, synthesizer_names
 from medseg.data.transforms import normalize_input
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.limits import check_dataset_bytes
 
 Box = tuple[int, int, int, int]  # (top, left, height, width) of an image on the common canvas
 
@@ -271,7 +271,8 @@ def load_data(data_cfg: dict, num_classes: int) -> SegmentationData:
 def _load_folder(path: Path, data_cfg: dict, num_classes: int, size: tuple | None, limit, notes: list[str]) -> tuple:
     """An images/ + masks/ folder for :func:`load_data`: (images, labels, names, original shape, boxes); its
     notes are appended to ``notes``."""
-    from medseg.data.folder import image_shape, load_folder_dataset, pair_files, resolve_folder
+    from medseg.data.folder import load_folder_dataset, pair_files, resolve_folder
+    from medseg.formats.images import image_shape
 
     images_dir, masks_dir = resolve_folder(path)
     # The sizes from the headers (nothing decoded): what data.size would crop, or the common canvas.

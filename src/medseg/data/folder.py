@@ -25,8 +25,8 @@ Intensities are scaled by the range of the stored dtype (uint8 / 255, uint16 / 6
 so that the same tissue keeps the same value from one image to the next.
 
 Size and values are checked before they can hurt, by the checked reader every 2D data set shares
-(:mod:`medseg.data.image_io`): the image's height × width is read from the header and checked against the
-voxel budget of :mod:`medseg.data.limits` before any pixel is decoded (a 62 KB PNG may declare 8000 × 8000
+(:mod:`medseg.formats.images`): the image's height × width is read from the header and checked against the
+voxel budget of :mod:`medseg.formats.limits` before any pixel is decoded (a 62 KB PNG may declare 8000 × 8000
 pixels), a multi-page file is refused, and NaN/inf, complex and non-numeric pixels are refused naming the
 file. A loaded data set is checked against the memory limit as it grows.
 
@@ -44,15 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.image_io import (
-    check_integer_labels,
-    image_shape,  # noqa: F401 - imported from here by the server and the CLI
-    read_stored,
-)
-from medseg.data.limits import MAX_CLASSES, check_dataset_bytes
 from medseg.data.pommier import pad_to
 from medseg.data.splits import natural_key
 from medseg.errors import DataValidationError
+from medseg.formats.images import check_integer_labels, read_stored
+from medseg.formats.limits import MAX_CLASSES, check_dataset_bytes
 from medseg.progress import Progress
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")

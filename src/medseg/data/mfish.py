@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.image_io import check_integer_labels, read_stored
-from medseg.data.writing import atomic_file
 from medseg.errors import DataValidationError
+from medseg.formats.atomic import atomic_file
+from medseg.formats.images import check_integer_labels, read_stored
 from medseg.progress import Progress
 
 __all__ = [
@@ -159,7 +159,7 @@ def is_mfish_folder(path: str | Path) -> bool:
 def _read_tif(path: Path, what: str = "karyotype label map") -> np.ndarray:
     """One M-FISH TIFF as stored (8-bit; palette images as their indices: the DAPI images carry an identity
     palette), through the shared checked reader: size from the header within the voxel budget, one page,
-    finite values (:func:`medseg.data.image_io.read_stored`)."""
+    finite values (:func:`medseg.formats.images.read_stored`)."""
     arr, _ = read_stored(path, what)
     if arr.ndim != 2:
         raise DataValidationError(path, f"expected a 2-D grey TIFF, got an array of shape {arr.shape}")

@@ -375,7 +375,7 @@ def _write_karyotype_set(
     import h5py
 
     from medseg.data.pommier import give_default_mode, write_pommier_h5
-    from medseg.data.writing import atomic_files
+    from medseg.formats.atomic import atomic_files
 
     records = cut.records
     with atomic_files(temps):  # all of them or none

@@ -1,6 +1,6 @@
 """Whole M-FISH metaphases as a 3-class training set (background / chromosome / overlap), read straight from the
 published folder: ``data.format: mfish`` (or ``auto`` on a folder :func:`medseg.data.mfish.is_mfish_folder`
-recognises), dispatched from :func:`medseg.data.volumes.load_any_data`.
+recognises), dispatched from :func:`medseg.data.volume_folders.load_any_data`.
 
 Why a reader and not :func:`medseg.data.mfish.write_semantic_folder` + a split file (the choice this module
 makes): reading the TIFFs where they lie makes no second copy of licensed data to keep in step (nor a licence
@@ -33,8 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.datasets import SegmentationData, warn_crop
-from medseg.data.image_io import image_shape
-from medseg.data.limits import check_dataset_bytes, check_voxels
 from medseg.data.mfish import (
     CLASS_NAMES,
     find_metaphases,
@@ -43,8 +41,10 @@ from medseg.data.mfish import (
     semantic_labels,
     slide_of,
 )
-from medseg.data.writing import atomic_file
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.atomic import atomic_file
+from medseg.formats.images import image_shape
+from medseg.formats.limits import check_dataset_bytes, check_voxels
 from medseg.paths import medseg_home
 from medseg.progress import Progress
 

@@ -431,7 +431,7 @@ def _held_out_of_file(pairs_h5: Path) -> list[str]:
 def _write_isolated(out_dir: Path, chromosomes: list[IsolatedChromosome], notice: Path | None) -> Path:
     from PIL import Image
 
-    from medseg.data.writing import atomic_file
+    from medseg.formats.atomic import atomic_file
 
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -710,7 +710,7 @@ def _write_pairs_set(
 
     from medseg.data.pommier import give_default_mode, write_pommier_h5
     from medseg.data.synth import save_preview
-    from medseg.data.writing import atomic_files
+    from medseg.formats.atomic import atomic_files
 
     temps = files.temps(preview, notice)
     with atomic_files(temps):  # all of them or none

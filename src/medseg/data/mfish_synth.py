@@ -101,7 +101,7 @@ def crops_from_isolated(
     than ``min_area`` / more than ``max_area`` pixels, are left out. Crops are named as in the index
     (``<folder>__<image>__<k>_c<class>``), in index order. Returns the crops and a record of the selection
     (slides used, counts left out)."""
-    from medseg.data.image_io import open_image  # the size and frame checks every reader shares
+    from medseg.formats.images import open_image  # the size and frame checks every reader shares
 
     iso_dir = Path(iso_dir)
     index = iso_dir / "index.csv"
@@ -254,7 +254,7 @@ def compare_pair_sets(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from medseg.data.writing import atomic_file
+    from medseg.formats.atomic import atomic_file
 
     stats = {}
     for name, data in sets.items():

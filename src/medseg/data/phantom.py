@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medseg.data.volume import Volume
+from medseg.formats.volume import Volume
 
 __all__ = ["DEMO_NOTE", "HU", "SMALL_SHAPE", "make_phantom", "phantom_structures", "write_phantom"]
 
@@ -261,10 +261,10 @@ def write_phantom(
     Every file is written atomically and the manifest last. Returns the manifest's case entries.
     This is the body of ``medseg data phantom OUT_DIR [--n N] [--shape D H W] [--formats ...] [--seed S]``.
     """
-    from medseg.data.dicom_io import write_dicom_series
-    from medseg.data.hdf5_io import write_hdf5_volume
-    from medseg.data.nifti_io import write_nifti
-    from medseg.data.volume_io import write_label_like
+    from medseg.formats.dicom import write_dicom_series
+    from medseg.formats.hdf5 import write_hdf5_volume
+    from medseg.formats.nifti import write_nifti
+    from medseg.formats.volume_files import write_label_like
     from medseg.progress import Progress
 
     unknown = set(formats) - {"dicom", "nifti", "hdf5"}

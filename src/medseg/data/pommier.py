@@ -10,7 +10,7 @@ Stray label values are never dropped silently: :func:`read_pommier_h5` counts th
 ``stray_labels``, rejects the file, maps them to background, or gives each the label of its nearest
 valid pixel.
 
-The file is read through :func:`medseg.data.hdf5_io.open_hdf5`, so a corrupt one is a DataValidationError
+The file is read through :func:`medseg.formats.hdf5.open_hdf5`, so a corrupt one is a DataValidationError
 naming it, whatever h5py raises.
 """
 
@@ -26,10 +26,10 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from medseg.data.hdf5_io import hdf5_errors, open_hdf5
-from medseg.data.limits import check_dataset_bytes, check_voxels
-from medseg.data.writing import default_file_mode
 from medseg.errors import DataValidationError
+from medseg.formats.atomic import default_file_mode
+from medseg.formats.hdf5 import hdf5_errors, open_hdf5
+from medseg.formats.limits import check_dataset_bytes, check_voxels
 
 POMMIER_KEY = "dataset_1"
 POMMIER_CLASSES = ("background", "chromosome_alpha", "chromosome_beta", "overlap")
@@ -110,7 +110,7 @@ def read_pommier_h5(
     Returns ``images`` (N, H, W) uint8, ``labels`` (N, H, W) uint8 and a :class:`LabelReport`.
     Raises :class:`DataValidationError` naming the file for anything that is not the published layout,
     for a corrupt file, for an image larger than the voxel budget (``max_voxels``, see
-    :mod:`medseg.data.limits`) and for a dataset larger than the memory limit — both from the dataset's
+    :mod:`medseg.formats.limits`) and for a dataset larger than the memory limit — both from the dataset's
     shape, before it is read.
     """
     path = Path(path)

@@ -26,8 +26,8 @@ from PIL import Image
 
 from medseg.data.uwgi import CLASSES, rle_encode
 from medseg.data.uwgi_convert import scan_filename, write_train_csv
-from medseg.data.writing import atomic_file
 from medseg.errors import DataValidationError
+from medseg.formats.atomic import atomic_file
 from medseg.progress import Progress
 
 __all__ = ["PUBLISHED_SIZES", "PUBLISHED_SLICES", "SLICE_MM", "write_synth_gi"]

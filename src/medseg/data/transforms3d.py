@@ -71,8 +71,8 @@ from monai.transforms import (
 )
 
 from medseg.config import section_settings
-from medseg.data.volume import Volume
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.volume import Volume
 
 KEYS = ("image", "label")
 
@@ -214,7 +214,7 @@ def resampled_geometry(volume: Volume, shape: Sequence[int], align_corners: bool
 def preprocess_volume(volume: np.ndarray | Volume, cfg: dict | None = None) -> np.ndarray | Volume:
     """The thesis' preprocessing of one CT volume: clip, normalise to [0, 1], resample to (72, 256, 256).
 
-    ``volume``: a (D, H, W) = (z, y, x) array or a :class:`~medseg.data.volume.Volume`; ``cfg``: a whole
+    ``volume``: a (D, H, W) = (z, y, x) array or a :class:`~medseg.formats.volume.Volume`; ``cfg``: a whole
     config (its ``preprocess`` section is used) or None for the thesis values. Returns float32 of shape
     (depth, *size_xy) — a Volume (spacing and origin updated for the new grid) when given a Volume.
     """

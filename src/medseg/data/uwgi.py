@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.image_io import check_header
-from medseg.data.limits import check_voxels, exception_text, printable
 from medseg.errors import DataValidationError
+from medseg.formats.images import check_header
+from medseg.formats.limits import check_voxels, exception_text, printable
 
 __all__ = [
     "CLASSES",

@@ -30,7 +30,7 @@ from medseg.data.uwgi import (
     read_train_csv,
     scan_index,
 )
-from medseg.data.writing import atomic_file
+from medseg.formats.atomic import atomic_file
 
 PROTOCOL = "StratifiedGroupKFold by case, stratified by organ count"
 

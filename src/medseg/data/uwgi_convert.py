@@ -11,7 +11,7 @@ and :func:`totalsegmentator_mr_to_uwgi` does it for a TotalSegmentator MR volume
 map (stomach → stomach, small_bowel → small_bowel, colon → large_bowel).
 
 **Orientation.** medseg's volumes are ``(D, H, W) = (z, y, x)`` with LPS direction cosines
-(:mod:`medseg.data.volume`). A volume (or a volume file) is first turned, by axis permutations and flips
+(:mod:`medseg.formats.volume`). A volume (or a volume file) is first turned, by axis permutations and flips
 only (no resampling), to its nearest axial LPS grid: slices along patient S (slice 1 the most inferior),
 rows along P (the top row anterior), columns along L (patient's right on the image's left) -- the usual
 radiological display of axial slices. A volume whose direction is the identity (as the TotalSegmentator
@@ -46,11 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.limits import printable
 from medseg.data.uwgi import CLASSES, parse_id, read_train_csv, rle_encode
-from medseg.data.volume import Volume, check_values
-from medseg.data.writing import atomic_file
 from medseg.errors import DataValidationError
+from medseg.formats.atomic import atomic_file
+from medseg.formats.limits import printable
+from medseg.formats.volume import Volume, check_values
 
 __all__ = [
     "TOTALSEGMENTATOR_MR_ORGANS",
@@ -122,7 +122,7 @@ def _error(where: Path | None, name: str, problem: str) -> DataValidationError:
 def _load(source, name: str) -> tuple[np.ndarray, Volume | None]:
     """(array, volume or None) of a path, a Volume or an array."""
     if isinstance(source, (str, os.PathLike)):
-        from medseg.data.volume_io import read_volume
+        from medseg.formats.volume_files import read_volume
 
         vol = read_volume(source)
         return vol.array, vol
@@ -242,8 +242,8 @@ def volume_to_uwgi(
     """Write ``image`` and its organ ``labels`` as scan ``case{case}_day{day}`` of the UW-Madison layout
     under ``out_root``; returns a summary (JSON-ready).
 
-    ``image``, ``labels``: volume files (read with :func:`medseg.data.volume_io.read_volume`),
-    :class:`~medseg.data.volume.Volume` objects (both turned to axial LPS, see the module docstring; label
+    ``image``, ``labels``: volume files (read with :func:`medseg.formats.volume_files.read_volume`),
+    :class:`~medseg.formats.volume.Volume` objects (both turned to axial LPS, see the module docstring; label
     volumes must be on the image's grid) or ``(D, H, W)`` arrays (taken as axial, written as they are).
     ``organ_labels``: competition class (of :data:`~medseg.data.uwgi.CLASSES`) → the label ids that make it;
     a class left out gets empty masks. ``spacing``: for an array image, its ``(z, y, x)`` or in-plane

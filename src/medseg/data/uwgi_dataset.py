@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from medseg.data.datasets import SegmentationData, resolve_data_path, warn_crop
-from medseg.data.limits import check_dataset_bytes
 from medseg.data.uwgi import CLASSES, ScanRecord, check_consistency, masks_for, read_scan, read_train_csv, scan_index
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.limits import check_dataset_bytes
 from medseg.progress import Progress
 
 KIND = "uwgi"

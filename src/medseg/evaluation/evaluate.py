@@ -110,7 +110,7 @@ def evaluated_spacings(cfg: dict, data: SegmentationData) -> list[tuple[float, .
     if int(cfg["task"].get("spatial_dims", 2)) != 3 or not shapes or not spacings or len(spacings) != len(data):
         return None
     from medseg.data.transforms3d import preprocess_settings, resampled_geometry
-    from medseg.data.volume import Volume
+    from medseg.formats.volume import Volume
 
     align = bool(preprocess_settings(cfg)["align_corners"])
     grid = tuple(int(v) for v in data.images.shape[1:])

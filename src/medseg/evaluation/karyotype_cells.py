@@ -44,7 +44,7 @@ def has_chromosome_records(path: str | Path) -> bool:
 
 def read_chromosome_records(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(raw features (N, 17), class (N,) 1–24, cell id (N,) "folder/image") of a karyotype set's HDF5 file."""
-    from medseg.data.hdf5_io import open_hdf5
+    from medseg.formats.hdf5 import open_hdf5
 
     path = Path(path)
     with open_hdf5(path) as f:

@@ -1,7 +1,7 @@
 """What ``medseg predict`` is given, checked before anything is read.
 
 A file is a 2D image or a volume by its name (:func:`check_input_kind`). A folder is what its files are:
-DICOM by their bytes (:func:`medseg.data.dicom_headers.is_dicom_file`: PACS exports name slices
+DICOM by their bytes (:func:`medseg.formats.dicom_headers.is_dicom_file`: PACS exports name slices
 ``IM000012`` or by UID, with no suffix), images by their suffix. A folder of images is predicted image by
 image, in natural name order (``img2`` before ``img10``); a folder of DICOM files is one series (3D). A
 folder mixing both, or holding neither, is refused with what was found in it.
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.data.dicom_headers import is_dicom_file
 from medseg.data.folder import IMAGE_SUFFIXES
 from medseg.data.splits import natural_key
 from medseg.errors import DataValidationError
+from medseg.formats.dicom_headers import is_dicom_file
 
 # What `predict` reads as a 2D image: the training formats, and JPEG (Pillow reads it as it reads PNG).
 PREDICT_IMAGE_SUFFIXES = (*IMAGE_SUFFIXES, ".jpg", ".jpeg")
@@ -28,7 +28,7 @@ def check_input_kind(path: str | Path, spatial_dims: int, model: str | Path = "t
     """Refuse an input of the other dimensionality than the model before it is read, so the message says so
     instead of a reader's "may be corrupt": a volume for a 2D model (by its name; a file named like DICOM, or
     not at all, by its bytes) or an image for a 3D one."""
-    from medseg.data.volume_io import volume_format
+    from medseg.formats.volume_files import volume_format
 
     path = Path(path)
     is_image = path.suffix.lower() in PREDICT_IMAGE_SUFFIXES

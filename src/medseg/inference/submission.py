@@ -34,8 +34,8 @@ import numpy as np
 
 from medseg.data.uwgi import CLASSES, ScanRecord, rle_encode, scan_index
 from medseg.data.uwgi_dataset import context_indices, from_grid, grid_of, place_on_grid, read_slice, scan_of
-from medseg.data.writing import atomic_file
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.atomic import atomic_file
 from medseg.progress import Progress
 
 __all__ = [

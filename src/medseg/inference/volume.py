@@ -4,7 +4,7 @@ The model was trained on volumes preprocessed by :func:`medseg.data.transforms3d
 (clip, normalise, resample to ``depth`` × ``size_xy``) with the settings recorded in its ``model.json``
 (``preprocessing.volume``); the same settings are applied here, the probabilities are resampled back to
 the input's shape (trilinear) and thresholded (multilabel) or arg-maxed (multiclass). The returned
-:class:`~medseg.data.volume.Volume` carries the input's spacing, origin and direction, so
+:class:`~medseg.formats.volume.Volume` carries the input's spacing, origin and direction, so
 ``write_label_like`` writes it in the input's geometry.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
+from medseg.formats.volume import Volume
 from medseg.inference.predictor import Predictor
 
 
@@ -98,7 +98,7 @@ def predict_volume_file(predictor: Predictor, path: Path, out_dir: Path, *, allo
     ``allow_gaps``: a DICOM series with whole slices missing is filled and reported instead of refused."""
     import json
 
-    from medseg.data.volume_io import read_volume, strip_suffix, write_label_like
+    from medseg.formats.volume_files import read_volume, strip_suffix, write_label_like
 
     path = Path(path)
     volume = read_volume(path, allow_gaps=allow_gaps)

@@ -3,7 +3,7 @@
 :func:`fingerprint` reads a data set with medseg's own readers and describes it as plain JSON data:
 
 * ``kind``: ``folder2d`` (``images/`` + ``masks/`` PNG/TIFF, :mod:`medseg.data.folder`), ``volumes3d`` (any
-  volume folder :func:`medseg.data.volumes.volume_pairs` knows: NIfTI, HDF5, DICOM via a phantom manifest) or
+  volume folder :func:`medseg.data.volume_folders.volume_pairs` knows: NIfTI, HDF5, DICOM via a phantom manifest) or
   ``pommier`` (an HDF5 file in the Pommier layout); ``synth:phantom`` / ``synth:demo`` / ``synth:pommier``
   are the project's synthesized sets, made on first use;
 * ``spatial_dims``, ``n_cases`` and ``n_sampled`` (the cases whose pixels were read for the statistics);
@@ -215,7 +215,7 @@ def _check_class_count(masks_dir: Path, mask_path: Path, n_values: int) -> None:
     """Refuse masks holding more distinct values than a task can have classes (:data:`MAX_CLASSES`, uint8
     labels): each stored value becomes a class, so the plan would name a task that training then refuses.
     Raised at the file that crosses the limit, so the message can name it."""
-    from medseg.data.limits import MAX_CLASSES
+    from medseg.formats.limits import MAX_CLASSES
 
     if n_values > MAX_CLASSES:
         raise DataValidationError(
@@ -230,7 +230,8 @@ def _check_class_count(masks_dir: Path, mask_path: Path, n_values: int) -> None:
 def _folder2d(
     root: Path, images_dir: Path, masks_dir: Path, max_cases: int, collector: _Collector, progress: bool
 ) -> dict:
-    from medseg.data.folder import image_shape, pair_files, read_image
+    from medseg.data.folder import pair_files, read_image
+    from medseg.formats.images import image_shape
 
     pairs = pair_files(images_dir, masks_dir)
     sampled = set(_sample_indices(len(pairs), max_cases))
@@ -259,9 +260,9 @@ def _folder2d(
 
 
 def _volumes3d(folder: Path, spec: str, max_cases: int, collector: _Collector, progress: bool) -> dict:
-    from medseg.data.hdf5_io import read_hdf5_volume
-    from medseg.data.volume_io import read_volume
-    from medseg.data.volumes import volume_pairs
+    from medseg.data.volume_folders import volume_pairs
+    from medseg.formats.hdf5 import read_hdf5_volume
+    from medseg.formats.volume_files import read_volume
 
     pairs = volume_pairs(folder)
     sampled = _sample_indices(len(pairs), max_cases)
@@ -306,7 +307,7 @@ def _pommier_key(f, path: Path, key: str | None) -> str:
 def _pommier(path: Path, spec: str, key: str | None, max_cases: int, collector: _Collector, progress: bool) -> dict:
     import h5py
 
-    from medseg.data.hdf5_io import hdf5_errors, open_hdf5
+    from medseg.formats.hdf5 import hdf5_errors, open_hdf5
 
     with open_hdf5(path) as f, hdf5_errors(path):
         key = _pommier_key(f, path, key)
@@ -383,7 +384,7 @@ def fingerprint(
     if spec.startswith("synth:"):
         if spec == "synth:phantom":
             from medseg.config import DEFAULTS
-            from medseg.data.volumes import ensure_phantom
+            from medseg.data.volume_folders import ensure_phantom
 
             out = _volumes3d(
                 ensure_phantom(DEFAULTS["data"]["phantom"], progress), spec, max_cases, collector, progress
@@ -403,7 +404,7 @@ def fingerprint(
                 "data not found (give a folder of images/ + masks/, a folder of volumes or a Pommier-layout HDF5 file)",
             )
         if path.is_file():
-            from medseg.data.hdf5_io import HDF5_SUFFIXES
+            from medseg.formats.hdf5 import HDF5_SUFFIXES
 
             if not path.name.lower().endswith(HDF5_SUFFIXES):
                 raise DataValidationError(

@@ -18,7 +18,7 @@ the fingerprint. The rules, in order:
   percentiles, z-score with the foreground's mean/std (nnU-Net's CT normalisation); other modalities: each
   volume z-scored by itself. Resampling to the median spacing: ``depth``/``size_xy`` keep the volumes' median
   physical size, coarsened (the finer in-plane axes first, so anisotropy shrinks rather than grows) until a
-  volume fits the voxel budget and the whole set the memory limit (:mod:`medseg.data.limits`).
+  volume fits the voxel budget and the whole set the memory limit (:mod:`medseg.formats.limits`).
 * **patch and network** — the patch starts at the median image (preprocessed volume) and shrinks, the axis
   with the largest physical extent first, until a batch of 2 fits the memory budget by
   :func:`estimate_memory`; the U-Net pools until the thinnest patch axis is 4–8 px at the bottleneck
@@ -228,7 +228,7 @@ def _looks_ct(fp: dict) -> tuple[bool, str]:
 
 def _resample_plan(fp: dict, decisions: list[Decision]) -> tuple[list[int], list[float]]:
     """preprocess.depth / size_xy: the median physical size at the median spacing, coarsened to fit."""
-    from medseg.data.limits import dataset_bytes_limit, voxel_budget
+    from medseg.formats.limits import dataset_bytes_limit, voxel_budget
 
     spacing = [float(s) for s in fp["spacing"]["median"]]
     extent = [float(e) for e in fp["spacing"]["extent_mm"]["median"]]
@@ -747,7 +747,7 @@ def plan_yaml(cfg: dict, decisions: Sequence[Decision], header: Sequence[str] = 
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    from medseg.data.writing import atomic_file
+    from medseg.formats.atomic import atomic_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp:

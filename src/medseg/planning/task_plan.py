@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from medseg.data.limits import MAX_CLASSES
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.limits import MAX_CLASSES
 
 
 class Decision(NamedTuple):

@@ -42,11 +42,11 @@ from PIL import Image
 
 import medseg
 from medseg.config_schema import scored_class_names
-from medseg.data.dicom_headers import may_be_dicom
-from medseg.data.safe_zip import extract_zip, is_zip
-from medseg.data.volume import Volume
-from medseg.data.volume_io import write_label_like
 from medseg.errors import DataValidationError
+from medseg.formats.dicom_headers import may_be_dicom
+from medseg.formats.volume import Volume
+from medseg.formats.volume_files import write_label_like
+from medseg.formats.zip_safety import extract_zip, is_zip
 from medseg.metrics.segmentation import binary_stats, scores_from_counts
 from medseg.palette import channel_colours
 from medseg.server.channels import encoding, file_value, overlap_count, structure_mask
@@ -223,7 +223,7 @@ def write_seg_nrrd(labels: np.ndarray, volume: Volume, structures: list[str], pa
 
 def dicom_sources(input_dir: Path, files: list[str], work: Path, max_zip_bytes: int) -> list[Path]:
     """The uploaded series' files on disk: loose files as stored, a zip extracted into ``work`` with the
-    volume reader's own zip-safe extraction (:func:`medseg.data.safe_zip.extract_zip`)."""
+    volume reader's own zip-safe extraction (:func:`medseg.formats.zip_safety.extract_zip`)."""
     paths = [input_dir / f for f in files]
     if len(paths) == 1 and is_zip(paths[0]):
         work.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,8 @@ import medseg
 from medseg.data.folder import normalize_intensity
 from medseg.data.pommier import pad_to
 from medseg.data.uwgi_dataset import context_indices, from_grid, resize_stack
-from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
+from medseg.formats.volume import Volume
 from medseg.inference.volume import class_names_of_labels, display_background, label_map, predict_volume
 from medseg.server import channels, exports, metaphase, slices, stacks, volumes
 from medseg.server.db import Database, now_iso

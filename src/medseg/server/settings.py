@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg.data.limits import voxel_budget
-from medseg.data.safe_zip import ZipPolicy
+from medseg.formats.limits import voxel_budget
+from medseg.formats.zip_safety import ZipPolicy
 from medseg.paths import medseg_home
 
 GiB = 2**30
@@ -40,7 +40,7 @@ class ServerSettings:
     karyotype_model: Path | None = None
     karyotype_vote: str = "soft"
     max_upload_bytes: int = 1 * GiB  # the whole request body; beyond it: 413 and the partial files removed
-    # zip limits: the defaults of the one ZipPolicy the volume reader applies too (medseg.data.safe_zip)
+    # zip limits: the defaults of the one ZipPolicy the volume reader applies too (medseg.formats.zip_safety)
     max_unzipped_bytes: int = ZipPolicy.max_bytes  # declared uncompressed size of a zip's members (zip-bomb guard)
     max_zip_ratio: float = ZipPolicy.max_ratio  # uncompressed / compressed, checked once a zip unpacks to > 16 MiB
     max_zip_members: int = ZipPolicy.max_members

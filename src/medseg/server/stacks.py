@@ -13,7 +13,7 @@ PNG/TIFF images and none is named like DICOM (.dcm); otherwise it is a zipped DI
 
 The slice thickness is never in a name: it is recorded as unknown (``None``) in the study, so no volume in ml
 is claimed; the exports place the slices 1 mm apart. Checks, each refusal naming the zip and the member:
-the server's zip policy first (:func:`medseg.data.safe_zip.check_zip`, before anything is extracted; the
+the server's zip policy first (:func:`medseg.formats.zip_safety.check_zip`, before anything is extracted; the
 extraction itself copies at most the declared bytes under names made here), then every member must be a
 slice image (directories and the operating system's ``__MACOSX/`` and hidden files are left out), all slices
 the same size and bit depth, the sum of their pixels within the voxel budget — read from the headers
@@ -29,13 +29,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from medseg.data.dicom_headers import name_role
-from medseg.data.folder import IMAGE_SUFFIXES, image_shape, read_image
-from medseg.data.limits import check_voxels, printable
-from medseg.data.safe_zip import ZipPolicy, check_zip, extract_zip
+from medseg.data.folder import IMAGE_SUFFIXES, read_image
 from medseg.data.uwgi import parse_scan_filename
-from medseg.data.volume import Volume
 from medseg.errors import DataValidationError
+from medseg.formats.dicom_headers import name_role
+from medseg.formats.images import image_shape
+from medseg.formats.limits import check_voxels, printable
+from medseg.formats.volume import Volume
+from medseg.formats.zip_safety import ZipPolicy, check_zip, extract_zip
 
 FORMAT = "slices"
 

@@ -27,7 +27,7 @@ NIfTI files do not, with a warning in the result (``summary.warnings``, shown on
 input to a 3D model that records nothing, when the values do not look like Hounsfield units.
 
 Zips are checked before anything is extracted with the one zip policy of medseg
-(:func:`medseg.data.safe_zip.check_zip`: member count, total declared size, compression ratio, absolute or
+(:func:`medseg.formats.zip_safety.check_zip`: member count, total declared size, compression ratio, absolute or
 ``..`` member names) and then read by the volume reader, whose ``extract_zip`` copies at most the declared
 bytes. PNG/TIFF, NIfTI and HDF5 images are checked for their voxel count from the header before their data
 are decompressed (DICOM by its reader, on the headers). HDF5 files are read once in a child process with a
@@ -47,14 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.dicom_io import read_dicom_series
 from medseg.data.folder import read_image, read_mask
-from medseg.data.limits import check_voxels
-from medseg.data.safe_zip import ZipPolicy, check_zip
-from medseg.data.volume import Volume
-from medseg.data.volume_io import header_shape, read_volume, write_label_like
-from medseg.data.writing import label_uint8
 from medseg.errors import DataValidationError
+from medseg.formats.atomic import label_uint8
+from medseg.formats.dicom import read_dicom_series
+from medseg.formats.limits import check_voxels
+from medseg.formats.volume import Volume
+from medseg.formats.volume_files import header_shape, read_volume, write_label_like
+from medseg.formats.zip_safety import ZipPolicy, check_zip
 from medseg.server import auth, stacks
 from medseg.server.db import Database, now_iso
 from medseg.server.registry import ModelEntry
@@ -155,7 +155,7 @@ def read_reference(paths: StudyPaths) -> np.ndarray:
 
 
 def zip_policy(settings: ServerSettings) -> ZipPolicy:
-    """The zip policy of this server: the volume reader's :class:`~medseg.data.safe_zip.ZipPolicy` with the
+    """The zip policy of this server: the volume reader's :class:`~medseg.formats.zip_safety.ZipPolicy` with the
     limits of ``settings`` (pass it to ``read_dicom_series(zip_policy=...)`` too, so both apply the same)."""
     return ZipPolicy(
         max_bytes=settings.max_unzipped_bytes, max_ratio=settings.max_zip_ratio, max_members=settings.max_zip_members
@@ -164,7 +164,7 @@ def zip_policy(settings: ServerSettings) -> ZipPolicy:
 
 def check_upload_zip(path: Path, shown: str, settings: ServerSettings) -> None:
     """Refuse unsafe or oversized archives before a byte is extracted, with the same check the volume reader
-    applies to every zip (:func:`medseg.data.safe_zip.check_zip`; the reader re-checks while copying)."""
+    applies to every zip (:func:`medseg.formats.zip_safety.check_zip`; the reader re-checks while copying)."""
     try:
         check_zip(path, zip_policy(settings))
     except DataValidationError as exc:
@@ -180,7 +180,7 @@ def _probe_hdf5(path: Path, shown: str, settings: ServerSettings) -> None:
     after ``settings.hdf5_probe_seconds``. Its other failures are left to the read that follows here, which
     names the problem (the same code on the same bytes: it fails the same way, without hanging)."""
     code = (
-        "import sys; from medseg.data.volume_io import read_volume; "
+        "import sys; from medseg.formats.volume_files import read_volume; "
         "read_volume(sys.argv[1], max_voxels=int(sys.argv[2]))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -202,7 +202,7 @@ def _probe_hdf5(path: Path, shown: str, settings: ServerSettings) -> None:
 
 
 def check_header_size(path: Path, fmt: str, shown: str, settings: ServerSettings) -> None:
-    """The voxel count a PNG/TIFF, NIfTI or HDF5 header declares (:func:`medseg.data.volume_io.header_shape`,
+    """The voxel count a PNG/TIFF, NIfTI or HDF5 header declares (:func:`medseg.formats.volume_files.header_shape`,
     the shape the readers check themselves) against this server's ``max_voxels``, before any data are
     decompressed. DICOM series are checked by their reader, on the headers (give it ``max_voxels``).
     Unreadable headers pass here and are named by the full read that follows."""
@@ -309,7 +309,7 @@ def _store_reference(
         )
     key = None
     if fmt == "hdf5":
-        from medseg.data.hdf5_io import open_hdf5
+        from medseg.formats.hdf5 import open_hdf5
 
         _probe_hdf5(ref.path, ref.filename, settings)
         with open_hdf5(ref.path) as f:
@@ -427,7 +427,7 @@ def store_upload(
         files = [f.path.name for f in inputs]
         image = read_input(staging / "input", fmt, files, settings)
         # Size (against settings.max_voxels, from the header), emptiness and NaN/inf are refused by the readers
-        # themselves (medseg.data.limits, medseg.data.volume.validate_volume / check_values).
+        # themselves (medseg.formats.limits, medseg.formats.volume.validate_volume / check_values).
         array = image.array if isinstance(image, Volume) else image
     except Exception as exc:
         raise staged.refusal(exc, shown) from exc

@@ -25,7 +25,8 @@ def describe_folder(path: Path, names: list[str] | None, n: int | None, values: 
     classes given or suggested, pixels per class, values that are no class, and the config to set."""
     from collections import Counter
 
-    from medseg.data.folder import image_shape, pair_files, resolve_folder, suggest_mask_settings, survey_masks
+    from medseg.data.folder import pair_files, resolve_folder, suggest_mask_settings, survey_masks
+    from medseg.formats.images import image_shape
 
     images_dir, masks_dir = resolve_folder(path)
     pairs = pair_files(images_dir, masks_dir)

@@ -10,7 +10,7 @@ from medseg.data.sets.readers import is_volume_config
 
 
 class SynthPhantom(DataSet):
-    """The phantom's cases, made on first use by :func:`~medseg.data.volumes.ensure_phantom`."""
+    """The phantom's cases, made on first use by :func:`~medseg.data.volume_folders.ensure_phantom`."""
 
     name = spec = "synth:phantom"
     task = "ctv"
@@ -23,7 +23,7 @@ class SynthPhantom(DataSet):
         return False
 
     def load(self, cfg: dict, progress: bool = True):
-        from medseg.data.volumes import load_volume_data
+        from medseg.data.volume_folders import load_volume_data
 
         return load_volume_data(cfg, progress)
 

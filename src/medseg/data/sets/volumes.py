@@ -1,4 +1,4 @@
-"""Folders of CT volumes with their labels (the CTV thesis' data; :mod:`medseg.data.volumes`): what a config
+"""Folders of CT volumes with their labels (the CTV thesis' data; :mod:`medseg.data.volume_folders`): what a config
 with ``task.spatial_dims: 3`` reads, whatever its path."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class VolumeFolders(DataSet):
         return is_volume_config(cfg)
 
     def load(self, cfg: dict, progress: bool = True):
-        from medseg.data.volumes import load_volume_data
+        from medseg.data.volume_folders import load_volume_data
 
         return load_volume_data(cfg, progress)
 

@@ -2,20 +2,20 @@
 :func:`write_volume`, :func:`write_label_like`, :func:`volume_format`, :func:`header_shape`, and the
 parallel conversion :func:`convert_series` / :func:`run_convert`.
 
-Every reader returns a :class:`~medseg.data.volume.Volume` — array (D, H, W) = (z, y, x), spacing (z, y, x)
+Every reader returns a :class:`~medseg.formats.volume.Volume` — array (D, H, W) = (z, y, x), spacing (z, y, x)
 mm, origin (x, y, z) LPS mm, direction columns = x, y, z axes in LPS — and every writer takes one, so a
 volume keeps its place in the patient whatever file it goes through (DICOM → NIfTI → Volume gives the same
 grid, to DS rounding, and the same voxel values).
 
 The formats live in their own modules, to which this one dispatches by the file's name:
 
-- DICOM series (a folder, a ``.zip``, ``.dcm`` files): :mod:`medseg.data.dicom_io`, zips through
-  :mod:`medseg.data.safe_zip` (the one zip policy, shared with the server);
-- NIfTI (``.nii``, ``.nii.gz``): :mod:`medseg.data.nifti_io`;
-- HDF5 (``.h5``, ``.hdf5``): :mod:`medseg.data.hdf5_io`.
+- DICOM series (a folder, a ``.zip``, ``.dcm`` files): :mod:`medseg.formats.dicom`, zips through
+  :mod:`medseg.formats.zip_safety` (the one zip policy, shared with the server);
+- NIfTI (``.nii``, ``.nii.gz``): :mod:`medseg.formats.nifti`;
+- HDF5 (``.h5``, ``.hdf5``): :mod:`medseg.formats.hdf5`.
 
 Their readers and writers are importable from here too. Every reader returns through
-:func:`medseg.data.volume.validate_volume` (finite real values, positive finite spacing, usable direction).
+:func:`medseg.formats.volume.validate_volume` (finite real values, positive finite spacing, usable direction).
 :func:`header_shape` gives the shape a file's header declares, for checks before reading (the server's).
 All writers write to a temporary name beside the destination and rename at the end.
 """
@@ -31,12 +31,12 @@ from typing import Literal
 
 import numpy as np
 
-from medseg.data.dicom_io import find_dicom_series, read_dicom_series, write_dicom_series
-from medseg.data.hdf5_io import HDF5_SUFFIXES, hdf5_shape, read_hdf5_volume, write_hdf5_volume
-from medseg.data.nifti_io import NIFTI_SUFFIXES, nifti_shape, read_nifti, write_nifti
-from medseg.data.volume import Volume
-from medseg.data.writing import label_uint8
 from medseg.errors import DataValidationError
+from medseg.formats.atomic import label_uint8
+from medseg.formats.dicom import find_dicom_series, read_dicom_series, write_dicom_series
+from medseg.formats.hdf5 import HDF5_SUFFIXES, hdf5_shape, read_hdf5_volume, write_hdf5_volume
+from medseg.formats.nifti import NIFTI_SUFFIXES, nifti_shape, read_nifti, write_nifti
+from medseg.formats.volume import Volume
 
 __all__ = [
     "HDF5_SUFFIXES",
@@ -122,7 +122,7 @@ def header_shape(path: str | Path, fmt: str) -> tuple[int, ...]:
     (the server's upload check uses it with its own voxel budget). Raises DataValidationError when the
     header cannot be read."""
     if fmt in ("png", "tiff"):
-        from medseg.data.folder import image_shape
+        from medseg.formats.images import image_shape
 
         return image_shape(path)
     if fmt == "nifti":

@@ -1,5 +1,5 @@
-"""One voxel budget, one memory limit for whole data sets (medseg.data.limits) and one zip policy
-(medseg.data.safe_zip), shared by the CLI readers and the server."""
+"""One voxel budget, one memory limit for whole data sets (medseg.formats.limits) and one zip policy
+(medseg.formats.zip_safety), shared by the CLI readers and the server."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import zipfile
 import numpy as np
 import pytest
 
-from medseg.data.limits import (
+from medseg.errors import DataValidationError
+from medseg.formats.limits import (
     DEFAULT_MAX_VOXELS,
     check_dataset_bytes,
     check_voxels,
     exception_text,
     voxel_budget,
 )
-from medseg.data.safe_zip import ZipPolicy, check_zip
-from medseg.errors import DataValidationError
+from medseg.formats.zip_safety import ZipPolicy, check_zip
 
 
 def test_voxel_budget_default_environment_and_argument(monkeypatch):

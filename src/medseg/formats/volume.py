@@ -3,7 +3,7 @@
 ``Volume.array`` is (D, H, W) = (z, y, x) in the patient's slice order; ``spacing`` is (z, y, x) in mm;
 ``origin`` the (x, y, z) position in mm of the first voxel in DICOM patient coordinates (LPS);
 ``direction`` the 3×3 matrix whose columns are the x, y, z axis directions (LPS). Readers and writers for
-DICOM series, NIfTI and HDF5 live in :mod:`medseg.data.volume_io`.
+DICOM series, NIfTI and HDF5 live in :mod:`medseg.formats.volume_files`.
 
 What a reader returns is checked in one place, :func:`validate_volume` (every volume reader ends with it;
 the 2D image reader uses its :func:`check_values`): real numbers only (complex, string, object and void

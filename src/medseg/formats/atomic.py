@@ -2,8 +2,8 @@
 destination (write there, then ``os.replace``: an interrupted write never leaves a half-written file), and
 the uint8 check of label maps.
 
-Used by the volume writers (:mod:`medseg.data.dicom_io`, :mod:`medseg.data.nifti_io`,
-:mod:`medseg.data.hdf5_io`) and by the Pommier and synthetic-data writers.
+Used by the volume writers (:mod:`medseg.formats.dicom`, :mod:`medseg.formats.nifti`,
+:mod:`medseg.formats.hdf5`) and by the Pommier and synthetic-data writers.
 """
 
 from __future__ import annotations

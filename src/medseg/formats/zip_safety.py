@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from medseg.data.limits import MiB, exception_text, printable
 from medseg.errors import DataValidationError
+from medseg.formats.limits import MiB, exception_text, printable
 
 __all__ = [
     "MAX_ZIP_BYTES",
@@ -123,7 +123,7 @@ def extract_zip(
     The archive is checked against ``policy`` (a :class:`ZipPolicy`, or just its ``max_bytes``) before
     anything is extracted; the copy also stops at the declared size. Directories, symbolic links and
     members whose name ``keep`` refuses (the DICOM reader keeps what may be DICOM:
-    :func:`medseg.data.dicom_headers.may_be_dicom`) are not extracted; the names of the last two go to
+    :func:`medseg.formats.dicom_headers.may_be_dicom`) are not extracted; the names of the last two go to
     ``skipped``. A member that cannot be decompressed is an error naming it.
     """
     if not isinstance(policy, ZipPolicy):

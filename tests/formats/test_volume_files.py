@@ -13,8 +13,9 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medseg.data.volume import Volume
-from medseg.data.volume_io import (
+from medseg.errors import DataValidationError
+from medseg.formats.volume import Volume
+from medseg.formats.volume_files import (
     convert_series,
     read_dicom_series,
     read_hdf5_volume,
@@ -28,7 +29,6 @@ from medseg.data.volume_io import (
     write_nifti,
     write_volume,
 )
-from medseg.errors import DataValidationError
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -555,7 +555,7 @@ def test_zeros_named_dcm_are_refused_without_parsing(tmp_path, monkeypatch):
 def test_dicom_file_too_large_for_the_budget_is_refused_by_its_size(tmp_path, monkeypatch):
     _hand_series(tmp_path / "s", n=2, rows=40, cols=40, names=["a.dcm", "b.dcm"])
     monkeypatch.setenv("MEDSEG_MAX_VOXELS", "10")
-    monkeypatch.setattr("medseg.data.limits._DICOM_HEADER_BYTES", 1000)
+    monkeypatch.setattr("medseg.formats.limits._DICOM_HEADER_BYTES", 1000)
     monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: pytest.fail("parsed a file refused by its size"))
     with pytest.raises(DataValidationError, match=r"a\.dcm: is [\d,]+ bytes, more than any image"):
         read_dicom_series(tmp_path / "s")

@@ -19,7 +19,7 @@ tasks (class c = label value c + 1, value 0 is background) or (N, D, H, W) class
 evaluated its 72 × 256 × 256 volumes); ``medseg predict`` maps predictions back to each input's grid.
 
 Every volume is checked by its reader (voxel budget from the header, finite values, usable geometry) and
-the preprocessed set, held in memory whole, against the memory limit of :mod:`medseg.data.limits` once
+the preprocessed set, held in memory whole, against the memory limit of :mod:`medseg.formats.limits` once
 the first case shows how large each one is: before the rest is read.
 
 Splits are by patient (the thesis' 3-fold cross-validation by patient): ``SegmentationData.groups`` holds
@@ -36,12 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.datasets import SegmentationData
-from medseg.data.hdf5_io import HDF5_SUFFIXES
-from medseg.data.limits import check_dataset_bytes
-from medseg.data.nifti_io import NIFTI_SUFFIXES
 from medseg.data.registry import load_any_data  # the registry's front door, where training imports it
-from medseg.data.volume_io import strip_suffix, suffix_of
 from medseg.errors import ConfigError, DataValidationError
+from medseg.formats.hdf5 import HDF5_SUFFIXES
+from medseg.formats.limits import check_dataset_bytes
+from medseg.formats.nifti import NIFTI_SUFFIXES
+from medseg.formats.volume_files import strip_suffix, suffix_of
 from medseg.paths import medseg_home
 from medseg.progress import Progress
 
@@ -151,8 +151,8 @@ def volume_pairs(folder: Path) -> list[tuple[str, Path, Path | None, str]]:
 
 
 def _read_pair(image_path: Path, label_path: Path | None, kind: str):
-    from medseg.data.hdf5_io import read_hdf5_volume
-    from medseg.data.volume_io import read_volume
+    from medseg.formats.hdf5 import read_hdf5_volume
+    from medseg.formats.volume_files import read_volume
 
     if kind == "h5":
         return read_hdf5_volume(image_path, "image"), read_hdf5_volume(image_path, "label")

@@ -1,7 +1,7 @@
 """DICOM files, one at a time: which files of a series input are slices, the quick reject of bytes that
 are not DICOM, and each slice's header parsed once and checked (:func:`read_header`, :func:`parse_slice`).
 
-Used by the series reader :mod:`medseg.data.dicom_io` (see its docstring for the rules: which names are
+Used by the series reader :mod:`medseg.formats.dicom` (see its docstring for the rules: which names are
 skipped unread, which must be DICOM, what is skipped as a non-image object) and by the DICOM writer (its
 templates). Without the 'DICM' marker, a file's first bytes are checked before pydicom parses anything
 (megabytes of zeros named ``.dcm`` are refused in microseconds, not seconds), and a file larger than any
@@ -20,8 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from medseg.data.limits import MAX_VOXELS_ENV, check_voxels, exception_text, max_dicom_file_bytes
 from medseg.errors import DataValidationError
+from medseg.formats.limits import MAX_VOXELS_ENV, check_voxels, exception_text, max_dicom_file_bytes
 
 __all__ = [
     "DEFAULT_SPACING_RTOL",
@@ -129,7 +129,7 @@ class DicomSlice:
 
 @dataclass(frozen=True)
 class SeriesOptions:
-    """What the caller of :func:`~medseg.data.dicom_io.read_dicom_series` asked for, passed down to the steps
+    """What the caller of :func:`~medseg.formats.dicom.read_dicom_series` asked for, passed down to the steps
     of the read."""
 
     require_modality: str | None = None
@@ -140,7 +140,7 @@ class SeriesOptions:
 
 
 def name_role(name: str) -> NameRole:
-    """What a file's name says (see :mod:`medseg.data.dicom_io`): "dicom" (.dcm, .dicom, .dic, .ima), "other" (hidden,
+    """What a file's name says (see :mod:`medseg.formats.dicom`): "dicom" (.dcm, .dicom, .dic, .ima), "other" (hidden,
     under __MACOSX, or a suffix that is never DICOM: README.txt, .json, ...), "unknown" (no suffix, or one
     that says nothing, such as PACS exports' IM000012 or UID-named 1.2.840.113619.2.55.3.12)."""
     parts = PurePosixPath(name.replace("\\", "/")).parts

@@ -1,4 +1,4 @@
-"""The one zip extraction of medseg (medseg.data.safe_zip.extract_zip), used by the DICOM reader and the
+"""The one zip extraction of medseg (medseg.formats.zip_safety.extract_zip), used by the DICOM reader and the
 server's DICOM-SEG export; the policy checks themselves are tested in test_limits.py."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-from medseg.data.dicom_headers import may_be_dicom
-from medseg.data.safe_zip import ZipPolicy, extract_zip, is_zip
 from medseg.errors import DataValidationError
+from medseg.formats.dicom_headers import may_be_dicom
+from medseg.formats.zip_safety import ZipPolicy, extract_zip, is_zip
 
 
 def _zip(path, members: dict[str, bytes]):

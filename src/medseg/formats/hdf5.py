@@ -18,10 +18,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from medseg.data.limits import check_voxels, exception_text
-from medseg.data.volume import Volume, check_dtype, validate_volume
-from medseg.data.writing import atomic_file, label_uint8
 from medseg.errors import DataValidationError
+from medseg.formats.atomic import atomic_file, label_uint8
+from medseg.formats.limits import check_voxels, exception_text
+from medseg.formats.volume import Volume, check_dtype, validate_volume
 
 __all__ = [
     "HDF5_SUFFIXES",

@@ -1,10 +1,10 @@
 """DICOM series in and out: :func:`read_dicom_series` (a folder, a ``.zip`` or a list of files → a
-:class:`~medseg.data.volume.Volume` in HU), :func:`write_dicom_series`, :func:`find_dicom_series`.
+:class:`~medseg.formats.volume.Volume` in HU), :func:`write_dicom_series`, :func:`find_dicom_series`.
 
-The steps of a read live beside this module: :mod:`medseg.data.dicom_headers` (each file: is it a slice,
+The steps of a read live beside this module: :mod:`medseg.formats.dicom_headers` (each file: is it a slice,
 the quick reject of bytes that are not DICOM, its header parsed and checked) and
-:mod:`medseg.data.dicom_geometry` (the series: one series, per-file checks, slice order, gaps, pixels).
-Zips are read through :mod:`medseg.data.safe_zip`.
+:mod:`medseg.formats.dicom_geometry` (the series: one series, per-file checks, slice order, gaps, pixels).
+Zips are read through :mod:`medseg.formats.zip_safety`.
 
 Reading (:func:`read_dicom_series`)
     A folder (searched recursively), a ``.zip`` or a list of files. Slices are ordered by
@@ -20,7 +20,7 @@ Reading (:func:`read_dicom_series`)
     (file offset only); the geometry, series, size and transfer-syntax checks run on the headers of
     all files first, so a bad series fails before any pixel is decoded, and only then are the pixels read.
     This does what "headers with stop_before_pixels, then pixels" does without parsing each header twice.
-    The voxel budget (:mod:`medseg.data.limits`: Rows × Columns × frames × slices) is checked on the
+    The voxel budget (:mod:`medseg.formats.limits`: Rows × Columns × frames × slices) is checked on the
     headers, before the volume is allocated.
 
     **No slice is lost silently.** Which files are slices is decided by name first, then by content:
@@ -54,11 +54,11 @@ Reading (:func:`read_dicom_series`)
     ``meta["sop_instance_uids"]`` stay one entry per volume slice, "" for a filled one. Irregular spacing
     that is not whole slices is always an error.
 
-Zips follow :class:`~medseg.data.safe_zip.ZipPolicy` (the same policy as the server's uploads): the central
+Zips follow :class:`~medseg.formats.zip_safety.ZipPolicy` (the same policy as the server's uploads): the central
 directory is checked first (member count, declared size, compression ratio, absolute or ``..`` member
 names); the members that may be DICOM by name are then extracted one by one into a temporary folder
 (removed afterwards) under names made here, never the members' own paths, and the copy stops at the
-declared size (:func:`medseg.data.safe_zip.extract_zip`).
+declared size (:func:`medseg.formats.zip_safety.extract_zip`).
 
 The series is written into a temporary folder beside its destination and renamed at the end.
 """
@@ -76,8 +76,10 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.dicom_geometry import check_slices, one_series, series_geometry, series_pixels
-from medseg.data.dicom_headers import (
+from medseg.errors import DataValidationError
+from medseg.formats.atomic import default_file_mode, temp_sibling
+from medseg.formats.dicom_geometry import check_slices, one_series, series_geometry, series_pixels
+from medseg.formats.dicom_headers import (
     DEFAULT_SPACING_RTOL,
     DicomSlice,
     NonImage,
@@ -88,11 +90,9 @@ from medseg.data.dicom_headers import (
     parse_slice,
     read_header,
 )
-from medseg.data.limits import check_voxels, printable
-from medseg.data.safe_zip import ZipPolicy, extract_zip, is_zip
-from medseg.data.volume import Volume, validate_volume
-from medseg.data.writing import default_file_mode, temp_sibling
-from medseg.errors import DataValidationError
+from medseg.formats.limits import check_voxels, printable
+from medseg.formats.volume import Volume, validate_volume
+from medseg.formats.zip_safety import ZipPolicy, extract_zip, is_zip
 
 __all__ = ["DEFAULT_SPACING_RTOL", "find_dicom_series", "read_dicom_series", "write_dicom_series"]
 

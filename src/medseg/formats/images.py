@@ -5,12 +5,12 @@ synthesizers' source images and the GI-tract scans all read their pixels here, s
 one of them and a new reader cannot forget one:
 
 * the size is read from the header (PIL's ``Image.open`` and tifffile's page tags decode nothing) and checked
-  against the voxel budget of :mod:`medseg.data.limits` before a pixel is decoded: a 170 KB LZW TIFF can
+  against the voxel budget of :mod:`medseg.formats.limits` before a pixel is decoded: a 170 KB LZW TIFF can
   declare 13,000 × 13,000 pixels;
 * a file holds exactly one 2D image: a multi-page TIFF or an animated PNG is refused, never read as its
   first page;
 * the values are real, finite numbers (NaN/inf, complex and non-numeric pixels are refused,
-  :func:`medseg.data.volume.check_values`), and label maps hold integers (:func:`check_integer_labels`):
+  :func:`medseg.formats.volume.check_values`), and label maps hold integers (:func:`check_integer_labels`):
   a NaN cast to a label would silently become class 0;
 * any decoder failure is a :class:`~medseg.errors.DataValidationError` naming the file, on one line.
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.limits import check_voxels, exception_text, voxel_budget
-from medseg.data.volume import check_values
 from medseg.errors import DataValidationError
+from medseg.formats.limits import check_voxels, exception_text, voxel_budget
+from medseg.formats.volume import check_values
 
 __all__ = ["check_header", "check_integer_labels", "image_shape", "open_image", "read_stored"]
 

@@ -18,10 +18,10 @@ Collections (the Pommier HDF5 ``dataset_1`` of N images, an image folder, a fold
 memory whole; each image is checked against the voxel budget and the whole set's bytes against
 :func:`dataset_bytes_limit` (half of the physical memory, ``MEDSEG_MAX_DATASET_BYTES`` to override).
 
-Zips follow one :class:`~medseg.data.safe_zip.ZipPolicy` (total declared uncompressed size, compression
+Zips follow one :class:`~medseg.formats.zip_safety.ZipPolicy` (total declared uncompressed size, compression
 ratio above 16 MiB, member count, safe member names), checked from the central directory before anything
 is extracted — by the volume reader (``medseg data convert``, ``medseg predict``) and by the server alike:
-see :mod:`medseg.data.safe_zip`.
+see :mod:`medseg.formats.zip_safety`.
 
 One class limit, :data:`MAX_CLASSES` = 256: labels are read and held in memory as uint8 class
 indices (0..255), so a task has at most 256 classes. The mask reader training loads through (``read_mask``) and

@@ -1,10 +1,10 @@
-"""A DICOM series put together from its parsed slices (:mod:`medseg.data.dicom_headers`): the one series
+"""A DICOM series put together from its parsed slices (:mod:`medseg.formats.dicom_headers`): the one series
 asked for, the per-file checks (grey, single frame, one size, decodable, placed in the patient), the
 geometry with its gaps (:func:`series_geometry`) and the pixels in HU (:func:`series_pixels`).
 
 Slices are ordered by ImagePositionPatient projected on the slice normal; a gap of whole missing slices is
 refused naming the files on each side, or, with ``allow_gaps``, filled with the series' minimum value. See
-:mod:`medseg.data.dicom_io` for the rules, and for :func:`~medseg.data.dicom_io.read_dicom_series`,
+:mod:`medseg.formats.dicom` for the rules, and for :func:`~medseg.formats.dicom.read_dicom_series`,
 which runs these steps.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg.data.dicom_headers import DicomSlice, SeriesOptions, quiet_pydicom
-from medseg.data.limits import exception_text
 from medseg.errors import DataValidationError
+from medseg.formats.dicom_headers import DicomSlice, SeriesOptions, quiet_pydicom
+from medseg.formats.limits import exception_text
 
 __all__ = ["SeriesGeometry", "check_slices", "one_series", "series_geometry", "series_pixels"]
 
