@@ -227,7 +227,7 @@ def _cut_chromosomes(
     metaphases, layout: str, shape: tuple, size: int, margin: int, min_area: int, progress: bool
 ) -> _Cutouts:
     """The cut-out, label, record and raw features of every whole isolated chromosome of ``metaphases``."""
-    from medseg.data.mfish_pairs import isolated_chromosomes, pairs_from_karyotype
+    from medseg.data.mfish_pair_crops import isolated_chromosomes, pairs_from_karyotype
 
     cut = _Cutouts()
     for m in Progress(metaphases, desc="M-FISH chromosomes", unit="image", disable=not progress):

@@ -45,7 +45,7 @@ number p samples it in the target with probability p and in the background other
 (``RandCropByPosNegLabeld``), useful when the target is a small part of the volume.
 
 Randomness: MONAI transforms keep their own NumPy generators; every call reseeds them from torch's
-global generator, so a training run seeded through :func:`medseg.training.trainer.seed_everything`
+global generator, so a training run seeded through :func:`medseg.training.seeding.seed_everything`
 draws the same augmentations again (bit-exact resume).
 """
 

@@ -50,7 +50,7 @@ def true_instances(karyo: np.ndarray, *, min_area: int = MIN_TRUE_AREA) -> list[
     """Full-size boolean masks of the label map's chromosomes (see the module docstring), in raster order of
     their first pixel."""
     from medseg.data.mfish import OVERLAP_VALUE
-    from medseg.data.mfish_pairs import _overlap_regions  # the pairs' own rule: which classes border an overlap
+    from medseg.data.mfish_pair_crops import _overlap_regions  # the pairs' own rule: which classes border an overlap
 
     karyo = np.asarray(karyo)
     ov = _overlap_regions(karyo, 1)
@@ -408,7 +408,7 @@ def evaluate_metaphases(
     import shutil
 
     from medseg.data.mfish import licence_notice
-    from medseg.inference.instances import instance_figure
+    from medseg.inference.instance_figure import instance_figure
     from medseg.progress import Progress
 
     started = time.perf_counter()

@@ -10,7 +10,7 @@ What the paper gives (§3, Fig. 3–5, Tables 1–5) and how it is read here:
   baseline, where Res Path and Table 1's 4/3/2/1 lengths come from). The decoder is the U-Net's (2×2
   transposed conv, concatenation with the Res Path output, two 3×3 ConvNormAct).
 * §3.3 / Table 1 — Res Path I–IV replace the skips, with 4/3/2/1 residual blocks (3×3 conv + 1×1 conv
-  shortcut, :class:`~medseg.models.blocks.ResPath`); for other depths the lengths are ``depth - i`` at level i.
+  shortcut, :class:`~medseg.models.context_blocks.ResPath`); for other depths the lengths are ``depth - i`` at level i.
 * Table 2 — the bottom of the U-Net (its two standard convs) becomes two modules: the first is a standard
   conv, CE-Net's DAC or AMAC; the second a standard conv, PPM or ASSP (``bottom=(first, second)``). The
   first module takes the stage's input channels (256) to the bottom width (512).
@@ -54,11 +54,7 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 
 from medseg.models.blocks import (
-    DAC,
-    PPM,
     ConvNormAct,
-    PyramidPooling,
-    ResPath,
     SegmentationNet,
     UpSample,
     make_act,
@@ -66,6 +62,7 @@ from medseg.models.blocks import (
     make_pool,
     stage_channels,
 )
+from medseg.models.context_blocks import DAC, PPM, PyramidPooling, ResPath
 from medseg.models.registry import register_model
 from medseg.models.unet import UNetDecoder, UNetEncoder
 

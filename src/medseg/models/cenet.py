@@ -3,8 +3,8 @@ the baseline of ARMS Net Table 6.
 
 §II-A: a ResNet-34 encoder (7×7 stride-2 stem, 3×3 stride-2 max pooling, four stages of 3/4/6/3 basic
 residual blocks at 64/128/256/512 channels, so the bottom is the input / 32); §II-B: DAC (rates 1, 3, 5 in
-four cascaded branches, :class:`~medseg.models.blocks.DAC`); §II-C: RMP (max pooling 2, 3, 5, 6, a shared 1×1
-conv to one channel per branch, concatenated: 512 + 4 channels, :class:`~medseg.models.blocks.RMP`); §II-D:
+four cascaded branches, :class:`~medseg.models.context_blocks.DAC`); §II-C: RMP (max pooling 2, 3, 5, 6, a shared 1×1
+conv to one channel per branch, concatenated: 512 + 4 channels, :class:`~medseg.models.context_blocks.RMP`); §II-D:
 decoder blocks (1×1 conv to C/4, 3×3 stride-2 transposed conv, 1×1 conv, each with BN + ReLU) whose outputs are
 *added* to the encoder features, then a 4×4 stride-2 transposed conv, two 3×3 convs and the logits.
 
@@ -25,7 +25,8 @@ import torch
 from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
-from medseg.models.blocks import DAC, RMP, SegmentationNet, check_channels, make_act, make_norm
+from medseg.models.blocks import SegmentationNet, check_channels, make_act, make_norm
+from medseg.models.context_blocks import DAC, RMP
 from medseg.models.registry import register_model
 
 

@@ -37,7 +37,7 @@ Choices where the paper is silent or ambiguous (figures are not in the text; eac
   ``mdpac_mode="sum"`` reads Eq. 4 literally: every layer is C → C, layer j's input is ``o_{j-1} + F``
   (``F`` for the first) and the module returns ``o_n + F`` (Eq. 4 continued one step).
 * ResPath (after MultiResUNet, Ibtehaz & Rahman 2020, which introduced it; the shared
-  :class:`~medseg.models.blocks.ResPathBlock`): each block is ``BN(ReLU(SA(SE(Conv3×3-BN-ReLU(x))) +
+  :class:`~medseg.models.context_blocks.ResPathBlock`): each block is ``BN(ReLU(SA(SE(Conv3×3-BN-ReLU(x))) +
   Conv1×1-BN(x)))`` — channel attention (the same SE as ResSE) then CBAM spatial attention (7×7) on the
   residual branch, before the addition; the final BN is MultiResUNet's (``respath_post_norm=False`` drops
   it). Channels are kept (Table 1's output channels equal the encoder widths). Block counts default to
@@ -61,13 +61,13 @@ from medseg.models.blocks import (
     ConvNormAct,
     DoubleConv,
     EncoderDecoderNet,
-    ResPathBlock,
     SpatialAttention,
     SqueezeExcitation,
     UpSample,
     check_channels,
     make_pool,
 )
+from medseg.models.context_blocks import ResPathBlock
 from medseg.models.registry import register_model
 
 RESPATH_ATTENTION = ("channel+spatial", "channel", "spatial", "none")
@@ -177,7 +177,7 @@ class AttentionResPathBlock(ResPathBlock):
     """One ResPath unit of RSE-UNet (§2.5, Fig. 6): MultiResUNet's residual unit with attention on its branch.
 
     ``norm(act(SA(SE(Conv3×3-BN-act(x))) + Conv1×1-BN(x)))``: the shared
-    :class:`~medseg.models.blocks.ResPathBlock` (also ARMS Net's) with channel attention (the SE of Eq. 1–3)
+    :class:`~medseg.models.context_blocks.ResPathBlock` (also ARMS Net's) with channel attention (the SE of Eq. 1–3)
     and then CBAM spatial attention applied to the 3×3 branch before the addition.
     """
 

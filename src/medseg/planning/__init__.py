@@ -7,10 +7,10 @@ sizes networks (``data``, ``models``, ``config``), and nothing it imports trains
 """
 
 from medseg.planning.fingerprint import fingerprint
+from medseg.planning.network_plan import estimate_memory
 from medseg.planning.planner import (
     Decision,
     apply_sets,
-    estimate_memory,
     plan,
     plan_yaml,
     write_plan,

@@ -44,10 +44,10 @@ import numpy as np
 from PIL import Image
 
 from medseg.data.folder import normalize_intensity
+from medseg.inference.instance_figure import instance_colours
 from medseg.inference.instance_status import chromosomes_csv, instance_statuses, status_summary
 from medseg.inference.instances import (
     FALLBACKS,
-    instance_colours,
     instance_summary,
     separate_instances,
     write_instance_outputs,
@@ -91,7 +91,7 @@ def file_stem(name: str) -> str:
 def instance_lut(n: int) -> np.ndarray:
     """(n + 1, 3) uint8: row i the viewer's colour of instance i (row 0 black). Ids follow the bounding boxes'
     raster order, so neighbours have near ids; consecutive palette colours are alike, so instance i takes colour
-    (i − 1) · step mod n of :func:`~medseg.inference.instances.instance_colours`, step ≈ 0.38 n and coprime
+    (i − 1) · step mod n of :func:`~medseg.inference.instance_figure.instance_colours`, step ≈ 0.38 n and coprime
     to n: every colour once, neighbours far apart in the palette."""
     lut = np.zeros((n + 1, 3), np.uint8)
     if n:

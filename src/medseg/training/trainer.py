@@ -66,7 +66,6 @@ README "Beyond one process"), each kept on by default only where an end-to-end t
 from __future__ import annotations
 
 import math
-import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -102,6 +101,7 @@ from medseg.training.records import RunRecords
 from medseg.training.sampling import class_balanced_sampler, class_balanced_weights, image_classes
 from medseg.training.schedules import BudgetSchedule, build_scheduler
 from medseg.training.schedules import progress as budget_progress
+from medseg.training.seeding import seed_everything
 from medseg.training.speed import (
     CPU_CHANNELS_LAST_AUTO,
     compiler_missing,
@@ -117,15 +117,6 @@ __all__ = [
     "resolve_channels_last",
     "seed_everything",
 ]
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
 
 
 class Trainer(RunRecords, ParallelSteps):
