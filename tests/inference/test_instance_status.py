@@ -74,6 +74,15 @@ def test_crossings_and_compact_blobs():
     assert status(record(5, 2400, solidity=0.6, axis_ratio=0.9))["status"] == "clump"  # arms stick out
 
 
+def test_many_debris_pieces_do_not_pull_the_median_single_chromosome_down():
+    # 40 chromosomes of 350-550 px and 60 debris pieces of 30-150 px: a plain median would be ~140 px
+    chromosomes = [record(i, 350 + 5 * i) for i in range(1, 41)]
+    debris = [record(100 + i, 30 + 2 * i) for i in range(60)]
+    median = single_median(chromosomes + debris)
+    assert 400 <= median <= 500
+    assert chromosome_status(record(200, 450), median, SHAPE)["status"] == "single"
+
+
 def test_median_leaves_out_crossings_kept_whole():
     records = [record(i, a) for i, a in enumerate((380, 400, 410, 420, 5000), 1)]
     records.append(record(6, 800, how="several_overlaps"))

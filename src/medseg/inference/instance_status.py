@@ -77,6 +77,7 @@ RING_PX = (1, 4)  # the surroundings: 1 to 4 px outside the object, foreground l
 OFF_SPREAD = 1.3  # × the spread's radius (90th percentile of the chromosomes' distances to its centre)
 BORDER_FACTOR = 0.6  # at the edge and under this × median: a piece cut off, not a countable chromosome
 NUCLEUS_SOLIDITY, NUCLEUS_AXIS_RATIO = 0.9, 0.6  # compact and round: no chromosome arms stick out
+DEBRIS_SKEW = 1.6  # area-weighted over plain median area above this: the objects are mostly small pieces
 EXPECTED = 46  # a normal human metaphase
 FAR = 6  # |estimate − 46| above this: the headline warns
 SPLIT_FALLBACKS = ("no_pair_model", "pair_model_failed", "pair_model_unsure")  # a crossing of two, kept whole
@@ -98,16 +99,34 @@ CSV_COLUMNS = (
 )
 
 
+def weighted_median(areas: list[float]) -> float:
+    """The area at which half of all the objects' pixels lie in smaller objects (each object weighs its area)."""
+    a = np.sort(np.asarray(areas, float))
+    cumulative = np.cumsum(a)
+    return float(a[np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
 def single_median(records: list[dict]) -> float:
     """The cell's median single-chromosome area: over the objects with no crossing kept whole, or over all when
     fewer than five are left; then once more without the specks and clumps that median shows (debris far from
-    the spread is often many small pieces, which would pull it down)."""
+    the spread is often many small pieces, which would pull it down).
+
+    Where the area-weighted median (the size of the object a typical foreground pixel lies in) is over
+    :data:`DEBRIS_SKEW` times the plain one, most objects are small pieces while most pixels lie in chromosomes:
+    the median is then taken over the objects from half that weighted median on. A plain median fell to 1/4 of a
+    chromosome on a held-out metaphase whose 75 objects held dozens of debris pieces of 30-150 px, and every real
+    chromosome was called a clump (about 113 chromosomes estimated for 44). In a cell without debris the
+    weighted median is about 1.3x the plain one and nothing changes (on that metaphase: 2.0x)."""
     areas = [r["area"] for r in records if r.get("separated_by") in ("whole", "pair_model")]
     if len(areas) < 5:
         areas = [r["area"] for r in records]
     if not areas:
         return 0.0
-    first = float(np.median(areas))
+    first, by_area = float(np.median(areas)), weighted_median(areas)
+    if by_area > DEBRIS_SKEW * first:  # most objects are small pieces, most pixels are in chromosomes
+        kept = [a for a in areas if 0.5 * by_area <= a < CLUMP_FACTOR * by_area]
+        if len(kept) >= 5:
+            return float(np.median(kept))
     kept = [a for a in areas if TINY_FACTOR * first <= a < CLUMP_FACTOR * first]
     return float(np.median(kept)) if len(kept) >= 5 else first
 
