@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from medseg.config import load_config, set_dotted, validate
+from medseg.data.registry import load_any_data
 from medseg.data.runs import splits_for
 from medseg.data.synth_gi import write_synth_gi
 from medseg.data.uwgi import CLASSES, read_train_csv
@@ -22,7 +23,6 @@ from medseg.data.uwgi_dataset import (
     scan_groups,
     to_original_size,
 )
-from medseg.data.volume_folders import load_any_data
 from medseg.errors import ConfigError
 from medseg.evaluation.competition import competition_score
 

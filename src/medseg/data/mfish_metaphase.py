@@ -1,6 +1,6 @@
 """Whole M-FISH metaphases as a 3-class training set (background / chromosome / overlap), read straight from the
 published folder: ``data.format: mfish`` (or ``auto`` on a folder :func:`medseg.data.mfish.is_mfish_folder`
-recognises), dispatched from :func:`medseg.data.volume_folders.load_any_data`.
+recognises), dispatched from :func:`medseg.data.registry.load_any_data`.
 
 Why a reader and not :func:`medseg.data.mfish.write_semantic_folder` + a split file (the choice this module
 makes): reading the TIFFs where they lie makes no second copy of licensed data to keep in step (nor a licence

@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 
 from medseg.data.datasets import SegmentationData
-from medseg.data.registry import load_any_data  # the registry's front door, where training imports it
 from medseg.errors import ConfigError, DataValidationError
 from medseg.formats.hdf5 import HDF5_SUFFIXES
 from medseg.formats.limits import check_dataset_bytes
@@ -245,4 +244,4 @@ def load_volume_data(cfg: dict, progress: bool = True) -> SegmentationData:
     )
 
 
-__all__ = ["ensure_phantom", "load_any_data", "load_volume_data", "patient_ids", "phantom_dir", "volume_pairs"]
+__all__ = ["ensure_phantom", "load_volume_data", "patient_ids", "phantom_dir", "volume_pairs"]

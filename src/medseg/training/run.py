@@ -21,9 +21,9 @@ from tqdm.auto import tqdm
 
 from medseg.artifact.files import dump_json
 from medseg.data.datasets import CROP_MARK, SegmentationData
+from medseg.data.registry import load_any_data
 from medseg.data.runs import check_same_training, run_dir_for, splits_for
 from medseg.data.splits import fold_indices
-from medseg.data.volume_folders import load_any_data
 from medseg.errors import MedsegError
 
 

@@ -13,13 +13,12 @@ Background is the task's ``task.background`` class (multiclass) or none (multila
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
-
-SAMPLINGS = ("uniform", "class_balanced")
 
 
 def image_classes(labels: np.ndarray, mode: str, background: int | None) -> list[np.ndarray]:
@@ -36,14 +35,9 @@ def image_classes(labels: np.ndarray, mode: str, background: int | None) -> list
 
 def class_balanced_weights(classes: Sequence[np.ndarray]) -> np.ndarray:
     """One weight per image (summing to 1) from the foreground classes each holds, as the module says."""
-    counts: dict[int, int] = {}
-    for present in classes:
-        for c in present.tolist():
-            counts[c] = counts.get(c, 0) + 1
+    counts = Counter(c for present in classes for c in present.tolist())
     groups = [min(present.tolist(), key=lambda c: (counts[c], c)) if len(present) else None for present in classes]
-    size: dict[int | None, int] = {}
-    for g in groups:
-        size[g] = size.get(g, 0) + 1
+    size = Counter(groups)
     weights = np.array([1.0 / size[g] for g in groups], dtype=np.float64)
     return weights / weights.sum()
 

@@ -209,9 +209,8 @@ class Trainer(RunRecords, ParallelSteps):
             int(tr["steps_per_epoch"]) if self.fixed_epoch else math.ceil(len(self.train_set) / int(tr["batch_size"]))
         )
         self.steps_per_epoch = min(batches, int(limit)) if limit else batches
-        self.sampling = str(tr.get("sampling") or "uniform")
         self.sample_weights = None
-        if self.sampling == "class_balanced" and len(self.train_set) > 0:
+        if tr.get("sampling") == "class_balanced" and len(self.train_set) > 0:
             labels = self.data.labels[self.train_set.indices]
             self.sample_weights = class_balanced_weights(
                 image_classes(labels, self.mode, self.cfg["task"].get("background"))
