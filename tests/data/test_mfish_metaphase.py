@@ -70,7 +70,7 @@ def _cfg(root: Path, tmp_path: Path, **data) -> dict:
 
 @needs_data
 def test_reader_gives_three_classes_by_slide_on_a_canvas(crops, tmp_path, monkeypatch):
-    from medseg.data.volume_folders import load_any_data
+    from medseg.data.registry import load_any_data
 
     monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
     root, written = crops
@@ -92,7 +92,7 @@ def test_test_slides_are_the_pairs_test_slides(crops, tmp_path, monkeypatch):
     import h5py
 
     from medseg.data.runs import splits_for
-    from medseg.data.volume_folders import load_any_data
+    from medseg.data.registry import load_any_data
 
     monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
     root, _ = crops

@@ -298,7 +298,7 @@ def test_pairs_of_one_slide_stay_on_one_side_of_every_split(tmp_path):
 
     from medseg.config import load_config, set_dotted, validate
     from medseg.data.runs import splits_for
-    from medseg.data.volume_folders import load_any_data
+    from medseg.data.registry import load_any_data
 
     rng = np.random.default_rng(0)
     n = 60

@@ -7,9 +7,10 @@ import pytest
 
 from medseg.config import load_config
 from medseg.data.phantom import make_phantom, write_phantom
+from medseg.data.registry import load_any_data
 from medseg.data.runs import splits_for
 from medseg.data.splits import expand_patient_splits, make_splits
-from medseg.data.volume_folders import load_any_data, load_volume_data, patient_ids, volume_pairs
+from medseg.data.volume_folders import load_volume_data, patient_ids, volume_pairs
 from medseg.errors import ConfigError, DataValidationError
 from medseg.formats.volume_files import write_hdf5_volume, write_nifti
 
