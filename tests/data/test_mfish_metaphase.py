@@ -91,8 +91,8 @@ def test_test_slides_are_the_pairs_test_slides(crops, tmp_path, monkeypatch):
     """The whole-metaphase split holds out exactly the slides `medseg data mfish-pairs` holds out."""
     import h5py
 
-    from medseg.data.runs import splits_for
     from medseg.data.registry import load_any_data
+    from medseg.data.runs import splits_for
 
     monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
     root, _ = crops

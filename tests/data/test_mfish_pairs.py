@@ -297,8 +297,8 @@ def test_pairs_of_one_slide_stay_on_one_side_of_every_split(tmp_path):
     import h5py
 
     from medseg.config import load_config, set_dotted, validate
-    from medseg.data.runs import splits_for
     from medseg.data.registry import load_any_data
+    from medseg.data.runs import splits_for
 
     rng = np.random.default_rng(0)
     n = 60
