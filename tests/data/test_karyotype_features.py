@@ -65,3 +65,26 @@ def test_upright_cutout_stands_the_chromosome_up_scaled_to_its_metaphase():
     assert bottom.mean() == pytest.approx(100 * INTENSITY_LEVEL / 150, rel=0.05)
     _, big, shrunk = upright_cutout(grey, mask, scale=3.0, intensity=150, shape=(64, 32))
     assert shrunk and np.flatnonzero(big.any(1)).size <= 62  # too long at that scale: shrunk to fit
+
+
+def test_a_finer_canvas_gives_the_median_chromosome_the_same_share_of_its_height():
+    from medseg.data.karyotype_features import UPRIGHT_MEDIAN_FRACTION, metaphase_cutouts, upright_median_length
+
+    assert upright_median_length((64, 32)) == pytest.approx(24.0)
+    assert upright_median_length((96, 48)) == pytest.approx(96 * UPRIGHT_MEDIAN_FRACTION)
+    windows = [_bar(length=n, width=8, vertical=True) for n in (20, 30, 40)]  # the median is the 30-px one
+    for shape in ((64, 32), (96, 48)):
+        _, cuts = metaphase_cutouts(windows, shape)
+        lengths = [np.flatnonzero(inside.any(1)).size for _, inside, _ in cuts]
+        assert abs(lengths[1] - upright_median_length(shape)) <= 1.5, (shape, lengths)
+        assert lengths[0] < lengths[1] < lengths[2]
+
+
+def test_the_upright_set_refuses_a_canvas_that_is_not_taller_than_wide():
+    from medseg.data.mfish_sets import _upright_canvas
+    from medseg.errors import DataValidationError
+
+    assert _upright_canvas(None) is None and _upright_canvas([96, 48]) == (96, 48)
+    for bad in ([64, 64], [32, 64], 64, [96]):
+        with pytest.raises(DataValidationError, match="taller than wide"):
+            _upright_canvas(bad)

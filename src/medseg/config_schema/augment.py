@@ -64,6 +64,20 @@ class AugmentConfig(Section):
     )
     noise_prob: float = Field(0.0, description="2D: probability of additive Gaussian noise on the image")
     noise_std: float = Field(0.05, description="2D: the noise's standard deviation (in the normalised input's units)")
+    gamma_prob: float = Field(
+        0.0, description="2D: probability of a random gamma on the image (MONAI RandAdjustContrastd)"
+    )
+    gamma_range: list[float] = Field(
+        default_factory=lambda: [0.7, 1.5], description="2D gamma: [lo, hi], applied to the image rescaled to [0, 1]"
+    )
+    contrast_prob: float = Field(0.0, description="2D: probability of scaling the image's values (RandScaleIntensityd)")
+    contrast_factor: float = Field(0.25, description="2D contrast: the values times 1 + U(-f, f)")
+    blur_prob: float = Field(0.0, description="2D: probability of a Gaussian blur (RandGaussianSmoothd)")
+    blur_sigma: list[float] = Field(default_factory=lambda: [0.5, 1.2], description="2D blur: sigma range [lo, hi], px")
+    zoom_prob: float = Field(0.0, description="2D: probability of a random zoom (RandZoomd, label nearest)")
+    zoom_range: list[float] = Field(
+        default_factory=lambda: [0.85, 1.15], description="2D zoom: [lo, hi] factor; the image keeps its size"
+    )
     volume: VolumeAugmentConfig = Field(default_factory=VolumeAugmentConfig)
 
     @model_validator(mode="after")
@@ -72,6 +86,14 @@ class AugmentConfig(Section):
         _probability(self.rot90_prob, "augment.rot90_prob")
         _probability(self.elastic_prob, "augment.elastic_prob")
         _probability(self.noise_prob, "augment.noise_prob")
+        for key in ("gamma_prob", "contrast_prob", "blur_prob", "zoom_prob"):
+            _probability(getattr(self, key), f"augment.{key}")
+        for key in ("gamma_range", "blur_sigma", "zoom_range"):
+            lo_hi = getattr(self, key)
+            if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1]:
+                raise ValueError(f"augment.{key} must be [lo, hi] with 0 < lo <= hi, got {lo_hi!r}")
+        if not 0 <= self.contrast_factor < 1:
+            raise ValueError(f"augment.contrast_factor must be in [0, 1), got {self.contrast_factor!r}")
         if len(self.elastic_spacing) != 2 or min(self.elastic_spacing) <= 0:
             raise ValueError(
                 f"augment.elastic_spacing must be two positive pixel distances [H, W], got {self.elastic_spacing!r}"

@@ -32,12 +32,14 @@ __all__ = [
     "INTENSITY_LEVEL",
     "PROFILE_BINS",
     "UPRIGHT_MEDIAN_LENGTH",
+    "UPRIGHT_MEDIAN_FRACTION",
     "UPRIGHT_SHAPE",
     "chromosome_features",
     "long_axis",
     "metaphase_cutouts",
     "per_metaphase",
     "upright_cutout",
+    "upright_median_length",
 ]
 
 PROFILE_BINS = 12
@@ -49,8 +51,11 @@ FEATURE_NAMES = (
     "summed_intensity",
     *(f"profile_{i}" for i in range(PROFILE_BINS)),
 )
-UPRIGHT_SHAPE = (64, 32)  # rows x columns of the upright cut-out: the median chromosome at 24 px leaves 2.6x room
-UPRIGHT_MEDIAN_LENGTH = 24.0  # px: the length the median chromosome of every metaphase gets on the canvas
+UPRIGHT_SHAPE = (64, 32)  # rows x columns of the default upright cut-out
+# The median chromosome of every metaphase gets this fraction of the canvas height (24 px on 64 rows): the longest
+# chromosome (about 2.2x the median) still fits with room for the augmentation's scale and shift.
+UPRIGHT_MEDIAN_FRACTION = 0.375
+UPRIGHT_MEDIAN_LENGTH = UPRIGHT_MEDIAN_FRACTION * UPRIGHT_SHAPE[0]
 INTENSITY_LEVEL = 96.0  # the grey value the metaphase's median chromosome intensity gets (uint8 headroom to 2.6x)
 
 
@@ -152,14 +157,23 @@ def upright_cutout(
     return image, inside, bool(shrunk)
 
 
+def upright_median_length(shape: Sequence[int]) -> float:
+    """The length (px) the median chromosome of a metaphase gets on an upright canvas of ``shape`` (rows, cols):
+    :data:`UPRIGHT_MEDIAN_FRACTION` of its height, so a finer canvas shows the bands in more pixels."""
+    return UPRIGHT_MEDIAN_FRACTION * float(shape[0])
+
+
 def metaphase_cutouts(
     windows: Sequence[tuple[np.ndarray, np.ndarray]],
     shape: tuple[int, int] = UPRIGHT_SHAPE,
-    median_length: float = UPRIGHT_MEDIAN_LENGTH,
+    median_length: float | None = None,
 ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, bool]]]:
     """Every chromosome of one metaphase (``windows``: (grey, mask) each) measured and cut out upright: its raw
     features (N, 17) and :func:`upright_cutout` scaled so the metaphase's median chromosome is ``median_length``
-    px long, its DAPI by the median intensity — the one rule of the training set and of inference."""
+    px long (default :func:`upright_median_length` of ``shape``), its DAPI by the median intensity — the one rule
+    of the training set and of inference."""
+    if median_length is None:
+        median_length = upright_median_length(shape)
     raw = np.stack([chromosome_features(g, m) for g, m in windows])
     length, intensity = float(np.median(raw[:, 1])), float(np.median(raw[:, 3]))
     cuts = [

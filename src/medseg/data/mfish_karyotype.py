@@ -56,10 +56,10 @@ import numpy as np
 from medseg.data.karyotype_features import (
     FEATURE_NAMES,
     INTENSITY_LEVEL,
-    UPRIGHT_MEDIAN_LENGTH,
     UPRIGHT_SHAPE,
     chromosome_features,
     metaphase_cutouts,
+    upright_median_length,
 )
 from medseg.data.mfish import find_metaphases, find_unlabelled, licence_notice, read_metaphase, slide_of
 from medseg.errors import DataValidationError
@@ -135,11 +135,13 @@ def run_mfish_karyotype(
     split_seed: int = 0,
     limit: int | None = None,
     layout: str = "canvas",
+    upright_shape: tuple[int, int] = UPRIGHT_SHAPE,
     progress: bool = True,
 ) -> dict:
     """Write the karyotyping set of the M-FISH folder ``src`` to ``output`` (``.h5``) and its sidecars (see the
     module docstring); ``limit``: only the first N labelled metaphases; ``layout``: ``canvas`` (unscaled on the
-    ``size`` square) or ``upright`` (:func:`medseg.data.karyotype_features.upright_cutout`). Every file is written
+    ``size`` square) or ``upright`` (:func:`medseg.data.karyotype_features.upright_cutout` on an ``upright_shape``
+    canvas). Every file is written
     under a temporary name and renamed at the end. Returns the summary (the JSON's content plus the paths)."""
     from medseg.data.mfish_pairs import held_out_slides
 
@@ -157,7 +159,7 @@ def run_mfish_karyotype(
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    shape = (size, size) if layout == "canvas" else UPRIGHT_SHAPE
+    shape = (size, size) if layout == "canvas" else tuple(int(v) for v in upright_shape)
     cut = _cut_chromosomes(metaphases, layout, shape, size, margin, min_area, progress)
     if not cut.images:
         raise DataValidationError(src, f"no isolated chromosome in the {len(metaphases)} metaphase(s) read")
@@ -318,7 +320,7 @@ def _karyotype_summary(
         "layout": layout,
         "canvas": list(shape),
         "upright": {
-            "median_length_px": UPRIGHT_MEDIAN_LENGTH,
+            "median_length_px": upright_median_length(shape),
             "median_intensity_grey": INTENSITY_LEVEL,
             "shrunk_to_fit": cut.shrunk_to_fit,
         }

@@ -166,14 +166,16 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
     return _build(_set_root(source) / f"both_{n_pairs}_s{seed}", make) / "both.h5"
 
 
-def _karyotype(source: Path, progress: bool, layout: str = "canvas") -> Path:
+def _karyotype(source: Path, progress: bool, layout: str = "canvas", upright_shape=None) -> Path:
     import sys
 
     from medseg.data.karyotype_features import UPRIGHT_SHAPE
     from medseg.data.mfish_karyotype import CANVAS, run_mfish_karyotype
 
+    shape = tuple(int(v) for v in (upright_shape or UPRIGHT_SHAPE))
+
     def make(tmp: Path) -> None:
-        s = run_mfish_karyotype(source, tmp / "karyotype.h5", layout=layout, progress=progress)
+        s = run_mfish_karyotype(source, tmp / "karyotype.h5", layout=layout, upright_shape=shape, progress=progress)
         if progress:
             counts = ", ".join(f"{name} {v['train']}/{v['test']}" for name, v in s["per_class"].items())
             print(
@@ -184,8 +186,20 @@ def _karyotype(source: Path, progress: bool, layout: str = "canvas") -> Path:
             )
 
     # _f: the sets carry the hand-made features (sets built before them lack the HDF5 'features')
-    name = f"karyotype_c{CANVAS}_f" if layout == "canvas" else "karyotype_upright_{}x{}".format(*UPRIGHT_SHAPE)
+    name = f"karyotype_c{CANVAS}_f" if layout == "canvas" else "karyotype_upright_{}x{}".format(*shape)
     return _build(_set_root(source) / name, make) / "karyotype.h5"
+
+
+def _upright_canvas(size) -> tuple[int, int] | None:
+    """The upright canvas of ``mfish:karyotype-upright`` from ``data.size`` (rows, cols; the set is built once per
+    canvas), or None for the default; a square or malformed size is refused (the canvas is taller than wide)."""
+    if size is None:
+        return None
+    if isinstance(size, int | float) or len(size) != 2 or int(size[0]) <= int(size[1]) or min(size) < 8:
+        raise DataValidationError(
+            None, f"mfish:karyotype-upright needs data.size [rows, cols] taller than wide, got {size!r}"
+        )
+    return int(size[0]), int(size[1])
 
 
 def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
@@ -202,5 +216,7 @@ def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
     if kind == "synth":
         return _synth(source, n_pairs, seed, progress)
     if kind in ("karyotype", "karyotype-upright"):
-        return _karyotype(source, progress, "upright" if kind == "karyotype-upright" else "canvas")
+        if kind == "karyotype":
+            return _karyotype(source, progress)
+        return _karyotype(source, progress, "upright", _upright_canvas(data_cfg.get("size")))
     return _both(source, n_pairs, seed, progress)

@@ -192,12 +192,19 @@ def _augmentation_2d(aug_cfg: dict, background: int | None = 0) -> Callable | No
     ``noise_prob``, with exactly that standard deviation (``sample_std=False``; MONAI's default would draw the
     std uniformly from [0, noise_std] per sample). It is added after the deformation, so no noise is
     interpolated.
+
+    What differs between microscopes and scanners (the three imaging systems of the M-FISH set, say), each with
+    its own probability, after the geometry and before the noise: a zoom (``zoom_*``, ``RandZoomd``: the image
+    bilinear, the label nearest, the size kept), a blur (``blur_*``, ``RandGaussianSmoothd``), a gamma
+    (``gamma_*``, ``RandAdjustContrastd``, on the image's own value range) and a contrast scale (``contrast_*``,
+    ``RandScaleIntensityd``: values × (1 + U(−f, f))).
     """
     flip = float(aug_cfg["flip_prob"])
     rot = float(aug_cfg["rot90_prob"])
     elastic = float(aug_cfg.get("elastic_prob", 0.0))
     noise = float(aug_cfg.get("noise_prob", 0.0))
-    if max(flip, rot, elastic, noise) <= 0:
+    looks = {k: float(aug_cfg.get(f"{k}_prob", 0.0)) for k in ("zoom", "blur", "gamma", "contrast")}
+    if max(flip, rot, elastic, noise, *looks.values()) <= 0:
         return None
     from monai.transforms import (
         Compose,
@@ -226,6 +233,7 @@ def _augmentation_2d(aug_cfg: dict, background: int | None = 0) -> Callable | No
                 padding_mode="zeros",
             )
         )
+    ts += _imaging_looks(aug_cfg, looks)
     if noise > 0:
         ts.append(
             RandGaussianNoised(
@@ -233,6 +241,39 @@ def _augmentation_2d(aug_cfg: dict, background: int | None = 0) -> Callable | No
             )
         )
     return _ChannelFirstLabel(Compose(ts), background=background)
+
+
+def _imaging_looks(aug_cfg: dict, looks: dict[str, float]) -> list:
+    """The zoom, blur, gamma and contrast transforms of :func:`_augmentation_2d` whose probability is > 0."""
+    from monai.transforms import RandAdjustContrastd, RandGaussianSmoothd, RandScaleIntensityd, RandZoomd
+
+    def lo_hi(key: str, default: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = (float(v) for v in aug_cfg.get(key) or default)
+        return lo, hi
+
+    ts: list = []
+    if looks["zoom"] > 0:
+        lo, hi = lo_hi("zoom_range", (0.85, 1.15))
+        ts.append(
+            RandZoomd(
+                ["image", "label"],
+                prob=looks["zoom"],
+                min_zoom=lo,
+                max_zoom=hi,
+                mode=("bilinear", "nearest"),
+                padding_mode="constant",
+                keep_size=True,
+            )
+        )
+    if looks["blur"] > 0:
+        lo, hi = lo_hi("blur_sigma", (0.5, 1.2))
+        ts.append(RandGaussianSmoothd(["image"], sigma_x=(lo, hi), sigma_y=(lo, hi), prob=looks["blur"]))
+    if looks["gamma"] > 0:
+        ts.append(RandAdjustContrastd(["image"], prob=looks["gamma"], gamma=lo_hi("gamma_range", (0.7, 1.5))))
+    if looks["contrast"] > 0:
+        f = float(aug_cfg.get("contrast_factor", 0.25))
+        ts.append(RandScaleIntensityd(["image"], factors=(-f, f), prob=looks["contrast"]))
+    return ts
 
 
 class _ChannelFirstLabel:

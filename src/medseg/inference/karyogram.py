@@ -24,7 +24,6 @@ __all__ = ["KARYOGRAM_ROWS", "LOW_CONFIDENCE", "cutout_karyogram", "draw_karyogr
 KARYOGRAM_ROWS = ((1, 2, 3, 4, 5), (6, 7, 8, 9, 10, 11, 12), (13, 14, 15, 16, 17, 18), (19, 20, 21, 22, 23, 24))
 LOW_CONFIDENCE = 0.5
 _SHAPE = (96, 48)  # display cut-out
-_MEDIAN_LENGTH = 36.0  # px: the median chromosome's length on the karyogram
 
 
 def karyogram_slots(classes: Sequence[int | None]) -> dict[tuple[int, int], list[int]]:
@@ -62,7 +61,7 @@ def draw_karyogram(
         for inst in instances
         for t, left, h, w in [(int(v) for v in inst.bbox)]
     ]
-    cuts = [c[0] for c in metaphase_cutouts(windows, _SHAPE, _MEDIAN_LENGTH)[1]] if windows else []
+    cuts = [c[0] for c in metaphase_cutouts(windows, _SHAPE)[1]] if windows else []
     slots = karyogram_slots([r.get("class") for r in records])
     n_rows = len(KARYOGRAM_ROWS) + (1 if (len(KARYOGRAM_ROWS), 0) in slots else 0)
     per_slot = max([2] + [len(v) for k, v in slots.items() if k[0] < len(KARYOGRAM_ROWS)])
