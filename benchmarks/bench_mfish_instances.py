@@ -186,13 +186,15 @@ def evaluate(
     sem_run: Path,
     pair_run: Path,
 ) -> dict:
-    """``medseg evaluate-metaphases`` with and without the pair model and the Otsu baseline (their metrics by
-    name), and ``medseg predict`` on one held-out metaphase."""
+    """``medseg evaluate-metaphases`` with the pair model, without it (crossings split by their arms' directions,
+    the default), with crossings kept whole, and the Otsu baseline (their metrics by name), and ``medseg
+    predict`` on one held-out metaphase."""
     device = ["--device", args.device]
     results = {}
     for name, extra in (
         ("with_pair_model", [sem_run, "--pair-model", pair_run]),
         ("without_pair_model", [sem_run]),
+        ("crossings_kept_whole", [sem_run, "--crossings", "whole"]),
         ("otsu_baseline", ["--baseline", "otsu"]),
     ):
         out = work / f"evaluation_{name}"
@@ -315,9 +317,11 @@ def main(argv: list[str] | None = None) -> Path:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     p, q = results["with_pair_model"]["pooled"], results["without_pair_model"]["pooled"]
+    w = results["crossings_kept_whole"]["pooled"]
     print(
         f"with pair model: P {p['precision']:.3f} R {p['recall']:.3f} F1 {p['f1']:.3f} splits {p['split']} merges "
-        f"{p['merge']} overlap IoU {p['overlap_iou']}; without: F1 {q['f1']:.3f} merges {q['merge']}; Otsu baseline: "
+        f"{p['merge']} overlap IoU {p['overlap_iou']}; crossings by their arms: F1 {q['f1']:.3f} merges {q['merge']}; "
+        f"kept whole: F1 {w['f1']:.3f}; Otsu baseline: "
         f"F1 {results['otsu_baseline']['pooled']['f1']:.3f} → {args.out}"
     )
     return args.out

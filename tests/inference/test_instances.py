@@ -96,8 +96,10 @@ def test_crossing_split_by_the_pair_model_each_whole_with_the_overlap():
 
 def test_fallbacks_are_counted_and_keep_the_component_whole():
     image, semantic, m = scene()
-    r = separate_instances(image, semantic, None)
+    r = separate_instances(image, semantic, None, crossings="whole")
     assert r.counts["no_pair_model"] == 1 and len(r.instances) == 3
+    r = separate_instances(image, semantic, None)  # without a pair model: by the arms' directions
+    assert r.counts["geometry"] == 1 and r.counts["no_pair_model"] == 0 and len(r.instances) == 4
     r = separate_instances(image, semantic, IntensityPairModel(constant=1))  # sees one chromosome only
     assert r.counts["pair_model_failed"] == 1 and r.counts["pair_model"] == 0
     failed = next(i for i in r.instances if i.how == "pair_model_failed")
@@ -158,7 +160,7 @@ def test_real_label_map_isolated_chromosomes_are_found_exactly():
     top, left = pairs[0].box
     sl = (slice(max(0, top - 60), top + 154), slice(max(0, left - 60), left + 153))
     dapi, karyo = dapi[sl], karyo[sl]
-    r = separate_instances(dapi / 255.0, semantic_labels(karyo), None)
+    r = separate_instances(dapi / 255.0, semantic_labels(karyo), None, crossings="whole")
     truth = true_instances(karyo)
     result = match_instances(r.masks(), truth)
     exact = sum(1 for _, _, iou in result["matches"] if iou == 1.0)
@@ -170,6 +172,10 @@ def test_real_label_map_isolated_chromosomes_are_found_exactly():
     assert len(single) >= 3 and exact == len(single)
     assert r.counts["no_pair_model"] + r.counts["several_overlaps"] >= 1  # the crossing, kept whole
     assert result["merge"] >= 1 and result["split"] == 0
+    # by the arms' directions (the default without a pair model): every crossing of two is tried, none made worse
+    g = separate_instances(dapi / 255.0, semantic_labels(karyo), None)
+    assert g.counts["geometry"] + g.counts["arms_unclear"] == r.counts["no_pair_model"]
+    assert match_instances(g.masks(), truth)["tp"] >= result["tp"]
 
 
 def test_the_figure_marks_each_status_and_takes_the_headline_as_its_title(tmp_path, monkeypatch):

@@ -42,6 +42,22 @@ def test_tta_averages_over_flips_and_rotations():
     np.testing.assert_allclose(got.sum(1), 1.0, rtol=1e-5)
 
 
+def test_flips_tta_keeps_an_upright_input_upright():
+    images = np.random.default_rng(1).random((2, 8, 4)).astype(np.float32)  # taller than wide, as a cut-out
+    net = ShiftNet(2.0)
+    seen = []
+    net.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    meta = {**META, "evaluate": {"tta": "flips"}}
+    got = Predictor([net], meta, device="cpu", tta=None).predict_proba(images)
+    assert seen == [(8, 4)] * 3  # identity and the two flips, never turned on its side
+    x = torch.from_numpy(images)[:, None]
+    expected = np.mean([_softmax(net(x)), _softmax(net(x.flip(2)).flip(2)), _softmax(net(x.flip(3)).flip(3))], 0)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    seen.clear()
+    Predictor([net], meta, device="cpu", tta=True).predict_proba(images)  # --tta on such a model: its flips
+    assert seen == [(8, 4)] * 3
+
+
 def test_fold_ensemble_is_mean_of_probabilities():
     images = np.random.default_rng(1).random((3, 5, 7)).astype(np.float32)
     a, b = ShiftNet(1.0), ShiftNet(-3.0)

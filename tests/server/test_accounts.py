@@ -117,7 +117,10 @@ def test_throttle_memory_is_bounded():
     )
     for k in range(1000):
         t.failed(f"sprayed{k}", "a")
-    assert len(t._failures) <= 100
+    assert t.key_count() <= 100
+    assert t._memory.execute("SELECT COUNT(*) FROM sign_in_failures").fetchone()[0] <= 100  # rows bounded too
+    t.failed("sprayed999", "a")  # the newest keys were kept
+    assert t._memory.execute("SELECT COUNT(*) FROM sign_in_failures WHERE key = 'user:sprayed999'").fetchone()[0] == 2
 
 
 def test_health_tells_counts_only_to_a_signed_in_caller(server):

@@ -67,7 +67,7 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
         # nnU-Net mirrors at prediction; `medseg predict --tta/--no-tta` overrides it)
         "evaluate": {
             "sliding_window": sliding_window_settings(cfg["evaluate"].get("sliding_window")),
-            "tta": bool(cfg["evaluate"].get("tta", False)),
+            "tta": tta_setting(cfg["evaluate"].get("tta", False)),
         },
     }
     if int(cfg["task"].get("spatial_dims", 2)) == 3:
@@ -88,3 +88,8 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
 
 
 __all__ = ["model_kwargs", "model_meta", "sliding_window_settings"]
+
+
+def tta_setting(value) -> bool | str:
+    """``evaluate.tta`` as the predictor takes it: ``"flips"`` (flips only), else true / false."""
+    return "flips" if value == "flips" else bool(value)

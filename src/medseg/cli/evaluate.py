@@ -108,7 +108,15 @@ def evaluate_metaphases_cmd(
         None,
         "--pair-model",
         metavar="PAIR_RUN",
-        help="4-class pair model that splits crossings (without it, crossings stay whole).",
+        help="4-class pair model that splits crossings (without it, crossings are split by their arms' "
+        "directions where clear).",
+    ),
+    crossings: str = typer.Option(
+        "auto",
+        "--crossings",
+        metavar="HOW",
+        help="How a crossing of two chromosomes is parted: auto (the pair model when given, else geometry), "
+        "pair_model, geometry (its arms paired by direction), whole (kept whole).",
     ),
     slides: str = typer.Option(
         "test",
@@ -150,6 +158,7 @@ def evaluate_metaphases_cmd(
         trust_code=trust_code,
         baseline=baseline,
         debris=DebrisRules(enabled=debris_rules),
+        crossings=crossings,
     )
     _print_metaphase_scores(m, out)
 

@@ -238,7 +238,7 @@ def _predict_metaphases(
     karyotype_vote: str = "soft",
 ) -> None:
     from medseg.inference.instance_status import chromosomes_csv, instance_statuses, status_summary
-    from medseg.inference.instances import FALLBACKS, predict_metaphase_file
+    from medseg.inference.instances import FALLBACKS, predict_metaphase_file, separation_text
 
     pair, classify = _load_metaphase_helpers(
         predictor,
@@ -261,8 +261,7 @@ def _predict_metaphases(
         Path(s["out"], "chromosomes.csv").write_text(chromosomes_csv(s["instances"]), encoding="utf-8")
         c, headline = s["counts"], status_summary(s["instances"])
         console.print(
-            f"{path} → {s['out']}  {s['n_instances']} objects: {headline['text']} ({c['pair_model']} "
-            f"crossings split by the pair model, {sum(c[k] for k in FALLBACKS)} clusters kept whole: "
+            f"{path} → {s['out']}  {s['n_instances']} objects: {headline['text']} ({separation_text(c)}: "
             + ", ".join(f"{k} {c[k]}" for k in FALLBACKS)
             + "); chromosomes.csv"
         )

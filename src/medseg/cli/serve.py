@@ -16,6 +16,20 @@ HomeOpt = typer.Option(
     None, "--home", metavar="DIR", help="Where the server keeps its database and studies (default $MEDSEG_HOME)."
 )
 PasswordStdinOpt = typer.Option(False, "--password-stdin", help="Read the password from standard input.")
+JobThreadOpt = typer.Option(
+    False,
+    "--job-thread",
+    help="Run segmentation jobs in a thread of the web "
+    "process instead of a worker process of their own (slower under load).",
+)
+WebWorkersOpt = typer.Option(
+    1,
+    "--web-workers",
+    min=1,
+    metavar="N",
+    help="Web processes answering requests (uvicorn workers); jobs still run in one job worker. Sessions, "
+    "sign-in limits and the queue are in SQLite, shared by all. On 2 cores 2 is the most that helps.",
+)
 
 
 def _server_db(home: Path | None):
@@ -66,12 +80,13 @@ def users_passwd(
     password_stdin: bool = PasswordStdinOpt,
     home: Path | None = HomeOpt,
 ):
-    """Set a user's password (prompted unless --password-stdin); every session of that user ends. (A running
-    server's sign-in back-off on the account stays until it expires; the API's admin reset lifts it.)"""
-    from medseg.server.auth import set_password
+    """Set a user's password (prompted unless --password-stdin); every session of that user ends and the
+    account's sign-in back-off is lifted (on a running server too)."""
+    from medseg.server.auth import lift_sign_in_backoff, set_password
 
     _, db = _server_db(home)
     user = set_password(db, name, _new_password(password_stdin))
+    lift_sign_in_backoff(db, user.username)
     console.print(f"password of {user.username} changed; their sessions ended")
 
 
@@ -109,7 +124,7 @@ def _print_server_start(web, settings, host: str, port: int) -> None:
                 + (
                     f"pair model {entry.pair.version}, {entry.pair.path}"
                     if entry.pair
-                    else "no --pair-model, crossings kept whole"
+                    else "no --pair-model, crossings split by their arms where clear"
                 )
             )
             if entry.karyotype:
@@ -185,16 +200,10 @@ def serve(
     ),
     log_max_mb: int = typer.Option(10, "--log-max-mb", metavar="MIB", help="Size at which --log-file rotates."),
     log_backups: int = typer.Option(5, "--log-backups", metavar="N", help="Rotated log files kept."),
-    job_thread: bool = typer.Option(
-        False,
-        "--job-thread",
-        help="Run segmentation jobs in a thread of the web "
-        "process instead of a worker process of their own (slower under load).",
-    ),
+    job_thread: bool = JobThreadOpt,
+    web_workers: int = WebWorkersOpt,
 ):
     """Run the web server: upload a study, automatic segmentation, slice viewer, downloads."""
-    import uvicorn
-
     from medseg.server.app import create_app, lock_home
     from medseg.server.settings import MiB, ServerSettings
 
@@ -219,7 +228,21 @@ def serve(
     except ValueError as exc:  # a limit or log option out of range
         raise typer.BadParameter(str(exc)) from None
     lock = lock_home(settings)  # noqa: F841 - held until the process ends
-    web = create_app(settings)
+    # with several web workers this process runs the one job worker itself (medseg.server.web_workers)
+    web = create_app(settings, start_worker=web_workers == 1)
     _print_server_start(web, settings, host, port)
+    _run(web, settings, host, port, web_workers)
+
+
+def _run(web, settings, host: str, port: int, web_workers: int) -> None:
+    """uvicorn serving ``web`` in this process, or ``web_workers`` processes beside this one's job worker."""
+    if web_workers > 1:
+        from medseg.server import web_workers as several
+
+        several.run(web, settings, host, port, web_workers, announce=console.print)
+        return
+    import uvicorn
+
     # the access log is medseg's (medseg.server.logs: off / errors / all, rotated), not uvicorn's line per request
-    uvicorn.run(web, host=host, port=port, log_level="info", access_log=False)
+    # the client address is the socket's: X-Forwarded-For is never trusted (the sign-in limits key on it)
+    uvicorn.run(web, host=host, port=port, log_level="info", access_log=False, proxy_headers=False)

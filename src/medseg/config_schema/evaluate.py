@@ -34,7 +34,11 @@ class SlidingWindowConfig(Section):
 
 
 class EvaluateConfig(Section):
-    tta: bool = False
+    tta: bool | Literal["flips"] = Field(
+        False,
+        description="test-time augmentation: true = flips and 90° rotations (2D), flips = flips only (a model "
+        "whose input has an orientation, e.g. upright chromosome cut-outs)",
+    )
     batch_size: int = 32
     hausdorff: bool = True
     sliding_window: SlidingWindowConfig = Field(default_factory=SlidingWindowConfig)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medseg.artifact.meta import tta_setting
 from medseg.config import load_config
 from medseg.data.datasets import SegmentationData, update_metrics
 from medseg.data.registry import load_any_data
@@ -324,7 +325,7 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     data: str | None = None,
-    tta: bool | None = None,
+    tta: bool | str | None = None,
     folds: Sequence[int] | None = None,
     device: str = "auto",
     out_dir: str | Path | None = None,
@@ -340,7 +341,9 @@ def evaluate_run(
     if data is not None:
         cfg = copy.deepcopy(cfg)
         cfg["data"]["path"] = data
-    tta = bool(cfg["evaluate"]["tta"]) if tta is None else tta
+    tta = tta_setting(cfg["evaluate"]["tta"]) if tta is None else tta
+    if tta is True and cfg["evaluate"]["tta"] == "flips":
+        tta = "flips"  # the model's input has an orientation: --tta means its flips
     dirs = model_dirs(run_dir, folds)
     data_obj = load_any_data(cfg, progress)
     if data is None:

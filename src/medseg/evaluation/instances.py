@@ -287,7 +287,7 @@ def _chosen_metaphases(data: Path, slides: str, limit: int | None) -> tuple[set[
     return chosen, metaphases
 
 
-def _score_one_metaphase(m, predictor, pair, debris) -> tuple[dict, tuple]:
+def _score_one_metaphase(m, predictor, pair, debris, crossings: str = "auto") -> tuple[dict, tuple]:
     """One metaphase segmented, separated and scored: its row, and what its instance figure needs (the image,
     the separation, the label map, the statuses)."""
     from medseg.data.mfish import read_metaphase, slide_of
@@ -306,7 +306,7 @@ def _score_one_metaphase(m, predictor, pair, debris) -> tuple[dict, tuple]:
     else:
         semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
         t1 = time.perf_counter()
-        result = separate_instances(image, semantic, pair, debris=debris)
+        result = separate_instances(image, semantic, pair, debris=debris, crossings=crossings)
     t2 = time.perf_counter()
     true = true_instances(karyo)
     masks = result.masks()
@@ -389,6 +389,7 @@ def evaluate_metaphases(
     progress: bool = True,
     baseline: str | None = None,
     debris=None,
+    crossings: str = "auto",
 ) -> dict:
     """Body of ``medseg evaluate-metaphases``: the semantic ``model`` (+ ``pair_model``) on the labelled metaphases
     of the M-FISH folder ``data`` — those of the held-out test slides of ``medseg data mfish-pairs``
@@ -404,7 +405,9 @@ def evaluate_metaphases(
     metaphase's seconds for segmentation and separation in its row. Each object's status
     (:func:`medseg.inference.instance_status.instance_statuses`) is scored against the label map
     (:mod:`medseg.evaluation.status_accuracy`): per metaphase in its row's ``statuses``, pooled in
-    ``status_accuracy`` (objects, right, accuracy, estimated vs held chromosomes, the rule)."""
+    ``status_accuracy`` (objects, right, accuracy, estimated vs held chromosomes, the rule). ``crossings``: how a
+    crossing of two is parted (:data:`medseg.inference.instances.CROSSINGS`; ``auto``: the pair model when one is
+    given, else the directions of its arms)."""
     import shutil
 
     from medseg.data.mfish import licence_notice
@@ -417,7 +420,7 @@ def evaluate_metaphases(
     chosen, metaphases = _chosen_metaphases(data, slides, limit)
     rows, counts, removed, worst = [], {}, {}, None
     for m in Progress(metaphases, desc="metaphases", unit="image", disable=not progress):
-        row, (image, result, karyo, statuses, true) = _score_one_metaphase(m, predictor, pair, debris)
+        row, (image, result, karyo, statuses, true) = _score_one_metaphase(m, predictor, pair, debris, crossings)
         for rule, got in _removed_true(result, karyo, true).items():
             total = removed.setdefault(rule, {"removed": 0, "true_chromosomes": 0})
             total["removed"] += got["removed"]
@@ -444,6 +447,7 @@ def evaluate_metaphases(
         started=started,
         notice_text=notice_text,
     )
+    metrics["crossings"] = ("pair_model" if pair is not None else "geometry") if crossings == "auto" else crossings
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1) + "\n")
     _figure(rows, out_dir / "per_metaphase.png")

@@ -80,7 +80,8 @@ NUCLEUS_SOLIDITY, NUCLEUS_AXIS_RATIO = 0.9, 0.6  # compact and round: no chromos
 DEBRIS_SKEW = 1.6  # area-weighted over plain median area above this: the objects are mostly small pieces
 EXPECTED = 46  # a normal human metaphase
 FAR = 6  # |estimate − 46| above this: the headline warns
-SPLIT_FALLBACKS = ("no_pair_model", "pair_model_failed", "pair_model_unsure")  # a crossing of two, kept whole
+SPLIT_FALLBACKS = ("no_pair_model", "pair_model_failed", "pair_model_unsure", "arms_unclear")  # a crossing, kept whole
+SPLIT_BY = ("pair_model", "geometry")  # how a crossing of two was parted into its chromosomes
 CSV_COLUMNS = (
     "id",
     "status",
@@ -117,7 +118,7 @@ def single_median(records: list[dict]) -> float:
     chromosome on a held-out metaphase whose 75 objects held dozens of debris pieces of 30-150 px, and every real
     chromosome was called a clump (about 113 chromosomes estimated for 44). In a cell without debris the
     weighted median is about 1.3x the plain one and nothing changes (on that metaphase: 2.0x)."""
-    areas = [r["area"] for r in records if r.get("separated_by") in ("whole", "pair_model")]
+    areas = [r["area"] for r in records if r.get("separated_by") in ("whole", *SPLIT_BY)]
     if len(areas) < 5:
         areas = [r["area"] for r in records]
     if not areas:
@@ -182,8 +183,9 @@ def chromosome_status(record: dict, median: float, shape, spread: tuple[float, f
     ):
         return status("doubtful", 0, f"off the metaphase's spread, {ratio:.2f} × median area")
     estimate = max(2, round(ratio))
-    if how == "pair_model":
-        return status("crossing_split", 1, "one of a crossing split by the pair model")
+    if how in SPLIT_BY:
+        by = "the pair model" if how == "pair_model" else "the directions of its arms"
+        return status("crossing_split", 1, f"one of a crossing split by {by}")
     if how in SPLIT_FALLBACKS and estimate <= 2:
         return status("crossing_whole", 2, "a crossing of two kept whole")
     if ratio >= CLUMP_FACTOR or (how != "whole" and ratio >= LARGE_FACTOR) or how == "several_overlaps":

@@ -22,7 +22,12 @@ chromosomes that touch come apart; the regions a component was cut into beyond o
 * overlap regions (8-connected pixels of class 2) under ``min_overlap_px`` (10, as ``mfish-pairs``) are too small
   to be a crossing: their pixels count as plain chromosome;
 * **no overlap**: the component is one chromosome (``how="whole"``);
-* **one overlap**: the pair model runs on a 94 × 93 crop placed as ``mfish-pairs`` places a pair's crop
+* **one overlap**, ``crossings="geometry"`` (the default without a pair model): the arms around the overlap
+  paired by their directions (:func:`medseg.inference.crossings.split_crossing`, ``how="geometry"``; kept whole
+  as ``arms_unclear`` when the arms do not say clearly how). On the label maps' own targets of the held-out
+  slides this parts 22 of 28 crossings of two and lifts instance F1 from 97.3 % (crossings kept whole) to 98.8 %;
+* **one overlap**, ``crossings="pair_model"`` (the default with one): the pair model runs on a 94 × 93 crop placed
+  as ``mfish-pairs`` places a pair's crop
   (centred on the component's bounding box when it fits, else on the overlap's, shifted to stay inside the
   image; :func:`crop_origin`). Within the component, its label-1 pixels seed chromosome A and its label-2
   pixels chromosome B; every other non-overlap pixel of the component (where the pair model said background or
@@ -31,7 +36,8 @@ chromosomes that touch come apart; the regions a component was cut into beyond o
 * **fallbacks** (the component is kept whole, one instance, ``how`` says why, and counted in
   :attr:`InstanceResult.counts`): ``several_overlaps`` (two or more overlap regions: a cluster of three or more
   chromosomes, or two crossing twice — the pair model is trained on one crossing of two), ``no_pair_model``
-  (none given), ``pair_model_failed`` (it found under ``min_part_px`` pixels of A-only or B-only inside the
+  (none given, or ``crossings="whole"``), ``arms_unclear`` (see above), ``pair_model_failed`` (it found under
+  ``min_part_px`` pixels of A-only or B-only inside the
   component: it cannot tell the two apart there), ``pair_model_unsure`` (its mean top-class probability over the
   component's own pixels in the crop is under ``min_pair_confidence``, 0.8). Whole is the choice because a
   karyotyper can still cut a cluster by hand, while a wrong cut would hand them two wrong chromosomes.
@@ -57,6 +63,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import DataValidationError
+from medseg.inference.crossings import split_crossing
 from medseg.inference.instance_figure import (  # re-exported: tests import them from here
     draw_instance_figure,
     instance_colours,
@@ -73,6 +80,7 @@ from medseg.inference.regions import (
 from medseg.progress import Progress
 
 __all__ = [
+    "CROSSINGS",
     "METAPHASE_CLASSES",
     "TOUCHING_NAME",
     "FALLBACKS",
@@ -97,7 +105,10 @@ METAPHASE_CLASSES = ("background", "chromosome", "overlap")
 TOUCHING_NAME = "touching"
 PAIR_CROP = (94, 93)  # rows x columns: the Pommier / mfish-pairs crop
 #: Why a component was kept whole (see the module docstring).
-FALLBACKS = ("several_overlaps", "no_pair_model", "pair_model_failed", "pair_model_unsure")
+FALLBACKS = ("several_overlaps", "no_pair_model", "pair_model_failed", "pair_model_unsure", "arms_unclear")
+#: How a crossing of two chromosomes is parted: ``auto`` (the pair model when one is given, else geometry), by the
+#: pair model (kept whole without one), by the directions of its arms (:mod:`medseg.inference.crossings`), or not.
+CROSSINGS = ("auto", "pair_model", "geometry", "whole")
 MIN_AREA = 30  # px: smaller components are specks (the smallest real chromosome is ~60 px; median ≈ 420)
 MIN_OVERLAP_PX = 10  # px: as mfish-pairs' PairOptions.min_overlap_px
 MIN_PART_PX = 15  # px of A-only and of B-only the pair model must find for a split to stand
@@ -246,6 +257,7 @@ def separate_instances(
     min_pair_confidence: float = MIN_PAIR_CONFIDENCE,
     debris: DebrisRules | None = None,
     regions: np.ndarray | None = None,
+    crossings: str = "auto",
     progress: bool = False,
 ) -> InstanceResult:
     """Chromosome instances from a metaphase's semantic labels (0 bg, 1 chromosome, 2 overlap, optionally 3
@@ -253,6 +265,10 @@ def separate_instances(
     every rule. ``debris``: the rules for what is no chromosome (default :class:`DebrisRules` with ``min_area``).
     ``regions``: int labels of the foreground found another way (the Otsu baseline's distance watershed) in
     place of :func:`~medseg.inference.regions.touching_regions`."""
+    if crossings not in CROSSINGS:
+        raise ValueError(f"crossings must be one of {', '.join(CROSSINGS)}, got {crossings!r}")
+    if crossings == "auto":
+        crossings = "geometry" if pair_predictor is None else "pair_model"
     image, semantic = np.asarray(image, np.float32), np.asarray(semantic)
     if image.shape != semantic.shape or image.ndim != 2:
         raise ValueError(
@@ -265,12 +281,14 @@ def separate_instances(
         "parted_at_contacts": 0,
         "whole": 0,
         "pair_model": 0,
+        "geometry": 0,
         **{k: 0 for k in FALLBACKS},
         "small_overlaps_ignored": 0,
     }
     comps, n = touching_regions(semantic) if regions is None else (np.asarray(regions, np.int32), int(np.max(regions)))
     counts["parted_at_contacts"] = n - ndimage.label(semantic > 0, _EIGHT)[1]
-    semantic = np.where(semantic == TOUCHING_CLASS, 1, semantic)  # contacts are chromosome pixels from here on
+    contact = semantic == TOUCHING_CLASS
+    semantic = np.where(contact, 1, semantic)  # contacts are chromosome pixels from here on
     sizes = np.bincount(comps.ravel(), minlength=n + 1)
     median = median_area(sizes[1:].tolist(), rules)
     found: list[tuple[tuple[int, int, int, int], np.ndarray, str, int, bool]] = []  # box, mask, how, comp, pair
@@ -297,23 +315,25 @@ def separate_instances(
             found.append((box, comp, "whole", k, False))
             counts["whole"] += 1
             continue
-        if len(big) > 1 or pair_predictor is None:
+        if len(big) > 1 or crossings == "whole" or (crossings == "pair_model" and pair_predictor is None):
             how = "several_overlaps" if len(big) > 1 else "no_pair_model"
             found.append((box, comp, how, k, False))
             counts[how] += 1
             continue
-        how, split = _pair_model_split(
-            pair_predictor, image, semantic.shape, comp, box, ov_lab == big[0], min_part_px, min_pair_confidence
-        )
+        if crossings == "geometry":
+            split = split_crossing(comp, ov_lab == big[0], contact[sl], min_arm_px=min_part_px)
+            how = "geometry" if split is not None else "arms_unclear"
+        else:
+            how, split = _pair_model_split(
+                pair_predictor, image, semantic.shape, comp, box, ov_lab == big[0], min_part_px, min_pair_confidence
+            )
         counts[how] += 1
         if split is None:
             found.append((box, comp, how, k, False))
             continue
         for part in split:
             pr0, pr1, pc0, pc1 = _box(part)
-            found.append(
-                ((top0 + pr0, left0 + pc0, pr1 - pr0, pc1 - pc0), part[pr0:pr1, pc0:pc1], "pair_model", k, True)
-            )
+            found.append(((top0 + pr0, left0 + pc0, pr1 - pr0, pc1 - pc0), part[pr0:pr1, pc0:pc1], how, k, True))
     return _instance_result(found, semantic, counts, removed)
 
 
@@ -424,11 +444,14 @@ def instance_summary(
 
 
 def separation_text(counts: dict) -> str:
-    """ "N crossings split by the pair model, M clusters kept whole": the figure's and the CLI's line."""
-    return (
-        f"{counts['pair_model']} crossings split by the pair model, "
-        f"{sum(counts[k] for k in FALLBACKS)} clusters kept whole"
-    )
+    """ "N crossings split by the pair model / by their arms, M clusters kept whole": the figure's and the CLI's
+    line."""
+    split = [
+        f"{counts[k]} crossings split by {by}"
+        for k, by in (("pair_model", "the pair model"), ("geometry", "their arms"))
+        if counts.get(k)
+    ]
+    return ", ".join(split or ["no crossing split"]) + f", {sum(counts[k] for k in FALLBACKS)} clusters kept whole"
 
 
 def write_instance_outputs(

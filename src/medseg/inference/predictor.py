@@ -27,6 +27,7 @@ from medseg.artifact import (
     resolve_device,
     sliding_window_settings,
 )
+from medseg.artifact.meta import tta_setting
 from medseg.data.datasets import crop_box
 from medseg.data.transforms import normalize_input
 from medseg.errors import DataValidationError
@@ -48,13 +49,14 @@ def model_dirs(path: str | Path, folds: Sequence[int] | None = None) -> list[Pat
     return found
 
 
-def _tta_ops(spatial_dims: int):
-    """Pairs (forward, inverse) acting on the spatial axes of (B, C, *S) tensors."""
+def _tta_ops(spatial_dims: int, rotations: bool = True):
+    """Pairs (forward, inverse) acting on the spatial axes of (B, C, *S) tensors: the identity, a flip along each
+    axis and, in 2D with ``rotations``, the three 90° rotations."""
     ops = [(lambda x: x, lambda x: x)]
     axes = list(range(2, 2 + spatial_dims))
     for a in axes:
         ops.append((lambda x, a=a: x.flip(a), lambda x, a=a: x.flip(a)))
-    if spatial_dims == 2:
+    if spatial_dims == 2 and rotations:
         for k in (1, 2, 3):
             ops.append((lambda x, k=k: torch.rot90(x, k, (2, 3)), lambda x, k=k: torch.rot90(x, -k, (2, 3))))
     return ops
@@ -76,7 +78,7 @@ class Predictor:
         meta: dict,
         *,
         device: str | torch.device = "auto",
-        tta: bool | None = False,
+        tta: bool | str | None = False,
         batch_size: int = 32,
         sliding_window: dict | None = None,
     ):
@@ -86,8 +88,14 @@ class Predictor:
         self.mode = meta["task"]["mode"]
         self.class_names = list(meta["task"]["class_names"])
         self.spatial_dims = int(meta["task"].get("spatial_dims", 2))
-        # tta None: as recorded in model.json (evaluate.tta of the training config; off for older models)
-        self.tta = bool((meta.get("evaluate") or {}).get("tta", False)) if tta is None else bool(tta)
+        # tta None: as recorded in model.json (evaluate.tta of the training config; off for older models); True:
+        # flips and 90° rotations, "flips": flips only (True asks for flips only too where the model records it)
+        recorded = tta_setting((meta.get("evaluate") or {}).get("tta", False))
+        self.tta: bool | str = recorded if tta is None else tta
+        if self.tta is True and recorded == "flips":
+            self.tta = "flips"
+        if self.tta not in (True, False, "flips"):
+            raise ValueError(f"tta is true, false or 'flips', got {tta!r}")
         self.batch_size = batch_size
         # Sliding-window inference (2D and 3D) when a roi size is given here or recorded in model.json (evaluate
         # or preprocessing section); None: whole images / volumes.
@@ -167,7 +175,7 @@ class Predictor:
             )
         has_channels = x_all.ndim == self.spatial_dims + 2
         out = []
-        ops = _tta_ops(self.spatial_dims) if self.tta else _tta_ops(self.spatial_dims)[:1]
+        ops = _tta_ops(self.spatial_dims, rotations=self.tta is True) if self.tta else _tta_ops(self.spatial_dims)[:1]
         for start in range(0, len(x_all), self.batch_size):
             x = self._inputs(x_all[start : start + self.batch_size])
             x = x if has_channels else x[:, None]

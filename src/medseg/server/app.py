@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 
 import medseg
 from medseg.errors import MedsegError
-from medseg.server import auth, logs, routes, storage
+from medseg.server import auth, logs, routes, storage, web_workers
 from medseg.server.db import Database
 from medseg.server.jobs import Worker
 from medseg.server.registry import ModelRegistry
@@ -33,7 +33,7 @@ from medseg.server.settings import ServerSettings
 from medseg.server.upload import UploadRefused
 from medseg.server.worker_process import WorkerProcess
 
-__all__ = ["STATIC", "create_app", "lock_home"]
+__all__ = ["STATIC", "app_from_environment", "create_app", "lock_home"]
 
 log = logging.getLogger("medseg.server")
 CSP = (
@@ -99,10 +99,17 @@ async def refused(request: Request, exc: UploadRefused):
     return JSONResponse({"detail": str(exc), "file": exc.file, "problem": exc.problem}, status_code=exc.status)
 
 
-def create_app(settings: ServerSettings | None = None, *, start_worker: bool = True) -> FastAPI:
+def create_app(
+    settings: ServerSettings | None = None, *, start_worker: bool = True, web_worker: bool = False
+) -> FastAPI:
     """The application over ``settings.home``. Start-up removes what a killed server left half-written and
     resumes (or fails) its interrupted jobs; the worker thread starts with the app's lifespan unless
     ``start_worker`` is False (tests run jobs with ``app.state.worker.run_pending()``).
+
+    ``web_worker``: one of the web processes of ``medseg serve --web-workers N``
+    (:mod:`medseg.server.web_workers`). It does no start-up clean-up — the serve process did, once, and a
+    web worker that uvicorn restarts must not empty ``tmp`` under another worker's upload or re-queue the
+    job worker's running job — and runs no jobs: its ``runner`` only wakes the serve process's one job worker.
 
     The routes (:mod:`medseg.server.routes`) reach the server's state through ``app.state``: ``settings``,
     ``db``, ``registry``, ``worker``, ``runner`` (what runs the jobs) and ``throttle`` (sign-in limits)."""
@@ -119,12 +126,15 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
         karyotype_vote=settings.karyotype_vote,
     )
     worker = Worker(db, settings, registry)
-    # jobs run in a process of their own (a crash there ends only that job); the thread stays for --job-thread
-    runner = WorkerProcess(settings, db) if settings.job_process else worker
-    removed = storage.cleanup(settings, db)
-    recovered = worker.recover()
-    if any(removed.values()) or any(recovered.values()):
-        log.warning("start-up: removed %s; interrupted jobs %s", removed, recovered)
+    if web_worker:
+        runner, start_worker = web_workers.WakeSender(settings), False
+    else:
+        # jobs run in a process of their own (a crash there ends only that job); the thread stays for --job-thread
+        runner = WorkerProcess(settings, db) if settings.job_process else worker
+        removed = storage.cleanup(settings, db)
+        recovered = worker.recover()
+        if any(removed.values()) or any(recovered.values()):
+            log.warning("start-up: removed %s; interrupted jobs %s", removed, recovered)
 
     app = FastAPI(title="medseg", version=medseg.__version__, lifespan=lifespan, description=DESCRIPTION)
     throttle = auth.SignInThrottle(
@@ -133,6 +143,7 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
         settings.login_window_s,
         settings.login_backoff_s,
         settings.login_backoff_max_s,
+        db=db,
     )
     app.state.settings, app.state.db, app.state.registry, app.state.worker = settings, db, registry, worker
     app.state.runner = runner
@@ -146,3 +157,9 @@ def create_app(settings: ServerSettings | None = None, *, start_worker: bool = T
     for router in routes.API:
         app.include_router(router)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """uvicorn's factory in each web worker of ``medseg serve --web-workers N``: the app over the settings the
+    serve process validated and put in the environment (:func:`medseg.server.web_workers.settings_from_env`)."""
+    return create_app(web_workers.settings_from_env(), web_worker=True)

@@ -19,7 +19,6 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 
 from medseg.errors import MedsegError
-from medseg.server.db import Database
+from medseg.server.db import SCHEMA, Database
 
 COOKIE = "medseg_session"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -185,10 +184,14 @@ class SignInThrottle:
     count like real ones (nothing tells which exist). A success clears the account's failures, not the
     address's: an attacker with one valid account must not be able to reset the address counter with it.
 
-    In memory, under a lock: the server is one process (uvicorn with one worker; :func:`~medseg.server.app.
-    lock_home` allows one server per home), so this sees every attempt; a restart forgets the counts, which
-    an attacker cannot cause. Behind a reverse proxy every client has the proxy's address: raise the
-    per-address limit there (0 switches it off) rather than trusting a forwarded header.
+    The failures and locks are rows of the server's database (``sign_in_keys``, ``sign_in_failures``), so
+    every web worker of ``medseg serve --web-workers`` counts the same attempts and a restart forgets
+    nothing: otherwise N workers would allow N times the attempts, and a restart would reset them. Recording
+    a failure is one ``BEGIN IMMEDIATE`` transaction (count, lock), so two workers cannot both see the
+    count below the limit. Times are wall-clock (``time.time``), the one clock all processes and restarts
+    share. Without ``db`` (tests, a lone process) the rows live in a private in-memory database. Behind a
+    reverse proxy every client has the proxy's address: raise the per-address limit there (0 switches it
+    off) rather than trusting a forwarded header.
     """
 
     def __init__(
@@ -198,62 +201,107 @@ class SignInThrottle:
         window: float,
         backoff: float,
         backoff_max: float,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
         max_keys: int = 100_000,
+        *,
+        db: Database | None = None,
     ):
         self.limits = {"user": per_user, "address": per_address}
         self.window, self.backoff, self.backoff_max = window, backoff, backoff_max
-        self.clock, self.max_keys = clock, max_keys
-        self._failures: dict[str, deque[float]] = {}
-        self._locked_until: dict[str, float] = {}
+        self.clock, self.max_keys, self.db = clock, max_keys, db
         self._lock = threading.Lock()
+        self._memory: sqlite3.Connection | None = None
+        if db is None:
+            self._memory = sqlite3.connect(":memory:", check_same_thread=False)
+            self._memory.executescript(SCHEMA)
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One unit of work on the rows, holding the write lock from its start when it ``write``s (the
+        in-memory database is one connection of this process: the thread lock serialises it)."""
+        if self.db is not None:
+            with self.db.connect(immediate=write) as con:
+                yield con
+        else:
+            with self._lock, self._memory:
+                yield self._memory
 
     @staticmethod
     def _keys(username: str, address: str | None) -> dict[str, str]:
         """Kind → key; names are case-insensitive like the users table, and cut so a long one costs nothing."""
-        return {"user": "user:" + (username or "").lower()[:128], "address": f"address:{address or '?'}"}
+        return {"user": _user_key(username), "address": f"address:{address or '?'}"}
 
     def retry_after(self, username: str, address: str | None) -> int:
         """Whole seconds until a sign-in as ``username`` from ``address`` may be tried again (0: now)."""
         now = self.clock()
-        with self._lock:
-            until = max(self._locked_until.get(key, 0.0) for key in self._keys(username, address).values())
-        return math.ceil(until - now) if until > now else 0
+        keys = tuple(self._keys(username, address).values())
+        with self._transaction(write=False) as con:
+            until = con.execute("SELECT MAX(locked_until) FROM sign_in_keys WHERE key IN (?, ?)", keys).fetchone()[0]
+        return math.ceil(until - now) if until is not None and until > now else 0
 
     def failed(self, username: str, address: str | None) -> None:
         now = self.clock()
-        with self._lock:
-            if len(self._failures) >= self.max_keys:
-                self._forget_old(now)
+        with self._transaction() as con:
+            if self.key_count(con) >= self.max_keys:
+                self._forget_old(con, now)
             for kind, key in self._keys(username, address).items():
                 limit = self.limits[kind]
                 if limit <= 0:
                     continue
-                times = self._failures.setdefault(key, deque())
-                while times and times[0] <= now - self.window:
-                    times.popleft()
-                times.append(now)
-                if len(times) >= limit:
-                    delay = min(self.backoff * 2 ** (len(times) - limit), self.backoff_max)
-                    self._locked_until[key] = max(self._locked_until.get(key, 0.0), now + delay)
+                con.execute("DELETE FROM sign_in_failures WHERE key = ? AND at <= ?", (key, now - self.window))
+                con.execute("INSERT INTO sign_in_failures (key, at) VALUES (?, ?)", (key, now))
+                count = con.execute("SELECT COUNT(*) FROM sign_in_failures WHERE key = ?", (key,)).fetchone()[0]
+                until = now + min(self.backoff * 2 ** (count - limit), self.backoff_max) if count >= limit else 0.0
+                con.execute(
+                    "INSERT INTO sign_in_keys (key, last_failure, locked_until) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET last_failure = excluded.last_failure, "
+                    "locked_until = MAX(locked_until, excluded.locked_until)",
+                    (key, now, until),
+                )
 
     def succeeded(self, username: str) -> None:
         """The account's failures and lock are forgotten (an admin's password reset calls this too)."""
-        key = self._keys(username, None)["user"]
-        with self._lock:
-            self._failures.pop(key, None)
-            self._locked_until.pop(key, None)
+        with self._transaction() as con:
+            _forget_key(con, _user_key(username))
 
-    def _forget_old(self, now: float) -> None:
-        """Bound the memory a spray of made-up names can take: keys with no recent failure go first, then,
-        if that is not enough, the oldest keys (their back-off is lost: a bounded server beats a full one)."""
-        for key in [k for k, t in self._locked_until.items() if t <= now]:
-            del self._locked_until[key]
-        for key in [k for k, t in self._failures.items() if not t or t[-1] <= now - self.window]:
-            del self._failures[key]
-        for key in list(self._failures)[: max(0, len(self._failures) - self.max_keys // 2)]:
-            del self._failures[key]
-            self._locked_until.pop(key, None)
+    def key_count(self, con: sqlite3.Connection | None = None) -> int:
+        """Keys (accounts and addresses) with failures on record: at most about ``max_keys``."""
+        if con is not None:
+            return con.execute("SELECT COUNT(*) FROM sign_in_keys").fetchone()[0]
+        with self._transaction(write=False) as con:
+            return self.key_count(con)
+
+    def _forget_old(self, con: sqlite3.Connection, now: float) -> None:
+        """Bound the rows a spray of made-up names can add: keys with no recent failure and no lock go first,
+        then, if that is not enough, the keys whose last failure is oldest (their back-off is lost: a bounded
+        server beats a full one)."""
+        con.execute("DELETE FROM sign_in_keys WHERE last_failure <= ? AND locked_until <= ?", (now - self.window, now))
+        excess = self.key_count(con) - self.max_keys // 2
+        if excess > 0:
+            con.execute(
+                "DELETE FROM sign_in_keys WHERE key IN (SELECT key FROM sign_in_keys ORDER BY last_failure LIMIT ?)",
+                (excess,),
+            )
+        con.execute(
+            "DELETE FROM sign_in_failures WHERE at <= ? OR key NOT IN (SELECT key FROM sign_in_keys)",
+            (now - self.window,),
+        )
+
+
+def _user_key(username: str) -> str:
+    return "user:" + (username or "").lower()[:128]
+
+
+def _forget_key(con: sqlite3.Connection, key: str) -> None:
+    con.execute("DELETE FROM sign_in_failures WHERE key = ?", (key,))
+    con.execute("DELETE FROM sign_in_keys WHERE key = ?", (key,))
+
+
+def lift_sign_in_backoff(db: Database, username: str) -> None:
+    """Forget the account's failed sign-ins and lock in ``db`` — for every web worker of a running server
+    too (``medseg users passwd`` after a reset)."""
+    with db.connect(immediate=True) as con:
+        _forget_key(con, _user_key(username))
 
 
 def _token_hash(token: str) -> str:

@@ -1,9 +1,12 @@
 """The server's SQLite database: users, sessions, studies and results (one result = one segmentation job).
 
-Why SQLite: the server is one process on one machine (the thesis' setting), and SQLite needs no
-administration, survives a kill (WAL journal) and keeps job state across restarts, which a queue in memory
-would lose. Each call opens its own short-lived connection, so the web threads and the worker thread never
-share one; ``busy_timeout`` lets a writer wait for another instead of failing.
+Why SQLite: the server runs on one machine (the thesis' setting), and SQLite needs no administration,
+survives a kill (WAL journal) and keeps job state across restarts, which a queue in memory would lose. Several
+processes share the file safely — the web workers of ``medseg serve --web-workers``, the job worker and the
+``medseg users`` commands: the WAL journal lets readers go on while one writes, each call opens its own
+short-lived connection (no connection is shared between threads or processes), and a busy timeout
+(:data:`BUSY_TIMEOUT_S`) lets a writer wait for another instead of failing. A read-then-write that must not
+interleave with another process's starts with ``BEGIN IMMEDIATE`` (``connect(immediate=True)``).
 
 Every query that reads a study or a result takes the owner's user id, so a route cannot forget the
 ownership check: another user's study is simply not found (the API answers 404 and leaks nothing).
@@ -70,7 +73,20 @@ CREATE TABLE IF NOT EXISTS results (
 );
 CREATE INDEX IF NOT EXISTS results_study ON results(study_id, created_at);
 CREATE INDEX IF NOT EXISTS results_status ON results(status, created_at);
+-- failed sign-ins (auth.SignInThrottle), shared by every web worker and kept across restarts
+CREATE TABLE IF NOT EXISTS sign_in_keys (
+    key TEXT PRIMARY KEY,                 -- 'user:<lower-case name>' or 'address:<client address>'
+    last_failure REAL NOT NULL,           -- wall clock (time.time), the same in every process
+    locked_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sign_in_keys_last ON sign_in_keys(last_failure);
+CREATE TABLE IF NOT EXISTS sign_in_failures (
+    key TEXT NOT NULL,                    -- a sign_in_keys key; its rows go with it
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sign_in_failures_key ON sign_in_failures(key, at);
 """
+BUSY_TIMEOUT_S = 10.0  # how long a writer waits for another process's write to end before failing
 
 _JSON_COLUMNS = {"input_files", "shape", "spacing", "window", "summary"}
 
@@ -98,13 +114,17 @@ class Database:
             con.executescript(SCHEMA)
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """A connection for one unit of work: committed on success, rolled back on an exception."""
-        con = sqlite3.connect(self.path, timeout=10.0)
+    def connect(self, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection for one unit of work: committed on success, rolled back on an exception.
+        ``immediate``: the unit takes the write lock first (``BEGIN IMMEDIATE``), so what it reads cannot be
+        changed by another process before it writes."""
+        con = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
         con.row_factory = sqlite3.Row
         con.execute("PRAGMA foreign_keys=ON")
         try:
             with con:
+                if immediate:
+                    con.execute("BEGIN IMMEDIATE")
                 yield con
         finally:
             con.close()
@@ -152,7 +172,7 @@ class Database:
         """Remove the user with their sessions, studies and results (the rows; the caller removes the study
         folders, whose ids this returns). None, and nothing removed, when the user is the last administrator:
         the check and the delete are one statement, so two removals at once cannot leave none."""
-        with self.connect() as con:
+        with self.connect(immediate=True) as con:  # no study added between the listing and the delete
             ids = [r["id"] for r in con.execute("SELECT id FROM studies WHERE user_id = ?", (user_id,))]
             removed = con.execute(
                 "DELETE FROM users WHERE id = ? AND (is_admin = 0 OR "

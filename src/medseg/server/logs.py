@@ -5,7 +5,8 @@ viewer paging through studies and API clients fetching slices write a line per r
 debugging, a full disk after weeks of clinic use. ``errors`` (the default) keeps what an operator looks
 for — refused uploads, 404s, 429s, failures — and ``all`` everything. With a log file, the server's own
 messages (jobs, start-up) and the access lines go to one file, rotated by size
-(:class:`logging.handlers.RotatingFileHandler`), so the disk it takes is bounded.
+(:class:`SharedRotatingFileHandler`), so the disk it takes is bounded — also when the web workers of
+``medseg serve --web-workers`` and the serve process all write the one file.
 
 No line holds a token or a password: the path (no query string) is logged, never the headers.
 """
@@ -13,8 +14,15 @@ No line holds a token or a password: the path (no query string) is logged, never
 from __future__ import annotations
 
 import logging
+import os
 import time
 from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,14 +49,49 @@ def configure(settings: ServerSettings) -> logging.Handler | None:
             ACCESS.addHandler(handler)
         return None
     settings.log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = RotatingFileHandler(
-        settings.log_file, maxBytes=settings.log_max_bytes, backupCount=settings.log_backups, encoding="utf-8"
+    handler = SharedRotatingFileHandler(
+        settings.log_file,
+        maxBytes=settings.log_max_bytes,
+        backupCount=settings.log_backups,
+        encoding="utf-8",
+        lock_path=settings.root / "log.lock",  # beside the database, not among the operator's log files
     )
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.medseg_server = True
     SERVER.addHandler(handler)  # the access logger is its child: its lines reach this handler too
     SERVER.setLevel(logging.INFO)
     return handler
+
+
+class SharedRotatingFileHandler(RotatingFileHandler):
+    """:class:`RotatingFileHandler` for several processes writing one file: each line is written holding an
+    ``flock`` on ``lock_path``, after reopening the file if another process rotated it away, so no two
+    processes rotate at once and none writes on into a rotated file (which a second rotation would delete).
+    Where file locks do not exist (Windows) it is the plain handler."""
+
+    def __init__(self, filename, *args, lock_path: Path, **kwargs):
+        super().__init__(filename, *args, **kwargs)
+        self.lock_path = lock_path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if fcntl is None:
+            super().emit(record)
+            return
+        try:
+            with open(self.lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if self.stream is not None and self._rotated_away():
+                    self.stream.close()
+                    self.stream = None  # reopened by the write
+                super().emit(record)
+        except OSError:
+            self.handleError(record)
+
+    def _rotated_away(self) -> bool:
+        try:
+            return os.stat(self.baseFilename).st_ino != os.fstat(self.stream.fileno()).st_ino
+        except OSError:
+            return True
 
 
 class AccessLog:

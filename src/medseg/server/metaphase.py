@@ -50,6 +50,7 @@ from medseg.inference.instances import (
     FALLBACKS,
     instance_summary,
     separate_instances,
+    separation_text,
     write_instance_outputs,
 )
 from medseg.inference.karyotype import classify_instances
@@ -65,8 +66,9 @@ FILES = {
 }
 MAX_INSTANCES = 2000  # a metaphase holds ~46 chromosomes; thousands of pieces are noise, not chromosomes
 NO_PAIR_NOTE = (
-    "This server has no pair model, so each crossing of two chromosomes is kept whole as one object "
-    "(counted as two in the estimate): separate them by hand, or ask the administrator for a pair model."
+    "This server has no pair model: each crossing of two chromosomes is split by the directions of its arms "
+    "where they say clearly how, else kept whole as one object (counted as two in the estimate): check the "
+    "split ones, separate the others by hand, or ask the administrator for a pair model."
 )
 #: The fix only an operator can make: to the server log, not to the page.
 NO_PAIR_LOG = "metaphase result without a pair model: start medseg serve with --pair-model PAIR_RUN to split crossings"
@@ -75,6 +77,7 @@ REASONS = {  # why a component was kept whole (medseg.inference.instances.FALLBA
     "no_pair_model": "a crossing of two, with no pair model to split it",
     "pair_model_failed": "a crossing of two that the pair model could not split",
     "pair_model_unsure": "a crossing of two whose split the pair model was unsure of",
+    "arms_unclear": "a crossing of two whose arms do not say clearly how to split it",
 }
 
 
@@ -229,14 +232,12 @@ def write_result_instances(
         "statuses": summary["statuses"],
         "karyogram": karyogram.is_file(),
         "alone": c["whole"],
-        "split": c["pair_model"],
+        "split": c["pair_model"] + c["geometry"],
         "kept_whole": sum(c[k] for k in FALLBACKS),
         "kept_whole_why": {k: {"count": v, "reason": REASONS[k]} for k, v in kept.items()},
         "layer": LAYER,
         "text": (
-            f"{n} objects: {c['whole']} alone, {c['pair_model']} crossings split by the pair model"
-            + (f" ({2 * c['pair_model']} chromosomes)" if c["pair_model"] else "")
-            + f", {sum(c[k] for k in FALLBACKS)} clusters kept whole"
+            f"{n} objects: {c['whole']} alone, {separation_text(c)}"
             + (" (" + "; ".join(f"{v} × {REASONS[k]}" for k, v in kept.items()) + ")" if kept else "")
         ),
     }, []

@@ -10,15 +10,16 @@ How it stays correct with two processes:
 * **the queue** is the ``results`` table (SQLite, WAL journal, busy timeout): the child claims a job with one
   atomic ``UPDATE … RETURNING`` (:meth:`~medseg.server.db.Database.claim_next`), writes its files into
   ``server/tmp`` and renames them into place before it marks the row ``done``. Only one worker process runs
-  per server (and :func:`~medseg.server.app.lock_home` allows one server per home).
+  per server, whatever ``--web-workers`` says (the serve process runs it: :mod:`medseg.server.web_workers`),
+  and :func:`~medseg.server.app.lock_home` allows one server per home.
 * **a crash** (killed for memory, a crashing native library) ends only the child: the web process sees it
   exit, resumes the job it was running once and fails it the second time (as after a server restart, so a
   job that kills its worker cannot do so forever), then starts a new child.
-* **sign-in tokens and sessions** live in SQLite and are checked by the web process only; the sign-in
-  back-off is in the web process's memory, which sees every attempt because the web side stays one process
-  (the heavy work is what moved out; its requests are short).
-* **wake-ups**: an upload or re-run sets a shared event; the child also polls every ``poll_seconds``, so a
-  job queued while nobody told it still runs.
+* **sign-in tokens and sessions** live in SQLite and are checked by the web process(es) only; so are the
+  sign-in back-off's failures (:class:`~medseg.server.auth.SignInThrottle`).
+* **wake-ups**: an upload or re-run sets a shared event (from a web worker of ``--web-workers``: through the
+  serve process's FIFO); the child also polls every ``poll_seconds``, so a job queued while nobody told it
+  still runs.
 """
 
 from __future__ import annotations
