@@ -122,8 +122,9 @@ def child_env() -> dict:
 
 
 @contextmanager
-def running_server(home: Path, model: Path, device: str):
-    """``medseg serve`` on a free port with user ``bench``; yields (base URL, seconds until /api/health)."""
+def running_server(home: Path, model: Path, device: str, web_workers: int = 1):
+    """``medseg serve`` on a free port with user ``bench`` (``--web-workers``); yields (base URL, seconds until
+    /api/health)."""
     made = subprocess.run(
         medseg("users", "add", USER, "--password-stdin", "--home", str(home)),
         env=child_env(),
@@ -153,6 +154,8 @@ def running_server(home: Path, model: Path, device: str):
                 str(home),
                 "--device",
                 device,
+                "--web-workers",
+                str(web_workers),
             ),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--job-users", type=int, default=20, help="unpaced viewers while the job under load runs")
     p.add_argument("--shape", default="72,256,256")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--web-workers", type=int, default=1, help="medseg serve --web-workers (one job worker always)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/server_load_cpu.json"))
     p.add_argument("--figure", type=Path, default=None, help="PNG of latency percentiles against users")
     args = p.parse_args(argv)
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="medseg-load-") as tmp:
         home = Path(tmp) / "home"
-        with running_server(home, args.model.resolve(), args.device) as (url, startup_s):
+        with running_server(home, args.model.resolve(), args.device, args.web_workers) as (url, startup_s):
             assert url.startswith("http://127.0.0.1:"), url  # localhost only
             out.update(asyncio.run(bench(args, url, startup_s, Path(tmp))))
     out["complete"] = True
