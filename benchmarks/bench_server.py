@@ -122,9 +122,9 @@ def child_env() -> dict:
 
 
 @contextmanager
-def running_server(home: Path, model: Path, device: str, web_workers: int = 1):
+def running_server(home: Path, model: Path, device: str, web_workers: int = 1, pids: list | None = None):
     """``medseg serve`` on a free port with user ``bench`` (``--web-workers``); yields (base URL, seconds until
-    /api/health)."""
+    /api/health); the serve process's pid is appended to ``pids`` when given."""
     made = subprocess.run(
         medseg("users", "add", USER, "--password-stdin", "--home", str(home)),
         env=child_env(),
@@ -162,6 +162,8 @@ def running_server(home: Path, model: Path, device: str, web_workers: int = 1):
             env=child_env(),
         )
     url = f"http://127.0.0.1:{port}"
+    if pids is not None:
+        pids.append(proc.pid)
     try:
         while True:
             if proc.poll() is not None:

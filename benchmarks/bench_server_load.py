@@ -18,6 +18,10 @@ Then a re-run of the study is submitted while ``--job-users`` unpaced viewers lo
 Users are asyncio tasks over httpx (one process, so the load generator is no GIL contender of its own
 beyond one core). Everything is bounded: at most 200 users, 60 s per level, localhost only.
 
+``--soak-minutes M`` (≤ 60) then keeps ``--soak-users`` paced users on it for M minutes, re-runs the study every 5
+minutes and samples the resident memory of the server's process tree (``server_soak.py``): growth from after
+a warm-up to the end.
+
     python benchmarks/bench_server_load.py --model runs/ctv_phantom_demo --users 1,5,20,50 --seconds 8 \\
         --out benchmarks/results/server_load_cpu.json --figure benchmarks/results/server_load_cpu.png
 """
@@ -61,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shape", default="72,256,256")
     p.add_argument("--device", default="cpu")
     p.add_argument("--web-workers", type=int, default=1, help="medseg serve --web-workers (one job worker always)")
+    p.add_argument(
+        "--soak-minutes", type=float, default=0.0, help="then paced users for this long, memory sampled (0: none)"
+    )
+    p.add_argument("--soak-users", type=int, default=10, help="paced users of the soak (half viewers, half pagers)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/server_load_cpu.json"))
     p.add_argument("--figure", type=Path, default=None, help="PNG of latency percentiles against users")
     args = p.parse_args(argv)
@@ -70,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--users must be between 1 and {MAX_USERS}")
     if not 0 < args.seconds <= MAX_SECONDS:
         p.error(f"--seconds must be in (0, {MAX_SECONDS:.0f}]")
+    if not 0 <= args.soak_minutes <= 60 or not 1 <= args.soak_users <= MAX_USERS:
+        p.error(f"--soak-minutes must be in [0, 60] and --soak-users between 1 and {MAX_USERS}")
     if unknown := set(args.mode_list) - set(MODES):
         p.error(f"unknown --modes {sorted(unknown)}; choose from {', '.join(MODES)}")
     return args
@@ -234,7 +244,7 @@ def figure(levels: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-async def bench(args: argparse.Namespace, url: str, startup_s: float, folder: Path) -> dict:
+async def bench(args: argparse.Namespace, url: str, startup_s: float, folder: Path, server_pid: int = 0) -> dict:
     async with httpx.AsyncClient(timeout=300) as client:
         token = (await client.post(url + "/api/login", json={"username": USER, "password": PASSWORD})).json()["token"]
         model_id = (await client.get(url + "/api/models", headers={"Authorization": f"Bearer {token}"})).json()[0]["id"]
@@ -284,8 +294,21 @@ async def bench(args: argparse.Namespace, url: str, startup_s: float, folder: Pa
         args,
         during=lambda: submit_and_wait(url, token, study["id"], model_id, upload),
     )
+    soaked = None
+    if args.soak_minutes > 0:
+        from server_soak import soak
+
+        soaked = await soak(
+            Load(url, token, result),
+            args.soak_users,
+            args.soak_minutes,
+            server_pid,
+            lambda: submit_and_wait(url, token, study["id"], model_id, None),
+        )
+        print(f"soak: {soaked['rss_mb_after_warm_up']} → {soaked['rss_mb_end']} MB ({soaked['growth']:+.1%})")
     return {
         "startup_s": round(startup_s, 2),
+        **({"soak": soaked} if soaked else {}),
         "job_alone": alone,
         "job_alone_first": alone_first,
         "job_under_load": under,
@@ -306,9 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="medseg-load-") as tmp:
         home = Path(tmp) / "home"
-        with running_server(home, args.model.resolve(), args.device, args.web_workers) as (url, startup_s):
+        pids: list[int] = []
+        with running_server(home, args.model.resolve(), args.device, args.web_workers, pids) as (url, startup_s):
             assert url.startswith("http://127.0.0.1:"), url  # localhost only
-            out.update(asyncio.run(bench(args, url, startup_s, Path(tmp))))
+            out.update(asyncio.run(bench(args, url, startup_s, Path(tmp), pids[0])))
     out["complete"] = True
     write_json_atomic(out, args.out)
     if args.figure:

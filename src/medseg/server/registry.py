@@ -287,5 +287,7 @@ class ModelRegistry:
         """Loaded once, on first use (the worker thread), and kept."""
         with self._lock:
             if entry._predictor is None:
-                entry._predictor = Predictor.from_path(entry.path, device=self.device, trust_code=self.trust_code)
+                entry._predictor = Predictor.from_path(  # tta as the model records it (evaluate.tta), as predict
+                    entry.path, device=self.device, tta=None, trust_code=self.trust_code
+                )
             return entry._predictor
