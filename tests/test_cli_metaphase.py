@@ -126,3 +126,15 @@ def test_evaluate_metaphases_on_real_crops(models, tmp_path):
         app, ["evaluate-metaphases", str(semantic), "--data", str(root), "--slides", "Z99", "-o", str(out)]
     )
     assert result.exit_code == 2 and "Z99" in result.output
+
+
+def test_crossings_option_is_checked_and_recorded(models, tmp_path):
+    semantic, _ = models
+    image = tmp_path / "meta2D.tif"
+    Image.fromarray(np.full((40, 40), 12, np.uint8)).save(image)
+    bad = runner.invoke(app, ["predict", str(semantic), str(image), "--crossings", "guess", "-o", str(tmp_path / "o")])
+    assert bad.exit_code != 0 and "--crossings takes auto, pair_model, geometry, whole" in " ".join(bad.output.split())
+    assert not (tmp_path / "o" / "meta2D").exists()
+    result = _run("predict", semantic, image, "--crossings", "whole", "-o", tmp_path / "o", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "meta2D" / "instances.json").read_text())["n_instances"] == 1

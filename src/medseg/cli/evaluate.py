@@ -145,8 +145,11 @@ def evaluate_metaphases_cmd(
     """Chromosome instances on whole M-FISH metaphases against their label maps: instance precision / recall / F1 at
     IoU >= 0.5, splits, merges, overlap IoU, per metaphase, per slide, per imaging system and pooled."""
     from medseg.evaluation.instances import evaluate_metaphases
+    from medseg.inference.instances import CROSSINGS
     from medseg.inference.regions import DebrisRules
 
+    if crossings not in CROSSINGS:
+        raise typer.BadParameter(f"--crossings takes {', '.join(CROSSINGS)}, got {crossings!r}")
     m = evaluate_metaphases(
         model,
         data,

@@ -57,6 +57,13 @@ _PairModelOpt = typer.Option(
     "chromosome / overlap. Writes OUT/IMAGE-NAME/ with every chromosome's mask "
     "and cut-out, instances.json and an instance figure.",
 )
+_CrossingsOpt = typer.Option(
+    "auto",
+    "--crossings",
+    metavar="HOW",
+    help="Whole metaphases: how a crossing of two chromosomes is parted: auto (the pair model when given, "
+    "else geometry), pair_model, geometry (its arms paired by direction), whole (kept whole).",
+)
 _KaryotypeModelOpt = typer.Option(
     None,
     "--karyotype-model",
@@ -110,6 +117,7 @@ def predict(
     trust_code: bool = TrustCodeOpt,
     allow_gaps: bool = AllowGapsOpt,
     pair_model: Path | None = _PairModelOpt,
+    crossings: str = _CrossingsOpt,
     karyotype_model: Path | None = _KaryotypeModelOpt,
     karyotype_vote: str = _KaryotypeVoteOpt,
 ):
@@ -150,6 +158,7 @@ def predict(
             trust_code=trust_code,
             karyotype_model=karyotype_model,
             karyotype_vote=karyotype_vote,
+            crossings=crossings,
         )
         return
     s = predict_image_files(predictor, images, out)
@@ -236,9 +245,13 @@ def _predict_metaphases(
     trust_code: bool,
     karyotype_model: Path | None = None,
     karyotype_vote: str = "soft",
+    crossings: str = "auto",
 ) -> None:
     from medseg.inference.instance_status import chromosomes_csv, instance_statuses, status_summary
-    from medseg.inference.instances import FALLBACKS, predict_metaphase_file, separation_text
+    from medseg.inference.instances import CROSSINGS, FALLBACKS, predict_metaphase_file, separation_text
+
+    if crossings not in CROSSINGS:
+        raise typer.BadParameter(f"--crossings takes {', '.join(CROSSINGS)}, got {crossings!r}")
 
     pair, classify = _load_metaphase_helpers(
         predictor,
@@ -257,7 +270,7 @@ def _predict_metaphases(
         return [{**c, **st} for c, st in zip(classes, statuses, strict=True)]
 
     for path in images:
-        s = predict_metaphase_file(predictor, pair, path, out, classify=extra_keys)
+        s = predict_metaphase_file(predictor, pair, path, out, classify=extra_keys, crossings=crossings)
         Path(s["out"], "chromosomes.csv").write_text(chromosomes_csv(s["instances"]), encoding="utf-8")
         c, headline = s["counts"], status_summary(s["instances"])
         console.print(

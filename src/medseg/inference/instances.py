@@ -534,8 +534,10 @@ def predict_metaphase_file(
     margin: int = 4,
     progress: bool = True,
     classify=None,
+    crossings: str = "auto",
 ) -> dict:
-    """``medseg predict RUN metaphase.tif [--pair-model PAIR_RUN] -o OUT``: writes ``OUT/<stem>/`` with
+    """``medseg predict RUN metaphase.tif [--pair-model PAIR_RUN] [--crossings HOW] -o OUT``: writes
+    ``OUT/<stem>/`` with
     ``<stem>_labels.png`` (semantic 0/1/2), ``<stem>_labels_color.png``, ``<stem>_instances.png`` (the instance
     figure), ``<stem>_instance_labels.png`` (16-bit instance ids, :attr:`InstanceResult.label_map`),
     ``instances.json`` (per instance: id, bbox, area, overlaps_with, separated_by; the counts) and
@@ -562,7 +564,7 @@ def predict_metaphase_file(
             path, f"image is {image.shape[1]} × {image.shape[0]} px (width × height): too small for a metaphase"
         )
     semantic = np.asarray(predict_arrays(predictor, image)).astype(np.uint8)
-    result = separate_instances(image, semantic, pair_predictor, progress=progress)
+    result = separate_instances(image, semantic, pair_predictor, crossings=crossings, progress=progress)
     stem = path.stem
     final = out_dir / stem
     out_dir.mkdir(parents=True, exist_ok=True)
