@@ -3,8 +3,8 @@
 Where two chromosomes cross, the semantic model marks the overlap; without it the component falls apart into
 *arms* — the pieces of chromosome that leave the overlap. A chromosome runs straight through a crossing (it is
 a rigid rod at metaphase), so the two arms of one chromosome leave the overlap in nearly opposite directions.
-That gives a rule that needs no training, used by karyotyping systems since the crossing analyses of the 1990s
-(the overlap's arms paired by their angle):
+That gives a rule that needs no training, in the spirit of the geometric separation of overlapping chromosomes
+(e.g. Agam & Dinstein 1997, which pairs the contour pieces around an overlap by their continuity):
 
 * **4 arms** (an X): of the three ways to pair them, the one whose pairs are the most opposite (the largest
   sum of the angles between each pair's directions); each chromosome = its two arms + the overlap;
