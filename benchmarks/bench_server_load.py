@@ -337,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(out, args.out)
     if args.figure:
         figure(out["levels"], args.figure)
+        if out.get("soak"):
+            from server_soak import soak_figure
+
+            soak_figure(out["soak"], args.figure.with_name(args.figure.stem + "_soak.png"))
     print(
         f"job alone {out['job_alone']['job_s']} s, under {args.job_users} unpaced viewers "
         f"{out['job_under_load']['job_s']} s (× {out['job_ratio']}); upload {out['job_alone']['upload_s']} s → "

@@ -72,3 +72,30 @@ async def soak(
         "warm_up_s": warm_up,
         "samples": samples,
     }
+
+
+def soak_figure(result: dict, path: Path) -> Path:
+    """The soak's resident memory against minutes, with the +10 % line over the warm-up value (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [s["t_s"] / 60 for s in result["samples"]]
+    rss = [s["rss_mb"] for s in result["samples"]]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(minutes, rss, marker=".", lw=1)
+    ax.axhline(result["rss_mb_after_warm_up"] * 1.10, color="tab:red", ls="--", lw=1, label="+10 % over warm-up")
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("resident memory, MB")
+    ax.set_ylim(0, max(rss) * 1.2)
+    ax.set_title(
+        f"medseg serve under {result['users']} paced users: {result['requests']:,} requests, memory "
+        f"{result['growth']:+.1%}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

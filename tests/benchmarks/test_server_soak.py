@@ -33,3 +33,12 @@ def test_the_tree_holds_the_children_and_their_memory_counts():
         child.kill()
         child.wait()
     assert tree_pids(child.pid) == []  # gone
+
+
+def test_the_soak_figure_is_drawn(tmp_path):
+    from server_soak import soak_figure
+
+    samples = [{"t_s": 30.0 * k, "rss_mb": 500.0 + k} for k in range(10)]
+    result = {"samples": samples, "rss_mb_after_warm_up": 504.0, "users": 10, "requests": 1234, "growth": 0.01}
+    out = soak_figure(result, tmp_path / "soak.png")
+    assert out.stat().st_size > 5000 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
