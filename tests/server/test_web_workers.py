@@ -284,3 +284,15 @@ def test_users_passwd_lifts_the_back_off_of_a_running_server(tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert running.retry_after("alice", "10.0.0.2") == 0
+
+
+def test_web_workers_take_the_niceness_they_are_given():
+    # in a child process: renicing pytest itself would slow the rest of the suite
+    code = (
+        "import os; from medseg.server.web_workers import lower_priority; "
+        "before = os.nice(0); print(lower_priority() - before)"
+    )
+    for wanted, expected in (("3", "3"), ("0", "0"), ("", "0")):
+        env = {**os.environ, "MEDSEG_WEB_NICE": wanted}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected, (wanted, out.stdout, out.stderr)

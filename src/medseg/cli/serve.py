@@ -31,6 +31,16 @@ WebWorkersOpt = typer.Option(
     "sign-in limits and the queue are in SQLite, shared by all. On 2 cores 2 is the most that helps.",
 )
 
+WebNiceOpt = typer.Option(
+    0,
+    "--web-nice",
+    min=0,
+    max=19,
+    metavar="N",
+    help="With --web-workers >= 2: the web workers' niceness (0-19), so the job worker (niceness 0) gets the CPU "
+    "first when viewers and a job compete; 0 (default): equal.",
+)
+
 
 def _server_db(home: Path | None):
     """(settings, database) of the server home that the ``users`` commands work on."""
@@ -202,6 +212,7 @@ def serve(
     log_backups: int = typer.Option(5, "--log-backups", metavar="N", help="Rotated log files kept."),
     job_thread: bool = JobThreadOpt,
     web_workers: int = WebWorkersOpt,
+    web_nice: int = WebNiceOpt,
 ):
     """Run the web server: upload a study, automatic segmentation, slice viewer, downloads."""
     from medseg.server.app import create_app, lock_home
@@ -231,15 +242,15 @@ def serve(
     # with several web workers this process runs the one job worker itself (medseg.server.web_workers)
     web = create_app(settings, start_worker=web_workers == 1)
     _print_server_start(web, settings, host, port)
-    _run(web, settings, host, port, web_workers)
+    _run(web, settings, host, port, web_workers, web_nice)
 
 
-def _run(web, settings, host: str, port: int, web_workers: int) -> None:
+def _run(web, settings, host: str, port: int, web_workers: int, web_nice: int = 0) -> None:
     """uvicorn serving ``web`` in this process, or ``web_workers`` processes beside this one's job worker."""
     if web_workers > 1:
         from medseg.server import web_workers as several
 
-        several.run(web, settings, host, port, web_workers, announce=console.print)
+        several.run(web, settings, host, port, web_workers, announce=console.print, nice=web_nice)
         return
     import uvicorn
 

@@ -162,4 +162,5 @@ def create_app(
 def app_from_environment() -> FastAPI:
     """uvicorn's factory in each web worker of ``medseg serve --web-workers N``: the app over the settings the
     serve process validated and put in the environment (:func:`medseg.server.web_workers.settings_from_env`)."""
+    web_workers.lower_priority()  # the job worker, a sibling, keeps its priority
     return create_app(web_workers.settings_from_env(), web_worker=True)

@@ -36,6 +36,7 @@ from medseg.server.settings import ServerSettings
 
 log = logging.getLogger("medseg.server")
 SETTINGS_ENV = "MEDSEG_SERVE_SETTINGS"
+NICE_ENV = "MEDSEG_WEB_NICE"  # the niceness each web worker takes (medseg serve --web-nice)
 APP_FACTORY = "medseg.server.app:app_from_environment"
 
 
@@ -127,13 +128,15 @@ class WakeListener:
         self.path.unlink(missing_ok=True)
 
 
-def run(app, settings: ServerSettings, host: str, port: int, workers: int, announce=log.info) -> None:
+def run(app, settings: ServerSettings, host: str, port: int, workers: int, announce=log.info, nice: int = 0) -> None:
     """Serve ``app``'s home with ``workers`` web processes: this process runs ``app``'s job runner and the
     wake-up relay, uvicorn's supervisor starts (and restarts) the web workers, and both stop together.
-    ``announce`` gets one line saying where the jobs run."""
+    ``announce`` gets one line saying where the jobs run; ``nice``: the web workers' niceness (the job worker
+    keeps this process's, so a job is not slowed by viewers paging)."""
     import uvicorn
 
     os.environ[SETTINGS_ENV] = settings_to_json(settings)
+    os.environ[NICE_ENV] = str(int(nice))
     runner = app.state.runner
     wake = WakeListener(settings, runner.notify)
     wake.start()
@@ -156,3 +159,9 @@ def run(app, settings: ServerSettings, host: str, port: int, workers: int, annou
     finally:
         wake.stop()
         runner.stop()
+
+
+def lower_priority() -> int:
+    """In a web worker: raise this process's niceness by ``$MEDSEG_WEB_NICE`` (0–19); returns the new value."""
+    wanted = max(0, min(19, int(os.environ.get(NICE_ENV) or 0)))
+    return os.nice(wanted) if wanted and hasattr(os, "nice") else (os.nice(0) if hasattr(os, "nice") else 0)
