@@ -90,6 +90,11 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
 __all__ = ["model_kwargs", "model_meta", "sliding_window_settings"]
 
 
-def tta_setting(value) -> bool | str:
-    """``evaluate.tta`` as the predictor takes it: ``"flips"`` (flips only), else true / false."""
-    return "flips" if value == "flips" else bool(value)
+def tta_setting(value, asked: bool | str | None = None) -> bool | str:
+    """The test-time augmentation to use: ``asked`` (``--tta`` / ``--no-tta``; None: as recorded), given the
+    recorded ``evaluate.tta`` ``value`` — ``"flips"`` (flips only), else true / false. Asking for TTA of a model
+    that records ``"flips"`` gives its flips: its input has an orientation that a quarter turn would break."""
+    recorded = "flips" if value == "flips" else bool(value)
+    if asked is None:
+        return recorded
+    return "flips" if asked is True and recorded == "flips" else asked

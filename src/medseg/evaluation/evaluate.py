@@ -341,9 +341,7 @@ def evaluate_run(
     if data is not None:
         cfg = copy.deepcopy(cfg)
         cfg["data"]["path"] = data
-    tta = tta_setting(cfg["evaluate"]["tta"]) if tta is None else tta
-    if tta is True and cfg["evaluate"]["tta"] == "flips":
-        tta = "flips"  # the model's input has an orientation: --tta means its flips
+    tta = tta_setting(cfg["evaluate"]["tta"], tta)
     dirs = model_dirs(run_dir, folds)
     data_obj = load_any_data(cfg, progress)
     if data is None:

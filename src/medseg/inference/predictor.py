@@ -90,10 +90,7 @@ class Predictor:
         self.spatial_dims = int(meta["task"].get("spatial_dims", 2))
         # tta None: as recorded in model.json (evaluate.tta of the training config; off for older models); True:
         # flips and 90° rotations, "flips": flips only (True asks for flips only too where the model records it)
-        recorded = tta_setting((meta.get("evaluate") or {}).get("tta", False))
-        self.tta: bool | str = recorded if tta is None else tta
-        if self.tta is True and recorded == "flips":
-            self.tta = "flips"
+        self.tta: bool | str = tta_setting((meta.get("evaluate") or {}).get("tta", False), tta)
         if self.tta not in (True, False, "flips"):
             raise ValueError(f"tta is true, false or 'flips', got {tta!r}")
         self.batch_size = batch_size
