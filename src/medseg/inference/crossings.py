@@ -27,10 +27,16 @@ from itertools import combinations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MIN_ARM_PX", "MIN_OPPOSITION", "split_crossing"]
+__all__ = ["MIN_ARM_PX", "MIN_OPPOSITION", "nearest_seed", "split_crossing"]
 
 MIN_ARM_PX = 15  # px: smaller pieces around an overlap are its ragged edge, not an arm
 MIN_OPPOSITION = -0.5  # cosine of the angle between a through-running chromosome's two arms (≤ −0.5: ≥ 120°)
+
+
+def nearest_seed(seeds: np.ndarray) -> np.ndarray:
+    """Every pixel's nearest seed label (Euclidean distance; ``seeds``: int labels, 0 = no seed)."""
+    _, (ri, ci) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    return seeds[ri, ci]
 
 
 def _directions(arms: list[np.ndarray], overlap: np.ndarray) -> np.ndarray:
@@ -75,8 +81,7 @@ def split_crossing(
     seeds = np.zeros(comp.shape, np.int32)
     for j, k in enumerate(big, start=1):
         seeds[labels == k] = j
-    _, (ri, ci) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
-    arm_of = np.where(own, seeds[ri, ci], 0)  # small pieces join their nearest arm
+    arm_of = np.where(own, nearest_seed(seeds), 0)  # small pieces join their nearest arm
     arms = [arm_of == j for j in range(1, len(big) + 1)]
     through = _through_pairs(_directions(arms, overlap))
     if through is None:

@@ -63,7 +63,7 @@ import numpy as np
 from scipy import ndimage
 
 from medseg.errors import DataValidationError
-from medseg.inference.crossings import split_crossing
+from medseg.inference.crossings import nearest_seed, split_crossing
 from medseg.inference.instance_figure import (  # re-exported: tests import them from here
     draw_instance_figure,
     instance_colours,
@@ -239,8 +239,7 @@ def _split_component(
     seeds = np.zeros(comp.shape, np.int8)
     seeds[seed_a] = 1
     seeds[seed_b] = 2
-    _, (ri, ci) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
-    nearest = seeds[ri, ci]
+    nearest = nearest_seed(seeds)
     a = (own & (nearest == 1)) | overlap
     b = (own & (nearest == 2)) | overlap
     return a, b
