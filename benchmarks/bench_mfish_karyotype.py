@@ -9,6 +9,8 @@ from its DAPI cut-out, per-class accuracy on the held-out slides.
    ``$MEDSEG_HOME/mfish``; the config's CPU-sized U-Net, 128 x 128 cut-outs) for ``--steps`` optimizer steps or
    ``--time-limit`` minutes, whichever comes first; split by slide, the test slides those of
    ``medseg data mfish-pairs``.
+   With ``--folds K``: folds 0..K-1 at once (``medseg cv --parallel K``, e.g. two one-thread folds on two cores),
+   evaluated as their ensemble.
 2. ``medseg evaluate`` on the held-out test chromosomes with the soft vote (the default) and with the majority
    vote.
 
@@ -96,6 +98,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_mfish_karyotype"))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mfish_karyotype_cpu.json")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 when other jobs share the machine)")
+    ap.add_argument(
+        "--folds",
+        type=int,
+        default=1,
+        help="train folds 0..K-1 at once (medseg cv --parallel K: the cores shared among them) and evaluate their "
+        "ensemble (mean probability); 1: fold 0 alone (medseg train)",
+    )
     ap.add_argument("--device", default="cpu", help="where to train and evaluate: cpu, cuda, cuda:1")
     ap.add_argument(
         "--set",
@@ -152,6 +161,12 @@ def payload_of(
         f"{record.get('image')}; canvas {record.get('canvas')}; {record.get('n_images')} chromosomes, "
         f"{record.get('n_train')} on training slides, {record.get('n_test')} on the held-out slides)",
         "held_out_slides": record.get("held_out_slides"),
+        "models": (
+            "one: fold 0"
+            if args.folds <= 1
+            else f"the ensemble (mean probability) of folds 0-{args.folds - 1}, trained at once on the cores "
+            "(medseg cv --parallel); train.* and training_slides_check: fold 0's"
+        ),
         "set_left_out": record.get("left_out"),
         "model": {
             "config": args.config,
@@ -224,14 +239,17 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = yaml.safe_load((ROOT / args.config).read_text())
     run_dir = runs / cfg["name"]
     times: dict[str, float] = {}
-    if not (run_dir / "fold_0" / "model.json").is_file():
+    folds = max(int(args.folds), 1)
+    command = (
+        ["train", args.config, "--fold", "0"]
+        if folds == 1
+        else ["cv", args.config, "--folds", ",".join(map(str, range(folds))), "--parallel", str(folds), "--no-evaluate"]
+    )
+    if not all((run_dir / f"fold_{k}" / "model.json").is_file() for k in range(folds)):
         times["train_s"] = run(
             medseg
             + [
-                "train",
-                args.config,
-                "--fold",
-                "0",
+                *command,
                 "--device",
                 args.device,
                 "--set",

@@ -15,6 +15,12 @@ requests per second served and the errors:
 Then a re-run of the study is submitted while ``--job-users`` unpaced viewers load the server: its job time
 (``summary.seconds``) and its upload-to-done time against the same alone, and an upload's time under load.
 
+Paced users arrive as users do (``--arrivals spread``, the default): each starts at a random moment of its first
+period (``--view-seconds`` for a viewer, ``--pace`` for a pager; seeded), and a paced viewers' level lasts at
+least one ``--view-seconds`` so that every user opens the study once. ``--arrivals together`` starts them all at
+the same instant: a burst (a class's start, a timer-driven client), which measures the queue it makes, not the
+steady load; both can be recorded side by side. Unpaced users always start together (they are the saturation test).
+
 Users are asyncio tasks over httpx (one process, so the load generator is no GIL contender of its own
 beyond one core). Everything is bounded: at most 200 users, 60 s per level, localhost only.
 
@@ -46,6 +52,7 @@ from bench_unet import host_info, load_average, write_json_atomic
 
 MAX_USERS, MAX_SECONDS = 200, 60.0
 MODES = ("viewer", "slices")
+ARRIVALS = ("spread", "together")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=18.0,
         help="a paced viewer's time on a study before re-opening it (72 slices × 250 ms)",
+    )
+    p.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="spread",
+        help="paced users start at random moments of their first period (spread) or all at once (together)",
     )
     p.add_argument("--job-users", type=int, default=20, help="unpaced viewers while the job under load runs")
     p.add_argument("--shape", default="72,256,256")
@@ -130,8 +143,9 @@ class Load:
         except TimeoutError:
             pass
 
-    async def viewer(self, paced: bool, view_seconds: float) -> None:
+    async def viewer(self, paced: bool, view_seconds: float, start: float = 0.0) -> None:
         rid = self.result["id"]
+        await self.pause(start)
         async with httpx.AsyncClient(timeout=30) as client:
             while not self.stop.is_set():
                 await self.get(client, f"/api/results/{rid}")
@@ -142,8 +156,9 @@ class Load:
                 if paced:
                     await self.pause(view_seconds)
 
-    async def slices(self, paced: bool, pace: float) -> None:
+    async def slices(self, paced: bool, pace: float, start: float = 0.0) -> None:
         template, n, k = self.result["slice_url"], self.result["n_slices"], 0
+        await self.pause(start)
         async with httpx.AsyncClient(timeout=30) as client:
             while not self.stop.is_set():
                 t = time.perf_counter()
@@ -154,14 +169,26 @@ class Load:
                     await self.pause(max(0.0, pace - (time.perf_counter() - t)))
 
 
+def arrival_starts(users: int, period: float, spread: bool) -> np.ndarray:
+    """Each user's start in seconds: uniform over ``[0, period)`` when ``spread`` (seeded by the user count, so a
+    level's arrivals repeat run to run), else all 0."""
+    return np.random.default_rng(users).uniform(0, period, users) if spread else np.zeros(users)
+
+
 async def run_level(url, token, result, users, mode, paced, args, during=None) -> dict:
     load = Load(url, token, result)
+    period = args.view_seconds if mode == "viewer" else args.pace
+    spread = paced and args.arrivals == "spread"
+    starts = arrival_starts(users, period, spread)
     user = (
-        (lambda: load.viewer(paced, args.view_seconds)) if mode == "viewer" else (lambda: load.slices(paced, args.pace))
+        (lambda s: load.viewer(paced, args.view_seconds, s))
+        if mode == "viewer"
+        else (lambda s: load.slices(paced, args.pace, s))
     )
-    tasks = [asyncio.create_task(user()) for _ in range(users)]
+    tasks = [asyncio.create_task(user(float(s))) for s in starts]
     t0 = time.perf_counter()
-    extra = await during() if during is not None else await asyncio.sleep(args.seconds)
+    seconds = max(args.seconds, period) if spread else args.seconds  # every spread user has arrived
+    extra = await during() if during is not None else await asyncio.sleep(seconds)
     load.stop.set()
     await asyncio.gather(*tasks)
     seconds = time.perf_counter() - t0
@@ -169,6 +196,7 @@ async def run_level(url, token, result, users, mode, paced, args, during=None) -
         "users": users,
         "mode": mode,
         "paced": paced,
+        "arrivals": "spread" if spread else "together",
         "seconds": round(seconds, 2),
         "errors": load.errors,
         "error_kinds": dict(load.error_kinds),

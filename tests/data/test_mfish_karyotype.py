@@ -67,6 +67,14 @@ def test_set_labels_canvas_and_held_out_slides_are_mfish_pairs(tmp_path, small_m
     assert list(per_class) == list(KARYOTYPE_CLASSES[1:])
     assert sum(v["test"] for v in per_class.values()) == len(test) == summary["n_test"]
     assert Path(data.source).with_name("karyotype.README.TXT").is_file(), "the licence notice travels with the set"
+    # A21__46 is 46,XY,t(9;22): its 9s and 22s are the only chromosomes in a structural rearrangement here
+    assert summary["karyotypes"]["A21__46"] == "46,XY,t(9;22)" and summary["karyotypes"]["A01__XY"] == "46,XY"
+    with h5py.File(data.source) as f:
+        folders, inside = f["folder"].asstr()[:], f["in_rearrangement"][:].astype(bool)
+    expected = (folders == "A21__46") & np.isin(classes, [9, 22])
+    np.testing.assert_array_equal(inside, expected)
+    counted = summary["in_rearrangement"]
+    assert expected.any() and counted["train"] + counted["test"] == expected.sum()
 
 
 def test_held_out_slides_one_rule():
@@ -96,3 +104,20 @@ def test_upright_set_holds_the_same_chromosomes_upright_with_their_features(tmp_
     rows = (labels > 0).any(axis=2).sum(axis=1)
     cols = (labels > 0).any(axis=1).sum(axis=1)
     assert np.median(rows) > 1.5 * np.median(cols)  # stood up along the long axis
+
+
+def test_rearranged_chromosomes_left_out_of_the_training_slides_only(tmp_path, small_mfish):
+    from medseg.data.mfish_karyotype import run_mfish_karyotype
+
+    every = run_mfish_karyotype(small_mfish, tmp_path / "a" / "k.h5", progress=False)
+    normal = run_mfish_karyotype(small_mfish, tmp_path / "n" / "k.h5", leave_out_rearranged=True, progress=False)
+    with h5py.File(tmp_path / "a" / "k.h5") as f:
+        slides, inside = f["slide"].asstr()[:], f["in_rearrangement"][:].astype(bool)
+    test = np.isin(slides, every["held_out_slides"])
+    dropped = int((inside & ~test).sum())
+    assert dropped > 0 and normal["left_out"]["in_rearrangement_on_training_slides"] == dropped
+    assert normal["n_images"] == every["n_images"] - dropped and normal["n_test"] == every["n_test"]
+    with h5py.File(tmp_path / "n" / "k.h5") as f:
+        kept_slides, kept_inside = f["slide"].asstr()[:], f["in_rearrangement"][:].astype(bool)
+        assert len(f["features"]) == len(f["dataset_1"]) == normal["n_images"]
+    assert not (kept_inside & ~np.isin(kept_slides, every["held_out_slides"])).any()

@@ -54,18 +54,24 @@ def test_comparison_reports_baseline_and_learned_model_per_chromosome_and_per_ce
         f.create_dataset("class", data=classes.astype(np.uint8))
         f.create_dataset("folder", data=np.array(["slide"] * 48, dtype=object), dtype=text)
         f.create_dataset("image", data=np.array(cells, dtype=object), dtype=text)
+        f.create_dataset("in_rearrangement", data=(np.arange(48) % 8 == 0).astype(np.uint8))
     assert has_chromosome_records(path) and not has_chromosome_records(tmp_path / "missing.h5")
     test_idx = np.arange(32, 48)
     learned = np.full((16, 24), 0.01)
     learned[np.arange(16), classes[test_idx] - 1] = 0.5  # a learned model that is always right
+    learned[0] = np.roll(learned[0], 1)  # ... but on the first, a chromosome in a rearrangement (index 32)
     result = karyotype_comparison(path, np.arange(32), test_idx, learned, tmp_path / "evaluation")
     assert (tmp_path / "evaluation" / BASELINE_FILE).is_file()
-    assert result["learned"]["accuracy_without"] == 1.0 and result["baseline"]["accuracy_without"] == 1.0
+    assert result["learned"]["accuracy_without"] == 15 / 16 and result["baseline"]["accuracy_without"] == 1.0
+    apart = result["learned"]["apart"]
+    assert apart["in_rearrangement"]["n"] == 2 and apart["in_rearrangement"]["accuracy_without"] == 0.5
+    assert apart["rest"]["n"] == 14 and apart["rest"]["accuracy_without"] == 1.0
     # 8 chromosomes a cell, four of them class 1: two slots for class 1, so the per-cell decision must flag or move
     learned_cells = result["learned"]["cells"]
     assert [c["n"] for c in learned_cells] == [8, 8] and all(c["flagged"] for c in learned_cells)
-    assert result["learned"]["accuracy_with"] == 1.0  # the model is sure: nothing forced away from its own class
+    assert result["learned"]["accuracy_with"] == 15 / 16  # the model is sure: nothing forced from its own class
     lines = "\n".join(
         karyotype_section({"per_class": {}, "confusion_matrix": [[3, 1], [0, 4]], "class_names": ["1", "2"], **result})
     )
     assert "Beside the classical floor" in lines and "1↔2 1" in lines and "flagged" in lines
+    assert "on the other 14: **100.0 % one by one" in lines

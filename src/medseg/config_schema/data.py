@@ -90,6 +90,12 @@ class DataConfig(Section):
         "chromosome of another instance, the line that seeds their separation "
         "(medseg.data.mfish_metaphase.touching_labels; task.class_names then ends in touching)",
     )
+    mfish_leave_out_rearranged: bool = Field(
+        False,
+        description="mfish:karyotype / mfish:karyotype-upright: leave out of the training slides the chromosomes "
+        "whose class a structural rearrangement of their cell's karyotype names (their label map may paint a piece "
+        "of one class on another's body: medseg.data.iscn); the held-out slides keep every chromosome",
+    )
     mfish_synth_pairs: int = Field(13434, description="size of the mfish:synth set (13,434: Pommier's published size)")
     synth_gi_cases: int = Field(
         6, description="size of the synth:gi set (cases of 1-5 scans of 80 or 144 slices; medseg data synth-gi)"

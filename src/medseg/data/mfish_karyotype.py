@@ -37,7 +37,8 @@ relative to their metaphase (64 × 32, :func:`medseg.data.karyotype_features.upr
 ``features``, :data:`~medseg.data.karyotype_features.FEATURE_NAMES`), the classical baseline's input.
 
 Layout: the Pommier HDF5 layout the existing readers take (``dataset_1``: N × 128 × 128 × 2 uint8, image and
-label), plus ``slide``, ``folder``, ``image`` (metaphase id), ``class`` (1–24) and ``area`` per chromosome;
+label), plus ``slide``, ``folder``, ``image`` (metaphase id), ``class`` (1–24), ``area`` and ``in_rearrangement``
+(its class is named by a structural rearrangement of its cell's karyotype, :mod:`medseg.data.iscn`) per chromosome;
 ``<stem>.json`` (provenance: REAL data, counts per class in training and test, what was left out and why),
 ``<stem>.splits.json``, ``<stem>.README.TXT`` (the set's licence notice, as the licence requires).
 """
@@ -53,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.iscn import read_case_karyotype, rearranged_classes
 from medseg.data.karyotype_features import (
     FEATURE_NAMES,
     INTENSITY_LEVEL,
@@ -136,12 +138,14 @@ def run_mfish_karyotype(
     limit: int | None = None,
     layout: str = "canvas",
     upright_shape: tuple[int, int] = UPRIGHT_SHAPE,
+    leave_out_rearranged: bool = False,
     progress: bool = True,
 ) -> dict:
     """Write the karyotyping set of the M-FISH folder ``src`` to ``output`` (``.h5``) and its sidecars (see the
     module docstring); ``limit``: only the first N labelled metaphases; ``layout``: ``canvas`` (unscaled on the
     ``size`` square) or ``upright`` (:func:`medseg.data.karyotype_features.upright_cutout` on an ``upright_shape``
-    canvas). Every file is written
+    canvas); ``leave_out_rearranged``: the training slides' chromosomes in a structural rearrangement of their
+    cell (:mod:`medseg.data.iscn`) are left out and counted (the held-out slides keep all). Every file is written
     under a temporary name and renamed at the end. Returns the summary (the JSON's content plus the paths)."""
     from medseg.data.mfish_pairs import held_out_slides
 
@@ -164,6 +168,8 @@ def run_mfish_karyotype(
     if not cut.images:
         raise DataValidationError(src, f"no isolated chromosome in the {len(metaphases)} metaphase(s) read")
     test_slides = held_out_slides(cut.pair_slides, seed=split_seed) if cut.pair_slides else []
+    if leave_out_rearranged:
+        cut.leave_out([r["in_rearrangement"] and r["slide"] not in test_slides for r in cut.records])
     summary = _karyotype_summary(
         cut,
         src,
@@ -218,11 +224,19 @@ class _Cutouts:
     records: list = field(default_factory=list)
     features: list = field(default_factory=list)
     pair_slides: list[str] = field(default_factory=list)
+    karyotypes: dict = field(default_factory=dict)  # folder → its Case Info karyotype (ISCN) or None
     left_out: Counter = field(
         default_factory=lambda: Counter({"speck": 0, "at_metaphase_border": 0, "too_large_for_canvas": 0})
     )
     largest: tuple = (0, 0)
     shrunk_to_fit: int = 0
+
+    def leave_out(self, drop: list[bool]) -> None:
+        """Drop the chromosomes flagged in ``drop`` (counted as ``in_rearrangement_on_training_slides``)."""
+        keep = [k for k, d in enumerate(drop) if not d]
+        self.left_out["in_rearrangement_on_training_slides"] = len(drop) - len(keep)
+        for name in ("images", "labels", "records", "features"):
+            setattr(self, name, [getattr(self, name)[k] for k in keep])
 
 
 def _cut_chromosomes(
@@ -234,6 +248,9 @@ def _cut_chromosomes(
     cut = _Cutouts()
     for m in Progress(metaphases, desc="M-FISH chromosomes", unit="image", disable=not progress):
         dapi, karyo = read_metaphase(m)
+        if m.folder not in cut.karyotypes:
+            cut.karyotypes[m.folder] = read_case_karyotype(m.dapi.parent)
+        rearranged = rearranged_classes(cut.karyotypes[m.folder])
         pairs, _ = pairs_from_karyotype(dapi, karyo, folder=m.folder, image_id=m.id)
         cut.pair_slides += [slide_of(m.folder)] * len(pairs)
         chromosomes, specks = isolated_chromosomes(
@@ -271,6 +288,7 @@ def _cut_chromosomes(
                     "class": ch.cls,
                     "area": ch.area,
                     "touches_other": ch.touches_other,
+                    "in_rearrangement": ch.cls in rearranged,
                     "box": [int(v) for v in ch.box],
                 }
             )
@@ -348,6 +366,13 @@ def _karyotype_summary(
         ),
         "left_out": dict(cut.left_out),
         "touching_another_chromosome_kept": sum(r["touches_other"] for r in records),
+        "karyotypes": cut.karyotypes,
+        "in_rearrangement": {
+            "what": "chromosomes whose class a structural rearrangement of their cell's karyotype names "
+            "(medseg.data.iscn.rearranged_classes): the label map may paint a piece of it on another's body",
+            "train": sum(1 for r in records if r["in_rearrangement"] and r["slide"] not in test),
+            "test": sum(1 for r in records if r["in_rearrangement"] and r["slide"] in test),
+        },
         "held_out_slides": test_slides,
         "held_out_rule": f"the held-out slides of `medseg data mfish-pairs` (split_seed {split_seed}) on the same "
         "metaphases (medseg.data.mfish_pairs.held_out_slides)",
@@ -388,6 +413,7 @@ def _write_karyotype_set(
                 f.create_dataset(key, data=np.array([r[key] for r in records], dtype=object), dtype=text)
             f.create_dataset("class", data=np.array([r["class"] for r in records], np.uint8))
             f.create_dataset("area", data=np.array([r["area"] for r in records], np.int32))
+            f.create_dataset("in_rearrangement", data=np.array([r["in_rearrangement"] for r in records], np.uint8))
             f.create_dataset("features", data=np.stack(cut.features).astype(np.float32))
             f.attrs["source"] = _DATASET + " -- REAL data; licence notice in the .README.TXT beside this file"
         temps[json_path].write_text(json.dumps(provenance, indent=1) + "\n")

@@ -166,7 +166,9 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
     return _build(_set_root(source) / f"both_{n_pairs}_s{seed}", make) / "both.h5"
 
 
-def _karyotype(source: Path, progress: bool, layout: str = "canvas", upright_shape=None) -> Path:
+def _karyotype(
+    source: Path, progress: bool, layout: str = "canvas", upright_shape=None, leave_out_rearranged: bool = False
+) -> Path:
     import sys
 
     from medseg.data.karyotype_features import UPRIGHT_SHAPE
@@ -175,7 +177,14 @@ def _karyotype(source: Path, progress: bool, layout: str = "canvas", upright_sha
     shape = tuple(int(v) for v in (upright_shape or UPRIGHT_SHAPE))
 
     def make(tmp: Path) -> None:
-        s = run_mfish_karyotype(source, tmp / "karyotype.h5", layout=layout, upright_shape=shape, progress=progress)
+        s = run_mfish_karyotype(
+            source,
+            tmp / "karyotype.h5",
+            layout=layout,
+            upright_shape=shape,
+            leave_out_rearranged=leave_out_rearranged,
+            progress=progress,
+        )
         if progress:
             counts = ", ".join(f"{name} {v['train']}/{v['test']}" for name, v in s["per_class"].items())
             print(
@@ -185,8 +194,10 @@ def _karyotype(source: Path, progress: bool, layout: str = "canvas", upright_sha
                 file=sys.stderr,
             )
 
-    # _f: the sets carry the hand-made features (sets built before them lack the HDF5 'features')
-    name = f"karyotype_c{CANVAS}_f" if layout == "canvas" else "karyotype_upright_{}x{}".format(*shape)
+    # _r: the sets carry the hand-made features and each chromosome's in_rearrangement (sets built before them
+    # lack the HDF5 'features' / 'in_rearrangement': a new folder rebuilds them)
+    name = f"karyotype_c{CANVAS}_r" if layout == "canvas" else "karyotype_upright_{}x{}_r".format(*shape)
+    name += "_normal_training" if leave_out_rearranged else ""
     return _build(_set_root(source) / name, make) / "karyotype.h5"
 
 
@@ -216,7 +227,8 @@ def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
     if kind == "synth":
         return _synth(source, n_pairs, seed, progress)
     if kind in ("karyotype", "karyotype-upright"):
+        leave_out = bool(data_cfg.get("mfish_leave_out_rearranged"))
         if kind == "karyotype":
-            return _karyotype(source, progress)
-        return _karyotype(source, progress, "upright", _upright_canvas(data_cfg.get("size")))
+            return _karyotype(source, progress, leave_out_rearranged=leave_out)
+        return _karyotype(source, progress, "upright", _upright_canvas(data_cfg.get("size")), leave_out)
     return _both(source, n_pairs, seed, progress)

@@ -164,6 +164,21 @@ def _comparison_lines(learned: Mapping[str, Any], baseline: Mapping[str, Any]) -
             f"{r['n_cells']} | {_quartiles(r['cell_accuracy_quartiles_without'])} | "
             f"{_quartiles(r['cell_accuracy_quartiles_with'])} |"
         )
+    if learned.get("apart") and baseline.get("apart"):
+        inside, rest = learned["apart"]["in_rearrangement"], learned["apart"]["rest"]
+        b_inside, b_rest = baseline["apart"]["in_rearrangement"], baseline["apart"]["rest"]
+        L += [
+            "",
+            f"**Tumour cells' rearranged chromosomes apart.** {inside['n']} of the {learned['n']} chromosomes belong "
+            "to a class that a structural rearrangement of their cell's karyotype names (a translocation, an "
+            "insertion, a ring: the folder's `Case Info`, medseg.data.iscn). The label map paints every pixel by the "
+            "chromosome its DNA comes from, so such a chromosome may be a piece of one class on another's body, "
+            "which no DAPI classifier can name as the label map does. On them the learned model gets "
+            f"{_pct(inside['accuracy_without'])} % one by one ({_pct(inside['accuracy_with'])} % per cell), the "
+            f"baseline {_pct(b_inside['accuracy_without'])} %; on the other {rest['n']}: "
+            f"**{_pct(rest['accuracy_without'])} % one by one, {_pct(rest['accuracy_with'])} % per cell** (baseline "
+            f"{_pct(b_rest['accuracy_without'])} / {_pct(b_rest['accuracy_with'])} %).",
+        ]
     flagged = [c for c in learned["cells"] if c["flagged"]]
     if flagged:
         L += [

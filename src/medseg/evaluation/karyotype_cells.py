@@ -25,6 +25,7 @@ __all__ = [
     "has_chromosome_records",
     "karyotype_comparison",
     "read_chromosome_records",
+    "read_in_rearrangement",
 ]
 
 _RECORDS = ("features", "class", "folder", "image")
@@ -64,6 +65,32 @@ def read_chromosome_records(path: str | Path) -> tuple[np.ndarray, np.ndarray, n
             f"features ({len(features)}), class ({len(classes)}) and folder/image ({len(cells)}) disagree in length",
         )
     return features, classes, cells
+
+
+def read_in_rearrangement(path: str | Path) -> np.ndarray | None:
+    """(N,) bool: whether each chromosome's class is named by a structural rearrangement of its cell's karyotype
+    (:mod:`medseg.data.iscn`); None for a set built without the record."""
+    from medseg.formats.hdf5 import open_hdf5
+
+    with open_hdf5(Path(path)) as f:
+        return np.asarray(f["in_rearrangement"][...], bool) if "in_rearrangement" in f else None
+
+
+def apart_by_rearrangement(result: dict, true: np.ndarray, proba: np.ndarray, in_rearrangement) -> dict | None:
+    """Accuracy without / with the per-cell assignment (``result``: :func:`cell_results` of ``proba``) on the
+    chromosomes in a structural rearrangement of their cell and on the rest; None without the record."""
+    if in_rearrangement is None:
+        return None
+    own = np.asarray(proba).argmax(axis=1) + 1
+    assigned = np.asarray(result["predicted_with"])
+    out = {}
+    for name, where in (("in_rearrangement", in_rearrangement), ("rest", ~in_rearrangement)):
+        out[name] = {
+            "n": int(where.sum()),
+            "accuracy_without": _accuracy(own[where], true[where]),
+            "accuracy_with": _accuracy(assigned[where], true[where]),
+        }
+    return out
 
 
 def _accuracy(pred: np.ndarray, true: np.ndarray) -> float | None:
@@ -143,8 +170,14 @@ def karyotype_comparison(
     out_dir.mkdir(parents=True, exist_ok=True)
     baseline.save(out_dir / BASELINE_FILE)
     true, test_cells = classes[test_idx], cells[test_idx]
-    base = cell_results(baseline.predict_proba(normalised[test_idx]), true, test_cells)
+    base_proba = baseline.predict_proba(normalised[test_idx])
+    base = cell_results(base_proba, true, test_cells)
     learned = cell_results(learned_proba, true, test_cells)
+    rearranged = read_in_rearrangement(source)
+    if rearranged is not None:
+        rearranged = rearranged[test_idx]
+        base["apart"] = apart_by_rearrangement(base, true, base_proba, rearranged)
+        learned["apart"] = apart_by_rearrangement(learned, true, learned_proba, rearranged)
     shown = max(dict.fromkeys(test_cells.tolist()), key=lambda c: int((test_cells == c).sum()))
     where = np.flatnonzero(test_cells == shown)
     assigned = np.asarray(learned["predicted_with"])[where]
