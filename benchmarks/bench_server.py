@@ -122,9 +122,11 @@ def child_env() -> dict:
 
 
 @contextmanager
-def running_server(home: Path, model: Path, device: str, web_workers: int = 1, pids: list | None = None):
-    """``medseg serve`` on a free port with user ``bench`` (``--web-workers``); yields (base URL, seconds until
-    /api/health); the serve process's pid is appended to ``pids`` when given."""
+def running_server(
+    home: Path, model: Path, device: str, web_workers: int = 1, pids: list | None = None, web_nice: int = 5
+):
+    """``medseg serve`` on a free port with user ``bench`` (``--web-workers``, ``--web-nice``); yields (base URL,
+    seconds until /api/health); the serve process's pid is appended to ``pids`` when given."""
     made = subprocess.run(
         medseg("users", "add", USER, "--password-stdin", "--home", str(home)),
         env=child_env(),
@@ -156,6 +158,8 @@ def running_server(home: Path, model: Path, device: str, web_workers: int = 1, p
                 device,
                 "--web-workers",
                 str(web_workers),
+                "--web-nice",
+                str(web_nice),
             ),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shlex
 import sys
 import tempfile
@@ -78,6 +79,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--shape", default="72,256,256")
     p.add_argument("--device", default="cpu")
     p.add_argument("--web-workers", type=int, default=1, help="medseg serve --web-workers (one job worker always)")
+    p.add_argument(
+        "--web-nice", type=int, default=5, help="medseg serve --web-nice (the web workers' niceness; 5 as its default)"
+    )
+    p.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="the load generator's own niceness once the server runs: clients on other machines take none of "
+        "the server's CPU, a generator on the same cores does; niced, it takes what the server leaves (its "
+        "latencies then include its own wait: an upper bound)",
+    )
     p.add_argument(
         "--soak-minutes", type=float, default=0.0, help="then paced users for this long, memory sampled (0: none)"
     )
@@ -248,7 +260,8 @@ def figure(levels: list[dict], path: Path) -> None:
             if not rows:
                 continue
             users = [r["users"] for r in rows]
-            label = f"{mode}, {'paced' if paced else 'unpaced'}"
+            arrivals = f" ({rows[0]['arrivals']} arrivals)" if paced and rows[0].get("arrivals") else ""
+            label = f"{mode}, {'paced' if paced else 'unpaced'}{arrivals}"
             (line,) = ax.plot(users, [r["latency"]["p95_ms"] for r in rows], "o-", label=f"{label}: p95")
             ax.plot(
                 users,
@@ -358,8 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="medseg-load-") as tmp:
         home = Path(tmp) / "home"
         pids: list[int] = []
-        with running_server(home, args.model.resolve(), args.device, args.web_workers, pids) as (url, startup_s):
+        with running_server(home, args.model.resolve(), args.device, args.web_workers, pids, args.web_nice) as (
+            url,
+            startup_s,
+        ):
             assert url.startswith("http://127.0.0.1:"), url  # localhost only
+            if args.client_nice:
+                os.nice(args.client_nice)  # the server and its workers were started at their own niceness
             out.update(asyncio.run(bench(args, url, startup_s, Path(tmp), pids[0])))
     out["complete"] = True
     write_json_atomic(out, args.out)
