@@ -362,7 +362,7 @@ def _karyotype_summary(
         if layout == "canvas"
         else (
             "DAPI / the metaphase's median chromosome grey x 96, rotated to its long axis (brighter half up), "
-            "scaled so the metaphase's median chromosome is 24 px long, 0 outside it"
+            f"scaled so the metaphase's median chromosome is {upright_median_length(shape):g} px long, 0 outside it"
         ),
         "left_out": dict(cut.left_out),
         "touching_another_chromosome_kept": sum(r["touches_other"] for r in records),
