@@ -11,7 +11,7 @@ from medseg.data.karyotype_features import FEATURE_NAMES
 from medseg.errors import DataValidationError
 from medseg.evaluation.karyotype import karyotype_section
 from medseg.evaluation.karyotype_baseline import BASELINE_FILE, KaryotypeBaseline
-from medseg.evaluation.karyotype_cells import has_chromosome_records, karyotype_comparison
+from medseg.evaluation.karyotype_cells import has_chromosome_records, karyotype_comparison, read_in_rearrangement
 
 
 def _size_cue(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,3 +75,8 @@ def test_comparison_reports_baseline_and_learned_model_per_chromosome_and_per_ce
     )
     assert "Beside the classical floor" in lines and "1↔2 1" in lines and "flagged" in lines
     assert "on the other 14: **100.0 % one by one" in lines
+    with h5py.File(path, "a") as f:  # a set built before the record: no accuracy apart, no line about it
+        del f["in_rearrangement"]
+    assert read_in_rearrangement(path) is None
+    result = karyotype_comparison(path, np.arange(32), test_idx, learned, tmp_path / "evaluation")
+    assert "apart" not in result["learned"] and "apart" not in result["baseline"]
