@@ -20,6 +20,7 @@ from medseg.evaluation.karyotype_baseline import BASELINE_FILE, KaryotypeBaselin
 from medseg.metrics.karyotype_assignment import ABNORMAL_RATIO, assign_cells
 
 __all__ = [
+    "apart_by_rearrangement",
     "cell_results",
     "confused_pairs",
     "has_chromosome_records",
