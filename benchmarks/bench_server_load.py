@@ -199,8 +199,8 @@ async def run_level(url, token, result, users, mode, paced, args, during=None) -
     )
     tasks = [asyncio.create_task(user(float(s))) for s in starts]
     t0 = time.perf_counter()
-    seconds = max(args.seconds, period) if spread else args.seconds  # every spread user has arrived
-    extra = await during() if during is not None else await asyncio.sleep(seconds)
+    duration = max(args.seconds, period) if spread else args.seconds  # every spread user has arrived
+    extra = await during() if during is not None else await asyncio.sleep(duration)
     load.stop.set()
     await asyncio.gather(*tasks)
     seconds = time.perf_counter() - t0

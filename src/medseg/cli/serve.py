@@ -246,7 +246,7 @@ def serve(
     _run(web, settings, host, port, web_workers, web_nice)
 
 
-def _run(web, settings, host: str, port: int, web_workers: int, web_nice: int = 5) -> None:
+def _run(web, settings, host: str, port: int, web_workers: int, web_nice: int) -> None:
     """uvicorn serving ``web`` in this process, or ``web_workers`` processes beside this one's job worker."""
     if web_workers > 1:
         from medseg.server import web_workers as several

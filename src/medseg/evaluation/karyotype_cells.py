@@ -20,7 +20,6 @@ from medseg.evaluation.karyotype_baseline import BASELINE_FILE, KaryotypeBaselin
 from medseg.metrics.karyotype_assignment import ABNORMAL_RATIO, assign_cells
 
 __all__ = [
-    "apart_by_rearrangement",
     "cell_results",
     "confused_pairs",
     "has_chromosome_records",
@@ -77,30 +76,36 @@ def read_in_rearrangement(path: str | Path) -> np.ndarray | None:
         return np.asarray(f["in_rearrangement"][...], bool) if "in_rearrangement" in f else None
 
 
-def apart_by_rearrangement(result: dict, true: np.ndarray, proba: np.ndarray, in_rearrangement) -> dict | None:
-    """Accuracy without / with the per-cell assignment (``result``: :func:`cell_results` of ``proba``) on the
-    chromosomes in a structural rearrangement of their cell and on the rest; None without the record."""
-    if in_rearrangement is None:
-        return None
-    own = np.asarray(proba).argmax(axis=1) + 1
-    assigned = np.asarray(result["predicted_with"])
-    out = {}
-    for name, where in (("in_rearrangement", in_rearrangement), ("rest", ~in_rearrangement)):
-        out[name] = {
+def _apart(own: np.ndarray, assigned: np.ndarray, true: np.ndarray, in_rearrangement: np.ndarray) -> dict:
+    """Accuracy without / with the per-cell assignment on the chromosomes in a structural rearrangement of their
+    cell and on the rest."""
+    in_rearrangement = np.asarray(in_rearrangement, bool)
+    return {
+        name: {
             "n": int(where.sum()),
             "accuracy_without": _accuracy(own[where], true[where]),
             "accuracy_with": _accuracy(assigned[where], true[where]),
         }
-    return out
+        for name, where in (("in_rearrangement", in_rearrangement), ("rest", ~in_rearrangement))
+    }
 
 
 def _accuracy(pred: np.ndarray, true: np.ndarray) -> float | None:
     return float(np.mean(pred == true)) if len(true) else None
 
 
-def cell_results(proba: np.ndarray, true: np.ndarray, cells: np.ndarray, *, ratio: float = ABNORMAL_RATIO) -> dict:
+def cell_results(
+    proba: np.ndarray,
+    true: np.ndarray,
+    cells: np.ndarray,
+    *,
+    ratio: float = ABNORMAL_RATIO,
+    in_rearrangement: np.ndarray | None = None,
+) -> dict:
     """Chromosome accuracy of ``proba`` (N, 24) against ``true`` (N,) 1–24 without and with the per-cell
-    assignment, the flagged cells and each cell's accuracy (its distribution: quartiles)."""
+    assignment, the flagged cells and each cell's accuracy (its distribution: quartiles); with
+    ``in_rearrangement`` (N,) bool (:func:`read_in_rearrangement`) also both accuracies on those chromosomes and
+    on the rest (``apart``)."""
     own = np.asarray(proba).argmax(axis=1) + 1
     assigned, per_cell = assign_cells(proba, cells, ratio=ratio)
     rows = []
@@ -121,7 +126,7 @@ def cell_results(proba: np.ndarray, true: np.ndarray, cells: np.ndarray, *, rati
     def quartiles(key: str) -> list[float]:
         return [float(q) for q in np.quantile([r[key] for r in rows], [0, 0.25, 0.5, 0.75, 1])] if rows else []
 
-    return {
+    out = {
         "accuracy_without": _accuracy(own, true),
         "accuracy_with": _accuracy(assigned, true),
         "n": int(len(true)),
@@ -133,6 +138,9 @@ def cell_results(proba: np.ndarray, true: np.ndarray, cells: np.ndarray, *, rati
         "cell_accuracy_quartiles_with": quartiles("accuracy_with"),
         "predicted_with": assigned.tolist(),
     }
+    if in_rearrangement is not None:
+        out["apart"] = _apart(own, assigned, true, in_rearrangement)
+    return out
 
 
 def confused_pairs(matrix, names, top: int = 8) -> list[dict]:
@@ -171,14 +179,10 @@ def karyotype_comparison(
     out_dir.mkdir(parents=True, exist_ok=True)
     baseline.save(out_dir / BASELINE_FILE)
     true, test_cells = classes[test_idx], cells[test_idx]
-    base_proba = baseline.predict_proba(normalised[test_idx])
-    base = cell_results(base_proba, true, test_cells)
-    learned = cell_results(learned_proba, true, test_cells)
     rearranged = read_in_rearrangement(source)
-    if rearranged is not None:
-        rearranged = rearranged[test_idx]
-        base["apart"] = apart_by_rearrangement(base, true, base_proba, rearranged)
-        learned["apart"] = apart_by_rearrangement(learned, true, learned_proba, rearranged)
+    rearranged = None if rearranged is None else rearranged[test_idx]
+    base = cell_results(baseline.predict_proba(normalised[test_idx]), true, test_cells, in_rearrangement=rearranged)
+    learned = cell_results(learned_proba, true, test_cells, in_rearrangement=rearranged)
     shown = max(dict.fromkeys(test_cells.tolist()), key=lambda c: int((test_cells == c).sum()))
     where = np.flatnonzero(test_cells == shown)
     assigned = np.asarray(learned["predicted_with"])[where]

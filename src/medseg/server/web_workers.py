@@ -164,4 +164,4 @@ def run(app, settings: ServerSettings, host: str, port: int, workers: int, annou
 def lower_priority() -> int:
     """In a web worker: raise this process's niceness by ``$MEDSEG_WEB_NICE`` (0–19); returns the new value."""
     wanted = max(0, min(19, int(os.environ.get(NICE_ENV) or 0)))
-    return os.nice(wanted) if wanted and hasattr(os, "nice") else (os.nice(0) if hasattr(os, "nice") else 0)
+    return os.nice(wanted) if hasattr(os, "nice") else 0  # os.nice(0) reads the niceness
