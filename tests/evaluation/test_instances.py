@@ -103,3 +103,33 @@ def test_removed_objects_are_counted_per_rule_and_matched_to_true_chromosomes():
     )
     got = _removed_true(result, np.zeros((20, 30), np.uint8), [true])
     assert got == {"small": {"removed": 1, "true_chromosomes": 1}, "specks": {"removed": 2, "true_chromosomes": 0}}
+
+
+def test_a_small_chromosome_crossing_a_long_one_split_correctly_is_no_merge():
+    """The short one lies three quarters in the overlap (36 of its 48 px): its partner's
+    correct half holds the overlap, hence over half of it — counted on whole masks that was a merge."""
+    karyo = np.zeros(SHAPE, np.uint8)
+    long_, short = _rect(20, 26, 10, 60), _rect(19, 27, 30, 36)
+    karyo[long_] = 1
+    karyo[short] = 2
+    karyo[long_ & short] = 255
+    truth = true_instances(karyo)
+    shared = karyo == 255
+    correct = match_instances([long_, short], truth, shared=shared)
+    assert (correct["tp"], correct["merge"], correct["split"]) == (2, 0, 0)
+    assert match_instances([long_, short], truth)["merge"] == 1  # whole masks: the miscount the rule avoids
+    fused = match_instances([long_ | short], truth, shared=shared)
+    assert fused["merge"] == 1 and fused["tp"] == 1  # kept whole: a merge under either rule
+    halves = match_instances([_rect(20, 26, 10, 33), _rect(20, 26, 33, 60), short], truth, shared=shared)
+    assert halves["split"] == 1  # the long one cut at the crossing: still a split
+
+
+def test_score_metaphase_leaves_the_overlap_pixels_out_of_the_merge_rule():
+    karyo = np.zeros(SHAPE, np.uint8)
+    long_, short = _rect(20, 26, 10, 60), _rect(19, 27, 30, 36)
+    karyo[long_] = 1
+    karyo[short] = 2
+    karyo[long_ & short] = 255
+    semantic = (karyo > 0).astype(np.uint8)
+    row = score_metaphase([long_, short], semantic, karyo)
+    assert (row["f1"], row["merge"], row["split"]) == (1.0, 0, 0)

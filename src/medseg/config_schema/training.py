@@ -106,6 +106,14 @@ class TrainConfig(Section):
         "medseg.training.sampling)",
     )
     batch_size: int = 8
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="validate, select and save an exponential moving average of the weights, updated after "
+        "every optimizer step with this decay (0.999: about the last 1,000 steps; "
+        "medseg.training.weight_average); null: the weights as trained",
+    )
     lr: float = 1.0e-3
     weight_decay: float = 0.0
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)

@@ -19,7 +19,7 @@ class RunRecords:
     history and summary (only rank 0 writes when several processes train)."""
 
     def resume(self) -> bool:
-        state = load_training_state(self.run_dir, self.model, self.optimizers, self.extra_modules())
+        state = load_training_state(self.run_dir, self.model, self.optimizers, self.state_modules())
         # the raw value: a damaged epoch is reported below as a damaged state, not as a crash here
         found = distributed.all_gather_objects(None if state is None else state.get("epoch", -1))
         if len({repr(v) for v in found}) > 1:  # repr: a damaged value need not be hashable
@@ -64,7 +64,7 @@ class RunRecords:
                 "elapsed_s": round(self.elapsed(), 3),
                 "stopped_by_time": self.stopped_by_time,
             },
-            self.extra_modules(),
+            self.state_modules(),
         )
 
     def write_history(self) -> None:

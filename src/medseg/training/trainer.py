@@ -108,6 +108,7 @@ from medseg.training.speed import (
     cpu_bf16_native,
     resolve_channels_last,
 )
+from medseg.training.weight_average import WeightAverage
 
 __all__ = [
     "CPU_CHANNELS_LAST_AUTO",
@@ -155,6 +156,9 @@ class Trainer(RunRecords, ParallelSteps):
         self.loss_fn = build_loss(cfg["loss"], self.mode).to(self.device)
         self.optimizers = self.build_optimizers()
         self.optimizer = self.optimizers["model"]
+        # train.ema_decay: validation, selection and the saved model use the weights' moving average
+        decay = tr.get("ema_decay")
+        self.weight_average = None if decay is None else WeightAverage(self.model, float(decay)).to(self.device)
         self.per_rank_batch = distributed.per_rank_batch(int(tr["batch_size"]), self.dist.world_size)
         self._ddp: dict[str, nn.Module] | None = self.wrap_distributed() if self.dist.active else None
         # train.compile: the network's forward compiled, used inside train_epoch only (see compiled_forward)
@@ -263,6 +267,21 @@ class Trainer(RunRecords, ParallelSteps):
         """Further networks trained alongside (a discriminator, a quality-awareness module)."""
         return {}
 
+    def state_modules(self) -> dict[str, nn.Module]:
+        """What the resumable state keeps besides the network and its optimizers: the extra networks and the
+        weights' moving average."""
+        extra = dict(self.extra_modules())
+        if self.weight_average is not None:
+            extra["weight_average"] = self.weight_average
+        return extra
+
+    def evaluated_weights(self):
+        """The network as validated and saved: its weights' moving average inside the block when
+        ``train.ema_decay`` is set, else the weights as trained."""
+        if self.weight_average is None:
+            return nullcontext()
+        return self.weight_average.applied(self.model)
+
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
@@ -350,6 +369,8 @@ class Trainer(RunRecords, ParallelSteps):
             with self.compiled_forward():
                 out = self.train_step(batch)
             self.global_step += 1
+            if self.weight_average is not None:
+                self.weight_average.update(self.model)
             if not math.isfinite(out["loss"]):
                 raise FloatingPointError(f"training loss became {out['loss']} at epoch {epoch + 1}, batch {i}")
             for k, v in out.items():
@@ -464,9 +485,10 @@ class Trainer(RunRecords, ParallelSteps):
                 break
             t_val = time.perf_counter()
             if self.has_validation:
-                row.update(self.validate())
-                if self.val_subset is not None and full_every and (epoch + 1) % full_every == 0:
-                    row.update({f"full_{k}": v for k, v in self.validate(full=True).items()})
+                with self.evaluated_weights():
+                    row.update(self.validate())
+                    if self.val_subset is not None and full_every and (epoch + 1) % full_every == 0:
+                        row.update({f"full_{k}": v for k, v in self.validate(full=True).items()})
             row["steps"] = self.global_step
             row["progress"] = round(self.budget_progress(), 4)
             row["lr_end"] = self.optimizer.param_groups[0]["lr"]
@@ -477,7 +499,8 @@ class Trainer(RunRecords, ParallelSteps):
                 self.scheduler.step(row["val_loss" if self.has_validation else "train_loss"])
             self.history.append(row)
             if main:  # rank 0 alone writes, from the unwrapped network
-                self._save_epoch_model(row, epoch, improved)
+                with self.evaluated_weights():
+                    self._save_epoch_model(row, epoch, improved)
             row["training_time_s"] = round(t_val - t0, 3)
             row["validation_time_s"] = round(time.perf_counter() - t_val, 3)  # validating and saving the model
             row["time_s"] = round(time.perf_counter() - t0, 3)
