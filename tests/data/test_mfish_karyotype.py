@@ -121,3 +121,39 @@ def test_rearranged_chromosomes_left_out_of_the_training_slides_only(tmp_path, s
         kept_slides, kept_inside = f["slide"].asstr()[:], f["in_rearrangement"][:].astype(bool)
         assert len(f["features"]) == len(f["dataset_1"]) == normal["n_images"]
     assert not (kept_inside & ~np.isin(kept_slides, every["held_out_slides"])).any()
+
+
+def test_crossed_chromosomes_take_their_overlap_and_only_crossings_of_two():
+    from medseg.data.mfish import OVERLAP_VALUE
+    from medseg.data.mfish_pair_crops import crossed_chromosomes
+
+    karyo = np.zeros((60, 80), np.uint8)
+    karyo[20:26, 5:45] = 1  # 1 crossed by 2 (vertical): the overlap cuts 1 in two, still one chromosome
+    karyo[8:40, 22:28] = 2
+    karyo[20:26, 22:28] = OVERLAP_VALUE
+    karyo[45:50, 5:30] = 3  # isolated: not a crossed chromosome
+    karyo[5:11, 50:75] = 4  # 4, 5 and 6 around one overlap: whose pixels are whose is unclear
+    karyo[2:20, 58:63] = 5
+    karyo[11:14, 58:63] = 6
+    karyo[5:11, 58:63] = OVERLAP_VALUE
+    dapi = np.where(karyo > 0, 100, 10).astype(np.uint8)
+    found = {ch.cls: ch for ch in crossed_chromosomes(dapi, karyo, min_px=10)}
+    assert sorted(found) == [1, 2]
+    one = found[1]
+    assert one.box == (20, 5, 6, 40) and one.area == 6 * 40  # both halves and the overlap
+    assert found[2].area == 32 * 6 and found[2].touches_other and not one.at_border
+
+
+def test_crossed_chromosomes_join_the_training_slides_only(tmp_path, small_mfish):
+    from medseg.data.mfish_karyotype import run_mfish_karyotype
+
+    every = run_mfish_karyotype(small_mfish, tmp_path / "a" / "k.h5", layout="upright", progress=False)
+    more = run_mfish_karyotype(small_mfish, tmp_path / "x" / "k.h5", layout="upright", crossed=True, progress=False)
+    added = more["crossed"]["train"]
+    assert added > 0 and more["n_images"] == every["n_images"] + added
+    assert more["n_test"] == every["n_test"] and more["left_out"]["crossed_on_held_out_slides"] > 0
+    with h5py.File(tmp_path / "a" / "k.h5") as fa, h5py.File(tmp_path / "x" / "k.h5") as fx:
+        test_a = np.isin(fa["slide"].asstr()[:], every["held_out_slides"])
+        test_x = np.isin(fx["slide"].asstr()[:], every["held_out_slides"])
+        # the test chromosomes are the same cut-outs: the crossed ones do not move their metaphase's medians
+        np.testing.assert_array_equal(fa["dataset_1"][:][test_a], fx["dataset_1"][:][test_x])

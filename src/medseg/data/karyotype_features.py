@@ -167,15 +167,18 @@ def metaphase_cutouts(
     windows: Sequence[tuple[np.ndarray, np.ndarray]],
     shape: tuple[int, int] = UPRIGHT_SHAPE,
     median_length: float | None = None,
+    reference: int | None = None,
 ) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray, bool]]]:
     """Every chromosome of one metaphase (``windows``: (grey, mask) each) measured and cut out upright: its raw
     features (N, 17) and :func:`upright_cutout` scaled so the metaphase's median chromosome is ``median_length``
     px long (default :func:`upright_median_length` of ``shape``), its DAPI by the median intensity — the one rule
-    of the training set and of inference."""
+    of the training set and of inference. ``reference``: only the first N windows make the medians (the
+    others are measured against them); default all."""
     if median_length is None:
         median_length = upright_median_length(shape)
     raw = np.stack([chromosome_features(g, m) for g, m in windows])
-    length, intensity = float(np.median(raw[:, 1])), float(np.median(raw[:, 3]))
+    ref = raw[: reference or len(raw)]
+    length, intensity = float(np.median(ref[:, 1])), float(np.median(ref[:, 3]))
     cuts = [
         upright_cutout(g, m, scale=median_length / length, intensity=max(intensity, 1.0), shape=shape)
         for g, m in windows

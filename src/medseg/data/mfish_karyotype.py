@@ -139,13 +139,16 @@ def run_mfish_karyotype(
     layout: str = "canvas",
     upright_shape: tuple[int, int] = UPRIGHT_SHAPE,
     leave_out_rearranged: bool = False,
+    crossed: bool = False,
     progress: bool = True,
 ) -> dict:
     """Write the karyotyping set of the M-FISH folder ``src`` to ``output`` (``.h5``) and its sidecars (see the
     module docstring); ``limit``: only the first N labelled metaphases; ``layout``: ``canvas`` (unscaled on the
     ``size`` square) or ``upright`` (:func:`medseg.data.karyotype_features.upright_cutout` on an ``upright_shape``
     canvas); ``leave_out_rearranged``: the training slides' chromosomes in a structural rearrangement of their
-    cell (:mod:`medseg.data.iscn`) are left out and counted (the held-out slides keep all). Every file is written
+    cell (:mod:`medseg.data.iscn`) are left out and counted (the held-out slides keep all); ``crossed``: the
+    training slides' chromosomes that cross one other chromosome are added (the held-out slides keep their
+    isolated chromosomes only, so the test set stays the same). Every file is written
     under a temporary name and renamed at the end. Returns the summary (the JSON's content plus the paths)."""
     from medseg.data.mfish_pairs import held_out_slides
 
@@ -164,10 +167,12 @@ def run_mfish_karyotype(
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     shape = (size, size) if layout == "canvas" else tuple(int(v) for v in upright_shape)
-    cut = _cut_chromosomes(metaphases, layout, shape, size, margin, min_area, progress)
+    cut = _cut_chromosomes(metaphases, layout, shape, size, margin, min_area, progress, crossed=crossed)
     if not cut.images:
         raise DataValidationError(src, f"no isolated chromosome in the {len(metaphases)} metaphase(s) read")
     test_slides = held_out_slides(cut.pair_slides, seed=split_seed) if cut.pair_slides else []
+    if crossed:  # training material only: the test set stays the isolated chromosomes of the held-out slides
+        cut.leave_out([r["crossed"] and r["slide"] in test_slides for r in cut.records], "crossed_on_held_out_slides")
     if leave_out_rearranged:
         cut.leave_out([r["in_rearrangement"] and r["slide"] not in test_slides for r in cut.records])
     summary = _karyotype_summary(
@@ -231,19 +236,21 @@ class _Cutouts:
     largest: tuple = (0, 0)
     shrunk_to_fit: int = 0
 
-    def leave_out(self, drop: list[bool]) -> None:
-        """Drop the chromosomes flagged in ``drop`` (counted as ``in_rearrangement_on_training_slides``)."""
+    def leave_out(self, drop: list[bool], why: str = "in_rearrangement_on_training_slides") -> None:
+        """Drop the chromosomes flagged in ``drop`` (counted under ``why``)."""
         keep = [k for k, d in enumerate(drop) if not d]
-        self.left_out["in_rearrangement_on_training_slides"] = len(drop) - len(keep)
+        self.left_out[why] = len(drop) - len(keep)
         for name in ("images", "labels", "records", "features"):
             setattr(self, name, [getattr(self, name)[k] for k in keep])
 
 
 def _cut_chromosomes(
-    metaphases, layout: str, shape: tuple, size: int, margin: int, min_area: int, progress: bool
+    metaphases, layout: str, shape: tuple, size: int, margin: int, min_area: int, progress: bool, crossed: bool = False
 ) -> _Cutouts:
-    """The cut-out, label, record and raw features of every whole isolated chromosome of ``metaphases``."""
-    from medseg.data.mfish_pair_crops import isolated_chromosomes, pairs_from_karyotype
+    """The cut-out, label, record and raw features of every whole isolated chromosome of ``metaphases`` — and
+    with ``crossed`` of every whole chromosome crossing one other (:func:`~medseg.data.mfish_pair_crops.
+    crossed_chromosomes`; record ``crossed``), measured against the medians of the metaphase's isolated ones."""
+    from medseg.data.mfish_pair_crops import crossed_chromosomes, isolated_chromosomes, pairs_from_karyotype
 
     cut = _Cutouts()
     for m in Progress(metaphases, desc="M-FISH chromosomes", unit="image", disable=not progress):
@@ -261,8 +268,12 @@ def _cut_chromosomes(
         cut.left_out["at_metaphase_border"] += len(chromosomes) - len(whole)
         if not whole:
             continue
+        isolated = len(whole)
+        if crossed:
+            found = crossed_chromosomes(dapi, karyo, min_px=min_area, folder=m.folder, image_id=m.id)
+            whole += [ch for ch in found if not ch.at_border]
         raw, upright = (
-            metaphase_cutouts([(ch.image, ch.mask) for ch in whole], shape)
+            metaphase_cutouts([(ch.image, ch.mask) for ch in whole], shape, reference=isolated)
             if layout == "upright"
             else (np.stack([chromosome_features(ch.image, ch.mask) for ch in whole]), None)
         )
@@ -289,6 +300,7 @@ def _cut_chromosomes(
                     "area": ch.area,
                     "touches_other": ch.touches_other,
                     "in_rearrangement": ch.cls in rearranged,
+                    "crossed": k >= isolated,
                     "box": [int(v) for v in ch.box],
                 }
             )
@@ -366,6 +378,10 @@ def _karyotype_summary(
         ),
         "left_out": dict(cut.left_out),
         "touching_another_chromosome_kept": sum(r["touches_other"] for r in records),
+        "crossed": {
+            "what": "training slides' chromosomes crossing one other, with the overlap (data.mfish_karyotype_crossed)",
+            "train": sum(1 for r in records if r.get("crossed")),
+        },
         "karyotypes": cut.karyotypes,
         "in_rearrangement": {
             "what": "chromosomes whose class a structural rearrangement of their cell's karyotype names "

@@ -22,6 +22,7 @@ __all__ = [
     "IsolatedChromosome",
     "Pair",
     "PairOptions",
+    "crossed_chromosomes",
     "isolated_chromosomes",
     "pairs_from_karyotype",
 ]
@@ -125,6 +126,50 @@ def _overlap_regions(karyo: np.ndarray, touch_px: int) -> _Overlaps:
         values = np.unique(karyo[win][ring])
         ov.classes.append(tuple(int(v) for v in values if 1 <= v <= 24))
     return ov
+
+
+def crossed_chromosomes(
+    dapi: np.ndarray, karyo: np.ndarray, *, min_px: int = 10, folder: str = "", image_id: str = ""
+) -> list[IsolatedChromosome]:
+    """Every chromosome that :func:`isolated_chromosomes` leaves out because it crosses another: its class's
+    pixels together with the overlap regions it borders (the rule of
+    :func:`medseg.evaluation.instances.true_instances`: a chromosome cut in two by a crossing is one), cropped
+    to its box with no margin. Only crossings of exactly two classes are taken — an overlap bordering three or
+    more chromosomes, or two copies of one class, does not say whose pixels are whose. In the overlap the DAPI
+    is both chromosomes' (brighter), as the instance separation hands a crossed chromosome to the classifier."""
+    ov = _overlap_regions(karyo, 1)
+    clear = {k for k, classes in enumerate(ov.classes, start=1) if len(classes) == 2}
+    h, w = karyo.shape
+    out: list[IsolatedChromosome] = []
+    for c in range(1, 25):
+        own = karyo == c
+        if not own.any():
+            continue
+        bordering = [k for k, classes in enumerate(ov.classes, start=1) if c in classes]
+        if not bordering:
+            continue
+        labelled, _ = ndimage.label(own | np.isin(ov.labelled, bordering), _EIGHT)
+        for i, sl in enumerate(ndimage.find_objects(labelled), start=1):
+            if sl is None:
+                continue
+            mask = labelled[sl] == i
+            regions = set(np.unique(ov.labelled[sl][mask]).tolist()) - {0}
+            if not regions or not regions <= clear or int((mask & own[sl]).sum()) < min_px:
+                continue  # isolated (isolated_chromosomes' own), or a crossing that is not clearly two
+            out.append(
+                IsolatedChromosome(
+                    image=dapi[sl].astype(np.uint8, copy=True),
+                    mask=mask,
+                    folder=folder,
+                    image_id=image_id,
+                    cls=c,
+                    area=int(mask.sum()),
+                    box=(sl[0].start, sl[1].start, sl[0].stop - sl[0].start, sl[1].stop - sl[1].start),
+                    touches_other=True,
+                    at_border=sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w,
+                )
+            )
+    return out
 
 
 def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -167,7 +167,12 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
 
 
 def _karyotype(
-    source: Path, progress: bool, layout: str = "canvas", upright_shape=None, leave_out_rearranged: bool = False
+    source: Path,
+    progress: bool,
+    layout: str = "canvas",
+    upright_shape=None,
+    leave_out_rearranged: bool = False,
+    crossed: bool = False,
 ) -> Path:
     import sys
 
@@ -183,6 +188,7 @@ def _karyotype(
             layout=layout,
             upright_shape=shape,
             leave_out_rearranged=leave_out_rearranged,
+            crossed=crossed,
             progress=progress,
         )
         if progress:
@@ -198,6 +204,7 @@ def _karyotype(
     # lack the HDF5 'features' / 'in_rearrangement': a new folder rebuilds them)
     name = f"karyotype_c{CANVAS}_r" if layout == "canvas" else "karyotype_upright_{}x{}_r".format(*shape)
     name += "_normal_training" if leave_out_rearranged else ""
+    name += "_crossed" if crossed else ""
     return _build(_set_root(source) / name, make) / "karyotype.h5"
 
 
@@ -228,7 +235,8 @@ def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
         return _synth(source, n_pairs, seed, progress)
     if kind in ("karyotype", "karyotype-upright"):
         leave_out = bool(data_cfg.get("mfish_leave_out_rearranged"))
+        crossed = bool(data_cfg.get("mfish_karyotype_crossed"))
         if kind == "karyotype":
-            return _karyotype(source, progress, leave_out_rearranged=leave_out)
-        return _karyotype(source, progress, "upright", _upright_canvas(data_cfg.get("size")), leave_out)
+            return _karyotype(source, progress, leave_out_rearranged=leave_out, crossed=crossed)
+        return _karyotype(source, progress, "upright", _upright_canvas(data_cfg.get("size")), leave_out, crossed)
     return _both(source, n_pairs, seed, progress)
