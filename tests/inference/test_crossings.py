@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg.inference.crossings import split_crossing
+from medseg.inference.crossings import split_crossing, split_crossings
 from medseg.inference.instances import separate_instances
 
 
@@ -95,3 +95,41 @@ def test_separate_instances_parts_a_crossing_by_geometry_without_a_pair_model_an
     assert whole.counts["no_pair_model"] == 1 and len(whole.instances) == 1
     with pytest.raises(ValueError, match="crossings"):
         separate_instances(image, semantic, crossings="guess")
+
+
+def _chain(shape=(70, 100)):
+    """A horizontal chromosome crossed by two vertical ones: a cluster of three with two overlaps."""
+    b = _bar(shape, 31, 39, 5, 95)
+    a, c = _bar(shape, 5, 65, 21, 29), _bar(shape, 5, 65, 66, 74)
+    return a, b, c
+
+
+def test_a_chain_of_three_is_parted_at_both_overlaps():
+    a, b, c = _chain()
+    parts = split_crossings(a | b | c, [a & b, b & c])
+    assert parts is not None and len(parts) == 3 and _matches(parts, [a, b, c])
+    middle = next(p for p in parts if _iou(p, b) > 0.9)
+    assert (middle & a & b).sum() == (a & b).sum() and (middle & b & c).sum() == (b & c).sum()  # both overlaps
+    assert split_crossings(a | b, [a & b]) is not None  # one overlap: the single-crossing rule's answer
+    assert _matches(split_crossings(a | b, [a & b]), split_crossing(a | b, a & b))
+
+
+def test_several_overlaps_stay_whole_when_one_is_unclear_or_an_arm_leaves_none():
+    a, b, c = _chain()
+    stub = _bar(a.shape, 55, 65, 40, 50)  # a piece touching nothing: it leaves no overlap
+    assert split_crossings(a | b | c | stub, [a & b, b & c]) is None
+    # a third "overlap" at the tip of a: one arm leaves it, so it is no crossing and nothing says how to part
+    tip = _bar(a.shape, 2, 8, 19, 31)
+    assert split_crossings(a | b | c | tip, [a & b, b & c, tip]) is None
+
+
+def test_separate_instances_parts_a_cluster_of_three_and_can_keep_it_whole():
+    a, b, c = _chain()
+    semantic = np.where(a | b | c, 1, 0).astype(np.uint8)
+    semantic[(a & b) | (b & c)] = 2
+    image = semantic / 2.0
+    parted = separate_instances(image, semantic)
+    assert parted.counts["geometry"] == 1 and parted.counts["several_overlaps"] == 0
+    assert len(parted.instances) == 3 and _matches(parted.masks(), [a, b, c])
+    whole = separate_instances(image, semantic, split_several=False)
+    assert whole.counts["several_overlaps"] == 1 and len(whole.instances) == 1

@@ -99,7 +99,10 @@ def test_fallbacks_are_counted_and_keep_the_component_whole():
     r = separate_instances(image, semantic, None, crossings="whole")
     assert r.counts["no_pair_model"] == 1 and len(r.instances) == 3
     r = separate_instances(image, semantic, None)  # without a pair model: by the arms' directions
-    assert r.counts["geometry"] == 1 and r.counts["no_pair_model"] == 0 and len(r.instances) == 4
+    # the cross and the cluster of three (two overlaps) both parted: 1 + 2 + 3 instances
+    assert r.counts["geometry"] == 2 and r.counts["no_pair_model"] == 0 and len(r.instances) == 6
+    r = separate_instances(image, semantic, None, split_several=False)
+    assert r.counts["geometry"] == 1 and r.counts["several_overlaps"] == 1 and len(r.instances) == 4
     r = separate_instances(image, semantic, IntensityPairModel(constant=1))  # sees one chromosome only
     assert r.counts["pair_model_failed"] == 1 and r.counts["pair_model"] == 0
     failed = next(i for i in r.instances if i.how == "pair_model_failed")

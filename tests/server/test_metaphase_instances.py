@@ -201,16 +201,17 @@ def test_without_a_pair_model_crossings_are_split_by_their_arms_and_classes_pass
     _drawn(server)
     result = _segment(server, h, scene["path"])
     info = result["instances"]
-    assert info["n"] == 4 and info["counts"]["geometry"] == 1 and info["split"] == 1  # A and B by their arms
+    # A and B by their arms, and the cluster of a bar crossed by two others at both overlaps
+    assert info["n"] == 6 and info["counts"]["geometry"] == 2 and info["split"] == 2
     assert info["counts"]["no_pair_model"] == 0
     assert "no pair model" in info["note"] and "administrator" in info["note"] and "--pair-model" not in info["note"]
     assert info["pair_model"] is None
     assert any("--pair-model" in r.getMessage() for r in caplog.records)  # the operator's fix: in the server log
-    assert "1 crossings split by their arms, 1 clusters kept whole" in info["text"]
+    assert "2 crossings split by their arms, 0 clusters kept whole" in info["text"]
     table = server.client.get(info["table_url"], headers=h).json()
     assert table["pair_model"] is None and table["pair_model_version"] is None
     assert {(r["class_name"], r["class_confidence"]) for r in table["instances"]} == {("chr1", 0.75)}
-    assert len([n for n in _zip(server, h, result).namelist() if n.endswith("_mask.png")]) == 4
+    assert len([n for n in _zip(server, h, result).namelist() if n.endswith("_mask.png")]) == 6
 
 
 def test_real_models_without_patching(make_server, models, scene):
@@ -366,8 +367,9 @@ def test_karyotype_model_loaded_by_the_worker_on_first_use(make_server, models, 
     info = _segment(server, h, scene["path"])["instances"]
     assert entry.karyotype._predictor is not None
     assert info["karyotype_model"]["vote"] == "soft" and info["pair_model"] is None
-    # A and B split by their arms (no pair model), the cluster of three too large for the canvas
-    assert info["n"] == 4 and info["class_counts"] == {"X": 3} and info["unclassified"] == 1
+    # A and B split by their arms (no pair model), the cluster of three parted at its two overlaps; its long bar
+    # (80 px) is too large for the tiny model's canvas
+    assert info["n"] == 6 and info["class_counts"] == {"X": 5} and info["unclassified"] == 1
     records = server.client.get(info["table_url"], headers=h).json()["instances"]
     named = [r for r in records if r["class"] is not None]
     assert {r["class_name"] for r in named} == {"X"} and all(0.5 < r["class_confidence"] <= 1 for r in named)

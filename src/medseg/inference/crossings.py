@@ -12,6 +12,11 @@ That gives a rule that needs no training, in the spirit of the geometric separat
   through; the third arm + the overlap is the other one;
 * **2 arms** (two chromosomes overlapping end to end, or side by side): one arm each, the overlap shared.
 
+A cluster with **several overlaps** (a chromosome crossing two others, a chain) is parted by the same rule at
+every overlap (:func:`split_crossings`): each overlap pairs the arms around it, the arms paired through any overlap
+are one chromosome, and a chromosome holds every overlap one of its arms leaves. It is made only when every
+overlap is clear, every arm leaves some overlap, and every overlap ends up between exactly two chromosomes.
+
 An arm's direction is the vector from the overlap's centroid to the arm's centroid. Arms under ``min_arm_px``
 pixels are no arms (a ragged edge of the overlap): their pixels go to the nearest arm. The split is only made
 when it is clear (:data:`MIN_OPPOSITION`, the cosine of a pair's angle must be at most −0.5, i.e. ≥ 120°, for
@@ -27,7 +32,7 @@ from itertools import combinations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MIN_ARM_PX", "MIN_OPPOSITION", "nearest_seed", "split_crossing"]
+__all__ = ["MIN_ARM_PX", "MIN_OPPOSITION", "nearest_seed", "split_crossing", "split_crossings"]
 
 MIN_ARM_PX = 15  # px: smaller pieces around an overlap are its ragged edge, not an arm
 MIN_OPPOSITION = -0.5  # cosine of the angle between a through-running chromosome's two arms (≤ −0.5: ≥ 120°)
@@ -58,6 +63,69 @@ def _through_pairs(d: np.ndarray) -> list[tuple[int, int]] | None:
         best = min(combinations(range(3), 2), key=lambda p: cos[p])
         return [best] if cos[best] <= MIN_OPPOSITION else None
     return [] if n == 2 else None
+
+
+def _arms(comp: np.ndarray, overlap: np.ndarray, contact, min_arm_px: int) -> list[np.ndarray] | None:
+    """The component's pieces outside ``overlap`` (and the contact pixels), 4-connected, of at least
+    ``min_arm_px``; the smaller pieces join their nearest arm. None when there is no arm."""
+    own = comp & ~overlap
+    apart = own if contact is None else own & ~np.asarray(contact, bool)
+    # 4-connected: at the overlap's corners the two chromosomes' arms meet diagonally, pixel to pixel
+    labels, n = ndimage.label(apart)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    big = [k for k in range(1, n + 1) if sizes[k] >= min_arm_px]
+    if not big:
+        return None
+    seeds = np.zeros(comp.shape, np.int32)
+    for j, k in enumerate(big, start=1):
+        seeds[labels == k] = j
+    arm_of = np.where(own, nearest_seed(seeds), 0)  # small pieces join their nearest arm
+    return [arm_of == j for j in range(1, len(big) + 1)]
+
+
+def split_crossings(
+    comp: np.ndarray, overlaps: list[np.ndarray], contact: np.ndarray | None = None, *, min_arm_px: int = MIN_ARM_PX
+) -> list[np.ndarray] | None:
+    """The chromosomes (boolean masks on ``comp``'s window) of a component with one or more overlap regions
+    (``overlaps``: one boolean mask each), or None when one of them is unclear (module docstring)."""
+    comp = np.asarray(comp, bool)
+    overlaps = [np.asarray(o, bool) & comp for o in overlaps]
+    if not overlaps or not all(o.any() for o in overlaps):
+        return None
+    arms = _arms(comp, np.logical_or.reduce(overlaps), contact, min_arm_px)
+    if arms is None:
+        return None
+    parent = list(range(len(arms)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    around = []  # per overlap: the arms that leave it
+    for o in overlaps:
+        ring = ndimage.binary_dilation(o, np.ones((5, 5), bool)) & ~o
+        near = [i for i, a in enumerate(arms) if (a & ring).any()]
+        through = _through_pairs(_directions([arms[i] for i in near], o)) if 2 <= len(near) <= 4 else None
+        if through is None:
+            return None
+        for i, j in through:
+            parent[root(near[i])] = root(near[j])
+        around.append(near)
+    if set(range(len(arms))) - {i for near in around for i in near}:
+        return None  # an arm that leaves no overlap: a piece the contact class cut off, not a crossing's
+    groups = sorted({root(i) for i in range(len(arms))})
+    if len(groups) < 2 or any(len({root(i) for i in near}) != 2 for near in around):
+        return None
+    out = []
+    for g in groups:
+        mask = np.logical_or.reduce([arms[i] for i in range(len(arms)) if root(i) == g])
+        for o, near in zip(overlaps, around, strict=True):
+            if any(root(i) == g for i in near):
+                mask = mask | o
+        out.append(mask)
+    return out
 
 
 def split_crossing(
