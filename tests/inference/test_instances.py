@@ -103,16 +103,22 @@ def test_fallbacks_are_counted_and_keep_the_component_whole():
     assert r.counts["geometry"] == 2 and r.counts["no_pair_model"] == 0 and len(r.instances) == 6
     r = separate_instances(image, semantic, None, split_several=False)
     assert r.counts["geometry"] == 1 and r.counts["several_overlaps"] == 1 and len(r.instances) == 4
-    r = separate_instances(image, semantic, IntensityPairModel(constant=1))  # sees one chromosome only
+    failing = IntensityPairModel(constant=1)  # sees one chromosome only
+    r = separate_instances(image, semantic, failing, arms_after_pair_model=False)
     assert r.counts["pair_model_failed"] == 1 and r.counts["pair_model"] == 0
     failed = next(i for i in r.instances if i.how == "pair_model_failed")
     np.testing.assert_array_equal(failed.full_mask(SHAPE), m["a"] | m["b"])
     assert set(FALLBACKS) <= set(r.counts)
+    # by default the arms part what the pair model could not, and the decline is counted
+    r = separate_instances(image, semantic, failing)
+    assert r.counts["pair_model_failed"] == 0 and r.counts["geometry"] == 1 and r.counts["pair_model_declined"] == 1
+    parts = [i.full_mask(SHAPE) for i in r.instances if i.how == "geometry"]
+    assert len(parts) == 2 and {int(p.sum()) for p in parts} == {int(m["a"].sum()), int(m["b"].sum())}
 
 
 def test_an_unsure_pair_model_keeps_the_crossing_whole():
     image, semantic, m = scene()
-    unsure = separate_instances(image, semantic, IntensityPairModel(confidence=0.6))
+    unsure = separate_instances(image, semantic, IntensityPairModel(confidence=0.6), arms_after_pair_model=False)
     assert unsure.counts["pair_model_unsure"] == 1 and unsure.counts["pair_model"] == 0
     kept = next(i for i in unsure.instances if i.how == "pair_model_unsure")
     np.testing.assert_array_equal(kept.full_mask(SHAPE), m["a"] | m["b"])

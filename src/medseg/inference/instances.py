@@ -38,6 +38,10 @@ chromosomes that touch come apart; the regions a component was cut into beyond o
   pixels chromosome B; every other non-overlap pixel of the component (where the pair model said background or
   overlap, or outside the crop) goes to the nearer seed (Euclidean distance); the overlap region found by the
   semantic model belongs to both (``how="pair_model"``). A, B each = own pixels + the overlap.
+* **after the pair model**: where it declines a crossing of two (``pair_model_unsure``, ``pair_model_failed``)
+  its arms are tried as without it (``arms_after_pair_model``, on by default; each crossing parted that way is
+  counted as ``geometry`` and ``pair_model_declined``), so a weak pair model costs nothing against the arms
+  alone; only what neither can part is kept whole (clusters of several overlaps stay whole with a pair model);
 * **fallbacks** (the component is kept whole, one instance, ``how`` says why, and counted in
   :attr:`InstanceResult.counts`): ``several_overlaps`` (two or more overlap regions: a cluster of three or more
   chromosomes, or two crossing twice — the pair model is trained on one crossing of two; by geometry, when the
@@ -264,6 +268,7 @@ def separate_instances(
     regions: np.ndarray | None = None,
     crossings: str = "auto",
     split_several: bool = True,
+    arms_after_pair_model: bool = True,
     progress: bool = False,
 ) -> InstanceResult:
     """Chromosome instances from a metaphase's semantic labels (0 bg, 1 chromosome, 2 overlap, optionally 3
@@ -288,6 +293,7 @@ def separate_instances(
         "whole": 0,
         "pair_model": 0,
         "geometry": 0,
+        "pair_model_declined": 0,
         **{k: 0 for k in FALLBACKS},
         "small_overlaps_ignored": 0,
     }
@@ -344,6 +350,11 @@ def separate_instances(
             how, split = _pair_model_split(
                 pair_predictor, image, semantic.shape, comp, box, ov_lab == big[0], min_part_px, min_pair_confidence
             )
+            if split is None and arms_after_pair_model:  # the pair model declined: the arms may still say how
+                arms = split_crossing(comp, ov_lab == big[0], contact[sl], min_arm_px=min_part_px)
+                if arms is not None:
+                    counts["pair_model_declined"] += 1
+                    how, split = "geometry", arms
         counts[how] += 1
         if split is None:
             found.append((box, comp, how, k, False))
