@@ -213,6 +213,7 @@ def payload_of(
         # medseg.evaluation.karyotype_cells: the classical floor on the same chromosomes, and per-cell decisions
         "baseline": _compact(soft.get("baseline")),
         "per_cell_assignment": _compact(soft.get("learned")),
+        "combined_with_baseline": _compact(soft.get("combined")),
         "most_confused_pairs": confused_pairs(soft["confusion_matrix"], soft["class_names"]),
         "pixel_mean": results["soft"]["metrics"].get("mean"),
         "report": str(work / "evaluation_soft" / "report.md"),

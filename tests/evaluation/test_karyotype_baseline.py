@@ -80,3 +80,55 @@ def test_comparison_reports_baseline_and_learned_model_per_chromosome_and_per_ce
     assert read_in_rearrangement(path) is None
     result = karyotype_comparison(path, np.arange(32), test_idx, learned, tmp_path / "evaluation")
     assert "apart" not in result["learned"] and "apart" not in result["baseline"]
+
+
+def test_combine_is_a_weighted_geometric_mean_and_its_weight_is_chosen_on_validation():
+    from medseg.evaluation.karyotype_cells import choose_weight, combine
+
+    learned = np.full((4, 24), 0.01)
+    learned[:, 0] = 0.6  # the learned model says class 1 everywhere
+    baseline = np.full((4, 24), 0.01)
+    baseline[np.arange(4), [0, 1, 1, 1]] = 0.9  # the baseline says 1, 2, 2, 2
+    np.testing.assert_allclose(combine(learned, baseline, 0.0), learned / learned.sum(1, keepdims=True), atol=1e-4)
+    assert np.allclose(combine(learned, baseline, 0.3).sum(1), 1.0)
+    true = np.array([1, 2, 2, 2])
+    weight, scores = choose_weight(learned, baseline, true)
+    assert scores[0.0] == 0.25 and scores[weight] == 1.0 and weight > 0
+    same = np.array([1, 1, 1, 1])  # the learned model is right: no weight needed, the smallest wins the tie
+    assert choose_weight(learned, baseline, same)[0] == 0.0
+
+
+def test_the_comparison_combines_the_two_with_a_weight_from_the_validation_chromosomes(tmp_path):
+    features, classes = _size_cue(48, seed=3)
+    cells = np.array([f"cell{i // 8}" for i in range(48)])
+    path = tmp_path / "karyotype.h5"
+    with h5py.File(path, "w") as f:
+        text = h5py.string_dtype("utf-8")
+        f.create_dataset("features", data=features.astype(np.float32))
+        f.create_dataset("class", data=classes.astype(np.uint8))
+        f.create_dataset("folder", data=np.array(["slide"] * 48, dtype=object), dtype=text)
+        f.create_dataset("image", data=np.array(cells, dtype=object), dtype=text)
+    val_idx, test_idx = np.arange(24, 32), np.arange(32, 48)
+
+    def wrong_on_half(idx):  # a learned model right on the first half of its chromosomes only
+        p = np.full((len(idx), 24), 0.01)
+        truth = classes[idx] - 1
+        p[np.arange(len(idx)), np.where(np.arange(len(idx)) < len(idx) // 2, truth, 2)] = 0.4
+        return p
+
+    result = karyotype_comparison(
+        path,
+        np.arange(24),
+        test_idx,
+        wrong_on_half(test_idx),
+        tmp_path / "e",
+        validation=(val_idx, wrong_on_half(val_idx)),
+    )
+    combined = result["combined"]
+    assert combined["n_validation"] == 8 and combined["weight"] > 0
+    assert combined["accuracy_without"] > result["learned"]["accuracy_without"] == 0.5
+    lines = "\n".join(karyotype_section({"per_class": {}, "confusion_matrix": [[1]], "class_names": ["1"], **result}))
+    assert f"learned × baseline: geometric mean, the baseline's weight {combined['weight']:g}" in lines
+    assert "combined" not in karyotype_comparison(
+        path, np.arange(24), test_idx, wrong_on_half(test_idx), tmp_path / "f"
+    )

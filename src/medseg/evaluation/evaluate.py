@@ -265,6 +265,19 @@ def _pool_validation_folds(ev: _Evaluation, summary: dict):
     return eval_idx, per_image, images, labels, preds
 
 
+def _validation_classes(ev: _Evaluation, val_idx: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """(len(val_idx), 24): fold 0's model's class probabilities of its own validation chromosomes, by the
+    run's vote (what the learned × baseline weight is chosen on; fold 0 alone, since the other folds trained
+    on them)."""
+    predictor, metric = ev.predictors[0], ev.pooled_karyotype
+    parts = []
+    for s in range(0, len(val_idx), chunk):
+        idx = val_idx[s : s + chunk]
+        proba = predictor.predict_proba(ev.data_obj.images[idx])
+        parts.append(karyotype_class_probabilities(metric, proba, ev.data_obj.labels[idx]))
+    return np.concatenate(parts)
+
+
 def _score_ensemble(ev: _Evaluation, summary: dict, n_models: int, karyotype_out: Path, own_data: bool):
     """A held-out test set: the fold ensemble (mean probability over the folds) scored as ``ensemble``, and a
     karyotype task's vote with it (the baseline beside it, and per-cell decisions, on the run's own data).
@@ -282,8 +295,12 @@ def _score_ensemble(ev: _Evaluation, summary: dict, n_models: int, karyotype_out
         summary["karyotype"] = summary["ensemble"]["karyotype"] = ev.pooled_karyotype.aggregate()
         if own_data and has_chromosome_records(data_obj.source):  # the baseline beside it; per-cell decisions
             learned = karyotype_class_probabilities(ev.pooled_karyotype, ev.probs_sum, labels, n_models)
+            train_idx, val_idx = fold_indices(ev.splits, 0)[:2]
+            validation = (val_idx, _validation_classes(ev, val_idx)) if len(val_idx) else None
             summary["karyotype"].update(
-                karyotype_comparison(data_obj.source, fold_indices(ev.splits, 0)[0], test_idx, learned, karyotype_out)
+                karyotype_comparison(
+                    data_obj.source, train_idx, test_idx, learned, karyotype_out, validation=validation
+                )
             )
     per_image = ens_metrics.per_image()
     for row, i in zip(per_image, test_idx.tolist(), strict=True):  # name the cases (worst/best in reports)

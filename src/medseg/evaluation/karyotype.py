@@ -131,7 +131,7 @@ def karyotype_section(k: Mapping[str, Any], *, cross_validation: bool = False, n
                 "",
             ]
     if k.get("baseline") and k.get("learned"):
-        L += _comparison_lines(k["learned"], k["baseline"])
+        L += _comparison_lines(k["learned"], k["baseline"], k.get("combined"))
     return L
 
 
@@ -139,9 +139,20 @@ def _quartiles(q) -> str:
     return " / ".join(_pct(v) for v in q) if q else "–"
 
 
-def _comparison_lines(learned: Mapping[str, Any], baseline: Mapping[str, Any]) -> list[str]:
-    """The learned model beside the classical baseline, chromosome by chromosome and decided per cell."""
+def _comparison_lines(
+    learned: Mapping[str, Any], baseline: Mapping[str, Any], combined: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The learned model beside the classical baseline (and the two combined), chromosome by chromosome and
+    decided per cell."""
     rows = [("learned model (this run)", learned), ("baseline: " + baseline["what"], baseline)]
+    if combined:
+        rows.append(
+            (
+                f"learned × baseline: geometric mean, the baseline's weight {combined['weight']:g} chosen on "
+                f"{combined['n_validation']} validation chromosomes",
+                combined,
+            )
+        )
     L = [
         "### Beside the classical floor, and decided per cell",
         "",

@@ -162,12 +162,43 @@ def confused_pairs(matrix, names, top: int = 8) -> list[dict]:
     return out
 
 
+#: Weights of the baseline in :func:`combine` tried on the validation chromosomes (0: the learned model alone).
+COMBINE_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def combine(learned: np.ndarray, baseline: np.ndarray, weight: float) -> np.ndarray:
+    """The weighted geometric mean of two (N, 24) probability tables, renormalised: ``learned^(1-w) · baseline^w``
+    (a product of experts: a class both find likely wins over one that only one of them favours)."""
+    log = (1.0 - weight) * np.log(np.asarray(learned) + 1e-6) + weight * np.log(np.asarray(baseline) + 1e-6)
+    p = np.exp(log - log.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def choose_weight(learned: np.ndarray, baseline: np.ndarray, true: np.ndarray) -> tuple[float, dict]:
+    """The :data:`COMBINE_WEIGHTS` entry with the best accuracy of :func:`combine` on chromosomes whose classes
+    ``true`` (1–24) are known (the smallest weight on a tie), and every weight's accuracy."""
+    scores = {
+        w: float(np.mean(combine(learned, baseline, w).argmax(1) + 1 == np.asarray(true))) for w in COMBINE_WEIGHTS
+    }
+    best = max(COMBINE_WEIGHTS, key=lambda w: (scores[w], -w))
+    return best, scores
+
+
 def karyotype_comparison(
-    source: str | Path, train_idx, test_idx, learned_proba: np.ndarray, out_dir: str | Path, *, seed: int = 0
+    source: str | Path,
+    train_idx,
+    test_idx,
+    learned_proba: np.ndarray,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """The baseline (fitted on ``train_idx``, saved to ``out_dir``/:data:`BASELINE_FILE`) and the learned model
     (``learned_proba`` (len(test_idx), 24)) on the chromosomes ``test_idx`` of the set ``source``, each without
-    and with the per-cell assignment (:func:`cell_results`)."""
+    and with the per-cell assignment (:func:`cell_results`). ``validation``: (indices, the learned model's
+    probabilities there) — then also the two **combined** (:func:`combine`, the baseline's weight chosen on those
+    validation chromosomes, never on the test ones)."""
     features, classes, cells = read_chromosome_records(source)
     train_idx, test_idx = np.asarray(train_idx, np.int64), np.asarray(test_idx, np.int64)
     learned_proba = np.asarray(learned_proba, np.float64)
@@ -181,8 +212,21 @@ def karyotype_comparison(
     true, test_cells = classes[test_idx], cells[test_idx]
     rearranged = read_in_rearrangement(source)
     rearranged = None if rearranged is None else rearranged[test_idx]
-    base = cell_results(baseline.predict_proba(normalised[test_idx]), true, test_cells, in_rearrangement=rearranged)
+    base_proba = baseline.predict_proba(normalised[test_idx])
+    base = cell_results(base_proba, true, test_cells, in_rearrangement=rearranged)
     learned = cell_results(learned_proba, true, test_cells, in_rearrangement=rearranged)
+    combined = None
+    if validation is not None and len(validation[0]):
+        val_idx = np.asarray(validation[0], np.int64)
+        weight, scores = choose_weight(validation[1], baseline.predict_proba(normalised[val_idx]), classes[val_idx])
+        combined = {
+            "what": "the learned model and the baseline combined (weighted geometric mean of their probabilities), "
+            "the baseline's weight chosen on the validation chromosomes",
+            "weight": weight,
+            "n_validation": int(len(val_idx)),
+            "validation_accuracy": {f"{w:g}": round(a, 4) for w, a in scores.items()},
+            **cell_results(combine(learned_proba, base_proba, weight), true, test_cells, in_rearrangement=rearranged),
+        }
     shown = max(dict.fromkeys(test_cells.tolist()), key=lambda c: int((test_cells == c).sum()))
     where = np.flatnonzero(test_cells == shown)
     assigned = np.asarray(learned["predicted_with"])[where]
@@ -204,4 +248,5 @@ def karyotype_comparison(
             **base,
         },
         "learned": learned,
+        **({"combined": combined} if combined is not None else {}),
     }
