@@ -23,6 +23,20 @@ def _size_cue(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return features, classes
 
 
+def _records_file(path, features, classes, in_rearrangement=None):
+    """A karyotype set's chromosome records only (features, class, folder, cell: 8 chromosomes a cell)."""
+    n = len(classes)
+    with h5py.File(path, "w") as f:
+        text = h5py.string_dtype("utf-8")
+        f.create_dataset("features", data=features.astype(np.float32))
+        f.create_dataset("class", data=classes.astype(np.uint8))
+        f.create_dataset("folder", data=np.array(["slide"] * n, dtype=object), dtype=text)
+        f.create_dataset("image", data=np.array([f"cell{i // 8}" for i in range(n)], dtype=object), dtype=text)
+        if in_rearrangement is not None:
+            f.create_dataset("in_rearrangement", data=in_rearrangement.astype(np.uint8))
+    return path
+
+
 def test_baseline_learns_a_size_cue_and_refits_the_same_from_its_file(tmp_path):
     features, classes = _size_cue(40, seed=0)
     baseline = KaryotypeBaseline(features, classes, n_trees=30)
@@ -46,15 +60,7 @@ def test_a_file_that_is_not_a_baseline_is_refused_by_name(tmp_path):
 
 def test_comparison_reports_baseline_and_learned_model_per_chromosome_and_per_cell(tmp_path):
     features, classes = _size_cue(48, seed=2)
-    cells = np.array([f"cell{i // 8}" for i in range(48)])
-    path = tmp_path / "karyotype.h5"
-    with h5py.File(path, "w") as f:
-        text = h5py.string_dtype("utf-8")
-        f.create_dataset("features", data=features.astype(np.float32))
-        f.create_dataset("class", data=classes.astype(np.uint8))
-        f.create_dataset("folder", data=np.array(["slide"] * 48, dtype=object), dtype=text)
-        f.create_dataset("image", data=np.array(cells, dtype=object), dtype=text)
-        f.create_dataset("in_rearrangement", data=(np.arange(48) % 8 == 0).astype(np.uint8))
+    path = _records_file(tmp_path / "karyotype.h5", features, classes, in_rearrangement=np.arange(48) % 8 == 0)
     assert has_chromosome_records(path) and not has_chromosome_records(tmp_path / "missing.h5")
     test_idx = np.arange(32, 48)
     learned = np.full((16, 24), 0.01)
@@ -100,14 +106,7 @@ def test_combine_is_a_weighted_geometric_mean_and_its_weight_is_chosen_on_valida
 
 def test_the_comparison_combines_the_two_with_a_weight_from_the_validation_chromosomes(tmp_path):
     features, classes = _size_cue(48, seed=3)
-    cells = np.array([f"cell{i // 8}" for i in range(48)])
-    path = tmp_path / "karyotype.h5"
-    with h5py.File(path, "w") as f:
-        text = h5py.string_dtype("utf-8")
-        f.create_dataset("features", data=features.astype(np.float32))
-        f.create_dataset("class", data=classes.astype(np.uint8))
-        f.create_dataset("folder", data=np.array(["slide"] * 48, dtype=object), dtype=text)
-        f.create_dataset("image", data=np.array(cells, dtype=object), dtype=text)
+    path = _records_file(tmp_path / "karyotype.h5", features, classes)
     val_idx, test_idx = np.arange(24, 32), np.arange(32, 48)
 
     def wrong_on_half(idx):  # a learned model right on the first half of its chromosomes only

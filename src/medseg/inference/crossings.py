@@ -138,19 +138,9 @@ def split_crossing(
     comp, overlap = np.asarray(comp, bool), np.asarray(overlap, bool) & np.asarray(comp, bool)
     if not overlap.any():
         return None
-    own = comp & ~overlap
-    apart = own if contact is None else own & ~np.asarray(contact, bool)
-    # 4-connected: at the overlap's corners the two chromosomes' arms meet diagonally, pixel to pixel
-    labels, n = ndimage.label(apart)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    big = [k for k in range(1, n + 1) if sizes[k] >= min_arm_px]
-    if not 2 <= len(big) <= 4:
+    arms = _arms(comp, overlap, contact, min_arm_px)
+    if arms is None or not 2 <= len(arms) <= 4:
         return None
-    seeds = np.zeros(comp.shape, np.int32)
-    for j, k in enumerate(big, start=1):
-        seeds[labels == k] = j
-    arm_of = np.where(own, nearest_seed(seeds), 0)  # small pieces join their nearest arm
-    arms = [arm_of == j for j in range(1, len(big) + 1)]
     through = _through_pairs(_directions(arms, overlap))
     if through is None:
         return None

@@ -328,22 +328,11 @@ def separate_instances(
             counts["whole"] += 1
             continue
         if len(big) > 1 and crossings == "geometry" and split_several:
-            parts = split_crossings(comp, [ov_lab == j for j in big], contact[sl], min_arm_px=min_part_px)
-            how = "geometry" if parts is not None else "several_overlaps"
-            counts[how] += 1
-            if parts is None:
-                found.append((box, comp, how, k, False))
-                continue
-            for part in parts:
-                pr0, pr1, pc0, pc1 = _box(part)
-                found.append(((top0 + pr0, left0 + pc0, pr1 - pr0, pc1 - pc0), part[pr0:pr1, pc0:pc1], how, k, True))
-            continue
-        if len(big) > 1 or crossings == "whole" or (crossings == "pair_model" and pair_predictor is None):
-            how = "several_overlaps" if len(big) > 1 else "no_pair_model"
-            found.append((box, comp, how, k, False))
-            counts[how] += 1
-            continue
-        if crossings == "geometry":
+            split = split_crossings(comp, [ov_lab == j for j in big], contact[sl], min_arm_px=min_part_px)
+            how = "geometry" if split is not None else "several_overlaps"
+        elif len(big) > 1 or crossings == "whole" or (crossings == "pair_model" and pair_predictor is None):
+            how, split = ("several_overlaps" if len(big) > 1 else "no_pair_model"), None
+        elif crossings == "geometry":
             split = split_crossing(comp, ov_lab == big[0], contact[sl], min_arm_px=min_part_px)
             how = "geometry" if split is not None else "arms_unclear"
         else:
