@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from medseg.data.mfish import find_metaphases, read_metaphase
 from medseg.data.mfish_pairs import (
@@ -151,6 +152,25 @@ def test_other_chromosomes_are_background_and_optionally_masked():
     (masked,), _ = pairs_from_karyotype(dapi, karyo, PairOptions(mask_others=True))
     assert (masked.image[win == 9] == BG).all()
     np.testing.assert_array_equal(masked.labels, p.labels)
+
+
+def test_a_pair_shown_alone_keeps_its_margin_and_paints_the_rest_with_the_background():
+    from medseg.data.mfish_pair_crops import isolate_pair
+
+    shape = (140, 150)
+    blob = (9, _rect(shape, 35, 45, 35, 45))
+    dapi, karyo = _cross(shape, extra=[blob])
+    (p,), _ = pairs_from_karyotype(dapi, karyo)
+    win = _window(karyo, p.box)
+    pair = p.labels > 0
+    before = p.image.copy()
+    alone = isolate_pair(p.image, pair, 2)
+    np.testing.assert_array_equal(p.image, before)  # a copy: the crop itself is untouched
+    near = ndimage.binary_dilation(pair, np.ones((3, 3), bool), iterations=2)
+    np.testing.assert_array_equal(alone[near], p.image[near])  # the pair and 2 px around it as they were
+    assert (alone[win == 9] == BG).all() and (p.image[win == 9] == ONE).all()  # the other chromosome gone
+    assert (alone[~near] == BG).all() and alone.dtype == p.image.dtype
+    np.testing.assert_array_equal(isolate_pair(p.image, pair, 0)[~pair], np.full((~pair).sum(), BG))
 
 
 def test_pairs_cut_by_the_crop_kept_or_left_out():

@@ -69,6 +69,36 @@ def test_the_three_sets_test_the_same_held_out_slides(tmp_path, small_mfish, hom
         assert f["slide"].shape == (len(both),)
 
 
+def test_pairs_shown_alone_are_the_real_pairs_with_their_surroundings_painted(tmp_path, small_mfish, home, monkeypatch):
+    monkeypatch.setenv("MEDSEG_HOME", str(home))
+    pairs_cfg = _cfg(tmp_path, small_mfish, "mfish:pairs")
+    pairs = load_data(pairs_cfg["data"], 4)
+    alone_cfg = _cfg(tmp_path, small_mfish, "mfish:pairs", "data.mfish_pair_isolate_px=2")
+    alone = load_data(alone_cfg["data"], 4)
+    assert Path(alone.source).parent.name == "real_isolated_2px" and alone.source != pairs.source
+    # the same pairs, labels, slides and split: only the images differ, and only away from the pair
+    np.testing.assert_array_equal(alone.labels, pairs.labels)
+    assert alone.names == pairs.names and list(alone.groups) == list(pairs.groups)
+    assert splits_for(alone_cfg, alone)[0] == splits_for(pairs_cfg, pairs)[0]
+    with h5py.File(pairs.source) as f, h5py.File(alone.source) as g:
+        before, after = f["dataset_1"][...], g["dataset_1"][...]
+    from scipy import ndimage
+
+    changed = 0
+    for b, a in zip(before, after, strict=True):
+        near = ndimage.binary_dilation(b[..., 1] > 0, np.ones((3, 3), bool), iterations=2)
+        np.testing.assert_array_equal(a[..., 0][near], b[..., 0][near])
+        assert len(np.unique(a[..., 0][~near])) <= 1  # one background grey around the pair
+        changed += int((a[..., 0] != b[..., 0]).any())
+    assert changed > 0, "the real crops hold other chromosomes: some pixels must be painted"
+    record = json.loads(Path(alone.source).with_name("pairs.json").read_text())
+    assert record["isolated"]["px"] == 2 and (Path(alone.source).parent / "pairs.README.TXT").is_file()
+    both = load_data(_cfg(tmp_path, small_mfish, "mfish:both", "data.mfish_pair_isolate_px=2")["data"], 4)
+    assert Path(both.source).parent.name.endswith("_isolated_2px")
+    keep = [i for i, g in enumerate(pairs.groups) if g in set(both.groups[40:])]
+    np.testing.assert_array_equal(both.images[40:], alone.images[keep])  # its real pairs are shown alone too
+
+
 def test_an_interrupted_build_leaves_nothing_half_written(tmp_path, small_mfish, monkeypatch):
     monkeypatch.setenv("MEDSEG_HOME", str(tmp_path / "home"))
     import medseg.data.mfish_pairs as mfish_pairs

@@ -126,6 +126,34 @@ def test_an_unsure_pair_model_keeps_the_crossing_whole():
     assert sure.counts["pair_model"] == 1 and sure.counts["pair_model_unsure"] == 0
 
 
+class IsolatedPairModel(IntensityPairModel):
+    """A pair model trained on pairs shown alone (``data.mfish_pair_isolate_px: 2``); keeps the crops it gets."""
+
+    meta = {**IntensityPairModel.meta, "preprocessing": {"size": None, "pair_isolate_px": 2}}
+
+    def __init__(self):
+        super().__init__()
+        self.images: list[np.ndarray] = []
+
+    def predict(self, images):
+        self.images.append(np.asarray(images).copy())
+        return super().predict(images)
+
+
+def test_a_pair_model_trained_on_pairs_shown_alone_gets_its_crossing_alone():
+    image, semantic, m = scene()
+    model = IsolatedPairModel()
+    r = separate_instances(image, semantic, model, arms_after_pair_model=False)
+    assert r.counts["pair_model"] == 1 and len(model.images) == 1
+    crop = model.images[0].reshape(94, 93)
+    pair = (m["a"] | m["b"])[:94, :93]  # the crossing's crop starts at the image's corner here
+    assert (crop[pair] >= A - 1e-6).all()  # the crossing as it is
+    assert m["alone"][:94, :93].any() and np.allclose(crop[m["alone"][:94, :93]], BG)  # the bar beside it gone
+    assert np.allclose(crop[~pair], BG)
+    parts = [i.full_mask(SHAPE) for i in r.instances if i.how == "pair_model"]
+    assert {int(p.sum()) for p in parts} == {int(m["a"].sum()), int(m["b"].sum())}
+
+
 def test_small_overlaps_count_as_chromosome():
     image, semantic, m = scene()
     semantic[m["a"] & m["b"]] = 1

@@ -62,6 +62,8 @@ def model_meta(cfg: dict, data: SegmentationData | None = None, **extra) -> dict
             "resize": bool(cfg["data"].get("resize", False)),
             "context_slices": int(cfg["data"].get("context_slices") or 0),
             "context_stride": int(cfg["data"].get("context_stride") or 1),
+            # a pair model trained on crops showing the pair alone: the metaphase pipeline isolates its crops so
+            "pair_isolate_px": cfg["data"].get("mfish_pair_isolate_px"),
         },
         # evaluate.tta: whether prediction averages flipped/rotated copies by default (the planner turns it on, as
         # nnU-Net mirrors at prediction; `medseg predict --tta/--no-tta` overrides it)

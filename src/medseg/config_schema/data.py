@@ -103,6 +103,13 @@ class DataConfig(Section):
         "chromosomes: medseg.data.mfish_pair_crops.crossed_chromosomes); the held-out slides keep their isolated "
         "chromosomes only, so the test set is the same",
     )
+    mfish_pair_isolate_px: int | None = Field(
+        None,
+        ge=0,
+        description="mfish:pairs: show each pair alone in its crop (every pixel farther than this from the pair "
+        "painted with the crop's background: medseg.data.mfish_pair_crops.isolate_pair); a pair model trained so "
+        "gets its crops so in the metaphase pipeline too (the semantic model's component, the same margin)",
+    )
     mfish_synth_pairs: int = Field(13434, description="size of the mfish:synth set (13,434: Pommier's published size)")
     synth_gi_cases: int = Field(
         6, description="size of the synth:gi set (cases of 1-5 scans of 80 or 144 slices; medseg data synth-gi)"

@@ -23,6 +23,7 @@ __all__ = [
     "Pair",
     "PairOptions",
     "crossed_chromosomes",
+    "isolate_pair",
     "isolated_chromosomes",
     "pairs_from_karyotype",
 ]
@@ -169,6 +170,23 @@ def crossed_chromosomes(
                     at_border=sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == h or sl[1].stop == w,
                 )
             )
+    return out
+
+
+def isolate_pair(image: np.ndarray, pair: np.ndarray, px: int) -> np.ndarray:
+    """``image`` (a pair's crop) with every pixel farther than ``px`` from ``pair`` (the two chromosomes' boolean
+    mask) painted with the 25th percentile of those pixels (the dark background of a crop also holding other
+    chromosomes), so the crop shows the pair alone, as Pommier's pairs do.
+
+    One rule for training and prediction: ``mfish:pairs`` with ``data.mfish_pair_isolate_px`` cuts its crops so
+    from the label map's pair, the metaphase pipeline from the semantic model's component
+    (:func:`medseg.inference.instances.separate_instances`). The ``px`` margin keeps the chromosomes' blurred
+    edges, which the label map and the semantic model draw a pixel or two apart. A copy; ``image`` is untouched."""
+    keep = ndimage.binary_dilation(pair, _EIGHT, iterations=int(px)) if px > 0 else np.asarray(pair, bool)
+    out = np.array(image, copy=True)
+    if keep.all() or not keep.any():
+        return out
+    out[~keep] = np.percentile(image[~keep], 25)
     return out
 
 

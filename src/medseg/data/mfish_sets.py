@@ -105,6 +105,41 @@ def _real(source: Path, progress: bool) -> Path:
     return folder / "pairs.h5"
 
 
+def _real_isolated(source: Path, px: int, progress: bool) -> Path:
+    """``mfish:pairs`` with every crop showing its pair alone (``data.mfish_pair_isolate_px``:
+    :func:`medseg.data.mfish_pair_crops.isolate_pair` on the label map's pair), the same pairs, labels, slides and
+    split as the real set it is made from."""
+    import h5py
+
+    from medseg.data.mfish_pair_crops import isolate_pair
+
+    pairs = _real(source, progress)
+
+    def make(tmp: Path) -> None:
+        out = tmp / "pairs.h5"
+        with h5py.File(pairs, "r") as f, h5py.File(out, "w") as g:
+            for key, value in f.attrs.items():
+                g.attrs[key] = value
+            for key in f:
+                data = f[key][...]
+                if key == "dataset_1":  # (N, H, W, 2): the DAPI crop, the 0/1/2/3 labels
+                    for i in range(len(data)):
+                        data[i, ..., 0] = isolate_pair(data[i, ..., 0], data[i, ..., 1] > 0, px)
+                g.create_dataset(key, data=data, dtype=f[key].dtype)
+        for suffix in (".splits.json", ".README.TXT"):
+            shutil.copyfile(pairs.with_name("pairs" + suffix), tmp / ("pairs" + suffix))
+        record = json.loads(pairs.with_name("pairs.json").read_text())
+        record["isolated"] = {
+            "px": px,
+            "rule": "every pixel farther than px from the pair painted with the 25th percentile of those pixels "
+            "(medseg.data.mfish_pair_crops.isolate_pair)",
+            "from": str(pairs),
+        }
+        (tmp / "pairs.json").write_text(json.dumps(record, indent=1) + "\n")
+
+    return _build(_set_root(source) / f"real_isolated_{px}px", make) / "pairs.h5"
+
+
 def _synth(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
     from medseg.data.mfish_synth import run_mfish_synth
 
@@ -124,13 +159,14 @@ def _synth(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
     return folder / "synth.h5"
 
 
-def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
+def _both(source: Path, n_pairs: int, seed: int, progress: bool, isolate: int | None = None) -> Path:
     import h5py
 
     from medseg.data.mfish_pairs import held_out_slides
     from medseg.data.pommier import GROUP_KEY, read_groups, read_pommier_h5, write_pommier_h5
 
-    pairs, synth = _real(source, progress), _synth(source, n_pairs, seed, progress)
+    synth = _synth(source, n_pairs, seed, progress)
+    pairs = _real(source, progress) if isolate is None else _real_isolated(source, isolate, progress)
     held_out = held_out_slides(pairs)  # the slides mfish-synth left out too (the pairs file's own split)
 
     def make(tmp: Path) -> None:
@@ -163,7 +199,8 @@ def _both(source: Path, n_pairs: int, seed: int, progress: bool) -> Path:
         if notice.is_file():
             shutil.copyfile(notice, tmp / "both.README.TXT")
 
-    return _build(_set_root(source) / f"both_{n_pairs}_s{seed}", make) / "both.h5"
+    name = f"both_{n_pairs}_s{seed}" + ("" if isolate is None else f"_isolated_{isolate}px")
+    return _build(_set_root(source) / name, make) / "both.h5"
 
 
 def _karyotype(
@@ -229,8 +266,10 @@ def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
     source = find_mfish_source(data_cfg.get("mfish_source"))
     n_pairs = int(data_cfg.get("mfish_synth_pairs") or PUBLISHED_PAIRS)
     seed = int(data_cfg.get("synth_seed", 0))
+    isolate = data_cfg.get("mfish_pair_isolate_px")
+    isolate = None if isolate is None else int(isolate)
     if kind == "pairs":
-        return _real(source, progress)
+        return _real(source, progress) if isolate is None else _real_isolated(source, isolate, progress)
     if kind == "synth":
         return _synth(source, n_pairs, seed, progress)
     if kind in ("karyotype", "karyotype-upright"):
@@ -239,4 +278,4 @@ def mfish_set_path(kind: str, data_cfg: dict, *, progress: bool = True) -> Path:
         if kind == "karyotype":
             return _karyotype(source, progress, leave_out_rearranged=leave_out, crossed=crossed)
         return _karyotype(source, progress, "upright", _upright_canvas(data_cfg.get("size")), leave_out, crossed)
-    return _both(source, n_pairs, seed, progress)
+    return _both(source, n_pairs, seed, progress, isolate)

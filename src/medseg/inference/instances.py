@@ -220,15 +220,22 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def _pair_labels(pair_predictor, image: np.ndarray, top: int, left: int) -> tuple[np.ndarray, np.ndarray]:
+def _pair_labels(
+    pair_predictor, image: np.ndarray, top: int, left: int, pair: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The pair model's 0/1/2/3 labels on the crop at (top, left) of ``image`` (float [0, 1]) and its top-class
     probability per pixel; an image smaller than the crop is padded with its median (the dark background) and
-    both cropped back."""
+    both cropped back. A pair model trained on pairs shown alone (its ``preprocessing.pair_isolate_px``) gets the
+    crop so: ``pair`` (the component, a boolean mask of ``image``'s shape) alone (``isolate_pair``)."""
+    from medseg.data.mfish_pair_crops import isolate_pair
     from medseg.inference.image import predict_arrays
 
     ch, cw = PAIR_CROP
     window = image[top : top + ch, left : left + cw]
     h, w = window.shape
+    isolate_px = (pair_predictor.meta.get("preprocessing") or {}).get("pair_isolate_px")
+    if isolate_px is not None and pair is not None:
+        window = isolate_pair(window, pair[top : top + ch, left : left + cw], int(isolate_px))
     if (h, w) != PAIR_CROP:
         window = np.pad(window, ((0, ch - h), (0, cw - w)), constant_values=float(np.median(image)))
     proba = np.asarray(predict_arrays(pair_predictor, window.astype(np.float32), probabilities=True))[:, :h, :w]
@@ -373,7 +380,9 @@ def _pair_model_split(
         (top0 + r0, top0 + r1, left0 + c0, left0 + c1),
         shape,
     )
-    labels, sure = _pair_labels(pair_predictor, image, top, left)
+    whole = np.zeros(shape, bool)
+    whole[top0 : top0 + comp.shape[0], left0 : left0 + comp.shape[1]] = comp
+    labels, sure = _pair_labels(pair_predictor, image, top, left, whole)
     pair = np.full(comp.shape, -1, np.int16)  # the crop's labels on the component's window
     confidence = np.full(comp.shape, np.nan, np.float32)
     rs, re_ = max(top, top0), min(top + labels.shape[0], top0 + comp.shape[0])
