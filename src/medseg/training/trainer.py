@@ -24,7 +24,8 @@ Beyond the papers, for training on one's own data:
 * **Schedules follow the budget** (:mod:`medseg.training.schedules`): poly and cosine set the rate before each
   step from the progress — steps / budget, or elapsed / ``train.time_limit_minutes`` when further — so a
   time-limited run anneals fully by its limit; the limit ends a run cleanly wherever it falls (resumable:
-  the elapsed time is saved with the state). Rows record ``progress`` and ``lr_end``.
+  the elapsed time is saved with the state). Rows record ``progress`` and ``lr_end``. The budget's arithmetic:
+  :class:`medseg.training.budget.TrainingBudget`.
 * **Validation like inference**: with ``evaluate.sliding_window.roi_size`` (2D [H, W] or 3D [D, H, W]) the
   validation images are segmented window by window, as the predictor does, so a model trained on patches is
   validated on whole images. Images of different sizes (``data.size: null``) are validated one at a time at
@@ -87,7 +88,7 @@ from medseg.artifact import (
 from medseg.config import save_config
 from medseg.data.datasets import SegmentationData, SegmentationDataset
 from medseg.data.transforms import build_train_transform
-from medseg.errors import ConfigError, DataValidationError
+from medseg.errors import ConfigError
 from medseg.inference.sliding_window import sliding_window_logits
 from medseg.losses import build_loss
 from medseg.metrics import SegmentationMetrics
@@ -95,12 +96,12 @@ from medseg.models import build_model
 from medseg.progress import Progress
 from medseg.threads import init_worker, num_workers_for, refresh_threads
 from medseg.training import distributed
+from medseg.training.budget import TrainingBudget
 from medseg.training.early_stopping import EarlyStopping
 from medseg.training.parallel import ParallelSteps
 from medseg.training.records import RunRecords
-from medseg.training.sampling import class_balanced_sampler, class_balanced_weights, image_classes
-from medseg.training.schedules import BudgetSchedule, build_scheduler
-from medseg.training.schedules import progress as budget_progress
+from medseg.training.sampling import class_balanced_sampler
+from medseg.training.schedules import build_scheduler
 from medseg.training.seeding import seed_everything
 from medseg.training.speed import (
     CPU_CHANNELS_LAST_AUTO,
@@ -120,7 +121,7 @@ __all__ = [
 ]
 
 
-class Trainer(RunRecords, ParallelSteps):
+class Trainer(TrainingBudget, RunRecords, ParallelSteps):
     """Train one fold. ``run_dir`` receives config, history, best model and the resumable state."""
 
     def __init__(
@@ -203,34 +204,6 @@ class Trainer(RunRecords, ParallelSteps):
         self.wall_s: float | None = None  # this call of fit's wall time, once it has trained
         self.final_val: dict | None = None  # the selected model on every validation image (train.validation.final)
 
-    def _plan_budget(self) -> None:
-        """The budget: train.iterations optimizer steps (over ceil(N / steps per epoch) epochs), else train.epochs;
-        an epoch is train.steps_per_epoch steps (drawn with replacement), else one pass over the training set."""
-        tr = self.cfg["train"]
-        limit = tr["max_batches_per_epoch"]
-        self.fixed_epoch = tr.get("steps_per_epoch") is not None and len(self.train_set) > 0
-        batches = (
-            int(tr["steps_per_epoch"]) if self.fixed_epoch else math.ceil(len(self.train_set) / int(tr["batch_size"]))
-        )
-        self.steps_per_epoch = min(batches, int(limit)) if limit else batches
-        self.sample_weights = None
-        if tr.get("sampling") == "class_balanced" and len(self.train_set) > 0:
-            labels = self.data.labels[self.train_set.indices]
-            self.sample_weights = class_balanced_weights(
-                image_classes(labels, self.mode, self.cfg["task"].get("background"))
-            )
-        self.iterations = None if tr.get("iterations") is None else int(tr["iterations"])
-        if self.iterations is not None:
-            if self.steps_per_epoch < 1:
-                raise DataValidationError(
-                    self.data.source,
-                    f"fold {self.fold} has no training images: train.iterations ({self.iterations}) cannot be spent",
-                )
-            self.epochs = math.ceil(self.iterations / self.steps_per_epoch)
-        else:
-            self.epochs = int(tr["epochs"])
-        self.total_steps = self.iterations if self.iterations is not None else self.epochs * self.steps_per_epoch
-
     def _check_batchable(self, spatial_dims: int) -> None:
         """Training images of different sizes (``data.size: null``) only stack into batches as patches."""
         boxes = self.data.boxes_of(self.train_set.indices) if spatial_dims == 2 else None
@@ -241,13 +214,6 @@ class Trainer(RunRecords, ParallelSteps):
                 f"stacked into batches of {self.cfg['train']['batch_size']}: set data.patch_size: [H, W] to "
                 "train on random patches (or train.batch_size: 1, or a data.size)"
             )
-
-    def batches_in_epoch(self, epoch: int) -> int:
-        """Optimizer steps of epoch ``epoch`` (0-based): all of them, except the last epoch of a
-        ``train.iterations`` budget, which stops when the budget is spent."""
-        if self.iterations is None:
-            return self.steps_per_epoch
-        return max(0, min(self.steps_per_epoch, self.iterations - epoch * self.steps_per_epoch))
 
     # -- pieces a variant may override -------------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -557,13 +523,6 @@ class Trainer(RunRecords, ParallelSteps):
             f"{'  *best' if improved and self.has_validation else ''}"
         )
 
-    def stop_for_time(self, epoch: int) -> None:
-        """The time limit passed before epoch ``epoch`` trained a step: the last epoch's state is marked finished
-        (a later call finds the run done) and nothing new is recorded."""
-        self.stopped_by_time = True
-        if self.history:
-            self.save_state(epoch - 1, finished=True)
-
     def final_validation(self) -> None:
         """``train.validation.final``: the selected model (``model.safetensors``) validated on every validation
         image once, when epochs validated a subset; into summary.json as ``final_validation``."""
@@ -591,29 +550,3 @@ class Trainer(RunRecords, ParallelSteps):
                 f"{len(self.val_set)} validation images: val {row['val_loss']:.4f}  IoU[{primary}] "
                 f"{100 * row.get(f'val_iou/{primary}', float('nan')):.2f}  ({self.final_val['time_s']:.1f}s)"
             )
-
-    def out_of_time(self) -> bool:
-        """Past ``train.time_limit_minutes`` (counted from the start of :meth:`fit`, plus the time trained
-        before a resume)."""
-        return self.deadline is not None and time.perf_counter() > self.deadline
-
-    def elapsed(self) -> float:
-        """Wall seconds this fold has trained (validation included), over resumes."""
-        return self.elapsed_before + time.perf_counter() - self.fit_start
-
-    def budget_progress(self) -> float:
-        """How far through its budget the training is (:func:`medseg.training.schedules.progress`): steps done /
-        the step budget, or elapsed / ``train.time_limit_minutes`` when further."""
-        limit = self.cfg["train"].get("time_limit_minutes")
-        return budget_progress(
-            self.global_step, self.total_steps, self.elapsed(), None if limit is None else 60.0 * float(limit)
-        )
-
-    def follow_budget(self) -> None:
-        """Before each optimizer step: the learning rate of a budget schedule (poly, cosine) at the progress
-        reached — rank 0's when several processes train, so every rank steps with the same rate."""
-        if isinstance(self.scheduler, BudgetSchedule):
-            t = self.budget_progress()
-            if self.dist.active and self.cfg["train"].get("time_limit_minutes") is not None:
-                t = distributed.broadcast_object(t)
-            self.scheduler.set_progress(t)
