@@ -80,7 +80,7 @@ def pair_labels(
     ch, cw = PAIR_CROP
     window = image[top : top + ch, left : left + cw]
     h, w = window.shape
-    isolate_px = (pair_predictor.meta.get("preprocessing") or {}).get("pair_isolate_px")
+    isolate_px = ((getattr(pair_predictor, "meta", None) or {}).get("preprocessing") or {}).get("pair_isolate_px")
     if isolate_px is not None and pair is not None:
         window = isolate_pair(window, pair[top : top + ch, left : left + cw], int(isolate_px))
     if (h, w) != PAIR_CROP:
