@@ -14,6 +14,7 @@ from PIL import Image
 from scipy import ndimage
 
 from medseg.data.mfish import find_metaphases, read_metaphase
+from medseg.data.mfish_pair_crops import isolate_pair
 from medseg.data.mfish_pairs import (
     PairOptions,
     group_splits,
@@ -141,12 +142,17 @@ def test_a_chromosome_crossing_a_third_elsewhere_stays_whole():
     assert ab.other_px == int((win == 12).sum()) > 0 and counts["with_other_chromosomes"] == 2
 
 
-def test_other_chromosomes_are_background_and_optionally_masked():
+def _cross_beside_another():
+    """A crossing with a third chromosome (class 9, 10 x 10) inside its crop: the metaphase, the one pair, the
+    counts and the label map's window of the crop."""
     shape = (140, 150)
-    blob = (9, _rect(shape, 35, 45, 35, 45))
-    dapi, karyo = _cross(shape, extra=[blob])
+    dapi, karyo = _cross(shape, extra=[(9, _rect(shape, 35, 45, 35, 45))])
     (p,), counts = pairs_from_karyotype(dapi, karyo)
-    win = _window(karyo, p.box)
+    return dapi, karyo, p, counts, _window(karyo, p.box)
+
+
+def test_other_chromosomes_are_background_and_optionally_masked():
+    dapi, karyo, p, counts, win = _cross_beside_another()
     assert counts["with_other_chromosomes"] == 1 and p.other_px == 100
     assert (p.labels[win == 9] == 0).all() and (p.image[win == 9] == ONE).all()
     (masked,), _ = pairs_from_karyotype(dapi, karyo, PairOptions(mask_others=True))
@@ -155,13 +161,7 @@ def test_other_chromosomes_are_background_and_optionally_masked():
 
 
 def test_a_pair_shown_alone_keeps_its_margin_and_paints_the_rest_with_the_background():
-    from medseg.data.mfish_pair_crops import isolate_pair
-
-    shape = (140, 150)
-    blob = (9, _rect(shape, 35, 45, 35, 45))
-    dapi, karyo = _cross(shape, extra=[blob])
-    (p,), _ = pairs_from_karyotype(dapi, karyo)
-    win = _window(karyo, p.box)
+    _, _, p, _, win = _cross_beside_another()
     pair = p.labels > 0
     before = p.image.copy()
     alone = isolate_pair(p.image, pair, 2)

@@ -22,6 +22,7 @@ __all__ = [
     "IsolatedChromosome",
     "Pair",
     "PairOptions",
+    "bounding_box",
     "crossed_chromosomes",
     "isolate_pair",
     "isolated_chromosomes",
@@ -190,7 +191,8 @@ def isolate_pair(image: np.ndarray, pair: np.ndarray, px: int) -> np.ndarray:
     return out
 
 
-def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1), half-open, of a non-empty boolean mask."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
@@ -258,8 +260,8 @@ def pairs_from_karyotype(
             else ((b, classes[1]), (a, classes[0]))
         )
         union = a | b
-        r0, r1, c0, c1 = _bbox(union)
-        o0, o1, p0, p1 = _bbox(ov.labelled[sl] == k)
+        r0, r1, c0, c1 = bounding_box(union)
+        o0, o1, p0, p1 = bounding_box(ov.labelled[sl] == k)
         o0, o1, p0, p1 = o0 + sl[0].start, o1 + sl[0].start, p0 + sl[1].start, p1 + sl[1].start
         top, on_r = _crop_start((r0, r1), (o0, o1), options.crop[0], karyo.shape[0])
         left, on_c = _crop_start((c0, c1), (p0, p1), options.crop[1], karyo.shape[1])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medseg.data.mfish_pair_crops import bounding_box  # the boxes mfish-pairs places its crops by
 from medseg.errors import DataValidationError
 from medseg.inference.crossings import nearest_seed
 
@@ -60,11 +61,6 @@ def crop_origin(
     top, _ = _crop_start(component_box[:2], overlap_box[:2], crop[0], shape[0])
     left, _ = _crop_start(component_box[2:], overlap_box[2:], crop[1], shape[1])
     return max(top, 0), max(left, 0)
-
-
-def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def pair_labels(
