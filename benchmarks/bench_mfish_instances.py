@@ -253,6 +253,8 @@ def summary(m: dict) -> dict:
         "debris_removed": m["debris_removed"],
         "seconds_per_metaphase": m["seconds_per_metaphase"],
         "per_metaphase": [{k: r[k] for k in keep} for r in m["per_metaphase"]],
+        "near_duplicates": m.get("near_duplicates", []),
+        "pooled_each_metaphase_once": m.get("pooled_each_metaphase_once"),
     }
 
 

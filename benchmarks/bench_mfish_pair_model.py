@@ -11,7 +11,9 @@ beside it, as cut (other chromosomes in the crop).
 2. ``medseg evaluate RUN --tta`` on the held-out pairs (each run on its own kind of crop).
 3. The overlap IoU split by what the label map draws: *crossings* (an overlap of >= 50 px) and *touching pairs*
    (an overlap of a few pixels where two chromosomes only touch: a line no image shows).
-4. With ``--semantic-run``, a peer: the whole-metaphase model's own overlap class on the same crops (inside the
+4. What the aim asks of a drawing (:func:`one_pixel_off`): the label map's own overlap drawn one pixel narrower,
+   wider or shifted, scored against itself.
+5. With ``--semantic-run``, a peer: the whole-metaphase model's own overlap class on the same crops (inside the
    pair's pixels), predicted on the whole held-out metaphases.
 
 Writes one JSON: device, date, command, data (REAL), per variant the pooled and per-image scores.
@@ -85,6 +87,42 @@ def scores(metrics: dict) -> dict:
     }
 
 
+def _test_pairs(pairs_h5: Path) -> list[int]:
+    split = json.loads(pairs_h5.with_name("pairs.splits.json").read_text())
+    return [int(name.split("[")[1].rstrip("]")) for name in split["test"]]
+
+
+def one_pixel_off(labels: np.ndarray) -> dict:
+    """Mean overlap IoU per pair (crossings and touching pairs apart) of the annotators' own overlap against
+    itself drawn one pixel off: eroded, dilated inside the pair, and shifted by one pixel (the mean of the four
+    directions). ``labels``: (N, H, W) pair label maps (0 bg, 1 A, 2 B, 3 overlap). How close to the drawing
+    an overlap IoU asks a prediction to be: on small overlaps one pixel all around costs a third of the IoU."""
+    from scipy import ndimage
+
+    def iou(a, b) -> float:
+        union = (a | b).sum()
+        return float((a & b).sum() / union) if union else 1.0
+
+    rows = []
+    for lab in labels:
+        ov = lab == 3
+        shifted = [np.roll(ov, s, axis) for axis in (0, 1) for s in (-1, 1)]
+        rows.append(
+            {
+                "n": int(ov.sum()),
+                "eroded": iou(ndimage.binary_erosion(ov), ov),
+                "dilated": iou(ndimage.binary_dilation(ov) & (lab > 0), ov),
+                "shifted": float(np.mean([iou(sh, ov) for sh in shifted])),
+            }
+        )
+    out = {"n_pairs": len(rows)}
+    for part, keep in (("all", lambda r: True), ("crossings", lambda r: r["n"] >= CROSSING_PX)):
+        chosen = [r for r in rows if keep(r)]
+        for how in ("eroded", "dilated", "shifted"):
+            out[f"{how}_{part}"] = round(100 * float(np.mean([r[how] for r in chosen])), 1) if chosen else None
+    return out
+
+
 def semantic_peer(semantic_run: Path, pairs_h5: Path) -> dict:
     """The whole-metaphase model's overlap class on the held-out pairs' crops, inside each pair's pixels."""
     import h5py
@@ -94,8 +132,7 @@ def semantic_peer(semantic_run: Path, pairs_h5: Path) -> dict:
     from medseg.inference.predictor import Predictor
 
     record = json.loads(pairs_h5.with_name("pairs.json").read_text())
-    split = json.loads(pairs_h5.with_name("pairs.splits.json").read_text())
-    test = [int(name.split("[")[1].rstrip("]")) for name in split["test"]]
+    test = _test_pairs(pairs_h5)
     predictor = Predictor.from_path(semantic_run, device="cpu")
     by_image = {m.name.split("__")[-1]: m for m in find_metaphases(record["source"]["path"])}
     overlap_class = 2  # background / chromosome / overlap [/ touching]
@@ -172,12 +209,15 @@ def main(argv: list[str] | None = None) -> Path:
         "times_s": times,
         "results": results,
     }
-    if args.semantic_run is not None:
-        from medseg.data.mfish_sets import mfish_set_path
+    import h5py
 
-        record["semantic_model_peer"] = semantic_peer(
-            args.semantic_run, mfish_set_path("pairs", {"mfish_source": str(args.mfish)})
-        )
+    from medseg.data.mfish_sets import mfish_set_path
+
+    pairs_h5 = mfish_set_path("pairs", {"mfish_source": str(args.mfish)})
+    with h5py.File(pairs_h5, "r") as f:
+        record["annotators_one_pixel_off"] = one_pixel_off(f["dataset_1"][..., 1][sorted(_test_pairs(pairs_h5))])
+    if args.semantic_run is not None:
+        record["semantic_model_peer"] = semantic_peer(args.semantic_run, pairs_h5)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps({v: {k: r[k] for k in r if "iou" in k} for v, r in results.items()}, indent=1))

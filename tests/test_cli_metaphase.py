@@ -138,3 +138,36 @@ def test_crossings_option_is_checked_and_recorded(models, tmp_path):
     result = _run("predict", semantic, image, "--crossings", "whole", "-o", tmp_path / "o", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "o" / "meta2D" / "instances.json").read_text())["n_instances"] == 1
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"the real M-FISH set is not here ({SHARED})")
+def test_evaluate_metaphases_counts_a_metaphase_published_twice_once(tmp_path):
+    from medseg.data.mfish import find_metaphases, read_metaphase
+
+    root = tmp_path / "mfish"
+    first, second = find_metaphases(SHARED)[:2]
+    crops = []
+    for m in (first, second):
+        dapi, karyo = read_metaphase(m)
+        crops.append((m.folder, m.id, dapi[100:200, 100:220], karyo[100:200, 100:220]))
+    folder, ident, dapi, karyo = crops[0]
+    crops.append(("Z01__XY", "Z0101XY", np.clip(dapi.astype(float) * 0.8 + 5, 0, 255).astype(np.uint8), karyo))
+    for folder, ident, dapi, karyo in crops:  # the first crop again on another slide, with other contrast
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(dapi).save(root / folder / f"{ident}D.tif")
+        Image.fromarray(karyo).save(root / folder / f"{ident}K.tif")
+    out = tmp_path / "report"
+    result = _run("evaluate-metaphases", "--baseline", "otsu", "--data", root, "--slides", "all", "-o", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [(d["first"], d["second"]) for d in metrics["near_duplicates"]] == [(first.name, "Z01__XY__Z0101XY")]
+    rows = {r["metaphase"]: r for r in metrics["per_metaphase"]}
+    once = metrics["pooled_each_metaphase_once"]
+    assert (
+        once["n_metaphases"] == 2 and once["n_true"] == metrics["pooled"]["n_true"] - rows["Z01__XY__Z0101XY"]["n_true"]
+    )
+    assert once["tp"] == rows[first.name]["tp"] + rows[second.name]["tp"]
+    assert (
+        f"Published twice (one metaphase, two images: {first.name} ~ Z01__XY__Z0101XY"
+        in (out / "report.md").read_text()
+    )

@@ -16,6 +16,7 @@ from medseg.data.mfish import (
     is_mfish_folder,
     is_unlabelled_code,
     licence_notice,
+    near_duplicates,
     read_metaphase,
     semantic_labels,
     slide_of,
@@ -138,6 +139,7 @@ def test_data_info_on_an_mfish_folder(tmp_path):
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
     assert "4 labelled" in out and "1 EX" in out and "20x24: 4" in out and "255:" in out
+    assert "none (no two DAPI images alike)" in out
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the real M-FISH set is not beside the repository (../shared/data)")
@@ -151,3 +153,40 @@ def test_real_metaphases_read():
     assert (labels == 1).sum() > 1000 and (labels == 2).sum() >= 0
     # DAPI is brighter inside chromosomes (README: ≈ 110 inside, ≈ 13 outside)
     assert dapi[labels > 0].mean() > 3 * dapi[labels == 0].mean()
+
+
+def _blobs(seed: int, shape=(120, 150)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = np.full(shape, 12.0)
+    for _ in range(25):  # chromosome-sized bright rods at random places
+        r, c = rng.integers(5, shape[0] - 15), rng.integers(5, shape[1] - 25)
+        image[r : r + 6, c : c + 20] = rng.uniform(80, 160)
+    return image
+
+
+def test_near_duplicates_finds_one_metaphase_imaged_twice():
+    first = _blobs(0)
+    rng = np.random.default_rng(9)
+    # the same metaphase exported again: other contrast and gamma, new noise
+    again = np.clip(255 * (first / 255) ** 0.8 * 0.9 + rng.normal(0, 4, first.shape), 0, 255)
+    other = _blobs(1)
+    found = near_duplicates(["a", "b", "c", "d"], [first, other, again, _blobs(0, (120, 160))])
+    assert [(d["first"], d["second"]) for d in found] == [("a", "c")]  # never across shapes, never two metaphases
+    assert found[0]["correlation"] >= 0.95
+    assert near_duplicates(["a", "b"], [first, other], threshold=-1.0)[0]["second"] == "b"
+    with pytest.raises(ValueError, match="2 names for 1 images"):
+        near_duplicates(["a", "b"], [first])
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="the real M-FISH set is not beside the repository (../shared/data)")
+def test_real_metaphases_published_twice_stay_on_one_side_of_the_split():
+    from medseg.data.mfish_metaphase import pair_test_slides
+
+    metaphases = find_metaphases(SHARED)
+    twice = near_duplicates([m.name for m in metaphases], [read_metaphase(m)[0] for m in metaphases])
+    pairs = {(d["first"].split("__")[-1], d["second"].split("__")[-1]) for d in twice}
+    assert pairs == {("A0402XY", "A0403XY"), ("V1301XY", "V1304XY"), ("V1805XY", "V2704XY")}
+    # a pair split between training and test slides would leak the test metaphase into training
+    test = set(pair_test_slides(SHARED)["test"])
+    slide = {m.name: slide_of(m.folder) for m in metaphases}
+    assert all((slide[d["first"]] in test) == (slide[d["second"]] in test) for d in twice)

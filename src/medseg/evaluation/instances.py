@@ -447,9 +447,10 @@ def evaluate_metaphases(
     data, out_dir = Path(data), Path(out_dir)
     predictor, pair = _load_predictors(model, pair_model, data, baseline=baseline, device=device, trust_code=trust_code)
     chosen, metaphases = _chosen_metaphases(data, slides, limit)
-    rows, counts, removed, worst = [], {}, {}, None
+    rows, counts, removed, worst, dapis = [], {}, {}, None, []
     for m in Progress(metaphases, desc="metaphases", unit="image", disable=not progress):
         row, (image, result, karyo, statuses, true) = _score_one_metaphase(m, predictor, pair, debris, crossings)
+        dapis.append(np.round(image * 255).astype(np.uint8))
         for rule, got in _removed_true(result, karyo, true).items():
             total = removed.setdefault(rule, {"removed": 0, "true_chromosomes": 0})
             total["removed"] += got["removed"]
@@ -477,6 +478,7 @@ def evaluate_metaphases(
         notice_text=notice_text,
     )
     metrics["crossings"] = ("pair_model" if pair is not None else "geometry") if crossings == "auto" else crossings
+    metrics.update(_each_metaphase_once(rows, dapis))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(_clean(metrics), indent=1) + "\n")
     _figure(rows, out_dir / "per_metaphase.png")
@@ -495,8 +497,33 @@ def evaluate_metaphases(
     return metrics
 
 
+def _each_metaphase_once(rows: list[dict], dapis: list[np.ndarray]) -> dict:
+    """The metaphases published twice among those scored (:func:`medseg.data.mfish.near_duplicates`) and, when
+    there are any, the pooled figures with each counted once (the second of a pair left out)."""
+    from medseg.data.mfish import near_duplicates
+
+    twice = near_duplicates([r["metaphase"] for r in rows], dapis)
+    seconds = {d["second"] for d in twice}
+    once = pool([r for r in rows if r["metaphase"] not in seconds]) if twice else None
+    return {"near_duplicates": twice, "pooled_each_metaphase_once": once}
+
+
 def _pct(v) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{100 * v:.1f}"
+
+
+def _twice_lines(metrics: dict) -> list[str]:
+    """The report's paragraph on metaphases published twice (none: no line)."""
+    once = metrics.get("pooled_each_metaphase_once")
+    if not once:
+        return []
+    pairs = ", ".join(f"{d['first']} ~ {d['second']} (r = {d['correlation']:.3f})" for d in metrics["near_duplicates"])
+    return [
+        f"Published twice (one metaphase, two images: {pairs}); with each counted once: {once['n_true']} true, "
+        f"precision {_pct(once['precision'])} %, recall {_pct(once['recall'])} %, F1 {_pct(once['f1'])} %, "
+        f"{once['split']} splits, {once['merge']} merges.",
+        "",
+    ]
 
 
 def _report(metrics: dict) -> str:
@@ -527,6 +554,7 @@ def _report(metrics: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in metrics["separation"].items())
         + ".",
         "",
+        *_twice_lines(metrics),
         "Objects left out as no chromosome (rule: left out / of them true chromosomes): "
         + (
             ", ".join(f"{k} {v['removed']} / {v['true_chromosomes']}" for k, v in metrics["debris_removed"].items())

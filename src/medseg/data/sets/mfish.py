@@ -34,6 +34,11 @@ def describe_mfish(path: Path) -> tuple[str, Rows]:
             + ", ".join(f"{v}: {px:,} ({files[v]})" for v, px in s["label_pixels"].items()),
         ),
         ("overlap regions", f"{s['overlap_regions']:,} (8-connected regions of 255, any size)"),
+        (
+            "published twice",
+            "; ".join(f"{d['first']} ~ {d['second']} (r = {d['correlation']:.3f})" for d in s["near_duplicates"])
+            or "none (no two DAPI images alike)",
+        ),
         ("licence", s["licence"] or "README.TXT not found: the licence requires its notice with every copy"),
         (
             "use",
