@@ -43,6 +43,7 @@ __all__ = [
     "is_unlabelled_code",
     "licence_notice",
     "near_duplicates",
+    "near_duplicates_text",
     "read_metaphase",
     "semantic_labels",
     "slide_of",
@@ -291,6 +292,11 @@ def near_duplicates(
         for j in range(i + 1, len(names))
         if shapes[i] == shapes[j] and corr[i, j] >= threshold
     ]
+
+
+def near_duplicates_text(pairs: list[dict]) -> str:
+    """The pairs of :func:`near_duplicates` as one line ("a ~ b (r = 0.998); …"), empty when there are none."""
+    return "; ".join(f"{d['first']} ~ {d['second']} (r = {d['correlation']:.3f})" for d in pairs)
 
 
 def survey(root: str | Path, *, progress: bool = True) -> dict:

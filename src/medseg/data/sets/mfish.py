@@ -11,7 +11,7 @@ from medseg.data.registry import DataSet, Description, InfoRequest, Rows, regist
 
 def describe_mfish(path: Path) -> tuple[str, Rows]:
     """(title, rows) of the M-FISH source set: slides, metaphases (labelled, EX unlabelled), shapes, label values."""
-    from medseg.data.mfish import survey
+    from medseg.data.mfish import near_duplicates_text, survey
 
     s = survey(path)
     files = s["label_files"]
@@ -36,8 +36,7 @@ def describe_mfish(path: Path) -> tuple[str, Rows]:
         ("overlap regions", f"{s['overlap_regions']:,} (8-connected regions of 255, any size)"),
         (
             "published twice",
-            "; ".join(f"{d['first']} ~ {d['second']} (r = {d['correlation']:.3f})" for d in s["near_duplicates"])
-            or "none (no two DAPI images alike)",
+            near_duplicates_text(s["near_duplicates"]) or "none (no two DAPI images alike)",
         ),
         ("licence", s["licence"] or "README.TXT not found: the licence requires its notice with every copy"),
         (
